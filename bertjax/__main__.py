@@ -1,0 +1,66 @@
+"""python -m bertjax <command> [flags]: dispatch only.
+
+Each command lives in its own module with its own absl flags. Errors that are the
+user's to fix (a bad config key, a missing or malformed file) print one line and
+exit 1; set BERTJAX_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+
+COMMANDS = {
+    "describe": ("bertjax.describe", "parameter table and FLOPs per token of a config"),
+    "import": ("bertjax.convert.commands", "HF PyTorch dir or Google TF checkpoint -> bertjax"),
+    "export": ("bertjax.convert.commands", "bertjax checkpoint -> HF PyTorch dir"),
+    "fill_mask": ("bertjax.fill_mask", "top-k predictions for the mask token"),
+}
+
+
+def _usage() -> str:
+    rows = "\n".join(f"  {name:<10} {doc}" for name, (_, doc) in COMMANDS.items())
+    return f"usage: python -m bertjax <command> [--flags]\ncommands:\n{rows}"
+
+
+def one_line(e: BaseException) -> str:
+    """The informative line of an error; ml_collections embeds whole tracebacks in messages."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    line = lines[-1] if lines else type(e).__name__
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", line)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(_usage(), file=sys.stderr)
+        return 0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2
+    command = sys.argv[1]
+    module = importlib.import_module(COMMANDS[command][0])
+    from absl import flags
+
+    entry = getattr(module, f"main_{command}", None) or module.main
+    try:
+        argv = flags.FLAGS([f"bertjax {command}", *sys.argv[2:]])
+    except flags.Error as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 1
+    except (AttributeError, KeyError) as e:  # ml_collections: override of a missing key
+        print(f"error: unknown config key {e} in the --config.* overrides", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as e:  # ml_collections: bad value or preset
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 1
+    try:
+        entry(argv)
+    except (ValueError, OSError, flags.Error) as e:
+        if os.environ.get("BERTJAX_DEBUG"):
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

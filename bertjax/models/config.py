@@ -1,0 +1,175 @@
+"""The architecture of one encoder, as a frozen dataclass shared by all five families.
+
+A config file's `config.model` block is turned into a `ModelConfig` with
+`ModelConfig.from_dict`, which rejects unknown keys and impossible shapes with a
+message naming the key, so a typo in an ablation fails before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+FAMILIES = ("bert", "roberta", "albert", "distilbert", "electra")
+ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu")
+REMAT_POLICIES = ("none", "full", "dots")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+    """A model config key holds a value that cannot describe a model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and implementation switches of one encoder family member."""
+
+    family: str = "bert"  # one of FAMILIES; picks the heads and name map
+    vocab_size: int = 30522  # BERT uncased WordPiece vocabulary
+    hidden_size: int = 768  # H, the width of the residual stream
+    num_layers: int = 12  # L, applications of an encoder layer
+    num_heads: int = 12  # A; head size is H / A
+    intermediate_size: int = 3072  # FFN width, 4H in every published preset
+    hidden_act: str = "gelu"  # erf GELU (BERT); ALBERT uses "gelu_new" (tanh)
+    max_position_embeddings: int = 512  # rows of the position table (RoBERTa: 514)
+    type_vocab_size: int = 2  # segment ids; 0 means no token-type table (DistilBERT)
+    embedding_size: int = 0  # E; 0 means E = H. ALBERT/ELECTRA factorize (E != H)
+    layer_norm_eps: float = 1e-12  # RoBERTa uses 1e-5
+    dropout_rate: float = 0.1  # hidden dropout (embeddings, attention out, FFN out)
+    attention_dropout_rate: float = 0.1  # dropout on attention probabilities
+    initializer_range: float = 0.02  # std of the truncated-normal init
+    pad_token_id: int = 0  # RoBERTa: 1
+    positions_from_padding: bool = False  # RoBERTa: position = pad_id + 1 + index of non-pad
+    sinusoidal_positions: bool = False  # DistilBERT option: fixed sin/cos position table
+    use_pooler: bool = True  # tanh dense on [CLS]; NSP/SOP need it
+    num_hidden_groups: int = 0  # ALBERT parameter groups; 0 means no sharing (one per layer)
+    inner_group_num: int = 1  # ALBERT layers inside a group
+    # ELECTRA generator (shares the discriminator's embeddings; 0 = no generator).
+    generator_hidden_size: int = 0
+    generator_num_heads: int = 0
+    generator_intermediate_size: int = 0
+    generator_num_layers: int = 0  # 0 means the discriminator's num_layers
+    # Implementation switches: they change speed and memory, never the function.
+    dtype: str = "float32"  # compute dtype; parameters stay in param_dtype
+    param_dtype: str = "float32"
+    scan_layers: bool = False  # nn.scan over layers: one compiled layer, stacked params
+    remat: str = "none"  # activation checkpointing per layer: none | full | dots
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        """Builds a validated config; unknown keys are an error naming the key."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
+        cfg = cls(**dict(d))
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **kw: Any) -> ModelConfig:
+        cfg = dataclasses.replace(self, **kw)
+        cfg.validate()
+        return cfg
+
+    # Derived sizes -----------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def projects_embeddings(self) -> bool:
+        """Whether the encoder maps E -> H first; ALBERT keeps the projection even at E = H."""
+        return self.embed_dim != self.hidden_size or self.family == "albert"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_groups(self) -> int:
+        return self.num_hidden_groups or self.num_layers
+
+    @property
+    def shares_layers(self) -> bool:
+        return self.num_groups != self.num_layers or self.inner_group_num != 1
+
+    @property
+    def has_generator(self) -> bool:
+        return self.generator_hidden_size > 0
+
+    def generator_config(self) -> ModelConfig:
+        """The ELECTRA generator's tower: same embeddings, its own width and depth."""
+        if not self.has_generator:
+            raise ConfigError("model.generator_hidden_size is 0: this model has no generator")
+        return dataclasses.replace(
+            self,
+            hidden_size=self.generator_hidden_size,
+            num_heads=self.generator_num_heads,
+            intermediate_size=self.generator_intermediate_size,
+            num_layers=self.generator_num_layers or self.num_layers,
+            embedding_size=self.embed_dim,
+            generator_hidden_size=0,
+            generator_num_heads=0,
+            generator_intermediate_size=0,
+            generator_num_layers=0,
+        )
+
+    def validate(self) -> None:
+        def need(ok: bool, key: str, why: str) -> None:
+            if not ok:
+                raise ConfigError(f"model.{key}={getattr(self, key)!r}: {why}")
+
+        need(self.family in FAMILIES, "family", f"expected one of {', '.join(FAMILIES)}")
+        need(self.hidden_act in ACTIVATIONS, "hidden_act", f"expected one of {ACTIVATIONS}")
+        need(self.remat in REMAT_POLICIES, "remat", f"expected one of {REMAT_POLICIES}")
+        need(self.dtype in DTYPES, "dtype", f"expected one of {DTYPES}")
+        need(self.param_dtype in DTYPES, "param_dtype", f"expected one of {DTYPES}")
+        for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                    "max_position_embeddings", "inner_group_num"):
+            need(getattr(self, key) > 0, key, "must be positive")
+        need(self.hidden_size % self.num_heads == 0, "num_heads",
+             f"must divide hidden_size={self.hidden_size}")
+        need(self.type_vocab_size >= 0, "type_vocab_size", "must be >= 0")
+        need(self.embedding_size >= 0, "embedding_size", "must be >= 0 (0 means hidden_size)")
+        need(0 <= self.pad_token_id < self.vocab_size, "pad_token_id",
+             f"must be an id below vocab_size={self.vocab_size}")
+        need(0.0 <= self.dropout_rate < 1.0, "dropout_rate", "must be in [0, 1)")
+        need(0.0 <= self.attention_dropout_rate < 1.0, "attention_dropout_rate",
+             "must be in [0, 1)")
+        need(self.num_hidden_groups >= 0 and self.num_layers % self.num_groups == 0,
+             "num_hidden_groups", f"must divide num_layers={self.num_layers}")
+        if self.positions_from_padding:
+            need(self.max_position_embeddings > self.pad_token_id + 1, "max_position_embeddings",
+                 "must exceed pad_token_id + 1 when positions_from_padding is set")
+        if self.family == "electra":
+            need(self.has_generator, "generator_hidden_size", "ELECTRA needs a generator")
+        if self.has_generator:
+            need(self.generator_num_heads > 0
+                 and self.generator_hidden_size % self.generator_num_heads == 0,
+                 "generator_num_heads", "must be positive and divide generator_hidden_size")
+            need(self.generator_intermediate_size > 0, "generator_intermediate_size",
+                 "must be positive")
+        # What transformers can represent, so that every config exports faithfully.
+        if self.family in ("bert", "albert"):
+            need(self.use_pooler, "use_pooler", f"{self.family} pretraining (NSP/SOP) needs it")
+        if self.family in ("distilbert", "electra"):
+            need(not self.use_pooler, "use_pooler", f"{self.family} has no pooler")
+        need(self.positions_from_padding == (self.family == "roberta"), "positions_from_padding",
+             "RoBERTa, and only RoBERTa, counts positions from pad_token_id + 1")
+        need(not self.sinusoidal_positions or self.family == "distilbert", "sinusoidal_positions",
+             "only DistilBERT has the sinusoidal option")
+        need((self.type_vocab_size == 0) == (self.family == "distilbert"), "type_vocab_size",
+             "DistilBERT, and only DistilBERT, has no token types (0)")
+        if self.family == "distilbert":
+            need(self.embed_dim == self.hidden_size, "embedding_size",
+                 "DistilBERT does not factorize embeddings")
+            need(self.layer_norm_eps == 1e-12, "layer_norm_eps", "DistilBERT fixes it at 1e-12")
+        if self.family != "albert":
+            need(not self.shares_layers, "num_hidden_groups", "only ALBERT shares layers")
+        if self.family in ("bert", "roberta", "distilbert"):
+            need(self.embed_dim == self.hidden_size, "embedding_size",
+                 f"{self.family} does not factorize embeddings")

@@ -1,0 +1,314 @@
+"""Layers shared by every family: embeddings, attention, FFN, encoder layer, encoder.
+
+All five families are post-LayerNorm Transformer encoders; they differ only in
+embeddings (factorized, token types, position scheme), in layer sharing (ALBERT)
+and in heads. Parameters carry logical axis names (see `bertjax.sharding`).
+
+Einsum letters: b batch, q/k query/key positions, h heads, d head features,
+e embed (hidden) features, v vocabulary.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bertjax import sharding as ax
+from bertjax.models.config import ModelConfig
+
+Array = jax.Array
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+
+def _init(cfg: ModelConfig, axes: tuple[str | None, ...]) -> Callable:
+    return nn.with_logical_partitioning(
+        nn.initializers.truncated_normal(cfg.initializer_range), axes)
+
+
+def _zeros(axes: tuple[str | None, ...]) -> Callable:
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def dense(cfg: ModelConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+    """A Dense layer whose kernel is annotated `axes` = (in, out) and bias (out,)."""
+    return nn.Dense(features, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                    kernel_init=_init(cfg, axes), bias_init=_zeros(axes[1:]), name=name)
+
+
+def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+    # Two-pass variance (use_fast_variance=False) matches PyTorch's LayerNorm closely.
+    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                        use_fast_variance=False,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                                                (ax.EMBED,)),
+                        bias_init=_zeros((ax.EMBED,)), name=name)
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> np.ndarray:
+    """The fixed sin/cos position table of "Attention is all you need" (DistilBERT option).
+
+    Row p, column 2i holds sin(p / 10000^(2i/dim)); column 2i+1 holds the cosine of
+    the same angle.
+    """
+    pos = np.arange(num_positions, dtype=np.float64)[:, None]
+    rate = np.power(10000.0, -2.0 * (np.arange(dim) // 2) / dim)[None, :]
+    angle = pos * rate
+    table = np.where(np.arange(dim) % 2 == 0, np.sin(angle), np.cos(angle))
+    return table.astype(np.float32)
+
+
+def position_ids(cfg: ModelConfig, input_ids: Array) -> Array:
+    """[batch, length] position ids.
+
+    BERT-style: 0..L-1. RoBERTa-style (`positions_from_padding`): padding tokens sit at
+    pad_id and real tokens count up from pad_id + 1, as fairseq's make_positions does.
+    """
+    if cfg.positions_from_padding:
+        not_pad = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+        return jnp.cumsum(not_pad, axis=1) * not_pad + cfg.pad_token_id
+    return jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+
+
+class Embeddings(nn.Module):
+    """Word + position (+ token type) embeddings, LayerNorm, dropout. Width E."""
+
+    cfg: ModelConfig
+
+    def setup(self) -> None:
+        cfg, e = self.cfg, self.cfg.embed_dim
+        self.word = nn.Embed(cfg.vocab_size, e, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                             embedding_init=_init(cfg, (ax.VOCAB, ax.EMBED)))
+        pos_init = (nn.with_logical_partitioning(
+            lambda *_: jnp.asarray(sinusoidal_table(cfg.max_position_embeddings, e)),
+            (ax.POSITIONS, ax.EMBED)) if cfg.sinusoidal_positions
+            else _init(cfg, (ax.POSITIONS, ax.EMBED)))
+        self.position = nn.Embed(cfg.max_position_embeddings, e, dtype=cfg.dtype,
+                                 param_dtype=cfg.param_dtype, embedding_init=pos_init)
+        if cfg.type_vocab_size:
+            self.token_type = nn.Embed(cfg.type_vocab_size, e, dtype=cfg.dtype,
+                                       param_dtype=cfg.param_dtype,
+                                       embedding_init=_init(cfg, (ax.POSITIONS, ax.EMBED)))
+        self.layer_norm = layer_norm(cfg, "layer_norm")
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+
+    def __call__(self, input_ids: Array, token_type_ids: Array | None,
+                 deterministic: bool) -> Array:
+        """input_ids, token_type_ids: [batch, length] -> [batch, length, embed]."""
+        x = self.word(input_ids) + self.position(position_ids(self.cfg, input_ids))
+        if self.cfg.type_vocab_size:
+            if token_type_ids is None:
+                token_type_ids = jnp.zeros_like(input_ids)
+            x = x + self.token_type(token_type_ids)
+        x = self.dropout(self.layer_norm(x), deterministic=deterministic)
+        return nn.with_logical_constraint(x, (ax.BATCH, ax.LENGTH, ax.EMBED))
+
+    def table(self) -> Array:
+        """[vocab, embed] word-embedding matrix, for output layers tied to it."""
+        return self.word.embedding
+
+
+def attention_bias(attention_mask: Array) -> Array:
+    """[batch, length] 1/0 padding mask -> [batch, 1, 1, length] additive float32 bias."""
+    big_negative = jnp.finfo(jnp.float32).min
+    bias = jnp.where(attention_mask.astype(bool), 0.0, big_negative).astype(jnp.float32)
+    return bias[:, None, None, :]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with softmax in float32."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+        cfg = self.cfg
+        proj = functools.partial(
+            nn.DenseGeneral, features=(cfg.num_heads, cfg.head_dim), dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype, kernel_init=_init(cfg, (ax.EMBED, ax.HEADS, ax.KV)),
+            bias_init=_zeros((ax.HEADS, ax.KV)))
+        q = proj(name="query")(x)  # [b, q, h, d]
+        k = proj(name="key")(x)  # [b, k, h, d]
+        v = proj(name="value")(x)  # [b, k, h, d]
+        q = q / jnp.sqrt(cfg.head_dim).astype(q.dtype)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
+        probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)  # [b, h, q, k]
+        probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
+        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [b, q, h, d]
+        return nn.DenseGeneral(
+            cfg.hidden_size, axis=(-2, -1), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+            kernel_init=_init(cfg, (ax.HEADS, ax.KV, ax.EMBED)), bias_init=_zeros((ax.EMBED,)),
+            name="out")(ctx)  # [b, q, e]
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN Transformer layer: x + attn -> LN -> x + FFN -> LN."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+        """x: [batch, length, hidden]; bias: [batch, 1, 1, length]."""
+        cfg = self.cfg
+        drop = nn.Dropout(cfg.dropout_rate)
+        h = SelfAttention(cfg, name="attention")(x, bias, deterministic)
+        x = layer_norm(cfg, "attention_norm")(x + drop(h, deterministic=deterministic))
+        h = dense(cfg, cfg.intermediate_size, (ax.EMBED, ax.MLP), "intermediate")(x)
+        h = ACTIVATIONS[cfg.hidden_act](h)
+        h = dense(cfg, cfg.hidden_size, (ax.MLP, ax.EMBED), "output")(h)
+        x = layer_norm(cfg, "output_norm")(x + drop(h, deterministic=deterministic))
+        return nn.with_logical_constraint(x, (ax.BATCH, ax.LENGTH, ax.EMBED))
+
+
+class LayerGroup(nn.Module):
+    """ALBERT's unit of sharing: `inner_group_num` layers applied in sequence."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+        for j in range(self.cfg.inner_group_num):
+            x = _layer_class(self.cfg)(self.cfg, name=f"inner_{j}")(x, bias, deterministic)
+        return x
+
+
+def _layer_class(cfg: ModelConfig) -> type[nn.Module]:
+    """EncoderLayer, wrapped in remat when the config asks for it."""
+    if cfg.remat == "none":
+        return EncoderLayer
+    policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if cfg.remat == "dots"
+              else jax.checkpoint_policies.nothing_saveable)
+    # argnums count self as 0: deterministic (3) must stay a Python bool.
+    return nn.remat(EncoderLayer, policy=policy, prevent_cse=not cfg.scan_layers,
+                    static_argnums=(3,))
+
+
+def _unit_class(cfg: ModelConfig) -> type[nn.Module]:
+    """What one application of the encoder runs: a group (ALBERT) or a single layer."""
+    return LayerGroup if cfg.inner_group_num > 1 else _layer_class(cfg)
+
+
+class _Scanned(nn.Module):
+    """Adapts a unit to nn.scan's (carry, x) -> (carry, y) signature; y is the output."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, bias: Array, deterministic: bool) -> tuple[Array, Array]:
+        x = _unit_class(self.cfg)(self.cfg, name="unit")(x, bias, deterministic)
+        return x, x
+
+
+class Encoder(nn.Module):
+    """Optional E -> H projection, then L layer applications.
+
+    Parameter layout:
+      no sharing, loop:  layer_{i}                 (i < L)
+      no sharing, scan:  layers/unit  with a leading [L] axis
+      ALBERT, loop:      group_{g}                 (g < num_hidden_groups)
+      ALBERT, scan:      group_{g}/unit, same params broadcast over L/G applications
+    `unstack_layers` / `stack_layers` convert between the loop and scan layouts.
+    """
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, attention_mask: Array,
+                 deterministic: bool) -> tuple[Array, list[Array]]:
+        """x: [batch, length, embed]; mask: [batch, length] -> ([b, l, hidden], states).
+
+        `states` has L + 1 entries: the (projected) input and every layer's output, as
+        transformers' `output_hidden_states` gives them.
+        """
+        cfg = self.cfg
+        if cfg.projects_embeddings:
+            x = dense(cfg, cfg.hidden_size, (ax.EMBED, ax.EMBED), "embeddings_project")(x)
+        bias = attention_bias(attention_mask)
+        states = [x]
+        reps = cfg.num_layers // cfg.num_groups
+        if cfg.scan_layers:
+            for g in range(1 if not cfg.shares_layers else cfg.num_groups):
+                shared = cfg.shares_layers
+                scan = nn.scan(
+                    _Scanned,
+                    variable_axes={} if shared else {"params": 0},
+                    variable_broadcast="params" if shared else False,
+                    split_rngs={"params": not shared, "dropout": True},
+                    in_axes=(nn.broadcast, nn.broadcast),
+                    length=reps if shared else cfg.num_layers,
+                    metadata_params={nn.PARTITION_NAME: ax.LAYERS})
+                x, ys = scan(cfg, name=f"group_{g}" if shared else "layers")(
+                    x, bias, deterministic)
+                states.extend(ys[i] for i in range(ys.shape[0]))
+        else:
+            unit = _unit_class(cfg)
+            prefix = "group" if cfg.shares_layers else "layer"
+            units = [unit(cfg, name=f"{prefix}_{g}") for g in range(cfg.num_groups)]
+            for i in range(cfg.num_layers):
+                x = units[i // reps](x, bias, deterministic)
+                states.append(x)
+        return x, states
+
+
+class Pooler(nn.Module):
+    """tanh(W h_[CLS] + b): the sentence vector NSP/SOP classify."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """[batch, length, hidden] -> [batch, hidden]."""
+        return jnp.tanh(dense(self.cfg, self.cfg.hidden_size, (ax.EMBED, ax.EMBED), "dense")(
+            x[:, 0]))
+
+
+# --- scan <-> loop parameter layouts ------------------------------------------------
+
+def unstack_layers(params: Any) -> Any:
+    """Turns scan-layout params (`layers/unit` with a leading [L] axis) into `layer_{i}`.
+
+    Params of ALBERT's shared groups are identical in both layouts apart from the
+    `unit` level, which is dropped. Works on plain nested dicts.
+    """
+    if not isinstance(params, dict):
+        return params
+    out = {}
+    for key, val in params.items():
+        if key == "layers" and isinstance(val, dict) and set(val) == {"unit"}:
+            n = jax.tree_util.tree_leaves(val["unit"])[0].shape[0]
+            for i in range(n):
+                out[f"layer_{i}"] = jax.tree_util.tree_map(lambda a, i=i: a[i], val["unit"])
+        elif re.fullmatch(r"group_\d+", key) and isinstance(val, dict) and set(val) == {"unit"}:
+            out[key] = val["unit"]
+        else:
+            out[key] = unstack_layers(val)
+    return out
+
+
+def stack_layers(params: Any) -> Any:
+    """Inverse of `unstack_layers`: `layer_{i}` -> `layers/unit` [L, ...]; groups get `unit`."""
+    if not isinstance(params, dict):
+        return params
+    layer_keys = sorted((k for k in params if re.fullmatch(r"layer_\d+", k)),
+                        key=lambda k: int(k.split("_")[1]))
+    group_keys = [k for k in params if re.fullmatch(r"group_\d+", k)]
+    out = {k: stack_layers(v) for k, v in params.items()
+           if k not in layer_keys and k not in group_keys}
+    if layer_keys:
+        out["layers"] = {"unit": jax.tree_util.tree_map(
+            lambda *xs: jnp.stack(xs), *[params[k] for k in layer_keys])}
+    for k in group_keys:
+        out[k] = {"unit": params[k]}
+    return out

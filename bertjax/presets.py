@@ -1,0 +1,66 @@
+"""Named architectures: the published sizes of the five families and the 24 small BERTs.
+
+`model_config(name)` returns the validated ModelConfig of a preset; configs/*.py
+files use it so a preset is defined once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bertjax.models.config import ConfigError, ModelConfig
+
+_BERT = dict(family="bert", vocab_size=30522, max_position_embeddings=512, type_vocab_size=2)
+_ROBERTA = dict(family="roberta", vocab_size=50265, max_position_embeddings=514,
+                type_vocab_size=1, pad_token_id=1, positions_from_padding=True,
+                layer_norm_eps=1e-5, use_pooler=False)
+# ALBERT v2 presets: no dropout, tanh GELU, E=128, one shared group.
+_ALBERT = dict(family="albert", vocab_size=30000, embedding_size=128, hidden_act="gelu_new",
+               dropout_rate=0.0, attention_dropout_rate=0.0, num_hidden_groups=1,
+               inner_group_num=1)
+_DISTILBERT = dict(family="distilbert", vocab_size=30522, type_vocab_size=0, use_pooler=False)
+_ELECTRA = dict(family="electra", vocab_size=30522, use_pooler=False)
+
+
+def _size(layers: int, hidden: int, heads: int | None = None, ffn: int | None = None) -> dict:
+    return dict(num_layers=layers, hidden_size=hidden, num_heads=heads or hidden // 64,
+                intermediate_size=ffn or 4 * hidden)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Google's grid of 24 small BERTs: L x H, heads H/64, FFN 4H.
+    **{f"bert_L{layers}_H{hidden}": {**_BERT, **_size(layers, hidden)}
+       for layers in (2, 4, 6, 8, 10, 12) for hidden in (128, 256, 512, 768)},
+    "bert_tiny": {**_BERT, **_size(2, 128)},
+    "bert_mini": {**_BERT, **_size(4, 256)},
+    "bert_small": {**_BERT, **_size(4, 512)},
+    "bert_medium": {**_BERT, **_size(8, 512)},
+    "bert_base": {**_BERT, **_size(12, 768)},
+    "bert_large": {**_BERT, **_size(24, 1024, 16)},
+    "roberta_base": {**_ROBERTA, **_size(12, 768)},
+    "roberta_large": {**_ROBERTA, **_size(24, 1024, 16)},
+    "albert_base": {**_ALBERT, **_size(12, 768, 12)},
+    "albert_large": {**_ALBERT, **_size(24, 1024, 16)},
+    "albert_xlarge": {**_ALBERT, **_size(24, 2048, 16)},
+    "albert_xxlarge": {**_ALBERT, **_size(12, 4096, 64)},
+    "distilbert_base": {**_DISTILBERT, **_size(6, 768, 12)},
+    # ELECTRA: the generator is 1/4 of the discriminator's width (small: 1/4 too, as released).
+    "electra_small": {**_ELECTRA, **_size(12, 256, 4), "embedding_size": 128,
+                      "generator_hidden_size": 64, "generator_num_heads": 1,
+                      "generator_intermediate_size": 256},
+    "electra_base": {**_ELECTRA, **_size(12, 768, 12), "embedding_size": 768,
+                     "generator_hidden_size": 256, "generator_num_heads": 4,
+                     "generator_intermediate_size": 1024},
+    "electra_large": {**_ELECTRA, **_size(24, 1024, 16), "embedding_size": 1024,
+                      "generator_hidden_size": 256, "generator_num_heads": 4,
+                      "generator_intermediate_size": 1024},
+}
+
+
+def model_config(name: str, **overrides: Any) -> ModelConfig:
+    """The ModelConfig of preset `name`; unknown names are an error listing a few valid ones."""
+    if name not in PRESETS:
+        close = sorted(p for p in PRESETS if p.split("_")[0] == name.split("_")[0])[:8]
+        hint = ", ".join(close or sorted(PRESETS)[:8])
+        raise ConfigError(f"unknown preset {name!r}; e.g. {hint}")
+    return ModelConfig.from_dict({**PRESETS[name], **overrides})
