@@ -27,7 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Every ModelConfig field is present, so any can be overridden and typos fail.
     config.model = presets.model_config(name).to_dict()
     config.tokenizer = ml_collections.ConfigDict(dict(
-        path="",  # directory with tokenizer.json or vocab.txt / vocab.json+merges.txt / spiece.model
+        # Directory with tokenizer.json, or vocab.txt / vocab.json + merges.txt / spiece.model.
+        path="",
     ))
     config.max_seq_length = 128  # sequence length for FLOPs figures and training
     config.max_predictions_per_seq = 20  # masked positions per sequence (sparse MLM head)

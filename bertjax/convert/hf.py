@@ -163,8 +163,7 @@ def parts(cfg: ModelConfig) -> tuple[str, ...]:
 # weights (must equal their source) and buffers.
 def _tied(cfg: ModelConfig, part: str) -> dict[str, str]:
     f = cfg.family
-    emb = {"bert": "bert", "roberta": "roberta", "albert": "albert",
-           "distilbert": "distilbert", "electra": "electra"}[f] + ".embeddings.word_embeddings.weight"
+    emb = f"{f}.embeddings.word_embeddings.weight"  # every family's base prefix is its name
     return {
         "bert": {"cls.predictions.decoder.weight": emb,
                  "cls.predictions.decoder.bias": "cls.predictions.bias"},
