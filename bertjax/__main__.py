@@ -13,6 +13,7 @@ import re
 import sys
 
 COMMANDS = {
+    "init": ("bertjax.init", "a freshly initialised model directory from a config"),
     "describe": ("bertjax.describe", "parameter table and FLOPs per token of a config"),
     "import": ("bertjax.convert.commands", "HF PyTorch dir or Google TF checkpoint -> bertjax"),
     "export": ("bertjax.convert.commands", "bertjax checkpoint -> HF PyTorch dir"),

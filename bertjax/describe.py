@@ -12,15 +12,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from absl import flags
-from ml_collections import config_flags
 
-from bertjax import flops
+from bertjax import cli, flops
 from bertjax.models import ModelConfig, build
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file and preset, "
-                                          "e.g. configs/pretrain.py:bert_base.",
-                                          lock_config=True)
 
 
 def param_shapes(cfg: ModelConfig) -> Any:
@@ -68,8 +62,6 @@ def describe(cfg: ModelConfig, seq_len: int, predictions: int) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    config = _CONFIG.value
-    if config is None:
-        raise flags.ValidationError("--config is required, e.g. configs/pretrain.py:bert_base")
+    config = cli.required(cli.CONFIG)
     cfg = ModelConfig.from_dict(config.model.to_dict())
     print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq))

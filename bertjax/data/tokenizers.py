@@ -652,3 +652,21 @@ def _legacy_options(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
         },
     }[kind]
     return {k: config.get(k, v) for k, v in defaults.items()}
+
+
+def train_wordpiece(
+    texts: Iterable[str], vocab_size: int = 8000, lowercase: bool = True
+) -> Tokenizer:
+    """Trains a BERT-style WordPiece tokenizer (BertNormalizer, BertPreTokenizer, ##)."""
+    from tokenizers import trainers
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    backend = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False
+    )
+    backend.train_from_iterator(texts, trainer)
+    return Tokenizer(backend, kind="wordpiece", options={"do_lower_case": lowercase})

@@ -1,0 +1,20 @@
+"""Flags shared by several commands, defined once (absl forbids defining a flag twice)."""
+
+from __future__ import annotations
+
+from absl import flags
+from ml_collections import config_flags
+
+CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file and preset, e.g. configs/pretrain.py:bert_base; "
+    "override any key with --config.KEY=VALUE.", lock_config=True)
+CHECKPOINT = flags.DEFINE_string("checkpoint", None, "bertjax model directory to read.")
+OUT = flags.DEFINE_string("out", None, "Output directory (must not exist unless --overwrite).")
+OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
+
+
+def required(flag: flags.FlagHolder) -> object:
+    """The flag's value, or a one-line error naming it."""
+    if flag.value is None or flag.value == "":
+        raise ValueError(f"--{flag.name} is required")
+    return flag.value

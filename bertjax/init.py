@@ -1,0 +1,57 @@
+r"""`python -m bertjax init`: a freshly initialised model directory from a config.
+
+  python -m bertjax init --config=configs/pretrain.py:bert_tiny --out=/tmp/bertjax_tiny
+
+Prints the parameter table and writes a model directory (bertjax/checkpoint.py)
+that `fill_mask` and `export` read. The tokenizer comes from
+`--config.tokenizer.path`; when that is empty, a WordPiece vocabulary is trained on
+the built-in demo corpus (WordPiece families only).
+"""
+
+from __future__ import annotations
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bertjax import checkpoint, cli
+from bertjax.convert.commands import TOKENIZER_CLASS
+from bertjax.describe import describe
+from bertjax.models import ModelConfig, build
+
+_DEMO_VOCAB = 8000  # vocabulary trained on the demo corpus; small enough to learn fast
+
+
+def init_params(cfg: ModelConfig, seed: int) -> dict:
+    """Random parameters of `cfg` (plain arrays), created by a jitted init."""
+    ids = jnp.zeros((1, 8), jnp.int32)
+    init = jax.jit(lambda key: nn.unbox(build(cfg).init(key, ids))["params"])
+    return init(jax.random.key(seed))
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from bertjax.data import tokenizers
+
+    config, out = cli.required(cli.CONFIG), cli.required(cli.OUT)
+    cfg = ModelConfig.from_dict(config.model.to_dict())
+    if config.tokenizer.path:
+        tok = tokenizers.load_tokenizer(config.tokenizer.path)
+    elif TOKENIZER_CLASS[cfg.family] in ("BertTokenizer", "DistilBertTokenizer",
+                                         "ElectraTokenizer"):
+        from bertjax.data.sources import demo_corpus
+
+        print(f"training a {_DEMO_VOCAB}-token WordPiece vocabulary on the demo corpus...")
+        tok = tokenizers.train_wordpiece(demo_corpus(), min(_DEMO_VOCAB, cfg.vocab_size))
+    else:
+        raise ValueError(f"{cfg.family} needs its own tokenizer: set --config.tokenizer.path")
+    if tok.vocab_size > cfg.vocab_size:
+        raise ValueError(f"tokenizer has {tok.vocab_size} tokens, more than "
+                         f"model.vocab_size={cfg.vocab_size}")
+    tok.tokenizer_class = TOKENIZER_CLASS[cfg.family]
+    print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq))
+    params = init_params(cfg, config.seed)
+    checkpoint.save_model_dir(out, cfg, params, tok, overwrite=cli.OVERWRITE.value)
+    print(f"wrote {os.path.abspath(out)}")
