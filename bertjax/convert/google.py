@@ -1,0 +1,445 @@
+"""Original Google TensorFlow checkpoints (BERT, ALBERT, ELECTRA) -> bertjax params.
+
+The releases of google-research/bert, google-research/albert and
+google-research/electra are TF1 checkpoints (`bert_model.ckpt`, `model.ckpt-best`,
+`electra_base`, ...). Their variable names are translated into the HF PyTorch names
+of `hf.name_map`, so each family keeps ONE name map (hf.py's) and this file only says
+how Google spelled each HF tensor:
+
+  Google (TF)                                  HF (PyTorch)
+  bert/encoder/layer_3/output/dense/kernel     bert.encoder.layer.3.output.dense.weight (transposed)
+  .../LayerNorm/gamma, .../LayerNorm/beta      ....LayerNorm.weight, ....LayerNorm.bias
+  bert/embeddings/word_embeddings              bert.embeddings.word_embeddings.weight
+
+TF dense kernels are [in, out] and torch Linear weights [out, in], so kernels are
+transposed; `cls/seq_relationship/output_weights` is already [2, H] and is not.
+Every tensor's shape is checked against the config before anything is converted.
+
+Configs: BERT and ALBERT ship `bert_config.json` / `albert_config.json`, whose keys
+are the ones HF took over. ELECTRA ships none: sizes come from the tensor shapes and
+the head count follows ELECTRA's rule (hidden // 64, at least 1) unless an optional
+`hparams.json` (ELECTRA's run_pretraining hparams) or `config.json` says otherwise.
+
+TensorFlow is imported only inside the functions that read a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from bertjax.convert import hf
+from bertjax.convert.hf import ConversionError
+from bertjax.models.config import ConfigError, ModelConfig
+
+# Variables that only training needs: optimizer slots and counters. Matched on the
+# whole name, or on the last path component (`bert/.../kernel/adam_m`).
+_TRAINING_ONLY_NAMES = frozenset({
+    "global_step", "beta1_power", "beta2_power", "good_steps", "loss_scale",
+    "current_loss_scale", "_CHECKPOINTABLE_OBJECT_GRAPH"})
+_TRAINING_ONLY_LEAVES = frozenset({
+    "adam_m", "adam_v", "lamb_m", "lamb_v", "Adam", "Adam_1", "Momentum", "Adagrad",
+    "AdamWeightDecayOptimizer", "AdamWeightDecayOptimizer_1", "ExponentialMovingAverage"})
+
+# Config files per family, in the order they are looked for.
+_CONFIG_FILES = {"bert": ("bert_config.json", "config.json"),
+                 "albert": ("albert_config.json", "config.json"),
+                 "electra": ("hparams.json", "config.json")}
+
+# Keys of bert_config.json / albert_config.json that HF kept under the same name.
+_SHARED_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                       "intermediate_size", "hidden_act", "hidden_dropout_prob",
+                       "attention_probs_dropout_prob", "max_position_embeddings",
+                       "type_vocab_size", "initializer_range")
+_ALBERT_CONFIG_KEYS = ("embedding_size", "num_hidden_groups", "inner_group_num")
+# albert_config.json keys of research variants that the released models leave at these
+# values; anything else describes a network this codebase does not build.
+_ALBERT_INERT_KEYS = {"down_scale_factor": 1, "net_structure_type": 0, "gap_size": 0,
+                      "num_memory_blocks": 0, "layers_to_keep": []}
+
+# --- HF name -> Google name ----------------------------------------------------------
+
+# Rewrites of an HF module name ("bert.encoder.layer.0.attention.self.query"), applied
+# in order with re.sub; dots become slashes afterwards. Keyed by family or family:part.
+_MODULE_RULES: dict[str, list[tuple[str, str]]] = {
+    "bert": [(r"\.layer\.(\d+)\.", r".layer_\1.")],
+    "albert": [
+        (r"^albert\.encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.",
+         r"bert.encoder.transformer.group_\1.inner_group_\2."),
+        (r"\.attention\.(query|key|value)$", r".attention_1.self.\1"),
+        (r"\.attention\.dense$", ".attention_1.output.dense"),
+        (r"\.attention\.LayerNorm$", ".LayerNorm"),
+        (r"\.ffn$", ".ffn_1.intermediate.dense"),
+        (r"\.ffn_output$", ".ffn_1.intermediate.output.dense"),
+        (r"\.full_layer_layer_norm$", ".LayerNorm_1"),
+        (r"^albert\.pooler$", "bert.pooler.dense"),
+        (r"^albert\.", "bert."),
+        (r"^predictions\.", "cls.predictions.transform."),
+    ],
+    "electra:discriminator": [
+        (r"\.layer\.(\d+)\.", r".layer_\1."),
+        (r"^discriminator_predictions\.dense_prediction$", "discriminator_predictions.dense_1"),
+    ],
+    # The generator tower lives under generator/ but reads the shared electra/embeddings.
+    "electra:generator": [
+        (r"\.layer\.(\d+)\.", r".layer_\1."),
+        (r"^electra\.(encoder|embeddings_project)", r"generator.\1"),
+    ],
+}
+
+# Tensors whose Google name does not follow the module/leaf pattern; never transposed.
+_SPECIAL: dict[str, dict[str, str]] = {
+    "bert": {"cls.predictions.bias": "cls/predictions/output_bias",
+             "cls.seq_relationship.weight": "cls/seq_relationship/output_weights",
+             "cls.seq_relationship.bias": "cls/seq_relationship/output_bias"},
+    "albert": {"predictions.bias": "cls/predictions/output_bias",
+               "sop_classifier.classifier.weight": "cls/seq_relationship/output_weights",
+               "sop_classifier.classifier.bias": "cls/seq_relationship/output_bias"},
+    "electra": {"generator_lm_head.bias": "generator_predictions/output_bias"},
+}
+
+
+def google_names(cfg: ModelConfig, part: str = "") -> dict[str, tuple[str, bool]]:
+    """HF key -> (Google variable name, whether the TF tensor is the transposed one),
+    for every tensor of `hf.name_map(cfg, part)`."""
+    entries = hf.name_map(cfg, part)
+    norms = {e.hf_key.rsplit(".", 1)[0] for e in entries if e.path[-1] == "scale"}
+    rules = _MODULE_RULES[f"{cfg.family}:{part}" if part else cfg.family]
+    special = _SPECIAL[cfg.family]
+    out = {}
+    for e in entries:
+        if e.hf_key in special:
+            out[e.hf_key] = (special[e.hf_key], False)
+            continue
+        module, leaf = e.hf_key.rsplit(".", 1)
+        name = module
+        for pattern, repl in rules:
+            name = re.sub(pattern, repl, name)
+        name = name.replace(".", "/")
+        if module in norms:
+            out[e.hf_key] = (f"{name}/{'gamma' if leaf == 'weight' else 'beta'}", False)
+        elif e.path[-1] == "embedding":
+            out[e.hf_key] = (name, False)
+        elif e.kind != "copy":
+            out[e.hf_key] = (f"{name}/kernel", True)
+        elif leaf == "bias":
+            out[e.hf_key] = (f"{name}/bias", False)
+        else:  # a new kind of tensor in hf.py's map: say so rather than guess
+            raise ValueError(f"no Google name rule for {e.hf_key}")
+    return out
+
+
+def _hf_shape(entry: hf.Entry, ours: tuple[int, ...]) -> tuple[int, ...]:
+    """The HF tensor's shape, from our parameter's (see hf.py's kinds)."""
+    if entry.kind == "linear1":  # [in, ...out] -> [out, in]
+        return (int(np.prod(ours[1:])), ours[0])
+    if entry.kind == "linear2":  # [heads, d, out] -> [out, heads * d]
+        return (ours[-1], ours[0] * ours[1])
+    return (int(np.prod(ours)),) if entry.path[-1] == "bias" else ours
+
+
+# --- files -----------------------------------------------------------------------------
+
+def _checkpoint_in(directory: str) -> str | None:
+    """The checkpoint prefix in `directory`: the one the `checkpoint` state file names
+    (its directory part ignored: it is often a gs:// path from training), else the only
+    `*.index`, else `*-best`, else the highest `-N` step."""
+    if not os.path.isdir(directory):
+        return None
+    state = os.path.join(directory, "checkpoint")
+    if os.path.isfile(state):
+        with open(state, "rb") as f:
+            text = f.read(1 << 16).decode("utf-8", "replace")
+        m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', text, re.M)
+        if m:
+            prefix = os.path.join(directory, re.split(r"[/\\]", m.group(1))[-1])
+            if os.path.isfile(prefix + ".index"):
+                return prefix
+    prefixes = sorted(os.path.join(directory, f[: -len(".index")])
+                      for f in os.listdir(directory) if f.endswith(".index"))
+    if len(prefixes) <= 1:
+        return prefixes[0] if prefixes else None
+    best = [p for p in prefixes if p.endswith("-best")]
+    if len(best) == 1:
+        return best[0]
+    steps = {p: int(m.group(1)) for p in prefixes if (m := re.search(r"-(\d+)$", p))}
+    if len(steps) == len(prefixes):
+        return max(steps, key=steps.__getitem__)
+    names = ", ".join(os.path.basename(p) for p in prefixes)
+    raise ConversionError(f"{directory}: several TF checkpoints ({names}); pass the "
+                          "directory of one, or a checkpoint prefix")
+
+
+def _find_checkpoint(path: str) -> str:
+    """A checkpoint prefix from a directory (or `variables/` inside it, as TF-Hub
+    modules store it) or from a prefix itself."""
+    if os.path.isfile(path + ".index"):
+        return path
+    for directory in (path, os.path.join(path, "variables")):
+        prefix = _checkpoint_in(directory)
+        if prefix:
+            return prefix
+    if not os.path.exists(path):
+        raise ConversionError(f"{path}: no such directory")
+    raise ConversionError(f"{path}: no TensorFlow checkpoint (*.index) found")
+
+
+def is_google_checkpoint(directory: str) -> bool:
+    """Whether `directory` (or its `variables/`) holds a TF checkpoint, i.e. a `*.index`
+    file, or is a checkpoint prefix; reads no tensors. `load` says which one it takes."""
+    if os.path.isfile(directory + ".index"):
+        return True
+    return any(os.path.isdir(d) and any(f.endswith(".index") for f in os.listdir(d))
+               for d in (directory, os.path.join(directory, "variables")))
+
+
+def _search_dirs(path: str, prefix: str) -> list[str]:
+    base = path if os.path.isdir(path) else os.path.dirname(prefix)
+    dirs = [base, os.path.join(base, "assets"), os.path.dirname(prefix)]
+    return list(dict.fromkeys(os.path.normpath(d) for d in dirs))
+
+
+def _first_file(dirs: list[str], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        for d in dirs:
+            if os.path.isfile(os.path.join(d, name)):
+                return os.path.join(d, name)
+    return None
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConversionError(f"{path}: cannot read JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ConversionError(f"{path}: expected a JSON object")
+    return obj
+
+
+class _Reader:
+    """Names and shapes of a TF checkpoint, tensors read on demand as float32."""
+
+    def __init__(self, prefix: str) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import tensorflow as tf
+
+        self.prefix = prefix
+        try:
+            self._reader = tf.train.load_checkpoint(prefix)
+            raw = self._reader.get_variable_to_shape_map()
+        except Exception as e:  # noqa: BLE001 - any TF failure means "unreadable file"
+            raise ConversionError(f"{prefix}: cannot read TF checkpoint ({_one_line(e)})") \
+                from None
+        # TF-Hub modules exported from a checkpoint may carry a module/ scope.
+        self.original = {n[len("module/"):] if n.startswith("module/") else n: n for n in raw}
+        self.shapes = {n: tuple(int(d) for d in raw[o]) for n, o in self.original.items()}
+
+    def get(self, name: str) -> np.ndarray:
+        try:
+            arr = np.asarray(self._reader.get_tensor(self.original[name]))
+        except Exception as e:  # noqa: BLE001 - truncated or corrupt data files
+            raise ConversionError(f"{self.prefix}: cannot read variable {name} "
+                                  f"({_one_line(e)})") from None
+        if not np.issubdtype(arr.dtype, np.floating) and arr.dtype.name != "bfloat16":
+            raise ConversionError(f"{self.prefix}: variable {name} has dtype {arr.dtype}, "
+                                  "expected floating point")
+        return arr.astype(np.float32)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _training_only(name: str) -> bool:
+    return name in _TRAINING_ONLY_NAMES or name.rsplit("/", 1)[-1] in _TRAINING_ONLY_LEAVES
+
+
+def _family(reader: _Reader) -> str:
+    names = reader.shapes
+    if any(n.startswith("electra/") for n in names):
+        return "electra"
+    if any(n.startswith("bert/encoder/transformer/") for n in names):
+        return "albert"
+    if any(n.startswith("bert/") for n in names):
+        return "bert"
+    raise ConversionError(f"{reader.prefix}: no bert/ or electra/ variables; not a Google "
+                          "BERT, ALBERT or ELECTRA pretraining checkpoint")
+
+
+# --- configs ---------------------------------------------------------------------------
+
+def _to_model_config(configs: Mapping[str, Mapping[str, Any]], source: str) -> ModelConfig:
+    try:
+        return hf.model_config_from_hf(configs, source=source)
+    except ConfigError as e:
+        raise ConversionError(f"{source}: {e}") from None
+
+
+def _bert_or_albert_config(family: str, path: str) -> ModelConfig:
+    """bert_config.json / albert_config.json -> ModelConfig (through HF's key names)."""
+    google = _read_json(path)
+    keys = _SHARED_CONFIG_KEYS + (_ALBERT_CONFIG_KEYS if family == "albert" else ())
+    d: dict[str, Any] = {k: google[k] for k in keys if k in google}
+    d["model_type"] = family
+    if family == "albert":
+        for key, inert in _ALBERT_INERT_KEYS.items():
+            if google.get(key, inert) != inert:
+                raise ConversionError(f"{path}: {key}={google[key]!r} is not supported "
+                                      f"(only {inert!r})")
+        # google-research/albert's "gelu" is the tanh approximation (HF: gelu_new);
+        # BERT's released checkpoints were trained with the erf form (HF: gelu).
+        if d.get("hidden_act", "gelu") == "gelu":
+            d["hidden_act"] = "gelu_new"
+    return _to_model_config({"": d}, path)
+
+
+def _electra_config(reader: _Reader, hints_path: str | None) -> ModelConfig:
+    """ELECTRA sizes from tensor shapes; heads and activation from hints or ELECTRA's rules."""
+    src = reader.prefix
+
+    def shape(name: str, rank: int) -> tuple[int, ...]:
+        if name not in reader.shapes:
+            raise ConversionError(f"{src}: variable {name} is missing")
+        if len(reader.shapes[name]) != rank:
+            raise ConversionError(f"{src}: variable {name} has shape {reader.shapes[name]}, "
+                                  f"expected rank {rank}")
+        return reader.shapes[name]
+
+    hints: dict[str, Any] = {}
+    if hints_path:
+        raw = _read_json(hints_path)
+        hints = {**raw, **(raw.get("model_hparam_overrides") or {})}
+    vocab, embed = shape("electra/embeddings/word_embeddings", 2)
+    common = {"model_type": "electra", "vocab_size": vocab, "embedding_size": embed,
+              "max_position_embeddings": shape("electra/embeddings/position_embeddings", 2)[0],
+              "type_vocab_size": shape("electra/embeddings/token_type_embeddings", 2)[0],
+              "hidden_act": hints.get("hidden_act", "gelu")}
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range"):
+        if key in hints:
+            common[key] = hints[key]
+    configs = {}
+    for part, scope in (("discriminator", "electra"), ("generator", "generator")):
+        layers = {int(m.group(1)) for n in reader.shapes
+                  if (m := re.match(rf"{scope}/encoder/layer_(\d+)/", n))}
+        if not layers:
+            raise ConversionError(f"{src}: no {scope}/encoder/layer_* variables; only ELECTRA "
+                                  "pretraining checkpoints with both towers are supported")
+        hidden = shape(f"{scope}/encoder/layer_0/attention/self/query/kernel", 2)[1]
+        configs[part] = {**common, "hidden_size": hidden, "num_hidden_layers": max(layers) + 1,
+                         "intermediate_size":
+                             shape(f"{scope}/encoder/layer_0/intermediate/dense/kernel", 2)[1],
+                         # ELECTRA's rule (training_utils / get_generator_config).
+                         "num_attention_heads": max(1, hidden // 64)}
+    if hints.get("debug"):  # ELECTRA's debug models override the discriminator's heads
+        configs["discriminator"]["num_attention_heads"] = 4
+    if "num_attention_heads" in hints:  # overrides reach the discriminator only
+        configs["discriminator"]["num_attention_heads"] = hints["num_attention_heads"]
+    disc = configs["discriminator"]
+    for key in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+                "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        if hints.get(key) is not None and hints[key] != disc[key]:
+            raise ConversionError(f"{hints_path}: {key}={hints[key]!r}, but the checkpoint's "
+                                  f"tensors say {disc[key]}")
+    return _to_model_config(configs, hints_path or src)
+
+
+# --- loading -----------------------------------------------------------------------------
+
+def _tokenizer_files(family: str, dirs: list[str], cfg: ModelConfig) -> dict[str, str]:
+    if family == "albert":
+        spm = _first_file(dirs, ("30k-clean.model", "spiece.model"))
+        if spm is None:
+            models = sorted(os.path.join(d, f) for d in dirs if os.path.isdir(d)
+                            for f in os.listdir(d) if f.endswith(".model"))
+            spm = models[0] if len(models) == 1 else None
+        return {"spiece.model": spm} if spm else {}
+    vocab = _first_file(dirs, ("vocab.txt",))
+    if vocab is None:
+        return {}
+    with open(vocab, encoding="utf-8", errors="replace") as f:
+        n = len(f.read().rstrip("\n").split("\n"))
+    if n > cfg.vocab_size:  # ids past the table would be clamped silently, not rejected
+        raise ConversionError(f"{vocab}: {n} tokens, but the checkpoint's embeddings have "
+                              f"{cfg.vocab_size} rows")
+    return {"vocab.txt": vocab}
+
+
+def _synthesized(family: str, cfg: ModelConfig) -> dict[str, Callable[[], np.ndarray]]:
+    """Variables Google omits where they would be the identity. ALBERT creates
+    `embedding_hidden_mapping_in` only when E != H; HF (and we) always apply it."""
+    if family != "albert" or cfg.embed_dim != cfg.hidden_size:
+        return {}
+    h = cfg.hidden_size
+    return {"bert/encoder/embedding_hidden_mapping_in/kernel":
+                lambda: np.eye(h, dtype=np.float32),
+            "bert/encoder/embedding_hidden_mapping_in/bias":
+                lambda: np.zeros((h,), np.float32)}
+
+
+def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
+    """Reads a Google BERT / ALBERT / ELECTRA TF checkpoint.
+
+    `directory` holds the checkpoint (or is its prefix) plus, for BERT and ALBERT,
+    `bert_config.json` / `albert_config.json`. Returns (cfg, params in cfg's layout as
+    numpy arrays, tokenizer files to copy {target name: path}: {"vocab.txt": ...} for
+    BERT and ELECTRA, {"spiece.model": ...} for ALBERT, {} when none is found).
+
+    Optimizer slots and step counters are skipped; any other variable the name map
+    does not know, a missing variable or a shape that does not fit the config raises
+    `ConversionError` naming it.
+    """
+    prefix = _find_checkpoint(directory)
+    dirs = _search_dirs(directory, prefix)
+    reader = _Reader(prefix)
+    family = _family(reader)
+    config_path = _first_file(dirs, _CONFIG_FILES[family])
+    if family == "electra":
+        cfg = _electra_config(reader, config_path)
+        cfg_source = config_path or "the shapes of the checkpoint"
+    else:
+        if config_path is None:
+            raise ConversionError(f"{os.path.join(dirs[0], _CONFIG_FILES[family][0])}: "
+                                  f"missing (needed for {family.upper()} checkpoints)")
+        cfg = _bert_or_albert_config(family, config_path)
+        cfg_source = config_path
+
+    # Google name -> [(part, HF key, transposed)]: ELECTRA's towers share embeddings.
+    wanted: dict[str, list[tuple[str, str, bool]]] = {}
+    hf_shapes: dict[str, tuple[int, ...]] = {}
+    ours = hf.abstract_shapes(cfg)
+    for part in hf.parts(cfg):
+        entries = {e.hf_key: e for e in hf.name_map(cfg, part)}
+        for hf_key, (name, transposed) in google_names(cfg, part).items():
+            wanted.setdefault(name, []).append((part, hf_key, transposed))
+            shape = _hf_shape(entries[hf_key], ours[entries[hf_key].path])
+            hf_shapes[name] = shape[::-1] if transposed else shape
+
+    unknown = sorted(n for n in reader.shapes if n not in wanted and not _training_only(n))
+    if unknown:
+        raise ConversionError(f"{prefix}: unknown variable {unknown[0]} "
+                              f"({len(unknown)} unknown in all)")
+    synthesized = _synthesized(family, cfg)
+    for name, expected in hf_shapes.items():
+        if name not in reader.shapes:
+            if name in synthesized:
+                continue
+            raise ConversionError(f"{prefix}: variable {name} is missing")
+        if reader.shapes[name] != expected:
+            raise ConversionError(f"{prefix}: variable {name} has shape {reader.shapes[name]}, "
+                                  f"but {cfg_source} needs {expected}")
+
+    state_dicts: dict[str, dict[str, np.ndarray]] = {part: {} for part in hf.parts(cfg)}
+    for name, users in wanted.items():
+        arr = reader.get(name) if name in reader.shapes else synthesized[name]()
+        for part, hf_key, transposed in users:
+            state_dicts[part][hf_key] = arr.T if transposed else arr
+    params = hf.from_state_dicts(cfg, state_dicts, source=prefix)
+    return cfg, params, _tokenizer_files(family, dirs, cfg)
