@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bertjax.models.config import ModelConfig
+from bertjax.models.config import ConfigError, ModelConfig
 from bertjax.models.layers import stack_layers, unstack_layers
 
 Params = dict[str, Any]
@@ -181,24 +181,29 @@ def _is_buffer(key: str) -> bool:
 
 # --- tensors ------------------------------------------------------------------------
 
+def _hf_shape(entry: Entry, ours: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape the HF tensor of `entry` must have, given our parameter's shape."""
+    if entry.kind == "linear1":  # kernel [in, ...out] <- weight [out, in]
+        return (int(np.prod(ours[1:])), ours[0])
+    if entry.kind == "linear2":  # kernel [heads, d, out] <- weight [out, heads * d]
+        return (ours[-1], int(np.prod(ours[:-1])))
+    # Attention biases are [heads, d] here and [heads * d] in HF; the rest match.
+    return (int(np.prod(ours)),) if entry.path[-1] == "bias" else ours
+
+
 def _to_ours(entry: Entry, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    if entry.kind == "copy":
-        out = arr.reshape(shape) if arr.size == int(np.prod(shape)) else None
-    else:
-        out = arr.T.reshape(shape) if arr.ndim == 2 and arr.size == int(np.prod(shape)) else None
-        n_in = 1 if entry.kind == "linear1" else 2
-        if out is not None and arr.shape[1] != int(np.prod(shape[:n_in])):
-            out = None
-    if out is None:
-        raise ConversionError(f"tensor {entry.hf_key} has shape {tuple(arr.shape)}, "
-                              f"but the config needs {shape} ({'/'.join(entry.path)})")
-    return np.ascontiguousarray(out)
+    # The shape must match exactly: a same-sized tensor of another shape (a transposed
+    # table, say) would otherwise be reshaped into garbage without a word.
+    if tuple(arr.shape) != _hf_shape(entry, shape):
+        raise ConversionError(f"tensor {entry.hf_key} has shape {tuple(arr.shape)}, but the "
+                              f"config needs {_hf_shape(entry, shape)} ({'/'.join(entry.path)})")
+    out = arr if entry.kind == "copy" else arr.T
+    return np.ascontiguousarray(out.reshape(shape))
 
 
 def _to_hf(entry: Entry, arr: np.ndarray) -> np.ndarray:
     if entry.kind == "copy":
-        return np.ascontiguousarray(arr.reshape(-1) if arr.ndim == 2 and "bias" == entry.path[-1]
-                                    else arr)
+        return np.ascontiguousarray(arr.reshape(_hf_shape(entry, arr.shape)))
     n_in = 1 if entry.kind == "linear1" else 2
     rows = int(np.prod(arr.shape[:n_in]))
     return np.ascontiguousarray(arr.reshape(rows, -1).T)
@@ -225,18 +230,25 @@ def _iter_paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterat
 
 
 def abstract_shapes(cfg: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Shape of every parameter in the loop layout, from `eval_shape` (no allocation)."""
+    """Shape of every parameter in the loop layout, from `eval_shape` (no allocation).
+
+    The model is traced in the scan layout (one layer traced, not L: several times
+    faster for deep presets) and its shapes unstacked with the model's own
+    `unstack_layers`, applied to zero-stride views so nothing is allocated.
+    """
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
 
     from bertjax.models import build
 
-    loop_cfg = dataclasses.replace(cfg, scan_layers=False, remat="none")
+    scan_cfg = dataclasses.replace(cfg, scan_layers=True, remat="none")
     ids = jnp.zeros((1, 8), jnp.int32)
-    shapes = jax.eval_shape(lambda: nn.unbox(build(loop_cfg).init(jax.random.key(0), ids))
+    shapes = jax.eval_shape(lambda: nn.unbox(build(scan_cfg).init(jax.random.key(0), ids))
                             ["params"])
-    return {path: tuple(s.shape) for path, s in _iter_paths(shapes)}
+    views = jax.tree_util.tree_map(
+        lambda s: np.broadcast_to(np.zeros((), np.int8), s.shape), shapes)
+    return {path: tuple(v.shape) for path, v in _iter_paths(unstack_layers(views))}
 
 
 def from_state_dicts(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, np.ndarray]],
@@ -250,6 +262,9 @@ def from_state_dicts(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, np
     params: Params = {}
     where = f" in {source}" if source else ""
     for part in parts(cfg):
+        if part not in state_dicts:
+            raise ConversionError(f"no state dict for {part or 'the model'}{where}; "
+                                  f"{cfg.family} needs {', '.join(map(repr, parts(cfg)))}")
         sd = {_legacy_name(k): v for k, v in state_dicts[part].items()}
         entries = name_map(cfg, part)
         known = {e.hf_key for e in entries}
@@ -357,14 +372,24 @@ def hf_configs(cfg: ModelConfig, special_ids: Mapping[str, int] | None = None) -
 
 def model_config_from_hf(configs: Mapping[str, Mapping[str, Any]], has_pooler: bool = True,
                          source: str = "config.json", **overrides: Any) -> ModelConfig:
-    """HF config.json content(s) (keyed like `parts`) -> ModelConfig."""
+    """HF config.json content(s) (keyed like `parts`) -> ModelConfig.
+
+    `has_pooler` says whether a RoBERTa checkpoint holds `roberta.pooler.dense`
+    (RobertaForMaskedLM has none, released checkpoints often do); other families
+    ignore it. Invalid values are a `ConversionError` naming `source` and the key.
+    """
+    if not configs:
+        raise ConversionError(f"{source}: no config given")
     first = next(iter(configs.values()))
     mt = first.get("model_type")
 
     def get(c: Mapping[str, Any], key: str, default: Any = None) -> Any:
-        if key not in c and default is None:
-            raise ConversionError(f"{source}: key {key!r} is missing")
-        return c.get(key, default)
+        # transformers writes absent optional values as null: treat them as missing.
+        if c.get(key) is None:
+            if default is None:
+                raise ConversionError(f"{source}: key {key!r} is missing")
+            return default
+        return c[key]
 
     def act(c: Mapping[str, Any], key: str) -> str:
         name = get(c, key, "gelu")
@@ -385,6 +410,9 @@ def model_config_from_hf(configs: Mapping[str, Mapping[str, Any]], has_pooler: b
                  sinusoidal_positions=bool(get(first, "sinusoidal_pos_embds", False)),
                  use_pooler=False)
     elif mt in ("bert", "roberta", "albert", "electra"):
+        if mt == "electra" and set(configs) != {"discriminator", "generator"}:
+            raise ConversionError(f"{source}: ELECTRA needs the discriminator's and the "
+                                  f"generator's configs, got {sorted(configs)}")
         c = configs["discriminator"] if mt == "electra" else first
         d = dict(family=mt, vocab_size=get(c, "vocab_size"), hidden_size=get(c, "hidden_size"),
                  num_layers=get(c, "num_hidden_layers"), num_heads=get(c, "num_attention_heads"),
@@ -405,9 +433,21 @@ def model_config_from_hf(configs: Mapping[str, Mapping[str, Any]], has_pooler: b
             d["inner_group_num"] = get(c, "inner_group_num", 1)
         if mt == "electra":
             g = configs["generator"]
-            if get(g, "embedding_size", 128) != d["embedding_size"]:
-                raise ConversionError(f"{source}: generator embedding_size differs from the "
-                                      "discriminator's; ELECTRA shares embeddings")
+            if g.get("model_type") != "electra":
+                raise ConversionError(f"{source}: generator model_type "
+                                      f"{g.get('model_type')!r} is not 'electra'")
+            # The towers share the embedding module, and bertjax builds the generator
+            # from the discriminator's config apart from its width and depth.
+            shared = {"embedding_size": 128, "vocab_size": None, "max_position_embeddings": None,
+                      "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0}
+            for key, default in shared.items():
+                if get(g, key, default) != get(c, key, default):
+                    raise ConversionError(
+                        f"{source}: generator {key}={get(g, key, default)!r} differs from the "
+                        f"discriminator's {get(c, key, default)!r}; ELECTRA shares embeddings")
+            if act(g, "hidden_act") != d["hidden_act"]:
+                raise ConversionError(f"{source}: generator hidden_act={g.get('hidden_act')!r} "
+                                      "differs from the discriminator's; bertjax shares it")
             d.update(generator_hidden_size=get(g, "hidden_size"),
                      generator_num_heads=get(g, "num_attention_heads"),
                      generator_intermediate_size=get(g, "intermediate_size"),
@@ -416,7 +456,10 @@ def model_config_from_hf(configs: Mapping[str, Mapping[str, Any]], has_pooler: b
         raise ConversionError(f"{source}: model_type {mt!r} is not one of bert, roberta, "
                               "albert, distilbert, electra")
     d.update(overrides)
-    return ModelConfig.from_dict(d)
+    try:
+        return ModelConfig.from_dict(d)
+    except ConfigError as e:
+        raise ConversionError(f"{source}: {e}") from None
 
 
 # --- files --------------------------------------------------------------------------
@@ -440,11 +483,21 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
             raise ConversionError(f"{binf}: reading .bin files needs torch; "
                                   "convert it to model.safetensors or install torch") from None
         try:
+            # weights_only: the unpickler accepts tensors and plain containers only, so a
+            # file holding any other object is refused instead of running its code.
             sd = torch.load(binf, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             raise ConversionError(f"{binf}: cannot load with weights_only=True ({e})") from None
-        return {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
-                for k, v in sd.items()}
+        if not isinstance(sd, Mapping):
+            raise ConversionError(f"{binf}: holds a {type(sd).__name__}, not a state dict")
+        out = {}
+        for k, v in sd.items():
+            if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+                raise ConversionError(f"{binf}: entry {k!r} is a {type(v).__name__}, "
+                                      "not a tensor")
+            v = v.detach().cpu().contiguous()
+            out[k] = v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
+        return out
     raise ConversionError(f"{directory}: no model.safetensors or pytorch_model.bin")
 
 
@@ -453,18 +506,32 @@ def _read_sharded(directory: str) -> dict[str, np.ndarray]:
 
     from safetensors.numpy import load_file
     index = os.path.join(directory, "model.safetensors.index.json")
-    with open(index) as f:
-        files = sorted(set(json.load(f)["weight_map"].values()))
+    try:
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConversionError(f"{index}: cannot read the weight map ({e!r})") from None
     sd: dict[str, np.ndarray] = {}
     for name in files:
         path = os.path.join(directory, name)
         if not os.path.exists(path):
             raise ConversionError(f"{path}: listed in {index} but missing")
-        sd.update(load_file(path))
+        try:
+            sd.update(load_file(path))
+        except Exception as e:  # noqa: BLE001 - any parse failure is "unreadable file"
+            raise ConversionError(f"{path}: cannot read safetensors ({e})") from None
     return sd
 
 
 def write_state_dict(directory: str, state_dict: Mapping[str, np.ndarray]) -> None:
+    """Writes `directory`/model.safetensors atomically (temporary name, then rename)."""
     from safetensors.numpy import save_file
-    save_file(dict(state_dict), os.path.join(directory, "model.safetensors"),
-              metadata={"format": "pt"})
+    path = os.path.join(directory, "model.safetensors")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, tmp,
+                  metadata={"format": "pt"})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
