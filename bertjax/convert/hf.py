@@ -487,7 +487,9 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
             # file holding any other object is refused instead of running its code.
             sd = torch.load(binf, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            raise ConversionError(f"{binf}: cannot load with weights_only=True ({e})") from None
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # torch's is long
+            raise ConversionError(f"{binf}: refused by torch.load(weights_only=True): {why}"
+                                  ) from None
         if not isinstance(sd, Mapping):
             raise ConversionError(f"{binf}: holds a {type(sd).__name__}, not a state dict")
         out = {}
