@@ -283,6 +283,9 @@ def test_sparse_mlm_equals_dense_logits_at_positions(case):
     dense = getattr(case.hf_out[part], field).numpy()
     ref = np.take_along_axis(dense, MASKED_POSITIONS[:, :, None].astype(np.int64), axis=1)
     _close(case.name, "sparse mlm", ref, logits["mlm"])
+    ours_dense = np.take_along_axis(np.asarray(case.ours[0]["mlm"]),
+                                    MASKED_POSITIONS[:, :, None], axis=1)
+    np.testing.assert_allclose(logits["mlm"], ours_dense, atol=1e-6, rtol=0)
 
 
 def test_config_fields_from_transformers(case):
@@ -476,6 +479,18 @@ def test_electra_generator_embeddings_must_equal_discriminator(case):
     gen = {**case.saved["generator"], key: case.saved["generator"][key] + 1}
     with pytest.raises(hf.ConversionError, match=key.replace(".", r"\.")):
         hf.from_state_dicts(case.cfg, {**case.saved, "generator": gen})
+
+
+def test_legacy_gamma_beta_names_are_read(bert):
+    """Old PyTorch BERT checkpoints call LayerNorm parameters gamma and beta."""
+    old = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias",
+                                                                    "LayerNorm.beta"): v
+           for k, v in bert.saved.items()}
+    assert old != bert.saved
+    a = hf.from_state_dicts(bert.cfg, {"": old})
+    b = hf.from_state_dicts(bert.cfg, {"": bert.saved})
+    assert all(np.array_equal(x, y) for x, y in
+               zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True))
 
 
 def test_tied_decoder_weight_equal_is_accepted_different_is_refused(bert):
