@@ -313,9 +313,6 @@ def test_config_fields_from_transformers(case):
             out["pooled"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model bug: RobertaLMHead applies gelu whatever hidden_act is, bertjax's MLM head "
-    "applies cfg.hidden_act (bert.py builds MLMHead(cfg) for RoBERTa too)"))
 def test_roberta_mlm_head_activation_is_gelu_whatever_hidden_act():
     torch.manual_seed(0)
     c = transformers.RobertaConfig(**{**_SMALL, "max_position_embeddings": MAX_POS + 2},

@@ -204,3 +204,20 @@ def test_flops_reduce_to_the_design_formula_for_bert():
     for f in (1.0, 20 / 128):
         want = 72 * L * d**2 + 12 * L * S * d + 6 * (d**2 + d * V) * f
         assert flops.train_flops_per_token(cfg, S, f).total == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+@pytest.mark.parametrize("scan", [False, True])
+def test_every_parameter_has_logical_axes_from_the_vocabulary(name, scan):
+    from bertjax import sharding
+    cfg = tiny(name, scan_layers=scan)
+    ids, mask = inputs(cfg)
+    boxed = jax.eval_shape(lambda: build(cfg).init(jax.random.key(0), ids,
+                                                   attention_mask=mask))["params"]
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    vocabulary = {rule for rule, _ in sharding.DEFAULT_RULES} | {None}
+    for leaf in leaves:
+        assert isinstance(leaf, nn.Partitioned), leaf
+        assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= vocabulary, leaf.names
+    if scan and not cfg.shares_layers:
+        assert any(sharding.LAYERS in leaf.names for leaf in leaves)

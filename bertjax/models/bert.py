@@ -28,6 +28,7 @@ class BertForPreTraining(nn.Module):
 
     cfg: ModelConfig
     pair_head: str | None = "nsp"  # key of the sentence-pair head; None for MLM-only families
+    mlm_activation: str = ""  # MLM transform activation; empty: cfg.hidden_act
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -35,7 +36,7 @@ class BertForPreTraining(nn.Module):
         self.encoder = Encoder(cfg)
         if cfg.use_pooler:
             self.pooler = Pooler(cfg)
-        self.mlm = MLMHead(cfg)
+        self.mlm = MLMHead(cfg, activation=self.mlm_activation)
         if self.pair_head:
             setattr(self, self.pair_head, PairHead(cfg))
 
