@@ -390,3 +390,29 @@ def test_vocab_larger_than_embeddings(bert, tmp_path):
     write_vocab(directory, VOCAB + 1)
     with pytest.raises(ConversionError, match="vocab.txt: 100 tokens"):
         google.load(directory)
+
+
+def test_cli_import_then_export_loads_in_transformers(bert, tmp_path):
+    """The whole path a user takes: Google dir -> `import` -> `export` -> transformers."""
+    import subprocess
+    import sys
+
+    model, tensors = bert
+    src = write_bert(tmp_path / "uncased_L-2_H-32_A-4", tensors)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    for args in (["import", f"--from={src}", f"--out={tmp_path}/ckpt"],
+                 ["export", f"--checkpoint={tmp_path}/ckpt", f"--out={tmp_path}/hf"]):
+        r = subprocess.run([sys.executable, "-m", "bertjax", *args], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+    exported, info = transformers.AutoModelForPreTraining.from_pretrained(
+        f"{tmp_path}/hf", output_loading_info=True)
+    assert not any(info.values()), info
+    with torch.no_grad():
+        want, got = model(**torch_inputs()), exported.eval()(**torch_inputs())
+    assert_close("mlm", got.prediction_logits.numpy(), want.prediction_logits)
+    assert_close("nsp", got.seq_relationship_logits.numpy(), want.seq_relationship_logits)
+    tok = transformers.AutoTokenizer.from_pretrained(f"{tmp_path}/hf")
+    assert tok.do_lower_case  # "uncased" in the directory name
+    assert tok("W3 w4")["input_ids"] == [2, 8, 9, 3]
