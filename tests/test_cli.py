@@ -60,6 +60,14 @@ def sharpen(model) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * (3.0 if p.numel() > 100 else 0.2))
 
 
+def save_hf(d: str, model, tok) -> str:
+    sharpen(model)
+    assert len(tok) > 100  # the trained vocabulary, not just the special tokens
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
 @pytest.fixture(scope="module")
 def hf_bert(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("hf_bert"))
@@ -69,11 +77,7 @@ def hf_bert(tmp_path_factory):
     model = transformers.BertForPreTraining(transformers.BertConfig(
         vocab_size=n, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=37, max_position_embeddings=64)).eval()
-    sharpen(model)
-    assert len(tok) > 100  # the trained vocabulary, not just the special tokens
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_hf(d, model, tok)
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +93,7 @@ def hf_roberta(tmp_path_factory):
     model = transformers.RobertaForMaskedLM(transformers.RobertaConfig(
         vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=37, max_position_embeddings=66, type_vocab_size=1)).eval()
-    sharpen(model)
-    assert len(tok) > 100  # the trained vocabulary, not just the special tokens
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_hf(d, model, tok)
 
 
 @pytest.fixture(scope="module")
