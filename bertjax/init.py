@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from bertjax import checkpoint, cli
-from bertjax.convert.commands import TOKENIZER_CLASS
 from bertjax.describe import describe
 from bertjax.models import ModelConfig, build
 
@@ -39,8 +38,7 @@ def main(argv: list[str]) -> None:
     cfg = ModelConfig.from_dict(config.model.to_dict())
     if config.tokenizer.path:
         tok = tokenizers.load_tokenizer(config.tokenizer.path)
-    elif TOKENIZER_CLASS[cfg.family] in ("BertTokenizer", "DistilBertTokenizer",
-                                         "ElectraTokenizer"):
+    elif cfg.family in ("bert", "distilbert", "electra"):
         from bertjax.data.sources import demo_corpus
 
         print(f"training a {_DEMO_VOCAB}-token WordPiece vocabulary on the demo corpus...")
@@ -50,7 +48,7 @@ def main(argv: list[str]) -> None:
     if tok.vocab_size > cfg.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} tokens, more than "
                          f"model.vocab_size={cfg.vocab_size}")
-    tok.tokenizer_class = TOKENIZER_CLASS[cfg.family]
+    tok.tokenizer_class = tokenizers.FAMILY_TOKENIZER_CLASS[cfg.family]
     print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq))
     params = init_params(cfg, config.seed)
     checkpoint.save_model_dir(out, cfg, params, tok, overwrite=cli.OVERWRITE.value)

@@ -35,18 +35,13 @@ _LOWERCASE = flags.DEFINE_bool("lowercase", None, "Google BERT checkpoints: lowe
                                "(default: guessed from the directory name, 'uncased').")
 _SCAN = flags.DEFINE_bool("scan_layers", False, "import: store params in the scan layout.")
 
-TOKENIZER_CLASS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer",
-                   "albert": "AlbertTokenizer", "distilbert": "DistilBertTokenizer",
-                   "electra": "ElectraTokenizer"}
-
-
 def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
 def _tokenizer(directory: str, cfg: ModelConfig, lowercase: bool | None = None) -> Any:
     """The directory's tokenizer, checked against the model; None (with a warning) if absent."""
-    from bertjax.data.tokenizers import load_tokenizer
+    from bertjax.data.tokenizers import FAMILY_TOKENIZER_CLASS, load_tokenizer
 
     try:
         tok = load_tokenizer(directory, lowercase=lowercase)
@@ -61,7 +56,7 @@ def _tokenizer(directory: str, cfg: ModelConfig, lowercase: bool | None = None) 
             raise ValueError(f"{directory}: tokenizer pad id {tok.pad_id} != model "
                              f"pad_token_id {cfg.pad_token_id}")
         _warn(f"tokenizer pad id {tok.pad_id} != model pad_token_id {cfg.pad_token_id}")
-    tok.tokenizer_class = TOKENIZER_CLASS[cfg.family]
+    tok.tokenizer_class = FAMILY_TOKENIZER_CLASS[cfg.family]
     return tok
 
 
