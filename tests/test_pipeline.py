@@ -1,0 +1,525 @@
+"""Tests of bertjax/data/pipeline.py on shards written here, exactly per the data contract.
+
+Every example carries a unique id in its tokens 1 and 2 (see `_uid_tokens`), so tests
+can tell which examples each host read; dynamic masks are undone with
+masked_lm_positions / masked_lm_ids before reading it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from bertjax.data import pipeline
+from bertjax.data.masking import MaskingConfig
+from bertjax.data.pipeline import DataError, Pipeline, plan_hosts
+
+_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PAD, CLS, SEP, MASK = 0, 2, 3, 4
+_WORDS = 400
+VOCAB = len(_SPECIALS) + 2 * _WORDS  # w0..w399 then ##w0..##w399
+_BASE = 2 * _WORDS  # id digits 5 .. VOCAB-1
+
+
+def _save_tokenizer(directory: str) -> None:
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+    from bertjax.data.tokenizers import Tokenizer
+
+    tokens = _SPECIALS + [f"w{i}" for i in range(_WORDS)] + [f"##w{i}" for i in range(_WORDS)]
+    backend = Backend(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    tok = Tokenizer(backend, kind="wordpiece", options={"do_lower_case": True})
+    assert tok.vocab_size == VOCAB and (tok.pad_id, tok.cls_id, tok.mask_id) == (PAD, CLS, MASK)
+    tok.save(directory)
+
+
+def _uid_tokens(uid: int) -> list[int]:
+    return [5 + uid // _BASE, 5 + uid % _BASE]
+
+
+def _example_ids(uid: int, length: int, rng: np.random.Generator) -> list[int]:
+    body = rng.integers(5, VOCAB, size=length - 4).tolist()
+    return [CLS, *_uid_tokens(uid), *body, SEP]
+
+
+def write_data(
+    directory: str,
+    n_examples: int,
+    n_shards: int,
+    max_seq_length: int = 16,
+    static: bool = False,
+    max_predictions: int = 3,
+    split: str = "train",
+    mutate=None,
+    seed: int = 0,
+) -> dict[int, dict[str, list[int]]]:
+    """Writes a prepared directory per the contract; returns uid -> features written.
+
+    Shard i gets examples i, i + n_shards, ... (so shard sizes differ by at most one).
+    `mutate(uid, features)` may alter an example's features before it is written.
+    """
+    import tensorflow as tf
+
+    os.makedirs(directory, exist_ok=True)
+    _save_tokenizer(os.path.join(directory, "tokenizer"))
+    rng = np.random.default_rng(seed)
+    examples: dict[int, dict[str, list[int]]] = {}
+    shards = []
+    for s in range(n_shards):
+        name = f"{split}-{s:05d}-of-{n_shards:05d}.tfrecord"
+        count = tokens = 0
+        with tf.io.TFRecordWriter(os.path.join(directory, name)) as writer:
+            for uid in range(s, n_examples, n_shards):
+                length = int(rng.integers(5, max_seq_length + 1))
+                ids = _example_ids(uid, length, rng)
+                feats = {
+                    "input_ids": ids,
+                    "token_type_ids": [0] * (length // 2) + [1] * (length - length // 2),
+                    "pair_label": [uid % 2],
+                }
+                if static:
+                    k = int(rng.integers(1, min(max_predictions, length - 4) + 1))
+                    pos = sorted(rng.choice(np.arange(3, length - 1), size=k, replace=False))
+                    feats["masked_lm_positions"] = [int(p) for p in pos]
+                    feats["masked_lm_ids"] = [ids[p] for p in pos]
+                    for p in pos:
+                        ids[p] = MASK
+                if mutate is not None:
+                    mutate(uid, feats)
+                examples[uid] = feats
+                proto = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            key: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+                            for key, v in feats.items()
+                        }
+                    )
+                )
+                writer.write(proto.SerializeToString())
+                count += 1
+                tokens += len(ids)
+        shards.append({"file": name, "examples": count, "tokens": tokens, "sha256": "0" * 64})
+    with open(os.path.join(directory, "tokenizer", "tokenizer.json"), "rb") as f:
+        import hashlib
+
+        tok_sha = hashlib.sha256(f.read()).hexdigest()
+    manifest = {
+        "format": "bertjax-data",
+        "version": 1,
+        "settings": {
+            "seed": seed,
+            "source": "synthetic",
+            "max_seq_length": max_seq_length,
+            "instances": "nsp",
+            "masking": {"max_predictions_per_seq": max_predictions, "strategy": "token"},
+        },
+        "tokenizer": {
+            "kind": "wordpiece",
+            "class": "BertTokenizer",
+            "vocab_size": VOCAB,
+            "sha256": tok_sha,
+        },
+        "masking": "static" if static else "dynamic",
+        "splits": {
+            split: {
+                "examples": n_examples,
+                "tokens": sum(s["tokens"] for s in shards),
+                "shards": shards,
+            }
+        },
+        "source_stats": {},
+        "vocab_check": "ok",
+    }
+    with open(os.path.join(directory, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return examples
+
+
+DYN = MaskingConfig(max_predictions_per_seq=3)
+
+
+def _take(pipe, n: int) -> list[dict[str, np.ndarray]]:
+    out = []
+    for batch in pipe:
+        out.append(batch)
+        if len(out) == n:
+            break
+    return out
+
+
+def _unmasked(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """input_ids with the masked positions given back their original ids."""
+    ids = batch["input_ids"].copy()
+    rows, slots = np.nonzero(batch["masked_lm_weights"])
+    ids[rows, batch["masked_lm_positions"][rows, slots]] = batch["masked_lm_ids"][rows, slots]
+    return ids
+
+
+def _uids(batch: dict[str, np.ndarray]) -> np.ndarray:
+    ids = _unmasked(batch)
+    return (ids[:, 1] - 5) * _BASE + (ids[:, 2] - 5)
+
+
+@pytest.fixture(scope="module")
+def data96(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("d96"))
+    return d, write_data(d, 96, 4)
+
+
+# ------------------------------------------------------------------ host assignment
+
+
+def test_plan_hosts():
+    p = plan_hosts([10, 10, 10, 10], 1, 2)
+    assert (p.mode, p.files, p.epoch_examples, p.dropped_per_epoch) == ("shard", (1, 3), 20, 0)
+    p = plan_hosts([10, 10, 10], 0, 2)  # 3 shards do not divide over 2 hosts
+    assert (p.mode, p.files, p.epoch_examples, p.take) == ("record", (0, 1, 2), 15, 30)
+    p = plan_hosts([7], 1, 2)  # fewer shards than hosts
+    assert (p.mode, p.epoch_examples, p.take, p.dropped_per_epoch) == ("record", 3, 6, 1)
+    p = plan_hosts([1000, 1001, 1000, 1000], 0, 2)  # 0.05% apart: shard level, 1 left out
+    assert (p.mode, p.epoch_examples, p.dropped_per_epoch) == ("shard", 2000, 1)
+    p = plan_hosts([10, 20, 10, 10], 0, 2)  # too far apart: record level
+    assert (p.mode, p.epoch_examples) == ("record", 25)
+
+
+@pytest.mark.parametrize("n_shards", [4, 3, 1])
+def test_two_hosts_read_every_example_once_per_epoch(tmp_path, n_shards):
+    write_data(str(tmp_path), 96, n_shards)
+    hosts = [
+        _take(Pipeline(str(tmp_path), "train", 16, seed=3, masking=DYN, process_index=i,
+                       process_count=2, shuffle_buffer=20), 12)
+        for i in range(2)
+    ]
+    assert hosts[0][0]["input_ids"].shape == (8, 16)
+    epochs = []
+    for e in range(2):  # 96 examples / global batch 16 = 6 steps per epoch
+        steps = range(6 * e, 6 * e + 6)
+        seen = np.concatenate([_uids(hosts[h][k]) for h in range(2) for k in steps])
+        assert sorted(seen.tolist()) == list(range(96))
+        epochs.append(np.concatenate([_uids(b) for b in hosts[0][6 * e: 6 * e + 6]]))
+    assert not np.array_equal(epochs[0], epochs[1])  # a new order every epoch
+
+
+def test_uneven_hosts_leave_out_the_remainder(tmp_path):
+    write_data(str(tmp_path), 25, 1)  # record level; 1 example left out per epoch
+    pipes = [Pipeline(str(tmp_path), "train", 4, seed=0, masking=DYN, process_index=i,
+                      process_count=2, shuffle_buffer=1) for i in range(2)]
+    assert pipes[0].epoch_examples == 12 and pipes[0].dropped_per_epoch == 1
+    got = [np.concatenate([_uids(b) for b in _take(p, 6)]) for p in pipes]  # one epoch
+    seen = np.concatenate(got)
+    assert len(set(seen.tolist())) == 24 and set(seen.tolist()) <= set(range(25))
+
+
+# ------------------------------------------------------------------ determinism, resume
+
+
+def test_same_seed_same_stream_other_seed_other_order(data96):
+    d, _ = data96
+    a = _take(Pipeline(d, "train", 16, seed=1, masking=DYN), 8)
+    b = _take(Pipeline(d, "train", 16, seed=1, masking=DYN), 8)
+    c = _take(Pipeline(d, "train", 16, seed=2, masking=DYN), 8)
+    for x, y in zip(a, b, strict=True):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+    ua = np.concatenate([_uids(x) for x in a])
+    uc = np.concatenate([_uids(x) for x in c])
+    assert not np.array_equal(ua, uc)
+    assert sorted(ua[:96].tolist()) == sorted(uc[:96].tolist()) == list(range(96))
+
+
+@pytest.mark.parametrize("k", [0, 4, 7])
+def test_restore_equals_uninterrupted_stream(data96, k):
+    d, _ = data96
+    kwargs = dict(data_dir=d, split="train", global_batch_size=16, seed=5, masking=DYN,
+                  shuffle_buffer=30)
+    full = _take(Pipeline(**kwargs), k + 5)
+    pipe = Pipeline(**kwargs)
+    _take(pipe, k) if k else None
+    state = pipe.state()
+    assert state == {"step": k}
+    state = json.loads(json.dumps(state))
+    resumed = _take(Pipeline.restore(state, **kwargs), 5)
+    also = _take(Pipeline(**kwargs, start_step=k), 5)
+    for expected, got, got2 in zip(full[k:], resumed, also, strict=True):
+        for key in expected:
+            assert expected[key].dtype == got[key].dtype
+            np.testing.assert_array_equal(expected[key], got[key])
+            np.testing.assert_array_equal(expected[key], got2[key])
+
+
+def test_restore_two_hosts(tmp_path):
+    write_data(str(tmp_path), 40, 2)
+    for i in range(2):
+        kwargs = dict(data_dir=str(tmp_path), split="train", global_batch_size=8, seed=9,
+                      masking=DYN, process_index=i, process_count=2)
+        full = _take(Pipeline(**kwargs), 9)
+        resumed = _take(Pipeline.restore({"step": 6}, **kwargs), 3)
+        for expected, got in zip(full[6:], resumed, strict=True):
+            for key in expected:
+                np.testing.assert_array_equal(expected[key], got[key])
+
+
+def test_state_counts_consumed_batches(data96):
+    d, _ = data96
+    pipe = Pipeline(d, "train", 16, seed=0, masking=DYN)
+    it = iter(pipe)
+    next(it)
+    next(it)
+    assert pipe.state() == {"step": 2}
+    it.close()
+    again = _take(pipe, 1)  # a new iterator continues from the state
+    expected = _take(Pipeline(d, "train", 16, seed=0, masking=DYN, start_step=2), 1)
+    np.testing.assert_array_equal(again[0]["input_ids"], expected[0]["input_ids"])
+    assert pipe.state() == {"step": 3}
+
+
+# ------------------------------------------------------------------ contents
+
+
+def test_batch_shapes_dtypes_padding_and_masks(data96):
+    d, examples = data96
+    (batch,) = _take(Pipeline(d, "train", 16, seed=0, masking=DYN), 1)
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "masked_lm_positions",
+                          "masked_lm_ids", "masked_lm_weights", "pair_labels"}
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert batch[key].shape == (16, 16) and batch[key].dtype == np.int32
+    for key in ("masked_lm_positions", "masked_lm_ids"):
+        assert batch[key].shape == (16, 3) and batch[key].dtype == np.int32
+    assert batch["masked_lm_weights"].dtype == np.float32
+    assert batch["pair_labels"].shape == (16,) and batch["pair_labels"].dtype == np.int32
+    ids = _unmasked(batch)
+    for row, uid in enumerate(_uids(batch)):
+        ex = examples[int(uid)]
+        n = len(ex["input_ids"])
+        np.testing.assert_array_equal(ids[row, :n], ex["input_ids"])
+        assert (ids[row, n:] == PAD).all()
+        np.testing.assert_array_equal(batch["attention_mask"][row], np.arange(16) < n)
+        np.testing.assert_array_equal(batch["token_type_ids"][row, :n], ex["token_type_ids"])
+        assert (batch["token_type_ids"][row, n:] == 0).all()
+        assert batch["pair_labels"][row] == ex["pair_label"][0]
+        # Dynamic masks: 15% of the non-special tokens, at least one, inside the example.
+        w = batch["masked_lm_weights"][row]
+        assert w.sum() == min(3, max(1, round((n - 2) * 0.15)))
+        pos = batch["masked_lm_positions"][row][w > 0]
+        assert ((pos > 0) & (pos < n - 1)).all()
+        assert (batch["masked_lm_positions"][row][w == 0] == 0).all()
+        changed = batch["input_ids"][row] != ids[row]
+        assert set(np.flatnonzero(changed)) <= set(pos.tolist())
+
+
+def test_dynamic_masks_use_the_documented_rng(data96):
+    from bertjax.data.masking import masker_from_tokenizer
+    from bertjax.data.tokenizers import load_tokenizer
+
+    d, _ = data96
+    batches = _take(Pipeline(d, "train", 16, seed=4, masking=DYN, process_index=1,
+                             process_count=2), 3)
+    masker = masker_from_tokenizer(load_tokenizer(os.path.join(d, "tokenizer")), DYN)
+    for k, batch in enumerate(batches):
+        again = masker(_unmasked(batch), batch["attention_mask"],
+                       np.random.default_rng([4, k, 1]))
+        for key, value in again.items():
+            np.testing.assert_array_equal(value, batch[key])
+
+
+def test_static_masks_are_read_back_exactly(tmp_path):
+    examples = write_data(str(tmp_path), 40, 3, static=True, max_predictions=4)
+    seen = set()
+    for batch in _take(Pipeline(str(tmp_path), "train", 8, seed=0), 5):
+        assert batch["masked_lm_positions"].shape == (8, 4)
+        for row in range(8):
+            ids = batch["input_ids"][row]
+            uid = int((ids[1] - 5) * _BASE + ids[2] - 5)
+            ex = examples[uid]
+            seen.add(uid)
+            n, k = len(ex["input_ids"]), len(ex["masked_lm_positions"])
+            np.testing.assert_array_equal(ids[:n], ex["input_ids"])
+            np.testing.assert_array_equal(batch["masked_lm_positions"][row, :k],
+                                          ex["masked_lm_positions"])
+            np.testing.assert_array_equal(batch["masked_lm_ids"][row, :k], ex["masked_lm_ids"])
+            np.testing.assert_array_equal(batch["masked_lm_weights"][row], np.arange(4) < k)
+            assert (batch["masked_lm_positions"][row, k:] == 0).all()
+    assert seen == set(range(40))
+
+
+def test_corpus_smaller_than_one_batch_still_yields_batches(tmp_path):
+    write_data(str(tmp_path), 5, 2)
+    batches = _take(Pipeline(str(tmp_path), "train", 16, seed=0, masking=DYN), 3)
+    uids = np.concatenate([_uids(b) for b in batches])
+    assert len(uids) == 48
+    for e in range(9):  # every epoch (5 records) holds every example once
+        assert sorted(uids[5 * e: 5 * e + 5].tolist()) == list(range(5))
+
+
+def test_single_pass_reads_every_example_once_and_fills_the_last_batch(data96):
+    d, _ = data96
+    pipe = Pipeline(d, "train", 20, seed=0, masking=DYN, repeat=False)
+    batches = list(pipe)
+    assert len(batches) == pipe.steps_per_epoch == 5 and pipe.state() == {"step": 5}
+    last = batches[-1]
+    assert last["input_ids"].shape == (20, 16)
+    assert (last["attention_mask"][16:] == 0).all() and (last["input_ids"][16:] == PAD).all()
+    assert (last["masked_lm_weights"][16:] == 0).all() and (last["pair_labels"][16:] == -1).all()
+    uids = np.concatenate([_uids(b)[b["attention_mask"][:, 0] == 1] for b in batches])
+    assert sorted(uids.tolist()) == list(range(96))
+    assert list(Pipeline(d, "train", 20, seed=0, masking=DYN, repeat=False, start_step=5)) == []
+
+
+# ------------------------------------------------------------------ bad data
+
+
+def _bad_id(uid, feats):
+    if uid == 13:
+        feats["input_ids"][5] = VOCAB + 7
+
+
+def test_id_outside_vocabulary_raises_clear_error(tmp_path):
+    write_data(str(tmp_path), 32, 2, mutate=_bad_id)
+    with pytest.raises(DataError, match=rf"token id {VOCAB + 7} is outside the vocabulary"):
+        _take(Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN), 4)
+
+
+def _too_long(uid, feats):
+    if uid == 3:
+        ids = feats["input_ids"]
+        feats["input_ids"] = ids[:-1] + [7] * (30 - len(ids)) + [SEP]  # 30 tokens
+        feats["token_type_ids"] = [0] * 30
+
+
+def test_length_checks(tmp_path, data96):
+    write_data(str(tmp_path), 16, 1, mutate=_too_long)
+    with pytest.raises(DataError, match="30 tokens, more than max_seq_length 16"):
+        _take(Pipeline(str(tmp_path), "train", 16, seed=0, masking=DYN), 1)
+    d, _ = data96  # lengths up to 16
+    with pytest.raises(DataError, match="more than max_position_embeddings 14 - position_offset 2"):
+        _take(Pipeline(d, "train", 96, seed=0, masking=DYN, max_position_embeddings=14,
+                       position_offset=2), 1)
+    assert _take(Pipeline(d, "train", 96, seed=0, masking=DYN, max_position_embeddings=16), 1)
+
+
+def test_bad_manifests_and_arguments_fail_in_one_line(tmp_path, data96):
+    d, _ = data96
+    path = os.path.join(str(tmp_path), "manifest.json")
+    with pytest.raises(DataError, match=f"{path}: not found"):
+        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
+    with open(path, "w") as f:
+        f.write("{not json")
+    with pytest.raises(DataError, match=f"{path}: cannot read it as JSON"):
+        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
+    with open(os.path.join(d, "manifest.json")) as f:
+        good = json.load(f)
+    broken = json.loads(json.dumps(good))
+    broken["splits"]["train"]["shards"][0]["examples"] = -1
+    with open(path, "w") as f:
+        json.dump(broken, f)
+    with pytest.raises(DataError, match=r"shards\[0\].examples must be an integer"):
+        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
+    with open(path, "w") as f:
+        json.dump(good, f)
+    missing = os.path.join(str(tmp_path), good["splits"]["train"]["shards"][0]["file"])
+    with pytest.raises(DataError, match=f"{missing}: shard listed in .* is missing"):
+        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
+    for shard in good["splits"]["train"]["shards"]:
+        os.symlink(os.path.join(d, shard["file"]), os.path.join(str(tmp_path), shard["file"]))
+    with pytest.raises(DataError, match="tokenizer directory is missing"):
+        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
+    os.symlink(os.path.join(d, "tokenizer"), os.path.join(str(tmp_path), "tokenizer"))
+    Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)  # complete now
+    broken = json.loads(json.dumps(good))
+    broken["tokenizer"]["sha256"] = "0" * 64
+    with open(path, "w") as f:
+        json.dump(broken, f)
+    with pytest.raises(DataError, match="tokenizer.json: sha256 differs"):
+        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
+    with pytest.raises(DataError, match="no split 'validation'; it has train"):
+        Pipeline(d, "validation", 8, seed=0, masking=DYN)
+    with pytest.raises(DataError, match=r"pass masking=MaskingConfig\(...\)"):
+        Pipeline(d, "train", 8, seed=0, masking=None)
+    with pytest.raises(ValueError, match="not divisible by process_count=3"):
+        Pipeline(d, "train", 8, seed=0, masking=DYN, process_count=3)
+    with pytest.raises(ValueError, match="state"):
+        Pipeline.restore({"step": -1}, data_dir=d, split="train", global_batch_size=8, seed=0)
+
+
+def test_corrupt_shard_fails_with_the_split_named(tmp_path):
+    write_data(str(tmp_path), 16, 1)
+    shard = os.path.join(str(tmp_path), "train-00000-of-00001.tfrecord")
+    with open(shard, "r+b") as f:
+        f.seek(30)
+        f.write(b"\xff" * 8)
+    with pytest.raises(DataError, match="train-\\*.tfrecord: cannot read the records"):
+        _take(Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
+
+
+def test_shards_shorter_than_the_manifest_says(tmp_path):
+    write_data(str(tmp_path), 20, 2)
+    path = os.path.join(str(tmp_path), "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    manifest["splits"]["train"]["shards"][1]["examples"] += 1
+    manifest["splits"]["train"]["examples"] += 1
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(DataError, match="shards hold fewer examples than it lists"):
+        _take(Pipeline(str(tmp_path), "train", 4, seed=0, masking=DYN), 8)
+
+
+# ------------------------------------------------------------------ global arrays
+
+
+def test_to_global_on_8_simulated_devices(data96, tmp_path):
+    d, _ = data96
+    (batch,) = _take(Pipeline(d, "train", 16, seed=0, masking=DYN), 1)
+    np.savez(tmp_path / "batch.npz", **batch)
+    # A fresh process: JAX in this one may already be initialised with 1 device.
+    script = textwrap.dedent(
+        f"""
+        import jax, numpy as np
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        from bertjax.data.pipeline import to_global
+        assert jax.device_count() == 8
+        batch = dict(np.load({str(tmp_path / "batch.npz")!r}))
+        mesh = Mesh(np.array(jax.devices()).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
+        g = to_global(batch, mesh)
+        for key, value in batch.items():
+            assert g[key].shape == value.shape and g[key].dtype == value.dtype, key
+            assert g[key].sharding == NamedSharding(
+                mesh, P(("data", "fsdp"), *([None] * (value.ndim - 1)))), key
+            np.testing.assert_array_equal(np.asarray(g[key]), value)
+            assert len(g[key].addressable_shards) == 8
+            for s in g[key].addressable_shards:
+                assert s.data.shape[0] == value.shape[0] // 4
+                np.testing.assert_array_equal(np.asarray(s.data), value[s.index])
+        g = to_global(batch, Mesh(np.array(jax.devices()), ("data",)))  # fsdp absent
+        assert g["input_ids"].sharding.spec == P("data", None)
+        try:
+            to_global({{"x": np.zeros((6, 2))}}, mesh)
+        except ValueError as e:
+            assert "not divisible" in str(e)
+        else:
+            raise AssertionError("no error")
+        print("OK")
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=root,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+    assert "tensorflow" not in result.stderr.lower()
+
+
+def test_tensorflow_sees_no_accelerator(data96):
+    tf = pipeline._tf()
+    assert tf.config.get_visible_devices("GPU") == []
