@@ -303,3 +303,43 @@ def test_settings_are_checked(tok):
             sep_id=tok.sep_id,
             rng=np.random.default_rng(0),
         )
+
+
+def test_byte_level_bpe_sentences_keep_their_word_start_space(corpus):
+    """RoBERTa's byte-level BPE marks word starts with a leading space ('Ġ'): a
+    sentence inside an instance starts a new word, as in the original text."""
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from bertjax.data.tokenizers import Tokenizer
+
+    backend = RustTokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator([s for d in corpus for s in d], trainer)
+    tok = Tokenizer(backend, kind="bpe")
+    docs = corpus[:20]
+    out = inst.documents_to_instances(
+        tok,
+        docs,
+        "full_sentences",
+        max_seq_length=64,
+        rng=np.random.default_rng(0),
+        shuffle=False,
+    )
+    text = " ".join(s for d in docs for s in d)
+    decoded = [tok.decode(x.input_ids, skip_special_tokens=True).strip() for x in out]
+    assert all(piece in text for piece in decoded if len(piece) < 60)
+    assert out[0].input_ids[0] == tok.cls_id and out[0].input_ids[-1] == tok.sep_id
+    # Instances starting at a document's first sentence start with a word.
+    starts = [tok.id_to_token(int(x.input_ids[1])) for x in out if x.spans[0][1] == 0]
+    assert len(starts) >= 10 and all(t.startswith("\u0120") for t in starts)
+    # Sentence ends are followed by a space inside an instance ("word. next").
+    joined = " ".join(decoded)
+    assert joined.count(". ") >= 0.9 * (joined.count(".") - len(decoded))

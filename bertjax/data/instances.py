@@ -34,6 +34,10 @@ from the front as one binomial per segment, the same distribution as Google's to
 token coin flips. Everything is a pure function of the inputs and the
 `np.random.Generator`.
 
+Sentences are tokenized one by one without special tokens; for byte-level BPE
+(RoBERTa) each gets back the space that separated it from the previous one, so its
+first word carries the word-start marker 'Ġ' as it would in running text.
+
 Sentences longer than the segment budget (max_seq_length - 3 for pairs, - 2 for single
 segments) are split into pieces of that size, so no instance exceeds max_seq_length.
 Every `Instance` records which document ranges it holds (`spans`), for tests and
@@ -204,6 +208,15 @@ def tokenize_documents(
     texts: list[str] = []
     owner: list[int] = []  # document index of each text
     n_docs = 0
+    # Byte-level BPE marks a word start by its leading space ('Ġ'); sentences were
+    # separated by whitespace in the text, so each gets its space back (as
+    # RobertaTokenizer would give the same words mid-text).
+    prefix = (
+        " "
+        if getattr(tokenizer, "kind", None) == "bpe"
+        and not getattr(tokenizer, "options", {}).get("add_prefix_space", False)
+        else ""
+    )
     for d, doc in enumerate(documents):
         n_docs += 1
         if isinstance(doc, str):  # a bare string is a one-sentence document
@@ -226,7 +239,7 @@ def tokenize_documents(
                 pieces = _split_chars(s, MAX_SENTENCE_CHARS)
             else:
                 pieces = [s]
-            texts.extend(pieces)
+            texts.extend(prefix + p for p in pieces)
             owner.extend([d] * len(pieces))
     stats.documents += n_docs
 
