@@ -55,6 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         docs_per_shard=2000,  # documents per prepared shard; bounds preparation memory
         validation_every=20,  # every Nth shard goes to the validation split (0: none)
         num_workers=2,  # preparation processes; output is identical for any number
+        max_inflight_mb=256,  # text read but not yet written during preparation
         shuffle_buffer=10_000,  # examples in the pipeline's shuffle buffer
     ))
     config.max_seq_length = 128  # sequence length for FLOPs figures and training
