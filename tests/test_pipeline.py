@@ -385,8 +385,25 @@ def _bad_id(uid, feats):
 
 def test_id_outside_vocabulary_raises_clear_error(tmp_path):
     write_data(str(tmp_path), 32, 2, mutate=_bad_id)
-    with pytest.raises(DataError, match=rf"token id {VOCAB + 7} is outside the vocabulary"):
+    # uid 13 is record 6 of shard 1 (shard s holds uids s, s + 2, ...).
+    shard = os.path.join(str(tmp_path), "train-00001-of-00002.tfrecord")
+    with pytest.raises(DataError, match=rf"^{shard}, record 6: token id {VOCAB + 7} is outside "
+                                        r"the vocabulary \[0, 805\) of .*tokenizer \(split"):
         _take(Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN), 4)
+
+
+def _bad_position(uid, feats):
+    if uid == 2:
+        feats["masked_lm_positions"][-1] = len(feats["input_ids"]) + 1
+
+
+def test_static_mask_outside_its_example_raises(tmp_path):
+    write_data(str(tmp_path), 8, 1, static=True, mutate=_bad_position)
+    shard = os.path.join(str(tmp_path), "train-00000-of-00001.tfrecord")
+    with pytest.raises(DataError, match=f"^{shard}, record 2: a masked_lm position lies outside"):
+        _take(Pipeline(str(tmp_path), "train", 8, seed=0), 1)
+    with pytest.raises(DataError, match="the shards are already masked"):
+        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
 
 
 def _too_long(uid, feats):
@@ -409,42 +426,44 @@ def test_length_checks(tmp_path, data96):
 
 def test_bad_manifests_and_arguments_fail_in_one_line(tmp_path, data96):
     d, _ = data96
-    path = os.path.join(str(tmp_path), "manifest.json")
-    with pytest.raises(DataError, match=f"{path}: not found"):
-        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
+    here = str(tmp_path)
+    path = os.path.join(here, "manifest.json")
+
+    def fails(match, manifest=None, **kwargs):
+        if manifest is not None:
+            with open(path, "w") as f:
+                json.dump(manifest, f)
+        with pytest.raises(DataError, match=match) as e:
+            Pipeline(kwargs.pop("data_dir", here), kwargs.pop("split", "train"), 8, seed=0,
+                     masking=kwargs.pop("masking", DYN), **kwargs)
+        assert "\n" not in str(e.value)
+
+    fails(f"{path}: not found")
     with open(path, "w") as f:
         f.write("{not json")
-    with pytest.raises(DataError, match=f"{path}: cannot read it as JSON"):
-        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
+    fails(f"{path}: not valid JSON")
     with open(os.path.join(d, "manifest.json")) as f:
         good = json.load(f)
+    fails(f"{path}: shard train-00000-of-00004.tfrecord is missing", good)
+    for shard in good["splits"]["train"]["shards"]:
+        os.symlink(os.path.join(d, shard["file"]), os.path.join(here, shard["file"]))
     broken = json.loads(json.dumps(good))
     broken["splits"]["train"]["shards"][0]["examples"] = -1
-    with open(path, "w") as f:
-        json.dump(broken, f)
-    with pytest.raises(DataError, match=r"shards\[0\].examples must be an integer"):
-        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
-    with open(path, "w") as f:
-        json.dump(good, f)
-    missing = os.path.join(str(tmp_path), good["splits"]["train"]["shards"][0]["file"])
-    with pytest.raises(DataError, match=f"{missing}: shard listed in .* is missing"):
-        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
-    for shard in good["splits"]["train"]["shards"]:
-        os.symlink(os.path.join(d, shard["file"]), os.path.join(str(tmp_path), shard["file"]))
-    with pytest.raises(DataError, match="tokenizer directory is missing"):
-        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
-    os.symlink(os.path.join(d, "tokenizer"), os.path.join(str(tmp_path), "tokenizer"))
-    Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)  # complete now
+    broken["splits"]["train"]["examples"] = 96 - 24 - 1
+    fails(rf"{path}: splits.train.shards\[0\].examples must be an integer", broken)
+    broken["splits"]["train"]["shards"][0]["examples"] = "many"
+    fails(f"{path}: malformed", broken)
+    broken = json.loads(json.dumps(good))
+    broken["version"] = 2
+    fails(f"{path}: version 2 is not supported", broken)
+    fails(f"{os.path.join(here, 'tokenizer')}: tokenizer directory is missing", good)
+    os.symlink(os.path.join(d, "tokenizer"), os.path.join(here, "tokenizer"))
+    Pipeline(here, "train", 8, seed=0, masking=DYN)  # complete now
     broken = json.loads(json.dumps(good))
     broken["tokenizer"]["sha256"] = "0" * 64
-    with open(path, "w") as f:
-        json.dump(broken, f)
-    with pytest.raises(DataError, match="tokenizer.json: sha256 differs"):
-        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
-    with pytest.raises(DataError, match="no split 'validation'; it has train"):
-        Pipeline(d, "validation", 8, seed=0, masking=DYN)
-    with pytest.raises(DataError, match=r"pass masking=MaskingConfig\(...\)"):
-        Pipeline(d, "train", 8, seed=0, masking=None)
+    fails("tokenizer.json: sha256 differs", broken)
+    fails("no split 'validation'; it has train", data_dir=d, split="validation")
+    fails(r"pass masking=MaskingConfig\(...\)", data_dir=d, masking=None)
     with pytest.raises(ValueError, match="not divisible by process_count=3"):
         Pipeline(d, "train", 8, seed=0, masking=DYN, process_count=3)
     with pytest.raises(ValueError, match="state"):
@@ -523,3 +542,52 @@ def test_to_global_on_8_simulated_devices(data96, tmp_path):
 def test_tensorflow_sees_no_accelerator(data96):
     tf = pipeline._tf()
     assert tf.config.get_visible_devices("GPU") == []
+
+
+# ------------------------------------------------------------------ with prepare.py
+
+
+@pytest.mark.parametrize("masking", ["static", "dynamic"])
+def test_reads_what_prepare_writes(tmp_path, masking):
+    from bertjax.data import prepare
+    from bertjax.data.tokenizers import train_wordpiece
+
+    rng = np.random.default_rng(0)
+    words = [f"word{i}" for i in range(60)] + ["alpha", "beta", "gamma", "delta"]
+    docs = [
+        [" ".join(rng.choice(words, size=int(rng.integers(3, 12)))) + "." for _ in range(6)]
+        for _ in range(40)
+    ]
+    tok = train_wordpiece((" ".join(d) for d in docs), vocab_size=200)
+    manifest = prepare.prepare(docs, tok, str(tmp_path), instances="nsp", max_seq_length=24,
+                               masking=masking, dupe_factor=2, docs_per_shard=20,
+                               num_workers=0, progress=False)
+    expected = [ex for s in manifest["splits"]["train"]["shards"]
+                for ex in prepare.read_examples(os.path.join(str(tmp_path), s["file"]))]
+    assert len(expected) == manifest["splits"]["train"]["examples"] > 8
+    # One pass, no shuffle buffer: the order is the file order interleaved record by record.
+    pipe = Pipeline(str(tmp_path), "train", 4, seed=0, shuffle_buffer=1, repeat=False,
+                    masking=None if masking == "static" else MaskingConfig(
+                        max_predictions_per_seq=4))
+    rows = [(b, i) for b in pipe for i in range(4) if b["attention_mask"][i, 0]]
+    assert len(rows) == len(expected)
+    def record(ids, types, pair, positions, labels):
+        return (tuple(ids), tuple(types), int(pair), tuple(positions), tuple(labels))
+
+    want = sorted(
+        record(ex["input_ids"], ex["token_type_ids"], ex["pair_label"][0],
+               ex.get("masked_lm_positions", ()), ex.get("masked_lm_ids", ()))
+        for ex in expected
+    )
+    have = []
+    for b, i in rows:
+        n = int(b["attention_mask"][i].sum())
+        k = int(b["masked_lm_weights"][i].sum())
+        assert (b["attention_mask"][i, :n] == 1).all() and (b["input_ids"][i, n:] == 0).all()
+        static = masking == "static"
+        have.append(record(
+            (b["input_ids"][i] if static else _unmasked(b)[i])[:n], b["token_type_ids"][i, :n],
+            b["pair_labels"][i], b["masked_lm_positions"][i, :k] if static else (),
+            b["masked_lm_ids"][i, :k] if static else (),
+        ))
+    assert sorted(have) == want

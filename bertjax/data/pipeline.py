@@ -46,15 +46,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import numbers
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from bertjax.data import prepare
 
 if TYPE_CHECKING:
     import jax
@@ -63,8 +65,6 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
-_FORMAT = "bertjax-data"
-_VERSION = 1
 # Interleave at most this many files at once: more mixing, more open read buffers.
 _CYCLE_LENGTH = 16
 # Shard-level host assignment is kept while the examples it leaves out per epoch (to
@@ -81,64 +81,37 @@ _BATCH_KEYS = (
 )
 
 
-class DataError(ValueError):
-    """Prepared data that cannot be used; the one-line message names the file."""
+# One error type for unusable prepared data across bertjax.data; the one-line message
+# names the file.
+DataError = prepare.DataFormatError
 
 
 # ---------------------------------------------------------------------------- manifest
 
 
 def read_manifest(data_dir: str) -> dict[str, Any]:
-    """Reads and checks DATA/manifest.json; DataError naming the file otherwise."""
+    """Reads and checks DATA/manifest.json: `prepare.read_manifest`'s checks (format,
+    keys, shard files present with their sizes, counts adding up) plus what the
+    pipeline relies on. DataError naming the file otherwise."""
     path = os.path.join(data_dir, MANIFEST)
     try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except FileNotFoundError:
-        raise DataError(
-            f"{path}: not found; prepare the data first (python -m bertjax prepare data)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read it as JSON ({_one_line(e)})") from None
+        manifest = prepare.read_manifest(data_dir)
+    except (TypeError, AttributeError, KeyError) as e:  # wrong JSON types
+        raise DataError(f"{path}: malformed ({_one_line(e)})") from None
 
     def bad(what: str) -> DataError:
         return DataError(f"{path}: {what}")
 
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-        raise bad(f"not a bertjax data manifest (format should be {_FORMAT!r})")
-    if manifest.get("version") != _VERSION:
-        raise bad(f"version {manifest.get('version')!r} is not supported (expected {_VERSION})")
-    tok = manifest.get("tokenizer")
-    if not isinstance(tok, dict) or not _is_int(tok.get("vocab_size"), 1):
+    if not _is_int(manifest["tokenizer"]["vocab_size"], 1):
         raise bad("tokenizer.vocab_size must be a positive integer")
-    if manifest.get("masking") not in ("static", "dynamic"):
-        raise bad(f"masking is {manifest.get('masking')!r}; expected 'static' or 'dynamic'")
-    settings = manifest.get("settings")
-    if not isinstance(settings, dict):
-        raise bad("settings must be an object")
-    if not _is_int(_setting(settings, "max_seq_length"), 2):
+    if not _is_int(manifest["settings"]["max_seq_length"], 2):
         raise bad("settings.max_seq_length must be an integer >= 2")
-    splits = manifest.get("splits")
-    if not isinstance(splits, dict) or not splits:
-        raise bad("splits must be a non-empty object")
-    for name, split in splits.items():
-        where = f"splits.{name}"
-        if not isinstance(split, dict) or not isinstance(split.get("shards"), list):
-            raise bad(f"{where}.shards must be a list")
-        total = 0
+    for name, split in manifest["splits"].items():
         for i, shard in enumerate(split["shards"]):
-            if (
-                not isinstance(shard, dict)
-                or not isinstance(shard.get("file"), str)
-                or os.path.basename(shard["file"]) != shard["file"]
-                or not shard["file"]
-            ):
-                raise bad(f"{where}.shards[{i}].file must be a file name in the directory")
+            if not shard["file"]:
+                raise bad(f"splits.{name}.shards[{i}].file is empty")
             if not _is_int(shard.get("examples"), 0):
-                raise bad(f"{where}.shards[{i}].examples must be an integer >= 0")
-            total += shard["examples"]
-        if "examples" in split and split["examples"] != total:
-            raise bad(f"{where}.examples is {split['examples']} but its shards hold {total}")
+                raise bad(f"splits.{name}.shards[{i}].examples must be an integer >= 0")
     return manifest
 
 
@@ -330,9 +303,6 @@ class Pipeline:
             )
         shards = splits[split]["shards"]
         self.files = [os.path.join(data_dir, s["file"]) for s in shards]
-        for path in self.files:
-            if not os.path.isfile(path):
-                raise DataError(f"{path}: shard listed in {self.manifest_path} is missing")
         settings = manifest["settings"]
         self.max_seq_length = int(_setting(settings, "max_seq_length"))
         self.vocab_size = int(manifest["tokenizer"]["vocab_size"])
@@ -532,34 +502,65 @@ class Pipeline:
 
     # ------------------------------------------------------------------ numpy stage
 
+    def _problem(self, raw: Mapping[str, np.ndarray]) -> tuple[np.ndarray, str] | None:
+        """None if a parsed batch is valid, else ([rows] bool: the bad rows, what is
+        wrong with the first). Scalar checks first: the valid case stays cheap."""
+        lengths, ids = raw["lengths"], raw["input_ids"]
+        if not lengths.size:
+            return None
+        longest = int(lengths.max())
+        if longest > self._max_length:
+            bad = lengths > self._max_length
+            n = int(lengths[bad][0])
+            if n > self.max_seq_length:
+                limit = f"max_seq_length {self.max_seq_length} of {self.manifest_path}"
+            else:
+                limit = f"max_position_embeddings {self.max_position_embeddings}"
+                if self.position_offset:
+                    limit += f" - position_offset {self.position_offset}"
+            return bad, f"an example has {n} tokens, more than {limit}"
+        if not np.array_equal(raw["type_lengths"], lengths):
+            bad = raw["type_lengths"] != lengths
+            return bad, "token_type_ids and input_ids differ in length"
+        if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
+            outside = (ids < 0) | (ids >= self.vocab_size)
+            bad = outside.any(axis=1)
+            return bad, (
+                f"token id {int(ids[outside][0])} is outside the vocabulary "
+                f"[0, {self.vocab_size}) of {os.path.join(self.data_dir, TOKENIZER_DIR)}"
+            )
+        if self._static:
+            counts, p = raw["mlm_counts"], self.max_predictions_per_seq
+            if not np.array_equal(counts, raw["mlm_id_counts"]):
+                bad = counts != raw["mlm_id_counts"]
+                return bad, "masked_lm_positions and masked_lm_ids differ in length"
+            if int(counts.max()) > p:
+                bad = counts > p
+                return bad, (
+                    f"an example has {int(counts[bad][0])} masked positions, more than "
+                    f"max_predictions_per_seq {p} of {self.manifest_path}"
+                )
+            positions, labels = raw["masked_lm_positions"], raw["masked_lm_ids"]
+            real = np.arange(p) < counts[:, None]
+            outside = real & ((positions < 0) | (positions >= lengths[:, None]))
+            outside |= real & ((labels < 0) | (labels >= self.vocab_size))
+            if outside.any():
+                return outside.any(axis=1), (
+                    "a masked_lm position lies outside its example or a masked_lm id "
+                    "outside the vocabulary"
+                )
+        return None
+
     def _finish(self, raw: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
         """Checks one parsed host batch (global batch index k, 0-based), masks it and
         fills it up to the host batch size."""
-        lengths = raw["lengths"]
+        problem = self._problem(raw)
+        if problem is not None:
+            raise DataError(
+                f"{self._locate()}: {problem[1]} (split {self.split!r}, batch {k + 1}, "
+                f"host {self.process_index})"
+            )
         ids = raw["input_ids"]
-        if lengths.size:
-            longest = int(lengths.max())
-            if longest > self._max_length:
-                if longest > self.max_seq_length:
-                    limit = f"max_seq_length {self.max_seq_length} of {self.manifest_path}"
-                else:
-                    limit = (
-                        f"max_position_embeddings {self.max_position_embeddings}"
-                        + (f" - position_offset {self.position_offset}"
-                           if self.position_offset else "")
-                    )
-                raise self._batch_error(k, f"an example has {longest} tokens, more than {limit}")
-            if not np.array_equal(raw["type_lengths"], lengths):
-                raise self._batch_error(
-                    k, "an example's token_type_ids and input_ids differ in length"
-                )
-            lo, hi = int(ids.min()), int(ids.max())
-            if lo < 0 or hi >= self.vocab_size:
-                raise self._batch_error(
-                    k,
-                    f"token id {hi if hi >= self.vocab_size else lo} is outside the vocabulary "
-                    f"[0, {self.vocab_size}) of {os.path.join(self.data_dir, TOKENIZER_DIR)}",
-                )
         rows = ids.shape[0]
         out = {
             "attention_mask": raw["attention_mask"],
@@ -567,37 +568,12 @@ class Pipeline:
             "pair_labels": raw["pair_labels"],
         }
         if self._static:
-            counts = raw["mlm_counts"]
             p = self.max_predictions_per_seq
-            if rows:
-                if not np.array_equal(counts, raw["mlm_id_counts"]):
-                    raise self._batch_error(
-                        k, "masked_lm_positions and masked_lm_ids differ in length"
-                    )
-                if int(counts.max()) > p:
-                    raise self._batch_error(
-                        k,
-                        f"an example has {int(counts.max())} masked positions, more than "
-                        f"max_predictions_per_seq {p}",
-                    )
-            weights = (np.arange(p) < counts[:, None]).astype(np.float32)
-            positions, labels = raw["masked_lm_positions"], raw["masked_lm_ids"]
-            if rows and (
-                np.any((positions >= lengths[:, None]) & (weights > 0))
-                or positions.min() < 0
-                or labels.min() < 0
-                or labels.max() >= self.vocab_size
-            ):
-                raise self._batch_error(
-                    k,
-                    "a masked_lm position lies outside its example or a label outside "
-                    "the vocabulary",
-                )
             out.update(
                 input_ids=ids,
-                masked_lm_positions=positions,
-                masked_lm_ids=labels,
-                masked_lm_weights=weights,
+                masked_lm_positions=raw["masked_lm_positions"],
+                masked_lm_ids=raw["masked_lm_ids"],
+                masked_lm_weights=(np.arange(p) < raw["mlm_counts"][:, None]).astype(np.float32),
             )
         b = self.host_batch_size
         if rows < b:  # last batch of a single pass: fill with empty rows
@@ -611,11 +587,27 @@ class Pipeline:
             out.update(self._masker(ids, out["attention_mask"], rng))
         return {key: out[key] for key in _BATCH_KEYS}
 
-    def _batch_error(self, k: int, what: str) -> DataError:
-        return DataError(
-            f"{self.data_dir}/{self.split}-*.tfrecord (split {self.split!r}, batch {k + 1}, "
-            f"host {self.process_index}): {what}"
-        )
+    def _locate(self, budget_s: float = 20.0) -> str:
+        """'FILE, record R' of the first invalid example of this host's shards, found
+        by scanning them (error path only; gives up after budget_s seconds)."""
+        tf = _tf()
+        parse = self._parse_fn(tf)
+        deadline = time.monotonic() + budget_s
+        for i in self.plan.files:
+            path = self.files[i]
+            ds = tf.data.TFRecordDataset(path).batch(1024).map(parse)
+            try:
+                for j, element in enumerate(ds):
+                    problem = self._problem({key: v.numpy() for key, v in element.items()})
+                    if problem is not None:
+                        return f"{path}, record {j * 1024 + int(np.argmax(problem[0]))}"
+                    if time.monotonic() > deadline:
+                        break
+            except tf.errors.OpError:
+                return path
+            if time.monotonic() > deadline:
+                break
+        return os.path.join(self.data_dir, f"{self.split}-*.tfrecord")
 
     # ------------------------------------------------------------------ iteration
 
