@@ -1,0 +1,391 @@
+r"""Trains a tokenizer vocabulary on a text source and writes a standard tokenizer directory.
+
+  python -m bertjax prepare tokenizer --source=SPEC --kind=KIND --vocab_size=N --out=DIR \
+      [--lowercase]
+
+  --source      a source spec (bertjax/data/sources.py): demo, bert:GLOB, text:GLOB,
+                jsonl:GLOB#FIELD, tfds:NAME[:SPLIT][#FEATURE]
+  --kind        wordpiece              BERT, DistilBERT, ELECTRA: vocab.txt
+                                       [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4
+                sentencepiece-unigram  ALBERT: spiece.model (the ALBERT spm_train recipe)
+                                       <pad>=0 <unk>=1 [CLS]=2 [SEP]=3 [MASK]=4
+                sentencepiece-bpe      SentencePiece with BPE pieces: spiece.model, same ids
+                                       (loads as a generic fast tokenizer: transformers'
+                                       AlbertTokenizer only takes Unigram models)
+                bpe                    RoBERTa byte-level BPE: vocab.json + merges.txt
+                                       <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4
+  --vocab_size  the vocabulary size to aim for, special tokens included; the result may
+                be smaller (small corpora), never larger
+  --out         output directory, written atomically (a temporary directory renamed)
+  --lowercase   lowercase (and strip accents) before tokenizing; default: uncased for
+                WordPiece and SentencePiece (as bert-base-uncased and ALBERT), cased for
+                byte-level BPE, which cannot be lowercased (RoBERTa is cased)
+
+The directory holds the legacy file above plus tokenizer.json, tokenizer_config.json and
+special_tokens_map.json (`Tokenizer.save`), so `bertjax.data.tokenizers.load_tokenizer`
+and `transformers.AutoTokenizer.from_pretrained` both load it and give the same ids.
+Training text goes through the same normalizer as encoding will (BERT's for WordPiece,
+ALBERT's accent stripping / lowercasing before SentencePiece's own NFKC), so the
+vocabulary fits what the tokenizer will see.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from bertjax.data import tokenizers as tok_lib
+from bertjax.data.sources import Source, open_source
+from bertjax.fileio import atomic_directory
+
+KINDS = ("wordpiece", "sentencepiece-unigram", "sentencepiece-bpe", "bpe")
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SENTENCEPIECE_SPECIALS = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")
+BPE_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+# family -> (kinds it takes, transformers tokenizer class written to tokenizer_config.json)
+FAMILIES = {
+    "bert": (("wordpiece",), "BertTokenizer"),
+    "distilbert": (("wordpiece",), "DistilBertTokenizer"),
+    "electra": (("wordpiece",), "ElectraTokenizer"),
+    "albert": (("sentencepiece-unigram",), "AlbertTokenizer"),
+    "roberta": (("bpe",), "RobertaTokenizer"),
+}
+_DEFAULT_CLASS = {
+    "wordpiece": "BertTokenizer",
+    "sentencepiece-unigram": "AlbertTokenizer",
+    "sentencepiece-bpe": "PreTrainedTokenizerFast",
+    "bpe": "RobertaTokenizer",
+}
+_MIN_VOCAB = {"wordpiece": 100, "sentencepiece-unigram": 50, "sentencepiece-bpe": 50, "bpe": 300}
+_BATCH = 1000  # sentences per batch handed to the Rust trainers
+# SentencePiece keeps its training sentences in memory: past this many it samples them
+# (reservoir sampling, seeded), as ALBERT's recipe did (--input_sentence_size=10000000).
+SPM_MAX_SENTENCES = 10_000_000
+_SPM_MAX_SENTENCE_BYTES = 1 << 16  # sources cap sentences at 10,000 characters
+
+
+def train(
+    source: Source | str | Iterable[list[str] | str],
+    kind: str,
+    vocab_size: int,
+    out_dir: str,
+    lowercase: bool | None = None,
+    family: str | None = None,
+    *,
+    overwrite: bool = False,
+    seed: int = 0,
+) -> tok_lib.Tokenizer:
+    """Trains a `kind` vocabulary of at most `vocab_size` tokens on `source` and writes
+    it to `out_dir` (see the module docstring for kinds and files).
+
+    Args:
+      source: a `Source`, a source spec string, or an iterable of documents (lists of
+        sentences) or of plain strings.
+      kind: 'wordpiece' | 'sentencepiece-unigram' | 'sentencepiece-bpe' | 'bpe'.
+      vocab_size: the target size including special tokens.
+      out_dir: the directory to write; it must not exist unless `overwrite`.
+      lowercase: lowercase (and strip accents); None: True except for 'bpe'.
+      family: model family ('bert', 'albert', ...), which picks the transformers class
+        written (BertTokenizer, ElectraTokenizer, ...); it must fit `kind`.
+      overwrite: replace an existing `out_dir`.
+      seed: seeds SentencePiece's sentence sampling (only used past SPM_MAX_SENTENCES).
+
+    Returns:
+      The trained tokenizer, as `load_tokenizer(out_dir)` loads it.
+
+    Raises:
+      ValueError: an unknown kind or family, a family that does not take `kind`, a
+        vocab_size too small for the kind, lowercase=True for byte-level BPE, or a
+        corpus without text.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {list(KINDS)}")
+    tokenizer_class = _DEFAULT_CLASS[kind]
+    if family is not None:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; expected one of {list(FAMILIES)}")
+        kinds, tokenizer_class = FAMILIES[family]
+        if kind not in kinds:
+            raise ValueError(f"family {family} uses {' or '.join(kinds)} tokenizers, not {kind}")
+    if vocab_size < _MIN_VOCAB[kind]:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small for {kind} (at least {_MIN_VOCAB[kind]})"
+        )
+    if lowercase is None:
+        lowercase = kind != "bpe"
+    if lowercase and kind == "bpe":
+        raise ValueError("byte-level BPE (RoBERTa) is cased: lowercase=True is not supported")
+    if isinstance(source, str):
+        source = open_source(source)
+
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        if kind == "wordpiece":
+            tok = _train_wordpiece(_sentences(source), vocab_size, lowercase, tmp)
+        elif kind == "bpe":
+            tok = _train_byte_bpe(_sentences(source), vocab_size, tmp)
+        else:
+            tok = _train_sentencepiece(
+                _sentences(source), kind.split("-")[1], vocab_size, lowercase, tmp, seed
+            )
+        tok.tokenizer_class = tokenizer_class
+        tok.save(tmp)
+    return tok_lib.load_tokenizer(out_dir)
+
+
+def _sentences(source: Source | Iterable[list[str] | str]) -> Iterator[str]:
+    """Every sentence of every document, in order."""
+    docs = source.documents() if isinstance(source, Source) else source
+    for doc in docs:
+        if isinstance(doc, str):
+            if doc.strip():
+                yield doc
+        else:
+            yield from (s for s in doc if s.strip())
+
+
+class _Counted:
+    """Wraps the sentence stream for the Rust trainers (batches of _BATCH) and counts
+    what went through, so an empty corpus fails with a clear message."""
+
+    def __init__(self, sentences: Iterator[str]) -> None:
+        self.sentences, self.count = sentences, 0
+
+    def batches(self) -> Iterator[list[str]]:
+        batch: list[str] = []
+        for s in self.sentences:
+            batch.append(s)
+            if len(batch) == _BATCH:
+                self.count += len(batch)
+                yield batch
+                batch = []
+        if batch:
+            self.count += len(batch)
+            yield batch
+
+    def check(self) -> None:
+        if not self.count:
+            raise ValueError("the source holds no text to train a tokenizer on")
+
+
+def _train_wordpiece(
+    sentences: Iterator[str], vocab_size: int, lowercase: bool, out: str
+) -> tok_lib.Tokenizer:
+    """A WordPiece vocabulary for BERT's pipeline (BertNormalizer, BertPreTokenizer),
+    learnt as `tokenizers`' WordPieceTrainer does (BPE merges; a "##" piece continues a
+    word) but deterministically: that trainer numbers the "##" pieces in hash-map order,
+    which changes which merges win ties, so two runs give different vocabularies. Here
+    continuation characters are coded as distinct characters (Unicode planes 15-16)
+    before a plain BPE trainer sees them, so every symbol is in its sorted alphabet.
+    The vocabulary goes to vocab.txt in id order."""
+    normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )  # what load_tokenizer builds for vocab.txt: strips accents exactly when lowercasing
+    pre = pre_tokenizers.BertPreTokenizer()
+    counted = _Counted(sentences)
+    words: Counter[str] = Counter()
+    for batch in counted.batches():
+        # Both steps act per character/word, so a batch can go through in one call.
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str("\n".join(batch))))
+    counted.check()
+
+    # The alphabet: the most frequent characters (ties: lower code point), at most a
+    # quarter of the vocabulary (BERT's 30,522 tokens have ~1,000); others are dropped
+    # from the training words, as WordPieceTrainer's limit_alphabet does, and map to
+    # [UNK] when encoding. Characters that the coding below cannot hold are dropped too.
+    chars: Counter[str] = Counter()
+    for w, n in words.items():
+        for c in w:
+            chars[c] += n
+    ranked = sorted((c for c in chars if ord(c) < _CODED_RANGE), key=lambda c: (-chars[c], c))
+    alphabet = set(ranked[: min(1000, vocab_size // 4)])
+    coded: Counter[str] = Counter()
+    for w, n in words.items():
+        kept = [c for c in w if c in alphabet]
+        if kept:
+            coded[kept[0] + "".join(chr(_CODED + ord(c)) for c in kept[1:])] += n
+    del words
+
+    def feed() -> Iterator[str]:
+        for w in sorted(coded):
+            n = coded[w]
+            while n > 0:
+                k = min(n, 10_000)
+                yield " ".join([w] * k)
+                n -= k
+
+    backend = tokenizers.Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(WORDPIECE_SPECIALS), show_progress=False
+    )
+    backend.train_from_iterator(feed(), trainer)
+    vocab = sorted(backend.get_vocab().items(), key=lambda kv: kv[1])
+    with open(os.path.join(out, "vocab.txt"), "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(_decode_piece(token) + "\n" for token, _ in vocab)
+    return tok_lib.load_tokenizer(out, lowercase=lowercase)
+
+
+# A character that continues a word is coded as chr(_CODED + its code point) while the
+# WordPiece vocabulary is learnt: planes 15-16 (private use) hold code points < 0x20000.
+_CODED = 0xF0000
+_CODED_RANGE = 0x20000
+
+
+def _decode_piece(token: str) -> str:
+    """A learnt piece in WordPiece notation: coded continuation characters -> "##..."."""
+    if token in WORDPIECE_SPECIALS:
+        return token
+    plain = "".join(chr(ord(c) - _CODED) if ord(c) >= _CODED else c for c in token)
+    return "##" + plain if ord(token[0]) >= _CODED else plain
+
+
+def _train_byte_bpe(sentences: Iterator[str], vocab_size: int, out: str) -> tok_lib.Tokenizer:
+    """RoBERTa's byte-level BPE (GPT-2 pre-tokenization, all 256 bytes in the alphabet,
+    no normalizer); vocab.json + merges.txt."""
+    backend = tokenizers.Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=list(BPE_SPECIALS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    counted = _Counted(sentences)
+    backend.train_from_iterator(counted.batches(), trainer)
+    counted.check()
+    backend.model.save(out)  # vocab.json, merges.txt
+    return tok_lib.load_tokenizer(out)
+
+
+def _spm_prenormalizer(lowercase: bool) -> normalizers.Normalizer:
+    """The normalization transformers' AlbertTokenizer (and load_tokenizer) apply before
+    SentencePiece's own: `` and '' -> ", NFKD + accent stripping, optional lowercase."""
+    steps = [
+        normalizers.Replace("``", '"'),
+        normalizers.Replace("''", '"'),
+        normalizers.NFKD(),
+        normalizers.StripAccents(),
+    ]
+    if lowercase:
+        steps.append(normalizers.Lowercase())
+    return normalizers.Sequence(steps)
+
+
+def _train_sentencepiece(
+    sentences: Iterator[str],
+    model_type: str,
+    vocab_size: int,
+    lowercase: bool,
+    out: str,
+    seed: int,
+) -> tok_lib.Tokenizer:
+    """ALBERT's spm_train recipe: pad_id=0 unk_id=1, no bos/eos, control symbols [CLS]
+    [SEP] [MASK] (ids 2, 3, 4), character_coverage 0.99995, sampled input past
+    SPM_MAX_SENTENCES. `model_type` is 'unigram' or 'bpe'."""
+    import sentencepiece as spm
+
+    norm = _spm_prenormalizer(lowercase)
+    count = 0
+
+    def normalized() -> Iterator[str]:
+        nonlocal count
+        for s in sentences:
+            count += 1
+            yield norm.normalize_str(s)
+
+    model = io.BytesIO()
+    spm.set_random_generator_seed(seed)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=normalized(),
+            model_writer=model,
+            model_type=model_type,
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,  # a small corpus gives a smaller vocabulary, not an error
+            pad_id=0,
+            unk_id=1,
+            bos_id=-1,
+            eos_id=-1,
+            pad_piece=SENTENCEPIECE_SPECIALS[0],
+            unk_piece=SENTENCEPIECE_SPECIALS[1],
+            control_symbols=list(SENTENCEPIECE_SPECIALS[2:]),
+            character_coverage=0.99995,
+            input_sentence_size=SPM_MAX_SENTENCES,
+            shuffle_input_sentence=True,
+            max_sentence_length=_SPM_MAX_SENTENCE_BYTES,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        if not count:
+            raise ValueError("the source holds no text to train a tokenizer on") from e
+        raise ValueError(f"SentencePiece training failed: {' '.join(str(e).split())}") from e
+    data = model.getvalue()
+    with open(os.path.join(out, "spiece.model"), "wb") as f:
+        f.write(data)
+    if model_type == "unigram":
+        return tok_lib.load_tokenizer(out, lowercase=lowercase)
+    return _spm_bpe_tokenizer(data, lowercase)
+
+
+def _spm_bpe_tokenizer(data: bytes, lowercase: bool) -> tok_lib.Tokenizer:
+    """A SentencePiece BPE model as a `tokenizers` pipeline: ALBERT's normalizer and
+    pre-tokenizer, and BPE merges recovered from the piece scores, as transformers'
+    SentencePiece converter does (a pair merges into a piece; lower id = earlier)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(data)
+    vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+    normal = [p.piece for p in proto.pieces if p.type == 1]  # NORMAL pieces merge
+    merges = []
+    for piece in normal:
+        pairs = [
+            (piece[:i], piece[i:])
+            for i in range(1, len(piece))
+            if piece[:i] in vocab and piece[i:] in vocab
+        ]
+        merges += sorted(pairs, key=lambda lr: (vocab[lr[0]], vocab[lr[1]]))
+    merges.sort(key=lambda lr: vocab[lr[0] + lr[1]])
+    backend = tokenizers.Tokenizer(
+        models.BPE(
+            vocab,
+            merges,
+            unk_token=SENTENCEPIECE_SPECIALS[1],
+            fuse_unk=True,
+            byte_fallback=False,
+            dropout=None,
+        )
+    )
+    steps = [_spm_prenormalizer(lowercase)]
+    if proto.normalizer_spec.precompiled_charsmap:
+        steps.append(normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap))
+    backend.normalizer = normalizers.Sequence(steps)
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always"),
+        ]
+    )
+    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    pad, unk, cls, sep, mask = SENTENCEPIECE_SPECIALS
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])],
+    )
+    return tok_lib.Tokenizer(
+        backend,
+        kind="bpe",
+        tokenizer_class=_DEFAULT_CLASS["sentencepiece-bpe"],
+        special_tokens=dict(bos=cls, eos=sep, unk=unk, sep=sep, pad=pad, cls=cls, mask=mask),
+        options={"add_prefix_space": True, "trim_offsets": True},
+        source_files={"spiece.model": data},
+    )
