@@ -1,0 +1,395 @@
+"""`bench data`: the input pipeline's throughput next to transformers' MLM collator.
+
+    python -m bertjax bench data --config=configs/pretrain.py:bert_base [--seconds=10]
+
+Times, in one run on this machine:
+
+  preparation  (only when it prepares the data itself) `prepare.prepare` on the
+               built-in demo corpus: MB of text per second;
+  ours         `Pipeline` with dynamic masking: reading the shards, parsing, padding,
+               masking and checks, as training consumes it (examples/s, tokens/s);
+  reference    transformers' `DataCollatorForLanguageModeling` (mlm_probability
+               0.15; `whole_word_mask=True` for word-level strategies) on the SAME
+               examples, pre-tokenized and held in memory as lists of ids: only
+               padding and masking, which flatters the reference.
+
+Without a data directory it prepares a temporary one from the demo corpus (or, when
+`prepare` is unavailable, writes synthetic token ids) and says which. The last line is
+machine-readable: `ratio=R ours=X reference=Y unit=seq/s`. transformers and torch are
+imported only here, for the reference; they are not runtime dependencies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from bertjax.data.masking import MaskingConfig
+from bertjax.data.pipeline import Pipeline, read_manifest
+
+# Word-level strategies are compared with the collator's whole-word masking, the
+# closest it has (it has no n-gram or span masking).
+_WORD_LEVEL = ("whole_word", "ngram", "span")
+
+
+def bench_data(
+    data_dir: str | None = None,
+    seq_len: int = 128,
+    batch_size: int = 256,
+    seconds: float = 10.0,
+    strategy: str = "token",
+    *,
+    max_predictions_per_seq: int | None = None,
+    demo_mb: float = 4.0,
+    prepare_workers: int = 2,
+    reference: bool = True,
+    print_fn: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Prints and returns throughput figures; see the module docstring.
+
+    Args:
+      data_dir: a prepared directory with dynamic masking; None prepares a temporary
+        one (removed afterwards) from `demo_mb` MB of the demo corpus.
+      seq_len: max_seq_length when preparing (a given directory's manifest decides).
+      batch_size: examples per batch, for ours and the reference.
+      seconds: how long to time each side (after a short warm-up).
+      strategy: token | whole_word | ngram | span.
+      max_predictions_per_seq: P of the masking; default ceil(0.15 * seq_len).
+      demo_mb: text to prepare when there is no data_dir.
+      prepare_workers: preparation processes (0: this process).
+      reference: also time the transformers collator.
+      print_fn: where the lines go.
+
+    Returns:
+      dict with ours/reference sequences and tokens per second, ratio, data facts.
+    """
+    result: dict[str, Any] = {"strategy": strategy, "batch_size": batch_size}
+    tmp = None
+    try:
+        if data_dir is None:
+            tmp = tempfile.mkdtemp(prefix="bertjax-bench-data-")
+            data_dir = os.path.join(tmp, "data")
+            result.update(_make_data(data_dir, seq_len, demo_mb, prepare_workers, print_fn))
+        else:
+            result["data"] = "given"
+            print_fn(f"data: {data_dir} (given)")
+        manifest = read_manifest(data_dir)
+        seq_len = int(manifest["settings"]["max_seq_length"])
+        p = max_predictions_per_seq or max(1, math.ceil(0.15 * seq_len))
+        masking = MaskingConfig(max_predictions_per_seq=p, strategy=strategy)
+        if manifest["masking"] == "static":
+            masking = None
+            print_fn("note: the shards are statically masked; timing static masks, not dynamic")
+
+        pipe = Pipeline(data_dir, "train", batch_size, seed=0, masking=masking)
+        ours = _time_pipeline(pipe, seconds)
+        result.update(seq_len=seq_len, ours=ours)
+        mode = f"dynamic {strategy} masking" if masking else "static masks"
+        print_fn(
+            f"ours: bertjax Pipeline ({mode}, seq_len {seq_len}, batch {batch_size}; "
+            f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}): "
+            f"{ours['seq_per_s']:,.0f} examples/s, "
+            f"{ours['tokens_per_s']:,.0f} tokens/s ({ours['batches']} batches in "
+            f"{ours['seconds']:.1f} s)"
+        )
+        ref_rate = float("nan")
+        if reference:
+            examples = _read_examples(pipe, max(20 * batch_size, 4096))
+            ref = _time_reference(
+                examples, os.path.join(data_dir, "tokenizer"), batch_size, strategy, seconds
+            )
+            result["reference"] = ref
+            ref_rate = ref["seq_per_s"]
+            print_fn(
+                f"reference: transformers {transformers_version()} {ref['name']} "
+                f"(return_tensors={ref['tensors']!r}; the same examples, in memory, as "
+                f"{ref['form']}): {ref['seq_per_s']:,.0f} examples/s, "
+                f"{ref['tokens_per_s']:,.0f} tokens/s"
+            )
+        ratio = ours["seq_per_s"] / ref_rate if ref_rate > 0 else float("nan")
+        result["ratio"] = ratio
+        print_fn(
+            f"ratio={ratio:.2f} ours={ours['seq_per_s']:.0f} reference={ref_rate:.0f} unit=seq/s"
+        )
+        return result
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def _make_data(
+    data_dir: str, seq_len: int, demo_mb: float, workers: int, print_fn: Callable[[str], None]
+) -> dict[str, Any]:
+    """Prepares the demo corpus into data_dir (synthetic ids if prepare is missing)."""
+    try:
+        from bertjax.data import prepare, sources
+    except ImportError:
+        prepare = None
+    if prepare is None:
+        n = _write_synthetic(data_dir, seq_len)
+        print_fn(
+            f"data: {n:,} synthetic examples (random ids; bertjax.data.prepare unavailable) "
+            f"in {data_dir}"
+        )
+        return {"data": "synthetic", "examples": n}
+
+    from bertjax.data.tokenizers import train_wordpiece
+
+    limit = int(demo_mb * (1 << 20))
+    docs = list(_take_bytes(_demo_documents(sources), limit))
+    t0 = time.perf_counter()
+    tokenizer = train_wordpiece((" ".join(d) for d in docs), vocab_size=8000)
+    t_tok = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    manifest = prepare.prepare(
+        docs,
+        tokenizer,
+        data_dir,
+        instances="full_sentences",
+        max_seq_length=seq_len,
+        masking="dynamic",
+        docs_per_shard=max(1, len(docs) // 4),
+        num_workers=workers,
+        progress=False,
+    )
+    elapsed = time.perf_counter() - t0
+    mb = manifest["input_stats"]["bytes"] / 1e6
+    train = manifest["splits"]["train"]
+    print_fn(
+        f"data: demo corpus ({mb:.1f} MB of text, {len(docs):,} documents) prepared into "
+        f"{train['examples']:,} examples in {len(train['shards'])} shards: "
+        f"{mb / elapsed:.2f} MB/s preprocessing ({elapsed:.1f} s, {workers} worker processes; "
+        f"WordPiece vocabulary trained first in {t_tok:.1f} s)"
+    )
+    return {
+        "data": "demo",
+        "examples": train["examples"],
+        "prepare_mb_per_s": mb / elapsed,
+        "prepare_seconds": elapsed,
+    }
+
+
+def _demo_documents(sources: Any) -> Iterable[list[str]]:
+    """The demo corpus as documents (lists of sentences)."""
+    if hasattr(sources, "open_source"):
+        return sources.open_source("demo").documents()
+    # Older sources.py: docstrings, one sentence per non-blank line.
+    return ([ln.strip() for ln in d.splitlines() if ln.strip()] for d in sources.demo_corpus())
+
+
+def _take_bytes(documents: Iterable[list[str]], limit: int) -> Iterable[list[str]]:
+    total = 0
+    for doc in documents:
+        yield doc
+        total += sum(len(s.encode("utf-8")) for s in doc)
+        if total >= limit:
+            return
+
+
+def _write_synthetic(data_dir: str, seq_len: int, n: int = 16_384, shards: int = 4) -> int:
+    """Random-id examples (90% full length) and a synthetic WordPiece vocabulary."""
+    import hashlib
+    import json
+
+    import tensorflow as tf
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    from bertjax.data.tokenizers import Tokenizer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = 20_000
+    tokens = specials + [f"t{i}" for i in range(words)] + [f"##t{i}" for i in range(10_000)]
+    backend = Backend(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok = Tokenizer(backend, kind="wordpiece", options={"do_lower_case": True})
+    tok.save(os.path.join(data_dir, "tokenizer"))
+    rng = np.random.default_rng(0)
+    entries = []
+    for s in range(shards):
+        name = f"train-{s:05d}-of-{shards:05d}.tfrecord"
+        count = total = 0
+        with tf.io.TFRecordWriter(os.path.join(data_dir, name)) as writer:
+            for _ in range(n // shards):
+                length = seq_len if rng.random() < 0.9 else int(rng.integers(8, seq_len))
+                ids = [tok.cls_id, *rng.integers(5, len(tokens), length - 2).tolist(), tok.sep_id]
+                feats = {"input_ids": ids, "token_type_ids": [0] * length, "pair_label": [-1]}
+                ex = tf.train.Example(features=tf.train.Features(feature={
+                    k: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+                    for k, v in feats.items()
+                }))
+                writer.write(ex.SerializeToString())
+                count += 1
+                total += length
+        entries.append({"file": name, "examples": count, "tokens": total, "sha256": ""})
+    with open(os.path.join(data_dir, "tokenizer", "tokenizer.json"), "rb") as f:
+        tok_sha = hashlib.sha256(f.read()).hexdigest()
+    manifest = {
+        "format": "bertjax-data",
+        "version": 1,
+        "settings": {"source": "synthetic", "max_seq_length": seq_len, "instances": "mlm",
+                     "masking": "dynamic", "seed": 0},
+        "tokenizer": {"kind": "wordpiece", "class": "BertTokenizer",
+                      "vocab_size": tok.vocab_size, "sha256": tok_sha},
+        "masking": "dynamic",
+        "max_seq_length": seq_len,
+        "splits": {"train": {"examples": sum(e["examples"] for e in entries),
+                             "tokens": sum(e["tokens"] for e in entries), "shards": entries}},
+        "source_stats": {},
+        "vocab_check": "ok",
+    }
+    with open(os.path.join(data_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return n
+
+
+# ---------------------------------------------------------------------------- ours
+
+
+def _time_pipeline(pipe: Pipeline, seconds: float, warmup: int = 5) -> dict[str, float]:
+    it = iter(pipe)
+    for _ in range(warmup):
+        next(it)
+    batches = rows = tokens = 0
+    t0 = time.perf_counter()
+    while True:
+        batch = next(it)
+        batches += 1
+        rows += batch["input_ids"].shape[0]
+        tokens += int(batch["attention_mask"].sum())
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            break
+    it.close()
+    return {
+        "seq_per_s": rows / elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "batches": batches,
+        "seconds": elapsed,
+    }
+
+
+def _read_examples(pipe: Pipeline, n: int) -> list[list[int]]:
+    """The first n examples of the train shards, unpadded ids, as the reference's input."""
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset(pipe.files).take(n).batch(1024)
+    features = {"input_ids": tf.io.RaggedFeature(tf.int64)}
+    out: list[list[int]] = []
+    for raw in ds:
+        out.extend(tf.io.parse_example(raw, features)["input_ids"].to_list())
+    return out
+
+
+# ---------------------------------------------------------------------------- reference
+
+
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def _time_reference(
+    examples: list[list[int]], tokenizer_dir: str, batch_size: int, strategy: str, seconds: float
+) -> dict[str, Any]:
+    """transformers' DataCollatorForLanguageModeling over `examples`, batch by batch."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import transformers
+        from transformers import DataCollatorForLanguageModeling
+
+        from bertjax.data.masking import word_start_table
+        from bertjax.data.tokenizers import load_tokenizer
+
+        hf_tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+        whole_word = strategy in _WORD_LEVEL
+        tensors = "np"
+        collator = DataCollatorForLanguageModeling(
+            tokenizer=hf_tok,
+            mlm_probability=0.15,
+            whole_word_mask=whole_word,
+            return_tensors=tensors,
+            seed=0,
+        )
+    if whole_word:
+        # The v5 collator finds words from offset mappings, and pads nothing but
+        # input_ids, so it gets examples as a fast tokenizer returns them with
+        # padding="max_length", return_offsets_mapping and return_special_tokens_mask.
+        # The offsets' gaps mark exactly the word starts our Masker uses.
+        ours = load_tokenizer(tokenizer_dir)
+        starts = word_start_table(ours)
+        special = np.zeros(ours.vocab_size, dtype=bool)
+        special[list(ours.special_ids())] = True
+        length = max(len(ids) for ids in examples)
+        inputs: list[Any] = [
+            _tokenizer_output(ids, starts, special, length, ours.pad_id) for ids in examples
+        ]
+        name = "DataCollatorForLanguageModeling(whole_word_mask=True, mlm_probability=0.15)"
+        form = "padded tokenizer outputs with offset_mapping and special_tokens_mask"
+    else:
+        inputs = examples
+        name = "DataCollatorForLanguageModeling(mlm_probability=0.15)"
+        form = "lists of ids"
+    batches = [
+        inputs[i: i + batch_size]
+        for i in range(0, len(inputs) - batch_size + 1, batch_size)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for b in batches[:2]:  # warm-up
+            collator(b)
+        rows = tokens = 0
+        t0 = time.perf_counter()
+        for b in itertools.cycle(batches):
+            out = collator(b)
+            rows += out["input_ids"].shape[0]
+            tokens += sum(sum(x["attention_mask"]) if isinstance(x, dict) else len(x) for x in b)
+            elapsed = time.perf_counter() - t0
+            if elapsed >= seconds:
+                break
+    return {
+        "name": name,
+        "tensors": tensors,
+        "form": form,
+        "seq_per_s": rows / elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "seconds": elapsed,
+    }
+
+
+def _tokenizer_output(
+    ids: list[int], starts: np.ndarray, special: np.ndarray, length: int, pad_id: int
+) -> dict[str, list]:
+    """What a fast tokenizer returns for `ids` with padding to `length`, offsets and the
+    special-tokens mask: a word start leaves a one-character gap after the previous
+    token, continuation pieces follow without one."""
+    arr = np.asarray(ids)
+    n = arr.size
+    is_special = special[arr]
+    width = np.where(is_special, 0, 1)
+    gap = (starts[arr] | is_special).astype(np.int64)
+    begin = np.cumsum(gap + width) - width
+    offsets = np.zeros((length, 2), dtype=np.int64)
+    offsets[:n, 0] = begin
+    offsets[:n, 1] = begin + width
+    offsets[:n][is_special] = 0
+    return {
+        "input_ids": list(ids) + [pad_id] * (length - n),
+        "attention_mask": [1] * n + [0] * (length - n),
+        "special_tokens_mask": is_special.astype(np.int64).tolist() + [1] * (length - n),
+        "offset_mapping": offsets.tolist(),
+    }
