@@ -148,7 +148,7 @@ def _make_data(
     from bertjax.data.tokenizers import train_wordpiece
 
     limit = int(demo_mb * (1 << 20))
-    docs = list(_take_bytes(_demo_documents(sources), limit))
+    docs = list(_take_bytes(sources.open_source("demo").documents(), limit))
     t0 = time.perf_counter()
     tokenizer = train_wordpiece((" ".join(d) for d in docs), vocab_size=8000)
     t_tok = time.perf_counter() - t0
@@ -179,14 +179,6 @@ def _make_data(
         "prepare_mb_per_s": mb / elapsed,
         "prepare_seconds": elapsed,
     }
-
-
-def _demo_documents(sources: Any) -> Iterable[list[str]]:
-    """The demo corpus as documents (lists of sentences)."""
-    if hasattr(sources, "open_source"):
-        return sources.open_source("demo").documents()
-    # Older sources.py: docstrings, one sentence per non-blank line.
-    return ([ln.strip() for ln in d.splitlines() if ln.strip()] for d in sources.demo_corpus())
 
 
 def _take_bytes(documents: Iterable[list[str]], limit: int) -> Iterable[list[str]]:
