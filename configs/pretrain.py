@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # Empty: `prepare data` trains one of the family's kind on data.source.
         path="",
         vocab_size=8000,  # when trained by `prepare data` (tiny; real runs bring their own)
-        lowercase=True,  # WordPiece and SentencePiece; byte-level BPE never lowercases
+        lowercase=family != "roberta",  # byte-level BPE (RoBERTa) is always cased
     ))
     # Data preparation and input pipeline; defaults follow each family's paper.
     config.data = ml_collections.ConfigDict(dict(
