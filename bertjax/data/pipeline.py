@@ -36,7 +36,8 @@ Position: `state()` is {"step": k}, the number of batches consumed. A pipeline m
 with `start_step=k` (or `Pipeline.restore(state, ...)`) starts at epoch
 k * host_batch // epoch_examples, skips the remaining records of that epoch raw
 (before parsing), and so yields exactly the batches k+1, k+2, ... (1-based) of an
-uninterrupted run, masks included: nothing but k is needed.
+uninterrupted run, masks included: nothing but k is needed. Skipping costs reading at
+most one epoch of this host's records (about 100k records/s on a 2-core CPU).
 
 Determinism holds for a fixed TensorFlow version as long as nothing sets TensorFlow's
 global random seed (`tf.random.set_seed`), which the shuffle buffer's seed combines with.
@@ -612,7 +613,10 @@ class Pipeline:
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        """Batches from the current position on; `state()` counts the consumed ones."""
+        """Batches from the current position on; `state()` counts the consumed ones.
+
+        Use one iterator at a time; a new one continues from `state()`.
+        """
         start = self._step
         q: queue.Queue = queue.Queue(maxsize=self.queue_size)
         stop = threading.Event()
