@@ -18,6 +18,8 @@ COMMANDS = {
     "import": ("bertjax.convert.commands", "HF PyTorch dir or Google TF checkpoint -> bertjax"),
     "export": ("bertjax.convert.commands", "bertjax checkpoint -> HF PyTorch dir"),
     "fill_mask": ("bertjax.fill_mask", "top-k predictions for the mask token"),
+    "prepare": ("bertjax.data.commands", "prepare tokenizer | prepare data: vocabulary, shards"),
+    "bench": ("bertjax.bench", "bench data: input pipeline throughput vs transformers"),
 }
 
 
