@@ -32,14 +32,14 @@ FAMILY_KIND = {"bert": "wordpiece", "distilbert": "wordpiece", "electra": "wordp
                "roberta": "bpe", "albert": "sentencepiece-unigram"}
 
 
-def _tokenizer(config: Any, out_dir: str) -> Any:
-    from bertjax.data import sources, tokenizers, train_tokenizer
+def _tokenizer(config: Any, source: Any, out_dir: str) -> Any:
+    from bertjax.data import tokenizers, train_tokenizer
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
     kind = _KIND.value or FAMILY_KIND[cfg.family]
     print(f"training a {kind} tokenizer ({config.tokenizer.vocab_size} tokens) on "
           f"{config.data.source}", file=sys.stderr)
-    tok = train_tokenizer.train(sources.open_source(config.data.source), kind,
+    tok = train_tokenizer.train(source, kind,
                                 config.tokenizer.vocab_size, out_dir,
                                 lowercase=config.tokenizer.lowercase, family=cfg.family)
     tok.tokenizer_class = tokenizers.FAMILY_TOKENIZER_CLASS[cfg.family]
@@ -47,7 +47,9 @@ def _tokenizer(config: Any, out_dir: str) -> Any:
 
 
 def prepare_tokenizer(config: Any, out_dir: str) -> None:
-    _tokenizer(config, out_dir)
+    from bertjax.data import sources
+
+    _tokenizer(config, sources.open_source(config.data.source), out_dir)
     print(f"wrote {os.path.abspath(out_dir)}")
 
 
@@ -58,11 +60,12 @@ def prepare_data(config: Any) -> dict:
     data = config.data
     if not data.dir:
         raise ValueError("--config.data.dir is required: where to write the prepared data")
+    source = sources.open_source(data.source)  # a bad spec fails before any work
     with tempfile.TemporaryDirectory() as tmp:
         if config.tokenizer.path:
             tok = tokenizers.load_tokenizer(config.tokenizer.path)
         else:
-            tok = _tokenizer(config, os.path.join(tmp, "tokenizer"))
+            tok = _tokenizer(config, source, os.path.join(tmp, "tokenizer"))
         if tok.vocab_size > cfg.vocab_size:
             raise ValueError(f"tokenizer has {tok.vocab_size} tokens, more than "
                              f"model.vocab_size={cfg.vocab_size}")
@@ -72,7 +75,7 @@ def prepare_data(config: Any) -> dict:
             strategy=data.mask_strategy, max_ngram=data.max_ngram,
             span_geometric_p=data.span_geometric_p, span_max_length=data.span_max_length)
         return prepare.prepare(
-            sources.open_source(data.source), tok, data.dir, instances=data.instances,
+            source, tok, data.dir, instances=data.instances,
             max_seq_length=config.max_seq_length, short_seq_prob=data.short_seq_prob,
             masking=data.masking, masking_config=masking_config, dupe_factor=data.dupe_factor,
             docs_per_shard=data.docs_per_shard, validation_every=data.validation_every,
