@@ -52,6 +52,7 @@ def bench_data(
     demo_mb: float = 4.0,
     prepare_workers: int = 2,
     reference: bool = True,
+    also: tuple[str, ...] = ("token", "whole_word"),
     print_fn: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Prints and returns throughput figures; see the module docstring.
@@ -67,6 +68,8 @@ def bench_data(
       demo_mb: text to prepare when there is no data_dir.
       prepare_workers: preparation processes (0: this process).
       reference: also time the transformers collator.
+      also: further strategies timed in the same run (token and whole word by default,
+        so both collator variants appear side by side); the last line is `strategy`'s.
       print_fn: where the lines go.
 
     Returns:
@@ -85,38 +88,20 @@ def bench_data(
         manifest = read_manifest(data_dir)
         seq_len = int(manifest["settings"]["max_seq_length"])
         p = max_predictions_per_seq or max(1, math.ceil(0.15 * seq_len))
-        masking = MaskingConfig(max_predictions_per_seq=p, strategy=strategy)
-        if manifest["masking"] == "static":
-            masking = None
+        static = manifest["masking"] == "static"
+        if static:
             print_fn("note: the shards are statically masked; timing static masks, not dynamic")
-
-        pipe = Pipeline(data_dir, "train", batch_size, seed=0, masking=masking)
-        ours = _time_pipeline(pipe, seconds)
-        result.update(seq_len=seq_len, ours=ours)
-        mode = f"dynamic {strategy} masking" if masking else "static masks"
-        print_fn(
-            f"ours: bertjax Pipeline ({mode}, seq_len {seq_len}, batch {batch_size}; "
-            f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}): "
-            f"{ours['seq_per_s']:,.0f} examples/s, "
-            f"{ours['tokens_per_s']:,.0f} tokens/s ({ours['batches']} batches in "
-            f"{ours['seconds']:.1f} s)"
-        )
-        ref_rate = float("nan")
-        if reference:
-            examples = _read_examples(pipe, max(20 * batch_size, 4096))
-            ref = _time_reference(
-                examples, os.path.join(data_dir, "tokenizer"), batch_size, strategy, seconds
-            )
-            result["reference"] = ref
-            ref_rate = ref["seq_per_s"]
-            print_fn(
-                f"reference: transformers {transformers_version()} {ref['name']} "
-                f"(return_tensors={ref['tensors']!r}; the same examples, in memory, as "
-                f"{ref['form']}): {ref['seq_per_s']:,.0f} examples/s, "
-                f"{ref['tokens_per_s']:,.0f} tokens/s"
-            )
-        ratio = ours["seq_per_s"] / ref_rate if ref_rate > 0 else float("nan")
-        result["ratio"] = ratio
+        # The configured strategy first (its figures make the last line), then the
+        # others of `also`, each against the collator's matching variant.
+        for name in dict.fromkeys([strategy, *([] if static else also)]):
+            figures = _bench_one(data_dir, name, None if static else MaskingConfig(
+                max_predictions_per_seq=p, strategy=name), batch_size, seq_len, seconds,
+                reference, print_fn)
+            result.setdefault("strategies", {})[name] = figures
+            if name == strategy:
+                result.update(seq_len=seq_len, **figures)
+        ours, ref_rate = result["ours"], result.get("reference", {}).get("seq_per_s", float("nan"))
+        ratio = result["ratio"]
         print_fn(
             f"ratio={ratio:.2f} ours={ours['seq_per_s']:.0f} reference={ref_rate:.0f} unit=seq/s"
         )
@@ -124,6 +109,39 @@ def bench_data(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench_one(data_dir: str, strategy: str, masking: MaskingConfig | None, batch_size: int,
+               seq_len: int, seconds: float, reference: bool,
+               print_fn: Callable[[str], None]) -> dict[str, Any]:
+    """Times ours and (optionally) the collator for one masking strategy; prints both."""
+    pipe = Pipeline(data_dir, "train", batch_size, seed=0, masking=masking)
+    ours = _time_pipeline(pipe, seconds)
+    mode = f"dynamic {strategy} masking" if masking else "static masks"
+    print_fn(
+        f"ours: bertjax Pipeline ({mode}, seq_len {seq_len}, batch {batch_size}; "
+        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}): "
+        f"{ours['seq_per_s']:,.0f} examples/s, "
+        f"{ours['tokens_per_s']:,.0f} tokens/s ({ours['batches']} batches in "
+        f"{ours['seconds']:.1f} s)"
+    )
+    figures: dict[str, Any] = {"ours": ours}
+    ref_rate = float("nan")
+    if reference:
+        examples = _read_examples(pipe, max(20 * batch_size, 4096))
+        ref = _time_reference(
+            examples, os.path.join(data_dir, "tokenizer"), batch_size, strategy, seconds
+        )
+        figures["reference"] = ref
+        ref_rate = ref["seq_per_s"]
+        print_fn(
+            f"reference: transformers {transformers_version()} {ref['name']} "
+            f"(return_tensors={ref['tensors']!r}; the same examples, in memory, as "
+            f"{ref['form']}): {ref['seq_per_s']:,.0f} examples/s, "
+            f"{ref['tokens_per_s']:,.0f} tokens/s"
+        )
+    figures["ratio"] = ours["seq_per_s"] / ref_rate if ref_rate > 0 else float("nan")
+    return figures
 
 
 # ---------------------------------------------------------------------------- data
