@@ -29,10 +29,19 @@ def atomic_directory(path: str, overwrite: bool = False) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if os.path.exists(path):
-        old = f"{tmp}.old"
-        os.rename(path, old)
-        os.rename(tmp, path)
+    replace_directory(tmp, path)
+
+
+def replace_directory(src: str, dst: str) -> None:
+    """Renames finished directory `src` to `dst`, replacing an existing `dst`.
+
+    The old `dst` is moved aside first, so at every moment `dst` is either the old
+    complete directory or the new one.
+    """
+    if os.path.exists(dst):
+        old = f"{src}.old"
+        os.rename(dst, old)
+        os.rename(src, dst)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.rename(tmp, path)
+        os.rename(src, dst)

@@ -59,6 +59,7 @@ import numpy as np
 
 from bertjax.data import instances as instances_lib
 from bertjax.data import tokenizers as tokenizers_lib
+from bertjax.fileio import replace_directory
 
 FORMAT = "bertjax-data"
 VERSION = 1
@@ -705,13 +706,7 @@ def _save_tokenizer(tokenizer: Any, out_dir: str) -> tuple[str, str]:
     if os.path.isdir(final) and contents(final) == contents(tmp):
         shutil.rmtree(tmp)
     else:
-        if os.path.exists(final):
-            old = f"{tmp}.old"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
+        replace_directory(tmp, final)
     return final, _sha256_file(os.path.join(final, "tokenizer.json"))
 
 
