@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec
 
 # The whole vocabulary of logical axes. Add a name only with a reason.
 BATCH = "batch"  # examples in a batch
@@ -52,6 +52,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 
 MeshAxes = str | tuple[str, ...] | None
 Rules = tuple[tuple[str, MeshAxes], ...]
+AnyMesh = Mesh | AbstractMesh  # shardings can be computed for an AbstractMesh, without devices
 
 # Default rules: batch over data and fsdp; parameters' embed axis over fsdp; heads, mlp
 # and vocab over tensor. With fsdp=tensor=1 this is plain data parallelism. Order is
@@ -177,20 +178,25 @@ def _axes_tuple(axes: MeshAxes) -> tuple[str, ...]:
 
 
 def logical_spec(names: Sequence[str | None], shape: Sequence[int] | None = None,
-                 mesh: Mesh | None = None, rules: Rules | None = None) -> PartitionSpec:
+                 mesh: AnyMesh | None = None, rules: Rules | None = None) -> PartitionSpec:
     """Logical axis names of one array -> a PartitionSpec over mesh axes.
 
     Rules are applied in order (as in Flax): a rule assigns its mesh axes to the first
     still-unassigned dimension carrying its logical name, unless one of those mesh axes is
     already used by the array. Unlike Flax, a name may occur twice (e.g. [embed, embed]
-    kernels): the first occurrence is sharded, the second stays replicated.
+    kernels): the first occurrence is sharded, the second stays replicated unless a later
+    rule for the same name has free mesh axes.
 
     Divisibility guard (when `shape` and `mesh` are given): a dimension whose size is not
     divisible by its mesh axes' total size is sharded over the longest prefix of those
     axes that divides it, and replicated when none does (e.g. vocab 30522 over tensor=4).
     So any preset runs on any mesh, at the cost of replicating such dimensions.
     """
-    axis_rules = _checked(rules)
+    return _resolve(names, shape, mesh, _checked(rules))
+
+
+def _resolve(names: Sequence[str | None], shape: Sequence[int] | None, mesh: AnyMesh | None,
+             axis_rules: Sequence[tuple[str, MeshAxes]]) -> PartitionSpec:
     spec: list[MeshAxes] = [None] * len(names)
     assigned = [False] * len(names)
     used: set[str] = set()
@@ -228,7 +234,7 @@ def _path_keys(path: tuple) -> tuple[str, ...]:
                  for k in path)
 
 
-def param_shardings(abstract: Any, mesh: Mesh, rules: Rules | None = None) -> Any:
+def param_shardings(abstract: Any, mesh: AnyMesh, rules: Rules | None = None) -> Any:
     """A pytree of boxed (`nn.Partitioned`) abstract values -> NamedShardings.
 
     abstract: e.g. `jax.eval_shape(init_fn)`; boxes may hold ShapeDtypeStructs or arrays.
@@ -237,7 +243,9 @@ def param_shardings(abstract: Any, mesh: Mesh, rules: Rules | None = None) -> An
     guard (non-divisible dimensions fall back to replicated). Unboxed leaves of rank >= 1
     whose key path ends with a boxed leaf's path and whose shape matches it mirror that
     leaf's sharding (optimizer moments created from unboxed params); all other unboxed
-    leaves (step counters, scalars, RNG keys) are replicated.
+    leaves (step counters, scalars, RNG keys) are replicated. A box's own `rules` (Flax's
+    LogicallyPartitioned.rules) take precedence; a plain `nn.Partitioned` (from
+    `nn.with_partitioning`) names mesh axes directly and gets the same divisibility guard.
     """
     axis_rules = _checked(rules)
     flat, treedef = jax.tree_util.tree_flatten_with_path(abstract, is_leaf=_is_box)
@@ -248,7 +256,7 @@ def param_shardings(abstract: Any, mesh: Mesh, rules: Rules | None = None) -> An
             out.append(None)
             continue
         shape = tuple(leaf.value.shape)
-        spec = logical_spec(leaf.names, shape, mesh, axis_rules)
+        spec = _box_spec(leaf, shape, mesh, axis_rules)
         out.append(NamedSharding(mesh, spec))
         keys = _path_keys(path)
         for start in range(len(keys)):
@@ -257,6 +265,16 @@ def param_shardings(abstract: Any, mesh: Mesh, rules: Rules | None = None) -> An
         if out[i] is None:
             out[i] = NamedSharding(mesh, _mirrored_spec(path, leaf, by_suffix))
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _box_spec(box: nn.Partitioned, shape: tuple[int, ...], mesh: AnyMesh,
+              axis_rules: Rules) -> PartitionSpec:
+    if isinstance(box, nn.LogicallyPartitioned):
+        box_rules = axis_rules if box.rules is None else _checked(box.rules)
+        return logical_spec(box.names, shape, mesh, box_rules)
+    # Mesh axis names already: an identity rule per dimension, so the guard applies.
+    identity = tuple((f"#{dim}", axes) for dim, axes in enumerate(box.names))
+    return _resolve([f"#{dim}" for dim in range(len(shape))], shape, mesh, identity)
 
 
 def _mirrored_spec(path: tuple, leaf: Any, by_suffix: Mapping) -> PartitionSpec:
@@ -273,21 +291,21 @@ def _mirrored_spec(path: tuple, leaf: Any, by_suffix: Mapping) -> PartitionSpec:
     return PartitionSpec()
 
 
-def batch_sharding(mesh: Mesh, ndim: int, rules: Rules | None = None) -> NamedSharding:
+def batch_sharding(mesh: AnyMesh, ndim: int, rules: Rules | None = None) -> NamedSharding:
     """Inputs [batch, ...] of rank `ndim`: batch over the rule for "batch" (default
     ("data", "fsdp")), the other dimensions replicated. The global batch must be divisible
     by the product of those axes' sizes."""
     return NamedSharding(mesh, logical_spec((BATCH,) + (None,) * (ndim - 1), rules=rules))
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
+def replicated(mesh: AnyMesh) -> NamedSharding:
     """Every device holds the whole value (scalars, step counters, RNG keys)."""
     return NamedSharding(mesh, PartitionSpec())
 
 
 # --- sharded state creation ----------------------------------------------------------
 
-def abstract_state(init_fn: Callable[..., Any], mesh: Mesh, rules: Rules | None = None,
+def abstract_state(init_fn: Callable[..., Any], mesh: AnyMesh, rules: Rules | None = None,
                    *, abstract: Any = None, args: tuple = ()) -> tuple[Any, Any]:
     """-> (unboxed ShapeDtypeStructs carrying their shardings, the NamedSharding tree).
 
@@ -315,8 +333,8 @@ def create_sharded(init_fn: Callable[..., Any], abstract: Any, mesh: Mesh,
     init_fn may return any pytree: model params boxed by `nn.with_logical_partitioning`,
     optax states built from those boxed params (their moments inherit the boxes, as optax
     maps over the tree), counters. Returns (state with plain arrays, matching shardings).
-    Call it outside `activation_rules_context`: with rules active, Flax's unbox applies
-    logical constraints at init, which rejects [embed, embed] kernels.
+    Nothing is replicated onto one device first: each device computes only its shards,
+    and the values do not depend on the mesh (JAX's partitionable threefry).
     """
     if abstract is None:
         abstract = jax.eval_shape(init_fn, *args)
@@ -332,6 +350,30 @@ def activation_rules_context(mesh: Mesh, rules: Rules | None = None) -> Iterator
     """Makes `nn.with_logical_constraint` in the models bind to `mesh` under `rules`.
 
     Trace (first call of) the jitted step inside it; outside it the constraints are no-ops.
+    Activations at block boundaries ([batch, length, embed]) then get sharding constraints
+    (by DEFAULT_RULES: batch over data x fsdp, the rest replicated).
+
+    Inside the context, unboxing a parameter (`nn.LogicallyPartitioned.unbox`) applies no
+    constraint by default. Parameters are placed by the step's in_shardings already, and
+    Flax's constraint at unbox breaks two things here: DenseGeneral unboxes its kernel
+    before reshaping it to [embed, heads, kv] (rank mismatch, flax issue #3676; it runs
+    even in `apply`, through Flax's parameter shape check), and [embed, embed] kernels
+    repeat a logical name, which Flax's rule resolution rejects at init. The switch is a
+    class attribute, process-wide while the context is open (hence not thread-safe), and
+    is undone on exit.
     """
-    with jax.set_mesh(mesh), nn.logical_axis_rules(_checked(rules)):
-        yield
+    previous = nn.LogicallyPartitioned.unbox
+    original = _FLAX_UNBOX
+
+    def unbox(self: Any, apply_constraint: bool = False) -> Any:
+        return original(self, apply_constraint)
+
+    nn.LogicallyPartitioned.unbox = unbox
+    try:
+        with jax.set_mesh(mesh), nn.logical_axis_rules(_checked(rules)):
+            yield
+    finally:
+        nn.LogicallyPartitioned.unbox = previous
+
+
+_FLAX_UNBOX = nn.LogicallyPartitioned.unbox
