@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -570,17 +569,3 @@ def test_module_imports_only_numpy():
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
-
-def test_benchmark_print():
-    """Sequences/s of each strategy on batches of 256 x 128 (a figure, not a check)."""
-    ids, attention = synthetic_batch(np.random.default_rng(0), 256, 128, min_len=64)
-    for strategy in STRATEGIES:
-        m = masker(strategy)
-        rng = np.random.default_rng(0)
-        m(ids, attention, rng)
-        best = float("inf")
-        for _ in range(20):
-            start = time.perf_counter()
-            m(ids, attention, rng)
-            best = min(best, time.perf_counter() - start)
-        print(f"masking {strategy:<10} {256 / best:>10,.0f} sequences/s (256 x 128, best of 20)")
