@@ -8,14 +8,24 @@ A *model directory* is what `import` writes, `export` and `fill_mask` read and
                      `model.scan_layers` says)
   CKPT/tokenizer/    tokenizer files (tokenizer.json, tokenizer_config.json, legacy files)
 
-Training checkpoints (params, optimizer state, step, data position) will live in the
-same module when the training loop lands.
+A *training checkpoint* is one step of WORKDIR/checkpoints, an Orbax
+`CheckpointManager` directory (`TrainCheckpoints`):
+
+  WORKDIR/checkpoints/<step>/state/   the train state (bertjax/steps.py): params,
+                                      optimizer state, step, skip counters
+  WORKDIR/checkpoints/<step>/data/    JSON: the data position {"phase", "pipeline"}
+  WORKDIR/checkpoints/<step>/meta/    JSON: the model config, to refuse a mismatched resume
+
+Orbax writes a step under a temporary name and renames it when every item (and, on
+several hosts, every host) is done, so an interrupted save never looks like a
+checkpoint; leftovers are removed when the next run opens the directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -92,3 +102,80 @@ def tokenizer_dir(path: str) -> str | None:
     """The tokenizer folder of a model directory, or None if it has none."""
     d = os.path.join(path, "tokenizer")
     return d if os.path.isdir(d) else None
+
+
+# --- training checkpoints --------------------------------------------------------------
+
+class NonFiniteStateError(ValueError):
+    """A train state with NaN or Inf values was about to be saved."""
+
+
+class TrainCheckpoints:
+    """Orbax CheckpointManager over the train state, the data position and the model config.
+
+    save() refuses a state with any non-finite value, so no such checkpoint is ever
+    committed. With `async_save`, save() returns once the arrays are copied to host
+    memory and the files are written in the background; `wait()` blocks until the last
+    save is committed. Every host must call save() and restore() with the same step.
+    """
+
+    def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True) -> None:
+        import orbax.checkpoint as ocp
+
+        from bertjax.steps import all_finite
+
+        self._ocp = ocp
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save)
+        self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                              item_names=("state", "data", "meta"))
+        self._finite = jax.jit(all_finite)
+
+    def latest_step(self) -> int | None:
+        """The newest committed step, or None (incomplete saves are never listed)."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, data: Mapping[str, Any],
+             meta: Mapping[str, Any]) -> None:
+        """Saves `state` (a pytree of jax.Arrays) as step `step`; NonFiniteStateError if
+        any floating-point value in it is NaN or Inf (nothing is written then)."""
+        if not bool(self._finite(state)):
+            raise NonFiniteStateError(
+                f"{self.directory}: the train state at step {step} holds NaN or Inf values; "
+                "not saving it")
+        ocp = self._ocp
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(dict(data)),
+            meta=ocp.args.JsonSave(dict(meta))), force=True)
+
+    def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """(state, data, meta) of `step`, the state laid out as `target` says.
+
+        target: ShapeDtypeStructs with shardings (`sharding.abstract_state`), possibly of
+        another mesh or device count than the one that saved: Orbax reshards.
+        """
+        ocp = self._ocp
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore()))
+        return restored["state"], dict(restored["data"]), dict(restored["meta"])
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The meta item of `step` alone (no arrays are read)."""
+        ocp = self._ocp
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
+
+    def wait(self) -> None:
+        """Blocks until every started save is committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

@@ -1,11 +1,13 @@
 r"""Pretraining configs for every preset of the five families.
 
   python -m bertjax describe --config=configs/pretrain.py:bert_base
-  python -m bertjax describe --config=configs/pretrain.py:albert_base,runlocal \
-      --config.model.num_layers=4
+  python -m bertjax prepare data --config=configs/pretrain.py:bert_tiny,runlocal \
+      --config.data.dir=/tmp/demo_data
+  python -m bertjax train --config=configs/pretrain.py:bert_tiny,runlocal \
+      --config.data.dir=/tmp/demo_data --workdir=/tmp/bert_tiny_run
 
 The part after the colon is `PRESET[,knob...]`. Knobs:
-  runlocal   shrink sequence length (and later batch and steps) to run on a laptop CPU.
+  runlocal   shrink sequence length, batch, steps and intervals to run on a laptop CPU.
 Everything else is overridden with --config.KEY=VALUE; an unknown key is an error.
 Presets: bert_{tiny,mini,small,medium,base,large}, bert_L{2..12}_H{128..768},
 roberta_{base,large}, albert_{base,large,xlarge,xxlarge}, distilbert_base,
@@ -20,6 +22,31 @@ from bertjax import presets
 # FULL-SENTENCES, ELECTRA and DistilBERT train MLM-only on single segments.
 _INSTANCES = {"bert": "nsp", "albert": "sop", "roberta": "full_sentences", "electra": "mlm",
               "distilbert": "mlm"}
+
+# Published recipes (optimizer, batch, steps) per family; large variants as noted.
+#   BERT (Devlin et al.): AdamW 1e-4, batch 256, 1M steps, 10k warmup, linear decay.
+#   RoBERTa (Liu et al., Table 9): AdamW 6e-4 (large 4e-4), b2 0.98, batch 8k, 500k steps,
+#     24k warmup (large 30k).
+#   ALBERT (Lan et al.): LAMB 0.00176, batch 4096, 125k steps, 3125 warmup.
+#   DistilBERT (Sanh et al.): AdamW 5e-4, batch 4k (accumulated), 5% warmup.
+#   ELECTRA (Clark et al.): small AdamW 5e-4 batch 128 1M steps; base 2e-4, batch 256,
+#     766k steps; large 2e-4, batch 2048, 400k steps; 10k warmup.
+_RECIPES = {
+    "bert": dict(optim=dict(name="adamw", learning_rate=1e-4, warmup_steps=10_000),
+                 batch_size=256, steps=1_000_000),
+    "roberta": dict(optim=dict(name="adamw", learning_rate=6e-4, warmup_steps=24_000, b2=0.98),
+                    batch_size=8192, steps=500_000),
+    "albert": dict(optim=dict(name="lamb", learning_rate=0.00176, warmup_steps=3125),
+                   batch_size=4096, steps=125_000),
+    "distilbert": dict(optim=dict(name="adamw", learning_rate=5e-4, warmup_steps=5_000),
+                       batch_size=4096, steps=100_000),
+    "electra": dict(optim=dict(name="adamw", learning_rate=2e-4, warmup_steps=10_000),
+                    batch_size=256, steps=766_000),
+}
+_LARGE = {"roberta_large": dict(learning_rate=4e-4, warmup_steps=30_000),
+          "electra_small": dict(learning_rate=5e-4), "electra_large": dict(learning_rate=2e-4)}
+_LARGE_RUN = {"electra_small": dict(batch_size=128, steps=1_000_000),
+              "electra_large": dict(batch_size=2048, steps=400_000)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -60,9 +87,54 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ))
     config.max_seq_length = 128  # sequence length for FLOPs figures and training
     config.max_predictions_per_seq = 20  # masked positions per sequence (sparse MLM head)
-    config.seed = 0
+    config.seed = 0  # parameters, data order, masks and dropout all derive from it
+
+    recipe = _RECIPES[family]
+    # Optimizer: every key of bertjax.optim.OptimConfig (documented there).
+    config.optim = ml_collections.ConfigDict(dict(
+        name="adamw", learning_rate=1e-4, warmup_steps=10_000,
+        total_steps=0,  # updates in the whole run; 0: train.steps / grad_accum_steps
+        decay="linear", power=1.0, end_learning_rate=0.0, weight_decay=0.01,
+        b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0, grad_accum_steps=1,
+        layer_adaptation="all"))
+    config.optim.update(recipe["optim"])
+    config.optim.update(_LARGE.get(name, {}))
+    config.objective = ""  # "" = the family's default (bertjax/objectives.py)
+    config.train = ml_collections.ConfigDict(dict(
+        batch_size=_LARGE_RUN.get(name, recipe)["batch_size"],  # global, all hosts
+        steps=_LARGE_RUN.get(name, recipe)["steps"],  # train steps (micro-batches), all phases
+        dtype="auto",  # compute dtype: auto = bfloat16 on TPU/GPU, model.dtype on CPU
+        log_every=100,  # steps between metric lines / TensorBoard points
+        eval_every=10_000,  # steps between evaluations on data.dir's validation split; 0: off
+        eval_steps=50,  # batches per evaluation; 0: the whole split
+        checkpoint_every=5_000,  # steps between checkpoints (always one at the end)
+        max_to_keep=3,  # checkpoints kept in WORKDIR/checkpoints
+        async_checkpoints=True,  # write checkpoints in the background
+        max_consecutive_skips=20,  # non-finite steps in a row before the run stops
+        peak_flops=0.0,  # FLOP/s per device for MFU; 0: a table by device, or measured
+        export_model=True,  # write WORKDIR/model (a model directory) at the end
+    ))
+    # Two-phase training: the last `fraction` of train.steps at another length, from
+    # another prepared data directory, continuing the same optimizer and schedule.
+    config.phase2 = ml_collections.ConfigDict(dict(
+        fraction=0.0,  # 0: one phase. BERT: 0.1 (90% at 128, then 512)
+        max_seq_length=512,
+        max_predictions_per_seq=80,
+        batch_size=0,  # 0: train.batch_size
+        data_dir="",  # prepared at phase2.max_seq_length
+    ))
+    config.init_from = ""  # model directory (import/init/train) or HF dir to start from
+    # Device mesh and logical axis rules (bertjax/sharding.py). One axis may be -1.
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    config.sharding = ml_collections.ConfigDict(dict(
+        rules=(),  # ((logical axis, mesh axes), ...); empty: sharding.DEFAULT_RULES
+    ))
     if "runlocal" in knobs:
         config.max_seq_length = 64
         config.max_predictions_per_seq = 10
         config.data.dupe_factor = min(config.data.dupe_factor, 2)
+        config.train.update(batch_size=32, steps=600, log_every=50, eval_every=300,
+                            eval_steps=10, checkpoint_every=200)
+        config.optim.update(learning_rate=1e-3 if family != "albert" else 2e-3,
+                            warmup_steps=60)
     return config

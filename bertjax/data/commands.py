@@ -53,8 +53,20 @@ def prepare_tokenizer(config: Any, out_dir: str) -> None:
     print(f"wrote {os.path.abspath(out_dir)}")
 
 
+def masking_config(config: Any, max_predictions_per_seq: int | None = None) -> Any:
+    """The MaskingConfig that `config.data` describes (static and dynamic masking alike)."""
+    from bertjax.data import masking
+
+    data = config.data
+    return masking.MaskingConfig(
+        masked_lm_prob=data.masked_lm_prob,
+        max_predictions_per_seq=max_predictions_per_seq or config.max_predictions_per_seq,
+        strategy=data.mask_strategy, max_ngram=data.max_ngram,
+        span_geometric_p=data.span_geometric_p, span_max_length=data.span_max_length)
+
+
 def prepare_data(config: Any) -> dict:
-    from bertjax.data import masking, prepare, sources, tokenizers
+    from bertjax.data import prepare, sources, tokenizers
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
     data = config.data
@@ -69,15 +81,11 @@ def prepare_data(config: Any) -> dict:
         if tok.vocab_size > cfg.vocab_size:
             raise ValueError(f"tokenizer has {tok.vocab_size} tokens, more than "
                              f"model.vocab_size={cfg.vocab_size}")
-        masking_config = masking.MaskingConfig(
-            masked_lm_prob=data.masked_lm_prob,
-            max_predictions_per_seq=config.max_predictions_per_seq,
-            strategy=data.mask_strategy, max_ngram=data.max_ngram,
-            span_geometric_p=data.span_geometric_p, span_max_length=data.span_max_length)
         return prepare.prepare(
             source, tok, data.dir, instances=data.instances,
             max_seq_length=config.max_seq_length, short_seq_prob=data.short_seq_prob,
-            masking=data.masking, masking_config=masking_config, dupe_factor=data.dupe_factor,
+            masking=data.masking, masking_config=masking_config(config),
+            dupe_factor=data.dupe_factor,
             docs_per_shard=data.docs_per_shard, validation_every=data.validation_every,
             num_workers=data.num_workers, seed=config.seed,
             max_inflight_mb=data.max_inflight_mb)

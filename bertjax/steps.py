@@ -1,0 +1,174 @@
+"""Pure train and eval steps: no globals, no I/O; train.py jits them with shardings.
+
+The train state is a plain dict, so Orbax, the sharding rules and the optimizer all
+see one ordinary pytree:
+
+  step               int32 []   train steps (micro-batches) run so far, skipped ones
+                                included: the data pipeline's position
+  params             the model's parameter tree, float32 master weights
+  opt_state          the optax state of `optim.make_optimizer`
+  skipped            int32 []   steps whose update was skipped (non-finite)
+  consecutive_skips  int32 []   skipped steps in a row up to now; 0 after a good step
+
+Randomness (dropout) is `fold_in(key(seed), step)`, never a saved RNG state, so a
+resumed run repeats an uninterrupted one bit for bit.
+
+A *loss function* `(params, batch, rng) -> (loss, metrics)` is what varies between
+objectives: `pretraining_loss_fn` covers MLM / MLM+NSP / MLM+SOP; distillation and
+ELECTRA (issue 5) plug in their own without touching the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from bertjax import objectives
+from bertjax.optim import OptimConfig, make_schedule
+
+Array = jax.Array
+State = dict[str, Any]
+Batch = Mapping[str, Array]
+LossFn = Callable[[Any, Batch, Array], tuple[Array, dict[str, Array]]]
+
+# Pipeline keys the model reads; the objectives read the rest.
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions")
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
+               seq_len: int = 8) -> Callable[[], State]:
+    """A zero-argument function building the initial state, for `sharding.create_sharded`.
+
+    Parameters come back boxed with their logical axes (and so do the optimizer moments
+    built from them), which is what gives every leaf its sharding. The values do not
+    depend on `seq_len` (a dummy input length) or on the mesh.
+    """
+
+    def init() -> State:
+        ids = jnp.ones((1, seq_len), jnp.int32)
+        params = model.init(jax.random.key(seed), ids)["params"]
+        zero = jnp.zeros((), jnp.int32)
+        return {"step": zero, "params": params, "opt_state": tx.init(params),
+                "skipped": zero, "consecutive_skips": zero}
+
+    return init
+
+
+def pretraining_loss_fn(model: nn.Module, objective: str, train: bool = True) -> LossFn:
+    """The loss of a family's pretraining objective (`objectives.OBJECTIVES`).
+
+    The model runs with the sparse MLM head on `masked_lm_positions` ([B, P]), with
+    dropout when `train`.
+    """
+    objectives.resolve_objective(objective)  # an unknown name fails before tracing
+
+    def loss_fn(params: Any, batch: Batch, rng: Array) -> tuple[Array, dict[str, Array]]:
+        logits, _ = model.apply(
+            {"params": params}, batch["input_ids"], batch.get("token_type_ids"),
+            batch["attention_mask"], batch["masked_lm_positions"], deterministic=not train,
+            rngs={"dropout": rng} if train else None)
+        return objectives.pretraining_loss(objective, logits, batch)
+
+    return loss_fn
+
+
+def all_finite(tree: Any) -> Array:
+    """True when every floating-point leaf of `tree` is finite (a bool scalar)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def train_step(state: State, batch: Batch, *, loss_fn: LossFn,
+               tx: optax.GradientTransformation, optim: OptimConfig,
+               seed: int) -> tuple[State, dict[str, Array]]:
+    """One micro-batch: gradients, then the optimizer update unless anything is non-finite.
+
+    Args:
+      state: the train state (module docstring).
+      batch: global arrays from the pipeline ([B, L] ids, [B, P] masked positions, ...).
+      loss_fn: `(params, batch, rng) -> (loss, metrics)`.
+      tx: the optimizer of `optim.make_optimizer(optim, ...)`.
+      optim: its config (for the learning-rate figure and accumulation).
+      seed: the run's seed; dropout uses fold_in(key(seed), step).
+
+    Returns:
+      (new state, metrics): the objective's metrics plus grad_norm (before clipping),
+      learning_rate (of the update this step contributes to), skipped (1.0 if this step's
+      update was skipped), skipped_total and consecutive_skips. A step is skipped when
+      the loss or the gradient norm is not finite: params and optimizer state are left
+      exactly as they were (so the schedule does not advance), the step still counts.
+    """
+    step = state["step"]
+    rng = jax.random.fold_in(jax.random.key(seed), step)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch, rng)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    def update(operands: tuple[Any, Any, Any]) -> tuple[Any, Any]:
+        params, opt_state, grads = operands
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    def keep(operands: tuple[Any, Any, Any]) -> tuple[Any, Any]:
+        return operands[0], operands[1]
+
+    params, opt_state = jax.lax.cond(finite, update, keep,
+                                     (state["params"], state["opt_state"], grads))
+    skipped = state["skipped"] + jnp.where(finite, 0, 1).astype(jnp.int32)
+    consecutive = jnp.where(finite, 0, state["consecutive_skips"] + 1).astype(jnp.int32)
+    # Updates applied so far: skipped micro-batches never reached the optimizer.
+    updates_done = (step - state["skipped"]) // optim.grad_accum_steps
+    metrics = {
+        **metrics,
+        "grad_norm": grad_norm,
+        "learning_rate": make_schedule(optim)(updates_done),
+        "skipped": 1.0 - finite.astype(jnp.float32),
+        "skipped_total": skipped,
+        "consecutive_skips": consecutive,
+    }
+    new_state = {"step": step + 1, "params": params, "opt_state": opt_state,
+                 "skipped": skipped, "consecutive_skips": consecutive}
+    return new_state, metrics
+
+
+def eval_step(params: Any, batch: Batch, *, loss_fn: LossFn) -> dict[str, Array]:
+    """Metrics of one batch without dropout; `loss_fn` is built with train=False.
+
+    Means come with their `*_count`s, so batches combine exactly (`combine_metrics`).
+    """
+    _, metrics = loss_fn(params, batch, jax.random.key(0))
+    return metrics
+
+
+def combine_metrics(batches: list[Mapping[str, Any]]) -> dict[str, float]:
+    """Count-weighted means over batches of metrics from `eval_step`.
+
+    A metric `x_y` is weighted by `x_count` when present (mlm_loss by mlm_count,
+    nsp_accuracy by nsp_count); "loss" by the first count; counts are summed.
+    """
+    if not batches:
+        return {}
+    out: dict[str, float] = {}
+    counts = [k for k in batches[0] if k.endswith("_count")]
+    for key in batches[0]:
+        values = [float(b[key]) for b in batches]
+        if key.endswith("_count"):
+            out[key] = sum(values)
+            continue
+        prefix = key.split("_")[0] + "_count"
+        weight_key = prefix if prefix in counts else (counts[0] if counts else None)
+        if weight_key is None:
+            out[key] = sum(values) / len(values)
+            continue
+        weights = [float(b[weight_key]) for b in batches]
+        total = sum(weights)
+        weighted = sum(v * w for v, w in zip(values, weights, strict=True))
+        out[key] = weighted / total if total else 0.0
+    return out

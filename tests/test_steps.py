@@ -1,0 +1,126 @@
+"""The pure train / eval steps (bertjax/steps.py) on one device."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bertjax import steps
+from bertjax.models import ModelConfig, build
+from bertjax.optim import OptimConfig, make_optimizer
+
+TINY = dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+            max_position_embeddings=16)
+B, L, P = 4, 12, 3
+
+
+def _batch(seed: int = 0) -> dict[str, jax.Array]:
+    rng = np.random.default_rng(seed)
+    return {
+        "input_ids": jnp.asarray(rng.integers(5, TINY["vocab_size"], (B, L)), jnp.int32),
+        "token_type_ids": jnp.zeros((B, L), jnp.int32),
+        "attention_mask": jnp.ones((B, L), jnp.int32),
+        "masked_lm_positions": jnp.asarray(rng.integers(1, L, (B, P)), jnp.int32),
+        "masked_lm_ids": jnp.asarray(rng.integers(5, TINY["vocab_size"], (B, P)), jnp.int32),
+        "masked_lm_weights": jnp.ones((B, P), jnp.float32),
+        "pair_labels": jnp.asarray(rng.integers(0, 2, (B,)), jnp.int32),
+    }
+
+
+def _setup(**optim):
+    cfg = ModelConfig.from_dict(TINY)
+    model = build(cfg)
+    oc = OptimConfig(learning_rate=1e-2, warmup_steps=4, total_steps=20, **optim)
+    tx = make_optimizer(oc)
+    state = jax.jit(lambda: __import__("flax").linen.unbox(steps.init_state(model, tx, 0)()))()
+    step = jax.jit(functools.partial(steps.train_step,
+                                     loss_fn=steps.pretraining_loss_fn(model, "bert"),
+                                     tx=tx, optim=oc, seed=0))
+    return model, oc, state, step
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_step_updates_and_reports_the_schedule():
+    _, oc, state, step = _setup()
+    s1, m1 = step(state, _batch(0))
+    assert int(s1["step"]) == 1 and int(s1["skipped"]) == 0
+    # The first update uses the schedule at 0 updates done: 0 during warmup, so the
+    # parameters stay put (weight decay is scaled by the learning rate too).
+    assert float(m1["learning_rate"]) == 0.0
+    assert _same(s1["params"], state["params"])
+    s2, m2 = step(s1, _batch(1))
+    assert not _same(s2["params"], s1["params"])
+    assert float(m2["learning_rate"]) == pytest.approx(1e-2 * 1 / 4)
+    assert np.isfinite(float(m2["grad_norm"])) and float(m2["grad_norm"]) > 0
+    assert float(m2["loss"]) == pytest.approx(float(m2["mlm_loss"]) + float(m2["nsp_loss"]),
+                                             rel=1e-6)
+
+
+def test_non_finite_batch_is_skipped_and_counted():
+    _, _, state, step = _setup()
+    s1, _ = step(state, _batch(0))
+    bad = {**_batch(1), "masked_lm_weights": jnp.full((B, P), jnp.nan)}
+    s2, m2 = step(s1, bad)
+    assert float(m2["skipped"]) == 1.0
+    assert int(s2["skipped"]) == 1 and int(s2["consecutive_skips"]) == 1
+    assert int(s2["step"]) == 2  # the data position still advances
+    assert _same(s2["params"], s1["params"]) and _same(s2["opt_state"], s1["opt_state"])
+    s3, m3 = step(s2, bad)
+    assert int(s3["consecutive_skips"]) == 2 and int(s3["skipped"]) == 2
+    s4, m4 = step(s3, _batch(2))
+    assert float(m4["skipped"]) == 0.0
+    assert int(s4["consecutive_skips"]) == 0 and int(s4["skipped"]) == 2
+    # Skipped steps did not advance the schedule: this is the second real update.
+    assert float(m4["learning_rate"]) == pytest.approx(1e-2 * 1 / 4)
+
+
+def test_dropout_is_a_function_of_the_step():
+    cfg = ModelConfig.from_dict({**TINY, "dropout_rate": 0.5})
+    model = build(cfg)
+    loss_fn = steps.pretraining_loss_fn(model, "bert")
+    params = jax.jit(lambda: __import__("flax").linen.unbox(
+        model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32)))["params"])()
+    key = lambda s: jax.random.fold_in(jax.random.key(0), s)
+    batch = _batch(0)
+    a = loss_fn(params, batch, key(3))[0]
+    b = loss_fn(params, batch, key(3))[0]
+    c = loss_fn(params, batch, key(4))[0]
+    assert float(a) == float(b) and float(a) != float(c)
+
+
+def test_eval_step_has_no_dropout_and_counts():
+    cfg = ModelConfig.from_dict({**TINY, "dropout_rate": 0.5})
+    model = build(cfg)
+    params = jax.jit(lambda: __import__("flax").linen.unbox(
+        model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32)))["params"])()
+    loss_fn = steps.pretraining_loss_fn(model, "bert", train=False)
+    batch = {**_batch(0), "masked_lm_weights": jnp.ones((B, P)).at[0].set(0.0)}
+    m1 = steps.eval_step(params, batch, loss_fn=loss_fn)
+    m2 = steps.eval_step(params, batch, loss_fn=loss_fn)
+    assert float(m1["mlm_loss"]) == float(m2["mlm_loss"])
+    assert float(m1["mlm_count"]) == (B - 1) * P
+
+
+def test_combine_metrics_weights_by_counts():
+    batches = [{"mlm_loss": 2.0, "mlm_count": 10.0, "nsp_accuracy": 1.0, "nsp_count": 1.0,
+                "loss": 3.0},
+               {"mlm_loss": 4.0, "mlm_count": 30.0, "nsp_accuracy": 0.0, "nsp_count": 3.0,
+                "loss": 5.0}]
+    got = steps.combine_metrics(batches)
+    assert got["mlm_loss"] == pytest.approx((2 * 10 + 4 * 30) / 40)
+    assert got["nsp_accuracy"] == pytest.approx(1 / 4)
+    assert got["mlm_count"] == 40 and got["nsp_count"] == 4
+    assert got["loss"] == pytest.approx((3 * 10 + 5 * 30) / 40)  # by the first count
+
+
+def test_all_finite():
+    assert bool(steps.all_finite({"a": jnp.ones(3), "b": jnp.arange(3)}))
+    assert not bool(steps.all_finite({"a": jnp.array([1.0, jnp.inf]), "b": jnp.arange(3)}))
