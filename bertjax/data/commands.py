@@ -32,11 +32,11 @@ FAMILY_KIND = {"bert": "wordpiece", "distilbert": "wordpiece", "electra": "wordp
                "roberta": "bpe", "albert": "sentencepiece-unigram"}
 
 
-def _tokenizer(config: Any, source: Any, out_dir: str) -> Any:
+def _tokenizer(config: Any, source: Any, out_dir: str, kind: str | None = None) -> Any:
     from bertjax.data import tokenizers, train_tokenizer
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
-    kind = _KIND.value or FAMILY_KIND[cfg.family]
+    kind = kind or FAMILY_KIND[cfg.family]
     print(f"training a {kind} tokenizer ({config.tokenizer.vocab_size} tokens) on "
           f"{config.data.source}", file=sys.stderr)
     tok = train_tokenizer.train(source, kind,
@@ -46,10 +46,10 @@ def _tokenizer(config: Any, source: Any, out_dir: str) -> Any:
     return tok
 
 
-def prepare_tokenizer(config: Any, out_dir: str) -> None:
+def prepare_tokenizer(config: Any, out_dir: str, kind: str | None = None) -> None:
     from bertjax.data import sources
 
-    _tokenizer(config, sources.open_source(config.data.source), out_dir)
+    _tokenizer(config, sources.open_source(config.data.source), out_dir, kind)
     print(f"wrote {os.path.abspath(out_dir)}")
 
 
@@ -65,7 +65,7 @@ def masking_config(config: Any, max_predictions_per_seq: int | None = None) -> A
         span_geometric_p=data.span_geometric_p, span_max_length=data.span_max_length)
 
 
-def prepare_data(config: Any) -> dict:
+def prepare_data(config: Any, kind: str | None = None) -> dict:
     from bertjax.data import prepare, sources, tokenizers
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
@@ -77,7 +77,7 @@ def prepare_data(config: Any) -> dict:
         if config.tokenizer.path:
             tok = tokenizers.load_tokenizer(config.tokenizer.path)
         else:
-            tok = _tokenizer(config, source, os.path.join(tmp, "tokenizer"))
+            tok = _tokenizer(config, source, os.path.join(tmp, "tokenizer"), kind)
         if tok.vocab_size > cfg.vocab_size:
             raise ValueError(f"tokenizer has {tok.vocab_size} tokens, more than "
                              f"model.vocab_size={cfg.vocab_size}")
@@ -98,9 +98,9 @@ def main(argv: list[str]) -> None:
                          "(see README.md)")
     config = cli.required(cli.CONFIG)
     if what == ["tokenizer"]:
-        prepare_tokenizer(config, cli.required(cli.OUT))
+        prepare_tokenizer(config, cli.required(cli.OUT), _KIND.value)
     else:
-        manifest = prepare_data(config)
+        manifest = prepare_data(config, _KIND.value)
         splits = manifest.get("splits", {})
         summary = ", ".join(f"{name}: {s.get('examples', 0):,} examples"
                             for name, s in splits.items())
