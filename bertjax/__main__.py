@@ -19,7 +19,8 @@ COMMANDS = {
     "export": ("bertjax.convert.commands", "bertjax checkpoint -> HF PyTorch dir"),
     "fill_mask": ("bertjax.fill_mask", "top-k predictions for the mask token"),
     "prepare": ("bertjax.data.commands", "prepare tokenizer | prepare data: vocabulary, shards"),
-    "bench": ("bertjax.bench", "bench data: input pipeline throughput vs transformers"),
+    "train": ("bertjax.train", "pretrain (or resume) on prepared data: sharded, checkpointed"),
+    "bench": ("bertjax.bench", "bench data | bench train: throughput vs transformers"),
 }
 
 
