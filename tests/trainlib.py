@@ -118,25 +118,38 @@ def run(cmd: list[str], devices: int = 1, timeout: float = 300,
                           text=True, timeout=timeout)
 
 
-def state_hash(workdir: str, step: int | None = None) -> dict[str, str]:
-    """sha256 of every leaf of a checkpoint's params and optimizer state (latest step by
-    default), read back with Orbax on the host: bit-for-bit comparisons across runs."""
+def restore_host(workdir: str, step: int | None = None) -> tuple[int, Any]:
+    """(step, the train state as numpy arrays) of a checkpoint (latest by default), read
+    on this process's first device whatever mesh or process count wrote it."""
+    import jax
+    import orbax.checkpoint as ocp
+
     from bertjax.checkpoint import TrainCheckpoints
 
     ckpts = TrainCheckpoints(os.path.join(workdir, "checkpoints"), async_save=False)
     try:
         step = ckpts.latest_step() if step is None else step
-        import orbax.checkpoint as ocp
-
-        restored = ckpts._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))
+        # The array metadata alone: the saved shardings name devices this process lacks.
+        meta = ocp.StandardCheckpointer().metadata(
+            os.path.join(ckpts.directory, str(step), "state")).item_metadata
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              meta)
+        state = ckpts._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))["state"]
     finally:
         ckpts.close()
+    return step, jax.tree.map(np.asarray, state)
+
+
+def state_hash(workdir: str, step: int | None = None) -> dict[str, str]:
+    """sha256 of every leaf of a checkpoint's train state (params, optimizer state,
+    counters), for bit-for-bit comparisons across runs."""
     import jax
 
+    step, state = restore_host(workdir, step)
     out = {"step": str(step)}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(restored["state"]):
-        arr = np.asarray(leaf)
+    for path, arr in jax.tree_util.tree_leaves_with_path(state):
         out[jax.tree_util.keystr(path)] = hashlib.sha256(
             arr.tobytes() + str(arr.dtype).encode() + str(arr.shape).encode()).hexdigest()
     return out

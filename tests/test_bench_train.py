@@ -1,0 +1,79 @@
+"""`python -m bertjax bench train` end to end on a tiny config, in a subprocess as a user
+runs it. Figures are printed, never asserted against a time (benchmarks are not tests);
+what is asserted is the output contract and that both sides train the same function."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+# Runs the command, then reports on its last line whether TensorFlow and torch got imported.
+_RUNNER = ("import sys\n"
+           "from bertjax.__main__ import main\n"
+           "rc = main()\n"
+           "seen = {m: m in sys.modules for m in ('tensorflow', 'torch')}\n"
+           "print('imported: tensorflow={tensorflow} torch={torch}'.format(**seen))\n"
+           "sys.exit(rc)\n")
+_TINY = ["--config=configs/pretrain.py:bert_tiny", "--config.model.vocab_size=500",
+         "--config.max_seq_length=32", "--config.max_predictions_per_seq=5",
+         "--config.train.batch_size=8", "--seconds=1"]
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args: str, torch: bool = False) -> tuple[int, list[str], str]:
+    """(exit code, stdout lines without the runner's line, stderr). Asserts that TensorFlow
+    was not imported, and torch only when `torch`."""
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, "bench", "train", *args],
+                          capture_output=True, text=True, cwd=_ROOT, timeout=300)
+    lines = proc.stdout.strip().splitlines()
+    assert lines and lines[-1] == f"imported: tensorflow=False torch={torch}", (
+        proc.stdout, proc.stderr)
+    return proc.returncode, lines[:-1], proc.stderr
+
+
+def test_vs_torch_same_start_and_ratio_line():
+    rc, lines, err = _run(*_TINY, "--vs_torch", torch=True)
+    assert rc == 0, err
+    m = re.fullmatch(r"ratio=(\d+\.\d\d) ours=(\d+) reference=(\d+) unit=tokens/s", lines[-1])
+    assert m, lines[-1]
+    ratio, ours, ref = float(m[1]), int(m[2]), int(m[3])
+    assert ours > 0 and ref > 0
+    assert ratio == pytest.approx(ours / ref, abs=0.006)
+    # Identical initial weights and batches: without dropout the first losses agree.
+    check = next(ln for ln in lines if ln.startswith("check: first-step loss"))
+    got = re.search(r"ours=(\S+) reference=(\S+)", check)
+    assert abs(float(got[1]) - float(got[2])) < 1e-4, check
+    # 500-way MLM + 2-way NSP from a random init: near ln(500) + ln(2).
+    assert 6.0 < float(got[1]) < 7.8, check
+    sides = [ln for ln in lines if ln.startswith(("ours (", "reference ("))]
+    assert len(sides) == 2, lines
+    for side in sides:
+        assert re.search(r"step [\d.]+ ms, [\d,.]+ seq/s, [\d,]+ tokens/s, MFU [\d.]+%", side)
+        assert re.search(r"loss \d+\.\d+ -> \d+\.\d+$", side), side
+    # Each side's MFU uses its own FLOPs/token: the dense head costs the reference more.
+    flops = re.search(r"ours (\S+) \(sparse .* reference (\S+) \(dense", lines[1])
+    assert flops and float(flops[2]) > float(flops[1]), lines[1]
+    assert "BertForPreTraining" in sides[1]
+
+
+def test_without_torch_prints_tokens_and_mfu():
+    rc, lines, err = _run(*_TINY, "--config.train.peak_flops=1e12")
+    assert rc == 0, err
+    m = re.fullmatch(r"ours=(\d+) unit=tokens/s mfu=(\d+\.\d{4})", lines[-1])
+    assert m, lines[-1]
+    assert int(m[1]) > 0 and 0 < float(m[2]) < 1
+    assert "(config)" in lines[1] and not any(ln.startswith("reference") for ln in lines)
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("--seconds=0", "--seconds=0.0: must be > 0"),
+    ("--config=configs/pretrain.py:bert_nope", "bert_nope"),
+])
+def test_bad_flags_fail_in_one_line(bad, says):
+    rc, lines, err = _run(*_TINY, bad)
+    assert rc == 1
+    assert err.strip().count("\n") == 0 and err.startswith("error: ") and says in err, err

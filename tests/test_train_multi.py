@@ -1,0 +1,237 @@
+"""Training on several devices and several processes.
+
+- 8 simulated CPU devices (this file run as a script in a subprocess, XLA_FLAGS set
+  before JAX starts): one train step with data, fsdp and tensor sharding gives the same
+  loss and parameters as on one device; a checkpoint written on a 2x2x2 mesh resumes on
+  an 8x1x1 mesh (and, in this test process, on one device) and ends where the
+  uninterrupted run ends.
+- Two processes on 127.0.0.1 (4 CPU devices each, gloo collectives): the real train
+  command, SIGTERM to both mid-run, both save the same step and exit 0, and the resumed
+  run ends bit-identical to an uninterrupted two-process run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import trainlib
+
+TOL = 1e-5
+MESHES = ("2,2,2", "1,4,2", "8,1,1")
+
+
+def _restored_params(workdir: str) -> dict[str, np.ndarray]:
+    """The newest checkpoint's params as host arrays, keyed by path."""
+    import jax
+
+    _, state = trainlib.restore_host(workdir)
+    return {jax.tree_util.keystr(p): v
+            for p, v in jax.tree_util.tree_leaves_with_path(state["params"])}
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("multi")
+    corpus = trainlib.write_corpus(str(root / "corpus.txt"))
+    return trainlib.prepare("bert", str(root / "data"), corpus)
+
+
+@pytest.fixture(scope="module")
+def eight(data, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("eight")
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "eight", data, str(out)],
+                       cwd=trainlib.ROOT, env=trainlib.env(8), capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    with open(out / "result.json") as f:
+        return {**json.load(f), "dir": str(out)}
+
+
+@pytest.mark.parametrize("mesh", MESHES)
+def test_sharded_step_matches_one_device(eight, mesh):
+    got = eight["step"][mesh]
+    assert got["devices"] == 8
+    assert got["loss_diff"] < TOL and got["param_diff"] < TOL
+    assert got["opt_diff"] < TOL
+    assert got["params_changed"]  # the step did update them
+
+
+def test_resume_on_another_mesh_and_device_count(eight, data, tmp_path):
+    # On 8 devices: 4 steps on 2x2x2, 4 more on 8x1x1 == 8 steps on 2x2x2.
+    assert eight["remesh"]["param_diff"] < TOL
+    # Here, on one device: resume the 2x2x2 checkpoint of step 4 and go on to 8.
+    from bertjax import train
+
+    work = str(tmp_path / "one_device")
+    shutil.copytree(os.path.join(eight["dir"], "first4"), work)
+    c = trainlib.config("bert", data, **_REMESH)
+    result = train.train(c, work)
+    assert result["step"] == 8
+    assert _max_diff(_restored_params(work),
+                     _restored_params(os.path.join(eight["dir"], "full8"))) < TOL
+
+
+# --- two processes ---------------------------------------------------------------------
+
+def _two_process_cmds(c, workdir: str, port: int) -> list[list[str]]:
+    return [trainlib.train_cmd(c, workdir, f"--coordinator_address=127.0.0.1:{port}",
+                               "--num_processes=2", f"--process_id={i}",
+                               "--cpu_collectives=gloo") for i in range(2)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(c, workdir: str, logs: str) -> list[subprocess.Popen]:
+    os.makedirs(logs, exist_ok=True)
+    procs = []
+    for i, cmd in enumerate(_two_process_cmds(c, workdir, _free_port())):
+        # Files, not pipes: Gloo's logging interleaves, and a full pipe would block a child.
+        out = open(os.path.join(logs, f"{i}.log"), "w")
+        procs.append(subprocess.Popen(cmd, cwd=trainlib.ROOT, env=trainlib.env(4),
+                                      stdout=out, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def _wait(procs: list[subprocess.Popen], logs: str, timeout: float = 300) -> list[str]:
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    texts = [open(os.path.join(logs, f"{i}.log")).read() for i in range(len(procs))]
+    for p, text in zip(procs, texts, strict=True):
+        assert p.returncode == 0, text[-3000:]
+    return texts
+
+
+def test_two_processes_sigterm_save_same_step_and_resume(data, tmp_path):
+    c = trainlib.config("bert", data, **{"train.steps": 16, "train.checkpoint_every": 0,
+                                         "mesh.fsdp": 2})
+    full = str(tmp_path / "full")
+    _wait(_start(c, full, str(tmp_path / "logs_full")), str(tmp_path / "logs_full"))
+    want = trainlib.state_hash(full)
+    assert want["step"] == "16"
+
+    work, logs = str(tmp_path / "work"), str(tmp_path / "logs_term")
+    procs = _start(c, work, logs)
+    deadline = time.time() + 240
+    while "train step 3:" not in open(os.path.join(logs, "0.log")).read():
+        assert time.time() < deadline and all(p.poll() is None for p in procs), \
+            open(os.path.join(logs, "0.log")).read()[-3000:]
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # the hosts hear it at different moments
+    time.sleep(0.3)
+    procs[0].send_signal(signal.SIGTERM)
+    texts = _wait(procs, logs)
+    stopped = [line for line in texts[0].splitlines() if "stopped at step" in line]
+    assert stopped, texts[0][-3000:]
+    step = int(stopped[0].split("stopped at step ")[1].split()[0])
+    assert 3 <= step < 16
+    assert trainlib.state_hash(work)["step"] == str(step)  # one checkpoint, the same step
+
+    logs = str(tmp_path / "logs_resume")
+    texts = _wait(_start(c, work, logs), logs)
+    assert f"step {step}/16 from checkpoint" in texts[0]
+    assert trainlib.state_hash(work) == want
+
+
+# --- the 8-device side (run as a script) -------------------------------------------------
+
+_REMESH = {"train.steps": 8, "train.checkpoint_every": 4, "optim.total_steps": 8}
+
+
+def _eight(data: str, out: str) -> dict:
+    import functools
+
+    import flax.linen as nn
+    import jax
+
+    from bertjax import sharding, steps, train
+    from bertjax.data.pipeline import Pipeline
+    from bertjax.models import build
+
+    assert jax.device_count() == 8
+    result: dict = {"step": {}}
+    c = trainlib.config("bert", data, **{"model.dropout_rate": 0.1})
+    cfg, optim = train.model_config(c), train.optim_config(c)
+    model = build(cfg)
+    from bertjax.optim import make_optimizer
+
+    tx = make_optimizer(optim)
+    init = steps.init_state(model, tx, 0)
+    step_fn = functools.partial(steps.train_step, loss_fn=steps.pretraining_loss_fn(model, "bert"),
+                                tx=tx, optim=optim, seed=0)
+    batch = next(iter(Pipeline(data, "train", 16, 0, masking=None, shuffle_buffer=8)))
+
+    # Reference: one device, no mesh; two steps so the optimizer state is non-trivial.
+    with jax.default_device(jax.devices()[0]):
+        ref = jax.jit(lambda: nn.unbox(init()))()
+        ref1, _ = jax.jit(step_fn)(ref, batch)
+        ref2, ref_metrics = jax.jit(step_fn)(ref1, batch)
+    ref2 = jax.device_get(ref2)
+
+    def leaves_diff(a, b) -> float:
+        return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+                   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+    for mesh_str in MESHES:
+        shape = dict(zip(sharding.MESH_AXES, map(int, mesh_str.split(",")), strict=True))
+        mesh = sharding.make_mesh(shape)
+        state, shardings = sharding.create_sharded(init, None, mesh)
+        batch_sh = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in batch.items()}
+        with sharding.activation_rules_context(mesh):
+            jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sh),
+                             out_shardings=(shardings, sharding.replicated(mesh)),
+                             donate_argnums=(0,))
+            state, _ = jitted(state, jax.device_put(batch, batch_sh))
+            state, metrics = jitted(state, jax.device_put(batch, batch_sh))
+        host = jax.device_get(state)
+        result["step"][mesh_str] = {
+            "devices": len(jax.tree.leaves(state["params"])[0].sharding.device_set),
+            "loss_diff": abs(float(metrics["loss"]) - float(ref_metrics["loss"])),
+            "param_diff": leaves_diff(host["params"], ref2["params"]),
+            "opt_diff": leaves_diff(host["opt_state"], ref2["opt_state"]),
+            "params_changed": leaves_diff(host["params"], jax.device_get(ref["params"])) > 0,
+        }
+
+    # Re-meshing: 4 steps on 2x2x2 (checkpoint 4), resumed on 8x1x1 to step 8, against
+    # 8 uninterrupted steps on 2x2x2.
+    meshed = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
+    full8 = os.path.join(out, "full8")
+    train.train(trainlib.config("bert", data, **{**_REMESH, **meshed}), full8)
+    first4 = os.path.join(out, "first4")
+    train.train(trainlib.config("bert", data, **{**_REMESH, **meshed,
+                                                 "train.steps": 4}), first4)
+    resumed = os.path.join(out, "resumed")
+    shutil.copytree(first4, resumed)
+    train.train(trainlib.config("bert", data, **{**_REMESH, "mesh.data": -1}), resumed)
+    result["remesh"] = {"param_diff": _max_diff(_restored_params(resumed),
+                                                _restored_params(full8))}
+    return result
+
+
+if __name__ == "__main__":
+    mode, data_dir, out_dir = sys.argv[1:]
+    assert mode == "eight"
+    with open(os.path.join(out_dir, "result.json"), "w") as f:
+        json.dump(_eight(data_dir, out_dir), f)
