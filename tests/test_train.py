@@ -207,3 +207,25 @@ def test_command_without_workdir_fails_cleanly():
                        cwd=trainlib.ROOT, env=trainlib.env(), capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 1 and "--workdir is required" in r.stderr
+
+
+def test_two_phases_resume_across_the_boundary(data, corpus, tmp_path, monkeypatch, capsys):
+    long = trainlib.prepare("bert", str(tmp_path / "data64"), corpus,
+                            **{"max_seq_length": 64, "max_predictions_per_seq": 8})
+    c = trainlib.config("bert", data("bert"), **{
+        "train.steps": 8, "train.checkpoint_every": 0, "phase2.fraction": 0.5,
+        "phase2.data_dir": long, "phase2.max_predictions_per_seq": 8,
+        "phase2.batch_size": 4})
+    full = train_lib.train(c, str(tmp_path / "full"))
+    assert full["status"] == "done" and full["step"] == 8
+    out = capsys.readouterr().out
+    assert "phase 1/2: steps 0..4, batch 8 x 32" in out
+    assert "phase 2/2: steps 4..8, batch 4 x 64" in out
+    want = trainlib.state_hash(str(tmp_path / "full"))
+    # Preempted in phase 2, then resumed: the same bits as the uninterrupted run.
+    monkeypatch.setenv(train_lib.FAULT_ENV, "sigterm_at_step:6")
+    stopped = train_lib.train(c, str(tmp_path / "split"))
+    assert stopped["status"] == "preempted" and stopped["step"] == 6
+    monkeypatch.delenv(train_lib.FAULT_ENV)
+    assert train_lib.train(c, str(tmp_path / "split"))["step"] == 8
+    assert trainlib.state_hash(str(tmp_path / "split")) == want
