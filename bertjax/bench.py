@@ -1,11 +1,16 @@
 r"""`python -m bertjax bench data|train`: figures printed side by side with a reference.
 
   python -m bertjax bench data --config=configs/pretrain.py:bert_base [--config.data.dir=DIR]
+  python -m bertjax bench train --config=configs/pretrain.py:bert_mini \
+      --config.train.batch_size=32 [--vs_torch] [--seconds=20]
 
 `bench data` times the input pipeline (dynamic masking) against transformers'
 DataCollatorForLanguageModeling on the same pre-tokenized examples; its last line
-is `ratio=R ours=X reference=Y unit=seq/s`. `bench train` arrives with the training
-issue. Benchmarks print figures; they are never timed assertions in tests.
+is `ratio=R ours=X reference=Y unit=seq/s`. `bench train` (bertjax/bench_train.py)
+times our jitted train step on synthetic batches and, with --vs_torch, transformers'
+PyTorch model of the same family and size from the same initial weights; its last line
+is `ratio=R ours=X reference=Y unit=tokens/s` (`ours=X unit=tokens/s mfu=M` alone).
+Benchmarks print figures; they are never timed assertions in tests.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from absl import flags
 from bertjax import cli
 
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "How long to time each side.")
+_VS_TORCH = flags.DEFINE_bool("vs_torch", False, "bench train: also time transformers' "
+                              "PyTorch model of the same family and size, from our weights.")
 
 
 def main(argv: list[str]) -> None:
@@ -27,6 +34,8 @@ def main(argv: list[str]) -> None:
                          strategy=config.data.mask_strategy, seconds=_SECONDS.value,
                          max_predictions_per_seq=config.max_predictions_per_seq)
     elif what == ["train"]:
-        raise ValueError("bench train arrives with the training issue")
+        from bertjax import bench_train
+
+        bench_train.bench_train(cli.required(cli.CONFIG), _SECONDS.value, _VS_TORCH.value)
     else:
         raise ValueError("usage: python -m bertjax bench data|train --config=...")

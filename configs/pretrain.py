@@ -132,6 +132,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "runlocal" in knobs:
         config.max_seq_length = 64
         config.max_predictions_per_seq = 10
+        config.model.vocab_size = config.tokenizer.vocab_size  # the demo's trained vocabulary
         config.data.dupe_factor = min(config.data.dupe_factor, 2)
         config.train.update(batch_size=32, steps=600, log_every=50, eval_every=300,
                             eval_steps=10, checkpoint_every=200)

@@ -1,0 +1,384 @@
+r"""`python -m bertjax bench train`: our jitted train step, optionally against transformers.
+
+  python -m bertjax bench train --config=configs/pretrain.py:bert_mini \
+      --config.train.batch_size=32 --vs_torch --seconds=20
+
+Both sides train the config's model (size, dropout, optimizer hyperparameters) on the
+same synthetic batches, made in numpy from `config.seed`: ids in [5, vocab), full-length
+attention masks, `max_predictions_per_seq` distinct masked positions per row. Ours is
+`steps.train_step` jitted with donation on the config's mesh, scoring only the masked
+positions (sparse MLM head); the reference (`--vs_torch`) is transformers' PyTorch model
+of the family, loaded with OUR initial parameters, scoring every position as
+transformers does, trained with torch.optim.AdamW (same lr schedule, betas, eps, weight
+decay and decay mask) and clip_grad_norm_. CPU: float32 on both sides. GPU: bfloat16
+compute on both (our train.dtype, torch autocast), SDPA attention and torch.compile.
+
+Each side: warm-up steps (compilation included) are not timed; then about `--seconds`
+of steps, dispatched without a host sync and waited for once at the end. FLOPs/token
+(bertjax/flops.py) differ between the sides: f = P / L for our sparse head, 1 for
+transformers' dense one; each side's MFU uses its own figure. The last line is
+`ratio=R ours=X reference=Y unit=tokens/s` (`ours=X unit=tokens/s mfu=M` alone).
+A first-step loss without dropout on both sides cross-checks that the two models
+compute the same function (float32: within ~1e-4).
+
+No TensorFlow is imported here (DESIGN.md); torch and transformers only with
+`--vs_torch`. Single host only.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import resource
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from bertjax import objectives, sharding, steps
+from bertjax.flops import train_flops_per_token
+from bertjax.metrics import mfu, resolve_peak_flops
+from bertjax.models import ModelConfig, build
+from bertjax.optim import OptimConfig, frozen_paths, make_optimizer, make_schedule
+from bertjax.train import model_config, optim_config
+
+Batch = dict[str, np.ndarray]
+NUM_BATCHES = 4  # distinct batches cycled over: more would only cost memory
+FIRST_ID = 5  # synthetic ids start above the special tokens of every family
+MASK_ID = 4  # stands in for [MASK] at the masked positions
+PAIR_FAMILIES = {"bert": "next_sentence_label", "albert": "sentence_order_label"}
+
+
+# --- synthetic batches ---------------------------------------------------------------
+
+def synthetic_batches(cfg: ModelConfig, batch_size: int, seq_len: int, num_predictions: int,
+                      seed: int, count: int = NUM_BATCHES) -> list[Batch]:
+    """`count` pipeline-shaped batches from a seeded numpy generator.
+
+    Returns dicts of input_ids, token_type_ids, attention_mask [B, L] int32 (all ones),
+    masked_lm_positions, masked_lm_ids [B, P] int32 (P distinct sorted positions per
+    row, the original ids), masked_lm_weights [B, P] float32 (ones) and pair_labels [B]
+    int32 (random 0/1 for BERT / ALBERT, -1 for the others).
+    """
+    if not 0 < num_predictions <= seq_len:
+        raise ValueError(f"max_predictions_per_seq={num_predictions}: must be in "
+                         f"[1, max_seq_length={seq_len}]")
+    offset = cfg.pad_token_id + 1 if cfg.positions_from_padding else 0
+    if seq_len + offset > cfg.max_position_embeddings:
+        raise ValueError(f"max_seq_length={seq_len} does not fit model.max_position_embeddings="
+                         f"{cfg.max_position_embeddings}")
+    if cfg.vocab_size <= FIRST_ID:
+        raise ValueError(f"model.vocab_size={cfg.vocab_size}: must exceed {FIRST_ID}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        ids = rng.integers(FIRST_ID, cfg.vocab_size, (batch_size, seq_len), dtype=np.int32)
+        # The first P of a random permutation per row: distinct positions.
+        positions = np.sort(np.argsort(rng.random((batch_size, seq_len)), axis=1)
+                            [:, :num_predictions], axis=1).astype(np.int32)
+        masked_ids = np.take_along_axis(ids, positions, axis=1)
+        np.put_along_axis(ids, positions, MASK_ID, axis=1)
+        types = np.zeros_like(ids)
+        if cfg.type_vocab_size > 1:
+            types[:, seq_len // 2:] = 1  # two segments, as in NSP / SOP pairs
+        pair = (rng.integers(0, 2, batch_size, dtype=np.int32) if cfg.family in PAIR_FAMILIES
+                else np.full(batch_size, -1, np.int32))
+        out.append({"input_ids": ids, "token_type_ids": types, "attention_mask": np.ones_like(ids),
+                    "masked_lm_positions": positions, "masked_lm_ids": masked_ids,
+                    "masked_lm_weights": np.ones(positions.shape, np.float32),
+                    "pair_labels": pair})
+    return out
+
+
+# --- timing --------------------------------------------------------------------------
+
+def _timed(run_step: Callable[[int], Any], wait: Callable[[Any], None], seconds: float,
+           warmup: int) -> dict[str, Any]:
+    """Runs `warmup` untimed steps, then about `seconds` of steps with one wait at the end.
+
+    run_step(i) dispatches step i and returns its loss (a device value); wait(x) blocks
+    until x is computed. The timed step count comes from the last two warm-up steps, so
+    the loop itself never syncs with the host. Returns steps, seconds, first and last
+    losses (the device values).
+    """
+    first = run_step(0)
+    wait(first)
+    for i in range(1, warmup - 2):
+        wait(run_step(i))
+    start = time.perf_counter()
+    wait(run_step(warmup - 2))
+    wait(run_step(warmup - 1))
+    per_step = (time.perf_counter() - start) / 2
+    count = max(3, math.ceil(seconds / max(per_step, 1e-9)))
+    start = time.perf_counter()
+    for i in range(warmup, warmup + count):
+        last = run_step(i)
+    wait(last)
+    return {"steps": count, "seconds": time.perf_counter() - start, "first": first,
+            "last": last}
+
+
+def _max_rss() -> int:
+    """Peak resident memory of this process in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rates(timing: Mapping[str, Any], batch_size: int, seq_len: int, flops: float, peak: float,
+           num_devices: int) -> dict[str, float]:
+    steps_per_s = timing["steps"] / timing["seconds"]
+    tokens = steps_per_s * batch_size * seq_len
+    return {"step_ms": 1e3 / steps_per_s, "seq_per_s": steps_per_s * batch_size,
+            "tokens_per_s": tokens, "mfu": mfu(flops, tokens, peak, num_devices)}
+
+
+# --- ours ----------------------------------------------------------------------------
+
+def bench_ours(config: Any, cfg: ModelConfig, optim: OptimConfig, objective: str,
+               batches: list[Batch], seconds: float, keep_initial: bool) -> dict[str, Any]:
+    """Times our jitted, donated train step; see the module docstring.
+
+    Returns compile_s, steps, seconds, first_loss / last_loss (training steps, dropout
+    on), eval_loss (batch 0 at the initial parameters, dropout off), peak_memory and
+    its source, and the initial parameters as numpy when `keep_initial`.
+    """
+    seed = int(config.seed)
+    mesh = sharding.make_mesh(config.mesh)
+    rules = sharding.rules(list(config.sharding.rules) or None)
+    model = build(cfg)
+    tx = make_optimizer(optim, frozen=frozen_paths(cfg))
+    out: dict[str, Any] = {}
+    with sharding.activation_rules_context(mesh, rules):
+        state, _ = sharding.create_sharded(steps.init_state(model, tx, seed), None, mesh, rules)
+        placed = [{k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim, rules))
+                   for k, v in b.items()} for b in batches]
+        if keep_initial:
+            out["initial"] = jax.tree.map(np.asarray, jax.device_get(state["params"]))
+        eval_loss = jax.jit(steps.pretraining_loss_fn(model, objective, train=False))
+        out["eval_loss"] = float(eval_loss(state["params"], placed[0], jax.random.key(0))[0])
+        step = jax.jit(functools.partial(steps.train_step,
+                                         loss_fn=steps.pretraining_loss_fn(model, objective),
+                                         tx=tx, optim=optim, seed=seed),
+                       donate_argnums=(0,))
+        start = time.perf_counter()
+        compiled = step.lower(state, placed[0]).compile()
+        out["compile_s"] = time.perf_counter() - start
+        holder = {"state": state}
+        del state  # donated at the first step: only the holder may refer to it
+
+        def run_step(i: int) -> jax.Array:
+            holder["state"], metrics = compiled(holder["state"], placed[i % len(placed)])
+            return metrics["loss"]
+
+        # The outputs of one execution become ready together: waiting for a step's loss
+        # waits for its update too.
+        timing = _timed(run_step, jax.block_until_ready, seconds, warmup=3)
+    out.update(steps=timing["steps"], seconds=timing["seconds"],
+               first_loss=float(timing["first"]), last_loss=float(timing["last"]))
+    stats = jax.devices()[0].memory_stats() or {}
+    if jax.default_backend() != "cpu" and "peak_bytes_in_use" in stats:
+        out["peak_memory"], out["memory_source"] = stats["peak_bytes_in_use"], "device peak"
+    else:
+        out["peak_memory"], out["memory_source"] = _max_rss(), "process max RSS"
+    return out
+
+
+# --- the reference -------------------------------------------------------------------
+
+def _torch_model(cfg: ModelConfig, params: Any, device: str) -> Any:
+    """transformers' PyTorch pretraining model of `cfg` holding `params` (numpy tree)."""
+    import torch
+    import transformers
+
+    from bertjax.convert import hf
+
+    d = dict(hf.hf_configs(cfg)[""])
+    hf_config = transformers.AutoConfig.for_model(d.pop("model_type"), **d)
+    model = transformers.AutoModelForPreTraining.from_config(hf_config,
+                                                             attn_implementation="sdpa")
+    if type(model).__name__ != hf.ARCHITECTURES[cfg.family]:
+        raise ValueError(f"transformers built {type(model).__name__} for {cfg.family}, "
+                         f"expected {hf.ARCHITECTURES[cfg.family]}")
+    state = {k: torch.from_numpy(np.array(v)) for k, v in  # writable copies for torch
+             hf.to_state_dicts(cfg, params)[""].items()}
+    info = model.load_state_dict(state, strict=False)
+    # Only tied output weights (they share the loaded tensors) and buffers may be absent.
+    untied = [k for k in info.missing_keys
+              if not k.endswith((".decoder.weight", ".decoder.bias", "vocab_projector.weight",
+                                 ".position_ids", ".token_type_ids"))]
+    if untied or info.unexpected_keys:
+        raise ValueError(f"loading our parameters into {type(model).__name__}: missing "
+                         f"{untied}, unexpected {info.unexpected_keys}")
+    model.tie_weights()
+    out = model.get_output_embeddings().weight
+    if out.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+        raise ValueError(f"{type(model).__name__}: the decoder is not tied to the embeddings")
+    return model.to(device)
+
+
+def _torch_batches(cfg: ModelConfig, batches: list[Batch], device: str) -> list[dict[str, Any]]:
+    """The same batches as transformers' inputs: MLM labels [B, L] are -100 except at the
+    masked positions; NSP / SOP labels under the family's argument name."""
+    import torch
+
+    out = []
+    for b in batches:
+        labels = np.full(b["input_ids"].shape, -100, np.int64)
+        np.put_along_axis(labels, b["masked_lm_positions"], b["masked_lm_ids"], axis=1)
+        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"],
+                  "labels": labels}
+        if cfg.type_vocab_size:
+            inputs["token_type_ids"] = b["token_type_ids"]
+        if cfg.family in PAIR_FAMILIES:
+            inputs[PAIR_FAMILIES[cfg.family]] = b["pair_labels"]
+        out.append({k: torch.from_numpy(v.astype(np.int64)).to(device)
+                    for k, v in inputs.items()})
+    return out
+
+
+def _adamw(model: Any, optim: OptimConfig) -> Any:
+    """torch AdamW with our decay mask: no decay on biases and LayerNorm parameters."""
+    import torch
+
+    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)
+             for p in m.parameters()}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():  # tied parameters come once
+        if p.requires_grad:  # DistilBERT's sinusoidal table is frozen, as ours
+            (no_decay if name.endswith("bias") or id(p) in norms else decay).append(p)
+    groups = [{"params": decay, "weight_decay": optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=0.0, betas=(optim.b1, optim.b2), eps=optim.eps)
+
+
+def bench_torch(cfg: ModelConfig, optim: OptimConfig, params: Any, batches: list[Batch],
+                seconds: float) -> dict[str, Any]:
+    """Times transformers' model of `cfg`, starting from `params`; keys as `bench_ours`
+    plus device, dtype and model (the class name)."""
+    import torch
+
+    cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    model = _torch_model(cfg, params, device)
+    inputs = _torch_batches(cfg, batches, device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=cuda)
+    out: dict[str, Any] = {"device": device, "dtype": "bfloat16 autocast" if cuda else "float32",
+                           "model": type(model).__name__}
+    model.eval()
+    with torch.no_grad(), autocast:
+        out["eval_loss"] = float(model(**inputs[0]).loss)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = _adamw(model, optim)
+    schedule = make_schedule(optim)
+    lrs: list[float] = []
+    forward = torch.compile(model) if cuda else model
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+    def run_step(i: int) -> Any:
+        if i >= len(lrs):  # our schedule, precomputed in blocks outside the step
+            lrs.extend(np.asarray(schedule(np.arange(len(lrs), 2 * i + 64))).tolist())
+        for group in opt.param_groups:
+            group["lr"] = lrs[i]
+        with autocast:
+            loss = forward(**inputs[i % len(inputs)]).loss
+        loss.backward()
+        if optim.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, optim.clip_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def wait(loss: Any) -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    # torch.compile traces and compiles during the first steps: warm up longer on GPU.
+    timing = _timed(run_step, wait, seconds, warmup=6 if cuda else 3)
+    out.update(steps=timing["steps"], seconds=timing["seconds"],
+               first_loss=float(timing["first"]), last_loss=float(timing["last"]))
+    if cuda:
+        out["peak_memory"], out["memory_source"] = torch.cuda.max_memory_allocated(), "cuda peak"
+    else:
+        out["peak_memory"], out["memory_source"] = _max_rss(), "process max RSS, both sides"
+    return out
+
+
+# --- the command ---------------------------------------------------------------------
+
+def _side_line(name: str, r: Mapping[str, Any]) -> str:
+    compile_s = f"compile {r['compile_s']:.1f} s; " if "compile_s" in r else ""
+    return (f"{name}: {compile_s}{r['steps']} steps in {r['seconds']:.1f} s: "
+            f"step {r['step_ms']:.1f} ms, {r['seq_per_s']:,.1f} seq/s, "
+            f"{r['tokens_per_s']:,.0f} tokens/s, MFU {100 * r['mfu']:.2f}%, "
+            f"peak memory {r['peak_memory'] / 2**30:.2f} GiB ({r['memory_source']}), "
+            f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}")
+
+
+def bench_train(config: Any, seconds: float, vs_torch: bool,
+                print_fn: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs the benchmark the module docstring describes and prints its lines.
+
+    Returns {"ours": figures, "reference": figures or None, "flops": {"ours", "reference"},
+    "peak_flops"}, with step_ms, seq_per_s, tokens_per_s, mfu, first_loss, last_loss,
+    eval_loss, peak_memory per side.
+    """
+    if not seconds > 0:
+        raise ValueError(f"--seconds={seconds}: must be > 0")
+    cfg = model_config(config)
+    optim = optim_config(config)
+    try:
+        objective = objectives.resolve_objective(config.objective or cfg.family)
+    except NotImplementedError as e:  # ELECTRA, distillation: not ValueErrors
+        raise ValueError(str(e)) from None
+    if vs_torch and cfg.family not in ("bert", "roberta", "albert", "distilbert"):
+        raise ValueError(f"--vs_torch: no transformers reference for {cfg.family}")
+    if vs_torch and optim.grad_accum_steps != 1:
+        raise ValueError(f"--vs_torch times single steps; optim.grad_accum_steps="
+                         f"{optim.grad_accum_steps} must be 1")
+    batch_size, seq_len = int(config.train.batch_size), int(config.max_seq_length)
+    num_predictions = int(config.max_predictions_per_seq)
+    batches = synthetic_batches(cfg, batch_size, seq_len, num_predictions, int(config.seed))
+    flops = {"ours": train_flops_per_token(cfg, seq_len, num_predictions / seq_len).total,
+             "reference": train_flops_per_token(cfg, seq_len, 1.0).total}
+    peak, source = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
+    n = jax.device_count()
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    print_fn(f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size} vocab "
+             f"{cfg.vocab_size}, objective {objective}, batch {batch_size} x {seq_len}, "
+             f"{num_predictions} masked positions per row; {n} {jax.default_backend()} "
+             f"device(s), compute {cfg.dtype}" + (f"; XLA_FLAGS={xla_flags}" if xla_flags else ""))
+    print_fn(f"train FLOPs/token: ours {flops['ours']:.4g} (sparse MLM head, f = "
+             f"{num_predictions}/{seq_len}), reference {flops['reference']:.4g} (dense MLM "
+             f"head, f = 1); peak {peak:.4g} FLOP/s/device ({source})")
+
+    ours = bench_ours(config, cfg, optim, objective, batches, seconds, keep_initial=vs_torch)
+    ours.update(_rates(ours, batch_size, seq_len, flops["ours"], peak, n))
+    initial = ours.pop("initial", None)
+    print_fn(_side_line(f"ours (jax {jax.__version__}, jit, donated state)", ours))
+    result = {"ours": ours, "reference": None, "flops": flops, "peak_flops": peak}
+    if not vs_torch:
+        print_fn(f"ours={ours['tokens_per_s']:.0f} unit=tokens/s mfu={ours['mfu']:.4f}")
+        return result
+
+    import torch
+    import transformers
+
+    if optim.name != "adamw":
+        print_fn(f"note: ours runs {optim.name}; torch has none, the reference runs AdamW")
+    ref = bench_torch(cfg, optim, initial, batches, seconds)
+    ref.update(_rates(ref, batch_size, seq_len, flops["reference"], peak, n))
+    result["reference"] = ref
+    print_fn(_side_line(f"reference (torch {torch.__version__}, transformers "
+                        f"{transformers.__version__}, {ref['model']}, {ref['device']} "
+                        f"{ref['dtype']}, {torch.get_num_threads()} threads)", ref))
+    diff = abs(ours["eval_loss"] - ref["eval_loss"])
+    print_fn(f"check: first-step loss without dropout: ours={ours['eval_loss']:.6f} "
+             f"reference={ref['eval_loss']:.6f} diff={diff:.2e}")
+    ratio = ours["tokens_per_s"] / ref["tokens_per_s"]
+    print_fn(f"ratio={ratio:.2f} ours={ours['tokens_per_s']:.0f} "
+             f"reference={ref['tokens_per_s']:.0f} unit=tokens/s")
+    return result
