@@ -21,6 +21,11 @@ transformers' dense one; each side's MFU uses its own figure. The last line is
 A first-step loss without dropout on both sides cross-checks that the two models
 compute the same function (float32: within ~1e-4).
 
+ELECTRA configs time the whole objective (generator, sampling, discriminator);
+distillation configs (configs/distill.py) time the student's step with a randomly
+initialised teacher of config.teacher's architecture running forward in it, and count
+its FLOPs. Neither has a transformers training reference, so `--vs_torch` refuses them.
+
 No TensorFlow is imported here (DESIGN.md); torch and transformers only with
 `--vs_torch`. Single host only.
 """
@@ -43,7 +48,7 @@ from bertjax.flops import train_flops_per_token
 from bertjax.metrics import mfu, resolve_peak_flops
 from bertjax.models import ModelConfig, build
 from bertjax.optim import OptimConfig, frozen_paths, make_optimizer, make_schedule
-from bertjax.train import model_config, optim_config
+from bertjax.train import make_loss_fn, model_config, optim_config
 
 Batch = dict[str, np.ndarray]
 NUM_BATCHES = 4  # distinct batches cycled over: more would only cost memory
@@ -137,7 +142,8 @@ def _rates(timing: Mapping[str, Any], batch_size: int, seq_len: int, flops: floa
 # --- ours ----------------------------------------------------------------------------
 
 def bench_ours(config: Any, cfg: ModelConfig, optim: OptimConfig, objective: str,
-               batches: list[Batch], seconds: float, keep_initial: bool) -> dict[str, Any]:
+               batches: list[Batch], seconds: float, keep_initial: bool,
+               teacher_cfg: ModelConfig | None = None) -> dict[str, Any]:
     """Times our jitted, donated train step; see the module docstring.
 
     Returns compile_s, steps, seconds, first_loss / last_loss (training steps, dropout
@@ -150,26 +156,36 @@ def bench_ours(config: Any, cfg: ModelConfig, optim: OptimConfig, objective: str
     model = build(cfg)
     tx = make_optimizer(optim, frozen=frozen_paths(cfg))
     out: dict[str, Any] = {}
+    teacher, teacher_params = None, None
     with sharding.activation_rules_context(mesh, rules):
         state, _ = sharding.create_sharded(steps.init_state(model, tx, seed), None, mesh, rules)
+        if teacher_cfg is not None:  # random weights: only its cost matters here
+            teacher = build(teacher_cfg)
+            teacher_params, _ = sharding.create_sharded(
+                lambda: teacher.init(jax.random.key(seed + 1),
+                                     jax.numpy.ones((1, 8), jax.numpy.int32))["params"],
+                None, mesh, rules)
+            teacher_params = jax.tree.map(lambda x: x.astype(teacher_cfg.dtype), teacher_params)
         placed = [{k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim, rules))
                    for k, v in b.items()} for b in batches]
         if keep_initial:
             out["initial"] = jax.tree.map(np.asarray, jax.device_get(state["params"]))
-        eval_loss = jax.jit(steps.pretraining_loss_fn(model, objective, train=False))
-        out["eval_loss"] = float(eval_loss(state["params"], placed[0], jax.random.key(0))[0])
+        eval_loss = jax.jit(make_loss_fn(config, objective, model, teacher, train=False))
+        out["eval_loss"] = float(eval_loss(state["params"], placed[0], jax.random.key(0),
+                                           teacher_params)[0])
         step = jax.jit(functools.partial(steps.train_step,
-                                         loss_fn=steps.pretraining_loss_fn(model, objective),
+                                         loss_fn=make_loss_fn(config, objective, model, teacher),
                                          tx=tx, optim=optim, seed=seed),
                        donate_argnums=(0,))
         start = time.perf_counter()
-        compiled = step.lower(state, placed[0]).compile()
+        compiled = step.lower(state, placed[0], teacher_params).compile()
         out["compile_s"] = time.perf_counter() - start
         holder = {"state": state}
         del state  # donated at the first step: only the holder may refer to it
 
         def run_step(i: int) -> jax.Array:
-            holder["state"], metrics = compiled(holder["state"], placed[i % len(placed)])
+            holder["state"], metrics = compiled(holder["state"], placed[i % len(placed)],
+                                                teacher_params)
             return metrics["loss"]
 
         # The outputs of one execution become ready together: waiting for a step's loss
@@ -330,19 +346,25 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
         raise ValueError(f"--seconds={seconds}: must be > 0")
     cfg = model_config(config)
     optim = optim_config(config)
-    try:
-        objective = objectives.resolve_objective(config.objective or cfg.family)
-    except NotImplementedError as e:  # ELECTRA, distillation: not ValueErrors
-        raise ValueError(str(e)) from None
-    if vs_torch and cfg.family not in ("bert", "roberta", "albert", "distilbert"):
-        raise ValueError(f"--vs_torch: no transformers reference for {cfg.family}")
+    objective = objectives.resolve_objective(config.objective or cfg.family)
+    teacher_cfg = None
+    if objective == "distillation":
+        from bertjax import distill
+
+        teacher_cfg = distill.teacher_config(config, cfg)
+        distill.check(config, cfg, teacher_cfg)
+    if vs_torch and (objective in ("electra", "distillation")
+                     or cfg.family not in ("bert", "roberta", "albert", "distilbert")):
+        raise ValueError(f"--vs_torch: transformers has no training reference for the "
+                         f"{objective} objective ({cfg.family})")
     if vs_torch and optim.grad_accum_steps != 1:
         raise ValueError(f"--vs_torch times single steps; optim.grad_accum_steps="
                          f"{optim.grad_accum_steps} must be 1")
     batch_size, seq_len = int(config.train.batch_size), int(config.max_seq_length)
     num_predictions = int(config.max_predictions_per_seq)
     batches = synthetic_batches(cfg, batch_size, seq_len, num_predictions, int(config.seed))
-    flops = {"ours": train_flops_per_token(cfg, seq_len, num_predictions / seq_len).total,
+    flops = {"ours": train_flops_per_token(cfg, seq_len, num_predictions / seq_len,
+                                           teacher_cfg).total,
              "reference": train_flops_per_token(cfg, seq_len, 1.0).total}
     peak, source = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     n = jax.device_count()
@@ -355,7 +377,12 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
              f"{num_predictions}/{seq_len}), reference {flops['reference']:.4g} (dense MLM "
              f"head, f = 1); peak {peak:.4g} FLOP/s/device ({source})")
 
-    ours = bench_ours(config, cfg, optim, objective, batches, seconds, keep_initial=vs_torch)
+    if teacher_cfg is not None:
+        print_fn(f"teacher (random weights, forward only): {teacher_cfg.family} "
+                 f"L{teacher_cfg.num_layers} H{teacher_cfg.hidden_size}, compute "
+                 f"{teacher_cfg.dtype}; its forward pass is in ours' FLOPs/token")
+    ours = bench_ours(config, cfg, optim, objective, batches, seconds, keep_initial=vs_torch,
+                      teacher_cfg=teacher_cfg)
     ours.update(_rates(ours, batch_size, seq_len, flops["ours"], peak, n))
     initial = ours.pop("initial", None)
     print_fn(_side_line(f"ours (jax {jax.__version__}, jit, donated state)", ours))

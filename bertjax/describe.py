@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from bertjax import cli, flops
+from bertjax import cli, flops, presets
 from bertjax.models import ModelConfig, build
 
 
@@ -42,26 +42,48 @@ def param_table(params: Mapping[str, Any]) -> list[tuple[str, int, int]]:
     return [(name, len(ns), n) for (name, n), ns in rows.items()]
 
 
-def describe(cfg: ModelConfig, seq_len: int, predictions: int) -> str:
+def _summary(cfg: ModelConfig) -> str:
+    return (f"{cfg.family} L={cfg.num_layers} H={cfg.hidden_size} A={cfg.num_heads} "
+            f"I={cfg.intermediate_size} E={cfg.embed_dim} V={cfg.vocab_size}")
+
+
+def describe(cfg: ModelConfig, seq_len: int, predictions: int,
+             teacher: ModelConfig | None = None) -> str:
+    """The parameter table and FLOPs lines; with `teacher` (distillation) the FLOPs count
+    its forward pass too."""
     params = param_shapes(cfg)
-    lines = [f"{cfg.family} L={cfg.num_layers} H={cfg.hidden_size} A={cfg.num_heads} "
-             f"I={cfg.intermediate_size} E={cfg.embed_dim} V={cfg.vocab_size}"]
+    lines = [_summary(cfg)]
+    if cfg.has_generator:
+        g = cfg.generator_config()
+        lines[0] += (f"; generator L={g.num_layers} H={g.hidden_size} A={g.num_heads} "
+                     f"I={g.intermediate_size} ({g.hidden_size / cfg.hidden_size:.3g} of the "
+                     "discriminator's width)")
     width = max(len(r[0]) for r in param_table(params)) + 8
     lines.append(f"{'module':<{width}}{'params':>14}")
     for name, copies, n in param_table(params):
         label = f"{name} x{copies}" if copies > 1 else name
         lines.append(f"{label:<{width}}{n * copies:>14,}")
     lines.append(f"{'total':<{width}}{count(params):>14,}")
+    if teacher is not None:
+        lines.append(f"teacher (frozen, not in checkpoints): {_summary(teacher)}, "
+                     f"{count(param_shapes(teacher)):,} parameters, compute {teacher.dtype}")
     for label, f in (("dense MLM head", 1.0), ("sparse MLM head", predictions / seq_len)):
-        fl = flops.train_flops_per_token(cfg, seq_len, f)
+        fl = flops.train_flops_per_token(cfg, seq_len, f, teacher)
+        extra = f", teacher forward {fl.teacher:,.0f}" if teacher is not None else ""
         lines.append(f"training FLOPs/token at S={seq_len}, {label} (f={f:.3g}): "
                      f"{fl.total:,.0f} (layers {fl.layers:,.0f}, attention "
-                     f"{fl.attention:,.0f}, head {fl.head:,.0f}); forward = 1/3")
+                     f"{fl.attention:,.0f}, head {fl.head:,.0f}{extra}); forward = 1/3")
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
     del argv
     config = cli.required(cli.CONFIG)
-    cfg = ModelConfig.from_dict(config.model.to_dict())
-    print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq))
+    cfg = presets.from_config(config)
+    teacher = None
+    if config.get("objective") == "distillation":
+        from bertjax import distill
+
+        teacher = distill.teacher_config(config, cfg)
+        distill.check(config, cfg, teacher)
+    print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq, teacher))

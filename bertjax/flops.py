@@ -15,7 +15,9 @@ max_predictions_per_seq / S for the sparse one). With I = 4d and E_h = d this is
 DESIGN.md's 72·L·d² + 12·L·S·d + 6·(d² + d·V)·f. Embedding lookups, LayerNorm,
 softmax and the per-sequence pooler/NSP are left out (they are < 1% at BERT sizes).
 ELECTRA counts generator and discriminator; the discriminator's head runs on every
-position (6·(d² + d) per token).
+position (6·(d² + d) per token). Distillation adds the frozen teacher's forward pass,
+a third of its own training FLOPs (2 of the 6 FLOPs per multiply-add), its MLM head
+on the same f of the positions.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ class Flops:
     layers: float  # dense matmuls of the encoder layers (and the embedding projection)
     attention: float  # S-dependent score and context matmuls
     head: float  # MLM / RTD heads
+    teacher: float = 0.0  # distillation: the frozen teacher's forward pass
 
     @property
     def total(self) -> float:
-        return self.layers + self.attention + self.head
+        return self.layers + self.attention + self.head + self.teacher
 
 
 def _tower(cfg: ModelConfig, seq_len: int) -> tuple[float, float]:
@@ -46,11 +49,17 @@ def _tower(cfg: ModelConfig, seq_len: int) -> tuple[float, float]:
     return layers, 12 * n * seq_len * d
 
 
-def train_flops_per_token(cfg: ModelConfig, seq_len: int, mlm_fraction: float = 1.0) -> Flops:
+def train_flops_per_token(cfg: ModelConfig, seq_len: int, mlm_fraction: float = 1.0,
+                          teacher: ModelConfig | None = None) -> Flops:
     """Training FLOPs per token of `cfg` at length `seq_len`; see the module docstring.
 
     mlm_fraction: f, the share of positions scored by the MLM head.
+    teacher: the frozen teacher of a distillation run, whose forward pass is counted.
     """
+    if teacher is not None:
+        student = train_flops_per_token(cfg, seq_len, mlm_fraction)
+        forward = train_flops_per_token(teacher, seq_len, mlm_fraction).total / 3
+        return dataclasses.replace(student, teacher=forward)
     if cfg.family == "electra":
         gen = cfg.generator_config()
         gl, ga = _tower(gen, seq_len)

@@ -1,4 +1,4 @@
-"""Pretraining losses and their metrics: MLM, NSP and SOP (RTD and distillation: issue 5).
+"""Pretraining losses and their metrics: MLM, NSP, SOP, ELECTRA's RTD and distillation.
 
 Everything here is a pure function of the model's logits and a batch from
 `bertjax.data.pipeline`; losses and metrics are float32 whatever the compute
@@ -10,12 +10,14 @@ Batch keys read here:
   masked_lm_weights  [B, P] float32  1 for a real prediction, 0 for padding
   pair_labels        [B]    int32    NSP: 1 = random next segment; SOP: 1 = swapped;
                                      -1 = no pair task for this row, or a padded row
+  masked_lm_positions [B, P] int32   where the masked tokens are (ELECTRA's corruption)
+  input_ids, attention_mask [B, L]   ELECTRA's corruption; distillation's cosine loss
 
 An objective is a function `(logits, batch, **extras) -> (loss, metrics)` registered
 by name in `OBJECTIVES`; every family has a default in `FAMILY_OBJECTIVES`.
-`extras` is how objectives that need more than the logits get it (the teacher's
-logits and hidden states for distillation, the corrupted-token labels for ELECTRA):
-the objectives here take none. Config key the trainer is expected to read:
+`extras` is how objectives that need more than the logits get it: the teacher's
+logits and both models' hidden states for "distillation", the replaced-token labels
+and loss weights for "electra" (bertjax/steps.py runs the models and passes them).
 
   config.objective = ""   # "" = the family's default; else a name in OBJECTIVES
 
@@ -136,16 +138,161 @@ def _mlm_and_pair(pair: str) -> Objective:
     return objective
 
 
-# Name -> objective. Issue 5 adds "distillation" and "electra" here (and drops them
-# from _PENDING); their extra inputs arrive as keyword arguments of pretraining_loss.
+# --- ELECTRA: replaced-token detection ------------------------------------------------
+
+def sample_tokens(logits: Array, rng: Array, temperature: float = 1.0) -> Array:
+    """One token per position from softmax(logits / temperature), by the Gumbel-max trick.
+
+    logits: [..., V] -> int32 [...]. No gradient flows through the sample.
+    """
+    logits = jax.lax.stop_gradient(logits).astype(jnp.float32) / temperature
+    return jnp.argmax(logits + jax.random.gumbel(rng, logits.shape), axis=-1).astype(jnp.int32)
+
+
+def replace_tokens(input_ids: Array, positions: Array, weights: Array, masked_ids: Array,
+                   sampled: Array) -> tuple[Array, Array]:
+    """ELECTRA's corrupted input and its replaced-token labels.
+
+    Args:
+      input_ids: [B, L] the masked input the generator saw.
+      positions, weights, masked_ids: [B, P] masked_lm_positions / _weights / _ids; entries
+        of weight 0 (padding) change nothing.
+      sampled: [B, P] the generator's samples at those positions.
+
+    Returns:
+      (corrupted [B, L] int32: the original ids with the samples written at the masked
+      positions, labels [B, L] int32: 1 exactly where corrupted differs from the original
+      token, i.e. where the sample is not the token that was masked).
+    """
+    length = input_ids.shape[1]
+    rows = jnp.arange(input_ids.shape[0])[:, None]
+    # Padding entries point past the end and are dropped, so they never overwrite a
+    # real position that happens to share their index.
+    cols = jnp.where(weights > 0, positions, length)
+    original = input_ids.at[rows, cols].set(masked_ids, mode="drop")
+    corrupted = input_ids.at[rows, cols].set(sampled, mode="drop")
+    return corrupted.astype(jnp.int32), (corrupted != original).astype(jnp.int32)
+
+
+def rtd_loss(logits: Array, labels: Array, mask: Array) -> tuple[Array, Metrics]:
+    """Replaced-token detection: sigmoid cross-entropy over the real tokens.
+
+    Args:
+      logits: [B, L] discriminator scores (> 0 means "replaced").
+      labels: [B, L] 1 = replaced, 0 = original.
+      mask: [B, L] 1 for real tokens (the attention mask), 0 for padding.
+
+    Returns:
+      (loss, {"rtd_loss", "rtd_accuracy", "rtd_replaced", "rtd_baseline_accuracy",
+      "rtd_count"}): rtd_replaced is the share of real tokens that were replaced, and
+      rtd_baseline_accuracy = 1 - rtd_replaced the accuracy of always answering
+      "original", which a learning discriminator beats.
+    """
+    logits = logits.astype(jnp.float32)
+    labels_f = labels.astype(jnp.float32)
+    # log(1 + exp(-|x|)) form: finite for any logit.
+    bce = jnp.maximum(logits, 0) - logits * labels_f + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    correct = ((logits > 0).astype(jnp.float32) == labels_f).astype(jnp.float32)
+    replaced = weighted_mean(labels_f, mask)
+    loss = weighted_mean(bce, mask)
+    return loss, {"rtd_loss": loss, "rtd_accuracy": weighted_mean(correct, mask),
+                  "rtd_replaced": replaced, "rtd_baseline_accuracy": 1.0 - replaced,
+                  "rtd_count": jnp.sum(mask.astype(jnp.float32))}
+
+
+def electra_objective(logits: Mapping[str, Array], batch: Mapping[str, Any], *,
+                      rtd_labels: Array, gen_weight: float = 1.0,
+                      disc_weight: float = 50.0) -> tuple[Array, Metrics]:
+    """ELECTRA: gen_weight * generator MLM loss + disc_weight * RTD loss (paper: 1 and 50).
+
+    logits: {"mlm": [B, P, V] generator scores at the masked positions, "rtd": [B, L]
+    discriminator scores on the corrupted input}; rtd_labels: [B, L] from
+    `replace_tokens`. The mlm_* metrics are the generator's.
+    """
+    mlm, metrics = _mlm(logits, batch, "electra")
+    rtd, rtd_metrics = rtd_loss(logits["rtd"], rtd_labels,
+                                _need(batch, "attention_mask", "electra"))
+    loss = gen_weight * mlm + disc_weight * rtd
+    return loss, {"loss": loss, **metrics, **rtd_metrics}
+
+
+# --- distillation --------------------------------------------------------------------
+
+def soft_target_kl(student_logits: Array, teacher_logits: Array,
+                   temperature: float) -> Array:
+    """KL(teacher || student) of the softened distributions, times T² (Hinton et al.).
+
+    [..., V] float logits -> [...] float32: sum_v p_t (log p_t - log p_s) with
+    p = softmax(logits / T). Multiplying by T² keeps its gradient on the scale of the
+    hard loss's whatever T is.
+    """
+    t = temperature
+    log_ps = jax.nn.log_softmax(student_logits.astype(jnp.float32) / t, axis=-1)
+    log_pt = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / t, axis=-1)
+    return jnp.sum(jnp.exp(log_pt) * (log_pt - log_ps), axis=-1) * t * t
+
+
+def cosine_distance(a: Array, b: Array) -> Array:
+    """1 - cos(a, b) along the last axis: [..., D] -> [...] float32 (0 for equal vectors)."""
+    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+    dot = jnp.sum(a * b, axis=-1)
+    norms = jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1)
+    return 1.0 - dot / jnp.maximum(norms, 1e-8)
+
+
+def distillation_objective(logits: Mapping[str, Array], batch: Mapping[str, Any], *,
+                           teacher_logits: Array, student_hidden: Array | None = None,
+                           teacher_hidden: Array | None = None, temperature: float = 2.0,
+                           alpha_ce: float = 5.0, alpha_mlm: float = 2.0,
+                           alpha_cos: float = 1.0) -> tuple[Array, Metrics]:
+    """DistilBERT's loss: alpha_ce * KL_T + alpha_mlm * MLM + alpha_cos * cosine.
+
+    Args:
+      logits: the student's {"mlm": [B, P, V]} at the masked positions.
+      batch: needs masked_lm_ids / _weights and, for the cosine term, attention_mask.
+      teacher_logits: [B, P, V] the frozen teacher's MLM scores at the same positions.
+      student_hidden, teacher_hidden: [B, L, H] last hidden states (same H), for the
+        cosine term; unused when alpha_cos is 0.
+      temperature, alpha_ce, alpha_mlm, alpha_cos: DistilBERT's defaults 2, 5, 2, 1.
+
+    The KL term is averaged over the masked positions (DistilBERT's
+    `restrict_ce_to_mask`: only there does our sparse head score tokens); the cosine
+    term over the real tokens. Metrics: mlm_loss / mlm_accuracy are the student's hard
+    MLM figures, mlm_kl the soft-target term, mlm_teacher_accuracy the teacher's
+    accuracy on the same predictions, cos_loss the mean 1 - cos.
+    """
+    weights = _need(batch, "masked_lm_weights", "distillation")
+    mlm, metrics = _mlm(logits, batch, "distillation")
+    teacher_logits = jax.lax.stop_gradient(teacher_logits)
+    kl = weighted_mean(soft_target_kl(logits["mlm"], teacher_logits, temperature), weights)
+    teacher_correct = (jnp.argmax(teacher_logits, axis=-1) == batch["masked_lm_ids"])
+    loss = alpha_ce * kl + alpha_mlm * mlm
+    metrics.update(mlm_kl=kl, mlm_teacher_accuracy=weighted_mean(
+        teacher_correct.astype(jnp.float32), weights))
+    if alpha_cos:
+        if student_hidden is None or teacher_hidden is None:
+            raise ValueError("distillation: alpha_cos > 0 needs student_hidden and "
+                             "teacher_hidden")
+        mask = _need(batch, "attention_mask", "distillation")
+        cos = weighted_mean(cosine_distance(student_hidden,
+                                            jax.lax.stop_gradient(teacher_hidden)), mask)
+        loss = loss + alpha_cos * cos
+        metrics.update(cos_loss=cos, cos_count=jnp.sum(mask.astype(jnp.float32)))
+    return loss, {"loss": loss, **metrics}
+
+
+# Name -> objective; the extra inputs of "electra" and "distillation" arrive as keyword
+# arguments of pretraining_loss.
 OBJECTIVES: dict[str, Objective] = {
     "mlm": mlm_objective,
     "mlm_nsp": _mlm_and_pair("nsp"),
     "mlm_sop": _mlm_and_pair("sop"),
+    "electra": electra_objective,
+    "distillation": distillation_objective,
 }
 
-# Family -> default objective. DistilBERT trains with plain MLM until a teacher is
-# configured (distillation, issue 5).
+# Family -> default objective. "distillation" is chosen by a config
+# (configs/distill.py), never by the family: DistilBERT alone trains with plain MLM.
 FAMILY_OBJECTIVES: dict[str, str] = {
     "bert": "mlm_nsp",
     "albert": "mlm_sop",
@@ -154,27 +301,17 @@ FAMILY_OBJECTIVES: dict[str, str] = {
     "electra": "electra",
 }
 
-_PENDING: dict[str, str] = {
-    "distillation": "knowledge distillation (soft-target KL + MLM + hidden-state cosine)",
-    "electra": "ELECTRA (generator MLM + replaced-token detection)",
-}
-
 
 def resolve_objective(family_or_objective: str) -> str:
     """A family name or objective name -> the objective name registered in OBJECTIVES.
 
-    Raises NotImplementedError for objectives that issue 5 (Distillation and ELECTRA)
-    adds, and ValueError for unknown names, so a trainer can check its config before
-    any work.
+    Raises ValueError for unknown names, so a trainer can check its config before any
+    work.
     """
     name = FAMILY_OBJECTIVES.get(family_or_objective, family_or_objective)
-    if name in _PENDING and name not in OBJECTIVES:
-        raise NotImplementedError(
-            f"objective {name!r} ({_PENDING[name]}) is not implemented yet: it comes with "
-            "issue 5, 'Distillation and ELECTRA'")
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective or family {family_or_objective!r}; objectives: "
-                         f"{', '.join(sorted({*OBJECTIVES, *_PENDING}))}; families: "
+                         f"{', '.join(sorted(OBJECTIVES))}; families: "
                          f"{', '.join(FAMILY_OBJECTIVES)}")
     return name
 
@@ -188,7 +325,7 @@ def pretraining_loss(family_or_objective: str, logits: Mapping[str, Array],
       logits: the model's logits dict: "mlm" [B, P, V] and, for BERT / ALBERT, "nsp" /
         "sop" [B, 2].
       batch: the pipeline batch (keys in the module docstring).
-      **extras: inputs that only some objectives use (issue 5); passed through.
+      **extras: inputs that only some objectives use (electra, distillation).
 
     Returns:
       (loss, metrics): a float32 scalar, and float32 scalars including "loss".

@@ -64,3 +64,26 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
         hint = ", ".join(close or sorted(PRESETS)[:8])
         raise ConfigError(f"unknown preset {name!r}; e.g. {hint}")
     return ModelConfig.from_dict({**PRESETS[name], **overrides})
+
+
+def with_generator_fraction(cfg: ModelConfig, fraction: float) -> ModelConfig:
+    """ELECTRA with a generator `fraction` of the discriminator's width (heads of 64,
+    FFN 4x), as the paper sizes it (1/4 small and large, 1/3 base)."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"electra.generator_fraction={fraction}: must be in (0, 1]")
+    hidden = max(1, int(round(cfg.hidden_size * fraction)))
+    heads = max(1, hidden // 64)
+    if hidden % heads:
+        raise ConfigError(f"electra.generator_fraction={fraction}: a {hidden}-wide generator "
+                          f"does not split into {heads} heads of 64")
+    return cfg.replace(generator_hidden_size=hidden, generator_num_heads=heads,
+                       generator_intermediate_size=4 * hidden)
+
+
+def from_config(config: Any) -> ModelConfig:
+    """The ModelConfig of an ml-collections config: config.model, with the config-level
+    knobs applied (ELECTRA's electra.generator_fraction when set)."""
+    cfg = ModelConfig.from_dict(config.model.to_dict())
+    if cfg.family == "electra" and "electra" in config and config.electra.generator_fraction:
+        cfg = with_generator_fraction(cfg, float(config.electra.generator_fraction))
+    return cfg

@@ -13,9 +13,13 @@ see one ordinary pytree:
 Randomness (dropout) is `fold_in(key(seed), step)`, never a saved RNG state, so a
 resumed run repeats an uninterrupted one bit for bit.
 
-A *loss function* `(params, batch, rng) -> (loss, metrics)` is what varies between
-objectives: `pretraining_loss_fn` covers MLM / MLM+NSP / MLM+SOP; distillation and
-ELECTRA (issue 5) plug in their own without touching the step.
+A *loss function* `(params, batch, rng, frozen) -> (loss, metrics)` is what varies
+between objectives: `pretraining_loss_fn` covers MLM / MLM+NSP / MLM+SOP,
+`electra_loss_fn` the generator and discriminator, `distillation_loss_fn` a student
+against a teacher. `frozen` is a pytree the step passes through untouched and never
+differentiates: the teacher's parameters for distillation, None otherwise. It is an
+argument of the jitted step (not a captured constant), so it lives sharded on the mesh
+and stays out of the train state and its checkpoints.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from bertjax.optim import OptimConfig, make_schedule
 Array = jax.Array
 State = dict[str, Any]
 Batch = Mapping[str, Array]
-LossFn = Callable[[Any, Batch, Array], tuple[Array, dict[str, Array]]]
+LossFn = Callable[[Any, Batch, Array, Any], tuple[Array, dict[str, Array]]]
 
 # Pipeline keys the model reads; the objectives read the rest.
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions")
@@ -59,20 +63,87 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
     return init
 
 
+def _apply(model: nn.Module, params: Any, batch: Batch, train: bool, rng: Array | None,
+           **kwargs: Any) -> Any:
+    """model.apply on the batch's model inputs, with dropout from `rng` when `train`."""
+    return model.apply({"params": params}, batch["input_ids"], batch.get("token_type_ids"),
+                       batch["attention_mask"], deterministic=not train,
+                       rngs={"dropout": rng} if train else None, **kwargs)
+
+
 def pretraining_loss_fn(model: nn.Module, objective: str, train: bool = True) -> LossFn:
     """The loss of a family's pretraining objective (`objectives.OBJECTIVES`).
 
     The model runs with the sparse MLM head on `masked_lm_positions` ([B, P]), with
-    dropout when `train`.
+    dropout when `train`. `frozen` is unused.
     """
     objectives.resolve_objective(objective)  # an unknown name fails before tracing
 
-    def loss_fn(params: Any, batch: Batch, rng: Array) -> tuple[Array, dict[str, Array]]:
-        logits, _ = model.apply(
-            {"params": params}, batch["input_ids"], batch.get("token_type_ids"),
-            batch["attention_mask"], batch["masked_lm_positions"], deterministic=not train,
-            rngs={"dropout": rng} if train else None)
+    def loss_fn(params: Any, batch: Batch, rng: Array,
+                frozen: Any = None) -> tuple[Array, dict[str, Array]]:
+        del frozen
+        logits, _ = _apply(model, params, batch, train, rng,
+                           masked_positions=batch["masked_lm_positions"])
         return objectives.pretraining_loss(objective, logits, batch)
+
+    return loss_fn
+
+
+def electra_loss_fn(model: nn.Module, train: bool = True, *, gen_weight: float = 1.0,
+                    disc_weight: float = 50.0, temperature: float = 1.0) -> LossFn:
+    """ELECTRA (Clark et al.): generator MLM on the masked input, then the discriminator
+    on that input with the generator's samples written at the masked positions.
+
+    `rng` gives the generator's and the discriminator's dropout and the Gumbel noise of
+    the samples (softmax(logits / temperature)), so the whole step is a function of the
+    step number. Gradients reach the shared embeddings from both towers; none flows
+    through the discrete samples.
+    """
+
+    def loss_fn(params: Any, batch: Batch, rng: Array,
+                frozen: Any = None) -> tuple[Array, dict[str, Array]]:
+        del frozen
+        gen_rng, disc_rng, sample_rng = jax.random.split(rng, 3)
+        positions = batch["masked_lm_positions"]
+        gen_logits, _ = _apply(model, params, batch, train, gen_rng,
+                               masked_positions=positions, method="generate")  # [B, P, V]
+        sampled = objectives.sample_tokens(gen_logits, sample_rng, temperature)  # [B, P]
+        corrupted, labels = objectives.replace_tokens(
+            batch["input_ids"], positions, batch["masked_lm_weights"],
+            batch["masked_lm_ids"], sampled)  # [B, L] each
+        disc_logits, _ = _apply(model, params, {**batch, "input_ids": corrupted}, train,
+                                disc_rng, method="discriminate")  # [B, L]
+        return objectives.electra_objective(
+            {"mlm": gen_logits, "rtd": disc_logits}, batch, rtd_labels=labels,
+            gen_weight=gen_weight, disc_weight=disc_weight)
+
+    return loss_fn
+
+
+def distillation_loss_fn(student: nn.Module, teacher: nn.Module, train: bool = True, *,
+                         temperature: float = 2.0, alpha_ce: float = 5.0,
+                         alpha_mlm: float = 2.0, alpha_cos: float = 1.0) -> LossFn:
+    """A student against a frozen teacher (DistilBERT, Sanh et al.); `frozen` holds the
+    teacher's parameters.
+
+    The teacher runs without dropout, in its own compute dtype, on the same batch and
+    masked positions; its outputs pass through stop_gradient, so no gradient reaches
+    it. Loss: `objectives.distillation_objective`.
+    """
+
+    def loss_fn(params: Any, batch: Batch, rng: Array,
+                frozen: Any = None) -> tuple[Array, dict[str, Array]]:
+        if frozen is None:
+            raise ValueError("distillation needs the teacher's parameters (frozen)")
+        positions = batch["masked_lm_positions"]
+        logits, out = _apply(student, params, batch, train, rng, masked_positions=positions)
+        t_logits, t_out = _apply(teacher, frozen, batch, False, None,
+                                 masked_positions=positions)
+        t_logits, t_hidden = jax.lax.stop_gradient((t_logits["mlm"], t_out["sequence"]))
+        return objectives.distillation_objective(
+            logits, batch, teacher_logits=t_logits, student_hidden=out["sequence"],
+            teacher_hidden=t_hidden, temperature=temperature, alpha_ce=alpha_ce,
+            alpha_mlm=alpha_mlm, alpha_cos=alpha_cos)
 
     return loss_fn
 
@@ -84,7 +155,7 @@ def all_finite(tree: Any) -> Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def train_step(state: State, batch: Batch, *, loss_fn: LossFn,
+def train_step(state: State, batch: Batch, frozen: Any = None, *, loss_fn: LossFn,
                tx: optax.GradientTransformation, optim: OptimConfig,
                seed: int) -> tuple[State, dict[str, Array]]:
     """One micro-batch: gradients, then the optimizer update unless anything is non-finite.
@@ -92,7 +163,8 @@ def train_step(state: State, batch: Batch, *, loss_fn: LossFn,
     Args:
       state: the train state (module docstring).
       batch: global arrays from the pipeline ([B, L] ids, [B, P] masked positions, ...).
-      loss_fn: `(params, batch, rng) -> (loss, metrics)`.
+      frozen: passed to loss_fn as is, never differentiated (a teacher's params, or None).
+      loss_fn: `(params, batch, rng, frozen) -> (loss, metrics)`.
       tx: the optimizer of `optim.make_optimizer(optim, ...)`.
       optim: its config (for the learning-rate figure and accumulation).
       seed: the run's seed; dropout uses fold_in(key(seed), step).
@@ -107,7 +179,7 @@ def train_step(state: State, batch: Batch, *, loss_fn: LossFn,
     step = state["step"]
     rng = jax.random.fold_in(jax.random.key(seed), step)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, rng)
+        state["params"], batch, rng, frozen)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
@@ -138,12 +210,14 @@ def train_step(state: State, batch: Batch, *, loss_fn: LossFn,
     return new_state, metrics
 
 
-def eval_step(params: Any, batch: Batch, *, loss_fn: LossFn) -> dict[str, Array]:
+def eval_step(params: Any, batch: Batch, frozen: Any = None, *,
+              loss_fn: LossFn) -> dict[str, Array]:
     """Metrics of one batch without dropout; `loss_fn` is built with train=False.
 
     Means come with their `*_count`s, so batches combine exactly (`combine_metrics`).
+    ELECTRA's samples use a fixed key, so an evaluation is repeatable.
     """
-    _, metrics = loss_fn(params, batch, jax.random.key(0))
+    _, metrics = loss_fn(params, batch, jax.random.key(0), frozen)
     return metrics
 
 

@@ -16,7 +16,13 @@ Resume order (the same on every start, so re-running the command is the way to r
   1. the newest committed checkpoint in WORKDIR/checkpoints: state and data position;
   2. else `config.init_from`: parameters from a model directory (or an HF dir), fresh
      optimizer;
-  3. else fresh parameters from `config.seed`.
+  3. else, when distilling with `distill.init=teacher`: the student's layers from the
+     teacher's (bertjax/distill.py);
+  4. else fresh parameters from `config.seed`.
+
+Objectives: the family's (MLM, MLM+NSP, MLM+SOP, ELECTRA's generator + RTD) or
+"distillation" (configs/distill.py), whose teacher is loaded from
+`distill.teacher_path`, sharded on the same mesh, passed to every step and never saved.
 
 SIGTERM (a preemption notice) or SIGINT: every host agrees on one step, saves it,
 waits for the save and exits 0. A step with a non-finite loss or gradient norm is
@@ -28,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import signal
 import sys
@@ -39,7 +44,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from bertjax import checkpoint, cli, distributed, objectives, sharding, steps
+from bertjax import checkpoint, cli, distributed, objectives, presets, sharding, steps
 from bertjax.flops import train_flops_per_token
 from bertjax.metrics import MetricWriter, Throughput, resolve_peak_flops
 from bertjax.models import ModelConfig, build
@@ -135,8 +140,9 @@ def _check_manifest(phase: Phase, cfg: ModelConfig) -> None:
 # --- config ----------------------------------------------------------------------------
 
 def model_config(config: Any) -> ModelConfig:
-    """config.model with the training compute dtype applied (train.dtype)."""
-    cfg = ModelConfig.from_dict(config.model.to_dict())
+    """config.model (with presets.from_config's knobs) and the training compute dtype
+    applied (train.dtype)."""
+    cfg = presets.from_config(config)
     dtype = config.train.dtype
     if dtype == "auto":
         dtype = "bfloat16" if jax.default_backend() in ("tpu", "gpu") else cfg.dtype
@@ -165,15 +171,6 @@ def _check_train_config(config: Any) -> None:
         raise ValueError(f"train.max_to_keep={t.max_to_keep}: must be >= 1")
     if t.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ValueError(f"train.dtype={t.dtype!r}: expected auto, float32, bfloat16 or float16")
-
-
-def _architecture(cfg: ModelConfig) -> dict[str, Any]:
-    """The fields that define the function (not how it is computed)."""
-    d = cfg.to_dict()
-    for key in ("dtype", "param_dtype", "scan_layers", "remat", "dropout_rate",
-                "attention_dropout_rate"):
-        d.pop(key)
-    return d
 
 
 # --- faults, signals, hosts ---------------------------------------------------------------
@@ -235,31 +232,39 @@ def _batch_shardings(mesh: Any, rules: Any, example: Mapping[str, np.ndarray]) -
     return {k: sharding.batch_sharding(mesh, np.ndim(v), rules) for k, v in example.items()}
 
 
-def _init_params(path: str, cfg: ModelConfig) -> Any:
-    """Parameters from a model directory, or an HF PyTorch dir, checked against cfg."""
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"config.init_from={path}: no such directory")
-    config_json = os.path.join(path, "config.json")
-    is_hf = False
-    if os.path.exists(config_json):
-        with open(config_json) as f:
-            try:
-                is_hf = "model_type" in json.load(f)
-            except json.JSONDecodeError:
-                pass
-    if is_hf or os.path.isdir(os.path.join(path, "discriminator")):
-        from bertjax.convert.commands import read_hf_dir
+def make_loss_fn(config: Any, objective: str, model: Any, teacher: Any = None,
+                 train: bool = True) -> steps.LossFn:
+    """The step's loss function for `objective`, its options read from the config
+    (config.electra, config.distill); `teacher` is the teacher's module when distilling."""
+    if objective == "electra":
+        e = config.electra if "electra" in config else {}
+        return steps.electra_loss_fn(
+            model, train, gen_weight=float(e.get("gen_weight", 1.0)),
+            disc_weight=float(e.get("disc_weight", 50.0)),
+            temperature=float(e.get("temperature", 1.0)))
+    if objective == "distillation":
+        d = config.distill
+        return steps.distillation_loss_fn(
+            model, teacher, train, temperature=float(d.temperature),
+            alpha_ce=float(d.alpha_ce), alpha_mlm=float(d.alpha_mlm),
+            alpha_cos=float(d.alpha_cos))
+    return steps.pretraining_loss_fn(model, objective, train)
 
-        saved_cfg, params, _ = read_hf_dir(path, cfg.scan_layers)
-    else:
-        saved_cfg, _ = checkpoint.read_model_config(path)
-        _, params = checkpoint.load_model_dir(path, cfg)
-    mine, theirs = _architecture(cfg), _architecture(saved_cfg)
-    diff = sorted(k for k in mine if mine[k] != theirs.get(k))
-    if diff:
-        raise ValueError(f"config.init_from={path}: its model differs from config.model in "
-                         + ", ".join(f"{k} ({theirs.get(k)!r} vs {mine[k]!r})" for k in diff))
-    return params
+
+def _check_teacher_tokenizer(path: str, data_dir: str) -> str:
+    """Refuses data tokenized with another vocabulary than the teacher's; returns a note."""
+    from bertjax.data.tokenizers import load_tokenizer
+    from bertjax.distill import same_vocabulary
+
+    try:
+        theirs = load_tokenizer(checkpoint.tokenizer_dir(path) or path)
+    except (FileNotFoundError, ValueError):
+        return "teacher tokenizer: none found, not checked against the data"
+    if not same_vocabulary(theirs, load_tokenizer(os.path.join(data_dir, "tokenizer"))):
+        raise ValueError(f"distill.teacher_path={path}: the teacher's tokenizer differs from "
+                         f"the one {data_dir} was prepared with; prepare the data with the "
+                         "teacher's tokenizer (--config.tokenizer.path)")
+    return "teacher tokenizer: same vocabulary as the data"
 
 
 class Trainer:
@@ -272,6 +277,12 @@ class Trainer:
         self.cfg = cfg = model_config(config)
         self.optim = optim = optim_config(config)
         self.objective = objectives.resolve_objective(config.objective or cfg.family)
+        self.teacher_cfg: ModelConfig | None = None
+        if self.objective == "distillation":
+            from bertjax import distill
+
+            self.teacher_cfg = distill.teacher_config(config, cfg)
+            distill.check(config, cfg, self.teacher_cfg)
         self.phases = plan_phases(config)
         self.total = int(config.train.steps)
         self.seed = seed = int(config.seed)
@@ -292,6 +303,9 @@ class Trainer:
 
         for phase in self.phases:  # bad data fails before the workdir is touched
             _check_manifest(phase, cfg)
+        teacher_model, self.teacher_params, teacher_note = None, None, ""
+        if self.teacher_cfg is not None:  # so does a bad teacher
+            teacher_model, self.teacher_params, teacher_note = self._load_teacher()
         self.workdir = workdir = os.path.abspath(workdir)
         os.makedirs(workdir, exist_ok=True)
         if jax.process_index() == 0:
@@ -301,13 +315,16 @@ class Trainer:
             os.path.join(workdir, "checkpoints"), max_to_keep=int(t.max_to_keep),
             async_save=bool(t.async_checkpoints))
         self.meta = {"model": cfg.to_dict(), "objective": self.objective, "seed": seed}
+        if self.teacher_cfg is not None:  # provenance only: the teacher is never saved
+            self.meta["teacher"] = {"path": os.path.abspath(config.distill.teacher_path),
+                                    "model": self.teacher_cfg.to_dict()}
 
-        # Resume order: workdir checkpoint -> init_from -> scratch.
+        # Resume order: workdir checkpoint -> init_from -> teacher layers -> scratch.
         latest = self.ckpts.latest_step()
         self.data_position: dict[str, Any] | None = None
         if latest is not None:
             saved = ModelConfig.from_dict(self.ckpts.read_meta(latest)["model"])
-            mine, theirs = _architecture(cfg), _architecture(saved)
+            mine, theirs = checkpoint.architecture(cfg), checkpoint.architecture(saved)
             diff = sorted(k for k in mine if mine[k] != theirs.get(k))
             if diff:
                 raise TrainingError(f"{self.ckpts.directory}/{latest}: the checkpoint's model "
@@ -319,27 +336,81 @@ class Trainer:
             self.state, _ = sharding.create_sharded(init, abstract, self.mesh, self.rules)
             source = f"scratch (seed {seed})"
             if config.init_from:
-                params = _init_params(config.init_from, cfg)
+                params = checkpoint.load_params(config.init_from, cfg, "config.init_from")
                 self.state["params"] = jax.device_put(jax.tree.map(np.asarray, params),
                                                       self.state_shardings["params"])
                 source = f"init_from {os.path.abspath(config.init_from)}"
+            elif self.teacher_cfg is not None and config.distill.init == "teacher":
+                source = self._student_from_teacher()
         self.step = int(jax.device_get(self.state["step"]))
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(target["params"]))
         _log(f"bertjax train: {cfg.family} ({n_params:,} parameters), objective "
              f"{self.objective}, {jax.device_count()} device(s) on {jax.process_count()} "
              f"host(s), mesh {dict(self.mesh.shape)}, compute {cfg.dtype}; step "
              f"{self.step}/{self.total} from {source}")
+        if self.teacher_cfg is not None:
+            t_cfg = self.teacher_cfg
+            n_teacher = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.teacher_params))
+            _log(f"teacher: {t_cfg.family} L{t_cfg.num_layers} H{t_cfg.hidden_size} "
+                 f"({n_teacher:,} parameters, frozen, compute {t_cfg.dtype}) from "
+                 f"{os.path.abspath(config.distill.teacher_path)}; {teacher_note}")
 
         self.train_step = jax.jit(
             functools.partial(steps.train_step,
-                              loss_fn=steps.pretraining_loss_fn(model, self.objective),
+                              loss_fn=make_loss_fn(config, self.objective, model, teacher_model),
                               tx=tx, optim=optim, seed=seed),
             donate_argnums=(0,))
         self.eval_step = jax.jit(functools.partial(
-            steps.eval_step, loss_fn=steps.pretraining_loss_fn(model, self.objective, False)))
+            steps.eval_step,
+            loss_fn=make_loss_fn(config, self.objective, model, teacher_model, train=False)))
         self.peak, self.peak_source = resolve_peak_flops(float(t.peak_flops))
         self.writer = MetricWriter(os.path.join(workdir, "logs"),
                                    enabled=jax.process_index() == 0)
+
+    # -- the teacher ------------------------------------------------------------------
+
+    def _load_teacher(self) -> tuple[Any, Any, str]:
+        """(teacher module, its parameters sharded on the mesh in its compute dtype, a
+        note on the tokenizer check)."""
+        path = self.config.distill.teacher_path
+        if not path:
+            raise ValueError("distill.teacher_path is required: the teacher's model "
+                             "directory (train's WORKDIR/model, import, init) or HF dir")
+        t_cfg = self.teacher_cfg
+        note = _check_teacher_tokenizer(path, self.phases[0].data_dir)
+        params = checkpoint.load_params(path, t_cfg, "distill.teacher_path")
+        teacher = build(t_cfg)
+        # Boxed abstract params give each leaf its logical axes, hence its sharding.
+        abstract = jax.eval_shape(
+            lambda: teacher.init(jax.random.key(0), jax.numpy.ones((1, 8), jax.numpy.int32)))
+        shardings = sharding.param_shardings(abstract["params"], self.mesh, self.rules)
+        # A bfloat16 teacher is stored in bfloat16 too: half the memory, same compute.
+        params = jax.tree.map(lambda x: np.asarray(x).astype(jax.numpy.dtype(t_cfg.dtype)),
+                              params)
+        return teacher, jax.device_put(params, shardings), note
+
+    def _student_from_teacher(self) -> str:
+        """Copies the teacher's layers into the fresh student state; returns the source."""
+        from bertjax import distill
+        from bertjax.models.layers import stack_layers, unstack_layers
+
+        cfg, t_cfg = self.cfg, self.teacher_cfg
+        layers = distill.teacher_layers(tuple(self.config.distill.teacher_layers),
+                                        t_cfg.num_layers, cfg.num_layers)
+        fresh: list[str] = []
+
+        def merge(student: Any, teacher: Any) -> Any:
+            out, left = distill.student_from_teacher(
+                unstack_layers(student) if cfg.scan_layers else student,
+                unstack_layers(teacher) if t_cfg.scan_layers else teacher, layers)
+            fresh.extend(left)
+            return stack_layers(out) if cfg.scan_layers else out
+
+        # On the devices, shard by shard: no host ever holds either model whole.
+        self.state["params"] = jax.jit(merge, out_shardings=self.state_shardings["params"])(
+            self.state["params"], self.teacher_params)
+        kept = f"; fresh: {', '.join(sorted(set(fresh)))}" if fresh else ""
+        return f"teacher layers {layers}{kept}"
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -381,8 +452,8 @@ class Trainer:
                     f"{position['pipeline']['step']} disagrees with step {self.step} of phase "
                     f"{phase.index + 1}; did train.steps or phase2 change?")
         seq_len = pipe.max_seq_length
-        flops = train_flops_per_token(self.cfg, seq_len,
-                                      pipe.max_predictions_per_seq / seq_len).total
+        flops = train_flops_per_token(self.cfg, seq_len, pipe.max_predictions_per_seq / seq_len,
+                                      self.teacher_cfg).total
         meter = Throughput(flops, self.peak, jax.device_count())
         _log(f"phase {phase.index + 1}/{len(self.phases)}: steps {phase.start}..{phase.end}, "
              f"batch {phase.batch_size} x {seq_len} from {phase.data_dir}; "
@@ -398,8 +469,8 @@ class Trainer:
                 batch = next(batches)
                 if shardings is None:
                     shardings = _batch_shardings(self.mesh, self.rules, batch)
-                self.state, metrics = self.train_step(self.state,
-                                                      _global_batch(batch, shardings))
+                self.state, metrics = self.train_step(
+                    self.state, _global_batch(batch, shardings), self.teacher_params)
                 self.step += 1
                 window.append(metrics)
                 if previous is None:
@@ -479,7 +550,7 @@ class Trainer:
             if shardings is None:
                 shardings = _batch_shardings(self.mesh, self.rules, batch)
             results.append(self.eval_step(self.state["params"],
-                                          _global_batch(batch, shardings)))
+                                          _global_batch(batch, shardings), self.teacher_params))
         self.writer.write_scalars(self.step, steps.combine_metrics(jax.device_get(results)),
                                   "eval")
 

@@ -123,6 +123,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         batch_size=0,  # 0: train.batch_size
         data_dir="",  # prepared at phase2.max_seq_length
     ))
+    if family == "electra":
+        # ELECTRA (Clark et al.): generator MLM + replaced-token detection on its samples.
+        config.electra = ml_collections.ConfigDict(dict(
+            # Generator width / discriminator width; 0: the preset's generator (the
+            # released models: 1/4 small and large, 1/3 base, as in the paper's table).
+            generator_fraction=0.0,
+            gen_weight=1.0,  # generator MLM loss weight
+            disc_weight=50.0,  # replaced-token detection loss weight (lambda in the paper)
+            temperature=1.0,  # sampling temperature of the generator's softmax
+        ))
     config.init_from = ""  # model directory (import/init/train) or HF dir to start from
     # Device mesh and logical axis rules (bertjax/sharding.py). One axis may be -1.
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
