@@ -168,3 +168,158 @@ def test_pretraining_loss_on_a_tiny_bert_starts_near_log_vocab():
     np.testing.assert_allclose(float(m["mlm_loss"]), np.log(64), rtol=0.05)
     np.testing.assert_allclose(float(m["nsp_loss"]), np.log(2), rtol=0.05)
     assert float(m["nsp_count"]) == 3 and np.isfinite(float(loss))
+
+
+# --- ELECTRA: replaced-token detection -----------------------------------------------
+
+def _electra_case(seed=0, b=3, length=10, p=4, v=30):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, v, (b, length)).astype(np.int32)
+    positions = np.sort(np.stack([rng.choice(np.arange(1, length), p, replace=False)
+                                  for _ in range(b)]), axis=1).astype(np.int32)
+    weights = np.ones((b, p), np.float32)
+    weights[1, 2:] = 0  # padded predictions: the pipeline points them at position 0
+    positions[1, 2:] = 0
+    masked_ids = np.where(weights > 0, np.take_along_axis(ids, positions, axis=1), 0)
+    masked = ids.copy()
+    for r, j in zip(*np.nonzero(weights), strict=True):
+        masked[r, positions[r, j]] = 4  # [MASK]
+    return masked, ids, positions, weights, masked_ids
+
+
+def test_rtd_labels_are_one_exactly_where_the_sample_differs():
+    masked, original, positions, weights, masked_ids = _electra_case()
+    # Half the samples are the original token, half are not.
+    sampled = masked_ids.copy()
+    sampled[:, ::2] = (sampled[:, ::2] + 1) % 30
+    corrupted, labels = objectives.replace_tokens(masked, positions, weights, masked_ids,
+                                                  sampled)
+    want_corrupted, want_labels = masked.copy(), np.zeros_like(masked)
+    for r in range(masked.shape[0]):  # an independent loop over the real predictions
+        for j in range(positions.shape[1]):
+            if weights[r, j] > 0:
+                pos = positions[r, j]
+                want_corrupted[r, pos] = sampled[r, j]
+                want_labels[r, pos] = int(sampled[r, j] != original[r, pos])
+    np.testing.assert_array_equal(np.asarray(corrupted), want_corrupted)
+    np.testing.assert_array_equal(np.asarray(labels), want_labels)
+    assert np.asarray(labels).sum() == (weights[:, ::2] > 0).sum()
+    # A padded entry (position 0, weight 0) changed nothing: [CLS] stays.
+    assert np.asarray(corrupted)[1, 0] == masked[1, 0] and np.asarray(labels)[1, 0] == 0
+
+
+def test_generator_forced_to_the_original_token_gives_all_zero_labels():
+    masked, _, positions, weights, masked_ids = _electra_case(1)
+    logits = np.full((*masked_ids.shape, 30), -30.0, np.float32)
+    np.put_along_axis(logits, masked_ids[..., None], 30.0, axis=-1)
+    for seed in range(5):
+        sampled = objectives.sample_tokens(jnp.asarray(logits), jax.random.key(seed))
+        np.testing.assert_array_equal(np.asarray(sampled), masked_ids)
+        corrupted, labels = objectives.replace_tokens(masked, positions, weights, masked_ids,
+                                                      sampled)
+        assert int(np.asarray(labels).sum()) == 0
+        # The [MASK] tokens are gone: the discriminator sees the original text.
+        assert not np.any(np.asarray(corrupted) == 4)
+
+
+def test_gumbel_samples_follow_the_softmax():
+    logits = jnp.asarray([[[2.0, 1.0, 0.0, -1.0]]])
+    keys = jax.random.split(jax.random.key(0), 20000)
+    draws = np.asarray(jax.vmap(lambda k: objectives.sample_tokens(logits, k))(keys)).ravel()
+    freq = np.bincount(draws, minlength=4) / draws.size
+    p = np.exp([2.0, 1.0, 0.0, -1.0])
+    np.testing.assert_allclose(freq, p / p.sum(), atol=0.01)
+    # Temperature 0.5 sharpens: softmax(2 * logits).
+    draws = np.asarray(jax.vmap(lambda k: objectives.sample_tokens(logits, k, 0.5))(keys))
+    p2 = np.exp(2 * np.array([2.0, 1.0, 0.0, -1.0]))
+    np.testing.assert_allclose(np.bincount(draws.ravel(), minlength=4) / draws.size,
+                               p2 / p2.sum(), atol=0.01)
+
+
+def test_rtd_loss_matches_torch_bce_and_counts_the_baseline():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(3, 8)).astype(np.float32) * 4
+    labels = (rng.random((3, 8)) < 0.3).astype(np.int32)
+    mask = np.ones((3, 8), np.float32)
+    mask[2, 5:] = 0
+    loss, m = objectives.rtd_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask))
+    bce = F.binary_cross_entropy_with_logits(torch.from_numpy(logits),
+                                             torch.from_numpy(labels).float(), reduction="none")
+    ref = float((bce * torch.from_numpy(mask)).sum() / mask.sum())
+    np.testing.assert_allclose(float(loss), ref, rtol=1e-6)
+    real = mask > 0
+    np.testing.assert_allclose(float(m["rtd_accuracy"]),
+                               ((logits > 0) == (labels > 0))[real].mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(m["rtd_replaced"]), labels[real].mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(m["rtd_baseline_accuracy"]), 1 - labels[real].mean(),
+                               rtol=1e-6)
+    assert float(m["rtd_count"]) == mask.sum()
+
+
+@pytest.mark.parametrize("gen_weight,disc_weight", [(1.0, 50.0), (0.5, 3.0)])
+def test_electra_joint_loss_is_the_weighted_sum(gen_weight, disc_weight):
+    masked, original, positions, weights, masked_ids = _electra_case(2)
+    rng = np.random.default_rng(6)
+    gen = rng.normal(size=(*masked_ids.shape, 30)).astype(np.float32)
+    disc = rng.normal(size=masked.shape).astype(np.float32)
+    labels = (rng.random(masked.shape) < 0.2).astype(np.int32)
+    batch = {"masked_lm_ids": masked_ids, "masked_lm_weights": weights,
+             "attention_mask": np.ones(masked.shape, np.int32)}
+    loss, m = objectives.pretraining_loss(
+        "electra", {"mlm": gen, "rtd": disc}, batch, rtd_labels=labels,
+        gen_weight=gen_weight, disc_weight=disc_weight)
+    mlm, _ = objectives.mlm_loss(gen, masked_ids, weights)
+    rtd, _ = objectives.rtd_loss(disc, labels, batch["attention_mask"])
+    np.testing.assert_allclose(float(loss), gen_weight * float(mlm) + disc_weight * float(rtd),
+                               rtol=1e-6)
+    assert float(m["mlm_loss"]) == float(mlm) and float(m["rtd_loss"]) == float(rtd)
+
+
+# --- distillation ---------------------------------------------------------------------
+
+def test_soft_target_kl_matches_torch_kl_div_times_t_squared():
+    rng = np.random.default_rng(7)
+    s = rng.normal(size=(2, 5, V)).astype(np.float32) * 2
+    t = rng.normal(size=(2, 5, V)).astype(np.float32) * 2
+    for temp in (1.0, 2.0, 4.0):
+        got = np.asarray(objectives.soft_target_kl(s, t, temp))
+        ref = F.kl_div(F.log_softmax(torch.from_numpy(s) / temp, -1),
+                       F.softmax(torch.from_numpy(t) / temp, -1), reduction="none").sum(-1)
+        np.testing.assert_allclose(got, ref.numpy() * temp ** 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(objectives.soft_target_kl(s, s, 2.0)), 0, atol=1e-6)
+
+
+def test_cosine_distance_matches_torch():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(2, 4, 6)).astype(np.float32), rng.normal(size=(2, 4, 6))
+    b = b.astype(np.float32)
+    ref = 1 - F.cosine_similarity(torch.from_numpy(a), torch.from_numpy(b), dim=-1)
+    np.testing.assert_allclose(np.asarray(objectives.cosine_distance(a, b)), ref.numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(objectives.cosine_distance(a, 3 * a)), 0, atol=1e-6)
+
+
+def test_distillation_objective_is_the_weighted_sum_over_the_right_positions():
+    logits, labels, weights = _mlm_case(9)
+    teacher = np.random.default_rng(10).normal(size=logits.shape).astype(np.float32)
+    hs, ht = (np.random.default_rng(i).normal(size=(B, 6, 4)).astype(np.float32)
+              for i in (11, 12))
+    mask = np.ones((B, 6), np.float32)
+    mask[0, 4:] = 0
+    batch = {**_batch(logits, labels, weights), "attention_mask": mask}
+    loss, m = objectives.pretraining_loss(
+        "distillation", {"mlm": logits}, batch, teacher_logits=teacher, student_hidden=hs,
+        teacher_hidden=ht, temperature=2.0, alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0)
+    kl = np.asarray(objectives.soft_target_kl(logits, teacher, 2.0))
+    kl_ref = (kl * weights).sum() / weights.sum()  # masked positions only
+    cos = np.asarray(objectives.cosine_distance(hs, ht))
+    cos_ref = (cos * mask).sum() / mask.sum()  # real tokens only
+    mlm, _ = objectives.mlm_loss(logits, labels, weights)
+    np.testing.assert_allclose(float(m["mlm_kl"]), kl_ref, rtol=1e-5)
+    np.testing.assert_allclose(float(m["cos_loss"]), cos_ref, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), 5 * kl_ref + 2 * float(mlm) + cos_ref, rtol=1e-5)
+    # alpha_cos = 0: no cosine term, no hidden states needed.
+    loss0, m0 = objectives.pretraining_loss("distillation", {"mlm": logits}, batch,
+                                            teacher_logits=teacher, alpha_cos=0.0)
+    np.testing.assert_allclose(float(loss0), 5 * kl_ref + 2 * float(mlm), rtol=1e-5)
+    assert "cos_loss" not in m0

@@ -124,3 +124,65 @@ def test_combine_metrics_weights_by_counts():
 def test_all_finite():
     assert bool(steps.all_finite({"a": jnp.ones(3), "b": jnp.arange(3)}))
     assert not bool(steps.all_finite({"a": jnp.array([1.0, jnp.inf]), "b": jnp.arange(3)}))
+
+
+# --- ELECTRA's loss function: generator, samples, discriminator -------------------------
+
+ELECTRA = {**TINY, "family": "electra", "use_pooler": False, "embedding_size": 16,
+           "generator_hidden_size": 8, "generator_num_heads": 1,
+           "generator_intermediate_size": 16}
+
+
+def _electra(**overrides):
+    cfg = ModelConfig.from_dict({**ELECTRA, **overrides})
+    model = build(cfg)
+    params = jax.jit(lambda: __import__("flax").linen.unbox(
+        model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32)))["params"])()
+    return model, params
+
+
+def _masked_batch(seed=0, token=None):
+    """A batch whose masked positions hold [MASK] (4) and distinct positions per row."""
+    b = dict(_batch(seed))
+    rng = np.random.default_rng(seed)
+    pos = np.sort(np.stack([rng.choice(np.arange(1, L), P, replace=False) for _ in range(B)]),
+                  axis=1)
+    ids = np.asarray(b["input_ids"]).copy()
+    if token is not None:
+        np.put_along_axis(ids, pos, token, axis=1)
+    masked_ids = np.take_along_axis(ids, pos, axis=1)
+    np.put_along_axis(ids, pos, 4, axis=1)
+    b.update(input_ids=jnp.asarray(ids), masked_lm_positions=jnp.asarray(pos, jnp.int32),
+             masked_lm_ids=jnp.asarray(masked_ids, jnp.int32))
+    return b
+
+
+def test_electra_loss_fn_trains_both_towers_and_the_shared_embeddings():
+    model, params = _electra()
+    loss_fn = jax.jit(steps.electra_loss_fn(model))
+    batch = _masked_batch(0)
+    loss, m = loss_fn(params, batch, jax.random.key(1))
+    assert float(loss) == pytest.approx(float(m["mlm_loss"]) + 50 * float(m["rtd_loss"]),
+                                        rel=1e-6)
+    # Only masked positions can be replaced: at most P of the L tokens of a row.
+    assert 0 < float(m["rtd_replaced"]) <= P / L + 1e-6
+    assert float(m["rtd_baseline_accuracy"]) == pytest.approx(1 - float(m["rtd_replaced"]))
+    again, _ = loss_fn(params, batch, jax.random.key(1))
+    assert float(again) == float(loss)  # a function of the key alone
+    grads = jax.jit(jax.grad(lambda p: steps.electra_loss_fn(model)(
+        p, batch, jax.random.key(1))[0]))(params)
+    for module in ("embeddings", "generator", "generator_head", "discriminator",
+                   "discriminator_head"):
+        assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[module])) > 0, module
+
+
+def test_electra_generator_forced_to_the_original_replaces_nothing():
+    model, params = _electra()
+    # Every masked token is id 7, and the generator's bias makes it predict 7 everywhere.
+    params = {**params, "generator_head": {**params["generator_head"],
+                                           "bias": params["generator_head"]["bias"].at[7].set(1e4)}}
+    batch = _masked_batch(1, token=7)
+    for seed in range(3):
+        _, m = jax.jit(steps.electra_loss_fn(model))(params, batch, jax.random.key(seed))
+        assert float(m["rtd_replaced"]) == 0.0 and float(m["rtd_baseline_accuracy"]) == 1.0
+        assert float(m["mlm_accuracy"]) == 1.0
