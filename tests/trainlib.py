@@ -51,7 +51,23 @@ def config(family: str, data_dir: str = "", **overrides: Any) -> Any:
     """configs/pretrain.py for `family`, shrunk to TINY_MODEL and a small, fast run."""
     import pretrain
 
-    c = pretrain.get_config(f"{PRESETS[family]},runlocal")
+    return _shrink(pretrain.get_config(f"{PRESETS[family]},runlocal"), family, data_dir,
+                   overrides)
+
+
+def distill_config(data_dir: str = "", teacher_path: str = "", teacher_layers: int = 4,
+                   **overrides: Any) -> Any:
+    """configs/distill.py: a TINY_MODEL DistilBERT student of a `teacher_layers`-layer
+    TINY_MODEL BERT teacher (same width: the student starts from teacher layers)."""
+    import distill
+
+    c = distill.get_config(f"{PRESETS['bert']}_to_{PRESETS['distilbert']},runlocal")
+    c.teacher.update(TINY_MODEL, num_layers=teacher_layers, vocab_size=VOCAB["distilbert"])
+    c.distill.update(teacher_path=teacher_path, init="teacher", alpha_cos=1.0)
+    return _shrink(c, "distilbert", data_dir, overrides)
+
+
+def _shrink(c: Any, family: str, data_dir: str, overrides: dict[str, Any]) -> Any:
     c.model.update(TINY_MODEL)
     if family == "albert":
         c.model.embedding_size = 16
@@ -100,8 +116,9 @@ def flags(c: Any, prefix: str = "config") -> list[str]:
 
 def train_cmd(c: Any, workdir: str, *extra: str) -> list[str]:
     """The `python -m bertjax train` command line for config `c`."""
+    file = "distill" if "distill" in c else "pretrain"
     return [sys.executable, "-m", "bertjax", "train",
-            f"--config=configs/pretrain.py:{c.preset},runlocal", f"--workdir={workdir}",
+            f"--config=configs/{file}.py:{c.preset},runlocal", f"--workdir={workdir}",
             *[f for f in flags(c) if not f.startswith("--config.preset=")], *extra]
 
 
