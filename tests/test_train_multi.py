@@ -2,9 +2,10 @@
 
 - 8 simulated CPU devices (this file run as a script in a subprocess, XLA_FLAGS set
   before JAX starts): one train step with data, fsdp and tensor sharding gives the same
-  loss and parameters as on one device; a checkpoint written on a 2x2x2 mesh resumes on
-  an 8x1x1 mesh (and, in this test process, on one device) and ends where the
-  uninterrupted run ends.
+  loss and parameters as on one device, for MLM+NSP on three meshes and for ELECTRA and
+  distillation (a sharded teacher passed to the step) on 2x2x2; a checkpoint written
+  on a 2x2x2 mesh resumes on an 8x1x1 mesh (and, in this test process, on one device)
+  and ends where the uninterrupted run ends.
 - Two processes on 127.0.0.1 (4 CPU devices each, gloo collectives): the real train
   command, SIGTERM to both mid-run, both save the same step and exit 0, and the resumed
   run ends bit-identical to an uninterrupted two-process run.
@@ -68,6 +69,13 @@ def test_sharded_step_matches_one_device(eight, mesh):
     assert got["loss_diff"] < TOL and got["param_diff"] < TOL
     assert got["opt_diff"] < TOL
     assert got["params_changed"]  # the step did update them
+
+
+@pytest.mark.parametrize("objective", ["electra", "distillation"])
+def test_sharded_electra_and_distillation_steps_match_one_device(eight, objective):
+    got = eight["objectives"][objective]
+    assert got["loss_diff"] < TOL and got["param_diff"] < TOL and got["opt_diff"] < TOL
+    assert got["params_changed"]
 
 
 def test_resume_on_another_mesh_and_device_count(eight, data, tmp_path):
@@ -214,6 +222,8 @@ def _eight(data: str, out: str) -> dict:
             "params_changed": leaves_diff(host["params"], jax.device_get(ref["params"])) > 0,
         }
 
+    result["objectives"] = _other_objectives(batch, leaves_diff)
+
     # Re-meshing: 4 steps on 2x2x2 (checkpoint 4), resumed on 8x1x1 to step 8, against
     # 8 uninterrupted steps on 2x2x2.
     meshed = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
@@ -228,6 +238,62 @@ def _eight(data: str, out: str) -> dict:
     result["remesh"] = {"param_diff": _max_diff(_restored_params(resumed),
                                                 _restored_params(full8))}
     return result
+
+
+def _other_objectives(batch: dict, leaves_diff) -> dict:
+    """ELECTRA and distillation: two steps on one device against two on a 2x2x2 mesh."""
+    return {objective: _objective_on_mesh(objective, batch, leaves_diff)
+            for objective in ("electra", "distillation")}
+
+
+def _objective_on_mesh(objective: str, batch: dict, leaves_diff) -> dict:
+    import functools
+
+    import flax.linen as nn
+    import jax
+
+    from bertjax import distill, sharding, steps, train
+    from bertjax.models import build
+    from bertjax.optim import make_optimizer
+
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    if objective == "electra":
+        c = trainlib.config("electra", "", **{"model.dropout_rate": 0.1})
+    else:
+        c = trainlib.distill_config("", "", teacher_layers=2)
+    cfg, optim = train.model_config(c), train.optim_config(c)
+    model, tx = build(cfg), make_optimizer(train.optim_config(c))
+    init = steps.init_state(model, tx, 0)
+    teacher = None
+    if objective == "distillation":
+        teacher = build(distill.teacher_config(c, cfg))
+
+    def teacher_init():
+        return teacher.init(jax.random.key(1), jax.numpy.ones((1, 8), jax.numpy.int32))["params"]
+
+    step_fn = functools.partial(
+        steps.train_step, loss_fn=train.make_loss_fn(c, objective, model, teacher), tx=tx,
+        optim=optim, seed=0)
+    with jax.default_device(jax.devices()[0]):
+        ref0 = jax.jit(lambda: nn.unbox(init()))()
+        frozen = jax.jit(lambda: nn.unbox(teacher_init()))() if teacher else None
+        ref1, _ = jax.jit(step_fn)(ref0, batch, frozen)
+        ref2, ref_metrics = jax.jit(step_fn)(ref1, batch, frozen)
+    ref2 = jax.device_get(ref2)
+    state, shardings = sharding.create_sharded(init, None, mesh)
+    frozen = sharding.create_sharded(teacher_init, None, mesh)[0] if teacher else None
+    batch_sh = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in batch.items()}
+    with sharding.activation_rules_context(mesh):
+        jitted = jax.jit(step_fn, donate_argnums=(0,),
+                         out_shardings=(shardings, sharding.replicated(mesh)))
+        placed = jax.device_put(batch, batch_sh)
+        state, _ = jitted(state, placed, frozen)
+        state, metrics = jitted(state, placed, frozen)
+    host = jax.device_get(state)
+    return {"loss_diff": abs(float(metrics["loss"]) - float(ref_metrics["loss"])),
+            "param_diff": leaves_diff(host["params"], ref2["params"]),
+            "opt_diff": leaves_diff(host["opt_state"], ref2["opt_state"]),
+            "params_changed": leaves_diff(host["params"], jax.device_get(ref0["params"])) > 0}
 
 
 if __name__ == "__main__":
