@@ -164,6 +164,7 @@ def replace_tokens(input_ids: Array, positions: Array, weights: Array, masked_id
       positions, labels [B, L] int32: 1 exactly where corrupted differs from the original
       token, i.e. where the sample is not the token that was masked).
     """
+    input_ids = jnp.asarray(input_ids)
     length = input_ids.shape[1]
     rows = jnp.arange(input_ids.shape[0])[:, None]
     # Padding entries point past the end and are dropped, so they never overwrite a

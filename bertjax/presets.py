@@ -45,6 +45,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "albert_xxlarge": {**_ALBERT, **_size(12, 4096, 64)},
     "distilbert_base": {**_DISTILBERT, **_size(6, 768, 12)},
     # ELECTRA: the generator is 1/4 of the discriminator's width (small: 1/4 too, as released).
+    # electra_tiny is bert_tiny's size, for CPU runs; not a released model.
+    "electra_tiny": {**_ELECTRA, **_size(2, 128), "embedding_size": 128,
+                     "generator_hidden_size": 32, "generator_num_heads": 1,
+                     "generator_intermediate_size": 128},
     "electra_small": {**_ELECTRA, **_size(12, 256, 4), "embedding_size": 128,
                       "generator_hidden_size": 64, "generator_num_heads": 1,
                       "generator_intermediate_size": 256},
@@ -67,15 +71,13 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
 
 
 def with_generator_fraction(cfg: ModelConfig, fraction: float) -> ModelConfig:
-    """ELECTRA with a generator `fraction` of the discriminator's width (heads of 64,
-    FFN 4x), as the paper sizes it (1/4 small and large, 1/3 base)."""
+    """ELECTRA with a generator `fraction` of the discriminator's width (heads of 64 where
+    the width allows, else the most heads up to that which divide it; FFN 4x), as the
+    paper sizes it (1/4 small and large, 1/3 base)."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"electra.generator_fraction={fraction}: must be in (0, 1]")
     hidden = max(1, int(round(cfg.hidden_size * fraction)))
-    heads = max(1, hidden // 64)
-    if hidden % heads:
-        raise ConfigError(f"electra.generator_fraction={fraction}: a {hidden}-wide generator "
-                          f"does not split into {heads} heads of 64")
+    heads = next(h for h in range(max(1, hidden // 64), 0, -1) if hidden % h == 0)
     return cfg.replace(generator_hidden_size=hidden, generator_num_heads=heads,
                        generator_intermediate_size=4 * hidden)
 

@@ -564,7 +564,7 @@ class Trainer:
 
         tok = load_tokenizer(os.path.join(self.phases[-1].data_dir, "tokenizer"))
         tok.tokenizer_class = FAMILY_TOKENIZER_CLASS[self.cfg.family]
-        cfg = ModelConfig.from_dict(self.config.model.to_dict())
+        cfg = presets.from_config(self.config)  # the stored dtype, not the compute one
         params = jax.tree.map(np.asarray, jax.device_get(self.state["params"]))
         out = os.path.join(self.workdir, "model")
         checkpoint.save_model_dir(out, cfg, params, tok, overwrite=True,

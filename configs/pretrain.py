@@ -11,7 +11,7 @@ The part after the colon is `PRESET[,knob...]`. Knobs:
 Everything else is overridden with --config.KEY=VALUE; an unknown key is an error.
 Presets: bert_{tiny,mini,small,medium,base,large}, bert_L{2..12}_H{128..768},
 roberta_{base,large}, albert_{base,large,xlarge,xxlarge}, distilbert_base,
-electra_{small,base,large}.
+electra_{tiny,small,base,large}.
 """
 
 import ml_collections

@@ -221,3 +221,25 @@ def test_every_parameter_has_logical_axes_from_the_vocabulary(name, scan):
         assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= vocabulary, leaf.names
     if scan and not cfg.shares_layers:
         assert any(sharding.LAYERS in leaf.names for leaf in leaves)
+
+
+def test_electra_generator_fraction_sizes_the_generator():
+    import ml_collections
+
+    def config(preset, fraction):
+        return ml_collections.ConfigDict({"model": presets.model_config(preset).to_dict(),
+                                          "electra": {"generator_fraction": fraction}})
+
+    # 0 keeps the released sizes: 1/4 for small and large, 1/3 for base.
+    for preset, width in (("electra_small", 64), ("electra_base", 256),
+                          ("electra_large", 256)):
+        assert presets.from_config(config(preset, 0.0)).generator_hidden_size == width
+    g = presets.from_config(config("electra_base", 0.25)).generator_config()
+    assert (g.hidden_size, g.num_heads, g.intermediate_size) == (192, 3, 768)
+    g = presets.from_config(config("electra_large", 0.25)).generator_config()
+    assert (g.hidden_size, g.num_heads, g.intermediate_size) == (256, 4, 1024)
+    # 1024 / 3 = 341 has no divisor up to 5: one head.
+    g = presets.from_config(config("electra_large", 1 / 3)).generator_config()
+    assert (g.hidden_size, g.num_heads) == (341, 1)
+    with pytest.raises(ConfigError, match="electra.generator_fraction=1.5"):
+        presets.from_config(config("electra_base", 1.5))
