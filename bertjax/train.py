@@ -330,8 +330,16 @@ class Trainer:
                 raise TrainingError(f"{self.ckpts.directory}/{latest}: the checkpoint's model "
                                     f"differs from config.model in {', '.join(diff)}; use "
                                     "another --workdir")
-            self.state, self.data_position, _ = self.ckpts.restore(latest, target)
+            self.state, self.data_position, saved_meta = self.ckpts.restore(latest, target)
             source = f"checkpoint {self.ckpts.directory}/{latest}"
+            # Allowed (a run may change course), but no longer the uninterrupted run.
+            for what, was, now in (
+                    ("objective", saved_meta.get("objective"), self.objective),
+                    ("teacher", saved_meta.get("teacher", {}).get("path"),
+                     self.meta.get("teacher", {}).get("path"))):
+                if was != now:
+                    _log(f"warning: the checkpoint was trained with {what} {was!r}, this run "
+                         f"continues with {now!r}")
         else:
             self.state, _ = sharding.create_sharded(init, abstract, self.mesh, self.rules)
             source = f"scratch (seed {seed})"
@@ -377,7 +385,8 @@ class Trainer:
             raise ValueError("distill.teacher_path is required: the teacher's model "
                              "directory (train's WORKDIR/model, import, init) or HF dir")
         t_cfg = self.teacher_cfg
-        note = _check_teacher_tokenizer(path, self.phases[0].data_dir)
+        notes = {_check_teacher_tokenizer(path, p.data_dir) for p in self.phases}
+        note = "; ".join(sorted(notes))
         params = checkpoint.load_params(path, t_cfg, "distill.teacher_path")
         teacher = build(t_cfg)
         # Boxed abstract params give each leaf its logical axes, hence its sharding.
