@@ -9,9 +9,10 @@
 # 3. bert_tiny distilled from it, and the same bert_tiny trained alone with MLM, for the
 #    same 600 steps, same data order, optimizer and seed; both start from scratch (the
 #    widths differ, so there are no teacher layers to copy).
-# 4. electra_tiny for 600 steps on the same data.
+# 4. electra_tiny for 600 steps on the same data (runlocal: generator samples at temperature 2).
 # Each run evaluates on the validation split (all of it) at its end. Re-running resumes
-# or skips what is done. About 40 minutes on 2 cores, most of it the teacher.
+# what is not done (logs are appended to; the last evaluation in each is the figure).
+# About 40 minutes on 2 cores, most of it the teacher.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/bertjax_objectives}
@@ -24,15 +25,15 @@ eval_all=(--config.train.eval_steps=0 --config.train.eval_every=600)
 "$python" -m bertjax train --config=configs/pretrain.py:bert_mini,runlocal --config.objective=mlm \
   --config.data.dir="$out/demo_mlm" --workdir="$out/teacher" \
   --config.train.steps="$teacher_steps" --config.train.eval_steps=0 \
-  --config.train.eval_every="$teacher_steps" | tee "$out/teacher.log"
+  --config.train.eval_every="$teacher_steps" | tee -a "$out/teacher.log"
 "$python" -m bertjax train --config=configs/distill.py:bert_mini_to_bert_tiny,runlocal \
   --config.distill.teacher_path="$out/teacher/model" --config.data.dir="$out/demo_mlm" \
-  --workdir="$out/distilled" "${eval_all[@]}" | tee "$out/distilled.log"
+  --workdir="$out/distilled" "${eval_all[@]}" | tee -a "$out/distilled.log"
 "$python" -m bertjax train --config=configs/pretrain.py:bert_tiny,runlocal --config.objective=mlm \
-  --config.data.dir="$out/demo_mlm" --workdir="$out/alone" "${eval_all[@]}" | tee "$out/alone.log"
+  --config.data.dir="$out/demo_mlm" --workdir="$out/alone" "${eval_all[@]}" | tee -a "$out/alone.log"
 "$python" -m bertjax train --config=configs/pretrain.py:electra_tiny,runlocal \
   --config.data.dir="$out/demo_mlm" --workdir="$out/electra" "${eval_all[@]}" \
-  | tee "$out/electra.log"
+  | tee -a "$out/electra.log"
 
 echo
 echo "== figures (last evaluation of each run) =="
