@@ -202,3 +202,19 @@ def test_flops_count_the_teachers_forward_pass():
     assert both.teacher == pytest.approx(hand)
     # describe's table is the student's; the teacher is one line apart.
     assert sum(int(x.size) for x in jax.tree.leaves(param_shapes(student))) == 66_985_530
+
+
+def test_a_bfloat16_teacher_gives_nearly_the_float32_targets():
+    cfg = ModelConfig.from_dict({**SMALL, "num_layers": 1})
+    teacher_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2})
+    student, teacher = _params(cfg, 0), _params(teacher_cfg, 1)
+    half = jax.tree.map(lambda x: x.astype(jnp.bfloat16), teacher)
+    f32 = steps.distillation_loss_fn(build(cfg), build(teacher_cfg), train=False)
+    bf16 = steps.distillation_loss_fn(build(cfg), build(teacher_cfg.replace(dtype="bfloat16")),
+                                      train=False)
+    _, m32 = jax.jit(f32)(student, _batch(), jax.random.key(0), teacher)
+    _, m16 = jax.jit(bf16)(student, _batch(), jax.random.key(0), half)
+    assert np.isfinite(float(m16["loss"]))
+    np.testing.assert_allclose(float(m16["mlm_kl"]), float(m32["mlm_kl"]), rtol=0.05)
+    np.testing.assert_allclose(float(m16["cos_loss"]), float(m32["cos_loss"]), rtol=0.05,
+                               atol=0.01)
