@@ -46,7 +46,7 @@ import numpy as np
 from bertjax import objectives, sharding, steps
 from bertjax.flops import train_flops_per_token
 from bertjax.metrics import mfu, resolve_peak_flops
-from bertjax.models import ModelConfig, build
+from bertjax.models import ModelConfig, build, init_params
 from bertjax.optim import OptimConfig, frozen_paths, make_optimizer, make_schedule
 from bertjax.train import make_loss_fn, model_config, optim_config
 
@@ -162,9 +162,7 @@ def bench_ours(config: Any, cfg: ModelConfig, optim: OptimConfig, objective: str
         if teacher_cfg is not None:  # random weights: only its cost matters here
             teacher = build(teacher_cfg)
             teacher_params, _ = sharding.create_sharded(
-                lambda: teacher.init(jax.random.key(seed + 1),
-                                     jax.numpy.ones((1, 8), jax.numpy.int32))["params"],
-                None, mesh, rules)
+                lambda: init_params(teacher, seed + 1), None, mesh, rules)
             teacher_params = jax.tree.map(lambda x: x.astype(teacher_cfg.dtype), teacher_params)
         placed = [{k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim, rules))
                    for k, v in b.items()} for b in batches]
@@ -352,7 +350,6 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
         from bertjax import distill
 
         teacher_cfg = distill.teacher_config(config, cfg)
-        distill.check(config, cfg, teacher_cfg)
     if vs_torch and (objective in ("electra", "distillation")
                      or cfg.family not in ("bert", "roberta", "albert", "distilbert")):
         raise ValueError(f"--vs_torch: transformers has no training reference for the "

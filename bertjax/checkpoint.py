@@ -107,6 +107,12 @@ def architecture(cfg: ModelConfig) -> dict[str, Any]:
     return d
 
 
+def architecture_diff(cfg: ModelConfig, saved: ModelConfig) -> list[str]:
+    """The architecture fields (`architecture`) in which `saved` differs from `cfg`, sorted."""
+    mine, theirs = architecture(cfg), architecture(saved)
+    return sorted(k for k in mine if mine[k] != theirs.get(k))
+
+
 def load_params(path: str, cfg: ModelConfig, key: str) -> Any:
     """Parameters (numpy, in cfg's layout) from a model directory or an HF PyTorch dir.
 
@@ -130,9 +136,9 @@ def load_params(path: str, cfg: ModelConfig, key: str) -> Any:
     else:
         saved_cfg, _ = read_model_config(path)
         _, params = load_model_dir(path, cfg)
-    mine, theirs = architecture(cfg), architecture(saved_cfg)
-    diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+    diff = architecture_diff(cfg, saved_cfg)
     if diff:
+        mine, theirs = architecture(cfg), architecture(saved_cfg)
         raise ValueError(f"{key}={path}: its model differs from the config in "
                          + ", ".join(f"{k} ({theirs.get(k)!r} vs {mine[k]!r})" for k in diff))
     return params

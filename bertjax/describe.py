@@ -11,18 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from bertjax import cli, flops, presets
-from bertjax.models import ModelConfig, build
+from bertjax.models import ModelConfig, build, init_params
 
 
 def param_shapes(cfg: ModelConfig) -> Any:
     """Abstract parameter tree of `cfg` (ShapeDtypeStructs; nothing is allocated)."""
     import flax.linen as nn
 
-    ids = jnp.zeros((1, 8), jnp.int32)
-    return jax.eval_shape(lambda: nn.unbox(build(cfg).init(jax.random.key(0), ids))["params"])
+    return jax.eval_shape(lambda: nn.unbox(init_params(build(cfg))))
 
 
 def count(tree: Any) -> int:
@@ -85,5 +83,4 @@ def main(argv: list[str]) -> None:
         from bertjax import distill
 
         teacher = distill.teacher_config(config, cfg)
-        distill.check(config, cfg, teacher)
     print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq, teacher))

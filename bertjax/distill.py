@@ -35,8 +35,9 @@ INITS = ("teacher", "scratch")
 
 
 def teacher_config(config: Any, student: ModelConfig) -> ModelConfig:
-    """The teacher's ModelConfig; its compute dtype is distill.teacher_dtype ("auto": the
-    student's, which train.dtype resolved)."""
+    """The teacher's ModelConfig, checked against the student and the distill keys
+    (`check`); its compute dtype is distill.teacher_dtype ("auto": the student's, which
+    train.dtype resolved)."""
     if "teacher" not in config or "distill" not in config:
         raise ValueError("objective 'distillation' needs config.teacher and config.distill: "
                          "use configs/distill.py:TEACHER_to_STUDENT")
@@ -45,7 +46,9 @@ def teacher_config(config: Any, student: ModelConfig) -> ModelConfig:
         raise ValueError(f"distill.teacher_dtype={dtype!r}: expected auto or one of "
                          f"{', '.join(DTYPES)}")
     teacher = ModelConfig.from_dict(config.teacher.to_dict())
-    return teacher.replace(dtype=student.dtype if dtype == "auto" else dtype)
+    teacher = teacher.replace(dtype=student.dtype if dtype == "auto" else dtype)
+    check(config, student, teacher)
+    return teacher
 
 
 def teacher_layers(spec: Sequence[int], num_teacher: int, num_student: int) -> list[int]:

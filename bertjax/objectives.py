@@ -251,7 +251,8 @@ def distillation_objective(logits: Mapping[str, Array], batch: Mapping[str, Any]
     Args:
       logits: the student's {"mlm": [B, P, V]} at the masked positions.
       batch: needs masked_lm_ids / _weights and, for the cosine term, attention_mask.
-      teacher_logits: [B, P, V] the frozen teacher's MLM scores at the same positions.
+      teacher_logits: [B, P, V] the frozen teacher's MLM scores at the same positions
+        (targets: the caller stops their gradient, as steps.distillation_loss_fn does).
       student_hidden, teacher_hidden: [B, L, H] last hidden states (same H), for the
         cosine term; unused when alpha_cos is 0.
       temperature, alpha_ce, alpha_mlm, alpha_cos: DistilBERT's defaults 2, 5, 2, 1.
@@ -264,7 +265,6 @@ def distillation_objective(logits: Mapping[str, Array], batch: Mapping[str, Any]
     """
     weights = _need(batch, "masked_lm_weights", "distillation")
     mlm, metrics = _mlm(logits, batch, "distillation")
-    teacher_logits = jax.lax.stop_gradient(teacher_logits)
     kl = weighted_mean(soft_target_kl(logits["mlm"], teacher_logits, temperature), weights)
     teacher_correct = (jnp.argmax(teacher_logits, axis=-1) == batch["masked_lm_ids"])
     loss = alpha_ce * kl + alpha_mlm * mlm
@@ -275,8 +275,7 @@ def distillation_objective(logits: Mapping[str, Array], batch: Mapping[str, Any]
             raise ValueError("distillation: alpha_cos > 0 needs student_hidden and "
                              "teacher_hidden")
         mask = _need(batch, "attention_mask", "distillation")
-        cos = weighted_mean(cosine_distance(student_hidden,
-                                            jax.lax.stop_gradient(teacher_hidden)), mask)
+        cos = weighted_mean(cosine_distance(student_hidden, teacher_hidden), mask)
         loss = loss + alpha_cos * cos
         metrics.update(cos_loss=cos, cos_count=jnp.sum(mask.astype(jnp.float32)))
     return loss, {"loss": loss, **metrics}

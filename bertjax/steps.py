@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from bertjax import objectives
+from bertjax.models import init_params
 from bertjax.optim import OptimConfig, make_schedule
 
 Array = jax.Array
@@ -54,8 +55,7 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
     """
 
     def init() -> State:
-        ids = jnp.ones((1, seq_len), jnp.int32)
-        params = model.init(jax.random.key(seed), ids)["params"]
+        params = init_params(model, seed, seq_len)
         zero = jnp.zeros((), jnp.int32)
         return {"step": zero, "params": params, "opt_state": tx.init(params),
                 "skipped": zero, "consecutive_skips": zero}
@@ -127,8 +127,8 @@ def distillation_loss_fn(student: nn.Module, teacher: nn.Module, train: bool = T
     teacher's parameters.
 
     The teacher runs without dropout, in its own compute dtype, on the same batch and
-    masked positions; its outputs pass through stop_gradient, so no gradient reaches
-    it. Loss: `objectives.distillation_objective`.
+    masked positions; its outputs pass through stop_gradient here, so no gradient
+    reaches it. Loss: `objectives.distillation_objective`.
     """
 
     def loss_fn(params: Any, batch: Batch, rng: Array,

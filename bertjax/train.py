@@ -47,7 +47,7 @@ from absl import flags
 from bertjax import checkpoint, cli, distributed, objectives, presets, sharding, steps
 from bertjax.flops import train_flops_per_token
 from bertjax.metrics import MetricWriter, Throughput, resolve_peak_flops
-from bertjax.models import ModelConfig, build
+from bertjax.models import ModelConfig, build, init_params
 from bertjax.optim import OptimConfig, frozen_paths, make_optimizer
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the "
@@ -237,11 +237,9 @@ def make_loss_fn(config: Any, objective: str, model: Any, teacher: Any = None,
     """The step's loss function for `objective`, its options read from the config
     (config.electra, config.distill); `teacher` is the teacher's module when distilling."""
     if objective == "electra":
-        e = config.electra if "electra" in config else {}
-        return steps.electra_loss_fn(
-            model, train, gen_weight=float(e.get("gen_weight", 1.0)),
-            disc_weight=float(e.get("disc_weight", 50.0)),
-            temperature=float(e.get("temperature", 1.0)))
+        e = config.electra if "electra" in config else {}  # absent: the paper's values
+        return steps.electra_loss_fn(model, train, **{
+            k: float(e[k]) for k in ("gen_weight", "disc_weight", "temperature") if k in e})
     if objective == "distillation":
         d = config.distill
         return steps.distillation_loss_fn(
@@ -282,7 +280,6 @@ class Trainer:
             from bertjax import distill
 
             self.teacher_cfg = distill.teacher_config(config, cfg)
-            distill.check(config, cfg, self.teacher_cfg)
         self.phases = plan_phases(config)
         self.total = int(config.train.steps)
         self.seed = seed = int(config.seed)
@@ -324,8 +321,7 @@ class Trainer:
         self.data_position: dict[str, Any] | None = None
         if latest is not None:
             saved = ModelConfig.from_dict(self.ckpts.read_meta(latest)["model"])
-            mine, theirs = checkpoint.architecture(cfg), checkpoint.architecture(saved)
-            diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+            diff = checkpoint.architecture_diff(cfg, saved)
             if diff:
                 raise TrainingError(f"{self.ckpts.directory}/{latest}: the checkpoint's model "
                                     f"differs from config.model in {', '.join(diff)}; use "
@@ -390,9 +386,8 @@ class Trainer:
         params = checkpoint.load_params(path, t_cfg, "distill.teacher_path")
         teacher = build(t_cfg)
         # Boxed abstract params give each leaf its logical axes, hence its sharding.
-        abstract = jax.eval_shape(
-            lambda: teacher.init(jax.random.key(0), jax.numpy.ones((1, 8), jax.numpy.int32)))
-        shardings = sharding.param_shardings(abstract["params"], self.mesh, self.rules)
+        shardings = sharding.param_shardings(jax.eval_shape(lambda: init_params(teacher)),
+                                             self.mesh, self.rules)
         # A bfloat16 teacher is stored in bfloat16 too: half the memory, same compute.
         params = jax.tree.map(lambda x: np.asarray(x).astype(jax.numpy.dtype(t_cfg.dtype)),
                               params)

@@ -253,7 +253,7 @@ def _objective_on_mesh(objective: str, batch: dict, leaves_diff) -> dict:
     import jax
 
     from bertjax import distill, sharding, steps, train
-    from bertjax.models import build
+    from bertjax.models import build, init_params
     from bertjax.optim import make_optimizer
 
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
@@ -269,7 +269,7 @@ def _objective_on_mesh(objective: str, batch: dict, leaves_diff) -> dict:
         teacher = build(distill.teacher_config(c, cfg))
 
     def teacher_init():
-        return teacher.init(jax.random.key(1), jax.numpy.ones((1, 8), jax.numpy.int32))["params"]
+        return init_params(teacher, 1)
 
     step_fn = functools.partial(
         steps.train_step, loss_fn=train.make_loss_fn(c, objective, model, teacher), tx=tx,

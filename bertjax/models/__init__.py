@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from bertjax.models.albert import AlbertForPreTraining
 from bertjax.models.bert import BertForPreTraining
@@ -25,4 +27,10 @@ def build(cfg: ModelConfig) -> nn.Module:
     return MODELS[cfg.family](cfg)
 
 
-__all__ = ["MODELS", "ConfigError", "ModelConfig", "build"]
+def init_params(model: nn.Module, seed: int = 0, seq_len: int = 8) -> dict:
+    """`model`'s parameters from key(seed), boxed with their logical axes (nn.unbox them
+    for plain arrays). The values do not depend on `seq_len`, a dummy input length."""
+    return model.init(jax.random.key(seed), jnp.ones((1, seq_len), jnp.int32))["params"]
+
+
+__all__ = ["MODELS", "ConfigError", "ModelConfig", "build", "init_params"]
