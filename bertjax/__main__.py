@@ -1,8 +1,8 @@
 """python -m bertjax <command> [flags]: dispatch only.
 
-Each command lives in its own module with its own absl flags. Errors that are the
-user's to fix (a bad config key, a missing or malformed file) print one line and
-exit 1; set BERTJAX_DEBUG=1 to see the traceback instead.
+Each command lives in its own module of bertjax/commands with its own absl flags.
+Errors that are the user's to fix (a bad config key, a missing or malformed file)
+print one line and exit 1; set BERTJAX_DEBUG=1 to see the traceback instead.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import re
 import sys
 
 COMMANDS = {
-    "init": ("bertjax.init", "a freshly initialised model directory from a config"),
-    "describe": ("bertjax.describe", "parameter table and FLOPs per token of a config"),
-    "import": ("bertjax.convert.commands", "HF PyTorch dir or Google TF checkpoint -> bertjax"),
-    "export": ("bertjax.convert.commands", "bertjax checkpoint -> HF PyTorch dir"),
-    "fill_mask": ("bertjax.fill_mask", "top-k predictions for the mask token"),
-    "prepare": ("bertjax.data.commands", "prepare tokenizer | prepare data: vocabulary, shards"),
-    "train": ("bertjax.train", "pretrain (or resume) on prepared data: sharded, checkpointed"),
-    "bench": ("bertjax.bench", "bench data | bench train: throughput vs transformers"),
+    "init": ("bertjax.commands.init", "a freshly initialised model directory from a config"),
+    "describe": ("bertjax.commands.describe", "parameter table and FLOPs per token of a config"),
+    "import": ("bertjax.commands.convert", "transformers dir or Google TF checkpoint -> bertjax"),
+    "export": ("bertjax.commands.convert", "bertjax model directory -> transformers dir"),
+    "fill_mask": ("bertjax.commands.fill_mask", "top-k predictions for the mask token"),
+    "prepare": ("bertjax.commands.prepare", "prepare tokenizer | prepare data: vocabulary, shards"),
+    "train": ("bertjax.commands.train", "train (or resume) a task: sharded, checkpointed"),
+    "bench": ("bertjax.commands.bench", "bench data | bench train: throughput vs transformers"),
 }
 
 

@@ -21,10 +21,11 @@ transformers' dense one; each side's MFU uses its own figure. The last line is
 A first-step loss without dropout on both sides cross-checks that the two models
 compute the same function (float32: within ~1e-4).
 
-ELECTRA configs time the whole objective (generator, sampling, discriminator);
-distillation configs (configs/distill.py) time the student's step with a randomly
-initialised teacher of config.teacher's architecture running forward in it, and count
-its FLOPs. Neither has a transformers training reference, so `--vs_torch` refuses them.
+The step is the config's task (bertjax/tasks): ELECTRA configs time the whole
+objective (generator, sampling, discriminator); distillation configs
+(configs/distill.py) time the student's step with a randomly initialised teacher of
+config.teacher's architecture running forward in it, and count its FLOPs. Neither has
+a transformers training reference, so `--vs_torch` refuses them.
 
 No TensorFlow is imported here (DESIGN.md); torch and transformers only with
 `--vs_torch`. Single host only.
@@ -43,59 +44,17 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import objectives, sharding, steps
+from bertjax import experiment, sharding, steps
 from bertjax.flops import train_flops_per_token
 from bertjax.metrics import mfu, resolve_peak_flops
 from bertjax.models import ModelConfig, build, init_params
-from bertjax.optim import OptimConfig, frozen_paths, make_optimizer, make_schedule
-from bertjax.train import make_loss_fn, model_config, optim_config
+from bertjax.models.registry import family
+from bertjax.optim import OptimConfig, make_schedule
 
 Batch = dict[str, np.ndarray]
 NUM_BATCHES = 4  # distinct batches cycled over: more would only cost memory
-FIRST_ID = 5  # synthetic ids start above the special tokens of every family
-MASK_ID = 4  # stands in for [MASK] at the masked positions
-PAIR_FAMILIES = {"bert": "next_sentence_label", "albert": "sentence_order_label"}
-
-
-# --- synthetic batches ---------------------------------------------------------------
-
-def synthetic_batches(cfg: ModelConfig, batch_size: int, seq_len: int, num_predictions: int,
-                      seed: int, count: int = NUM_BATCHES) -> list[Batch]:
-    """`count` pipeline-shaped batches from a seeded numpy generator.
-
-    Returns dicts of input_ids, token_type_ids, attention_mask [B, L] int32 (all ones),
-    masked_lm_positions, masked_lm_ids [B, P] int32 (P distinct sorted positions per
-    row, the original ids), masked_lm_weights [B, P] float32 (ones) and pair_labels [B]
-    int32 (random 0/1 for BERT / ALBERT, -1 for the others).
-    """
-    if not 0 < num_predictions <= seq_len:
-        raise ValueError(f"max_predictions_per_seq={num_predictions}: must be in "
-                         f"[1, max_seq_length={seq_len}]")
-    offset = cfg.pad_token_id + 1 if cfg.positions_from_padding else 0
-    if seq_len + offset > cfg.max_position_embeddings:
-        raise ValueError(f"max_seq_length={seq_len} does not fit model.max_position_embeddings="
-                         f"{cfg.max_position_embeddings}")
-    if cfg.vocab_size <= FIRST_ID:
-        raise ValueError(f"model.vocab_size={cfg.vocab_size}: must exceed {FIRST_ID}")
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        ids = rng.integers(FIRST_ID, cfg.vocab_size, (batch_size, seq_len), dtype=np.int32)
-        # The first P of a random permutation per row: distinct positions.
-        positions = np.sort(np.argsort(rng.random((batch_size, seq_len)), axis=1)
-                            [:, :num_predictions], axis=1).astype(np.int32)
-        masked_ids = np.take_along_axis(ids, positions, axis=1)
-        np.put_along_axis(ids, positions, MASK_ID, axis=1)
-        types = np.zeros_like(ids)
-        if cfg.type_vocab_size > 1:
-            types[:, seq_len // 2:] = 1  # two segments, as in NSP / SOP pairs
-        pair = (rng.integers(0, 2, batch_size, dtype=np.int32) if cfg.family in PAIR_FAMILIES
-                else np.full(batch_size, -1, np.int32))
-        out.append({"input_ids": ids, "token_type_ids": types, "attention_mask": np.ones_like(ids),
-                    "masked_lm_positions": positions, "masked_lm_ids": masked_ids,
-                    "masked_lm_weights": np.ones(positions.shape, np.float32),
-                    "pair_labels": pair})
-    return out
+# Heads transformers' pretraining classes train with their own losses (the reference).
+REFERENCE_HEADS = frozenset({"pooler", "mlm", "nsp", "sop"})
 
 
 # --- timing --------------------------------------------------------------------------
@@ -141,50 +100,44 @@ def _rates(timing: Mapping[str, Any], batch_size: int, seq_len: int, flops: floa
 
 # --- ours ----------------------------------------------------------------------------
 
-def bench_ours(config: Any, cfg: ModelConfig, optim: OptimConfig, objective: str,
-               batches: list[Batch], seconds: float, keep_initial: bool,
-               teacher_cfg: ModelConfig | None = None) -> dict[str, Any]:
+def bench_ours(setup: experiment.Setup, batches: list[Batch], seconds: float,
+               keep_initial: bool) -> dict[str, Any]:
     """Times our jitted, donated train step; see the module docstring.
 
     Returns compile_s, steps, seconds, first_loss / last_loss (training steps, dropout
     on), eval_loss (batch 0 at the initial parameters, dropout off), peak_memory and
     its source, and the initial parameters as numpy when `keep_initial`.
     """
-    seed = int(config.seed)
-    mesh = sharding.make_mesh(config.mesh)
-    rules = sharding.rules(list(config.sharding.rules) or None)
-    model = build(cfg)
-    tx = make_optimizer(optim, frozen=frozen_paths(cfg))
+    s = setup
+    mesh, rules, task = s.mesh, s.rules, s.task
     out: dict[str, Any] = {}
-    teacher, teacher_params = None, None
+    aux = None
     with sharding.activation_rules_context(mesh, rules):
-        state, _ = sharding.create_sharded(steps.init_state(model, tx, seed), None, mesh, rules)
-        if teacher_cfg is not None:  # random weights: only its cost matters here
-            teacher = build(teacher_cfg)
-            teacher_params, _ = sharding.create_sharded(
-                lambda: init_params(teacher, seed + 1), None, mesh, rules)
-            teacher_params = jax.tree.map(lambda x: x.astype(teacher_cfg.dtype), teacher_params)
+        state, _ = sharding.create_sharded(s.init, s.abstract, mesh, rules)
+        if task.teacher is not None:  # random weights: only its cost matters here
+            teacher = build(task.teacher)
+            aux, _ = sharding.create_sharded(lambda: init_params(teacher, s.seed + 1), None,
+                                             mesh, rules)
+            aux = jax.tree.map(lambda x: x.astype(task.teacher.dtype), aux)
         placed = [{k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim, rules))
                    for k, v in b.items()} for b in batches]
         if keep_initial:
             out["initial"] = jax.tree.map(np.asarray, jax.device_get(state["params"]))
-        eval_loss = jax.jit(make_loss_fn(config, objective, model, teacher, train=False))
+        eval_loss = jax.jit(task.loss_fn(s.model, train=False))
         out["eval_loss"] = float(eval_loss(state["params"], placed[0], jax.random.key(0),
-                                           teacher_params)[0])
-        step = jax.jit(functools.partial(steps.train_step,
-                                         loss_fn=make_loss_fn(config, objective, model, teacher),
-                                         tx=tx, optim=optim, seed=seed),
+                                           aux)[0])
+        step = jax.jit(functools.partial(steps.train_step, loss_fn=task.loss_fn(s.model),
+                                         tx=s.tx, optim=s.optim, seed=s.seed),
                        donate_argnums=(0,))
         start = time.perf_counter()
-        compiled = step.lower(state, placed[0], teacher_params).compile()
+        compiled = step.lower(state, placed[0], aux).compile()
         out["compile_s"] = time.perf_counter() - start
         holder = {"state": state}
         del state  # donated at the first step: only the holder may refer to it
 
         def run_step(i: int) -> jax.Array:
-            holder["state"], metrics = compiled(holder["state"], placed[i % len(placed)],
-                                                teacher_params)
-            return metrics["loss"]
+            holder["state"], metrics = compiled(holder["state"], placed[i % len(placed)], aux)
+            return metrics["loss"].value
 
         # The outputs of one execution become ready together: waiting for a step's loss
         # waits for its update too.
@@ -210,11 +163,8 @@ def _torch_model(cfg: ModelConfig, params: Any, device: str) -> Any:
 
     d = dict(hf.hf_configs(cfg)[""])
     hf_config = transformers.AutoConfig.for_model(d.pop("model_type"), **d)
-    model = transformers.AutoModelForPreTraining.from_config(hf_config,
-                                                             attn_implementation="sdpa")
-    if type(model).__name__ != hf.ARCHITECTURES[cfg.family]:
-        raise ValueError(f"transformers built {type(model).__name__} for {cfg.family}, "
-                         f"expected {hf.ARCHITECTURES[cfg.family]}")
+    cls = getattr(transformers, hf.architecture(hf.parts(cfg)[0]))
+    model = cls._from_config(hf_config, attn_implementation="sdpa")
     state = {k: torch.from_numpy(np.array(v)) for k, v in  # writable copies for torch
              hf.to_state_dicts(cfg, params)[""].items()}
     info = model.load_state_dict(state, strict=False)
@@ -245,8 +195,9 @@ def _torch_batches(cfg: ModelConfig, batches: list[Batch], device: str) -> list[
                   "labels": labels}
         if cfg.type_vocab_size:
             inputs["token_type_ids"] = b["token_type_ids"]
-        if cfg.family in PAIR_FAMILIES:
-            inputs[PAIR_FAMILIES[cfg.family]] = b["pair_labels"]
+        for head, arg in family(cfg.family).hf.label_args.items():
+            if head in cfg.heads:
+                inputs[arg] = b["pair_labels"]
         out.append({k: torch.from_numpy(v.astype(np.int64)).to(device)
                     for k, v in inputs.items()})
     return out
@@ -342,32 +293,25 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
     """
     if not seconds > 0:
         raise ValueError(f"--seconds={seconds}: must be > 0")
-    cfg = model_config(config)
-    optim = optim_config(config)
-    objective = objectives.resolve_objective(config.objective or cfg.family)
-    teacher_cfg = None
-    if objective == "distillation":
-        from bertjax import distill
-
-        teacher_cfg = distill.teacher_config(config, cfg)
-    if vs_torch and (objective in ("electra", "distillation")
-                     or cfg.family not in ("bert", "roberta", "albert", "distilbert")):
+    setup = experiment.build_setup(config)
+    cfg, optim, task = setup.cfg, setup.optim, setup.task
+    teacher_cfg = task.teacher
+    if vs_torch and (teacher_cfg is not None or not set(cfg.heads) <= REFERENCE_HEADS):
         raise ValueError(f"--vs_torch: transformers has no training reference for the "
-                         f"{objective} objective ({cfg.family})")
+                         f"{task.name} task ({cfg.family} with heads {', '.join(cfg.heads)})")
     if vs_torch and optim.grad_accum_steps != 1:
         raise ValueError(f"--vs_torch times single steps; optim.grad_accum_steps="
                          f"{optim.grad_accum_steps} must be 1")
     batch_size, seq_len = int(config.train.batch_size), int(config.max_seq_length)
     num_predictions = int(config.max_predictions_per_seq)
-    batches = synthetic_batches(cfg, batch_size, seq_len, num_predictions, int(config.seed))
-    flops = {"ours": train_flops_per_token(cfg, seq_len, num_predictions / seq_len,
-                                           teacher_cfg).total,
+    batches = task.synthetic_batches(cfg, batch_size, seq_len, setup.seed, NUM_BATCHES)
+    flops = {"ours": task.flops(cfg, seq_len).total,
              "reference": train_flops_per_token(cfg, seq_len, 1.0).total}
     peak, source = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     n = jax.device_count()
     xla_flags = os.environ.get("XLA_FLAGS", "")
     print_fn(f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size} vocab "
-             f"{cfg.vocab_size}, objective {objective}, batch {batch_size} x {seq_len}, "
+             f"{cfg.vocab_size}, task {task.name}, batch {batch_size} x {seq_len}, "
              f"{num_predictions} masked positions per row; {n} {jax.default_backend()} "
              f"device(s), compute {cfg.dtype}" + (f"; XLA_FLAGS={xla_flags}" if xla_flags else ""))
     print_fn(f"train FLOPs/token: ours {flops['ours']:.4g} (sparse MLM head, f = "
@@ -378,8 +322,7 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
         print_fn(f"teacher (random weights, forward only): {teacher_cfg.family} "
                  f"L{teacher_cfg.num_layers} H{teacher_cfg.hidden_size}, compute "
                  f"{teacher_cfg.dtype}; its forward pass is in ours' FLOPs/token")
-    ours = bench_ours(config, cfg, optim, objective, batches, seconds, keep_initial=vs_torch,
-                      teacher_cfg=teacher_cfg)
+    ours = bench_ours(setup, batches, seconds, keep_initial=vs_torch)
     ours.update(_rates(ours, batch_size, seq_len, flops["ours"], peak, n))
     initial = ours.pop("initial", None)
     print_fn(_side_line(f"ours (jax {jax.__version__}, jit, donated state)", ours))

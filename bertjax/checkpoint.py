@@ -1,9 +1,10 @@
 """bertjax checkpoints on disk.
 
-A *model directory* is what `import` writes, `export` and `fill_mask` read and
-`config.init_from` will start training from:
+A *model directory* is what `import`, `init` and `train` write, `export` and
+`fill_mask` read and `config.init_from` starts training from (bertjax/pretrained.py):
 
-  CKPT/config.json   {"format": "bertjax-model", "version": 1, "model": {...ModelConfig}}
+  CKPT/config.json   {"format": "bertjax-model", "version": 1, "model": {...ModelConfig}};
+                     model.heads says which heads the parameters hold
   CKPT/params/       Orbax checkpoint of the parameter tree (loop or scan layout, as
                      `model.scan_layers` says)
   CKPT/tokenizer/    tokenizer files (tokenizer.json, tokenizer_config.json, legacy files)
@@ -102,7 +103,7 @@ def architecture(cfg: ModelConfig) -> dict[str, Any]:
     """The fields of `cfg` that define the function (not how it is computed)."""
     d = cfg.to_dict()
     for key in ("dtype", "param_dtype", "scan_layers", "remat", "dropout_rate",
-                "attention_dropout_rate"):
+                "attention_dropout_rate", "classifier_dropout_rate"):
         d.pop(key)
     return d
 
@@ -111,37 +112,6 @@ def architecture_diff(cfg: ModelConfig, saved: ModelConfig) -> list[str]:
     """The architecture fields (`architecture`) in which `saved` differs from `cfg`, sorted."""
     mine, theirs = architecture(cfg), architecture(saved)
     return sorted(k for k in mine if mine[k] != theirs.get(k))
-
-
-def load_params(path: str, cfg: ModelConfig, key: str) -> Any:
-    """Parameters (numpy, in cfg's layout) from a model directory or an HF PyTorch dir.
-
-    The saved architecture must equal cfg's; `key` names the config key that gave the
-    path in the error (e.g. "config.init_from").
-    """
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{key}={path}: no such directory")
-    config_json = os.path.join(path, "config.json")
-    is_hf = False
-    if os.path.exists(config_json):
-        with open(config_json) as f:
-            try:
-                is_hf = "model_type" in json.load(f)
-            except json.JSONDecodeError:
-                pass
-    if is_hf or os.path.isdir(os.path.join(path, "discriminator")):
-        from bertjax.convert.commands import read_hf_dir
-
-        saved_cfg, params, _ = read_hf_dir(path, cfg.scan_layers)
-    else:
-        saved_cfg, _ = read_model_config(path)
-        _, params = load_model_dir(path, cfg)
-    diff = architecture_diff(cfg, saved_cfg)
-    if diff:
-        mine, theirs = architecture(cfg), architecture(saved_cfg)
-        raise ValueError(f"{key}={path}: its model differs from the config in "
-                         + ", ".join(f"{k} ({theirs.get(k)!r} vs {mine[k]!r})" for k in diff))
-    return params
 
 
 def tokenizer_dir(path: str) -> str | None:

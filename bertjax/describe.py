@@ -1,7 +1,4 @@
-r"""`python -m bertjax describe`: parameter table and FLOPs per token of a config.
-
-  python -m bertjax describe --config=configs/pretrain.py:bert_base
-"""
+"""The parameter table and FLOPs per token of a model (`describe`, `init`)."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ from typing import Any
 
 import jax
 
-from bertjax import cli, flops, presets
+from bertjax import flops
 from bertjax.models import ModelConfig, build, init_params
 
 
@@ -42,7 +39,8 @@ def param_table(params: Mapping[str, Any]) -> list[tuple[str, int, int]]:
 
 def _summary(cfg: ModelConfig) -> str:
     return (f"{cfg.family} L={cfg.num_layers} H={cfg.hidden_size} A={cfg.num_heads} "
-            f"I={cfg.intermediate_size} E={cfg.embed_dim} V={cfg.vocab_size}")
+            f"I={cfg.intermediate_size} E={cfg.embed_dim} V={cfg.vocab_size}, heads "
+            f"{', '.join(cfg.heads) or 'none'}")
 
 
 def describe(cfg: ModelConfig, seq_len: int, predictions: int,
@@ -51,7 +49,7 @@ def describe(cfg: ModelConfig, seq_len: int, predictions: int,
     its forward pass too."""
     params = param_shapes(cfg)
     lines = [_summary(cfg)]
-    if cfg.has_generator:
+    if "generator" in cfg.heads:
         g = cfg.generator_config()
         lines[0] += (f"; generator L={g.num_layers} H={g.hidden_size} A={g.num_heads} "
                      f"I={g.intermediate_size} ({g.hidden_size / cfg.hidden_size:.3g} of the "
@@ -65,22 +63,13 @@ def describe(cfg: ModelConfig, seq_len: int, predictions: int,
     if teacher is not None:
         lines.append(f"teacher (frozen, not in checkpoints): {_summary(teacher)}, "
                      f"{count(param_shapes(teacher)):,} parameters, compute {teacher.dtype}")
-    for label, f in (("dense MLM head", 1.0), ("sparse MLM head", predictions / seq_len)):
+    mlm = any(h in cfg.heads for h in ("mlm", "generator"))
+    heads = ((("dense MLM head", 1.0), ("sparse MLM head", predictions / seq_len)) if mlm
+             else (("no MLM head", 0.0),))
+    for label, f in heads:
         fl = flops.train_flops_per_token(cfg, seq_len, f, teacher)
         extra = f", teacher forward {fl.teacher:,.0f}" if teacher is not None else ""
         lines.append(f"training FLOPs/token at S={seq_len}, {label} (f={f:.3g}): "
                      f"{fl.total:,.0f} (layers {fl.layers:,.0f}, attention "
                      f"{fl.attention:,.0f}, head {fl.head:,.0f}{extra}); forward = 1/3")
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> None:
-    del argv
-    config = cli.required(cli.CONFIG)
-    cfg = presets.from_config(config)
-    teacher = None
-    if config.get("objective") == "distillation":
-        from bertjax import distill
-
-        teacher = distill.teacher_config(config, cfg)
-    print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq, teacher))

@@ -13,11 +13,13 @@ where E_h is the MLM head's width (d, or E for ALBERT and the ELECTRA generator)
 and f the share of positions where the head runs (1 for the dense head,
 max_predictions_per_seq / S for the sparse one). With I = 4d and E_h = d this is
 DESIGN.md's 72·L·d² + 12·L·S·d + 6·(d² + d·V)·f. Embedding lookups, LayerNorm,
-softmax and the per-sequence pooler/NSP are left out (they are < 1% at BERT sizes).
-ELECTRA counts generator and discriminator; the discriminator's head runs on every
-position (6·(d² + d) per token). Distillation adds the frozen teacher's forward pass,
-a third of its own training FLOPs (2 of the 6 FLOPs per multiply-add), its MLM head
-on the same f of the positions.
+softmax and the per-sequence heads (pooler, NSP/SOP, sequence classifier) are left
+out (they are < 1% at BERT sizes). The heads are counted by what the model has:
+ELECTRA's generator head is a tower of its own plus its MLM head; its discriminator
+head runs on every position (6·(d² + d) per token); a token classifier and a QA span
+head cost 6·d·labels (labels = 2 for spans). Distillation adds the frozen teacher's
+forward pass, a third of its own training FLOPs (2 of the 6 FLOPs per multiply-add),
+its MLM head on the same f of the positions.
 """
 
 from __future__ import annotations
@@ -60,13 +62,25 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int, mlm_fraction: float = 
         student = train_flops_per_token(cfg, seq_len, mlm_fraction)
         forward = train_flops_per_token(teacher, seq_len, mlm_fraction).total / 3
         return dataclasses.replace(student, teacher=forward)
-    if cfg.family == "electra":
-        gen = cfg.generator_config()
-        gl, ga = _tower(gen, seq_len)
-        dl, da = _tower(cfg, seq_len)
-        gen_head = 6 * (gen.hidden_size * gen.embed_dim + gen.embed_dim * cfg.vocab_size)
-        disc_head = 6 * (cfg.hidden_size ** 2 + cfg.hidden_size)
-        return Flops(gl + dl, ga + da, gen_head * mlm_fraction + disc_head)
     layers, attention = _tower(cfg, seq_len)
-    head = 6 * (cfg.hidden_size * cfg.embed_dim + cfg.embed_dim * cfg.vocab_size)
-    return Flops(layers, attention, head * mlm_fraction)
+    d, head = cfg.hidden_size, 0.0
+    for name in cfg.heads:
+        if name == "mlm":
+            head += _mlm_head(cfg) * mlm_fraction
+        elif name == "generator":
+            gen = cfg.generator_config()
+            gl, ga = _tower(gen, seq_len)
+            layers, attention = layers + gl, attention + ga
+            head += _mlm_head(gen) * mlm_fraction
+        elif name == "discriminator":
+            head += 6 * (d * d + d)
+        elif name == "token_classifier":
+            head += 6 * d * cfg.num_labels
+        elif name == "span":
+            head += 6 * d * 2
+    return Flops(layers, attention, head)
+
+
+def _mlm_head(cfg: ModelConfig) -> float:
+    """Transform H -> E_h and the tied vocabulary projection, per scored position."""
+    return 6 * (cfg.hidden_size * cfg.embed_dim + cfg.embed_dim * cfg.vocab_size)

@@ -21,12 +21,42 @@ import re
 import sys
 import time
 import types
-from collections.abc import Mapping
-from typing import Any, TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, TextIO
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# --------------------------------------------------------------------------- means
+
+
+class Mean(NamedTuple):
+    """A metric of one batch with its explicit denominator: `value` is a mean over `count`
+    items (masked predictions, labelled rows, real tokens, or 1 for a per-batch figure),
+    so means over batches, logging windows or hosts combine exactly:
+    sum(value * count) / sum(count). A pytree, so it passes through jit and device_get."""
+
+    value: Any
+    count: Any
+
+
+def combine(batches: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Means of metrics over batches: a `Mean` weighted by its counts (0 when every count
+    is 0), a plain value by the number of batches."""
+    if not batches:
+        return {}
+    out: dict[str, float] = {}
+    for key, first in batches[0].items():
+        if isinstance(first, Mean):
+            values = np.asarray([float(b[key].value) for b in batches], np.float64)
+            counts = np.asarray([float(b[key].count) for b in batches], np.float64)
+            total = counts.sum()
+            out[key] = float((values * counts).sum() / total) if total else 0.0
+        else:
+            out[key] = float(np.mean([float(b[key]) for b in batches]))
+    return out
+
 
 # --------------------------------------------------------------------------- writer
 

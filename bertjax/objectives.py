@@ -1,9 +1,10 @@
 """Pretraining losses and their metrics: MLM, NSP, SOP, ELECTRA's RTD and distillation.
 
-Everything here is a pure function of the model's logits and a batch from
+Everything here is a pure function of a model's logits and a batch from
 `bertjax.data.pipeline`; losses and metrics are float32 whatever the compute
-dtype. Shapes: B batch rows, P masked positions per row (`max_predictions_per_seq`),
-V vocabulary.
+dtype. Shapes: B batch rows, L tokens, P masked positions per row
+(`max_predictions_per_seq`), V vocabulary. The tasks (bertjax/tasks) run the models
+and combine these losses into each pretraining objective.
 
 Batch keys read here:
   masked_lm_ids      [B, P] int32    original token at each masked position
@@ -13,29 +14,23 @@ Batch keys read here:
   masked_lm_positions [B, P] int32   where the masked tokens are (ELECTRA's corruption)
   input_ids, attention_mask [B, L]   ELECTRA's corruption; distillation's cosine loss
 
-An objective is a function `(logits, batch, **extras) -> (loss, metrics)` registered
-by name in `OBJECTIVES`; every family has a default in `FAMILY_OBJECTIVES`.
-`extras` is how objectives that need more than the logits get it: the teacher's
-logits and both models' hidden states for "distillation", the replaced-token labels
-and loss weights for "electra" (bertjax/steps.py runs the models and passes them).
-
-  config.objective = ""   # "" = the family's default; else a name in OBJECTIVES
-
-Metrics carry a `*_count` next to every mean, so means over several batches (eval,
-logging windows, hosts) can be re-weighted exactly: sum(mean * count) / sum(count).
+Every metric is a `metrics.Mean`: a value with its denominator (the number of real
+predictions, labelled rows or real tokens), so means over several batches (eval,
+logging windows, hosts) are exact: sum(value * count) / sum(count).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from bertjax.metrics import Mean
+
 Array = jax.Array
-Metrics = dict[str, Array]
-Objective = Callable[..., tuple[Array, Metrics]]
+Metrics = dict[str, Mean]
 
 
 def cross_entropy(logits: Array, labels: Array) -> Array:
@@ -67,15 +62,16 @@ def mlm_loss(logits: Array, labels: Array, weights: Array) -> tuple[Array, Metri
       weights: [B, P] 1.0 for a real prediction, 0.0 for padding (`masked_lm_weights`).
 
     Returns:
-      (loss, {"mlm_loss", "mlm_accuracy", "mlm_count"}): loss = sum(w * ce) / sum(w),
-      0 when no position is real; accuracy is argmax == label weighted the same way;
-      count is sum(w), the number of real predictions.
+      (loss, {"mlm_loss", "mlm_accuracy"}): loss = sum(w * ce) / sum(w), 0 when no
+      position is real; accuracy is argmax == label weighted the same way; both count
+      sum(w), the number of real predictions.
     """
     ce = cross_entropy(logits, labels)  # [B, P]
     loss = weighted_mean(ce, weights)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    metrics = {"mlm_loss": loss, "mlm_accuracy": weighted_mean(correct, weights),
-               "mlm_count": jnp.sum(weights.astype(jnp.float32))}
+    count = jnp.sum(weights.astype(jnp.float32))
+    metrics = {"mlm_loss": Mean(loss, count),
+               "mlm_accuracy": Mean(weighted_mean(correct, weights), count)}
     return loss, metrics
 
 
@@ -88,54 +84,30 @@ def pair_loss(logits: Array, labels: Array, name: str = "pair") -> tuple[Array, 
       name: metric prefix, "nsp" or "sop".
 
     Returns:
-      (loss, {f"{name}_loss", f"{name}_accuracy", f"{name}_count"}); the loss is 0, not
-      NaN, when no row has a label.
+      (loss, {f"{name}_loss", f"{name}_accuracy"}), counting the labelled rows; the loss
+      is 0, not NaN, when no row has a label.
     """
     valid = (labels >= 0).astype(jnp.float32)  # [B]
     safe_labels = jnp.maximum(labels, 0)  # -1 would index out of range
     loss = weighted_mean(cross_entropy(logits, safe_labels), valid)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    metrics = {f"{name}_loss": loss, f"{name}_accuracy": weighted_mean(correct, valid),
-               f"{name}_count": jnp.sum(valid)}
+    count = jnp.sum(valid)
+    metrics = {f"{name}_loss": Mean(loss, count),
+               f"{name}_accuracy": Mean(weighted_mean(correct, valid), count)}
     return loss, metrics
 
 
-# --- objectives: the total loss of one family's pretraining ----------------------------
-
-def _need(batch: Mapping[str, Any], key: str, objective: str) -> Array:
+def need(batch: Mapping[str, Any], key: str, what: str) -> Array:
+    """batch[key], or a KeyError saying which objective needs it."""
     if key not in batch:
-        raise KeyError(f"objective {objective!r} needs batch[{key!r}]; the batch has "
-                       f"{sorted(batch)}")
+        raise KeyError(f"{what} needs batch[{key!r}]; the batch has {sorted(batch)}")
     return batch[key]
 
 
-def _mlm(logits: Mapping[str, Array], batch: Mapping[str, Any],
-         objective: str) -> tuple[Array, Metrics]:
-    return mlm_loss(logits["mlm"], _need(batch, "masked_lm_ids", objective),
-                    _need(batch, "masked_lm_weights", objective))
-
-
-def mlm_objective(logits: Mapping[str, Array], batch: Mapping[str, Any],
-                  **extras: Any) -> tuple[Array, Metrics]:
-    """RoBERTa (and DistilBERT without a teacher): the MLM loss alone."""
-    del extras  # plain MLM needs nothing beyond the logits
-    loss, metrics = _mlm(logits, batch, "mlm")
-    return loss, {"loss": loss, **metrics}
-
-
-def _mlm_and_pair(pair: str) -> Objective:
-    def objective(logits: Mapping[str, Array], batch: Mapping[str, Any],
-                  **extras: Any) -> tuple[Array, Metrics]:
-        del extras
-        name = f"mlm_{pair}"
-        mlm, metrics = _mlm(logits, batch, name)
-        pl, pair_metrics = pair_loss(logits[pair], _need(batch, "pair_labels", name), pair)
-        loss = mlm + pl  # unweighted sum, as in the BERT and ALBERT papers and code
-        return loss, {"loss": loss, **metrics, **pair_metrics}
-
-    objective.__name__ = f"mlm_{pair}_objective"
-    objective.__doc__ = f"MLM loss + {pair.upper()} loss (unweighted sum)."
-    return objective
+def masked_lm(logits: Array, batch: Mapping[str, Any], what: str) -> tuple[Array, Metrics]:
+    """`mlm_loss` of [B, P, V] logits against the batch's masked_lm_ids / _weights."""
+    return mlm_loss(logits, need(batch, "masked_lm_ids", what),
+                    need(batch, "masked_lm_weights", what))
 
 
 # --- ELECTRA: replaced-token detection ------------------------------------------------
@@ -184,9 +156,9 @@ def rtd_loss(logits: Array, labels: Array, mask: Array) -> tuple[Array, Metrics]
       mask: [B, L] 1 for real tokens (the attention mask), 0 for padding.
 
     Returns:
-      (loss, {"rtd_loss", "rtd_accuracy", "rtd_replaced", "rtd_baseline_accuracy",
-      "rtd_count"}): rtd_replaced is the share of real tokens that were replaced, and
-      rtd_baseline_accuracy = 1 - rtd_replaced the accuracy of always answering
+      (loss, {"rtd_loss", "rtd_accuracy", "rtd_replaced", "rtd_baseline_accuracy"}), each
+      counting the real tokens: rtd_replaced is the share of them that were replaced,
+      and rtd_baseline_accuracy = 1 - rtd_replaced the accuracy of always answering
       "original", which a learning discriminator beats.
     """
     logits = logits.astype(jnp.float32)
@@ -196,9 +168,11 @@ def rtd_loss(logits: Array, labels: Array, mask: Array) -> tuple[Array, Metrics]
     correct = ((logits > 0).astype(jnp.float32) == labels_f).astype(jnp.float32)
     replaced = weighted_mean(labels_f, mask)
     loss = weighted_mean(bce, mask)
-    return loss, {"rtd_loss": loss, "rtd_accuracy": weighted_mean(correct, mask),
-                  "rtd_replaced": replaced, "rtd_baseline_accuracy": 1.0 - replaced,
-                  "rtd_count": jnp.sum(mask.astype(jnp.float32))}
+    count = jnp.sum(mask.astype(jnp.float32))
+    return loss, {"rtd_loss": Mean(loss, count),
+                  "rtd_accuracy": Mean(weighted_mean(correct, mask), count),
+                  "rtd_replaced": Mean(replaced, count),
+                  "rtd_baseline_accuracy": Mean(1.0 - replaced, count)}
 
 
 def electra_objective(logits: Mapping[str, Array], batch: Mapping[str, Any], *,
@@ -206,15 +180,16 @@ def electra_objective(logits: Mapping[str, Array], batch: Mapping[str, Any], *,
                       disc_weight: float = 50.0) -> tuple[Array, Metrics]:
     """ELECTRA: gen_weight * generator MLM loss + disc_weight * RTD loss (paper: 1 and 50).
 
-    logits: {"mlm": [B, P, V] generator scores at the masked positions, "rtd": [B, L]
-    discriminator scores on the corrupted input}; rtd_labels: [B, L] from
-    `replace_tokens`. The mlm_* metrics are the generator's.
+    logits: {"generator": [B, P, V] generator scores at the masked positions,
+    "discriminator": [B, L] discriminator scores on the corrupted input}; rtd_labels:
+    [B, L] from `replace_tokens`. The mlm_* metrics are the generator's; "loss" is the
+    batch's total (count 1).
     """
-    mlm, metrics = _mlm(logits, batch, "electra")
-    rtd, rtd_metrics = rtd_loss(logits["rtd"], rtd_labels,
-                                _need(batch, "attention_mask", "electra"))
+    mlm, metrics = masked_lm(logits["generator"], batch, "electra")
+    rtd, rtd_metrics = rtd_loss(logits["discriminator"], rtd_labels,
+                                need(batch, "attention_mask", "electra"))
     loss = gen_weight * mlm + disc_weight * rtd
-    return loss, {"loss": loss, **metrics, **rtd_metrics}
+    return loss, {"loss": Mean(loss, 1.0), **metrics, **rtd_metrics}
 
 
 # --- distillation --------------------------------------------------------------------
@@ -263,71 +238,20 @@ def distillation_objective(logits: Mapping[str, Array], batch: Mapping[str, Any]
     MLM figures, mlm_kl the soft-target term, mlm_teacher_accuracy the teacher's
     accuracy on the same predictions, cos_loss the mean 1 - cos.
     """
-    weights = _need(batch, "masked_lm_weights", "distillation")
-    mlm, metrics = _mlm(logits, batch, "distillation")
+    weights = need(batch, "masked_lm_weights", "distillation")
+    mlm, metrics = masked_lm(logits["mlm"], batch, "distillation")
+    count = metrics["mlm_loss"].count
     kl = weighted_mean(soft_target_kl(logits["mlm"], teacher_logits, temperature), weights)
     teacher_correct = (jnp.argmax(teacher_logits, axis=-1) == batch["masked_lm_ids"])
     loss = alpha_ce * kl + alpha_mlm * mlm
-    metrics.update(mlm_kl=kl, mlm_teacher_accuracy=weighted_mean(
-        teacher_correct.astype(jnp.float32), weights))
+    metrics.update(mlm_kl=Mean(kl, count), mlm_teacher_accuracy=Mean(weighted_mean(
+        teacher_correct.astype(jnp.float32), weights), count))
     if alpha_cos:
         if student_hidden is None or teacher_hidden is None:
             raise ValueError("distillation: alpha_cos > 0 needs student_hidden and "
                              "teacher_hidden")
-        mask = _need(batch, "attention_mask", "distillation")
+        mask = need(batch, "attention_mask", "distillation")
         cos = weighted_mean(cosine_distance(student_hidden, teacher_hidden), mask)
         loss = loss + alpha_cos * cos
-        metrics.update(cos_loss=cos, cos_count=jnp.sum(mask.astype(jnp.float32)))
-    return loss, {"loss": loss, **metrics}
-
-
-# Name -> objective; the extra inputs of "electra" and "distillation" arrive as keyword
-# arguments of pretraining_loss.
-OBJECTIVES: dict[str, Objective] = {
-    "mlm": mlm_objective,
-    "mlm_nsp": _mlm_and_pair("nsp"),
-    "mlm_sop": _mlm_and_pair("sop"),
-    "electra": electra_objective,
-    "distillation": distillation_objective,
-}
-
-# Family -> default objective. "distillation" is chosen by a config
-# (configs/distill.py), never by the family: DistilBERT alone trains with plain MLM.
-FAMILY_OBJECTIVES: dict[str, str] = {
-    "bert": "mlm_nsp",
-    "albert": "mlm_sop",
-    "roberta": "mlm",
-    "distilbert": "mlm",
-    "electra": "electra",
-}
-
-
-def resolve_objective(family_or_objective: str) -> str:
-    """A family name or objective name -> the objective name registered in OBJECTIVES.
-
-    Raises ValueError for unknown names, so a trainer can check its config before any
-    work.
-    """
-    name = FAMILY_OBJECTIVES.get(family_or_objective, family_or_objective)
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective or family {family_or_objective!r}; objectives: "
-                         f"{', '.join(sorted(OBJECTIVES))}; families: "
-                         f"{', '.join(FAMILY_OBJECTIVES)}")
-    return name
-
-
-def pretraining_loss(family_or_objective: str, logits: Mapping[str, Array],
-                     batch: Mapping[str, Any], **extras: Any) -> tuple[Array, Metrics]:
-    """The total pretraining loss of a family (or of a named objective) and its metrics.
-
-    Args:
-      family_or_objective: "bert", "roberta", ... or an OBJECTIVES key ("mlm_nsp", ...).
-      logits: the model's logits dict: "mlm" [B, P, V] and, for BERT / ALBERT, "nsp" /
-        "sop" [B, 2].
-      batch: the pipeline batch (keys in the module docstring).
-      **extras: inputs that only some objectives use (electra, distillation).
-
-    Returns:
-      (loss, metrics): a float32 scalar, and float32 scalars including "loss".
-    """
-    return OBJECTIVES[resolve_objective(family_or_objective)](logits, batch, **extras)
+        metrics["cos_loss"] = Mean(cos, jnp.sum(mask.astype(jnp.float32)))
+    return loss, {"loss": Mean(loss, 1.0), **metrics}

@@ -12,7 +12,7 @@ r"""Distillation configs: `TEACHER_to_STUDENT` for any two presets of configs/pr
       --workdir=/tmp/distill_run
 
 The student is STUDENT's pretraining config (architecture, data, mesh, train keys; the
-`runlocal` knob as there) with objective "distillation": soft-target KL at temperature T
+`runlocal` knob as there) with task "distillation": soft-target KL at temperature T
 (times T²) + hard MLM + cosine between last hidden states, weighted alpha_ce, alpha_mlm,
 alpha_cos (DistilBERT: 5, 2, 1, T = 2). The teacher (config.teacher, from TEACHER's
 preset) is read from distill.teacher_path, frozen, and never saved with the student.
@@ -31,6 +31,7 @@ import os
 import ml_collections
 
 from bertjax import presets
+from bertjax.models import registry
 
 
 def _pretrain():
@@ -56,11 +57,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = pretrain.get_config(",".join([student_name, *knobs]))
     teacher = presets.model_config(teacher_name)
     student = presets.model_config(student_name)
-    config.preset = name
-    config.objective = "distillation"
-    # Every ModelConfig field, so any can be overridden (the vocabulary is the student's:
-    # they share one tokenizer).
-    config.teacher = teacher.to_dict()
+    config.task = "distillation"  # bertjax/tasks/distill.py
+    # Every ModelConfig field but the task's, so any can be overridden (the vocabulary is
+    # the student's: they share one tokenizer).
+    config.teacher = pretrain.model_fields(teacher_name)
     config.teacher.vocab_size = config.model.vocab_size
     layers_fit = _same_layer_shape(teacher, student) and student.num_layers <= teacher.num_layers
     config.distill = ml_collections.ConfigDict(dict(
@@ -76,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # DistilBERT trained on MLM instances with dynamic masking.
     config.data.update(instances="mlm", masking="dynamic", dupe_factor=1)
     if "runlocal" not in knobs:
-        recipe = pretrain._RECIPES["distilbert"]  # AdamW 5e-4, batch 4k, 5% warmup
+        recipe = registry.family("distilbert").recipe  # AdamW 5e-4, batch 4k, 5% warmup
         config.optim.update(recipe["optim"])
         config.train.update(batch_size=recipe["batch_size"], steps=recipe["steps"])
     return config

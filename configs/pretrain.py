@@ -17,36 +17,26 @@ electra_{tiny,small,base,large}.
 import ml_collections
 
 from bertjax import presets
+from bertjax.models import registry
 
-# Instances per family: BERT pairs with NSP, ALBERT pairs with SOP, RoBERTa packs
-# FULL-SENTENCES, ELECTRA and DistilBERT train MLM-only on single segments.
-_INSTANCES = {"bert": "nsp", "albert": "sop", "roberta": "full_sentences", "electra": "mlm",
-              "distilbert": "mlm"}
+# Fields of config.model that the task decides (config.task), not the config.
+TASK_FIELDS = ("heads", "num_labels", "label_names")
 
-# Published recipes (optimizer, batch, steps) per family; large variants as noted.
-#   BERT (Devlin et al.): AdamW 1e-4, batch 256, 1M steps, 10k warmup, linear decay.
-#   RoBERTa (Liu et al., Table 9): AdamW 6e-4 (large 4e-4), b2 0.98, batch 8k, 500k steps,
-#     24k warmup (large 30k).
-#   ALBERT (Lan et al.): LAMB 0.00176, batch 4096, 125k steps, 3125 warmup.
-#   DistilBERT (Sanh et al.): AdamW 5e-4, batch 4k (accumulated), 5% warmup.
-#   ELECTRA (Clark et al.): small AdamW 5e-4 batch 128 1M steps; base 2e-4, batch 256,
-#     766k steps; large 2e-4, batch 2048, 400k steps; 10k warmup.
-_RECIPES = {
-    "bert": dict(optim=dict(name="adamw", learning_rate=1e-4, warmup_steps=10_000),
-                 batch_size=256, steps=1_000_000),
-    "roberta": dict(optim=dict(name="adamw", learning_rate=6e-4, warmup_steps=24_000, b2=0.98),
-                    batch_size=8192, steps=500_000),
-    "albert": dict(optim=dict(name="lamb", learning_rate=0.00176, warmup_steps=3125),
-                   batch_size=4096, steps=125_000),
-    "distilbert": dict(optim=dict(name="adamw", learning_rate=5e-4, warmup_steps=5_000),
-                       batch_size=4096, steps=100_000),
-    "electra": dict(optim=dict(name="adamw", learning_rate=2e-4, warmup_steps=10_000),
-                    batch_size=256, steps=766_000),
-}
-_LARGE = {"roberta_large": dict(learning_rate=4e-4, warmup_steps=30_000),
-          "electra_small": dict(learning_rate=5e-4), "electra_large": dict(learning_rate=2e-4)}
-_LARGE_RUN = {"electra_small": dict(batch_size=128, steps=1_000_000),
-              "electra_large": dict(batch_size=2048, steps=400_000)}
+
+def model_fields(name: str) -> dict:
+    """Every ModelConfig field of preset `name` but the task's, so any can be overridden
+    and typos fail."""
+    return {k: v for k, v in presets.model_config(name).to_dict().items()
+            if k not in TASK_FIELDS}
+
+
+def _recipe(record, name: str) -> dict:
+    """The family's published recipe (optimizer, batch, steps) with the preset's changes;
+    the sources are cited in each family file (bertjax/models/<family>.py)."""
+    own = record.preset_recipes.get(name, {})
+    return {"optim": {**record.recipe["optim"], **own.get("optim", {})},
+            "batch_size": own.get("batch_size", record.recipe["batch_size"]),
+            "steps": own.get("steps", record.recipe["steps"])}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -55,10 +45,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if unknown:
         raise ValueError(f"unknown config knob(s) {unknown} in {arg!r}; known: runlocal")
     config = ml_collections.ConfigDict()
-    config.preset = name
-    # Every ModelConfig field is present, so any can be overridden and typos fail.
-    config.model = presets.model_config(name).to_dict()
+    # The architecture; the heads come from the task (bertjax/tasks).
+    config.model = model_fields(name)
     family = config.model.family
+    record = registry.family(family)
+    recipe = _recipe(record, name)
     config.tokenizer = ml_collections.ConfigDict(dict(
         # Directory with tokenizer.json, or vocab.txt / vocab.json + merges.txt / spiece.model.
         # Empty: `prepare data` trains one of the family's kind on data.source.
@@ -70,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict(dict(
         source="demo",  # demo | bert:GLOB | text:GLOB | jsonl:GLOB#FIELD | tfds:NAME[:SPLIT][#FEAT]
         dir="",  # prepared data directory (written by `prepare data`, read by training)
-        instances=_INSTANCES[family],  # nsp | sop | full_sentences | doc_sentences | mlm
+        instances=record.instances,  # nsp | sop | full_sentences | doc_sentences | mlm
         short_seq_prob=0.1,  # share of shorter segments (BERT/ALBERT pairs)
         masking="static" if family in ("bert", "albert") else "dynamic",
         dupe_factor=10 if family in ("bert", "albert") else 1,  # static: masked copies
@@ -89,7 +80,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_predictions_per_seq = 20  # masked positions per sequence (sparse MLM head)
     config.seed = 0  # parameters, data order, masks and dropout all derive from it
 
-    recipe = _RECIPES[family]
     # Optimizer: every key of bertjax.optim.OptimConfig (documented there).
     config.optim = ml_collections.ConfigDict(dict(
         name="adamw", learning_rate=1e-4, warmup_steps=10_000,
@@ -98,11 +88,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0, grad_accum_steps=1,
         layer_adaptation="all"))
     config.optim.update(recipe["optim"])
-    config.optim.update(_LARGE.get(name, {}))
-    config.objective = ""  # "" = the family's default (bertjax/objectives.py)
+    # What to train (bertjax/tasks): "" = the family's pretraining task (mlm_nsp for BERT,
+    # mlm for RoBERTa and DistilBERT, mlm_sop for ALBERT, electra); the task sets the heads.
+    config.task = ""
     config.train = ml_collections.ConfigDict(dict(
-        batch_size=_LARGE_RUN.get(name, recipe)["batch_size"],  # global, all hosts
-        steps=_LARGE_RUN.get(name, recipe)["steps"],  # train steps (micro-batches), all phases
+        batch_size=recipe["batch_size"],  # global, all hosts
+        steps=recipe["steps"],  # train steps (micro-batches), all phases
         dtype="auto",  # compute dtype: auto = bfloat16 on TPU/GPU, model.dtype on CPU
         log_every=100,  # steps between metric lines / TensorBoard points
         eval_every=10_000,  # steps between evaluations on data.dir's validation split; 0: off
@@ -133,7 +124,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             disc_weight=50.0,  # replaced-token detection loss weight (lambda in the paper)
             temperature=1.0,  # sampling temperature of the generator's softmax
         ))
-    config.init_from = ""  # model directory (import/init/train) or HF dir to start from
+    # A model directory (import / init / train) or a transformers directory of any form to
+    # start from; its heads are fitted to the task's (bertjax/pretrained.py).
+    config.init_from = ""
     # Device mesh and logical axis rules (bertjax/sharding.py). One axis may be -1.
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     config.sharding = ml_collections.ConfigDict(dict(

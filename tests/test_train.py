@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 
+import faults
 import numpy as np
 import pytest
 import trainlib
@@ -68,17 +69,17 @@ def test_losses_fall(family, lr, data, tmp_path):
 
 def _poison(monkeypatch, steps_to_poison):
     """Makes the loop's batches at the given (1-based) steps carry NaN loss weights."""
-    real = train_lib._global_batch
+    real = train_lib.global_batch
     calls = {"n": 0}
 
-    def poisoned(batch, shardings):
+    def poisoned(batch, mesh, rules):
         calls["n"] += 1
         if calls["n"] in steps_to_poison:
             batch = {**batch, "masked_lm_weights": np.full_like(batch["masked_lm_weights"],
                                                                 np.nan)}
-        return real(batch, shardings)
+        return real(batch, mesh, rules)
 
-    monkeypatch.setattr(train_lib, "_global_batch", poisoned)
+    monkeypatch.setattr(train_lib, "global_batch", poisoned)
 
 
 def test_nan_batches_are_skipped_and_counted(data, tmp_path, monkeypatch):
@@ -144,26 +145,28 @@ def test_kill_at_any_point_then_resume_is_bit_exact(data, tmp_path):
     assert want["step"] == "12"
 
     work = str(tmp_path / "killed")
-    cmd = trainlib.train_cmd(c, work)
+    def cmd(fault: str = "") -> list[str]:
+        return trainlib.train_cmd(c, work, fault=fault)
+
     # 1. SIGKILL between checkpoints: step 6 is lost, checkpoint 4 survives.
-    r = trainlib.run(cmd, BERTJAX_FAULT="kill_after_step:6")
+    r = trainlib.run(cmd("kill_after_step:6"))
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     assert _latest(work) == 4
     # 2. SIGKILL while checkpoint 8 is being written: its temporary directory is left
     #    behind, and it is not a checkpoint.
-    r = trainlib.run(cmd, BERTJAX_FAULT="kill_in_save:8")
+    r = trainlib.run(cmd("kill_in_save:8"))
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     assert "train step 5:" in r.stdout  # it resumed from 4, not from scratch
     assert _tmp_entries(work), os.listdir(os.path.join(work, "checkpoints"))
     assert _latest(work) == 4
     # 3. SIGKILL right after a checkpoint: resuming starts from 8, and the leftover of
     #    the interrupted save is cleaned up.
-    r = trainlib.run(cmd, BERTJAX_FAULT="kill_after_step:9")
+    r = trainlib.run(cmd("kill_after_step:9"))
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     assert "train step 5:" in r.stdout and _latest(work) == 8
     assert not _tmp_entries(work)
     # 4. To the end.
-    r = trainlib.run(cmd)
+    r = trainlib.run(cmd())
     assert r.returncode == 0, r.stderr[-3000:]
     assert "step 8/12 from checkpoint" in r.stdout
     assert trainlib.state_hash(work) == want
@@ -173,7 +176,7 @@ def test_sigterm_saves_the_step_and_exits_zero(data, tmp_path):
     c = trainlib.config("bert", data("bert"), **{"train.steps": 12,
                                                  "train.checkpoint_every": 0})
     work = str(tmp_path / "w")
-    r = trainlib.run(trainlib.train_cmd(c, work), BERTJAX_FAULT="sigterm_at_step:5")
+    r = trainlib.run(trainlib.train_cmd(c, work, fault="sigterm_at_step:5"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "stopped at step 5 by a termination signal" in r.stdout
     assert _latest(work) == 5
@@ -214,7 +217,8 @@ def test_two_phases_resume_across_the_boundary(data, corpus, tmp_path, monkeypat
                             **{"max_seq_length": 64, "max_predictions_per_seq": 8})
     c = trainlib.config("bert", data("bert"), **{
         "train.steps": 8, "train.checkpoint_every": 0, "phase2.fraction": 0.5,
-        "phase2.data_dir": long, "phase2.max_predictions_per_seq": 8,
+        "phase2.data_dir": long, "phase2.max_seq_length": 64,
+        "phase2.max_predictions_per_seq": 8,
         "phase2.batch_size": 4})
     full = train_lib.train(c, str(tmp_path / "full"))
     assert full["status"] == "done" and full["step"] == 8
@@ -223,9 +227,8 @@ def test_two_phases_resume_across_the_boundary(data, corpus, tmp_path, monkeypat
     assert "phase 2/2: steps 4..8, batch 4 x 64" in out
     want = trainlib.state_hash(str(tmp_path / "full"))
     # Preempted in phase 2, then resumed: the same bits as the uninterrupted run.
-    monkeypatch.setenv(train_lib.FAULT_ENV, "sigterm_at_step:6")
-    stopped = train_lib.train(c, str(tmp_path / "split"))
+    stopped = train_lib.train(c, str(tmp_path / "split"),
+                              hooks=[faults.Fault("sigterm_at_step", 6)])
     assert stopped["status"] == "preempted" and stopped["step"] == 6
-    monkeypatch.delenv(train_lib.FAULT_ENV)
     assert train_lib.train(c, str(tmp_path / "split"))["step"] == 8
     assert trainlib.state_hash(str(tmp_path / "split")) == want

@@ -187,10 +187,9 @@ def test_kill_then_resume_is_bit_exact(objective, electra_data, mlm_data, teache
     assert r.returncode == 0, r.stderr[-3000:]
     want = trainlib.state_hash(full)
     work = str(tmp_path / "killed")
-    cmd = trainlib.train_cmd(c, work)
-    r = trainlib.run(cmd, BERTJAX_FAULT="kill_after_step:6")
+    r = trainlib.run(trainlib.train_cmd(c, work, fault="kill_after_step:6"))
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
-    r = trainlib.run(cmd)
+    r = trainlib.run(trainlib.train_cmd(c, work))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "step 4/8 from checkpoint" in r.stdout
     assert trainlib.state_hash(work) == want

@@ -94,7 +94,7 @@ def _shrink(c: Any, family: str, data_dir: str, overrides: dict[str, Any]) -> An
 
 def prepare(family: str, directory: str, corpus: str, **overrides: Any) -> str:
     """Prepares `corpus` for `family` into `directory` (tokenizer trained on it)."""
-    from bertjax.data.commands import prepare_data
+    from bertjax.data.from_config import prepare_data
 
     c = config(family, directory, **{"data.source": f"bert:{corpus}", **overrides})
     prepare_data(c)
@@ -114,12 +114,18 @@ def flags(c: Any, prefix: str = "config") -> list[str]:
     return out
 
 
-def train_cmd(c: Any, workdir: str, *extra: str) -> list[str]:
-    """The `python -m bertjax train` command line for config `c`."""
-    file = "distill" if "distill" in c else "pretrain"
-    return [sys.executable, "-m", "bertjax", "train",
-            f"--config=configs/{file}.py:{c.preset},runlocal", f"--workdir={workdir}",
-            *[f for f in flags(c) if not f.startswith("--config.preset=")], *extra]
+def train_cmd(c: Any, workdir: str, *extra: str, fault: str = "") -> list[str]:
+    """The `python -m bertjax train` command line for config `c` (`config` or
+    `distill_config`); with `fault` (tests/faults.py), the same command with that fault
+    injected."""
+    if "distill" in c:
+        file, preset = "distill", f"{PRESETS['bert']}_to_{PRESETS['distilbert']}"
+    else:
+        file, preset = "pretrain", PRESETS[c.model.family]
+    start = ([os.path.join(ROOT, "tests", "faults.py"), fault] if fault
+             else ["-m", "bertjax"])
+    return [sys.executable, *start, "train", f"--config=configs/{file}.py:{preset},runlocal",
+            f"--workdir={workdir}", *flags(c), *extra]
 
 
 def env(devices: int = 1, **extra: str) -> dict[str, str]:

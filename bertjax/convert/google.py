@@ -36,6 +36,7 @@ import numpy as np
 from bertjax.convert import hf
 from bertjax.convert.hf import ConversionError
 from bertjax.models.config import ConfigError, ModelConfig
+from bertjax.models.registry import family as family_record
 
 # Variables that only training needs: optimizer slots and counters. Matched on the
 # whole name, or on the last path component (`bert/.../kernel/adam_m`).
@@ -45,11 +46,6 @@ _TRAINING_ONLY_NAMES = frozenset({
 _TRAINING_ONLY_LEAVES = frozenset({
     "adam_m", "adam_v", "lamb_m", "lamb_v", "Adam", "Adam_1", "Momentum", "Adagrad",
     "AdamWeightDecayOptimizer", "AdamWeightDecayOptimizer_1", "ExponentialMovingAverage"})
-
-# Config files per family, in the order they are looked for.
-_CONFIG_FILES = {"bert": ("bert_config.json", "config.json"),
-                 "albert": ("albert_config.json", "config.json"),
-                 "electra": ("hparams.json", "config.json")}
 
 # Keys of bert_config.json / albert_config.json that HF kept under the same name.
 _SHARED_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -64,53 +60,13 @@ _ALBERT_INERT_KEYS = {"down_scale_factor": 1, "net_structure_type": 0, "gap_size
 
 # --- HF name -> Google name ----------------------------------------------------------
 
-# Rewrites of an HF module name ("bert.encoder.layer.0.attention.self.query"), applied
-# in order with re.sub; dots become slashes afterwards. Keyed by family or family:part.
-_MODULE_RULES: dict[str, list[tuple[str, str]]] = {
-    "bert": [(r"\.layer\.(\d+)\.", r".layer_\1.")],
-    "albert": [
-        (r"^albert\.encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.",
-         r"bert.encoder.transformer.group_\1.inner_group_\2."),
-        (r"\.attention\.(query|key|value)$", r".attention_1.self.\1"),
-        (r"\.attention\.dense$", ".attention_1.output.dense"),
-        (r"\.attention\.LayerNorm$", ".LayerNorm"),
-        (r"\.ffn$", ".ffn_1.intermediate.dense"),
-        (r"\.ffn_output$", ".ffn_1.intermediate.output.dense"),
-        (r"\.full_layer_layer_norm$", ".LayerNorm_1"),
-        (r"^albert\.pooler$", "bert.pooler.dense"),
-        (r"^albert\.", "bert."),
-        (r"^predictions\.", "cls.predictions.transform."),
-    ],
-    "electra:discriminator": [
-        (r"\.layer\.(\d+)\.", r".layer_\1."),
-        (r"^discriminator_predictions\.dense_prediction$", "discriminator_predictions.dense_1"),
-    ],
-    # The generator tower lives under generator/ but reads the shared electra/embeddings.
-    "electra:generator": [
-        (r"\.layer\.(\d+)\.", r".layer_\1."),
-        (r"^electra\.(encoder|embeddings_project)", r"generator.\1"),
-    ],
-}
-
-# Tensors whose Google name does not follow the module/leaf pattern; never transposed.
-_SPECIAL: dict[str, dict[str, str]] = {
-    "bert": {"cls.predictions.bias": "cls/predictions/output_bias",
-             "cls.seq_relationship.weight": "cls/seq_relationship/output_weights",
-             "cls.seq_relationship.bias": "cls/seq_relationship/output_bias"},
-    "albert": {"predictions.bias": "cls/predictions/output_bias",
-               "sop_classifier.classifier.weight": "cls/seq_relationship/output_weights",
-               "sop_classifier.classifier.bias": "cls/seq_relationship/output_bias"},
-    "electra": {"generator_lm_head.bias": "generator_predictions/output_bias"},
-}
-
-
-def google_names(cfg: ModelConfig, part: str = "") -> dict[str, tuple[str, bool]]:
+def google_names(part: hf.Part) -> dict[str, tuple[str, bool]]:
     """HF key -> (Google variable name, whether the TF tensor is the transposed one),
-    for every tensor of `hf.name_map(cfg, part)`."""
-    entries = hf.name_map(cfg, part)
+    for every tensor of `hf.name_map(part)`, by the family's rules (its `google` record)."""
+    entries = hf.name_map(part)
     norms = {e.hf_key.rsplit(".", 1)[0] for e in entries if e.path[-1] == "scale"}
-    rules = _MODULE_RULES[f"{cfg.family}:{part}" if part else cfg.family]
-    special = _SPECIAL[cfg.family]
+    google = family_record(part.cfg.family).google
+    rules, special = google.rules[part.name], google.special
     out = {}
     for e in entries:
         if e.hf_key in special:
@@ -132,15 +88,6 @@ def google_names(cfg: ModelConfig, part: str = "") -> dict[str, tuple[str, bool]
         else:  # a new kind of tensor in hf.py's map: say so rather than guess
             raise ValueError(f"no Google name rule for {e.hf_key}")
     return out
-
-
-def _hf_shape(entry: hf.Entry, ours: tuple[int, ...]) -> tuple[int, ...]:
-    """The HF tensor's shape, from our parameter's (see hf.py's kinds)."""
-    if entry.kind == "linear1":  # [in, ...out] -> [out, in]
-        return (int(np.prod(ours[1:])), ours[0])
-    if entry.kind == "linear2":  # [heads, d, out] -> [out, heads * d]
-        return (ours[-1], ours[0] * ours[1])
-    return (int(np.prod(ours)),) if entry.path[-1] == "bias" else ours
 
 
 # --- files -----------------------------------------------------------------------------
@@ -277,8 +224,10 @@ def _family(reader: _Reader) -> str:
 # --- configs ---------------------------------------------------------------------------
 
 def _to_model_config(configs: Mapping[str, Mapping[str, Any]], source: str) -> ModelConfig:
+    """A pretraining checkpoint: the family's pretraining heads."""
+    fam = family_record(next(iter(configs.values()))["model_type"])
     try:
-        return hf.model_config_from_hf(configs, source=source)
+        return hf.config_from_hf(configs, source=source, heads=fam.pretrain_heads)
     except ConfigError as e:
         raise ConversionError(f"{source}: {e}") from None
 
@@ -400,13 +349,14 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
     dirs = _search_dirs(directory, prefix)
     reader = _Reader(prefix)
     family = _family(reader)
-    config_path = _first_file(dirs, _CONFIG_FILES[family])
+    config_files = family_record(family).google.config_files
+    config_path = _first_file(dirs, config_files)
     if family == "electra":
         cfg = _electra_config(reader, config_path)
         cfg_source = config_path or "the shapes of the checkpoint"
     else:
         if config_path is None:
-            raise ConversionError(f"{os.path.join(dirs[0], _CONFIG_FILES[family][0])}: "
+            raise ConversionError(f"{os.path.join(dirs[0], config_files[0])}: "
                                   f"missing (needed for {family.upper()} checkpoints)")
         cfg = _bert_or_albert_config(family, config_path)
         cfg_source = config_path
@@ -416,10 +366,10 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
     hf_shapes: dict[str, tuple[int, ...]] = {}
     ours = hf.abstract_shapes(cfg)
     for part in hf.parts(cfg):
-        entries = {e.hf_key: e for e in hf.name_map(cfg, part)}
-        for hf_key, (name, transposed) in google_names(cfg, part).items():
-            wanted.setdefault(name, []).append((part, hf_key, transposed))
-            shape = _hf_shape(entries[hf_key], ours[entries[hf_key].path])
+        entries = {e.hf_key: e for e in hf.name_map(part)}
+        for hf_key, (name, transposed) in google_names(part).items():
+            wanted.setdefault(name, []).append((part.name, hf_key, transposed))
+            shape = hf.hf_shape(entries[hf_key], ours[entries[hf_key].path])
             hf_shapes[name] = shape[::-1] if transposed else shape
 
     unknown = sorted(n for n in reader.shapes if n not in wanted and not _training_only(n))
@@ -436,7 +386,7 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
             raise ConversionError(f"{prefix}: variable {name} has shape {reader.shapes[name]}, "
                                   f"but {cfg_source} needs {expected}")
 
-    state_dicts: dict[str, dict[str, np.ndarray]] = {part: {} for part in hf.parts(cfg)}
+    state_dicts: dict[str, dict[str, np.ndarray]] = {part.name: {} for part in hf.parts(cfg)}
     for name, users in wanted.items():
         arr = reader.get(name) if name in reader.shapes else synthesized[name]()
         for part, hf_key, transposed in users:

@@ -1,187 +1,118 @@
-"""HF transformers PyTorch layout <-> bertjax params, one name map per family.
+"""HF transformers PyTorch layout <-> bertjax params, for any set of heads.
 
 Reads and writes PyTorch state dicts directly (safetensors, or `pytorch_model.bin`
 loaded with torch's `weights_only=True`); transformers' Flax classes are never
-used. A name map is a list of `Entry(hf_key, our_path, kind)`:
+used. The name maps come from the family records (bertjax/models/<family>.py): an
+encoder map, and one map per head (bertjax/convert/names.py says what an entry is),
+so a bare encoder, an MLM model, a pretraining model or a fine-tuned classifier all
+import and export through the same code.
 
-  kind "copy":  same values, reshaped to the target (embeddings, LayerNorm, biases;
-                attention biases are [heads * d] in HF and [heads, d] here)
-  kind "linear1": torch Linear weight [out, in] <-> kernel [in, ...out]
-                  (Dense, and q/k/v whose kernel is [embed, heads, d])
-  kind "linear2": torch Linear weight [out, in] <-> kernel [heads, d, out]
-                  (the attention output projection)
+A bertjax model becomes one transformers model (a *part*), except an ELECTRA model
+with a generator head: its discriminator (encoder and other heads) and its generator
+(the generator head's tower, on the shared embeddings) are two transformers models,
+parts "discriminator" and "generator". A part whose only head is (at most) the
+pooler is the bare base model (BertModel), whose tensors carry no "bert." prefix.
 
-Transposes and reshapes are exact, so import -> export is bit-exact.
-Maps are written against the loop layout (`layer_{i}`); scan-layout params are
-unstacked first and restacked after.
+Transposes and reshapes are exact, so import -> export is bit-exact. Maps are written
+against the loop layout (`layer_{i}`); scan-layout params are unstacked first and
+restacked after.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from bertjax.convert.names import ConversionError, Entry
 from bertjax.models.config import ConfigError, ModelConfig
+from bertjax.models.family import LABELLED_HEADS, Family
 from bertjax.models.layers import stack_layers, unstack_layers
+from bertjax.models.registry import FAMILIES, family
 
 Params = dict[str, Any]
 
+__all__ = ["ConversionError", "Entry", "Part", "abstract_shapes", "architecture",
+           "config_from_hf", "from_state_dicts", "hf_configs", "name_map", "parts",
+           "read_state_dict", "to_state_dicts", "write_state_dict"]
 
-class ConversionError(ValueError):
-    """A checkpoint does not fit the config, or a file cannot be read."""
 
+# --- parts and name maps ---------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class Entry:
-    hf_key: str
-    path: tuple[str, ...]
-    kind: str = "copy"
+class Part:
+    """One transformers model of a bertjax model."""
+
+    name: str  # "" (the only one), "discriminator" or "generator"
+    cfg: ModelConfig  # the tower it holds (the generator's: cfg.generator_config())
+    heads: tuple[str, ...]  # its heads
+    root: tuple[str, ...] = ()  # where its encoder and heads sit in our params
+    bare: bool | None = None  # tensors without the base-model prefix; None: from heads
+
+    @property
+    def is_bare(self) -> bool:
+        return (not set(self.heads) - {"pooler"}) if self.bare is None else self.bare
 
 
-# --- name maps ----------------------------------------------------------------------
-
-def _linear(hf: str, ours: tuple[str, ...], kind: str = "linear1") -> list[Entry]:
-    return [Entry(f"{hf}.weight", (*ours, "kernel"), kind), Entry(f"{hf}.bias", (*ours, "bias"))]
-
-
-def _norm(hf: str, ours: tuple[str, ...]) -> list[Entry]:
-    return [Entry(f"{hf}.weight", (*ours, "scale")), Entry(f"{hf}.bias", (*ours, "bias"))]
-
-
-# Per layer style: (q, k, v, attention out, attention LayerNorm, FFN in, FFN out, final LN).
-_LAYER_NAMES = {
-    "bert": ("attention.self.query", "attention.self.key", "attention.self.value",
-             "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
-             "output.dense", "output.LayerNorm"),
-    "albert": ("attention.query", "attention.key", "attention.value", "attention.dense",
-               "attention.LayerNorm", "ffn", "ffn_output", "full_layer_layer_norm"),
-    "distilbert": ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
-                   "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm"),
-}
+def parts(cfg: ModelConfig, bare: Mapping[str, bool] | None = None) -> list[Part]:
+    """The transformers models `cfg` is; `bare` (part -> bool) overrides the prefix rule
+    for checkpoints saved the other way round."""
+    bare = bare or {}
+    if "generator" in cfg.heads:
+        own = tuple(h for h in cfg.heads if h != "generator")
+        return [Part("discriminator", cfg, own, (), bare.get("discriminator")),
+                Part("generator", cfg.generator_config(), ("mlm",), ("generator",),
+                     bare.get("generator"))]
+    return [Part("", cfg, cfg.heads, (), bare.get(""))]
 
 
-def _layer(hf: str, ours: tuple[str, ...], style: str) -> list[Entry]:
-    q, k, v, out, attn_ln, ffn_in, ffn_out, out_ln = _LAYER_NAMES[style]
-    return [
-        *_linear(f"{hf}.{q}", (*ours, "attention", "query")),
-        *_linear(f"{hf}.{k}", (*ours, "attention", "key")),
-        *_linear(f"{hf}.{v}", (*ours, "attention", "value")),
-        *_linear(f"{hf}.{out}", (*ours, "attention", "out"), "linear2"),
-        *_norm(f"{hf}.{attn_ln}", (*ours, "attention_norm")),
-        *_linear(f"{hf}.{ffn_in}", (*ours, "intermediate")),
-        *_linear(f"{hf}.{ffn_out}", (*ours, "output")),
-        *_norm(f"{hf}.{out_ln}", (*ours, "output_norm")),
-    ]
+def _prefix(part: Part) -> str:
+    return "" if part.is_bare else family(part.cfg.family).hf.prefix + "."
 
 
-def _embeddings(hf: str, cfg: ModelConfig) -> list[Entry]:
-    entries = [Entry(f"{hf}.word_embeddings.weight", ("embeddings", "word", "embedding")),
-               Entry(f"{hf}.position_embeddings.weight", ("embeddings", "position", "embedding"))]
-    if cfg.type_vocab_size:
-        entries.append(Entry(f"{hf}.token_type_embeddings.weight",
-                             ("embeddings", "token_type", "embedding")))
-    return entries + _norm(f"{hf}.LayerNorm", ("embeddings", "layer_norm"))
+def name_map(part: Part) -> list[Entry]:
+    """Every tensor of `part`'s transformers model, with our parameter paths."""
+    fam, p = family(part.cfg.family), _prefix(part)
+    entries = list(fam.hf.encoder(part.cfg, p))
+    for head in part.heads:
+        entries += fam.hf.heads[head](part.cfg, p)
+    # The embeddings are shared by both ELECTRA parts and sit at the root.
+    return [e if e.path[0] == "embeddings" else dataclasses.replace(e, path=(*part.root, *e.path))
+            for e in entries]
 
 
-def _encoder(hf_layer: str, tower: str, cfg: ModelConfig, style: str) -> list[Entry]:
-    """hf_layer is a format string with {i} (BERT style) or {g} and {j} (ALBERT)."""
-    entries = []
-    if style == "albert":
-        for g in range(cfg.num_groups):
-            for j in range(cfg.inner_group_num):
-                ours = (tower, f"group_{g}" if cfg.shares_layers else f"layer_{g}")
-                ours = (*ours, f"inner_{j}") if cfg.inner_group_num > 1 else ours
-                entries += _layer(hf_layer.format(g=g, j=j), ours, style)
-    else:
-        for i in range(cfg.num_layers):
-            entries += _layer(hf_layer.format(i=i), (tower, f"layer_{i}"), style)
-    return entries
-
-
-def _mlm(hf_dense: str, hf_norm: str, hf_bias: str, head: str) -> list[Entry]:
-    return [*_linear(hf_dense, (head, "transform")), *_norm(hf_norm, (head, "layer_norm")),
-            Entry(hf_bias, (head, "bias"))]
-
-
-def name_map(cfg: ModelConfig, part: str = "") -> list[Entry]:
-    """The full list of tensors of `cfg`'s HF model. ELECTRA: part is "discriminator" or
-    "generator" (two HF models sharing our one embedding module)."""
-    f = cfg.family
-    if f == "bert":
-        return [*_embeddings("bert.embeddings", cfg),
-                *_encoder("bert.encoder.layer.{i}", "encoder", cfg, "bert"),
-                *_linear("bert.pooler.dense", ("pooler", "dense")),
-                *_mlm("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-                      "cls.predictions.bias", "mlm"),
-                *_linear("cls.seq_relationship", ("nsp", "dense"))]
-    if f == "roberta":
-        pooler = _linear("roberta.pooler.dense", ("pooler", "dense")) if cfg.use_pooler else []
-        return [*_embeddings("roberta.embeddings", cfg),
-                *_encoder("roberta.encoder.layer.{i}", "encoder", cfg, "bert"), *pooler,
-                *_mlm("lm_head.dense", "lm_head.layer_norm", "lm_head.bias", "mlm")]
-    if f == "albert":
-        return [*_embeddings("albert.embeddings", cfg),
-                *_linear("albert.encoder.embedding_hidden_mapping_in",
-                         ("encoder", "embeddings_project")),
-                *_encoder("albert.encoder.albert_layer_groups.{g}.albert_layers.{j}", "encoder",
-                          cfg, "albert"),
-                *_linear("albert.pooler", ("pooler", "dense")),
-                *_mlm("predictions.dense", "predictions.LayerNorm", "predictions.bias", "mlm"),
-                *_linear("sop_classifier.classifier", ("sop", "dense"))]
-    if f == "distilbert":
-        return [*_embeddings("distilbert.embeddings", cfg),
-                *_encoder("distilbert.transformer.layer.{i}", "encoder", cfg, "distilbert"),
-                *_mlm("vocab_transform", "vocab_layer_norm", "vocab_projector.bias", "mlm")]
-    if f == "electra":
-        tcfg = cfg if part == "discriminator" else cfg.generator_config()
-        tower = [*_embeddings("electra.embeddings", cfg)]
-        if tcfg.projects_embeddings:
-            tower += _linear("electra.embeddings_project", (part, "embeddings_project"))
-        tower += _encoder("electra.encoder.layer.{i}", part, tcfg, "bert")
-        if part == "discriminator":
-            return [*tower,
-                    *_linear("discriminator_predictions.dense", ("discriminator_head", "dense")),
-                    *_linear("discriminator_predictions.dense_prediction",
-                             ("discriminator_head", "prediction"))]
-        if part == "generator":
-            return [*tower, *_mlm("generator_predictions.dense", "generator_predictions.LayerNorm",
-                                  "generator_lm_head.bias", "generator_head")]
-        raise ValueError(f"ELECTRA part must be discriminator or generator, not {part!r}")
-    raise ValueError(f"unknown family {f!r}")
-
-
-def parts(cfg: ModelConfig) -> tuple[str, ...]:
-    """The HF models one bertjax model becomes: ("",) or ELECTRA's two."""
-    return ("discriminator", "generator") if cfg.family == "electra" else ("",)
-
-
-# Keys that HF may store but that carry no information of their own: tied output
-# weights (must equal their source) and buffers.
-def _tied(cfg: ModelConfig, part: str) -> dict[str, str]:
-    f = cfg.family
-    emb = f"{f}.embeddings.word_embeddings.weight"  # every family's base prefix is its name
-    return {
-        "bert": {"cls.predictions.decoder.weight": emb,
-                 "cls.predictions.decoder.bias": "cls.predictions.bias"},
-        "roberta": {"lm_head.decoder.weight": emb, "lm_head.decoder.bias": "lm_head.bias"},
-        "albert": {"predictions.decoder.weight": emb,
-                   "predictions.decoder.bias": "predictions.bias"},
-        "distilbert": {"vocab_projector.weight": emb},
-        "electra": {"generator_lm_head.weight": emb} if part == "generator" else {},
-    }[f]
+def _tied(part: Part) -> dict[str, str]:
+    """Tensors transformers may store that are copies of another (tied output weights)."""
+    fam, p = family(part.cfg.family), _prefix(part)
+    return {k.format(p=p): v.format(p=p) for head in part.heads
+            for k, v in fam.hf.tied.get(head, {}).items()}
 
 
 def _is_buffer(key: str) -> bool:
     return key.endswith((".position_ids", ".token_type_ids"))
 
 
+def architecture(part: Part) -> str:
+    """The transformers class holding exactly `part`'s heads (a pooler the class lacks is
+    written as extra tensors, as released RoBERTa checkpoints carry it)."""
+    fam = family(part.cfg.family)
+    heads = set(part.heads)
+    for want in (heads, heads - {"pooler"}):
+        for name, held in fam.hf.architectures.items():
+            if set(held) == want:
+                return name
+    forms = "; ".join(f"{k}: {', '.join(v) or 'no heads'}" for k, v in
+                      fam.hf.architectures.items())
+    raise ConversionError(f"no transformers {fam.name} class holds the heads "
+                          f"{', '.join(part.heads) or 'none'} ({forms})")
+
+
 # --- tensors ------------------------------------------------------------------------
 
-def _hf_shape(entry: Entry, ours: tuple[int, ...]) -> tuple[int, ...]:
+def hf_shape(entry: Entry, ours: tuple[int, ...]) -> tuple[int, ...]:
     """The shape the HF tensor of `entry` must have, given our parameter's shape."""
     if entry.kind == "linear1":  # kernel [in, ...out] <- weight [out, in]
         return (int(np.prod(ours[1:])), ours[0])
@@ -194,16 +125,16 @@ def _hf_shape(entry: Entry, ours: tuple[int, ...]) -> tuple[int, ...]:
 def _to_ours(entry: Entry, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     # The shape must match exactly: a same-sized tensor of another shape (a transposed
     # table, say) would otherwise be reshaped into garbage without a word.
-    if tuple(arr.shape) != _hf_shape(entry, shape):
+    if tuple(arr.shape) != hf_shape(entry, shape):
         raise ConversionError(f"tensor {entry.hf_key} has shape {tuple(arr.shape)}, but the "
-                              f"config needs {_hf_shape(entry, shape)} ({'/'.join(entry.path)})")
+                              f"config needs {hf_shape(entry, shape)} ({'/'.join(entry.path)})")
     out = arr if entry.kind == "copy" else arr.T
     return np.ascontiguousarray(out.reshape(shape))
 
 
 def _to_hf(entry: Entry, arr: np.ndarray) -> np.ndarray:
     if entry.kind == "copy":
-        return np.ascontiguousarray(arr.reshape(_hf_shape(entry, arr.shape)))
+        return np.ascontiguousarray(arr.reshape(hf_shape(entry, arr.shape)))
     n_in = 1 if entry.kind == "linear1" else 2
     rows = int(np.prod(arr.shape[:n_in]))
     return np.ascontiguousarray(arr.reshape(rows, -1).T)
@@ -251,28 +182,33 @@ def abstract_shapes(cfg: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     return {path: tuple(v.shape) for path, v in _iter_paths(unstack_layers(views))}
 
 
+
 def from_state_dicts(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, np.ndarray]],
-                     source: str = "") -> Params:
-    """HF state dict(s) -> bertjax params (numpy), keyed like `parts(cfg)`.
+                     source: str = "", bare: Mapping[str, bool] | None = None) -> Params:
+    """HF state dict(s) -> bertjax params (numpy), keyed by part name.
 
     Every tensor of the name map must be present with a fitting shape; tied copies
-    must equal their source; anything else is an error naming the tensor.
+    must equal their source; anything else is an error naming the tensor. `bare`: see
+    `parts` (default: `detect_bare`).
     """
     shapes = abstract_shapes(cfg)
     params: Params = {}
     where = f" in {source}" if source else ""
-    for part in parts(cfg):
-        if part not in state_dicts:
-            raise ConversionError(f"no state dict for {part or 'the model'}{where}; "
-                                  f"{cfg.family} needs {', '.join(map(repr, parts(cfg)))}")
-        sd = {_legacy_name(k): v for k, v in state_dicts[part].items()}
-        entries = name_map(cfg, part)
+    if bare is None:
+        bare = detect_bare(cfg, state_dicts)
+    for part in parts(cfg, bare):
+        if part.name not in state_dicts:
+            names = ", ".join(repr(p.name) for p in parts(cfg))
+            raise ConversionError(f"no state dict for {part.name or 'the model'}{where}; "
+                                  f"{cfg.family} with heads {', '.join(cfg.heads)} needs {names}")
+        sd = {_legacy_name(k): v for k, v in state_dicts[part.name].items()}
+        entries = name_map(part)
         known = {e.hf_key for e in entries}
         for e in entries:
             if e.hf_key not in sd:
                 raise ConversionError(f"tensor {e.hf_key} is missing{where}")
             value = _to_ours(e, np.asarray(sd[e.hf_key]), shapes[e.path])
-            if part == "generator" and e.path[0] == "embeddings":
+            if part.root and e.path[0] == "embeddings":
                 shared = _get(params, e.path)
                 if not np.array_equal(shared, value):
                     raise ConversionError(
@@ -280,7 +216,7 @@ def from_state_dicts(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, np
                         "discriminator's, but ELECTRA shares them")
                 continue
             _set(params, e.path, value)
-        for key, source_key in _tied(cfg, part).items():
+        for key, source_key in _tied(part).items():
             if key in sd:
                 known.add(key)
                 if not np.array_equal(np.asarray(sd[key]), np.asarray(sd[source_key])):
@@ -313,153 +249,151 @@ def _legacy_name(key: str) -> str:
 
 
 def to_state_dicts(cfg: ModelConfig, params: Params) -> dict[str, dict[str, np.ndarray]]:
-    """bertjax params -> HF state dict(s) of numpy arrays, keyed like `parts(cfg)`."""
+    """bertjax params -> HF state dict(s) of numpy arrays, keyed by part name."""
     params = unstack_layers(params) if cfg.scan_layers else params
-    out = {}
-    for part in parts(cfg):
-        out[part] = {e.hf_key: _to_hf(e, np.asarray(_get(params, e.path)))
-                     for e in name_map(cfg, part)}
-    return out
+    return {part.name: {e.hf_key: _to_hf(e, np.asarray(_get(params, e.path)))
+                        for e in name_map(part)} for part in parts(cfg)}
 
 
 # --- configs ------------------------------------------------------------------------
 
-_ACT_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new",
-                "relu": "relu", "silu": "silu", "swish": "silu"}
-
-ARCHITECTURES = {"bert": "BertForPreTraining", "roberta": "RobertaForMaskedLM",
-                 "albert": "AlbertForPreTraining", "distilbert": "DistilBertForMaskedLM",
-                 "discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
-
-
 def hf_configs(cfg: ModelConfig, special_ids: Mapping[str, int] | None = None) -> dict[str, dict]:
-    """config.json content(s) for transformers, keyed like `parts(cfg)`."""
-    special_ids = dict(special_ids or {})
-    common = {"vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.max_position_embeddings,
-              "initializer_range": cfg.initializer_range, "pad_token_id": cfg.pad_token_id,
-              "tie_word_embeddings": True}
-    if cfg.family == "distilbert":
-        return {"": {**common, "model_type": "distilbert",
-                     "architectures": [ARCHITECTURES["distilbert"]],
-                     "dim": cfg.hidden_size, "n_layers": cfg.num_layers, "n_heads": cfg.num_heads,
-                     "hidden_dim": cfg.intermediate_size, "activation": cfg.hidden_act,
-                     "dropout": cfg.dropout_rate, "attention_dropout": cfg.attention_dropout_rate,
-                     "sinusoidal_pos_embds": cfg.sinusoidal_positions}}
-
-    def bert_like(c: ModelConfig, model_type: str, arch: str) -> dict:
-        d = {**common, "model_type": model_type, "architectures": [arch],
-             "hidden_size": c.hidden_size, "num_hidden_layers": c.num_layers,
-             "num_attention_heads": c.num_heads, "intermediate_size": c.intermediate_size,
-             "hidden_act": c.hidden_act, "hidden_dropout_prob": c.dropout_rate,
-             "attention_probs_dropout_prob": c.attention_dropout_rate,
-             "type_vocab_size": c.type_vocab_size, "layer_norm_eps": c.layer_norm_eps}
-        if model_type in ("albert", "electra"):
-            d["embedding_size"] = c.embed_dim
-        if model_type == "albert":
-            d["num_hidden_groups"] = c.num_groups
-            d["inner_group_num"] = c.inner_group_num
-        for name in ("bos_token_id", "eos_token_id"):
-            if name in special_ids:
-                d[name] = special_ids[name]
-        return d
-
-    if cfg.family == "electra":
-        return {"discriminator": bert_like(cfg, "electra", ARCHITECTURES["discriminator"]),
-                "generator": bert_like(cfg.generator_config(), "electra",
-                                       ARCHITECTURES["generator"])}
-    return {"": bert_like(cfg, cfg.family, ARCHITECTURES[cfg.family])}
+    """config.json content(s) for transformers, keyed by part name."""
+    out = {}
+    for part in parts(cfg):
+        fam = family(part.cfg.family)
+        d = {**fam.hf.to_config(part.cfg), "architectures": [architecture(part)]}
+        if any(h in LABELLED_HEADS for h in part.heads):
+            names = part.cfg.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_labels))
+            d["id2label"] = {str(i): n for i, n in enumerate(names)}
+            d["label2id"] = {n: i for i, n in enumerate(names)}
+        if fam.name == "roberta":
+            d.update({k: v for k, v in (special_ids or {}).items()
+                      if k in ("bos_token_id", "eos_token_id")})
+        out[part.name] = d
+    return out
 
 
-def model_config_from_hf(configs: Mapping[str, Mapping[str, Any]], has_pooler: bool = True,
-                         source: str = "config.json", **overrides: Any) -> ModelConfig:
-    """HF config.json content(s) (keyed like `parts`) -> ModelConfig.
+def _family_of(content: Mapping[str, Any], source: str) -> Family:
+    mt = content.get("model_type")
+    for fam in FAMILIES.values():
+        if fam.hf.model_type == mt:
+            return fam
+    raise ConversionError(f"{source}: model_type {mt!r} is not one of "
+                          f"{', '.join(f.hf.model_type for f in FAMILIES.values())}")
 
-    `has_pooler` says whether a RoBERTa checkpoint holds `roberta.pooler.dense`
-    (RobertaForMaskedLM has none, released checkpoints often do); other families
-    ignore it. Invalid values are a `ConversionError` naming `source` and the key.
+
+def _heads(fam: Family, content: Mapping[str, Any], sd: Mapping[str, Any] | None,
+           source: str, probe: ModelConfig) -> tuple[str, ...]:
+    """The heads of a transformers checkpoint: its architecture's, plus any other head
+    whose tensors are all there (a BertForMaskedLM checkpoint that still holds the NSP
+    head and pooler, as released ones do)."""
+    archs = content.get("architectures") or []
+    arch = archs[0] if archs else None
+    if arch is not None and arch not in fam.hf.architectures:
+        raise ConversionError(f"{source}: architecture {arch!r} is not supported; {fam.name} "
+                              f"reads {', '.join(fam.hf.architectures)}")
+    heads = list(fam.hf.architectures[arch]) if arch else []
+    if sd is None:
+        return tuple(heads)
+    keys = set(sd)
+    claimed: set[str] = set()
+    for head in heads:
+        claimed |= {e.hf_key for e in fam.hf.heads[head](probe, fam.hf.prefix + ".")}
+    for head, head_map in fam.hf.heads.items():
+        if head in heads:
+            continue
+        for p in ("", fam.hf.prefix + "."):
+            wanted = {e.hf_key for e in head_map(probe, p)}
+            if wanted and wanted <= keys and not wanted & claimed:
+                heads.append(head)
+                claimed |= wanted
+                break
+    return tuple(h for h in fam.heads if h in heads)  # the family's order
+
+
+def _labels(content: Mapping[str, Any], heads: Sequence[str]) -> dict[str, Any]:
+    if not any(h in LABELLED_HEADS for h in heads):
+        return {}
+    id2label = content.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
+    names = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}")))
+             for i in range(len(id2label))]
+    generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
+    return {"num_labels": len(names), "label_names": () if generic else tuple(names)}
+
+
+def config_from_hf(configs: Mapping[str, Mapping[str, Any]],
+                   state_dicts: Mapping[str, Mapping[str, Any]] | None = None,
+                   source: str = "config.json", heads: Sequence[str] | None = None,
+                   **overrides: Any) -> ModelConfig:
+    """transformers config.json content(s) (keyed by part name) -> ModelConfig.
+
+    The heads come from `heads`, else from the architecture and the state dicts' tensors
+    (`_heads`), else the architecture alone. ELECTRA's two parts ("discriminator",
+    "generator") become one model with a generator head. Invalid values are a
+    `ConversionError` naming `source` and the key.
     """
     if not configs:
         raise ConversionError(f"{source}: no config given")
-    first = next(iter(configs.values()))
-    mt = first.get("model_type")
-
-    def get(c: Mapping[str, Any], key: str, default: Any = None) -> Any:
-        # transformers writes absent optional values as null: treat them as missing.
-        if c.get(key) is None:
-            if default is None:
-                raise ConversionError(f"{source}: key {key!r} is missing")
-            return default
-        return c[key]
-
-    def act(c: Mapping[str, Any], key: str) -> str:
-        name = get(c, key, "gelu")
-        if name not in _ACT_FROM_HF:
-            raise ConversionError(f"{source}: {key}={name!r} is not supported")
-        return _ACT_FROM_HF[name]
-
-    if mt == "distilbert":
-        d = dict(family="distilbert", vocab_size=get(first, "vocab_size"),
-                 hidden_size=get(first, "dim"), num_layers=get(first, "n_layers"),
-                 num_heads=get(first, "n_heads"), intermediate_size=get(first, "hidden_dim"),
-                 hidden_act=act(first, "activation"),
-                 max_position_embeddings=get(first, "max_position_embeddings"),
-                 type_vocab_size=0, dropout_rate=get(first, "dropout", 0.1),
-                 attention_dropout_rate=get(first, "attention_dropout", 0.1),
-                 initializer_range=get(first, "initializer_range", 0.02),
-                 pad_token_id=get(first, "pad_token_id", 0),
-                 sinusoidal_positions=bool(get(first, "sinusoidal_pos_embds", False)),
-                 use_pooler=False)
-    elif mt in ("bert", "roberta", "albert", "electra"):
-        if mt == "electra" and set(configs) != {"discriminator", "generator"}:
-            raise ConversionError(f"{source}: ELECTRA needs the discriminator's and the "
-                                  f"generator's configs, got {sorted(configs)}")
-        c = configs["discriminator"] if mt == "electra" else first
-        d = dict(family=mt, vocab_size=get(c, "vocab_size"), hidden_size=get(c, "hidden_size"),
-                 num_layers=get(c, "num_hidden_layers"), num_heads=get(c, "num_attention_heads"),
-                 intermediate_size=get(c, "intermediate_size"), hidden_act=act(c, "hidden_act"),
-                 max_position_embeddings=get(c, "max_position_embeddings"),
-                 type_vocab_size=get(c, "type_vocab_size", 2),
-                 layer_norm_eps=get(c, "layer_norm_eps", 1e-12),
-                 dropout_rate=get(c, "hidden_dropout_prob", 0.1),
-                 attention_dropout_rate=get(c, "attention_probs_dropout_prob", 0.1),
-                 initializer_range=get(c, "initializer_range", 0.02),
-                 pad_token_id=get(c, "pad_token_id", 1 if mt == "roberta" else 0),
-                 positions_from_padding=mt == "roberta",
-                 use_pooler=mt in ("bert", "albert") or (mt == "roberta" and has_pooler))
-        if mt in ("albert", "electra"):
-            d["embedding_size"] = get(c, "embedding_size", 128)
-        if mt == "albert":
-            d["num_hidden_groups"] = get(c, "num_hidden_groups", 1)
-            d["inner_group_num"] = get(c, "inner_group_num", 1)
-        if mt == "electra":
-            g = configs["generator"]
-            if g.get("model_type") != "electra":
-                raise ConversionError(f"{source}: generator model_type "
-                                      f"{g.get('model_type')!r} is not 'electra'")
-            # The towers share the embedding module, and bertjax builds the generator
-            # from the discriminator's config apart from its width and depth.
-            shared = {"embedding_size": 128, "vocab_size": None, "max_position_embeddings": None,
-                      "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0}
-            for key, default in shared.items():
-                if get(g, key, default) != get(c, key, default):
-                    raise ConversionError(
-                        f"{source}: generator {key}={get(g, key, default)!r} differs from the "
-                        f"discriminator's {get(c, key, default)!r}; ELECTRA shares embeddings")
-            if act(g, "hidden_act") != d["hidden_act"]:
-                raise ConversionError(f"{source}: generator hidden_act={g.get('hidden_act')!r} "
-                                      "differs from the discriminator's; bertjax shares it")
-            d.update(generator_hidden_size=get(g, "hidden_size"),
-                     generator_num_heads=get(g, "num_attention_heads"),
-                     generator_intermediate_size=get(g, "intermediate_size"),
-                     generator_num_layers=get(g, "num_hidden_layers"))
-    else:
-        raise ConversionError(f"{source}: model_type {mt!r} is not one of bert, roberta, "
-                              "albert, distilbert, electra")
-    d.update(overrides)
+    pair = set(configs) == {"discriminator", "generator"}
+    main = configs["discriminator"] if pair else next(iter(configs.values()))
+    fam = _family_of(main, source)
+    fields = dict(fam.hf.from_config(main, source))
+    fields["family"] = fam.name
+    sd = (state_dicts or {}).get("discriminator" if pair else next(iter(configs)))
     try:
-        return ModelConfig.from_dict(d)
+        probe = ModelConfig.from_dict({**fields, "heads": ()})
     except ConfigError as e:
         raise ConversionError(f"{source}: {e}") from None
+    found = tuple(heads) if heads is not None else _heads(fam, main, sd, source, probe)
+    if pair:
+        if fam.name != "electra":
+            raise ConversionError(f"{source}: discriminator/ and generator/ hold {fam.name}, "
+                                  "not ELECTRA")
+        fields.update(_generator_fields(configs["generator"], fields, fam, source))
+        if heads is None:
+            found = (*found, "generator")
+    fields.update(heads=found, **_labels(main, found))
+    fields.update(overrides)
+    try:
+        return ModelConfig.from_dict(fields)
+    except ConfigError as e:
+        raise ConversionError(f"{source}: {e}") from None
+
+
+def _generator_fields(content: Mapping[str, Any], disc: Mapping[str, Any], fam: Family,
+                      source: str) -> dict[str, Any]:
+    """The ELECTRA generator's sizes from its config.json; the embedding settings it
+    shares with the discriminator must agree."""
+    if content.get("model_type") != fam.hf.model_type:
+        raise ConversionError(f"{source}: generator model_type "
+                              f"{content.get('model_type')!r} is not 'electra'")
+    gen = fam.hf.from_config(content, source)
+    for key in ("embedding_size", "vocab_size", "max_position_embeddings", "type_vocab_size",
+                "layer_norm_eps", "pad_token_id"):
+        if gen.get(key) != disc.get(key):
+            raise ConversionError(
+                f"{source}: generator {key}={gen.get(key)!r} differs from the discriminator's "
+                f"{disc.get(key)!r}; ELECTRA shares embeddings")
+    if gen["hidden_act"] != disc["hidden_act"]:
+        raise ConversionError(f"{source}: generator hidden_act={content.get('hidden_act')!r} "
+                              "differs from the discriminator's; bertjax shares it")
+    return dict(generator_hidden_size=gen["hidden_size"], generator_num_heads=gen["num_heads"],
+                generator_intermediate_size=gen["intermediate_size"],
+                generator_num_layers=gen["num_layers"])
+
+
+def detect_bare(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, Any]]
+                ) -> dict[str, bool]:
+    """Per part, whether its tensors lack the base-model prefix (a BertModel saves
+    `embeddings.word_embeddings.weight`, a BertForMaskedLM `bert.embeddings...`)."""
+    out = {}
+    for part in parts(cfg):
+        prefix = family(part.cfg.family).hf.prefix + "."
+        sd = state_dicts.get(part.name, {})
+        out[part.name] = ("embeddings.word_embeddings.weight" in sd
+                          and f"{prefix}embeddings.word_embeddings.weight" not in sd)
+    return out
 
 
 # --- files --------------------------------------------------------------------------

@@ -53,14 +53,6 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 INSTANCE_KINDS = ("nsp", "sop", "full_sentences", "doc_sentences", "mlm")
-# What each family trains on by default (the papers' choices).
-FAMILY_INSTANCES = {
-    "bert": "nsp",
-    "albert": "sop",
-    "roberta": "full_sentences",
-    "electra": "mlm",
-    "distilbert": "mlm",
-}
 PAIR_KINDS = ("nsp", "sop")
 NO_PAIR_LABEL = -1
 # A sentence this many characters long is cut (at whitespace where possible) before

@@ -64,14 +64,6 @@ _CLASS_KIND = {
     "AlbertTokenizer": "sentencepiece",
 }
 _MODEL_KIND = {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "sentencepiece"}
-# The transformers tokenizer class each bertjax family saves as.
-FAMILY_TOKENIZER_CLASS = {
-    "bert": "BertTokenizer",
-    "roberta": "RobertaTokenizer",
-    "albert": "AlbertTokenizer",
-    "distilbert": "DistilBertTokenizer",
-    "electra": "ElectraTokenizer",
-}
 # Config keys that matter per kind: transformers rebuilds the normalizer and
 # pre-tokenizer from them even when a tokenizer.json is present.
 _OPTION_KEYS = {

@@ -47,14 +47,6 @@ KINDS = ("wordpiece", "sentencepiece-unigram", "sentencepiece-bpe", "bpe")
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SENTENCEPIECE_SPECIALS = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")
 BPE_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
-# family -> (kinds it takes, transformers tokenizer class written to tokenizer_config.json)
-FAMILIES = {
-    "bert": (("wordpiece",), "BertTokenizer"),
-    "distilbert": (("wordpiece",), "DistilBertTokenizer"),
-    "electra": (("wordpiece",), "ElectraTokenizer"),
-    "albert": (("sentencepiece-unigram",), "AlbertTokenizer"),
-    "roberta": (("bpe",), "RobertaTokenizer"),
-}
 _DEFAULT_CLASS = {
     "wordpiece": "BertTokenizer",
     "sentencepiece-unigram": "AlbertTokenizer",
@@ -107,11 +99,13 @@ def train(
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {list(KINDS)}")
     tokenizer_class = _DEFAULT_CLASS[kind]
     if family is not None:
-        if family not in FAMILIES:
-            raise ValueError(f"unknown family {family!r}; expected one of {list(FAMILIES)}")
-        kinds, tokenizer_class = FAMILIES[family]
-        if kind not in kinds:
-            raise ValueError(f"family {family} uses {' or '.join(kinds)} tokenizers, not {kind}")
+        from bertjax.models.registry import family as family_record
+
+        record = family_record(family)  # ValueError naming the families
+        tokenizer_class = record.tokenizer_class
+        if kind != record.tokenizer_kind:
+            raise ValueError(f"family {family} uses {record.tokenizer_kind} tokenizers, "
+                             f"not {kind}")
     if vocab_size < _MIN_VOCAB[kind]:
         raise ValueError(
             f"vocab_size={vocab_size} is too small for {kind} (at least {_MIN_VOCAB[kind]})"

@@ -8,10 +8,9 @@ message naming the key, so a typo in an ablation fails before anything is built.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-FAMILIES = ("bert", "roberta", "albert", "distilbert", "electra")
 ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu")
 REMAT_POLICIES = ("none", "full", "dots")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -21,11 +20,22 @@ class ConfigError(ValueError):
     """A model config key holds a value that cannot describe a model."""
 
 
+def _family(name: str):  # noqa: ANN202 - bertjax.models.family.Family
+    from bertjax.models.registry import FAMILIES
+
+    if name not in FAMILIES:
+        raise ConfigError(f"model.family={name!r}: expected one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and implementation switches of one encoder family member."""
+    """Architecture, heads and implementation switches of one encoder family member."""
 
-    family: str = "bert"  # one of FAMILIES; picks the heads and name map
+    family: str = "bert"  # a bertjax.models.registry family; picks layers' names and rules
+    # Heads on the encoder (bertjax/models/family.py lists them); None: the family's
+    # pretraining heads. () is a bare encoder.
+    heads: tuple[str, ...] | None = None
     vocab_size: int = 30522  # BERT uncased WordPiece vocabulary
     hidden_size: int = 768  # H, the width of the residual stream
     num_layers: int = 12  # L, applications of an encoder layer
@@ -42,7 +52,6 @@ class ModelConfig:
     pad_token_id: int = 0  # RoBERTa: 1
     positions_from_padding: bool = False  # RoBERTa: position = pad_id + 1 + index of non-pad
     sinusoidal_positions: bool = False  # DistilBERT option: fixed sin/cos position table
-    use_pooler: bool = True  # tanh dense on [CLS]; NSP/SOP need it
     num_hidden_groups: int = 0  # ALBERT parameter groups; 0 means no sharing (one per layer)
     inner_group_num: int = 1  # ALBERT layers inside a group
     # ELECTRA generator (shares the discriminator's embeddings; 0 = no generator).
@@ -50,20 +59,44 @@ class ModelConfig:
     generator_num_heads: int = 0
     generator_intermediate_size: int = 0
     generator_num_layers: int = 0  # 0 means the discriminator's num_layers
+    # Task heads: classifier and token_classifier output num_labels values (1 for a
+    # regression); label_names, when given, name them (transformers' id2label).
+    num_labels: int = 0
+    label_names: tuple[str, ...] = ()
+    classifier_dropout_rate: float = 0.1  # before the task heads (DistilBERT: 0.2)
     # Implementation switches: they change speed and memory, never the function.
     dtype: str = "float32"  # compute dtype; parameters stay in param_dtype
     param_dtype: str = "float32"
     scan_layers: bool = False  # nn.scan over layers: one compiled layer, stacked params
     remat: str = "none"  # activation checkpointing per layer: none | full | dots
 
+    def __post_init__(self) -> None:
+        if self.heads is None:  # the family's pretraining model
+            heads = _family(self.family).pretrain_heads
+        else:
+            heads = (self.heads,) if isinstance(self.heads, str) else self.heads
+        object.__setattr__(self, "heads", tuple(heads))
+        object.__setattr__(self, "label_names", tuple(self.label_names))
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        """Builds a validated config; unknown keys are an error naming the key."""
+        """Builds a validated config; unknown keys are an error naming the key.
+
+        Model directories written before heads existed say `use_pooler` instead: it is
+        read as the family's pretraining heads with or without the pooler.
+        """
+        d = dict(d)
+        if "use_pooler" in d:
+            use_pooler = bool(d.pop("use_pooler"))
+            if d.get("heads") is None:
+                heads = _family(d.get("family", cls.family)).pretrain_heads
+                heads = tuple(h for h in heads if h != "pooler")
+                d["heads"] = (("pooler",) if use_pooler else ()) + heads
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
-        cfg = cls(**dict(d))
+        cfg = cls(**d)
         cfg.validate()
         return cfg
 
@@ -82,8 +115,13 @@ class ModelConfig:
 
     @property
     def projects_embeddings(self) -> bool:
-        """Whether the encoder maps E -> H first; ALBERT keeps the projection even at E = H."""
-        return self.embed_dim != self.hidden_size or self.family == "albert"
+        """Whether the encoder maps E -> H first (ALBERT keeps the projection at E = H)."""
+        return (self.embed_dim != self.hidden_size
+                or _family(self.family).always_projects_embeddings)
+
+    @property
+    def use_pooler(self) -> bool:
+        return "pooler" in self.heads
 
     @property
     def head_dim(self) -> int:
@@ -102,11 +140,13 @@ class ModelConfig:
         return self.generator_hidden_size > 0
 
     def generator_config(self) -> ModelConfig:
-        """The ELECTRA generator's tower: same embeddings, its own width and depth."""
+        """The ELECTRA generator's tower: same embeddings, its own width and depth, an MLM
+        head (a generator alone, as transformers' ElectraForMaskedLM holds it)."""
         if not self.has_generator:
             raise ConfigError("model.generator_hidden_size is 0: this model has no generator")
         return dataclasses.replace(
             self,
+            heads=("mlm",),
             hidden_size=self.generator_hidden_size,
             num_heads=self.generator_num_heads,
             intermediate_size=self.generator_intermediate_size,
@@ -116,6 +156,8 @@ class ModelConfig:
             generator_num_heads=0,
             generator_intermediate_size=0,
             generator_num_layers=0,
+            num_labels=0,
+            label_names=(),
         )
 
     def validate(self) -> None:
@@ -123,7 +165,7 @@ class ModelConfig:
             if not ok:
                 raise ConfigError(f"model.{key}={getattr(self, key)!r}: {why}")
 
-        need(self.family in FAMILIES, "family", f"expected one of {', '.join(FAMILIES)}")
+        family = _family(self.family)
         need(self.hidden_act in ACTIVATIONS, "hidden_act", f"expected one of {ACTIVATIONS}")
         need(self.remat in REMAT_POLICIES, "remat", f"expected one of {REMAT_POLICIES}")
         need(self.dtype in DTYPES, "dtype", f"expected one of {DTYPES}")
@@ -137,39 +179,42 @@ class ModelConfig:
         need(self.embedding_size >= 0, "embedding_size", "must be >= 0 (0 means hidden_size)")
         need(0 <= self.pad_token_id < self.vocab_size, "pad_token_id",
              f"must be an id below vocab_size={self.vocab_size}")
-        need(0.0 <= self.dropout_rate < 1.0, "dropout_rate", "must be in [0, 1)")
-        need(0.0 <= self.attention_dropout_rate < 1.0, "attention_dropout_rate",
-             "must be in [0, 1)")
+        for key in ("dropout_rate", "attention_dropout_rate", "classifier_dropout_rate"):
+            need(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
         need(self.num_hidden_groups >= 0 and self.num_layers % self.num_groups == 0,
              "num_hidden_groups", f"must divide num_layers={self.num_layers}")
         if self.positions_from_padding:
             need(self.max_position_embeddings > self.pad_token_id + 1, "max_position_embeddings",
                  "must exceed pad_token_id + 1 when positions_from_padding is set")
-        if self.family == "electra":
-            need(self.has_generator, "generator_hidden_size", "ELECTRA needs a generator")
+        self._validate_heads(family, need)
         if self.has_generator:
             need(self.generator_num_heads > 0
                  and self.generator_hidden_size % self.generator_num_heads == 0,
                  "generator_num_heads", "must be positive and divide generator_hidden_size")
             need(self.generator_intermediate_size > 0, "generator_intermediate_size",
                  "must be positive")
-        # What transformers can represent, so that every config exports faithfully.
-        if self.family in ("bert", "albert"):
-            need(self.use_pooler, "use_pooler", f"{self.family} pretraining (NSP/SOP) needs it")
-        if self.family in ("distilbert", "electra"):
-            need(not self.use_pooler, "use_pooler", f"{self.family} has no pooler")
-        need(self.positions_from_padding == (self.family == "roberta"), "positions_from_padding",
-             "RoBERTa, and only RoBERTa, counts positions from pad_token_id + 1")
-        need(not self.sinusoidal_positions or self.family == "distilbert", "sinusoidal_positions",
-             "only DistilBERT has the sinusoidal option")
-        need((self.type_vocab_size == 0) == (self.family == "distilbert"), "type_vocab_size",
-             "DistilBERT, and only DistilBERT, has no token types (0)")
-        if self.family == "distilbert":
-            need(self.embed_dim == self.hidden_size, "embedding_size",
-                 "DistilBERT does not factorize embeddings")
-            need(self.layer_norm_eps == 1e-12, "layer_norm_eps", "DistilBERT fixes it at 1e-12")
-        if self.family != "albert":
-            need(not self.shares_layers, "num_hidden_groups", "only ALBERT shares layers")
-        if self.family in ("bert", "roberta", "distilbert"):
-            need(self.embed_dim == self.hidden_size, "embedding_size",
-                 f"{self.family} does not factorize embeddings")
+        family.validate(self, need)
+
+    def _validate_heads(self, family: Any, need: Callable[[bool, str, str], None]) -> None:
+        from bertjax.models.family import LABELLED_HEADS, POOLED_HEADS
+
+        heads = self.heads
+        need(len(set(heads)) == len(heads), "heads", "lists a head twice")
+        bad = [h for h in heads if h not in family.heads]
+        need(not bad, "heads", f"{self.family} has no {', '.join(map(repr, bad))} head; its "
+             f"heads: {', '.join(family.heads)}")
+        pooled = [h for h in heads if h in POOLED_HEADS
+                  or (h == "classifier" and family.classifier == "pooled")]
+        need(not pooled or "pooler" in heads, "heads",
+             f"{', '.join(pooled)} read the pooled vector: add 'pooler'")
+        if "generator" in heads:
+            need(self.has_generator, "generator_hidden_size",
+                 "the generator head needs a generator (ELECTRA pretraining)")
+            need("discriminator" in heads, "heads",
+                 "the generator head trains beside the discriminator head")
+        labelled = [h for h in heads if h in LABELLED_HEADS]
+        need(not labelled or self.num_labels >= 1, "num_labels",
+             f"{', '.join(labelled)} need num_labels >= 1")
+        need(self.num_labels >= 0, "num_labels", "must be >= 0")
+        need(not self.label_names or len(self.label_names) == self.num_labels, "label_names",
+             f"must name all num_labels={self.num_labels} labels, or none")

@@ -1,15 +1,74 @@
-"""RoBERTa: BERT without NSP, positions counted from padding_idx + 1, one token type.
+"""RoBERTa (Liu et al.): BERT without NSP, positions counted from padding_idx + 1, one
+token type, a GELU LM head whatever hidden_act, and a byte-level BPE vocabulary.
 
-The differences in embeddings (positions_from_padding, type_vocab_size=1) and
-in the pooler (absent from RobertaForMaskedLM) are config values, so the module
-itself only drops the sentence-pair head and fixes the LM head's activation.
+Pretraining model: encoder + MLM (transformers' RobertaForMaskedLM). Released
+checkpoints often also carry the base model's pooler; it is kept when present.
 """
 
 from __future__ import annotations
 
-from bertjax.models.bert import BertForPreTraining
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from bertjax.convert import names
+from bertjax.models import bert
+from bertjax.models.family import Family, HFNames, Need
+
+if TYPE_CHECKING:
+    from bertjax.models.config import ModelConfig
 
 
-class RobertaForMaskedLM(BertForPreTraining):
-    pair_head: str | None = None
-    mlm_activation: str = "gelu"  # fairseq's and HF's LM head use GELU whatever hidden_act
+def validate(cfg: ModelConfig, need: Need) -> None:
+    bert.rules(cfg, need, positions_from_padding=True)
+
+
+def from_hf_config(content: Mapping[str, Any], source: str) -> dict[str, Any]:
+    fields = bert.from_hf_config(content, source)
+    fields.update(positions_from_padding=True,
+                  pad_token_id=bert.HFConfig(content, source).get("pad_token_id", 1))
+    return fields
+
+
+HF = HFNames(
+    model_type="roberta", prefix="roberta",
+    architectures={
+        "RobertaModel": (),
+        "RobertaForMaskedLM": ("mlm",),
+        "RobertaForSequenceClassification": ("classifier",),
+        "RobertaForTokenClassification": ("token_classifier",),
+        "RobertaForQuestionAnswering": ("span",),
+    },
+    encoder=bert.encoder_map,
+    heads={
+        "pooler": lambda cfg, p: names.linear(f"{p}pooler.dense", ("pooler", "dense")),
+        "mlm": lambda cfg, p: names.mlm("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+        **bert.task_heads(classifier=["classifier.dense", "classifier.out_proj"]),
+    },
+    tied={"mlm": {"lm_head.decoder.weight": "{p}embeddings.word_embeddings.weight",
+                  "lm_head.decoder.bias": "lm_head.bias"}},
+    to_config=lambda cfg: bert.hf_config(cfg, "roberta"),
+    from_config=from_hf_config,
+)
+
+FAMILY = Family(
+    name="roberta",
+    defaults=dict(family="roberta", vocab_size=50265, max_position_embeddings=514,
+                  type_vocab_size=1, pad_token_id=1, positions_from_padding=True,
+                  layer_norm_eps=1e-5),
+    presets={"roberta_base": bert.size(12, 768), "roberta_large": bert.size(24, 1024, 16)},
+    heads=("pooler", "mlm", "classifier", "token_classifier", "span"),
+    pretrain_heads=("mlm",),
+    task="mlm",
+    instances="full_sentences",
+    tokenizer_kind="bpe",
+    tokenizer_class="RobertaTokenizer",
+    classifier="cls_tanh",
+    # Liu et al., Table 9: AdamW 6e-4 (large 4e-4), b2 0.98, batch 8k, 500k steps,
+    # 24k warmup (large 30k).
+    recipe=dict(optim=dict(name="adamw", learning_rate=6e-4, warmup_steps=24_000, b2=0.98),
+                batch_size=8192, steps=500_000),
+    preset_recipes={"roberta_large": dict(optim=dict(learning_rate=4e-4, warmup_steps=30_000))},
+    hf=HF,
+    validate=validate,
+    mlm_activation="gelu",  # fairseq's and transformers' LM head use GELU whatever hidden_act
+)

@@ -1,15 +1,9 @@
-r"""`python -m bertjax prepare tokenizer|data`.
+"""The data layer as a config file (configs/pretrain.py) describes it: the tokenizer to
+train, the prepared data to write and the masking to apply.
 
-  # Train the family's kind of vocabulary on a source and write the standard files.
-  python -m bertjax prepare tokenizer --config=configs/pretrain.py:bert_tiny \
-      --config.data.source=demo --config.tokenizer.vocab_size=8000 --out=/tmp/vocab
-  # Tokenize, build the family's instances, (statically) mask, and write shards + manifest.
-  python -m bertjax prepare data --config=configs/pretrain.py:bert_tiny \
-      --config.data.dir=/tmp/demo_data [--config.tokenizer.path=/tmp/vocab]
-
-`prepare data` without `config.tokenizer.path` first trains a tokenizer of the family's
-kind on `config.data.source` (into DATA/tokenizer). Re-running an interrupted
-`prepare data` skips the shards already written.
+`prepare tokenizer` and `prepare data` (bertjax/commands/prepare.py) are thin wrappers
+around `prepare_tokenizer` and `prepare_data`; the pretraining tasks call
+`masking_config` for dynamic masking.
 """
 
 from __future__ import annotations
@@ -19,38 +13,29 @@ import sys
 import tempfile
 from typing import Any
 
-from absl import flags
-
-from bertjax import cli
 from bertjax.models import ModelConfig
-
-_KIND = flags.DEFINE_string("kind", None, "prepare tokenizer: wordpiece | sentencepiece-unigram"
-                            " | sentencepiece-bpe | bpe (default: the family's kind).")
-
-# The vocabulary each family is published with.
-FAMILY_KIND = {"bert": "wordpiece", "distilbert": "wordpiece", "electra": "wordpiece",
-               "roberta": "bpe", "albert": "sentencepiece-unigram"}
+from bertjax.models.registry import family
 
 
 def _tokenizer(config: Any, source: Any, out_dir: str, kind: str | None = None) -> Any:
-    from bertjax.data import tokenizers, train_tokenizer
+    from bertjax.data import train_tokenizer
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
-    kind = kind or FAMILY_KIND[cfg.family]
+    kind = kind or family(cfg.family).tokenizer_kind
     print(f"training a {kind} tokenizer ({config.tokenizer.vocab_size} tokens) on "
           f"{config.data.source}", file=sys.stderr)
-    tok = train_tokenizer.train(source, kind,
-                                config.tokenizer.vocab_size, out_dir,
+    tok = train_tokenizer.train(source, kind, config.tokenizer.vocab_size, out_dir,
                                 lowercase=config.tokenizer.lowercase, family=cfg.family)
-    tok.tokenizer_class = tokenizers.FAMILY_TOKENIZER_CLASS[cfg.family]
+    tok.tokenizer_class = family(cfg.family).tokenizer_class
     return tok
 
 
-def prepare_tokenizer(config: Any, out_dir: str, kind: str | None = None) -> None:
+def prepare_tokenizer(config: Any, out_dir: str, kind: str | None = None) -> Any:
+    """Trains the family's kind of tokenizer (or `kind`) on config.data.source into
+    `out_dir`."""
     from bertjax.data import sources
 
-    _tokenizer(config, sources.open_source(config.data.source), out_dir, kind)
-    print(f"wrote {os.path.abspath(out_dir)}")
+    return _tokenizer(config, sources.open_source(config.data.source), out_dir, kind)
 
 
 def masking_config(config: Any, max_predictions_per_seq: int | None = None) -> Any:
@@ -66,6 +51,8 @@ def masking_config(config: Any, max_predictions_per_seq: int | None = None) -> A
 
 
 def prepare_data(config: Any, kind: str | None = None) -> dict:
+    """Tokenizes config.data.source into config.data.dir (shards + manifest); trains the
+    tokenizer first unless config.tokenizer.path gives one. Returns the manifest."""
     from bertjax.data import prepare, sources, tokenizers
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
@@ -89,19 +76,3 @@ def prepare_data(config: Any, kind: str | None = None) -> dict:
             docs_per_shard=data.docs_per_shard, validation_every=data.validation_every,
             num_workers=data.num_workers, seed=config.seed,
             max_inflight_mb=data.max_inflight_mb)
-
-
-def main(argv: list[str]) -> None:
-    what = argv[1:]
-    if what not in (["tokenizer"], ["data"]):
-        raise ValueError("usage: python -m bertjax prepare tokenizer|data --config=... "
-                         "(see README.md)")
-    config = cli.required(cli.CONFIG)
-    if what == ["tokenizer"]:
-        prepare_tokenizer(config, cli.required(cli.OUT), _KIND.value)
-    else:
-        manifest = prepare_data(config, _KIND.value)
-        splits = manifest.get("splits", {})
-        summary = ", ".join(f"{name}: {s.get('examples', 0):,} examples"
-                            for name, s in splits.items())
-        print(f"wrote {os.path.abspath(config.data.dir)} ({summary})")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from bertjax import cli
+from bertjax.commands import flags as common
 
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "How long to time each side.")
 _VS_TORCH = flags.DEFINE_bool("vs_torch", False, "bench train: also time transformers' "
@@ -29,13 +29,13 @@ def main(argv: list[str]) -> None:
     if what == ["data"]:
         from bertjax.data import bench
 
-        config = cli.required(cli.CONFIG)
+        config = common.required(common.CONFIG)
         bench.bench_data(data_dir=config.data.dir or None, seq_len=config.max_seq_length,
                          strategy=config.data.mask_strategy, seconds=_SECONDS.value,
                          max_predictions_per_seq=config.max_predictions_per_seq)
     elif what == ["train"]:
         from bertjax import bench_train
 
-        bench_train.bench_train(cli.required(cli.CONFIG), _SECONDS.value, _VS_TORCH.value)
+        bench_train.bench_train(common.required(common.CONFIG), _SECONDS.value, _VS_TORCH.value)
     else:
         raise ValueError("usage: python -m bertjax bench data|train --config=...")

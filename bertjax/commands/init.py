@@ -3,7 +3,8 @@ r"""`python -m bertjax init`: a freshly initialised model directory from a confi
   python -m bertjax init --config=configs/pretrain.py:bert_tiny --out=/tmp/bertjax_tiny
 
 Prints the parameter table and writes a model directory (bertjax/checkpoint.py)
-that `fill_mask` and `export` read. The tokenizer comes from
+that `fill_mask` and `export` read: the model `train` would start from (config.model
+with the heads of the config's task). The tokenizer comes from
 `--config.tokenizer.path`; when that is empty, a WordPiece vocabulary is trained on
 the built-in demo corpus (WordPiece families only).
 """
@@ -16,9 +17,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bertjax import checkpoint, cli
+from bertjax import checkpoint, experiment
+from bertjax.commands import flags as common
 from bertjax.describe import describe
 from bertjax.models import ModelConfig, build
+from bertjax.models.registry import family
 
 _DEMO_VOCAB = 8000  # vocabulary trained on the demo corpus; small enough to learn fast
 
@@ -34,11 +37,12 @@ def main(argv: list[str]) -> None:
     del argv
     from bertjax.data import tokenizers
 
-    config, out = cli.required(cli.CONFIG), cli.required(cli.OUT)
-    cfg = ModelConfig.from_dict(config.model.to_dict())
+    config, out = common.required(common.CONFIG), common.required(common.OUT)
+    cfg = experiment.model_config(config).replace(
+        dtype=experiment.stored_model_config(config).dtype)
     if config.tokenizer.path:
         tok = tokenizers.load_tokenizer(config.tokenizer.path)
-    elif cfg.family in ("bert", "distilbert", "electra"):
+    elif family(cfg.family).tokenizer_kind == "wordpiece":
         from bertjax.data.sources import demo_corpus
 
         print(f"training a {_DEMO_VOCAB}-token WordPiece vocabulary on the demo corpus...")
@@ -48,8 +52,8 @@ def main(argv: list[str]) -> None:
     if tok.vocab_size > cfg.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} tokens, more than "
                          f"model.vocab_size={cfg.vocab_size}")
-    tok.tokenizer_class = tokenizers.FAMILY_TOKENIZER_CLASS[cfg.family]
+    tok.tokenizer_class = family(cfg.family).tokenizer_class
     print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq))
     params = init_params(cfg, config.seed)
-    checkpoint.save_model_dir(out, cfg, params, tok, overwrite=cli.OVERWRITE.value)
+    checkpoint.save_model_dir(out, cfg, params, tok, overwrite=common.OVERWRITE.value)
     print(f"wrote {os.path.abspath(out)}")

@@ -1,0 +1,72 @@
+r"""`python -m bertjax import` and `python -m bertjax export`.
+
+  python -m bertjax import --from=HF_OR_GOOGLE_DIR --out=CKPT
+  python -m bertjax export --checkpoint=CKPT --out=HF_DIR
+
+`import` reads a transformers model directory of any form a family has (the bare
+encoder, *ForMaskedLM, *ForPreTraining, *ForSequenceClassification / Token
+Classification / QuestionAnswering, an ELECTRA discriminator or generator alone, or
+ELECTRA's DIR/discriminator + DIR/generator pair) or an original Google TF checkpoint
+directory, and writes a bertjax model directory (bertjax/checkpoint.py) recording the
+heads it holds. `export` writes the transformers class that holds those heads
+(bertjax/convert/hfdir.py). Both write to a temporary name and rename at the end, so
+a failure leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import jax
+from absl import flags
+
+from bertjax import checkpoint
+from bertjax.commands import flags as common
+from bertjax.convert import hf, hfdir
+
+_FROM = flags.DEFINE_string("from", None, "import: HF PyTorch model dir or Google TF "
+                            "checkpoint dir.")
+_LOWERCASE = flags.DEFINE_bool("lowercase", None, "Google BERT checkpoints: lowercase input "
+                               "(default: guessed from the directory name, 'uncased').")
+_SCAN = flags.DEFINE_bool("scan_layers", False, "import: store params in the scan layout.")
+
+
+def main_import(argv: list[str]) -> None:
+    del argv
+    src, out = os.path.abspath(common.required(_FROM)), common.required(common.OUT)
+    if not os.path.isdir(src):
+        raise FileNotFoundError(f"{src}: no such directory")
+    from bertjax.convert import google
+
+    if google.is_google_checkpoint(src):
+        cfg, params, files = google.load(src)
+        if _SCAN.value:
+            from bertjax.models.layers import stack_layers
+
+            cfg, params = cfg.replace(scan_layers=True), stack_layers(params)
+        lowercase = _LOWERCASE.value
+        if lowercase is None and "vocab.txt" in files:
+            lowercase = "uncased" in os.path.basename(src).lower()
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, path in files.items():
+                shutil.copy(path, os.path.join(tmp, name))
+            tok = hfdir.checked_tokenizer(tmp, cfg, lowercase)
+    else:
+        cfg, params, tok_dir = hfdir.read_hf_dir(src, _SCAN.value)
+        tok = hfdir.checked_tokenizer(tok_dir, cfg, _LOWERCASE.value)
+    checkpoint.save_model_dir(out, cfg, params, tok, overwrite=common.OVERWRITE.value,
+                              extra={"source": src})
+    n = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+    forms = " + ".join(hf.architecture(p) for p in hf.parts(cfg))
+    print(f"imported {cfg.family} ({n:,} parameters; heads {', '.join(cfg.heads) or 'none'}: "
+          f"{forms}) from {src} to {os.path.abspath(out)}")
+
+
+def main_export(argv: list[str]) -> None:
+    del argv
+    dirs = hfdir.export_hf(common.required(common.CHECKPOINT), common.required(common.OUT),
+                           common.OVERWRITE.value)
+    for d in dirs:
+        print(f"wrote {d}")

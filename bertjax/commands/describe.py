@@ -1,0 +1,22 @@
+r"""`python -m bertjax describe`: parameter table and FLOPs per token of a config.
+
+  python -m bertjax describe --config=configs/pretrain.py:bert_base
+  python -m bertjax describe --config=configs/distill.py:bert_base_to_distilbert_base
+
+The model is the one `train` would build: config.model with the task's heads
+(bertjax/describe.py prints it).
+"""
+
+from __future__ import annotations
+
+from bertjax import experiment, tasks
+from bertjax.commands import flags as common
+from bertjax.describe import describe
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    config = common.required(common.CONFIG)
+    task = tasks.get(config)
+    cfg = experiment.model_config(config, task)
+    print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq, task.teacher))

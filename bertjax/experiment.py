@@ -1,0 +1,105 @@
+"""What a config describes, built in one place for `train`, `bench train` and `describe`:
+the task, the model config with the task's heads and the compute dtype, the optimizer,
+the mesh and axis rules, and the (abstract, sharded) train state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+from bertjax import sharding, steps, tasks
+from bertjax.models import ModelConfig, build
+from bertjax.optim import OptimConfig, frozen_paths, make_optimizer
+from bertjax.tasks.base import Task
+
+TRAIN_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def check_train_config(config: Any) -> None:
+    """config.train's keys, each error naming its key."""
+    t = config.train
+    for key in ("batch_size", "steps"):
+        if int(t[key]) < 1:
+            raise ValueError(f"train.{key}={t[key]}: must be positive")
+    for key in ("log_every", "eval_every", "eval_steps", "checkpoint_every",
+                "max_consecutive_skips"):
+        if int(t[key]) < 0:
+            raise ValueError(f"train.{key}={t[key]}: must be >= 0")
+    if int(t.max_to_keep) < 1:
+        raise ValueError(f"train.max_to_keep={t.max_to_keep}: must be >= 1")
+    if t.dtype not in TRAIN_DTYPES:
+        raise ValueError(f"train.dtype={t.dtype!r}: expected {', '.join(TRAIN_DTYPES)}")
+
+
+def stored_model_config(config: Any) -> ModelConfig:
+    """config.model as written (heads: the family's until the task says otherwise)."""
+    return ModelConfig.from_dict(config.model.to_dict())
+
+
+def model_config(config: Any, task: Task | None = None) -> ModelConfig:
+    """The model a run trains: config.model with the task's heads (and the task's own
+    knobs, e.g. electra.generator_fraction) and the training compute dtype (train.dtype;
+    auto = bfloat16 on TPU and GPU, model.dtype on CPU)."""
+    task = task or tasks.get(config)
+    cfg = stored_model_config(config)
+    dtype = config.train.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if jax.default_backend() in ("tpu", "gpu") else cfg.dtype
+    return task.model_config(cfg.replace(dtype=dtype))
+
+
+def optim_config(config: Any) -> OptimConfig:
+    """config.optim with total_steps = train.steps / grad_accum_steps when 0."""
+    d = config.optim.to_dict()
+    if not d.get("total_steps"):
+        d["total_steps"] = max(1, int(config.train.steps) // int(d.get("grad_accum_steps", 1)))
+        d["warmup_steps"] = min(int(d.get("warmup_steps", 0)), d["total_steps"])
+    return OptimConfig.from_dict(d)
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything `build` derives from a config; nothing is on the devices yet."""
+
+    config: Any
+    task: Task
+    cfg: ModelConfig
+    optim: OptimConfig
+    model: Any
+    tx: Any
+    mesh: Any
+    rules: Any
+    init: Any  # zero-argument function building the state (steps.init_state)
+    abstract: Any  # its boxed abstract tree (jax.eval_shape)
+    target: Any  # unboxed ShapeDtypeStructs with shardings: the restore target
+    state_shardings: Any
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.seed)
+
+    def num_params(self) -> int:
+        return sum(int(x.size) for x in jax.tree.leaves(self.target["params"]))
+
+
+def build_setup(config: Any) -> Setup:
+    """Task, model, optimizer, mesh and abstract state of `config`, checked; any bad key
+    fails here, before a file is touched."""
+    check_train_config(config)
+    task = tasks.get(config)
+    cfg = model_config(config, task)
+    optim = optim_config(config)
+    mesh = sharding.make_mesh(config.mesh)
+    rules = sharding.rules(list(config.sharding.rules) or None)
+    model = build(cfg)
+    frozen = frozen_paths(cfg)
+    tx = make_optimizer(optim, frozen=frozen)
+    init = steps.init_state(model, tx, int(config.seed))
+    abstract = jax.eval_shape(init)
+    target, state_shardings = sharding.abstract_state(init, mesh, rules, abstract=abstract)
+    make_optimizer(optim, target["params"], frozen)  # checks dtypes and frozen paths
+    return Setup(config, task, cfg, optim, model, tx, mesh, rules, init, abstract, target,
+                 state_shardings)

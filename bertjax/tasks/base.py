@@ -1,0 +1,142 @@
+"""The interface between the training loop (bertjax/train.py) and a task.
+
+A task says everything that differs between training objectives and fine-tuning
+problems; the loop supplies the mesh, the sharded state, resume, checkpoints,
+signals, non-finite skips, metrics, the evaluation schedule and the final model
+directory, and knows no task. A task:
+
+  heads(cfg)                 the heads its model carries (bertjax/models/family.py)
+  setup(ctx)                 loads what it needs beside the state (a teacher), before
+                             the workdir is touched; returns the step's aux_params
+  loss_fn(model, train)      (params, batch, rng, aux_params) -> (loss, {name: Mean})
+  phases()                   spans of steps with their data (two-phase pretraining)
+  train_batches(phase, n)    an iterator of host batches from step n of a phase, with
+                             its sequence length and training FLOPs per token
+  evaluators(ctx, phase)     objects with run(params) -> {metric: value}, each seeing
+                             a whole split (so corpus-level metrics are possible)
+  init_params(ctx, params)   a task-specific start (distillation: teacher layers)
+  synthetic_batches(...)     batches of the right shapes for `bench train`
+  tokenizer()                what the final model directory is saved with
+  meta()                     provenance written into every checkpoint
+
+Tasks register by name in a module-level `TASKS` dict of their file; bertjax.tasks
+finds every file of the package, so a new task is one file plus a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+from bertjax.flops import Flops
+from bertjax.models.config import ModelConfig
+
+Array = jax.Array
+Batch = Mapping[str, Any]
+LossFn = Callable[[Any, Batch, Array, Any], tuple[Array, dict[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A span of train steps [start, end) with one data source and batch size."""
+
+    index: int
+    start: int
+    end: int
+    batch_size: int
+    source: str  # what it reads, for the log line and errors (a data directory)
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # task-specific
+
+
+@dataclasses.dataclass
+class Batches:
+    """Host batches of one phase: numpy dicts of [batch, ...] arrays."""
+
+    iterator: Iterator[dict[str, np.ndarray]]
+    seq_len: int  # tokens per row, for throughput
+    flops: Flops  # training FLOPs per token (bertjax/flops.py)
+    close: Callable[[], None] = lambda: None
+
+
+class Evaluator(Protocol):
+    name: str  # TensorBoard prefix and log label ("eval", "validation_matched", ...)
+
+    def run(self, params: Any) -> dict[str, float]:
+        """Metrics of `params` over a whole split."""
+
+
+@dataclasses.dataclass
+class Context:
+    """What the loop lends a task: the model, where arrays live, and how to run steps.
+
+    `eval_step(params, batch)` runs the task's eval loss function jitted on the mesh
+    (batch: host numpy, placed here) and returns its metrics on the host.
+    """
+
+    config: Any
+    cfg: ModelConfig
+    model: Any
+    mesh: Any
+    rules: Any
+    aux_params: Any = None
+    eval_step: Callable[[Any, Batch], dict[str, Any]] | None = None
+
+
+class Task:
+    """Defaults shared by tasks; subclasses override what differs."""
+
+    name = ""
+    teacher: ModelConfig | None = None  # a frozen model the step runs (counted in FLOPs)
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def heads(self, cfg: ModelConfig) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def model_config(self, cfg: ModelConfig) -> ModelConfig:
+        """`cfg` with this task's heads."""
+        return cfg.replace(heads=self.heads(cfg))
+
+    def setup(self, ctx: Context) -> Any:
+        """Loads what the step needs beside the train state; returns its aux_params."""
+        del ctx
+        return None
+
+    def loss_fn(self, model: Any, train: bool = True) -> LossFn:
+        raise NotImplementedError
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def train_batches(self, phase: Phase, start_step: int) -> Batches:
+        raise NotImplementedError
+
+    def evaluators(self, ctx: Context, phase: Phase) -> list[Evaluator]:
+        del ctx, phase
+        return []
+
+    def init_params(self, ctx: Context, params: Any, shardings: Any) -> tuple[Any, str] | None:
+        """A task-specific start for fresh `params` (sharded), or None for none."""
+        del ctx, params, shardings
+        return None
+
+    def synthetic_batches(self, cfg: ModelConfig, batch_size: int, seq_len: int, seed: int,
+                          count: int) -> list[dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def flops(self, cfg: ModelConfig, seq_len: int) -> Flops:
+        """Training FLOPs per token at `seq_len` (for `describe` and `bench train`)."""
+        raise NotImplementedError
+
+    def tokenizer(self) -> Any:
+        """The tokenizer the final model directory is saved with, or None."""
+        return None
+
+    def meta(self) -> dict[str, Any]:
+        """Provenance saved in each checkpoint; a resumed run warns when it changed."""
+        return {"task": self.name}

@@ -1,0 +1,205 @@
+"""What the pretraining tasks share: batches from prepared pretraining data.
+
+A `CorpusTask` trains on what `prepare data` wrote (bertjax/data/pipeline.py): one
+phase at `max_seq_length`, then optionally phase 2 at `phase2.max_seq_length` for the
+last `phase2.fraction` of the steps, from its own prepared directory (BERT's 90% at
+128 then 512). It evaluates on the phase's validation split, makes synthetic batches
+of the pipeline's shapes for `bench train`, and saves the final model with the data's
+tokenizer. Subclasses give the heads and the loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from bertjax import flops as flops_lib
+from bertjax.metrics import combine
+from bertjax.models.config import ModelConfig
+from bertjax.tasks.base import Batches, Context, Phase, Task
+
+FIRST_ID = 5  # synthetic ids start above the special tokens of every family
+MASK_ID = 4  # stands in for [MASK] at the masked positions
+
+
+def plan_phases(config: Any) -> list[Phase]:
+    """Phase 1, then phase 2 for the last `phase2.fraction` of the steps (if > 0).
+
+    The boundary falls on an optimizer-update boundary (a multiple of grad_accum_steps).
+    """
+    total, accum = int(config.train.steps), int(config.optim.grad_accum_steps)
+    first = Phase(0, 0, total, int(config.train.batch_size), config.data.dir,
+                  {"max_seq_length": int(config.max_seq_length),
+                   "max_predictions_per_seq": int(config.max_predictions_per_seq),
+                   "keys": ("max_seq_length", "data.dir")})
+    p2 = config.phase2
+    if not p2.fraction:
+        return [first]
+    if not 0 < p2.fraction < 1:
+        raise ValueError(f"phase2.fraction={p2.fraction}: must be in [0, 1)")
+    if not p2.data_dir:
+        raise ValueError("phase2.data_dir is required when phase2.fraction > 0 (data "
+                         "prepared at phase2.max_seq_length)")
+    boundary = int(round(total * (1 - p2.fraction))) // accum * accum
+    if not 0 < boundary < total:
+        raise ValueError(f"phase2.fraction={p2.fraction} leaves an empty phase of "
+                         f"train.steps={total}")
+    return [dataclasses.replace(first, end=boundary),
+            Phase(1, boundary, total, int(p2.batch_size or config.train.batch_size),
+                  p2.data_dir, {"max_seq_length": int(p2.max_seq_length),
+                                "max_predictions_per_seq": int(p2.max_predictions_per_seq),
+                                "keys": ("phase2.max_seq_length", "phase2.data_dir")})]
+
+
+def _position_offset(cfg: ModelConfig) -> int:
+    return cfg.pad_token_id + 1 if cfg.positions_from_padding else 0
+
+
+def pair_head(cfg: ModelConfig) -> str | None:
+    """The sentence-pair head ("nsp" or "sop") the model trains, if any."""
+    return next((h for h in ("nsp", "sop") if h in cfg.heads), None)
+
+
+class CorpusTask(Task):
+    """A task trained on prepared pretraining data; subclasses give heads and loss."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._phases = plan_phases(config)
+        self.cfg: ModelConfig | None = None
+
+    def phases(self) -> list[Phase]:
+        return self._phases
+
+    def setup(self, ctx: Context) -> Any:
+        self.cfg = ctx.cfg
+        for phase in self._phases:  # bad data fails before the workdir is touched
+            self._check_data(phase, ctx.cfg)
+        return None
+
+    def _check_data(self, phase: Phase, cfg: ModelConfig) -> None:
+        from bertjax.data.pipeline import read_manifest
+
+        length_key, dir_key = phase.options["keys"]
+        if not phase.source:
+            raise ValueError(f"--config.{dir_key} is required: the prepared data to train "
+                             "on (python -m bertjax prepare data)")
+        manifest = read_manifest(phase.source)
+        path = os.path.join(phase.source, "manifest.json")
+        vocab = manifest["tokenizer"]["vocab_size"]
+        if vocab > cfg.vocab_size:
+            raise ValueError(f"{path}: the tokenizer has {vocab} tokens, more than "
+                             f"model.vocab_size={cfg.vocab_size}")
+        prepared = int(manifest["settings"]["max_seq_length"])
+        if prepared != phase.options["max_seq_length"]:
+            raise ValueError(f"{length_key}={phase.options['max_seq_length']}, but {path} was "
+                             f"prepared at max_seq_length={prepared}")
+
+    def _pipeline(self, phase: Phase, split: str, start_step: int, repeat: bool) -> Any:
+        from bertjax.data.from_config import masking_config
+        from bertjax.data.pipeline import Pipeline, read_manifest
+
+        config, cfg = self.config, self.cfg
+        dynamic = read_manifest(phase.source)["masking"] == "dynamic"
+        predictions = phase.options["max_predictions_per_seq"]
+        return Pipeline(
+            phase.source, split, phase.batch_size, int(config.seed),
+            masking=masking_config(config, predictions) if dynamic else None,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            shuffle_buffer=int(config.data.shuffle_buffer) if split == "train" else 0,
+            start_step=start_step, repeat=repeat,
+            max_position_embeddings=cfg.max_position_embeddings,
+            position_offset=_position_offset(cfg))
+
+    def train_batches(self, phase: Phase, start_step: int) -> Batches:
+        pipe = self._pipeline(phase, "train", start_step, True)
+        it = iter(pipe)
+        seq_len = pipe.max_seq_length
+        return Batches(it, seq_len, self.flops(self.cfg, seq_len,
+                                               pipe.max_predictions_per_seq), it.close)
+
+    def flops(self, cfg: ModelConfig, seq_len: int,
+              predictions: int | None = None) -> flops_lib.Flops:
+        if predictions is None:
+            predictions = int(self.config.max_predictions_per_seq)
+        return flops_lib.train_flops_per_token(cfg, seq_len, predictions / seq_len,
+                                               self.teacher)
+
+    def evaluators(self, ctx: Context, phase: Phase) -> list[Any]:
+        from bertjax.data.pipeline import read_manifest
+
+        if "validation" not in read_manifest(phase.source)["splits"]:
+            return []
+        return [_ValidationSplit(self, ctx, phase)]
+
+    def synthetic_batches(self, cfg: ModelConfig, batch_size: int, seq_len: int, seed: int,
+                          count: int) -> list[dict[str, np.ndarray]]:
+        return synthetic_batches(cfg, batch_size, seq_len,
+                                 int(self.config.max_predictions_per_seq), seed, count)
+
+    def tokenizer(self) -> Any:
+        from bertjax.data.tokenizers import load_tokenizer
+
+        return load_tokenizer(os.path.join(self._phases[-1].source, "tokenizer"))
+
+
+class _ValidationSplit:
+    """The task's eval metrics over the phase's validation split (train.eval_steps
+    batches of it; 0: all)."""
+
+    name = "eval"
+
+    def __init__(self, task: CorpusTask, ctx: Context, phase: Phase) -> None:
+        self.task, self.ctx, self.phase = task, ctx, phase
+
+    def run(self, params: Any) -> dict[str, float]:
+        pipe = self.task._pipeline(self.phase, "validation", 0, False)
+        limit = int(self.task.config.train.eval_steps)
+        results = []
+        for i, batch in enumerate(pipe):
+            if limit and i >= limit:
+                break
+            results.append(self.ctx.eval_step(params, batch))
+        return combine(results)
+
+
+def synthetic_batches(cfg: ModelConfig, batch_size: int, seq_len: int, num_predictions: int,
+                      seed: int, count: int) -> list[dict[str, np.ndarray]]:
+    """`count` pipeline-shaped batches from a seeded numpy generator.
+
+    Returns dicts of input_ids, token_type_ids, attention_mask [B, L] int32 (all ones),
+    masked_lm_positions, masked_lm_ids [B, P] int32 (P distinct sorted positions per
+    row, the original ids), masked_lm_weights [B, P] float32 (ones) and pair_labels [B]
+    int32 (random 0/1 when the model has an NSP / SOP head, else -1).
+    """
+    if not 0 < num_predictions <= seq_len:
+        raise ValueError(f"max_predictions_per_seq={num_predictions}: must be in "
+                         f"[1, max_seq_length={seq_len}]")
+    if seq_len + _position_offset(cfg) > cfg.max_position_embeddings:
+        raise ValueError(f"max_seq_length={seq_len} does not fit model.max_position_embeddings="
+                         f"{cfg.max_position_embeddings}")
+    if cfg.vocab_size <= FIRST_ID:
+        raise ValueError(f"model.vocab_size={cfg.vocab_size}: must exceed {FIRST_ID}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        ids = rng.integers(FIRST_ID, cfg.vocab_size, (batch_size, seq_len), dtype=np.int32)
+        # The first P of a random permutation per row: distinct positions.
+        positions = np.sort(np.argsort(rng.random((batch_size, seq_len)), axis=1)
+                            [:, :num_predictions], axis=1).astype(np.int32)
+        masked_ids = np.take_along_axis(ids, positions, axis=1)
+        np.put_along_axis(ids, positions, MASK_ID, axis=1)
+        types = np.zeros_like(ids)
+        if cfg.type_vocab_size > 1:
+            types[:, seq_len // 2:] = 1  # two segments, as in NSP / SOP pairs
+        pair = (rng.integers(0, 2, batch_size, dtype=np.int32) if pair_head(cfg)
+                else np.full(batch_size, -1, np.int32))
+        out.append({"input_ids": ids, "token_type_ids": types, "attention_mask": np.ones_like(ids),
+                    "masked_lm_positions": positions, "masked_lm_ids": masked_ids,
+                    "masked_lm_weights": np.ones(positions.shape, np.float32),
+                    "pair_labels": pair})
+    return out

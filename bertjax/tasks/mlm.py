@@ -1,0 +1,73 @@
+"""Masked language modelling, alone (RoBERTa, DistilBERT) or with a sentence-pair head
+(BERT's NSP, ALBERT's SOP), on prepared pretraining data.
+
+  mlm      heads: mlm                   loss: MLM
+  mlm_nsp  heads: pooler, mlm, nsp      loss: MLM + NSP (unweighted sum, as BERT)
+  mlm_sop  heads: pooler, mlm, sop      loss: MLM + SOP (unweighted sum, as ALBERT)
+
+The model runs the sparse MLM head on `masked_lm_positions` ([B, P]), with dropout
+when training. Pair labels of -1 (rows without a pair task) are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+
+from bertjax import objectives, steps
+from bertjax.metrics import Mean
+from bertjax.models.config import ModelConfig
+from bertjax.tasks.base import LossFn
+from bertjax.tasks.corpus import CorpusTask
+
+Array = jax.Array
+
+
+def mlm_objective(logits: Mapping[str, Array], batch: Mapping[str, Any],
+                  pair: str | None = None) -> tuple[Array, dict[str, Mean]]:
+    """MLM loss (+ the `pair` head's loss, unweighted, as in the BERT and ALBERT papers and
+    code). logits: {"mlm": [B, P, V], pair: [B, 2]}; "loss" counts 1 per batch."""
+    what = f"mlm_{pair}" if pair else "mlm"
+    loss, metrics = objectives.masked_lm(logits["mlm"], batch, what)
+    if pair:
+        pair_loss, pair_metrics = objectives.pair_loss(
+            logits[pair], objectives.need(batch, "pair_labels", what), pair)
+        loss = loss + pair_loss
+        metrics.update(pair_metrics)
+    return loss, {"loss": Mean(loss, 1.0), **metrics}
+
+
+class MaskedLM(CorpusTask):
+    """MLM with an optional sentence-pair head."""
+
+    name = "mlm"
+    pair: str | None = None
+
+    def heads(self, cfg: ModelConfig) -> tuple[str, ...]:
+        return ("pooler", "mlm", self.pair) if self.pair else ("mlm",)
+
+    def loss_fn(self, model: Any, train: bool = True) -> LossFn:
+        pair = self.pair
+
+        def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
+                    aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
+            del aux_params
+            logits, _ = steps.apply(model, params, batch, train, rng,
+                                    masked_positions=batch["masked_lm_positions"],
+                                    heads=("mlm", pair) if pair else ("mlm",))
+            return mlm_objective(logits, batch, pair)
+
+        return loss_fn
+
+
+class MaskedLMNSP(MaskedLM):
+    name, pair = "mlm_nsp", "nsp"
+
+
+class MaskedLMSOP(MaskedLM):
+    name, pair = "mlm_sop", "sop"
+
+
+TASKS = {t.name: t for t in (MaskedLM, MaskedLMNSP, MaskedLMSOP)}
