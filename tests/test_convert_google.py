@@ -333,8 +333,8 @@ def test_electra_parity(tmp_path, variant):
     with torch.no_grad():
         want_gen = gen(**torch_inputs()).logits
         want_disc = disc(**torch_inputs()).logits
-    assert_close("generator mlm", got["mlm"], want_gen)
-    assert_close("discriminator rtd", got["rtd"], want_disc)
+    assert_close("generator mlm", got["generator"], want_gen)
+    assert_close("discriminator rtd", got["discriminator"], want_disc)
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -99,8 +99,10 @@ HEADS = {
     "roberta": {"mlm": ("", "logits")},
     "albert": {"mlm": ("", "prediction_logits"), "sop": ("", "sop_logits")},
     "distilbert": {"mlm": ("", "logits")},
-    "electra": {"mlm": ("generator", "logits"), "rtd": ("discriminator", "logits")},
+    "electra": {"generator": ("generator", "logits"),
+                "discriminator": ("discriminator", "logits")},
 }
+MLM = {"electra": "generator"}  # the logits key of the MLM head, where not "mlm"
 POOLER_KEYS = ("roberta.pooler.dense.weight", "roberta.pooler.dense.bias")
 
 
@@ -188,7 +190,7 @@ def case(request, tmp_path_factory) -> types.SimpleNamespace:
         if name == "roberta_pooler":
             saved[part].update({k: sd[part][k] for k in POOLER_KEYS})
 
-    cfg = hf.model_config_from_hf(_hf_configs_of(models), has_pooler=name == "roberta_pooler")
+    cfg = hf.config_from_hf(_hf_configs_of(models), sd)
     params = hf.from_state_dicts(cfg, sd, source=name)
     inputs = _inputs(family, cfg.pad_token_id)
     return types.SimpleNamespace(
@@ -243,7 +245,7 @@ def _hf_states(c, part: str, hf_out) -> list:
 
 
 def _our_states(out: dict, part: str) -> list:
-    return out[part]["hidden_states"] if part else out["hidden_states"]
+    return out["generator"]["hidden_states"] if part == "generator" else out["hidden_states"]
 
 
 def _check_forward(c, cfg, params, hf_out: dict, label: str) -> None:
@@ -272,20 +274,20 @@ def test_forward_matches_transformers(case):
 def test_forward_matches_transformers_scan_layers(case):
     cfg = case.cfg.replace(scan_layers=True)
     params = hf.from_state_dicts(cfg, case.sd)
-    assert "layers" in params[next(k for k in params if k in ("encoder", "discriminator"))] \
-        or cfg.shares_layers  # the stacked layout really is in use
+    assert "layers" in params["encoder"] or cfg.shares_layers  # the stacked layout is in use
     _check_forward(case, cfg, params, case.hf_out, "scan")
 
 
 def test_sparse_mlm_equals_dense_logits_at_positions(case):
     logits, _ = _our_forward(case.cfg, case.params, case.inputs, MASKED_POSITIONS)
-    part, field = HEADS[case.family]["mlm"]
+    head = MLM.get(case.family, "mlm")
+    part, field = HEADS[case.family][head]
     dense = getattr(case.hf_out[part], field).numpy()
     ref = np.take_along_axis(dense, MASKED_POSITIONS[:, :, None].astype(np.int64), axis=1)
-    _close(case.name, "sparse mlm", ref, logits["mlm"])
-    ours_dense = np.take_along_axis(np.asarray(case.ours[0]["mlm"]),
+    _close(case.name, "sparse mlm", ref, logits[head])
+    ours_dense = np.take_along_axis(np.asarray(case.ours[0][head]),
                                     MASKED_POSITIONS[:, :, None], axis=1)
-    np.testing.assert_allclose(logits["mlm"], ours_dense, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(logits[head], ours_dense, atol=1e-6, rtol=0)
 
 
 def test_config_fields_from_transformers(case):
@@ -318,7 +320,7 @@ def test_roberta_mlm_head_activation_is_gelu_whatever_hidden_act():
     c = transformers.RobertaConfig(**{**_SMALL, "max_position_embeddings": MAX_POS + 2},
                                    type_vocab_size=1, pad_token_id=1, hidden_act="relu")
     model = transformers.RobertaForMaskedLM(c).eval()
-    cfg = hf.model_config_from_hf({"": c.to_dict()}, has_pooler=False)
+    cfg = hf.config_from_hf({"": c.to_dict()}, {"": _numpy_sd(model)})
     params = hf.from_state_dicts(cfg, {"": _numpy_sd(model)})
     inputs = _inputs("roberta", 1)
     logits, _ = _our_forward(cfg, params, inputs)
@@ -368,9 +370,9 @@ def test_bertjax_init_exports_to_transformers(case, tmp_path):
         lambda path, x: np.asarray(x) + (0.3 * rng.standard_normal(x.shape)).astype(x.dtype)
         if path[-1].key in ("bias", "scale") else np.asarray(x), params)
     state_dicts, configs = hf.to_state_dicts(cfg, params), hf.hf_configs(cfg)
-    assert set(state_dicts) == set(configs) == set(hf.parts(cfg))
-    dirs = {}
-    for part in hf.parts(cfg):
+    assert set(state_dicts) == set(configs) == {p.name for p in hf.parts(cfg)}
+    dirs, classes = {}, {p.name: hf.architecture(p) for p in hf.parts(cfg)}
+    for part in classes:
         dirs[part] = tmp_path / (part or "model")
         dirs[part].mkdir()
         (dirs[part] / "config.json").write_text(json.dumps(configs[part]))
@@ -381,7 +383,7 @@ def test_bertjax_init_exports_to_transformers(case, tmp_path):
     for part, d in dirs.items():
         for auto in _loaders(case.family, part):
             model, info = auto.from_pretrained(d, output_loading_info=True)
-            assert type(model).__name__ in (hf.ARCHITECTURES[part or case.family],)
+            assert type(model).__name__ == classes[part]
             unexpected = POOLER_KEYS if case.name == "roberta_pooler" else ()
             assert sorted(info["unexpected_keys"]) == sorted(unexpected), auto
             assert not info["missing_keys"] and not info["mismatched_keys"], auto
@@ -412,7 +414,7 @@ def bert(tmp_path_factory) -> types.SimpleNamespace:
     _perturb(model, 3)
     d = tmp_path_factory.mktemp("bert_files")
     model.save_pretrained(d)
-    cfg = hf.model_config_from_hf({"": model.config.to_dict()})
+    cfg = hf.config_from_hf({"": model.config.to_dict()}, {"": _numpy_sd(model)})
     return types.SimpleNamespace(model=model.eval(), sd=_numpy_sd(model), dir=d, cfg=cfg,
                                  saved=hf.read_state_dict(str(d)))
 
@@ -453,21 +455,22 @@ def test_unexpected_tensor_is_named(bert):
 
 def test_unknown_model_type_is_named(bert):
     with pytest.raises(hf.ConversionError, match="gpt2"):
-        hf.model_config_from_hf({"": {**bert.model.config.to_dict(), "model_type": "gpt2"}})
+        hf.config_from_hf({"": {**bert.model.config.to_dict(), "model_type": "gpt2"}})
 
 
 def test_invalid_config_value_is_a_conversion_error(bert):
     with pytest.raises(hf.ConversionError, match="num_attention_heads|num_heads"):
-        hf.model_config_from_hf({"": {**bert.model.config.to_dict(), "num_attention_heads": 5}})
+        hf.config_from_hf({"": {**bert.model.config.to_dict(), "num_attention_heads": 5}})
 
 
 def test_electra_generator_config_must_share_embeddings():
     c = {p: m.config.to_dict() for p, m in _electra().items()}
-    hf.model_config_from_hf(c)
+    assert hf.config_from_hf(c, heads=("discriminator", "generator")).has_generator
     with pytest.raises(hf.ConversionError, match="vocab_size"):
-        hf.model_config_from_hf({**c, "generator": {**c["generator"], "vocab_size": 99}})
-    with pytest.raises(hf.ConversionError, match="generator"):
-        hf.model_config_from_hf({"": c["discriminator"]})
+        hf.config_from_hf({**c, "generator": {**c["generator"], "vocab_size": 99}})
+    # One config alone is one model: a discriminator without a generator, say.
+    alone = hf.config_from_hf({"": c["discriminator"]}, heads=("discriminator",))
+    assert not alone.has_generator and alone.heads == ("discriminator",)
 
 
 @pytest.mark.parametrize("case", ["electra"], indirect=True)
@@ -568,10 +571,11 @@ def _transformers_count(cfg) -> int:
     """num_parameters() of the transformers model(s) `hf_configs(cfg)` describes, on meta."""
     total = 0
     with torch.device("meta"):
+        classes = {p.name: hf.architecture(p) for p in hf.parts(cfg)}
         for part, d in hf.hf_configs(cfg).items():
             d = dict(d)
             config = transformers.AutoConfig.for_model(d.pop("model_type"), **d)
-            model = getattr(transformers, hf.ARCHITECTURES[part or cfg.family])(config)
+            model = getattr(transformers, classes[part])(config)
             total += model.num_parameters()
             if part == "generator":  # bertjax keeps one embedding module for both towers
                 total -= sum(p.numel() for p in model.electra.embeddings.parameters())

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bertjax import distill, flops, steps
+from bertjax import flops, steps
 from bertjax.describe import param_shapes
 from bertjax.models import ModelConfig, build
+from bertjax.tasks import distill
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "configs"))
@@ -47,22 +48,22 @@ def test_loss_is_zero_when_the_student_is_a_copy_of_the_teacher():
     cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2})
     params = _params(cfg, 0)
     model = build(cfg)
-    loss_fn = steps.distillation_loss_fn(model, model, train=False)
+    loss_fn = distill.distillation_loss_fn(model, model, train=False)
     loss, m = jax.jit(loss_fn)(params, _batch(), jax.random.key(0), params)
-    assert abs(float(m["mlm_kl"])) < 1e-6 and abs(float(m["cos_loss"])) < 1e-6, m
+    assert abs(float(m["mlm_kl"].value)) < 1e-6 and abs(float(m["cos_loss"].value)) < 1e-6, m
     # What remains is the hard MLM term alone, and the teacher scores as the student.
-    np.testing.assert_allclose(float(loss), 2.0 * float(m["mlm_loss"]), rtol=1e-5)
-    assert float(m["mlm_teacher_accuracy"]) == float(m["mlm_accuracy"])
+    np.testing.assert_allclose(float(loss), 2.0 * float(m["mlm_loss"].value), rtol=1e-5)
+    assert float(m["mlm_teacher_accuracy"].value) == float(m["mlm_accuracy"].value)
     # A different student: both terms are positive.
     _, m2 = jax.jit(loss_fn)(_params(cfg, 1), _batch(), jax.random.key(0), params)
-    assert float(m2["mlm_kl"]) > 1e-3 and float(m2["cos_loss"]) > 1e-3
+    assert float(m2["mlm_kl"].value) > 1e-3 and float(m2["cos_loss"].value) > 1e-3
 
 
 def test_no_gradient_reaches_the_teacher():
     student_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 1, "family": "distilbert",
-                                         "type_vocab_size": 0, "use_pooler": False})
+                                         "type_vocab_size": 0})
     teacher_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2})
-    loss_fn = steps.distillation_loss_fn(build(student_cfg), build(teacher_cfg))
+    loss_fn = distill.distillation_loss_fn(build(student_cfg), build(teacher_cfg))
     student, teacher = _params(student_cfg, 0), _params(teacher_cfg, 1)
     g_student, g_teacher = jax.jit(jax.grad(lambda s, t: loss_fn(
         s, _batch(), jax.random.key(3), t)[0], argnums=(0, 1)))(student, teacher)
@@ -82,10 +83,10 @@ def test_train_step_leaves_the_teacher_untouched_and_apart_from_the_state():
     teacher = _params(teacher_cfg, 1)
     before = jax.tree.map(np.asarray, teacher)
     step = jax.jit(lambda s, b, t: steps.train_step(
-        s, b, t, loss_fn=steps.distillation_loss_fn(model, build(teacher_cfg)), tx=tx,
+        s, b, t, loss_fn=distill.distillation_loss_fn(model, build(teacher_cfg)), tx=tx,
         optim=oc, seed=0), donate_argnums=(0,))
     new_state, m = step(state, _batch(), teacher)
-    assert np.isfinite(float(m["loss"])) and int(new_state["step"]) == 1
+    assert np.isfinite(float(m["loss"].value)) and int(new_state["step"]) == 1
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, teacher), before)
     # The state holds the student's parameters only.
     assert jax.tree.structure(new_state["params"]) == jax.tree.structure(_params(cfg, 0))
@@ -105,7 +106,7 @@ def test_default_teacher_layers_are_distilberts_and_explicit_ones_are_checked():
 def test_student_from_teacher_layers_has_exactly_those_weights():
     teacher_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 4})
     student_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2, "family": "distilbert",
-                                         "type_vocab_size": 0, "use_pooler": False})
+                                         "type_vocab_size": 0})
     teacher = jax.tree.map(np.asarray, _params(teacher_cfg, 0))
     fresh = jax.tree.map(np.asarray, _params(student_cfg, 1))
     student, left = distill.student_from_teacher(fresh, teacher, [1, 3])
@@ -150,7 +151,7 @@ def test_configs_for_distilbert_and_the_grid():
     d = c.distill
     assert (d.temperature, d.alpha_ce, d.alpha_mlm, d.alpha_cos, d.init) == (
         2.0, 5.0, 2.0, 1.0, "teacher")
-    assert c.objective == "distillation" and c.data.instances == "mlm"
+    assert c.task == "distillation" and c.data.instances == "mlm"
     distill.check(c, student, teacher)
     # Narrower students start from scratch without the cosine term (unequal widths).
     for name in ("bert_mini_to_bert_tiny", "bert_large_to_bert_L4_H256",
@@ -209,12 +210,13 @@ def test_a_bfloat16_teacher_gives_nearly_the_float32_targets():
     teacher_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2})
     student, teacher = _params(cfg, 0), _params(teacher_cfg, 1)
     half = jax.tree.map(lambda x: x.astype(jnp.bfloat16), teacher)
-    f32 = steps.distillation_loss_fn(build(cfg), build(teacher_cfg), train=False)
-    bf16 = steps.distillation_loss_fn(build(cfg), build(teacher_cfg.replace(dtype="bfloat16")),
+    f32 = distill.distillation_loss_fn(build(cfg), build(teacher_cfg), train=False)
+    bf16 = distill.distillation_loss_fn(build(cfg), build(teacher_cfg.replace(dtype="bfloat16")),
                                       train=False)
     _, m32 = jax.jit(f32)(student, _batch(), jax.random.key(0), teacher)
     _, m16 = jax.jit(bf16)(student, _batch(), jax.random.key(0), half)
-    assert np.isfinite(float(m16["loss"]))
-    np.testing.assert_allclose(float(m16["mlm_kl"]), float(m32["mlm_kl"]), rtol=0.05)
-    np.testing.assert_allclose(float(m16["cos_loss"]), float(m32["cos_loss"]), rtol=0.05,
-                               atol=0.01)
+    assert np.isfinite(float(m16["loss"].value))
+    np.testing.assert_allclose(float(m16["mlm_kl"].value), float(m32["mlm_kl"].value),
+                               rtol=0.05)
+    np.testing.assert_allclose(float(m16["cos_loss"].value), float(m32["cos_loss"].value),
+                               rtol=0.05, atol=0.01)

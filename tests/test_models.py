@@ -17,13 +17,13 @@ TINY = dict(vocab_size=97, hidden_size=32, num_layers=4, num_heads=4, intermedia
 FAMILIES = {
     "bert": dict(family="bert"),
     "roberta": dict(family="roberta", pad_token_id=1, positions_from_padding=True,
-                    type_vocab_size=1, use_pooler=False),
+                    type_vocab_size=1),
     "albert": dict(family="albert", embedding_size=16, num_hidden_groups=2, inner_group_num=2,
                    hidden_act="gelu_new"),
     "albert_shared": dict(family="albert", embedding_size=16, num_hidden_groups=1),
-    "distilbert": dict(family="distilbert", type_vocab_size=0, use_pooler=False,
+    "distilbert": dict(family="distilbert", type_vocab_size=0,
                        sinusoidal_positions=True),
-    "electra": dict(family="electra", embedding_size=16, use_pooler=False,
+    "electra": dict(family="electra", embedding_size=16,
                     generator_hidden_size=8, generator_num_heads=2,
                     generator_intermediate_size=16),
 }
@@ -101,9 +101,10 @@ def test_sparse_mlm_head_equals_dense_gathered(name):
     ids, mask = inputs(cfg)
     positions = jnp.array([[0, 3, 5], [1, 2, 7]])
     model = build(cfg)
-    dense = model.apply({"params": params}, ids, attention_mask=mask)[0]["mlm"]
+    head = "generator" if name == "electra" else "mlm"  # ELECTRA's MLM is its generator's
+    dense = model.apply({"params": params}, ids, attention_mask=mask)[0][head]
     sparse = model.apply({"params": params}, ids, attention_mask=mask,
-                         masked_positions=positions)[0]["mlm"]
+                         masked_positions=positions)[0][head]
     assert sparse.shape == (2, 3, cfg.vocab_size)
     want = np.take_along_axis(np.asarray(dense), np.asarray(positions)[:, :, None], axis=1)
     np.testing.assert_allclose(sparse, want, atol=1e-6, rtol=0)
@@ -226,20 +227,27 @@ def test_every_parameter_has_logical_axes_from_the_vocabulary(name, scan):
 def test_electra_generator_fraction_sizes_the_generator():
     import ml_collections
 
+    from bertjax.tasks.electra import Electra
+
     def config(preset, fraction):
         return ml_collections.ConfigDict({"model": presets.model_config(preset).to_dict(),
                                           "electra": {"generator_fraction": fraction}})
 
+    class presets_:  # what the ELECTRA task makes of config.model
+        @staticmethod
+        def from_config(c):
+            return Electra(c).model_config(ModelConfig.from_dict(c.model.to_dict()))
+
     # 0 keeps the released sizes: 1/4 for small and large, 1/3 for base.
     for preset, width in (("electra_small", 64), ("electra_base", 256),
                           ("electra_large", 256)):
-        assert presets.from_config(config(preset, 0.0)).generator_hidden_size == width
-    g = presets.from_config(config("electra_base", 0.25)).generator_config()
+        assert presets_.from_config(config(preset, 0.0)).generator_hidden_size == width
+    g = presets_.from_config(config("electra_base", 0.25)).generator_config()
     assert (g.hidden_size, g.num_heads, g.intermediate_size) == (192, 3, 768)
-    g = presets.from_config(config("electra_large", 0.25)).generator_config()
+    g = presets_.from_config(config("electra_large", 0.25)).generator_config()
     assert (g.hidden_size, g.num_heads, g.intermediate_size) == (256, 4, 1024)
     # 1024 / 3 = 341 has no divisor up to 5: one head.
-    g = presets.from_config(config("electra_large", 1 / 3)).generator_config()
+    g = presets_.from_config(config("electra_large", 1 / 3)).generator_config()
     assert (g.hidden_size, g.num_heads) == (341, 1)
     with pytest.raises(ConfigError, match="electra.generator_fraction=1.5"):
-        presets.from_config(config("electra_base", 1.5))
+        presets_.from_config(config("electra_base", 1.5))

@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bertjax import objectives
+from bertjax import objectives, tasks
 from bertjax.models import ModelConfig, build
+from bertjax.models.registry import FAMILIES
+from bertjax.tasks.mlm import mlm_objective
 
 B, P, V = 3, 5, 11
 
@@ -41,8 +43,8 @@ def test_mlm_loss_matches_torch_weighted_cross_entropy():
     assert loss.dtype == jnp.float32
     np.testing.assert_allclose(float(loss), ref, rtol=1e-6)
     np.testing.assert_allclose(float(loss), ref_ignore, rtol=1e-6)
-    assert float(m["mlm_loss"]) == float(loss)
-    assert float(m["mlm_count"]) == weights.sum()
+    assert float(m["mlm_loss"].value) == float(loss)
+    assert float(m["mlm_loss"].count) == weights.sum()
 
 
 def test_mlm_accuracy_hand_computed():
@@ -54,8 +56,8 @@ def test_mlm_accuracy_hand_computed():
     labels = np.array([[2, 1, 1, 1]], np.int32)
     weights = np.array([[1, 1, 1, 0]], np.float32)
     _, m = mlm_loss(logits, labels, weights)
-    np.testing.assert_allclose(float(m["mlm_accuracy"]), 2 / 3, rtol=1e-7)
-    assert float(m["mlm_count"]) == 3
+    np.testing.assert_allclose(float(m["mlm_accuracy"].value), 2 / 3, rtol=1e-7)
+    assert float(m["mlm_loss"].count) == 3
 
 
 def test_mlm_loss_gradient_is_softmax_minus_onehot():
@@ -72,13 +74,15 @@ def test_all_padding_batches_give_finite_zeros():
     weights = np.zeros((B, P), np.float32)
     loss, m = mlm_loss(logits, labels, weights)
     grad = jax.grad(lambda x: objectives.mlm_loss(x, labels, weights)[0])(logits)
-    assert float(loss) == 0 and float(m["mlm_accuracy"]) == 0 and float(m["mlm_count"]) == 0
+    assert float(loss) == 0 and float(m["mlm_accuracy"].value) == 0
+    assert float(m["mlm_loss"].count) == 0
     assert np.all(np.asarray(grad) == 0)
 
     pl = np.full((B,), -1, np.int32)
     loss, m = pair_loss(logits[:, 0, :2], pl, name="nsp")
     grad = jax.grad(lambda x: objectives.pair_loss(x, pl)[0])(logits[:, 0, :2])
-    assert float(loss) == 0 and float(m["nsp_accuracy"]) == 0 and float(m["nsp_count"]) == 0
+    assert float(loss) == 0 and float(m["nsp_accuracy"].value) == 0
+    assert float(m["nsp_loss"].count) == 0
     assert np.all(np.isfinite(np.asarray(grad))) and np.all(np.asarray(grad) == 0)
 
 
@@ -92,9 +96,15 @@ def test_pair_loss_matches_torch_ignore_index():
     np.testing.assert_allclose(float(loss), float(ref), rtol=1e-6)
     pred = logits.argmax(-1)
     valid = labels >= 0
-    np.testing.assert_allclose(float(m["sop_accuracy"]), (pred == labels)[valid].mean(),
+    np.testing.assert_allclose(float(m["sop_accuracy"].value), (pred == labels)[valid].mean(),
                                rtol=1e-7)
-    assert float(m["sop_count"]) == 4 and float(m["sop_loss"]) == float(loss)
+    assert float(m["sop_loss"].count) == 4 and float(m["sop_loss"].value) == float(loss)
+
+
+def pretraining_loss(name, logits, batch):
+    """The MLM objective of a family's pretraining task, or of a task named directly."""
+    task = FAMILIES[name].task if name in FAMILIES else name
+    return mlm_objective(logits, batch, tasks.registry()[task].pair)
 
 
 def _batch(logits, labels, weights, pair_labels=None):
@@ -110,36 +120,37 @@ def test_pretraining_loss_adds_mlm_and_pair(family, pair):
     logits, labels, weights = _mlm_case(3)
     pl = np.array([1, 0, -1], np.int32)
     pair_logits = np.random.default_rng(4).normal(size=(B, 2)).astype(np.float32)
-    loss, m = objectives.pretraining_loss(family, {"mlm": logits, pair: pair_logits},
+    loss, m = pretraining_loss(family, {"mlm": logits, pair: pair_logits},
                                           _batch(logits, labels, weights, pl))
     mlm, _ = objectives.mlm_loss(logits, labels, weights)
     pr, _ = objectives.pair_loss(pair_logits, pl)
     np.testing.assert_allclose(float(loss), float(mlm) + float(pr), rtol=1e-6)
-    assert float(m["loss"]) == float(loss)
-    assert {"mlm_loss", "mlm_accuracy", "mlm_count", f"{pair}_loss", f"{pair}_accuracy",
-            f"{pair}_count"} <= set(m)
+    assert float(m["loss"].value) == float(loss)
+    assert {"mlm_loss", "mlm_accuracy", f"{pair}_loss", f"{pair}_accuracy"} <= set(m)
+    assert float(m["mlm_loss"].count) == weights.sum() and float(m[f"{pair}_loss"].count) == 2
 
 
 @pytest.mark.parametrize("family", ["roberta", "distilbert", "mlm"])
 def test_pretraining_loss_plain_mlm(family):
     logits, labels, weights = _mlm_case(5)
-    loss, m = objectives.pretraining_loss(family, {"mlm": logits},
+    loss, m = pretraining_loss(family, {"mlm": logits},
                                           _batch(logits, labels, weights))
     assert float(loss) == float(objectives.mlm_loss(logits, labels, weights)[0])
     assert not any(k.startswith(("nsp", "sop")) for k in m)
 
 
 def test_unknown_objectives_fail_clearly():
-    assert objectives.resolve_objective("electra") == "electra"
-    assert objectives.resolve_objective("distillation") == "distillation"
-    with pytest.raises(ValueError, match="unknown objective or family 'bret'"):
-        objectives.resolve_objective("bret")
+    import ml_collections
+
+    assert {"electra", "distillation"} <= set(tasks.registry())
+    with pytest.raises(ValueError, match="task='bret': unknown"):
+        tasks.get(ml_collections.ConfigDict({"task": "bret", "model": {"family": "bert"}}))
     with pytest.raises(KeyError, match="pair_labels"):
         logits, labels, weights = _mlm_case()
-        objectives.pretraining_loss("bert", {"mlm": logits, "nsp": logits[:, 0, :2]},
-                                    _batch(logits, labels, weights))
-    assert set(objectives.FAMILY_OBJECTIVES) == {"bert", "roberta", "albert", "distilbert",
-                                                 "electra"}
+        pretraining_loss("bert", {"mlm": logits, "nsp": logits[:, 0, :2]},
+                         _batch(logits, labels, weights))
+    assert set(FAMILIES) == {"bert", "roberta", "albert", "distilbert", "electra"}
+    assert {f.task for f in FAMILIES.values()} <= set(tasks.registry())
 
 
 def test_pretraining_loss_on_a_tiny_bert_starts_near_log_vocab():
@@ -160,14 +171,14 @@ def test_pretraining_loss_on_a_tiny_bert_starts_near_log_vocab():
                                 token_type_ids=batch["token_type_ids"],
                                 attention_mask=batch["attention_mask"],
                                 masked_positions=batch["masked_lm_positions"])
-        return objectives.pretraining_loss("bert", logits, batch)
+        return pretraining_loss("bert", logits, batch)
 
     params = jax.jit(model.init)(jax.random.key(0), ids)["params"]
     loss, m = loss_fn(params, batch)
     # Small initial weights: near-uniform predictions.
-    np.testing.assert_allclose(float(m["mlm_loss"]), np.log(64), rtol=0.05)
-    np.testing.assert_allclose(float(m["nsp_loss"]), np.log(2), rtol=0.05)
-    assert float(m["nsp_count"]) == 3 and np.isfinite(float(loss))
+    np.testing.assert_allclose(float(m["mlm_loss"].value), np.log(64), rtol=0.05)
+    np.testing.assert_allclose(float(m["nsp_loss"].value), np.log(2), rtol=0.05)
+    assert float(m["nsp_loss"].count) == 3 and np.isfinite(float(loss))
 
 
 # --- ELECTRA: replaced-token detection -----------------------------------------------
@@ -248,12 +259,12 @@ def test_rtd_loss_matches_torch_bce_and_counts_the_baseline():
     ref = float((bce * torch.from_numpy(mask)).sum() / mask.sum())
     np.testing.assert_allclose(float(loss), ref, rtol=1e-6)
     real = mask > 0
-    np.testing.assert_allclose(float(m["rtd_accuracy"]),
+    np.testing.assert_allclose(float(m["rtd_accuracy"].value),
                                ((logits > 0) == (labels > 0))[real].mean(), rtol=1e-6)
-    np.testing.assert_allclose(float(m["rtd_replaced"]), labels[real].mean(), rtol=1e-6)
-    np.testing.assert_allclose(float(m["rtd_baseline_accuracy"]), 1 - labels[real].mean(),
+    np.testing.assert_allclose(float(m["rtd_replaced"].value), labels[real].mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(m["rtd_baseline_accuracy"].value), 1 - labels[real].mean(),
                                rtol=1e-6)
-    assert float(m["rtd_count"]) == mask.sum()
+    assert float(m["rtd_loss"].count) == mask.sum()
 
 
 @pytest.mark.parametrize("gen_weight,disc_weight", [(1.0, 50.0), (0.5, 3.0)])
@@ -265,14 +276,14 @@ def test_electra_joint_loss_is_the_weighted_sum(gen_weight, disc_weight):
     labels = (rng.random(masked.shape) < 0.2).astype(np.int32)
     batch = {"masked_lm_ids": masked_ids, "masked_lm_weights": weights,
              "attention_mask": np.ones(masked.shape, np.int32)}
-    loss, m = objectives.pretraining_loss(
-        "electra", {"mlm": gen, "rtd": disc}, batch, rtd_labels=labels,
+    loss, m = objectives.electra_objective(
+        {"generator": gen, "discriminator": disc}, batch, rtd_labels=labels,
         gen_weight=gen_weight, disc_weight=disc_weight)
     mlm, _ = objectives.mlm_loss(gen, masked_ids, weights)
     rtd, _ = objectives.rtd_loss(disc, labels, batch["attention_mask"])
     np.testing.assert_allclose(float(loss), gen_weight * float(mlm) + disc_weight * float(rtd),
                                rtol=1e-6)
-    assert float(m["mlm_loss"]) == float(mlm) and float(m["rtd_loss"]) == float(rtd)
+    assert float(m["mlm_loss"].value) == float(mlm) and float(m["rtd_loss"].value) == float(rtd)
 
 
 # --- distillation ---------------------------------------------------------------------
@@ -307,19 +318,19 @@ def test_distillation_objective_is_the_weighted_sum_over_the_right_positions():
     mask = np.ones((B, 6), np.float32)
     mask[0, 4:] = 0
     batch = {**_batch(logits, labels, weights), "attention_mask": mask}
-    loss, m = objectives.pretraining_loss(
-        "distillation", {"mlm": logits}, batch, teacher_logits=teacher, student_hidden=hs,
+    loss, m = objectives.distillation_objective(
+        {"mlm": logits}, batch, teacher_logits=teacher, student_hidden=hs,
         teacher_hidden=ht, temperature=2.0, alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0)
     kl = np.asarray(objectives.soft_target_kl(logits, teacher, 2.0))
     kl_ref = (kl * weights).sum() / weights.sum()  # masked positions only
     cos = np.asarray(objectives.cosine_distance(hs, ht))
     cos_ref = (cos * mask).sum() / mask.sum()  # real tokens only
     mlm, _ = objectives.mlm_loss(logits, labels, weights)
-    np.testing.assert_allclose(float(m["mlm_kl"]), kl_ref, rtol=1e-5)
-    np.testing.assert_allclose(float(m["cos_loss"]), cos_ref, rtol=1e-5)
+    np.testing.assert_allclose(float(m["mlm_kl"].value), kl_ref, rtol=1e-5)
+    np.testing.assert_allclose(float(m["cos_loss"].value), cos_ref, rtol=1e-5)
     np.testing.assert_allclose(float(loss), 5 * kl_ref + 2 * float(mlm) + cos_ref, rtol=1e-5)
     # alpha_cos = 0: no cosine term, no hidden states needed.
-    loss0, m0 = objectives.pretraining_loss("distillation", {"mlm": logits}, batch,
-                                            teacher_logits=teacher, alpha_cos=0.0)
+    loss0, m0 = objectives.distillation_objective({"mlm": logits}, batch,
+                                                  teacher_logits=teacher, alpha_cos=0.0)
     np.testing.assert_allclose(float(loss0), 5 * kl_ref + 2 * float(mlm), rtol=1e-5)
     assert "cos_loss" not in m0

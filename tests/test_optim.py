@@ -196,7 +196,7 @@ def test_lamb_matches_numpy_reference(adaptation):
     dict(family="albert", hidden_act="gelu_new", embedding_size=8, num_hidden_groups=1,
          scan_layers=True),
     dict(family="electra", embedding_size=8, generator_hidden_size=8, generator_num_heads=1,
-         generator_intermediate_size=16, use_pooler=False),
+         generator_intermediate_size=16),
 ])
 def test_decay_mask_excludes_exactly_biases_and_layer_norm(model):
     cfg = ModelConfig(**{**TINY, **model})
@@ -212,7 +212,7 @@ def test_decay_mask_excludes_exactly_biases_and_layer_norm(model):
         for path, decayed in got.items():
             assert bool(decayed) == (path.rsplit("/", 1)[-1] in ("kernel", "embedding")), path
         excluded = [p for p, d in got.items() if not d]
-        assert "mlm/bias" in excluded or "generator_head/bias" in excluded
+        assert "mlm/bias" in excluded or "generator/mlm/bias" in excluded
         assert any(p.endswith("attention_norm/scale") for p in excluded)
 
 
@@ -252,8 +252,7 @@ def test_grad_accumulation_equals_one_step_on_the_mean():
 
 
 def test_frozen_paths_never_change_and_stay_out_of_clipping():
-    cfg_model = ModelConfig(**{**TINY, "family": "distilbert", "type_vocab_size": 0,
-                               "use_pooler": False, "sinusoidal_positions": True})
+    cfg_model = ModelConfig(**{**TINY, "family": "distilbert", "type_vocab_size": 0, "sinusoidal_positions": True})
     frozen = optim.frozen_paths(cfg_model)
     table = "embeddings/position/embedding"
     assert frozen == (table,)

@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from bertjax import steps
+from bertjax.metrics import Mean, combine
 from bertjax.models import ModelConfig, build
 from bertjax.optim import OptimConfig, make_optimizer
+from bertjax.tasks.electra import electra_loss_fn
+from bertjax.tasks.mlm import MaskedLMNSP
+
+
+def bert_loss_fn(model, train=True):
+    """BERT's pretraining loss (MLM + NSP), as the mlm_nsp task builds it."""
+    return MaskedLMNSP(None).loss_fn(model, train)
 
 TINY = dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
             max_position_embeddings=16)
@@ -38,7 +46,7 @@ def _setup(**optim):
     tx = make_optimizer(oc)
     state = jax.jit(lambda: __import__("flax").linen.unbox(steps.init_state(model, tx, 0)()))()
     step = jax.jit(functools.partial(steps.train_step,
-                                     loss_fn=steps.pretraining_loss_fn(model, "bert"),
+                                     loss_fn=bert_loss_fn(model),
                                      tx=tx, optim=oc, seed=0))
     return model, oc, state, step
 
@@ -60,7 +68,8 @@ def test_step_updates_and_reports_the_schedule():
     assert not _same(s2["params"], s1["params"])
     assert float(m2["learning_rate"]) == pytest.approx(1e-2 * 1 / 4)
     assert np.isfinite(float(m2["grad_norm"])) and float(m2["grad_norm"]) > 0
-    assert float(m2["loss"]) == pytest.approx(float(m2["mlm_loss"]) + float(m2["nsp_loss"]),
+    assert float(m2["loss"].value) == pytest.approx(
+        float(m2["mlm_loss"].value) + float(m2["nsp_loss"].value),
                                              rel=1e-6)
 
 
@@ -85,7 +94,7 @@ def test_non_finite_batch_is_skipped_and_counted():
 def test_dropout_is_a_function_of_the_step():
     cfg = ModelConfig.from_dict({**TINY, "dropout_rate": 0.5})
     model = build(cfg)
-    loss_fn = steps.pretraining_loss_fn(model, "bert")
+    loss_fn = bert_loss_fn(model)
     params = jax.jit(lambda: __import__("flax").linen.unbox(
         model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32)))["params"])()
     key = lambda s: jax.random.fold_in(jax.random.key(0), s)
@@ -101,24 +110,25 @@ def test_eval_step_has_no_dropout_and_counts():
     model = build(cfg)
     params = jax.jit(lambda: __import__("flax").linen.unbox(
         model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32)))["params"])()
-    loss_fn = steps.pretraining_loss_fn(model, "bert", train=False)
+    loss_fn = bert_loss_fn(model, train=False)
     batch = {**_batch(0), "masked_lm_weights": jnp.ones((B, P)).at[0].set(0.0)}
     m1 = steps.eval_step(params, batch, loss_fn=loss_fn)
     m2 = steps.eval_step(params, batch, loss_fn=loss_fn)
-    assert float(m1["mlm_loss"]) == float(m2["mlm_loss"])
-    assert float(m1["mlm_count"]) == (B - 1) * P
+    assert float(m1["mlm_loss"].value) == float(m2["mlm_loss"].value)
+    assert float(m1["mlm_loss"].count) == (B - 1) * P
 
 
-def test_combine_metrics_weights_by_counts():
-    batches = [{"mlm_loss": 2.0, "mlm_count": 10.0, "nsp_accuracy": 1.0, "nsp_count": 1.0,
-                "loss": 3.0},
-               {"mlm_loss": 4.0, "mlm_count": 30.0, "nsp_accuracy": 0.0, "nsp_count": 3.0,
-                "loss": 5.0}]
-    got = steps.combine_metrics(batches)
+def test_combine_metrics_weights_by_their_own_counts():
+    batches = [{"mlm_loss": Mean(2.0, 10.0), "nsp_accuracy": Mean(1.0, 1.0),
+                "loss": Mean(3.0, 1.0), "grad_norm": 1.0, "empty": Mean(7.0, 0.0)},
+               {"mlm_loss": Mean(4.0, 30.0), "nsp_accuracy": Mean(0.0, 3.0),
+                "loss": Mean(5.0, 1.0), "grad_norm": 3.0, "empty": Mean(9.0, 0.0)}]
+    got = combine(batches)
     assert got["mlm_loss"] == pytest.approx((2 * 10 + 4 * 30) / 40)
     assert got["nsp_accuracy"] == pytest.approx(1 / 4)
-    assert got["mlm_count"] == 40 and got["nsp_count"] == 4
-    assert got["loss"] == pytest.approx((3 * 10 + 5 * 30) / 40)  # by the first count
+    assert got["loss"] == pytest.approx(4.0)  # per batch: its count is 1
+    assert got["grad_norm"] == pytest.approx(2.0)  # a plain value: the mean over batches
+    assert got["empty"] == 0.0  # nothing counted: 0, not NaN
 
 
 def test_all_finite():
@@ -128,7 +138,7 @@ def test_all_finite():
 
 # --- ELECTRA's loss function: generator, samples, discriminator -------------------------
 
-ELECTRA = {**TINY, "family": "electra", "use_pooler": False, "embedding_size": 16,
+ELECTRA = {**TINY, "family": "electra", "embedding_size": 16,
            "generator_hidden_size": 8, "generator_num_heads": 1,
            "generator_intermediate_size": 16}
 
@@ -159,30 +169,37 @@ def _masked_batch(seed=0, token=None):
 
 def test_electra_loss_fn_trains_both_towers_and_the_shared_embeddings():
     model, params = _electra()
-    loss_fn = jax.jit(steps.electra_loss_fn(model))
+    loss_fn = jax.jit(electra_loss_fn(model))
     batch = _masked_batch(0)
     loss, m = loss_fn(params, batch, jax.random.key(1))
-    assert float(loss) == pytest.approx(float(m["mlm_loss"]) + 50 * float(m["rtd_loss"]),
+    assert float(loss) == pytest.approx(
+        float(m["mlm_loss"].value) + 50 * float(m["rtd_loss"].value),
                                         rel=1e-6)
     # Only masked positions can be replaced: at most P of the L tokens of a row.
-    assert 0 < float(m["rtd_replaced"]) <= P / L + 1e-6
-    assert float(m["rtd_baseline_accuracy"]) == pytest.approx(1 - float(m["rtd_replaced"]))
+    assert 0 < float(m["rtd_replaced"].value) <= P / L + 1e-6
+    assert float(m["rtd_baseline_accuracy"].value) == pytest.approx(
+        1 - float(m["rtd_replaced"].value))
     again, _ = loss_fn(params, batch, jax.random.key(1))
     assert float(again) == float(loss)  # a function of the key alone
-    grads = jax.jit(jax.grad(lambda p: steps.electra_loss_fn(model)(
+    grads = jax.jit(jax.grad(lambda p: electra_loss_fn(model)(
         p, batch, jax.random.key(1))[0]))(params)
-    for module in ("embeddings", "generator", "generator_head", "discriminator",
-                   "discriminator_head"):
-        assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[module])) > 0, module
+    for path in (("embeddings",), ("encoder",), ("discriminator",), ("generator", "encoder"),
+                 ("generator", "mlm")):
+        tree = grads
+        for key in path:
+            tree = tree[key]
+        assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(tree)) > 0, path
 
 
 def test_electra_generator_forced_to_the_original_replaces_nothing():
     model, params = _electra()
     # Every masked token is id 7, and the generator's bias makes it predict 7 everywhere.
-    params = {**params, "generator_head": {**params["generator_head"],
-                                           "bias": params["generator_head"]["bias"].at[7].set(1e4)}}
+    mlm = params["generator"]["mlm"]
+    params = {**params, "generator": {**params["generator"],
+                                      "mlm": {**mlm, "bias": mlm["bias"].at[7].set(1e4)}}}
     batch = _masked_batch(1, token=7)
     for seed in range(3):
-        _, m = jax.jit(steps.electra_loss_fn(model))(params, batch, jax.random.key(seed))
-        assert float(m["rtd_replaced"]) == 0.0 and float(m["rtd_baseline_accuracy"]) == 1.0
-        assert float(m["mlm_accuracy"]) == 1.0
+        _, m = jax.jit(electra_loss_fn(model))(params, batch, jax.random.key(seed))
+        assert float(m["rtd_replaced"].value) == 0.0
+        assert float(m["rtd_baseline_accuracy"].value) == 1.0
+        assert float(m["mlm_accuracy"].value) == 1.0

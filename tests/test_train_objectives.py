@@ -132,7 +132,7 @@ def test_exported_models_match_transformers(objective, electra_data, mlm_data, t
     import torch
     import transformers
 
-    from bertjax.convert.commands import export_hf
+    from bertjax.convert.hfdir import export_hf
     from bertjax.models import build
 
     if objective == "electra":

@@ -300,9 +300,13 @@ def _heads(fam: Family, content: Mapping[str, Any], sd: Mapping[str, Any] | None
     claimed: set[str] = set()
     for head in heads:
         claimed |= {e.hf_key for e in fam.hf.heads[head](probe, fam.hf.prefix + ".")}
+    pooled = any(e.hf_key in keys for p in ("", fam.hf.prefix + ".")
+                 for e in fam.hf.heads.get("pooler", lambda c, q: [])(probe, p))
     for head, head_map in fam.hf.heads.items():
         if head in heads:
             continue
+        if head == "classifier" and fam.classifier == "pooled" and not pooled:
+            continue  # a token classifier's tensors have the same names
         for p in ("", fam.hf.prefix + "."):
             wanted = {e.hf_key for e in head_map(probe, p)}
             if wanted and wanted <= keys and not wanted & claimed:

@@ -69,15 +69,17 @@ class CorpusTask(Task):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self._phases = plan_phases(config)
+        self._phases: list[Phase] | None = None
         self.cfg: ModelConfig | None = None
 
     def phases(self) -> list[Phase]:
+        if self._phases is None:
+            self._phases = plan_phases(self.config)
         return self._phases
 
     def setup(self, ctx: Context) -> Any:
         self.cfg = ctx.cfg
-        for phase in self._phases:  # bad data fails before the workdir is touched
+        for phase in self.phases():  # bad data fails before the workdir is touched
             self._check_data(phase, ctx.cfg)
         return None
 
@@ -144,7 +146,7 @@ class CorpusTask(Task):
     def tokenizer(self) -> Any:
         from bertjax.data.tokenizers import load_tokenizer
 
-        return load_tokenizer(os.path.join(self._phases[-1].source, "tokenizer"))
+        return load_tokenizer(os.path.join(self.phases()[-1].source, "tokenizer"))
 
 
 class _ValidationSplit:
