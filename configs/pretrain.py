@@ -34,9 +34,8 @@ def _recipe(record, name: str) -> dict:
     """The family's published recipe (optimizer, batch, steps) with the preset's changes;
     the sources are cited in each family file (bertjax/models/<family>.py)."""
     own = record.preset_recipes.get(name, {})
-    return {"optim": {**record.recipe["optim"], **own.get("optim", {})},
-            "batch_size": own.get("batch_size", record.recipe["batch_size"]),
-            "steps": own.get("steps", record.recipe["steps"])}
+    return {**record.recipe, **own,
+            "optim": {**record.recipe["optim"], **own.get("optim", {})}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -55,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # Empty: `prepare data` trains one of the family's kind on data.source.
         path="",
         vocab_size=8000,  # when trained by `prepare data` (tiny; real runs bring their own)
-        lowercase=family != "roberta",  # byte-level BPE (RoBERTa) is always cased
+        lowercase=record.tokenizer_kind != "bpe",  # byte-level BPE (RoBERTa) is always cased
     ))
     # Data preparation and input pipeline; defaults follow each family's paper.
     config.data = ml_collections.ConfigDict(dict(
@@ -63,10 +62,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dir="",  # prepared data directory (written by `prepare data`, read by training)
         instances=record.instances,  # nsp | sop | full_sentences | doc_sentences | mlm
         short_seq_prob=0.1,  # share of shorter segments (BERT/ALBERT pairs)
-        masking="static" if family in ("bert", "albert") else "dynamic",
-        dupe_factor=10 if family in ("bert", "albert") else 1,  # static: masked copies
+        masking="dynamic",  # static (BERT, ALBERT: the family's recipe) | dynamic
+        dupe_factor=1,  # static: masked copies (BERT, ALBERT: 10)
         masked_lm_prob=0.15,
-        mask_strategy="ngram" if family == "albert" else "token",  # token|whole_word|ngram|span
+        mask_strategy="token",  # token | whole_word | ngram (ALBERT) | span
         max_ngram=3,  # ngram masking: lengths 1..3, p(n) proportional to 1/n (ALBERT)
         span_geometric_p=0.2,  # span masking: Geometric(p) lengths (SpanBERT)
         span_max_length=10,
@@ -76,6 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         max_inflight_mb=256,  # text read but not yet written during preparation
         shuffle_buffer=10_000,  # examples in the pipeline's shuffle buffer
     ))
+    config.data.update(recipe.get("data", {}))
     config.max_seq_length = 128  # sequence length for FLOPs figures and training
     config.max_predictions_per_seq = 20  # masked positions per sequence (sparse MLM head)
     config.seed = 0  # parameters, data order, masks and dropout all derive from it
@@ -114,7 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         batch_size=0,  # 0: train.batch_size
         data_dir="",  # prepared at phase2.max_seq_length
     ))
-    if family == "electra":
+    if record.task == "electra":
         # ELECTRA (Clark et al.): generator MLM + replaced-token detection on its samples.
         config.electra = ml_collections.ConfigDict(dict(
             # Generator width / discriminator width; 0: the preset's generator (the
@@ -139,9 +139,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.dupe_factor = min(config.data.dupe_factor, 2)
         config.train.update(batch_size=32, steps=600, log_every=50, eval_every=300,
                             eval_steps=10, checkpoint_every=200)
-        config.optim.update(learning_rate=1e-3 if family != "albert" else 2e-3,
+        config.optim.update(learning_rate=recipe.get("runlocal_learning_rate", 1e-3),
                             warmup_steps=60)
-        if family == "electra":
+        if "electra" in config:
             # A few hundred steps teach the generator little more than word frequencies,
             # and samples at temperature 1 then look like real text to a discriminator
             # that has not learnt context yet: it stays at the all-"original" baseline

@@ -79,17 +79,17 @@ def test_bad_flags_fail_in_one_line(bad, says):
     assert err.strip().count("\n") == 0 and err.startswith("error: ") and says in err, err
 
 
-@pytest.mark.parametrize("config, objective", [
+@pytest.mark.parametrize("config, task", [
     (["--config=configs/pretrain.py:electra_tiny", "--config.model.vocab_size=500"], "electra"),
     (["--config=configs/distill.py:bert_mini_to_bert_tiny", "--config.model.vocab_size=500",
       "--config.teacher.vocab_size=500", "--config.teacher.num_layers=2"], "distillation"),
 ])
-def test_electra_and_distillation_are_timed_and_have_no_torch_reference(config, objective):
+def test_electra_and_distillation_are_timed_and_have_no_torch_reference(config, task):
     rc, lines, err = _run(*config, *_TINY[1:], "--config.train.peak_flops=1e12")
     assert rc == 0, err
-    assert f"objective {objective}" in lines[0]
+    assert f"task {task}" in lines[0]
     assert re.fullmatch(r"ours=(\d+) unit=tokens/s mfu=(\d+\.\d{4})", lines[-1]), lines[-1]
-    if objective == "distillation":
+    if task == "distillation":
         assert any(ln.startswith("teacher (random weights, forward only): bert L2 H256")
                    for ln in lines), lines
         # The teacher's forward pass is in the FLOPs: more than the student's dense figure.
@@ -97,4 +97,4 @@ def test_electra_and_distillation_are_timed_and_have_no_torch_reference(config, 
         assert float(flops[1]) > float(flops[2]), lines[1]
     rc, _, err = _run(*config, *_TINY[1:], "--vs_torch")
     assert rc == 1 and err.startswith("error: --vs_torch: transformers has no training "
-                                      f"reference for the {objective} objective"), err
+                                      f"reference for the {task} task"), err

@@ -36,6 +36,8 @@ import numpy as np
 from bertjax.convert import hf
 from bertjax.convert.hf import ConversionError
 from bertjax.models.config import ConfigError, ModelConfig
+from bertjax.models.family import Family
+from bertjax.models.registry import FAMILIES
 from bertjax.models.registry import family as family_record
 
 # Variables that only training needs: optimizer slots and counters. Matched on the
@@ -52,12 +54,6 @@ _SHARED_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_at
                        "intermediate_size", "hidden_act", "hidden_dropout_prob",
                        "attention_probs_dropout_prob", "max_position_embeddings",
                        "type_vocab_size", "initializer_range")
-_ALBERT_CONFIG_KEYS = ("embedding_size", "num_hidden_groups", "inner_group_num")
-# albert_config.json keys of research variants that the released models leave at these
-# values; anything else describes a network this codebase does not build.
-_ALBERT_INERT_KEYS = {"down_scale_factor": 1, "net_structure_type": 0, "gap_size": 0,
-                      "num_memory_blocks": 0, "layers_to_keep": []}
-
 # --- HF name -> Google name ----------------------------------------------------------
 
 def google_names(part: hf.Part) -> dict[str, tuple[str, bool]]:
@@ -209,15 +205,16 @@ def _training_only(name: str) -> bool:
     return name in _TRAINING_ONLY_NAMES or name.rsplit("/", 1)[-1] in _TRAINING_ONLY_LEAVES
 
 
-def _family(reader: _Reader) -> str:
-    names = reader.shapes
-    if any(n.startswith("electra/") for n in names):
-        return "electra"
-    if any(n.startswith("bert/encoder/transformer/") for n in names):
-        return "albert"
-    if any(n.startswith("bert/") for n in names):
-        return "bert"
-    raise ConversionError(f"{reader.prefix}: no bert/ or electra/ variables; not a Google "
+def _family(reader: _Reader) -> Family:
+    """The family whose `google.marker` the variables carry (the longest matching one:
+    ALBERT's bert/encoder/transformer/ before BERT's bert/)."""
+    records = sorted((f for f in FAMILIES.values() if f.google),
+                     key=lambda f: -len(f.google.marker))
+    for fam in records:
+        if any(n.startswith(fam.google.marker) for n in reader.shapes):
+            return fam
+    markers = ", ".join(f.google.marker for f in records)
+    raise ConversionError(f"{reader.prefix}: no variables under {markers}; not a Google "
                           "BERT, ALBERT or ELECTRA pretraining checkpoint")
 
 
@@ -232,21 +229,18 @@ def _to_model_config(configs: Mapping[str, Mapping[str, Any]], source: str) -> M
         raise ConversionError(f"{source}: {e}") from None
 
 
-def _bert_or_albert_config(family: str, path: str) -> ModelConfig:
+def _config_file(fam: Family, path: str) -> ModelConfig:
     """bert_config.json / albert_config.json -> ModelConfig (through HF's key names)."""
     google = _read_json(path)
-    keys = _SHARED_CONFIG_KEYS + (_ALBERT_CONFIG_KEYS if family == "albert" else ())
+    keys = _SHARED_CONFIG_KEYS + fam.google.config_keys
     d: dict[str, Any] = {k: google[k] for k in keys if k in google}
-    d["model_type"] = family
-    if family == "albert":
-        for key, inert in _ALBERT_INERT_KEYS.items():
-            if google.get(key, inert) != inert:
-                raise ConversionError(f"{path}: {key}={google[key]!r} is not supported "
-                                      f"(only {inert!r})")
-        # google-research/albert's "gelu" is the tanh approximation (HF: gelu_new);
-        # BERT's released checkpoints were trained with the erf form (HF: gelu).
-        if d.get("hidden_act", "gelu") == "gelu":
-            d["hidden_act"] = "gelu_new"
+    d["model_type"] = fam.hf.model_type
+    for key, inert in fam.google.inert_keys.items():
+        if google.get(key, inert) != inert:
+            raise ConversionError(f"{path}: {key}={google[key]!r} is not supported "
+                                  f"(only {inert!r})")
+    if d.get("hidden_act", "gelu") == "gelu":  # what "gelu" meant to this family's code
+        d["hidden_act"] = fam.google.gelu
     return _to_model_config({"": d}, path)
 
 
@@ -302,9 +296,9 @@ def _electra_config(reader: _Reader, hints_path: str | None) -> ModelConfig:
 
 # --- loading -----------------------------------------------------------------------------
 
-def _tokenizer_files(family: str, dirs: list[str], cfg: ModelConfig) -> dict[str, str]:
-    if family == "albert":
-        spm = _first_file(dirs, ("30k-clean.model", "spiece.model"))
+def _tokenizer_files(fam: Family, dirs: list[str], cfg: ModelConfig) -> dict[str, str]:
+    if fam.google.vocab_files != ("vocab.txt",):  # a SentencePiece model
+        spm = _first_file(dirs, fam.google.vocab_files)
         if spm is None:
             models = sorted(os.path.join(d, f) for d in dirs if os.path.isdir(d)
                             for f in os.listdir(d) if f.endswith(".model"))
@@ -321,16 +315,15 @@ def _tokenizer_files(family: str, dirs: list[str], cfg: ModelConfig) -> dict[str
     return {"vocab.txt": vocab}
 
 
-def _synthesized(family: str, cfg: ModelConfig) -> dict[str, Callable[[], np.ndarray]]:
+def _synthesized(fam: Family, cfg: ModelConfig) -> dict[str, Callable[[], np.ndarray]]:
     """Variables Google omits where they would be the identity. ALBERT creates
     `embedding_hidden_mapping_in` only when E != H; HF (and we) always apply it."""
-    if family != "albert" or cfg.embed_dim != cfg.hidden_size:
+    name = fam.google.identity_projection
+    if not name or cfg.embed_dim != cfg.hidden_size:
         return {}
     h = cfg.hidden_size
-    return {"bert/encoder/embedding_hidden_mapping_in/kernel":
-                lambda: np.eye(h, dtype=np.float32),
-            "bert/encoder/embedding_hidden_mapping_in/bias":
-                lambda: np.zeros((h,), np.float32)}
+    return {f"{name}/kernel": lambda: np.eye(h, dtype=np.float32),
+            f"{name}/bias": lambda: np.zeros((h,), np.float32)}
 
 
 def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
@@ -348,17 +341,17 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
     prefix = _find_checkpoint(directory)
     dirs = _search_dirs(directory, prefix)
     reader = _Reader(prefix)
-    family = _family(reader)
-    config_files = family_record(family).google.config_files
+    fam = _family(reader)
+    config_files = fam.google.config_files
     config_path = _first_file(dirs, config_files)
-    if family == "electra":
+    if fam.google.sizes_from_tensors:
         cfg = _electra_config(reader, config_path)
         cfg_source = config_path or "the shapes of the checkpoint"
     else:
         if config_path is None:
             raise ConversionError(f"{os.path.join(dirs[0], config_files[0])}: "
-                                  f"missing (needed for {family.upper()} checkpoints)")
-        cfg = _bert_or_albert_config(family, config_path)
+                                  f"missing (needed for {fam.name.upper()} checkpoints)")
+        cfg = _config_file(fam, config_path)
         cfg_source = config_path
 
     # Google name -> [(part, HF key, transposed)]: ELECTRA's towers share embeddings.
@@ -376,7 +369,7 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
     if unknown:
         raise ConversionError(f"{prefix}: unknown variable {unknown[0]} "
                               f"({len(unknown)} unknown in all)")
-    synthesized = _synthesized(family, cfg)
+    synthesized = _synthesized(fam, cfg)
     for name, expected in hf_shapes.items():
         if name not in reader.shapes:
             if name in synthesized:
@@ -392,4 +385,4 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
         for part, hf_key, transposed in users:
             state_dicts[part][hf_key] = arr.T if transposed else arr
     params = hf.from_state_dicts(cfg, state_dicts, source=prefix)
-    return cfg, params, _tokenizer_files(family, dirs, cfg)
+    return cfg, params, _tokenizer_files(fam, dirs, cfg)

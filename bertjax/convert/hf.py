@@ -267,9 +267,7 @@ def hf_configs(cfg: ModelConfig, special_ids: Mapping[str, int] | None = None) -
             names = part.cfg.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_labels))
             d["id2label"] = {str(i): n for i, n in enumerate(names)}
             d["label2id"] = {n: i for i, n in enumerate(names)}
-        if fam.name == "roberta":
-            d.update({k: v for k, v in (special_ids or {}).items()
-                      if k in ("bos_token_id", "eos_token_id")})
+        d.update({k: v for k, v in (special_ids or {}).items() if k in fam.hf.token_ids})
         out[part.name] = d
     return out
 
@@ -351,9 +349,9 @@ def config_from_hf(configs: Mapping[str, Mapping[str, Any]],
         raise ConversionError(f"{source}: {e}") from None
     found = tuple(heads) if heads is not None else _heads(fam, main, sd, source, probe)
     if pair:
-        if fam.name != "electra":
+        if "generator" not in fam.heads:
             raise ConversionError(f"{source}: discriminator/ and generator/ hold {fam.name}, "
-                                  "not ELECTRA")
+                                  "which has no generator")
         fields.update(_generator_fields(configs["generator"], fields, fam, source))
         if heads is None:
             found = (*found, "generator")

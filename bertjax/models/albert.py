@@ -85,6 +85,7 @@ HF = HFNames(
 
 # google-research/albert: `bert/encoder/transformer/group_0/inner_group_0/...`.
 GOOGLE = GoogleNames(
+    marker="bert/encoder/transformer/",
     config_files=("albert_config.json", "config.json"),
     rules={"": (
         (r"^albert\.encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.",
@@ -102,6 +103,16 @@ GOOGLE = GoogleNames(
     special={"predictions.bias": "cls/predictions/output_bias",
              "sop_classifier.classifier.weight": "cls/seq_relationship/output_weights",
              "sop_classifier.classifier.bias": "cls/seq_relationship/output_bias"},
+    config_keys=("embedding_size", "num_hidden_groups", "inner_group_num"),
+    # Research variants that the released models leave at these values; anything else
+    # describes a network this codebase does not build.
+    inert_keys={"down_scale_factor": 1, "net_structure_type": 0, "gap_size": 0,
+                "num_memory_blocks": 0, "layers_to_keep": []},
+    # google-research/albert's "gelu" is the tanh approximation (HF: gelu_new);
+    # BERT's released checkpoints were trained with the erf form (HF: gelu).
+    gelu="gelu_new",
+    vocab_files=("30k-clean.model", "spiece.model"),
+    identity_projection="bert/encoder/embedding_hidden_mapping_in",
 )
 
 FAMILY = Family(
@@ -122,7 +133,10 @@ FAMILY = Family(
     classifier="pooled",
     # Lan et al.: LAMB 0.00176, batch 4096, 125k steps, 3125 warmup.
     recipe=dict(optim=dict(name="lamb", learning_rate=0.00176, warmup_steps=3125),
-                batch_size=4096, steps=125_000),
+                batch_size=4096, steps=125_000,
+                # Static masks as BERT's, n-gram masking (lengths 1..3, p ~ 1/n).
+                data=dict(masking="static", dupe_factor=10, mask_strategy="ngram"),
+                runlocal_learning_rate=2e-3),
     hf=HF,
     google=GOOGLE,
     validate=validate,

@@ -166,6 +166,7 @@ HF = HFNames(
 
 # google-research/bert: `bert/encoder/layer_3/output/dense/kernel`.
 GOOGLE = GoogleNames(
+    marker="bert/",
     config_files=("bert_config.json", "config.json"),
     rules={"": ((r"\.layer\.(\d+)\.", r".layer_\1."),)},
     special={"cls.predictions.bias": "cls/predictions/output_bias",
@@ -199,7 +200,9 @@ FAMILY = Family(
     classifier="pooled",
     # Devlin et al.: AdamW 1e-4, batch 256, 1M steps, 10k warmup, linear decay.
     recipe=dict(optim=dict(name="adamw", learning_rate=1e-4, warmup_steps=10_000),
-                batch_size=256, steps=1_000_000),
+                batch_size=256, steps=1_000_000,
+                # create_pretraining_data.py: static masks, 10 masked copies.
+                data=dict(masking="static", dupe_factor=10)),
     hf=HF,
     google=GOOGLE,
     validate=validate,

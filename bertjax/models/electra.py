@@ -68,6 +68,7 @@ HF = HFNames(
 # google-research/electra: the discriminator under electra/, the generator tower under
 # generator/ reading the shared electra/embeddings.
 GOOGLE = GoogleNames(
+    marker="electra/",
     config_files=("hparams.json", "config.json"),
     rules={
         "discriminator": (
@@ -81,6 +82,7 @@ GOOGLE = GoogleNames(
         ),
     },
     special={"generator_lm_head.bias": "generator_predictions/output_bias"},
+    sizes_from_tensors=True,  # ELECTRA ships no config file; hparams.json is optional
 )
 
 

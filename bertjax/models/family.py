@@ -78,17 +78,29 @@ class HFNames:
     from_config: Callable[[Mapping[str, Any], str], dict[str, Any]]
     # head -> the keyword transformers' forward() takes its labels under (bench reference)
     label_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Tokenizer ids written into config.json on export (RoBERTa's bos / eos).
+    token_ids: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class GoogleNames:
     """How the original TF checkpoints spell the family (bertjax/convert/google.py)."""
 
+    marker: str  # a variable-name prefix only this family's checkpoints have
     config_files: tuple[str, ...]  # looked for in this order
     # Rewrites (re.sub, in order) of an HF module name into the Google one, per HF part
     # ("" for a single model; ELECTRA: "discriminator", "generator").
     rules: Mapping[str, tuple[tuple[str, str], ...]]
     special: Mapping[str, str]  # HF key -> Google name, for names outside the pattern
+    # Its config file: keys beyond BERT's (same names as transformers'), keys of research
+    # variants that must keep these values, and what its "gelu" means (bertjax name).
+    config_keys: tuple[str, ...] = ()
+    inert_keys: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    gelu: str = "gelu"
+    sizes_from_tensors: bool = False  # no config file: sizes from the variables' shapes
+    vocab_files: tuple[str, ...] = ("vocab.txt",)  # WordPiece vocab.txt or SentencePiece
+    # Google omits the E -> H projection when E == H; bertjax always applies it.
+    identity_projection: str = ""  # its variable prefix, or "" when never omitted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +115,9 @@ class Family:
     tokenizer_kind: str  # wordpiece | bpe | sentencepiece-unigram
     tokenizer_class: str  # transformers tokenizer class written to tokenizer_config.json
     classifier: str  # CLASSIFIERS key
-    recipe: Mapping[str, Any]  # published optimizer / batch / steps (configs/pretrain.py)
+    # Published recipe (configs/pretrain.py): optim, batch_size, steps, and optionally
+    # data (config.data defaults, e.g. static masking) and runlocal_learning_rate.
+    recipe: Mapping[str, Any]
     hf: HFNames
     validate: Callable[[ModelConfig, Need], None]  # family rules on top of the shared ones
     preset_recipes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)

@@ -48,6 +48,7 @@ HF = HFNames(
                   "lm_head.decoder.bias": "lm_head.bias"}},
     to_config=lambda cfg: bert.hf_config(cfg, "roberta"),
     from_config=from_hf_config,
+    token_ids=("bos_token_id", "eos_token_id"),
 )
 
 FAMILY = Family(

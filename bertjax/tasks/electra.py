@@ -75,7 +75,7 @@ class Electra(CorpusTask):
         return ("discriminator", "generator")
 
     def _options(self) -> dict[str, Any]:
-        return dict(self.config.electra) if "electra" in self.config else {}
+        return dict(self.config.get("electra") or {})
 
     def model_config(self, cfg: ModelConfig) -> ModelConfig:
         fraction = float(self._options().get("generator_fraction", 0.0) or 0.0)
