@@ -22,14 +22,14 @@ eval_all=(--config.train.eval_steps=0 --config.train.eval_every=600)
 
 "$python" -m bertjax prepare data --config=configs/distill.py:bert_mini_to_bert_tiny,runlocal \
   --config.data.dir="$out/demo_mlm"
-"$python" -m bertjax train --config=configs/pretrain.py:bert_mini,runlocal --config.objective=mlm \
+"$python" -m bertjax train --config=configs/pretrain.py:bert_mini,runlocal --config.task=mlm \
   --config.data.dir="$out/demo_mlm" --workdir="$out/teacher" \
   --config.train.steps="$teacher_steps" --config.train.eval_steps=0 \
   --config.train.eval_every="$teacher_steps" | tee -a "$out/teacher.log"
 "$python" -m bertjax train --config=configs/distill.py:bert_mini_to_bert_tiny,runlocal \
   --config.distill.teacher_path="$out/teacher/model" --config.data.dir="$out/demo_mlm" \
   --workdir="$out/distilled" "${eval_all[@]}" | tee -a "$out/distilled.log"
-"$python" -m bertjax train --config=configs/pretrain.py:bert_tiny,runlocal --config.objective=mlm \
+"$python" -m bertjax train --config=configs/pretrain.py:bert_tiny,runlocal --config.task=mlm \
   --config.data.dir="$out/demo_mlm" --workdir="$out/alone" "${eval_all[@]}" | tee -a "$out/alone.log"
 "$python" -m bertjax train --config=configs/pretrain.py:electra_tiny,runlocal \
   --config.data.dir="$out/demo_mlm" --workdir="$out/electra" "${eval_all[@]}" \

@@ -92,11 +92,24 @@ def load_model_dir(path: str, cfg: ModelConfig | None = None) -> tuple[ModelConf
     if not os.path.isdir(params_path):
         raise FileNotFoundError(f"{params_path}: missing")
     params = ocp.StandardCheckpointer().restore(params_path)
-    params = jax.tree_util.tree_map(np.asarray, params)
+    params = _before_heads(jax.tree_util.tree_map(np.asarray, params))
     cfg = cfg or saved_cfg
     if cfg.scan_layers != saved_cfg.scan_layers:
         params = stack_layers(params) if cfg.scan_layers else unstack_layers(params)
     return cfg, params
+
+
+def _before_heads(params: dict[str, Any]) -> dict[str, Any]:
+    """ELECTRA model directories written before models were encoder + named heads kept
+    the towers at the top level; their values are the same under today's names."""
+    if "discriminator_head" not in params:
+        return params
+    renamed = {k: v for k, v in params.items()
+               if k not in ("discriminator", "discriminator_head", "generator",
+                            "generator_head")}
+    return {**renamed, "encoder": params["discriminator"],
+            "discriminator": params["discriminator_head"],
+            "generator": {"encoder": params["generator"], "mlm": params["generator_head"]}}
 
 
 def architecture(cfg: ModelConfig) -> dict[str, Any]:

@@ -143,8 +143,9 @@ class Trainer:
              f"{jax.device_count()} device(s) on {jax.process_count()} host(s), mesh "
              f"{dict(s.mesh.shape)}, compute {s.cfg.dtype}; step {self.step}/{self.total} "
              f"from {source}")
-        if hasattr(self.task, "describe_aux") and self.aux_params is not None:
-            _log(self.task.describe_aux(self.aux_params))
+        note = self.task.describe_aux(self.aux_params)
+        if note:
+            _log(note)
 
         self.train_step = jax.jit(
             functools.partial(steps.train_step, loss_fn=self.task.loss_fn(s.model, True),

@@ -265,3 +265,35 @@ def test_export_of_heads_no_class_holds_is_refused():
     with pytest.raises(hf.ConversionError, match="no transformers bert class holds the "
                                                  "heads mlm, span"):
         hf.hf_configs(cfg)
+
+
+def test_model_directories_from_before_heads_still_load(tmp_path):
+    """Earlier model directories say use_pooler instead of heads, and kept ELECTRA's towers
+    at the top level (discriminator, discriminator_head, generator, generator_head)."""
+    import orbax.checkpoint as ocp
+
+    torch.manual_seed(0)
+    disc = transformers.ElectraForPreTraining(_config("electra")).eval()
+    gen = transformers.ElectraForMaskedLM(transformers.ElectraConfig(
+        **{**SMALL, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16},
+        embedding_size=16)).eval()
+    gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
+    for part, m in (("discriminator", disc), ("generator", gen)):
+        m.save_pretrained(tmp_path / "pair" / part)
+    cfg, params, _ = hfdir.read_hf_dir(str(tmp_path / "pair"))
+    old = {"embeddings": params["embeddings"], "discriminator": params["encoder"],
+           "discriminator_head": params["discriminator"],
+           "generator": params["generator"]["encoder"],
+           "generator_head": params["generator"]["mlm"]}
+    fields = {k: v for k, v in cfg.to_dict().items()
+              if k not in ("heads", "num_labels", "label_names", "classifier_dropout_rate")}
+    ckpt = tmp_path / "old"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps(
+        {"format": "bertjax-model", "version": 1, "model": {**fields, "use_pooler": False}}))
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(str(ckpt / "params"), old)
+    checkpointer.wait_until_finished()
+    loaded_cfg, loaded = checkpoint.load_model_dir(str(ckpt))
+    assert loaded_cfg.heads == ("discriminator", "generator")
+    jax.tree.map(np.testing.assert_array_equal, loaded, params)

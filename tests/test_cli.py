@@ -116,6 +116,46 @@ def hf_electra(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def hf_bert_parts(tmp_path_factory):
+    """A bare BertModel encoder, and a BertForMaskedLM built on that encoder (no pooler, no
+    NSP head): the form most BERT checkpoints take once saved as an MLM."""
+    d = str(tmp_path_factory.mktemp("hf_bert_parts"))
+    n = wordpiece_vocab(os.path.join(d, "vocab.txt"))
+    tok = transformers.BertTokenizer.from_pretrained(d)
+    config = transformers.BertConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=37,
+                                     max_position_embeddings=64)
+    torch.manual_seed(1)
+    encoder = transformers.BertModel(config).eval()
+    sharpen(encoder)
+    mlm = transformers.BertForMaskedLM(config).eval()
+    info = mlm.bert.load_state_dict(encoder.state_dict(), strict=False)
+    assert sorted(info.unexpected_keys) == ["pooler.dense.bias", "pooler.dense.weight"]
+    sharpen(mlm.cls)  # the fresh MLM head: a meaningful top-k order
+    out = {}
+    for name, model in (("encoder", encoder), ("mlm", mlm)):
+        out[name] = os.path.join(d, name)
+        model.save_pretrained(out[name])
+        tok.save_pretrained(out[name])
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_bert_mlm(hf_bert_parts):
+    return hf_bert_parts["mlm"]
+
+
+@pytest.fixture(scope="module")
+def hf_electra_generator(hf_electra):
+    return os.path.join(hf_electra, "generator")  # a released generator, alone
+
+
+@pytest.fixture(scope="module")
+def hf_electra_discriminator(hf_electra):
+    return os.path.join(hf_electra, "discriminator")
+
+
 def imported(hf_dir: str, tmp_path, name: str = "ckpt") -> str:
     out = str(tmp_path / name)
     r = bertjax("import", f"--from={hf_dir}", f"--out={out}")
@@ -132,6 +172,8 @@ def fill_mask_lines(ckpt: str, text: str, k: int) -> list[dict]:
     ("hf_bert", "the quick brown [MASK] jumps over the lazy dog", ""),
     ("hf_roberta", "the quick brown<mask> jumps over the lazy dog", ""),
     ("hf_electra", "a journey of a [MASK] miles begins", "generator"),
+    ("hf_bert_mlm", "the quick brown [MASK] jumps over the lazy dog", ""),
+    ("hf_electra_generator", "a journey of a [MASK] miles begins", ""),
 ])
 def test_fill_mask_matches_the_transformers_pipeline(fixture, text, sub, request, tmp_path):
     hf_dir = request.getfixturevalue(fixture)
@@ -147,10 +189,16 @@ def test_fill_mask_matches_the_transformers_pipeline(fixture, text, sub, request
     assert ref[0]["score"] > 1.5 * ref[-1]["score"]  # the order is meaningful, not noise
 
 
-@pytest.mark.parametrize("fixture", ["hf_bert", "hf_roberta", "hf_electra"])
+@pytest.mark.parametrize("fixture", ["hf_bert", "hf_roberta", "hf_electra", "hf_bert_mlm",
+                                     "hf_electra_discriminator"])
 def test_import_export_is_bit_exact_and_loads_in_transformers(fixture, request, tmp_path):
     hf_dir = request.getfixturevalue(fixture)
     ckpt = imported(hf_dir, tmp_path)
+    with open(os.path.join(ckpt, "config.json")) as f:
+        heads = json.load(f)["model"]["heads"]  # the model directory records its heads
+    assert heads == {"hf_bert": ["pooler", "mlm", "nsp"], "hf_roberta": ["mlm"],
+                     "hf_electra": ["discriminator", "generator"], "hf_bert_mlm": ["mlm"],
+                     "hf_electra_discriminator": ["discriminator"]}[fixture]
     out = str(tmp_path / "exported")
     r = bertjax("export", f"--checkpoint={ckpt}", f"--out={out}")
     parts = ["discriminator", "generator"] if fixture == "hf_electra" else [""]
@@ -162,9 +210,12 @@ def test_import_export_is_bit_exact_and_loads_in_transformers(fixture, request, 
         assert sorted(a) == sorted(b)
         for k in a:
             assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
-        auto = (transformers.AutoModelForMaskedLM if part == "generator" or fixture ==
-                "hf_roberta" else transformers.AutoModelForPreTraining)
-        model, info = auto.from_pretrained(dst, output_loading_info=True)
+        with open(os.path.join(src, "config.json")) as f:
+            cls_name = json.load(f)["architectures"][0]
+        with open(os.path.join(dst, "config.json")) as f:
+            assert json.load(f)["architectures"] == [cls_name]  # the same class back
+        model, info = getattr(transformers, cls_name).from_pretrained(
+            dst, output_loading_info=True)
         assert not info["missing_keys"] and not info["unexpected_keys"], info
         assert not info["mismatched_keys"], info
         tok_ref = transformers.AutoTokenizer.from_pretrained(src)
@@ -194,6 +245,12 @@ def test_init_then_fill_mask_and_export(tmp_path):
     pos = ids["input_ids"][0].tolist().index(tok.mask_token_id)
     assert tok.decode([int(probs[pos].argmax())]) == lines[0]["token"]
     assert abs(float(probs[pos].max()) - lines[0]["score"]) < 1e-4
+
+
+def test_fill_mask_on_a_bare_encoder_says_what_is_missing(hf_bert_parts, tmp_path):
+    ckpt = imported(hf_bert_parts["encoder"], tmp_path)
+    r = bertjax("fill_mask", f"--checkpoint={ckpt}", "the [MASK] dog", ok=False)
+    _assert_clean_failure(r, "no head that predicts tokens", "its heads: pooler")
 
 
 def _assert_clean_failure(r: subprocess.CompletedProcess, *needles: str) -> None:

@@ -252,7 +252,8 @@ def test_grad_accumulation_equals_one_step_on_the_mean():
 
 
 def test_frozen_paths_never_change_and_stay_out_of_clipping():
-    cfg_model = ModelConfig(**{**TINY, "family": "distilbert", "type_vocab_size": 0, "sinusoidal_positions": True})
+    cfg_model = ModelConfig(**{**TINY, "family": "distilbert", "type_vocab_size": 0,
+                               "sinusoidal_positions": True})
     frozen = optim.frozen_paths(cfg_model)
     table = "embeddings/position/embedding"
     assert frozen == (table,)

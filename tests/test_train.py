@@ -232,3 +232,42 @@ def test_two_phases_resume_across_the_boundary(data, corpus, tmp_path, monkeypat
     assert stopped["status"] == "preempted" and stopped["step"] == 6
     assert train_lib.train(c, str(tmp_path / "split"))["step"] == 8
     assert trainlib.state_hash(str(tmp_path / "split")) == want
+
+
+@pytest.mark.parametrize("form", ["BertForMaskedLM", "BertModel"])
+def test_init_from_a_transformers_checkpoint_fits_the_heads_and_trains(form, data, tmp_path,
+                                                                        capsys):
+    """A BertForMaskedLM (no pooler, no NSP head) or a bare encoder starts an MLM + NSP
+    run: what it has is loaded bit for bit, what it lacks is created, and the table says
+    which."""
+    import re
+
+    import jax
+
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    from bertjax.convert.hfdir import read_hf_dir
+
+    hf_config = transformers.BertConfig(
+        vocab_size=trainlib.VOCAB["bert"], hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    src = str(tmp_path / "hf")
+    getattr(transformers, form)(hf_config).save_pretrained(src)
+    c = trainlib.config("bert", data("bert"), **{"train.steps": 6, "train.checkpoint_every": 0,
+                                                 "init_from": src})
+    trainer = train_lib.Trainer(c, str(tmp_path / "run"))
+    out = capsys.readouterr().out
+    rows = dict(re.findall(r"^\s+(\w+)\s+(loaded|created|dropped)\s", out, re.M))
+    fresh_heads = {"BertForMaskedLM": ("pooler", "nsp"), "BertModel": ("mlm", "nsp")}[form]
+    assert rows == {"embeddings": "loaded", "encoder": "loaded",
+                    **{h: "created" if h in fresh_heads else "loaded"
+                       for h in ("pooler", "mlm", "nsp")}}, out
+    _, want, _ = read_hf_dir(src)
+    for module, status in rows.items():
+        if status == "loaded":
+            jax.tree.map(np.testing.assert_array_equal,
+                         jax.tree.map(np.asarray, trainer.state["params"][module]),
+                         want[module])
+    result = trainer.run()
+    assert result["status"] == "done" and result["step"] == 6 and result["skipped"] == 0
+    assert np.isfinite(result["metrics"]["loss"]) and "nsp_accuracy" in result["metrics"]

@@ -5,7 +5,7 @@ directory; DistilBERT students distil from it. In-process: the student starts fr
 exactly the teacher's layers, the teacher never enters a checkpoint, a distilled
 student beats one trained alone, ELECTRA's discriminator beats the all-"original"
 baseline, and the exported models load in transformers with matching logits. In
-subprocesses: a run killed with SIGKILL resumes bit-identical for both objectives.
+subprocesses: a run killed with SIGKILL resumes bit-identical for both tasks.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def teacher(tmp_path_factory, mlm_data) -> str:
     """A 4-layer BERT trained 300 steps on mlm_data: its WORKDIR/model directory."""
     work = str(tmp_path_factory.mktemp("teacher"))
     c = trainlib.config("bert", mlm_data, **{
-        "objective": "mlm", "model.num_layers": 4, "model.vocab_size": 400,
+        "task": "mlm", "model.num_layers": 4, "model.vocab_size": 400,
         "train.steps": 300, "train.log_every": 100, "train.checkpoint_every": 0,
         "train.export_model": True, "optim.learning_rate": 3e-3})
     result = train_lib.train(c, work)
@@ -152,10 +152,9 @@ def test_exported_models_match_transformers(objective, electra_data, mlm_data, t
     model = build(cfg)
     with torch.no_grad():
         if objective == "electra":
-            disc, _ = model.apply({"params": params}, batch["input_ids"], None,
-                                  batch["attention_mask"], method="discriminate")
-            gen, _ = model.apply({"params": params}, batch["input_ids"], None,
-                                 batch["attention_mask"], method="generate")
+            logits, _ = model.apply({"params": params}, batch["input_ids"], None,
+                                    batch["attention_mask"])
+            disc, gen = logits["discriminator"], logits["generator"]
             hf_disc = transformers.ElectraForPreTraining.from_pretrained(
                 str(tmp_path / "hf" / "discriminator")).eval()
             hf_gen = transformers.ElectraForMaskedLM.from_pretrained(

@@ -88,6 +88,8 @@ def _shrink(c: Any, family: str, data_dir: str, overrides: dict[str, Any]) -> An
         *parents, leaf = key.split(".")
         for p in parents:
             node = node[p]
+        if leaf not in node:  # a typo must not pass as a new key
+            raise KeyError(f"config has no key {key!r}")
         node[leaf] = value
     return c
 

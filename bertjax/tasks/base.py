@@ -17,6 +17,7 @@ directory, and knows no task. A task:
   init_params(ctx, params)   a task-specific start (distillation: teacher layers)
   synthetic_batches(...)     batches of the right shapes for `bench train`
   tokenizer()                what the final model directory is saved with
+  describe_aux(aux_params)   a log line on what setup loaded
   meta()                     provenance written into every checkpoint
 
 Tasks register by name in a module-level `TASKS` dict of their file; bertjax.tasks
@@ -135,6 +136,11 @@ class Task:
 
     def tokenizer(self) -> Any:
         """The tokenizer the final model directory is saved with, or None."""
+        return None
+
+    def describe_aux(self, aux_params: Any) -> str | None:
+        """A line on what `setup` loaded, for the run's log (None: nothing to say)."""
+        del aux_params
         return None
 
     def meta(self) -> dict[str, Any]:
