@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 
+import hflib
 import jax
 import numpy as np
 import pytest
@@ -113,16 +114,6 @@ OUTPUT = {"mlm": None, "nsp": "seq_relationship_logits", "sop": "sop_logits",
           "discriminator": "logits", "classifier": "logits", "token_classifier": "logits"}
 
 
-def _perturb(model, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)
-             for p in m.parameters()}
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or id(p) in norms:
-                p.add_(0.3 * torch.randn(p.shape, generator=g))
-
-
 def _inputs(family: str, pad_id: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     ids = rng.integers(3, VOCAB, (2, 9)).astype(np.int32)
@@ -156,7 +147,7 @@ def case(request, tmp_path_factory):
     cls_name, heads, extra = FORMS[family][form]
     torch.manual_seed(0)
     model = getattr(transformers, cls_name)(_config(family, **extra))
-    _perturb(model, 1)
+    hflib.perturb(model, 1)
     model.eval()
     src = tmp_path_factory.mktemp(f"{family}_{form}")
     model.save_pretrained(src)

@@ -26,6 +26,7 @@ import pathlib
 import types
 
 import flax.linen as nn
+import hflib
 import jax
 import numpy as np
 import pytest
@@ -106,17 +107,6 @@ MLM = {"electra": "generator"}  # the logits key of the MLM head, where not "mlm
 POOLER_KEYS = ("roberta.pooler.dense.weight", "roberta.pooler.dense.bias")
 
 
-def _perturb(model: torch.nn.Module, seed: int) -> None:
-    """Random values in every bias and LayerNorm parameter (they start at 0 and 1)."""
-    g = torch.Generator().manual_seed(seed)
-    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)
-             for p in m.parameters()}
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or id(p) in norms:
-                p.add_(0.3 * torch.randn(p.shape, generator=g))
-
-
 def _numpy_sd(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
@@ -159,7 +149,7 @@ def case(request, tmp_path_factory) -> types.SimpleNamespace:
     torch.manual_seed(0)
     models = CASES[name]()
     for seed, m in enumerate(models.values()):
-        _perturb(m, seed)
+        hflib.perturb(m, seed)
         m.eval()
     family = next(iter(models.values())).config.model_type
     sd = {part: _numpy_sd(m) for part, m in models.items()}
@@ -168,7 +158,7 @@ def case(request, tmp_path_factory) -> types.SimpleNamespace:
         # RobertaForMaskedLM has no pooler; released RoBERTa checkpoints carry one.
         # The reference for it is a RobertaModel holding the same encoder weights.
         base = transformers.RobertaModel(models[""].config, add_pooling_layer=True)
-        _perturb(base, 7)
+        hflib.perturb(base, 7)
         info = base.load_state_dict(models[""].roberta.state_dict(), strict=False)
         assert sorted(info.missing_keys) == ["pooler.dense.bias", "pooler.dense.weight"]
         base.eval()
@@ -411,7 +401,7 @@ def test_bertjax_init_exports_to_transformers(case, tmp_path):
 def bert(tmp_path_factory) -> types.SimpleNamespace:
     torch.manual_seed(1)
     model = _bert()[""]
-    _perturb(model, 3)
+    hflib.perturb(model, 3)
     d = tmp_path_factory.mktemp("bert_files")
     model.save_pretrained(d)
     cfg = hf.config_from_hf({"": model.config.to_dict()}, {"": _numpy_sd(model)})
