@@ -9,8 +9,8 @@ with `save_pretrained`:
   pretraining        BertForPreTraining, AlbertForPreTraining, ElectraForPreTraining
                      (the discriminator alone)
   sequence / token classification, question answering
-                     *ForSequenceClassification (named labels), *ForTokenClassification,
-                     *ForQuestionAnswering
+                     *ForSequenceClassification (named labels; BERT also as a regression,
+                     one output), *ForTokenClassification, *ForQuestionAnswering
 
 bertjax imports the directory, must find exactly the form's heads, match transformers on
 every output the form has (every hidden state, pooled vector and logits; <= 1e-5 in
@@ -71,6 +71,8 @@ FORMS = {
                      {"id2label": LABELS}),
         "token": ("BertForTokenClassification", ("token_classifier",), {"id2label": TAGS}),
         "qa": ("BertForQuestionAnswering", ("span",), {}),
+        "regression": ("BertForSequenceClassification", ("pooler", "classifier"),
+                       {"num_labels": 1}),
     },
     "roberta": {
         "model": ("RobertaModel", ("pooler",), {}),
@@ -159,10 +161,10 @@ def test_import_finds_the_heads_and_matches_transformers(case, tmp_path):
     cfg, params, _ = hfdir.read_hf_dir(src)
     assert cfg.family == family and set(cfg.heads) == set(heads), cfg.heads
     assert [hf.architecture(p) for p in hf.parts(cfg)] == [cls_name]
-    if "classifier" in heads:
-        assert cfg.num_labels == 3 and cfg.label_names == tuple(LABELS.values())
-    if "token_classifier" in heads:
-        assert cfg.num_labels == 5 and cfg.label_names == tuple(TAGS.values())
+    if any(h in heads for h in ("classifier", "token_classifier")):
+        assert cfg.num_labels == model.config.num_labels
+        names = [model.config.id2label[i] for i in range(cfg.num_labels)]
+        assert cfg.label_names == (() if names == ["LABEL_0"] else tuple(names))
 
     inputs = _inputs(family, cfg.pad_token_id)
     apply = jax.jit(lambda p, x: build(cfg).apply({"params": p}, x["input_ids"],

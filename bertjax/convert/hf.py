@@ -294,7 +294,7 @@ def _heads(fam: Family, content: Mapping[str, Any], sd: Mapping[str, Any] | None
     heads = list(fam.hf.architectures[arch]) if arch else []
     if sd is None:
         return tuple(heads)
-    keys = set(sd)
+    keys = {_legacy_name(k) for k in sd}
     claimed: set[str] = set()
     for head in heads:
         claimed |= {e.hf_key for e in fam.hf.heads[head](probe, fam.hf.prefix + ".")}
