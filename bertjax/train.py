@@ -174,7 +174,8 @@ class Trainer:
             self.state, self.data_position, saved_meta = self.ckpts.restore(latest, s.target)
             # Allowed (a run may change course), but no longer the uninterrupted run.
             for key, now in self.task.meta().items():
-                was = saved_meta.get(key)
+                # Checkpoints written before tasks named theirs "objective" (same names).
+                was = saved_meta.get(key, saved_meta.get("objective") if key == "task" else None)
                 if isinstance(now, Mapping) and isinstance(was, Mapping):
                     was, now = was.get("path"), now.get("path")
                 if was != now:
