@@ -21,10 +21,9 @@ TRAIN_DTYPES = ("auto", "float32", "bfloat16", "float16")
 def check_train_config(config: Any) -> None:
     """config.train's keys, each error naming its key."""
     t = config.train
-    for key in ("batch_size", "steps"):
-        if int(t[key]) < 1:
-            raise ValueError(f"train.{key}={t[key]}: must be positive")
-    for key in ("log_every", "eval_every", "eval_steps", "checkpoint_every",
+    if int(t.batch_size) < 1:
+        raise ValueError(f"train.batch_size={t.batch_size}: must be positive")
+    for key in ("steps", "log_every", "eval_every", "eval_steps", "checkpoint_every",
                 "max_consecutive_skips"):
         if int(t[key]) < 0:
             raise ValueError(f"train.{key}={t[key]}: must be >= 0")
@@ -51,11 +50,16 @@ def model_config(config: Any, task: Task | None = None) -> ModelConfig:
     return task.model_config(cfg.replace(dtype=dtype))
 
 
-def optim_config(config: Any) -> OptimConfig:
-    """config.optim with total_steps = train.steps / grad_accum_steps when 0."""
+def optim_config(config: Any, task: Task | None = None) -> OptimConfig:
+    """config.optim with total_steps = the task's train steps / grad_accum_steps when 0,
+    and the task's warmup when it decides one (fine-tuning: a share of the steps)."""
+    task = task or tasks.get(config)
     d = config.optim.to_dict()
     if not d.get("total_steps"):
-        d["total_steps"] = max(1, int(config.train.steps) // int(d.get("grad_accum_steps", 1)))
+        d["total_steps"] = max(1, task.train_steps() // int(d.get("grad_accum_steps", 1)))
+        warmup = task.warmup_steps(d["total_steps"])
+        if warmup is not None:
+            d["warmup_steps"] = warmup
         d["warmup_steps"] = min(int(d.get("warmup_steps", 0)), d["total_steps"])
     return OptimConfig.from_dict(d)
 
@@ -91,7 +95,7 @@ def build_setup(config: Any) -> Setup:
     check_train_config(config)
     task = tasks.get(config)
     cfg = model_config(config, task)
-    optim = optim_config(config)
+    optim = optim_config(config, task)
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.rules(list(config.sharding.rules) or None)
     model = build(cfg)

@@ -119,10 +119,10 @@ class Trainer:
         s = self.setup = experiment.build_setup(config)
         self.config, self.task, self.cfg, self.hooks = config, s.task, s.cfg, list(hooks)
         self.phases = self.task.phases()
-        self.total, self.seed = int(config.train.steps), s.seed
+        self.total, self.seed = self.task.train_steps(), s.seed
         t = config.train
-        self.every = {"log": int(t.log_every), "eval": int(t.eval_every),
-                      "checkpoint": int(t.checkpoint_every)}
+        self.every = {"log": int(t.log_every), "checkpoint": int(t.checkpoint_every)}
+        self.evaluate = True  # off once the task turns out to have nothing to evaluate on
         self.ctx = Context(config, s.cfg, s.model, s.mesh, s.rules)
         # Bad data or a bad teacher fail here, before the workdir is touched.
         self.aux_params = self.ctx.aux_params = self.task.setup(self.ctx)
@@ -155,6 +155,12 @@ class Trainer:
                                               loss_fn=self.task.loss_fn(s.model, False)))
         self.ctx.eval_step = lambda params, batch: jax.device_get(
             eval_step(params, global_batch(batch, s.mesh, s.rules), self.aux_params))
+        predict_fn = self.task.predict_fn(s.model)
+        if predict_fn is not None:
+            predict = jax.jit(predict_fn)
+            self.ctx.predict = lambda params, batch: _to_host(
+                predict(params, global_batch(batch, s.mesh, s.rules)))
+        self.best = self._read_best()
         self.peak, self.peak_source = resolve_peak_flops(float(t.peak_flops))
         self.writer = MetricWriter(os.path.join(workdir, "logs"),
                                    enabled=jax.process_index() == 0)
@@ -268,7 +274,7 @@ class Trainer:
                     window, timed = [], 0
                 for hook in self.hooks:
                     hook.after_step(self, self.step)
-                if self._due("eval"):
+                if self.evaluate and self.task.eval_due(self.step):
                     self._evaluate(phase)
                     meter.start(self.step)  # evaluation time is not training throughput
                 if self._due("checkpoint"):
@@ -307,11 +313,39 @@ class Trainer:
         evaluators = self.task.evaluators(self.ctx, phase)
         if not evaluators:
             _log(f"no evaluation: {phase.source} has no validation split")
-            self.every["eval"] = 0
+            self.evaluate = False
             return
         for evaluator in evaluators:
-            self.writer.write_scalars(self.step, evaluator.run(self.state["params"]),
-                                      evaluator.name)
+            scores = evaluator.run(self.state["params"])
+            self.writer.write_scalars(self.step, scores, evaluator.name)
+            main = self.task.main_metric
+            if main and main[0] == evaluator.name and main[1] in scores:
+                self._keep_if_best(main, float(scores[main[1]]))
+
+    # -- the best checkpoint ----------------------------------------------------------
+
+    def _best_dir(self) -> str:
+        return os.path.join(self.workdir, "best")
+
+    def _read_best(self) -> float | None:
+        """The score of WORKDIR/best, kept by an earlier start of this run."""
+        path = os.path.join(self._best_dir(), "config.json")
+        if not os.path.exists(path):
+            return None
+        _, meta = checkpoint.read_model_config(self._best_dir())
+        return float(meta["best"]["value"])
+
+    def _keep_if_best(self, main: tuple[str, str], value: float) -> None:
+        """WORKDIR/best: the parameters of the best `main` score so far (higher is
+        better), as a model directory (single host)."""
+        if self.best is not None and value <= self.best:
+            return
+        self.best = value
+        if jax.process_count() == 1:
+            self._write_model(self._best_dir(), {"best": {
+                "evaluator": main[0], "metric": main[1], "value": value, "step": self.step}})
+            _log(f"best {main[0]} {main[1]} so far: {value:.4f} at step {self.step} -> "
+                 f"{self._best_dir()}")
 
     def _export_model(self) -> None:
         """WORKDIR/model: the final parameters as a model directory (single host)."""
@@ -319,16 +353,29 @@ class Trainer:
             _log(f"model directory not written on {jax.process_count()} hosts; the final "
                  f"state is checkpoint {self.step} in {self.ckpts.directory}")
             return
+        out = os.path.join(self.workdir, "model")
+        self._write_model(out)
+        _log(f"wrote {out} (python -m bertjax export --checkpoint={out} --out=HF_DIR)")
+
+    def _write_model(self, out: str, extra: dict[str, Any] | None = None) -> None:
         tok = self.task.tokenizer()
         if tok is not None:
             tok.tokenizer_class = family(self.cfg.family).tokenizer_class
         # The stored dtype, not the compute one.
         cfg = self.cfg.replace(dtype=experiment.stored_model_config(self.config).dtype)
         params = jax.tree.map(np.asarray, jax.device_get(self.state["params"]))
-        out = os.path.join(self.workdir, "model")
         checkpoint.save_model_dir(out, cfg, params, tok, overwrite=True,
-                                  extra={"source": f"{self.workdir} step {self.step}"})
-        _log(f"wrote {out} (python -m bertjax export --checkpoint={out} --out=HF_DIR)")
+                                  extra={"source": f"{self.workdir} step {self.step}",
+                                         **(extra or {})})
+
+
+def _to_host(x: Any) -> Any:
+    """A global array's whole value on every host (numpy)."""
+    if jax.process_count() == 1:
+        return jax.device_get(x)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(x, tiled=True)
 
 
 def window_metrics(window: list[dict[str, Any]]) -> dict[str, float]:

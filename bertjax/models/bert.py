@@ -206,4 +206,7 @@ FAMILY = Family(
     hf=HF,
     google=GOOGLE,
     validate=validate,
+    # Devlin et al., GLUE: lr from {5e-5, 3e-5, 2e-5}, batch 32, 3 epochs, 10% warmup.
+    finetune_recipe=dict(learning_rate=2e-5, batch_size=32, epochs=3.0,
+                         warmup_proportion=0.1),
 )

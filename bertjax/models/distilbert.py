@@ -88,6 +88,9 @@ FAMILY = Family(
                 batch_size=4096, steps=100_000),
     hf=HF,
     validate=validate,
+    # Sanh et al. fine-tune as BERT does.
+    finetune_recipe=dict(learning_rate=2e-5, batch_size=32, epochs=3.0,
+                         warmup_proportion=0.1),
     token_dropout="hidden",
     span_dropout=True,
 )

@@ -120,5 +120,12 @@ FAMILY = Family(
     hf=HF,
     google=GOOGLE,
     validate=validate,
+    # Clark et al., Table 7: lr 1e-4 (small 3e-4, large 5e-5), batch 32, 3 epochs (10 for
+    # RTE and STS-B), 10% warmup, weight decay 0, Adam eps 1e-6.
+    finetune_recipe=dict(learning_rate=1e-4, batch_size=32, epochs=3.0,
+                         warmup_proportion=0.1, long_tasks=("rte", "stsb"), long_epochs=10.0,
+                         optim=dict(weight_decay=0.0, eps=1e-6),
+                         presets=dict(electra_small=dict(learning_rate=3e-4),
+                                      electra_large=dict(learning_rate=5e-5))),
     mlm_activation="gelu",  # the generator's head uses GELU in the original and in HF
 )

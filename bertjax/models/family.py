@@ -121,6 +121,10 @@ class Family:
     hf: HFNames
     validate: Callable[[ModelConfig, Need], None]  # family rules on top of the shared ones
     preset_recipes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # Fine-tuning recipe (configs/finetune.py): learning_rate, batch_size, epochs,
+    # warmup_proportion, and optionally optim (other keys), long_tasks / long_epochs,
+    # presets (preset -> overrides).
+    finetune_recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     google: GoogleNames | None = None
     mlm_activation: str = ""  # MLM transform activation; "": the config's hidden_act
     always_projects_embeddings: bool = False  # ALBERT keeps E -> H even when E == H

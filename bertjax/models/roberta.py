@@ -71,5 +71,10 @@ FAMILY = Family(
     preset_recipes={"roberta_large": dict(optim=dict(learning_rate=4e-4, warmup_steps=30_000))},
     hf=HF,
     validate=validate,
+    # Liu et al., Table 10: lr from {1e-5, 2e-5, 3e-5}, batch {16, 32}, 10 epochs, 6%
+    # warmup, weight decay 0.1, Adam beta2 0.98 and eps 1e-6.
+    finetune_recipe=dict(learning_rate=2e-5, batch_size=32, epochs=10.0,
+                         warmup_proportion=0.06,
+                         optim=dict(b2=0.98, eps=1e-6, weight_decay=0.1)),
     mlm_activation="gelu",  # fairseq's and transformers' LM head use GELU whatever hidden_act
 )

@@ -12,8 +12,12 @@ directory, and knows no task. A task:
   phases()                   spans of steps with their data (two-phase pretraining)
   train_batches(phase, n)    an iterator of host batches from step n of a phase, with
                              its sequence length and training FLOPs per token
+  train_steps(), warmup_steps(total), eval_due(step)
+                             the run's length, its warmup, when to evaluate
   evaluators(ctx, phase)     objects with run(params) -> {metric: value}, each seeing
-                             a whole split (so corpus-level metrics are possible)
+                             a whole split (so corpus-level metrics are possible);
+                             predict_fn(model) gives them outputs, main_metric names
+                             the score the best checkpoint is kept by
   init_params(ctx, params)   a task-specific start (distillation: teacher layers)
   synthetic_batches(...)     batches of the right shapes for `bench train`
   tokenizer()                what the final model directory is saved with
@@ -85,6 +89,9 @@ class Context:
     rules: Any
     aux_params: Any = None
     eval_step: Callable[[Any, Batch], dict[str, Any]] | None = None
+    # predict(params, host batch) -> the task's predict_fn outputs for the global batch,
+    # on the host (tasks whose evaluators score predictions).
+    predict: Callable[[Any, Batch], Any] | None = None
 
 
 class Task:
@@ -113,6 +120,33 @@ class Task:
 
     def phases(self) -> list[Phase]:
         raise NotImplementedError
+
+    def train_steps(self) -> int:
+        """Train steps of the whole run (the loop's and the schedule's length)."""
+        steps = int(self.config.train.steps)
+        if steps < 1:
+            raise ValueError(f"train.steps={steps}: must be positive")
+        return steps
+
+    def warmup_steps(self, total: int) -> int | None:
+        """Warmup of the schedule when the task decides it (None: optim.warmup_steps)."""
+        del total
+        return None
+
+    def eval_due(self, step: int) -> bool:
+        """Whether to evaluate after train step `step` (1-based)."""
+        every = int(self.config.train.eval_every)
+        return every > 0 and step % every == 0
+
+    # (evaluator name, metric) whose best value the loop keeps a model directory of
+    # (WORKDIR/best); None: no best checkpoint.
+    main_metric: tuple[str, str] | None = None
+
+    def predict_fn(self, model: Any) -> Callable[[Any, Batch], Any] | None:
+        """(params, batch) -> outputs the evaluators score, jitted by the loop; None if
+        the evaluators need none."""
+        del model
+        return None
 
     def train_batches(self, phase: Phase, start_step: int) -> Batches:
         raise NotImplementedError

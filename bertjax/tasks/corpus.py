@@ -74,6 +74,7 @@ class CorpusTask(Task):
 
     def phases(self) -> list[Phase]:
         if self._phases is None:
+            self.train_steps()  # a bad train.steps is named first
             self._phases = plan_phases(self.config)
         return self._phases
 

@@ -1,0 +1,231 @@
+"""GLUE and users' own sentence(-pair) classification data, as labelled examples.
+
+Sources (`finetune.data`):
+
+  tfds                 tensorflow-datasets `glue/NAME` (TFDS's feature names and label
+                       orders; its test labels are -1)
+  glue:DIR             an original GLUE task directory (train.tsv, dev.tsv, test.tsv;
+                       MNLI: dev_matched.tsv, dev_mismatched.tsv, ...; each task's own
+                       columns, read by header name; CoLA's train and dev have no header)
+  jsonl:DIR, csv:DIR   users' data: DIR/SPLIT.jsonl or DIR/SPLIT.csv, one example a line
+                       (a header line for csv), text and label under the field names
+                       `finetune.text_fields` and `finetune.label_field`
+
+Labels are read by name (a TSV "entailment", a jsonl "positive") and become indices in
+the task's label order, which is TFDS's (MNLI: entailment, neutral, contradiction;
+BERT's run_classifier.py orders them contradiction, entailment, neutral: scores are the
+same, exported label ids are not). Regression (STS-B) labels are floats.
+
+Bad input is one error naming the file and line: a wrong column count, an unknown
+label, a missing field, an empty split.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+SPLITS = ("train", "validation", "test")
+
+
+class DatasetError(ValueError):
+    """A dataset file cannot be read as the task expects; the message names where."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    guid: str  # split-line or TFDS idx: where the example came from
+    text_a: str
+    text_b: str | None
+    label: float | int | None  # None: unlabelled (a test split)
+
+
+@dataclasses.dataclass(frozen=True)
+class GlueTask:
+    name: str
+    labels: tuple[str, ...] | None  # class names in TFDS's order; None: regression
+    tfds_text: tuple[str, ...]  # TFDS feature names of text_a (and text_b)
+    tsv_text: tuple[str | int, ...]  # TSV column names (or positions) of the texts
+    tsv_label: str | int | None  # TSV label column (name or position)
+    tsv_files: dict[str, str]  # split -> file in a GLUE directory
+    # Splits the score is reported on; MNLI has two.
+    dev_splits: tuple[str, ...] = ("validation",)
+    tsv_header: bool = True  # CoLA's train / dev files have none
+    tsv_label_names: tuple[str, ...] | None = None  # TSV spells labels so (CoLA: 0/1)
+    tsv_test_text: tuple[str, ...] | None = None  # test.tsv's text columns, where others
+    metrics: tuple[str, ...] = ("accuracy",)  # the first is the main one
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+
+def _files(dev: str = "dev.tsv") -> dict[str, str]:
+    return {"train": "train.tsv", "validation": dev, "test": "test.tsv"}
+
+
+_BINARY = ("0", "1")
+TASKS: dict[str, GlueTask] = {t.name: t for t in (
+    GlueTask("cola", ("unacceptable", "acceptable"), ("sentence",), (3,), 1, _files(),
+             tsv_header=False, tsv_label_names=_BINARY, tsv_test_text=("sentence",),
+             metrics=("matthews", "accuracy")),
+    GlueTask("sst2", ("negative", "positive"), ("sentence",), ("sentence",), "label",
+             _files(), tsv_label_names=_BINARY),
+    GlueTask("mrpc", ("not_equivalent", "equivalent"), ("sentence1", "sentence2"),
+             ("#1 String", "#2 String"), "Quality", _files(), tsv_label_names=_BINARY,
+             metrics=("f1", "accuracy")),
+    GlueTask("qqp", ("not_duplicate", "duplicate"), ("question1", "question2"),
+             ("question1", "question2"), "is_duplicate", _files(), tsv_label_names=_BINARY,
+             metrics=("f1", "accuracy")),
+    GlueTask("stsb", None, ("sentence1", "sentence2"), ("sentence1", "sentence2"), "score",
+             _files(), metrics=("pearson", "spearman")),
+    GlueTask("mnli", ("entailment", "neutral", "contradiction"), ("premise", "hypothesis"),
+             ("sentence1", "sentence2"), "gold_label",
+             {"train": "train.tsv", "validation_matched": "dev_matched.tsv",
+              "validation_mismatched": "dev_mismatched.tsv",
+              "test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"},
+             dev_splits=("validation_matched", "validation_mismatched")),
+    GlueTask("qnli", ("entailment", "not_entailment"), ("question", "sentence"),
+             ("question", "sentence"), "label", _files()),
+    GlueTask("rte", ("entailment", "not_entailment"), ("sentence1", "sentence2"),
+             ("sentence1", "sentence2"), "label", _files()),
+    GlueTask("wnli", ("not_entailment", "entailment"), ("sentence1", "sentence2"),
+             ("sentence1", "sentence2"), "label", _files(), tsv_label_names=_BINARY),
+    # The diagnostic set: MNLI's labels, a test split only (predict with an MNLI model).
+    GlueTask("ax", ("entailment", "neutral", "contradiction"), ("premise", "hypothesis"),
+             ("sentence1", "sentence2"), None, {"test": "AX.tsv"}, dev_splits=()),
+)}
+
+
+def _label(task: GlueTask, value: Any, where: str) -> float | int:
+    if task.labels is None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{where}: label {value!r} is not a number") from None
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value < len(task.labels):
+            return value
+        raise DatasetError(f"{where}: label {value} outside 0..{len(task.labels) - 1}")
+    text = str(value).strip()
+    for names in (task.labels, task.tsv_label_names or ()):
+        if text in names:
+            return names.index(text)
+    known = ", ".join(task.labels + tuple(task.tsv_label_names or ()))
+    raise DatasetError(f"{where}: unknown label {text!r}; expected one of {known}")
+
+
+def _read_tsv(task: GlueTask, path: str, split: str) -> list[Example]:
+    if not os.path.exists(path):
+        raise DatasetError(f"{path}: missing (the {split} split of {task.name})")
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    test = split.startswith("test")
+    header = task.tsv_header or test  # test files always have one
+    text_cols: Sequence[str | int] = (task.tsv_test_text or task.tsv_text) if test \
+        else task.tsv_text
+    label_col = None if test else task.tsv_label
+    names = rows[0] if header and rows else []
+
+    def col(c: str | int) -> int:
+        if isinstance(c, int):
+            return c
+        if c not in names:
+            raise DatasetError(f"{path}:1: no column {c!r} in the header "
+                               f"({', '.join(names) or 'empty'})")
+        return names.index(c)
+
+    text_idx = [col(c) for c in text_cols]
+    label_idx = col(label_col) if label_col is not None else None
+    width = len(names) if header else (len(rows[0]) if rows else 0)
+    out = []
+    for n, row in enumerate(rows[1 if header else 0:], start=2 if header else 1):
+        where = f"{path}:{n}"
+        if not row:
+            continue
+        if len(row) != width:
+            raise DatasetError(f"{where}: {len(row)} columns, expected {width}")
+        texts = [row[i] for i in text_idx]
+        label = _label(task, row[label_idx], where) if label_idx is not None else None
+        out.append(Example(f"{split}-{n}", texts[0], texts[1] if len(texts) > 1 else None,
+                           label))
+    return out
+
+
+def _read_records(path: str, kind: str, task: GlueTask, split: str,
+                  text_fields: Sequence[str], label_field: str) -> list[Example]:
+    if not os.path.exists(path):
+        raise DatasetError(f"{path}: missing (the {split} split)")
+    out = []
+    with open(path, encoding="utf-8", newline="") as f:
+        if kind == "csv":
+            reader = csv.DictReader(f)
+            rows = ((n, r) for n, r in enumerate(reader, start=2))
+        else:
+            rows = ((n, line) for n, line in enumerate(f, start=1) if line.strip())
+        for n, record in rows:
+            where = f"{path}:{n}"
+            if kind == "jsonl":
+                try:
+                    record = json.loads(record)
+                except json.JSONDecodeError as e:
+                    raise DatasetError(f"{where}: not JSON ({e.msg})") from None
+                if not isinstance(record, dict):
+                    raise DatasetError(f"{where}: expected a JSON object")
+            missing = [k for k in text_fields if record.get(k) is None]
+            if missing:
+                raise DatasetError(f"{where}: no field {missing[0]!r}")
+            label = record.get(label_field)
+            if label is None and not split.startswith("test"):
+                raise DatasetError(f"{where}: no label field {label_field!r}")
+            texts = [str(record[k]) for k in text_fields]
+            out.append(Example(f"{split}-{n}", texts[0], texts[1] if len(texts) > 1 else None,
+                               _label(task, label, where) if label is not None else None))
+    return out
+
+
+def _read_tfds(task: GlueTask, split: str, data_dir: str | None) -> list[Example]:
+    from bertjax.data.sources import _hide_gpus_from_tensorflow
+
+    _hide_gpus_from_tensorflow()
+    import tensorflow_datasets as tfds
+
+    ds = tfds.load(f"glue/{task.name}", split=split, data_dir=data_dir, shuffle_files=False)
+    out = []
+    for record in tfds.as_numpy(ds):
+        texts = [record[k].decode("utf-8") for k in task.tfds_text]
+        label = record["label"].item()
+        out.append(Example(f"{split}-{int(record['idx'])}", texts[0],
+                           texts[1] if len(texts) > 1 else None,
+                           None if label == -1 else _label(task, label, f"glue/{task.name}")))
+    return out
+
+
+def read_split(task: GlueTask, source: str, split: str,
+               text_fields: Sequence[str] = ("text",), label_field: str = "label",
+               tfds_data_dir: str | None = None) -> list[Example]:
+    """The examples of `split` ("train", a dev split of `task.dev_splits`, "test") from
+    `source` (module docstring); DatasetError naming the file and line otherwise."""
+    kind, _, path = source.partition(":")
+    if kind == "tfds":
+        examples = _read_tfds(task, split, tfds_data_dir)
+    elif kind == "glue":
+        if split not in task.tsv_files:
+            raise DatasetError(f"{task.name} has no {split!r} split; it has "
+                               f"{', '.join(task.tsv_files)}")
+        examples = _read_tsv(task, os.path.join(path, task.tsv_files[split]), split)
+    elif kind in ("jsonl", "csv"):
+        examples = _read_records(os.path.join(path, f"{split}.{kind}"), kind, task, split,
+                                 text_fields, label_field)
+    else:
+        raise DatasetError(f"finetune.data={source!r}: expected tfds, glue:DIR, jsonl:DIR "
+                           "or csv:DIR")
+    if not examples:
+        raise DatasetError(f"{source}: the {split} split of {task.name} is empty")
+    return examples

@@ -1,0 +1,234 @@
+"""What the fine-tuning tasks share: a pretrained encoder, labelled examples in memory,
+batches by epoch with dynamic padding, evaluation over whole splits.
+
+  the model     config.init_from (a bertjax model directory or a transformers
+                directory of any form and family) gives the encoder, its architecture
+                and its tokenizer; without it, config.model from scratch with
+                config.tokenizer.path. The task adds its heads.
+  the steps     finetune.epochs over the train split (train.steps > 0 overrides), a
+                warmup of finetune.warmup_proportion of them, then the optimizer's
+                schedule (linear decay by default)
+  the batches   batch k is a function of (config.seed, k): epoch e = k // steps per
+                epoch is a permutation of the train split seeded by (seed, e), cut into
+                train.batch_size rows (a last partial batch of an epoch is left out);
+                each batch is padded to its longest row rounded up to
+                finetune.pad_multiple, not to max_seq_length, so short sentences do
+                not pay for 128 tokens (one compiled step per length)
+  evaluation    every dev split whole: rows sorted by length into batches, the last
+                one filled with empty rows of weight 0, predictions put back in order;
+                at the end of every epoch and every train.eval_every steps
+
+Subclasses give the examples, features, heads, loss, predictions and scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from bertjax import flops as flops_lib
+from bertjax.models.config import ModelConfig
+from bertjax.tasks.base import Batches, Context, Phase, Task
+
+# ModelConfig fields that describe how a run computes, taken from the config; the rest
+# of the architecture comes from the pretrained checkpoint.
+RUN_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat")
+
+
+@dataclasses.dataclass
+class Features:
+    """Tokenized examples: `ids[i]` and `types[i]` int32 rows of varying length, and
+    per-example arrays (labels, ...) in `extra`."""
+
+    ids: list[np.ndarray]
+    types: list[np.ndarray]
+    extra: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_source_config(path: str, key: str = "config.init_from") -> ModelConfig:
+    """The model config of a checkpoint without reading its parameters."""
+    from bertjax import checkpoint
+    from bertjax.convert import hf, hfdir
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{key}={path}: no such directory")
+    if hfdir.is_hf_dir(path):
+        pair = {p: os.path.join(path, p) for p in hfdir.PAIR}
+        dirs = pair if all(os.path.isdir(d) for d in pair.values()) else {"": path}
+        configs = {p: hfdir.read_json(os.path.join(d, "config.json")) for p, d in dirs.items()}
+        return hf.config_from_hf(configs, source=os.path.join(path, "config.json"), heads=())
+    return checkpoint.read_model_config(path)[0]
+
+
+class FinetuneTask(Task):
+    """Shared machinery; see the module docstring."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._tokenizer: Any = None
+        self._features: dict[str, Features] = {}
+        self.cfg: ModelConfig | None = None
+
+    # -- the model -----------------------------------------------------------------
+
+    def model_config(self, cfg: ModelConfig) -> ModelConfig:
+        """The encoder of config.init_from (when set) with this run's compute switches,
+        and this task's heads and labels."""
+        if self.config.init_from:
+            source = read_source_config(self.config.init_from)
+            cfg = source.replace(**{k: getattr(cfg, k) for k in RUN_FIELDS},
+                                 heads=(), num_labels=0, label_names=())
+        return cfg.replace(heads=self.heads(cfg), **self.label_fields())
+
+    def label_fields(self) -> dict[str, Any]:
+        """num_labels and label_names of the heads (none by default)."""
+        return {}
+
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from bertjax import checkpoint
+            from bertjax.data.tokenizers import load_tokenizer
+
+            path = self.config.init_from or self.config.tokenizer.path
+            if not path:
+                raise ValueError("fine-tuning needs a tokenizer: set --config.init_from "
+                                 "(a pretrained model) or --config.tokenizer.path")
+            self._tokenizer = load_tokenizer(checkpoint.tokenizer_dir(path) or path)
+        return self._tokenizer
+
+    # -- data ------------------------------------------------------------------------
+
+    def features(self, split: str) -> Features:
+        """The split's features, read and tokenized once."""
+        if split not in self._features:
+            self._features[split] = self.make_features(split)
+        return self._features[split]
+
+    def make_features(self, split: str) -> Features:
+        raise NotImplementedError
+
+    def dev_splits(self) -> tuple[str, ...]:
+        return ("validation",)
+
+    def _seq_len(self) -> int:
+        return int(self.config.max_seq_length)
+
+    def steps_per_epoch(self) -> int:
+        n, batch = len(self.features("train")), int(self.config.train.batch_size)
+        if n < batch:
+            raise ValueError(f"train.batch_size={batch} is larger than the train split "
+                             f"({n} examples)")
+        return n // batch
+
+    def train_steps(self) -> int:
+        if int(self.config.train.steps) > 0:
+            return int(self.config.train.steps)
+        return max(1, math.ceil(float(self.config.finetune.epochs) * self.steps_per_epoch()))
+
+    def warmup_steps(self, total: int) -> int | None:
+        return int(round(float(self.config.finetune.warmup_proportion) * total))
+
+    def eval_due(self, step: int) -> bool:
+        every = int(self.config.train.eval_every)
+        return (step % self.steps_per_epoch() == 0 or step == self.train_steps()
+                or (every > 0 and step % every == 0))
+
+    def phases(self) -> list[Phase]:
+        return [Phase(0, 0, self.train_steps(), int(self.config.train.batch_size),
+                      f"{self.name} train split ({len(self.features('train')):,} examples)")]
+
+    def setup(self, ctx: Context) -> Any:
+        self.cfg = ctx.cfg
+        tok = self.tokenizer()
+        if tok.vocab_size > ctx.cfg.vocab_size:
+            raise ValueError(f"the tokenizer has {tok.vocab_size} tokens, more than "
+                             f"model.vocab_size={ctx.cfg.vocab_size}")
+        for split in ("train", *self.dev_splits()):
+            self.features(split)  # bad data fails before the workdir is touched
+        return None
+
+    def pad(self, feats: Features, rows: np.ndarray, num_rows: int | None = None
+            ) -> dict[str, np.ndarray]:
+        """A batch of `rows` padded to the pad multiple (and `num_rows` rows: the extra
+        ones empty, weight 0)."""
+        n = num_rows or len(rows)
+        longest = max(len(feats.ids[r]) for r in rows)
+        multiple = int(self.config.finetune.pad_multiple)
+        length = min(self._seq_len(), -(-longest // multiple) * multiple)
+        pad_id = self.tokenizer().pad_id
+        ids = np.full((n, length), pad_id, np.int32)
+        types = np.zeros((n, length), np.int32)
+        mask = np.zeros((n, length), np.int32)
+        for j, r in enumerate(rows):
+            k = len(feats.ids[r])
+            ids[j, :k], types[j, :k], mask[j, :k] = feats.ids[r], feats.types[r], 1
+        batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+                 "weights": (np.arange(n) < len(rows)).astype(np.float32)}
+        for key, values in feats.extra.items():
+            col = np.zeros((n, *values.shape[1:]), values.dtype)
+            col[: len(rows)] = values[rows]
+            batch[key] = col
+        return batch
+
+    def host_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """This host's rows of a global batch."""
+        count, index = jax.process_count(), jax.process_index()
+        b = len(batch["input_ids"]) // count
+        return {k: v[index * b:(index + 1) * b] for k, v in batch.items()}
+
+    def global_train_batch(self, step: int) -> dict[str, np.ndarray]:
+        """Global batch `step` (0-based) of the run; see the module docstring."""
+        feats, size = self.features("train"), int(self.config.train.batch_size)
+        per_epoch = self.steps_per_epoch()
+        epoch, i = divmod(step, per_epoch)
+        order = np.random.default_rng([int(self.config.seed), epoch]).permutation(len(feats))
+        return self.pad(feats, order[i * size:(i + 1) * size])
+
+    def train_batches(self, phase: Phase, start_step: int) -> Batches:
+        def batches():
+            step = phase.start + start_step
+            while True:
+                yield self.host_rows(self.global_train_batch(step))
+                step += 1
+
+        return Batches(batches(), self._seq_len(), self.flops(self.cfg, self._seq_len()))
+
+    def eval_batches(self, split: str) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+        """Global batches covering the split once, shortest rows first, and the row order
+        they hold (to put predictions back)."""
+        feats = self.features(split)
+        size = int(self.config.train.batch_size)
+        order = np.argsort([len(x) for x in feats.ids], kind="stable")
+        return ([self.pad(feats, order[i:i + size], size) for i in range(0, len(order), size)],
+                order)
+
+    def synthetic_batches(self, cfg: ModelConfig, batch_size: int, seq_len: int, seed: int,
+                          count: int) -> list[dict[str, np.ndarray]]:
+        rng = np.random.default_rng(seed)
+        feats = self.features("train")
+        return [self.pad(feats, rng.choice(len(feats), batch_size, replace=False))
+                for _ in range(count)]
+
+    def flops(self, cfg: ModelConfig, seq_len: int) -> flops_lib.Flops:
+        return flops_lib.train_flops_per_token(cfg, seq_len, 0.0)
+
+    def meta(self) -> dict[str, Any]:
+        return {**super().meta(), "init_from": os.path.abspath(self.config.init_from)
+                if self.config.init_from else ""}
+
+
+def ordered(predictions: Sequence[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """Predictions of sorted eval batches (padded rows included) in the split's order."""
+    stacked = np.concatenate(list(predictions))[: len(order)]
+    out = np.empty_like(stacked)
+    out[order] = stacked
+    return out

@@ -1,0 +1,148 @@
+"""Sentence and sentence-pair classification and regression: the GLUE tasks (and users'
+own data in the same shape), on a pretrained encoder.
+
+  heads: classifier (+ pooler for BERT and ALBERT, whose classifier reads it)
+  loss:  cross-entropy over the labels; mean squared error for a regression (STS-B)
+
+Config keys (configs/finetune.py):
+  finetune.dataset      a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax)
+                        or "custom" (users' data: finetune.labels names the classes,
+                        empty for a regression; finetune.text_fields, finetune.label_field)
+  finetune.data         tfds | glue:DIR | jsonl:DIR | csv:DIR (bertjax/data/glue.py)
+
+Scores over each whole dev split (MNLI: matched and mismatched), as GLUE reports them:
+CoLA Matthews correlation; STS-B Pearson and Spearman; MRPC and QQP F1 and accuracy;
+the rest accuracy (bertjax/scoring/classification.py). The first is the main one, by
+which the best checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bertjax import objectives, steps
+from bertjax.metrics import Mean
+from bertjax.models.config import ModelConfig
+from bertjax.models.registry import family
+from bertjax.scoring import classification
+from bertjax.tasks.base import Context, LossFn
+from bertjax.tasks.finetune import Features, FinetuneTask, ordered
+
+Array = jax.Array
+
+
+def classification_loss(logits: Array, labels: Array, weights: Array,
+                        regression: bool) -> tuple[Array, dict[str, Mean]]:
+    """logits [B, labels] (regression: [B, 1]); labels [B]; weights [B] (0: padding)."""
+    count = jnp.sum(weights)
+    if regression:
+        per_row = (logits[:, 0] - labels.astype(jnp.float32)) ** 2
+        loss = objectives.weighted_mean(per_row, weights)
+        return loss, {"loss": Mean(loss, count), "mse": Mean(loss, count)}
+    labels = labels.astype(jnp.int32)
+    loss = objectives.weighted_mean(objectives.cross_entropy(logits, labels), weights)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return loss, {"loss": Mean(loss, count),
+                  "accuracy": Mean(objectives.weighted_mean(correct, weights), count)}
+
+
+class Glue(FinetuneTask):
+    name = "glue"
+
+    def spec(self) -> Any:
+        from bertjax.data import glue
+
+        f = self.config.finetune
+        if f.dataset == "custom":
+            labels = tuple(f.labels) or None
+            return glue.GlueTask("custom", labels, (), (), None, {}, dev_splits=("validation",),
+                                 metrics=("accuracy",) if labels else ("pearson", "spearman"))
+        if f.dataset not in glue.TASKS:
+            raise ValueError(f"finetune.dataset={f.dataset!r}: expected custom or one of "
+                             f"{', '.join(glue.TASKS)}")
+        return glue.TASKS[f.dataset]
+
+    @property
+    def regression(self) -> bool:
+        return self.spec().labels is None
+
+    def heads(self, cfg: ModelConfig) -> tuple[str, ...]:
+        pooled = family(cfg.family).classifier == "pooled"
+        return ("pooler", "classifier") if pooled else ("classifier",)
+
+    def label_fields(self) -> dict[str, Any]:
+        spec = self.spec()
+        return {"num_labels": spec.num_labels, "label_names": spec.labels or ()}
+
+    def dev_splits(self) -> tuple[str, ...]:
+        return self.spec().dev_splits
+
+    def make_features(self, split: str) -> Features:
+        from bertjax.data import glue
+
+        f = self.config.finetune
+        examples = glue.read_split(self.spec(), f.data, split, tuple(f.text_fields),
+                                   f.label_field)
+        tok = self.tokenizer().backend
+        tok.enable_truncation(self._seq_len(), strategy="longest_first")
+        encoded = [tok.encode(e.text_a, e.text_b) for e in examples]
+        tok.no_truncation()
+        labels = np.asarray([e.label if e.label is not None else -1 for e in examples],
+                            np.float32 if self.regression else np.int32)
+        return Features([np.asarray(x.ids, np.int32) for x in encoded],
+                        [np.asarray(x.type_ids, np.int32) for x in encoded],
+                        {"labels": labels})
+
+    def loss_fn(self, model: Any, train: bool = True) -> LossFn:
+        regression = self.regression
+
+        def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
+                    aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
+            del aux_params
+            logits, _ = steps.apply(model, params, batch, train, rng, heads=("classifier",))
+            return classification_loss(logits["classifier"], batch["labels"],
+                                       batch["weights"], regression)
+
+        return loss_fn
+
+    def predict_fn(self, model: Any) -> Any:
+        def predict(params: Any, batch: Mapping[str, Any]) -> Array:
+            logits, _ = steps.apply(model, params, batch, False, None, heads=("classifier",))
+            return logits["classifier"]
+
+        return predict
+
+    def scores(self, split: str, logits: np.ndarray) -> dict[str, float]:
+        """The task's metrics of [examples, labels] logits on a labelled split."""
+        labels = self.features(split).extra["labels"]
+        preds = logits[:, 0] if self.regression else np.argmax(logits, axis=-1)
+        return {m: getattr(classification, m)(labels, preds) for m in self.spec().metrics}
+
+    @property
+    def main_metric(self) -> tuple[str, str]:
+        """(evaluator, metric) by which the best checkpoint is kept."""
+        spec = self.spec()
+        return (spec.dev_splits[0], spec.metrics[0])
+
+    def evaluators(self, ctx: Context, phase: Any) -> list[Any]:
+        return [_Split(self, ctx, split) for split in self.dev_splits()]
+
+
+class _Split:
+    """The task's scores over one whole dev split."""
+
+    def __init__(self, task: Glue, ctx: Context, split: str) -> None:
+        self.task, self.ctx, self.name = task, ctx, split
+
+    def run(self, params: Any) -> dict[str, float]:
+        batches, order = self.task.eval_batches(self.name)
+        logits = [self.ctx.predict(params, self.task.host_rows(b)) for b in batches]
+        return self.task.scores(self.name, ordered(logits, order))
+
+
+TASKS = {Glue.name: Glue}

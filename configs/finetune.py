@@ -1,0 +1,80 @@
+r"""Fine-tuning configs: `DATASET[,PRESET][,runlocal]`.
+
+  # SST-2 on a pretrained BERT (a bertjax model directory or a transformers directory
+  # of any form and family; its architecture and tokenizer come with it):
+  python -m bertjax train --config=configs/finetune.py:sst2 \
+      --config.init_from=/ckpt/bert_base --workdir=/runs/sst2
+  # From the original GLUE files instead of TFDS:
+  python -m bertjax train --config=configs/finetune.py:mnli \
+      --config.init_from=/ckpt/roberta_base --config.finetune.data=glue:/data/glue/MNLI ...
+  # Your own data: DIR/train.jsonl and DIR/validation.jsonl, {"text": ..., "label": ...}
+  python -m bertjax train --config=configs/finetune.py:custom \
+      --config.finetune.data=jsonl:/data/reviews --config.finetune.labels='("neg","pos")' \
+      --config.init_from=/ckpt/bert_base --workdir=/runs/reviews
+
+DATASET: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax) or custom.
+PRESET names the family whose fine-tuning recipe applies (the papers': learning rate,
+batch, epochs, warmup, Adam settings; bertjax/models/<family>.py) and the architecture
+when training from scratch (no init_from); default bert_base. With init_from, the
+architecture is the checkpoint's whatever the preset: pick a preset of its family for
+its recipe. `runlocal` shrinks the run for a laptop CPU.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+from bertjax.models import registry
+
+
+def _pretrain():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain.py")
+    spec = importlib.util.spec_from_file_location("bertjax_configs_pretrain", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    dataset, *rest = (arg or "sst2").split(",")
+    knobs = [k for k in rest if k == "runlocal"]
+    presets = [k for k in rest if k != "runlocal"]
+    if len(presets) > 1:
+        raise ValueError(f"{arg!r}: expected DATASET[,PRESET][,runlocal]")
+    preset = presets[0] if presets else "bert_base"
+    config = _pretrain().get_config(",".join([preset, *knobs]))
+    record = registry.family(config.model.family)
+    recipe = dict(record.finetune_recipe)
+    recipe.update(recipe.pop("presets", {}).get(preset, {}))
+    config.task = "glue"  # bertjax/tasks/glue.py
+    epochs = (recipe.get("long_epochs", recipe["epochs"])
+              if dataset in recipe.get("long_tasks", ()) else recipe["epochs"])
+    config.finetune = ml_collections.ConfigDict(dict(
+        dataset=dataset,  # a GLUE task, or custom
+        data="tfds",  # tfds | glue:DIR | jsonl:DIR | csv:DIR (bertjax/data/glue.py)
+        text_fields=("text",),  # custom data: one field, or two for sentence pairs
+        label_field="label",
+        labels=(),  # custom data: the class names; empty for a regression
+        epochs=float(epochs),  # over the train split; train.steps > 0 overrides
+        warmup_proportion=float(recipe["warmup_proportion"]),  # of all steps
+        pad_multiple=16,  # a batch is padded to its longest row rounded up to this
+    ))
+    config.optim.update(name="adamw", learning_rate=float(recipe["learning_rate"]),
+                        warmup_steps=0, decay="linear", weight_decay=0.01, b1=0.9, b2=0.999,
+                        eps=1e-6, clip_norm=1.0, grad_accum_steps=1)
+    config.optim.update(recipe.get("optim", {}))
+    config.train.update(
+        batch_size=int(recipe["batch_size"]),
+        steps=0,  # 0: finetune.epochs over the train split
+        eval_every=0,  # evaluation at every epoch's end, and every N steps if > 0
+        log_every=50, checkpoint_every=1000, max_to_keep=2)
+    config.max_seq_length = 128
+    # Pretraining keys a fine-tuning run does not read.
+    for key in ("data", "phase2", "max_predictions_per_seq", "electra"):
+        if key in config:
+            del config[key]
+    if "runlocal" in knobs:
+        config.max_seq_length = 64
+        config.train.update(batch_size=16, log_every=10, checkpoint_every=100)
+    return config

@@ -1,0 +1,218 @@
+"""Fine-tuning a classifier (bertjax/tasks/glue.py) end to end, and its GLUE readers.
+
+The GLUE readers are checked on small files in each task's own layout (CoLA without a
+header, MNLI's named columns and label names), with bad files named to the line. A
+tiny BERT fine-tunes on a learnable sentence-pair task (the label needs both sentences)
+from a model directory: its
+dev accuracy rises above the majority class, the best checkpoint is kept, batches are
+padded to their own length, and the exported BertForSequenceClassification gives
+transformers' logits and the same dev accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from bertjax.data import glue
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+
+WORDS = "river stone light paper garden window music bridge village winter".split()
+
+
+def _write(path, lines):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def test_glue_tsv_files_in_each_tasks_layout(tmp_path):
+    # CoLA: no header in train/dev; (source, label, original label, sentence).
+    _write(str(tmp_path / "CoLA/train.tsv"), ["gj04\t1\t\tThe cat sat.", "gj04\t0\t*\tCat the."])
+    ex = glue.read_split(glue.TASKS["cola"], f"glue:{tmp_path}/CoLA", "train")
+    assert [(e.text_a, e.label) for e in ex] == [("The cat sat.", 1), ("Cat the.", 0)]
+    # CoLA's test file has a header and the sentence under its name.
+    _write(str(tmp_path / "CoLA/test.tsv"), ["index\tsentence", "0\tA test."])
+    assert glue.read_split(glue.TASKS["cola"], f"glue:{tmp_path}/CoLA", "test")[0].label is None
+    # MNLI: columns by name, labels by name, in TFDS's order (BERT's differs).
+    header = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse"
+              "\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label")
+    rows = [f"{i}\t0\t0\tg\tp\tp\tp\tp\tPremise {i}.\tHypothesis {i}.\t{lab}\t{lab}"
+            for i, lab in enumerate(["contradiction", "entailment", "neutral"])]
+    _write(str(tmp_path / "MNLI/dev_matched.tsv"), [header, *rows])
+    ex = glue.read_split(glue.TASKS["mnli"], f"glue:{tmp_path}/MNLI", "validation_matched")
+    assert [e.label for e in ex] == [2, 0, 1]  # entailment, neutral, contradiction
+    assert (ex[0].text_a, ex[0].text_b) == ("Premise 0.", "Hypothesis 0.")
+    # STS-B: a float score.
+    _write(str(tmp_path / "STS-B/dev.tsv"), [
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
+        "0\tg\tf\ty\t0\ts\ts\tA man.\tA person.\t4.25"])
+    assert glue.read_split(glue.TASKS["stsb"], f"glue:{tmp_path}/STS-B",
+                           "validation")[0].label == 4.25
+
+
+@pytest.mark.parametrize("lines, says", [
+    (["sentence\tlabel", "good film\t1", "bad\tfilm\t0"], r"dev.tsv:3: 3 columns, expected 2"),
+    (["sentence\tlabel", "good film\t7"], r"dev.tsv:2: unknown label '7'"),
+    (["sentence\tlabel"], r"the validation split of sst2 is empty"),
+    (["text\tlabel", "good film\t1"], r"dev.tsv:1: no column 'sentence'"),
+])
+def test_bad_glue_files_are_named_to_the_line(tmp_path, lines, says):
+    _write(str(tmp_path / "dev.tsv"), lines)
+    with pytest.raises(glue.DatasetError, match=says):
+        glue.read_split(glue.TASKS["sst2"], f"glue:{tmp_path}", "validation")
+
+
+def test_custom_jsonl_and_csv(tmp_path):
+    task = glue.GlueTask("custom", ("neg", "pos"), (), (), None, {})
+    _write(str(tmp_path / "train.jsonl"), [json.dumps({"a": "x", "b": "y", "y": "pos"}),
+                                           json.dumps({"a": "z", "b": "w", "y": "neg"})])
+    ex = glue.read_split(task, f"jsonl:{tmp_path}", "train", ("a", "b"), "y")
+    assert [(e.text_a, e.text_b, e.label) for e in ex] == [("x", "y", 1), ("z", "w", 0)]
+    _write(str(tmp_path / "validation.csv"), ["a,y", "\"hello, world\",neg"])
+    ex = glue.read_split(task, f"csv:{tmp_path}", "validation", ("a",), "y")
+    assert (ex[0].text_a, ex[0].label) == ("hello, world", 0)
+    _write(str(tmp_path / "test.jsonl"), ["{\"a\": 1}", "not json"])
+    with pytest.raises(glue.DatasetError, match=r"test.jsonl:2: not JSON"):
+        glue.read_split(task, f"jsonl:{tmp_path}", "test", ("a",), "y")
+
+
+# --- fine-tuning end to end ----------------------------------------------------------
+
+def _pair_task(rng, n):
+    """Pairs of word lists, label 1 when exactly one of "river in the first" and "stone
+    in the second" holds: neither sentence alone says anything about the label."""
+    rows = []
+    for _ in range(n):
+        a = " ".join(rng.choice(WORDS, 3, replace=False))
+        b = " ".join(rng.choice(WORDS, 2, replace=False))
+        rows.append((a, b, int(("river" in a) != ("stone" in b))))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    import jax
+
+    from bertjax import checkpoint, train
+    from bertjax.data.tokenizers import train_wordpiece
+    from bertjax.models import ModelConfig, build, init_params
+
+    root = tmp_path_factory.mktemp("finetune")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 320), ("validation", 90)):
+        _write(str(root / "data" / f"{split}.jsonl"),
+               [json.dumps({"p": a, "h": b, "label": str(y)}) for a, b, y in _pair_task(rng, n)])
+    tok = train_wordpiece([" ".join(WORDS)] * 20, vocab_size=120)
+    cfg = ModelConfig.from_dict(dict(family="bert", vocab_size=120, hidden_size=32,
+                                     num_layers=2, num_heads=2, intermediate_size=64,
+                                     max_position_embeddings=64))
+    params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
+        init_params(build(cfg))))())
+    pretrained = str(root / "pretrained")
+    checkpoint.save_model_dir(pretrained, cfg, params, tok)
+
+    import finetune
+
+    c = finetune.get_config("custom,bert_base,runlocal")
+    c.init_from = pretrained
+    c.finetune.update(data=f"jsonl:{root / 'data'}", text_fields=("p", "h"),
+                      labels=("0", "1"), epochs=10.0, pad_multiple=8)
+    c.optim.learning_rate = 1e-3
+    c.train.update(batch_size=16, checkpoint_every=0, peak_flops=1e12)
+    c.max_seq_length = 32
+    work = str(root / "run")
+    result = train.train(c, work)
+    return {"config": c, "work": work, "result": result, "root": root}
+
+
+def _eval_scalars(work):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.path.join(work, "logs"))
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_fine_tuning_beats_the_majority_class_and_keeps_the_best(finetuned):
+    result, work = finetuned["result"], finetuned["work"]
+    assert result["status"] == "done" and result["step"] == 10 * (320 // 16)
+    accuracy = _eval_scalars(work)["validation/accuracy"]
+    assert len(accuracy) == 10  # one evaluation per epoch, over the whole split
+    with open(os.path.join(finetuned["root"], "data", "validation.jsonl")) as f:
+        labels = [json.loads(line)["label"] for line in f]
+    majority = max(labels.count("0"), labels.count("1")) / len(labels)
+    assert max(accuracy) > majority + 0.2, (accuracy, majority)
+    with open(os.path.join(work, "best", "config.json")) as f:
+        best = json.load(f)
+    assert best["best"]["value"] == pytest.approx(max(accuracy), abs=1e-6)
+    assert best["model"]["heads"] == ["pooler", "classifier"]
+    assert best["model"]["label_names"] == ["0", "1"]
+
+
+def test_batches_are_padded_to_their_own_length(finetuned):
+    from bertjax import tasks
+
+    task = tasks.get(finetuned["config"])
+    b = task.global_train_batch(0)
+    longest = int(b["attention_mask"].sum(axis=1).max())
+    assert b["input_ids"].shape[1] == -(-longest // 8) * 8 < 32
+    # A function of the step: the same batch again, another one next.
+    assert np.array_equal(task.global_train_batch(0)["input_ids"], b["input_ids"])
+    batches, order = task.eval_batches("validation")
+    assert sum(int(x["weights"].sum()) for x in batches) == 90 == len(order)
+
+
+def test_exported_classifier_gives_transformers_logits_and_accuracy(finetuned, tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bertjax import tasks
+    from bertjax.convert.hfdir import export_hf
+    from bertjax.tasks.finetune import ordered
+
+    best = os.path.join(finetuned["work"], "best")
+    out = str(tmp_path / "hf")
+    export_hf(best, out)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert type(model).__name__ == "BertForSequenceClassification"
+    assert model.config.id2label == {0: "0", 1: "1"}
+    task = tasks.get(finetuned["config"])
+    batches, order = task.eval_batches("validation")
+    from bertjax import checkpoint
+    from bertjax.models import build
+
+    cfg, params = checkpoint.load_model_dir(best)
+    ours, theirs = [], []
+    for b in batches:
+        ours.append(np.asarray(build(cfg).apply(
+            {"params": params}, b["input_ids"], b["token_type_ids"], b["attention_mask"],
+            heads=("classifier",))[0]["classifier"]))
+        with torch.no_grad():
+            theirs.append(model(**{k: torch.from_numpy(b[k].astype(np.int64)) for k in
+                                   ("input_ids", "token_type_ids", "attention_mask")}).logits
+                          .numpy())
+    ours, theirs = ordered(ours, order), ordered(theirs, order)
+    assert np.isfinite(ours).all() and np.isfinite(theirs).all()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+    with open(os.path.join(best, "config.json")) as f:
+        best_accuracy = json.load(f)["best"]["value"]
+    assert task.scores("validation", theirs)["accuracy"] == pytest.approx(best_accuracy)
+
+
+def test_the_init_from_table_names_the_classifier_created(finetuned, capsys, tmp_path):
+    from bertjax import train
+
+    c = finetuned["config"]
+    c.train.steps = 1
+    train.Trainer(c, str(tmp_path / "again"))
+    out = capsys.readouterr().out
+    rows = dict(re.findall(r"^\s+(\w+)\s+(loaded|created|dropped)\s", out, re.M))
+    assert rows == {"embeddings": "loaded", "encoder": "loaded", "pooler": "loaded",
+                    "classifier": "created", "mlm": "dropped", "nsp": "dropped"}, out
