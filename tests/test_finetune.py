@@ -216,3 +216,20 @@ def test_the_init_from_table_names_the_classifier_created(finetuned, capsys, tmp
     rows = dict(re.findall(r"^\s+(\w+)\s+(loaded|created|dropped)\s", out, re.M))
     assert rows == {"embeddings": "loaded", "encoder": "loaded", "pooler": "loaded",
                     "classifier": "created", "mlm": "dropped", "nsp": "dropped"}, out
+
+
+def test_tfds_glue_through_tensorflow_datasets_mock_data():
+    """TFDS's own feature names and splits (mock_data builds them from the real builder's
+    spec, offline)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=4):
+        for name in ("sst2", "mnli", "stsb"):
+            task = glue.TASKS[name]
+            for split in task.dev_splits:
+                ex = glue.read_split(task, "tfds", split)
+                assert len(ex) == 4 and all(e.text_a for e in ex)
+                assert (ex[0].text_b is None) == (name == "sst2")
+                if task.labels:
+                    assert all(0 <= e.label < len(task.labels) for e in ex)
+                else:
+                    assert isinstance(ex[0].label, float)
