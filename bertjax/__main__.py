@@ -21,6 +21,7 @@ COMMANDS = {
     "prepare": ("bertjax.commands.prepare", "prepare tokenizer | prepare data: vocabulary, shards"),
     "train": ("bertjax.commands.train", "train (or resume) a task: sharded, checkpointed"),
     "bench": ("bertjax.commands.bench", "bench data | bench train: throughput vs transformers"),
+    "score": ("bertjax.commands.score", "score a predictions file as the official scripts do"),
 }
 
 

@@ -119,3 +119,42 @@ def test_squad_v2_no_answer_thresholds_by_hand():
     assert cut["exact"] == pytest.approx(50.0) and cut["f1"] == pytest.approx(50.0)
     # Without probabilities there is no sweep, as in the script.
     assert "best_f1" not in squad.score_v2(data, preds)
+
+
+def _score(*args):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-m", "bertjax", "score", *args], cwd=root,
+                          env={**os.environ, "PYTHONPATH": root}, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_score_command_squad_v2_and_glue(tmp_path):
+    import json
+
+    data = _dataset([("q1", ["the Eiffel Tower"]), ("q2", ["1889"]), ("q3", [])])
+    (tmp_path / "gold.json").write_text(json.dumps({"version": "v2.0", "data": data}))
+    (tmp_path / "pred.json").write_text(json.dumps({"q1": "Eiffel Tower", "q2": "1890",
+                                                    "q3": ""}))
+    (tmp_path / "na.json").write_text(json.dumps({"q1": 0.2, "q2": 0.7, "q3": 0.9}))
+    r = _score("--task=squad_v2", f"--gold={tmp_path / 'gold.json'}",
+               f"--predictions={tmp_path / 'pred.json'}", f"--na_probs={tmp_path / 'na.json'}")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    # q1 right, q2 wrong, q3 rightly unanswered; no threshold rescues q2 (answerable).
+    assert got["exact"] == pytest.approx(200 / 3) and got["best_exact"] == pytest.approx(200 / 3)
+    assert got["best_exact_thresh"] == 0.2 and got["NoAns_total"] == 1
+    # GLUE: the dev file in its own layout, a submission-style predictions file.
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\na\t1\nb\t0\nc\t1\nd\t1\n")
+    (tmp_path / "SST-2.tsv").write_text("index\tprediction\n0\t1\n1\t0\n2\t0\n3\t1\n")
+    r = _score("--task=sst2", f"--gold={tmp_path / 'dev.tsv'}",
+               f"--predictions={tmp_path / 'SST-2.tsv'}")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"accuracy": 0.75}
+    (tmp_path / "short.tsv").write_text("index\tprediction\n0\t1\n")
+    r = _score("--task=sst2", f"--gold={tmp_path / 'dev.tsv'}",
+               f"--predictions={tmp_path / 'short.tsv'}")
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "short.tsv" in r.stderr

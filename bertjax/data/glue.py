@@ -101,7 +101,7 @@ TASKS: dict[str, GlueTask] = {t.name: t for t in (
 )}
 
 
-def _label(task: GlueTask, value: Any, where: str) -> float | int:
+def parse_label(task: GlueTask, value: Any, where: str) -> float | int:
     if task.labels is None:
         try:
             return float(value)
@@ -121,7 +121,7 @@ def _label(task: GlueTask, value: Any, where: str) -> float | int:
     raise DatasetError(f"{where}: unknown label {text!r}; expected one of {known}")
 
 
-def _read_tsv(task: GlueTask, path: str, split: str) -> list[Example]:
+def read_tsv(task: GlueTask, path: str, split: str) -> list[Example]:
     if not os.path.exists(path):
         raise DatasetError(f"{path}: missing (the {split} split of {task.name})")
     with open(path, encoding="utf-8", newline="") as f:
@@ -152,7 +152,7 @@ def _read_tsv(task: GlueTask, path: str, split: str) -> list[Example]:
         if len(row) != width:
             raise DatasetError(f"{where}: {len(row)} columns, expected {width}")
         texts = [row[i] for i in text_idx]
-        label = _label(task, row[label_idx], where) if label_idx is not None else None
+        label = parse_label(task, row[label_idx], where) if label_idx is not None else None
         out.append(Example(f"{split}-{n}", texts[0], texts[1] if len(texts) > 1 else None,
                            label))
     return out
@@ -186,7 +186,7 @@ def _read_records(path: str, kind: str, task: GlueTask, split: str,
                 raise DatasetError(f"{where}: no label field {label_field!r}")
             texts = [str(record[k]) for k in text_fields]
             out.append(Example(f"{split}-{n}", texts[0], texts[1] if len(texts) > 1 else None,
-                               _label(task, label, where) if label is not None else None))
+                               parse_label(task, label, where) if label is not None else None))
     return out
 
 
@@ -203,7 +203,7 @@ def _read_tfds(task: GlueTask, split: str, data_dir: str | None) -> list[Example
         label = record["label"].item()
         out.append(Example(f"{split}-{int(record['idx'])}", texts[0],
                            texts[1] if len(texts) > 1 else None,
-                           None if label == -1 else _label(task, label, f"glue/{task.name}")))
+                           None if label == -1 else parse_label(task, label, f"glue/{task.name}")))
     return out
 
 
@@ -219,7 +219,7 @@ def read_split(task: GlueTask, source: str, split: str,
         if split not in task.tsv_files:
             raise DatasetError(f"{task.name} has no {split!r} split; it has "
                                f"{', '.join(task.tsv_files)}")
-        examples = _read_tsv(task, os.path.join(path, task.tsv_files[split]), split)
+        examples = read_tsv(task, os.path.join(path, task.tsv_files[split]), split)
     elif kind in ("jsonl", "csv"):
         examples = _read_records(os.path.join(path, f"{split}.{kind}"), kind, task, split,
                                  text_fields, label_field)
