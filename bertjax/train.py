@@ -315,12 +315,13 @@ class Trainer:
             _log(f"no evaluation: {phase.source} has no validation split")
             self.evaluate = False
             return
+        scores = {}
         for evaluator in evaluators:
-            scores = evaluator.run(self.state["params"])
-            self.writer.write_scalars(self.step, scores, evaluator.name)
-            main = self.task.main_metric
-            if main and main[0] == evaluator.name and main[1] in scores:
-                self._keep_if_best(main, float(scores[main[1]]))
+            scores[evaluator.name] = evaluator.run(self.state["params"])
+            self.writer.write_scalars(self.step, scores[evaluator.name], evaluator.name)
+        main = self.task.main_metric
+        if main and main[1] in scores.get(main[0], {}):
+            self._keep_if_best(main, scores)
 
     # -- the best checkpoint ----------------------------------------------------------
 
@@ -335,15 +336,19 @@ class Trainer:
         _, meta = checkpoint.read_model_config(self._best_dir())
         return float(meta["best"]["value"])
 
-    def _keep_if_best(self, main: tuple[str, str], value: float) -> None:
+    def _keep_if_best(self, main: tuple[str, str], scores: dict[str, dict[str, float]]
+                      ) -> None:
         """WORKDIR/best: the parameters of the best `main` score so far (higher is
-        better), as a model directory (single host)."""
+        better), as a model directory with every score of that evaluation (single host)."""
+        value = float(scores[main[0]][main[1]])
         if self.best is not None and value <= self.best:
             return
         self.best = value
         if jax.process_count() == 1:
-            self._write_model(self._best_dir(), {"best": {
-                "evaluator": main[0], "metric": main[1], "value": value, "step": self.step}})
+            self._write_model(self._best_dir(), {
+                "best": {"evaluator": main[0], "metric": main[1], "value": value,
+                         "step": self.step},
+                "scores": {k: {m: float(v) for m, v in d.items()} for k, d in scores.items()}})
             _log(f"best {main[0]} {main[1]} so far: {value:.4f} at step {self.step} -> "
                  f"{self._best_dir()}")
 

@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         epochs=float(epochs),  # over the train split; train.steps > 0 overrides
         warmup_proportion=float(recipe["warmup_proportion"]),  # of all steps
         pad_multiple=16,  # a batch is padded to its longest row rounded up to this
+        seeds=1,  # K > 1: K runs (seed, seed + 1, ...) and their median (results.json)
     ))
     config.optim.update(name="adamw", learning_rate=float(recipe["learning_rate"]),
                         warmup_steps=0, decay="linear", weight_decay=0.01, b1=0.9, b2=0.999,

@@ -233,3 +233,19 @@ def test_tfds_glue_through_tensorflow_datasets_mock_data():
                     assert all(0 <= e.label < len(task.labels) for e in ex)
                 else:
                     assert isinstance(ex[0].label, float)
+
+
+def test_several_seeds_write_every_score_and_the_median(finetuned, tmp_path):
+    from bertjax.seeds import run_seeds
+
+    c = finetuned["config"].copy_and_resolve_references()
+    c.train.steps = 20  # one epoch: one evaluation per run
+    c.finetune.seeds = 3
+    results = run_seeds(c, str(tmp_path), 3)
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f) == results
+    assert results["seeds"] == [c.seed, c.seed + 1, c.seed + 2]
+    accuracies = [r["scores"]["validation"]["accuracy"] for r in results["runs"]]
+    assert results["median"]["validation"]["accuracy"] == float(np.median(accuracies))
+    for r in results["runs"]:
+        assert os.path.isdir(os.path.join(r["workdir"], "best")) and r["best_step"] == 20

@@ -5,7 +5,9 @@ r"""`python -m bertjax train`: run or resume the training a config describes.
   python -m bertjax train --config=configs/pretrain.py:bert_tiny,runlocal \
       --config.data.dir=/tmp/demo_data --workdir=/tmp/bert_tiny_run
 
-Multi-host: the distributed flags (bertjax/distributed.py) or Cloud TPU / Slurm
+With --config.finetune.seeds=K (fine-tuning configs) it trains K seeds in
+WORKDIR/seed_<s> and writes their scores and median to WORKDIR/results.json
+(bertjax/seeds.py). Multi-host: the distributed flags (bertjax/distributed.py) or Cloud TPU / Slurm
 detection. The loop is bertjax/train.py.
 """
 
@@ -30,4 +32,10 @@ def main(argv: list[str]) -> None:
     config = common.required(common.CONFIG)
     workdir = common.required(_WORKDIR)
     distributed.initialize_from_flags()
-    train.train(config, workdir, HOOKS)
+    seeds = int(config.finetune.get("seeds", 1)) if "finetune" in config else 1
+    if seeds > 1:
+        from bertjax.seeds import run_seeds
+
+        run_seeds(config, workdir, seeds, HOOKS)
+    else:
+        train.train(config, workdir, HOOKS)
