@@ -21,6 +21,8 @@ COMMANDS = {
     "prepare": ("bertjax.commands.prepare", "prepare tokenizer | prepare data: vocabulary, shards"),
     "train": ("bertjax.commands.train", "train (or resume) a task: sharded, checkpointed"),
     "bench": ("bertjax.commands.bench", "bench data | bench train: throughput vs transformers"),
+    "evaluate": ("bertjax.commands.evaluate", "a trained model's scores on a task's dev splits"),
+    "predict": ("bertjax.commands.evaluate", "a task's test-split predictions (GLUE's format)"),
     "score": ("bertjax.commands.score", "score a predictions file as the official scripts do"),
 }
 

@@ -63,7 +63,7 @@ def _check_encoder(cfg: ModelConfig, saved: ModelConfig, key: str, path: str) ->
 
 
 def _shapes(tree: Any) -> list[tuple[str, tuple[int, ...]]]:
-    return [(jax.tree_util.keystr(p), tuple(np.shape(x)))
+    return [(jax.tree_util.keystr(p), tuple(x.shape))
             for p, x in jax.tree_util.tree_leaves_with_path(tree)]
 
 

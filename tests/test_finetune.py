@@ -107,9 +107,10 @@ def finetuned(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("finetune")
     rng = np.random.default_rng(0)
-    for split, n in (("train", 320), ("validation", 90)):
+    for split, n in (("train", 320), ("validation", 90), ("test", 30)):
         _write(str(root / "data" / f"{split}.jsonl"),
-               [json.dumps({"p": a, "h": b, "label": str(y)}) for a, b, y in _pair_task(rng, n)])
+               [json.dumps({"p": a, "h": b, **({"label": str(y)} if split != "test" else {})})
+                for a, b, y in _pair_task(rng, n)])
     tok = train_wordpiece([" ".join(WORDS)] * 20, vocab_size=120)
     cfg = ModelConfig.from_dict(dict(family="bert", vocab_size=120, hidden_size=32,
                                      num_layers=2, num_heads=2, intermediate_size=64,
@@ -249,3 +250,35 @@ def test_several_seeds_write_every_score_and_the_median(finetuned, tmp_path):
     assert results["median"]["validation"]["accuracy"] == float(np.median(accuracies))
     for r in results["runs"]:
         assert os.path.isdir(os.path.join(r["workdir"], "best")) and r["best_step"] == 20
+
+
+def test_evaluate_and_predict_commands_on_the_best_checkpoint(finetuned, tmp_path):
+    import subprocess
+
+    best = os.path.join(finetuned["work"], "best")
+    with open(os.path.join(best, "config.json")) as f:
+        recorded = json.load(f)["scores"]
+    data = f"jsonl:{finetuned['root'] / 'data'}"
+    common = ["--config=configs/finetune.py:custom,bert_base,runlocal",
+              f"--config.finetune.data={data}", "--config.finetune.text_fields=('p','h')",
+              "--config.finetune.labels=('0','1')", "--config.max_seq_length=32",
+              "--config.finetune.pad_multiple=8", f"--checkpoint={best}"]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "bertjax", *args], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=300)
+
+    r = run("evaluate", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout[r.stdout.index("{"):])
+    assert got["validation"]["accuracy"] == pytest.approx(recorded["validation"]["accuracy"])
+    r = run("predict", *common, f"--out={tmp_path / 'out'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(tmp_path / "out" / "custom.tsv") as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 31
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+    # A checkpoint without the task's head is refused in one line.
+    r = run("evaluate", *common[:-1], f"--checkpoint={finetuned['root'] / 'pretrained'}")
+    assert r.returncode == 1 and "has no classifier head" in r.stderr.strip().splitlines()[-1]

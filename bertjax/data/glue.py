@@ -58,6 +58,15 @@ class GlueTask:
     tsv_label_names: tuple[str, ...] | None = None  # TSV spells labels so (CoLA: 0/1)
     tsv_test_text: tuple[str, ...] | None = None  # test.tsv's text columns, where others
     metrics: tuple[str, ...] = ("accuracy",)  # the first is the main one
+    submission: str = ""  # the GLUE server's file name (MNLI: -m / -mm per test split)
+
+    def test_files(self) -> dict[str, str]:
+        """Test split -> predictions file name, as the GLUE server expects them."""
+        tests = [s for s in self.tsv_files if s.startswith("test")] or ["test"]
+        if len(tests) == 1:
+            return {tests[0]: f"{self.submission or self.name}.tsv"}
+        return {t: f"{self.submission}-{'m' if t.endswith('_matched') else 'mm'}.tsv"
+                for t in tests}
 
     @property
     def num_labels(self) -> int:
@@ -72,32 +81,34 @@ _BINARY = ("0", "1")
 TASKS: dict[str, GlueTask] = {t.name: t for t in (
     GlueTask("cola", ("unacceptable", "acceptable"), ("sentence",), (3,), 1, _files(),
              tsv_header=False, tsv_label_names=_BINARY, tsv_test_text=("sentence",),
-             metrics=("matthews", "accuracy")),
+             metrics=("matthews", "accuracy"), submission="CoLA"),
     GlueTask("sst2", ("negative", "positive"), ("sentence",), ("sentence",), "label",
-             _files(), tsv_label_names=_BINARY),
+             _files(), tsv_label_names=_BINARY, submission="SST-2"),
     GlueTask("mrpc", ("not_equivalent", "equivalent"), ("sentence1", "sentence2"),
              ("#1 String", "#2 String"), "Quality", _files(), tsv_label_names=_BINARY,
-             metrics=("f1", "accuracy")),
+             metrics=("f1", "accuracy"), submission="MRPC"),
     GlueTask("qqp", ("not_duplicate", "duplicate"), ("question1", "question2"),
              ("question1", "question2"), "is_duplicate", _files(), tsv_label_names=_BINARY,
-             metrics=("f1", "accuracy")),
+             metrics=("f1", "accuracy"), submission="QQP"),
     GlueTask("stsb", None, ("sentence1", "sentence2"), ("sentence1", "sentence2"), "score",
-             _files(), metrics=("pearson", "spearman")),
+             _files(), metrics=("pearson", "spearman"), submission="STS-B"),
     GlueTask("mnli", ("entailment", "neutral", "contradiction"), ("premise", "hypothesis"),
              ("sentence1", "sentence2"), "gold_label",
              {"train": "train.tsv", "validation_matched": "dev_matched.tsv",
               "validation_mismatched": "dev_mismatched.tsv",
               "test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"},
-             dev_splits=("validation_matched", "validation_mismatched")),
+             dev_splits=("validation_matched", "validation_mismatched"), submission="MNLI"),
     GlueTask("qnli", ("entailment", "not_entailment"), ("question", "sentence"),
-             ("question", "sentence"), "label", _files()),
+             ("question", "sentence"), "label", _files(), submission="QNLI"),
     GlueTask("rte", ("entailment", "not_entailment"), ("sentence1", "sentence2"),
-             ("sentence1", "sentence2"), "label", _files()),
+             ("sentence1", "sentence2"), "label", _files(), submission="RTE"),
     GlueTask("wnli", ("not_entailment", "entailment"), ("sentence1", "sentence2"),
-             ("sentence1", "sentence2"), "label", _files(), tsv_label_names=_BINARY),
+             ("sentence1", "sentence2"), "label", _files(), tsv_label_names=_BINARY,
+             submission="WNLI"),
     # The diagnostic set: MNLI's labels, a test split only (predict with an MNLI model).
     GlueTask("ax", ("entailment", "neutral", "contradiction"), ("premise", "hypothesis"),
-             ("sentence1", "sentence2"), None, {"test": "AX.tsv"}, dev_splits=()),
+             ("sentence1", "sentence2"), None, {"test": "AX.tsv"}, dev_splits=(),
+             submission="AX"),
 )}
 
 

@@ -129,6 +129,21 @@ class Glue(FinetuneTask):
         spec = self.spec()
         return (spec.dev_splits[0], spec.metrics[0])
 
+    def test_files(self) -> dict[str, str]:
+        """Test split -> the file `predict` writes (GLUE's submission names)."""
+        return self.spec().test_files()
+
+    def predictions(self, ctx: Context, params: Any, split: str) -> list[Any]:
+        """Predicted label names (regression: values) of a split, in its order; GLUE's
+        submissions spell CoLA, SST-2, MRPC, QQP and WNLI labels 0 / 1."""
+        batches, order = self.eval_batches(split)
+        logits = ordered([ctx.predict(params, self.host_rows(b)) for b in batches], order)
+        spec = self.spec()
+        if spec.labels is None:
+            return [f"{v:.6g}" for v in logits[:, 0]]
+        names = spec.tsv_label_names or spec.labels
+        return [names[i] for i in np.argmax(logits, axis=-1)]
+
     def evaluators(self, ctx: Context, phase: Any) -> list[Any]:
         return [_Split(self, ctx, split) for split in self.dev_splits()]
 
