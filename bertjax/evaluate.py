@@ -8,7 +8,6 @@ The config says the task and its data, as for training (configs/finetune.py).
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Any
 
@@ -49,17 +48,13 @@ def evaluate(config: Any, checkpoint: str) -> dict[str, dict[str, float]]:
 
 
 def predict(config: Any, checkpoint: str, out: str, overwrite: bool = False) -> list[str]:
-    """Writes OUT/<file>.tsv (index<TAB>prediction, GLUE's submission format) for each
-    test split of the task; returns the files written."""
+    """Writes the task's predictions of each test split into OUT (GLUE: index<TAB>
+    prediction files named as the GLUE server wants them); returns the files written."""
     s, ctx, params = _loaded(config, checkpoint)
     written = []
     with sharding.activation_rules_context(s.mesh, s.rules), \
             atomic_directory(out, overwrite=overwrite) as tmp:
         for split, filename in s.task.test_files().items():
-            predictions = s.task.predictions(ctx, params, split)
-            with open(os.path.join(tmp, filename), "w", newline="") as f:
-                w = csv.writer(f, delimiter="\t", lineterminator="\n")
-                w.writerow(["index", "prediction"])
-                w.writerows(enumerate(predictions))
+            s.task.write_predictions(ctx, params, split, os.path.join(tmp, filename))
             written.append(os.path.join(os.path.abspath(out), filename))
     return written

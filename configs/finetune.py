@@ -7,12 +7,16 @@ r"""Fine-tuning configs: `DATASET[,PRESET][,runlocal]`.
   # From the original GLUE files instead of TFDS:
   python -m bertjax train --config=configs/finetune.py:mnli \
       --config.init_from=/ckpt/roberta_base --config.finetune.data=glue:/data/glue/MNLI ...
+  # CoNLL-2003 NER from TFDS, or your own CoNLL files:
+  python -m bertjax train --config=configs/finetune.py:ner --config.finetune.data=conll:/data/ner \
+      --config.init_from=/ckpt/bert_base --workdir=/runs/ner
   # Your own data: DIR/train.jsonl and DIR/validation.jsonl, {"text": ..., "label": ...}
   python -m bertjax train --config=configs/finetune.py:custom \
       --config.finetune.data=jsonl:/data/reviews --config.finetune.labels='("neg","pos")' \
       --config.init_from=/ckpt/bert_base --workdir=/runs/reviews
 
-DATASET: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax) or custom.
+DATASET: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax) or custom
+(the glue task), conll2003 or ner (your CoNLL files; the ner task).
 PRESET names the family whose fine-tuning recipe applies (the papers': learning rate,
 batch, epochs, warmup, Adam settings; bertjax/models/<family>.py) and the architecture
 when training from scratch (no init_from); default bert_base. With init_from, the
@@ -36,6 +40,11 @@ def _pretrain():
     return module
 
 
+# DATASET names that are token-classification data (the ner task): CoNLL-2003 from
+# TFDS, and "ner" for your own CoNLL files (--config.finetune.data=conll:DIR).
+NER_DATASETS = ("conll2003", "ner")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dataset, *rest = (arg or "sst2").split(",")
     knobs = [k for k in rest if k == "runlocal"]
@@ -47,15 +56,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     record = registry.family(config.model.family)
     recipe = dict(record.finetune_recipe)
     recipe.update(recipe.pop("presets", {}).get(preset, {}))
-    config.task = "glue"  # bertjax/tasks/glue.py
+    ner = dataset in NER_DATASETS
+    config.task = "ner" if ner else "glue"  # bertjax/tasks/ner.py, bertjax/tasks/glue.py
     epochs = (recipe.get("long_epochs", recipe["epochs"])
               if dataset in recipe.get("long_tasks", ()) else recipe["epochs"])
     config.finetune = ml_collections.ConfigDict(dict(
         dataset=dataset,  # a GLUE task, or custom
-        data="tfds",  # tfds | glue:DIR | jsonl:DIR | csv:DIR (bertjax/data/glue.py)
+        # glue: tfds | glue:DIR | jsonl:DIR | csv:DIR (bertjax/data/glue.py);
+        # ner: tfds (CoNLL-2003) | conll:DIR (bertjax/data/conll.py)
+        data="tfds" if dataset != "ner" else "",
         text_fields=("text",),  # custom data: one field, or two for sentence pairs
         label_field="label",
-        labels=(),  # custom data: the class names; empty for a regression
+        labels=(),  # custom data: the class names (empty: a regression); ner: the tag set
+        label_all_pieces=False,  # ner: tag every sub-token, not only a word's first
         epochs=float(epochs),  # over the train split; train.steps > 0 overrides
         warmup_proportion=float(recipe["warmup_proportion"]),  # of all steps
         pad_multiple=16,  # a batch is padded to its longest row rounded up to this

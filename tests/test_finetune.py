@@ -282,3 +282,128 @@ def test_evaluate_and_predict_commands_on_the_best_checkpoint(finetuned, tmp_pat
     # A checkpoint without the task's head is refused in one line.
     r = run("evaluate", *common[:-1], f"--checkpoint={finetuned['root'] / 'pretrained'}")
     assert r.returncode == 1 and "has no classifier head" in r.stderr.strip().splitlines()[-1]
+
+
+# --- NER -----------------------------------------------------------------------------
+
+PEOPLE = "anna boris clara dmitri".split()
+PLACES = "paris lyon berlin rome".split()
+
+
+def _conll_sentences(rng, n, iob1=False):
+    """Sentences of filler words, people and two-word places; tags in IOB2 (or IOB1)."""
+    out = []
+    for _ in range(n):
+        words, tags = [], []
+        for _ in range(int(rng.integers(3, 7))):
+            r = rng.random()
+            if r < 0.2:
+                words.append(str(rng.choice(PEOPLE)))
+                tags.append("I-PER" if iob1 else "B-PER")
+            elif r < 0.35:
+                words += [str(rng.choice(PLACES)), "city"]
+                tags += ["I-LOC" if iob1 else "B-LOC", "I-LOC"]
+            else:
+                words.append(str(rng.choice(WORDS)))
+                tags.append("O")
+        out.append(list(zip(words, tags, strict=True)))
+    return out
+
+
+def _write_conll(path, sentences):
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for s in sentences:
+        lines += [f"{w} NN I-NP {t}" for w, t in s] + [""]
+    _write(path, lines)
+
+
+def test_conll_files_normalise_iob1_and_name_bad_lines(tmp_path):
+    from bertjax.data import conll
+
+    _write(str(tmp_path / "train.txt"), ["-DOCSTART- -X- -X- O", "", "Anna NNP I-NP I-PER",
+                                         "visits VBZ I-VP O", "Lyon NNP I-NP I-LOC",
+                                         "City NNP I-NP I-LOC", "", "Rome NNP I-NP I-LOC"])
+    train = conll.read_split(f"conll:{tmp_path}", "train")
+    assert [s.words for s in train] == [("Anna", "visits", "Lyon", "City"), ("Rome",)]
+    assert train[0].tags == ("B-PER", "O", "B-LOC", "I-LOC") and train[1].tags == ("B-LOC",)
+    assert conll.tag_set(train) == ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
+    _write(str(tmp_path / "valid.txt"), ["Anna NNP I-NP I-PER", "lonely"])
+    with pytest.raises(glue.DatasetError, match=r"valid.txt:2: expected a word and its tag"):
+        conll.read_split(f"conll:{tmp_path}", "validation")
+    _write(str(tmp_path / "valid.txt"), ["Anna NNP I-NP X-PER"])
+    with pytest.raises(glue.DatasetError, match=r"valid.txt:1: tag 'X-PER'"):
+        conll.read_split(f"conll:{tmp_path}", "validation")
+
+
+@pytest.fixture(scope="module")
+def ner_run(tmp_path_factory, finetuned):
+    import finetune
+
+    from bertjax import train
+    from bertjax.data.tokenizers import train_wordpiece
+
+    root = tmp_path_factory.mktemp("ner")
+    rng = np.random.default_rng(1)
+    _write_conll(str(root / "data" / "train.txt"), _conll_sentences(rng, 240, iob1=True))
+    _write_conll(str(root / "data" / "valid.txt"), _conll_sentences(rng, 60))
+    _write_conll(str(root / "data" / "test.txt"), _conll_sentences(rng, 20))
+    # A tokenizer that splits the names into pieces, so first-piece labelling matters.
+    from bertjax import checkpoint
+    from bertjax.models import build, init_params
+
+    tok = train_wordpiece([" ".join(WORDS + ["city"])] * 20, vocab_size=120)
+    cfg, _ = checkpoint.load_model_dir(str(finetuned["root"] / "pretrained"))
+    import jax
+
+    params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
+        init_params(build(cfg))))())
+    pretrained = str(root / "pretrained")
+    checkpoint.save_model_dir(pretrained, cfg, params, tok)
+    c = finetune.get_config("ner,bert_base,runlocal")
+    c.init_from = pretrained
+    c.finetune.update(data=f"conll:{root / 'data'}", epochs=12.0, pad_multiple=8)
+    c.optim.learning_rate = 2e-3
+    c.train.update(batch_size=16, checkpoint_every=0, peak_flops=1e12)
+    c.max_seq_length = 32
+    work = str(root / "run")
+    return {"config": c, "work": work, "result": train.train(c, work), "root": root}
+
+
+def test_ner_learns_entities_and_maps_predictions_back_to_words(ner_run):
+    from bertjax import tasks
+
+    assert ner_run["result"]["status"] == "done"
+    f1 = _eval_scalars(ner_run["work"])["validation/f1"]
+    assert max(f1) > 0.8, f1
+    with open(os.path.join(ner_run["work"], "best", "config.json")) as f:
+        best = json.load(f)
+    assert best["model"]["heads"] == ["token_classifier"]
+    assert best["model"]["label_names"] == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    task = tasks.get(ner_run["config"])
+    # Names split into several pieces: only the first carries the tag.
+    feats = task.features("validation")
+    pieces = sum(int((w > 0).sum()) for w in feats.extra["label_weights"])
+    words = sum(len(s.words) for s in task.sentences("validation"))
+    assert pieces == words < sum(len(x) - 2 for x in feats.ids)
+
+
+def test_ner_predict_writes_conll_with_a_predicted_column(ner_run, tmp_path):
+    from bertjax import evaluate
+
+    best = os.path.join(ner_run["work"], "best")
+    written = evaluate.predict(ner_run["config"], best, str(tmp_path / "out"))
+    assert [os.path.basename(p) for p in written] == ["ner.txt"]
+    with open(written[0]) as f:
+        blocks = [b.splitlines() for b in f.read().strip().split("\n\n")]
+    assert len(blocks) == 20
+    with open(ner_run["root"] / "data" / "test.txt") as f:
+        gold = [b.splitlines() for b in f.read().strip().split("\n\n")[1:]]
+    right = total = 0
+    for ours, theirs in zip(blocks, gold, strict=True):
+        assert [line.rsplit(" ", 1)[0] for line in ours] == theirs  # the original lines
+        right += sum(o.split()[-1] == t.split()[-1] for o, t in zip(ours, theirs, strict=True))
+        total += len(theirs)
+    assert right / total > 0.9
+    scores = evaluate.evaluate(ner_run["config"], best)
+    assert scores["validation"]["f1"] == pytest.approx(
+        max(_eval_scalars(ner_run["work"])["validation/f1"]), abs=1e-6)

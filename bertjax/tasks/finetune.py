@@ -43,12 +43,13 @@ RUN_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat")
 
 @dataclasses.dataclass
 class Features:
-    """Tokenized examples: `ids[i]` and `types[i]` int32 rows of varying length, and
-    per-example arrays (labels, ...) in `extra`."""
+    """Tokenized examples: `ids[i]` and `types[i]` int32 rows of varying length, and in
+    `extra` per-example arrays ([examples, ...]) or per-token lists (a row each, as long
+    as the example's ids)."""
 
     ids: list[np.ndarray]
     types: list[np.ndarray]
-    extra: dict[str, np.ndarray]
+    extra: dict[str, Any]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -174,8 +175,13 @@ class FinetuneTask(Task):
         batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
                  "weights": (np.arange(n) < len(rows)).astype(np.float32)}
         for key, values in feats.extra.items():
-            col = np.zeros((n, *values.shape[1:]), values.dtype)
-            col[: len(rows)] = values[rows]
+            if isinstance(values, list):  # one value per token, padded with 0
+                col = np.zeros((n, length), values[0].dtype)
+                for j, r in enumerate(rows):
+                    col[j, : len(values[r])] = values[r]
+            else:  # one value per example
+                col = np.zeros((n, *values.shape[1:]), values.dtype)
+                col[: len(rows)] = values[rows]
             batch[key] = col
         return batch
 
@@ -220,6 +226,28 @@ class FinetuneTask(Task):
 
     def flops(self, cfg: ModelConfig, seq_len: int) -> flops_lib.Flops:
         return flops_lib.train_flops_per_token(cfg, seq_len, 0.0)
+
+    def predicted(self, ctx: Context, params: Any, split: str,
+                  per_token: bool = False) -> np.ndarray:
+        """The predict_fn outputs over a whole split, in its order; `per_token` outputs
+        ([batch, length, ...]) are padded to max_seq_length first."""
+        batches, order = self.eval_batches(split)
+        outputs = []
+        for b in batches:
+            out = np.asarray(ctx.predict(params, self.host_rows(b)))
+            if per_token:
+                pad = [(0, 0)] * out.ndim
+                pad[1] = (0, self._seq_len() - out.shape[1])
+                out = np.pad(out, pad)
+            outputs.append(out)
+        return ordered(outputs, order)
+
+    def test_files(self) -> dict[str, str]:
+        """Test split -> the file `predict` writes."""
+        return {"test": f"{self.name}.txt"}
+
+    def write_predictions(self, ctx: Context, params: Any, split: str, path: str) -> None:
+        raise NotImplementedError
 
     def meta(self) -> dict[str, Any]:
         return {**super().meta(), "init_from": os.path.abspath(self.config.init_from)

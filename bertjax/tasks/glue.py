@@ -31,7 +31,7 @@ from bertjax.models.config import ModelConfig
 from bertjax.models.registry import family
 from bertjax.scoring import classification
 from bertjax.tasks.base import Context, LossFn
-from bertjax.tasks.finetune import Features, FinetuneTask, ordered
+from bertjax.tasks.finetune import Features, FinetuneTask
 
 Array = jax.Array
 
@@ -133,16 +133,19 @@ class Glue(FinetuneTask):
         """Test split -> the file `predict` writes (GLUE's submission names)."""
         return self.spec().test_files()
 
-    def predictions(self, ctx: Context, params: Any, split: str) -> list[Any]:
-        """Predicted label names (regression: values) of a split, in its order; GLUE's
-        submissions spell CoLA, SST-2, MRPC, QQP and WNLI labels 0 / 1."""
-        batches, order = self.eval_batches(split)
-        logits = ordered([ctx.predict(params, self.host_rows(b)) for b in batches], order)
+    def write_predictions(self, ctx: Context, params: Any, split: str, path: str) -> None:
+        """GLUE's submission format: a header, then index<TAB>prediction; label names
+        (CoLA, SST-2, MRPC, QQP and WNLI as 0 / 1), values for a regression."""
+        logits = self.predicted(ctx, params, split)
         spec = self.spec()
         if spec.labels is None:
-            return [f"{v:.6g}" for v in logits[:, 0]]
-        names = spec.tsv_label_names or spec.labels
-        return [names[i] for i in np.argmax(logits, axis=-1)]
+            values = [f"{v:.6g}" for v in logits[:, 0]]
+        else:
+            names = spec.tsv_label_names or spec.labels
+            values = [names[i] for i in np.argmax(logits, axis=-1)]
+        with open(path, "w") as f:
+            f.write("index\tprediction\n")
+            f.writelines(f"{i}\t{v}\n" for i, v in enumerate(values))
 
     def evaluators(self, ctx: Context, phase: Any) -> list[Any]:
         return [_Split(self, ctx, split) for split in self.dev_splits()]
@@ -155,9 +158,7 @@ class _Split:
         self.task, self.ctx, self.name = task, ctx, split
 
     def run(self, params: Any) -> dict[str, float]:
-        batches, order = self.task.eval_batches(self.name)
-        logits = [self.ctx.predict(params, self.task.host_rows(b)) for b in batches]
-        return self.task.scores(self.name, ordered(logits, order))
+        return self.task.scores(self.name, self.task.predicted(self.ctx, params, self.name))
 
 
 TASKS = {Glue.name: Glue}

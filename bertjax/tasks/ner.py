@@ -1,0 +1,183 @@
+"""Named-entity recognition: a tag for every word, on a pretrained encoder.
+
+  heads: token_classifier
+  loss:  cross-entropy over the labelled sub-tokens
+
+Config keys (configs/finetune.py:conll2003 or :ner):
+  finetune.data     tfds (CoNLL-2003) | conll:DIR (bertjax/data/conll.py)
+  finetune.labels   the tag set; empty: TFDS's, or O and the B-/I- tags of the train
+                    split's types
+  finetune.label_all_pieces   False (default): a word's first sub-token carries its tag
+                    and the others are ignored; True: every piece is labelled, a B-
+                    word's continuations with I-
+
+Words past max_seq_length are cut (predicted O, and counted in the scores' "truncated").
+Predictions are read at each word's first sub-token and mapped back to words; scores
+are entity-level micro precision / recall / F1 and F1 per type with conlleval's rules
+(bertjax/scoring/entities.py); F1 is the main one. `predict` writes the test split as
+CoNLL lines with the predicted tag appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bertjax import objectives, steps
+from bertjax.metrics import Mean
+from bertjax.models.config import ModelConfig
+from bertjax.scoring import entities
+from bertjax.tasks.base import Context, LossFn
+from bertjax.tasks.finetune import Features, FinetuneTask
+
+Array = jax.Array
+
+
+class NER(FinetuneTask):
+    name = "ner"
+    main_metric = ("validation", "f1")
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._sentences: dict[str, list[Any]] = {}
+        self._first: dict[str, list[np.ndarray]] = {}
+        self._tags: tuple[str, ...] | None = None
+
+    def heads(self, cfg: ModelConfig) -> tuple[str, ...]:
+        return ("token_classifier",)
+
+    def sentences(self, split: str) -> list[Any]:
+        from bertjax.data import conll
+
+        if split not in self._sentences:
+            self._sentences[split] = conll.read_split(self.config.finetune.data, split)
+        return self._sentences[split]
+
+    def tags(self) -> tuple[str, ...]:
+        if self._tags is None:
+            from bertjax.data import conll
+
+            given = tuple(self.config.finetune.labels)
+            if given:
+                self._tags = given
+            elif self.config.finetune.data == "tfds":
+                import tensorflow_datasets as tfds
+
+                self._tags = tuple(tfds.builder("conll2003").info.features["ner"]
+                                   .feature.names)
+            else:
+                self._tags = conll.tag_set(self.sentences("train"))
+        return self._tags
+
+    def label_fields(self) -> dict[str, Any]:
+        tags = self.tags()
+        return {"num_labels": len(tags), "label_names": tags}
+
+    def make_features(self, split: str) -> Features:
+        from bertjax.data.glue import DatasetError
+
+        tags = {t: i for i, t in enumerate(self.tags())}
+        all_pieces = bool(self.config.finetune.label_all_pieces)
+        tok = self.tokenizer().backend
+        tok.enable_truncation(self._seq_len())
+        ids, types, labels, weights, firsts = [], [], [], [], []
+        try:
+            for s in self.sentences(split):
+                enc = tok.encode(list(s.words), is_pretokenized=True)
+                word_ids = enc.word_ids
+                first = np.full(len(s.words), -1, np.int32)  # -1: cut by truncation
+                lab = np.zeros(len(enc.ids), np.int32)
+                wt = np.zeros(len(enc.ids), np.float32)
+                for t, w in enumerate(word_ids):
+                    if w is None:
+                        continue
+                    is_first = first[w] < 0
+                    if is_first:
+                        first[w] = t
+                    if not s.tags or not (is_first or all_pieces):
+                        continue
+                    tag = s.tags[w]
+                    if not is_first and tag.startswith("B-"):
+                        tag = "I-" + tag[2:]
+                    if tag not in tags:
+                        raise DatasetError(f"{split} sentence {s.guid}: tag {tag!r} is not "
+                                           f"in the tag set ({', '.join(tags)})")
+                    lab[t], wt[t] = tags[tag], 1.0
+                ids.append(np.asarray(enc.ids, np.int32))
+                types.append(np.zeros(len(enc.ids), np.int32))
+                labels.append(lab)
+                weights.append(wt)
+                firsts.append(first)
+        finally:
+            tok.no_truncation()
+        self._first[split] = firsts
+        return Features(ids, types, {"labels": labels, "label_weights": weights})
+
+    def loss_fn(self, model: Any, train: bool = True) -> LossFn:
+        def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
+                    aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
+            del aux_params
+            logits, _ = steps.apply(model, params, batch, train, rng,
+                                    heads=("token_classifier",))
+            logits = logits["token_classifier"]  # [B, L, tags]
+            w = batch["label_weights"] * batch["weights"][:, None]
+            labels = batch["labels"]
+            loss = objectives.weighted_mean(objectives.cross_entropy(logits, labels), w)
+            correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+            count = jnp.sum(w)
+            return loss, {"loss": Mean(loss, count),
+                          "token_accuracy": Mean(objectives.weighted_mean(correct, w), count)}
+
+        return loss_fn
+
+    def predict_fn(self, model: Any) -> Any:
+        def predict(params: Any, batch: Mapping[str, Any]) -> Array:
+            logits, _ = steps.apply(model, params, batch, False, None,
+                                    heads=("token_classifier",))
+            return jnp.argmax(logits["token_classifier"], axis=-1).astype(jnp.int32)
+
+        return predict
+
+    def word_tags(self, split: str, token_tags: np.ndarray) -> list[list[str]]:
+        """[examples, L] predicted tag ids -> each sentence's tag per word (words cut by
+        truncation: O)."""
+        names = self.tags()
+        self.features(split)
+        return [[names[row[t]] if t >= 0 else "O" for t in first]
+                for row, first in zip(token_tags, self._first[split], strict=True)]
+
+    def scores(self, split: str, token_tags: np.ndarray) -> dict[str, float]:
+        gold = [list(s.tags) for s in self.sentences(split)]
+        s = entities.score(gold, self.word_tags(split, token_tags))
+        out = {"f1": s["f1"], "precision": s["precision"], "recall": s["recall"]}
+        out.update({f"f1_{t}": v["f1"] for t, v in s["per_type"].items()})
+        out["truncated"] = float(sum(int(np.sum(f < 0)) for f in self._first[split]))
+        return out
+
+    def evaluators(self, ctx: Context, phase: Any) -> list[Any]:
+        return [_Split(self, ctx, "validation")]
+
+    def write_predictions(self, ctx: Context, params: Any, split: str, path: str) -> None:
+        """CoNLL lines with the predicted tag appended; a blank line between sentences."""
+        predicted = self.word_tags(split, self.predicted(ctx, params, split, per_token=True))
+        with open(path, "w", encoding="utf-8") as f:
+            for s, tags in zip(self.sentences(split), predicted, strict=True):
+                lines = s.lines or s.words
+                f.writelines(f"{line} {tag}\n" for line, tag in zip(lines, tags, strict=True))
+                f.write("\n")
+
+
+class _Split:
+    def __init__(self, task: NER, ctx: Context, split: str) -> None:
+        self.task, self.ctx, self.name = task, ctx, split
+
+    def run(self, params: Any) -> dict[str, float]:
+        return self.task.scores(self.name, self.task.predicted(self.ctx, params, self.name,
+                                                           per_token=True))
+
+
+TASKS = {NER.name: NER}
