@@ -1,0 +1,139 @@
+"""Every family fine-tuned by bertjax, exported, and read back by transformers.
+
+For each family and each task kind (sequence classification, token classification), a
+tiny pretrained model directory (with the family's own kind of tokenizer) is fine-tuned
+for an epoch; its best checkpoint is exported and loaded by transformers'
+*ForSequenceClassification / *ForTokenClassification, which must give the same logits
+on the dev split (<= 1e-5, finite) and so the same dev score as bertjax recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import test_finetune as tf  # noqa: E402
+
+TINY = dict(vocab_size=320, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+            max_position_embeddings=40)
+FAMILY = {
+    "bert": dict(family="bert"),
+    "roberta": dict(family="roberta", max_position_embeddings=42, type_vocab_size=1,
+                    pad_token_id=1, positions_from_padding=True, layer_norm_eps=1e-5),
+    "albert": dict(family="albert", embedding_size=16, num_hidden_groups=1,
+                   hidden_act="gelu_new"),
+    "distilbert": dict(family="distilbert", type_vocab_size=0),
+    "electra": dict(family="electra", embedding_size=16),
+}
+CLASSES = {"glue": "ForSequenceClassification", "ner": "ForTokenClassification"}
+PREFIX = {"bert": "Bert", "roberta": "Roberta", "albert": "Albert", "distilbert": "DistilBert",
+          "electra": "Electra"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("family_data")
+    rng = np.random.default_rng(3)
+    for split, n in (("train", 96), ("validation", 40)):
+        tf._write(str(root / "pairs" / f"{split}.jsonl"),
+                  [json.dumps({"p": a, "h": b, "label": str(y)})
+                   for a, b, y in tf._pair_task(rng, n)])
+    tf._write_conll(str(root / "ner" / "train.txt"), tf._conll_sentences(rng, 96))
+    tf._write_conll(str(root / "ner" / "valid.txt"), tf._conll_sentences(rng, 40))
+    return root
+
+
+def _pretrained(family: str, root) -> str:
+    import jax
+
+    from bertjax import checkpoint
+    from bertjax.data.train_tokenizer import train as train_tokenizer
+    from bertjax.models import ModelConfig, build, init_params
+    from bertjax.models.registry import family as record
+
+    texts = [" ".join(tf.WORDS + tf.PEOPLE + tf.PLACES + ["city"])] * 30
+    tok = train_tokenizer(texts, record(family).tokenizer_kind, 320, str(root / "tok"),
+                          family=family)
+    cfg = ModelConfig.from_dict({**TINY, **FAMILY[family], "heads": ()})
+    params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
+        init_params(build(cfg))))())
+    out = str(root / "pretrained")
+    checkpoint.save_model_dir(out, cfg, params, tok)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["glue", "ner"])
+@pytest.mark.parametrize("family", list(FAMILY))
+def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
+                                                            tmp_path):
+    import finetune
+
+    from bertjax import checkpoint, tasks, train
+    from bertjax.convert.hfdir import export_hf
+    from bertjax.models import build
+
+    c = finetune.get_config(f"{'custom' if kind == 'glue' else 'ner'},{family}_base,runlocal")
+    c.init_from = _pretrained(family, tmp_path)
+    if kind == "glue":
+        c.finetune.update(data=f"jsonl:{data / 'pairs'}", text_fields=("p", "h"),
+                          labels=("0", "1"))
+    else:
+        c.finetune.update(data=f"conll:{data / 'ner'}")
+    c.finetune.update(epochs=1.0, pad_multiple=32)  # one length: one compiled step
+    c.train.update(batch_size=16, checkpoint_every=0, peak_flops=1e12)
+    c.max_seq_length = 32
+    work = str(tmp_path / "run")
+    train.train(c, work)
+    best = os.path.join(work, "best")
+    with open(os.path.join(best, "config.json")) as f:
+        recorded = json.load(f)["scores"]["validation"]
+    out = str(tmp_path / "hf")
+    export_hf(best, out)
+    cls = getattr(transformers, PREFIX[family] + CLASSES[kind])
+    model, info = cls.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    model.eval()
+
+    task = tasks.get(c)
+    cfg, params = checkpoint.load_model_dir(best)
+    head = "classifier" if kind == "glue" else "token_classifier"
+    batches, order = task.eval_batches("validation")
+    ours, theirs = [], []
+    for b in batches:
+        logits = np.asarray(build(cfg).apply({"params": params}, b["input_ids"],
+                                             b["token_type_ids"], b["attention_mask"],
+                                             heads=(head,))[0][head])
+        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+        if cfg.type_vocab_size:
+            inputs["token_type_ids"] = b["token_type_ids"]
+        with torch.no_grad():
+            ref = model(**{k: torch.from_numpy(v.astype(np.int64))
+                           for k, v in inputs.items()}).logits.numpy()
+        real = b["weights"] > 0
+        mask = b["attention_mask"][real].astype(bool) if kind == "ner" else slice(None)
+        assert np.isfinite(logits).all() and np.isfinite(ref).all()
+        np.testing.assert_allclose(logits[real][mask], ref[real][mask], atol=1e-5, rtol=0)
+        if kind == "ner":  # per token: ids of the same shape for the score
+            ours.append(np.pad(logits.argmax(-1), [(0, 0), (0, 32 - logits.shape[1])]))
+            theirs.append(np.pad(ref.argmax(-1), [(0, 0), (0, 32 - ref.shape[1])]))
+        else:
+            ours.append(logits)
+            theirs.append(ref)
+    from bertjax.tasks.finetune import ordered
+
+    score = task.scores("validation", ordered(theirs, order))
+    main = "accuracy" if kind == "glue" else "f1"
+    assert score[main] == pytest.approx(recorded[main], abs=1e-6)
+    assert task.scores("validation", ordered(ours, order))[main] == pytest.approx(
+        recorded[main], abs=1e-6)
