@@ -10,18 +10,23 @@ r"""Fine-tuning configs: `DATASET[,PRESET][,runlocal]`.
   # CoNLL-2003 NER from TFDS, or your own CoNLL files:
   python -m bertjax train --config=configs/finetune.py:ner --config.finetune.data=conll:/data/ner \
       --config.init_from=/ckpt/bert_base --workdir=/runs/ner
+  # SQuAD v2.0 from the official JSON files (DIR/train-v2.0.json, DIR/dev-v2.0.json):
+  python -m bertjax train --config=configs/finetune.py:squad_v2 \
+      --config.finetune.data=json:/data/squad --config.init_from=/ckpt/bert_base ...
   # Your own data: DIR/train.jsonl and DIR/validation.jsonl, {"text": ..., "label": ...}
   python -m bertjax train --config=configs/finetune.py:custom \
       --config.finetune.data=jsonl:/data/reviews --config.finetune.labels='("neg","pos")' \
       --config.init_from=/ckpt/bert_base --workdir=/runs/reviews
 
 DATASET: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax) or custom
-(the glue task), conll2003 or ner (your CoNLL files; the ner task).
+(the glue task), conll2003 or ner (your CoNLL files; the ner task), squad_v1 or squad_v2
+(the squad task).
 PRESET names the family whose fine-tuning recipe applies (the papers': learning rate,
 batch, epochs, warmup, Adam settings; bertjax/models/<family>.py) and the architecture
 when training from scratch (no init_from); default bert_base. With init_from, the
 architecture is the checkpoint's whatever the preset: pick a preset of its family for
-its recipe. `runlocal` shrinks the run for a laptop CPU.
+its recipe; a recipe's `tasks` entry overrides it for one DATASET (ALBERT's per-task
+steps, for example). `runlocal` shrinks the run for a laptop CPU.
 """
 
 import importlib.util
@@ -43,6 +48,8 @@ def _pretrain():
 # DATASET names that are token-classification data (the ner task): CoNLL-2003 from
 # TFDS, and "ner" for your own CoNLL files (--config.finetune.data=conll:DIR).
 NER_DATASETS = ("conll2003", "ner")
+# DATASET names that are SQuAD (the squad task) and their versions.
+SQUAD_DATASETS = {"squad_v1": "v1.1", "squad_v2": "v2.0"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -56,8 +63,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     record = registry.family(config.model.family)
     recipe = dict(record.finetune_recipe)
     recipe.update(recipe.pop("presets", {}).get(preset, {}))
+    task_recipe = dict(recipe.pop("tasks", {}).get(dataset, {}))
+    optim = {**recipe.get("optim", {}), **task_recipe.pop("optim", {})}
+    recipe.update(task_recipe)
     ner = dataset in NER_DATASETS
-    config.task = "ner" if ner else "glue"  # bertjax/tasks/ner.py, bertjax/tasks/glue.py
+    squad = dataset in SQUAD_DATASETS
+    # bertjax/tasks/ner.py, bertjax/tasks/squad.py, bertjax/tasks/glue.py
+    config.task = "ner" if ner else "squad" if squad else "glue"
     epochs = (recipe.get("long_epochs", recipe["epochs"])
               if dataset in recipe.get("long_tasks", ()) else recipe["epochs"])
     config.finetune = ml_collections.ConfigDict(dict(
@@ -71,19 +83,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         label_all_pieces=False,  # ner: tag every sub-token, not only a word's first
         epochs=float(epochs),  # over the train split; train.steps > 0 overrides
         warmup_proportion=float(recipe["warmup_proportion"]),  # of all steps
+        warmup_steps=int(recipe.get("warmup_steps", 0)),  # > 0: this many instead
         pad_multiple=16,  # a batch is padded to its longest row rounded up to this
         seeds=1,  # K > 1: K runs (seed, seed + 1, ...) and their median (results.json)
     ))
     config.optim.update(name="adamw", learning_rate=float(recipe["learning_rate"]),
                         warmup_steps=0, decay="linear", weight_decay=0.01, b1=0.9, b2=0.999,
                         eps=1e-6, clip_norm=1.0, grad_accum_steps=1)
-    config.optim.update(recipe.get("optim", {}))
+    config.optim.update(optim)
     config.train.update(
         batch_size=int(recipe["batch_size"]),
-        steps=0,  # 0: finetune.epochs over the train split
+        steps=int(recipe.get("steps", 0)),  # 0: finetune.epochs over the train split
         eval_every=0,  # evaluation at every epoch's end, and every N steps if > 0
         log_every=50, checkpoint_every=1000, max_to_keep=2)
     config.max_seq_length = 128
+    if squad:
+        config.max_seq_length = 384
+        config.finetune.update(
+            version=SQUAD_DATASETS[dataset],
+            doc_stride=128,  # tokens between window starts (Google's; not HF's overlap)
+            max_query_length=64,  # question tokens kept
+            n_best=20,  # candidate starts and ends per window
+            max_answer_length=30,  # tokens
+            null_score_diff_threshold=0.0,  # v2.0: no answer when null - best > this
+        )
     # Pretraining keys a fine-tuning run does not read.
     for key in ("data", "phase2", "max_predictions_per_seq", "electra"):
         if key in config:
@@ -91,4 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "runlocal" in knobs:
         config.max_seq_length = 64
         config.train.update(batch_size=16, log_every=10, checkpoint_every=100)
+        if squad:
+            config.max_seq_length = 128
+            config.finetune.update(doc_stride=48, max_query_length=32)
     return config

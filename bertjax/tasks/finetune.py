@@ -136,6 +136,8 @@ class FinetuneTask(Task):
         return max(1, math.ceil(float(self.config.finetune.epochs) * self.steps_per_epoch()))
 
     def warmup_steps(self, total: int) -> int | None:
+        if int(self.config.finetune.get("warmup_steps", 0)) > 0:
+            return int(self.config.finetune.warmup_steps)
         return int(round(float(self.config.finetune.warmup_proportion) * total))
 
     def eval_due(self, step: int) -> bool:
