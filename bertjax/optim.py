@@ -10,10 +10,44 @@ global-norm clipping, gradient accumulation and frozen parameters.
       scale_by_adam(b1, b2, eps)
       add_decayed_weights(wd, mask)  decoupled decay, decay_mask(): no biases, no LayerNorm
       scale_by_trust_ratio           LAMB only (see `layer_adaptation`)
+      scale_by_layer_decay           only when layer_decay < 1 (see below)
       scale_by_learning_rate(make_schedule(cfg))
 
-With weight_decay = 0 or name = "adamw" this is exactly optax.adamw; with "lamb" and
-layer_adaptation = "all", exactly optax.lamb (plus clipping and accumulation).
+With name = "adamw" and layer_decay = 1 this is exactly optax.adamw; with "lamb",
+layer_adaptation = "all" and layer_decay = 1, exactly optax.lamb (plus clipping and
+accumulation).
+
+Layer-wise learning-rate decay (ELECTRA's fine-tuning recipe, layer_decay = d < 1): a
+parameter's learning rate is multiplied by d ** (top - depth). Depths count from the
+input: the embeddings (and the E -> H projection encoder/embeddings_project) are 0,
+encoder layer i (0-based) is i + 1, and every head is `top`, the pooler included (it
+only feeds the heads; so a family with a pooler gets the same per-layer rates as one
+without). With L layers:
+
+  layer_decay_depth  top     heads  top layer  layer i         embeddings
+  "google"           L + 2   1      d^2        d^(L + 1 - i)   d^(L + 2)
+  "intended"         L + 1   1      d          d^(L - i)       d^(L + 1)
+
+"google" is what google-research/electra's model/optimization.py computes, and what
+the ELECTRA paper's results were produced with: `_get_layer_lrs(learning_rate,
+layer_decay, n_layers)` maps variable-name substrings to depths ("/embeddings/": 0,
+"/embeddings_project/": 0, "encoder/layer_{i}/": i + 1, "task_specific/": n_layers +
+2) and gives each the rate learning_rate * layer_decay ** (n_layers + 2 - depth);
+nothing has depth n_layers + 1, so the top layer gets d^2. The author explains the gap
+(google-research/electra issue #51): it is where a pooler sat before ELECTRA dropped
+next-sentence prediction, and it was kept so published results stay reproducible.
+"intended" closes it (the top layer gets d). In the same file
+`AdamWeightDecayOptimizer.apply_gradients` gives each variable the rate of the
+substring its name contains and raises ValueError("No learning rate specified for
+variable") for one that matches none, and `_apply_gradients` multiplies (Adam update
++ weight_decay_rate * param) by that rate, so the decoupled weight decay is scaled
+too; here the scaling likewise sits between add_decayed_weights (and LAMB's trust
+ratio, which would undo it if it came first) and the learning rate. Parameters with
+no depth are refused the same way: ALBERT's shared layers (`encoder/group_{g}`, one
+set of weights applied at every depth; Lan et al. fine-tune without layer-wise decay)
+and ELECTRA's generator tower (pretraining only). In the scan layout
+(`encoder/layers` leaves with a leading [L] axis) each slice along that axis gets its
+layer's rate. See `layer_lr_multipliers`.
 
 Steps. The learning rate is a function of one counter: the number of optimizer
 updates applied so far, kept in the optimizer state. With grad_accum_steps = k a
@@ -50,17 +84,22 @@ BERT's published recipe; `OptimConfig.from_dict(config.optim)` validates them):
   grad_accum_steps=1      micro-batches per update (optax.MultiSteps)
   layer_adaptation="all"  LAMB trust ratio on all leaves (optax.lamb) or only on the
                           "decayed" ones (TF-Addons / ALBERT LAMB)
+  layer_decay=1.0         layer-wise learning-rate decay per layer below the heads, in
+                          (0, 1]; 1 = off (ELECTRA fine-tuning: 0.8, large 0.9)
+  layer_decay_depth="google"  google | intended: how depths are counted (above)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from bertjax.models.config import ConfigError, ModelConfig
@@ -68,6 +107,7 @@ from bertjax.models.config import ConfigError, ModelConfig
 NAMES = ("adamw", "lamb")
 DECAYS = ("linear", "polynomial", "cosine", "constant")
 LAYER_ADAPTATION = ("all", "decayed")
+LAYER_DECAY_DEPTHS = ("google", "intended")
 
 # LayerNorm module names in bertjax.models.layers: their scale and bias are not decayed.
 LAYER_NORM_NAMES = frozenset({"layer_norm", "attention_norm", "output_norm"})
@@ -91,6 +131,8 @@ class OptimConfig:
     clip_norm: float = 1.0  # global-norm clipping; 0 = off
     grad_accum_steps: int = 1  # micro-batches per update; > 1 wraps in optax.MultiSteps
     layer_adaptation: str = "all"  # LAMB trust ratio on "all" leaves or the "decayed" ones
+    layer_decay: float = 1.0  # learning rate x decay^(depth below the heads); 1 = off
+    layer_decay_depth: str = "google"  # google (ELECTRA's code: top layer d^2) | intended (d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OptimConfig:
@@ -134,6 +176,10 @@ class OptimConfig:
         need(self.clip_norm >= 0, "clip_norm", "must be >= 0 (0 turns clipping off)")
         need(isinstance(self.grad_accum_steps, int) and self.grad_accum_steps >= 1,
              "grad_accum_steps", "must be an integer >= 1")
+        need(0 < self.layer_decay <= 1, "layer_decay",
+             "must be in (0, 1]; 1 turns layer-wise decay off")
+        need(self.layer_decay_depth in LAYER_DECAY_DEPTHS, "layer_decay_depth",
+             f"expected one of {', '.join(LAYER_DECAY_DEPTHS)}")
 
 
 def make_schedule(cfg: OptimConfig) -> optax.Schedule:
@@ -230,6 +276,92 @@ def _check_params(params: Any, frozen: Frozen) -> None:
             raise ConfigError(f"frozen parameter path(s) not in the model: {', '.join(missing)}")
 
 
+# --- layer-wise learning-rate decay ----------------------------------------------------
+
+_LAYER = re.compile(r"layer_(\d+)")
+
+
+def _layer_depth_fn(params: Any, cfg: OptimConfig) -> Callable[[tuple[Any, ...], Any], Any]:
+    """Checks `params` for layer-wise decay and returns (path, leaf) -> its multiplier:
+    a float, or for a scan-stacked leaf [L, ...] a float32 array [L, 1, ...]."""
+    d = cfg.layer_decay
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"optim.layer_decay={d!r}: {why}; layer-wise decay needs one set "
+                           "of weights per encoder layer (set optim.layer_decay=1.0)")
+
+    layers, stacked = set(), set()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        parts = path_str(path).split("/")
+        if parts[0] == "generator":
+            raise refuse(f"{path_str(path)} is ELECTRA's generator tower (pretraining only)")
+        if parts[0] != "encoder" or len(parts) < 2 or parts[1] == "embeddings_project":
+            continue
+        if parts[1].startswith("group_"):
+            raise refuse(f"ALBERT's shared layers (encoder/{parts[1]}) serve every depth")
+        if parts[1] == "layers":
+            stacked.add(int(np.shape(leaf)[0]))
+        elif _LAYER.fullmatch(parts[1]):
+            layers.add(int(_LAYER.fullmatch(parts[1]).group(1)))
+        else:
+            raise refuse(f"{path_str(path)} has no depth")
+    if not layers and not stacked:
+        raise refuse("the parameters have no encoder/layer_{i} or encoder/layers")
+    n = max(layers) + 1 if layers else stacked.pop()
+    top = n + 2 if cfg.layer_decay_depth == "google" else n + 1
+
+    def multiplier(path: tuple[Any, ...], leaf: Any) -> Any:
+        parts = path_str(path).split("/")
+        if parts[0] == "embeddings" or parts[:2] == ["encoder", "embeddings_project"]:
+            return d ** top
+        if parts[0] != "encoder":
+            return 1.0  # a head (the pooler included)
+        if parts[1] == "layers":
+            depths = np.arange(1, n + 1, dtype=np.float64)  # layer i is depth i + 1
+            return (d ** (top - depths)).astype(np.float32).reshape(
+                (n,) + (1,) * (np.ndim(leaf) - 1))
+        return d ** (top - (int(_LAYER.fullmatch(parts[1]).group(1)) + 1))
+
+    return multiplier
+
+
+def layer_lr_multipliers(params: Any, cfg: OptimConfig) -> Any:
+    """Each leaf's learning-rate multiplier under `cfg.layer_decay` (module docstring).
+
+    Args:
+      params: a model's parameter tree (arrays or ShapeDtypeStructs, boxed or not, loop
+        or scan layout).
+      cfg: its layer_decay and layer_decay_depth are read.
+
+    Returns:
+      A tree like `params` of floats; a scan-stacked leaf [L, ...] gets a float32 array
+      [L, 1, ...] (one multiplier per layer). All 1.0 when layer_decay is 1.
+
+    Raises:
+      ConfigError naming optim.layer_decay for parameters with no depth: ALBERT's shared
+      layers, ELECTRA's generator tower, a tree without encoder layers.
+    """
+    if cfg.layer_decay == 1:
+        return jax.tree_util.tree_map(lambda _: 1.0, params)
+    return jax.tree_util.tree_map_with_path(_layer_depth_fn(params, cfg), params)
+
+
+def scale_by_layer_decay(cfg: OptimConfig) -> optax.GradientTransformation:
+    """Multiplies each update by its `layer_lr_multipliers` entry (no state)."""
+
+    def init(params: Any) -> optax.EmptyState:
+        _layer_depth_fn(params, cfg)  # refuse a tree without depths before any step
+        return optax.EmptyState()
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+        multiplier = _layer_depth_fn(updates, cfg)
+        return jax.tree_util.tree_map_with_path(
+            lambda p, u: u * multiplier(p, u), updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
 # --- the optimizer ---------------------------------------------------------------------
 
 def _to_float32() -> optax.GradientTransformation:
@@ -252,6 +384,8 @@ def _base(cfg: OptimConfig) -> optax.GradientTransformation:
     if cfg.name == "lamb":
         trust = optax.scale_by_trust_ratio()
         parts.append(trust if cfg.layer_adaptation == "all" else optax.masked(trust, decay_mask))
+    if cfg.layer_decay != 1:
+        parts.append(scale_by_layer_decay(cfg))
     parts.append(optax.scale_by_learning_rate(make_schedule(cfg)))
     return optax.chain(*parts)
 
@@ -263,7 +397,8 @@ def make_optimizer(cfg: OptimConfig, params_or_shapes: Any = None,
     Args:
       cfg: a validated OptimConfig.
       params_or_shapes: the parameter tree (arrays or `jax.eval_shape` structs), used
-        only to check it before any work: float32 leaves, frozen paths that exist.
+        only to check it before any work: float32 leaves, frozen paths that exist, and
+        a depth for every parameter when layer_decay < 1.
         The masks themselves are computed from whatever tree `init` / `update` see, so
         boxed and unboxed trees both work.
       frozen: parameters whose updates are always zero and that hold no optimizer
@@ -276,6 +411,7 @@ def make_optimizer(cfg: OptimConfig, params_or_shapes: Any = None,
     cfg.validate()
     if params_or_shapes is not None:
         _check_params(params_or_shapes, frozen)
+        layer_lr_multipliers(params_or_shapes, cfg)
     tx = _base(cfg)
     is_frozen = _frozen_predicate(frozen)
     if is_frozen is not None:

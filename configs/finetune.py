@@ -62,10 +62,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = _pretrain().get_config(",".join([preset, *knobs]))
     record = registry.family(config.model.family)
     recipe = dict(record.finetune_recipe)
-    recipe.update(recipe.pop("presets", {}).get(preset, {}))
-    task_recipe = dict(recipe.pop("tasks", {}).get(dataset, {}))
-    optim = {**recipe.get("optim", {}), **task_recipe.pop("optim", {})}
-    recipe.update(task_recipe)
+    # The preset's entry, then the DATASET's, override the family's (optim key by key).
+    optim = dict(recipe.get("optim", {}))
+    for override in (recipe.pop("presets", {}).get(preset, {}),
+                     recipe.pop("tasks", {}).get(dataset, {})):
+        override = dict(override)
+        optim.update(override.pop("optim", {}))
+        recipe.update(override)
     ner = dataset in NER_DATASETS
     squad = dataset in SQUAD_DATASETS
     # bertjax/tasks/ner.py, bertjax/tasks/squad.py, bertjax/tasks/glue.py

@@ -86,7 +86,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         total_steps=0,  # updates in the whole run; 0: train.steps / grad_accum_steps
         decay="linear", power=1.0, end_learning_rate=0.0, weight_decay=0.01,
         b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0, grad_accum_steps=1,
-        layer_adaptation="all"))
+        layer_adaptation="all",
+        layer_decay=1.0, layer_decay_depth="google"))  # layer-wise lr decay: 1 = off
     config.optim.update(recipe["optim"])
     # What to train (bertjax/tasks): "" = the family's pretraining task (mlm_nsp for BERT,
     # mlm for RoBERTa and DistilBERT, mlm_sop for ALBERT, electra); the task sets the heads.

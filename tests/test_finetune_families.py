@@ -1,9 +1,11 @@
 """Every family fine-tuned by bertjax, exported, and read back by transformers.
 
-For each family and each task kind (sequence classification, token classification), a
+For each family and each task kind (sequence classification, token classification,
+extractive question answering), a
 tiny pretrained model directory (with the family's own kind of tokenizer) is fine-tuned
 for an epoch; its best checkpoint is exported and loaded by transformers'
-*ForSequenceClassification / *ForTokenClassification, which must give the same logits
+*ForSequenceClassification / *ForTokenClassification / *ForQuestionAnswering, which
+must give the same logits
 on the dev split (<= 1e-5, finite) and so the same dev score as bertjax recorded.
 """
 
@@ -24,6 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "configs"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import test_finetune as tf  # noqa: E402
+import test_squad as ts  # noqa: E402
 
 TINY = dict(vocab_size=320, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
             max_position_embeddings=40)
@@ -36,7 +39,10 @@ FAMILY = {
     "distilbert": dict(family="distilbert", type_vocab_size=0),
     "electra": dict(family="electra", embedding_size=16),
 }
-CLASSES = {"glue": "ForSequenceClassification", "ner": "ForTokenClassification"}
+CLASSES = {"glue": "ForSequenceClassification", "ner": "ForTokenClassification",
+           "squad": "ForQuestionAnswering"}
+HEAD = {"glue": "classifier", "ner": "token_classifier", "squad": "span"}
+MAIN = {"glue": "accuracy", "ner": "f1", "squad": "f1"}
 PREFIX = {"bert": "Bert", "roberta": "Roberta", "albert": "Albert", "distilbert": "DistilBert",
           "electra": "Electra"}
 
@@ -51,6 +57,8 @@ def data(tmp_path_factory):
                    for a, b, y in tf._pair_task(rng, n)])
     tf._write_conll(str(root / "ner" / "train.txt"), tf._conll_sentences(rng, 96))
     tf._write_conll(str(root / "ner" / "valid.txt"), tf._conll_sentences(rng, 40))
+    ts._write_json(str(root / "squad" / "train-v1.1.json"), ts.reading_task(rng, 64))
+    ts._write_json(str(root / "squad" / "dev-v1.1.json"), ts.reading_task(rng, 32))
     return root
 
 
@@ -62,7 +70,8 @@ def _pretrained(family: str, root) -> str:
     from bertjax.models import ModelConfig, build, init_params
     from bertjax.models.registry import family as record
 
-    texts = [" ".join(tf.WORDS + tf.PEOPLE + tf.PLACES + ["city"])] * 30
+    texts = [" ".join(tf.WORDS + tf.PEOPLE + tf.PLACES + ["city"] + ts.PEOPLE + ts.PLACES
+                      + list(ts.COUNTRY.values()) + "lives in which is ? .".split())] * 30
     tok = train_tokenizer(texts, record(family).tokenizer_kind, 320, str(root / "tok"),
                           family=family)
     cfg = ModelConfig.from_dict({**TINY, **FAMILY[family], "heads": ()})
@@ -73,7 +82,7 @@ def _pretrained(family: str, root) -> str:
     return out
 
 
-@pytest.mark.parametrize("kind", ["glue", "ner"])
+@pytest.mark.parametrize("kind", ["glue", "ner", "squad"])
 @pytest.mark.parametrize("family", list(FAMILY))
 def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
                                                             tmp_path):
@@ -83,13 +92,16 @@ def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
     from bertjax.convert.hfdir import export_hf
     from bertjax.models import build
 
-    c = finetune.get_config(f"{'custom' if kind == 'glue' else 'ner'},{family}_base,runlocal")
+    dataset = {"glue": "custom", "ner": "ner", "squad": "squad_v1"}[kind]
+    c = finetune.get_config(f"{dataset},{family}_base,runlocal")
     c.init_from = _pretrained(family, tmp_path)
     if kind == "glue":
         c.finetune.update(data=f"jsonl:{data / 'pairs'}", text_fields=("p", "h"),
                           labels=("0", "1"))
-    else:
+    elif kind == "ner":
         c.finetune.update(data=f"conll:{data / 'ner'}")
+    else:
+        c.finetune.update(data=f"json:{data / 'squad'}", doc_stride=8, max_query_length=8)
     c.finetune.update(epochs=1.0, pad_multiple=32)  # one length: one compiled step
     c.train.update(batch_size=16, checkpoint_every=0, peak_flops=1e12)
     c.max_seq_length = 32
@@ -107,7 +119,7 @@ def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
 
     task = tasks.get(c)
     cfg, params = checkpoint.load_model_dir(best)
-    head = "classifier" if kind == "glue" else "token_classifier"
+    head = HEAD[kind]
     batches, order = task.eval_batches("validation")
     ours, theirs = [], []
     for b in batches:
@@ -118,22 +130,26 @@ def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
         if cfg.type_vocab_size:
             inputs["token_type_ids"] = b["token_type_ids"]
         with torch.no_grad():
-            ref = model(**{k: torch.from_numpy(v.astype(np.int64))
-                           for k, v in inputs.items()}).logits.numpy()
+            out = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in inputs.items()})
+        ref = (np.stack([out.start_logits.numpy(), out.end_logits.numpy()], -1)
+               if kind == "squad" else out.logits.numpy())
         real = b["weights"] > 0
-        mask = b["attention_mask"][real].astype(bool) if kind == "ner" else slice(None)
+        mask = b["attention_mask"][real].astype(bool) if kind != "glue" else slice(None)
         assert np.isfinite(logits).all() and np.isfinite(ref).all()
         np.testing.assert_allclose(logits[real][mask], ref[real][mask], atol=1e-5, rtol=0)
         if kind == "ner":  # per token: ids of the same shape for the score
             ours.append(np.pad(logits.argmax(-1), [(0, 0), (0, 32 - logits.shape[1])]))
             theirs.append(np.pad(ref.argmax(-1), [(0, 0), (0, 32 - ref.shape[1])]))
+        elif kind == "squad":  # per token: [rows, 32, 2]
+            ours.append(np.pad(logits, [(0, 0), (0, 32 - logits.shape[1]), (0, 0)]))
+            theirs.append(np.pad(ref, [(0, 0), (0, 32 - ref.shape[1]), (0, 0)]))
         else:
             ours.append(logits)
             theirs.append(ref)
     from bertjax.tasks.finetune import ordered
 
     score = task.scores("validation", ordered(theirs, order))
-    main = "accuracy" if kind == "glue" else "f1"
+    main = MAIN[kind]
     assert score[main] == pytest.approx(recorded[main], abs=1e-6)
     assert task.scores("validation", ordered(ours, order))[main] == pytest.approx(
         recorded[main], abs=1e-6)

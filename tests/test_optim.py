@@ -314,8 +314,110 @@ def test_config_validation_names_the_key():
         optim.OptimConfig.from_dict({"learning_rat": 1e-3})
     bad = [("name", "sgd"), ("decay", "step"), ("warmup_steps", 20), ("learning_rate", 0.0),
            ("end_learning_rate", 1.0), ("clip_norm", -1.0), ("grad_accum_steps", 0),
-           ("b2", 1.0), ("layer_adaptation", "none")]
+           ("b2", 1.0), ("layer_adaptation", "none"), ("layer_decay", 0.0),
+           ("layer_decay", 1.2), ("layer_decay_depth", "electra")]
     for key, value in bad:
         with pytest.raises(ConfigError, match=f"optim.{key}="):
             optim.OptimConfig.from_dict({"total_steps": 10, "warmup_steps": 1,
                                          "learning_rate": 0.1, key: value})
+
+
+# --- layer-wise learning-rate decay ------------------------------------------------------
+
+def _model_params(scan, **model):
+    """A 3-layer model's parameter tree, every leaf ones."""
+    cfg = ModelConfig(**{**TINY, "num_layers": 3, "scan_layers": scan, **model})
+    ids = jnp.zeros((1, 8), jnp.int32)
+    shapes = nn.unbox(jax.eval_shape(lambda k: build(cfg).init(k, ids), jax.random.key(0)))
+    return jax.tree_util.tree_map(lambda s: np.ones(s.shape, np.float32), shapes["params"])
+
+
+# By hand, L = 3 and d = 0.5 (powers of two: exact in float32).
+# google: heads 1, layer_2 d^2, layer_1 d^3, layer_0 d^4, embeddings d^5.
+# intended: heads 1, layer_2 d, layer_1 d^2, layer_0 d^3, embeddings d^4.
+_EXPECTED = {"google": {"head": 1.0, 2: 0.25, 1: 0.125, 0: 0.0625, "embeddings": 0.03125},
+             "intended": {"head": 1.0, 2: 0.5, 1: 0.25, 0: 0.125, "embeddings": 0.0625}}
+
+
+@pytest.mark.parametrize("depth", ["google", "intended"])
+@pytest.mark.parametrize("scan", [False, True])
+@pytest.mark.parametrize("model", [
+    dict(family="bert", heads=("pooler", "classifier"), num_labels=2),
+    dict(family="electra", embedding_size=8, heads=("classifier",), num_labels=2),
+])
+def test_layer_decay_scales_each_layers_step_by_hand(depth, scan, model):
+    # One AdamW step from a zero state with gradients of ones: Adam's update is
+    # g / (|g| + eps) = 1 / (1 + eps) everywhere; decoupled decay adds wd * p = wd on the
+    # decayed leaves. The learning rate multiplies both, so each leaf moves by
+    # -lr * m * (1 / (1 + eps) + wd * decayed), m its layer's multiplier.
+    # (float32 bias correction leaves ~1e-6 relative; the multipliers differ 2x.)
+    lr, wd, eps = 0.1, 0.5, 1e-6
+    cfg = optim.OptimConfig(learning_rate=lr, warmup_steps=0, total_steps=10, weight_decay=wd,
+                            eps=eps, clip_norm=0, layer_decay=0.5, layer_decay_depth=depth)
+    params = _model_params(scan, **model)
+    tx = optim.make_optimizer(cfg, params)
+    grads = jax.tree_util.tree_map(np.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)  # eager: no compile
+    want = _EXPECTED[depth]
+    mask = _flat(optim.decay_mask(params))
+    seen = set()
+    for path, u in _flat(updates).items():
+        step = 1 / (1 + eps) + wd * mask[path]
+        parts = path.split("/")
+        if parts[0] == "embeddings" or parts[:2] == ["encoder", "embeddings_project"]:
+            m, kind = want["embeddings"], "embeddings"
+        elif parts[:2] == ["encoder", "layers"]:  # scan: slice i is layer i
+            m, kind = np.array([want[i] for i in range(3)]).reshape((3,) + (1,) * (u.ndim - 1)), 3
+        elif parts[0] == "encoder":
+            i = int(parts[1].removeprefix("layer_"))
+            m, kind = want[i], i
+        else:
+            m, kind = want["head"], parts[0]
+        seen.add(kind)
+        np.testing.assert_allclose(u, np.broadcast_to(-lr * m * step, u.shape), rtol=1e-5,
+                                   err_msg=path)
+    heads = set(model["heads"])
+    assert seen == {"embeddings", *heads, *([3] if scan else [0, 1, 2])}
+    if model["family"] == "electra":  # the E -> H projection counts as embeddings
+        assert "encoder/embeddings_project/kernel" in mask
+    # layer_lr_multipliers says the same, and the stacked leaf gets one value per layer.
+    mult = _flat(optim.layer_lr_multipliers(params, cfg))
+    key = ("encoder/layers/unit/output/kernel" if scan else "encoder/layer_1/output/kernel")
+    assert np.ravel(mult[key]).tolist() == ([want[0], want[1], want[2]] if scan else [want[1]])
+    assert mult["classifier/out/kernel"] == 1.0
+
+
+@pytest.mark.parametrize("depth", ["google", "intended"])
+def test_layer_decay_one_is_exactly_adamw(depth):
+    cfg = optim.OptimConfig(learning_rate=0.01, warmup_steps=1, total_steps=5, weight_decay=0.1,
+                            clip_norm=0, layer_decay=1.0, layer_decay_depth=depth)
+    params = _model_params(False, family="bert", heads=("pooler", "classifier"), num_labels=2)
+    rng = np.random.default_rng(0)
+    grads = [jax.tree_util.tree_map(lambda p: rng.normal(size=p.shape).astype(np.float32),
+                                    params) for _ in range(2)]
+    ours, state, updates = _run(optim.make_optimizer(cfg, params), params, grads)
+    adamw = optax.adamw(optim.make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                        weight_decay=cfg.weight_decay, mask=optim.decay_mask)
+    ref, ref_state, ref_updates = _run(adamw, params, grads)
+    for a, b in zip(jax.tree_util.tree_leaves((ours, state, updates)),
+                    jax.tree_util.tree_leaves((ref, ref_state, ref_updates)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_layer_decay_refuses_parameters_without_a_depth():
+    cfg = optim.OptimConfig(layer_decay=0.8)
+    albert = _model_params(False, family="albert", hidden_act="gelu_new", embedding_size=8,
+                           num_hidden_groups=1, heads=("pooler", "classifier"), num_labels=2)
+    with pytest.raises(ConfigError, match=r"optim.layer_decay=0.8: ALBERT's shared layers "
+                                          r"\(encoder/group_0\)"):
+        optim.make_optimizer(cfg, albert)
+    tx = optim.make_optimizer(cfg)  # without a tree to check, init refuses it
+    with pytest.raises(ConfigError, match="optim.layer_decay=0.8"):
+        tx.init(albert)
+    optim.make_optimizer(cfg.replace(layer_decay=1.0), albert)  # off: ALBERT is fine
+    electra = _model_params(False, family="electra", embedding_size=8, generator_hidden_size=8,
+                            generator_num_heads=1, generator_intermediate_size=16)
+    with pytest.raises(ConfigError, match="optim.layer_decay=0.8: generator/.*generator tower"):
+        optim.make_optimizer(cfg, electra)
+    with pytest.raises(ConfigError, match="optim.layer_decay=0.8: .*no encoder/layer_"):
+        optim.make_optimizer(cfg, _params())

@@ -19,4 +19,5 @@ def main(argv: list[str]) -> None:
     config = common.required(common.CONFIG)
     task = tasks.get(config)
     cfg = experiment.model_config(config, task)
-    print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq, task.teacher))
+    print(describe(cfg, config.max_seq_length, config.get("max_predictions_per_seq", 0),
+                   task.teacher))

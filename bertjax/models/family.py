@@ -123,7 +123,8 @@ class Family:
     preset_recipes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # Fine-tuning recipe (configs/finetune.py): learning_rate, batch_size, epochs,
     # warmup_proportion, and optionally optim (other keys), long_tasks / long_epochs,
-    # presets (preset -> overrides).
+    # presets (preset -> overrides; their optim merged into the family's) and tasks
+    # (DATASET -> overrides: learning_rate, batch_size, epochs, steps, warmup_steps, optim).
     finetune_recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     google: GoogleNames | None = None
     mlm_activation: str = ""  # MLM transform activation; "": the config's hidden_act

@@ -1,0 +1,266 @@
+"""SQuAD (bertjax/data/squad.py, bertjax/tasks/squad.py): files, windows, training.
+
+The windows are checked as properties on long contexts with a WordPiece and a
+byte-level BPE tokenizer: every answer lies in at least one window whose start and end
+tokens' character offsets give back exactly the answer's text, consecutive windows
+start doc_stride tokens apart, and each context token is scored in exactly one window
+(the max-context rule). A tiny BERT then learns a synthetic reading task ("which city
+is in italy?" over a paragraph of who lives where, so the question must be read),
+`evaluate` gives the recorded scores, and `predict` writes the official files (v2.0:
+with null_odds.json), which `score` reads back with the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from bertjax.data import squad
+from bertjax.data.glue import DatasetError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import test_finetune as tf  # noqa: E402
+
+PEOPLE = "anna boris clara dmitri elena felix greta hugo ines jonas karla lukas".split()
+COUNTRY = dict(paris="france", berlin="germany", rome="italy", oslo="norway", madrid="spain",
+               lisbon="portugal", vienna="austria", dublin="ireland")
+PLACES = list(COUNTRY)
+
+
+def reading_task(rng, n, facts=(3, 6), impossible=0.0, filler=0):
+    """SQuAD-format articles: a paragraph says where some people live, each in another
+    city (in a random order, with `filler` random words between facts); each question
+    asks which city is in a country, one of theirs (or, with probability `impossible`,
+    another: a v2.0 question without an answer). The answer depends on the question."""
+    paragraphs = []
+    for i in range(n):
+        people = rng.choice(PEOPLE, int(rng.integers(*facts)), replace=False)
+        places = rng.choice(PLACES, len(people), replace=False)
+        parts, where = [], {}
+        for p, place in zip(people, places, strict=True):
+            filler_words = " ".join(rng.choice(tf.WORDS, filler)) + " " if filler else ""
+            parts.append(filler_words)
+            where[str(place)] = sum(len(x) for x in parts) + len(f"{p} lives in ")
+            parts.append(f"{p} lives in {place} . ")
+        context = "".join(parts).strip()
+        if rng.random() < impossible:
+            asked = str(rng.choice([p for p in PLACES if p not in where]))
+            qa = {"id": f"q{i}", "question": f"which city is in {COUNTRY[asked]} ?",
+                  "answers": [], "is_impossible": True}
+        else:
+            asked = str(rng.choice(places))
+            start = where[asked]
+            assert context[start:start + len(asked)] == asked
+            qa = {"id": f"q{i}", "question": f"which city is in {COUNTRY[asked]} ?",
+                  "answers": [{"text": asked, "answer_start": start}]}
+        paragraphs.append({"context": context, "qas": [qa]})
+    return [{"title": "t", "paragraphs": paragraphs}]
+
+
+def _write_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"version": "1.1", "data": data}, f)
+
+
+def test_files_read_and_bad_records_named(tmp_path):
+    rng = np.random.default_rng(0)
+    data = reading_task(rng, 5)
+    _write_json(str(tmp_path / "train-v1.1.json"), data)
+    questions, read = squad.read_split(f"json:{tmp_path}", "v1.1", "train")
+    assert [q.qid for q in questions] == [f"q{i}" for i in range(5)] and read == data
+    text, start = questions[0].answers[0]
+    assert questions[0].context[start:start + len(text)] == text
+    # An answer whose answer_start does not point at its text: named to the record.
+    data[0]["paragraphs"][2]["qas"][0]["answers"][0]["answer_start"] += 1
+    _write_json(str(tmp_path / "train-v1.1.json"), data)
+    with pytest.raises(DatasetError, match=r"train-v1.1.json: data\[0\].paragraphs\[2\]"
+                                           r".qas\[0\].answers\[0\] \(id q2\): text"):
+        squad.read_split(f"json:{tmp_path}", "v1.1", "train")
+    with open(tmp_path / "dev-v1.1.json", "w") as f:
+        f.write("{not json")
+    with pytest.raises(DatasetError, match=r"dev-v1.1.json: not valid JSON"):
+        squad.read_split(f"json:{tmp_path}", "v1.1", "validation")
+    _write_json(str(tmp_path / "dev-v1.1.json"), [])
+    with pytest.raises(DatasetError, match=r"dev-v1.1.json: the validation split has no"):
+        squad.read_split(f"json:{tmp_path}", "v1.1", "validation")
+    with pytest.raises(DatasetError, match=r"finetune.data='squad:x'"):
+        squad.read_split("squad:x", "v1.1", "validation")
+
+
+@pytest.fixture(scope="module")
+def tokenizers_by_kind(tmp_path_factory):
+    from bertjax.data.train_tokenizer import train as train_tokenizer
+
+    root = tmp_path_factory.mktemp("squad_tok")
+    texts = [" ".join(tf.WORDS + PEOPLE + PLACES + list(COUNTRY.values())
+                      + ["lives", "in", "which", "city", "is", "?", "."])] * 30
+    return {kind: train_tokenizer(texts, kind, 320, str(root / kind), family=family)
+            for kind, family in (("wordpiece", "bert"), ("bpe", "roberta"))}
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_every_answer_is_in_a_window_with_its_exact_text(tokenizers_by_kind, kind):
+    from bertjax.tasks import squad as task
+
+    tok = tokenizers_by_kind[kind]
+    rng = np.random.default_rng(1)
+    data = reading_task(rng, 30, facts=(6, 9), filler=6)
+    several = 0
+    for q in squad._questions(data, "mem"):
+        encs = task.windows(tok, q.question, q.context, 48, 16, 12)
+        several += len(encs) > 1
+        text, start = q.answers[0]
+        found = 0
+        for enc in encs:
+            assert len(enc.ids) <= 48
+            span = task.answer_tokens(enc, start, start + len(text))
+            if span is not None:
+                first, last = span
+                assert q.context[enc.offsets[first][0]:enc.offsets[last][1]] == text
+                found += 1
+        assert found >= 1, (q.qid, text)
+        # Windows start doc_stride context tokens apart, over the whole context.
+        firsts = [enc.offsets[task.context_tokens(enc)[0]] for enc in encs]
+        ctx_offsets = [tuple(o) for o in tok.backend.encode(q.context,
+                                                            add_special_tokens=False).offsets]
+        starts = [ctx_offsets.index(tuple(o)) for o in firsts]
+        assert starts == list(range(0, 16 * len(encs), 16))
+        last = encs[-1].offsets[task.context_tokens(encs[-1])[-1]]
+        assert tuple(last) == ctx_offsets[-1]
+        # Each context token is scored in exactly one window, one that sees it.
+        flags = task.max_context(encs)
+        scored = [tuple(enc.offsets[i]) for enc, f in zip(encs, flags, strict=True)
+                  for i in np.flatnonzero(f)]
+        assert sorted(scored) == sorted(ctx_offsets)
+    assert several == 30  # the contexts are long: every one needs several windows
+
+
+def test_long_questions_are_cut_to_max_query_length(tokenizers_by_kind):
+    from bertjax.tasks import squad as task
+
+    tok = tokenizers_by_kind["wordpiece"]
+    question = " ".join(["where"] * 40)
+    encs = task.windows(tok, question, "anna lives in paris .", 64, 16, 12)
+    assert [s for s in encs[0].sequence_ids].count(0) == 12
+
+
+def test_answers_off_token_boundaries_are_counted_and_left_out(tokenizers_by_kind, tmp_path,
+                                                               capsys):
+    import finetune
+
+    from bertjax import tasks
+
+    rng = np.random.default_rng(2)
+    data = reading_task(rng, 6)
+    # "aris" of "paris": in the context, but not a whole token.
+    answer = data[0]["paragraphs"][4]["qas"][0]["answers"][0]
+    answer.update(text=answer["text"][1:], answer_start=answer["answer_start"] + 1)
+    _write_json(str(tmp_path / "data" / "train-v1.1.json"), data)
+    tok_dir = str(tmp_path / "tok")
+    tokenizers_by_kind["wordpiece"].save(tok_dir)
+    c = finetune.get_config("squad_v1,bert_base,runlocal")
+    c.tokenizer.path = tok_dir
+    c.finetune.data = f"json:{tmp_path / 'data'}"
+    task = tasks.get(c)
+    feats = task.features("train")
+    assert task.left_out["train"] == ["q4"]
+    assert "1 of 6 answers do not begin and end on token boundaries (e.g. id q4)" in \
+        capsys.readouterr().out
+    assert len(feats) == 5  # one window each; q4's left out
+    for row, start, end, (q_index, enc, _) in zip(feats.ids, feats.extra["start"],
+                                                  feats.extra["end"],
+                                                  task._windows["train"], strict=True):
+        q = task._questions["train"][q_index]
+        text, _ = q.answers[0]
+        assert q.context[enc.offsets[start][0]:enc.offsets[end][1]] == text
+        assert len(row) == len(enc.ids)
+
+
+# --- training end to end ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory, tokenizers_by_kind):
+    import finetune
+    import jax
+
+    from bertjax import checkpoint, train
+    from bertjax.models import ModelConfig, build, init_params
+
+    root = tmp_path_factory.mktemp("squad")
+    rng = np.random.default_rng(4)
+    _write_json(str(root / "v1" / "train-v1.1.json"), reading_task(rng, 480, facts=(2, 6)))
+    _write_json(str(root / "v1" / "dev-v1.1.json"), reading_task(rng, 60, facts=(2, 6)))
+    _write_json(str(root / "v2" / "dev-v2.0.json"), reading_task(rng, 60, impossible=0.5))
+    cfg = ModelConfig.from_dict(dict(family="bert", vocab_size=320, hidden_size=64,
+                                     num_layers=2, num_heads=4, intermediate_size=128,
+                                     max_position_embeddings=64, dropout_rate=0.0,
+                                     attention_dropout_rate=0.0))
+    params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
+        init_params(build(cfg))))())
+    pretrained = str(root / "pretrained")
+    checkpoint.save_model_dir(pretrained, cfg, params, tokenizers_by_kind["wordpiece"])
+    c = finetune.get_config("squad_v1,bert_base,runlocal")
+    c.init_from = pretrained
+    c.finetune.update(data=f"json:{root / 'v1'}", epochs=12.0, pad_multiple=8,
+                      doc_stride=16, max_query_length=12)
+    c.optim.learning_rate = 1e-3
+    c.train.update(batch_size=16, checkpoint_every=0, peak_flops=1e12)
+    c.max_seq_length = 48
+    work = str(root / "run")
+    return {"config": c, "work": work, "result": train.train(c, work), "root": root}
+
+
+def test_a_reader_learns_to_answer_from_the_question(reader):
+    assert reader["result"]["status"] == "done"
+    scores = tf._eval_scalars(reader["work"])
+    # Guessing one of the 2-5 cities of the paragraph scores ~35 exact match.
+    assert max(scores["validation/exact_match"]) > 80, scores
+    with open(os.path.join(reader["work"], "best", "config.json")) as f:
+        best = json.load(f)
+    assert best["model"]["heads"] == ["span"]
+    assert best["scores"]["validation"]["f1"] == max(scores["validation/f1"])
+
+
+def test_evaluate_predict_and_score_agree_on_v1_and_v2(reader, tmp_path):
+    from bertjax import evaluate
+    from bertjax.scoring import squad as official
+
+    best = os.path.join(reader["work"], "best")
+    c = reader["config"]
+    with open(os.path.join(best, "config.json")) as f:
+        recorded = json.load(f)["scores"]["validation"]
+    scores = evaluate.evaluate(c, best)["validation"]
+    assert scores == pytest.approx(recorded)
+    out = str(tmp_path / "v1")
+    written = evaluate.predict(c, best, out)
+    assert [os.path.basename(p) for p in written] == ["predictions.json"]
+    with open(written[0]) as f:
+        predictions = json.load(f)
+    with open(reader["root"] / "v1" / "dev-v1.1.json") as f:
+        gold = json.load(f)["data"]
+    assert set(predictions) == {f"q{i}" for i in range(60)}
+    assert official.score_v1(gold, predictions) == pytest.approx(scores)
+    # v2.0: the same model on questions half of which have no answer in the paragraph.
+    v2 = c.copy_and_resolve_references()
+    v2.finetune.update(version="v2.0", data=f"json:{reader['root'] / 'v2'}")
+    written = evaluate.predict(v2, best, str(tmp_path / "v2"))
+    assert sorted(os.listdir(tmp_path / "v2")) == ["null_odds.json", "predictions.json"]
+    with open(written[0]) as f:
+        predictions = json.load(f)
+    with open(tmp_path / "v2" / "null_odds.json") as f:
+        odds = json.load(f)
+    assert set(odds) == set(predictions) == {f"q{i}" for i in range(60)}
+    assert all((predictions[q] == "") == (odds[q] > 0.0) for q in odds)
+    with open(reader["root"] / "v2" / "dev-v2.0.json") as f:
+        gold = json.load(f)["data"]
+    v2_scores = evaluate.evaluate(v2, best)["validation"]
+    assert official.score_v2(gold, predictions, odds) == pytest.approx(v2_scores)
+    assert v2_scores["HasAns_total"] + v2_scores["NoAns_total"] == 60
