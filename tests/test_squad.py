@@ -95,6 +95,39 @@ def test_files_read_and_bad_records_named(tmp_path):
         squad.read_split("squad:x", "v1.1", "validation")
 
 
+def test_tfds_squad_records_become_the_official_layout():
+    """TFDS's squad/v2.0 records (its feature names, one record per question) are read
+    back into the official articles/paragraphs/qas layout the scores need."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow as tf_
+
+    data = reading_task(np.random.default_rng(5), 6, impossible=0.5)
+    records = [{"id": qa["id"], "title": "t", "context": p["context"],
+                "question": qa["question"], "is_impossible": qa.get("is_impossible", False),
+                "answers": {"text": [a["text"] for a in qa["answers"]],
+                            "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+               for p in data[0]["paragraphs"] for qa in p["qas"]]
+    text = tf_.TensorSpec((), tf_.string)
+    spec = {"id": text, "title": text, "context": text, "question": text,
+            "is_impossible": tf_.TensorSpec((), tf_.bool),
+            "answers": {"text": tf_.TensorSpec((None,), tf_.string),
+                        "answer_start": tf_.TensorSpec((None,), tf_.int32)}}
+
+    def as_dataset(self, *args, **kwargs):
+        assert self.name == "squad" and self.builder_config.name == "v2.0"
+        return tf_.data.Dataset.from_generator(lambda: iter(records), output_signature=spec)
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        questions, read = squad.read_split("tfds", "v2.0", "validation")
+    assert [q.qid for q in questions] == [r["id"] for r in records]
+    assert [q.impossible for q in questions] == [r["is_impossible"] for r in records]
+    assert sum(len(p["qas"]) for p in read[0]["paragraphs"]) == 6
+    gold = {qa["id"]: [a["text"] for a in qa["answers"]]
+            for p in read[0]["paragraphs"] for qa in p["qas"]}
+    assert gold == {qa["id"]: [a["text"] for a in qa["answers"]]
+                    for p in data[0]["paragraphs"] for qa in p["qas"]}
+
+
 @pytest.fixture(scope="module")
 def tokenizers_by_kind(tmp_path_factory):
     from bertjax.data.train_tokenizer import train as train_tokenizer
