@@ -17,9 +17,10 @@ WORKDIR holds everything a run writes:
 
 Resume order (the same on every start, so re-running the command is the way to resume):
   1. the newest committed checkpoint in WORKDIR/checkpoints: state and data position;
-  2. else `config.init_from`: parameters from a model directory or a transformers
-     directory of any form, fitted to the task's heads (bertjax/pretrained.py: a table
-     of loaded, created and dropped modules is printed), fresh optimizer;
+  2. else `config.init_from` (the task's `weights_from()`): parameters from a model
+     directory or a transformers directory of any form, fitted to the task's heads
+     (bertjax/pretrained.py: a table of loaded, created and dropped modules is
+     printed), fresh optimizer;
   3. else the task's own start (distillation: the student's layers from the teacher's);
   4. else fresh parameters from `config.seed`.
 
@@ -190,12 +191,12 @@ class Trainer:
             return f"checkpoint {self.ckpts.directory}/{latest}"
         self.state, _ = sharding.create_sharded(s.init, s.abstract, s.mesh, s.rules)
         params_sh = s.state_shardings["params"]
-        if self.config.init_from:
+        if self.task.weights_from():
             params, rows, where = pretrained.load_into(
-                self.config.init_from, s.cfg, self.state["params"], "config.init_from")
+                self.task.weights_from(), s.cfg, self.state["params"], "config.init_from")
             self.state["params"] = jax.device_put(params, params_sh)
             _log(f"init_from {where}:\n{pretrained.table(rows)}")
-            return f"init_from {os.path.abspath(self.config.init_from)}"
+            return f"init_from {os.path.abspath(self.task.weights_from())}"
         started = self.task.init_params(self.ctx, self.state["params"], params_sh)
         if started is not None:
             self.state["params"], note = started

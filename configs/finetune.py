@@ -20,7 +20,8 @@ r"""Fine-tuning configs: `DATASET[,PRESET][,runlocal]`.
 
 DATASET: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax) or custom
 (the glue task), conll2003 or ner (your CoNLL files; the ner task), squad_v1 or squad_v2
-(the squad task).
+(the squad task), or a built-in demo task: demo_next, demo_boundary, demo_intruder
+(bertjax/data/demo_tasks.py; no download).
 PRESET names the family whose fine-tuning recipe applies (the papers': learning rate,
 batch, epochs, warmup, Adam settings; bertjax/models/<family>.py) and the architecture
 when training from scratch (no init_from); default bert_base. With init_from, the
@@ -50,6 +51,9 @@ def _pretrain():
 NER_DATASETS = ("conll2003", "ner")
 # DATASET names that are SQuAD (the squad task) and their versions.
 SQUAD_DATASETS = {"squad_v1": "v1.1", "squad_v2": "v2.0"}
+# The built-in demo tasks (bertjax/data/demo_tasks.py), made from the demo corpus: a
+# classification (glue), a tagging (ner) and a span (squad) task; their label sets.
+DEMO_DATASETS = {"demo_next": ("next", "random"), "demo_boundary": (), "demo_intruder": ()}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -69,25 +73,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         override = dict(override)
         optim.update(override.pop("optim", {}))
         recipe.update(override)
-    ner = dataset in NER_DATASETS
-    squad = dataset in SQUAD_DATASETS
+    ner = dataset in NER_DATASETS or dataset == "demo_boundary"
+    squad = dataset in SQUAD_DATASETS or dataset == "demo_intruder"
     # bertjax/tasks/ner.py, bertjax/tasks/squad.py, bertjax/tasks/glue.py
     config.task = "ner" if ner else "squad" if squad else "glue"
     epochs = (recipe.get("long_epochs", recipe["epochs"])
               if dataset in recipe.get("long_tasks", ()) else recipe["epochs"])
+    demo = dataset in DEMO_DATASETS
     config.finetune = ml_collections.ConfigDict(dict(
-        dataset=dataset,  # a GLUE task, or custom
+        dataset="custom" if demo else dataset,  # a GLUE task, or custom
         # glue: tfds | glue:DIR | jsonl:DIR | csv:DIR (bertjax/data/glue.py);
         # ner: tfds (CoNLL-2003) | conll:DIR (bertjax/data/conll.py)
-        data="tfds" if dataset != "ner" else "",
+        data=f"demo:{dataset}" if demo else "tfds" if dataset != "ner" else "",
         text_fields=("text",),  # custom data: one field, or two for sentence pairs
         label_field="label",
-        labels=(),  # custom data: the class names (empty: a regression); ner: the tag set
+        # custom data: the class names (empty: a regression); ner: the tag set
+        labels=DEMO_DATASETS.get(dataset, ()),
         label_all_pieces=False,  # ner: tag every sub-token, not only a word's first
         epochs=float(epochs),  # over the train split; train.steps > 0 overrides
         warmup_proportion=float(recipe["warmup_proportion"]),  # of all steps
         warmup_steps=int(recipe.get("warmup_steps", 0)),  # > 0: this many instead
         pad_multiple=16,  # a batch is padded to its longest row rounded up to this
+        from_scratch=False,  # True: init_from's architecture and tokenizer, fresh weights
         seeds=1,  # K > 1: K runs (seed, seed + 1, ...) and their median (results.json)
     ))
     config.optim.update(name="adamw", learning_rate=float(recipe["learning_rate"]),
@@ -103,13 +110,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if squad:
         config.max_seq_length = 384
         config.finetune.update(
-            version=SQUAD_DATASETS[dataset],
+            version=SQUAD_DATASETS.get(dataset, "v1.1"),
             doc_stride=128,  # tokens between window starts (Google's; not HF's overlap)
             max_query_length=64,  # question tokens kept
             n_best=20,  # candidate starts and ends per window
             max_answer_length=30,  # tokens
             null_score_diff_threshold=0.0,  # v2.0: no answer when null - best > this
         )
+    if dataset == "demo_intruder":
+        config.finetune.max_answer_length = 64  # the answer is a whole sentence
     # Pretraining keys a fine-tuning run does not read.
     for key in ("data", "phase2", "max_predictions_per_seq", "electra"):
         if key in config:
@@ -117,7 +126,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "runlocal" in knobs:
         config.max_seq_length = 64
         config.train.update(batch_size=16, log_every=10, checkpoint_every=100)
-        if squad:
+        if demo:  # a tiny model from a 600-step pretraining (benchmarks/RESULTS.md)
+            config.optim.learning_rate = 1e-3
+        if squad or dataset == "demo_boundary":  # three sentences: up to ~90 tokens
             config.max_seq_length = 128
+        if squad:
             config.finetune.update(doc_stride=48, max_query_length=32)
     return config

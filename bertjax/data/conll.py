@@ -7,6 +7,7 @@ Sources (`finetune.data` of configs/finetune.py:conll2003 and custom NER data):
                     one word a line, whitespace-separated columns, the word first and
                     its tag last (CoNLL-2003: word POS chunk NER); blank lines between
                     sentences; -DOCSTART- lines are skipped
+  demo:demo_boundary  the built-in demo task (bertjax/data/demo_tasks.py)
 
 Tags may be IOB1 (CoNLL-2003's original files: I- opens an entity unless it follows
 one of the same type) or IOB2; both become IOB2 by conlleval's chunk rules
@@ -107,8 +108,14 @@ def read_split(source: str, split: str, tfds_data_dir: str | None = None) -> lis
         if not found:
             raise DatasetError(f"{os.path.join(path, names[0])}: missing (the {split} split)")
         sentences = read_conll(found[0], split)
+    elif kind == "demo" and path == "demo_boundary":
+        from bertjax.data import demo_tasks
+
+        sentences = [Sentence(f"{split}-{i}", words, tags) for i, (words, tags)
+                     in enumerate(demo_tasks.boundary_examples(split))]
     else:
-        raise DatasetError(f"finetune.data={source!r}: expected tfds or conll:DIR")
+        raise DatasetError(f"finetune.data={source!r}: expected tfds, conll:DIR or "
+                           "demo:demo_boundary")
     if not sentences:
         raise DatasetError(f"{source}: the {split} split has no sentences")
     return sentences

@@ -10,6 +10,7 @@ Sources (`finetune.data`):
   jsonl:DIR, csv:DIR   users' data: DIR/SPLIT.jsonl or DIR/SPLIT.csv, one example a line
                        (a header line for csv), text and label under the field names
                        `finetune.text_fields` and `finetune.label_field`
+  demo:demo_next       the built-in demo task (bertjax/data/demo_tasks.py)
 
 Labels are read by name (a TSV "entailment", a jsonl "positive") and become indices in
 the task's label order, which is TFDS's (MNLI: entailment, neutral, contradiction;
@@ -234,9 +235,14 @@ def read_split(task: GlueTask, source: str, split: str,
     elif kind in ("jsonl", "csv"):
         examples = _read_records(os.path.join(path, f"{split}.{kind}"), kind, task, split,
                                  text_fields, label_field)
+    elif kind == "demo" and path == "demo_next":
+        from bertjax.data import demo_tasks
+
+        examples = [Example(f"{split}-{i}", a, b, label) for i, (a, b, label)
+                    in enumerate(demo_tasks.next_examples(split))]
     else:
-        raise DatasetError(f"finetune.data={source!r}: expected tfds, glue:DIR, jsonl:DIR "
-                           "or csv:DIR")
+        raise DatasetError(f"finetune.data={source!r}: expected tfds, glue:DIR, jsonl:DIR, "
+                           "csv:DIR or demo:demo_next")
     if not examples:
         raise DatasetError(f"{source}: the {split} split of {task.name} is empty")
     return examples

@@ -5,6 +5,7 @@ Sources (`finetune.data` of configs/finetune.py:squad_v1 / squad_v2):
   tfds        tensorflow-datasets squad/v1.1 or squad/v2.0
   json:DIR    the official files: DIR/train-v1.1.json, DIR/dev-v1.1.json (v2.0:
               train-v2.0.json, dev-v2.0.json)
+  demo:demo_intruder  the built-in demo task (v1.1; bertjax/data/demo_tasks.py)
 
 Every answer's `answer_start` must point at its text: an answer where
 `context[answer_start:answer_start + len(text)] != text`, like a malformed file (no
@@ -107,8 +108,15 @@ def read_split(source: str, version: str, split: str) -> tuple[list[Question], l
     elif kind == "json" and path:
         where = os.path.join(path, FILES[version][split])
         questions, data = _read_json(where)
+    elif kind == "demo" and path == "demo_intruder" and version == "v1.1":
+        from bertjax.data import demo_tasks
+
+        where = source
+        data = demo_tasks.intruder_articles(split)
+        questions = _questions(data, where)
     else:
-        raise DatasetError(f"finetune.data={source!r}: expected tfds or json:DIR")
+        raise DatasetError(f"finetune.data={source!r}: expected tfds, json:DIR or "
+                           "demo:demo_intruder (v1.1)")
     if not questions:
         raise DatasetError(f"{where}: the {split} split has no questions")
     return questions, data

@@ -155,6 +155,11 @@ class Task:
         del ctx, phase
         return []
 
+    def weights_from(self) -> str:
+        """The checkpoint whose weights a fresh run starts from ("" for none):
+        config.init_from by default."""
+        return self.config.get("init_from", "") or ""
+
     def init_params(self, ctx: Context, params: Any, shardings: Any) -> tuple[Any, str] | None:
         """A task-specific start for fresh `params` (sharded), or None for none."""
         del ctx, params, shardings

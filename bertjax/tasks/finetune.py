@@ -3,8 +3,9 @@ batches by epoch with dynamic padding, evaluation over whole splits.
 
   the model     config.init_from (a bertjax model directory or a transformers
                 directory of any form and family) gives the encoder, its architecture
-                and its tokenizer; without it, config.model from scratch with
-                config.tokenizer.path. The task adds its heads.
+                and its tokenizer (finetune.from_scratch: all but the weights);
+                without it, config.model from scratch with config.tokenizer.path.
+                The task adds its heads.
   the steps     finetune.epochs over the train split (train.steps > 0 overrides), a
                 warmup of finetune.warmup_proportion of them, then the optimizer's
                 schedule (linear decay by default)
@@ -35,6 +36,7 @@ import numpy as np
 from bertjax import flops as flops_lib
 from bertjax.models.config import ModelConfig
 from bertjax.tasks.base import Batches, Context, Phase, Task
+from bertjax.tasks.corpus import FIRST_ID
 
 # ModelConfig fields that describe how a run computes, taken from the config; the rest
 # of the architecture comes from the pretrained checkpoint.
@@ -93,6 +95,11 @@ class FinetuneTask(Task):
     def label_fields(self) -> dict[str, Any]:
         """num_labels and label_names of the heads (none by default)."""
         return {}
+
+    def weights_from(self) -> str:
+        """config.init_from, unless finetune.from_scratch (its architecture and tokenizer
+        with fresh weights: the baseline a pretrained start should beat)."""
+        return "" if self.config.finetune.get("from_scratch", False) else super().weights_from()
 
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
@@ -221,10 +228,38 @@ class FinetuneTask(Task):
 
     def synthetic_batches(self, cfg: ModelConfig, batch_size: int, seq_len: int, seed: int,
                           count: int) -> list[dict[str, np.ndarray]]:
+        """`count` batches of random rows for `bench train`, from a seeded numpy generator;
+        no data and no tokenizer are read (ids come from model.vocab_size, as for
+        pretraining configs).
+
+        Every row is `seq_len` tokens, all attended: the padded worst case. Training pads
+        a batch only to its longest row (finetune.pad_multiple), so real batches of short
+        sentences (SST-2's) are cheaper. Returns input_ids, token_type_ids (0) and
+        attention_mask (1) [B, L] int32, weights [B] float32 (1), and the task's
+        `synthetic_labels`.
+        """
+        offset = cfg.pad_token_id + 1 if cfg.positions_from_padding else 0
+        if seq_len + offset > cfg.max_position_embeddings:
+            raise ValueError(f"max_seq_length={seq_len} does not fit "
+                             f"model.max_position_embeddings={cfg.max_position_embeddings}")
+        if cfg.vocab_size <= FIRST_ID:
+            raise ValueError(f"model.vocab_size={cfg.vocab_size}: must exceed {FIRST_ID}")
         rng = np.random.default_rng(seed)
-        feats = self.features("train")
-        return [self.pad(feats, rng.choice(len(feats), batch_size, replace=False))
-                for _ in range(count)]
+        out = []
+        for _ in range(count):
+            ids = rng.integers(FIRST_ID, cfg.vocab_size, (batch_size, seq_len), dtype=np.int32)
+            out.append({"input_ids": ids, "token_type_ids": np.zeros_like(ids),
+                        "attention_mask": np.ones_like(ids),
+                        "weights": np.ones(batch_size, np.float32),
+                        **self.synthetic_labels(rng, batch_size, seq_len)})
+        return out
+
+    def synthetic_labels(self, rng: np.random.Generator, batch_size: int,
+                         seq_len: int) -> dict[str, np.ndarray]:
+        """Random labels, under the task's batch keys, for `synthetic_batches`."""
+        del rng, batch_size, seq_len
+        raise ValueError(f"bench train: the {self.name} task makes no synthetic labels "
+                         "(FinetuneTask.synthetic_labels)")
 
     def flops(self, cfg: ModelConfig, seq_len: int) -> flops_lib.Flops:
         return flops_lib.train_flops_per_token(cfg, seq_len, 0.0)
