@@ -19,7 +19,6 @@ is not theirs.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -67,14 +66,12 @@ def _questions(articles: Any, where: str) -> list[Question]:
 
 
 def _read_json(path: str) -> tuple[list[Question], list[Any]]:
-    if not os.path.exists(path):
-        raise DatasetError(f"{path}: missing")
+    from bertjax.convert.hfdir import read_json
+
     try:
-        with open(path, encoding="utf-8") as f:
-            content = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from None
-    data = content.get("data") if isinstance(content, dict) else None
+        data = read_json(path).get("data")
+    except (OSError, ValueError) as e:
+        raise DatasetError(str(e)) from None
     return _questions(data, path), data
 
 
