@@ -2,21 +2,34 @@ r"""`python -m bertjax bench train`: our jitted train step, optionally against t
 
   python -m bertjax bench train --config=configs/pretrain.py:bert_mini \
       --config.train.batch_size=32 --vs_torch --seconds=20
+  python -m bertjax bench train --config=configs/finetune.py:sst2,bert_base \
+      --config.train.batch_size=32 --vs_torch --seconds=60
 
 Both sides train the config's model (size, dropout, optimizer hyperparameters) on the
-same synthetic batches, made in numpy from `config.seed`: ids in [5, vocab), full-length
-attention masks, `max_predictions_per_seq` distinct masked positions per row. Ours is
-`steps.train_step` jitted with donation on the config's mesh, scoring only the masked
-positions (sparse MLM head); the reference (`--vs_torch`) is transformers' PyTorch model
-of the family, loaded with OUR initial parameters, scoring every position as
-transformers does, trained with torch.optim.AdamW (same lr schedule, betas, eps, weight
-decay and decay mask) and clip_grad_norm_. CPU: float32 on both sides. GPU: bfloat16
-compute on both (our train.dtype, torch autocast), SDPA attention and torch.compile.
+same synthetic batches, made in numpy from `config.seed` by the task: ids in [5, vocab)
+(model.vocab_size; no tokenizer is read), full-length attention masks, and
+- pretraining: `max_predictions_per_seq` distinct masked positions per row (and NSP /
+  SOP labels). Ours scores only the masked positions (sparse MLM head); the reference
+  (`--vs_torch`) is transformers' pretraining model of the family (BertForPreTraining),
+  scoring every position as transformers does.
+- fine-tuning (a GLUE config): random labels (float targets for a regression), every
+  row max_seq_length tokens: the padded worst case, since training pads a batch only to
+  its longest row. No dataset is read: a length of "epochs over the train split"
+  (train.steps=0) becomes STANDIN_STEPS for the schedule (warmup share and decay). The
+  reference is `<Family>ForSequenceClassification` with its own loss (cross-entropy,
+  mean over rows; MSE for a regression); both sides run the same FLOPs. With
+  config.init_from the architecture is the checkpoint's; the weights are random anyway.
+Ours is `steps.train_step` jitted with donation on the config's mesh; the reference is
+loaded with OUR initial parameters (the export name map, bertjax/convert/hf.py) and
+trained with torch.optim.AdamW (fused, as transformers' Trainer; same lr schedule,
+betas, eps, weight decay and decay mask) and clip_grad_norm_. CPU: float32 on both
+sides, torch on its default threads (one per core). GPU: bfloat16 compute on both (our
+train.dtype, torch autocast), SDPA attention and torch.compile.
 
 Each side: warm-up steps (compilation included) are not timed; then about `--seconds`
 of steps, dispatched without a host sync and waited for once at the end. FLOPs/token
-(bertjax/flops.py) differ between the sides: f = P / L for our sparse head, 1 for
-transformers' dense one; each side's MFU uses its own figure. The last line is
+(bertjax/flops.py) differ between the sides in pretraining: f = P / L for our sparse head,
+1 for transformers' dense one; each side's MFU uses its own figure. The last line is
 `ratio=R ours=X reference=Y unit=tokens/s` (`ours=X unit=tokens/s mfu=M` alone).
 A first-step loss without dropout on both sides cross-checks that the two models
 compute the same function (float32: within ~1e-4).
@@ -25,7 +38,8 @@ The step is the config's task (bertjax/tasks): ELECTRA configs time the whole
 objective (generator, sampling, discriminator); distillation configs
 (configs/distill.py) time the student's step with a randomly initialised teacher of
 config.teacher's architecture running forward in it, and count its FLOPs. Neither has
-a transformers training reference, so `--vs_torch` refuses them.
+a transformers training reference, so `--vs_torch` refuses them, and for now the other
+fine-tuning heads (token classification, spans) too.
 
 No TensorFlow is imported here (DESIGN.md); torch and transformers only with
 `--vs_torch`. Single host only.
@@ -53,8 +67,25 @@ from bertjax.optim import OptimConfig, make_schedule
 
 Batch = dict[str, np.ndarray]
 NUM_BATCHES = 4  # distinct batches cycled over: more would only cost memory
-# Heads transformers' pretraining classes train with their own losses (the reference).
-REFERENCE_HEADS = frozenset({"pooler", "mlm", "nsp", "sop"})
+# The schedule's length for a config whose length is epochs over data bench does not read.
+STANDIN_STEPS = 1000
+# Heads of the transformers classes that train with their own losses (the references):
+# pretraining (MLM + NSP / SOP) and sequence classification.
+PRETRAINING_HEADS = frozenset({"pooler", "mlm", "nsp", "sop"})
+CLASSIFICATION_HEADS = frozenset({"pooler", "classifier"})
+
+
+def reference_kind(cfg: ModelConfig, task: Any) -> str | None:
+    """"pretraining" or "classification": the transformers model `--vs_torch` trains for
+    this model and task; None when transformers has no training reference."""
+    heads = set(cfg.heads)
+    if task.teacher is not None:
+        return None
+    if "mlm" in heads and heads <= PRETRAINING_HEADS:
+        return "pretraining"
+    if "classifier" in heads and heads <= CLASSIFICATION_HEADS:
+        return "classification"
+    return None
 
 
 # --- timing --------------------------------------------------------------------------
@@ -155,7 +186,8 @@ def bench_ours(setup: experiment.Setup, batches: list[Batch], seconds: float,
 # --- the reference -------------------------------------------------------------------
 
 def _torch_model(cfg: ModelConfig, params: Any, device: str) -> Any:
-    """transformers' PyTorch pretraining model of `cfg` holding `params` (numpy tree)."""
+    """transformers' PyTorch model of `cfg`'s heads (BertForPreTraining,
+    BertForSequenceClassification, ...) holding `params` (numpy tree)."""
     import torch
     import transformers
 
@@ -176,35 +208,46 @@ def _torch_model(cfg: ModelConfig, params: Any, device: str) -> Any:
         raise ValueError(f"loading our parameters into {type(model).__name__}: missing "
                          f"{untied}, unexpected {info.unexpected_keys}")
     model.tie_weights()
-    out = model.get_output_embeddings().weight
-    if out.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+    out = model.get_output_embeddings()
+    if out is not None and out.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
         raise ValueError(f"{type(model).__name__}: the decoder is not tied to the embeddings")
     return model.to(device)
 
 
-def _torch_batches(cfg: ModelConfig, batches: list[Batch], device: str) -> list[dict[str, Any]]:
-    """The same batches as transformers' inputs: MLM labels [B, L] are -100 except at the
-    masked positions; NSP / SOP labels under the family's argument name."""
+def _torch_batches(cfg: ModelConfig, kind: str, batches: list[Batch],
+                   device: str) -> list[dict[str, Any]]:
+    """The same batches as transformers' inputs. Pretraining: MLM labels [B, L] are -100
+    except at the masked positions; NSP / SOP labels under the family's argument name.
+    Classification: the labels [B] as they are (int64 classes, float32 targets)."""
     import torch
 
     out = []
     for b in batches:
-        labels = np.full(b["input_ids"].shape, -100, np.int64)
-        np.put_along_axis(labels, b["masked_lm_positions"], b["masked_lm_ids"], axis=1)
-        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"],
-                  "labels": labels}
+        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
         if cfg.type_vocab_size:
             inputs["token_type_ids"] = b["token_type_ids"]
-        for head, arg in family(cfg.family).hf.label_args.items():
-            if head in cfg.heads:
-                inputs[arg] = b["pair_labels"]
-        out.append({k: torch.from_numpy(v.astype(np.int64)).to(device)
+        if kind == "classification":
+            inputs["labels"] = b["labels"]
+        else:
+            labels = np.full(b["input_ids"].shape, -100, np.int64)
+            np.put_along_axis(labels, b["masked_lm_positions"], b["masked_lm_ids"], axis=1)
+            inputs["labels"] = labels
+            for head, arg in family(cfg.family).hf.label_args.items():
+                if head in cfg.heads:
+                    inputs[arg] = b["pair_labels"]
+        out.append({k: torch.from_numpy(v.astype(np.float32 if v.dtype.kind == "f"
+                                                 else np.int64)).to(device)
                     for k, v in inputs.items()})
     return out
 
 
 def _adamw(model: Any, optim: OptimConfig) -> Any:
-    """torch AdamW with our decay mask: no decay on biases and LayerNorm parameters."""
+    """torch AdamW with our decay mask: no decay on biases and LayerNorm parameters.
+
+    Fused, as transformers' Trainer defaults to with torch >= 2.8 (`adamw_torch_fused`):
+    on a CPU the unfused per-tensor loop costs ~25x more (1.2 s against 47 ms a step for
+    BERT-Small's 29M parameters on 2 cores), a handicap no user of the reference pays.
+    """
     import torch
 
     norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)
@@ -215,19 +258,24 @@ def _adamw(model: Any, optim: OptimConfig) -> Any:
             (no_decay if name.endswith("bias") or id(p) in norms else decay).append(p)
     groups = [{"params": decay, "weight_decay": optim.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=0.0, betas=(optim.b1, optim.b2), eps=optim.eps)
+    return torch.optim.AdamW(groups, lr=0.0, betas=(optim.b1, optim.b2), eps=optim.eps,
+                             fused=True)
 
 
-def bench_torch(cfg: ModelConfig, optim: OptimConfig, params: Any, batches: list[Batch],
-                seconds: float) -> dict[str, Any]:
-    """Times transformers' model of `cfg`, starting from `params`; keys as `bench_ours`
-    plus device, dtype and model (the class name)."""
+def bench_torch(cfg: ModelConfig, kind: str, optim: OptimConfig, params: Any,
+                batches: list[Batch], seconds: float) -> dict[str, Any]:
+    """Times transformers' model of `cfg` (`kind`: reference_kind's), starting from
+    `params`; keys as `bench_ours` plus device, dtype and model (the class name)."""
     import torch
 
     cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     model = _torch_model(cfg, params, device)
-    inputs = _torch_batches(cfg, batches, device)
+    if kind == "classification":  # transformers would guess it from num_labels and dtypes
+        regression = batches[0]["labels"].dtype.kind == "f"
+        model.config.problem_type = ("regression" if regression
+                                     else "single_label_classification")
+    inputs = _torch_batches(cfg, kind, batches, device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=cuda)
     out: dict[str, Any] = {"device": device, "dtype": "bfloat16 autocast" if cuda else "float32",
                            "model": type(model).__name__}
@@ -293,30 +341,51 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
     """
     if not seconds > 0:
         raise ValueError(f"--seconds={seconds}: must be > 0")
+    standin = int(config.train.steps) == 0  # fine-tuning: epochs over data not read here
+    if standin:
+        config = config.copy_and_resolve_references()
+        config.train.steps = STANDIN_STEPS
     setup = experiment.build_setup(config)
     cfg, optim, task = setup.cfg, setup.optim, setup.task
     teacher_cfg = task.teacher
-    if vs_torch and (teacher_cfg is not None or not set(cfg.heads) <= REFERENCE_HEADS):
+    kind = reference_kind(cfg, task)
+    if vs_torch and kind is None:
         raise ValueError(f"--vs_torch: transformers has no training reference for the "
                          f"{task.name} task ({cfg.family} with heads {', '.join(cfg.heads)})")
     if vs_torch and optim.grad_accum_steps != 1:
         raise ValueError(f"--vs_torch times single steps; optim.grad_accum_steps="
                          f"{optim.grad_accum_steps} must be 1")
     batch_size, seq_len = int(config.train.batch_size), int(config.max_seq_length)
-    num_predictions = int(config.max_predictions_per_seq)
+    masked = "max_predictions_per_seq" in config  # pretraining objectives (MLM heads)
     batches = task.synthetic_batches(cfg, batch_size, seq_len, setup.seed, NUM_BATCHES)
     flops = {"ours": task.flops(cfg, seq_len).total,
-             "reference": train_flops_per_token(cfg, seq_len, 1.0).total}
+             "reference": (train_flops_per_token(cfg, seq_len, 1.0) if masked
+                           else task.flops(cfg, seq_len)).total}
     peak, source = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     n = jax.device_count()
     xla_flags = os.environ.get("XLA_FLAGS", "")
+    if masked:
+        num_predictions = int(config.max_predictions_per_seq)
+        rows = f"{num_predictions} masked positions per row"
+    else:
+        labels = "a regression" if cfg.num_labels == 1 else f"{cfg.num_labels} labels"
+        rows = (f"{labels}, every row {seq_len} tokens (the padded worst case: training "
+                f"pads a batch to its longest row)")
     print_fn(f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size} vocab "
-             f"{cfg.vocab_size}, task {task.name}, batch {batch_size} x {seq_len}, "
-             f"{num_predictions} masked positions per row; {n} {jax.default_backend()} "
-             f"device(s), compute {cfg.dtype}" + (f"; XLA_FLAGS={xla_flags}" if xla_flags else ""))
-    print_fn(f"train FLOPs/token: ours {flops['ours']:.4g} (sparse MLM head, f = "
-             f"{num_predictions}/{seq_len}), reference {flops['reference']:.4g} (dense MLM "
-             f"head, f = 1); peak {peak:.4g} FLOP/s/device ({source})")
+             f"{cfg.vocab_size}, task {task.name}, batch {batch_size} x {seq_len}, {rows}; "
+             f"{n} {jax.default_backend()} device(s), compute {cfg.dtype}"
+             + (f"; XLA_FLAGS={xla_flags}" if xla_flags else ""))
+    if masked:
+        print_fn(f"train FLOPs/token: ours {flops['ours']:.4g} (sparse MLM head, f = "
+                 f"{num_predictions}/{seq_len}), reference {flops['reference']:.4g} (dense "
+                 f"MLM head, f = 1); peak {peak:.4g} FLOP/s/device ({source})")
+    else:
+        print_fn(f"train FLOPs/token: {flops['ours']:.4g} on both sides (no MLM head); peak "
+                 f"{peak:.4g} FLOP/s/device ({source})")
+    if standin:
+        print_fn(f"schedule: train.steps=0 (a length from the train split, not read here) "
+                 f"stands in as {STANDIN_STEPS} steps, warmup {optim.warmup_steps}, then "
+                 f"{optim.decay} decay")
 
     if teacher_cfg is not None:
         print_fn(f"teacher (random weights, forward only): {teacher_cfg.family} "
@@ -336,12 +405,13 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
 
     if optim.name != "adamw":
         print_fn(f"note: ours runs {optim.name}; torch has none, the reference runs AdamW")
-    ref = bench_torch(cfg, optim, initial, batches, seconds)
+    ref = bench_torch(cfg, kind, optim, initial, batches, seconds)
     ref.update(_rates(ref, batch_size, seq_len, flops["reference"], peak, n))
     result["reference"] = ref
     print_fn(_side_line(f"reference (torch {torch.__version__}, transformers "
-                        f"{transformers.__version__}, {ref['model']}, {ref['device']} "
-                        f"{ref['dtype']}, {torch.get_num_threads()} threads)", ref))
+                        f"{transformers.__version__}, {ref['model']}, fused AdamW, "
+                        f"{ref['device']} {ref['dtype']}, {torch.get_num_threads()} threads)",
+                        ref))
     diff = abs(ours["eval_loss"] - ref["eval_loss"])
     print_fn(f"check: first-step loss without dropout: ours={ours['eval_loss']:.6f} "
              f"reference={ref['eval_loss']:.6f} diff={diff:.2e}")

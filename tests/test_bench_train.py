@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 # Runs the command, then reports on its last line whether TensorFlow and torch got imported.
@@ -21,7 +22,12 @@ _RUNNER = ("import sys\n"
 _TINY = ["--config=configs/pretrain.py:bert_tiny", "--config.model.vocab_size=500",
          "--config.max_seq_length=32", "--config.max_predictions_per_seq=5",
          "--config.train.batch_size=8", "--seconds=1"]
+# SST-2's shape, shrunk: a 2-label classifier on random rows, no dataset anywhere.
+_TINY_SST2 = ["--config=configs/finetune.py:sst2,bert_tiny,runlocal",
+              "--config.model.vocab_size=500", "--config.max_seq_length=32",
+              "--config.train.batch_size=8", "--seconds=1"]
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(_ROOT, "configs"))
 
 
 def _run(*args: str, torch: bool = False) -> tuple[int, list[str], str]:
@@ -98,3 +104,48 @@ def test_electra_and_distillation_are_timed_and_have_no_torch_reference(config, 
     rc, _, err = _run(*config, *_TINY[1:], "--vs_torch")
     assert rc == 1 and err.startswith("error: --vs_torch: transformers has no training "
                                       f"reference for the {task} task"), err
+
+
+def test_finetuning_config_vs_sequence_classification_reads_no_data():
+    rc, lines, err = _run(*_TINY_SST2, "--vs_torch", torch=True)
+    assert rc == 0, err
+    m = re.fullmatch(r"ratio=(\d+\.\d\d) ours=(\d+) reference=(\d+) unit=tokens/s", lines[-1])
+    assert m and int(m[2]) > 0 and int(m[3]) > 0, lines[-1]
+    assert "task glue" in lines[0] and "2 labels, every row 32 tokens" in lines[0], lines[0]
+    assert re.match(r"train FLOPs/token: \S+ on both sides \(no MLM head\)", lines[1]), lines[1]
+    assert any(ln.startswith("schedule: train.steps=0 ") for ln in lines), lines
+    side = next(ln for ln in lines if ln.startswith("reference ("))
+    assert "BertForSequenceClassification" in side, side
+    # Same weights, same rows: the same cross-entropy, near ln(2) from a random head.
+    check = next(ln for ln in lines if ln.startswith("check: first-step loss"))
+    got = re.search(r"ours=(\S+) reference=(\S+)", check)
+    assert abs(float(got[1]) - float(got[2])) < 1e-4, check
+    assert 0.55 < float(got[1]) < 0.85, check
+
+
+@pytest.mark.parametrize("dataset, dtype, high", [("sst2", np.int32, 2), ("stsb", np.float32, 5)])
+def test_finetuning_synthetic_batches(monkeypatch, dataset, dtype, high):
+    import finetune
+
+    from bertjax import experiment, tasks
+    from bertjax.tasks.finetune import FinetuneTask
+
+    def no_data(self, *args):
+        raise AssertionError("synthetic batches read data")
+
+    monkeypatch.setattr(FinetuneTask, "features", no_data)
+    monkeypatch.setattr(FinetuneTask, "tokenizer", no_data)
+    config = finetune.get_config(f"{dataset},bert_tiny,runlocal")
+    task = tasks.get(config)
+    cfg = experiment.model_config(config, task)
+    a, b = (task.synthetic_batches(cfg, 4, 16, seed=0, count=2) for _ in range(2))
+    for x, y in zip(a, b, strict=True):  # a function of the seed
+        assert all(np.array_equal(x[k], y[k]) for k in x)
+    batch = a[0]
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (4, 16)
+    assert 5 <= batch["input_ids"].min() and batch["input_ids"].max() < cfg.vocab_size
+    assert batch["attention_mask"].all() and not batch["token_type_ids"].any()
+    assert batch["weights"].tolist() == [1.0] * 4
+    labels = np.concatenate([x["labels"] for x in a])
+    assert labels.dtype == dtype and labels.shape == (8,) and 0 <= labels.min()
+    assert labels.max() < high

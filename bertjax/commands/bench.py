@@ -3,13 +3,16 @@ r"""`python -m bertjax bench data|train`: figures printed side by side with a re
   python -m bertjax bench data --config=configs/pretrain.py:bert_base [--config.data.dir=DIR]
   python -m bertjax bench train --config=configs/pretrain.py:bert_mini \
       --config.train.batch_size=32 [--vs_torch] [--seconds=20]
+  python -m bertjax bench train --config=configs/finetune.py:sst2,bert_mini [--vs_torch]
 
 `bench data` times the input pipeline (dynamic masking) against transformers'
 DataCollatorForLanguageModeling on the same pre-tokenized examples; its last line
 is `ratio=R ours=X reference=Y unit=seq/s`. `bench train` (bertjax/bench_train.py)
-times our jitted train step on synthetic batches and, with --vs_torch, transformers'
-PyTorch model of the same family and size from the same initial weights; its last line
-is `ratio=R ours=X reference=Y unit=tokens/s` (`ours=X unit=tokens/s mfu=M` alone).
+times our jitted train step on synthetic batches (no dataset is read, fine-tuning
+configs included) and, with --vs_torch, transformers' PyTorch model of the same family,
+size and heads (BertForPreTraining, BertForSequenceClassification, ...) from the same
+initial weights; its last line is `ratio=R ours=X reference=Y unit=tokens/s`
+(`ours=X unit=tokens/s mfu=M` alone).
 Benchmarks print figures; they are never timed assertions in tests.
 """
 
@@ -21,7 +24,8 @@ from bertjax.commands import flags as common
 
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "How long to time each side.")
 _VS_TORCH = flags.DEFINE_bool("vs_torch", False, "bench train: also time transformers' "
-                              "PyTorch model of the same family and size, from our weights.")
+                              "PyTorch model of the same family, size and heads, from our "
+                              "weights.")
 
 
 def main(argv: list[str]) -> None:

@@ -98,6 +98,14 @@ class Glue(FinetuneTask):
                         [np.asarray(x.type_ids, np.int32) for x in encoded],
                         {"labels": labels})
 
+    def synthetic_labels(self, rng: np.random.Generator, batch_size: int,
+                         seq_len: int) -> dict[str, np.ndarray]:
+        """labels [B]: int32 classes, or float32 targets in STS-B's range [0, 5)."""
+        del seq_len
+        if self.regression:
+            return {"labels": rng.uniform(0.0, 5.0, batch_size).astype(np.float32)}
+        return {"labels": rng.integers(0, self.spec().num_labels, batch_size, dtype=np.int32)}
+
     def loss_fn(self, model: Any, train: bool = True) -> LossFn:
         regression = self.regression
 
