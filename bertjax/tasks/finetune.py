@@ -233,10 +233,10 @@ class FinetuneTask(Task):
         pretraining configs).
 
         Every row is `seq_len` tokens, all attended: the padded worst case. Training pads
-        a batch only to its longest row (finetune.pad_multiple), so real batches of short
-        sentences (SST-2's) are cheaper. Returns input_ids, token_type_ids (0) and
-        attention_mask (1) [B, L] int32, weights [B] float32 (1), and the task's
-        `synthetic_labels`.
+        a batch only to its longest row (rounded up to finetune.pad_multiple), so real
+        batches of short sentences (SST-2's) are cheaper. Returns input_ids,
+        token_type_ids (0) and attention_mask (1) [B, L] int32, weights [B] float32 (1),
+        and the task's `synthetic_labels`.
         """
         offset = cfg.pad_token_id + 1 if cfg.positions_from_padding else 0
         if seq_len + offset > cfg.max_position_embeddings:
