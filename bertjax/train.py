@@ -191,12 +191,13 @@ class Trainer:
             return f"checkpoint {self.ckpts.directory}/{latest}"
         self.state, _ = sharding.create_sharded(s.init, s.abstract, s.mesh, s.rules)
         params_sh = s.state_shardings["params"]
-        if self.task.weights_from():
+        weights_from = self.task.weights_from()
+        if weights_from:
             params, rows, where = pretrained.load_into(
-                self.task.weights_from(), s.cfg, self.state["params"], "config.init_from")
+                weights_from, s.cfg, self.state["params"], "config.init_from")
             self.state["params"] = jax.device_put(params, params_sh)
             _log(f"init_from {where}:\n{pretrained.table(rows)}")
-            return f"init_from {os.path.abspath(self.task.weights_from())}"
+            return f"init_from {os.path.abspath(weights_from)}"
         started = self.task.init_params(self.ctx, self.state["params"], params_sh)
         if started is not None:
             self.state["params"], note = started

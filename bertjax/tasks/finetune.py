@@ -75,6 +75,10 @@ def read_source_config(path: str, key: str = "config.init_from") -> ModelConfig:
 class FinetuneTask(Task):
     """Shared machinery; see the module docstring."""
 
+    # Whether predict_fn gives one output per token ([batch, length, ...]: tags, span
+    # logits) rather than one per example.
+    per_token = False
+
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self._tokenizer: Any = None
@@ -264,20 +268,26 @@ class FinetuneTask(Task):
     def flops(self, cfg: ModelConfig, seq_len: int) -> flops_lib.Flops:
         return flops_lib.train_flops_per_token(cfg, seq_len, 0.0)
 
-    def predicted(self, ctx: Context, params: Any, split: str,
-                  per_token: bool = False) -> np.ndarray:
-        """The predict_fn outputs over a whole split, in its order; `per_token` outputs
+    def predicted(self, ctx: Context, params: Any, split: str) -> np.ndarray:
+        """The predict_fn outputs over a whole split, in its order; per-token outputs
         ([batch, length, ...]) are padded to max_seq_length first."""
         batches, order = self.eval_batches(split)
         outputs = []
         for b in batches:
             out = np.asarray(ctx.predict(params, self.host_rows(b)))
-            if per_token:
+            if self.per_token:
                 pad = [(0, 0)] * out.ndim
                 pad[1] = (0, self._seq_len() - out.shape[1])
                 out = np.pad(out, pad)
             outputs.append(out)
         return ordered(outputs, order)
+
+    def scores(self, split: str, outputs: np.ndarray) -> dict[str, float]:
+        """The task's metrics of the `predicted` outputs of a labelled split."""
+        raise NotImplementedError
+
+    def evaluators(self, ctx: Context, phase: Any) -> list[Any]:
+        return [SplitScores(self, ctx, split) for split in self.dev_splits()]
 
     def test_files(self) -> dict[str, str]:
         """Test split -> the file `predict` writes."""
@@ -289,6 +299,16 @@ class FinetuneTask(Task):
     def meta(self) -> dict[str, Any]:
         return {**super().meta(), "init_from": os.path.abspath(self.config.init_from)
                 if self.config.init_from else ""}
+
+
+class SplitScores:
+    """An evaluator: the task's scores over one whole dev split."""
+
+    def __init__(self, task: FinetuneTask, ctx: Context, split: str) -> None:
+        self.task, self.ctx, self.name = task, ctx, split
+
+    def run(self, params: Any) -> dict[str, float]:
+        return self.task.scores(self.name, self.task.predicted(self.ctx, params, self.name))
 
 
 def ordered(predictions: Sequence[np.ndarray], order: np.ndarray) -> np.ndarray:

@@ -155,18 +155,4 @@ class Glue(FinetuneTask):
             f.write("index\tprediction\n")
             f.writelines(f"{i}\t{v}\n" for i, v in enumerate(values))
 
-    def evaluators(self, ctx: Context, phase: Any) -> list[Any]:
-        return [_Split(self, ctx, split) for split in self.dev_splits()]
-
-
-class _Split:
-    """The task's scores over one whole dev split."""
-
-    def __init__(self, task: Glue, ctx: Context, split: str) -> None:
-        self.task, self.ctx, self.name = task, ctx, split
-
-    def run(self, params: Any) -> dict[str, float]:
-        return self.task.scores(self.name, self.task.predicted(self.ctx, params, self.name))
-
-
 TASKS = {Glue.name: Glue}

@@ -39,6 +39,7 @@ Array = jax.Array
 
 class NER(FinetuneTask):
     name = "ner"
+    per_token = True
     main_metric = ("validation", "f1")
 
     def __init__(self, config: Any) -> None:
@@ -158,26 +159,14 @@ class NER(FinetuneTask):
         out["truncated"] = float(sum(int(np.sum(f < 0)) for f in self._first[split]))
         return out
 
-    def evaluators(self, ctx: Context, phase: Any) -> list[Any]:
-        return [_Split(self, ctx, "validation")]
-
     def write_predictions(self, ctx: Context, params: Any, split: str, path: str) -> None:
         """CoNLL lines with the predicted tag appended; a blank line between sentences."""
-        predicted = self.word_tags(split, self.predicted(ctx, params, split, per_token=True))
+        predicted = self.word_tags(split, self.predicted(ctx, params, split))
         with open(path, "w", encoding="utf-8") as f:
             for s, tags in zip(self.sentences(split), predicted, strict=True):
                 lines = s.lines or s.words
                 f.writelines(f"{line} {tag}\n" for line, tag in zip(lines, tags, strict=True))
                 f.write("\n")
-
-
-class _Split:
-    def __init__(self, task: NER, ctx: Context, split: str) -> None:
-        self.task, self.ctx, self.name = task, ctx, split
-
-    def run(self, params: Any) -> dict[str, float]:
-        return self.task.scores(self.name, self.task.predicted(self.ctx, params, self.name,
-                                                           per_token=True))
 
 
 TASKS = {NER.name: NER}

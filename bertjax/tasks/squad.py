@@ -109,6 +109,7 @@ def max_context(encs: list[Any]) -> list[np.ndarray]:
 
 class Squad(FinetuneTask):
     name = "squad"
+    per_token = True
     main_metric = ("validation", "f1")
 
     def __init__(self, config: Any) -> None:
@@ -230,9 +231,6 @@ class Squad(FinetuneTask):
             return squad_scores.score_v1(data, predictions)
         return {k: float(v) for k, v in squad_scores.score_v2(data, predictions, odds).items()}
 
-    def evaluators(self, ctx: Context, phase: Any) -> list[Any]:
-        return [_Split(self, ctx, "validation")]
-
     def test_files(self) -> dict[str, str]:
         """SQuAD's test set is hidden: `predict` writes the dev split's predictions (for
         other questions, put their file in place of dev-*.json)."""
@@ -240,22 +238,12 @@ class Squad(FinetuneTask):
 
     def write_predictions(self, ctx: Context, params: Any, split: str, path: str) -> None:
         """predictions.json ({qid: text}) and, for v2.0, null_odds.json beside it."""
-        predictions, odds = self.answers(split, self.predicted(ctx, params, split,
-                                                               per_token=True))
+        predictions, odds = self.answers(split, self.predicted(ctx, params, split))
         with open(path, "w", encoding="utf-8") as out:
             json.dump(predictions, out, ensure_ascii=False, indent=2)
         if self.version == "v2.0":
             with open(os.path.join(os.path.dirname(path), "null_odds.json"), "w") as out:
                 json.dump(odds, out, indent=2)
-
-
-class _Split:
-    def __init__(self, task: Squad, ctx: Context, split: str) -> None:
-        self.task, self.ctx, self.name = task, ctx, split
-
-    def run(self, params: Any) -> dict[str, float]:
-        return self.task.scores(self.name, self.task.predicted(self.ctx, params, self.name,
-                                                               per_token=True))
 
 
 TASKS = {Squad.name: Squad}
