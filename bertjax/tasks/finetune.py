@@ -27,13 +27,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
 from bertjax import flops as flops_lib
+from bertjax import steps
 from bertjax.models.config import ModelConfig
 from bertjax.tasks.base import Batches, Context, Phase, Task
 from bertjax.tasks.corpus import FIRST_ID
@@ -78,6 +79,8 @@ class FinetuneTask(Task):
     # Whether predict_fn gives one output per token ([batch, length, ...]: tags, span
     # logits) rather than one per example.
     per_token = False
+    # The head whose logits the loss reads and predict_fn returns.
+    head = ""
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -86,6 +89,16 @@ class FinetuneTask(Task):
         self.cfg: ModelConfig | None = None
 
     # -- the model -----------------------------------------------------------------
+
+    def head_logits(self, model: Any, params: Any, batch: Mapping[str, Any], train: bool,
+                    rng: Any) -> Any:
+        """This task's head's logits on `batch` (dropout from `rng` when `train`)."""
+        logits, _ = steps.apply(model, params, batch, train, rng, heads=(self.head,))
+        return logits[self.head]
+
+    def predict_fn(self, model: Any) -> Any:
+        """(params, batch) -> what `predicted` collects per batch (the head's logits)."""
+        return lambda params, batch: self.head_logits(model, params, batch, False, None)
 
     def model_config(self, cfg: ModelConfig) -> ModelConfig:
         """The encoder of config.init_from (when set) with this run's compute switches,

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertjax import objectives, steps
+from bertjax import objectives
 from bertjax.metrics import Mean
 from bertjax.models.config import ModelConfig
 from bertjax.models.registry import family
@@ -53,6 +53,7 @@ def classification_loss(logits: Array, labels: Array, weights: Array,
 
 class Glue(FinetuneTask):
     name = "glue"
+    head = "classifier"
 
     def spec(self) -> Any:
         from bertjax.data import glue
@@ -112,18 +113,11 @@ class Glue(FinetuneTask):
         def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
                     aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
             del aux_params
-            logits, _ = steps.apply(model, params, batch, train, rng, heads=("classifier",))
-            return classification_loss(logits["classifier"], batch["labels"],
+            logits = self.head_logits(model, params, batch, train, rng)
+            return classification_loss(logits, batch["labels"],
                                        batch["weights"], regression)
 
         return loss_fn
-
-    def predict_fn(self, model: Any) -> Any:
-        def predict(params: Any, batch: Mapping[str, Any]) -> Array:
-            logits, _ = steps.apply(model, params, batch, False, None, heads=("classifier",))
-            return logits["classifier"]
-
-        return predict
 
     def scores(self, split: str, logits: np.ndarray) -> dict[str, float]:
         """The task's metrics of [examples, labels] logits on a labelled split."""

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertjax import objectives, steps
+from bertjax import objectives
 from bertjax.metrics import Mean
 from bertjax.models.config import ModelConfig
 from bertjax.scoring import entities
@@ -40,6 +40,7 @@ Array = jax.Array
 class NER(FinetuneTask):
     name = "ner"
     per_token = True
+    head = "token_classifier"
     main_metric = ("validation", "f1")
 
     def __init__(self, config: Any) -> None:
@@ -122,9 +123,7 @@ class NER(FinetuneTask):
         def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
                     aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
             del aux_params
-            logits, _ = steps.apply(model, params, batch, train, rng,
-                                    heads=("token_classifier",))
-            logits = logits["token_classifier"]  # [B, L, tags]
+            logits = self.head_logits(model, params, batch, train, rng)  # [B, L, tags]
             w = batch["label_weights"] * batch["weights"][:, None]
             labels = batch["labels"]
             loss = objectives.weighted_mean(objectives.cross_entropy(logits, labels), w)
@@ -137,9 +136,8 @@ class NER(FinetuneTask):
 
     def predict_fn(self, model: Any) -> Any:
         def predict(params: Any, batch: Mapping[str, Any]) -> Array:
-            logits, _ = steps.apply(model, params, batch, False, None,
-                                    heads=("token_classifier",))
-            return jnp.argmax(logits["token_classifier"], axis=-1).astype(jnp.int32)
+            logits = self.head_logits(model, params, batch, False, None)
+            return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
         return predict
 

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertjax import objectives, steps
+from bertjax import objectives
 from bertjax.metrics import Mean
 from bertjax.models.config import ModelConfig
 from bertjax.scoring import squad as squad_scores
@@ -110,6 +110,7 @@ def max_context(encs: list[Any]) -> list[np.ndarray]:
 class Squad(FinetuneTask):
     name = "squad"
     per_token = True
+    head = "span"
     main_metric = ("validation", "f1")
 
     def __init__(self, config: Any) -> None:
@@ -168,9 +169,9 @@ class Squad(FinetuneTask):
         def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
                     aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
             del aux_params
-            logits, _ = steps.apply(model, params, batch, train, rng, heads=("span",))
+            logits = self.head_logits(model, params, batch, train, rng)
             # Padding can never be the answer.
-            span = jnp.where(batch["attention_mask"][..., None] > 0, logits["span"], -1e9)
+            span = jnp.where(batch["attention_mask"][..., None] > 0, logits, -1e9)
             w = batch["weights"]
             ce = (objectives.cross_entropy(span[..., 0], batch["start"])
                   + objectives.cross_entropy(span[..., 1], batch["end"])) / 2
@@ -178,13 +179,6 @@ class Squad(FinetuneTask):
             return loss, {"loss": Mean(loss, jnp.sum(w))}
 
         return loss_fn
-
-    def predict_fn(self, model: Any) -> Any:
-        def predict(params: Any, batch: Mapping[str, Any]) -> Array:
-            logits, _ = steps.apply(model, params, batch, False, None, heads=("span",))
-            return logits["span"]
-
-        return predict
 
     def answers(self, split: str, logits: np.ndarray) -> tuple[dict[str, str],
                                                                  dict[str, float]]:
