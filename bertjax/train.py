@@ -179,8 +179,11 @@ class Trainer:
                                     f"differs from the config's in {', '.join(diff)}; use "
                                     "another --workdir")
             self.state, self.data_position, saved_meta = self.ckpts.restore(latest, s.target)
+            meta = self.task.meta()
+            self._check_data(f"{self.ckpts.directory}/{latest}", saved_meta.get("data"),
+                             meta.pop("data", None))
             # Allowed (a run may change course), but no longer the uninterrupted run.
-            for key, now in self.task.meta().items():
+            for key, now in meta.items():
                 # Checkpoints written before tasks named theirs "objective" (same names).
                 was = saved_meta.get(key, saved_meta.get("objective") if key == "task" else None)
                 if isinstance(now, Mapping) and isinstance(was, Mapping):
@@ -203,6 +206,28 @@ class Trainer:
             self.state["params"], note = started
             return note
         return f"scratch (seed {self.seed})"
+
+    def _check_data(self, where: str, was: Any, now: Any) -> None:
+        """A resumed run reads the data its checkpoint was trained on (the same manifest
+        digest; the directory may have moved), unless train.allow_data_change."""
+        if not isinstance(was, list) or not isinstance(now, list):
+            return  # a task without prepared data, or a checkpoint from before digests
+        for i, (w, n) in enumerate(zip(was, now, strict=False)):
+            if not isinstance(w, Mapping) or w.get("manifest_sha256") is None:
+                continue
+            if w["manifest_sha256"] != n["manifest_sha256"]:
+                what = (f"{n['path']}/manifest.json differs from the data {where} was trained "
+                        f"on ({w['path']}: sha256 {w['manifest_sha256'][:12]}, now "
+                        f"{n['manifest_sha256'][:12]})")
+                if not self.config.train.get("allow_data_change", False):
+                    raise TrainingError(f"{what}; the resumed run would not continue the same "
+                                        "run. Use the original data, another --workdir, or "
+                                        "--config.train.allow_data_change=True")
+                _log(f"warning: {what}; continuing on the new data "
+                     "(train.allow_data_change)")
+            elif w["path"] != n["path"]:
+                _log(f"phase {i + 1} data: {n['path']} (the checkpoint was trained on "
+                     f"{w['path']}; the same manifest, so the same data order)")
 
     # -- the loop ---------------------------------------------------------------------
 

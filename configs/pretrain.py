@@ -105,6 +105,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         max_consecutive_skips=20,  # non-finite steps in a row before the run stops
         peak_flops=0.0,  # FLOP/s per device for MFU; 0: a table by device, or measured
         export_model=True,  # write WORKDIR/model (a model directory) at the end
+        # Resume even when the prepared data's manifest differs from the checkpoint's
+        # (a moved copy of the same data always resumes).
+        allow_data_change=False,
     ))
     # Two-phase training: the last `fraction` of train.steps at another length, from
     # another prepared data directory, continuing the same optimizer and schedule.

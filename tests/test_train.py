@@ -234,6 +234,45 @@ def test_two_phases_resume_across_the_boundary(data, corpus, tmp_path, monkeypat
     assert trainlib.state_hash(str(tmp_path / "split")) == want
 
 
+def test_the_same_data_at_another_path_is_the_same_run(data, tmp_path, capsys):
+    """The data order depends on the data's content and the seed, not on where the
+    directory lies: a moved copy trains and resumes bit-identically; data that differ
+    from the checkpoint's stop a resumed run unless told otherwise."""
+    import json
+    import shutil
+
+    original = data("bert")
+    moved = shutil.copytree(original, str(tmp_path / "elsewhere" / "data"))
+    shards = json.load(open(os.path.join(original, "manifest.json")))["splits"]["train"]
+    assert len(shards["shards"]) >= 3  # an order to get wrong
+    overrides = {"train.steps": 8, "train.checkpoint_every": 0, "data.shuffle_buffer": 1}
+    train_lib.train(trainlib.config("bert", original, **overrides), str(tmp_path / "a"))
+    want = trainlib.state_hash(str(tmp_path / "a"))
+    train_lib.train(trainlib.config("bert", moved, **overrides), str(tmp_path / "b"))
+    assert trainlib.state_hash(str(tmp_path / "b")) == want
+    # Preempted on the original, resumed on the copy.
+    stopped = train_lib.train(trainlib.config("bert", original, **overrides),
+                              str(tmp_path / "c"), hooks=[faults.Fault("sigterm_at_step", 4)])
+    assert stopped["step"] == 4
+    capsys.readouterr()
+    train_lib.train(trainlib.config("bert", moved, **overrides), str(tmp_path / "c"))
+    assert trainlib.state_hash(str(tmp_path / "c")) == want
+    assert f"data: {moved} (the checkpoint was trained on {original}" in capsys.readouterr().out
+    # Other data (here: a manifest that says something else) under a checkpoint.
+    stopped = train_lib.train(trainlib.config("bert", original, **overrides),
+                              str(tmp_path / "d"), hooks=[faults.Fault("sigterm_at_step", 4)])
+    manifest = json.load(open(os.path.join(moved, "manifest.json")))
+    manifest["input_stats"]["bytes"] += 1
+    with open(os.path.join(moved, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(train_lib.TrainingError, match="manifest.json differs from the data"):
+        train_lib.train(trainlib.config("bert", moved, **overrides), str(tmp_path / "d"))
+    assert trainlib.state_hash(str(tmp_path / "d"))["step"] == "4"  # nothing written
+    told = trainlib.config("bert", moved, **overrides, **{"train.allow_data_change": True})
+    assert train_lib.train(told, str(tmp_path / "d"))["step"] == 8
+    assert "continuing on the new data" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("form", ["BertForMaskedLM", "BertModel"])
 def test_init_from_a_transformers_checkpoint_fits_the_heads_and_trains(form, data, tmp_path,
                                                                         capsys):

@@ -116,6 +116,13 @@ def read_manifest(data_dir: str) -> dict[str, Any]:
     return manifest
 
 
+def manifest_digest(data_dir: str) -> str:
+    """sha256 of DATA/manifest.json's bytes: the prepared data's identity (shard names,
+    sizes and digests, settings, tokenizer), wherever the directory lies."""
+    with open(os.path.join(data_dir, MANIFEST), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def _setting(settings: Mapping[str, Any], key: str) -> Any:
     """settings[key], also looked up one level down (e.g. settings.masking.key)."""
     if key in settings:
@@ -418,6 +425,9 @@ class Pipeline:
         tf = _tf()
         plan = self.plan
         files = tf.constant([self.files[i] for i in plan.files])
+        # The shards' names within the data directory (not their paths): the same data at
+        # another path is read in the same order.
+        names = tf.constant([os.path.relpath(self.files[i], self.data_dir) for i in plan.files])
         cycle = min(len(plan.files), _CYCLE_LENGTH)
         seed_str = str(self.seed)
         shuffle_tag = f"shuffle|{self.seed}|{self.process_index}|"
@@ -427,9 +437,9 @@ class Pipeline:
 
         def epoch(e):
             e_str = tf.strings.as_string(e)
-            # File order: sort by a stable 64-bit fingerprint of (file, seed, epoch).
+            # File order: sort by a stable 64-bit fingerprint of (shard name, seed, epoch).
             keys = tf.strings.to_hash_bucket_fast(
-                tf.strings.join([files, seed_str, e_str], separator="|"), 2**62
+                tf.strings.join([names, seed_str, e_str], separator="|"), 2**62
             )
             ordered = tf.gather(files, tf.argsort(keys, stable=True))
             ds = tf.data.Dataset.from_tensor_slices(ordered).interleave(

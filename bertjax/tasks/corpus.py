@@ -78,6 +78,15 @@ class CorpusTask(Task):
             self._phases = plan_phases(self.config)
         return self._phases
 
+    def meta(self) -> dict[str, Any]:
+        """Also each phase's data: its path and manifest digest (a resumed run checks the
+        digest; the path may change)."""
+        from bertjax.data.pipeline import manifest_digest
+
+        return {**super().meta(), "data": [
+            {"path": os.path.abspath(p.source), "manifest_sha256": manifest_digest(p.source)}
+            for p in self.phases()]}
+
     def setup(self, ctx: Context) -> Any:
         self.cfg = ctx.cfg
         for phase in self.phases():  # bad data fails before the workdir is touched
