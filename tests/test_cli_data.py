@@ -79,3 +79,12 @@ def test_prepare_data_bad_source_fails_in_one_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing" in lines[0], r.stderr
     assert not os.path.exists(tmp_path / "data" / "manifest.json")
+
+
+def test_prepare_data_refuses_a_length_the_model_cannot_take(tmp_path):
+    r = bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny",
+                "--config.max_seq_length=100000", f"--config.data.dir={tmp_path}/data")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "max_seq_length=100000" in lines[0] and "max_position_embeddings=512" in lines[0]
+    assert not os.path.exists(tmp_path / "data")

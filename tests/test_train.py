@@ -187,6 +187,7 @@ def test_bad_config_is_one_line_error(data, tmp_path):
                          ("--config.data.dir=/nonexistent", "/nonexistent"),
                          ("--config.mesh.tensor=3", "product 3"),
                          ("--config.model.vocab_size=100", "model.vocab_size=100"),
+                         ("--config.max_seq_length=100000", "max_seq_length=100000"),
                          ("--config.phase2.fraction=0.5", "phase2.data_dir is required")]:
         c = trainlib.config("bert", data("bert"))
         r = trainlib.run([*trainlib.train_cmd(c, str(tmp_path / "w")), flag])
@@ -194,6 +195,15 @@ def test_bad_config_is_one_line_error(data, tmp_path):
         last = r.stderr.strip().splitlines()[-1]
         assert last.startswith("error:") and needle in last, (flag, last)
         assert not os.path.exists(tmp_path / "w")  # nothing written before the check
+
+
+def test_a_model_vocabulary_larger_than_the_tokenizer_is_named(data, tmp_path, capsys):
+    c = trainlib.config("bert", data("bert"), **{"train.steps": 1, "model.vocab_size": 30522,
+                                                 "train.checkpoint_every": 0})
+    train_lib.train(c, str(tmp_path))
+    out = capsys.readouterr().out
+    assert "warning: model.vocab_size=30522, but the tokenizer of" in out
+    assert out.index("warning: model.vocab_size") < out.index("train step 1")
 
 
 def test_workdir_of_another_model_is_refused(data, tmp_path):

@@ -59,6 +59,12 @@ def prepare_data(config: Any, kind: str | None = None) -> dict:
     data = config.data
     if not data.dir:
         raise ValueError("--config.data.dir is required: where to write the prepared data")
+    offset = cfg.pad_token_id + 1 if cfg.positions_from_padding else 0
+    if int(config.max_seq_length) + offset > cfg.max_position_embeddings:
+        raise ValueError(f"max_seq_length={config.max_seq_length} is longer than the model "
+                         f"takes (model.max_position_embeddings={cfg.max_position_embeddings}"
+                         + (f", {offset} of them before the first token" if offset else "")
+                         + ")")
     source = sources.open_source(data.source)  # a bad spec fails before any work
     with tempfile.TemporaryDirectory() as tmp:
         if config.tokenizer.path:

@@ -55,6 +55,11 @@ def plan_phases(config: Any) -> list[Phase]:
                                 "keys": ("phase2.max_seq_length", "phase2.data_dir")})]
 
 
+# Embedding rows a model may have beyond its tokenizer's without a warning (tables padded
+# to a multiple of 128 for the accelerators' tiles).
+VOCAB_PADDING = 128
+
+
 def _position_offset(cfg: ModelConfig) -> int:
     return cfg.pad_token_id + 1 if cfg.positions_from_padding else 0
 
@@ -106,6 +111,11 @@ class CorpusTask(Task):
         if vocab > cfg.vocab_size:
             raise ValueError(f"{path}: the tokenizer has {vocab} tokens, more than "
                              f"model.vocab_size={cfg.vocab_size}")
+        unused = cfg.vocab_size - vocab
+        if unused >= VOCAB_PADDING:  # allowed: a tokenizer may come out smaller than asked
+            print(f"warning: model.vocab_size={cfg.vocab_size}, but the tokenizer of {path} "
+                  f"has {vocab} tokens: {unused} embedding rows are never trained "
+                  f"(--config.model.vocab_size={vocab} to match)", flush=True)
         prepared = int(manifest["settings"]["max_seq_length"])
         if prepared != phase.options["max_seq_length"]:
             raise ValueError(f"{length_key}={phase.options['max_seq_length']}, but {path} was "
