@@ -88,3 +88,22 @@ def test_prepare_data_refuses_a_length_the_model_cannot_take(tmp_path):
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert "max_seq_length=100000" in lines[0] and "max_position_embeddings=512" in lines[0]
     assert not os.path.exists(tmp_path / "data")
+
+
+@pytest.mark.parametrize("kind", ["empty file", "jsonl of plain text"])
+def test_a_source_without_examples_is_an_error_and_writes_nothing(kind, tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("" if kind == "empty file" else "plain text\nmore plain text\n")
+    spec = f"bert:{text}" if kind == "empty file" else f"jsonl:{text}#text"
+    tok = tmp_path / "tok"
+    from bertjax.data.tokenizers import train_wordpiece
+
+    train_wordpiece(["plain text more"] * 10, vocab_size=120).save(str(tok))
+    r = bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
+                f"--config.data.source={spec}", f"--config.data.dir={tmp_path}/data",
+                f"--config.tokenizer.path={tok}")
+    lines = [x for x in r.stderr.strip().splitlines() if x.startswith("error:")]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert f"{spec}: no training examples" in lines[0]
+    assert ("bad records: 2" if kind != "empty file" else "documents: 0") in lines[0]
+    assert not os.path.exists(tmp_path / "data")

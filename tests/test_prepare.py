@@ -393,11 +393,11 @@ def test_one_document_corpus_falls_back_to_actual_next(corpus, tok, tmp_path):
     _check_valid(examples, tok.vocab_size, MAX_LEN)
 
 
-def test_empty_corpus_gives_an_empty_valid_dataset(tok, tmp_path):
-    m = _run([[], [""]], tok, tmp_path / "empty")
-    assert m["splits"]["train"] == {"examples": 0, "tokens": 0, "shards": []}
-    assert m["input_stats"]["empty_documents"] == 2
-    prep.read_manifest(str(tmp_path / "empty"))
+def test_a_corpus_without_examples_is_an_error_that_leaves_nothing(tok, tmp_path):
+    with pytest.raises(ValueError, match=r"no training examples \(documents: 2, sentences: "
+                                         r"0, empty documents: 2\); nothing written"):
+        _run([[], [""]], tok, tmp_path / "empty")
+    assert not os.path.exists(tmp_path / "empty")
 
 
 def test_bad_settings_fail_fast_naming_the_setting(corpus, tok, tmp_path):

@@ -487,6 +487,7 @@ def prepare(
 
     out_dir = os.path.abspath(out_dir)
     parts_dir = os.path.join(out_dir, _PARTS)
+    fresh = not os.path.exists(out_dir)  # removed again if nothing comes of it
     os.makedirs(parts_dir, exist_ok=True)
     for leftover in glob.glob(os.path.join(parts_dir, "*.tmp-*")):
         os.remove(leftover)  # partial files of an interrupted run
@@ -625,6 +626,8 @@ def prepare(
             show(force=True)
             bar.close()
 
+    _check_not_empty(metas, settings["source"], in_stats, source_obj, out_dir, parts_dir,
+                     fresh)
     manifest = _finalize(
         out_dir,
         parts_dir,
@@ -637,6 +640,29 @@ def prepare(
         source_obj,
     )
     return manifest
+
+
+def _check_not_empty(metas: list[dict], spec: str, in_stats: InputStats, source_obj: Any,
+                     out_dir: str, parts_dir: str, fresh: bool) -> None:
+    """ValueError naming the source and what it yielded when the train split would have
+    no example; nothing is left behind (the directory, when this run created it)."""
+    if sum(m["examples"] for m in metas if m["split"] == "train"):
+        return
+    st = getattr(source_obj, "stats", None)
+    counts = {"files": getattr(st, "files", None), "documents": in_stats.documents,
+              "sentences": in_stats.sentences,
+              "bad records": getattr(st, "bad_records", None),
+              "empty documents": in_stats.empty_documents + getattr(st, "empty_documents", 0),
+              "invalid documents": in_stats.invalid_documents or None}
+    read = ", ".join(f"{k}: {v:,}" for k, v in counts.items() if v is not None)
+    previous = os.path.join(parts_dir, "previous-manifest.json")
+    if fresh:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        if os.path.exists(previous):  # the directory's earlier data stay as they were
+            os.replace(previous, os.path.join(out_dir, "manifest.json"))
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    raise ValueError(f"{spec}: no training examples ({read}); nothing written")
 
 
 def _finalize(
