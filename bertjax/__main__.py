@@ -39,6 +39,30 @@ def one_line(e: BaseException) -> str:
     return re.sub(r"^[\w.]+(Error|Exception): ", "", line)
 
 
+def os_error(e: OSError) -> str:
+    """"FILE: what went wrong" rather than "[Errno 2] ...: 'FILE'"."""
+    if e.filename is not None and e.strerror:
+        target = f" -> {e.filename2}" if e.filename2 is not None else ""
+        return f"{e.filename}{target}: {e.strerror}"
+    return one_line(e)
+
+
+def unknown_key(e: BaseException, args: list[str]) -> str:
+    """An override of a key the config does not have, named as it was given, with
+    ml_collections' suggestion (its message is the repr of two lines)."""
+    while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(..))
+        e = e.args[0]
+    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    leaf = lines[0].strip("'\"") if lines else ""
+    given = [a.split("=", 1)[0] for a in args if a.startswith("--config.")]
+    named = next((g[len("--config."):] for g in given if g.rsplit(".", 1)[-1] == leaf), leaf)
+    hint = next((ln for ln in lines[1:] if ln.startswith("Did you mean")), "")
+    quoted = hint.split('"')
+    hint = f"; did you mean {quoted[1]!r}?" if len(quoted) >= 3 else ""
+    return f"unknown config key {named!r} in the overrides{hint}"
+
+
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(_usage(), file=sys.stderr)
@@ -54,7 +78,7 @@ def main() -> int:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     except (AttributeError, KeyError) as e:  # ml_collections: override of a missing key
-        print(f"error: unknown config key {e} in the --config.* overrides", file=sys.stderr)
+        print(f"error: {unknown_key(e, sys.argv[2:])}", file=sys.stderr)
         return 1
     except (ValueError, TypeError) as e:  # ml_collections: bad value or preset
         print(f"error: {one_line(e)}", file=sys.stderr)
@@ -64,7 +88,8 @@ def main() -> int:
     except (ValueError, OSError, flags.Error) as e:
         if os.environ.get("BERTJAX_DEBUG"):
             raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        print(f"error: {os_error(e) if isinstance(e, OSError) else one_line(e)}",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -33,6 +33,23 @@ def check_train_config(config: Any) -> None:
         raise ValueError(f"train.dtype={t.dtype!r}: expected {', '.join(TRAIN_DTYPES)}")
 
 
+def check_batch_sizes(phases: Any, mesh: Any, rules: Any) -> None:
+    """Every phase's batch splits evenly over the mesh axes the batch is sharded on; the
+    error names the key and the mesh."""
+    axes = dict(rules).get("batch") or ()
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    ways = 1
+    for a in axes:
+        ways *= int(mesh.shape[a])
+    for phase in phases:
+        if phase.batch_size % ways:
+            key = "phase2.batch_size" if phase.index else "train.batch_size"
+            shape = " x ".join(f"mesh.{a}={mesh.shape[a]}" for a in axes)
+            raise ValueError(f"{key}={phase.batch_size} does not split over the {ways} "
+                             f"devices the batch is sharded on ({shape}); use a multiple "
+                             f"of {ways}")
+
+
 def stored_model_config(config: Any) -> ModelConfig:
     """config.model as written (heads: the family's until the task says otherwise)."""
     return ModelConfig.from_dict(config.model.to_dict())

@@ -120,6 +120,7 @@ class Trainer:
         s = self.setup = experiment.build_setup(config)
         self.config, self.task, self.cfg, self.hooks = config, s.task, s.cfg, list(hooks)
         self.phases = self.task.phases()
+        experiment.check_batch_sizes(self.phases, s.mesh, s.rules)
         self.total, self.seed = self.task.train_steps(), s.seed
         t = config.train
         self.every = {"log": int(t.log_every), "checkpoint": int(t.checkpoint_every)}

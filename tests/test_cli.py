@@ -311,6 +311,9 @@ def test_export_refuses_to_clobber_and_bad_checkpoint_is_named(hf_bert, tmp_path
 
 @pytest.mark.parametrize("args, needle", [
     (["--config=configs/pretrain.py:bert_base", "--config.model.nope=3"], "nope"),
+    # Named as given, with ml_collections' suggestion, not the repr of its message.
+    (["--config=configs/pretrain.py:bert_tiny", "--config.model.hiden_size=3"],
+     "unknown config key 'model.hiden_size' in the overrides; did you mean 'hidden_size'?"),
     (["--config=configs/pretrain.py:bert_huge"], "bert_huge"),
     (["--config=configs/pretrain.py:bert_tiny", "--config.model.num_heads=5"], "num_heads"),
 ])

@@ -197,6 +197,21 @@ def test_bad_config_is_one_line_error(data, tmp_path):
         assert not os.path.exists(tmp_path / "w")  # nothing written before the check
 
 
+def test_a_batch_the_devices_cannot_split_and_a_bad_workdir_are_named(data, tmp_path):
+    c = trainlib.config("bert", data("bert"), **{"train.batch_size": 12})
+    r = trainlib.run(trainlib.train_cmd(c, str(tmp_path / "w")), devices=8)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and last == (
+        "error: train.batch_size=12 does not split over the 8 devices the batch is sharded "
+        "on (mesh.data=8 x mesh.fsdp=1); use a multiple of 8"), r.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "w")
+    (tmp_path / "a_file").write_text("")
+    r = trainlib.run(trainlib.train_cmd(trainlib.config("bert", data("bert")),
+                                        str(tmp_path / "a_file" / "run")))
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and last == f"error: {tmp_path}/a_file/run: Not a directory", last
+
+
 def test_a_model_vocabulary_larger_than_the_tokenizer_is_named(data, tmp_path, capsys):
     c = trainlib.config("bert", data("bert"), **{"train.steps": 1, "model.vocab_size": 30522,
                                                  "train.checkpoint_every": 0})
