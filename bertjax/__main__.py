@@ -88,11 +88,28 @@ def main() -> int:
     except (ValueError, OSError, flags.Error) as e:
         if os.environ.get("BERTJAX_DEBUG"):
             raise
-        print(f"error: {os_error(e) if isinstance(e, OSError) else one_line(e)}",
-              file=sys.stderr)
-        return 1
+        return _error(os_error(e) if isinstance(e, OSError) else one_line(e))
     return 0
 
 
+# Set when run as `python -m bertjax`: an error ends the process at once.
+_EXIT_ON_ERROR = False
+
+
+def _error(message: str) -> int:
+    """Prints the one-line error. As a command, then exits straight away: the background
+    threads of a failed read (Orbax, tensorstore) may otherwise print "Event loop is
+    closed" tracebacks under it while the interpreter shuts down."""
+    stream = sys.stderr
+    if _EXIT_ON_ERROR:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 -- until the process ends
+    print(f"error: {message}", file=stream, flush=True)
+    if _EXIT_ON_ERROR:
+        sys.stdout.flush()
+        os._exit(1)
+    return 1
+
+
 if __name__ == "__main__":
+    _EXIT_ON_ERROR = True
     sys.exit(main())

@@ -3,7 +3,8 @@
 A *model directory* is what `import`, `init` and `train` write, `export` and
 `fill_mask` read and `config.init_from` starts training from (bertjax/pretrained.py):
 
-  CKPT/config.json   {"format": "bertjax-model", "version": 1, "model": {...ModelConfig}};
+  CKPT/config.json   {"format": "bertjax-model", "version": 1, "model": {...ModelConfig},
+                     "params_sha256": digest of params/ (`params_digest`)};
                      model.heads says which heads the parameters hold
   CKPT/params/       Orbax checkpoint of the parameter tree (loop or scan layout, as
                      `model.scan_layers` says)
@@ -24,8 +25,13 @@ checkpoint; leftovers are removed when the next run opens the directory.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import os
+import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,14 +51,32 @@ def save_model_dir(path: str, cfg: ModelConfig, params: Any, tokenizer: Any = No
     import orbax.checkpoint as ocp
 
     with atomic_directory(path, overwrite=overwrite) as tmp:
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump({"format": FORMAT, "version": VERSION, "model": cfg.to_dict(),
-                       **(extra or {})}, f, indent=2)
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(os.path.join(tmp, "params"), params)
         checkpointer.wait_until_finished()
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump({"format": FORMAT, "version": VERSION, "model": cfg.to_dict(),
+                       "params_sha256": params_digest(os.path.join(tmp, "params")),
+                       **(extra or {})}, f, indent=2)
         if tokenizer is not None:
             tokenizer.save(os.path.join(tmp, "tokenizer"))
+
+
+def params_digest(params_path: str) -> str:
+    """sha256 over every file of a params/ directory (relative names and bytes, in
+    sorted order): what a model directory's config.json records and `load_model_dir`
+    checks."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(params_path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            h.update(os.path.relpath(full, params_path).encode() + b"\0")
+            with open(full, "rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    h.update(block)
+            h.update(b"\0")
+    return h.hexdigest()
 
 
 def read_model_config(path: str) -> tuple[ModelConfig, dict[str, Any]]:
@@ -87,16 +111,61 @@ def load_model_dir(path: str, cfg: ModelConfig | None = None) -> tuple[ModelConf
 
     from bertjax.models.layers import stack_layers, unstack_layers
 
-    saved_cfg, _ = read_model_config(path)
+    saved_cfg, meta = read_model_config(path)
     params_path = os.path.abspath(os.path.join(path, "params"))
     if not os.path.isdir(params_path):
         raise FileNotFoundError(f"{params_path}: missing")
-    params = ocp.StandardCheckpointer().restore(params_path)
+    recorded = meta.get("params_sha256")  # absent in directories written before 2026-12-03
+    if recorded is not None and params_digest(params_path) != recorded:
+        raise ValueError(f"{params_path}: its files differ from what "
+                         f"{os.path.join(path, 'config.json')} recorded (params_sha256); "
+                         "the directory is damaged")
+    # A failed read also makes tensorstore's threads print tracebacks ("Event loop is
+    # closed") through sys.stderr: held back, and shown only when the read succeeds.
+    held, failed = io.StringIO(), None
+    with contextlib.redirect_stderr(held):
+        try:
+            params = ocp.StandardCheckpointer().restore(params_path)
+        except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore errors of every kind
+            failed = " ".join(str(e).split())[:300]
+            time.sleep(0.5)  # the failed read's threads finish printing into `held`
+    if failed is not None:
+        raise ValueError(f"{params_path}: cannot be read ({failed})")
+    sys.stderr.write(held.getvalue())
     params = _before_heads(jax.tree_util.tree_map(np.asarray, params))
+    check_params(params, saved_cfg, params_path)
     cfg = cfg or saved_cfg
     if cfg.scan_layers != saved_cfg.scan_layers:
         params = stack_layers(params) if cfg.scan_layers else unstack_layers(params)
     return cfg, params
+
+
+def check_params(params: Any, cfg: ModelConfig, where: str) -> None:
+    """ValueError naming the tensor when `params` are not the parameters of `cfg`
+    (a missing, extra or differently shaped tensor) or hold NaN or Inf."""
+    import flax
+
+    from bertjax.models import build, init_params
+
+    def flat(tree: Any) -> dict[str, Any]:
+        return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
+                for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+    want = flat(jax.eval_shape(lambda: flax.linen.unbox(init_params(build(cfg)))))
+    have = flat(params)
+    fields = "model.heads and sizes in config.json"
+    for name in sorted(set(want) - set(have)):
+        raise ValueError(f"{where}: no tensor {name}, which {fields} call for")
+    for name in sorted(set(have) - set(want)):
+        raise ValueError(f"{where}: tensor {name} is not a parameter of the model "
+                         f"{fields} describe")
+    for name, leaf in have.items():
+        if tuple(leaf.shape) != tuple(want[name].shape):
+            raise ValueError(f"{where}: {name} has shape {tuple(leaf.shape)}, but {fields} "
+                             f"call for {tuple(want[name].shape)}")
+        if not np.all(np.isfinite(leaf)):
+            bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(leaf)))
+            raise ValueError(f"{where}: {name} holds {bad} NaN or Inf values")
 
 
 def _before_heads(params: dict[str, Any]) -> dict[str, Any]:

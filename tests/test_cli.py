@@ -247,6 +247,61 @@ def test_init_then_fill_mask_and_export(tmp_path):
     assert abs(float(probs[pos].max()) - lines[0]["score"]) < 1e-4
 
 
+def _flip_bytes(path: str) -> None:
+    data = bytearray(open(path, "rb").read())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    open(path, "wb").write(bytes(data))
+
+
+def test_damaged_model_dirs_are_named_in_one_line_and_nothing_is_written(tmp_path):
+    import json
+    import shutil
+
+    import numpy as np
+
+    from bertjax import checkpoint
+
+    good = str(tmp_path / "good")
+    bertjax("init", "--config=configs/pretrain.py:bert_tiny,runlocal", f"--out={good}")
+
+    def copy(name: str) -> str:
+        return shutil.copytree(good, str(tmp_path / name))
+
+    def rewrite_config(path: str, edit) -> None:
+        meta = json.load(open(os.path.join(path, "config.json")))
+        edit(meta)
+        json.dump(meta, open(os.path.join(path, "config.json"), "w"))
+
+    flipped = copy("flipped")  # the largest tensor file: same size, other bytes
+    data_files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(flipped, "params"))
+                  for f in fs if os.sep + "d" + os.sep in os.path.join(r, f)]
+    _flip_bytes(max(data_files, key=os.path.getsize))
+    missing = copy("missing")  # and written before digests: Orbax's own error, one line
+    os.remove(os.path.join(missing, "params", "manifest.ocdbt"))
+    rewrite_config(missing, lambda m: m.pop("params_sha256"))
+    wider = copy("wider")  # config.json disagreeing with the parameters
+    rewrite_config(wider, lambda m: m["model"].update(hidden_size=256))
+    cfg, params = checkpoint.load_model_dir(good)
+    table = np.array(params["embeddings"]["word"]["embedding"])
+    table[5, 7] = np.nan
+    params["embeddings"]["word"]["embedding"] = table
+    nan = str(tmp_path / "nan")  # a consistent directory of non-finite parameters
+    checkpoint.save_model_dir(nan, cfg, params)
+    cases = [(flipped, "differ from what", "params_sha256"),
+             (missing, "params: cannot be read", "does not exist"),
+             (wider, "embeddings/layer_norm/bias has shape (128,)", "call for (256,)"),
+             (nan, "embeddings/word/embedding holds 1 NaN or Inf values")]
+    for ckpt, *needles in cases:
+        out = str(tmp_path / "hf")
+        _assert_clean_failure(bertjax("export", f"--checkpoint={ckpt}", f"--out={out}",
+                                      ok=False), ckpt, *needles)
+        _no_leftovers(str(tmp_path), "hf")
+    for ckpt, *needles in cases[::2]:
+        _assert_clean_failure(bertjax("fill_mask", f"--checkpoint={ckpt}", "a [MASK] b",
+                                      ok=False), ckpt, *needles)
+
+
 def test_fill_mask_on_a_bare_encoder_says_what_is_missing(hf_bert_parts, tmp_path):
     ckpt = imported(hf_bert_parts["encoder"], tmp_path)
     r = bertjax("fill_mask", f"--checkpoint={ckpt}", "the [MASK] dog", ok=False)
