@@ -53,6 +53,13 @@ class TrainingError(ValueError):
     """The run cannot go on (diverged, or config and workdir disagree); one line says why."""
 
 
+def _unreadable(where: str, e: BaseException) -> TrainingError:
+    """The newest checkpoint cannot be read: one line, and what the user can do."""
+    what = " ".join(str(e).split())[:300] or type(e).__name__
+    return TrainingError(f"{where}: the newest checkpoint cannot be read ({what}); move it "
+                         "out of the checkpoints directory to resume from the one before")
+
+
 class Hook:
     """Called by the loop; subclasses override what they need. Every host calls them."""
 
@@ -173,13 +180,21 @@ class Trainer:
         latest = self.ckpts.latest_step()
         self.data_position: dict[str, Any] | None = None
         if latest is not None:
-            saved = ModelConfig.from_dict(self.ckpts.read_meta(latest)["model"])
+            where = f"{self.ckpts.directory}/{latest}"
+            try:
+                saved = ModelConfig.from_dict(self.ckpts.read_meta(latest)["model"])
+            except Exception as e:  # noqa: BLE001 -- Orbax / JSON errors of every kind
+                raise _unreadable(where, e) from None
             diff = checkpoint.architecture_diff(s.cfg, saved)
             if diff:
                 raise TrainingError(f"{self.ckpts.directory}/{latest}: the checkpoint's model "
                                     f"differs from the config's in {', '.join(diff)}; use "
                                     "another --workdir")
-            self.state, self.data_position, saved_meta = self.ckpts.restore(latest, s.target)
+            try:
+                self.state, self.data_position, saved_meta = self.ckpts.restore(latest,
+                                                                                s.target)
+            except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore / JSON errors
+                raise _unreadable(where, e) from None
             meta = self.task.meta()
             self._check_data(f"{self.ckpts.directory}/{latest}", saved_meta.get("data"),
                              meta.pop("data", None))
