@@ -33,8 +33,7 @@ def fill_mask(ckpt: str, text: str, top_k: int = 5) -> list[list[dict[str, Any]]
         raise FileNotFoundError(f"{ckpt}: no tokenizer/ directory; fill_mask needs one")
     tok = load_tokenizer(tok_dir)
     ids = tok.encode(text)
-    if len(ids) > cfg.max_position_embeddings - (cfg.pad_token_id + 1
-                                                 if cfg.positions_from_padding else 0):
+    if len(ids) > cfg.max_position_embeddings - cfg.position_offset:
         raise ValueError(f"text is {len(ids)} tokens, longer than the model's "
                          f"{cfg.max_position_embeddings} positions")
     where = [i for i, t in enumerate(ids) if t == tok.mask_id]

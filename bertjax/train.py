@@ -187,7 +187,7 @@ class Trainer:
                 raise _unreadable(where, e) from None
             diff = checkpoint.architecture_diff(s.cfg, saved)
             if diff:
-                raise TrainingError(f"{self.ckpts.directory}/{latest}: the checkpoint's model "
+                raise TrainingError(f"{where}: the checkpoint's model "
                                     f"differs from the config's in {', '.join(diff)}; use "
                                     "another --workdir")
             try:
@@ -196,8 +196,7 @@ class Trainer:
             except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore / JSON errors
                 raise _unreadable(where, e) from None
             meta = self.task.meta()
-            self._check_data(f"{self.ckpts.directory}/{latest}", saved_meta.get("data"),
-                             meta.pop("data", None))
+            self._check_data(where, saved_meta.get("data"), meta.pop("data", None))
             # Allowed (a run may change course), but no longer the uninterrupted run.
             for key, now in meta.items():
                 # Checkpoints written before tasks named theirs "objective" (same names).

@@ -59,7 +59,7 @@ def prepare_data(config: Any, kind: str | None = None) -> dict:
     data = config.data
     if not data.dir:
         raise ValueError("--config.data.dir is required: where to write the prepared data")
-    offset = cfg.pad_token_id + 1 if cfg.positions_from_padding else 0
+    offset = cfg.position_offset
     if int(config.max_seq_length) + offset > cfg.max_position_embeddings:
         raise ValueError(f"max_seq_length={config.max_seq_length} is longer than the model "
                          f"takes (model.max_position_embeddings={cfg.max_position_embeddings}"

@@ -120,6 +120,12 @@ class ModelConfig:
                 or _family(self.family).always_projects_embeddings)
 
     @property
+    def position_offset(self) -> int:
+        """Position id of the first token (RoBERTa counts from pad_token_id + 1): a
+        sequence of L tokens needs L + position_offset position embeddings."""
+        return self.pad_token_id + 1 if self.positions_from_padding else 0
+
+    @property
     def use_pooler(self) -> bool:
         return "pooler" in self.heads
 

@@ -60,10 +60,6 @@ def plan_phases(config: Any) -> list[Phase]:
 VOCAB_PADDING = 128
 
 
-def _position_offset(cfg: ModelConfig) -> int:
-    return cfg.pad_token_id + 1 if cfg.positions_from_padding else 0
-
-
 def pair_head(cfg: ModelConfig) -> str | None:
     """The sentence-pair head ("nsp" or "sop") the model trains, if any."""
     return next((h for h in ("nsp", "sop") if h in cfg.heads), None)
@@ -135,7 +131,7 @@ class CorpusTask(Task):
             shuffle_buffer=int(config.data.shuffle_buffer) if split == "train" else 0,
             start_step=start_step, repeat=repeat,
             max_position_embeddings=cfg.max_position_embeddings,
-            position_offset=_position_offset(cfg))
+            position_offset=cfg.position_offset)
 
     def train_batches(self, phase: Phase, start_step: int) -> Batches:
         pipe = self._pipeline(phase, "train", start_step, True)
@@ -201,7 +197,7 @@ def synthetic_batches(cfg: ModelConfig, batch_size: int, seq_len: int, num_predi
     if not 0 < num_predictions <= seq_len:
         raise ValueError(f"max_predictions_per_seq={num_predictions}: must be in "
                          f"[1, max_seq_length={seq_len}]")
-    if seq_len + _position_offset(cfg) > cfg.max_position_embeddings:
+    if seq_len + cfg.position_offset > cfg.max_position_embeddings:
         raise ValueError(f"max_seq_length={seq_len} does not fit model.max_position_embeddings="
                          f"{cfg.max_position_embeddings}")
     if cfg.vocab_size <= FIRST_ID:

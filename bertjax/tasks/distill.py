@@ -115,8 +115,7 @@ def check(config: Any, student: ModelConfig, teacher: ModelConfig) -> None:
                          "set it to 0")
     if d.init not in INITS:
         raise ValueError(f"distill.init={d.init!r}: expected one of {', '.join(INITS)}")
-    seq = int(config.max_seq_length) + (teacher.pad_token_id + 1
-                                        if teacher.positions_from_padding else 0)
+    seq = int(config.max_seq_length) + teacher.position_offset
     if seq > teacher.max_position_embeddings:
         raise ValueError(f"max_seq_length={config.max_seq_length} does not fit "
                          f"teacher.max_position_embeddings={teacher.max_position_embeddings}")

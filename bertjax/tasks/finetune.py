@@ -255,8 +255,7 @@ class FinetuneTask(Task):
         token_type_ids (0) and attention_mask (1) [B, L] int32, weights [B] float32 (1),
         and the task's `synthetic_labels`.
         """
-        offset = cfg.pad_token_id + 1 if cfg.positions_from_padding else 0
-        if seq_len + offset > cfg.max_position_embeddings:
+        if seq_len + cfg.position_offset > cfg.max_position_embeddings:
             raise ValueError(f"max_seq_length={seq_len} does not fit "
                              f"model.max_position_embeddings={cfg.max_position_embeddings}")
         if cfg.vocab_size <= FIRST_ID:
