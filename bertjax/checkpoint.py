@@ -16,11 +16,21 @@ A *training checkpoint* is one step of WORKDIR/checkpoints, an Orbax
   WORKDIR/checkpoints/<step>/state/   the train state (bertjax/steps.py): params,
                                       optimizer state, step, skip counters
   WORKDIR/checkpoints/<step>/data/    JSON: the data position {"phase", "pipeline"}
-  WORKDIR/checkpoints/<step>/meta/    JSON: the model config, to refuse a mismatched resume
+  WORKDIR/checkpoints/<step>/meta/    JSON: the model config, to refuse a mismatched
+                                      resume, and `state_digest`: per state leaf, a
+                                      fingerprint of its bits taken when it was saved
 
 Orbax writes a step under a temporary name and renames it when every item (and, on
 several hosts, every host) is done, so an interrupted save never looks like a
 checkpoint; leftovers are removed when the next run opens the directory.
+
+Integrity. A committed step can still be damaged later (a flipped bit on disk, a file
+truncated or deleted by hand). Resume therefore verifies what it restored: every leaf's
+fingerprint against `state_digest` (computed on the devices from the restored arrays,
+so nothing is read twice) and every value finite. A step that fails, or that Orbax
+cannot read, is moved to WORKDIR/damaged_checkpoints/<step> (never deleted) and the
+next older one is tried (bertjax/train.py). Rotation (`max_to_keep`) never deletes the
+step a run resumed from, so a good checkpoint survives until a newer one was written.
 """
 
 from __future__ import annotations
@@ -29,13 +39,18 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
+import re
+import shutil
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bertjax.fileio import atomic_directory
@@ -79,6 +94,42 @@ def params_digest(params_path: str) -> str:
     return h.hexdigest()
 
 
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (Orbax's and tensorstore's span several)."""
+    return " ".join(str(e).split())[:limit] or type(e).__name__
+
+
+def read_error(e: BaseException) -> str:
+    """Why an Orbax read failed, on one line: tensorstore's own message when the chain
+    holds one ('Error reading "opt_state.2.mu.…kernel/0.0" in OCDBT database at local
+    file "DIR": ZSTD_decompressStream() failed: Data corruption detected'), which names
+    the array and the file, rather than Orbax's wrapper around it."""
+    seen, x = [], e
+    while x is not None and len(seen) < 8:
+        seen.append(x)
+        x = x.__cause__ or x.__context__
+    for x in seen:
+        found = re.search(r"\b(Error (?:reading|writing) .*)", one_line(x, 2000))
+        if found:
+            return found.group(1)[:400]
+    return one_line(e)
+
+
+def quiet_read(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs), an Orbax read. A failed read also makes tensorstore's threads
+    print tracebacks ("Event loop is closed") through sys.stderr: held back while it
+    runs, shown only if it succeeds."""
+    held = io.StringIO()
+    with contextlib.redirect_stderr(held):
+        try:
+            out = fn(*args, **kwargs)
+        except BaseException:
+            time.sleep(0.5)  # the failed read's threads finish printing into `held`
+            raise
+    sys.stderr.write(held.getvalue())
+    return out
+
+
 def read_model_config(path: str) -> tuple[ModelConfig, dict[str, Any]]:
     """The ModelConfig of a model directory and the whole config.json content."""
     config_path = os.path.join(path, "config.json")
@@ -120,18 +171,10 @@ def load_model_dir(path: str, cfg: ModelConfig | None = None) -> tuple[ModelConf
         raise ValueError(f"{params_path}: its files differ from what "
                          f"{os.path.join(path, 'config.json')} recorded (params_sha256); "
                          "the directory is damaged")
-    # A failed read also makes tensorstore's threads print tracebacks ("Event loop is
-    # closed") through sys.stderr: held back, and shown only when the read succeeds.
-    held, failed = io.StringIO(), None
-    with contextlib.redirect_stderr(held):
-        try:
-            params = ocp.StandardCheckpointer().restore(params_path)
-        except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore errors of every kind
-            failed = " ".join(str(e).split())[:300]
-            time.sleep(0.5)  # the failed read's threads finish printing into `held`
-    if failed is not None:
-        raise ValueError(f"{params_path}: cannot be read ({failed})")
-    sys.stderr.write(held.getvalue())
+    try:
+        params = quiet_read(ocp.StandardCheckpointer().restore, params_path)
+    except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore errors of every kind
+        raise ValueError(f"{params_path}: cannot be read ({read_error(e)})") from None
     params = _before_heads(jax.tree_util.tree_map(np.asarray, params))
     check_params(params, saved_cfg, params_path)
     cfg = cfg or saved_cfg
@@ -204,52 +247,232 @@ def tokenizer_dir(path: str) -> str | None:
 
 # --- training checkpoints --------------------------------------------------------------
 
+DAMAGED = "damaged_checkpoints"  # beside WORKDIR/checkpoints: steps that failed verification
+
+
 class NonFiniteStateError(ValueError):
     """A train state with NaN or Inf values was about to be saved."""
+
+
+class SaveError(OSError):
+    """A checkpoint could not be written (disk full, permissions, a lost bucket)."""
+
+
+def _leaf_fingerprint(x: jax.Array) -> jax.Array:
+    """Two position-weighted sums of a leaf's bits, modulo 2**32 ([2] uint32).
+
+    Each element's bits (as uint32) are multiplied by an odd number derived from its
+    index and summed: one flipped bit changes an element by +-2**k and so each sum by
+    2**k times an odd number, never 0 modulo 2**32; independent damage in several places
+    goes unnoticed with probability ~2**-64. Elementwise over the leaf's own shape (no
+    reshape), so it runs on sharded arrays as they lie, on any mesh, with the same result.
+    """
+    if x.dtype == jnp.bool_:
+        bits = x.astype(jnp.uint32)
+    else:
+        unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+        bits = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+    index = jnp.zeros(bits.shape, jnp.uint32)
+    for d, n in enumerate(bits.shape):
+        index = index * jnp.uint32(n) + jax.lax.broadcasted_iota(jnp.uint32, bits.shape, d)
+    m1 = index * jnp.uint32(0x9E3779B1) + jnp.uint32(0x7F4A7C15) | jnp.uint32(1)
+    m2 = (index ^ jnp.uint32(0x5BD1E995)) * jnp.uint32(0x85EBCA6B) | jnp.uint32(1)
+    return jnp.stack([jnp.sum(bits * m1, dtype=jnp.uint32),
+                      jnp.sum(bits * m2, dtype=jnp.uint32)])
+
+
+def _check_state(state: Any) -> tuple[jax.Array, Any]:
+    """(every floating-point value finite, the fingerprint of every leaf)."""
+    from bertjax.steps import all_finite
+
+    return all_finite(state), jax.tree.map(_leaf_fingerprint, state)
+
+
+def _leaf_name(path: tuple[Any, ...]) -> str:
+    names = (getattr(k, a) for k in path for a in ("key", "idx", "name") if hasattr(k, a))
+    return "/".join(str(n) for n in names)
+
+
+def _digest(fingerprints: Any) -> dict[str, str]:
+    """{leaf name: 16 hex digits}, as `state_digest` is stored."""
+    flat = jax.tree_util.tree_flatten_with_path(jax.device_get(fingerprints))[0]
+    return {_leaf_name(p): "".join(f"{int(v):08x}" for v in np.asarray(f)) for p, f in flat}
+
+
+def _save_error_words(e: BaseException) -> str:
+    """ "FILE: what the OS said" for an OSError or a tensorstore write error, else the
+    message on one line."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    text = one_line(e, 2000)
+    code = re.search(r"os_error_code='(\d+)'", text)
+    path = re.search(r'Failed writing: "([^"]+)"', text) or re.search(
+        r'local file "([^"]+)"', text)
+    if code and path:
+        return f"{path.group(1)}: {os.strerror(int(code.group(1)))}"
+    return text[:300]
+
+
+class _KeepLatestAndResumed:
+    """Orbax preservation policy: the newest `n` steps, and the step this run resumed
+    from (its digest was verified), whatever their number."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.resumed = n, None
+
+    def should_preserve(self, checkpoints: Any, *, context: Any) -> list[bool]:
+        del context
+        first = len(checkpoints) - self.n
+        return [i >= first or c.step == self.resumed for i, c in enumerate(checkpoints)]
+
+
+class _HeldBackgroundOutput(logging.Filter):
+    """While a save runs in the background, what Orbax logs at ERROR and what threads
+    other than the main one print to sys.stderr are held: written out when the save
+    commits, into a file when it fails (one tensorstore failure prints dozens of
+    tracebacks, `SaveError` says it in one line)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[str] = []
+        self._stderr: Any = None
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or "orbax" not in record.pathname:
+            return True
+        text = f"{record.levelname}:{record.name}:{record.getMessage()}\n"
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info) + "\n"
+        with self._lock:
+            self.held.append(text)
+        return False
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return self._stderr.write(text)
+        with self._lock:
+            self.held.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stderr.flush()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the file protocol
+        return getattr(self._stderr, name)
+
+    def start(self) -> None:
+        if self._stderr is None:
+            self._stderr, sys.stderr = sys.stderr, self
+            logging.getLogger("absl").addFilter(self)
+
+    def stop(self, into: str | None = None) -> None:
+        """Stops holding; what was held goes to sys.stderr, or to the file `into`."""
+        with self._lock:
+            text, self.held = "".join(self.held), []
+        if self._stderr is not None:
+            sys.stderr, self._stderr = self._stderr, None
+            logging.getLogger("absl").removeFilter(self)
+        if text and into is None:
+            sys.stderr.write(text)
+        elif text:
+            with contextlib.suppress(OSError):  # the disk that failed the save may be full
+                os.makedirs(os.path.dirname(into), exist_ok=True)
+                with open(into, "a") as f:
+                    f.write(text)
 
 
 class TrainCheckpoints:
     """Orbax CheckpointManager over the train state, the data position and the model config.
 
     save() refuses a state with any non-finite value, so no such checkpoint is ever
-    committed. With `async_save`, save() returns once the arrays are copied to host
-    memory and the files are written in the background; `wait()` blocks until the last
-    save is committed. Every host must call save() and restore() with the same step.
+    committed, and records the state's fingerprint (`state_digest`) for `verify`. With
+    `async_save`, save() returns once the arrays are copied to host memory and the files
+    are written in the background; `failed_save()` says, between steps, whether that
+    write failed; `wait()` blocks until the last save is committed. Every host must call
+    save() and restore() with the same step.
     """
 
     def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True) -> None:
         import orbax.checkpoint as ocp
 
-        from bertjax.steps import all_finite
-
         self._ocp = ocp
         self.directory = os.path.abspath(directory)
+        self._keep = _KeepLatestAndResumed(max_to_keep)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+            preservation_policy=self._keep, create=True, cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("state", "data", "meta"))
-        self._finite = jax.jit(all_finite)
+        self._check = jax.jit(_check_state)
+        self._pending: int | None = None  # the step being written in the background
+        self._output = _HeldBackgroundOutput()
 
     def latest_step(self) -> int | None:
         """The newest committed step, or None (incomplete saves are never listed)."""
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
+        return sorted(self._manager.all_steps())
+
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
 
     def save(self, step: int, state: Any, data: Mapping[str, Any],
              meta: Mapping[str, Any]) -> None:
         """Saves `state` (a pytree of jax.Arrays) as step `step`; NonFiniteStateError if
-        any floating-point value in it is NaN or Inf (nothing is written then)."""
-        if not bool(self._finite(state)):
+        any floating-point value in it is NaN or Inf (nothing is written then);
+        SaveError if the write fails (at once when saving synchronously, else from
+        `failed_save()` or `wait()`)."""
+        finite, fingerprints = self._check(state)
+        if not bool(finite):
             raise NonFiniteStateError(
                 f"{self.directory}: the train state at step {step} holds NaN or Inf values; "
                 "not saving it")
         ocp = self._ocp
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(dict(data)),
-            meta=ocp.args.JsonSave(dict(meta))), force=True)
+        self.wait()  # the previous save, so that its failure is reported as its own
+        self._output.start()
+        self._pending = step
+        try:
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(dict(data)),
+                meta=ocp.args.JsonSave({**meta, "state_digest": _digest(fingerprints)})),
+                force=True)
+        except Exception as e:  # noqa: BLE001 -- OSError, tensorstore's ValueError, ...
+            self._fail(e)
+        if not self._manager.is_saving_in_progress():
+            self.wait()
+
+    def failed_save(self) -> SaveError | None:
+        """The error of the background save if it has ended and failed, else None (it
+        is still running, or it committed). Cheap: call it between steps."""
+        if self._pending is None or self._manager.is_saving_in_progress():
+            return None
+        try:
+            self.wait()
+        except SaveError as e:
+            return e
+        return None
+
+    def wait(self) -> None:
+        """Blocks until every started save is committed; SaveError if one failed."""
+        if self._pending is None:
+            return
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 -- what the background write raised
+            self._fail(e)
+        if not os.path.isdir(self.step_dir(self._pending)):  # not committed, no error seen
+            self._fail(RuntimeError("the checkpoint was not committed"))
+        self._pending = None
+        self._output.stop()
+
+    def _fail(self, e: BaseException) -> None:
+        step, self._pending = self._pending, None
+        self._output.stop(into=os.path.join(os.path.dirname(self.directory), "logs",
+                                            f"save_error_{step}.log"))
+        raise SaveError(f"checkpoint {step} could not be written ({_save_error_words(e)})"
+                        ) from None
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """(state, data, meta) of `step`, the state laid out as `target` says.
@@ -258,22 +481,74 @@ class TrainCheckpoints:
         another mesh or device count than the one that saved: Orbax reshards.
         """
         ocp = self._ocp
-        restored = self._manager.restore(step, args=ocp.args.Composite(
+        restored = quiet_read(self._manager.restore, step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
             meta=ocp.args.JsonRestore()))
         return restored["state"], dict(restored["data"]), dict(restored["meta"])
 
+    def verify(self, state: Any, meta: Mapping[str, Any]) -> str | None:
+        """What is wrong with a restored state, in words, or None: every leaf's
+        fingerprint against the `state_digest` recorded at save (checkpoints written
+        before 2026-12-03 have none), then every value finite."""
+        finite, fingerprints = self._check(state)
+        recorded = meta.get("state_digest")
+        if recorded is not None:
+            now = _digest(fingerprints)
+            bad = sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
+            if bad:
+                more = f" (as do {len(bad) - 1} more)" if len(bad) > 1 else ""
+                return (f"state leaf {bad[0]} differs from the digest recorded when it was "
+                        f"saved{more}")
+        if not bool(finite):
+            return "the state holds NaN or Inf values"
+        return None
+
+    def resumed_from(self, step: int) -> None:
+        """Rotation keeps `step` (verified by this run's resume) from now on."""
+        self._keep.resumed = step
+
+    def move_aside(self, step: int) -> str:
+        """Moves step `step` to WORKDIR/damaged_checkpoints/ (every host calls it; the
+        first one moves); returns where it went."""
+        dest_dir = os.path.join(os.path.dirname(self.directory), DAMAGED)
+        dest, n = os.path.join(dest_dir, str(step)), 1
+        while os.path.exists(dest):
+            n += 1
+            dest = os.path.join(dest_dir, f"{step}-{n}")
+        if jax.process_index() == 0:
+            os.makedirs(dest_dir, exist_ok=True)
+            shutil.move(self.step_dir(step), dest)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"bertjax_move_aside_{step}")
+        self._manager.reload()
+        return dest
+
+    def check_files(self, step: int) -> str | None:
+        """What is wrong with the files a committed step must have (missing, or JSON
+        that does not parse), in words naming the file; None if nothing."""
+        for name in ("meta/metadata", "data/metadata", "state/_METADATA"):
+            path = os.path.join(self.step_dir(step), name)
+            if not os.path.isfile(path):
+                return f"{path} is missing"
+            try:
+                with open(path, "rb") as f:
+                    json.load(f)
+            except (ValueError, OSError) as e:
+                return f"{path} cannot be read ({one_line(e)})"
+        return None
+
     def read_meta(self, step: int) -> dict[str, Any]:
         """The meta item of `step` alone (no arrays are read)."""
         ocp = self._ocp
-        restored = self._manager.restore(step, args=ocp.args.Composite(
+        restored = quiet_read(self._manager.restore, step, args=ocp.args.Composite(
             meta=ocp.args.JsonRestore()))
         return dict(restored["meta"])
 
-    def wait(self) -> None:
-        """Blocks until every started save is committed."""
-        self._manager.wait_until_finished()
-
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+            self._output.stop()

@@ -16,7 +16,10 @@ WORKDIR holds everything a run writes:
   model/         the final parameters as a model directory (export, fill_mask read it)
 
 Resume order (the same on every start, so re-running the command is the way to resume):
-  1. the newest committed checkpoint in WORKDIR/checkpoints: state and data position;
+  1. the newest good checkpoint in WORKDIR/checkpoints: state and data position. Each
+     is verified after it is read (its state digest, finite values); one that fails or
+     cannot be read is reported in one line, moved to WORKDIR/damaged_checkpoints/ and
+     the next older one is tried; if none is good the run stops;
   2. else `config.init_from` (the task's `weights_from()`): parameters from a model
      directory or a transformers directory of any form, fitted to the task's heads
      (bertjax/pretrained.py: a table of loaded, created and dropped modules is
@@ -25,7 +28,9 @@ Resume order (the same on every start, so re-running the command is the way to r
   4. else fresh parameters from `config.seed`.
 
 SIGTERM (a preemption notice) or SIGINT: every host agrees on one step, saves it,
-waits for the save and exits 0. A step with a non-finite loss or gradient norm is
+waits for the save and exits 0. A save that fails (a full disk) stops the run at the
+next step with one line: the step, the file and the OS error, and the last good
+checkpoint, which the failed save left as it was. A step with a non-finite loss or gradient norm is
 skipped and counted; `train.max_consecutive_skips` in a row stop the run with an
 error. `Hook`s see every step and save (the tests inject faults through them).
 Nothing here imports TensorFlow except the input pipeline (bertjax.data).
@@ -53,11 +58,6 @@ class TrainingError(ValueError):
     """The run cannot go on (diverged, or config and workdir disagree); one line says why."""
 
 
-def _unreadable(where: str, e: BaseException) -> TrainingError:
-    """The newest checkpoint cannot be read: one line, and what the user can do."""
-    what = " ".join(str(e).split())[:300] or type(e).__name__
-    return TrainingError(f"{where}: the newest checkpoint cannot be read ({what}); move it "
-                         "out of the checkpoints directory to resume from the one before")
 
 
 class Hook:
@@ -93,13 +93,15 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def _any_host(flag: bool) -> bool:
-    """True on every host if it is True on any (a collective: every host must call it)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
+def _any_host(*flags: bool) -> Any:
+    """Each flag True on every host if it is True on any (a collective: every host must
+    call it); one flag gives a bool, several a tuple."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
 
-    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+        gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))
+        flags = tuple(bool(f) for f in np.any(np.reshape(gathered, (-1, len(flags))), axis=0))
+    return flags[0] if len(flags) == 1 else tuple(flags)
 
 
 def _log(msg: str) -> None:
@@ -177,24 +179,19 @@ class Trainer:
     def _resume(self) -> str:
         """Sets self.state (and the data position) in the resume order; returns its source."""
         s = self.setup
-        latest = self.ckpts.latest_step()
         self.data_position: dict[str, Any] | None = None
-        if latest is not None:
-            where = f"{self.ckpts.directory}/{latest}"
-            try:
-                saved = ModelConfig.from_dict(self.ckpts.read_meta(latest)["model"])
-            except Exception as e:  # noqa: BLE001 -- Orbax / JSON errors of every kind
-                raise _unreadable(where, e) from None
-            diff = checkpoint.architecture_diff(s.cfg, saved)
-            if diff:
-                raise TrainingError(f"{where}: the checkpoint's model "
-                                    f"differs from the config's in {', '.join(diff)}; use "
-                                    "another --workdir")
-            try:
-                self.state, self.data_position, saved_meta = self.ckpts.restore(latest,
-                                                                                s.target)
-            except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore / JSON errors
-                raise _unreadable(where, e) from None
+        moved: list[int] = []
+        for step in reversed(self.ckpts.all_steps()):
+            where = self.ckpts.step_dir(step)
+            problem, restored = self._restore(step, where)
+            if _any_host(problem is not None):
+                dest = self.ckpts.move_aside(step)
+                moved.append(step)
+                _log(f"warning: checkpoint {step} ({where}): "
+                     f"{problem or 'damaged on another host'}; moved to {dest}")
+                continue
+            self.state, self.data_position, saved_meta = restored
+            self.ckpts.resumed_from(step)
             meta = self.task.meta()
             self._check_data(where, saved_meta.get("data"), meta.pop("data", None))
             # Allowed (a run may change course), but no longer the uninterrupted run.
@@ -206,7 +203,13 @@ class Trainer:
                 if was != now:
                     _log(f"warning: the checkpoint was trained with {key} {was!r}, this run "
                          f"continues with {now!r}")
-            return f"checkpoint {self.ckpts.directory}/{latest}"
+            return f"checkpoint {where}" + (f" (verified; newer ones moved aside: "
+                                            f"{', '.join(map(str, moved))})" if moved else "")
+        if moved:
+            raise TrainingError(
+                f"{self.workdir}: no checkpoint can be resumed; all {len(moved)} were damaged "
+                f"and moved to {os.path.join(self.workdir, checkpoint.DAMAGED)}. Restore a "
+                "good copy into checkpoints/, or run again to start from the beginning")
         self.state, _ = sharding.create_sharded(s.init, s.abstract, s.mesh, s.rules)
         params_sh = s.state_shardings["params"]
         weights_from = self.task.weights_from()
@@ -221,6 +224,28 @@ class Trainer:
             self.state["params"], note = started
             return note
         return f"scratch (seed {self.seed})"
+
+    def _restore(self, step: int, where: str) -> tuple[str | None, Any]:
+        """(what is wrong with checkpoint `step`, None) or (None, (state, data, meta)).
+        A checkpoint of another model is not damage: TrainingError."""
+        s = self.setup
+        problem = self.ckpts.check_files(step)
+        if problem:
+            return problem, None
+        try:
+            saved = ModelConfig.from_dict(self.ckpts.read_meta(step)["model"])
+        except Exception as e:  # noqa: BLE001 -- Orbax / JSON errors of every kind
+            return f"cannot be read ({checkpoint.read_error(e)})", None
+        diff = checkpoint.architecture_diff(s.cfg, saved)
+        if diff:
+            raise TrainingError(f"{where}: the checkpoint's model differs from the config's "
+                                f"in {', '.join(diff)}; use another --workdir")
+        try:
+            state, data, meta = self.ckpts.restore(step, s.target)
+        except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore / JSON errors
+            return f"cannot be read ({checkpoint.read_error(e)})", None
+        problem = self.ckpts.verify(state, meta)
+        return (problem, None) if problem else (None, (state, data, meta))
 
     def _check_data(self, where: str, was: Any, now: Any) -> None:
         """A resumed run reads the data its checkpoint was trained on (the same manifest
@@ -257,7 +282,7 @@ class Trainer:
                     status = self._run_phase(phase_at(self.phases, self.step), stop)
                 if status == "done" and self.ckpts.latest_step() != self.step:
                     self._save()
-            self.ckpts.wait()
+            self._wait_for_saves()
         finally:
             self.writer.close()
             self.ckpts.close()
@@ -321,8 +346,13 @@ class Trainer:
                     meter.start(self.step)  # evaluation time is not training throughput
                 if self._due("checkpoint"):
                     self._save()
-                if _any_host(stop.signal is not None):
-                    self._save()
+                failed = self.ckpts.failed_save()
+                stopping, failing = _any_host(stop.signal is not None, failed is not None)
+                if failing:
+                    raise self._save_failed(failed)
+                if stopping:
+                    if self.ckpts.latest_step() != self.step:  # not saved just above
+                        self._save()
                     return "preempted"
         finally:
             batches.close()
@@ -345,11 +375,42 @@ class Trainer:
 
     def _save(self) -> None:
         phase = phase_at(self.phases, max(self.step - 1, 0))
-        self.ckpts.save(self.step, self.state,
-                        {"phase": phase.index, "pipeline": {"step": self.step - phase.start}},
-                        self.meta)
+        try:
+            self.ckpts.save(self.step, self.state, {
+                "phase": phase.index, "pipeline": {"step": self.step - phase.start}},
+                self.meta)
+        except checkpoint.SaveError as e:
+            raise self._save_failed(e) from None
         for hook in self.hooks:
             hook.after_save(self, self.step)
+
+    def _wait_for_saves(self) -> None:
+        try:
+            self.ckpts.wait()
+        except checkpoint.SaveError as e:
+            raise self._save_failed(e) from None
+
+    def _save_failed(self, e: checkpoint.SaveError | None) -> TrainingError:
+        """A save failed (on this host: `e`; or on another): the run stops, naming the
+        last good checkpoint once its files are confirmed readable."""
+        if e is None:  # another host saw it first; this one's save ends the same way
+            try:
+                self.ckpts.wait()
+                e = checkpoint.SaveError("a checkpoint could not be written on another host")
+            except checkpoint.SaveError as mine:
+                e = mine
+        good = self.ckpts.latest_step()
+        if good is None:
+            last = "there is no earlier checkpoint"
+        else:
+            try:
+                self.ckpts.read_meta(good)
+                last = f"the last good checkpoint is {self.ckpts.step_dir(good)}"
+            except Exception as bad:  # noqa: BLE001 -- Orbax / JSON errors of every kind
+                last = (f"the last checkpoint, {self.ckpts.step_dir(good)}, cannot be read "
+                        f"either ({checkpoint.one_line(bad)})")
+        return TrainingError(f"{e}; the run stopped at step {self.step}, {last}. Free space "
+                             "(or fix the path), then run the same command to resume")
 
     def _evaluate(self, phase: Phase) -> None:
         evaluators = self.task.evaluators(self.ctx, phase)

@@ -221,22 +221,6 @@ def test_a_model_vocabulary_larger_than_the_tokenizer_is_named(data, tmp_path, c
     assert out.index("warning: model.vocab_size") < out.index("train step 1")
 
 
-def test_an_unreadable_newest_checkpoint_is_named_in_one_line(data, tmp_path):
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 4,
-                                                 "train.checkpoint_every": 2})
-    train_lib.train(c, str(tmp_path))
-    newest = tmp_path / "checkpoints" / "4"
-    metadata = [p for p in (newest / "data").rglob("*") if p.is_file()]
-    assert metadata
-    for p in metadata:
-        p.write_text("garbage")
-    c.train.steps = 6
-    with pytest.raises(train_lib.TrainingError) as e:
-        train_lib.train(c, str(tmp_path))
-    assert str(e.value).startswith(f"{newest}: the newest checkpoint cannot be read (")
-    assert "\n" not in str(e.value)
-
-
 def test_workdir_of_another_model_is_refused(data, tmp_path):
     c = trainlib.config("bert", data("bert"), **{"train.steps": 2,
                                                  "train.checkpoint_every": 2})
