@@ -376,10 +376,13 @@ class _HeldBackgroundOutput(logging.Filter):
         if text and into is None:
             sys.stderr.write(text)
         elif text:
-            with contextlib.suppress(OSError):  # the disk that failed the save may be full
+            try:
                 os.makedirs(os.path.dirname(into), exist_ok=True)
                 with open(into, "a") as f:
                     f.write(text)
+            except OSError:  # the disk that failed the save may be full
+                with contextlib.suppress(OSError):
+                    os.remove(into)
 
 
 class TrainCheckpoints:

@@ -107,3 +107,54 @@ def test_a_source_without_examples_is_an_error_and_writes_nothing(kind, tmp_path
     assert f"{spec}: no training examples" in lines[0]
     assert ("bad records: 2" if kind != "empty file" else "documents: 0") in lines[0]
     assert not os.path.exists(tmp_path / "data")
+
+
+def test_a_full_disk_in_prepare_data_is_one_line_naming_the_shard(corpus, tmp_path,
+                                                                   monkeypatch):
+    """The second shard's write fails with ENOSPC: the error names that shard, no
+    temporary file is left, and the same command then resumes after the first shard."""
+    import errno
+
+    sys.path.insert(0, os.path.join(ROOT, "configs"))
+    import pretrain
+
+    from bertjax.__main__ import os_error
+    from bertjax.data import prepare
+    from bertjax.data.from_config import prepare_data
+
+    c = pretrain.get_config("bert_tiny,runlocal")
+    c.data.source, c.data.dir, c.data.num_workers = f"bert:{corpus}", str(tmp_path / "d"), 0
+    c.data.docs_per_shard, c.data.validation_every = 20, 0
+    c.tokenizer.vocab_size = 200
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def opener(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return FullDisk(f) if "train-00001.tfrecord.tmp" in str(path) else f
+
+    monkeypatch.setattr(prepare, "open", opener, raising=False)
+    with pytest.raises(OSError) as e:
+        prepare_data(c)
+    shards = os.path.join(c.data.dir, ".shards")
+    assert os_error(e.value) == (
+        f"{shards}/train-00001.tfrecord: No space left on device; the shards written "
+        "before it are kept and the same command resumes after them")
+    assert not [n for n in os.listdir(shards) if ".tmp" in n]
+    monkeypatch.undo()
+    manifest = prepare_data(c)
+    assert manifest["input_stats"]["shards_reused"] == 1
+    assert manifest["input_stats"]["shards_written"] == 2
+    assert sum(1 for n in os.listdir(c.data.dir) if n.endswith(".tfrecord")) == 3

@@ -7,6 +7,7 @@ masked_lm_positions / masked_lm_ids before reading it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -108,10 +109,10 @@ def write_data(
                 writer.write(proto.SerializeToString())
                 count += 1
                 tokens += len(ids)
-        shards.append({"file": name, "examples": count, "tokens": tokens, "sha256": "0" * 64})
+        with open(os.path.join(directory, name), "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        shards.append({"file": name, "examples": count, "tokens": tokens, "sha256": digest})
     with open(os.path.join(directory, "tokenizer", "tokenizer.json"), "rb") as f:
-        import hashlib
-
         tok_sha = hashlib.sha256(f.read()).hexdigest()
     manifest = {
         "format": "bertjax-data",
@@ -470,12 +471,27 @@ def test_bad_manifests_and_arguments_fail_in_one_line(tmp_path, data96):
         Pipeline.restore({"step": -1}, data_dir=d, split="train", global_batch_size=8, seed=0)
 
 
-def test_corrupt_shard_fails_with_the_split_named(tmp_path):
-    write_data(str(tmp_path), 16, 1)
-    shard = os.path.join(str(tmp_path), "train-00000-of-00001.tfrecord")
+def test_a_damaged_shard_is_named_when_first_opened(tmp_path):
+    """Bytes flipped in a shard (same size): its sha256 no longer matches the manifest,
+    which the pipeline checks before reading the shard; the error names the file. A
+    manifest without shard digests (older data) still fails on the records, naming the
+    split."""
+    write_data(str(tmp_path), 16, 2)
+    shard = os.path.join(str(tmp_path), "train-00001-of-00002.tfrecord")
     with open(shard, "r+b") as f:
         f.seek(30)
         f.write(b"\xff" * 8)
+    with pytest.raises(DataError) as e:
+        _take(Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
+    assert str(e.value) == (f"{shard}: its sha256 differs from {tmp_path}/manifest.json; "
+                            "the shard is damaged or was replaced. Prepare the data again")
+    path = os.path.join(str(tmp_path), "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    for s in manifest["splits"]["train"]["shards"]:
+        del s["sha256"]
+    with open(path, "w") as f:
+        json.dump(manifest, f)
     with pytest.raises(DataError, match="train-\\*.tfrecord: cannot read the records"):
         _take(Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
 

@@ -311,6 +311,10 @@ class Pipeline:
             )
         shards = splits[split]["shards"]
         self.files = [os.path.join(data_dir, s["file"]) for s in shards]
+        # Each shard's sha256 from the manifest (""; not checked: written before digests),
+        # checked the first time this pipeline opens the shard (`_verified`).
+        self.digests = [str(s.get("sha256", "")) for s in shards]
+        self._verified: set[str] = set()
         settings = manifest["settings"]
         self.max_seq_length = int(_setting(settings, "max_seq_length"))
         self.vocab_size = int(manifest["tokenizer"]["vocab_size"])
@@ -425,6 +429,7 @@ class Pipeline:
         tf = _tf()
         plan = self.plan
         files = tf.constant([self.files[i] for i in plan.files])
+        digests = tf.constant([self.digests[i] for i in plan.files])
         # The shards' names within the data directory (not their paths): the same data at
         # another path is read in the same order.
         names = tf.constant([os.path.relpath(self.files[i], self.data_dir) for i in plan.files])
@@ -441,8 +446,11 @@ class Pipeline:
             keys = tf.strings.to_hash_bucket_fast(
                 tf.strings.join([names, seed_str, e_str], separator="|"), 2**62
             )
-            ordered = tf.gather(files, tf.argsort(keys, stable=True))
-            ds = tf.data.Dataset.from_tensor_slices(ordered).interleave(
+            order = tf.argsort(keys, stable=True)
+            ds = tf.data.Dataset.from_tensor_slices(
+                (tf.gather(files, order), tf.gather(digests, order)))
+            ds = ds.map(lambda f, d: tf.py_function(self._check_shard, [f, d], tf.string))
+            ds = ds.interleave(
                 lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
                 cycle_length=cycle,
                 block_length=1,
@@ -473,6 +481,22 @@ class Pipeline:
         options = tf.data.Options()
         options.deterministic = True
         return ds.with_options(options)
+
+    def _check_shard(self, path: Any, digest: Any) -> Any:
+        """The shard's path, once its sha256 matched the manifest's (first open only);
+        else a DataError naming the file (tf.data carries it to `_produce`)."""
+        path, digest = path.numpy().decode(), digest.numpy().decode()
+        if digest and path not in self._verified:
+            h = hashlib.sha256()
+            with _tf().io.gfile.GFile(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    h.update(block)
+            if h.hexdigest() != digest:
+                raise DataError(f"{_SHARD_MARK}{path}: its sha256 differs from "
+                                f"{self.manifest_path}; the shard is damaged or was replaced. "
+                                "Prepare the data again")
+            self._verified.add(path)
+        return path
 
     def _parse_fn(self, tf):
         length, p, pad = self.max_seq_length, self.max_predictions_per_seq, self.pad_id
@@ -673,6 +697,9 @@ class Pipeline:
                 except StopIteration:
                     break
                 except tf.errors.OpError as e:
+                    if _SHARD_MARK in e.message:
+                        raise DataError(e.message.split(_SHARD_MARK, 1)[1].splitlines()[0]
+                                        ) from None
                     if "expected to contain" in e.message:
                         raise DataError(
                             f"{self.manifest_path}: the {self.split!r} shards hold fewer "
@@ -689,6 +716,9 @@ class Pipeline:
             put(_END)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
             put(_Failure(e))
+
+
+_SHARD_MARK = "bertjax-shard-check: "  # finds _check_shard's message in tf.data's error
 
 
 class _Failure:

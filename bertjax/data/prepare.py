@@ -40,6 +40,7 @@ needs no TensorFlow; `tf.data.TFRecordDataset` + `tf.io.parse_example` read them
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -145,10 +146,19 @@ def _per_example_any(flags: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
+    """Writes `path` whole or not at all. A failed write (a full disk) removes its
+    temporary file and names `path`; the shards already written stay, and running the
+    same command again resumes after them."""
     tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise OSError(e.errno, f"{e.strerror or e}; the shards written before it are kept "
+                      "and the same command resumes after them", path) from None
 
 
 def _process_chunk(task: dict[str, Any]) -> dict[str, Any]:
@@ -543,6 +553,8 @@ def prepare(
             pending.pop(fut)
             try:
                 metas.append(fut.result())
+            except OSError:
+                raise  # _write_atomic's: names the file and says what is kept
             except Exception as e:
                 raise RuntimeError(
                     f"preparing a shard in {out_dir} failed: {type(e).__name__}: {e} "
