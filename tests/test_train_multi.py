@@ -96,6 +96,7 @@ def test_sharded_electra_and_distillation_steps_match_one_device(eight, objectiv
 def test_resume_on_another_mesh_and_device_count(eight, data, tmp_path):
     # On 8 devices: 4 steps on 2x2x2, 4 more on 8x1x1 == 8 steps on 2x2x2.
     assert eight["remesh"]["param_diff"] < TOL
+    assert not eight["remesh"]["moved_aside"]
     # Here, on one device: resume the 2x2x2 checkpoint of step 4 and go on to 8.
     from bertjax import train
 
@@ -104,6 +105,7 @@ def test_resume_on_another_mesh_and_device_count(eight, data, tmp_path):
     c = trainlib.config("bert", data, **_REMESH)
     result = train.train(c, work)
     assert result["step"] == 8
+    assert not os.path.exists(os.path.join(work, "damaged_checkpoints"))
     assert _max_diff(_restored_params(work),
                      _restored_params(os.path.join(eight["dir"], "full8"))) < TOL
 
@@ -247,7 +249,10 @@ def _eight(data: str, out: str) -> dict:
     shutil.copytree(first4, resumed)
     train.train(trainlib.config("bert", data, **{**_REMESH, "mesh.data": -1}), resumed)
     result["remesh"] = {"param_diff": _max_diff(_restored_params(resumed),
-                                                _restored_params(full8))}
+                                                _restored_params(full8)),
+                        # The state digest of a 2x2x2 save verifies on 8x1x1: not moved.
+                        "moved_aside": os.path.exists(os.path.join(resumed,
+                                                                   "damaged_checkpoints"))}
     return result
 
 
