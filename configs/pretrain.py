@@ -65,6 +65,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         masking="dynamic",  # static (BERT, ALBERT: the family's recipe) | dynamic
         dupe_factor=1,  # static: masked copies (BERT, ALBERT: 10)
         masked_lm_prob=0.15,
+        mask_budget="candidates",  # predictions = round(p x non-special tokens); google:
+        # round(p x all tokens, [CLS]/[SEP] included), as create_pretraining_data.py (BERT, ALBERT)
+        dupe_mode="rebuild",  # static: each copy from new instances (Google) | remask: one set
+        nsp_single_sentence="split",  # a one-sentence chunk: split it, B = its rest ("actual
+        # next"), 50/50 labels | random_next: always a random B, as Google (~75% random)
         mask_strategy="token",  # token | whole_word | ngram (ALBERT) | span
         max_ngram=3,  # ngram masking: lengths 1..3, p(n) proportional to 1/n (ALBERT)
         span_geometric_p=0.2,  # span masking: Geometric(p) lengths (SpanBERT)

@@ -343,3 +343,41 @@ def test_byte_level_bpe_sentences_keep_their_word_start_space(corpus):
     # Sentence ends are followed by a space inside an instance ("word. next").
     joined = " ".join(decoded)
     assert joined.count(". ") >= 0.9 * (joined.count(".") - len(decoded))
+
+
+def _split_sentences(out: list[inst.Instance], ends: list[set[int]]) -> int:
+    """Actual-next pairs whose A and B meet inside a sentence: a one-sentence chunk cut
+    in two (pairs of whole sentences meet at a sentence end; truncation only moves the
+    outer ends, or leaves a gap between A and B)."""
+    return sum(1 for x in out if x.pair_label == 0 and x.spans[0][2] == x.spans[1][1]
+               and x.spans[0][2] not in ends[x.spans[0][0]])
+
+
+def test_googles_nsp_rule_gives_every_one_sentence_chunk_a_random_next(tok, corpus):
+    budget = inst.segment_budget("nsp", MAX_LEN)
+    _, ends = _reference(tok, corpus, budget)
+    runs = {}
+    for rule in inst.SINGLE_SENTENCE:
+        runs[rule] = inst.documents_to_instances(
+            tok, corpus, "nsp", max_seq_length=MAX_LEN, rng=np.random.default_rng(5),
+            single_sentence=rule)
+    assert _split_sentences(runs["split"], ends) > 10
+    assert _split_sentences(runs["random_next"], ends) == 0
+    split_share = np.mean([x.pair_label for x in runs["split"]])
+    google_share = np.mean([x.pair_label for x in runs["random_next"]])
+    assert _binomial_ok(int(round(split_share * len(runs["split"]))), len(runs["split"]))
+    assert google_share > split_share + 0.05
+    # Documents of one short sentence each: every chunk is one sentence, so Google's
+    # rule makes every label "random next"; ours keeps half "actual next".
+    short = [[" ".join(d[0].split()[:6])] for d in corpus]
+    for rule, want in (("random_next", 1.0), ("split", 0.5)):
+        out = inst.documents_to_instances(tok, short, "nsp", max_seq_length=MAX_LEN,
+                                          rng=np.random.default_rng(6), single_sentence=rule)
+        labels = np.array([x.pair_label for x in out])
+        if want == 1.0:
+            assert len(out) == len(short) and labels.all()
+        else:
+            assert _binomial_ok(int(labels.sum()), len(labels))
+    with pytest.raises(ValueError, match="nsp_single_sentence='always' must be one of"):
+        inst.documents_to_instances(tok, short, "nsp", max_seq_length=MAX_LEN,
+                                    rng=np.random.default_rng(0), single_sentence="always")

@@ -569,3 +569,26 @@ def test_module_imports_only_numpy():
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
+
+
+@pytest.mark.parametrize("budget", ["candidates", "google"])
+def test_the_budget_counts_candidates_or_every_token_as_google(budget):
+    """google: round(0.15 x the row's real length, [CLS] and [SEP]s included), as
+    create_pretraining_data.py's num_to_predict; candidates: of the non-special tokens.
+    Token masking spends the whole budget (capped at 20 and at the candidates)."""
+    ids, attention = synthetic_batch(np.random.default_rng(7), 256, 128)
+    out = masker(budget=budget)(ids, attention, np.random.default_rng(1))
+    count = out["masked_lm_weights"].sum(axis=1).astype(int)
+    real = attention.sum(axis=1)
+    cand = ((attention == 1) & ~SPECIAL[ids]).sum(axis=1)
+    n = real if budget == "google" else cand
+    want = [min(20, max(1, round(int(k) * 0.15)), int(c)) for k, c in zip(n, cand, strict=True)]
+    np.testing.assert_array_equal(count, want)
+    if budget == "google":  # [CLS] and two [SEP]s: one more at some lengths
+        assert (count >= [min(20, max(1, round(int(c) * 0.15))) for c in cand]).all()
+        assert (count > [min(20, max(1, round(int(c) * 0.15))) for c in cand]).any()
+
+
+def test_an_unknown_budget_is_named():
+    with pytest.raises(ValueError, match="budget='all' is unknown"):
+        MaskingConfig(budget="all")

@@ -137,7 +137,10 @@ def test_example_and_tfrecord_bytes_match_tensorflow(tmp_path):
 
 
 def test_same_shards_for_1_and_2_worker_processes(corpus, tok, tmp_path):
-    kw = dict(masking="static", dupe_factor=2, docs_per_shard=30)
+    # Google's rules on: passes rebuilt, budget from every token, one-sentence chunks
+    # always a random next.
+    kw = dict(masking="static", dupe_factor=2, docs_per_shard=30, dupe_mode="rebuild",
+              masking_config={"budget": "google"}, nsp_single_sentence="random_next")
     m0 = _run(corpus, tok, tmp_path / "w0", num_workers=0, **kw)
     m1 = _run(corpus, tok, tmp_path / "w1", num_workers=1, **kw)
     m2 = _run(corpus, tok, tmp_path / "w2", num_workers=2, **kw)
@@ -217,9 +220,10 @@ def test_every_instance_kind_writes_valid_shards(corpus, tok, tmp_path, kind, la
 # ------------------------------------------------------------------------ static masking
 
 
-def test_static_masking_writes_dupe_factor_different_copies(corpus, tok, tmp_path):
+def test_remask_writes_dupe_factor_different_copies(corpus, tok, tmp_path):
     d = tmp_path / "static"
-    m = _run(corpus[:80], tok, d, masking="static", dupe_factor=3, validation_every=0)
+    m = _run(corpus[:80], tok, d, masking="static", dupe_factor=3, validation_every=0,
+             dupe_mode="remask")
     assert m["masking"] == "static" and m["settings"]["masking_config"]["masked_lm_prob"] == 0.15
     examples = _all_examples(d, m)
     specials = {tok.cls_id, tok.sep_id, tok.pad_id}
@@ -257,6 +261,40 @@ def test_static_masking_writes_dupe_factor_different_copies(corpus, tok, tmp_pat
 def _stat(path) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_ino, st.st_mtime_ns
+
+
+def _unmasked_pairs(d, m) -> list[tuple]:
+    out = []
+    for e in _all_examples(d, m):
+        original = e["input_ids"].copy()
+        original[e["masked_lm_positions"]] = e["masked_lm_ids"]
+        out.append((tuple(original), int(e["pair_label"][0])))
+    return out
+
+
+def test_rebuild_passes_differ_in_pairing_and_lengths_not_only_masks(corpus, tok, tmp_path):
+    """dupe_mode=rebuild (the default, Google's): every pass draws new target lengths,
+    split points and random next segments, so the passes hold other pairs, of other
+    lengths; remask repeats one set of pairs dupe_factor times. Google's budget: each
+    example predicts min(20, round(0.15 x its length)) positions (token masking)."""
+    kw = dict(masking="static", dupe_factor=3, validation_every=0)
+    m_re = _run(corpus[:80], tok, tmp_path / "remask", dupe_mode="remask", **kw)
+    m_rb = _run(corpus[:80], tok, tmp_path / "rebuild", masking_config={"budget": "google"},
+                **kw)
+    remask, rebuild = (_unmasked_pairs(tmp_path / n, m) for n, m in
+                       (("remask", m_re), ("rebuild", m_rb)))
+    assert len(set(remask)) * 3 == len(remask)  # one set, three times
+    # Rebuilt passes: far more distinct pairs (some short documents come out the same).
+    assert len(set(rebuild)) > 2 * len(set(remask)), (len(set(rebuild)), len(set(remask)))
+    lengths = np.array([len(ids) for ids, _ in rebuild])
+    assert np.unique(lengths).size > np.unique([len(ids) for ids, _ in set(remask)]).size
+    # Instances are counted per pass built: three passes against one.
+    assert m_rb["instance_stats"]["instances"] > 2.5 * m_re["instance_stats"]["instances"]
+    for e in _all_examples(tmp_path / "rebuild", m_rb):
+        n = len(e["input_ids"])
+        assert len(e["masked_lm_positions"]) == min(20, max(1, round(0.15 * n))), n
+    assert m_rb["settings"]["dupe_mode"] == "rebuild"
+    assert m_rb["settings"]["masking_config"]["budget"] == "google"
 
 
 def test_resume_rewrites_only_a_deleted_shard(corpus, tok, tmp_path):
@@ -481,7 +519,7 @@ def test_vocab_check_drops_and_reports_bad_examples(corpus, tok, tmp_path, monke
     (a bug upstream) is dropped, counted, and never written."""
     from bertjax.data import instances as inst
 
-    real = inst.documents_to_instances
+    real = inst.create_instances
 
     def with_bad_ones(*args, **kwargs):
         out = real(*args, **kwargs)
@@ -491,7 +529,7 @@ def test_vocab_check_drops_and_reports_bad_examples(corpus, tok, tmp_path, monke
         out.append(inst.Instance(long, np.zeros_like(long), -1, ((0, 0, MAX_LEN),)))
         return out
 
-    monkeypatch.setattr(inst, "documents_to_instances", with_bad_ones)
+    monkeypatch.setattr(inst, "create_instances", with_bad_ones)
     m = _run(corpus[:80], tok, tmp_path / "v", masking=masking, dupe_factor=2, validation_every=0)
     copies = 2 if masking == "static" else 1
     assert m["vocab_check"].startswith(f"dropped {2 * 2 * copies} examples")  # 2 shards

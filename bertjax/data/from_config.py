@@ -47,7 +47,8 @@ def masking_config(config: Any, max_predictions_per_seq: int | None = None) -> A
         masked_lm_prob=data.masked_lm_prob,
         max_predictions_per_seq=max_predictions_per_seq or config.max_predictions_per_seq,
         strategy=data.mask_strategy, max_ngram=data.max_ngram,
-        span_geometric_p=data.span_geometric_p, span_max_length=data.span_max_length)
+        span_geometric_p=data.span_geometric_p, span_max_length=data.span_max_length,
+        budget=data.get("mask_budget", "candidates"))
 
 
 def prepare_data(config: Any, kind: str | None = None) -> dict:
@@ -78,7 +79,8 @@ def prepare_data(config: Any, kind: str | None = None) -> dict:
             source, tok, data.dir, instances=data.instances,
             max_seq_length=config.max_seq_length, short_seq_prob=data.short_seq_prob,
             masking=data.masking, masking_config=masking_config(config),
-            dupe_factor=data.dupe_factor,
+            dupe_factor=data.dupe_factor, dupe_mode=data.get("dupe_mode", "rebuild"),
+            nsp_single_sentence=data.get("nsp_single_sentence", "split"),
             docs_per_shard=data.docs_per_shard, validation_every=data.validation_every,
             num_workers=data.num_workers, seed=config.seed,
             max_inflight_mb=data.max_inflight_mb)

@@ -29,10 +29,12 @@ uniformly among the OTHER documents (Google's ten tries can return the same one)
 with no other document at hand (a one-document chunk) B falls back to the actual next
 text and the fallback is counted (`InstanceStats.nsp_random_unavailable`); a one-sentence
 chunk that needs an actual next is split inside its sentence instead of forcing a
-random next, which keeps the labels 50/50; `truncate_seq_pair` draws how many tokens go
-from the front as one binomial per segment, the same distribution as Google's token by
-token coin flips. Everything is a pure function of the inputs and the
-`np.random.Generator`.
+random next, which keeps the labels 50/50 (`single_sentence="random_next"` takes
+Google's rule instead: such a chunk always gets a random next, so on a corpus of short
+documents most labels are "not next": 75% on one 4 MB corpus); `truncate_seq_pair`
+draws how many tokens go from the front as one binomial per segment, the same
+distribution as Google's token by token coin flips. Everything is a pure function of
+the inputs and the `np.random.Generator`.
 
 Sentences are tokenized one by one without special tokens; for byte-level BPE
 (RoBERTa) each gets back the space that separated it from the previous one, so its
@@ -54,6 +56,7 @@ import numpy as np
 
 INSTANCE_KINDS = ("nsp", "sop", "full_sentences", "doc_sentences", "mlm")
 PAIR_KINDS = ("nsp", "sop")
+SINGLE_SENTENCE = ("split", "random_next")  # NSP for a one-sentence chunk (see above)
 NO_PAIR_LABEL = -1
 # A sentence this many characters long is cut (at whitespace where possible) before
 # tokenization: a 10 MB "sentence" would otherwise be one huge tokenizer call.
@@ -336,6 +339,7 @@ def _pairs_from_document(
     rng: np.random.Generator,
     stats: InstanceStats,
     out: list[Instance],
+    single_sentence: str = "split",
 ) -> None:
     doc = docs[d]
     ends = doc.ends
@@ -357,7 +361,9 @@ def _pairs_from_document(
         a = (doc.start(first), doc.start(a_end))
         seg_b: tuple[TokenizedDocument, int, int] | None = None
         label = 0
-        if kind == "nsp" and rng.random() < 0.5:
+        # Google: `len(current_chunk) == 1 or rng.random() < 0.5` (no draw for one).
+        forced = n == 1 and single_sentence == "random_next"
+        if kind == "nsp" and (forced or rng.random() < 0.5):
             if len(docs) < 2:
                 stats.nsp_random_unavailable += 1
             else:
@@ -470,6 +476,7 @@ def create_instances(
     short_seq_prob: float = 0.1,
     stats: InstanceStats | None = None,
     shuffle: bool = True,
+    single_sentence: str = "split",
 ) -> list[Instance]:
     """Instances of `kind` from tokenized documents (see the module docstring).
 
@@ -483,9 +490,14 @@ def create_instances(
       short_seq_prob: nsp/sop: probability of a shorter target length for a document.
       stats: counters to add to.
       shuffle: shuffle the instances (as Google does), else document order.
+      single_sentence: nsp: a one-sentence chunk is split ("split") or always gets a
+        random next ("random_next", Google's rule).
     """
     stats = stats if stats is not None else InstanceStats()
     budget = segment_budget(kind, max_seq_length)
+    if single_sentence not in SINGLE_SENTENCE:
+        raise ValueError(f"nsp_single_sentence={single_sentence!r} must be one of "
+                         f"{', '.join(SINGLE_SENTENCE)}")
     if not 0.0 <= short_seq_prob <= 1.0:
         raise ValueError(f"short_seq_prob={short_seq_prob!r} must be in [0, 1]")
     for doc in docs:  # a contract check, cheap: pieces must fit one segment
@@ -498,7 +510,8 @@ def create_instances(
     if kind in PAIR_KINDS:
         for d in range(len(docs)):
             _pairs_from_document(
-                docs, d, kind, budget, short_seq_prob, cls_id, sep_id, rng, stats, out
+                docs, d, kind, budget, short_seq_prob, cls_id, sep_id, rng, stats, out,
+                single_sentence,
             )
     else:
         _packed_instances(docs, budget, kind == "full_sentences", cls_id, sep_id, out)
@@ -519,6 +532,7 @@ def documents_to_instances(
     short_seq_prob: float = 0.1,
     stats: InstanceStats | None = None,
     shuffle: bool = True,
+    single_sentence: str = "split",
 ) -> list[Instance]:
     """`tokenize_documents` then `create_instances` with the tokenizer's [CLS]/[SEP]."""
     stats = stats if stats is not None else InstanceStats()
@@ -533,4 +547,5 @@ def documents_to_instances(
         short_seq_prob=short_seq_prob,
         stats=stats,
         shuffle=shuffle,
+        single_sentence=single_sentence,
     )

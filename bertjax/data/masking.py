@@ -8,9 +8,13 @@ input pipeline.
 Per row, the candidates are the real (attention_mask 1) positions whose id is not a
 special token. The row's budget is
 
-    k = min(max_predictions_per_seq, max(1, round(n_candidates * masked_lm_prob)))
+    k = min(max_predictions_per_seq, max(1, round(n * masked_lm_prob)))
 
-(0 without candidates; `round` is round-half-to-even, like Python's). What is chosen:
+with n the number of candidates (`budget="candidates"`), or the row's whole length,
+[CLS] and [SEP]s included (`budget="google"`: Google's create_pretraining_data.py and
+ALBERT's, which take round(0.15 x len(tokens)); about one more prediction per 128-token
+pair), and k at most the number of candidates (0 without candidates; `round` is
+round-half-to-even, like Python's). What is chosen:
 
   token       k positions uniformly at random among the candidates (BERT, RoBERTa).
   whole_word  whole words (a word-start piece plus the continuation pieces after it)
@@ -56,6 +60,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 STRATEGIES = ("token", "whole_word", "ngram", "span")
+BUDGETS = ("candidates", "google")
 
 # The word-start marker of each tokenizer kind: WordPiece marks continuations instead.
 _WORD_START_PREFIX = {"sentencepiece": "\u2581", "bpe": "\u0120"}  # '▁', 'Ġ'
@@ -74,6 +79,7 @@ class MaskingConfig:
     span_max_length: int = 10  # span: longest span in words (the geometric is truncated)
     mask_token_prob: float = 0.8  # of the chosen positions: replaced by [MASK]
     random_token_prob: float = 0.1  # replaced by a random non-special token; rest kept
+    budget: str = "candidates"  # k from: candidates (non-special) | google (all tokens)
 
     def __post_init__(self) -> None:
         _check_prob("masked_lm_prob", self.masked_lm_prob, low_open=True)
@@ -88,6 +94,9 @@ class MaskingConfig:
         _check_int("span_max_length", self.span_max_length)
         _check_prob("mask_token_prob", self.mask_token_prob)
         _check_prob("random_token_prob", self.random_token_prob)
+        if self.budget not in BUDGETS:
+            raise ValueError(f"MaskingConfig.budget={self.budget!r} is unknown; expected one "
+                             f"of {', '.join(BUDGETS)}")
         if self.mask_token_prob + self.random_token_prob > 1 + 1e-9:
             raise ValueError(
                 f"MaskingConfig.mask_token_prob + random_token_prob = "
@@ -292,11 +301,12 @@ class Masker:
         ids, real = self._check_inputs(input_ids, attention_mask)
         cand = real & ~self._special[ids]  # [B, L]
         n_cand = cand.sum(axis=1)
+        n = real.sum(axis=1) if self.cfg.budget == "google" else n_cand
         budget = np.minimum(
             self.cfg.max_predictions_per_seq,
-            np.maximum(1, np.rint(n_cand * self.cfg.masked_lm_prob).astype(np.int64)),
+            np.maximum(1, np.rint(n * self.cfg.masked_lm_prob).astype(np.int64)),
         )
-        budget[n_cand == 0] = 0  # [B]
+        budget = np.minimum(budget, n_cand)  # [B]; 0 without candidates
         if ids.size == 0:
             empty = np.full(ids.shape, -1, dtype=np.int32)
             return ids, empty if units else None, np.zeros(ids.shape, dtype=bool)

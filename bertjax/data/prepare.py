@@ -75,6 +75,7 @@ VERSION = 1
 # Bump when the bytes written for the same inputs and settings change (resume then
 # rewrites old shards instead of mixing them with new ones).
 ALGORITHM_REVISION = 1
+DUPE_MODES = ("rebuild", "remask")
 SPLITS = ("train", "validation")
 _RNG_TAG = 0x70726570  # "prep": keeps these streams apart from other uses of the seed
 _PARTS = ".shards"  # in-progress shards and their metadata
@@ -87,6 +88,8 @@ _OUTPUT_SETTINGS = (
     "masking",
     "masking_config",
     "dupe_factor",
+    "dupe_mode",
+    "nsp_single_sentence",
     "docs_per_shard",
     "validation_every",
     "seed",
@@ -167,44 +170,54 @@ def _process_chunk(task: dict[str, Any]) -> dict[str, Any]:
     chunk, max_len, vocab = task["chunk"], s["max_seq_length"], tok.vocab_size
     stats = instances_lib.InstanceStats()
     rng = _rng(s["seed"], chunk, 1)
-    insts = instances_lib.documents_to_instances(
-        tok,
-        task["documents"],
-        s["instances"],
-        max_seq_length=max_len,
-        rng=rng,
-        short_seq_prob=s["short_seq_prob"],
-        stats=stats,
-    )
-    # The vocab / length check, before masking (the Masker rejects bad ids) and again
-    # below on exactly the bytes written.
-    good = [
-        x
-        for x in insts
-        if len(x.input_ids) <= max_len and 0 <= x.input_ids.min() and x.input_ids.max() < vocab
-    ]
-    dropped = (len(insts) - len(good)) * (s["dupe_factor"] if masker is not None else 1)
-    insts = good
-    n = len(insts)
-    types = [x.token_type_ids for x in insts]
-    labels = [x.pair_label for x in insts]
-    if masker is not None:  # dupe_factor differently masked copies of every instance
-        ids, pos, lab = [], [], []
-        for d in range(s["dupe_factor"]):
-            a, b, c = _mask_static(
-                masker, insts, tok.pad_id, max_len, _rng(s["seed"], chunk, 2 + d)
-            )
-            ids += a
-            pos += b
-            lab += c
-        copies = s["dupe_factor"]
-        order = rng.permutation(n * copies)  # copies mixed through the shard, as Google
-        ids, pos, lab = ([v[k] for k in order] for v in (ids, pos, lab))
-        types = [types[k % n] for k in order]
-        labels = [labels[k % n] for k in order]
-    else:
-        ids, pos, lab = [x.input_ids for x in insts], None, None
+    kind = s["instances"]
+    docs = instances_lib.tokenize_documents(
+        tok, task["documents"], instances_lib.segment_budget(kind, max_len), stats)
+
+    def build(pass_rng: np.random.Generator) -> list[instances_lib.Instance]:
+        return instances_lib.create_instances(
+            docs, kind, max_seq_length=max_len, cls_id=tok.cls_id, sep_id=tok.sep_id,
+            rng=pass_rng, short_seq_prob=s["short_seq_prob"], stats=stats,
+            single_sentence=s.get("nsp_single_sentence", "split"))
+
+    def fits(x: instances_lib.Instance) -> bool:
+        # The vocab / length check, before masking (the Masker rejects bad ids) and
+        # again below on exactly the bytes written.
+        return len(x.input_ids) <= max_len and 0 <= x.input_ids.min() and \
+            x.input_ids.max() < vocab
+
+    copies = s["dupe_factor"] if masker is not None else 1
+    rebuild = masker is not None and s.get("dupe_mode", "rebuild") == "rebuild"
+    dropped = 0
+    ids: list[np.ndarray] = []
+    types: list[np.ndarray] = []
+    labels: list[int] = []
+    pos: list[np.ndarray] | None = [] if masker is not None else None
+    lab: list[np.ndarray] | None = [] if masker is not None else None
+    insts: list[instances_lib.Instance] = []
+    for d in range(copies):
+        if d == 0 or rebuild:  # pass d's own instances (rebuild), or pass 0's again
+            # Pass 0 draws from the chunk's stream, later passes from their own, so
+            # every pass is a function of (seed, chunk, pass) alone.
+            built = build(rng if d == 0 else _rng(s["seed"], chunk, 1000 + d))
+            insts = [x for x in built if fits(x)]
+            pass_dropped = len(built) - len(insts)
+        dropped += pass_dropped
+        types += [x.token_type_ids for x in insts]
+        labels += [x.pair_label for x in insts]
+        if masker is None:
+            ids += [x.input_ids for x in insts]
+            continue
+        a, b, c = _mask_static(masker, insts, tok.pad_id, max_len,
+                               _rng(s["seed"], chunk, 2 + d))
+        ids += a
+        pos += b
+        lab += c
     del insts
+    if masker is not None:  # the passes mixed through the shard, as Google
+        order = rng.permutation(len(ids))
+        ids, types, labels, pos, lab = ([v[k] for k in order]
+                                        for v in (ids, types, labels, pos, lab))
 
     def column(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         counts = np.fromiter(map(len, arrays), np.int64, len(arrays))
@@ -428,6 +441,8 @@ def prepare(
     masking: str = "dynamic",
     masking_config: Any = None,
     dupe_factor: int = 10,
+    dupe_mode: str = "rebuild",
+    nsp_single_sentence: str = "split",
     docs_per_shard: int = 1000,
     validation_every: int = 0,
     num_workers: int = 1,
@@ -450,7 +465,14 @@ def prepare(
         pipeline masks each time it reads; RoBERTa).
       masking_config: a masking.MaskingConfig (or its dict); static masking only
         (default MaskingConfig()).
-      dupe_factor: static masking: differently masked copies of every instance.
+      dupe_factor: static masking: how many passes over each chunk are written.
+      dupe_mode: static masking: "rebuild" builds every pass's instances anew (new
+        target lengths, split points, random next segments and truncation, as
+        Google's create_pretraining_data.py) and masks them; "remask" builds one set
+        of instances and writes dupe_factor differently masked copies of it (ten times
+        fewer distinct pairs for the same size).
+      nsp_single_sentence: nsp: "split" (a one-sentence chunk is cut inside, labels
+        stay 50/50) or "random_next" (Google's rule; instances.py).
       docs_per_shard: non-empty documents per chunk (= per shard). NSP draws random
         next segments from the same chunk, so keep it well above 1.
       validation_every: every Nth chunk goes to the "validation" split (0: none).
@@ -481,6 +503,11 @@ def prepare(
             raise ValueError(f"{name}={value!r} must be an integer >= {least}")
     if not 0.0 <= short_seq_prob <= 1.0:
         raise ValueError(f"short_seq_prob={short_seq_prob!r} must be in [0, 1]")
+    if dupe_mode not in DUPE_MODES:
+        raise ValueError(f"dupe_mode={dupe_mode!r} must be one of {', '.join(DUPE_MODES)}")
+    if nsp_single_sentence not in instances_lib.SINGLE_SENTENCE:
+        raise ValueError(f"nsp_single_sentence={nsp_single_sentence!r} must be one of "
+                         f"{', '.join(instances_lib.SINGLE_SENTENCE)}")
     if not max_inflight_mb > 0:
         raise ValueError(f"max_inflight_mb={max_inflight_mb!r} must be positive")
     mask_cfg = None
@@ -514,6 +541,8 @@ def prepare(
         "masking": masking,
         "masking_config": mask_cfg,
         "dupe_factor": dupe_factor,
+        "dupe_mode": dupe_mode,
+        "nsp_single_sentence": nsp_single_sentence,
         "docs_per_shard": docs_per_shard,
         "validation_every": validation_every,
         "seed": seed,

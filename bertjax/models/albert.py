@@ -157,7 +157,9 @@ FAMILY = Family(
     recipe=dict(optim=dict(name="lamb", learning_rate=0.00176, warmup_steps=3125),
                 batch_size=4096, steps=125_000,
                 # Static masks as BERT's, n-gram masking (lengths 1..3, p ~ 1/n).
-                data=dict(masking="static", dupe_factor=10, mask_strategy="ngram"),
+                # ALBERT's create_pretraining_data.py takes BERT's round(0.15 x len).
+                data=dict(masking="static", dupe_factor=10, mask_strategy="ngram",
+                          mask_budget="google"),
                 runlocal_learning_rate=2e-3),
     hf=HF,
     google=GOOGLE,

@@ -201,8 +201,9 @@ FAMILY = Family(
     # Devlin et al.: AdamW 1e-4, batch 256, 1M steps, 10k warmup, linear decay.
     recipe=dict(optim=dict(name="adamw", learning_rate=1e-4, warmup_steps=10_000),
                 batch_size=256, steps=1_000_000,
-                # create_pretraining_data.py: static masks, 10 masked copies.
-                data=dict(masking="static", dupe_factor=10)),
+                # create_pretraining_data.py: static masks, 10 copies each built anew,
+                # round(0.15 x len(tokens)) predictions.
+                data=dict(masking="static", dupe_factor=10, mask_budget="google")),
     hf=HF,
     google=GOOGLE,
     validate=validate,
