@@ -55,6 +55,11 @@ def test_prepare_tokenizer_then_data_then_pipeline(corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     manifest = json.load(open(os.path.join(data, "manifest.json")))
     assert manifest["masking"] == "static" and manifest["vocab_check"] == "ok"
+    # DATA/tokenizer carries vocab.txt for tools that read only that (Google's and
+    # NVIDIA's BERT code): transformers' pure-Python BertTokenizer on it alone agrees.
+    legacy = transformers.BertTokenizer(os.path.join(data, "tokenizer", "vocab.txt"))
+    text = "River stone, light paper; the garden window."
+    assert legacy(text)["input_ids"] == ours.encode(text)
     assert manifest["source_stats"]["documents"] == 60
     assert set(manifest["splits"]) == {"train", "validation"}
     mtimes = {f: os.stat(os.path.join(data, f)).st_mtime_ns for f in os.listdir(data)

@@ -247,6 +247,12 @@ class Tokenizer:
         for name, data in self._source_files.items():
             with open(os.path.join(directory, name), "wb") as f:
                 f.write(data)
+        # Tools that read only the legacy files (Google's and NVIDIA's BERT code read
+        # vocab.txt): written from the model itself when not copied above.
+        legacy = {"wordpiece": ("vocab.txt",), "bpe": ("vocab.json", "merges.txt")}
+        if not all(n in self._source_files for n in legacy.get(self.kind, ())):
+            if self.kind in legacy:
+                self._backend.model.save(directory)
 
     def __repr__(self) -> str:
         return (
@@ -608,6 +614,9 @@ def load_tokenizer(directory: str, *, lowercase: bool | None = None) -> Tokenize
         config_path = os.path.join(directory, "tokenizer_config.json")
         opts = _json_options(kind, spec, config, config_path)
         _settle_lowercase(opts, lowercase, directory)
+        spm = os.path.join(directory, "spiece.model")  # cannot be rebuilt from the JSON
+        if kind not in ("wordpiece", "bpe") and os.path.isfile(spm):
+            sources = {"spiece.model": _read_bytes(spm)}
     else:
         kind = fmt
         opts = _legacy_options(kind, config)
