@@ -68,6 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         mask_budget="candidates",  # predictions = round(p x non-special tokens); google:
         # round(p x all tokens, [CLS]/[SEP] included), as create_pretraining_data.py (BERT, ALBERT)
         dupe_mode="rebuild",  # static: each copy from new instances (Google) | remask: one set
+        format="bertjax",  # shards: bertjax (what train reads) | google: fixed-length records
+        # as create_pretraining_data.py writes, for Google's and NVIDIA's run_pretraining.py
         nsp_single_sentence="split",  # a one-sentence chunk: split it, B = its rest ("actual
         # next"), 50/50 labels | random_next: always a random B, as Google (~75% random)
         mask_strategy="token",  # token | whole_word | ngram (ALBERT) | span

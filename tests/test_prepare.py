@@ -108,13 +108,16 @@ def test_example_and_tfrecord_bytes_match_tensorflow(tmp_path):
     ):
         counts = rng.integers(least, most + 1, n)
         features[name] = (rng.integers(lo, hi, counts.sum()), counts)
+    counts = rng.integers(0, 6, n)  # float lists (Google's masked_lm_weights), empty too
+    features["weights"] = (rng.normal(size=counts.sum()).astype(np.float32), counts)
     records = prep.encode_examples(features)
     starts = {k: np.concatenate([[0], np.cumsum(c)]) for k, (_, c) in features.items()}
     for e in range(0, n, 13):
         ex = example_pb2.Example()
         for name, (v, _) in features.items():
             s = starts[name]
-            ex.features.feature[name].int64_list.value.extend(v[s[e] : s[e + 1]].tolist())
+            kind = "float_list" if v.dtype == np.float32 else "int64_list"
+            getattr(ex.features.feature[name], kind).value.extend(v[s[e] : s[e + 1]].tolist())
         assert ex.SerializeToString(deterministic=True) == records[e]
     path = str(tmp_path / "x.tfrecord")
     with open(path, "wb") as f:
@@ -535,3 +538,46 @@ def test_vocab_check_drops_and_reports_bad_examples(corpus, tok, tmp_path, monke
     assert m["vocab_check"].startswith(f"dropped {2 * 2 * copies} examples")  # 2 shards
     assert sum(s["vocab_check_dropped"] for s in m["splits"]["train"]["shards"]) == 4 * copies
     _check_valid(_all_examples(tmp_path / "v", m), tok.vocab_size, MAX_LEN)
+
+
+def test_google_format_records_parse_with_run_pretraining_features(corpus, tok, tmp_path):
+    """format='google' writes the same examples as the default format (same settings
+    and seed), as the fixed-length features Google's run_pretraining.py declares; they
+    parse with exactly that spec. The pipeline refuses them in one line."""
+    tf = pytest.importorskip("tensorflow")
+    from bertjax.data.pipeline import DataError, Pipeline
+
+    kw = dict(masking="static", dupe_factor=2, validation_every=0,
+              masking_config={"max_predictions_per_seq": 20, "budget": "google"})
+    m_ours = _run(corpus[:60], tok, tmp_path / "ours", **kw)
+    m_goog = _run(corpus[:60], tok, tmp_path / "google", record_format="google", **kw)
+    ours = _all_examples(tmp_path / "ours", m_ours)
+    length, predictions = MAX_LEN, 20
+    spec = {  # run_pretraining.py's input_fn_builder
+        "input_ids": tf.io.FixedLenFeature([length], tf.int64),
+        "input_mask": tf.io.FixedLenFeature([length], tf.int64),
+        "segment_ids": tf.io.FixedLenFeature([length], tf.int64),
+        "masked_lm_positions": tf.io.FixedLenFeature([predictions], tf.int64),
+        "masked_lm_ids": tf.io.FixedLenFeature([predictions], tf.int64),
+        "masked_lm_weights": tf.io.FixedLenFeature([predictions], tf.float32),
+        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
+    }
+    files = [str(tmp_path / "google" / s["file"]) for s in m_goog["splits"]["train"]["shards"]]
+    theirs = [{k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()}
+              for r in tf.data.TFRecordDataset(files)]
+    assert len(theirs) == len(ours) > 100
+    for a, g in zip(ours, theirs, strict=True):
+        n, k = len(a["input_ids"]), len(a["masked_lm_positions"])
+        np.testing.assert_array_equal(g["input_ids"][:n], a["input_ids"])
+        assert not g["input_ids"][n:].any() and not g["segment_ids"][n:].any()
+        np.testing.assert_array_equal(g["input_mask"], np.arange(length) < n)
+        np.testing.assert_array_equal(g["segment_ids"][:n], a["token_type_ids"])
+        np.testing.assert_array_equal(g["masked_lm_positions"][:k], a["masked_lm_positions"])
+        np.testing.assert_array_equal(g["masked_lm_ids"][:k], a["masked_lm_ids"])
+        np.testing.assert_array_equal(g["masked_lm_weights"], np.arange(predictions) < k)
+        assert not g["masked_lm_positions"][k:].any() and not g["masked_lm_ids"][k:].any()
+        assert g["next_sentence_labels"][0] == a["pair_label"][0]
+    with pytest.raises(DataError, match="in Google's format"):
+        Pipeline(str(tmp_path / "google"), "train", 8, seed=0)
+    with pytest.raises(ValueError, match="format='google' needs static masking"):
+        _run(corpus[:60], tok, tmp_path / "bad", record_format="google")

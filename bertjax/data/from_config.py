@@ -81,6 +81,7 @@ def prepare_data(config: Any, kind: str | None = None) -> dict:
             masking=data.masking, masking_config=masking_config(config),
             dupe_factor=data.dupe_factor, dupe_mode=data.get("dupe_mode", "rebuild"),
             nsp_single_sentence=data.get("nsp_single_sentence", "split"),
+            record_format=data.get("format", "bertjax"),
             docs_per_shard=data.docs_per_shard, validation_every=data.validation_every,
             num_workers=data.num_workers, seed=config.seed,
             max_inflight_mb=data.max_inflight_mb)

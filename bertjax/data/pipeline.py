@@ -107,6 +107,10 @@ def read_manifest(data_dir: str) -> dict[str, Any]:
         raise bad("tokenizer.vocab_size must be a positive integer")
     if not _is_int(manifest["settings"]["max_seq_length"], 2):
         raise bad("settings.max_seq_length must be an integer >= 2")
+    if manifest["settings"].get("record_format", "bertjax") != "bertjax":
+        raise bad("the shards are in Google's format (data.format=google), for Google's "
+                  "and NVIDIA's run_pretraining.py; train reads data prepared with "
+                  "data.format=bertjax")
     for name, split in manifest["splits"].items():
         for i, shard in enumerate(split["shards"]):
             if not shard["file"]:

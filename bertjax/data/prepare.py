@@ -76,6 +76,10 @@ VERSION = 1
 # rewrites old shards instead of mixing them with new ones).
 ALGORITHM_REVISION = 1
 DUPE_MODES = ("rebuild", "remask")
+RECORD_FORMATS = ("bertjax", "google")
+# Google's run_pretraining.py reads these, each a fixed-length list.
+GOOGLE_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
+                   "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 SPLITS = ("train", "validation")
 _RNG_TAG = 0x70726570  # "prep": keeps these streams apart from other uses of the seed
 _PARTS = ".shards"  # in-progress shards and their metadata
@@ -90,6 +94,7 @@ _OUTPUT_SETTINGS = (
     "dupe_factor",
     "dupe_mode",
     "nsp_single_sentence",
+    "record_format",
     "docs_per_shard",
     "validation_every",
     "seed",
@@ -140,6 +145,31 @@ def _mask_static(
             pos_out.append(m["masked_lm_positions"][r][chosen[r]])
             lab_out.append(m["masked_lm_ids"][r][chosen[r]])
     return ids_out, pos_out, lab_out
+
+
+def _google_features(features: Mapping[str, tuple[np.ndarray, np.ndarray]], length: int,
+                     predictions: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Our examples as Google's create_pretraining_data.py writes them: every list padded
+    with 0 to `length` (ids, mask, segments) or `predictions` (positions, ids and 0.0
+    weights), the pair label as next_sentence_labels."""
+
+    def padded(name: str, width: int, dtype: Any = np.int64) -> np.ndarray:
+        values, counts = features[name]
+        out = np.zeros((len(counts), width), dtype)
+        out[np.arange(width)[None, :] < counts[:, None]] = values
+        return out
+
+    n = len(features["input_ids"][1])
+    real = np.arange(length)[None, :] < features["input_ids"][1][:, None]
+    pos = padded("masked_lm_positions", predictions)
+    weights = (np.arange(predictions)[None, :] <
+               features["masked_lm_positions"][1][:, None]).astype(np.float32)
+    columns = {
+        "input_ids": padded("input_ids", length), "input_mask": real.astype(np.int64),
+        "segment_ids": padded("token_type_ids", length), "masked_lm_positions": pos,
+        "masked_lm_ids": padded("masked_lm_ids", predictions), "masked_lm_weights": weights,
+        "next_sentence_labels": features["pair_label"][0].reshape(n, 1)}
+    return {k: (v.reshape(-1), np.full(n, v.shape[1], np.int64)) for k, v in columns.items()}
 
 
 def _per_example_any(flags: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -245,6 +275,10 @@ def _process_chunk(task: dict[str, Any]) -> dict[str, Any]:
             owner = np.repeat(np.arange(len(c)), c)
             features[name] = (v[keep[owner]], c[keep])
     examples = len(features["input_ids"][1])
+    tokens = int(features["input_ids"][1].sum())
+    if s.get("record_format", "bertjax") == "google":
+        features = _google_features(features, max_len,
+                                    s["masking_config"]["max_predictions_per_seq"])
     data = tfrecord_bytes(features)
     base = os.path.join(task["parts_dir"], f"{task['split']}-{task['shard']:05d}")
     _write_atomic(base + ".tfrecord", data)
@@ -254,7 +288,7 @@ def _process_chunk(task: dict[str, Any]) -> dict[str, Any]:
         "chunk": chunk,
         "file": base + ".tfrecord",
         "examples": examples,
-        "tokens": int(features["input_ids"][1].sum()),
+        "tokens": tokens,
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "input_sha256": task["input_sha256"],
@@ -443,6 +477,7 @@ def prepare(
     dupe_factor: int = 10,
     dupe_mode: str = "rebuild",
     nsp_single_sentence: str = "split",
+    record_format: str = "bertjax",
     docs_per_shard: int = 1000,
     validation_every: int = 0,
     num_workers: int = 1,
@@ -473,6 +508,9 @@ def prepare(
         fewer distinct pairs for the same size).
       nsp_single_sentence: nsp: "split" (a one-sentence chunk is cut inside, labels
         stay 50/50) or "random_next" (Google's rule; instances.py).
+      record_format: "bertjax" (variable-length examples, what `train` reads) or
+        "google" (static masking, nsp/sop: the fixed-length features of Google's
+        create_pretraining_data.py, GOOGLE_FEATURES, for Google's and NVIDIA's code).
       docs_per_shard: non-empty documents per chunk (= per shard). NSP draws random
         next segments from the same chunk, so keep it well above 1.
       validation_every: every Nth chunk goes to the "validation" split (0: none).
@@ -503,6 +541,13 @@ def prepare(
             raise ValueError(f"{name}={value!r} must be an integer >= {least}")
     if not 0.0 <= short_seq_prob <= 1.0:
         raise ValueError(f"short_seq_prob={short_seq_prob!r} must be in [0, 1]")
+    if record_format not in RECORD_FORMATS:
+        raise ValueError(f"format={record_format!r} must be one of {', '.join(RECORD_FORMATS)}")
+    if record_format == "google" and (masking != "static"
+                                      or instances not in instances_lib.PAIR_KINDS):
+        raise ValueError("format='google' needs static masking and nsp or sop instances "
+                         f"(got masking={masking!r}, instances={instances!r}): Google's "
+                         "records hold masks and a pair label")
     if dupe_mode not in DUPE_MODES:
         raise ValueError(f"dupe_mode={dupe_mode!r} must be one of {', '.join(DUPE_MODES)}")
     if nsp_single_sentence not in instances_lib.SINGLE_SENTENCE:
@@ -543,6 +588,7 @@ def prepare(
         "dupe_factor": dupe_factor,
         "dupe_mode": dupe_mode,
         "nsp_single_sentence": nsp_single_sentence,
+        "record_format": record_format,
         "docs_per_shard": docs_per_shard,
         "validation_every": validation_every,
         "seed": seed,

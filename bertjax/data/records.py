@@ -206,13 +206,19 @@ def _encode_block(
     pieces: list[_Piece] = []
     body = np.zeros(n, np.int64)
     for name, values, counts in features:
-        data, nbytes = _varints(values)
-        cum = np.concatenate([[0], np.cumsum(nbytes)])
         ends = np.cumsum(counts)
-        p = cum[ends] - cum[ends - counts]  # [n] payload bytes (the packed varints)
+        if values.dtype == np.float32:  # FloatList: packed little-endian fixed32
+            data = values.astype("<f4").view(np.uint8)
+            cum = 4 * np.arange(len(values) + 1)
+            list_tag = b"\x12"  # Feature{float_list = 2}
+        else:
+            data, nbytes = _varints(values)
+            cum = np.concatenate([[0], np.cumsum(nbytes)])
+            list_tag = b"\x1a"  # Feature{int64_list = 3}
+        p = cum[ends] - cum[ends - counts]  # [n] payload bytes (the packed values)
         has = (p > 0).astype(np.int64)  # an empty list is written as Int64List{}
-        l1 = has * (1 + _varint_len(p) + p)  # Int64List
-        l2 = 1 + _varint_len(l1) + l1  # Feature{int64_list}
+        l1 = has * (1 + _varint_len(p) + p)  # Int64List / FloatList
+        l2 = 1 + _varint_len(l1) + l1  # Feature{...}
         head = b"\x0a" + bytes(_varints(np.array([len(name)]))[0]) + name + b"\x12"
         entry = len(head) + _varint_len(l2) + l2  # map entry {key, value}
         body += 1 + _varint_len(entry) + entry
@@ -221,7 +227,7 @@ def _encode_block(
             _varint_piece(entry),
             _const(head, n),
             _varint_piece(l2),
-            _const(b"\x1a", n),
+            _const(list_tag, n),
             _varint_piece(l1),
             _const(b"\x0a", n, has),
             _varint_piece(p, has),
@@ -244,7 +250,10 @@ def _feature_blocks(
         counts = np.asarray(counts, np.int64)
         if len(counts) != n or int(counts.sum()) != len(values):
             raise ValueError(f"feature {name!r}: counts do not match the values")
-        cols.append((name.encode(), np.asarray(values, np.int64), counts, np.cumsum(counts)))
+        values = np.asarray(values)
+        values = values.astype(np.float32 if np.issubdtype(values.dtype, np.floating)
+                               else np.int64)
+        cols.append((name.encode(), values, counts, np.cumsum(counts)))
     for lo in range(0, n, _BLOCK):
         hi = min(lo + _BLOCK, n)
         block = []
@@ -255,7 +264,8 @@ def _feature_blocks(
 
 
 def encode_examples(features: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> list[bytes]:
-    """Serialized tf.train.Example protos with int64-list features.
+    """Serialized tf.train.Example protos with int64-list features (float32 lists for
+    floating-point values).
 
     Args:
       features: name -> (values of all examples concatenated, [num_examples] counts).
@@ -348,6 +358,8 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
         elif wire == 2:
             n, pos = _read_varint(buf, pos)
             value, pos = buf[pos : pos + n], pos + n
+        elif wire == 5:  # fixed32 (an unpacked float)
+            value, pos = buf[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         yield field, wire, value
@@ -358,18 +370,23 @@ def _signed(v: int) -> int:
 
 
 def parse_example(record: bytes) -> dict[str, np.ndarray]:
-    """int64-list features of a serialized tf.train.Example (packed or not)."""
+    """int64-list (int64) and float-list (float32) features of a serialized
+    tf.train.Example (packed or not)."""
     out = {}
     for _, _, features in _fields(record):
         for _, _, entry in _fields(features):
-            name, values = None, []
+            name, values, dtype = None, [], np.int64
             for f, _, v in _fields(entry):
                 if f == 1:
                     name = v.decode()
                 elif f == 2:
                     for kind, _, lst in _fields(v):
+                        if kind == 2:  # FloatList
+                            dtype = np.float32
+                            values += [np.frombuffer(x, "<f4") for _, _, x in _fields(lst)]
+                            continue
                         if kind != 3:
-                            raise ValueError(f"feature {name!r} is not an int64 list")
+                            raise ValueError(f"feature {name!r} is not an int64 or float list")
                         for _, wire, x in _fields(lst):
                             if wire == 0:
                                 values.append(_signed(x))
@@ -378,7 +395,9 @@ def parse_example(record: bytes) -> dict[str, np.ndarray]:
                                 while p < len(x):
                                     y, p = _read_varint(x, p)
                                     values.append(_signed(y))
-            out[name] = np.asarray(values, np.int64)
+            out[name] = (np.concatenate(values).astype(np.float32) if values else
+                         np.zeros(0, np.float32)) if dtype == np.float32 else \
+                np.asarray(values, np.int64)
     return out
 
 
