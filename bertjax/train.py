@@ -30,9 +30,9 @@ Resume order (the same on every start, so re-running the command is the way to r
 SIGTERM (a preemption notice) or SIGINT: every host agrees on one step, saves it,
 waits for the save and exits 0. A save that fails (a full disk) stops the run at the
 next step with one line: the step, the file and the OS error, and the last good
-checkpoint, which the failed save left as it was. A step with a non-finite loss or gradient norm is
-skipped and counted; `train.max_consecutive_skips` in a row stop the run with an
-error. `Hook`s see every step and save (the tests inject faults through them).
+checkpoint, which the failed save left as it was. A step with a non-finite loss or
+gradient norm is skipped and counted; `train.max_consecutive_skips` in a row stop the
+run with an error. `Hook`s see every step and save (the tests inject faults through them).
 Nothing here imports TensorFlow except the input pipeline (bertjax.data).
 """
 
@@ -56,8 +56,6 @@ from bertjax.tasks.base import Context, Phase
 
 class TrainingError(ValueError):
     """The run cannot go on (diverged, or config and workdir disagree); one line says why."""
-
-
 
 
 class Hook:
@@ -392,7 +390,7 @@ class Trainer:
 
     def _save_failed(self, e: checkpoint.SaveError | None) -> TrainingError:
         """A save failed (on this host: `e`; or on another): the run stops, naming the
-        last good checkpoint once its files are confirmed readable."""
+        last good checkpoint once its files are confirmed present and readable."""
         if e is None:  # another host saw it first; this one's save ends the same way
             try:
                 self.ckpts.wait()
@@ -400,15 +398,13 @@ class Trainer:
             except checkpoint.SaveError as mine:
                 e = mine
         good = self.ckpts.latest_step()
+        problem = None if good is None else self.ckpts.check_files(good)
         if good is None:
             last = "there is no earlier checkpoint"
+        elif problem:
+            last = f"the last checkpoint is damaged too ({problem})"
         else:
-            try:
-                self.ckpts.read_meta(good)
-                last = f"the last good checkpoint is {self.ckpts.step_dir(good)}"
-            except Exception as bad:  # noqa: BLE001 -- Orbax / JSON errors of every kind
-                last = (f"the last checkpoint, {self.ckpts.step_dir(good)}, cannot be read "
-                        f"either ({checkpoint.one_line(bad)})")
+            last = f"the last good checkpoint is {self.ckpts.step_dir(good)}"
         return TrainingError(f"{e}; the run stopped at step {self.step}, {last}. Free space "
                              "(or fix the path), then run the same command to resume")
 

@@ -77,9 +77,6 @@ VERSION = 1
 ALGORITHM_REVISION = 1
 DUPE_MODES = ("rebuild", "remask")
 RECORD_FORMATS = ("bertjax", "google")
-# Google's run_pretraining.py reads these, each a fixed-length list.
-GOOGLE_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
-                   "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 SPLITS = ("train", "validation")
 _RNG_TAG = 0x70726570  # "prep": keeps these streams apart from other uses of the seed
 _PARTS = ".shards"  # in-progress shards and their metadata
@@ -510,7 +507,7 @@ def prepare(
         stay 50/50) or "random_next" (Google's rule; instances.py).
       record_format: "bertjax" (variable-length examples, what `train` reads) or
         "google" (static masking, nsp/sop: the fixed-length features of Google's
-        create_pretraining_data.py, GOOGLE_FEATURES, for Google's and NVIDIA's code).
+        create_pretraining_data.py, `_google_features`, for Google's and NVIDIA's code).
       docs_per_shard: non-empty documents per chunk (= per shard). NSP draws random
         next segments from the same chunk, so keep it well above 1.
       validation_every: every Nth chunk goes to the "validation" split (0: none).

@@ -250,9 +250,8 @@ class Tokenizer:
         # Tools that read only the legacy files (Google's and NVIDIA's BERT code read
         # vocab.txt): written from the model itself when not copied above.
         legacy = {"wordpiece": ("vocab.txt",), "bpe": ("vocab.json", "merges.txt")}
-        if not all(n in self._source_files for n in legacy.get(self.kind, ())):
-            if self.kind in legacy:
-                self._backend.model.save(directory)
+        if self.kind in legacy and not all(n in self._source_files for n in legacy[self.kind]):
+            self._backend.model.save(directory)
 
     def __repr__(self) -> str:
         return (
