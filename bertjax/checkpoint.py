@@ -247,6 +247,7 @@ def tokenizer_dir(path: str) -> str | None:
 
 # --- training checkpoints --------------------------------------------------------------
 
+_JOIN_TIMEOUT_S = 600  # how long a failed save's remaining writes are waited for
 DAMAGED = "damaged_checkpoints"  # beside WORKDIR/checkpoints: steps that failed verification
 
 
@@ -472,10 +473,22 @@ class TrainCheckpoints:
 
     def _fail(self, e: BaseException) -> None:
         step, self._pending = self._pending, None
+        self._join_failed_writes()
         self._output.stop(into=os.path.join(os.path.dirname(self.directory), "logs",
                                             f"save_error_{step}.log"))
         raise SaveError(f"checkpoint {step} could not be written ({_save_error_words(e)})"
                         ) from None
+
+    def _join_failed_writes(self) -> None:
+        """Waits for the writes of a failed save that are still running: Orbax stops
+        waiting at the first item that fails, while the other items' writes go on in
+        threads and would land in a later save of the same step (in this process).
+        Best effort over Orbax internals (0.12): nothing to join if they change."""
+        checkpointer = getattr(self._manager, "_checkpointer", None)
+        background = getattr(checkpointer, "_async_manager", None)
+        for f in getattr(background, "_commit_futures", None) or ():
+            with contextlib.suppress(Exception):
+                f.result(timeout=_JOIN_TIMEOUT_S)
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """(state, data, meta) of `step`, the state laid out as `target` says.

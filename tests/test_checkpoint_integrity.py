@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
 
 import faults
 import jax
@@ -174,13 +175,18 @@ def test_every_checkpoint_damaged_stops_the_command_in_one_line(setup, tmp_path)
 def test_a_save_that_fails_with_enospc_stops_the_run_in_one_line(setup, tmp_path, monkeypatch):
     """The data item of checkpoint 8 cannot be written (a full disk): the run stops with
     one line naming the step, the file and the OS error, checkpoint 6 is intact, and
-    running again resumes from it to the uninterrupted run's bits."""
+    running again resumes from it to the uninterrupted run's bits. The state item's
+    writes, still running when the data item fails, have ended when the error is
+    reported (else they land in the re-run's save of step 8)."""
     from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
+    from orbax.checkpoint._src.handlers import standard_checkpoint_handler as standard
 
     c, want, template = setup
     workdir = tmp_path / "run"
     shutil.copytree(template, workdir)
     real = handler.JsonCheckpointHandler._save_fn
+    real_state = standard.StandardCheckpointHandler.async_save
+    late = []
 
     async def full_disk(self, x, directory):
         if "phase" in x and x["pipeline"]["step"] == 8:
@@ -188,9 +194,27 @@ def test_a_save_that_fails_with_enospc_stops_the_run_in_one_line(setup, tmp_path
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
         return await real(self, x, directory)
 
+    class LateWrite:  # a state write that lands after the data item has failed
+        def __init__(self, directory):
+            self.path = os.path.join(str(directory), "late_write")
+
+        def result(self, timeout=None):
+            time.sleep(1.0)
+            open(self.path, "w").close()
+            late.append(self.path)
+
+    async def slow_state(self, directory, *args, **kwargs):
+        futures = await real_state(self, directory, *args, **kwargs)
+        if "/8.orbax-checkpoint-tmp" not in str(directory):
+            return futures
+        return [LateWrite(directory), *(futures or [])]
+
     monkeypatch.setattr(handler.JsonCheckpointHandler, "_save_fn", full_disk)
+    monkeypatch.setattr(standard.StandardCheckpointHandler, "async_save", slow_state)
     with pytest.raises(train_lib.TrainingError) as e:
         train_lib.train(c, str(workdir))
+    assert len(late) == 1, "the failed save's remaining writes were not waited for"
+    monkeypatch.setattr(standard.StandardCheckpointHandler, "async_save", real_state)
     message = str(e.value)
     assert "\n" not in message
     assert message.startswith("checkpoint 8 could not be written (") and (
