@@ -18,7 +18,8 @@ COMMANDS = {
     "import": ("bertjax.commands.convert", "transformers dir or Google TF checkpoint -> bertjax"),
     "export": ("bertjax.commands.convert", "bertjax model directory -> transformers dir"),
     "fill_mask": ("bertjax.commands.fill_mask", "top-k predictions for the mask token"),
-    "prepare": ("bertjax.commands.prepare", "prepare tokenizer | prepare data: vocabulary, shards"),
+    "prepare": ("bertjax.commands.prepare", "prepare tokenizer | data | import-google: "
+                "vocabulary, shards, Google-format TFRecords"),
     "train": ("bertjax.commands.train", "train (or resume) a task: sharded, checkpointed"),
     "bench": ("bertjax.commands.bench", "bench data | bench train: throughput vs transformers"),
     "evaluate": ("bertjax.commands.evaluate", "a trained model's scores on a task's dev splits"),

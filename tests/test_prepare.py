@@ -543,9 +543,9 @@ def test_vocab_check_drops_and_reports_bad_examples(corpus, tok, tmp_path, monke
 def test_google_format_records_parse_with_run_pretraining_features(corpus, tok, tmp_path):
     """format='google' writes the same examples as the default format (same settings
     and seed), as the fixed-length features Google's run_pretraining.py declares; they
-    parse with exactly that spec. The pipeline refuses them in one line."""
+    parse with exactly that spec, and the pipeline reads them as the default format."""
     tf = pytest.importorskip("tensorflow")
-    from bertjax.data.pipeline import DataError, Pipeline
+    from bertjax.data.pipeline import Pipeline
 
     kw = dict(masking="static", dupe_factor=2, validation_every=0,
               masking_config={"max_predictions_per_seq": 20, "budget": "google"})
@@ -577,7 +577,14 @@ def test_google_format_records_parse_with_run_pretraining_features(corpus, tok, 
         np.testing.assert_array_equal(g["masked_lm_weights"], np.arange(predictions) < k)
         assert not g["masked_lm_positions"][k:].any() and not g["masked_lm_ids"][k:].any()
         assert g["next_sentence_labels"][0] == a["pair_label"][0]
-    with pytest.raises(DataError, match="in Google's format"):
-        Pipeline(str(tmp_path / "google"), "train", 8, seed=0)
+    # The pipeline reads them into the very batches of the default format's directory.
+    pipes = [Pipeline(str(tmp_path / d), "train", 8, seed=3, repeat=False)
+             for d in ("ours", "google")]
+    batches = [list(p) for p in pipes]
+    assert len(batches[0]) == len(batches[1]) == pipes[0].steps_per_epoch > 10
+    for a, g in zip(*batches, strict=True):
+        assert a.keys() == g.keys()
+        for key in a:
+            np.testing.assert_array_equal(g[key], a[key], err_msg=key)
     with pytest.raises(ValueError, match="format='google' needs static masking"):
         _run(corpus[:60], tok, tmp_path / "bad", record_format="google")

@@ -26,16 +26,12 @@ from bertjax import checkpoint
 from bertjax.commands import flags as common
 from bertjax.convert import hf, hfdir
 
-_FROM = flags.DEFINE_string("from", None, "import: HF PyTorch model dir or Google TF "
-                            "checkpoint dir.")
-_LOWERCASE = flags.DEFINE_bool("lowercase", None, "Google BERT checkpoints: lowercase input "
-                               "(default: guessed from the directory name, 'uncased').")
 _SCAN = flags.DEFINE_bool("scan_layers", False, "import: store params in the scan layout.")
 
 
 def main_import(argv: list[str]) -> None:
     del argv
-    src, out = os.path.abspath(common.required(_FROM)), common.required(common.OUT)
+    src, out = os.path.abspath(common.required(common.FROM)), common.required(common.OUT)
     if not os.path.isdir(src):
         raise FileNotFoundError(f"{src}: no such directory")
     from bertjax.convert import google
@@ -46,7 +42,7 @@ def main_import(argv: list[str]) -> None:
             from bertjax.models.layers import stack_layers
 
             cfg, params = cfg.replace(scan_layers=True), stack_layers(params)
-        lowercase = _LOWERCASE.value
+        lowercase = common.LOWERCASE.value
         if lowercase is None and "vocab.txt" in files:
             lowercase = "uncased" in os.path.basename(src).lower()
         with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +51,7 @@ def main_import(argv: list[str]) -> None:
             tok = hfdir.checked_tokenizer(tmp, cfg, lowercase)
     else:
         cfg, params, tok_dir = hfdir.read_hf_dir(src, _SCAN.value)
-        tok = hfdir.checked_tokenizer(tok_dir, cfg, _LOWERCASE.value)
+        tok = hfdir.checked_tokenizer(tok_dir, cfg, common.LOWERCASE.value)
     checkpoint.save_model_dir(out, cfg, params, tok, overwrite=common.OVERWRITE.value,
                               extra={"source": src})
     n = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))

@@ -11,6 +11,11 @@ CONFIG = config_flags.DEFINE_config_file(
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "bertjax model directory to read.")
 OUT = flags.DEFINE_string("out", None, "Output directory (must not exist unless --overwrite).")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
+FROM = flags.DEFINE_string("from", None, "import: HF PyTorch model dir or Google TF checkpoint "
+                           "dir; prepare import-google: the train TFRecords (comma-separated "
+                           "globs).")
+LOWERCASE = flags.DEFINE_bool("lowercase", None, "Google vocab.txt files: lowercase input "
+                              "(default: guessed from the directory name, 'uncased').")
 
 
 def required(flag: flags.FlagHolder) -> object:

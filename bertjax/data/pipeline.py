@@ -107,10 +107,15 @@ def read_manifest(data_dir: str) -> dict[str, Any]:
         raise bad("tokenizer.vocab_size must be a positive integer")
     if not _is_int(manifest["settings"]["max_seq_length"], 2):
         raise bad("settings.max_seq_length must be an integer >= 2")
-    if manifest["settings"].get("record_format", "bertjax") != "bertjax":
-        raise bad("the shards are in Google's format (data.format=google), for Google's "
-                  "and NVIDIA's run_pretraining.py; train reads data prepared with "
-                  "data.format=bertjax")
+    record_format = manifest["settings"].get("record_format", "bertjax")
+    if record_format not in prepare.RECORD_FORMATS:
+        raise bad(f"settings.record_format is {record_format!r}, expected one of "
+                  f"{', '.join(prepare.RECORD_FORMATS)}")
+    if record_format == "google" and (
+            manifest["masking"] != "static"
+            or not _is_int(_setting(manifest["settings"], "max_predictions_per_seq"), 1)):
+        raise bad("Google-format shards must be statically masked, with "
+                  "settings.max_predictions_per_seq")
     for name, split in manifest["splits"].items():
         for i, shard in enumerate(split["shards"]):
             if not shard["file"]:
@@ -335,6 +340,7 @@ class Pipeline:
 
         tokenizer = self._load_tokenizer(manifest)
         self.pad_id = int(tokenizer.pad_id)
+        self._google = settings.get("record_format", "bertjax") == "google"
         self._static = masking is None
         if self._static:
             if manifest["masking"] != "static":
@@ -504,6 +510,12 @@ class Pipeline:
 
     def _parse_fn(self, tf):
         length, p, pad = self.max_seq_length, self.max_predictions_per_seq, self.pad_id
+        if self._google:  # fixed-length records: strip their padding
+            from bertjax.data import google_records
+
+            spec = google_records.feature_spec(tf, length, p)
+            return lambda raw: google_records.unpad(
+                tf, tf.io.parse_example(raw, spec), length, p, pad)
         features = {
             "input_ids": tf.io.RaggedFeature(tf.int64),
             "token_type_ids": tf.io.RaggedFeature(tf.int64),
@@ -558,6 +570,10 @@ class Pipeline:
                 if self.position_offset:
                     limit += f" - position_offset {self.position_offset}"
             return bad, f"an example has {n} tokens, more than {limit}"
+        if "layout_ok" in raw and not raw["layout_ok"].all():
+            from bertjax.data.google_records import LAYOUT_ERROR
+
+            return ~raw["layout_ok"], LAYOUT_ERROR
         if not np.array_equal(raw["type_lengths"], lengths):
             bad = raw["type_lengths"] != lengths
             return bad, "token_type_ids and input_ids differ in length"
