@@ -21,7 +21,7 @@ COMMANDS = {
     "prepare": ("bertjax.commands.prepare", "prepare tokenizer | data | import-google: "
                 "vocabulary, shards, Google-format TFRecords"),
     "train": ("bertjax.commands.train", "train (or resume) a task: sharded, checkpointed"),
-    "bench": ("bertjax.commands.bench", "bench data | bench train: throughput vs transformers"),
+    "bench": ("bertjax.commands.bench", "bench data | prepare | train: throughput figures"),
     "evaluate": ("bertjax.commands.evaluate", "a trained model's scores on a task's dev splits"),
     "predict": ("bertjax.commands.evaluate", "a task's test-split predictions (GLUE's format)"),
     "score": ("bertjax.commands.score", "score a predictions file as the official scripts do"),

@@ -83,3 +83,31 @@ def test_word_level_strategies_use_the_whole_word_reference(tmp_path, strategy):
                      print_fn=lines.append)
     assert f"dynamic {strategy} masking" in lines[1] and "whole_word_mask=True" in lines[2]
     _final(lines)
+
+
+def test_bench_prepare_counts_what_prepare_data_writes(tmp_path, capsys):
+    """Each timed run writes what `prepare data` writes with the same settings: its MB
+    and instance counts are the manifest's."""
+    import trainlib
+
+    from bertjax.data.from_config import prepare_data
+
+    corpus = trainlib.write_corpus(str(tmp_path / "c.txt"), n_docs=60)
+    c = trainlib.config("bert", str(tmp_path / "ref"), **{"data.source": f"bert:{corpus}",
+                                                          "data.dupe_factor": 3})
+    rows = bench.bench_prepare(c, workers=(0, 1))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [(r["masking"], r["workers"]) for r in rows] == [
+        ("static", 0), ("static", 1), ("dynamic", 0), ("dynamic", 1)]
+    assert len(lines) == 4 and lines[0].startswith(
+        "prepare static (dupe_factor 3), in the main process: ")
+    assert lines[3].startswith("prepare dynamic (dupe_factor 1), 1 worker: ")
+    ref = prepare_data(c, progress=False)
+    written = sum(s["examples"] for s in ref["splits"].values())
+    assert rows[0]["instances"] == rows[1]["instances"] == written > 0
+    with open(corpus, encoding="utf-8") as f:
+        text_bytes = sum(len(line.strip().encode()) for line in f)
+    assert rows[0]["mb"] == ref["input_stats"]["bytes"] / 1e6 == text_bytes / 1e6
+    assert rows[2]["instances"] < written  # dynamic: one unmasked copy, not three
+    for r in rows:
+        assert r["instances_per_s"] == pytest.approx(r["instances"] / r["seconds"])

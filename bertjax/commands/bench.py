@@ -1,13 +1,17 @@
 r"""`python -m bertjax bench data|train`: figures printed side by side with a reference.
 
   python -m bertjax bench data --config=configs/pretrain.py:bert_base [--config.data.dir=DIR]
+  python -m bertjax bench prepare --config=configs/pretrain.py:bert_base [--workers=1,2]
   python -m bertjax bench train --config=configs/pretrain.py:bert_mini \
       --config.train.batch_size=32 [--vs_torch] [--seconds=20]
   python -m bertjax bench train --config=configs/finetune.py:sst2,bert_mini [--vs_torch]
 
 `bench data` times the input pipeline (dynamic masking) against transformers'
 DataCollatorForLanguageModeling on the same pre-tokenized examples; its last line
-is `ratio=R ours=X reference=Y unit=seq/s`. `bench train` (bertjax/bench_train.py)
+is `ratio=R ours=X reference=Y unit=seq/s`. `bench prepare` times `prepare data` with
+the config's settings on `config.data.source` (the demo corpus by default), statically
+and dynamically masked, for each worker count: MB of text/s and instances written/s,
+in all and per worker. `bench train` (bertjax/bench_train.py)
 times our jitted train step on synthetic batches (no dataset is read, fine-tuning
 configs included) and, with --vs_torch, transformers' PyTorch model of the same family,
 size and heads (BertForPreTraining, BertForSequenceClassification, ...) from the same
@@ -27,6 +31,8 @@ _VS_TORCH = flags.DEFINE_bool("vs_torch", False, "bench train: also time transfo
                               "PyTorch model of the same family, size and heads, from our "
                               "weights.")
 
+_WORKERS = flags.DEFINE_list("workers", ["1", "2"], "bench prepare: the worker counts to time.")
+
 
 def main(argv: list[str]) -> None:
     what = argv[1:]
@@ -37,9 +43,14 @@ def main(argv: list[str]) -> None:
         bench.bench_data(data_dir=config.data.dir or None, seq_len=config.max_seq_length,
                          strategy=config.data.mask_strategy, seconds=_SECONDS.value,
                          max_predictions_per_seq=config.max_predictions_per_seq)
+    elif what == ["prepare"]:
+        from bertjax.data import bench
+
+        bench.bench_prepare(common.required(common.CONFIG),
+                            workers=[int(w) for w in _WORKERS.value])
     elif what == ["train"]:
         from bertjax import bench_train
 
         bench_train.bench_train(common.required(common.CONFIG), _SECONDS.value, _VS_TORCH.value)
     else:
-        raise ValueError("usage: python -m bertjax bench data|train --config=...")
+        raise ValueError("usage: python -m bertjax bench data|prepare|train --config=...")

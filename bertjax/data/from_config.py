@@ -51,9 +51,11 @@ def masking_config(config: Any, max_predictions_per_seq: int | None = None) -> A
         budget=data.get("mask_budget", "candidates"))
 
 
-def prepare_data(config: Any, kind: str | None = None) -> dict:
-    """Tokenizes config.data.source into config.data.dir (shards + manifest); trains the
-    tokenizer first unless config.tokenizer.path gives one. Returns the manifest."""
+def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
+                 progress: bool = True) -> dict:
+    """Tokenizes config.data.source (or `documents`, lists of sentences already read
+    from it) into config.data.dir (shards + manifest); trains the tokenizer first unless
+    config.tokenizer.path gives one. Returns the manifest."""
     from bertjax.data import prepare, sources, tokenizers
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
@@ -66,7 +68,8 @@ def prepare_data(config: Any, kind: str | None = None) -> dict:
                          f"takes (model.max_position_embeddings={cfg.max_position_embeddings}"
                          + (f", {offset} of them before the first token" if offset else "")
                          + ")")
-    source = sources.open_source(data.source)  # a bad spec fails before any work
+    # A bad spec fails before any work.
+    source = documents if documents is not None else sources.open_source(data.source)
     with tempfile.TemporaryDirectory() as tmp:
         if config.tokenizer.path:
             tok = tokenizers.load_tokenizer(config.tokenizer.path)
@@ -84,4 +87,4 @@ def prepare_data(config: Any, kind: str | None = None) -> dict:
             record_format=data.get("format", "bertjax"),
             docs_per_shard=data.docs_per_shard, validation_every=data.validation_every,
             num_workers=data.num_workers, seed=config.seed,
-            max_inflight_mb=data.max_inflight_mb)
+            max_inflight_mb=data.max_inflight_mb, progress=progress)
