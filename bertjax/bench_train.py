@@ -58,7 +58,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import experiment, sharding, steps
+from bertjax import aot, experiment, sharding, steps
 from bertjax.flops import train_flops_per_token
 from bertjax.metrics import mfu, resolve_peak_flops
 from bertjax.models import ModelConfig, build, init_params
@@ -357,6 +357,16 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
                          f"{optim.grad_accum_steps} must be 1")
     batch_size, seq_len = int(config.train.batch_size), int(config.max_seq_length)
     masked = "max_predictions_per_seq" in config  # pretraining objectives (MLM heads)
+    # A batch that does not fit is halved until it does (a preset's batch is for a pod).
+    teacher_abstract = None
+    if teacher_cfg is not None:
+        teacher_abstract = jax.eval_shape(lambda: jax.tree.map(
+            lambda x: x.astype(teacher_cfg.dtype), init_params(build(teacher_cfg), 0)))
+    fitted, memory = aot.fit_batch(setup, batch_size, seq_len, teacher_abstract, print_fn)
+    if fitted != batch_size:
+        print_fn(f"memory: timing batch {fitted} instead of train.batch_size={batch_size}, "
+                 f"the largest halving that fits ({aot.size(memory.total)} per device)")
+        batch_size = fitted
     batches = task.synthetic_batches(cfg, batch_size, seq_len, setup.seed, NUM_BATCHES)
     flops = {"ours": task.flops(cfg, seq_len).total,
              "reference": (train_flops_per_token(cfg, seq_len, 1.0) if masked

@@ -47,7 +47,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import checkpoint, experiment, pretrained, sharding, steps
+from bertjax import aot, checkpoint, experiment, pretrained, sharding, steps
 from bertjax.metrics import MetricWriter, Throughput, combine, resolve_peak_flops
 from bertjax.models import ModelConfig
 from bertjax.models.registry import family
@@ -135,6 +135,10 @@ class Trainer:
         self.ctx = Context(config, s.cfg, s.model, s.mesh, s.rules)
         # Bad data or a bad teacher fail here, before the workdir is touched.
         self.aux_params = self.ctx.aux_params = self.task.setup(self.ctx)
+        # So does a step that does not fit in memory; its compiled form is kept.
+        self.train_step = aot.train_step_fn(s)
+        self.compiled = (aot.check_phases(s, self.phases, self.aux_params, self.train_step,
+                                          log=_log) if t.get("memory_check", True) else {})
 
         self.workdir = workdir = os.path.abspath(workdir)
         os.makedirs(workdir, exist_ok=True)
@@ -156,10 +160,6 @@ class Trainer:
         if note:
             _log(note)
 
-        self.train_step = jax.jit(
-            functools.partial(steps.train_step, loss_fn=self.task.loss_fn(s.model, True),
-                              tx=s.tx, optim=s.optim, seed=self.seed),
-            donate_argnums=(0,))
         eval_step = jax.jit(functools.partial(steps.eval_step,
                                               loss_fn=self.task.loss_fn(s.model, False)))
         self.ctx.eval_step = lambda params, batch: jax.device_get(
@@ -313,14 +313,16 @@ class Trainer:
              f"{flops:.3e} train FLOPs/token; peak {self.peak:.3e} FLOP/s/device "
              f"({self.peak_source})")
         mesh, rules = self.setup.mesh, self.setup.rules
+        compiled, shapes = self.compiled.get(phase.index, (None, None))
         window: list[dict[str, Any]] = []
         timed = 0  # steps in the throughput window (the compiling first step is not)
         previous = None
         try:
             while self.step < phase.end:
-                batch = next(batches.iterator)
-                self.state, metrics = self.train_step(
-                    self.state, global_batch(batch, mesh, rules), self.aux_params)
+                batch = global_batch(next(batches.iterator), mesh, rules)
+                same = shapes is not None and shapes == {k: v.shape for k, v in batch.items()}
+                self.state, metrics = (compiled if same else self.train_step)(
+                    self.state, batch, self.aux_params)
                 self.step += 1
                 window.append(metrics)
                 if previous is None:

@@ -109,6 +109,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         checkpoint_every=5_000,  # steps between checkpoints (always one at the end)
         max_to_keep=3,  # checkpoints kept in WORKDIR/checkpoints
         async_checkpoints=True,  # write checkpoints in the background
+        # Compile every phase's step before the first and refuse one that does not fit
+        # in device memory (bertjax/aot.py).
+        memory_check=True,
         max_consecutive_skips=20,  # non-finite steps in a row before the run stops
         peak_flops=0.0,  # FLOP/s per device for MFU; 0: a table by device, or measured
         export_model=True,  # write WORKDIR/model (a model directory) at the end
