@@ -227,7 +227,7 @@ def _before_heads(params: dict[str, Any]) -> dict[str, Any]:
 def architecture(cfg: ModelConfig) -> dict[str, Any]:
     """The fields of `cfg` that define the function (not how it is computed)."""
     d = cfg.to_dict()
-    for key in ("dtype", "param_dtype", "scan_layers", "remat", "dropout_rate",
+    for key in ("dtype", "param_dtype", "scan_layers", "remat", "attention", "dropout_rate",
                 "attention_dropout_rate", "classifier_dropout_rate"):
         d.pop(key)
     return d

@@ -251,3 +251,57 @@ def test_electra_generator_fraction_sizes_the_generator():
     assert (g.hidden_size, g.num_heads) == (341, 1)
     with pytest.raises(ConfigError, match="electra.generator_fraction=1.5"):
         presets_.from_config(config("electra_base", 1.5))
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_xla_and_auto_attention_equal_the_einsum_path(name):
+    """jax.nn.dot_product_attention (model.attention=xla, and auto, which picks it here
+    without attention dropout) against the einsum reference: logits, hidden states at
+    real positions and gradients, on a batch with a padded row."""
+    from bertjax.models.layers import attention_kernel
+
+    ref_cfg = tiny(name, attention="einsum", attention_dropout_rate=0.0)
+    params = init(ref_cfg)
+    ids, mask = inputs(ref_cfg)
+    real = np.asarray(mask, bool)
+
+    def loss(c, p):
+        logits = build(c).apply({"params": p}, ids, attention_mask=mask)[0]
+        return sum(jnp.sum(v * jnp.cos(jnp.arange(v.size).reshape(v.shape)))
+                   for v in jax.tree.leaves(logits))
+
+    ref_logits, ref_out = apply(ref_cfg, params, ids, attention_mask=mask)
+    ref_grad = jax.jit(jax.grad(lambda p: loss(ref_cfg, p)))(params)
+    for kernel in ("xla", "auto"):
+        c = ref_cfg.replace(attention=kernel)
+        assert attention_kernel(c, deterministic=False) == "xla"
+        logits, out = apply(c, params, ids, attention_mask=mask)
+        for k in ref_logits:
+            got, want = np.asarray(logits[k]), np.asarray(ref_logits[k])
+            if got.ndim == 3:  # per-token heads: padded positions are never scored
+                got, want = got[real], want[real]
+            np.testing.assert_allclose(got, want, atol=2e-5, rtol=0, err_msg=k)
+        for a, b in zip(states(out), states(ref_out), strict=True):
+            np.testing.assert_allclose(np.asarray(a)[real], np.asarray(b)[real], atol=2e-5,
+                                       rtol=0)
+        grad = jax.jit(jax.grad(lambda p, c=c: loss(c, p)))(params)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4),
+                     grad, ref_grad)
+
+
+def test_attention_kernel_choice_and_dropout_rule():
+    from bertjax.models.layers import attention_kernel
+
+    cfg = tiny("bert")  # attention_dropout_rate 0.1, attention auto
+    assert attention_kernel(cfg, deterministic=False) == "einsum"  # only it has dropout
+    assert attention_kernel(cfg, deterministic=True, platform="cpu") == "xla"
+    assert attention_kernel(cfg, deterministic=True, platform="tpu") == "tpu"
+    assert attention_kernel(cfg, deterministic=True, platform="gpu") == "xla"  # float32
+    bf16 = cfg.replace(dtype="bfloat16")
+    assert attention_kernel(bf16, deterministic=True, platform="gpu") == "cudnn"
+    with pytest.raises(ConfigError, match=r"model.attention='cudnn': has no attention "
+                                          r"dropout: set model.attention_dropout_rate=0 "
+                                          r"\(now 0.1\)"):
+        cfg.replace(attention="cudnn")
+    with pytest.raises(ConfigError, match="model.attention='flash': expected one of"):
+        cfg.replace(attention="flash")

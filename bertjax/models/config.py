@@ -13,6 +13,9 @@ from typing import Any
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu")
 REMAT_POLICIES = ("none", "full", "dots")
+# Attention kernels (bertjax/models/layers.py `attention_kernel`): einsum is the
+# reference (the only one with attention dropout); auto picks per call.
+ATTENTION = ("auto", "einsum", "xla", "cudnn", "tpu")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -69,6 +72,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     scan_layers: bool = False  # nn.scan over layers: one compiled layer, stacked params
     remat: str = "none"  # activation checkpointing per layer: none | full | dots
+    attention: str = "auto"  # auto | einsum | xla | cudnn | tpu (layers.attention_kernel)
 
     def __post_init__(self) -> None:
         if self.heads is None:  # the family's pretraining model
@@ -174,6 +178,11 @@ class ModelConfig:
         family = _family(self.family)
         need(self.hidden_act in ACTIVATIONS, "hidden_act", f"expected one of {ACTIVATIONS}")
         need(self.remat in REMAT_POLICIES, "remat", f"expected one of {REMAT_POLICIES}")
+        need(self.attention in ATTENTION, "attention", f"expected one of {ATTENTION}")
+        need(self.attention in ("auto", "einsum") or self.attention_dropout_rate == 0,
+             "attention", f"has no attention dropout: set model.attention_dropout_rate=0 "
+             f"(now {self.attention_dropout_rate}), or model.attention=auto (the einsum "
+             "path while training with attention dropout)")
         need(self.dtype in DTYPES, "dtype", f"expected one of {DTYPES}")
         need(self.param_dtype in DTYPES, "param_dtype", f"expected one of {DTYPES}")
         for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",

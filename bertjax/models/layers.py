@@ -127,8 +127,69 @@ def attention_bias(attention_mask: Array) -> Array:
     return bias[:, None, None, :]
 
 
+def attention_kernel(cfg: ModelConfig, deterministic: bool, platform: str | None = None
+                     ) -> str:
+    """The kernel `model.attention` runs for this call: "einsum", "xla", "cudnn" or "tpu".
+
+    einsum  the reference: scores [b, h, q, k] in float32, softmax, attention dropout.
+    xla     jax.nn.dot_product_attention(implementation="xla"): the same math as one
+            op, which XLA fuses; no attention dropout.
+    cudnn   cuDNN flash attention (NVIDIA GPUs, bfloat16/float16): the padding mask as
+            key lengths (bertjax pads at the end of every row), no [q, k] matrix in
+            memory; no attention dropout.
+    tpu     the Pallas flash-attention kernel (jax.experimental.pallas.ops.tpu), the
+            padding mask as segment ids; no attention dropout.
+    auto    einsum while training with attention dropout (no fused kernel has it), else
+            cudnn on a GPU in bfloat16/float16, tpu on a TPU, xla elsewhere.
+    Explicit kernels other than einsum need model.attention_dropout_rate=0 (validated).
+    """
+    if cfg.attention != "auto":
+        return cfg.attention
+    if cfg.attention_dropout_rate > 0 and not deterministic:
+        return "einsum"
+    platform = platform or jax.default_backend()
+    if platform == "gpu" and cfg.dtype in ("bfloat16", "float16"):
+        return "cudnn"
+    if platform == "tpu":
+        return "tpu"
+    return "xla"
+
+
+def _padded_lengths(bias: Array) -> Array:
+    """[b] real lengths from the additive padding bias [b, 1, 1, k] (trailing padding)."""
+    return jnp.sum(bias[:, 0, 0, :] == 0, axis=-1).astype(jnp.int32)
+
+
+def _tpu_flash(q: Array, k: Array, v: Array, bias: Array, scale: float) -> Array:
+    """Pallas flash attention on TPU; q, k, v [b, t, h, d] -> [b, t, h, d].
+
+    A Pallas kernel is opaque to XLA's partitioner, so under a mesh (`jax.set_mesh`, as
+    `sharding.activation_rules_context` opens) it runs per shard in a shard_map: batch
+    and heads split as the logical rules say; the length must not be split."""
+    from jax.experimental.pallas.ops.tpu import flash_attention as fa
+
+    def kernel(q: Array, k: Array, v: Array, seg: Array) -> Array:
+        out = fa.flash_attention(
+            q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
+            segment_ids=fa.SegmentIds(q=seg, kv=seg), sm_scale=scale)
+        return out.transpose(0, 2, 1, 3)
+
+    seg = (bias[:, 0, 0, :] == 0).astype(jnp.int32)  # 1 real, 0 padding
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return kernel(q, k, v, seg)
+    spec = nn.logical_to_mesh_axes((ax.BATCH, ax.LENGTH, ax.HEADS, ax.KV))
+    if spec[1] is not None or spec[3] is not None:
+        raise ValueError(f"model.attention=tpu: the rules split the length or head features "
+                         f"({spec}); the flash kernel needs whole rows")
+    spec = jax.sharding.PartitionSpec(*spec)
+    seg_spec = jax.sharding.PartitionSpec(spec[0], None)
+    return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec, seg_spec),
+                         out_specs=spec, check_vma=False)(q, k, v, seg)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with softmax in float32."""
+    """Multi-head self-attention with softmax in float32 (`attention_kernel` picks how)."""
 
     cfg: ModelConfig
 
@@ -142,11 +203,24 @@ class SelfAttention(nn.Module):
         q = proj(name="query")(x)  # [b, q, h, d]
         k = proj(name="key")(x)  # [b, k, h, d]
         v = proj(name="value")(x)  # [b, k, h, d]
-        q = q / jnp.sqrt(cfg.head_dim).astype(q.dtype)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
-        probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)  # [b, h, q, k]
-        probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [b, q, h, d]
+        kernel = attention_kernel(cfg, deterministic)
+        scale = 1.0 / float(np.sqrt(cfg.head_dim))
+        if kernel == "einsum":
+            q = q / jnp.sqrt(cfg.head_dim).astype(q.dtype)
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
+            probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)  # [b, h, q, k]
+            probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
+            ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [b, q, h, d]
+        elif kernel == "xla":
+            ctx = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
+                                               implementation="xla")
+        elif kernel == "cudnn":
+            lengths = _padded_lengths(bias)
+            ctx = jax.nn.dot_product_attention(q, k, v, scale=scale, query_seq_lengths=lengths,
+                                               key_value_seq_lengths=lengths,
+                                               implementation="cudnn")
+        else:
+            ctx = _tpu_flash(q, k, v, bias, scale)
         return nn.DenseGeneral(
             cfg.hidden_size, axis=(-2, -1), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
             kernel_init=_init(cfg, (ax.HEADS, ax.KV, ax.EMBED)), bias_init=_zeros((ax.EMBED,)),
