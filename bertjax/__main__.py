@@ -20,6 +20,8 @@ COMMANDS = {
     "fill_mask": ("bertjax.commands.fill_mask", "top-k predictions for the mask token"),
     "prepare": ("bertjax.commands.prepare", "prepare tokenizer | data | import-google: "
                 "vocabulary, shards, Google-format TFRecords"),
+    "compile": ("bertjax.commands.compile", "the train step compiled for a Cloud TPU slice: "
+                "HBM, FLOPs, step time"),
     "train": ("bertjax.commands.train", "train (or resume) a task: sharded, checkpointed"),
     "bench": ("bertjax.commands.bench", "bench data | prepare | train: throughput figures"),
     "evaluate": ("bertjax.commands.evaluate", "a trained model's scores on a task's dev splits"),

@@ -100,6 +100,11 @@ def abstract_batch(task: Any, cfg: Any, batch_size: int, seq_len: int, mesh: Any
             for k, v in rows.items()}
 
 
+def signature(batch: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """{key: (shape, dtype)}: a batch a compiled step takes (arrays or abstract)."""
+    return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in batch.items()}
+
+
 def train_step_fn(setup: Any) -> Any:
     """The jitted, donated train step of `setup` (experiment.Setup), as `train` runs it."""
     return jax.jit(functools.partial(steps.train_step,
@@ -133,9 +138,9 @@ def refusal(memory: StepMemory, limit: int, source: str, what: str, config: Any)
 def check_phases(setup: Any, phases: list[Any], aux: Any, step: Any | None = None,
                  log: Any = print) -> dict[int, Any]:
     """Compiles the step of every phase at its largest shapes and checks it fits;
-    MemoryCheckError otherwise. Returns {phase index: (compiled step, the batch shapes
-    it takes)}: the loop runs it for batches of those shapes, so nothing is compiled
-    twice."""
+    MemoryCheckError otherwise. Returns {phase index: (compiled step, the `signature`
+    of the batch it takes)}: the loop runs it for batches of that signature, so nothing
+    is compiled twice."""
     step = step if step is not None else train_step_fn(setup)
     limit, source = available_memory()
     out = {}
@@ -153,7 +158,7 @@ def check_phases(setup: Any, phases: list[Any], aux: Any, step: Any | None = Non
         if limit is not None:
             log(f"memory: {what} needs {size(memory.total)} per device of "
                 f"{size(limit)} ({source})")
-        out[phase.index] = (compiled, {k: v.shape for k, v in batch.items()})
+        out[phase.index] = (compiled, signature(batch))
     return out
 
 

@@ -55,15 +55,17 @@ def stored_model_config(config: Any) -> ModelConfig:
     return ModelConfig.from_dict(config.model.to_dict())
 
 
-def model_config(config: Any, task: Task | None = None) -> ModelConfig:
+def model_config(config: Any, task: Task | None = None, platform: str | None = None
+                 ) -> ModelConfig:
     """The model a run trains: config.model with the task's heads (and the task's own
     knobs, e.g. electra.generator_fraction) and the training compute dtype (train.dtype;
-    auto = bfloat16 on TPU and GPU, model.dtype on CPU)."""
+    auto = bfloat16 on TPU and GPU, model.dtype on CPU; `platform` default: JAX's)."""
     task = task or tasks.get(config)
     cfg = stored_model_config(config)
     dtype = config.train.dtype
     if dtype == "auto":
-        dtype = "bfloat16" if jax.default_backend() in ("tpu", "gpu") else cfg.dtype
+        platform = platform or jax.default_backend()
+        dtype = "bfloat16" if platform in ("tpu", "gpu") else cfg.dtype
     return task.model_config(cfg.replace(dtype=dtype))
 
 
@@ -106,14 +108,15 @@ class Setup:
         return sum(int(x.size) for x in jax.tree.leaves(self.target["params"]))
 
 
-def build_setup(config: Any) -> Setup:
+def build_setup(config: Any, devices: Any = None) -> Setup:
     """Task, model, optimizer, mesh and abstract state of `config`, checked; any bad key
-    fails here, before a file is touched."""
+    fails here, before a file is touched. `devices`: the mesh's (default all of JAX's;
+    `compile` passes a TPU topology's)."""
     check_train_config(config)
     task = tasks.get(config)
-    cfg = model_config(config, task)
+    cfg = model_config(config, task, devices[0].platform if devices else None)
     optim = optim_config(config, task)
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = sharding.make_mesh(config.mesh, devices)
     rules = sharding.rules(list(config.sharding.rules) or None)
     model = build(cfg)
     frozen = frozen_paths(cfg)

@@ -320,7 +320,7 @@ class Trainer:
         try:
             while self.step < phase.end:
                 batch = global_batch(next(batches.iterator), mesh, rules)
-                same = shapes is not None and shapes == {k: v.shape for k, v in batch.items()}
+                same = shapes is not None and shapes == aot.signature(batch)
                 self.state, metrics = (compiled if same else self.train_step)(
                     self.state, batch, self.aux_params)
                 self.step += 1

@@ -215,7 +215,7 @@ def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str
     Returns the manifest. DataFormatError names the file and record of a bad record.
     """
     from bertjax.data import tokenizers as tokenizers_lib
-    from bertjax.data.pipeline import _tf
+    from bertjax.data.tfsetup import tensorflow
 
     if isinstance(tokenizer, str):
         tokenizer = tokenizers_lib.load_tokenizer(tokenizer)
@@ -224,7 +224,7 @@ def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str
     unknown = sorted(set(splits) - set(prepare.SPLITS))
     if unknown:
         raise ValueError(f"unknown split {unknown[0]!r}; splits are {', '.join(prepare.SPLITS)}")
-    tf = _tf()
+    tf = tensorflow()
     shapes = {path: _shape(tf, path) for files in splits.values() for path in files}
     first = next((p for p, shape in shapes.items() if shape is not None), None)
     if first is None:

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bertjax.data import prepare
+from bertjax.data.tfsetup import tensorflow
 
 if TYPE_CHECKING:
     import jax
@@ -199,26 +200,7 @@ def plan_hosts(shard_examples: Sequence[int], process_index: int, process_count:
 
 # ---------------------------------------------------------------------------- TensorFlow
 
-_TF_LOCK = threading.Lock()
-_TF_READY = False
-
-
-def _tf():
-    """TensorFlow, imported on first use with accelerators hidden from it (JAX owns
-    them), as the Flax examples do."""
-    global _TF_READY
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    with _TF_LOCK:
-        if not _TF_READY:
-            for kind in ("GPU", "TPU"):
-                try:
-                    tf.config.set_visible_devices([], kind)
-                except (RuntimeError, ValueError):
-                    pass  # already initialised, or no such device type
-            _TF_READY = True
-    return tf
+_tf = tensorflow  # TensorFlow, imported on first use with accelerators hidden
 
 
 # ---------------------------------------------------------------------------- pipeline

@@ -10,6 +10,7 @@ e embed (hidden) features, v vocabulary.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import re
 from collections.abc import Callable
@@ -127,8 +128,17 @@ def attention_bias(attention_mask: Array) -> Array:
     return bias[:, None, None, :]
 
 
-def attention_kernel(cfg: ModelConfig, deterministic: bool, platform: str | None = None
-                     ) -> str:
+# The platform a step is lowered for when it is not JAX's own (`compile` lowers for a
+# TPU topology on a CPU machine): what `auto` chooses for.
+TARGET_PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "bertjax_target_platform", default=None)
+
+
+TPU_BLOCK = 128  # the Pallas kernel's block: lengths it takes are multiples of it
+
+
+def attention_kernel(cfg: ModelConfig, deterministic: bool, platform: str | None = None,
+                     length: int | None = None) -> str:
     """The kernel `model.attention` runs for this call: "einsum", "xla", "cudnn" or "tpu".
 
     einsum  the reference: scores [b, h, q, k] in float32, softmax, attention dropout.
@@ -142,17 +152,20 @@ def attention_kernel(cfg: ModelConfig, deterministic: bool, platform: str | None
     auto    einsum while training with attention dropout (no fused kernel has it), else
             cudnn on a GPU in bfloat16/float16, tpu on a TPU, xla elsewhere.
     Explicit kernels other than einsum need model.attention_dropout_rate=0 (validated).
+    tpu runs xla for a `length` that is not a multiple of TPU_BLOCK (128) tokens.
     """
-    if cfg.attention != "auto":
-        return cfg.attention
-    if cfg.attention_dropout_rate > 0 and not deterministic:
-        return "einsum"
-    platform = platform or jax.default_backend()
-    if platform == "gpu" and cfg.dtype in ("bfloat16", "float16"):
-        return "cudnn"
-    if platform == "tpu":
-        return "tpu"
-    return "xla"
+    kernel = cfg.attention
+    if kernel == "auto":
+        platform = platform or TARGET_PLATFORM.get() or jax.default_backend()
+        if cfg.attention_dropout_rate > 0 and not deterministic:
+            kernel = "einsum"
+        elif platform == "gpu" and cfg.dtype in ("bfloat16", "float16"):
+            kernel = "cudnn"
+        else:
+            kernel = "tpu" if platform == "tpu" else "xla"
+    if kernel == "tpu" and length is not None and length % TPU_BLOCK:
+        return "xla"
+    return kernel
 
 
 def _padded_lengths(bias: Array) -> Array:
@@ -203,7 +216,7 @@ class SelfAttention(nn.Module):
         q = proj(name="query")(x)  # [b, q, h, d]
         k = proj(name="key")(x)  # [b, k, h, d]
         v = proj(name="value")(x)  # [b, k, h, d]
-        kernel = attention_kernel(cfg, deterministic)
+        kernel = attention_kernel(cfg, deterministic, length=x.shape[1])
         scale = 1.0 / float(np.sqrt(cfg.head_dim))
         if kernel == "einsum":
             q = q / jnp.sqrt(cfg.head_dim).astype(q.dtype)

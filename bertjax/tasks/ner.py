@@ -79,6 +79,13 @@ class NER(FinetuneTask):
         tags = self.tags()
         return {"num_labels": len(tags), "label_names": tags}
 
+    def synthetic_labels(self, rng: np.random.Generator, batch_size: int,
+                         seq_len: int) -> dict[str, np.ndarray]:
+        """labels [B, L] int32 tags, label_weights [B, L] float32 (every position)."""
+        tags = len(self.tags())
+        return {"labels": rng.integers(0, tags, (batch_size, seq_len), dtype=np.int32),
+                "label_weights": np.ones((batch_size, seq_len), np.float32)}
+
     def make_features(self, split: str) -> Features:
         from bertjax.data.glue import DatasetError
 

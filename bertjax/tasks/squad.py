@@ -165,6 +165,13 @@ class Squad(FinetuneTask):
         return Features(ids, types, {"start": np.asarray(starts, np.int32),
                                      "end": np.asarray(ends, np.int32)})
 
+    def synthetic_labels(self, rng: np.random.Generator, batch_size: int,
+                         seq_len: int) -> dict[str, np.ndarray]:
+        """start, end [B] int32: spans of up to 30 tokens inside the window."""
+        start = rng.integers(0, seq_len, batch_size, dtype=np.int32)
+        end = np.minimum(start + rng.integers(0, 30, batch_size), seq_len - 1)
+        return {"start": start, "end": end.astype(np.int32)}
+
     def loss_fn(self, model: Any, train: bool = True) -> LossFn:
         def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
                     aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:

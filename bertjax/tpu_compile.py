@@ -1,0 +1,293 @@
+"""Ahead-of-time compilation of the real train step for a Cloud TPU slice, on any machine.
+
+`python -m bertjax compile --config=... --topology=v5e:4x4 [--num_slices=N]` builds the
+config's sharded train step for the devices of a TPU topology that libtpu describes
+without any TPU present (`jax.experimental.topologies.get_topology_desc`), compiles it
+with XLA's TPU compiler, and reports per-chip HBM against the chip's, whether it fits,
+FLOPs per step (XLA's cost analysis and our formula) and the step time and tokens/s
+that implies at the chip's peak and at a stated MFU. A job that does not fit fails
+here, in a minute on a laptop, instead of after the slice is rented.
+
+libtpu: the `libtpu` wheel of the version jax pins (jax 0.10.2: `libtpu==0.0.42.*`),
+installed OUTSIDE the environment's site-packages, so that ordinary runs never try to
+start a TPU:
+
+    pip install --target ~/.cache/bertjax/libtpu "libtpu==0.0.42.*"
+
+It is found by `--libtpu=PATH`, else $TPU_LIBRARY_PATH, else that directory, else an
+importable `libtpu` (on a TPU VM). libtpu's start-up complaints about the missing TPU
+(accelerator type, worker hostnames) are kept off the terminal unless loading fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+DEFAULT_LIBTPU = os.path.join(os.path.expanduser("~"), ".cache", "bertjax", "libtpu",
+                              "libtpu", "libtpu.so")
+INSTALL = 'pip install --target ~/.cache/bertjax/libtpu "libtpu==0.0.42.*"'
+
+
+class TopologyError(ValueError):
+    """libtpu could not describe the topology (one line, libtpu's words)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """What the report needs of a TPU generation (Cloud TPU's published figures)."""
+
+    name: str  # as libtpu spells the chip in a topology name
+    hbm_gib: float  # per chip
+    peak_bf16: float  # FLOP/s per chip
+    dims: int  # topology dimensions: 2 (v5e, v6e) or 3 (v4, v5p)
+    cores_in_type: int  # cores per chip counted in accelerator-type names (v4-32: 16 chips)
+    type_prefix: str  # accelerator-type name prefix
+
+
+CHIPS = {
+    "v4": Chip("v4", 32.0, 275e12, 3, 2, "v4"),
+    "v5e": Chip("v5e", 16.0, 197e12, 2, 1, "v5litepod"),
+    "v5p": Chip("v5p", 95.0, 459e12, 3, 2, "v5p"),
+    "v6e": Chip("v6e", 32.0, 918e12, 2, 1, "v6e"),
+}
+# Accelerator types (v5litepod-16, v4-32, ...) -> the topology Cloud TPU gives them.
+_TWO_D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16",
+          256: "16x16"}
+_THREE_D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
+            256: "4x8x8", 512: "8x8x8"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    chip: Chip
+    shape: tuple[int, ...]  # chips along each dimension
+    num_slices: int
+
+    @property
+    def chips(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def name(self) -> str:
+        return f"{self.chip.name}:{'x'.join(map(str, self.shape))}"
+
+    @property
+    def host_bounds(self) -> tuple[int, int, int]:
+        """Chips per host along each dimension: a whole single-host slice of up to 8
+        v5e/v6e chips, else 2x2 (4 chips a host), as Cloud TPU VMs have them."""
+        shape = (*self.shape, 1, 1)[:3]
+        if self.chip.dims == 2 and self.chips <= 8:
+            return shape[0], shape[1], 1
+        return min(shape[0], 2), min(shape[1], 2), 1
+
+
+def parse_topology(text: str, num_slices: int = 1) -> Topology:
+    """"v5e:4x4" (chip:shape) or an accelerator type ("v5litepod-16", "v4-32")."""
+    if num_slices < 1:
+        raise ValueError(f"--num_slices={num_slices}: must be >= 1")
+    m = re.fullmatch(r"(v4|v5e|v5p|v6e):(\d+(?:x\d+){1,2})", text)
+    if m:
+        chip = CHIPS[m.group(1)]
+        shape = tuple(int(x) for x in m.group(2).split("x"))
+        if len(shape) != chip.dims or min(shape) < 1:
+            raise ValueError(f"--topology={text}: a {chip.name} topology has {chip.dims} "
+                             f"dimensions, e.g. {chip.name}:{_example(chip)}")
+        return Topology(chip, shape, num_slices)
+    m = re.fullmatch(r"(v4|v5litepod|v5p|v6e)-(\d+)", text)
+    if m:
+        chip = next(c for c in CHIPS.values() if c.type_prefix == m.group(1))
+        chips, rest = divmod(int(m.group(2)), chip.cores_in_type)
+        table = _TWO_D if chip.dims == 2 else _THREE_D
+        if rest or chips not in table:
+            known = ", ".join(f"{m.group(1)}-{n * chip.cores_in_type}" for n in table)
+            raise ValueError(f"--topology={text}: not a {m.group(1)} size this knows ({known})")
+        return Topology(chip, tuple(int(x) for x in table[chips].split("x")), num_slices)
+    raise ValueError(f"--topology={text!r}: expected CHIP:SHAPE with CHIP one of "
+                     f"{', '.join(CHIPS)} (v5e:4x4, v4:2x2x4) or an accelerator type "
+                     "(v5litepod-16, v4-32, v5p-16, v6e-16)")
+
+
+def _example(chip: Chip) -> str:
+    return "4x4" if chip.dims == 2 else "2x2x4"
+
+
+def find_libtpu(path: str | None = None) -> str:
+    """The libtpu.so to load; FileNotFoundError saying how to install it."""
+    for candidate in (path, os.environ.get("TPU_LIBRARY_PATH"), DEFAULT_LIBTPU):
+        if candidate:
+            if os.path.isdir(candidate):
+                candidate = os.path.join(candidate, "libtpu", "libtpu.so") if not \
+                    os.path.isfile(os.path.join(candidate, "libtpu.so")) else \
+                    os.path.join(candidate, "libtpu.so")
+            if os.path.isfile(candidate):
+                return os.path.abspath(candidate)
+            if candidate == path:
+                raise FileNotFoundError(f"--libtpu={path}: no libtpu.so there")
+    try:
+        import libtpu  # a TPU VM's
+
+        return libtpu.get_library_path()
+    except ImportError:
+        pass
+    raise FileNotFoundError(f"compile needs libtpu, which is not installed: {INSTALL} "
+                            "(or pass --libtpu=PATH to a libtpu.so)")
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[list[str]]:
+    """Sends file descriptor 2 to a temporary file (libtpu's C++ logging); yields a list
+    that holds what was written once the block ends."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    out: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode(errors="replace"))
+
+
+def devices(topology: Topology, libtpu: str | None = None) -> list[Any]:
+    """The compile-only devices of `topology` (all hosts, all slices)."""
+    os.environ["TPU_LIBRARY_PATH"] = find_libtpu(libtpu)
+    # What a TPU VM's metadata would say; without them libtpu logs complaints.
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    # Compile-only: another process holding libtpu (a second compile) is no conflict.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    from jax.experimental import topologies
+
+    with _quiet_stderr() as log:
+        try:
+            desc = topologies.get_topology_desc(
+                platform="tpu", topology_name=topology.name,
+                # v4: one device per chip (its two cores as one), as JAX runs it on a VM.
+                chip_config_name="megacore" if topology.chip.name == "v4" else "default",
+                chips_per_host_bounds=topology.host_bounds, num_slices=topology.num_slices,
+                wrap=(False, False, False))
+        except Exception as e:  # noqa: BLE001 -- libtpu's, in its words
+            failure = e
+        else:
+            failure = None
+    if failure is not None:
+        detail = " ".join(str(failure).split())[:300]
+        hint = " ".join(log[0].split())[-300:] if log and log[0].strip() else ""
+        raise TopologyError(f"libtpu could not describe {topology.name}: {detail}"
+                           + (f" ({hint})" if hint else ""))
+    return list(desc.devices)
+
+
+def _cost_flops(compiled: Any) -> float | None:
+    """FLOPs of one device's program by XLA's cost analysis (None when absent)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops else None
+
+
+def _exhausted(e: BaseException) -> str | None:
+    """XLA's out-of-memory verdict in one line, if `e` is one."""
+    text = " ".join(str(e).split())
+    if "RESOURCE_EXHAUSTED" not in text:
+        return None
+    m = re.search(r"RESOURCE_EXHAUSTED:?\s*(.*?)(?:\. |$)", text)
+    return (m.group(1) if m else text)[:300].rstrip(". ")
+
+
+def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
+                mfu: float = 0.5, log: Any = print) -> list[dict[str, Any]]:
+    """Compiles every phase's train step of `config` for `topology` and logs the report
+    (module docstring); returns a dict of figures per phase. MemoryCheckError (one line,
+    the figures) when a phase does not fit in the chip's HBM."""
+    import jax
+
+    from bertjax import aot, experiment
+    from bertjax.models import build, init_params, layers
+
+    if not 0 < mfu <= 1:
+        raise ValueError(f"--mfu={mfu}: must be in (0, 1]")
+    devs = devices(topology, libtpu)
+    hosts = len({d.process_index for d in devs})
+    config = config.copy_and_resolve_references()
+    if int(config.train.steps) == 0:  # fine-tuning: epochs over data not read here
+        config.train.steps = 1000
+    token = layers.TARGET_PLATFORM.set("tpu")
+    try:
+        setup = experiment.build_setup(config, devs)
+        cfg, task = setup.cfg, setup.task
+        phases = task.phases()
+        experiment.check_batch_sizes(phases, setup.mesh, setup.rules)
+        aux = None
+        if task.teacher is not None:
+            teacher = task.teacher
+            aux = jax.eval_shape(lambda: jax.tree.map(
+                lambda x: x.astype(teacher.dtype), init_params(build(teacher), 0)))
+        step = aot.train_step_fn(setup)
+        hbm = topology.chip.hbm_gib * aot.GiB
+        log(f"compile: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task {task.name}, "
+            f"compute {cfg.dtype}, on {topology.name} x {topology.num_slices} slice(s): "
+            f"{len(devs)} chips, {hosts} host(s), mesh {dict(setup.mesh.shape)}")
+        out = []
+        for phase in phases:
+            seq = aot.phase_seq_len(config, phase)
+            what = f"the train step (batch {phase.batch_size} x {seq}" + (
+                f", phase {phase.index + 1})" if len(phases) > 1 else ")")
+            batch = aot.abstract_batch(task, cfg, phase.batch_size, seq, setup.mesh,
+                                       setup.rules, setup.seed)
+            try:
+                compiled = aot.compile_step(setup, step, batch, aux)
+            except Exception as e:  # noqa: BLE001 -- XLA's TPU compiler
+                verdict = _exhausted(e)
+                if verdict is None:
+                    raise
+                raise aot.MemoryCheckError(
+                    f"{what} does not fit in {topology.chip.name}'s "
+                    f"{topology.chip.hbm_gib:g} GiB HBM per chip (XLA: {verdict}); lower "
+                    f"train.batch_size ({int(config.train.batch_size)}), raise "
+                    f"optim.grad_accum_steps, set model.remat=full, or use more chips"
+                ) from None
+            memory = aot.StepMemory.of(compiled)
+            fits = memory.total <= aot.HEADROOM * hbm
+            tokens = phase.batch_size * seq
+            formula = task.flops(cfg, seq).total * tokens
+            xla = _cost_flops(compiled)
+            peak = topology.chip.peak_bf16 * len(devs)
+            at_peak = formula / peak
+            row = {"phase": phase.index + 1, "batch_size": phase.batch_size, "seq_len": seq,
+                   "hbm_per_chip": memory.total, "hbm_limit": hbm, "fits": fits,
+                   "flops_formula": formula, "flops_xla": xla * len(devs) if xla else None,
+                   "step_s_at_peak": at_peak, "step_s_at_mfu": at_peak / mfu,
+                   "tokens_per_s_at_mfu": tokens / (at_peak / mfu)}
+            out.append(row)
+            log(f"{what}: HBM {memory.words()} of {topology.chip.hbm_gib:g} GiB per chip: "
+                + ("fits" if fits else "does NOT fit"))
+            xla_words = (f"XLA's cost analysis {row['flops_xla']:.3e} (it can undercount "
+                         "loops)" if xla else "no cost analysis from XLA")
+            log(f"  FLOPs per step: {formula:.3e} by bertjax's formula (bertjax/flops.py), "
+                f"{xla_words}")
+            log(f"  at the chips' peak ({topology.chip.peak_bf16 / 1e12:g} TFLOP/s bf16 each): "
+                f"step {at_peak * 1e3:.3g} ms, {tokens / at_peak:,.0f} tokens/s; at {mfu:.0%} "
+                f"MFU: step {row['step_s_at_mfu'] * 1e3:.3g} ms, "
+                f"{row['tokens_per_s_at_mfu']:,.0f} tokens/s")
+            if not fits:
+                raise aot.MemoryCheckError(aot.refusal(
+                    memory, int(aot.HEADROOM * hbm), f"{topology.chip.name}'s HBM", what,
+                    config))
+        return out
+    finally:
+        layers.TARGET_PLATFORM.reset(token)

@@ -1,0 +1,112 @@
+"""`python -m bertjax compile`: the real sharded train step compiled for Cloud TPU
+topologies with libtpu, on this CPU-only machine (bertjax/tpu_compile.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import trainlib
+
+from bertjax import tpu_compile
+
+try:
+    LIBTPU = tpu_compile.find_libtpu()
+except FileNotFoundError:  # README's test command installs it; say so if it is missing
+    LIBTPU = None
+needs_libtpu = pytest.mark.skipif(LIBTPU is None, reason=f"libtpu missing: {tpu_compile.INSTALL}")
+
+TINY = ["--config=configs/pretrain.py:bert_tiny", "--config.max_seq_length=128",
+        "--config.train.batch_size=64"]
+
+
+def _compile(*args: str, timeout: float = 600):
+    return trainlib.run(["python", "-m", "bertjax", "compile", *args], timeout=timeout)
+
+
+@needs_libtpu
+@pytest.mark.parametrize("topology, chips, hosts, hbm", [
+    ("v5e:2x2", 4, 1, 16),
+    ("v4-16", 8, 2, 32),  # v4:2x2x2, two hosts of four chips
+])
+def test_a_tiny_preset_compiles_for_two_topologies(topology, chips, hosts, hbm):
+    """The Pallas flash kernel (attention dropout off, 128 tokens) is lowered too."""
+    r = _compile(*TINY, "--config.model.attention_dropout_rate=0", f"--topology={topology}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert re.match(rf"compile: bert L2 H128, task mlm_nsp, compute bfloat16, on \S+ x 1 "
+                    rf"slice\(s\): {chips} chips, {hosts} host\(s\), mesh "
+                    rf"\{{'data': {chips}, 'fsdp': 1, 'tensor': 1\}}$", lines[0]), lines[0]
+    assert lines[1].startswith("the train step (batch 64 x 128): HBM ")
+    assert lines[1].endswith(f"of {hbm} GiB per chip: fits")
+    flops = re.search(r"FLOPs per step: (\S+) by bertjax's formula .*XLA's cost analysis "
+                      r"(\S+) ", lines[2])
+    formula, xla = float(flops.group(1)), float(flops.group(2))
+    assert 0.7 < xla / formula < 1.5, lines[2]  # two independent counts of the same step
+    assert "tokens/s; at 50% MFU: step " in lines[3]
+
+
+@needs_libtpu
+def test_the_tpu_kernel_is_what_auto_lowers_there():
+    """auto attention on a TPU target without attention dropout: the Pallas kernel (a
+    tpu_custom_call in the compiled program), under the mesh's shard_map."""
+    import jax
+
+    from bertjax import aot, experiment
+    from bertjax.models import layers
+
+    jax.config.update("jax_platforms", "cpu")
+    top = tpu_compile.parse_topology("v5e:2x2")
+    c = trainlib.config("bert", "", **{"max_seq_length": 128, "train.batch_size": 8,
+                                       "model.max_position_embeddings": 128,
+                                       "model.attention_dropout_rate": 0.0})
+    token = layers.TARGET_PLATFORM.set("tpu")
+    try:
+        setup = experiment.build_setup(c, tpu_compile.devices(top))
+        batch = aot.abstract_batch(setup.task, setup.cfg, 8, 128, setup.mesh, setup.rules)
+        compiled = aot.compile_step(setup, aot.train_step_fn(setup), batch, None)
+    finally:
+        layers.TARGET_PLATFORM.reset(token)
+    assert "tpu_custom_call" in compiled.as_text()
+
+
+@needs_libtpu
+def test_an_oversized_config_is_refused_with_the_figures():
+    r = _compile("--config=configs/pretrain.py:bert_tiny", "--config.train.batch_size=16384",
+                 "--config.max_seq_length=512", "--config.max_predictions_per_seq=80",
+                 "--topology=v5e:2x2")
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"error: the train step \(batch 16384 x 512\) does not fit in v5e's 16 GiB HBM per "
+        r"chip \(XLA: .*exceeds available HBM \([\d.]+G\)\); lower train.batch_size "
+        r"\(16384\), raise optim.grad_accum_steps, set model.remat=full, or use more chips",
+        last), last
+
+
+@pytest.mark.parametrize("text, name, chips", [
+    ("v5e:4x4", "v5e:4x4", 16), ("v5litepod-16", "v5e:4x4", 16), ("v4-32", "v4:2x2x4", 16),
+    ("v5p-16", "v5p:2x2x2", 8), ("v6e-8", "v6e:2x4", 8), ("v4:2x2x2", "v4:2x2x2", 8),
+])
+def test_topology_names_as_cloud_tpu_spells_them(text, name, chips):
+    t = tpu_compile.parse_topology(text)
+    assert (t.name, t.chips) == (name, chips)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("v5e:4x4x4", "a v5e topology has 2 dimensions"),
+    ("v4-24", "not a v4 size this knows"),
+    ("tpu7:2x2", "expected CHIP:SHAPE"),
+])
+def test_bad_topologies_are_named(text, message):
+    with pytest.raises(ValueError, match=message):
+        tpu_compile.parse_topology(text)
+
+
+def test_missing_libtpu_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("TPU_LIBRARY_PATH", raising=False)
+    monkeypatch.setattr(tpu_compile, "DEFAULT_LIBTPU", str(tmp_path / "none" / "libtpu.so"))
+    monkeypatch.setitem(__import__("sys").modules, "libtpu", None)
+    with pytest.raises(FileNotFoundError, match=r"compile needs libtpu, which is not "
+                                                r"installed: pip install --target"):
+        tpu_compile.find_libtpu()
