@@ -170,7 +170,8 @@ class Trainer:
             self.ctx.predict = lambda params, batch: _to_host(
                 predict(params, global_batch(batch, s.mesh, s.rules)))
         self.best = self._read_best()
-        self.peak, self.peak_source = resolve_peak_flops(float(t.peak_flops))
+        # Measured (off the table of accelerators) in the dtype the matmuls run in.
+        self.peak, self.peak_source = resolve_peak_flops(float(t.peak_flops), s.cfg.dtype)
         self.writer = MetricWriter(os.path.join(workdir, "logs"),
                                    enabled=jax.process_index() == 0)
 

@@ -36,11 +36,15 @@ def test_an_oversized_batch_is_refused_before_anything_is_written(data, tmp_path
 
 
 def test_the_check_passes_and_logs_a_step_that_fits(data, tmp_path, capsys):
-    c = trainlib.config("bert", data, **{"train.steps": 2, "train.checkpoint_every": 2})
+    """Also: the CPU peak for MFU is measured in the compute dtype the run uses."""
+    c = trainlib.config("bert", data, **{"train.steps": 2, "train.checkpoint_every": 2,
+                                         "train.peak_flops": 0.0})
     assert train_lib.train(c, str(tmp_path / "run"))["status"] == "done"
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("memory: ")]
+    out = capsys.readouterr().out.splitlines()
+    lines = [ln for ln in out if ln.startswith("memory: ")]
     assert len(lines) == 1 and lines[0].startswith(
         "memory: the train step (batch 8 x 32) needs "), lines
+    assert any(ln.endswith("FLOP/s/device (measured matmul (float32))") for ln in out), out
 
 
 def test_fit_batch_takes_the_largest_halving_that_fits(data, monkeypatch):
