@@ -401,6 +401,14 @@ def _save_tokenizer(tokenizer: Any, out_dir: str) -> tuple[str, str]:
     return final, _sha256_file(os.path.join(final, "tokenizer.json"))
 
 
+def tokenizer_entry(tokenizer: Any, sha256: str) -> dict[str, Any]:
+    """The manifest's "tokenizer": what it is, its hash and special ids (DATA/tokenizer)."""
+    return {"kind": tokenizer.kind, "class": tokenizer.tokenizer_class,
+            "vocab_size": tokenizer.vocab_size, "sha256": sha256, "dir": "tokenizer",
+            "cls_id": tokenizer.cls_id, "sep_id": tokenizer.sep_id,
+            "pad_id": tokenizer.pad_id, "mask_id": tokenizer.mask_id}
+
+
 def _shard_name(split: str, k: int, total: int) -> str:
     return f"{split}-{k:05d}-of-{total:05d}.tfrecord"
 
@@ -813,17 +821,7 @@ def _finalize(
         "version": VERSION,
         "settings": settings,
         "settings_key": settings_key,
-        "tokenizer": {
-            "kind": tokenizer.kind,
-            "class": tokenizer.tokenizer_class,
-            "vocab_size": tokenizer.vocab_size,
-            "sha256": tok_sha,
-            "dir": "tokenizer",
-            "cls_id": tokenizer.cls_id,
-            "sep_id": tokenizer.sep_id,
-            "pad_id": tokenizer.pad_id,
-            "mask_id": tokenizer.mask_id,
-        },
+        "tokenizer": tokenizer_entry(tokenizer, tok_sha),
         "masking": settings["masking"],
         "max_seq_length": settings["max_seq_length"],
         "splits": splits,
