@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertjax.errors import one_line
 from bertjax.fileio import atomic_directory
 from bertjax.models.config import ModelConfig
 
@@ -92,11 +93,6 @@ def params_digest(params_path: str) -> str:
                     h.update(block)
             h.update(b"\0")
     return h.hexdigest()
-
-
-def one_line(e: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line (Orbax's and tensorstore's span several)."""
-    return " ".join(str(e).split())[:limit] or type(e).__name__
 
 
 def read_error(e: BaseException) -> str:

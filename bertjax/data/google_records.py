@@ -30,6 +30,7 @@ import numpy as np
 
 from bertjax.data import prepare
 from bertjax.data.records import DataFormatError
+from bertjax.errors import one_line
 from bertjax.fileio import atomic_directory
 
 FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
@@ -88,7 +89,7 @@ def _shape(tf: Any, path: str) -> tuple[int, int] | None:
     try:
         first = list(tf.data.TFRecordDataset(path).take(1))
     except tf.errors.OpError as e:
-        raise DataFormatError(f"{path}: not a TFRecord file ({_one_line(e.message)})"
+        raise DataFormatError(f"{path}: not a TFRecord file ({one_line(e.message)})"
                               ) from None
     if not first:
         return None
@@ -132,7 +133,7 @@ def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int
             break
         except tf.errors.OpError as e:
             raise DataFormatError(f"{path}: unreadable after record {examples} "
-                                  f"({_one_line(e.message)})") from None
+                                  f"({one_line(e.message)})") from None
         try:
             ex = tf.io.parse_example(raw, spec)
         except tf.errors.InvalidArgumentError:
@@ -143,7 +144,7 @@ def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int
                     raise DataFormatError(
                         f"{path}: record {examples + j + 1} does not have the features of "
                         f"record 1 (L={length}, P={predictions}): "
-                        f"{_one_line(e.message)}") from None
+                        f"{one_line(e.message)}") from None
             raise
         b = {k: v.numpy() for k, v in unpad(tf, ex, length, predictions, 0).items()}
         problem = _problem(b, vocab_size)
@@ -175,10 +176,6 @@ def _problem(b: dict[str, np.ndarray], vocab_size: int) -> tuple[int, str] | Non
             return int(np.argmax(bad)), what
     return None
 
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def expand(pattern: str, what: str) -> list[str]:

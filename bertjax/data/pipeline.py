@@ -59,6 +59,7 @@ import numpy as np
 
 from bertjax.data import prepare
 from bertjax.data.tfsetup import tensorflow
+from bertjax.errors import one_line
 
 if TYPE_CHECKING:
     import jax
@@ -99,7 +100,7 @@ def read_manifest(data_dir: str) -> dict[str, Any]:
     try:
         manifest = prepare.read_manifest(data_dir)
     except (TypeError, AttributeError, KeyError) as e:  # wrong JSON types
-        raise DataError(f"{path}: malformed ({_one_line(e)})") from None
+        raise DataError(f"{path}: malformed ({one_line(e)})") from None
 
     def bad(what: str) -> DataError:
         return DataError(f"{path}: {what}")
@@ -147,11 +148,6 @@ def _is_int(value: Any, minimum: int) -> bool:
     return (
         isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
     )
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 # ---------------------------------------------------------------------------- hosts
@@ -709,7 +705,7 @@ class Pipeline:
                         ) from None
                     raise DataError(
                         f"{self.data_dir}/{self.split}-*.tfrecord: cannot read the records "
-                        f"({_one_line(e.message)})"
+                        f"({one_line(e.message)})"
                     ) from None
                 raw = {key: v.numpy() for key, v in element.items()}
                 if not put(self._finish(raw, k)):

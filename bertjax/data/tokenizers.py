@@ -28,6 +28,8 @@ from typing import Any
 import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
 
+from bertjax.errors import one_line
+
 # Roles in the order transformers registers them as special tokens; the order decides
 # the ids of special tokens that the vocabulary lacks (they are appended).
 _ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
@@ -278,10 +280,6 @@ def _write_json(path: str, obj: Any) -> None:
         f.write("\n")
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -291,7 +289,7 @@ def _read_json(path: str) -> dict[str, Any]:
     try:
         obj = json.loads(_read_bytes(path).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TokenizerFileError(f"{path}: not valid UTF-8 JSON ({_one_line(e)})") from e
+        raise TokenizerFileError(f"{path}: not valid UTF-8 JSON ({one_line(e)})") from e
     if not isinstance(obj, dict):
         raise TokenizerFileError(f"{path}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -309,7 +307,7 @@ def _build_wordpiece(
         vocab = models.WordPiece.read_file(vocab_path)
     except Exception as e:  # the Rust reader raises a bare Exception
         raise TokenizerFileError(
-            f"{vocab_path}: cannot read WordPiece vocab ({_one_line(e)})"
+            f"{vocab_path}: cannot read WordPiece vocab ({one_line(e)})"
         ) from e
     if not vocab:
         raise TokenizerFileError(f"{vocab_path}: empty vocabulary")
@@ -332,7 +330,7 @@ def _build_bpe(vocab_path: str, merges_path: str, opts: Mapping[str, Any]) -> to
         vocab, merges = models.BPE.read_file(vocab_path, merges_path)
     except Exception as e:
         raise TokenizerFileError(
-            f"{vocab_path} / {merges_path}: cannot read BPE vocab and merges ({_one_line(e)})"
+            f"{vocab_path} / {merges_path}: cannot read BPE vocab and merges ({one_line(e)})"
         ) from e
     tok = tokenizers.Tokenizer(
         models.BPE(
@@ -356,7 +354,7 @@ def _read_spm_proto(path: str) -> Any:
     try:
         proto.ParseFromString(_read_bytes(path))
     except Exception as e:  # google.protobuf.message.DecodeError
-        raise TokenizerFileError(f"{path}: not a SentencePiece model ({_one_line(e)})") from e
+        raise TokenizerFileError(f"{path}: not a SentencePiece model ({one_line(e)})") from e
     # Protobuf parsing is lenient, so check the fields we rely on.
     if not proto.pieces:
         raise TokenizerFileError(f"{path}: SentencePiece model has no pieces")
@@ -415,7 +413,7 @@ def _load_tokenizer_json(path: str) -> tuple[tokenizers.Tokenizer, dict[str, Any
         text = _read_bytes(path).decode("utf-8")
         return tokenizers.Tokenizer.from_str(text), json.loads(text)
     except Exception as e:  # the Rust parser raises a bare Exception
-        raise TokenizerFileError(f"{path}: cannot load tokenizer.json ({_one_line(e)})") from e
+        raise TokenizerFileError(f"{path}: cannot load tokenizer.json ({one_line(e)})") from e
 
 
 def _specials_from_json(spec: Mapping[str, Any]) -> dict[str, str]:
