@@ -113,6 +113,18 @@ def train_step_fn(setup: Any) -> Any:
                    donate_argnums=(0,))
 
 
+def abstract_teacher(task: Any) -> Any:
+    """The task's teacher parameters (distillation) as ShapeDtypeStructs in its compute
+    dtype, as the step takes them; None without a teacher."""
+    teacher = task.teacher
+    if teacher is None:
+        return None
+    from bertjax.models import build, init_params
+
+    return jax.eval_shape(lambda: jax.tree.map(lambda x: x.astype(teacher.dtype),
+                                               init_params(build(teacher), 0)))
+
+
 def phase_seq_len(config: Any, phase: Any) -> int:
     return int(phase.options.get("max_seq_length", config.max_seq_length))
 

@@ -47,7 +47,6 @@ No TensorFlow is imported here (DESIGN.md); torch and transformers only with
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import resource
@@ -58,7 +57,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import aot, experiment, sharding, steps
+from bertjax import aot, experiment, sharding
 from bertjax.flops import train_flops_per_token
 from bertjax.metrics import mfu, resolve_peak_flops
 from bertjax.models import ModelConfig, build, init_params
@@ -157,9 +156,7 @@ def bench_ours(setup: experiment.Setup, batches: list[Batch], seconds: float,
         eval_loss = jax.jit(task.loss_fn(s.model, train=False))
         out["eval_loss"] = float(eval_loss(state["params"], placed[0], jax.random.key(0),
                                            aux)[0])
-        step = jax.jit(functools.partial(steps.train_step, loss_fn=task.loss_fn(s.model),
-                                         tx=s.tx, optim=s.optim, seed=s.seed),
-                       donate_argnums=(0,))
+        step = aot.train_step_fn(s)
         start = time.perf_counter()
         compiled = step.lower(state, placed[0], aux).compile()
         out["compile_s"] = time.perf_counter() - start
@@ -358,11 +355,8 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
     batch_size, seq_len = int(config.train.batch_size), int(config.max_seq_length)
     masked = "max_predictions_per_seq" in config  # pretraining objectives (MLM heads)
     # A batch that does not fit is halved until it does (a preset's batch is for a pod).
-    teacher_abstract = None
-    if teacher_cfg is not None:
-        teacher_abstract = jax.eval_shape(lambda: jax.tree.map(
-            lambda x: x.astype(teacher_cfg.dtype), init_params(build(teacher_cfg), 0)))
-    fitted, memory = aot.fit_batch(setup, batch_size, seq_len, teacher_abstract, print_fn)
+    fitted, memory = aot.fit_batch(setup, batch_size, seq_len, aot.abstract_teacher(task),
+                                   print_fn)
     if fitted != batch_size:
         print_fn(f"memory: timing batch {fitted} instead of train.batch_size={batch_size}, "
                  f"the largest halving that fits ({aot.size(memory.total)} per device)")

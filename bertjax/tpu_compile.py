@@ -214,10 +214,9 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
     """Compiles every phase's train step of `config` for `topology` and logs the report
     (module docstring); returns a dict of figures per phase. MemoryCheckError (one line,
     the figures) when a phase does not fit in the chip's HBM."""
-    import jax
 
     from bertjax import aot, experiment
-    from bertjax.models import build, init_params, layers
+    from bertjax.models import layers
 
     if not 0 < mfu <= 1:
         raise ValueError(f"--mfu={mfu}: must be in (0, 1]")
@@ -232,11 +231,7 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
         cfg, task = setup.cfg, setup.task
         phases = task.phases()
         experiment.check_batch_sizes(phases, setup.mesh, setup.rules)
-        aux = None
-        if task.teacher is not None:
-            teacher = task.teacher
-            aux = jax.eval_shape(lambda: jax.tree.map(
-                lambda x: x.astype(teacher.dtype), init_params(build(teacher), 0)))
+        aux = aot.abstract_teacher(task)
         step = aot.train_step_fn(setup)
         hbm = topology.chip.hbm_gib * aot.GiB
         log(f"compile: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task {task.name}, "
