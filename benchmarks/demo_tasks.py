@@ -4,13 +4,14 @@ baseline's (bertjax/data/demo_tasks.py).
 
   python benchmarks/demo_tasks.py --init_from=/tmp/bertjax_tiny_run/model \
       --workdir=/tmp/bertjax_demo_tasks [--tasks=demo_next,demo_boundary,demo_intruder]
-      [--preset=bert_tiny] [--set KEY=VALUE ...]
+      [--preset=bert_tiny] [--seeds=K] [--set KEY=VALUE ...]
 
 Each run is `python -m bertjax train --config=configs/finetune.py:TASK,PRESET,runlocal`
 in WORKDIR/TASK/{pretrained,scratch} (re-running resumes or skips finished runs); the
 scratch run uses the pretrained model's tokenizer and architecture with fresh weights.
-The last lines are one table row per task:
-  TASK METRIC baseline=B scratch=S pretrained=P steps=N
+With --seeds=K each is K seeds (`finetune.seeds`) and the score is their median, the
+range beside it. The last lines are one table row per task:
+  TASK METRIC baseline=B scratch=S pretrained=P best_step=N
 """
 
 from __future__ import annotations
@@ -21,22 +22,39 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = {"demo_next": "accuracy", "demo_boundary": "f1", "demo_intruder": "f1"}
 
 
-def run(task: str, preset: str, init_from: str, workdir: str, scratch: bool,
-        overrides: list[str]) -> dict:
-    best = os.path.join(workdir, "best", "config.json")
+def run(task: str, preset: str, init_from: str, workdir: str, scratch: bool, seeds: int,
+        overrides: list[str]) -> tuple[list[float], list[int]]:
+    """The best dev score of the task's main metric and its step, one per seed."""
     args = [sys.executable, "-m", "bertjax", "train",
             f"--config={ROOT}/configs/finetune.py:{task},{preset},runlocal",
             f"--workdir={workdir}", f"--config.init_from={init_from}"]
     if scratch:
         args.append("--config.finetune.from_scratch=True")
+    if seeds > 1:
+        args.append(f"--config.finetune.seeds={seeds}")
     args += [f"--config.{kv}" for kv in overrides]
     subprocess.run(args, check=True, cwd=ROOT)
-    with open(best) as f:
-        return json.load(f)
+    if seeds > 1:
+        with open(os.path.join(workdir, "results.json")) as f:
+            runs = json.load(f)["runs"]
+    else:
+        with open(os.path.join(workdir, "best", "config.json")) as f:
+            best = json.load(f)
+        runs = [{"scores": best["scores"], "best_step": best["best"]["step"]}]
+    return ([r["scores"]["validation"][MAIN[task]] for r in runs],
+            [r["best_step"] for r in runs])
+
+
+def summary(scores: list[float]) -> str:
+    if len(scores) == 1:
+        return f"{scores[0]:.4g}"
+    return f"{float(np.median(scores)):.4g} [{min(scores):.4g}-{max(scores):.4g}]"
 
 
 def main() -> None:
@@ -45,8 +63,12 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--tasks", default=",".join(MAIN))
     parser.add_argument("--preset", default="bert_tiny", help="the family's recipe")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="fine-tuning seeds per run; the median is reported")
     parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE config overrides")
     a = parser.parse_args()
+    if a.seeds < 1:
+        parser.error(f"--seeds={a.seeds}: must be at least 1")
     sys.path.insert(0, ROOT)
     from bertjax.data import demo_tasks
 
@@ -55,15 +77,16 @@ def main() -> None:
         if task not in MAIN:
             parser.error(f"--tasks: {task!r} is not one of {', '.join(MAIN)}")
         metric = MAIN[task]
-        scores = {}
+        scores, steps = {}, []
         for kind in ("scratch", "pretrained"):
-            best = run(task, a.preset, a.init_from, os.path.join(a.workdir, task, kind),
-                       kind == "scratch", a.set)
-            scores[kind] = best["scores"]["validation"][metric]
-            scores["steps"] = best["best"]["step"]
+            scores[kind], steps = run(task, a.preset, a.init_from,
+                                      os.path.join(a.workdir, task, kind), kind == "scratch",
+                                      a.seeds, a.set)
         baseline = demo_tasks.majority_baseline(task)[metric]
-        rows.append(f"{task} {metric} baseline={baseline:.4g} scratch={scores['scratch']:.4g} "
-                    f"pretrained={scores['pretrained']:.4g} best_step={scores['steps']}")
+        rows.append(f"{task} {metric} baseline={baseline:.4g} "
+                    f"scratch={summary(scores['scratch'])} "
+                    f"pretrained={summary(scores['pretrained'])} "
+                    f"best_step={','.join(map(str, steps))}")
     print("\n".join(rows))
 
 

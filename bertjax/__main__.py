@@ -27,6 +27,9 @@ COMMANDS = {
     "evaluate": ("bertjax.commands.evaluate", "a trained model's scores on a task's dev splits"),
     "predict": ("bertjax.commands.evaluate", "a task's test-split predictions (GLUE's format)"),
     "score": ("bertjax.commands.score", "score a predictions file as the official scripts do"),
+    "compare": ("bertjax.commands.compare", "runs' logs, configs and results: a table and plots"),
+    "sweep": ("bertjax.commands.sweep", "run (or print the commands of) a config's ablation "
+              "runs: pretraining, then fine-tuning"),
 }
 
 

@@ -1,8 +1,9 @@
-"""Atomic directory writes: build under a temporary name, rename when complete."""
+"""Atomic writes: build under a temporary name, rename when complete."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -45,3 +46,11 @@ def replace_directory(src: str, dst: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(src, dst)
+
+
+def write_json(path: str, obj: object) -> None:
+    """`obj` as indented JSON at `path`, written under a temporary name and renamed."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)

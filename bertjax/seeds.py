@@ -5,10 +5,12 @@ report the median of 5 to 10 runs. `run_seeds` trains `config` once per seed
 (config.seed, config.seed + 1, ...) in WORKDIR/seed_<s> (each resumable as any run)
 and writes WORKDIR/results.json:
 
-  {"seeds": [...], "runs": [{"seed", "workdir", "best_step", "scores": {split: {metric}}}],
+  {"seeds": [...], "runs": [{"seed", "workdir", "best_step", "main": {"split", "metric"},
+                             "scores": {split: {metric}}}],
    "median": {split: {metric: median over the runs}}}
 
-where a run's scores are those of its best checkpoint (WORKDIR/seed_<s>/best).
+where a run's scores are those of its best checkpoint (WORKDIR/seed_<s>/best), kept by
+its task's main score (`main`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bertjax import train
+from bertjax.fileio import write_json
 
 
 def run_seeds(config: Any, workdir: str, count: int,
@@ -40,19 +43,13 @@ def run_seeds(config: Any, workdir: str, count: int,
         with open(best) as f:
             meta = json.load(f)
         runs.append({"seed": seed, "workdir": work, "best_step": meta["best"]["step"],
+                     "main": {"split": meta["best"]["evaluator"],
+                              "metric": meta["best"]["metric"]},
                      "scores": meta["scores"]})
     median = {split: {m: float(np.median([r["scores"][split][m] for r in runs]))
                       for m in scores} for split, scores in runs[0]["scores"].items()}
     results = {"seeds": list(range(first, first + count)), "runs": runs, "median": median}
-    _write_json(os.path.join(workdir, "results.json"), results)
+    write_json(os.path.join(workdir, "results.json"), results)
     print(f"median over {count} seeds: " + json.dumps(median))
     return results
-
-
-def _write_json(path: str, obj: Any) -> None:
-    """Written under a temporary name and renamed, as every output."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 

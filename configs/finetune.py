@@ -120,7 +120,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if dataset == "demo_intruder":
         config.finetune.max_answer_length = 64  # the answer is a whole sentence
     # Pretraining keys a fine-tuning run does not read.
-    for key in ("data", "phase2", "max_predictions_per_seq", "electra"):
+    for key in ("data", "phase2", "max_predictions_per_seq", "electra", "downstream"):
         if key in config:
             del config[key]
     if "runlocal" in knobs:

@@ -141,6 +141,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # A model directory (import / init / train) or a transformers directory of any form to
     # start from; its heads are fitted to the task's (bertjax/pretrained.py).
     config.init_from = ""
+    # Fine-tuning evaluations run after pretraining, from WORKDIR/model (bertjax/downstream.py):
+    # each task's scores (median over seeds) go to WORKDIR/results.json, which `compare` reads.
+    config.downstream = ml_collections.ConfigDict(dict(
+        tasks="",  # comma-separated configs/finetune.py datasets, e.g. demo_next,sst2; "": none
+        config="configs/finetune.py:{task}",  # each task's fine-tuning config ({task} filled)
+        seeds=1,  # fine-tuning runs per task (finetune.seeds); the median is reported
+        overrides="",  # "KEY=VALUE KEY=VALUE" for every fine-tuning config
+    ))
     # Device mesh and logical axis rules (bertjax/sharding.py). One axis may be -1.
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     config.sharding = ml_collections.ConfigDict(dict(

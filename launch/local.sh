@@ -16,7 +16,9 @@
 # Arguments:
 #   PRESET     the part after the colon of configs/pretrain.py:PRESET, e.g. bert_base or
 #              bert_tiny,runlocal (see the docstring of configs/pretrain.py for the list);
-#              TEACHER_to_STUDENT[,runlocal] selects configs/distill.py instead.
+#              TEACHER_to_STUDENT[,runlocal] selects configs/distill.py instead; a config
+#              file FILE.py[:ARG] is used as is (the runs `bertjax sweep --print_commands`
+#              prints, e.g. configs/ablations/masking.py:cpu).
 #   WORKDIR    checkpoints and metrics: a local path or gs://... Re-running the same command
 #              resumes from the last complete checkpoint there.
 #   the rest   passed unchanged to `python -m bertjax train`.
@@ -42,9 +44,11 @@ if [[ $# -lt 2 ]]; then
   exit 2
 fi
 preset=$1
-# TEACHER_to_STUDENT names a distillation config; anything else a pretraining preset.
-config_file=configs/pretrain.py
-if [[ "$preset" == *_to_* ]]; then config_file=configs/distill.py; fi
+# FILE.py[:ARG] is a config file as --config= takes it (a sweep's run: `bertjax sweep
+# --print_commands`); TEACHER_to_STUDENT a distillation config; else a pretraining preset.
+if [[ "$preset" == *.py || "$preset" == *.py:* ]]; then config=$preset
+elif [[ "$preset" == *_to_* ]]; then config=configs/distill.py:$preset
+else config=configs/pretrain.py:$preset; fi
 workdir=$2
 shift 2
 
@@ -60,7 +64,7 @@ if [[ -n "${CPU_DEVICES:-}" || "$processes" -gt 1 ]]; then
   export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${CPU_DEVICES:-1}"
 fi
 
-train=("$PYTHON" -m bertjax train --config="$config_file:$preset" --workdir="$workdir")
+train=("$PYTHON" -m bertjax train --config="$config" --workdir="$workdir")
 
 if [[ "$processes" -le 1 ]]; then
   # exec: signals reach Python directly, and its exit status is ours.

@@ -16,7 +16,8 @@
 #
 # Arguments:
 #   PRESET    the part after the colon of configs/pretrain.py:PRESET (e.g. bert_base);
-#             TEACHER_to_STUDENT (e.g. bert_base_to_distilbert_base) selects configs/distill.py.
+#             TEACHER_to_STUDENT (e.g. bert_base_to_distilbert_base) selects configs/distill.py;
+#             a config file FILE.py[:ARG] is used as is (`bertjax sweep --print_commands`).
 #   WORKDIR   checkpoints and metrics. Use gs://... for a pod slice (every host writes its
 #             shards of one checkpoint) and for spot/preemptible TPUs (a preempted VM's disk
 #             is gone); a local path works only on a single-host slice such as v4-8.
@@ -58,9 +59,11 @@ set -euo pipefail
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; }
 if [[ $# -lt 2 ]]; then usage; exit 2; fi
 preset=$1
-# TEACHER_to_STUDENT names a distillation config; anything else a pretraining preset.
-config_file=configs/pretrain.py
-if [[ "$preset" == *_to_* ]]; then config_file=configs/distill.py; fi
+# FILE.py[:ARG] is a config file as --config= takes it (a sweep's run: `bertjax sweep
+# --print_commands`); TEACHER_to_STUDENT a distillation config; else a pretraining preset.
+if [[ "$preset" == *.py || "$preset" == *.py:* ]]; then config=$preset
+elif [[ "$preset" == *_to_* ]]; then config=configs/distill.py:$preset
+else config=configs/pretrain.py:$preset; fi
 workdir=$2
 shift 2
 : "${TPU_NAME:?set TPU_NAME (see launch/tpu_vm.sh usage)}"
@@ -198,7 +201,7 @@ fi
 fi
 
 # --- 3. the same training command on every worker ----------------------------------------
-train=$(printf '%q ' .venv/bin/python -m bertjax train --config="$config_file:$preset" \
+train=$(printf '%q ' .venv/bin/python -m bertjax train --config="$config" \
   --workdir="$workdir" "$@")
 if [[ "$DETACH" == 1 ]]; then
   say "starting training on every worker; output in ~/$REMOTE_DIR/train.log there"

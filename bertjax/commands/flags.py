@@ -10,6 +10,9 @@ CONFIG = config_flags.DEFINE_config_file(
     "override any key with --config.KEY=VALUE.", lock_config=True)
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "bertjax model directory to read.")
 OUT = flags.DEFINE_string("out", None, "Output directory (must not exist unless --overwrite).")
+WORKDIR = flags.DEFINE_string("workdir", None, "train: checkpoints, logs and the final model; "
+                              "sweep: one directory per run. Re-running with the same one "
+                              "resumes.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
 FROM = flags.DEFINE_string("from", None, "import: HF PyTorch model dir or Google TF checkpoint "
                            "dir; prepare import-google: the train TFRecords (comma-separated "

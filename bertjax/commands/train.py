@@ -7,19 +7,16 @@ r"""`python -m bertjax train`: run or resume the training a config describes.
 
 With --config.finetune.seeds=K (fine-tuning configs) it trains K seeds in
 WORKDIR/seed_<s> and writes their scores and median to WORKDIR/results.json
-(bertjax/seeds.py). Multi-host: the distributed flags (bertjax/distributed.py) or Cloud TPU / Slurm
-detection. The loop is bertjax/train.py.
+(bertjax/seeds.py). With --config.downstream.tasks=TASK,... (pretraining configs) the
+finished model is then fine-tuned on each task and the scores go to WORKDIR/results.json
+(bertjax/downstream.py). Multi-host: the distributed flags (bertjax/distributed.py) or
+Cloud TPU / Slurm detection. The loop is bertjax/train.py.
 """
 
 from __future__ import annotations
 
-from absl import flags
-
-from bertjax import distributed, train
+from bertjax import distributed, downstream, train
 from bertjax.commands import flags as common
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the "
-                               "final model; re-running with the same one resumes.")
 
 # Hooks every run of this command gets (tests/faults.py adds fault injection here).
 HOOKS: list[train.Hook] = []
@@ -30,7 +27,7 @@ def main(argv: list[str]) -> None:
         raise ValueError(f"unexpected arguments {argv[1:]}; usage: python -m bertjax train "
                          "--config=configs/pretrain.py:PRESET --workdir=DIR")
     config = common.required(common.CONFIG)
-    workdir = common.required(_WORKDIR)
+    workdir = common.required(common.WORKDIR)
     distributed.initialize_from_flags()
     seeds = int(config.finetune.get("seeds", 1)) if "finetune" in config else 1
     if seeds > 1:
@@ -38,4 +35,7 @@ def main(argv: list[str]) -> None:
 
         run_seeds(config, workdir, seeds, HOOKS)
     else:
-        train.train(config, workdir, HOOKS)
+        downstream.check(config)
+        result = train.train(config, workdir, HOOKS)
+        if result["status"] == "done":
+            downstream.run(config, workdir, HOOKS)
