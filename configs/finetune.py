@@ -35,6 +35,7 @@ import os
 
 import ml_collections
 
+from bertjax.data import glue as glue_data
 from bertjax.models import registry
 
 
@@ -63,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if len(presets) > 1:
         raise ValueError(f"{arg!r}: expected DATASET[,PRESET][,runlocal]")
     preset = presets[0] if presets else "bert_base"
+    known = [*glue_data.TASKS, "custom", *NER_DATASETS, *SQUAD_DATASETS, *DEMO_DATASETS]
+    if dataset not in known:
+        raise ValueError(f"fine-tuning dataset {dataset!r}: expected one of {', '.join(known)}")
     config = _pretrain().get_config(",".join([preset, *knobs]))
     record = registry.family(config.model.family)
     recipe = dict(record.finetune_recipe)

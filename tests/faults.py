@@ -1,8 +1,10 @@
 """Fault injection for the reliability tests, as a training-loop hook (bertjax.train.Hook).
 
   python tests/faults.py KIND:STEP train --config=... --workdir=...
+  python tests/faults.py KIND:STEP sweep --config=... --workdir=...
 
-runs the `train` command with one fault:
+runs the `train` (or `sweep`: the first of its trainings to reach STEP) command with one
+fault:
   kill_after_step:N   SIGKILL right after step N, once earlier saves have committed (so
                       a test knows what survives)
   kill_in_save:N      SIGKILL while step N's checkpoint is being written in the background
@@ -52,9 +54,10 @@ class Fault(Hook):
 
 
 if __name__ == "__main__":
+    import importlib
+
     fault = Fault.parse(sys.argv.pop(1))
     from bertjax import __main__ as entry
-    from bertjax.commands import train as command
 
-    command.HOOKS.append(fault)
+    importlib.import_module(f"bertjax.commands.{sys.argv[1]}").HOOKS.append(fault)
     sys.exit(entry.main())
