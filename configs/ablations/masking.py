@@ -9,8 +9,10 @@ preparation is the only thing the runs do not share), pretrains `bert_tiny` on i
 result on the three demo tasks (classification, tagging, span; bertjax/data/demo_tasks.py)
 with 3 seeds each at lr 3e-4, the rate at which a pretrained start beats scratch there
 (benchmarks/RESULTS.md). ARG: `cpu` (default) as above; `tiny` a smoke test of the
-same sweep (20 pretraining steps, one task, one seed, 20 fine-tuning steps), for which
-`--config.data.source` and a small `--config.tokenizer.vocab_size` make it fast.
+sweep's machinery (notebooks/ablation.ipynb): token against span masking only, 20
+pretraining steps, one task with one seed and 10 fine-tuning steps at 32 tokens, for
+which `--config.data.source` (a small corpus) and a small `--config.tokenizer.vocab_size`
+make it fast.
 Whole-word masking masks every WordPiece of a chosen word; span masking (SpanBERT)
 masks contiguous spans of whole words with Geometric(0.2) lengths up to 10.
 """
@@ -48,11 +50,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if scale == "tiny":
         config.train.update(steps=20, eval_every=20, eval_steps=2, log_every=10,
                             checkpoint_every=20)
-        config.downstream.update(tasks="demo_next", seeds=1,
-                                 overrides="optim.learning_rate=3e-4 train.steps=20")
+        config.downstream.update(
+            tasks="demo_next", seeds=1,
+            overrides="optim.learning_rate=3e-4 train.steps=10 max_seq_length=32")
     return config
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-    del arg  # the same three runs at every scale
-    return [{"data.mask_strategy": s} for s in STRATEGIES]
+    strategies = ("token", "span") if arg == "tiny" else STRATEGIES
+    return [{"data.mask_strategy": s} for s in strategies]
