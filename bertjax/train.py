@@ -254,7 +254,8 @@ class Trainer:
         for i, (w, n) in enumerate(zip(was, now, strict=False)):
             if not isinstance(w, Mapping) or w.get("manifest_sha256") is None:
                 continue
-            if w["manifest_sha256"] != n["manifest_sha256"]:
+            # (the file's bytes: what checkpoints of earlier versions recorded)
+            if w["manifest_sha256"] not in (n["manifest_sha256"], n.get("manifest_bytes_sha256")):
                 what = (f"{n['path']}/manifest.json differs from the data {where} was trained "
                         f"on ({w['path']}: sha256 {w['manifest_sha256'][:12]}, now "
                         f"{n['manifest_sha256'][:12]})")

@@ -298,6 +298,32 @@ def test_the_same_data_at_another_path_is_the_same_run(data, tmp_path, capsys):
     assert "continuing on the new data" in capsys.readouterr().out
 
 
+def test_preparing_finished_data_again_keeps_the_run_resumable(data, corpus, tmp_path):
+    """`prepare data` run again over finished data (re-running the README's quickstart),
+    here with another worker count, rewrites manifest.json's run statistics and nothing
+    the data depend on: a run trained on it resumes, bit-identical to one never stopped."""
+    import json
+    import shutil
+
+    d = shutil.copytree(data("bert"), str(tmp_path / "data"))
+    overrides = {"train.steps": 8, "train.checkpoint_every": 0, "data.shuffle_buffer": 1}
+    train_lib.train(trainlib.config("bert", d, **overrides), str(tmp_path / "a"))
+    want = trainlib.state_hash(str(tmp_path / "a"))
+    stopped = train_lib.train(trainlib.config("bert", d, **overrides), str(tmp_path / "b"),
+                              hooks=[faults.Fault("sigterm_at_step", 4)])
+    assert stopped["step"] == 4
+    with open(os.path.join(d, "manifest.json")) as f:
+        before = json.load(f)
+    trainlib.prepare("bert", d, corpus, **{"data.num_workers": 2})
+    with open(os.path.join(d, "manifest.json")) as f:
+        after = json.load(f)
+    assert after["input_stats"]["shards_reused"] > before["input_stats"]["shards_reused"]
+    assert after["splits"] == before["splits"]  # the same shards, as the digests say
+    assert train_lib.train(trainlib.config("bert", d, **overrides),
+                           str(tmp_path / "b"))["step"] == 8
+    assert trainlib.state_hash(str(tmp_path / "b")) == want
+
+
 @pytest.mark.parametrize("form", ["BertForMaskedLM", "BertModel"])
 def test_init_from_a_transformers_checkpoint_fits_the_heads_and_trains(form, data, tmp_path,
                                                                         capsys):

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import numbers
 import os
 import queue
@@ -127,11 +128,26 @@ def read_manifest(data_dir: str) -> dict[str, Any]:
     return manifest
 
 
-def manifest_digest(data_dir: str) -> str:
-    """sha256 of DATA/manifest.json's bytes: the prepared data's identity (shard names,
-    sizes and digests, settings, tokenizer), wherever the directory lies."""
+# What a manifest says about the preparation run rather than the data: `prepare data`
+# run again over finished data (or with other workers) rewrites these and nothing else.
+_RUN_ONLY = {"input_stats": ("shards_reused", "shards_written"),
+             "settings": ("num_workers", "max_inflight_mb")}
+
+
+def manifest_digest(data_dir: str, legacy: bool = False) -> str:
+    """sha256 of DATA/manifest.json without its run-only entries (_RUN_ONLY): the
+    prepared data's identity (shard names, sizes and digests, settings, tokenizer),
+    wherever the directory lies and however often `prepare data` ran over it. `legacy`:
+    of the file's bytes, as checkpoints written before this rule recorded it."""
     with open(os.path.join(data_dir, MANIFEST), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        raw = f.read()
+    if legacy:
+        return hashlib.sha256(raw).hexdigest()
+    manifest = json.loads(raw)
+    for section, keys in _RUN_ONLY.items():
+        if isinstance(manifest.get(section), dict):
+            manifest[section] = {k: v for k, v in manifest[section].items() if k not in keys}
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
 def _setting(settings: Mapping[str, Any], key: str) -> Any:

@@ -85,7 +85,8 @@ class CorpusTask(Task):
         from bertjax.data.pipeline import manifest_digest
 
         return {**super().meta(), "data": [
-            {"path": os.path.abspath(p.source), "manifest_sha256": manifest_digest(p.source)}
+            {"path": os.path.abspath(p.source), "manifest_sha256": manifest_digest(p.source),
+             "manifest_bytes_sha256": manifest_digest(p.source, legacy=True)}
             for p in self.phases()]}
 
     def setup(self, ctx: Context) -> Any:
