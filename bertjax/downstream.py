@@ -27,9 +27,8 @@ import jax
 import numpy as np
 
 from bertjax import configfile, seeds, train
+from bertjax.compare import RESULTS_FORMAT, RESULTS_VERSION
 from bertjax.fileio import write_json
-
-FORMAT = "bertjax-run-results"
 
 
 def tasks(config: Any) -> list[str]:
@@ -107,6 +106,11 @@ def run(config: Any, workdir: str, hooks: Sequence[train.Hook] = ()) -> dict[str
                         "median": float(np.median(values)), "workdir": work}
         print(f"downstream {task}: {main['split']} {main['metric']} median "
               f"{scores[task]['median']:.4g} over {count} seed(s) {values}", flush=True)
-    out = {"format": FORMAT, "version": 1, "downstream": scores}
+    return write_results(workdir, scores)
+
+
+def write_results(workdir: str, scores: dict[str, Any]) -> dict[str, Any]:
+    """WORKDIR/results.json in the format `compare` reads; {} scores: no downstream task."""
+    out = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "downstream": scores}
     write_json(os.path.join(workdir, "results.json"), out)
     return out

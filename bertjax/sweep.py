@@ -177,8 +177,7 @@ def run_sweep(base: Any, runs: Sequence[Run], sweep_dir: str,
                   flush=True)
             return ran
         if not downstream.run(config, workdir, hooks):
-            write_json(os.path.join(workdir, "results.json"),
-                       {"format": downstream.FORMAT, "version": 1, "downstream": {}})
+            downstream.write_results(workdir, {})
         ran.append(run.name)
     print(f"sweep: {len(runs)} runs done in {sweep_dir}", flush=True)
     return ran

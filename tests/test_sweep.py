@@ -67,7 +67,7 @@ def test_the_masking_sweep_is_what_its_config_says(tmp_path):
     assert [c.data.mask_strategy for c in configs] == ["token", "whole_word", "span"]
     # Everything else is the base config: only the key swept (and the data directory
     # derived from it) differs.
-    flat = [dict(_flatten(c.to_dict())) for c in configs]
+    flat = [compare.flatten(c.to_dict()) for c in configs]
     differ = {k for k in flat[0] if len({str(f[k]) for f in flat}) > 1}
     assert differ == {"data.mask_strategy", "data.dir"}
     assert len({c.data.dir for c in configs}) == 3  # masking is a preparation setting
@@ -231,14 +231,6 @@ def test_printed_commands_are_what_the_launch_scripts_run(tmp_path):
 
 
 # --------------------------------------------------------------------------- end to end
-
-
-def _flatten(d, prefix=""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flatten(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
 
 
 def test_a_sweep_runs_resumes_after_a_kill_and_is_then_done(tmp_path, capsys):
