@@ -72,7 +72,7 @@ def test_the_masking_sweep_is_what_its_config_says(tmp_path):
     assert differ == {"data.mask_strategy", "data.dir"}
     assert len({c.data.dir for c in configs}) == 3  # masking is a preparation setting
     assert all(c.data.dir.startswith(str(tmp_path / "data")) for c in configs)
-    assert configs[0].downstream.tasks == "demo_next,demo_boundary,demo_intruder"
+    assert configs[0].downstream.tasks == "demo_next,demo_boundary"
     assert configs[0].downstream.seeds == 3
     for c in configs:
         downstream.check(c)  # every task's fine-tuning config builds

@@ -6,9 +6,11 @@ r"""Masking ablation: token vs whole-word vs span masking, everything else the s
 Each run prepares the demo corpus with its masking (static, 2 masked copies; the
 preparation is the only thing the runs do not share), pretrains `bert_tiny` on it
 (MLM + NSP, 3000 steps at 32 x 64 tokens, ~12 min on 2 CPU cores), then fine-tunes the
-result on the three demo tasks (classification, tagging, span; bertjax/data/demo_tasks.py)
-with 3 seeds each at lr 3e-4, the rate at which a pretrained start beats scratch there
-(benchmarks/RESULTS.md). ARG: `cpu` (default) as above; `tiny` a smoke test of the
+result on the classification and tagging demo tasks (bertjax/data/demo_tasks.py) with 3
+seeds each at lr 3e-4, the rate at which a pretrained start beats scratch there
+(benchmarks/RESULTS.md). The span task (demo_intruder) is left out: it does not yet
+separate a pretrained start from scratch beyond seed noise, so it cannot tell two
+pretrainings apart (add it with `--config.downstream.tasks`). ARG: `cpu` (default) as above; `tiny` a smoke test of the
 sweep's machinery (notebooks/ablation.ipynb): token against span masking only, 20
 pretraining steps, one task with one seed and 10 fine-tuning steps at 32 tokens, for
 which `--config.data.source` (a small corpus) and a small `--config.tokenizer.vocab_size`
@@ -43,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.eval_every = 1000
     config.train.checkpoint_every = 500
     config.downstream.update(
-        tasks="demo_next,demo_boundary,demo_intruder",
+        tasks="demo_next,demo_boundary",
         config="configs/finetune.py:{task},bert_tiny,runlocal",
         seeds=3)  # runlocal fine-tunes the demo tasks at lr 3e-4
     if scale == "tiny":
