@@ -25,21 +25,18 @@ it starts from teacher layers (`distill.init=teacher`, evenly spaced unless
 starts from scratch and alpha_cos is 0 (the cosine needs equal widths).
 """
 
-import importlib.util
 import os
 
 import ml_collections
 
-from bertjax import presets
+from bertjax import configfile, presets
 from bertjax.models import registry
 
 
 def _pretrain():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain.py")
-    spec = importlib.util.spec_from_file_location("bertjax_configs_pretrain", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """configs/pretrain.py, beside this file."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return configfile.load_module(os.path.join(here, "pretrain.py"), os.path.basename(__file__))
 
 
 def _same_layer_shape(a, b) -> bool:

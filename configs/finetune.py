@@ -30,21 +30,19 @@ its recipe; a recipe's `tasks` entry overrides it for one DATASET (ALBERT's per-
 steps, for example). `runlocal` shrinks the run for a laptop CPU.
 """
 
-import importlib.util
 import os
 
 import ml_collections
 
+from bertjax import configfile
 from bertjax.data import glue as glue_data
 from bertjax.models import registry
 
 
 def _pretrain():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain.py")
-    spec = importlib.util.spec_from_file_location("bertjax_configs_pretrain", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """configs/pretrain.py, beside this file."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return configfile.load_module(os.path.join(here, "pretrain.py"), os.path.basename(__file__))
 
 
 # DATASET names that are token-classification data (the ner task): CoNLL-2003 from

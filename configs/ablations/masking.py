@@ -10,30 +10,29 @@ result on the classification and tagging demo tasks (bertjax/data/demo_tasks.py)
 seeds each at lr 3e-4, the rate at which a pretrained start beats scratch there
 (benchmarks/RESULTS.md). The span task (demo_intruder) is left out: it does not yet
 separate a pretrained start from scratch beyond seed noise, so it cannot tell two
-pretrainings apart (add it with `--config.downstream.tasks`). ARG: `cpu` (default) as above; `tiny` a smoke test of the
-sweep's machinery (notebooks/ablation.ipynb): token against span masking only, 20
-pretraining steps, one task with one seed and 10 fine-tuning steps at 32 tokens, for
-which `--config.data.source` (a small corpus) and a small `--config.tokenizer.vocab_size`
-make it fast.
+pretrainings apart (add it with `--config.downstream.tasks`).
+ARG: `cpu` (default) as above; `tiny` a smoke test of the sweep's machinery
+(notebooks/ablation.ipynb): token against span masking only, 20 pretraining steps, one
+task with one seed and 10 fine-tuning steps at 32 tokens, for which
+`--config.data.source` (a small corpus) and a small `--config.tokenizer.vocab_size` make
+it fast.
 Whole-word masking masks every WordPiece of a chosen word; span masking (SpanBERT)
 masks contiguous spans of whole words with Geometric(0.2) lengths up to 10.
 """
 
-import importlib.util
 import os
 
 import ml_collections
+
+from bertjax import configfile
 
 STRATEGIES = ("token", "whole_word", "span")
 
 
 def _pretrain():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "pretrain.py")
-    spec = importlib.util.spec_from_file_location("bertjax_configs_pretrain", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """configs/pretrain.py, beside this file's directory."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return configfile.load_module(os.path.join(here, "pretrain.py"), "masking ablation")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
