@@ -5,7 +5,7 @@ r"""Masking ablation: token vs whole-word vs span masking, everything else the s
 
 Each run prepares the demo corpus with its masking (static, 2 masked copies; the
 preparation is the only thing the runs do not share), pretrains `bert_tiny` on it
-(MLM + NSP, 3000 steps at 32 x 64 tokens, ~12 min on 2 CPU cores), then fine-tunes the
+(MLM + NSP, 3000 steps at 32 x 64 tokens, 5-12 min on 2 CPU cores), then fine-tunes the
 result on the classification and tagging demo tasks (bertjax/data/demo_tasks.py) with 3
 seeds each at lr 3e-4, the rate at which a pretrained start beats scratch there
 (benchmarks/RESULTS.md). The span task (demo_intruder) is left out: it does not yet
