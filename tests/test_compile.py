@@ -3,6 +3,7 @@ topologies with libtpu, on this CPU-only machine (bertjax/tpu_compile.py)."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -60,6 +61,11 @@ def test_the_tpu_kernel_is_what_auto_lowers_there():
     c = trainlib.config("bert", "", **{"max_seq_length": 128, "train.batch_size": 8,
                                        "model.max_position_embeddings": 128,
                                        "model.attention_dropout_rate": 0.0})
+    # tpu_compile.devices points this process at libtpu through its environment (as the
+    # compile command wants); put it back, or the subprocesses that later tests in this
+    # worker start would try to bring up a TPU and print libtpu's complaints.
+    names = ("TPU_LIBRARY_PATH", "TPU_SKIP_MDS_QUERY", "ALLOW_MULTIPLE_LIBTPU_LOAD")
+    saved = {name: os.environ.get(name) for name in names}
     token = layers.TARGET_PLATFORM.set("tpu")
     try:
         setup = experiment.build_setup(c, tpu_compile.devices(top))
@@ -67,6 +73,11 @@ def test_the_tpu_kernel_is_what_auto_lowers_there():
         compiled = aot.compile_step(setup, aot.train_step_fn(setup), batch, None)
     finally:
         layers.TARGET_PLATFORM.reset(token)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     assert "tpu_custom_call" in compiled.as_text()
 
 
