@@ -120,7 +120,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             null_score_diff_threshold=0.0,  # v2.0: no answer when null - best > this
         )
     if dataset == "demo_intruder":
-        config.finetune.max_answer_length = 64  # the answer is a whole sentence
+        config.finetune.max_answer_length = 8  # the answer is one word
     # Pretraining keys a fine-tuning run does not read.
     for key in ("data", "phase2", "max_predictions_per_seq", "electra", "downstream"):
         if key in config:
@@ -131,8 +131,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         if demo:  # bert_tiny: higher than BERT's 2e-5, low enough to keep what a
             # CPU pretraining taught (1e-3 erases most of it; benchmarks/RESULTS.md)
             config.optim.learning_rate = 3e-4
-        if squad or dataset == "demo_boundary":  # three sentences: up to ~90 tokens
-            config.max_seq_length = 128
+        if (squad and dataset != "demo_intruder") or dataset == "demo_boundary":
+            config.max_seq_length = 128  # three sentences: up to ~90 tokens
         if squad:
             config.finetune.update(doc_stride=48, max_query_length=32)
     return config

@@ -62,25 +62,36 @@ def test_boundary_tags_mark_the_first_word_of_the_second_and_third_sentences():
     assert demo_tasks.majority_baseline("demo_boundary") == {"f1": 0.0}
 
 
-def test_the_intruder_is_from_another_document_and_the_rest_consecutive():
+def test_the_intruder_replaces_one_content_word_by_one_of_another_document():
     docs = demo_tasks.documents()["validation"]
-    runs = {" ".join(" ".join(s) for s in doc[i:i + 3]): [" ".join(s) for s in doc[i:i + 3]]
-            for doc in docs for i in range(len(doc) - 2)}
-    where = collections.Counter()
+    pairs = [[w for s in doc[i:i + 2] for w in s] for doc in docs for i in range(len(doc) - 1)]
+    counts = demo_tasks.content_words()
+    assert all(demo_tasks.CONTENT_WORD.fullmatch(w) for w in counts)
+    gap, where = [], collections.Counter()
     for p in demo_tasks.intruder_articles("validation")[0]["paragraphs"]:
         qa = p["qas"][0]
         answer = qa["answers"][0]
         context, start = p["context"], answer["answer_start"]
         assert context[start:start + len(answer["text"])] == answer["text"]
         assert qa["question"] == demo_tasks.QUESTION
-        rest = (context[:start] + context[start + len(answer["text"]):]).strip()
-        assert " ".join(rest.split()) in runs  # the three others follow each other
-        assert answer["text"] not in rest
-        before = context[:start].strip()
-        where[[" ".join(runs[" ".join(rest.split())][:k]) for k in range(4)].index(before)] += 1
-    assert len(where) == 4 and min(where.values()) > 80  # every position
+        words = context.split()
+        k = len(context[:start].split())
+        assert words[k] == answer["text"] and words.count(answer["text"]) == 1
+        # Every other word is where it was in two consecutive sentences of a document,
+        # whose word at k was a content word; the intruder is a content word those
+        # sentences do not have, of about the same frequency.
+        match = [pair for pair in pairs if len(pair) == len(words)
+                 and pair[:k] == words[:k] and pair[k + 1:] == words[k + 1:]]
+        assert match, context
+        pair = match[0]
+        assert pair[k] in counts and answer["text"] in counts
+        assert answer["text"] not in pair
+        gap.append(np.log(counts[answer["text"]]) - np.log(counts[pair[k]]))
+        where[min(k, 20) // 5] += 1
+    assert abs(np.mean(gap)) < 0.2 and np.median(np.abs(gap)) < 0.3  # no frequency cue
+    assert len(where) >= 4 and min(where.values()) > 20  # the intruder is anywhere
     baseline = demo_tasks.majority_baseline("demo_intruder")
-    assert 15 < baseline["exact_match"] < 35
+    assert 15 < baseline["exact_match"] < 35 and baseline["f1"] == baseline["exact_match"]
 
 
 @pytest.mark.parametrize("dataset, task", [("demo_next", "glue"), ("demo_boundary", "ner"),

@@ -1,8 +1,8 @@
 """Built-in demo tasks, one per fine-tuning kind, made from the demo corpus: the whole
 pretrain -> fine-tune -> score loop runs offline, on a CPU, in minutes.
 
-Each task is about how the sentences of a document go together (the demo corpus,
-bertjax/data/sources.py: prose from the installed Python docstrings, which the
+Each task is about how the sentences and words of a document go together (the demo
+corpus, bertjax/data/sources.py: prose from the installed Python docstrings, which the
 quickstart pretrains on), so no single token and no length gives the answer:
 
   demo_next      classification (the glue task) of a pair: two consecutive sentences of
@@ -13,11 +13,14 @@ quickstart pretrains on), so no single token and no length gives the answer:
                  lower-cased and with their final punctuation removed, as one run of
                  words; the first words of the second and third sentences are tagged
                  B-START. The all-O baseline scores entity F1 0.
-  demo_intruder  extractive QA (the squad task, v1.1): "which sentence does not belong?"
-                 over three consecutive sentences of a document with one sentence of
-                 another document put among them (before, between or after them); the
-                 answer is that sentence. Always answering the first sentence scores
-                 about 25 exact match.
+  demo_intruder  extractive QA (the squad task, v1.1): "which word does not belong?"
+                 over two consecutive sentences of a document in which one content
+                 word (`content_words`: lower-case, four letters or more, not among the
+                 100 most frequent) was replaced by a content word of another document
+                 of about the same corpus frequency; the answer is that word. Which
+                 words are content words is visible from the words alone: answering
+                 the first content word scores ~25 exact match, and any one word's
+                 chance of being the replacement is about the same.
 
 Documents are split by position in the corpus (every tenth to validation, every tenth
 after it to test), so the splits share no sentence; each example is seeded by (task,
@@ -29,8 +32,10 @@ that SQuAD's paragraphs come from); the tasks' labels are never in it.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -40,8 +45,10 @@ TASKS = ("demo_next", "demo_boundary", "demo_intruder")
 SIZES = {"train": 4000, "validation": 500, "test": 500}
 NEXT_LABELS = ("next", "random")
 BOUNDARY_TAG = "START"
-QUESTION = "which sentence does not belong?"
+QUESTION = "which word does not belong?"
 SENTENCE_WORDS = (5, 16)  # words per sentence, [min, max)
+CONTENT_WORD = re.compile(r"[a-z]{4,}")  # demo_intruder's words ...
+COMMON_WORDS = 100  # ... less this many most frequent (content_words)
 
 
 def _split_of(doc: int) -> str:
@@ -140,19 +147,46 @@ def boundary_examples(split: str) -> list[tuple[tuple[str, ...], tuple[str, ...]
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def content_words() -> dict[str, int]:
+    """The words demo_intruder replaces and replaces with: lower-case alphabetic words of
+    four or more letters (CONTENT_WORD) in the sentences of `documents()`, all splits,
+    less the COMMON_WORDS most frequent of them; with their counts there."""
+    counts = collections.Counter(w for docs in documents().values() for doc in docs
+                                 for sentence in doc for w in sentence
+                                 if CONTENT_WORD.fullmatch(w))
+    common = {w for w, _ in counts.most_common(COMMON_WORDS)}
+    return {w: c for w, c in counts.items() if w not in common}
+
+
 def intruder_articles(split: str) -> list[dict[str, Any]]:
     """demo_intruder: the official SQuAD layout, one paragraph per example."""
+    counts = content_words()
     docs, paragraphs = documents()[split], []
     for n in range(_count(split)):
         rng = _rng("demo_intruder", split, n)
         d = n % len(docs)
-        i = int(rng.integers(len(docs[d]) - 2))
-        sentences = [" ".join(s) for s in docs[d][i:i + 3]]
-        intruder = " ".join(_other_sentence(split, d, len(docs[d][i + 1]), rng))
-        at = int(rng.integers(4))
-        sentences.insert(at, intruder)
-        start = sum(len(s) + 1 for s in sentences[:at])
-        context = " ".join(sentences)
+        i = int(rng.integers(len(docs[d]) - 1))
+        while True:  # two sentences with a content word (nearly always the first pair)
+            words = [w for sentence in docs[d][i:i + 2] for w in sentence]
+            where = [k for k, w in enumerate(words) if w in counts]
+            if where:
+                break
+            d, i = (d + 1) % len(docs), 0
+        k = where[int(rng.integers(len(where)))]
+        # A content word of another document, the closest in corpus frequency of 16.
+        candidates = []
+        while len(candidates) < 16:
+            e = int(rng.integers(len(docs) - 1))
+            e += e >= d  # not `d`
+            pool = [w for sentence in docs[e] for w in sentence
+                    if w in counts and w not in words]
+            if pool:
+                candidates.append(pool[int(rng.integers(len(pool)))])
+        target = np.log(counts[words[k]])
+        words[k] = intruder = min(candidates, key=lambda w: abs(np.log(counts[w]) - target))
+        start = len(" ".join(words[:k])) + (1 if k else 0)
+        context = " ".join(words)
         assert context[start:start + len(intruder)] == intruder
         paragraphs.append({"context": context, "qas": [{
             "id": f"demo_intruder-{split}-{n}", "question": QUESTION,
@@ -162,7 +196,7 @@ def intruder_articles(split: str) -> list[dict[str, Any]]:
 
 def majority_baseline(task: str) -> dict[str, float]:
     """The validation score of a trivial predictor: the majority class (demo_next), all
-    O (demo_boundary), the first sentence (demo_intruder)."""
+    O (demo_boundary), the first content word (demo_intruder)."""
     from bertjax.scoring import classification, entities, squad
 
     split = "validation"
@@ -175,13 +209,9 @@ def majority_baseline(task: str) -> dict[str, float]:
         return {"f1": entities.score(gold, [["O"] * len(t) for t in gold])["f1"]}
     if task == "demo_intruder":
         articles = intruder_articles(split)
-        first = {}
-        for p in articles[0]["paragraphs"]:
-            context, answer = p["context"], p["qas"][0]["answers"][0]
-            # The first sentence: up to the intruder if it comes second or later, else
-            # the intruder itself.
-            cut = answer["answer_start"] - 1 if answer["answer_start"] else len(answer["text"])
-            first[p["qas"][0]["id"]] = context[:cut]
+        counts = content_words()
+        first = {p["qas"][0]["id"]: next(w for w in p["context"].split() if w in counts)
+                 for p in articles[0]["paragraphs"]}
         return squad.score_v1(articles, first)
     raise ValueError(f"{task!r}: expected one of {', '.join(TASKS)}")
 
