@@ -1,0 +1,68 @@
+"""demo_intruder's examples built from prose the demo corpus does not hold, to tell what
+a pretrained start learnt about words in context from what it memorised of the corpus
+(the demo tasks' documents are in the quickstart's pretraining data).
+
+  python benchmarks/demo_intruder_heldout.py --out=/tmp/intruder_heldout
+  python -m bertjax evaluate --config=configs/finetune.py:demo_intruder,bert_tiny,runlocal \
+      --config.finetune.data=json:/tmp/intruder_heldout --checkpoint=WORKDIR/best
+
+The same construction (bertjax/data/demo_tasks.py: intruder_articles, with content words
+and frequencies counted over the new documents) over the docstrings of installed
+packages that are not among the demo corpus's (transformers, torch, pandas, sklearn,
+matplotlib, pip: requirements-dev.txt brings some of them), read the way the demo corpus
+is read. The examples of demo_tasks' train split of those documents (the most of them)
+are written as OUT/dev-v1.1.json, those of its validation split as OUT/train-v1.1.json
+(the squad reader wants both files; evaluate reads the dev one). Prints how many
+sentences the demo corpus also has, and the first-content-word baseline on the dev file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import sysconfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("transformers", "torch", "pandas", "sklearn", "matplotlib", "pip")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="directory for the two JSON files")
+    args = parser.parse_args()
+
+    sys.path.insert(0, ROOT)
+    from bertjax.data import demo_tasks, sources
+    from bertjax.scoring import squad
+
+    demo = {" ".join(s) for v in demo_tasks.documents().values() for doc in v for s in doc}
+    site = sysconfig.get_paths()["purelib"]
+    files = [f for package in PACKAGES if os.path.isdir(os.path.join(site, package))
+             for f in sorted(sources._python_files(os.path.join(site, package),
+                                                   ("test", "tests", "testing", "_vendor")))]
+    if not files:
+        raise SystemExit(f"none of {', '.join(PACKAGES)} is installed in {site}")
+    sources._demo_files = lambda: iter(files)  # the demo corpus's reader, other files
+    demo_tasks.documents.cache_clear()
+    demo_tasks.content_words.cache_clear()
+    docs = demo_tasks.documents()
+    held = {" ".join(s) for v in docs.values() for doc in v for s in doc}
+    print(f"documents: {sum(map(len, docs.values()))}; sentences: {len(held)}, "
+          f"{len(held & demo)} of them also in the demo corpus")
+    os.makedirs(args.out, exist_ok=True)
+    for split, name in (("train", "dev-v1.1.json"), ("validation", "train-v1.1.json")):
+        articles = demo_tasks.intruder_articles(split)
+        with open(os.path.join(args.out, name), "w") as f:
+            json.dump({"version": "1.1", "data": articles}, f)
+    counts = demo_tasks.content_words()
+    articles = demo_tasks.intruder_articles("train")
+    first = {p["qas"][0]["id"]: next(w for w in p["context"].split() if w in counts)
+             for p in articles[0]["paragraphs"]}
+    print(f"wrote {args.out}/dev-v1.1.json ({len(first)} questions); first content word: "
+          f"{json.dumps(squad.score_v1(articles, first))}")
+
+
+if __name__ == "__main__":
+    main()
