@@ -167,7 +167,7 @@ def intruder_articles(split: str) -> list[dict[str, Any]]:
         rng = _rng("demo_intruder", split, n)
         d = n % len(docs)
         i = int(rng.integers(len(docs[d]) - 1))
-        while True:  # two sentences with a content word (nearly always the first pair)
+        while True:  # two sentences with a content word: nearly always the pair drawn
             words = [w for sentence in docs[d][i:i + 2] for w in sentence]
             where = [k for k, w in enumerate(words) if w in counts]
             if where:
