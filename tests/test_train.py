@@ -219,6 +219,21 @@ def test_a_model_vocabulary_larger_than_the_tokenizer_is_named(data, tmp_path, c
     out = capsys.readouterr().out
     assert "warning: model.vocab_size=30522, but the tokenizer of" in out
     assert out.index("warning: model.vocab_size") < out.index("train step 1")
+    assert "masking" not in out  # the config's masking is the data's
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"data.masking": "dynamic"}, "warning: data.masking=dynamic, but {path} was prepared "
+     "with static masking: its stored masks are used"),
+    ({"data.mask_strategy": "whole_word"}, "warning: {path} holds static masks made with "
+     "strategy=token, but data.mask_strategy=whole_word: the stored masks are used")])
+def test_a_config_whose_masking_the_data_overrules_is_told(data, tmp_path, capsys,
+                                                           override, needle):
+    c = trainlib.config("bert", data("bert"), **{"train.steps": 1,
+                                                 "train.checkpoint_every": 0, **override})
+    train_lib.train(c, str(tmp_path))
+    out = capsys.readouterr().out
+    assert needle.format(path=os.path.join(data("bert"), "manifest.json")) in out, out[:2000]
 
 
 def test_workdir_of_another_model_is_refused(data, tmp_path):

@@ -117,6 +117,36 @@ class CorpusTask(Task):
         if prepared != phase.options["max_seq_length"]:
             raise ValueError(f"{length_key}={phase.options['max_seq_length']}, but {path} was "
                              f"prepared at max_seq_length={prepared}")
+        self._check_masking(manifest, path)
+
+    def _check_masking(self, manifest: dict[str, Any], path: str) -> None:
+        """The data's masking is what trains (masks stored by `prepare data`, or drawn
+        while training with config.data's settings); a config that says otherwise is
+        told so, not silently overruled."""
+        from bertjax.data.from_config import masking_config
+
+        data = self.config.get("data")
+        if data is None or "masking" not in data:
+            return
+        if manifest["masking"] != data.masking:
+            used = ("its stored masks are used" if manifest["masking"] == "static" else
+                    "masks are drawn while training, by data.mask_strategy and the rest")
+            print(f"warning: data.masking={data.masking}, but {path} was prepared with "
+                  f"{manifest['masking']} masking: {used}", flush=True)
+            return
+        stored = manifest["settings"].get("masking_config")
+        if manifest["masking"] != "static" or not isinstance(stored, dict):
+            return
+        wanted = dataclasses.asdict(masking_config(self.config))
+        wanted.pop("max_predictions_per_seq", None)  # checked with the batches
+        differ = [k for k in sorted(wanted) if k in stored and stored[k] != wanted[k]]
+        if differ:
+            key = {"strategy": "mask_strategy", "budget": "mask_budget"}
+            print(f"warning: {path} holds static masks made with "
+                  + ", ".join(f"{k}={stored[k]}" for k in differ) + ", but "
+                  + ", ".join(f"data.{key.get(k, k)}={wanted[k]}" for k in differ)
+                  + ": the stored masks are used (prepare the data again to change them)",
+                  flush=True)
 
     def _pipeline(self, phase: Phase, split: str, start_step: int, repeat: bool) -> Any:
         from bertjax.data.from_config import masking_config
