@@ -138,16 +138,6 @@ def run_names(paths: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise ValueError(f"{path}: {e.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"data": {"dir": x}} -> {"data.dir": x}; lists and scalars are leaves."""
     out: dict[str, Any] = {}
@@ -162,7 +152,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _read_config(run: str) -> dict[str, Any]:
     path = os.path.join(run, "config.json")
-    config = _read_json(path)
+    config = fileio.read_json(path)
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object (the run's config)")
     return flatten(config)
@@ -261,7 +251,7 @@ def read_results(path: str) -> dict[tuple[str, str], Downstream]:
     name the file and the key."""
     if not os.path.exists(path):
         return {}
-    results = _read_json(path)
+    results = fileio.read_json(path)
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         raise ValueError(f"{path}: not a {RESULTS_FORMAT} file (\"format\" is missing or "
                          "different)")

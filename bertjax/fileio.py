@@ -8,6 +8,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -46,6 +47,18 @@ def replace_directory(src: str, dst: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(src, dst)
+
+
+def read_json(path: str) -> Any:
+    """The JSON at `path`; a missing or unreadable file, or one that is not JSON, is a
+    ValueError of one line naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 def write_json(path: str, obj: object) -> None:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import Any
 
 from absl import flags
 
+from bertjax import fileio
 from bertjax.commands import flags as common
 
 _TASK = flags.DEFINE_string("task", None, "squad_v1 | squad_v2 | a GLUE task name.")
@@ -29,28 +29,18 @@ _PREDICTIONS = flags.DEFINE_string("predictions", None, "The predictions file.")
 _NA_PROBS = flags.DEFINE_string("na_probs", None, "squad_v2: no-answer probabilities.")
 
 
-def _json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise FileNotFoundError(f"{path}: {e.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
 def _squad(version: str, gold: str, predictions: str, na_probs: str | None) -> dict:
     from bertjax.scoring import squad
 
-    dataset = _json(gold)
+    dataset = fileio.read_json(gold)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise ValueError(f"{gold}: not a SQuAD file (no \"data\" list)")
-    preds = _json(predictions)
+    preds = fileio.read_json(predictions)
     if not isinstance(preds, dict):
         raise ValueError(f"{predictions}: expected a JSON object of question id -> answer")
     if version == "squad_v1":
         return squad.score_v1(dataset["data"], preds)
-    probs = _json(na_probs) if na_probs else None
+    probs = fileio.read_json(na_probs) if na_probs else None
     return squad.score_v2(dataset["data"], preds, probs)
 
 
