@@ -52,16 +52,14 @@ def main() -> None:
     print(f"documents: {sum(map(len, docs.values()))}; sentences: {len(held)}, "
           f"{len(held & demo)} of them also in the demo corpus")
     os.makedirs(args.out, exist_ok=True)
-    for split, name in (("train", "dev-v1.1.json"), ("validation", "train-v1.1.json")):
-        articles = demo_tasks.intruder_articles(split)
+    dev = demo_tasks.intruder_articles("train")
+    for articles, name in ((dev, "dev-v1.1.json"),
+                           (demo_tasks.intruder_articles("validation"), "train-v1.1.json")):
         with open(os.path.join(args.out, name), "w") as f:
             json.dump({"version": "1.1", "data": articles}, f)
-    counts = demo_tasks.content_words()
-    articles = demo_tasks.intruder_articles("train")
-    first = {p["qas"][0]["id"]: next(w for w in p["context"].split() if w in counts)
-             for p in articles[0]["paragraphs"]}
+    first = demo_tasks.first_content_words(dev)
     print(f"wrote {args.out}/dev-v1.1.json ({len(first)} questions); first content word: "
-          f"{json.dumps(squad.score_v1(articles, first))}")
+          f"{json.dumps(squad.score_v1(dev, first))}")
 
 
 if __name__ == "__main__":

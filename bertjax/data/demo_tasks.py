@@ -194,6 +194,14 @@ def intruder_articles(split: str) -> list[dict[str, Any]]:
     return [{"title": "demo_intruder", "paragraphs": paragraphs}]
 
 
+def first_content_words(articles: list[dict[str, Any]]) -> dict[str, str]:
+    """demo_intruder's trivial predictions: question id -> its context's first content
+    word (`content_words`)."""
+    counts = content_words()
+    return {p["qas"][0]["id"]: next(w for w in p["context"].split() if w in counts)
+            for p in articles[0]["paragraphs"]}
+
+
 def majority_baseline(task: str) -> dict[str, float]:
     """The validation score of a trivial predictor: the majority class (demo_next), all
     O (demo_boundary), the first content word (demo_intruder)."""
@@ -209,10 +217,7 @@ def majority_baseline(task: str) -> dict[str, float]:
         return {"f1": entities.score(gold, [["O"] * len(t) for t in gold])["f1"]}
     if task == "demo_intruder":
         articles = intruder_articles(split)
-        counts = content_words()
-        first = {p["qas"][0]["id"]: next(w for w in p["context"].split() if w in counts)
-                 for p in articles[0]["paragraphs"]}
-        return squad.score_v1(articles, first)
+        return squad.score_v1(articles, first_content_words(articles))
     raise ValueError(f"{task!r}: expected one of {', '.join(TASKS)}")
 
 
