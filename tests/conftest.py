@@ -4,6 +4,9 @@ import os
 import shutil
 import tempfile
 
+import gcs  # sets the Cloud Storage emulator's variables before any client is imported
+import pytest
+
 # XLA's CPU backend spends most of a tiny model's test time in LLVM optimisation;
 # level 0 halves compile times and leaves the arithmetic IEEE-exact as before.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
@@ -23,7 +26,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 
+@pytest.fixture
+def bucket() -> str:
+    """gs://NAME: a new, empty bucket on the local Cloud Storage emulator (tests/gcs.py)."""
+    return gcs.bucket()
+
+
 def pytest_sessionfinish(session, exitstatus):
     del session, exitstatus
+    gcs.stop()
     if _CACHE:
         shutil.rmtree(_CACHE, ignore_errors=True)

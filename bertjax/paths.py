@@ -1,0 +1,473 @@
+"""One path layer for every file bertjax reads or writes outside Orbax: local paths and
+object-store URLs (`gs://bucket/...`; any fsspec URL whose filesystem is installed, e.g.
+`s3://` with s3fs) behind the same functions.
+
+Local paths go straight to `os`/`open`; URLs go through fsspec (gcsfs for gs://). Orbax
+keeps its own I/O: TensorStore for arrays, etils `epath` for its small files, which
+bertjax points at fsspec too (`EPATH_USE_TF=false`, set in bertjax/__init__.py), so one
+client and one set of credentials serve every gs:// access; TensorStore follows
+`TENSORSTORE_GCS_HTTP_URL` where the tests use a local emulator.
+
+Atomic publishing. A local output is built under a temporary sibling name and renamed
+when complete. Object stores have no rename, so there:
+- a single file is uploaded as one object (`write_bytes`, `upload`): Cloud Storage makes
+  an object visible only once its upload has finished, so a reader sees the old object,
+  the new one, or none, never a part;
+- a directory is built in a local temporary directory and uploaded file by file, its
+  *marker* file last (`atomic_directory(path, marker=...)`): config.json for a model
+  directory or an export, manifest.json for prepared data. Replacing an existing
+  directory deletes its marker first. Readers treat a directory without its marker as
+  unfinished (a model directory without config.json is "not a bertjax model"; prepared
+  data without manifest.json is "not prepared"), so an interrupted upload never reads as
+  complete.
+
+Errors on URLs come out as OSError naming the path and the operation, so that commands
+print them on one line; gcsfs retries transient errors (HTTP 429/5xx, dropped
+connections) itself before giving up.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+_CHUNK = 1 << 24  # bytes read at a time when hashing or copying
+
+
+def is_remote(path: str) -> bool:
+    """True for a URL with a scheme (gs://, s3://, memory://), False for a local path."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def _local(path: str) -> str:
+    path = os.fspath(path)
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+@functools.cache
+def _filesystem(protocol: str) -> Any:
+    import fsspec
+
+    if protocol in ("gs", "gcs"):
+        import logging
+
+        # gcsfs asks the storage-control API for the bucket's layout and warns when it
+        # cannot (no credentials for that API, an emulator); it then works as usual.
+        logging.getLogger("gcsfs").setLevel(logging.ERROR)
+    try:
+        return fsspec.filesystem(protocol)
+    except (ImportError, ValueError) as e:
+        raise OSError(f"no filesystem for {protocol}:// URLs ({e}); for gs:// install "
+                      "gcsfs (requirements.txt)") from None
+
+
+def _fs(path: str) -> tuple[Any, str]:
+    """(fsspec filesystem, the path as that filesystem names it) for a URL."""
+    protocol = str(path).split("://", 1)[0]
+    return _filesystem(protocol), str(path)
+
+
+def _error(path: str, op: str, e: BaseException) -> OSError:
+    """An OSError whose one line is "PATH: OP failed (what the store said)"."""
+    if isinstance(e, FileNotFoundError):
+        return FileNotFoundError(2, f"{op}: no such file or directory", path)
+    if isinstance(e, PermissionError):
+        return PermissionError(13, f"{op}: permission denied ({_words(e)})", path)
+    return OSError(5, f"{op} failed ({_words(e)})", path)
+
+
+def _words(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:300]
+
+
+@contextlib.contextmanager
+def _remote(path: str, op: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        if getattr(e, "filename", None) == path:
+            raise
+        raise _error(path, op, e) from None
+    except Exception as e:  # noqa: BLE001 -- aiohttp, google-auth, HttpError ...
+        raise _error(path, op, e) from None
+
+
+# --- names ---------------------------------------------------------------------------
+
+
+def join(path: str, *parts: str) -> str:
+    """os.path.join for local paths, '/'-joined for URLs."""
+    if is_remote(path):
+        return posixpath.join(str(path), *parts)
+    return os.path.join(path, *parts)
+
+
+def dirname(path: str) -> str:
+    if is_remote(path):
+        scheme, rest = str(path).rstrip("/").split("://", 1)
+        head = posixpath.dirname(rest)
+        return f"{scheme}://{head}" if head else f"{scheme}://{rest}"
+    return os.path.dirname(path)
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(str(path).rstrip("/")) if is_remote(path) else \
+        os.path.basename(path)
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute; a URL as it is."""
+    return str(path).rstrip("/") if is_remote(path) else os.path.abspath(_local(path))
+
+
+def relative(path: str, start: str) -> str:
+    """`path` relative to `start` (both local, or both URLs)."""
+    if is_remote(path):
+        return posixpath.relpath(str(path).split("://", 1)[1], str(start).split("://", 1)[1])
+    return os.path.relpath(path, start)
+
+
+# --- queries -------------------------------------------------------------------------
+
+
+def exists(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.exists(_local(path))
+    fs, p = _fs(path)
+    with _remote(path, "stat"):
+        return bool(fs.exists(p))
+
+
+def isdir(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.isdir(_local(path))
+    fs, p = _fs(path)
+    with _remote(path, "stat"):
+        return bool(fs.isdir(p))
+
+
+def isfile(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.isfile(_local(path))
+    fs, p = _fs(path)
+    with _remote(path, "stat"):
+        return bool(fs.isfile(p))
+
+
+def getsize(path: str) -> int:
+    if not is_remote(path):
+        return os.path.getsize(_local(path))
+    fs, p = _fs(path)
+    with _remote(path, "stat"):
+        return int(fs.size(p))
+
+
+def listdir(path: str) -> list[str]:
+    """The names in directory `path`, sorted."""
+    if not is_remote(path):
+        return sorted(os.listdir(_local(path)))
+    fs, p = _fs(path)
+    with _remote(path, "list"):
+        if not fs.isdir(p):
+            raise FileNotFoundError(path)
+        return sorted({posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False)
+                       if e.rstrip("/") != p.split("://", 1)[-1].rstrip("/")})
+
+
+def walk_files(path: str) -> list[str]:
+    """Every file under directory `path`, as sorted '/'-separated relative names."""
+    if not is_remote(path):
+        root = _local(path)
+        out = []
+        for d, dirs, files in os.walk(root):
+            dirs.sort()
+            out += [os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
+                    for f in files]
+        return sorted(out)
+    fs, p = _fs(path)
+    with _remote(path, "list"):
+        base = p.split("://", 1)[-1].rstrip("/") + "/"
+        return sorted(f.split("://", 1)[-1][len(base):] for f in fs.find(p))
+
+
+def glob(pattern: str) -> list[str]:
+    """Paths matching `pattern` (`*`, `?`, `[...]`, `**`), sorted; URLs keep their scheme."""
+    if not is_remote(pattern):
+        import glob as globlib
+
+        return sorted(globlib.glob(os.path.expanduser(_local(pattern)), recursive=True))
+    fs, p = _fs(pattern)
+    scheme = str(pattern).split("://", 1)[0]
+    with _remote(pattern, "list"):
+        return sorted(f"{scheme}://{m.split('://', 1)[-1]}" for m in fs.glob(p))
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def open(path: str, mode: str = "r", **kwargs: Any) -> IO[Any]:  # noqa: A001
+    """A file object for reading (`r`, `rb`) from a local path or URL. Writing goes
+    through `write_bytes`/`write_text`/`atomic_directory`, which publish atomically."""
+    if any(c in mode for c in "wax+"):
+        raise ValueError(f"paths.open is for reading; write {path} with write_bytes, "
+                         "write_text or atomic_directory")
+    if not is_remote(path):
+        return builtins.open(_local(path), mode, **kwargs)
+    fs, p = _fs(path)
+    with _remote(path, "open"):
+        if "b" in mode:
+            return fs.open(p, "rb")
+        return fs.open(p, "rt", encoding=kwargs.get("encoding", "utf-8"),
+                       errors=kwargs.get("errors"), newline=kwargs.get("newline"))
+
+
+def read_bytes(path: str) -> bytes:
+    if not is_remote(path):
+        with builtins.open(_local(path), "rb") as f:
+            return f.read()
+    fs, p = _fs(path)
+    with _remote(path, "read"):
+        return fs.cat_file(p)
+
+
+def read_text(path: str) -> str:
+    """The file's text, UTF-8; a file that is not UTF-8 is a ValueError naming it."""
+    raw = read_bytes(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def read_json(path: str) -> Any:
+    """The JSON at `path`; a missing or unreadable file, or one that is not JSON, is a
+    ValueError of one line naming it."""
+    try:
+        text = read_text(path)
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror or _words(e)}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def sha256(path: str) -> str:
+    """The sha256 hex digest of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(path: str, local: str) -> None:
+    """Copies file or directory `path` (local or URL) to the local path `local`."""
+    if not is_remote(path):
+        src = _local(path)
+        if os.path.isdir(src):
+            shutil.copytree(src, local)
+        else:
+            shutil.copyfile(src, local)
+        return
+    fs, p = _fs(path)
+    with _remote(path, "download"):
+        if fs.isdir(p):
+            os.makedirs(local, exist_ok=True)
+            for name in walk_files(path):
+                target = os.path.join(local, *name.split("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                fs.get_file(posixpath.join(p, name), target)
+        else:
+            fs.get_file(p, local)
+
+
+@contextlib.contextmanager
+def local_copy(path: str) -> Iterator[str]:
+    """A local path holding what `path` holds: `path` itself when it is local, else a
+    temporary download of the file or directory, removed afterwards (for readers that
+    need local files: tokenizers, safetensors, TensorFlow's checkpoint reader)."""
+    if not is_remote(path):
+        yield _local(path)
+        return
+    tmp = tempfile.mkdtemp(prefix="bertjax-")
+    try:
+        target = os.path.join(tmp, basename(path) or "data")
+        download(path, target)
+        yield target
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- writing -------------------------------------------------------------------------
+
+
+def makedirs(path: str) -> None:
+    """Creates a local directory and its parents; URLs need none (object stores have no
+    directories), so nothing happens there."""
+    if not is_remote(path):
+        os.makedirs(_local(path), exist_ok=True)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """`data` at `path`, published atomically: a local temporary sibling renamed into
+    place, or one object upload."""
+    if is_remote(path):
+        fs, p = _fs(path)
+        with _remote(path, "write"):
+            fs.pipe_file(p, data)
+        return
+    path = _local(path)
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        with builtins.open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str, obj: object) -> None:
+    """`obj` as indented JSON at `path`, published atomically."""
+    write_text(path, json.dumps(obj, indent=2))
+
+
+def upload(local: str, path: str) -> None:
+    """Publishes the finished local file `local` at `path`: one object upload, or a
+    rename when `path` is local (same filesystem) and a copy + rename otherwise."""
+    if is_remote(path):
+        fs, p = _fs(path)
+        with _remote(path, "upload"):
+            fs.put_file(local, p)
+        return
+    path = _local(path)
+    try:
+        os.replace(local, path)
+    except OSError:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, path)
+
+
+def remove(path: str) -> None:
+    """Removes a file; a missing one is not an error."""
+    if not is_remote(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(_local(path))
+        return
+    fs, p = _fs(path)
+    with _remote(path, "delete"):
+        if fs.exists(p):
+            fs.rm_file(p)
+
+
+def rmtree(path: str) -> None:
+    """Removes a directory and everything in it; a missing one is not an error."""
+    if not is_remote(path):
+        shutil.rmtree(_local(path), ignore_errors=True)
+        return
+    fs, p = _fs(path)
+    with _remote(path, "delete"):
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+
+
+def move(src: str, dst: str) -> None:
+    """Moves file or directory `src` to `dst` (a rename locally; copy then delete on an
+    object store, where it is not atomic: used only to move damaged data aside)."""
+    if not is_remote(src) and not is_remote(dst):
+        os.makedirs(os.path.dirname(_local(dst)) or ".", exist_ok=True)
+        shutil.move(_local(src), _local(dst))
+        return
+    if is_remote(src) != is_remote(dst):
+        raise ValueError(f"cannot move {src} to {dst}: one is local, the other a URL")
+    fs, p = _fs(src)
+    with _remote(src, f"move to {dst}"):
+        fs.mv(p, _fs(dst)[1], recursive=True)
+
+
+def replace_directory(src: str, dst: str) -> None:
+    """Renames finished local directory `src` to `dst`, replacing an existing `dst`: the
+    old one is moved aside first, so at every moment `dst` is complete, old or new."""
+    if os.path.exists(dst):
+        old = f"{src}.old"
+        os.rename(dst, old)
+        os.rename(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(src, dst)
+
+
+def publish_directory(local: str, path: str, marker: str) -> None:
+    """Uploads the finished local directory `local` to the URL `path`: every file but
+    `marker` first, `marker` (a name relative to the directory) last. An existing
+    directory at `path` loses its marker before anything else changes."""
+    fs, p = _fs(path)
+    names = walk_files(local)
+    if marker not in names:
+        raise ValueError(f"{local}: has no {marker} to publish last")
+    with _remote(path, "publish"):
+        if fs.exists(posixpath.join(p, marker)):
+            fs.rm_file(posixpath.join(p, marker))
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+        for name in [n for n in names if n != marker] + [marker]:
+            fs.put_file(os.path.join(local, *name.split("/")), posixpath.join(p, name))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str, overwrite: bool = False, marker: str = "config.json"
+                     ) -> Iterator[str]:
+    """Yields a local temporary directory to fill; publishes it at `path` on success.
+
+    Local `path`: a temporary sibling renamed into place (`replace_directory`). URL: the
+    files are uploaded with `marker` last (`publish_directory`). On any exception nothing
+    is published and `path` is untouched. An existing `path` is an error unless
+    `overwrite` is set.
+    """
+    remote = is_remote(path)
+    path = absolute(path)
+    if exists(path) and not overwrite:
+        raise FileExistsError(17, "already exists (pass --overwrite to replace it)", path)
+    if remote:
+        tmp = tempfile.mkdtemp(prefix="bertjax-publish-")
+    else:
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+        os.makedirs(tmp)
+    try:
+        yield tmp
+        if remote:
+            publish_directory(tmp, path, marker)
+        else:
+            replace_directory(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The process umask (os.umask can only be read by setting it: once, at import).
+_UMASK = _read_umask()
