@@ -1,14 +1,4 @@
-"""bertjax checkpoints on disk.
-
-A *model directory* is what `import`, `init` and `train` write, `export` and
-`fill_mask` read and `config.init_from` starts training from (bertjax/pretrained.py):
-
-  CKPT/config.json   {"format": "bertjax-model", "version": 1, "model": {...ModelConfig},
-                     "params_sha256": digest of params/ (`params_digest`)};
-                     model.heads says which heads the parameters hold
-  CKPT/params/       Orbax checkpoint of the parameter tree (loop or scan layout, as
-                     `model.scan_layers` says)
-  CKPT/tokenizer/    tokenizer files (tokenizer.json, tokenizer_config.json, legacy files)
+"""Training checkpoints (model directories: bertjax/modeldir.py).
 
 A *training checkpoint* is one step of WORKDIR/checkpoints, an Orbax
 `CheckpointManager` directory (`TrainCheckpoints`):
@@ -17,8 +7,13 @@ A *training checkpoint* is one step of WORKDIR/checkpoints, an Orbax
                                       optimizer state, step, skip counters
   WORKDIR/checkpoints/<step>/data/    JSON: the data position {"phase", "pipeline"}
   WORKDIR/checkpoints/<step>/meta/    JSON: the model config, to refuse a mismatched
-                                      resume, and `state_digest`: per state leaf, a
-                                      fingerprint of its bits taken when it was saved
+                                      resume; `state_digest`: per state leaf, a
+                                      fingerprint of its bits taken when it was saved;
+                                      the task's record of its data ("data": each
+                                      phase's path and manifest digest)
+
+WORKDIR may be a gs:// URL: Orbax writes there itself (TensorStore for arrays, etils
+epath over fsspec for its small files), and the rest goes through bertjax/paths.py.
 
 Orbax writes a step under a temporary name and renames it when every item (and, on
 several hosts, every host) is done, so an interrupted save never looks like a
@@ -36,13 +31,11 @@ step a run resumed from, so a good checkpoint survives until a newer one was wri
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
 import os
 import re
-import shutil
 import sys
 import threading
 import time
@@ -53,46 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertjax import paths
 from bertjax.errors import one_line
-from bertjax.fileio import atomic_directory
-from bertjax.models.config import ModelConfig
-
-FORMAT = "bertjax-model"
-VERSION = 1
-
-
-def save_model_dir(path: str, cfg: ModelConfig, params: Any, tokenizer: Any = None,
-                   overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
-    """Writes a model directory atomically (see module docstring)."""
-    import orbax.checkpoint as ocp
-
-    with atomic_directory(path, overwrite=overwrite) as tmp:
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(os.path.join(tmp, "params"), params)
-        checkpointer.wait_until_finished()
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump({"format": FORMAT, "version": VERSION, "model": cfg.to_dict(),
-                       "params_sha256": params_digest(os.path.join(tmp, "params")),
-                       **(extra or {})}, f, indent=2)
-        if tokenizer is not None:
-            tokenizer.save(os.path.join(tmp, "tokenizer"))
-
-
-def params_digest(params_path: str) -> str:
-    """sha256 over every file of a params/ directory (relative names and bytes, in
-    sorted order): what a model directory's config.json records and `load_model_dir`
-    checks."""
-    h = hashlib.sha256()
-    for root, dirs, files in os.walk(params_path):
-        dirs.sort()
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            h.update(os.path.relpath(full, params_path).encode() + b"\0")
-            with open(full, "rb") as f:
-                for block in iter(lambda: f.read(1 << 24), b""):
-                    h.update(block)
-            h.update(b"\0")
-    return h.hexdigest()
 
 
 def read_error(e: BaseException) -> str:
@@ -124,121 +79,6 @@ def quiet_read(fn: Any, *args: Any, **kwargs: Any) -> Any:
             raise
     sys.stderr.write(held.getvalue())
     return out
-
-
-def read_model_config(path: str) -> tuple[ModelConfig, dict[str, Any]]:
-    """The ModelConfig of a model directory and the whole config.json content."""
-    config_path = os.path.join(path, "config.json")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint directory")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{config_path}: missing; is {path} a bertjax checkpoint "
-                                "(written by `python -m bertjax import`)?")
-    try:
-        with open(config_path) as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_path}: not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: format is {meta.get('format')!r}, not {FORMAT!r}")
-    try:
-        cfg = ModelConfig.from_dict(meta["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{config_path}: {e}") from None
-    return cfg, meta
-
-
-def load_model_dir(path: str, cfg: ModelConfig | None = None) -> tuple[ModelConfig, Any]:
-    """Reads (cfg, params as numpy arrays) from a model directory.
-
-    If `cfg` is given, its layout (scan or loop) is used: params are restacked as
-    needed, so a checkpoint written with scan_layers=True serves a loop model.
-    """
-    import orbax.checkpoint as ocp
-
-    from bertjax.models.layers import stack_layers, unstack_layers
-
-    saved_cfg, meta = read_model_config(path)
-    params_path = os.path.abspath(os.path.join(path, "params"))
-    if not os.path.isdir(params_path):
-        raise FileNotFoundError(f"{params_path}: missing")
-    recorded = meta.get("params_sha256")  # absent in directories written before 2026-12-03
-    if recorded is not None and params_digest(params_path) != recorded:
-        raise ValueError(f"{params_path}: its files differ from what "
-                         f"{os.path.join(path, 'config.json')} recorded (params_sha256); "
-                         "the directory is damaged")
-    try:
-        params = quiet_read(ocp.StandardCheckpointer().restore, params_path)
-    except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore errors of every kind
-        raise ValueError(f"{params_path}: cannot be read ({read_error(e)})") from None
-    params = _before_heads(jax.tree_util.tree_map(np.asarray, params))
-    check_params(params, saved_cfg, params_path)
-    cfg = cfg or saved_cfg
-    if cfg.scan_layers != saved_cfg.scan_layers:
-        params = stack_layers(params) if cfg.scan_layers else unstack_layers(params)
-    return cfg, params
-
-
-def check_params(params: Any, cfg: ModelConfig, where: str) -> None:
-    """ValueError naming the tensor when `params` are not the parameters of `cfg`
-    (a missing, extra or differently shaped tensor) or hold NaN or Inf."""
-    import flax
-
-    from bertjax.models import build, init_params
-
-    def flat(tree: Any) -> dict[str, Any]:
-        return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
-                for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-    want = flat(jax.eval_shape(lambda: flax.linen.unbox(init_params(build(cfg)))))
-    have = flat(params)
-    fields = "model.heads and sizes in config.json"
-    for name in sorted(set(want) - set(have)):
-        raise ValueError(f"{where}: no tensor {name}, which {fields} call for")
-    for name in sorted(set(have) - set(want)):
-        raise ValueError(f"{where}: tensor {name} is not a parameter of the model "
-                         f"{fields} describe")
-    for name, leaf in have.items():
-        if tuple(leaf.shape) != tuple(want[name].shape):
-            raise ValueError(f"{where}: {name} has shape {tuple(leaf.shape)}, but {fields} "
-                             f"call for {tuple(want[name].shape)}")
-        if not np.all(np.isfinite(leaf)):
-            bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(leaf)))
-            raise ValueError(f"{where}: {name} holds {bad} NaN or Inf values")
-
-
-def _before_heads(params: dict[str, Any]) -> dict[str, Any]:
-    """ELECTRA model directories written before models were encoder + named heads kept
-    the towers at the top level; their values are the same under today's names."""
-    if "discriminator_head" not in params:
-        return params
-    renamed = {k: v for k, v in params.items()
-               if k not in ("discriminator", "discriminator_head", "generator",
-                            "generator_head")}
-    return {**renamed, "encoder": params["discriminator"],
-            "discriminator": params["discriminator_head"],
-            "generator": {"encoder": params["generator"], "mlm": params["generator_head"]}}
-
-
-def architecture(cfg: ModelConfig) -> dict[str, Any]:
-    """The fields of `cfg` that define the function (not how it is computed)."""
-    d = cfg.to_dict()
-    for key in ("dtype", "param_dtype", "scan_layers", "remat", "attention", "dropout_rate",
-                "attention_dropout_rate", "classifier_dropout_rate"):
-        d.pop(key)
-    return d
-
-
-def architecture_diff(cfg: ModelConfig, saved: ModelConfig) -> list[str]:
-    """The architecture fields (`architecture`) in which `saved` differs from `cfg`, sorted."""
-    mine, theirs = architecture(cfg), architecture(saved)
-    return sorted(k for k in mine if mine[k] != theirs.get(k))
-
-
-def tokenizer_dir(path: str) -> str | None:
-    """The tokenizer folder of a model directory, or None if it has none."""
-    d = os.path.join(path, "tokenizer")
-    return d if os.path.isdir(d) else None
 
 
 # --- training checkpoints --------------------------------------------------------------
@@ -374,12 +214,13 @@ class _HeldBackgroundOutput(logging.Filter):
             sys.stderr.write(text)
         elif text:
             try:
-                os.makedirs(os.path.dirname(into), exist_ok=True)
-                with open(into, "a") as f:
-                    f.write(text)
-            except OSError:  # the disk that failed the save may be full
+                if not paths.is_remote(into):
+                    os.makedirs(os.path.dirname(into), exist_ok=True)
+                previous = paths.read_text(into) if paths.exists(into) else ""
+                paths.write_text(into, previous + text)
+            except (OSError, ValueError):  # the disk that failed the save may be full
                 with contextlib.suppress(OSError):
-                    os.remove(into)
+                    paths.remove(into)
 
 
 class TrainCheckpoints:
@@ -397,7 +238,7 @@ class TrainCheckpoints:
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
-        self.directory = os.path.abspath(directory)
+        self.directory = paths.absolute(directory)
         self._keep = _KeepLatestAndResumed(max_to_keep)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=self._keep, create=True, cleanup_tmp_directories=True,
@@ -416,7 +257,7 @@ class TrainCheckpoints:
         return sorted(self._manager.all_steps())
 
     def step_dir(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
+        return paths.join(self.directory, str(step))
 
     def save(self, step: int, state: Any, data: Mapping[str, Any],
              meta: Mapping[str, Any]) -> None:
@@ -462,7 +303,7 @@ class TrainCheckpoints:
             self._manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 -- what the background write raised
             self._fail(e)
-        if not os.path.isdir(self.step_dir(self._pending)):  # not committed, no error seen
+        if not paths.isdir(self.step_dir(self._pending)):  # not committed, no error seen
             self._fail(RuntimeError("the checkpoint was not committed"))
         self._pending = None
         self._output.stop()
@@ -470,7 +311,7 @@ class TrainCheckpoints:
     def _fail(self, e: BaseException) -> None:
         step, self._pending = self._pending, None
         self._join_failed_writes()
-        self._output.stop(into=os.path.join(os.path.dirname(self.directory), "logs",
+        self._output.stop(into=paths.join(paths.dirname(self.directory), "logs",
                                             f"save_error_{step}.log"))
         raise SaveError(f"checkpoint {step} could not be written ({_save_error_words(e)})"
                         ) from None
@@ -500,17 +341,18 @@ class TrainCheckpoints:
 
     def verify(self, state: Any, meta: Mapping[str, Any]) -> str | None:
         """What is wrong with a restored state, in words, or None: every leaf's
-        fingerprint against the `state_digest` recorded at save (checkpoints written
-        before 2026-12-03 have none), then every value finite."""
-        finite, fingerprints = self._check(state)
+        fingerprint against the `state_digest` recorded at save (required: a checkpoint
+        without one cannot be verified), then every value finite."""
         recorded = meta.get("state_digest")
-        if recorded is not None:
-            now = _digest(fingerprints)
-            bad = sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
-            if bad:
-                more = f" (as do {len(bad) - 1} more)" if len(bad) > 1 else ""
-                return (f"state leaf {bad[0]} differs from the digest recorded when it was "
-                        f"saved{more}")
+        if not isinstance(recorded, Mapping):
+            return "its meta records no state_digest, so it cannot be verified"
+        finite, fingerprints = self._check(state)
+        now = _digest(fingerprints)
+        bad = sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
+        if bad:
+            more = f" (as do {len(bad) - 1} more)" if len(bad) > 1 else ""
+            return (f"state leaf {bad[0]} differs from the digest recorded when it was "
+                    f"saved{more}")
         if not bool(finite):
             return "the state holds NaN or Inf values"
         return None
@@ -522,14 +364,13 @@ class TrainCheckpoints:
     def move_aside(self, step: int) -> str:
         """Moves step `step` to WORKDIR/damaged_checkpoints/ (every host calls it; the
         first one moves); returns where it went."""
-        dest_dir = os.path.join(os.path.dirname(self.directory), DAMAGED)
-        dest, n = os.path.join(dest_dir, str(step)), 1
-        while os.path.exists(dest):
+        dest_dir = paths.join(paths.dirname(self.directory), DAMAGED)
+        dest, n = paths.join(dest_dir, str(step)), 1
+        while paths.exists(dest):
             n += 1
-            dest = os.path.join(dest_dir, f"{step}-{n}")
+            dest = paths.join(dest_dir, f"{step}-{n}")
         if jax.process_index() == 0:
-            os.makedirs(dest_dir, exist_ok=True)
-            shutil.move(self.step_dir(step), dest)
+            paths.move(self.step_dir(step), dest)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
@@ -541,12 +382,11 @@ class TrainCheckpoints:
         """What is wrong with the files a committed step must have (missing, or JSON
         that does not parse), in words naming the file; None if nothing."""
         for name in ("meta/metadata", "data/metadata", "state/_METADATA"):
-            path = os.path.join(self.step_dir(step), name)
-            if not os.path.isfile(path):
+            path = paths.join(self.step_dir(step), name)
+            if not paths.isfile(path):
                 return f"{path} is missing"
             try:
-                with open(path, "rb") as f:
-                    json.load(f)
+                json.loads(paths.read_bytes(path))
             except (ValueError, OSError) as e:
                 return f"{path} cannot be read ({one_line(e)})"
         return None

@@ -17,8 +17,11 @@ where none is published (CPU), from a measured matmul.
 from __future__ import annotations
 
 import math
+import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Mapping, Sequence
@@ -27,6 +30,8 @@ from typing import Any, NamedTuple, TextIO
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bertjax import paths
 
 # --------------------------------------------------------------------------- means
 
@@ -118,7 +123,9 @@ class MetricWriter:
 
     Args:
       logdir: directory for the event files (created if missing); None logs to the
-        stream only.
+        stream only. A gs:// URL: the events are written to a local temporary directory
+        and each event file is uploaded whole at every `flush` and at `close` (an object
+        store cannot append; TensorFlow's GCS writer does the same).
       enabled: False on non-chief hosts (`jax.process_index() != 0`): nothing is
         written or printed, so a pod logs each step once.
       stream: where the line goes; sys.stdout (as it is at write time) when None.
@@ -131,9 +138,12 @@ class MetricWriter:
         self._stream = stream
         self._writer = None
         self._closed = False
+        self._staging: str | None = None  # local directory of a gs:// logdir's events
         if enabled and logdir is not None:
             writer_cls, self._event_pb2, self._summary_pb2 = _tensorboard()
-            self._writer = writer_cls(logdir)
+            if paths.is_remote(logdir):
+                self._staging = tempfile.mkdtemp(prefix="bertjax-events-")
+            self._writer = writer_cls(self._staging or logdir)
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any], prefix: str = "train") -> None:
         """Logs `scalars` at `step`: TensorBoard tags `{prefix}/{name}` and one printed line.
@@ -166,13 +176,24 @@ class MetricWriter:
             return
         if self._writer is not None:
             self._writer.flush()
+            self._upload()
         (self._stream or sys.stdout).flush()
+
+    def _upload(self) -> None:
+        if self._staging is not None:
+            for name in os.listdir(self._staging):
+                paths.upload(os.path.join(self._staging, name),
+                                  paths.join(self.logdir, name))
 
     def close(self) -> None:
         """Flushes and closes the event file; safe to call twice."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            self._upload()
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
         self._closed = True
 
     def __enter__(self) -> MetricWriter:

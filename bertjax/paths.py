@@ -333,11 +333,18 @@ def write_bytes(path: str, data: bytes) -> None:
     try:
         with builtins.open(tmp, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        apply_umask(tmp)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+
+
+def apply_umask(path: str) -> None:
+    """Gives local file `path` the mode a plain `open` would (0666 less the umask):
+    libraries that create files 0600 would otherwise lock teammates out of shared
+    storage."""
+    os.chmod(path, 0o666 & ~_UMASK)
 
 
 def write_text(path: str, text: str) -> None:
@@ -350,20 +357,21 @@ def write_json(path: str, obj: object) -> None:
 
 
 def upload(local: str, path: str) -> None:
-    """Publishes the finished local file `local` at `path`: one object upload, or a
-    rename when `path` is local (same filesystem) and a copy + rename otherwise."""
+    """Publishes a copy of the finished local file `local` at `path` (local or URL),
+    atomically: one object upload, or a copy renamed into place."""
     if is_remote(path):
         fs, p = _fs(path)
         with _remote(path, "upload"):
             fs.put_file(local, p)
         return
     path = _local(path)
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     try:
-        os.replace(local, path)
-    except OSError:
-        tmp = f"{path}.tmp-{os.getpid()}"
         shutil.copyfile(local, tmp)
         os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
 
 
 def remove(path: str) -> None:

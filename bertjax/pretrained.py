@@ -16,14 +16,13 @@ every module (a distillation teacher).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
-from bertjax import checkpoint
+from bertjax import modeldir, paths
 from bertjax.models.config import ModelConfig
 
 ENCODER = ("embeddings", "encoder")
@@ -38,26 +37,27 @@ def read(path: str, key: str, scan_layers: bool = False) -> tuple[ModelConfig, A
     directory" or "transformers directory"); `key` names the config key that gave `path`."""
     from bertjax.convert.hfdir import is_hf_dir, read_hf_dir
 
-    if not os.path.isdir(path):
+    if not paths.isdir(path):
         raise FileNotFoundError(f"{key}={path}: no such directory")
     if is_hf_dir(path):
-        cfg, params, _ = read_hf_dir(path, scan_layers)
+        with paths.local_copy(path) as local:
+            cfg, params, _ = read_hf_dir(local, scan_layers)
         return cfg, params, "transformers directory"
-    saved, _ = checkpoint.read_model_config(path)
-    _, params = checkpoint.load_model_dir(path, saved.replace(scan_layers=scan_layers))
+    saved, _ = modeldir.read_config(path)
+    _, params = modeldir.load(path, saved.replace(scan_layers=scan_layers))
     return saved, params, "bertjax model directory"
 
 
 def encoder_diff(cfg: ModelConfig, saved: ModelConfig) -> list[str]:
     """The architecture fields of the encoder in which `saved` differs from `cfg`."""
-    mine, theirs = checkpoint.architecture(cfg), checkpoint.architecture(saved)
+    mine, theirs = modeldir.architecture(cfg), modeldir.architecture(saved)
     return sorted(k for k in mine if k not in _NOT_ENCODER and mine[k] != theirs.get(k))
 
 
 def _check_encoder(cfg: ModelConfig, saved: ModelConfig, key: str, path: str) -> None:
     diff = encoder_diff(cfg, saved)
     if diff:
-        mine, theirs = checkpoint.architecture(cfg), checkpoint.architecture(saved)
+        mine, theirs = modeldir.architecture(cfg), modeldir.architecture(saved)
         raise ValueError(f"{key}={path}: its model differs from the config in "
                          + ", ".join(f"{k} ({theirs.get(k)!r} vs {mine[k]!r})" for k in diff))
 
@@ -112,7 +112,7 @@ def load_into(path: str, cfg: ModelConfig, fresh: Mapping[str, Any], key: str
     except ValueError as e:
         raise ValueError(f"{key}={path}: {e}") from None
     heads = ", ".join(saved.heads) or "no heads"
-    return fitted, rows, f"{os.path.abspath(path)} ({kind}, {saved.family} with {heads})"
+    return fitted, rows, f"{paths.absolute(path)} ({kind}, {saved.family} with {heads})"
 
 
 def load_exact(path: str, cfg: ModelConfig, key: str) -> Any:

@@ -39,7 +39,6 @@ Nothing here imports TensorFlow except the input pipeline (bertjax.data).
 from __future__ import annotations
 
 import functools
-import os
 import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -47,11 +46,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import aot, checkpoint, experiment, pretrained, sharding, steps
+from bertjax import checkpoint, experiment, modeldir, paths, pretrained, sharding, steps
 from bertjax.metrics import MetricWriter, Throughput, combine, resolve_peak_flops
 from bertjax.models import ModelConfig
 from bertjax.models.registry import family
 from bertjax.tasks.base import Context, Phase
+from bertjax.tools import aot
 
 
 class TrainingError(ValueError):
@@ -140,13 +140,13 @@ class Trainer:
         self.compiled = (aot.check_phases(s, self.phases, self.aux_params, self.train_step,
                                           log=_log) if t.get("memory_check", True) else {})
 
-        self.workdir = workdir = os.path.abspath(workdir)
-        os.makedirs(workdir, exist_ok=True)
+        self.workdir = workdir = paths.absolute(workdir)
+        paths.makedirs(workdir)
         if jax.process_index() == 0:
-            with open(os.path.join(workdir, "config.json"), "w") as f:
-                f.write(config.to_json_best_effort(indent=2))
+            paths.write_text(paths.join(workdir, "config.json"),
+                             config.to_json_best_effort(indent=2))
         self.ckpts = checkpoint.TrainCheckpoints(
-            os.path.join(workdir, "checkpoints"), max_to_keep=int(t.max_to_keep),
+            paths.join(workdir, "checkpoints"), max_to_keep=int(t.max_to_keep),
             async_save=bool(t.async_checkpoints))
         self.meta = {"model": s.cfg.to_dict(), "seed": self.seed, **self.task.meta()}
         source = self._resume()
@@ -172,7 +172,7 @@ class Trainer:
         self.best = self._read_best()
         # Measured (off the table of accelerators) in the dtype the matmuls run in.
         self.peak, self.peak_source = resolve_peak_flops(float(t.peak_flops), s.cfg.dtype)
-        self.writer = MetricWriter(os.path.join(workdir, "logs"),
+        self.writer = MetricWriter(paths.join(workdir, "logs"),
                                    enabled=jax.process_index() == 0)
 
     def _resume(self) -> str:
@@ -195,8 +195,7 @@ class Trainer:
             self._check_data(where, saved_meta.get("data"), meta.pop("data", None))
             # Allowed (a run may change course), but no longer the uninterrupted run.
             for key, now in meta.items():
-                # Checkpoints written before tasks named theirs "objective" (same names).
-                was = saved_meta.get(key, saved_meta.get("objective") if key == "task" else None)
+                was = saved_meta.get(key)
                 if isinstance(now, Mapping) and isinstance(was, Mapping):
                     was, now = was.get("path"), now.get("path")
                 if was != now:
@@ -207,7 +206,7 @@ class Trainer:
         if moved:
             raise TrainingError(
                 f"{self.workdir}: no checkpoint can be resumed; all {len(moved)} were damaged "
-                f"and moved to {os.path.join(self.workdir, checkpoint.DAMAGED)}. Restore a "
+                f"and moved to {paths.join(self.workdir, checkpoint.DAMAGED)}. Restore a "
                 "good copy into checkpoints/, or run again to start from the beginning")
         self.state, _ = sharding.create_sharded(s.init, s.abstract, s.mesh, s.rules)
         params_sh = s.state_shardings["params"]
@@ -217,7 +216,7 @@ class Trainer:
                 weights_from, s.cfg, self.state["params"], "config.init_from")
             self.state["params"] = jax.device_put(params, params_sh)
             _log(f"init_from {where}:\n{pretrained.table(rows)}")
-            return f"init_from {os.path.abspath(weights_from)}"
+            return f"init_from {paths.absolute(weights_from)}"
         started = self.task.init_params(self.ctx, self.state["params"], params_sh)
         if started is not None:
             self.state["params"], note = started
@@ -235,7 +234,7 @@ class Trainer:
             saved = ModelConfig.from_dict(self.ckpts.read_meta(step)["model"])
         except Exception as e:  # noqa: BLE001 -- Orbax / JSON errors of every kind
             return f"cannot be read ({checkpoint.read_error(e)})", None
-        diff = checkpoint.architecture_diff(s.cfg, saved)
+        diff = modeldir.architecture_diff(s.cfg, saved)
         if diff:
             raise TrainingError(f"{where}: the checkpoint's model differs from the config's "
                                 f"in {', '.join(diff)}; use another --workdir")
@@ -244,18 +243,21 @@ class Trainer:
         except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore / JSON errors
             return f"cannot be read ({checkpoint.read_error(e)})", None
         problem = self.ckpts.verify(state, meta)
+        if problem is None and "data" in self.task.meta() and not isinstance(
+                meta.get("data"), list):
+            problem = "its meta records no data (each phase's path and manifest digest)"
         return (problem, None) if problem else (None, (state, data, meta))
 
     def _check_data(self, where: str, was: Any, now: Any) -> None:
         """A resumed run reads the data its checkpoint was trained on (the same manifest
         digest; the directory may have moved), unless train.allow_data_change."""
-        if not isinstance(was, list) or not isinstance(now, list):
-            return  # a task without prepared data, or a checkpoint from before digests
+        if not isinstance(now, list):
+            return  # a task without prepared data
         for i, (w, n) in enumerate(zip(was, now, strict=False)):
-            if not isinstance(w, Mapping) or w.get("manifest_sha256") is None:
-                continue
-            # (the file's bytes: what checkpoints of earlier versions recorded)
-            if w["manifest_sha256"] not in (n["manifest_sha256"], n.get("manifest_bytes_sha256")):
+            if not isinstance(w, Mapping) or not isinstance(w.get("manifest_sha256"), str):
+                raise TrainingError(f"{where}: its meta records phase {i + 1}'s data without "
+                                    "a manifest_sha256; it cannot be checked")
+            if w["manifest_sha256"] != n["manifest_sha256"]:
                 what = (f"{n['path']}/manifest.json differs from the data {where} was trained "
                         f"on ({w['path']}: sha256 {w['manifest_sha256'][:12]}, now "
                         f"{n['manifest_sha256'][:12]})")
@@ -429,14 +431,13 @@ class Trainer:
     # -- the best checkpoint ----------------------------------------------------------
 
     def _best_dir(self) -> str:
-        return os.path.join(self.workdir, "best")
+        return paths.join(self.workdir, "best")
 
     def _read_best(self) -> float | None:
         """The score of WORKDIR/best, kept by an earlier start of this run."""
-        path = os.path.join(self._best_dir(), "config.json")
-        if not os.path.exists(path):
+        if not paths.exists(paths.join(self._best_dir(), "config.json")):
             return None
-        _, meta = checkpoint.read_model_config(self._best_dir())
+        _, meta = modeldir.read_config(self._best_dir())
         return float(meta["best"]["value"])
 
     def _keep_if_best(self, main: tuple[str, str], scores: dict[str, dict[str, float]]
@@ -461,7 +462,7 @@ class Trainer:
             _log(f"model directory not written on {jax.process_count()} hosts; the final "
                  f"state is checkpoint {self.step} in {self.ckpts.directory}")
             return
-        out = os.path.join(self.workdir, "model")
+        out = paths.join(self.workdir, "model")
         self._write_model(out)
         _log(f"wrote {out} (python -m bertjax export --checkpoint={out} --out=HF_DIR)")
 
@@ -472,9 +473,8 @@ class Trainer:
         # The stored dtype, not the compute one.
         cfg = self.cfg.replace(dtype=experiment.stored_model_config(self.config).dtype)
         params = jax.tree.map(np.asarray, jax.device_get(self.state["params"]))
-        checkpoint.save_model_dir(out, cfg, params, tok, overwrite=True,
-                                  extra={"source": f"{self.workdir} step {self.step}",
-                                         **(extra or {})})
+        modeldir.save(out, cfg, params, tok, overwrite=True,
+                      extra={"source": f"{self.workdir} step {self.step}", **(extra or {})})
 
 
 def _to_host(x: Any) -> Any:

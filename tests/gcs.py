@@ -1,4 +1,5 @@
-"""A local Cloud Storage emulator for the tests (the `gcp-storage-emulator` package).
+"""A local Cloud Storage emulator for the tests (the `gcp-storage-emulator` package, run
+by tests/gcs_emulator.py).
 
 Importing this module (tests/conftest.py does, before any test imports gcsfs or
 TensorStore) picks a free port on 127.0.0.1 and points every client at it:
@@ -33,7 +34,7 @@ os.environ["STORAGE_EMULATOR_HOST"] = URL
 os.environ["TENSORSTORE_GCS_HTTP_URL"] = URL
 # gcsfs's hierarchical-namespace layer asks a control-plane API the emulator lacks.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "bertjax-test")
+
 
 
 def start() -> None:
@@ -42,8 +43,7 @@ def start() -> None:
     if _server is not None and _server.poll() is None:
         return
     _server = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
-         f"--port={PORT}", "--in-memory"],
+        [sys.executable, os.path.join(os.path.dirname(__file__), "gcs_emulator.py"), str(PORT)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import hflib
 import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint
+from bertjax import modeldir
 from bertjax.convert import hf, hfdir
 from bertjax.models import build
 
@@ -201,8 +202,8 @@ def test_model_directory_then_export_is_the_same_transformers_model(case, tmp_pa
     family, form, cls_name, heads, model, src = case
     cfg, params, _ = hfdir.read_hf_dir(src)
     ckpt = str(tmp_path / "ckpt")
-    checkpoint.save_model_dir(ckpt, cfg, params)
-    saved_cfg, _ = checkpoint.read_model_config(ckpt)
+    modeldir.save(ckpt, cfg, params)
+    saved_cfg, _ = modeldir.read_config(ckpt)
     assert saved_cfg.heads == cfg.heads  # the model directory records its heads
     out = str(tmp_path / "hf")
     assert hfdir.export_hf(ckpt, out) == [out]
@@ -260,33 +261,24 @@ def test_export_of_heads_no_class_holds_is_refused():
         hf.hf_configs(cfg)
 
 
-def test_model_directories_from_before_heads_still_load(tmp_path):
-    """Earlier model directories say use_pooler instead of heads, and kept ELECTRA's towers
-    at the top level (discriminator, discriminator_head, generator, generator_head)."""
-    import orbax.checkpoint as ocp
-
+def test_model_directories_without_digests_are_refused(tmp_path):
+    """A model directory must carry params_sha256, model_sha256 and tokenizer_sha256:
+    one without any of them cannot be verified and is refused in one line, before its
+    parameters are read."""
     torch.manual_seed(0)
-    disc = transformers.ElectraForPreTraining(_config("electra")).eval()
-    gen = transformers.ElectraForMaskedLM(transformers.ElectraConfig(
-        **{**SMALL, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16},
-        embedding_size=16)).eval()
-    gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
-    for part, m in (("discriminator", disc), ("generator", gen)):
-        m.save_pretrained(tmp_path / "pair" / part)
-    cfg, params, _ = hfdir.read_hf_dir(str(tmp_path / "pair"))
-    old = {"embeddings": params["embeddings"], "discriminator": params["encoder"],
-           "discriminator_head": params["discriminator"],
-           "generator": params["generator"]["encoder"],
-           "generator_head": params["generator"]["mlm"]}
-    fields = {k: v for k, v in cfg.to_dict().items()
-              if k not in ("heads", "num_labels", "label_names", "classifier_dropout_rate")}
-    ckpt = tmp_path / "old"
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text(json.dumps(
-        {"format": "bertjax-model", "version": 1, "model": {**fields, "use_pooler": False}}))
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(str(ckpt / "params"), old)
-    checkpointer.wait_until_finished()
-    loaded_cfg, loaded = checkpoint.load_model_dir(str(ckpt))
-    assert loaded_cfg.heads == ("discriminator", "generator")
+    transformers.BertForMaskedLM(_config("bert")).save_pretrained(tmp_path / "hf")
+    cfg, params, _ = hfdir.read_hf_dir(str(tmp_path / "hf"))
+    good = str(tmp_path / "good")
+    modeldir.save(good, cfg, params)
+    for key in ("params_sha256", "model_sha256", "tokenizer_sha256"):
+        ckpt = tmp_path / key
+        shutil.copytree(good, ckpt)
+        meta = json.loads((ckpt / "config.json").read_text())
+        del meta[key]
+        (ckpt / "config.json").write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match=f"config.json: no {key}; the directory cannot be "
+                                             "verified"):
+            modeldir.load(str(ckpt))
+    loaded_cfg, loaded = modeldir.load(good)
+    assert loaded_cfg == cfg
     jax.tree.map(np.testing.assert_array_equal, loaded, params)

@@ -260,7 +260,7 @@ def test_damaged_model_dirs_are_named_in_one_line_and_nothing_is_written(tmp_pat
 
     import numpy as np
 
-    from bertjax import checkpoint
+    from bertjax import modeldir
 
     good = str(tmp_path / "good")
     bertjax("init", "--config=configs/pretrain.py:bert_tiny,runlocal", f"--out={good}")
@@ -277,21 +277,33 @@ def test_damaged_model_dirs_are_named_in_one_line_and_nothing_is_written(tmp_pat
     data_files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(flipped, "params"))
                   for f in fs if os.sep + "d" + os.sep in os.path.join(r, f)]
     _flip_bytes(max(data_files, key=os.path.getsize))
-    missing = copy("missing")  # and written before digests: Orbax's own error, one line
+    missing = copy("missing")  # no digest: refused, whatever else is wrong
     os.remove(os.path.join(missing, "params", "manifest.ocdbt"))
     rewrite_config(missing, lambda m: m.pop("params_sha256"))
-    wider = copy("wider")  # config.json disagreeing with the parameters
-    rewrite_config(wider, lambda m: m["model"].update(hidden_size=256))
-    cfg, params = checkpoint.load_model_dir(good)
+    edited = copy("edited")  # an architecture field changed by hand
+    rewrite_config(edited, lambda m: m["model"].update(layer_norm_eps=0.5))
+    retokenized = copy("retokenized")  # a tokenizer file changed after the save
+    with open(os.path.join(retokenized, "tokenizer", "tokenizer_config.json"), "a") as f:
+        f.write(" ")
+
+    def widen(meta):  # config.json disagreeing with the parameters, its digest redone
+        meta["model"].update(hidden_size=256)
+        meta["model_sha256"] = modeldir.model_digest(meta["model"])
+
+    wider = copy("wider")
+    rewrite_config(wider, widen)
+    cfg, params = modeldir.load(good)
     table = np.array(params["embeddings"]["word"]["embedding"])
     table[5, 7] = np.nan
     params["embeddings"]["word"]["embedding"] = table
     nan = str(tmp_path / "nan")  # a consistent directory of non-finite parameters
-    checkpoint.save_model_dir(nan, cfg, params)
+    modeldir.save(nan, cfg, params)
     cases = [(flipped, "differ from what", "params_sha256"),
-             (missing, "params: cannot be read", "does not exist"),
+             (missing, "config.json: no params_sha256", "cannot be verified"),
              (wider, "embeddings/layer_norm/bias has shape (128,)", "call for (256,)"),
-             (nan, "embeddings/word/embedding holds 1 NaN or Inf values")]
+             (nan, "embeddings/word/embedding holds 1 NaN or Inf values"),
+             (edited, "config.json", "differ from model_sha256"),
+             (retokenized, "tokenizer", "differ from what", "tokenizer_sha256")]
     for ckpt, *needles in cases:
         out = str(tmp_path / "hf")
         _assert_clean_failure(bertjax("export", f"--checkpoint={ckpt}", f"--out={out}",

@@ -101,7 +101,7 @@ def _pair_task(rng, n):
 def finetuned(tmp_path_factory):
     import jax
 
-    from bertjax import checkpoint, train
+    from bertjax import modeldir, train
     from bertjax.data.tokenizers import train_wordpiece
     from bertjax.models import ModelConfig, build, init_params
 
@@ -118,7 +118,7 @@ def finetuned(tmp_path_factory):
     params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
         init_params(build(cfg))))())
     pretrained = str(root / "pretrained")
-    checkpoint.save_model_dir(pretrained, cfg, params, tok)
+    modeldir.save(pretrained, cfg, params, tok)
 
     import finetune
 
@@ -186,10 +186,10 @@ def test_exported_classifier_gives_transformers_logits_and_accuracy(finetuned, t
     assert model.config.id2label == {0: "0", 1: "1"}
     task = tasks.get(finetuned["config"])
     batches, order = task.eval_batches("validation")
-    from bertjax import checkpoint
+    from bertjax import modeldir
     from bertjax.models import build
 
-    cfg, params = checkpoint.load_model_dir(best)
+    cfg, params = modeldir.load(best)
     ours, theirs = [], []
     for b in batches:
         ours.append(np.asarray(build(cfg).apply(
@@ -237,7 +237,7 @@ def test_tfds_glue_through_tensorflow_datasets_mock_data():
 
 
 def test_several_seeds_write_every_score_and_the_median(finetuned, tmp_path):
-    from bertjax.seeds import run_seeds
+    from bertjax.tools.seeds import run_seeds
 
     c = finetuned["config"].copy_and_resolve_references()
     c.train.steps = 20  # one epoch: one evaluation per run
@@ -348,17 +348,17 @@ def ner_run(tmp_path_factory, finetuned):
     _write_conll(str(root / "data" / "valid.txt"), _conll_sentences(rng, 60))
     _write_conll(str(root / "data" / "test.txt"), _conll_sentences(rng, 20))
     # A tokenizer that splits the names into pieces, so first-piece labelling matters.
-    from bertjax import checkpoint
+    from bertjax import modeldir
     from bertjax.models import build, init_params
 
     tok = train_wordpiece([" ".join(WORDS + ["city"])] * 20, vocab_size=120)
-    cfg, _ = checkpoint.load_model_dir(str(finetuned["root"] / "pretrained"))
+    cfg, _ = modeldir.load(str(finetuned["root"] / "pretrained"))
     import jax
 
     params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
         init_params(build(cfg))))())
     pretrained = str(root / "pretrained")
-    checkpoint.save_model_dir(pretrained, cfg, params, tok)
+    modeldir.save(pretrained, cfg, params, tok)
     c = finetune.get_config("ner,bert_base,runlocal")
     c.init_from = pretrained
     c.finetune.update(data=f"conll:{root / 'data'}", epochs=12.0, pad_multiple=8)
@@ -388,7 +388,7 @@ def test_ner_learns_entities_and_maps_predictions_back_to_words(ner_run):
 
 
 def test_ner_predict_writes_conll_with_a_predicted_column(ner_run, tmp_path):
-    from bertjax import evaluate
+    from bertjax.commands import evaluate
 
     best = os.path.join(ner_run["work"], "best")
     written = evaluate.predict(ner_run["config"], best, str(tmp_path / "out"))

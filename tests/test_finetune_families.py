@@ -65,7 +65,7 @@ def data(tmp_path_factory):
 def _pretrained(family: str, root) -> str:
     import jax
 
-    from bertjax import checkpoint
+    from bertjax import modeldir
     from bertjax.data.train_tokenizer import train as train_tokenizer
     from bertjax.models import ModelConfig, build, init_params
     from bertjax.models.registry import family as record
@@ -78,7 +78,7 @@ def _pretrained(family: str, root) -> str:
     params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
         init_params(build(cfg))))())
     out = str(root / "pretrained")
-    checkpoint.save_model_dir(out, cfg, params, tok)
+    modeldir.save(out, cfg, params, tok)
     return out
 
 
@@ -88,7 +88,7 @@ def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
                                                             tmp_path):
     import finetune
 
-    from bertjax import checkpoint, tasks, train
+    from bertjax import modeldir, tasks, train
     from bertjax.convert.hfdir import export_hf
     from bertjax.models import build
 
@@ -118,7 +118,7 @@ def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
     model.eval()
 
     task = tasks.get(c)
-    cfg, params = checkpoint.load_model_dir(best)
+    cfg, params = modeldir.load(best)
     head = HEAD[kind]
     batches, order = task.eval_batches("validation")
     ours, theirs = [], []

@@ -224,7 +224,7 @@ def reader(tmp_path_factory, tokenizers_by_kind):
     import finetune
     import jax
 
-    from bertjax import checkpoint, train
+    from bertjax import modeldir, train
     from bertjax.models import ModelConfig, build, init_params
 
     root = tmp_path_factory.mktemp("squad")
@@ -239,7 +239,7 @@ def reader(tmp_path_factory, tokenizers_by_kind):
     params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
         init_params(build(cfg))))())
     pretrained = str(root / "pretrained")
-    checkpoint.save_model_dir(pretrained, cfg, params, tokenizers_by_kind["wordpiece"])
+    modeldir.save(pretrained, cfg, params, tokenizers_by_kind["wordpiece"])
     c = finetune.get_config("squad_v1,bert_base,runlocal")
     c.init_from = pretrained
     c.finetune.update(data=f"json:{root / 'v1'}", epochs=12.0, pad_multiple=8,
@@ -263,7 +263,7 @@ def test_a_reader_learns_to_answer_from_the_question(reader):
 
 
 def test_evaluate_predict_and_score_agree_on_v1_and_v2(reader, tmp_path):
-    from bertjax import evaluate
+    from bertjax.commands import evaluate
     from bertjax.scoring import squad as official
 
     best = os.path.join(reader["work"], "best")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import trainlib
 
-from bertjax import checkpoint
+from bertjax import checkpoint, modeldir
 from bertjax import train as train_lib
 
 
@@ -66,7 +66,7 @@ def test_student_starts_from_teacher_layers_and_the_teacher_is_never_saved(
     c = trainlib.distill_config(mlm_data, teacher, **{"train.steps": 4,
                                                       "train.checkpoint_every": 4})
     trainer = train_lib.Trainer(c, str(tmp_path))
-    _, teacher_params = checkpoint.load_model_dir(teacher)
+    _, teacher_params = modeldir.load(teacher)
     student = jax.tree.map(np.asarray, jax.device_get(trainer.state["params"]))
     for j, i in enumerate([0, 3]):  # evenly spaced: the first and last of 4
         jax.tree.map(np.testing.assert_array_equal, student["encoder"][f"layer_{j}"],
@@ -144,7 +144,7 @@ def test_exported_models_match_transformers(objective, electra_data, mlm_data, t
     work = str(tmp_path / "run")
     train_lib.train(c, work)
     export_hf(os.path.join(work, "model"), str(tmp_path / "hf"))
-    cfg, params = checkpoint.load_model_dir(os.path.join(work, "model"))
+    cfg, params = modeldir.load(os.path.join(work, "model"))
     rng = np.random.default_rng(0)
     batch = {"input_ids": rng.integers(5, cfg.vocab_size, (2, 12)).astype(np.int32),
              "attention_mask": np.ones((2, 12), np.int32)}

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from bertjax import paths
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
 
@@ -151,12 +153,12 @@ def restore_host(workdir: str, step: int | None = None) -> tuple[int, Any]:
 
     from bertjax.checkpoint import TrainCheckpoints
 
-    ckpts = TrainCheckpoints(os.path.join(workdir, "checkpoints"), async_save=False)
+    ckpts = TrainCheckpoints(paths.join(workdir, "checkpoints"), async_save=False)
     try:
         step = ckpts.latest_step() if step is None else step
         # The array metadata alone: the saved shardings name devices this process lacks.
         meta = ocp.StandardCheckpointer().metadata(
-            os.path.join(ckpts.directory, str(step), "state")).item_metadata
+            paths.join(ckpts.directory, str(step), "state")).item_metadata
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                               meta)

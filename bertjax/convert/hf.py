@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bertjax import paths
 from bertjax.convert.names import ConversionError, Entry
 from bertjax.models.config import ConfigError, ModelConfig
 from bertjax.models.family import LABELLED_HEADS, Family
@@ -469,6 +470,7 @@ def write_state_dict(directory: str, state_dict: Mapping[str, np.ndarray]) -> No
     try:
         save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, tmp,
                   metadata={"format": "pt"})
+        paths.apply_umask(tmp)  # safetensors creates the file 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,5 +1,6 @@
 """transformers model directories on disk: read one into (cfg, params), write a bertjax
-model directory out as one.
+model directory out as one. `out` may be a gs:// URL (published config.json last); a
+directory to read must be local (callers pass `paths.local_copy` of a URL).
 
 A transformers directory holds config.json, model.safetensors (or a sharded
 model.safetensors.index.json, or pytorch_model.bin) and tokenizer files. Any form a
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import sys
 from typing import Any
 
+from bertjax import paths
 from bertjax.convert import hf
-from bertjax.fileio import atomic_directory
 from bertjax.models.config import ModelConfig
 from bertjax.models.registry import family
 
@@ -30,22 +32,16 @@ def _warn(msg: str) -> None:
 
 
 def read_json(path: str) -> dict[str, Any]:
-    """A JSON object from `path`; errors name the file."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: missing")
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    """A JSON object from `path` (local or gs://); errors name the file."""
+    obj = paths.read_json(path)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a JSON object, found {type(obj).__name__}")
     return obj
 
 
 def _pair_dirs(directory: str) -> dict[str, str] | None:
-    dirs = {p: os.path.join(directory, p) for p in PAIR}
-    if all(os.path.exists(os.path.join(d, "config.json")) for d in dirs.values()):
+    dirs = {p: paths.join(directory, p) for p in PAIR}
+    if all(paths.exists(paths.join(d, "config.json")) for d in dirs.values()):
         return dirs
     return None
 
@@ -55,7 +51,7 @@ def is_hf_dir(path: str) -> bool:
     if _pair_dirs(path):
         return True
     try:
-        return "model_type" in read_json(os.path.join(path, "config.json"))
+        return "model_type" in read_json(paths.join(path, "config.json"))
     except (OSError, ValueError):
         return False
 
@@ -103,7 +99,9 @@ def write_hf_dir(out: str, cfg: ModelConfig, params: Any, tok: Any = None,
     configs = hf.hf_configs(cfg, special)
     state_dicts = hf.to_state_dicts(cfg, params)
     written = []
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    # Published with the (first) config.json last: a reader finds a whole model or none.
+    marker = posixpath.join(hf.parts(cfg)[0].name, "config.json")
+    with paths.atomic_directory(out, overwrite=overwrite, marker=marker) as tmp:
         for part in hf.parts(cfg):
             d = os.path.join(tmp, part.name) if part.name else tmp
             os.makedirs(d, exist_ok=True)
@@ -112,19 +110,17 @@ def write_hf_dir(out: str, cfg: ModelConfig, params: Any, tok: Any = None,
             hf.write_state_dict(d, state_dicts[part.name])
             if tok is not None:
                 tok.save(d)
-            written.append(os.path.join(os.path.abspath(out), part.name) if part.name
-                           else os.path.abspath(out))
+            written.append(paths.join(paths.absolute(out), part.name) if part.name
+                           else paths.absolute(out))
     return written
 
 
 def export_hf(ckpt: str, out: str, overwrite: bool = False) -> list[str]:
     """Writes the transformers dir(s) of bertjax model directory `ckpt`."""
-    from bertjax import checkpoint
-    from bertjax.data.tokenizers import load_tokenizer
+    from bertjax import modeldir
 
-    cfg, params = checkpoint.load_model_dir(ckpt)
-    tok_dir = checkpoint.tokenizer_dir(ckpt)
-    tok = load_tokenizer(tok_dir) if tok_dir else None
+    cfg, params = modeldir.load(ckpt)
+    tok = modeldir.load_tokenizer(ckpt)
     if tok is None:
         _warn(f"{ckpt} has no tokenizer; exporting weights and config only")
     return write_hf_dir(out, cfg, params, tok, overwrite)

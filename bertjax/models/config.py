@@ -84,18 +84,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        """Builds a validated config; unknown keys are an error naming the key.
-
-        Model directories written before heads existed say `use_pooler` instead: it is
-        read as the family's pretraining heads with or without the pooler.
-        """
+        """Builds a validated config; unknown keys are an error naming the key."""
         d = dict(d)
-        if "use_pooler" in d:
-            use_pooler = bool(d.pop("use_pooler"))
-            if d.get("heads") is None:
-                heads = _family(d.get("family", cls.family)).pretrain_heads
-                heads = tuple(h for h in heads if h != "pooler")
-                d["heads"] = (("pooler",) if use_pooler else ()) + heads
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import checkpoint, objectives, steps
+from bertjax import modeldir, objectives, paths, steps
 from bertjax.metrics import Mean
 from bertjax.models.config import DTYPES, ModelConfig
 from bertjax.models.registry import FAMILIES
@@ -203,7 +203,7 @@ def _check_teacher_tokenizer(path: str, data_dir: str) -> str:
     from bertjax.data.tokenizers import load_tokenizer
 
     try:
-        theirs = load_tokenizer(checkpoint.tokenizer_dir(path) or path)
+        theirs = modeldir.any_tokenizer(path)
     except (FileNotFoundError, ValueError):
         return "teacher tokenizer: none found, not checked against the data"
     if not same_vocabulary(theirs, load_tokenizer(os.path.join(data_dir, "tokenizer"))):
@@ -266,7 +266,7 @@ class Distillation(CorpusTask):
         n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(aux_params))
         return (f"teacher: {t.family} L{t.num_layers} H{t.hidden_size} ({n:,} parameters, "
                 f"frozen, compute {t.dtype}) from "
-                f"{os.path.abspath(self.config.distill.teacher_path)}; {self.note}")
+                f"{paths.absolute(self.config.distill.teacher_path)}; {self.note}")
 
     def init_params(self, ctx: Context, params: Any, shardings: Any) -> tuple[Any, str] | None:
         """distill.init=teacher: the student's layers from the teacher's, on the devices."""
@@ -294,7 +294,7 @@ class Distillation(CorpusTask):
     def meta(self) -> dict[str, Any]:
         # Provenance only: the teacher is never saved.
         return {**super().meta(),
-                "teacher": {"path": os.path.abspath(self.config.distill.teacher_path),
+                "teacher": {"path": paths.absolute(self.config.distill.teacher_path),
                             "model": self.teacher.to_dict()}}
 
 

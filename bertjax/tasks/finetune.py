@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,17 +59,17 @@ class Features:
 
 def read_source_config(path: str, key: str = "config.init_from") -> ModelConfig:
     """The model config of a checkpoint without reading its parameters."""
-    from bertjax import checkpoint
+    from bertjax import modeldir, paths
     from bertjax.convert import hf, hfdir
 
-    if not os.path.isdir(path):
+    if not paths.isdir(path):
         raise FileNotFoundError(f"{key}={path}: no such directory")
     if hfdir.is_hf_dir(path):
-        pair = {p: os.path.join(path, p) for p in hfdir.PAIR}
-        dirs = pair if all(os.path.isdir(d) for d in pair.values()) else {"": path}
-        configs = {p: hfdir.read_json(os.path.join(d, "config.json")) for p, d in dirs.items()}
-        return hf.config_from_hf(configs, source=os.path.join(path, "config.json"), heads=())
-    return checkpoint.read_model_config(path)[0]
+        pair = {p: paths.join(path, p) for p in hfdir.PAIR}
+        dirs = pair if all(paths.isdir(d) for d in pair.values()) else {"": path}
+        configs = {p: hfdir.read_json(paths.join(d, "config.json")) for p, d in dirs.items()}
+        return hf.config_from_hf(configs, source=paths.join(path, "config.json"), heads=())
+    return modeldir.read_config(path)[0]
 
 
 class FinetuneTask(Task):
@@ -120,14 +119,13 @@ class FinetuneTask(Task):
 
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from bertjax import checkpoint
-            from bertjax.data.tokenizers import load_tokenizer
+            from bertjax import modeldir
 
             path = self.config.init_from or self.config.tokenizer.path
             if not path:
                 raise ValueError("fine-tuning needs a tokenizer: set --config.init_from "
                                  "(a pretrained model) or --config.tokenizer.path")
-            self._tokenizer = load_tokenizer(checkpoint.tokenizer_dir(path) or path)
+            self._tokenizer = modeldir.any_tokenizer(path)
         return self._tokenizer
 
     # -- data ------------------------------------------------------------------------
@@ -309,7 +307,9 @@ class FinetuneTask(Task):
         raise NotImplementedError
 
     def meta(self) -> dict[str, Any]:
-        return {**super().meta(), "init_from": os.path.abspath(self.config.init_from)
+        from bertjax import paths
+
+        return {**super().meta(), "init_from": paths.absolute(self.config.init_from)
                 if self.config.init_from else ""}
 
 

@@ -1,0 +1,84 @@
+"""Runs `gcp-storage-emulator` for the tests, with what TensorStore needs of Cloud
+Storage's conditional requests:
+
+  python tests/gcs_emulator.py PORT
+
+The package's media download sends no `x-goog-generation` header and ignores the
+`ifGenerationMatch` / `ifGenerationNotMatch` preconditions. TensorStore (under Orbax)
+reads an object's generation from that header and updates OCDBT manifests with
+conditional writes, so without them a checkpoint of more than a few arrays fails
+("Malformed StorageGeneration"). Real Cloud Storage has both; this adds them.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from http import HTTPStatus
+
+from gcp_storage_emulator import server
+from gcp_storage_emulator.exceptions import NotFound
+from gcp_storage_emulator.handlers import objects
+
+
+def _generation(request, storage) -> str | None:
+    try:
+        obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+    except NotFound:
+        return None
+    return str(obj["generation"])
+
+
+def _precondition_failed(request, current: str | None) -> HTTPStatus | None:
+    """The status a Cloud Storage precondition gives, or None when it holds."""
+    match = request.query.get("ifGenerationMatch", [None])[0]
+    not_match = request.query.get("ifGenerationNotMatch", [None])[0]
+    if match is not None and (current or "0") != match:
+        return HTTPStatus.PRECONDITION_FAILED
+    if not_match is not None and current is not None and current == not_match:
+        return HTTPStatus.NOT_MODIFIED
+    return None
+
+
+def _download(request, response, storage, *args, **kwargs):
+    current = _generation(request, storage)
+    status = _precondition_failed(request, current)
+    if status is not None and current is not None:
+        response.status = status
+        return
+    if current is not None:
+        response["x-goog-generation"] = current
+        response["x-goog-metageneration"] = "1"
+    return _original_download(request, response, storage, *args, **kwargs)
+
+
+def _insert(request, response, storage, *args, **kwargs):
+    if "upload_id" not in request.query and "name" in request.query:
+        request.params["object_id"] = request.query["name"][0]
+        status = _precondition_failed(request, _generation(request, storage))
+        if status is not None:
+            response.status = HTTPStatus.PRECONDITION_FAILED
+            return
+    return _original_insert(request, response, storage, *args, **kwargs)
+
+
+_original_download, _original_insert = objects.download, objects.insert
+for _, handlers in server.HANDLERS:
+    for method, handler in list(handlers.items()):
+        if handler is objects.download:
+            handlers[method] = _download
+        elif handler is objects.insert:
+            handlers[method] = _insert
+# By name: `get` with alt=media downloads, the dispatcher's fallback inserts.
+objects.download, objects.insert = _download, _insert
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    srv = server.create_server("127.0.0.1", port, in_memory=True)
+    srv.start()
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
