@@ -225,6 +225,41 @@ def test_import_export_is_bit_exact_and_loads_in_transformers(fixture, request, 
             assert tok_out(text)["input_ids"] == tok_ref(text)["input_ids"]
 
 
+def test_import_export_and_fill_mask_through_a_bucket(hf_bert, bucket, tmp_path):
+    """The same conversions with every path in a bucket (the local Cloud Storage
+    emulator): the transformers directory read from it, the model directory and the
+    export written to it, bit-exact as on disk; fill_mask reads the model from it."""
+    from bertjax import paths
+
+    src = bucket + "/hf"
+    for name in paths.walk_files(hf_bert):
+        paths.upload(os.path.join(hf_bert, name), f"{src}/{name}")
+    ckpt, out = bucket + "/ckpt", bucket + "/exported"
+    r = bertjax("import", f"--from={src}", f"--out={ckpt}")
+    assert f"from {src} to {ckpt}" in r.stdout
+    assert paths.isfile(f"{ckpt}/config.json") and paths.isdir(f"{ckpt}/tokenizer")
+    r = bertjax("export", f"--checkpoint={ckpt}", f"--out={out}")
+    assert f"wrote {out}" in r.stdout
+    with paths.local_copy(out) as local:
+        a = load_file(os.path.join(hf_bert, "model.safetensors"))
+        b = load_file(os.path.join(local, "model.safetensors"))
+        assert sorted(a) == sorted(b)
+        for k in a:
+            assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+        tok_ref = transformers.AutoTokenizer.from_pretrained(hf_bert)
+        tok_out = transformers.AutoTokenizer.from_pretrained(local)
+        assert tok_out(TEXT[0])["input_ids"] == tok_ref(TEXT[0])["input_ids"]
+    on_disk = imported(hf_bert, tmp_path)
+    text = "the quick brown [MASK] jumps over the lazy dog"
+    assert fill_mask_lines(ckpt, text, 5) == fill_mask_lines(on_disk, text, 5)
+    # Refusals as on disk, and nothing half-published.
+    _assert_clean_failure(bertjax("export", f"--checkpoint={ckpt}", f"--out={out}", ok=False),
+                          out, "already exists", "--overwrite")
+    _assert_clean_failure(bertjax("export", f"--checkpoint={bucket}/nowhere",
+                                  f"--out={bucket}/x", ok=False), f"{bucket}/nowhere")
+    assert not paths.exists(f"{bucket}/x")
+
+
 def test_init_then_fill_mask_and_export(tmp_path):
     ckpt = str(tmp_path / "tiny")
     r = bertjax("init", "--config=configs/pretrain.py:bert_tiny", f"--out={ckpt}")
