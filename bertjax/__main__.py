@@ -1,16 +1,20 @@
 """python -m bertjax <command> [flags]: dispatch only.
 
 Each command lives in its own module of bertjax/commands with its own absl flags.
-Errors that are the user's to fix (a bad config key, a missing or malformed file)
-print one line and exit 1; set BERTJAX_DEBUG=1 to see the traceback instead.
+`COMMAND --help` (or `help COMMAND`) prints its flags and docs page before anything heavy
+loads; `--print_config` prints the resolved config and exits. Errors that are the user's
+to fix (a bad config key, a missing or malformed file) print one line and exit 1; set
+BERTJAX_DEBUG=1 to see the traceback instead.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import re
 import sys
+from types import ModuleType
 
 COMMANDS = {
     "init": ("bertjax.commands.init", "a freshly initialised model directory from a config"),
@@ -33,9 +37,50 @@ COMMANDS = {
 }
 
 
+HELP_ARGS = ("-h", "--help", "-help", "--helpshort", "-helpshort")
+HELP_FULL_ARGS = ("--helpfull", "-helpfull")
+
+
 def _usage() -> str:
     rows = "\n".join(f"  {name:<10} {doc}" for name, (_, doc) in COMMANDS.items())
-    return f"usage: python -m bertjax <command> [--flags]\ncommands:\n{rows}"
+    return (f"usage: python -m bertjax <command> [--flags]\ncommands:\n{rows}\n"
+            "python -m bertjax <command> --help (or: help <command>) lists a command's flags.")
+
+
+def _unknown(what: str, name: str, known: list[str]) -> str:
+    """"unknown command 'trian'; did you mean 'train'?" (the hint only when one is close)."""
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"error: unknown {what} {name!r}{hint}"
+
+
+def _help(command: str, rest: list[str], full: bool = False) -> int:
+    """Prints `command`'s help (its subcommand's, when `rest` names one); exit status."""
+    if command not in COMMANDS:
+        print(_unknown("command", command, list(COMMANDS)), file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        return 2
+    from bertjax.commands import flags as common
+
+    module = importlib.import_module(COMMANDS[command][0])
+    subs = common.subcommands(command, module.HELP)
+    given = [a for a in rest if not a.startswith("-")]
+    sub = given[0] if subs and given else None
+    if sub is not None and sub not in subs:
+        print(_unknown(f"{command} subcommand", sub, subs), file=sys.stderr)
+        print(common.help_text(command, module), file=sys.stderr)
+        return 2
+    print(common.help_text(command, module, sub, full))
+    return 0
+
+
+def _print_config(command: str, module: ModuleType) -> None:
+    """`--print_config`: the config the command would run with, as YAML."""
+    from bertjax.commands import flags as common
+
+    if not common.reads_config(command, module.HELP):
+        raise ValueError(f"--print_config: {command} takes no --config")
+    print(common.required(common.CONFIG))
 
 
 def one_line(e: BaseException) -> str:
@@ -70,12 +115,28 @@ def unknown_key(e: BaseException, args: list[str]) -> str:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+    args = sys.argv[1:]
+    if not args:
         print(_usage(), file=sys.stderr)
-        return 0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2
-    command = sys.argv[1]
+        return 2
+    if args[0] in HELP_ARGS + HELP_FULL_ARGS or (args[0] == "help" and (len(args) == 1
+                                                              or args[1].startswith("-"))):
+        print(_usage())
+        return 0
+    if args[0] == "help":
+        return _help(args[1], args[2:], full=any(a in HELP_FULL_ARGS for a in args[2:]))
+    command = args[0]
+    if command not in COMMANDS:
+        print(_unknown("command", command, list(COMMANDS)), file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        return 2
+    options = args[1:args.index("--")] if "--" in args else args[1:]
+    if any(a in HELP_ARGS + HELP_FULL_ARGS for a in options):
+        return _help(command, options, full=any(a in HELP_FULL_ARGS for a in options))
     module = importlib.import_module(COMMANDS[command][0])
     from absl import flags
+
+    from bertjax.commands import flags as common
 
     entry = getattr(module, f"main_{command}", None) or module.main
     try:
@@ -90,7 +151,10 @@ def main() -> int:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     try:
-        entry(argv)
+        if common.PRINT_CONFIG.value:
+            _print_config(command, module)
+        else:
+            entry(argv)
     except (ValueError, OSError, flags.Error) as e:
         if os.environ.get("BERTJAX_DEBUG"):
             raise

@@ -23,7 +23,6 @@ import os
 import urllib.request
 from collections.abc import Mapping
 
-import jax
 from absl import flags, logging
 
 COORDINATOR = flags.DEFINE_string(
@@ -198,6 +197,7 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
     Raises:
       ValueError: a bad or missing flag (named in the one-line message), before JAX is called.
     """
+    import jax  # here: `train --help` imports this module for its flags and must not load JAX
     _check_explicit(coordinator_address, num_processes, process_id)
     device_ids = parse_device_ids(local_device_ids)
     if jax.distributed.is_initialized():

@@ -1,13 +1,14 @@
 """The memory check: the train step compiled before the first one, its memory analysis
-against what a device has (bertjax/aot.py)."""
+against what a device has (bertjax/tools/aot.py)."""
 
 from __future__ import annotations
 
 import pytest
 import trainlib
 
-from bertjax import aot, experiment
+from bertjax import experiment
 from bertjax import train as train_lib
+from bertjax.tools import aot
 
 
 @pytest.fixture(scope="module")

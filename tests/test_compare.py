@@ -19,7 +19,8 @@ import types
 import pytest
 from PIL import Image
 
-from bertjax import compare, metrics
+from bertjax import metrics
+from bertjax.tools import compare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

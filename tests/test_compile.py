@@ -1,5 +1,5 @@
 """`python -m bertjax compile`: the real sharded train step compiled for Cloud TPU
-topologies with libtpu, on this CPU-only machine (bertjax/tpu_compile.py)."""
+topologies with libtpu, on this CPU-only machine (bertjax/tools/tpu_compile.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 import pytest
 import trainlib
 
-from bertjax import tpu_compile
+from bertjax.tools import tpu_compile
 
 try:
     LIBTPU = tpu_compile.find_libtpu()
@@ -53,8 +53,9 @@ def test_the_tpu_kernel_is_what_auto_lowers_there():
     tpu_custom_call in the compiled program), under the mesh's shard_map."""
     import jax
 
-    from bertjax import aot, experiment
+    from bertjax import experiment
     from bertjax.models import layers
+    from bertjax.tools import aot
 
     jax.config.update("jax_platforms", "cpu")
     top = tpu_compile.parse_topology("v5e:2x2")

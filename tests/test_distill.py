@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from bertjax import flops, steps
-from bertjax.describe import param_shapes
 from bertjax.models import ModelConfig, build
 from bertjax.tasks import distill
+from bertjax.tools.describe import param_shapes
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "configs"))

@@ -92,6 +92,22 @@ def test_no_library_module_imports_a_command_module():
     assert not crossed, crossed
 
 
+def test_tooling_lives_in_tools_and_sits_on_the_core():
+    """bertjax/ holds the core; what the commands run around it is in bertjax/tools/, and
+    a command with no other user holds its own logic (fill_mask, evaluate)."""
+    tools = {"aot", "tpu_compile", "bench_train", "describe", "seeds", "downstream", "sweep",
+             "compare"}
+    assert {f"bertjax.tools.{t}" for t in tools} <= set(MODULES)
+    at_root = {f"bertjax.{t}" for t in tools | {"fill_mask", "evaluate"}} & set(MODULES)
+    assert not at_root, sorted(at_root)
+    # Tools import the core, not the other way round; the one exception is the loop's
+    # ahead-of-time memory check, which `compile` and `bench train` share.
+    inward = sorted((m, dep) for m, deps in GRAPH.items()
+                    if not _is_command(m) and not m.startswith("bertjax.tools")
+                    for dep in deps if dep.startswith("bertjax.tools"))
+    assert inward == [("bertjax.train", "bertjax.tools.aot")], inward
+
+
 def test_no_import_cycles():
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []

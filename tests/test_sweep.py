@@ -1,4 +1,4 @@
-"""Sweeps (bertjax/sweep.py), downstream evaluations (bertjax/downstream.py) and the
+"""Sweeps (bertjax/tools/sweep.py), downstream evaluations (bertjax/tools/downstream.py) and the
 launch scripts' handling of a sweep's runs.
 
 The end-to-end test runs a two-run sweep of a tiny model: run 1 through the command
@@ -20,7 +20,8 @@ import sys
 import pytest
 import trainlib
 
-from bertjax import compare, configfile, downstream, sweep
+from bertjax import configfile
+from bertjax.tools import compare, downstream, sweep
 
 ROOT = trainlib.ROOT
 MASKING = os.path.join(ROOT, "configs", "ablations", "masking.py")

@@ -11,7 +11,7 @@ DataCollatorForLanguageModeling on the same pre-tokenized examples; its last lin
 is `ratio=R ours=X reference=Y unit=seq/s`. `bench prepare` times `prepare data` with
 the config's settings on `config.data.source` (the demo corpus by default), statically
 and dynamically masked, for each worker count: MB of text/s and instances written/s,
-in all and per worker. `bench train` (bertjax/bench_train.py)
+in all and per worker. `bench train` (bertjax/tools/bench_train.py)
 times our jitted train step on synthetic batches (no dataset is read, fine-tuning
 configs included) and, with --vs_torch, transformers' PyTorch model of the same family,
 size and heads (BertForPreTraining, BertForSequenceClassification, ...) from the same
@@ -33,6 +33,10 @@ _VS_TORCH = flags.DEFINE_bool("vs_torch", False, "bench train: also time transfo
 
 _WORKERS = flags.DEFINE_list("workers", ["1", "2"], "bench prepare: the worker counts to time.")
 
+HELP = {"bench data": common.Usage((common.CONFIG, _SECONDS), "data.md"),
+        "bench prepare": common.Usage((common.CONFIG, _WORKERS), "benchmarks.md"),
+        "bench train": common.Usage((common.CONFIG, _SECONDS, _VS_TORCH), "benchmarks.md")}
+
 
 def main(argv: list[str]) -> None:
     what = argv[1:]
@@ -49,7 +53,7 @@ def main(argv: list[str]) -> None:
         bench.bench_prepare(common.required(common.CONFIG),
                             workers=[int(w) for w in _WORKERS.value])
     elif what == ["train"]:
-        from bertjax import bench_train
+        from bertjax.tools import bench_train
 
         bench_train.bench_train(common.required(common.CONFIG), _SECONDS.value, _VS_TORCH.value)
     else:

@@ -7,7 +7,7 @@ Each DIR is a run directory (a train WORKDIR: config.json, logs/, optionally
 results.json) or a sweep directory whose subdirectories are run directories. Writes
 REPORT/report.md, report.csv, loss.png and downstream.png (when a run has downstream
 results) and prints the table. An existing REPORT is replaced once the new report is
-complete, and only if it is a previous report. The library is bertjax/compare.py.
+complete, and only if it is a previous report. The library is bertjax/tools/compare.py.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from __future__ import annotations
 import os
 import sys
 
-from bertjax import compare
 from bertjax.commands import flags as common
+
+HELP = {"compare": common.Usage((common.OUT,), "ablations.md", "DIR...")}
 
 
 def main(argv: list[str]) -> None:
+    from bertjax.tools import compare
+
     dirs = argv[1:]
     if not dirs:
         raise ValueError("no run directories: python -m bertjax compare DIR... --out=REPORT")

@@ -3,7 +3,7 @@ r"""`python -m bertjax compile`: the train step compiled for a Cloud TPU slice, 
   python -m bertjax compile --config=configs/pretrain.py:bert_large \
       --topology=v5e:4x4 [--num_slices=2] [--mfu=0.5] [--libtpu=PATH]
 
-Needs libtpu outside the environment (bertjax/tpu_compile.py):
+Needs libtpu outside the environment (bertjax/tools/tpu_compile.py):
   pip install --target ~/.cache/bertjax/libtpu "libtpu==0.0.42.*"
 Prints per-chip HBM against the chip's, whether it fits, FLOPs per step and the step
 time and tokens/s at the chips' peak and at --mfu; exit 1 with one line when it does
@@ -25,6 +25,9 @@ _LIBTPU = flags.DEFINE_string("libtpu", None, "compile: libtpu.so (or the direct
                               "installed it into); default $TPU_LIBRARY_PATH or "
                               "~/.cache/bertjax/libtpu.")
 
+HELP = {"compile": common.Usage((common.CONFIG, _TOPOLOGY, _NUM_SLICES, _MFU, _LIBTPU),
+                                "accelerators.md")}
+
 
 def main(argv: list[str]) -> None:
     del argv
@@ -32,7 +35,7 @@ def main(argv: list[str]) -> None:
 
     # The compile-only TPU devices come from libtpu; everything else stays on the CPU.
     jax.config.update("jax_platforms", "cpu")
-    from bertjax import tpu_compile
+    from bertjax.tools import tpu_compile
 
     topology = tpu_compile.parse_topology(common.required(_TOPOLOGY), _NUM_SLICES.value)
     tpu_compile.compile_for(common.required(common.CONFIG), topology,

@@ -4,18 +4,21 @@ r"""`python -m bertjax describe`: parameter table and FLOPs per token of a confi
   python -m bertjax describe --config=configs/distill.py:bert_base_to_distilbert_base
 
 The model is the one `train` would build: config.model with the task's heads
-(bertjax/describe.py prints it).
+(bertjax/tools/describe.py prints it; `init` prints the same table).
 """
 
 from __future__ import annotations
 
-from bertjax import experiment, tasks
 from bertjax.commands import flags as common
-from bertjax.describe import describe
+
+HELP = {"describe": common.Usage((common.CONFIG,), "training.md")}
 
 
 def main(argv: list[str]) -> None:
     del argv
+    from bertjax import experiment, tasks
+    from bertjax.tools.describe import describe
+
     config = common.required(common.CONFIG)
     task = tasks.get(config)
     cfg = experiment.model_config(config, task)

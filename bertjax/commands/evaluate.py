@@ -6,25 +6,86 @@ r"""`python -m bertjax evaluate` and `python -m bertjax predict`: a trained mode
 
 The config names the task and its data as for training (--config.finetune.data=...);
 the checkpoint is a bertjax model directory (a run's WORKDIR/best or WORKDIR/model) or a
-transformers directory holding the task's heads. `evaluate` scores every dev split and
-prints {split: {metric: value}} as JSON (`--out=FILE` also writes it); `predict` writes
-each test split's predictions in GLUE's submission format (OUT/SST-2.tsv, OUT/MNLI-m.tsv
-and OUT/MNLI-mm.tsv, ...). The library is bertjax/evaluate.py.
+transformers directory holding the task's heads: every head the task needs. `evaluate`
+scores every dev split and prints {split: {metric: value}} as JSON (`--out=FILE` also
+writes it); `predict` writes each test split's predictions in GLUE's submission format
+(OUT/SST-2.tsv, OUT/MNLI-m.tsv and OUT/MNLI-mm.tsv, ...).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
-from bertjax import evaluate
 from bertjax.commands import flags as common
+
+if TYPE_CHECKING:
+    from bertjax.tasks.base import Context
+
+HELP = {
+    "evaluate": common.Usage((common.CONFIG, common.CHECKPOINT, common.OUT, common.OVERWRITE),
+                             "finetuning.md"),
+    "predict": common.Usage((common.CONFIG, common.CHECKPOINT, common.OUT, common.OVERWRITE),
+                            "finetuning.md"),
+}
+
+
+def _loaded(config: Any, checkpoint: str) -> tuple[Any, Context, Any]:
+    """(setup, context with predict, params on the mesh) of `checkpoint` under `config`."""
+    import jax
+
+    from bertjax import experiment, pretrained
+    from bertjax.tasks.base import Context
+    from bertjax.train import _to_host, global_batch
+
+    config = config.copy_and_resolve_references()
+    config.init_from = checkpoint
+    config.train.steps = 1  # no schedule to plan: the train split is never read
+    s = experiment.build_setup(config)
+    ctx = Context(config, s.cfg, s.model, s.mesh, s.rules)
+    s.task.cfg = s.cfg
+    params, rows, _ = pretrained.load_into(checkpoint, s.cfg, s.target["params"],
+                                           "--checkpoint")
+    created = [name for name, status, _ in rows if status == "created"]
+    if created:
+        raise ValueError(f"--checkpoint={checkpoint}: it has no {', '.join(created)} head; "
+                         f"the {s.task.name} task needs {', '.join(s.cfg.heads)}")
+    params = jax.device_put(params, s.state_shardings["params"])
+    predict = jax.jit(s.task.predict_fn(s.model))
+    ctx.predict = lambda p, batch: _to_host(predict(p, global_batch(batch, s.mesh, s.rules)))
+    return s, ctx, params
+
+
+def evaluate(config: Any, checkpoint: str) -> dict[str, dict[str, float]]:
+    """{dev split: {metric: value}} of `checkpoint` on the config's task."""
+    from bertjax import sharding
+
+    s, ctx, params = _loaded(config, checkpoint)
+    with sharding.activation_rules_context(s.mesh, s.rules):
+        return {e.name: e.run(params) for e in s.task.evaluators(ctx, None)}
+
+
+def predict(config: Any, checkpoint: str, out: str, overwrite: bool = False) -> list[str]:
+    """Writes the task's predictions of each test split into OUT (GLUE: index<TAB>
+    prediction files named as the GLUE server wants them); returns the files written."""
+    from bertjax import sharding
+    from bertjax.fileio import atomic_directory
+
+    s, ctx, params = _loaded(config, checkpoint)
+    written = []
+    with sharding.activation_rules_context(s.mesh, s.rules), \
+            atomic_directory(out, overwrite=overwrite) as tmp:
+        for split, filename in s.task.test_files().items():
+            s.task.write_predictions(ctx, params, split, os.path.join(tmp, filename))
+            written.append(os.path.join(os.path.abspath(out), filename))
+    return written
 
 
 def main_evaluate(argv: list[str]) -> None:
     del argv
     config, ckpt = common.required(common.CONFIG), common.required(common.CHECKPOINT)
-    scores = evaluate.evaluate(config, ckpt)
+    scores = evaluate(config, ckpt)
     text = json.dumps(scores, indent=2)
     print(text)
     if common.OUT.value:
@@ -40,6 +101,5 @@ def main_evaluate(argv: list[str]) -> None:
 def main_predict(argv: list[str]) -> None:
     del argv
     config, ckpt = common.required(common.CONFIG), common.required(common.CHECKPOINT)
-    for path in evaluate.predict(config, ckpt, common.required(common.OUT),
-                                 common.OVERWRITE.value):
+    for path in predict(config, ckpt, common.required(common.OUT), common.OVERWRITE.value):
         print(f"wrote {path}")

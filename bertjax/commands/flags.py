@@ -1,6 +1,21 @@
-"""Flags shared by several commands, defined once (absl forbids defining a flag twice)."""
+"""Flags shared by several commands, defined once (absl forbids defining a flag twice), and
+the `--help` text built from the flags themselves.
+
+Each command module names what it reads in `HELP`, a {command: Usage} table (keys
+"prepare data" for a subcommand), next to the absl flags it defines. `python -m bertjax
+COMMAND --help` imports that module and renders its `Usage`: the module docstring, then
+each flag's name, help string and default as absl holds them, so a flag is described in
+one place only. Command modules therefore import nothing heavy (JAX, TensorFlow, ...) at
+module level: their work imports it inside `main`.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import textwrap
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
 
 from absl import flags
 from ml_collections import config_flags
@@ -19,6 +34,9 @@ FROM = flags.DEFINE_string("from", None, "import: HF PyTorch model dir or Google
                            "globs).")
 LOWERCASE = flags.DEFINE_bool("lowercase", None, "Google vocab.txt files: lowercase input "
                               "(default: guessed from the directory name, 'uncased').")
+PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config (the "
+                                 "preset with every --config.KEY=VALUE override applied) "
+                                 "and exit without doing anything.")
 
 
 def required(flag: flags.FlagHolder) -> object:
@@ -26,3 +44,104 @@ def required(flag: flags.FlagHolder) -> object:
     if flag.value is None or flag.value == "":
         raise ValueError(f"--{flag.name} is required")
     return flag.value
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """What `--help` says of one command beyond its module's docstring."""
+
+    flags: tuple[Any, ...]  # the flags it reads (FlagHolders, or absl Flags), in help order
+    docs: str  # its page under docs/
+    args: str = ""  # positional arguments, as the usage line shows them
+
+
+# The value a flag's usage line shows, by absl's flag_type().
+_METAVARS = {"int": "INT", "float": "FLOAT", "string": "STR", "config object": "FILE[:ARG]",
+             "comma separated list of strings": "A,B,..."}
+
+
+def _flag_lines(flag: Any) -> list[str]:
+    """A flag's usage line, then its help string and default, wrapped, as absl has them."""
+    f = flags.FLAGS[flag.name]
+    text = f.help
+    if f.boolean:
+        head = f"--[no]{f.name}"
+    elif getattr(f.parser, "enum_values", None):
+        head = f"--{f.name}={'|'.join(f.parser.enum_values)}"
+        text = text.removeprefix(f"<{'|'.join(f.parser.enum_values)}>: ")  # absl's prefix
+    else:
+        head = f"--{f.name}={_METAVARS.get(f.flag_type(), 'VALUE')}"
+    if f.default is None and "default" in text:  # the help says what unset means
+        return [f"  {head}", *(f"      {line}" for line in _wrap(text))]
+    if f.default is None:
+        default = "none"
+    elif isinstance(f.default, bool):
+        default = str(f.default).lower()
+    elif isinstance(f.default, list | tuple):
+        default = ",".join(map(str, f.default))
+    else:
+        default = repr(f.default) if isinstance(f.default, str) else str(f.default)
+    return [f"  {head}", *(f"      {line}" for line in _wrap(f"{text} (default: {default})"))]
+
+
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, 74, break_on_hyphens=False)  # 80 columns with the indent
+
+
+def subcommands(command: str, table: Mapping[str, Usage]) -> list[str]:
+    """The subcommands `table` declares for `command` ("prepare data" -> "data")."""
+    return [key.split(" ", 1)[1] for key in table if key.startswith(f"{command} ")]
+
+
+def usage_of(command: str, table: Mapping[str, Usage], sub: str | None = None) -> Usage:
+    """The Usage of `command [sub]`: without a sub, every flag of its subcommands."""
+    if sub is not None:
+        return table[f"{command} {sub}"]
+    if command in table:
+        return table[command]
+    parts = [table[f"{command} {s}"] for s in subcommands(command, table)]
+    seen: dict[str, Any] = {}
+    for part in parts:
+        seen.update({f.name: f for f in part.flags if f.name not in seen})
+    return Usage(tuple(seen.values()), parts[0].docs)
+
+
+def reads_config(command: str, table: Mapping[str, Usage]) -> bool:
+    """Whether `command` (any of its subcommands) takes --config, hence --print_config."""
+    return any(f.name == CONFIG.name for f in usage_of(command, table).flags)
+
+
+def help_text(command: str, module: ModuleType, sub: str | None = None,
+              full: bool = False) -> str:
+    """`python -m bertjax COMMAND [SUB] --help`: the usage line, the command module's
+    docstring, each flag it reads with its help and default, and its docs page. With
+    `full` (--helpfull), absl's list of every flag defined in this process follows."""
+    table: Mapping[str, Usage] = module.HELP
+    usage = usage_of(command, table, sub)
+    subs = subcommands(command, table)
+    name = f"{command} {sub}" if sub else command
+    if subs and not sub:
+        name = f"{command} {'|'.join(subs)}"
+    args = f" {usage.args}" if usage.args else ""
+    lines = [f"usage: python -m bertjax {name} [--flags]{args}", "",
+             (module.__doc__ or "").strip(), "", "flags:"]
+    listed = list(usage.flags)
+    if any(f.name == CONFIG.name for f in listed):
+        listed.append(PRINT_CONFIG)
+    for flag in listed:
+        lines += _flag_lines(flag)
+    lines.append("")
+    if subs and not sub:
+        lines.append(f"subcommands: {', '.join(subs)} (python -m bertjax {command} SUB --help "
+                     "lists one's flags)")
+    pages: dict[str, list[str]] = {}  # page -> the subcommands it documents
+    for s in (subs if subs and not sub else [sub]):
+        pages.setdefault(usage_of(command, table, s).docs, []).append(f"{command} {s}")
+    if len(pages) == 1:
+        lines.append(f"docs: docs/{next(iter(pages))}")
+    else:
+        lines.append("docs: " + ", ".join(f"docs/{page} ({', '.join(names)})"
+                                          for page, names in pages.items()))
+    if full:
+        lines += ["", "every flag defined in this process (absl):", flags.FLAGS.get_help()]
+    return "\n".join(lines)

@@ -26,7 +26,6 @@ import tempfile
 from absl import flags
 
 from bertjax.commands import flags as common
-from bertjax.data.from_config import prepare_data, prepare_tokenizer
 
 _TOKENIZER = flags.DEFINE_string(
     "tokenizer", None, "prepare import-google: the vocabulary the records' ids come from: "
@@ -35,6 +34,11 @@ _VALIDATION = flags.DEFINE_string(
     "validation", None, "prepare import-google: validation TFRecords (comma-separated globs).")
 _KIND = flags.DEFINE_string("kind", None, "prepare tokenizer: wordpiece | sentencepiece-unigram"
                             " | sentencepiece-bpe | bpe (default: the family's kind).")
+
+HELP = {"prepare tokenizer": common.Usage((common.CONFIG, common.OUT, _KIND), "data.md"),
+        "prepare data": common.Usage((common.CONFIG, _KIND), "data.md"),
+        "prepare import-google": common.Usage((common.FROM, _VALIDATION, _TOKENIZER, common.OUT,
+                                               common.LOWERCASE, common.OVERWRITE), "data.md")}
 
 
 def main(argv: list[str]) -> None:
@@ -46,6 +50,8 @@ def main(argv: list[str]) -> None:
         raise ValueError("usage: python -m bertjax prepare tokenizer|data --config=... or "
                          "prepare import-google --from=GLOB --tokenizer=DIR --out=DIR "
                          "(see README.md)")
+    from bertjax.data.from_config import prepare_data, prepare_tokenizer
+
     config = common.required(common.CONFIG)
     if what == ["tokenizer"]:
         out = common.required(common.OUT)

@@ -8,20 +8,31 @@ Runs every run of `get_sweep` into WORKDIR/<run name>/ one after another (data, 
 pretraining, then the config's downstream fine-tuning, then results.json); re-running
 resumes. --print_commands=local|tpu_vm|slurm prints the commands for launch/ instead
 and runs nothing. --config.KEY=VALUE overrides apply to every run. The library is
-bertjax/sweep.py; `compare WORKDIR` reports on the runs.
+bertjax/tools/sweep.py; `compare WORKDIR` reports on the runs.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from absl import flags
 from ml_collections import config_flags
 
-from bertjax import distributed, sweep, train
+from bertjax import distributed
 from bertjax.commands import flags as common
+from bertjax.tools import sweep
+
+if TYPE_CHECKING:
+    from bertjax import train
 
 _PRINT = flags.DEFINE_enum("print_commands", None, sorted(sweep.LAUNCHERS),
                            "Print one command per run for this launch/ script instead of "
                            "running the runs.")
+
+HELP = {"sweep": common.Usage((common.CONFIG, common.WORKDIR, _PRINT, distributed.COORDINATOR,
+                               distributed.NUM_PROCESSES, distributed.PROCESS_ID,
+                               distributed.LOCAL_DEVICE_IDS, distributed.CPU_COLLECTIVES),
+                              "ablations.md")}
 
 # Hooks every run of this command gets (tests/faults.py adds fault injection here).
 HOOKS: list[train.Hook] = []

@@ -215,8 +215,9 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
     (module docstring); returns a dict of figures per phase. MemoryCheckError (one line,
     the figures) when a phase does not fit in the chip's HBM."""
 
-    from bertjax import aot, experiment
+    from bertjax import experiment
     from bertjax.models import layers
+    from bertjax.tools import aot
 
     if not 0 < mfu <= 1:
         raise ValueError(f"--mfu={mfu}: must be in (0, 1]")

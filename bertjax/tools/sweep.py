@@ -12,7 +12,7 @@ A config file declares a sweep next to its `get_config`, as a list of override d
 runs each run into DIR/<name>/, one after another, where a run is: its data prepared
 (when `data.dir` is empty: DIR/data/<digest of the settings preparation reads>, shared
 by runs that agree on them), pretraining, the `downstream` fine-tuning evaluations, then
-DIR/<name>/results.json (bertjax/downstream.py). Names come from the overrides
+DIR/<name>/results.json (bertjax/tools/downstream.py). Names come from the overrides
 (`mask_strategy=whole_word`; the full key where two keys share a last part).
 
 Re-running resumes: a run with results.json is done and skipped; a half-finished one
@@ -31,10 +31,16 @@ import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from bertjax import configfile, downstream, train
+from bertjax import configfile
 from bertjax.fileio import write_json
+
+if TYPE_CHECKING:
+    from bertjax import train
+
+# train and downstream (JAX) are imported where they run: `python -m bertjax sweep --help`
+# imports this module for LAUNCHERS and must not load JAX.
 
 # Data keys only the input pipeline or preparation's resources read: they do not change
 # what `prepare data` writes.
@@ -154,6 +160,9 @@ def _claim(workdir: str, run: Run, config: Any) -> None:
 def run_sweep(base: Any, runs: Sequence[Run], sweep_dir: str,
               hooks: Sequence[train.Hook] = ()) -> list[str]:
     """Runs every run not yet done, in order; returns the names of the runs it ran."""
+    from bertjax import train
+    from bertjax.tools import downstream
+
     configs = [run_config(base, r, sweep_dir) for r in runs]  # every run checked first
     for c in configs:
         downstream.check(c)
@@ -192,6 +201,8 @@ def commands(spec: str, base: Any, runs: Sequence[Run], sweep_dir: str, launcher
              base_overrides: Mapping[str, Any]) -> list[str]:
     """Shell commands doing what `run_sweep` does, for launch/: each prepared data
     directory once, then one launch command per run (its overrides as --config flags)."""
+    from bertjax.tools import downstream
+
     if launcher not in LAUNCHERS:
         raise ValueError(f"--print_commands={launcher!r}: expected one of "
                          f"{', '.join(LAUNCHERS)}")

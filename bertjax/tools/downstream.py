@@ -4,7 +4,7 @@ When a pretraining run has finished, `run(config, workdir)` fine-tunes WORKDIR/m
 each of `downstream.tasks`, with the config file `downstream.config` names (`{task}`
 filled in; e.g. `configs/finetune.py:{task},bert_tiny,runlocal`) and the
 `downstream.overrides` ("KEY=VALUE ..."), `downstream.seeds` seeds each
-(bertjax/seeds.py), in WORKDIR/downstream/<task>, and writes WORKDIR/results.json:
+(bertjax/tools/seeds.py), in WORKDIR/downstream/<task>, and writes WORKDIR/results.json:
 
   {"format": "bertjax-run-results", "version": 1,
    "downstream": {task: {"split", "metric", "seeds", "scores", "median", "workdir"}}}
@@ -26,9 +26,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import configfile, seeds, train
-from bertjax.compare import RESULTS_FORMAT, RESULTS_VERSION
+from bertjax import configfile, train
 from bertjax.fileio import write_json
+from bertjax.tools import seeds
+from bertjax.tools.compare import RESULTS_FORMAT, RESULTS_VERSION
 
 
 def tasks(config: Any) -> list[str]:

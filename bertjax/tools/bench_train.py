@@ -57,12 +57,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import aot, experiment, sharding
+from bertjax import experiment, sharding
 from bertjax.flops import train_flops_per_token
 from bertjax.metrics import mfu, resolve_peak_flops
 from bertjax.models import ModelConfig, build, init_params
 from bertjax.models.registry import family
 from bertjax.optim import OptimConfig, make_schedule
+from bertjax.tools import aot
 
 Batch = dict[str, np.ndarray]
 NUM_BATCHES = 4  # distinct batches cycled over: more would only cost memory
