@@ -99,8 +99,11 @@ def test_squad_v1_normalisation_and_best_gold_answer():
 
 
 def test_squad_v2_no_answer_thresholds_by_hand():
+    # q3 and q4 are unanswerable (empty answer lists). A q4 whose only answer merely
+    # normalises to nothing is answerable (HasAns) for evaluate-v2.0.py: see
+    # test_squad_v2_an_answer_that_normalises_to_nothing_is_still_has_ans_by_hand.
     data = _dataset([("q1", ["the Eiffel Tower", "Eiffel Tower"]), ("q2", ["1889"]),
-                     ("q3", []), ("q4", ["  .  "])])  # q4's only answer normalises to nothing
+                     ("q3", []), ("q4", [])])
     preds = {"q1": "eiffel tower.", "q2": "in 1889", "q3": "", "q4": "Paris"}
     na = {"q1": 0.1, "q2": 0.6, "q3": 0.9, "q4": 0.4}
     got = squad.score_v2(data, preds, na)
@@ -119,6 +122,66 @@ def test_squad_v2_no_answer_thresholds_by_hand():
     assert cut["exact"] == pytest.approx(50.0) and cut["f1"] == pytest.approx(50.0)
     # Without probabilities there is no sweep, as in the script.
     assert "best_f1" not in squad.score_v2(data, preds)
+
+
+def test_squad_v2_an_answer_that_normalises_to_nothing_is_still_has_ans_by_hand():
+    """evaluate-v2.0.py decides HasAns by whether the raw `answers` list is non-empty;
+    only for EM / F1 are gold texts normalised, empty ones dropped and [""] used when
+    none is left. Figures below are worked by hand from that definition."""
+    # q1's only gold answer "the" normalises to "": HasAns, but its EM / F1 gold is [""].
+    data = _dataset([("q1", ["the"]), ("q2", ["Paris"]), ("q3", [])])
+    na = {"q1": 0.8, "q2": 0.3, "q3": 0.9}
+    got = squad.score_v2(data, {"q1": "Paris", "q2": "Paris", "q3": ""}, na)
+    # EM: q1 "" vs "paris" 0, q2 1, q3 "" vs "" 1. F1: q1 0 (gold has no tokens, the
+    # prediction has one), q2 1, q3 1 (both empty).
+    assert got["exact"] == pytest.approx(200 / 3) and got["f1"] == pytest.approx(200 / 3)
+    assert got["total"] == 3
+    # HasAns = {q1, q2} (2 questions, 1 right), NoAns = {q3}.
+    assert got["HasAns_total"] == 2 and got["HasAns_exact"] == pytest.approx(50.0)
+    assert got["HasAns_f1"] == pytest.approx(50.0)
+    assert got["NoAns_total"] == 1 and got["NoAns_exact"] == pytest.approx(100.0)
+    # Sweep: start at 1 (the one NoAns question, q3); q2 (0.3) +1 -> 2, the best, at 0.3;
+    # q1 (0.8) is HasAns: + its score 0 -> 2; q3 (0.9) NoAns answered "": +0.
+    # best = 100 * 2 / 3. (Counting q1 as NoAns would start at 2 and give 100.0.)
+    assert (got["best_exact"], got["best_exact_thresh"]) == (pytest.approx(200 / 3), 0.3)
+    assert (got["best_f1"], got["best_f1_thresh"]) == (pytest.approx(200 / 3), 0.3)
+
+    # The same questions, q1 now answered "" (right for EM / F1: its gold is [""]).
+    got = squad.score_v2(data, {"q1": "", "q2": "Paris", "q3": ""}, na)
+    assert got["exact"] == pytest.approx(100.0) and got["f1"] == pytest.approx(100.0)
+    # Sweep: 1; q2 (0.3) +1 -> 2 at 0.3; q1 (0.8) HasAns, + its score 1 -> 3 at 0.8;
+    # q3 +0. best 100 at 0.8 (as NoAns, q1 would add 0 and leave the best at 0.3).
+    assert (got["best_exact"], got["best_exact_thresh"]) == (pytest.approx(100.0), 0.8)
+    assert (got["best_f1"], got["best_f1_thresh"]) == (pytest.approx(100.0), 0.8)
+    # Threshold 0.5: q1 (0.8) and q3 (0.9) count as answered "": right for q3 (NoAns),
+    # wrong for q1 (HasAns scores float(not has_ans) = 0); q2 (0.3) keeps its 1.
+    cut = squad.score_v2(data, {"q1": "", "q2": "Paris", "q3": ""}, na, na_prob_thresh=0.5)
+    assert cut["exact"] == pytest.approx(200 / 3) and cut["f1"] == pytest.approx(200 / 3)
+    assert cut["HasAns_exact"] == pytest.approx(50.0)
+    assert cut["NoAns_exact"] == pytest.approx(100.0)
+
+
+def test_squad_v2_four_questions_with_a_gold_of_punctuation_by_hand():
+    # q4's only gold answer "  .  " normalises to "": HasAns (its list is non-empty).
+    data = _dataset([("q1", ["the Eiffel Tower", "Eiffel Tower"]), ("q2", ["1889"]),
+                     ("q3", []), ("q4", ["  .  "])])
+    preds = {"q1": "eiffel tower.", "q2": "in 1889", "q3": "", "q4": "Paris"}
+    na = {"q1": 0.1, "q2": 0.6, "q3": 0.9, "q4": 0.4}
+    got = squad.score_v2(data, preds, na)
+    # EM 1, 0, 1, 0 (q4: "" vs "paris"); F1 1, 2/3, 1, 0.
+    assert got["exact"] == pytest.approx(50.0) and got["total"] == 4
+    assert got["f1"] == pytest.approx(100 * (1 + 2 / 3 + 1 + 0) / 4)
+    # HasAns = {q1, q2, q4}: EM 1 of 3, F1 (1 + 2/3 + 0) / 3; NoAns = {q3}.
+    assert got["HasAns_total"] == 3 and got["HasAns_exact"] == pytest.approx(100 / 3)
+    assert got["HasAns_f1"] == pytest.approx(100 * (1 + 2 / 3) / 3)
+    assert got["NoAns_total"] == 1 and got["NoAns_exact"] == pytest.approx(100.0)
+    assert got["NoAns_f1"] == pytest.approx(100.0)
+    # EM sweep: start 1 (q3); q1 (0.1) +1 -> 2, best at 0.1; q4 (0.4) HasAns +0; q2 (0.6)
+    # +0; q3 (0.9) answered "" +0. best_exact = 100 * 2 / 4 = 50 at 0.1.
+    assert (got["best_exact"], got["best_exact_thresh"]) == (pytest.approx(50.0), 0.1)
+    # F1 sweep: 1; q1 +1 -> 2 at 0.1; q4 +0; q2 +2/3 -> 8/3, best at 0.6; q3 +0.
+    # best_f1 = 100 * (8/3) / 4 = 66.67 at 0.6.
+    assert (got["best_f1"], got["best_f1_thresh"]) == (pytest.approx(200 / 3), 0.6)
 
 
 def _score(*args):

@@ -17,7 +17,8 @@ from typing import Any
 Chunk = tuple[str, int, int]  # (type, first token, last token + 1)
 
 
-def _split(tag: str) -> tuple[str, str]:
+def split_tag(tag: str) -> tuple[str, str]:
+    """"B-PER" -> ("B", "PER"), "O" -> ("O", ""); ValueError for anything else."""
     if tag == "O":
         return "O", ""
     prefix, sep, kind = tag.partition("-")
@@ -43,7 +44,7 @@ def chunks(tags: Sequence[str]) -> list[Chunk]:
     out: list[Chunk] = []
     prev, prev_type, start = "O", "", -1
     for i, tag in enumerate([*tags, "O"]):  # a sentence ends as if an O followed
-        cur, kind = _split(tag)
+        cur, kind = split_tag(tag)
         if start >= 0 and _ends(prev, cur, prev_type, kind):
             out.append((prev_type, start, i))
             start = -1
@@ -63,7 +64,8 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> 
     """Micro and per-type precision / recall / F1 over sentences of tags.
 
     Returns {"precision", "recall", "f1", "gold_chunks", "predicted_chunks",
-    "per_type": {type: {"precision", "recall", "f1", "support" (gold chunks)}}}.
+    "correct_chunks", "per_type": {type: {"precision", "recall", "f1", "support"
+    (gold chunks)}}}.
     """
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
@@ -77,7 +79,8 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> 
         want.update(c[0] for c in g_chunks)
     out: dict[str, Any] = {**_prf(sum(right.values()), sum(found.values()), sum(want.values())),
                            "gold_chunks": sum(want.values()),
-                           "predicted_chunks": sum(found.values())}
+                           "predicted_chunks": sum(found.values()),
+                           "correct_chunks": sum(right.values())}
     out["per_type"] = {t: {**_prf(right[t], found[t], want[t]), "support": want[t]}
                        for t in sorted(set(want) | set(found))}
     return out

@@ -2,13 +2,17 @@
 
   v1.1 (evaluate-v1.1.py): every question scores its best EM / F1 over the gold
        answers; a question without a prediction scores 0. Figures in percent.
-  v2.0 (evaluate-v2.0.py): gold answers that normalise to nothing are dropped and an
-       unanswerable question's only gold answer is ""; an empty prediction is the
-       model saying "no answer". With no-answer probabilities, a question whose
-       probability exceeds the threshold (default 1.0) counts as answered "", and
+  v2.0 (evaluate-v2.0.py): a question is answerable (HasAns) when its `answers` list
+       is non-empty, decided before any normalisation. For exact match and F1, gold
+       answers that normalise to nothing are dropped and a question left with none
+       (unanswerable, or answerable only by such texts, e.g. "the") has "" as its only
+       gold answer; an empty prediction is the model saying "no answer". With
+       no-answer probabilities, a question whose probability exceeds the threshold
+       (default 1.0) counts as answered "" (right only for an unanswerable one), and
        `best_exact` / `best_f1` are the scores at the best threshold, found by the
        script's sweep over the sorted probabilities. HasAns / NoAns splits as the
-       script prints them; questions without a prediction are left out of the totals.
+       script prints them; questions without a prediction are left out of the totals
+       (the script stops there: `python -m bertjax score` refuses such a file).
 
 Normalisation: lower case, punctuation removed, the articles a / an / the removed,
 whitespace collapsed.
@@ -102,8 +106,10 @@ def score_v2(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str
     has_ans = {}
     exact_raw, f1_raw = {}, {}
     for qid, texts in golds.items():
+        # Answerable by the raw list, as the script decides: a gold "the" still makes
+        # the question HasAns, though its only gold answer for EM / F1 becomes "".
+        has_ans[qid] = bool(texts)
         answers = [t for t in texts if normalize_answer(t)] or [""]
-        has_ans[qid] = answers != [""]
         if qid not in predictions:
             continue
         exact_raw[qid] = max(exact(a, predictions[qid]) for a in answers)
