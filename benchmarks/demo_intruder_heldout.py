@@ -34,17 +34,17 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, ROOT)
-    from bertjax.data import demo_tasks, sources
+    from bertjax.data import demo_corpus, demo_tasks
     from bertjax.scoring import squad
 
     demo = {" ".join(s) for v in demo_tasks.documents().values() for doc in v for s in doc}
     site = sysconfig.get_paths()["purelib"]
     files = [f for package in PACKAGES if os.path.isdir(os.path.join(site, package))
-             for f in sorted(sources._python_files(os.path.join(site, package),
-                                                   ("test", "tests", "testing", "_vendor")))]
+             for f in sorted(demo_corpus.python_files(os.path.join(site, package),
+                                                      ("test", "tests", "testing", "_vendor")))]
     if not files:
         raise SystemExit(f"none of {', '.join(PACKAGES)} is installed in {site}")
-    sources._demo_files = lambda: iter(files)  # the demo corpus's reader, other files
+    demo_corpus.files = lambda: iter(files)  # the demo corpus's reader, other files
     demo_tasks.documents.cache_clear()
     demo_tasks.content_words.cache_clear()
     docs = demo_tasks.documents()

@@ -69,8 +69,10 @@ def test_prepare_tokenizer_then_data_then_pipeline(corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     assert mtimes == {f: os.stat(os.path.join(data, f)).st_mtime_ns for f in mtimes}
 
-    from bertjax.data.pipeline import Pipeline
-    batch = next(iter(Pipeline(data, "train", global_batch_size=8, seed=0)))
+    from bertjax.data.manifest import Manifest
+    from bertjax.data.pipeline import Pipeline, PipelineConfig
+    config = PipelineConfig("train", global_batch_size=8, seed=0)
+    batch = next(iter(Pipeline(Manifest.read(data), config)))
     assert batch["input_ids"].shape == (8, 32)
     assert set(np.unique(batch["pair_labels"])) <= {0, 1}  # NSP labels for BERT
     assert (batch["input_ids"] < ours.vocab_size).all()
@@ -124,7 +126,7 @@ def test_a_full_disk_in_prepare_data_is_one_line_naming_the_shard(corpus, tmp_pa
     import pretrain
 
     from bertjax.__main__ import os_error
-    from bertjax.data import prepare
+    from bertjax.data import shards as shards_lib
     from bertjax.data.from_config import prepare_data
 
     c = pretrain.get_config("bert_tiny,runlocal")
@@ -150,7 +152,7 @@ def test_a_full_disk_in_prepare_data_is_one_line_naming_the_shard(corpus, tmp_pa
         f = real_open(path, mode, *args, **kwargs)
         return FullDisk(f) if "train-00001.tfrecord.tmp" in str(path) else f
 
-    monkeypatch.setattr(prepare, "open", opener, raising=False)
+    monkeypatch.setattr(shards_lib, "open", opener, raising=False)
     with pytest.raises(OSError) as e:
         prepare_data(c)
     shards = os.path.join(c.data.dir, ".shards")

@@ -12,6 +12,7 @@ import trainlib
 
 from bertjax import train as train_lib
 from bertjax.data import google_records, pipeline
+from bertjax.data.manifest import Manifest
 from bertjax.data.records import DataFormatError
 
 tf = pytest.importorskip("tensorflow")
@@ -99,7 +100,7 @@ def test_train_sees_exactly_the_records_written(google_data, tmp_path, monkeypat
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == (
         f"wrote {data} (train: 24 records in 2 files; length 32, 5 predictions)")
-    manifest = pipeline.read_manifest(str(data))
+    manifest = Manifest.read(str(data))
     assert [s["examples"] for s in manifest["splits"]["train"]["shards"]] == [12, 12]
     assert [os.path.realpath(data / s["file"]) for s in manifest["splits"]["train"]["shards"]
             ] == files

@@ -40,6 +40,21 @@ def tok(corpus):
     return train_wordpiece([s for d in corpus for s in d], vocab_size=600)
 
 
+def _instances(tokenizer, documents, kind: str, *, max_seq_length: int,
+               rng: np.random.Generator, short_seq_prob: float = 0.1,
+               stats: inst.InstanceStats | None = None, shuffle: bool = True,
+               single_sentence: str = "split") -> list[inst.Instance]:
+    """Instances as a shard builds them (shards.process_chunk): `tokenize_documents`,
+    then `create_instances` with the tokenizer's [CLS]/[SEP]."""
+    stats = stats if stats is not None else inst.InstanceStats()
+    docs = inst.tokenize_documents(tokenizer, documents,
+                                   inst.segment_budget(kind, max_seq_length), stats)
+    return inst.create_instances(docs, kind, max_seq_length=max_seq_length,
+                                 cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, rng=rng,
+                                 short_seq_prob=short_seq_prob, stats=stats, shuffle=shuffle,
+                                 single_sentence=single_sentence)
+
+
 def _reference(
     tok, docs: list[list[str]], budget: int = 10**9
 ) -> tuple[list[np.ndarray], list[set[int]]]:
@@ -76,7 +91,7 @@ def _binomial_ok(k: int, n: int, p: float = 0.5, sigmas: float = 4.0) -> bool:
 def test_nsp_labels_balanced_random_next_from_another_document(tok, corpus):
     ref, _ = _reference(tok, corpus)
     stats = inst.InstanceStats()
-    out = inst.documents_to_instances(
+    out = _instances(
         tok, corpus, "nsp", max_seq_length=MAX_LEN, rng=np.random.default_rng(1), stats=stats
     )
     labels = np.array([x.pair_label for x in out])
@@ -102,7 +117,7 @@ def test_nsp_puts_back_the_sentences_a_random_next_displaced(tok, corpus):
     those truncated."""
     ref, _ = _reference(tok, corpus)
     stats = inst.InstanceStats()
-    out = inst.documents_to_instances(
+    out = _instances(
         tok,
         corpus,
         "nsp",
@@ -126,7 +141,7 @@ def test_nsp_one_document_corpus_falls_back_to_actual_next(tok, corpus):
     doc = [s for d in corpus[:5] for s in d]
     ref, _ = _reference(tok, [doc])
     stats = inst.InstanceStats()
-    out = inst.documents_to_instances(
+    out = _instances(
         tok, [doc], "nsp", max_seq_length=MAX_LEN, rng=np.random.default_rng(3), stats=stats
     )
     assert out and all(x.pair_label == 0 for x in out)
@@ -139,7 +154,7 @@ def test_nsp_one_document_corpus_falls_back_to_actual_next(tok, corpus):
 def test_sop_swaps_exactly_when_label_is_1(tok, corpus):
     ref, _ = _reference(tok, corpus)
     stats = inst.InstanceStats()
-    out = inst.documents_to_instances(
+    out = _instances(
         tok, corpus, "sop", max_seq_length=MAX_LEN, rng=np.random.default_rng(4), stats=stats
     )
     labels = np.array([x.pair_label for x in out])
@@ -178,7 +193,7 @@ def _check_packed(out, tok, ref, sentence_ends, max_len, cross: bool) -> None:
 
 def test_full_sentences_cross_documents_with_a_separator(tok, corpus):
     ref, ends = _reference(tok, corpus, budget=MAX_LEN - 2)
-    out = inst.documents_to_instances(
+    out = _instances(
         tok,
         corpus,
         "full_sentences",
@@ -205,7 +220,7 @@ def _sentences(end_set: set[int]) -> list[tuple[int, int]]:
 
 def test_doc_sentences_never_cross_a_document(tok, corpus):
     ref, ends = _reference(tok, corpus, budget=MAX_LEN - 2)
-    out = inst.documents_to_instances(
+    out = _instances(
         tok,
         corpus,
         "doc_sentences",
@@ -214,7 +229,7 @@ def test_doc_sentences_never_cross_a_document(tok, corpus):
         shuffle=False,
     )
     _check_packed(out, tok, ref, ends, MAX_LEN, cross=False)
-    mlm = inst.documents_to_instances(
+    mlm = _instances(
         tok, corpus, "mlm", max_seq_length=MAX_LEN, rng=np.random.default_rng(6), shuffle=False
     )
     assert len(mlm) == len(out)
@@ -262,7 +277,7 @@ def test_bad_documents_and_huge_sentences(tok, corpus, kind, monkeypatch):
     ]
     stats = inst.InstanceStats()
     max_len = 16
-    out = inst.documents_to_instances(
+    out = _instances(
         tok, docs, kind, max_seq_length=max_len, rng=np.random.default_rng(8), stats=stats
     )
     assert out
@@ -279,7 +294,7 @@ def test_bad_documents_and_huge_sentences(tok, corpus, kind, monkeypatch):
 
 def test_deterministic_given_the_generator(tok, corpus):
     def run(seed: int) -> list:
-        out = inst.documents_to_instances(
+        out = _instances(
             tok, corpus[:60], "nsp", max_seq_length=MAX_LEN, rng=np.random.default_rng(seed)
         )
         return [(x.input_ids.tolist(), x.pair_label) for x in out]
@@ -325,7 +340,7 @@ def test_byte_level_bpe_sentences_keep_their_word_start_space(corpus):
     backend.train_from_iterator([s for d in corpus for s in d], trainer)
     tok = Tokenizer(backend, kind="bpe")
     docs = corpus[:20]
-    out = inst.documents_to_instances(
+    out = _instances(
         tok,
         docs,
         "full_sentences",
@@ -358,7 +373,7 @@ def test_googles_nsp_rule_gives_every_one_sentence_chunk_a_random_next(tok, corp
     _, ends = _reference(tok, corpus, budget)
     runs = {}
     for rule in inst.SINGLE_SENTENCE:
-        runs[rule] = inst.documents_to_instances(
+        runs[rule] = _instances(
             tok, corpus, "nsp", max_seq_length=MAX_LEN, rng=np.random.default_rng(5),
             single_sentence=rule)
     assert _split_sentences(runs["split"], ends) > 10
@@ -371,7 +386,7 @@ def test_googles_nsp_rule_gives_every_one_sentence_chunk_a_random_next(tok, corp
     # rule makes every label "random next"; ours keeps half "actual next".
     short = [[" ".join(d[0].split()[:6])] for d in corpus]
     for rule, want in (("random_next", 1.0), ("split", 0.5)):
-        out = inst.documents_to_instances(tok, short, "nsp", max_seq_length=MAX_LEN,
+        out = _instances(tok, short, "nsp", max_seq_length=MAX_LEN,
                                           rng=np.random.default_rng(6), single_sentence=rule)
         labels = np.array([x.pair_label for x in out])
         if want == 1.0:
@@ -379,5 +394,5 @@ def test_googles_nsp_rule_gives_every_one_sentence_chunk_a_random_next(tok, corp
         else:
             assert _binomial_ok(int(labels.sum()), len(labels))
     with pytest.raises(ValueError, match="nsp_single_sentence='always' must be one of"):
-        inst.documents_to_instances(tok, short, "nsp", max_seq_length=MAX_LEN,
+        _instances(tok, short, "nsp", max_seq_length=MAX_LEN,
                                     rng=np.random.default_rng(0), single_sentence="always")

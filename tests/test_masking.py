@@ -19,7 +19,7 @@ import sentencepiece as spm
 import tokenizers
 from tokenizers import normalizers, pre_tokenizers, trainers
 
-from bertjax.data import masking
+from bertjax.data import mask_selection
 from bertjax.data.masking import (
     Masker,
     MaskingConfig,
@@ -225,9 +225,9 @@ def test_greedy_fill_equals_the_sequential_scan():
         return (sums * (sums <= room[:, None])).max(axis=1)
 
     assert (reference(True) != reference(False)).any()  # cuts happen
-    np.testing.assert_array_equal(masking._greedy_fill(lengths, budget), reference(False))
+    np.testing.assert_array_equal(mask_selection.greedy_fill(lengths, budget), reference(False))
     np.testing.assert_array_equal(
-        masking._greedy_fill(lengths, budget, parts[:, :, 0], cut), reference(True)
+        mask_selection.greedy_fill(lengths, budget, parts[:, :, 0], cut), reference(True)
     )
 
 

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from bertjax.data import pipeline
+from bertjax.data.hosts import plan_hosts
+from bertjax.data.manifest import Manifest
 from bertjax.data.masking import MaskingConfig
-from bertjax.data.pipeline import DataError, Pipeline, plan_hosts
+from bertjax.data.pipeline import DataError, Pipeline, PipelineConfig
 
 _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
@@ -149,6 +151,11 @@ def write_data(
 DYN = MaskingConfig(max_predictions_per_seq=3)
 
 
+def _pipe(data_dir: str, *args, **kwargs) -> Pipeline:
+    """Pipeline over the directory's Manifest, PipelineConfig(*args, **kwargs)."""
+    return Pipeline(Manifest.read(data_dir), PipelineConfig(*args, **kwargs))
+
+
 def _take(pipe, n: int) -> list[dict[str, np.ndarray]]:
     out = []
     for batch in pipe:
@@ -197,7 +204,7 @@ def test_plan_hosts():
 def test_two_hosts_read_every_example_once_per_epoch(tmp_path, n_shards):
     write_data(str(tmp_path), 96, n_shards)
     hosts = [
-        _take(Pipeline(str(tmp_path), "train", 16, seed=3, masking=DYN, process_index=i,
+        _take(_pipe(str(tmp_path), "train", 16, seed=3, masking=DYN, process_index=i,
                        process_count=2, shuffle_buffer=20), 12)
         for i in range(2)
     ]
@@ -213,7 +220,7 @@ def test_two_hosts_read_every_example_once_per_epoch(tmp_path, n_shards):
 
 def test_uneven_hosts_leave_out_the_remainder(tmp_path):
     write_data(str(tmp_path), 25, 1)  # record level; 1 example left out per epoch
-    pipes = [Pipeline(str(tmp_path), "train", 4, seed=0, masking=DYN, process_index=i,
+    pipes = [_pipe(str(tmp_path), "train", 4, seed=0, masking=DYN, process_index=i,
                       process_count=2, shuffle_buffer=1) for i in range(2)]
     assert pipes[0].epoch_examples == 12 and pipes[0].dropped_per_epoch == 1
     got = [np.concatenate([_uids(b) for b in _take(p, 6)]) for p in pipes]  # one epoch
@@ -226,9 +233,9 @@ def test_uneven_hosts_leave_out_the_remainder(tmp_path):
 
 def test_same_seed_same_stream_other_seed_other_order(data96):
     d, _ = data96
-    a = _take(Pipeline(d, "train", 16, seed=1, masking=DYN), 8)
-    b = _take(Pipeline(d, "train", 16, seed=1, masking=DYN), 8)
-    c = _take(Pipeline(d, "train", 16, seed=2, masking=DYN), 8)
+    a = _take(_pipe(d, "train", 16, seed=1, masking=DYN), 8)
+    b = _take(_pipe(d, "train", 16, seed=1, masking=DYN), 8)
+    c = _take(_pipe(d, "train", 16, seed=2, masking=DYN), 8)
     for x, y in zip(a, b, strict=True):
         for key in x:
             np.testing.assert_array_equal(x[key], y[key])
@@ -241,16 +248,16 @@ def test_same_seed_same_stream_other_seed_other_order(data96):
 @pytest.mark.parametrize("k", [0, 4, 7])
 def test_restore_equals_uninterrupted_stream(data96, k):
     d, _ = data96
-    kwargs = dict(data_dir=d, split="train", global_batch_size=16, seed=5, masking=DYN,
+    kwargs = dict(split="train", global_batch_size=16, seed=5, masking=DYN,
                   shuffle_buffer=30)
-    full = _take(Pipeline(**kwargs), k + 5)
-    pipe = Pipeline(**kwargs)
+    full = _take(_pipe(d, **kwargs), k + 5)
+    pipe = _pipe(d, **kwargs)
     _take(pipe, k) if k else None
     state = pipe.state()
     assert state == {"step": k}
     state = json.loads(json.dumps(state))
-    resumed = _take(Pipeline.restore(state, **kwargs), 5)
-    also = _take(Pipeline(**kwargs, start_step=k), 5)
+    resumed = _take(Pipeline.restore(state, Manifest.read(d), PipelineConfig(**kwargs)), 5)
+    also = _take(_pipe(d, **kwargs, start_step=k), 5)
     for expected, got, got2 in zip(full[k:], resumed, also, strict=True):
         for key in expected:
             assert expected[key].dtype == got[key].dtype
@@ -261,10 +268,11 @@ def test_restore_equals_uninterrupted_stream(data96, k):
 def test_restore_two_hosts(tmp_path):
     write_data(str(tmp_path), 40, 2)
     for i in range(2):
-        kwargs = dict(data_dir=str(tmp_path), split="train", global_batch_size=8, seed=9,
+        kwargs = dict(split="train", global_batch_size=8, seed=9,
                       masking=DYN, process_index=i, process_count=2)
-        full = _take(Pipeline(**kwargs), 9)
-        resumed = _take(Pipeline.restore({"step": 6}, **kwargs), 3)
+        full = _take(_pipe(str(tmp_path), **kwargs), 9)
+        resumed = _take(Pipeline.restore({"step": 6}, Manifest.read(str(tmp_path)),
+                                         PipelineConfig(**kwargs)), 3)
         for expected, got in zip(full[6:], resumed, strict=True):
             for key in expected:
                 np.testing.assert_array_equal(expected[key], got[key])
@@ -272,14 +280,14 @@ def test_restore_two_hosts(tmp_path):
 
 def test_state_counts_consumed_batches(data96):
     d, _ = data96
-    pipe = Pipeline(d, "train", 16, seed=0, masking=DYN)
+    pipe = _pipe(d, "train", 16, seed=0, masking=DYN)
     it = iter(pipe)
     next(it)
     next(it)
     assert pipe.state() == {"step": 2}
     it.close()
     again = _take(pipe, 1)  # a new iterator continues from the state
-    expected = _take(Pipeline(d, "train", 16, seed=0, masking=DYN, start_step=2), 1)
+    expected = _take(_pipe(d, "train", 16, seed=0, masking=DYN, start_step=2), 1)
     np.testing.assert_array_equal(again[0]["input_ids"], expected[0]["input_ids"])
     assert pipe.state() == {"step": 3}
 
@@ -289,7 +297,7 @@ def test_state_counts_consumed_batches(data96):
 
 def test_batch_shapes_dtypes_padding_and_masks(data96):
     d, examples = data96
-    (batch,) = _take(Pipeline(d, "train", 16, seed=0, masking=DYN), 1)
+    (batch,) = _take(_pipe(d, "train", 16, seed=0, masking=DYN), 1)
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "masked_lm_positions",
                           "masked_lm_ids", "masked_lm_weights", "pair_labels"}
     for key in ("input_ids", "attention_mask", "token_type_ids"):
@@ -323,7 +331,7 @@ def test_dynamic_masks_use_the_documented_rng(data96):
     from bertjax.data.tokenizers import load_tokenizer
 
     d, _ = data96
-    batches = _take(Pipeline(d, "train", 16, seed=4, masking=DYN, process_index=1,
+    batches = _take(_pipe(d, "train", 16, seed=4, masking=DYN, process_index=1,
                              process_count=2), 3)
     masker = masker_from_tokenizer(load_tokenizer(os.path.join(d, "tokenizer")), DYN)
     for k, batch in enumerate(batches):
@@ -336,7 +344,7 @@ def test_dynamic_masks_use_the_documented_rng(data96):
 def test_static_masks_are_read_back_exactly(tmp_path):
     examples = write_data(str(tmp_path), 40, 3, static=True, max_predictions=4)
     seen = set()
-    for batch in _take(Pipeline(str(tmp_path), "train", 8, seed=0), 5):
+    for batch in _take(_pipe(str(tmp_path), "train", 8, seed=0), 5):
         assert batch["masked_lm_positions"].shape == (8, 4)
         for row in range(8):
             ids = batch["input_ids"][row]
@@ -355,7 +363,7 @@ def test_static_masks_are_read_back_exactly(tmp_path):
 
 def test_corpus_smaller_than_one_batch_still_yields_batches(tmp_path):
     write_data(str(tmp_path), 5, 2)
-    batches = _take(Pipeline(str(tmp_path), "train", 16, seed=0, masking=DYN), 3)
+    batches = _take(_pipe(str(tmp_path), "train", 16, seed=0, masking=DYN), 3)
     uids = np.concatenate([_uids(b) for b in batches])
     assert len(uids) == 48
     for e in range(9):  # every epoch (5 records) holds every example once
@@ -364,7 +372,7 @@ def test_corpus_smaller_than_one_batch_still_yields_batches(tmp_path):
 
 def test_single_pass_reads_every_example_once_and_fills_the_last_batch(data96):
     d, _ = data96
-    pipe = Pipeline(d, "train", 20, seed=0, masking=DYN, repeat=False)
+    pipe = _pipe(d, "train", 20, seed=0, masking=DYN, repeat=False)
     batches = list(pipe)
     assert len(batches) == pipe.steps_per_epoch == 5 and pipe.state() == {"step": 5}
     last = batches[-1]
@@ -373,7 +381,7 @@ def test_single_pass_reads_every_example_once_and_fills_the_last_batch(data96):
     assert (last["masked_lm_weights"][16:] == 0).all() and (last["pair_labels"][16:] == -1).all()
     uids = np.concatenate([_uids(b)[b["attention_mask"][:, 0] == 1] for b in batches])
     assert sorted(uids.tolist()) == list(range(96))
-    assert list(Pipeline(d, "train", 20, seed=0, masking=DYN, repeat=False, start_step=5)) == []
+    assert list(_pipe(d, "train", 20, seed=0, masking=DYN, repeat=False, start_step=5)) == []
 
 
 # ------------------------------------------------------------------ bad data
@@ -390,7 +398,7 @@ def test_id_outside_vocabulary_raises_clear_error(tmp_path):
     shard = os.path.join(str(tmp_path), "train-00001-of-00002.tfrecord")
     with pytest.raises(DataError, match=rf"^{shard}, record 6: token id {VOCAB + 7} is outside "
                                         r"the vocabulary \[0, 805\) of .*tokenizer \(split"):
-        _take(Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN), 4)
+        _take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 4)
 
 
 def _bad_position(uid, feats):
@@ -402,9 +410,9 @@ def test_static_mask_outside_its_example_raises(tmp_path):
     write_data(str(tmp_path), 8, 1, static=True, mutate=_bad_position)
     shard = os.path.join(str(tmp_path), "train-00000-of-00001.tfrecord")
     with pytest.raises(DataError, match=f"^{shard}, record 2: a masked_lm position lies outside"):
-        _take(Pipeline(str(tmp_path), "train", 8, seed=0), 1)
+        _take(_pipe(str(tmp_path), "train", 8, seed=0), 1)
     with pytest.raises(DataError, match="the shards are already masked"):
-        Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN)
+        _pipe(str(tmp_path), "train", 8, seed=0, masking=DYN)
 
 
 def _too_long(uid, feats):
@@ -417,12 +425,12 @@ def _too_long(uid, feats):
 def test_length_checks(tmp_path, data96):
     write_data(str(tmp_path), 16, 1, mutate=_too_long)
     with pytest.raises(DataError, match="30 tokens, more than max_seq_length 16"):
-        _take(Pipeline(str(tmp_path), "train", 16, seed=0, masking=DYN), 1)
+        _take(_pipe(str(tmp_path), "train", 16, seed=0, masking=DYN), 1)
     d, _ = data96  # lengths up to 16
     with pytest.raises(DataError, match="more than max_position_embeddings 14 - position_offset 2"):
-        _take(Pipeline(d, "train", 96, seed=0, masking=DYN, max_position_embeddings=14,
+        _take(_pipe(d, "train", 96, seed=0, masking=DYN, max_position_embeddings=14,
                        position_offset=2), 1)
-    assert _take(Pipeline(d, "train", 96, seed=0, masking=DYN, max_position_embeddings=16), 1)
+    assert _take(_pipe(d, "train", 96, seed=0, masking=DYN, max_position_embeddings=16), 1)
 
 
 def test_bad_manifests_and_arguments_fail_in_one_line(tmp_path, data96):
@@ -435,8 +443,8 @@ def test_bad_manifests_and_arguments_fail_in_one_line(tmp_path, data96):
             with open(path, "w") as f:
                 json.dump(manifest, f)
         with pytest.raises(DataError, match=match) as e:
-            Pipeline(kwargs.pop("data_dir", here), kwargs.pop("split", "train"), 8, seed=0,
-                     masking=kwargs.pop("masking", DYN), **kwargs)
+            _pipe(kwargs.pop("data_dir", here), kwargs.pop("split", "train"), 8, seed=0,
+                  masking=kwargs.pop("masking", DYN), **kwargs)
         assert "\n" not in str(e.value)
 
     fails(f"{path}: not found")
@@ -459,16 +467,16 @@ def test_bad_manifests_and_arguments_fail_in_one_line(tmp_path, data96):
     fails(f"{path}: version 2 is not supported", broken)
     fails(f"{os.path.join(here, 'tokenizer')}: tokenizer directory is missing", good)
     os.symlink(os.path.join(d, "tokenizer"), os.path.join(here, "tokenizer"))
-    Pipeline(here, "train", 8, seed=0, masking=DYN)  # complete now
+    _pipe(here, "train", 8, seed=0, masking=DYN)  # complete now
     broken = json.loads(json.dumps(good))
     broken["tokenizer"]["sha256"] = "0" * 64
     fails("tokenizer.json: sha256 differs", broken)
     fails("no split 'validation'; it has train", data_dir=d, split="validation")
     fails(r"pass masking=MaskingConfig\(...\)", data_dir=d, masking=None)
     with pytest.raises(ValueError, match="not divisible by process_count=3"):
-        Pipeline(d, "train", 8, seed=0, masking=DYN, process_count=3)
+        _pipe(d, "train", 8, seed=0, masking=DYN, process_count=3)
     with pytest.raises(ValueError, match="state"):
-        Pipeline.restore({"step": -1}, data_dir=d, split="train", global_batch_size=8, seed=0)
+        Pipeline.restore({"step": -1}, Manifest.read(d), PipelineConfig("train", 8, seed=0))
 
 
 def test_a_damaged_shard_is_named_when_first_opened(tmp_path):
@@ -482,7 +490,7 @@ def test_a_damaged_shard_is_named_when_first_opened(tmp_path):
         f.seek(30)
         f.write(b"\xff" * 8)
     with pytest.raises(DataError) as e:
-        _take(Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
+        _take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
     assert str(e.value) == (f"{shard}: its sha256 differs from {tmp_path}/manifest.json; "
                             "the shard is damaged or was replaced. Prepare the data again")
     path = os.path.join(str(tmp_path), "manifest.json")
@@ -493,7 +501,7 @@ def test_a_damaged_shard_is_named_when_first_opened(tmp_path):
     with open(path, "w") as f:
         json.dump(manifest, f)
     with pytest.raises(DataError, match="train-\\*.tfrecord: cannot read the records"):
-        _take(Pipeline(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
+        _take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
 
 
 def test_shards_shorter_than_the_manifest_says(tmp_path):
@@ -506,26 +514,28 @@ def test_shards_shorter_than_the_manifest_says(tmp_path):
     with open(path, "w") as f:
         json.dump(manifest, f)
     with pytest.raises(DataError, match="shards hold fewer examples than it lists"):
-        _take(Pipeline(str(tmp_path), "train", 4, seed=0, masking=DYN), 8)
+        _take(_pipe(str(tmp_path), "train", 4, seed=0, masking=DYN), 8)
 
 
 # ------------------------------------------------------------------ global arrays
 
 
-def test_to_global_on_8_simulated_devices(data96, tmp_path):
+def test_batches_become_global_arrays_on_8_simulated_devices(data96, tmp_path):
+    """A pipeline batch as training shards it (`train.global_batch`: batch axis over the
+    mesh's data and fsdp axes, the rest replicated)."""
     d, _ = data96
-    (batch,) = _take(Pipeline(d, "train", 16, seed=0, masking=DYN), 1)
+    (batch,) = _take(_pipe(d, "train", 16, seed=0, masking=DYN), 1)
     np.savez(tmp_path / "batch.npz", **batch)
     # A fresh process: JAX in this one may already be initialised with 1 device.
     script = textwrap.dedent(
         f"""
         import jax, numpy as np
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-        from bertjax.data.pipeline import to_global
+        from bertjax.train import global_batch
         assert jax.device_count() == 8
         batch = dict(np.load({str(tmp_path / "batch.npz")!r}))
         mesh = Mesh(np.array(jax.devices()).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
-        g = to_global(batch, mesh)
+        g = global_batch(batch, mesh, None)
         for key, value in batch.items():
             assert g[key].shape == value.shape and g[key].dtype == value.dtype, key
             assert g[key].sharding == NamedSharding(
@@ -535,12 +545,10 @@ def test_to_global_on_8_simulated_devices(data96, tmp_path):
             for s in g[key].addressable_shards:
                 assert s.data.shape[0] == value.shape[0] // 4
                 np.testing.assert_array_equal(np.asarray(s.data), value[s.index])
-        g = to_global(batch, Mesh(np.array(jax.devices()), ("data",)))  # fsdp absent
-        assert g["input_ids"].sharding.spec == P("data", None)
         try:
-            to_global({{"x": np.zeros((6, 2))}}, mesh)
-        except ValueError as e:
-            assert "not divisible" in str(e)
+            global_batch({{"x": np.zeros((6, 2))}}, mesh, None)
+        except Exception as e:
+            assert "6" in str(e)
         else:
             raise AssertionError("no error")
         print("OK")
@@ -566,6 +574,7 @@ def test_tensorflow_sees_no_accelerator(data96):
 @pytest.mark.parametrize("masking", ["static", "dynamic"])
 def test_reads_what_prepare_writes(tmp_path, masking):
     from bertjax.data import prepare
+    from bertjax.data.records import read_examples
     from bertjax.data.tokenizers import train_wordpiece
 
     rng = np.random.default_rng(0)
@@ -575,14 +584,14 @@ def test_reads_what_prepare_writes(tmp_path, masking):
         for _ in range(40)
     ]
     tok = train_wordpiece((" ".join(d) for d in docs), vocab_size=200)
-    manifest = prepare.prepare(docs, tok, str(tmp_path), instances="nsp", max_seq_length=24,
-                               masking=masking, dupe_factor=2, docs_per_shard=20,
-                               num_workers=0, progress=False)
+    settings = prepare.PrepareSettings(instances="nsp", max_seq_length=24, masking=masking,
+                                       dupe_factor=2, docs_per_shard=20, num_workers=0)
+    manifest = prepare.prepare(docs, tok, str(tmp_path), settings, progress=False)
     expected = [ex for s in manifest["splits"]["train"]["shards"]
-                for ex in prepare.read_examples(os.path.join(str(tmp_path), s["file"]))]
+                for ex in read_examples(os.path.join(str(tmp_path), s["file"]))]
     assert len(expected) == manifest["splits"]["train"]["examples"] > 8
     # One pass, no shuffle buffer: the order is the file order interleaved record by record.
-    pipe = Pipeline(str(tmp_path), "train", 4, seed=0, shuffle_buffer=1, repeat=False,
+    pipe = _pipe(str(tmp_path), "train", 4, seed=0, shuffle_buffer=1, repeat=False,
                     masking=None if masking == "static" else MaskingConfig(
                         max_predictions_per_seq=4))
     rows = [(b, i) for b in pipe for i in range(4) if b["attention_mask"][i, 0]]

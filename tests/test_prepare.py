@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 
 from bertjax.data import prepare as prep
+from bertjax.data import records as records_lib
+from bertjax.data import shards as shards_lib
+from bertjax.data.manifest import Manifest
 from bertjax.data.tokenizers import train_wordpiece
 
 MAX_LEN = 40
@@ -54,7 +57,8 @@ def _run(corpus, tok, out, **kw):
         progress=False,
     )
     args.update(kw)
-    return prep.prepare(corpus, tok, str(out), **args)
+    progress = args.pop("progress")
+    return prep.prepare(corpus, tok, str(out), prep.PrepareSettings(**args), progress=progress)
 
 
 def _hashes(d) -> dict[str, str]:
@@ -70,7 +74,7 @@ def _all_examples(d, manifest) -> list[dict[str, np.ndarray]]:
     out = []
     for split in manifest["splits"].values():
         for shard in split["shards"]:
-            out += prep.read_examples(os.path.join(d, shard["file"]))
+            out += records_lib.read_examples(os.path.join(d, shard["file"]))
     return out
 
 
@@ -82,8 +86,8 @@ def _check_valid(examples, vocab_size: int, max_len: int) -> None:
         assert ex["pair_label"].shape == (1,)
 
 
-def _manifest_without_run_settings(m: dict) -> dict:
-    m = json.loads(json.dumps(m))
+def _manifest_without_run_settings(m: Manifest) -> dict:
+    m = json.loads(json.dumps(m.raw))
     for key in ("num_workers", "max_inflight_mb"):
         m["settings"].pop(key)
     return m
@@ -96,7 +100,7 @@ def test_example_and_tfrecord_bytes_match_tensorflow(tmp_path):
     tf = pytest.importorskip("tensorflow")
     from tensorflow.core.example import example_pb2
 
-    assert prep.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert records_lib.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
     rng = np.random.default_rng(0)
     n = 3000
     features = {}
@@ -110,7 +114,7 @@ def test_example_and_tfrecord_bytes_match_tensorflow(tmp_path):
         features[name] = (rng.integers(lo, hi, counts.sum()), counts)
     counts = rng.integers(0, 6, n)  # float lists (Google's masked_lm_weights), empty too
     features["weights"] = (rng.normal(size=counts.sum()).astype(np.float32), counts)
-    records = prep.encode_examples(features)
+    records = records_lib.encode_examples(features)
     starts = {k: np.concatenate([[0], np.cumsum(c)]) for k, (_, c) in features.items()}
     for e in range(0, n, 13):
         ex = example_pb2.Example()
@@ -121,10 +125,10 @@ def test_example_and_tfrecord_bytes_match_tensorflow(tmp_path):
         assert ex.SerializeToString(deterministic=True) == records[e]
     path = str(tmp_path / "x.tfrecord")
     with open(path, "wb") as f:
-        f.write(prep.tfrecord_bytes(features))
+        f.write(records_lib.tfrecord_bytes(features))
     assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == records  # TF checks CRCs
-    assert prep.read_records(path) == records
-    parsed = prep.parse_example(records[5])
+    assert records_lib.read_records(path) == records
+    parsed = records_lib.parse_example(records[5])
     for name, (v, _) in features.items():
         np.testing.assert_array_equal(parsed[name], v[starts[name][5] : starts[name][6]])
     with open(path, "r+b") as f:  # a flipped byte is caught
@@ -132,8 +136,8 @@ def test_example_and_tfrecord_bytes_match_tensorflow(tmp_path):
         b = f.read(1)
         f.seek(40)
         f.write(bytes([b[0] ^ 1]))
-    with pytest.raises(prep.DataFormatError, match="CRC mismatch"):
-        prep.read_records(path)
+    with pytest.raises(records_lib.DataFormatError, match="CRC mismatch"):
+        records_lib.read_records(path)
 
 
 # ------------------------------------------------------------------------ determinism
@@ -166,7 +170,7 @@ def test_same_shards_for_1_and_2_worker_processes(corpus, tok, tmp_path):
 def test_manifest_counts_checksums_and_contents(corpus, tok, tmp_path):
     d = tmp_path / "data"
     m = _run(corpus, tok, d)
-    assert m == prep.read_manifest(str(d), verify_checksums=True)
+    assert m == Manifest.read(str(d), verify_checksums=True)
     assert m["format"] == "bertjax-data" and m["version"] == 1 and m["vocab_check"] == "ok"
     assert m["masking"] == "dynamic" and m["settings"]["instances"] == "nsp"
     assert m["settings"]["max_seq_length"] == MAX_LEN and m["settings"]["seed"] == 3
@@ -188,7 +192,7 @@ def test_manifest_counts_checksums_and_contents(corpus, tok, tmp_path):
             path = d / shard["file"]
             with open(path, "rb") as f:
                 assert hashlib.sha256(f.read()).hexdigest() == shard["sha256"]
-            examples = prep.read_examples(str(path))
+            examples = records_lib.read_examples(str(path))
             assert len(examples) == shard["examples"]
             assert sum(len(e["input_ids"]) for e in examples) == shard["tokens"]
             total_tokens += shard["tokens"]
@@ -247,7 +251,7 @@ def test_remask_writes_dupe_factor_different_copies(corpus, tok, tmp_path):
     differ = [len({ids for _, ids in g}) == 3 for g in groups.values()]
     assert np.mean(differ) > 0.95
     # Copies are spread through the shard, not adjacent.
-    first = prep.read_examples(str(d / m["splits"]["train"]["shards"][0]["file"]))
+    first = records_lib.read_examples(str(d / m["splits"]["train"]["shards"][0]["file"]))
     same_next = sum(
         np.array_equal(a["token_type_ids"], b["token_type_ids"])
         and a["pair_label"][0] == b["pair_label"][0]
@@ -314,6 +318,7 @@ def test_resume_rewrites_only_a_deleted_shard(corpus, tok, tmp_path):
     for f in shards:
         if f != shards[2]:
             assert _stat(d / f) == stats[f], f  # not rewritten
+    m1, m2 = dict(m1), dict(m2)
     m1["input_stats"] = m2["input_stats"] = None
     assert m1 == m2
     assert not os.path.exists(d / ".shards")
@@ -326,7 +331,7 @@ class _Killed(BaseException):
 def test_interrupted_run_resumes_from_finished_shards(corpus, tok, tmp_path, monkeypatch):
     fresh = _run(corpus, tok, tmp_path / "fresh")
     d = tmp_path / "data"
-    real = prep._process_chunk
+    real = shards_lib.process_chunk
     calls, killed = [], []
 
     def dies_on_chunk_4(task):
@@ -336,7 +341,7 @@ def test_interrupted_run_resumes_from_finished_shards(corpus, tok, tmp_path, mon
             raise _Killed  # as if the process were killed here
         return real(task)
 
-    monkeypatch.setattr(prep, "_process_chunk", dies_on_chunk_4)
+    monkeypatch.setattr(shards_lib, "process_chunk", dies_on_chunk_4)
     with pytest.raises(_Killed):
         _run(corpus, tok, d)
     assert not os.path.exists(d / "manifest.json")  # never a manifest for partial data
@@ -350,6 +355,7 @@ def test_interrupted_run_resumes_from_finished_shards(corpus, tok, tmp_path, mon
     assert calls == [4, 5]  # only the unfinished chunks are processed
     assert m["input_stats"]["shards_reused"] == 4
     assert _hashes(d) == _hashes(tmp_path / "fresh")
+    m, fresh = dict(m), dict(fresh)
     m["input_stats"] = fresh["input_stats"] = None
     assert m == fresh
 
@@ -370,7 +376,7 @@ def test_changed_settings_or_corpus_rewrite_what_changed(corpus, tok, tmp_path):
         [f"train-{i:05d}-of-00005.tfrecord" for i in range(5)]
         + [f"validation-{i:05d}-of-00002.tfrecord" for i in range(2)]
     )
-    prep.read_manifest(str(d), verify_checksums=True)
+    Manifest.read(str(d), verify_checksums=True)
 
 
 # ------------------------------------------------------------------------ memory bound
@@ -422,7 +428,7 @@ def test_bad_inputs_give_valid_output_and_counts(corpus, tok, tmp_path):
     examples = _all_examples(d, m)
     assert len(examples) == m["splits"]["train"]["examples"] > 100
     _check_valid(examples, tok.vocab_size, MAX_LEN)
-    prep.read_manifest(str(d), verify_checksums=True)
+    Manifest.read(str(d), verify_checksums=True)
 
 
 def test_one_document_corpus_falls_back_to_actual_next(corpus, tok, tmp_path):
@@ -456,8 +462,8 @@ def test_bad_settings_fail_fast_naming_the_setting(corpus, tok, tmp_path):
 
 def test_read_manifest_errors_name_the_file(corpus, tok, tmp_path):
     d = tmp_path / "data"
-    with pytest.raises(prep.DataFormatError, match="manifest.json: not found"):
-        prep.read_manifest(str(d))
+    with pytest.raises(records_lib.DataFormatError, match="manifest.json: not found"):
+        Manifest.read(str(d))
     m = _run(corpus[:50], tok, d)
     path = d / "manifest.json"
     good = path.read_text()
@@ -468,18 +474,18 @@ def test_read_manifest_errors_name_the_file(corpus, tok, tmp_path):
         (json.dumps({k: v for k, v in m.items() if k != "tokenizer"}), "missing key 'tokenizer'"),
     ):
         path.write_text(broken)
-        with pytest.raises(prep.DataFormatError, match=match) as e:
-            prep.read_manifest(str(d))
+        with pytest.raises(records_lib.DataFormatError, match=match) as e:
+            Manifest.read(str(d))
         assert str(path) in str(e.value) and "\n" not in str(e.value)
     path.write_text(good)
     shard = d / m["splits"]["train"]["shards"][0]["file"]
     with open(shard, "ab") as f:
         f.write(b"x")
-    with pytest.raises(prep.DataFormatError, match="bytes, expected"):
-        prep.read_manifest(str(d))
+    with pytest.raises(records_lib.DataFormatError, match="bytes, expected"):
+        Manifest.read(str(d))
     os.remove(shard)
-    with pytest.raises(prep.DataFormatError, match="is missing"):
-        prep.read_manifest(str(d))
+    with pytest.raises(records_lib.DataFormatError, match="is missing"):
+        Manifest.read(str(d))
     shutil.rmtree(d)
 
 
@@ -504,9 +510,7 @@ def test_file_source_stats_reach_the_manifest(tok, tmp_path):
         spec,
         tok,
         str(tmp_path / "data"),
-        instances="nsp",
-        max_seq_length=MAX_LEN,
-        docs_per_shard=16,
+        prep.PrepareSettings(instances="nsp", max_seq_length=MAX_LEN, docs_per_shard=16),
         progress=False,
     )
     assert m["settings"]["source"] == spec
@@ -545,7 +549,7 @@ def test_google_format_records_parse_with_run_pretraining_features(corpus, tok, 
     and seed), as the fixed-length features Google's run_pretraining.py declares; they
     parse with exactly that spec, and the pipeline reads them as the default format."""
     tf = pytest.importorskip("tensorflow")
-    from bertjax.data.pipeline import Pipeline
+    from bertjax.data.pipeline import Pipeline, PipelineConfig
 
     kw = dict(masking="static", dupe_factor=2, validation_every=0,
               masking_config={"max_predictions_per_seq": 20, "budget": "google"})
@@ -578,7 +582,8 @@ def test_google_format_records_parse_with_run_pretraining_features(corpus, tok, 
         assert not g["masked_lm_positions"][k:].any() and not g["masked_lm_ids"][k:].any()
         assert g["next_sentence_labels"][0] == a["pair_label"][0]
     # The pipeline reads them into the very batches of the default format's directory.
-    pipes = [Pipeline(str(tmp_path / d), "train", 8, seed=3, repeat=False)
+    pipes = [Pipeline(Manifest.read(str(tmp_path / d)), PipelineConfig("train", 8, seed=3,
+                                                                       repeat=False))
              for d in ("ours", "google")]
     batches = [list(p) for p in pipes]
     assert len(batches[0]) == len(batches[1]) == pipes[0].steps_per_epoch > 10

@@ -8,6 +8,7 @@ for invalid UTF-8, and tensorflow-datasets' own builder for the TFDS source.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -17,27 +18,21 @@ import tracemalloc
 
 import pytest
 
+from bertjax.data import demo_corpus as demo_corpus_lib
 from bertjax.data import sources
-from bertjax.data.sources import (
-    MAX_LINE_CHARS,
-    MAX_WORD_CHARS,
-    SourceStats,
-    clean_text,
-    demo_corpus,
-    open_source,
-    split_sentences,
-)
+from bertjax.data.sources import SourceStats, demo_corpus, open_source
+from bertjax.data.text import MAX_LINE_CHARS, MAX_WORD_CHARS, clean_text, split_sentences
 
 
 def read(spec: str) -> tuple[list[list[str]], dict[str, int]]:
     src = open_source(spec)
     docs = list(src.documents())
-    return docs, src.stats.as_dict()
+    return docs, dataclasses.asdict(src.stats)
 
 
 def counts(**kw: int) -> dict[str, int]:
     """SourceStats as a dict: the given counts, zero elsewhere."""
-    return {**SourceStats().as_dict(), **kw}
+    return {**dataclasses.asdict(SourceStats()), **kw}
 
 
 def nbytes(docs: list[list[str]]) -> int:
@@ -295,9 +290,9 @@ def test_deterministic_and_stats_reset(tmp_path):
         (tmp_path / f"{i}.txt").write_text(text)
     src = open_source(f"text:{tmp_path}/*.txt")
     first = list(src.documents())
-    stats = src.stats.as_dict()
+    stats = dataclasses.asdict(src.stats)
     assert list(src.documents()) == first  # a second pass restarts from the beginning
-    assert src.stats.as_dict() == stats  # and counts from zero again
+    assert dataclasses.asdict(src.stats) == stats  # and counts from zero again
     assert list(open_source(f"text:{tmp_path}/*.txt").documents()) == first
     assert stats["documents"] == len(first) > 10
 
@@ -389,7 +384,7 @@ def test_tfds_source(tfds_builder, tmp_path):
             ["Last doc."],
         ]
     )
-    assert src.stats.as_dict() == counts(
+    assert dataclasses.asdict(src.stats) == counts(
         documents=4, sentences=6, bytes=nbytes(docs), empty_documents=1, control_chars=1
     )
     assert list(src.documents()) == docs
@@ -479,7 +474,7 @@ def test_demo_docstrings_are_found_without_importing(tmp_path):
         '    if True:\n        """Not a docstring either."""\n'
         "raise SystemExit('importing this file would exit')\n"
     )
-    assert list(sources._docstrings(str(src))) == [
+    assert list(demo_corpus_lib.docstrings(str(src))) == [
         "Module doc. It has two sentences.",
         "Raw \\d doc.",
         'Class doc with """ escaped quote.',

@@ -192,7 +192,8 @@ def _eight(data: str, out: str) -> dict:
     import jax
 
     from bertjax import experiment, sharding, steps, train
-    from bertjax.data.pipeline import Pipeline
+    from bertjax.data.manifest import Manifest
+    from bertjax.data.pipeline import Pipeline, PipelineConfig
 
     assert jax.device_count() == 8
     result: dict = {"step": {}}
@@ -201,7 +202,8 @@ def _eight(data: str, out: str) -> dict:
     optim, tx, init = s.optim, s.tx, s.init
     step_fn = functools.partial(steps.train_step, loss_fn=s.task.loss_fn(s.model),
                                 tx=tx, optim=optim, seed=0)
-    batch = next(iter(Pipeline(data, "train", 16, 0, masking=None, shuffle_buffer=8)))
+    batch = next(iter(Pipeline(Manifest.read(data),
+                               PipelineConfig("train", 16, 0, masking=None, shuffle_buffer=8))))
 
     # Reference: one device, no mesh; two steps so the optimizer state is non-trivial.
     with jax.default_device(jax.devices()[0]):

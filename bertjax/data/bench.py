@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from bertjax.data.manifest import Manifest
 from bertjax.data.masking import MaskingConfig
-from bertjax.data.pipeline import Pipeline, read_manifest
+from bertjax.data.pipeline import Pipeline, PipelineConfig
 
 # Word-level strategies are compared with the collator's whole-word masking, the
 # closest it has (it has no n-gram or span masking).
@@ -85,16 +86,16 @@ def bench_data(
         else:
             result["data"] = "given"
             print_fn(f"data: {data_dir} (given)")
-        manifest = read_manifest(data_dir)
-        seq_len = int(manifest["settings"]["max_seq_length"])
+        manifest = Manifest.read(data_dir)
+        seq_len = manifest.max_seq_length
         p = max_predictions_per_seq or max(1, math.ceil(0.15 * seq_len))
-        static = manifest["masking"] == "static"
+        static = manifest.masking == "static"
         if static:
             print_fn("note: the shards are statically masked; timing static masks, not dynamic")
         # The configured strategy first (its figures make the last line), then the
         # others of `also`, each against the collator's matching variant.
         for name in dict.fromkeys([strategy, *([] if static else also)]):
-            figures = _bench_one(data_dir, name, None if static else MaskingConfig(
+            figures = _bench_one(manifest, name, None if static else MaskingConfig(
                 max_predictions_per_seq=p, strategy=name), batch_size, seq_len, seconds,
                 reference, print_fn)
             result.setdefault("strategies", {})[name] = figures
@@ -111,11 +112,12 @@ def bench_data(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _bench_one(data_dir: str, strategy: str, masking: MaskingConfig | None, batch_size: int,
+def _bench_one(manifest: Manifest, strategy: str, masking: MaskingConfig | None,
+               batch_size: int,
                seq_len: int, seconds: float, reference: bool,
                print_fn: Callable[[str], None]) -> dict[str, Any]:
     """Times ours and (optionally) the collator for one masking strategy; prints both."""
-    pipe = Pipeline(data_dir, "train", batch_size, seed=0, masking=masking)
+    pipe = Pipeline(manifest, PipelineConfig("train", batch_size, seed=0, masking=masking))
     ours = _time_pipeline(pipe, seconds)
     mode = f"dynamic {strategy} masking" if masking else "static masks"
     print_fn(
@@ -129,9 +131,7 @@ def _bench_one(data_dir: str, strategy: str, masking: MaskingConfig | None, batc
     ref_rate = float("nan")
     if reference:
         examples = _read_examples(pipe, max(20 * batch_size, 4096))
-        ref = _time_reference(
-            examples, os.path.join(data_dir, "tokenizer"), batch_size, strategy, seconds
-        )
+        ref = _time_reference(examples, manifest.tokenizer_dir, batch_size, strategy, seconds)
         figures["reference"] = ref
         ref_rate = ref["seq_per_s"]
         print_fn(
@@ -171,17 +171,10 @@ def _make_data(
     tokenizer = train_wordpiece((" ".join(d) for d in docs), vocab_size=8000)
     t_tok = time.perf_counter() - t0
     t0 = time.perf_counter()
-    manifest = prepare.prepare(
-        docs,
-        tokenizer,
-        data_dir,
-        instances="full_sentences",
-        max_seq_length=seq_len,
-        masking="dynamic",
-        docs_per_shard=max(1, len(docs) // 4),
-        num_workers=workers,
-        progress=False,
-    )
+    settings = prepare.PrepareSettings(instances="full_sentences", max_seq_length=seq_len,
+                                       masking="dynamic", docs_per_shard=max(1, len(docs) // 4),
+                                       num_workers=workers)
+    manifest = prepare.prepare(docs, tokenizer, data_dir, settings, progress=False)
     elapsed = time.perf_counter() - t0
     mb = manifest["input_stats"]["bytes"] / 1e6
     train = manifest["splits"]["train"]
@@ -210,13 +203,12 @@ def _take_bytes(documents: Iterable[list[str]], limit: int) -> Iterable[list[str
 
 def _write_synthetic(data_dir: str, seq_len: int, n: int = 16_384, shards: int = 4) -> int:
     """Random-id examples (90% full length) and a synthetic WordPiece vocabulary."""
-    import hashlib
-    import json
-
     import tensorflow as tf
     from tokenizers import Tokenizer as Backend
     from tokenizers import models, normalizers, pre_tokenizers
 
+    from bertjax.data.manifest import FORMAT, VERSION
+    from bertjax.data.shards import sha256_file
     from bertjax.data.tokenizers import Tokenizer
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -245,11 +237,10 @@ def _write_synthetic(data_dir: str, seq_len: int, n: int = 16_384, shards: int =
                 count += 1
                 total += length
         entries.append({"file": name, "examples": count, "tokens": total, "sha256": ""})
-    with open(os.path.join(data_dir, "tokenizer", "tokenizer.json"), "rb") as f:
-        tok_sha = hashlib.sha256(f.read()).hexdigest()
+    tok_sha = sha256_file(os.path.join(data_dir, "tokenizer", "tokenizer.json"))
     manifest = {
-        "format": "bertjax-data",
-        "version": 1,
+        "format": FORMAT,
+        "version": VERSION,
         "settings": {"source": "synthetic", "max_seq_length": seq_len, "instances": "mlm",
                      "masking": "dynamic", "seed": 0},
         "tokenizer": {"kind": "wordpiece", "class": "BertTokenizer",
@@ -261,8 +252,7 @@ def _write_synthetic(data_dir: str, seq_len: int, n: int = 16_384, shards: int =
         "source_stats": {},
         "vocab_check": "ok",
     }
-    with open(os.path.join(data_dir, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
+    Manifest(data_dir, manifest).write()
     return n
 
 

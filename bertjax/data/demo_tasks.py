@@ -2,7 +2,7 @@
 pretrain -> fine-tune -> score loop runs offline, on a CPU, in minutes.
 
 Each task is about how the sentences and words of a document go together (the demo
-corpus, bertjax/data/sources.py: prose from the installed Python docstrings, which the
+corpus, bertjax/data/demo_corpus.py: prose from the installed Python docstrings, which the
 quickstart pretrains on), so no single token and no length gives the answer:
 
   demo_next      classification (the glue task) of a pair: two consecutive sentences of

@@ -52,10 +52,10 @@ def masking_config(config: Any, max_predictions_per_seq: int | None = None) -> A
 
 
 def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True) -> Any:
     """Tokenizes config.data.source (or `documents`, lists of sentences already read
     from it) into config.data.dir (shards + manifest); trains the tokenizer first unless
-    config.tokenizer.path gives one. Returns the manifest."""
+    config.tokenizer.path gives one. Returns the Manifest."""
     from bertjax.data import prepare, sources, tokenizers
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
@@ -78,13 +78,13 @@ def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
         if tok.vocab_size > cfg.vocab_size:
             raise ValueError(f"tokenizer has {tok.vocab_size} tokens, more than "
                              f"model.vocab_size={cfg.vocab_size}")
-        return prepare.prepare(
-            source, tok, data.dir, instances=data.instances,
-            max_seq_length=config.max_seq_length, short_seq_prob=data.short_seq_prob,
-            masking=data.masking, masking_config=masking_config(config),
-            dupe_factor=data.dupe_factor, dupe_mode=data.get("dupe_mode", "rebuild"),
+        settings = prepare.PrepareSettings(
+            instances=data.instances, max_seq_length=config.max_seq_length,
+            short_seq_prob=data.short_seq_prob, masking=data.masking,
+            masking_config=masking_config(config), dupe_factor=data.dupe_factor,
+            dupe_mode=data.get("dupe_mode", "rebuild"),
             nsp_single_sentence=data.get("nsp_single_sentence", "split"),
-            record_format=data.get("format", "bertjax"),
-            docs_per_shard=data.docs_per_shard, validation_every=data.validation_every,
-            num_workers=data.num_workers, seed=config.seed,
-            max_inflight_mb=data.max_inflight_mb, progress=progress)
+            record_format=data.get("format", "bertjax"), docs_per_shard=data.docs_per_shard,
+            validation_every=data.validation_every, num_workers=data.num_workers,
+            seed=config.seed, max_inflight_mb=data.max_inflight_mb)
+        return prepare.prepare(source, tok, data.dir, settings, progress=progress)

@@ -14,13 +14,12 @@ links the files into DATA/ under shard names, and writes a manifest with their r
 counts and sha256 (checked again when the pipeline first opens each) and the tokenizer
 the ids belong to (Google's vocab.txt, or any bertjax tokenizer directory). The
 pipeline reads these records (and those `prepare data --config.data.format=google`
-writes) with `feature_spec` and strips the padding (`pipeline.Pipeline._parse_fn`).
+writes) with `feature_spec` and strips the padding (`hosts.parse_fn`).
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import sys
 from collections.abc import Sequence
@@ -28,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from bertjax.data import prepare
+from bertjax.data.manifest import FORMAT, SPLITS, VERSION, Manifest, save_tokenizer
 from bertjax.data.records import DataFormatError
+from bertjax.data.shards import sha256_file, shard_name
 from bertjax.errors import one_line
 from bertjax.fileio import atomic_directory
 
@@ -118,10 +118,7 @@ def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int
     """Reads every record of `path`: {examples, tokens, bytes, sha256}; DataFormatError
     naming the file and the record on a record that does not parse, breaks the layout,
     or holds an id outside the vocabulary."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
+    sha256 = sha256_file(path, block=1 << 24)
     spec = feature_spec(tf, length, predictions)
     ds = tf.data.TFRecordDataset(path, buffer_size=1 << 22).batch(_BATCH)
     examples = tokens = 0
@@ -154,7 +151,7 @@ def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int
         examples += len(b["lengths"])
         tokens += int(b["lengths"].sum())
     return {"examples": examples, "tokens": tokens, "bytes": os.path.getsize(path),
-            "sha256": h.hexdigest()}
+            "sha256": sha256}
 
 
 def _problem(b: dict[str, np.ndarray], vocab_size: int) -> tuple[int, str] | None:
@@ -197,8 +194,24 @@ def expand(pattern: str, what: str) -> list[str]:
     return files
 
 
+def _common_shape(tf: Any, splits: dict[str, Sequence[str]]) -> tuple[int, int]:
+    """(L, P) of the files' records; DataFormatError when no file has a record or two
+    files' records differ."""
+    shapes = {path: _shape(tf, path) for files in splits.values() for path in files}
+    first = next((p for p, shape in shapes.items() if shape is not None), None)
+    if first is None:
+        raise DataFormatError(f"{', '.join(shapes)}: no records")
+    length, predictions = shapes[first]
+    for path, shape in shapes.items():
+        if shape not in (None, (length, predictions)):
+            raise DataFormatError(
+                f"{path}: records of L={shape[0]}, P={shape[1]}, but {first} has "
+                f"L={length}, P={predictions}; import each length on its own")
+    return length, predictions
+
+
 def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str, *,
-                  overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                  overwrite: bool = False, progress: bool = True) -> Manifest:
     """Makes `out_dir` a data directory of existing Google-format TFRecords.
 
     Args:
@@ -218,20 +231,11 @@ def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str
         tokenizer = tokenizers_lib.load_tokenizer(tokenizer)
     if "train" not in splits:
         raise ValueError("import_google needs train files")
-    unknown = sorted(set(splits) - set(prepare.SPLITS))
+    unknown = sorted(set(splits) - set(SPLITS))
     if unknown:
-        raise ValueError(f"unknown split {unknown[0]!r}; splits are {', '.join(prepare.SPLITS)}")
+        raise ValueError(f"unknown split {unknown[0]!r}; splits are {', '.join(SPLITS)}")
     tf = tensorflow()
-    shapes = {path: _shape(tf, path) for files in splits.values() for path in files}
-    first = next((p for p, shape in shapes.items() if shape is not None), None)
-    if first is None:
-        raise DataFormatError(f"{', '.join(shapes)}: no records")
-    length, predictions = shapes[first]
-    for path, shape in shapes.items():
-        if shape not in (None, (length, predictions)):
-            raise DataFormatError(
-                f"{path}: records of L={shape[0]}, P={shape[1]}, but {first} has "
-                f"L={length}, P={predictions}; import each length on its own")
+    length, predictions = _common_shape(tf, splits)
     vocab = tokenizer.vocab_size
     scanned: dict[str, list[dict[str, Any]]] = {}
     for split, files in splits.items():
@@ -244,15 +248,15 @@ def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str
                       f"{info['examples']:,} records", file=sys.stderr, flush=True)
     if not sum(s["examples"] for s in scanned["train"]):
         raise DataFormatError(f"{', '.join(splits['train'])}: no training records")
-    total = len(shapes)
+    total = len({path for files in splits.values() for path in files})
 
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        tok_sha = prepare._save_tokenizer(tokenizer, tmp)[1]
+        tok_entry = save_tokenizer(tokenizer, tmp)
         out_splits: dict[str, Any] = {}
         for split, infos in scanned.items():
             shards = []
             for k, info in enumerate(infos):
-                name = prepare._shard_name(split, k, len(infos))
+                name = shard_name(split, k, len(infos))
                 os.symlink(info["source"], os.path.join(tmp, name))
                 shards.append({"file": name, **info})
             out_splits[split] = {
@@ -268,16 +272,16 @@ def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str
             "masking": "static",
             "record_format": "google",
         }
-        manifest = {
-            "format": prepare.FORMAT,
-            "version": prepare.VERSION,
+        raw = {
+            "format": FORMAT,
+            "version": VERSION,
             "settings": settings,
-            "tokenizer": prepare.tokenizer_entry(tokenizer, tok_sha),
+            "tokenizer": tok_entry,
             "masking": "static",
             "max_seq_length": length,
             "splits": out_splits,
             "source_stats": {"files": total},
             "vocab_check": "ok",
         }
-        prepare._write_json_atomic(os.path.join(tmp, "manifest.json"), manifest)
-    return manifest
+        Manifest(tmp, raw).write()
+    return Manifest(os.path.abspath(out_dir), raw)

@@ -18,10 +18,8 @@ Google's create_pretraining_data.py, ALBERT's version of it and the RoBERTa pape
   sop             ALBERT. The same chunks; A and B always consecutive text of one
                   document, swapped with probability 1/2 (pair_label 1 = swapped).
   full_sentences  RoBERTa. Whole sentences packed contiguously, crossing document
-                  boundaries with an extra separator (</s>) between documents, into
-                  <s> ... </s> of at most max_seq_length; pair_label -1, types 0.
-  doc_sentences   RoBERTa. The same, but an instance never crosses a document boundary
-                  (the last one of a document may be short).
+                  boundaries (packing.py).
+  doc_sentences   RoBERTa. The same within each document (packing.py).
   mlm             ELECTRA, DistilBERT. doc_sentences with the family's [CLS] / [SEP].
 
 Deviations from Google's script, on purpose: the random next document is drawn
@@ -53,6 +51,8 @@ import itertools
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from bertjax.data import packing
 
 INSTANCE_KINDS = ("nsp", "sop", "full_sentences", "doc_sentences", "mlm")
 PAIR_KINDS = ("nsp", "sop")
@@ -200,9 +200,6 @@ def tokenize_documents(
     stats = stats if stats is not None else InstanceStats()
     if max_sentence_tokens < 1:
         raise ValueError(f"max_sentence_tokens must be >= 1, got {max_sentence_tokens}")
-    texts: list[str] = []
-    owner: list[int] = []  # document index of each text
-    n_docs = 0
     # Byte-level BPE marks a word start by its leading space ('Ġ'); sentences were
     # separated by whitespace in the text, so each gets its space back (as
     # RobertaTokenizer would give the same words mid-text).
@@ -212,6 +209,32 @@ def tokenize_documents(
         and not getattr(tokenizer, "options", {}).get("add_prefix_space", False)
         else ""
     )
+    texts, owner, n_docs = _sentence_texts(documents, prefix, stats)
+    stats.documents += n_docs
+
+    ids: list[list[int]] = []
+    for lo in range(0, len(texts), _ENCODE_BATCH):
+        ids.extend(_encode(tokenizer, texts[lo : lo + _ENCODE_BATCH], stats))
+    del texts
+
+    out: list[TokenizedDocument] = []
+    # Group consecutive texts of the same document (owner is non-decreasing).
+    for d, group in itertools.groupby(range(len(ids)), key=owner.__getitem__):
+        doc = _tokenized_document(d, [ids[i] for i in group], max_sentence_tokens, stats)
+        if doc is not None:
+            out.append(doc)
+    stats.documents_used += len(out)
+    stats.empty_documents += n_docs - len(out)
+    return out
+
+
+def _sentence_texts(documents: Iterable[Sequence[str]], prefix: str, stats: InstanceStats
+                    ) -> tuple[list[str], list[int], int]:
+    """(the texts to tokenize: stripped non-empty sentences, cut when over
+    MAX_SENTENCE_CHARS, with `prefix`; the document index of each; documents seen)."""
+    texts: list[str] = []
+    owner: list[int] = []  # document index of each text
+    n_docs = 0
     for d, doc in enumerate(documents):
         n_docs += 1
         if isinstance(doc, str):  # a bare string is a one-sentence document
@@ -236,41 +259,30 @@ def tokenize_documents(
                 pieces = [s]
             texts.extend(prefix + p for p in pieces)
             owner.extend([d] * len(pieces))
-    stats.documents += n_docs
+    return texts, owner, n_docs
 
-    ids: list[list[int]] = []
-    for lo in range(0, len(texts), _ENCODE_BATCH):
-        ids.extend(_encode(tokenizer, texts[lo : lo + _ENCODE_BATCH], stats))
-    del texts
 
-    out: list[TokenizedDocument] = []
-    # Group consecutive texts of the same document (owner is non-decreasing).
-    pos = 0
-    for d, group in itertools.groupby(range(len(ids)), key=owner.__getitem__):
-        idx = list(group)
-        lengths = []
-        for i in idx:
-            n = len(ids[i])
-            if n == 0:
-                stats.empty_sentences += 1
-            elif n > max_sentence_tokens:
-                stats.long_sentences_split_tokens += 1
-                full, rest = divmod(n, max_sentence_tokens)
-                lengths.extend([max_sentence_tokens] * full + ([rest] if rest else []))
-            else:
-                lengths.append(n)
-        pos += len(idx)
-        if not lengths:
-            continue
-        tokens = np.fromiter(
-            itertools.chain.from_iterable(ids[i] for i in idx), dtype=np.int32, count=sum(lengths)
-        )
-        stats.sentences += len(lengths)
-        stats.source_tokens += len(tokens)
-        out.append(TokenizedDocument(tokens, np.cumsum(lengths, dtype=np.int64), d))
-    stats.documents_used += len(out)
-    stats.empty_documents += n_docs - len(out)
-    return out
+def _tokenized_document(d: int, ids: list[list[int]], max_sentence_tokens: int,
+                        stats: InstanceStats) -> TokenizedDocument | None:
+    """Document d from its sentences' ids (None: no token), sentences over
+    `max_sentence_tokens` cut into pieces."""
+    lengths = []
+    for sentence in ids:
+        n = len(sentence)
+        if n == 0:
+            stats.empty_sentences += 1
+        elif n > max_sentence_tokens:
+            stats.long_sentences_split_tokens += 1
+            full, rest = divmod(n, max_sentence_tokens)
+            lengths.extend([max_sentence_tokens] * full + ([rest] if rest else []))
+        else:
+            lengths.append(n)
+    if not lengths:
+        return None
+    tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=sum(lengths))
+    stats.sentences += len(lengths)
+    stats.source_tokens += len(tokens)
+    return TokenizedDocument(tokens, np.cumsum(lengths, dtype=np.int64), d)
 
 
 # ---------------------------------------------------------------- pairs (NSP, SOP)
@@ -408,60 +420,6 @@ def _pairs_from_document(
         i += 1
 
 
-# ---------------------------------------------------------------- packed single segments
-
-
-def _packed_instances(
-    docs: Sequence[TokenizedDocument],
-    budget: int,
-    cross_documents: bool,
-    cls_id: int,
-    sep_id: int,
-    out: list[Instance],
-) -> None:
-    spans: list[list] = []  # [doc, start, end] runs of the instance being filled
-    length = 0  # document tokens plus document separators in `spans`
-
-    def emit() -> None:
-        nonlocal spans, length
-        if not spans:
-            return
-        pieces = [np.array([cls_id], np.int32)]
-        for k, (doc, s, e) in enumerate(spans):
-            if k:  # a new document inside the instance: RoBERTa's extra separator
-                pieces.append(np.array([sep_id], np.int32))
-            pieces.append(doc.tokens[s:e])
-        pieces.append(np.array([sep_id], np.int32))
-        ids = np.concatenate(pieces)
-        out.append(
-            Instance(
-                ids,
-                np.zeros_like(ids),
-                NO_PAIR_LABEL,
-                tuple((doc.index, s, e) for doc, s, e in spans),
-            )
-        )
-        spans, length = [], 0
-
-    for doc in docs:
-        prev = 0
-        for end in doc.ends.tolist():
-            n = end - prev
-            new_doc = bool(spans) and spans[-1][0] is not doc
-            if spans and length + new_doc + n > budget:
-                emit()
-                new_doc = False
-            if spans and not new_doc:
-                spans[-1][2] = end  # sentences of one document are contiguous
-            else:
-                spans.append([doc, prev, end])
-            length += new_doc + n
-            prev = end
-        if not cross_documents:
-            emit()
-    emit()
-
-
 # ---------------------------------------------------------------- entry points
 
 
@@ -514,38 +472,11 @@ def create_instances(
                 single_sentence,
             )
     else:
-        _packed_instances(docs, budget, kind == "full_sentences", cls_id, sep_id, out)
+        for ids, spans in packing.packed_instances(docs, budget, kind == "full_sentences",
+                                                   cls_id, sep_id):
+            out.append(Instance(ids, np.zeros_like(ids), NO_PAIR_LABEL, spans))
     if shuffle and out:
         out = [out[k] for k in rng.permutation(len(out))]
     stats.instances += len(out)
     stats.instance_tokens += sum(len(x.input_ids) for x in out)
     return out
-
-
-def documents_to_instances(
-    tokenizer,
-    documents: Iterable[Sequence[str]],
-    kind: str,
-    *,
-    max_seq_length: int,
-    rng: np.random.Generator,
-    short_seq_prob: float = 0.1,
-    stats: InstanceStats | None = None,
-    shuffle: bool = True,
-    single_sentence: str = "split",
-) -> list[Instance]:
-    """`tokenize_documents` then `create_instances` with the tokenizer's [CLS]/[SEP]."""
-    stats = stats if stats is not None else InstanceStats()
-    docs = tokenize_documents(tokenizer, documents, segment_budget(kind, max_seq_length), stats)
-    return create_instances(
-        docs,
-        kind,
-        max_seq_length=max_seq_length,
-        cls_id=tokenizer.cls_id,
-        sep_id=tokenizer.sep_id,
-        rng=rng,
-        short_seq_prob=short_seq_prob,
-        stats=stats,
-        shuffle=shuffle,
-        single_sentence=single_sentence,
-    )

@@ -1,16 +1,16 @@
-"""Input pipeline: prepared shards -> per-host masked batches -> global jax.Arrays.
+"""Input pipeline: prepared shards -> per-host masked batches of numpy arrays.
 
-`Pipeline(data_dir, split, global_batch_size, seed, ...)` reads what `prepare data`
-wrote (manifest.json, tokenizer/, SPLIT-xxxxx-of-yyyyy.tfrecord) and yields this host's
-share of every global batch as numpy arrays; `to_global` turns them into `jax.Array`s
-sharded along the batch axis of a mesh.
+`Pipeline(manifest, PipelineConfig(split, global_batch_size, seed, ...))` reads what
+`prepare data` wrote (its Manifest, DATA/tokenizer, SPLIT-xxxxx-of-yyyyy.tfrecord) and
+yields this host's share of every global batch as numpy arrays (`train.global_batch`
+makes jax.Arrays of them).
 
 Stages (TensorFlow for reading, numpy for masking, overlapped by a background thread):
 
   epoch e = 0, 1, 2, ...                     every epoch is a pure function of (seed, e)
     this host's shard files, ordered by a fingerprint of (file, seed, e)
     -> interleave the files record by record (deterministic)
-    -> take this host's examples for one epoch (see "Hosts")
+    -> take this host's examples for one epoch (hosts.py)
     -> shuffle buffer of raw records, seeded from (seed, e, process_index)
   -> concatenate the epochs (repeat), skip to the start position
   -> batch RAW records (host batch = global batch / process_count)
@@ -19,18 +19,6 @@ Stages (TensorFlow for reading, numpy for masking, overlapped by a background th
   -> numpy, in a thread: check ids and lengths, dynamic masking with the Masker and
      rng = np.random.default_rng([seed, k, process_index]) for global batch k
      (or the static masks stored in the shards), into a small queue.
-
-Hosts: shard j goes to host j % process_count when the shard count is a multiple of
-process_count and the hosts' example totals then (nearly) agree; every host reads only
-its own files. Otherwise (fewer shards than hosts, a count that does not divide, or
-totals more than 1% apart) every host reads all shards in the same deterministic
-interleaved order and keeps records i with i % process_count == process_index
-(`ds.shard`). Either way every host yields the same number of examples per epoch, and
-together the hosts read each example exactly once per epoch; to keep them in step,
-hosts with more examples leave the excess out of that epoch (record level: the last
-`examples % process_count` records of the epoch's order; shard level: the tail of
-the host's interleaved order). As the order changes every epoch, so do those records.
-`Pipeline.dropped_per_epoch` says how many.
 
 Position: `state()` is {"step": k}, the number of batches consumed. A pipeline made
 with `start_step=k` (or `Pipeline.restore(state, ...)`) starts at epoch
@@ -46,34 +34,26 @@ global random seed (`tf.random.set_seed`), which the shuffle buffer's seed combi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import numbers
 import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bertjax.data import prepare
+from bertjax.data.hosts import HostReader, parse_fn, plan_hosts
+from bertjax.data.manifest import Manifest
+from bertjax.data.records import DataFormatError
+from bertjax.data.shards import sha256_file
 from bertjax.data.tfsetup import tensorflow
 from bertjax.errors import one_line
 
 if TYPE_CHECKING:
-    import jax
+    from bertjax.data.masking import Masker, MaskingConfig
 
-    from bertjax.data.masking import MaskingConfig
-
-MANIFEST = "manifest.json"
-TOKENIZER_DIR = "tokenizer"
-# Interleave at most this many files at once: more mixing, more open read buffers.
-_CYCLE_LENGTH = 16
-# Shard-level host assignment is kept while the examples it leaves out per epoch (to
-# keep hosts in step) stay within this share of the split; else record level.
-_MAX_SHARD_LEVEL_DROP = 0.01
 _BATCH_KEYS = (
     "input_ids",
     "attention_mask",
@@ -84,80 +64,10 @@ _BATCH_KEYS = (
     "pair_labels",
 )
 
-
 # One error type for unusable prepared data across bertjax.data; the one-line message
 # names the file.
-DataError = prepare.DataFormatError
-
-
-# ---------------------------------------------------------------------------- manifest
-
-
-def read_manifest(data_dir: str) -> dict[str, Any]:
-    """Reads and checks DATA/manifest.json: `prepare.read_manifest`'s checks (format,
-    keys, shard files present with their sizes, counts adding up) plus what the
-    pipeline relies on. DataError naming the file otherwise."""
-    path = os.path.join(data_dir, MANIFEST)
-    try:
-        manifest = prepare.read_manifest(data_dir)
-    except (TypeError, AttributeError, KeyError) as e:  # wrong JSON types
-        raise DataError(f"{path}: malformed ({one_line(e)})") from None
-
-    def bad(what: str) -> DataError:
-        return DataError(f"{path}: {what}")
-
-    if not _is_int(manifest["tokenizer"]["vocab_size"], 1):
-        raise bad("tokenizer.vocab_size must be a positive integer")
-    if not _is_int(manifest["settings"]["max_seq_length"], 2):
-        raise bad("settings.max_seq_length must be an integer >= 2")
-    record_format = manifest["settings"].get("record_format", "bertjax")
-    if record_format not in prepare.RECORD_FORMATS:
-        raise bad(f"settings.record_format is {record_format!r}, expected one of "
-                  f"{', '.join(prepare.RECORD_FORMATS)}")
-    if record_format == "google" and (
-            manifest["masking"] != "static"
-            or not _is_int(_setting(manifest["settings"], "max_predictions_per_seq"), 1)):
-        raise bad("Google-format shards must be statically masked, with "
-                  "settings.max_predictions_per_seq")
-    for name, split in manifest["splits"].items():
-        for i, shard in enumerate(split["shards"]):
-            if not shard["file"]:
-                raise bad(f"splits.{name}.shards[{i}].file is empty")
-            if not _is_int(shard.get("examples"), 0):
-                raise bad(f"splits.{name}.shards[{i}].examples must be an integer >= 0")
-    return manifest
-
-
-# What a manifest says about the preparation run rather than the data: `prepare data`
-# run again over finished data (or with other workers) rewrites these and nothing else.
-_RUN_ONLY = {"input_stats": ("shards_reused", "shards_written"),
-             "settings": ("num_workers", "max_inflight_mb")}
-
-
-def manifest_digest(data_dir: str, legacy: bool = False) -> str:
-    """sha256 of DATA/manifest.json without its run-only entries (_RUN_ONLY): the
-    prepared data's identity (shard names, sizes and digests, settings, tokenizer),
-    wherever the directory lies and however often `prepare data` ran over it. `legacy`:
-    of the file's bytes, as checkpoints written before this rule recorded it."""
-    with open(os.path.join(data_dir, MANIFEST), "rb") as f:
-        raw = f.read()
-    if legacy:
-        return hashlib.sha256(raw).hexdigest()
-    manifest = json.loads(raw)
-    for section, keys in _RUN_ONLY.items():
-        if isinstance(manifest.get(section), dict):
-            manifest[section] = {k: v for k, v in manifest[section].items() if k not in keys}
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
-def _setting(settings: Mapping[str, Any], key: str) -> Any:
-    """settings[key], also looked up one level down (e.g. settings.masking.key)."""
-    if key in settings:
-        return settings[key]
-    for value in settings.values():
-        if isinstance(value, Mapping) and key in value:
-            return value[key]
-    return None
+DataError = DataFormatError
+_tf = tensorflow  # TensorFlow, imported on first use with accelerators hidden
 
 
 def _is_int(value: Any, minimum: int) -> bool:
@@ -166,56 +76,65 @@ def _is_int(value: Any, minimum: int) -> bool:
     )
 
 
-# ---------------------------------------------------------------------------- hosts
-
-
 @dataclasses.dataclass(frozen=True)
-class HostPlan:
-    """What one host reads each epoch.
+class PipelineConfig:
+    """What a Pipeline reads and how; checked when made (ValueError naming the argument)."""
 
-    Attributes:
-      mode: 'shard' (this host reads only `files`) or 'record' (every host reads all
-        shards in one order and keeps every process_count-th record).
-      files: indices into the split's shard list that this host opens.
-      epoch_examples: examples this host yields per epoch (the same on every host).
-      take: records of the epoch's interleaved stream to use before record sharding
-        ('record': epoch_examples * process_count; 'shard': epoch_examples).
-      dropped_per_epoch: examples of the split that no host reads in a given epoch.
-    """
+    split: str  # 'train', 'validation', ... (a key of the manifest's splits)
+    global_batch_size: int  # examples per step over all hosts
+    seed: int  # non-negative; decides file order, shuffling and dynamic masks
+    # Dynamic masking settings; None to use the static masks stored in the shards (the
+    # manifest must say which the shards hold).
+    masking: MaskingConfig | None = None
+    process_index: int = 0  # this host (jax.process_index())
+    process_count: int = 1  # the number of hosts (jax.process_count())
+    # Raw records in the shuffle buffer (<= 1: no buffer, only the file order changes
+    # per epoch).
+    shuffle_buffer: int = 10_000
+    # Batches already consumed; the first batch yielded is batch start_step + 1 of an
+    # uninterrupted run.
+    start_step: int = 0
+    repeat: bool = True  # loop over epochs forever (training) or read the split once (eval)
+    # When given, every example must fit it: length + position_offset <= it.
+    max_position_embeddings: int | None = None
+    position_offset: int = 0  # first position id of a real token (RoBERTa: 2)
+    queue_size: int = 4  # finished batches the background thread may hold ahead
 
-    mode: str
-    files: tuple[int, ...]
-    epoch_examples: int
-    take: int
-    dropped_per_epoch: int
+    def __post_init__(self) -> None:
+        batch, index, count = self.global_batch_size, self.process_index, self.process_count
+        if not _is_int(batch, 1):
+            raise ValueError(f"global_batch_size={batch!r} must be an integer >= 1")
+        if not _is_int(count, 1) or not _is_int(index, 0):
+            raise ValueError(f"process_index={index!r}, process_count={count!r} must be "
+                             "integers with 0 <= process_index < process_count")
+        if index >= count:
+            raise ValueError(f"process_index={index} must be < process_count={count}")
+        if batch % count:
+            raise ValueError(f"global_batch_size={batch} is not divisible by "
+                             f"process_count={count}")
+        if not _is_int(self.seed, 0):
+            raise ValueError(f"seed={self.seed!r} must be a non-negative integer")
+        if not _is_int(self.start_step, 0):
+            raise ValueError(f"start_step={self.start_step!r} must be a non-negative integer")
+        if self.max_position_embeddings is not None and (
+                int(self.max_position_embeddings) - int(self.position_offset) < 1):
+            raise ValueError(f"max_position_embeddings={self.max_position_embeddings} leaves "
+                             f"no position after position_offset={self.position_offset}")
+        for name, kind in (("global_batch_size", int), ("seed", int), ("process_index", int),
+                           ("process_count", int), ("shuffle_buffer", int),
+                           ("start_step", int), ("repeat", bool), ("position_offset", int)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+        object.__setattr__(self, "queue_size", max(1, int(self.queue_size)))
 
+    @property
+    def host_batch_size(self) -> int:
+        return self.global_batch_size // self.process_count
 
-def plan_hosts(shard_examples: Sequence[int], process_index: int, process_count: int) -> HostPlan:
-    """Assigns shards (or records) to hosts; see the module docstring."""
-    total = int(sum(shard_examples))
-    n = len(shard_examples)
-    if n >= process_count and n % process_count == 0:
-        per_host = [
-            sum(shard_examples[j] for j in range(h, n, process_count))
-            for h in range(process_count)
-        ]
-        epoch = min(per_host)
-        dropped = total - epoch * process_count
-        if epoch > 0 and dropped <= _MAX_SHARD_LEVEL_DROP * total:
-            files = tuple(range(process_index, n, process_count))
-            return HostPlan("shard", files, epoch, epoch, dropped)
-    epoch = total // process_count
-    return HostPlan(
-        "record", tuple(range(n)), epoch, epoch * process_count, total - epoch * process_count
-    )
-
-
-# ---------------------------------------------------------------------------- TensorFlow
-
-_tf = tensorflow  # TensorFlow, imported on first use with accelerators hidden
-
-
-# ---------------------------------------------------------------------------- pipeline
+    def max_length(self, max_seq_length: int) -> int:
+        """The longest example allowed: max_seq_length, and what the positions allow."""
+        if self.max_position_embeddings is None:
+            return max_seq_length
+        return min(int(self.max_position_embeddings) - self.position_offset, max_seq_length)
 
 
 class Pipeline:
@@ -235,169 +154,49 @@ class Pipeline:
     stay static and every host yields the same number of batches.
     """
 
-    def __init__(
-        self,
-        data_dir: str,
-        split: str,
-        global_batch_size: int,
-        seed: int,
-        masking: MaskingConfig | None = None,
-        process_index: int = 0,
-        process_count: int = 1,
-        shuffle_buffer: int = 10_000,
-        start_step: int = 0,
-        repeat: bool = True,
-        *,
-        max_position_embeddings: int | None = None,
-        position_offset: int = 0,
-        queue_size: int = 4,
-    ) -> None:
-        """
-        Args:
-          data_dir: directory written by `prepare data`.
-          split: 'train', 'validation', ... (a key of the manifest's splits).
-          global_batch_size: examples per step over all hosts.
-          seed: non-negative integer; decides file order, shuffling and dynamic masks.
-          masking: dynamic masking settings; None to use the static masks stored in the
-            shards (the manifest must say which the shards hold).
-          process_index, process_count: this host and the number of hosts
-            (jax.process_index(), jax.process_count()).
-          shuffle_buffer: raw records in the shuffle buffer (<= 1: no buffer, only the
-            file order changes per epoch).
-          start_step: batches already consumed; the first batch yielded is batch
-            start_step + 1 of an uninterrupted run.
-          repeat: loop over epochs forever (training) or read the split once (eval).
-          max_position_embeddings: when given, every example must fit it: length +
-            position_offset <= max_position_embeddings.
-          position_offset: first position id of a real token (RoBERTa: 2).
-          queue_size: finished batches the background thread may hold ahead.
-        """
-        self.data_dir = data_dir
-        self.split = split
-        self.manifest_path = os.path.join(data_dir, MANIFEST)
-        if not _is_int(global_batch_size, 1):
-            raise ValueError(f"global_batch_size={global_batch_size!r} must be an integer >= 1")
-        if not _is_int(process_count, 1) or not _is_int(process_index, 0):
-            raise ValueError(
-                f"process_index={process_index!r}, process_count={process_count!r} must be "
-                "integers with 0 <= process_index < process_count"
-            )
-        if process_index >= process_count:
-            raise ValueError(
-                f"process_index={process_index} must be < process_count={process_count}"
-            )
-        if global_batch_size % process_count:
-            raise ValueError(
-                f"global_batch_size={global_batch_size} is not divisible by "
-                f"process_count={process_count}"
-            )
-        if not _is_int(seed, 0):
-            raise ValueError(f"seed={seed!r} must be a non-negative integer")
-        if not _is_int(start_step, 0):
-            raise ValueError(f"start_step={start_step!r} must be a non-negative integer")
-        self.global_batch_size = int(global_batch_size)
-        self.host_batch_size = self.global_batch_size // process_count
-        self.seed = int(seed)
-        self.process_index = int(process_index)
-        self.process_count = int(process_count)
-        self.shuffle_buffer = int(shuffle_buffer)
-        self.repeat = bool(repeat)
-        self.masking = masking
-        self.queue_size = max(1, int(queue_size))
-
-        manifest = read_manifest(data_dir)
-        self.manifest = manifest
-        splits = manifest["splits"]
-        if split not in splits:
-            raise DataError(
-                f"{self.manifest_path}: no split {split!r}; it has {', '.join(sorted(splits))}"
-            )
-        shards = splits[split]["shards"]
-        self.files = [os.path.join(data_dir, s["file"]) for s in shards]
-        # Each shard's sha256 from the manifest (""; not checked: written before digests),
-        # checked the first time this pipeline opens the shard (`_verified`).
-        self.digests = [str(s.get("sha256", "")) for s in shards]
-        self._verified: set[str] = set()
-        settings = manifest["settings"]
-        self.max_seq_length = int(_setting(settings, "max_seq_length"))
-        self.vocab_size = int(manifest["tokenizer"]["vocab_size"])
+    def __init__(self, manifest: Manifest, config: PipelineConfig) -> None:
+        """Checks that `manifest`'s data fit `config` (DataError naming the file)."""
+        self.manifest, self.config = manifest, config
+        shards = manifest.shards(config.split)
+        self.files = [os.path.join(manifest.data_dir, s["file"]) for s in shards]
+        self.max_seq_length = manifest.max_seq_length
+        self.vocab_size = int(manifest.vocab_size)
         self.examples = sum(s["examples"] for s in shards)
-
-        self.plan = plan_hosts([s["examples"] for s in shards], process_index, process_count)
+        self.plan = plan_hosts([s["examples"] for s in shards], config.process_index,
+                               config.process_count)
         if self.plan.epoch_examples == 0:
-            raise DataError(
-                f"{self.manifest_path}: split {split!r} has {self.examples} examples, "
-                f"too few for {process_count} host(s)"
-            )
+            raise DataError(f"{manifest.path}: split {config.split!r} has {self.examples} "
+                            f"examples, too few for {config.process_count} host(s)")
         self.epoch_examples = self.plan.epoch_examples
         self.dropped_per_epoch = self.plan.dropped_per_epoch
-
-        tokenizer = self._load_tokenizer(manifest)
+        self._verified: set[str] = set()  # shards whose sha256 matched (`_check_shard`)
+        # Each shard's sha256 from the manifest ("": not checked, written before digests)
+        # is checked the first time this pipeline opens it. The shards' names within the
+        # data directory (not their paths) decide the order: the same data at another
+        # path is read in the same order.
+        self.reader = HostReader(
+            [self.files[i] for i in self.plan.files],
+            [str(shards[i].get("sha256", "")) for i in self.plan.files],
+            [os.path.relpath(self.files[i], manifest.data_dir) for i in self.plan.files],
+            self.plan, config.seed, config.process_index, config.process_count,
+            config.shuffle_buffer, self._check_shard)
+        tokenizer = manifest.load_tokenizer()
         self.pad_id = int(tokenizer.pad_id)
-        self._google = settings.get("record_format", "bertjax") == "google"
-        self._static = masking is None
-        if self._static:
-            if manifest["masking"] != "static":
-                raise DataError(
-                    f"{self.manifest_path}: the shards are not masked (masking 'dynamic'); "
-                    "pass masking=MaskingConfig(...) to mask them while reading"
-                )
-            p = _setting(settings, "max_predictions_per_seq")
-            if not _is_int(p, 1):
-                raise DataError(
-                    f"{self.manifest_path}: settings.max_predictions_per_seq must be an "
-                    "integer >= 1 for statically masked shards"
-                )
-            self.max_predictions_per_seq = int(p)
-            self._masker = None
-        else:
-            if manifest["masking"] != "dynamic":
-                raise DataError(
-                    f"{self.manifest_path}: the shards are already masked (masking 'static'); "
-                    "pass masking=None to use their masks"
-                )
-            from bertjax.data.masking import masker_from_tokenizer
+        self._google = manifest.record_format == "google"
+        self._static = config.masking is None
+        self.max_predictions_per_seq, self._masker = _masking(manifest, config.masking,
+                                                              tokenizer)
+        self._max_length = config.max_length(self.max_seq_length)
+        self._step = config.start_step
 
-            self.max_predictions_per_seq = int(masking.max_predictions_per_seq)
-            self._masker = masker_from_tokenizer(tokenizer, masking)
-
-        self.max_position_embeddings = max_position_embeddings
-        self.position_offset = int(position_offset)
-        if max_position_embeddings is not None:
-            self._max_length = int(max_position_embeddings) - self.position_offset
-            if self._max_length < 1:
-                raise ValueError(
-                    f"max_position_embeddings={max_position_embeddings} leaves no position "
-                    f"after position_offset={position_offset}"
-                )
-        else:
-            self._max_length = self.max_seq_length
-        self._max_length = min(self._max_length, self.max_seq_length)
-        self._step = int(start_step)
-
-    def _load_tokenizer(self, manifest: Mapping[str, Any]):
-        from bertjax.data.tokenizers import load_tokenizer
-
-        tok_dir = os.path.join(self.data_dir, TOKENIZER_DIR)
-        if not os.path.isdir(tok_dir):
-            raise DataError(f"{tok_dir}: tokenizer directory is missing")
-        expected = manifest["tokenizer"].get("sha256")
-        tok_json = os.path.join(tok_dir, "tokenizer.json")
-        if expected and os.path.isfile(tok_json):
-            with open(tok_json, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            if digest != expected:
-                raise DataError(
-                    f"{tok_json}: sha256 differs from {self.manifest_path}; the tokenizer "
-                    "changed after the data was prepared"
-                )
-        tokenizer = load_tokenizer(tok_dir)
-        if tokenizer.vocab_size != self.vocab_size:
-            raise DataError(
-                f"{tok_dir}: vocab_size {tokenizer.vocab_size} differs from "
-                f"{self.manifest_path}'s {self.vocab_size}"
-            )
-        return tokenizer
+    @classmethod
+    def restore(cls, state: Mapping[str, Any], manifest: Manifest,
+                config: PipelineConfig) -> Pipeline:
+        """A pipeline (the saved run's manifest and config) whose next batch is batch k+1."""
+        step = state.get("step") if isinstance(state, Mapping) else None
+        if not _is_int(step, 0):
+            raise ValueError(f"pipeline state {state!r} must be {{'step': <int >= 0>}}")
+        return cls(manifest, dataclasses.replace(config, start_step=int(step)))
 
     # ------------------------------------------------------------------ position
 
@@ -405,21 +204,12 @@ class Pipeline:
         """{"step": k}: batches consumed so far (JSON-able)."""
         return {"step": self._step}
 
-    @classmethod
-    def restore(cls, state: Mapping[str, Any], **kwargs: Any) -> Pipeline:
-        """A pipeline (same arguments as the saved run's) whose next batch is batch k+1."""
-        step = state.get("step") if isinstance(state, Mapping) else None
-        if not _is_int(step, 0):
-            raise ValueError(f"pipeline state {state!r} must be {{'step': <int >= 0>}}")
-        kwargs.pop("start_step", None)
-        return cls(start_step=int(step), **kwargs)
-
     @property
     def steps_per_epoch(self) -> int:
         """Batches per epoch (the last partial one counted when repeat=False)."""
-        if self.repeat:
-            return self.epoch_examples // self.host_batch_size
-        return -(-self.epoch_examples // self.host_batch_size)
+        if self.config.repeat:
+            return self.epoch_examples // self.config.host_batch_size
+        return -(-self.epoch_examples // self.config.host_batch_size)
 
     # ------------------------------------------------------------------ tf.data
 
@@ -431,55 +221,9 @@ class Pipeline:
         masked_lm_ids [b, P] int32 and mlm_counts [b] int32.
         """
         tf = _tf()
-        plan = self.plan
-        files = tf.constant([self.files[i] for i in plan.files])
-        digests = tf.constant([self.digests[i] for i in plan.files])
-        # The shards' names within the data directory (not their paths): the same data at
-        # another path is read in the same order.
-        names = tf.constant([os.path.relpath(self.files[i], self.data_dir) for i in plan.files])
-        cycle = min(len(plan.files), _CYCLE_LENGTH)
-        seed_str = str(self.seed)
-        shuffle_tag = f"shuffle|{self.seed}|{self.process_index}|"
-        shuffle_buffer = self.shuffle_buffer
-        mode, take = plan.mode, plan.take
-        p_count, p_index = self.process_count, self.process_index
-
-        def epoch(e):
-            e_str = tf.strings.as_string(e)
-            # File order: sort by a stable 64-bit fingerprint of (shard name, seed, epoch).
-            keys = tf.strings.to_hash_bucket_fast(
-                tf.strings.join([names, seed_str, e_str], separator="|"), 2**62
-            )
-            order = tf.argsort(keys, stable=True)
-            ds = tf.data.Dataset.from_tensor_slices(
-                (tf.gather(files, order), tf.gather(digests, order)))
-            ds = ds.map(lambda f, d: tf.py_function(self._check_shard, [f, d], tf.string))
-            ds = ds.interleave(
-                lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
-                cycle_length=cycle,
-                block_length=1,
-                num_parallel_calls=min(cycle, 4),
-                deterministic=True,
-            )
-            # An epoch that ends early (shards shorter than the manifest says) would
-            # break the position arithmetic of resume: fail instead.
-            ds = ds.take(take).apply(tf.data.experimental.assert_cardinality(take))
-            if mode == "record":
-                ds = ds.shard(p_count, p_index)
-            if shuffle_buffer > 1:
-                shuffle_seed = tf.strings.to_hash_bucket_fast(
-                    tf.strings.join([shuffle_tag, e_str]), 2**62
-                )
-                ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed)
-            return ds
-
-        b = self.host_batch_size
-        first, skip = divmod(start_step * b, self.epoch_examples)
-        last = 2**62 if self.repeat else 1
-        ds = tf.data.Dataset.range(first, max(first, last)).flat_map(epoch)
-        if skip:
-            ds = ds.skip(skip)
-        ds = ds.batch(b, drop_remainder=self.repeat)
+        b = self.config.host_batch_size
+        ds = self.reader.records(tf, start_step * b, self.config.repeat)
+        ds = ds.batch(b, drop_remainder=self.config.repeat)
         ds = ds.map(self._parse_fn(tf), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.prefetch(2)
         options = tf.data.Options()
@@ -491,59 +235,16 @@ class Pipeline:
         else a DataError naming the file (tf.data carries it to `_produce`)."""
         path, digest = path.numpy().decode(), digest.numpy().decode()
         if digest and path not in self._verified:
-            h = hashlib.sha256()
-            with _tf().io.gfile.GFile(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 24), b""):
-                    h.update(block)
-            if h.hexdigest() != digest:
+            if sha256_file(path, _tf().io.gfile.GFile, 1 << 24) != digest:
                 raise DataError(f"{_SHARD_MARK}{path}: its sha256 differs from "
-                                f"{self.manifest_path}; the shard is damaged or was replaced. "
+                                f"{self.manifest.path}; the shard is damaged or was replaced. "
                                 "Prepare the data again")
             self._verified.add(path)
         return path
 
     def _parse_fn(self, tf):
-        length, p, pad = self.max_seq_length, self.max_predictions_per_seq, self.pad_id
-        if self._google:  # fixed-length records: strip their padding
-            from bertjax.data import google_records
-
-            spec = google_records.feature_spec(tf, length, p)
-            return lambda raw: google_records.unpad(
-                tf, tf.io.parse_example(raw, spec), length, p, pad)
-        features = {
-            "input_ids": tf.io.RaggedFeature(tf.int64),
-            "token_type_ids": tf.io.RaggedFeature(tf.int64),
-            "pair_label": tf.io.FixedLenFeature([1], tf.int64, default_value=[-1]),
-        }
-        if self._static:
-            features["masked_lm_positions"] = tf.io.RaggedFeature(tf.int64)
-            features["masked_lm_ids"] = tf.io.RaggedFeature(tf.int64)
-
-        def parse(raw):  # raw: [b] serialized tf.train.Example
-            ex = tf.io.parse_example(raw, features)
-            ids = ex["input_ids"]
-            lengths = tf.cast(ids.row_lengths(), tf.int32)
-            out = {
-                "input_ids": tf.cast(ids.to_tensor(pad, shape=[None, length]), tf.int32),
-                "token_type_ids": tf.cast(
-                    ex["token_type_ids"].to_tensor(0, shape=[None, length]), tf.int32
-                ),
-                "attention_mask": tf.sequence_mask(lengths, length, dtype=tf.int32),
-                "lengths": lengths,
-                "type_lengths": tf.cast(ex["token_type_ids"].row_lengths(), tf.int32),
-                "pair_labels": tf.cast(ex["pair_label"][:, 0], tf.int32),
-            }
-            if self._static:
-                pos = ex["masked_lm_positions"]
-                out["masked_lm_positions"] = tf.cast(pos.to_tensor(0, shape=[None, p]), tf.int32)
-                out["masked_lm_ids"] = tf.cast(
-                    ex["masked_lm_ids"].to_tensor(0, shape=[None, p]), tf.int32
-                )
-                out["mlm_counts"] = tf.cast(pos.row_lengths(), tf.int32)
-                out["mlm_id_counts"] = tf.cast(ex["masked_lm_ids"].row_lengths(), tf.int32)
-            return out
-
-        return parse
+        return parse_fn(tf, self.max_seq_length, self.max_predictions_per_seq, self.pad_id,
+                        google=self._google, static=self._static)
 
     # ------------------------------------------------------------------ numpy stage
 
@@ -558,11 +259,11 @@ class Pipeline:
             bad = lengths > self._max_length
             n = int(lengths[bad][0])
             if n > self.max_seq_length:
-                limit = f"max_seq_length {self.max_seq_length} of {self.manifest_path}"
+                limit = f"max_seq_length {self.max_seq_length} of {self.manifest.path}"
             else:
-                limit = f"max_position_embeddings {self.max_position_embeddings}"
-                if self.position_offset:
-                    limit += f" - position_offset {self.position_offset}"
+                limit = f"max_position_embeddings {self.config.max_position_embeddings}"
+                if self.config.position_offset:
+                    limit += f" - position_offset {self.config.position_offset}"
             return bad, f"an example has {n} tokens, more than {limit}"
         if "layout_ok" in raw and not raw["layout_ok"].all():
             from bertjax.data.google_records import LAYOUT_ERROR
@@ -576,7 +277,7 @@ class Pipeline:
             bad = outside.any(axis=1)
             return bad, (
                 f"token id {int(ids[outside][0])} is outside the vocabulary "
-                f"[0, {self.vocab_size}) of {os.path.join(self.data_dir, TOKENIZER_DIR)}"
+                f"[0, {self.vocab_size}) of {self.manifest.tokenizer_dir}"
             )
         if self._static:
             counts, p = raw["mlm_counts"], self.max_predictions_per_seq
@@ -587,7 +288,7 @@ class Pipeline:
                 bad = counts > p
                 return bad, (
                     f"an example has {int(counts[bad][0])} masked positions, more than "
-                    f"max_predictions_per_seq {p} of {self.manifest_path}"
+                    f"max_predictions_per_seq {p} of {self.manifest.path}"
                 )
             positions, labels = raw["masked_lm_positions"], raw["masked_lm_ids"]
             real = np.arange(p) < counts[:, None]
@@ -606,8 +307,8 @@ class Pipeline:
         problem = self._problem(raw)
         if problem is not None:
             raise DataError(
-                f"{self._locate()}: {problem[1]} (split {self.split!r}, batch {k + 1}, "
-                f"host {self.process_index})"
+                f"{self._locate()}: {problem[1]} (split {self.config.split!r}, batch {k + 1}, "
+                f"host {self.config.process_index})"
             )
         ids = raw["input_ids"]
         rows = ids.shape[0]
@@ -624,7 +325,7 @@ class Pipeline:
                 masked_lm_ids=raw["masked_lm_ids"],
                 masked_lm_weights=(np.arange(p) < raw["mlm_counts"][:, None]).astype(np.float32),
             )
-        b = self.host_batch_size
+        b = self.config.host_batch_size
         if rows < b:  # last batch of a single pass: fill with empty rows
             out = {key: _fill_rows(v, b) for key, v in out.items()}
             out["pair_labels"][rows:] = -1
@@ -632,7 +333,7 @@ class Pipeline:
             if self._static:
                 out["input_ids"] = ids
         if not self._static:
-            rng = np.random.default_rng([self.seed, k, self.process_index])
+            rng = np.random.default_rng([self.config.seed, k, self.config.process_index])
             out.update(self._masker(ids, out["attention_mask"], rng))
         return {key: out[key] for key in _BATCH_KEYS}
 
@@ -656,7 +357,7 @@ class Pipeline:
                 return path
             if time.monotonic() > deadline:
                 break
-        return os.path.join(self.data_dir, f"{self.split}-*.tfrecord")
+        return os.path.join(self.manifest.data_dir, f"{self.config.split}-*.tfrecord")
 
     # ------------------------------------------------------------------ iteration
 
@@ -666,7 +367,7 @@ class Pipeline:
         Use one iterator at a time; a new one continues from `state()`.
         """
         start = self._step
-        q: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        q: queue.Queue = queue.Queue(maxsize=self.config.queue_size)
         stop = threading.Event()
         thread = threading.Thread(
             target=self._produce, args=(start, q, stop), name="bertjax-pipeline", daemon=True
@@ -716,12 +417,12 @@ class Pipeline:
                                         ) from None
                     if "expected to contain" in e.message:
                         raise DataError(
-                            f"{self.manifest_path}: the {self.split!r} shards hold fewer "
+                            f"{self.manifest.path}: the {self.config.split!r} shards hold fewer "
                             "examples than it lists; prepare the data again"
                         ) from None
+                    where = f"{self.manifest.data_dir}/{self.config.split}-*.tfrecord"
                     raise DataError(
-                        f"{self.data_dir}/{self.split}-*.tfrecord: cannot read the records "
-                        f"({one_line(e.message)})"
+                        f"{where}: cannot read the records ({one_line(e.message)})"
                     ) from None
                 raw = {key: v.numpy() for key, v in element.items()}
                 if not put(self._finish(raw, k)):
@@ -730,6 +431,29 @@ class Pipeline:
             put(_END)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
             put(_Failure(e))
+
+
+def _masking(manifest: Manifest, masking: MaskingConfig | None, tokenizer: Any
+             ) -> tuple[int, Masker | None]:
+    """(max_predictions_per_seq, the dynamic Masker or None): the static masks stored
+    in the shards when `masking` is None, else masks drawn with `masking`; DataError
+    when the manifest says the shards hold the other kind."""
+    if masking is None:
+        if manifest.masking != "static":
+            raise DataError(f"{manifest.path}: the shards are not masked (masking "
+                            "'dynamic'); pass masking=MaskingConfig(...) to mask them while "
+                            "reading")
+        p = manifest.setting("max_predictions_per_seq")
+        if not _is_int(p, 1):
+            raise DataError(f"{manifest.path}: settings.max_predictions_per_seq must be an "
+                            "integer >= 1 for statically masked shards")
+        return int(p), None
+    if manifest.masking != "dynamic":
+        raise DataError(f"{manifest.path}: the shards are already masked (masking "
+                        "'static'); pass masking=None to use their masks")
+    from bertjax.data.masking import masker_from_tokenizer
+
+    return int(masking.max_predictions_per_seq), masker_from_tokenizer(tokenizer, masking)
 
 
 _SHARD_MARK = "bertjax-shard-check: "  # finds _check_shard's message in tf.data's error
@@ -746,42 +470,4 @@ _END = object()
 def _fill_rows(x: np.ndarray, rows: int, value: int | float = 0) -> np.ndarray:
     out = np.full((rows,) + x.shape[1:], value, dtype=x.dtype)
     out[: x.shape[0]] = x
-    return out
-
-
-# ---------------------------------------------------------------------------- devices
-
-
-def to_global(
-    batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh, axes: Sequence[str] = ("data", "fsdp")
-) -> dict[str, jax.Array]:
-    """Global `jax.Array`s from every host's rows, sharded along the batch (first) axis.
-
-    Args:
-      batch: this host's arrays, [b, ...] each (b = global batch / process count).
-      mesh: the device mesh.
-      axes: mesh axes the batch axis is split over; those the mesh lacks are ignored.
-
-    Returns:
-      The same keys, [global batch, ...] arrays with NamedSharding(mesh, P(axes)).
-    """
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    names = tuple(a for a in axes if a in mesh.axis_names)
-    if not names:
-        raise ValueError(f"none of the batch axes {tuple(axes)} is in the mesh {mesh.axis_names}")
-    shards = int(np.prod([mesh.shape[a] for a in names]))
-    spec_axis = names if len(names) > 1 else names[0]
-    out = {}
-    for key, value in batch.items():
-        value = np.asarray(value)
-        rows = value.shape[0] * jax.process_count()
-        if rows % shards:
-            raise ValueError(
-                f"{key}: global batch {rows} is not divisible by the {shards} shards of mesh "
-                f"axes {names}"
-            )
-        spec = PartitionSpec(spec_axis, *([None] * (value.ndim - 1)))
-        out[key] = jax.make_array_from_process_local_data(NamedSharding(mesh, spec), value)
     return out

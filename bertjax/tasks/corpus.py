@@ -71,6 +71,7 @@ class CorpusTask(Task):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self._phases: list[Phase] | None = None
+        self._manifests: dict[str, Any] = {}  # data directory -> its Manifest, read once
         self.cfg: ModelConfig | None = None
 
     def phases(self) -> list[Phase]:
@@ -79,14 +80,19 @@ class CorpusTask(Task):
             self._phases = plan_phases(self.config)
         return self._phases
 
+    def manifest(self, phase: Phase) -> Any:
+        """The phase's data's Manifest (bertjax/data/manifest.py), read once."""
+        if phase.source not in self._manifests:
+            from bertjax.data.manifest import Manifest
+
+            self._manifests[phase.source] = Manifest.read(phase.source)
+        return self._manifests[phase.source]
+
     def meta(self) -> dict[str, Any]:
         """Also each phase's data: its path and manifest digest (a resumed run checks the
         digest; the path may change)."""
-        from bertjax.data.pipeline import manifest_digest
-
         return {**super().meta(), "data": [
-            {"path": os.path.abspath(p.source), "manifest_sha256": manifest_digest(p.source),
-             "manifest_bytes_sha256": manifest_digest(p.source, legacy=True)}
+            {"path": os.path.abspath(p.source), "manifest_sha256": self.manifest(p).digest()}
             for p in self.phases()]}
 
     def setup(self, ctx: Context) -> Any:
@@ -96,15 +102,13 @@ class CorpusTask(Task):
         return None
 
     def _check_data(self, phase: Phase, cfg: ModelConfig) -> None:
-        from bertjax.data.pipeline import read_manifest
-
         length_key, dir_key = phase.options["keys"]
         if not phase.source:
             raise ValueError(f"--config.{dir_key} is required: the prepared data to train "
                              "on (python -m bertjax prepare data)")
-        manifest = read_manifest(phase.source)
-        path = os.path.join(phase.source, "manifest.json")
-        vocab = manifest["tokenizer"]["vocab_size"]
+        manifest = self.manifest(phase)
+        path = manifest.path
+        vocab = manifest.vocab_size
         if vocab > cfg.vocab_size:
             raise ValueError(f"{path}: the tokenizer has {vocab} tokens, more than "
                              f"model.vocab_size={cfg.vocab_size}")
@@ -113,13 +117,13 @@ class CorpusTask(Task):
             print(f"warning: model.vocab_size={cfg.vocab_size}, but the tokenizer of {path} "
                   f"has {vocab} tokens: {unused} embedding rows are never trained "
                   f"(--config.model.vocab_size={vocab} to match)", flush=True)
-        prepared = int(manifest["settings"]["max_seq_length"])
+        prepared = int(manifest.settings["max_seq_length"])
         if prepared != phase.options["max_seq_length"]:
             raise ValueError(f"{length_key}={phase.options['max_seq_length']}, but {path} was "
                              f"prepared at max_seq_length={prepared}")
         self._check_masking(manifest, path)
 
-    def _check_masking(self, manifest: dict[str, Any], path: str) -> None:
+    def _check_masking(self, manifest: Any, path: str) -> None:
         """The data's masking is what trains (masks stored by `prepare data`, or drawn
         while training with config.data's settings); a config that says otherwise is
         told so, not silently overruled."""
@@ -150,19 +154,19 @@ class CorpusTask(Task):
 
     def _pipeline(self, phase: Phase, split: str, start_step: int, repeat: bool) -> Any:
         from bertjax.data.from_config import masking_config
-        from bertjax.data.pipeline import Pipeline, read_manifest
+        from bertjax.data.pipeline import Pipeline, PipelineConfig
 
-        config, cfg = self.config, self.cfg
-        dynamic = read_manifest(phase.source)["masking"] == "dynamic"
+        config, cfg, manifest = self.config, self.cfg, self.manifest(phase)
+        dynamic = manifest.masking == "dynamic"
         predictions = phase.options["max_predictions_per_seq"]
-        return Pipeline(
-            phase.source, split, phase.batch_size, int(config.seed),
+        return Pipeline(manifest, PipelineConfig(
+            split, phase.batch_size, int(config.seed),
             masking=masking_config(config, predictions) if dynamic else None,
             process_index=jax.process_index(), process_count=jax.process_count(),
             shuffle_buffer=int(config.data.shuffle_buffer) if split == "train" else 0,
             start_step=start_step, repeat=repeat,
             max_position_embeddings=cfg.max_position_embeddings,
-            position_offset=cfg.position_offset)
+            position_offset=cfg.position_offset))
 
     def train_batches(self, phase: Phase, start_step: int) -> Batches:
         pipe = self._pipeline(phase, "train", start_step, True)
@@ -179,9 +183,7 @@ class CorpusTask(Task):
                                                self.teacher)
 
     def evaluators(self, ctx: Context, phase: Phase) -> list[Any]:
-        from bertjax.data.pipeline import read_manifest
-
-        if "validation" not in read_manifest(phase.source)["splits"]:
+        if "validation" not in self.manifest(phase).splits:
             return []
         return [_ValidationSplit(self, ctx, phase)]
 
