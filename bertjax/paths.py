@@ -65,6 +65,11 @@ def _filesystem(protocol: str) -> Any:
         # cannot (no credentials for that API, an emulator); it then works as usual.
         logging.getLogger("gcsfs").setLevel(logging.ERROR)
     try:
+        if protocol in ("gs", "gcs"):
+            # The instance etils epath gives Orbax (same arguments, so fsspec hands out
+            # the same object): one client, and one listing cache that a write through
+            # either side clears.
+            return fsspec.filesystem("gcs", finalize_on_close=True)
         return fsspec.filesystem(protocol)
     except (ImportError, ValueError) as e:
         raise OSError(f"no filesystem for {protocol}:// URLs ({e}); for gs:// install "
@@ -92,7 +97,10 @@ def _words(e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _remote(path: str, op: str) -> Iterator[None]:
+def _remote(path: str, op: str, changes: bool = False) -> Iterator[None]:
+    """Turns what the store raises into `_error`s. `changes`: the operation writes, so
+    fsspec's cached listings (which Orbax reads through etils epath, and which gcsfs
+    keeps per process) are dropped afterwards, even if it failed half-way."""
     try:
         yield
     except OSError as e:
@@ -101,6 +109,9 @@ def _remote(path: str, op: str) -> Iterator[None]:
         raise _error(path, op, e) from None
     except Exception as e:  # noqa: BLE001 -- aiohttp, google-auth, HttpError ...
         raise _error(path, op, e) from None
+    finally:
+        if changes:
+            _fs(path)[0].invalidate_cache()
 
 
 # --- names ---------------------------------------------------------------------------
@@ -171,6 +182,26 @@ def getsize(path: str) -> int:
     fs, p = _fs(path)
     with _remote(path, "stat"):
         return int(fs.size(p))
+
+
+def sizes(path: str) -> dict[str, int]:
+    """{name: bytes} of the files directly in directory `path` (subdirectories left out;
+    {} when it does not exist): one listing request on an object store, made afresh
+    (no cached listing), so it sees what other processes published."""
+    if not is_remote(path):
+        try:
+            with os.scandir(_local(path)) as entries:
+                return {e.name: e.stat().st_size for e in entries if e.is_file()}
+        except FileNotFoundError:
+            return {}
+    fs, p = _fs(path)
+    with _remote(path, "list"):
+        try:
+            entries = fs.ls(p, detail=True, refresh=True)
+        except FileNotFoundError:
+            return {}
+        return {posixpath.basename(e["name"].rstrip("/")): int(e["size"]) for e in entries
+                if e.get("type") == "file"}
 
 
 def listdir(path: str) -> list[str]:
@@ -325,7 +356,7 @@ def write_bytes(path: str, data: bytes) -> None:
     place, or one object upload."""
     if is_remote(path):
         fs, p = _fs(path)
-        with _remote(path, "write"):
+        with _remote(path, "write", changes=True):
             fs.pipe_file(p, data)
         return
     path = _local(path)
@@ -361,7 +392,7 @@ def upload(local: str, path: str) -> None:
     atomically: one object upload, or a copy renamed into place."""
     if is_remote(path):
         fs, p = _fs(path)
-        with _remote(path, "upload"):
+        with _remote(path, "upload", changes=True):
             fs.put_file(local, p)
         return
     path = _local(path)
@@ -374,6 +405,30 @@ def upload(local: str, path: str) -> None:
             os.remove(tmp)
 
 
+def copy(src: str, dst: str) -> None:
+    """Publishes a copy of file `src` at `dst` (each local or a URL), atomically: between
+    URLs of one store a server-side copy (the bytes never pass through this machine),
+    else an upload (`upload`) or a download renamed into place."""
+    if is_remote(src) and is_remote(dst) and _fs(src)[0] is _fs(dst)[0]:
+        fs, p = _fs(src)
+        with _remote(dst, f"copy from {src}", changes=True):
+            fs.copy(p, _fs(dst)[1])
+        return
+    if not is_remote(src):
+        upload(_local(src), dst)
+        return
+    if is_remote(dst):
+        raise ValueError(f"cannot copy {src} to {dst}: different stores")
+    dst = _local(dst)
+    tmp = f"{dst}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        download(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
 def remove(path: str) -> None:
     """Removes a file; a missing one is not an error."""
     if not is_remote(path):
@@ -381,7 +436,7 @@ def remove(path: str) -> None:
             os.remove(_local(path))
         return
     fs, p = _fs(path)
-    with _remote(path, "delete"):
+    with _remote(path, "delete", changes=True):
         if fs.exists(p):
             fs.rm_file(p)
 
@@ -392,7 +447,7 @@ def rmtree(path: str) -> None:
         shutil.rmtree(_local(path), ignore_errors=True)
         return
     fs, p = _fs(path)
-    with _remote(path, "delete"):
+    with _remote(path, "delete", changes=True):
         if fs.exists(p):
             fs.rm(p, recursive=True)
 
@@ -407,7 +462,7 @@ def move(src: str, dst: str) -> None:
     if is_remote(src) != is_remote(dst):
         raise ValueError(f"cannot move {src} to {dst}: one is local, the other a URL")
     fs, p = _fs(src)
-    with _remote(src, f"move to {dst}"):
+    with _remote(src, f"move to {dst}", changes=True):
         fs.mv(p, _fs(dst)[1], recursive=True)
 
 
@@ -431,7 +486,7 @@ def publish_directory(local: str, path: str, marker: str) -> None:
     names = walk_files(local)
     if marker not in names:
         raise ValueError(f"{local}: has no {marker} to publish last")
-    with _remote(path, "publish"):
+    with _remote(path, "publish", changes=True):
         if fs.exists(posixpath.join(p, marker)):
             fs.rm_file(posixpath.join(p, marker))
         if fs.exists(p):

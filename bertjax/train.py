@@ -8,7 +8,7 @@ skips, metrics, the evaluation schedule and the final model directory; everythin
 that depends on what is trained comes from the task (bertjax/tasks: its heads, loss,
 batches, evaluators, what the step needs beside the state, its own start).
 
-WORKDIR holds everything a run writes:
+WORKDIR (a local path or gs://...) holds everything a run writes:
 
   config.json    the resolved config of the latest start
   checkpoints/   Orbax training checkpoints (bertjax/checkpoint.py: TrainCheckpoints)
@@ -19,7 +19,9 @@ Resume order (the same on every start, so re-running the command is the way to r
   1. the newest good checkpoint in WORKDIR/checkpoints: state and data position. Each
      is verified after it is read (its state digest, finite values); one that fails or
      cannot be read is reported in one line, moved to WORKDIR/damaged_checkpoints/ and
-     the next older one is tried; if none is good the run stops;
+     the next older one is tried; if none is good the run stops. The data position is
+     the phase and the batches consumed in it, with the batch size: a resume at another
+     `train.batch_size` would skip or re-read examples and is refused in one line;
   2. else `config.init_from` (the task's `weights_from()`): parameters from a model
      directory or a transformers directory of any form, fitted to the task's heads
      (bertjax/pretrained.py: a table of loaded, created and dropped modules is
@@ -304,6 +306,13 @@ class Trainer:
         position = self.data_position
         self.data_position = None
         if position is not None and position.get("phase") == phase.index:
+            if position.get("batch_size") != phase.batch_size:
+                # The position counts batches: another size would skip or repeat examples.
+                raise TrainingError(
+                    f"{self.ckpts.step_dir(self.step)}: phase {phase.index + 1} was trained at "
+                    f"batch size {position.get('batch_size')}, the config says "
+                    f"{phase.batch_size}; resuming would skip or re-read examples. Resume "
+                    "with the checkpoint's batch size, or start another --workdir")
             if position["pipeline"]["step"] != self.step - phase.start:
                 raise TrainingError(
                     f"{self.ckpts.directory}/{self.step}: data position "
@@ -381,7 +390,8 @@ class Trainer:
         phase = phase_at(self.phases, max(self.step - 1, 0))
         try:
             self.ckpts.save(self.step, self.state, {
-                "phase": phase.index, "pipeline": {"step": self.step - phase.start}},
+                "phase": phase.index, "batch_size": phase.batch_size,
+                "pipeline": {"step": self.step - phase.start}},
                 self.meta)
         except checkpoint.SaveError as e:
             raise self._save_failed(e) from None

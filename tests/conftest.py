@@ -34,6 +34,5 @@ def bucket() -> str:
 
 def pytest_sessionfinish(session, exitstatus):
     del session, exitstatus
-    gcs.stop()
     if _CACHE:
         shutil.rmtree(_CACHE, ignore_errors=True)

@@ -11,6 +11,7 @@ same server. Each `bucket()` is a new, empty bucket.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -42,6 +43,9 @@ def start() -> None:
     global _server
     if _server is not None and _server.poll() is None:
         return
+    # Stopped at exit, after the handlers that clients registered later (atexit runs
+    # them last-in first-out), so that no request of theirs meets a closed port.
+    atexit.register(stop)
     _server = subprocess.Popen(
         [sys.executable, os.path.join(os.path.dirname(__file__), "gcs_emulator.py"), str(PORT)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,5 +1,5 @@
 """Runs `gcp-storage-emulator` for the tests, with what TensorStore needs of Cloud
-Storage's conditional requests:
+Storage's conditional requests and the object move that gcsfs tries first:
 
   python tests/gcs_emulator.py PORT
 
@@ -7,7 +7,9 @@ The package's media download sends no `x-goog-generation` header and ignores the
 `ifGenerationMatch` / `ifGenerationNotMatch` preconditions. TensorStore (under Orbax)
 reads an object's generation from that header and updates OCDBT manifests with
 conditional writes, so without them a checkpoint of more than a few arrays fails
-("Malformed StorageGeneration"). Real Cloud Storage has both; this adds them.
+("Malformed StorageGeneration"). gcsfs moves an object with the `moveTo` call, which the
+package lacks (gcsfs then falls back to copy and delete, logging an error per object).
+Real Cloud Storage has all three; this adds them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 import threading
 from http import HTTPStatus
 
-from gcp_storage_emulator import server
+from gcp_storage_emulator import server, settings
 from gcp_storage_emulator.exceptions import NotFound
 from gcp_storage_emulator.handlers import objects
 
@@ -62,6 +64,18 @@ def _insert(request, response, storage, *args, **kwargs):
     return _original_insert(request, response, storage, *args, **kwargs)
 
 
+def _move(request, response, storage, *args, **kwargs):
+    bucket, source = request.params["bucket_name"], request.params["object_id"]
+    try:
+        moved = objects._copy(request.base_url, storage, bucket, source, bucket,
+                              request.params["dest_object_id"])
+    except NotFound:
+        response.status = HTTPStatus.NOT_FOUND
+        return
+    objects._delete(storage, bucket, source)
+    response.json(moved)
+
+
 _original_download, _original_insert = objects.download, objects.insert
 for _, handlers in server.HANDLERS:
     for method, handler in list(handlers.items()):
@@ -69,6 +83,9 @@ for _, handlers in server.HANDLERS:
             handlers[method] = _download
         elif handler is objects.insert:
             handlers[method] = _insert
+server.HANDLERS = ((rf"^{settings.API_ENDPOINT}/b/(?P<bucket_name>[-.\w]+)/o/"
+                    r"(?P<object_id>.*[^/]+)/moveTo/o/(?P<dest_object_id>.*[^/]+)$",
+                    {server.POST: _move}), *server.HANDLERS)
 # By name: `get` with alt=media downloads, the dispatcher's fallback inserts.
 objects.download, objects.insert = _download, _insert
 

@@ -12,6 +12,7 @@ good checkpoint restorable.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import time
@@ -23,7 +24,7 @@ import numpy as np
 import pytest
 import trainlib
 
-from bertjax import checkpoint
+from bertjax import checkpoint, paths
 from bertjax import train as train_lib
 
 STEPS, STOP = 10, 6  # the run; the template stops (preempted) at STOP, checkpoints 2, 4, 6
@@ -48,7 +49,7 @@ def setup(tmp_path_factory):
 
 
 def _steps(workdir) -> list[int]:
-    return sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints"))
+    return sorted(int(n) for n in paths.listdir(paths.join(str(workdir), "checkpoints"))
                   if n.isdigit())
 
 
@@ -82,7 +83,28 @@ def _other_state(step):
     shutil.copytree(step.parent / "4" / "state", step / "state")
 
 
+def _drop_from_meta(key: str):
+    """Damage: the step's meta JSON without `key` (a digest or record that the resume
+    needs to check the step)."""
+    def damage(step):
+        for r, _, fs in os.walk(step / "meta"):
+            for f in fs:
+                path = os.path.join(r, f)
+                with open(path) as fh:
+                    meta = json.load(fh)
+                if isinstance(meta, dict) and key in meta:
+                    del meta[key]
+                    with open(path, "w") as fh:
+                        json.dump(meta, fh)
+                    return
+        raise AssertionError(f"no {key} in {step / 'meta'}")
+    return damage
+
+
 DAMAGE = {
+    # Checks that an omission must not switch off.
+    "no state_digest": _drop_from_meta("state_digest"),
+    "no data record": _drop_from_meta("data"),
     # A whole, readable state of another step: only the digest tells.
     "another step's state": _other_state,
     "flipped bytes": lambda step: _flip(_largest_file(step / "state")),
@@ -94,24 +116,36 @@ DAMAGE = {
 }
 
 
+@pytest.mark.parametrize("where", ["local", "gs"])
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_used(
-        kind, setup, tmp_path, capsys):
+        kind, where, setup, tmp_path, capsys, request):
+    """Also with the workdir in a bucket (the local Cloud Storage emulator): the damaged
+    copy is uploaded and the run reads, moves aside and resumes there."""
     c, want, template = setup
-    workdir = tmp_path / "run"
-    shutil.copytree(template, workdir)
-    DAMAGE[kind](workdir / "checkpoints" / str(STOP))
-    result = train_lib.train(c, str(workdir))
+    local = tmp_path / "run"
+    shutil.copytree(template, local)
+    DAMAGE[kind](local / "checkpoints" / str(STOP))
+    workdir = str(local)
+    if where == "gs":
+        workdir = request.getfixturevalue("bucket") + "/run"
+        for name in paths.walk_files(str(local)):
+            paths.upload(str(local / name), paths.join(workdir, name))
+    result = train_lib.train(c, workdir)
     out = capsys.readouterr().out
     warning = [ln for ln in out.splitlines() if ln.startswith("warning: checkpoint 6 ")]
     assert len(warning) == 1, out[-3000:]
     if kind == "another step's state":
         assert "differs from the digest recorded when it was saved" in warning[0]
+    if kind == "no state_digest":
+        assert "records no state_digest, so it cannot be verified" in warning[0]
+    if kind == "no data record":
+        assert "records no data" in warning[0]
     assert warning[0].endswith(f"; moved to {workdir}/damaged_checkpoints/6"), warning[0]
     assert f"step 4/{STEPS} from checkpoint {workdir}/checkpoints/4" in out
     # Nothing deleted: the damaged step is kept aside, whole.
-    assert os.path.isdir(workdir / "damaged_checkpoints" / "6" / "state")
-    assert result["status"] == "done" and trainlib.state_hash(str(workdir)) == want
+    assert paths.isdir(paths.join(workdir, "damaged_checkpoints", "6", "state"))
+    assert result["status"] == "done" and trainlib.state_hash(workdir) == want
     # Rotation (max_to_keep 3) kept the checkpoint the run resumed from.
     assert _steps(workdir) == [4, 6, 8, 10]
 
@@ -147,10 +181,14 @@ def test_flipped_bits_in_a_restored_state_are_named_by_leaf(tmp_path):
     bad = {**restored, "params": {**restored["params"],
                                   "w": jnp.asarray(swapped.reshape(3, 4))}}
     assert ckpts.verify(bad, meta).startswith("state leaf params/w differs")
-    # A NaN the digest also records (a state saved before digests existed) is named.
+    # A NaN that the digest also records (bits written as they were) is named.
     nan = {**restored, "params": {**restored["params"],
                                   "w": restored["params"]["w"].at[0, 0].set(jnp.nan)}}
-    assert ckpts.verify(nan, {}) == "the state holds NaN or Inf values"
+    nan_meta = {"state_digest": checkpoint._digest(ckpts._check(nan)[1])}
+    assert ckpts.verify(nan, nan_meta) == "the state holds NaN or Inf values"
+    # Without a digest nothing can be verified: refused, whatever the values.
+    assert ckpts.verify(restored, {}) == ("its meta records no state_digest, so it cannot "
+                                          "be verified")
     ckpts.close()
 
 

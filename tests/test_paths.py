@@ -108,6 +108,24 @@ def test_interrupted_upload_leaves_no_marker(bucket, tmp_path, monkeypatch):
     assert all(not c.endswith("config.json") for c in calls)
 
 
+def test_sizes_and_copy(root, tmp_path, bucket):
+    """sizes lists a directory's files with their sizes, afresh; copy publishes a copy
+    locally, between URLs (server-side) and across the two."""
+    assert paths.sizes(paths.join(root, "nothing")) == {}
+    paths.makedirs(paths.join(root, "sub"))
+    paths.write_bytes(paths.join(root, "a.bin"), b"abc")
+    paths.write_bytes(paths.join(root, "sub", "b.bin"), b"x")
+    assert paths.sizes(root) == {"a.bin": 3}
+    paths.copy(paths.join(root, "a.bin"), paths.join(root, "c.bin"))
+    assert paths.read_bytes(paths.join(root, "c.bin")) == b"abc"
+    assert paths.sizes(root) == {"a.bin": 3, "c.bin": 3}
+    elsewhere = [str(tmp_path / "here.bin"), bucket + "/there.bin"]
+    for other in elsewhere:  # to the other kind of place and back
+        paths.copy(paths.join(root, "a.bin"), other)
+        paths.copy(other, paths.join(root, "d.bin"))
+        assert paths.read_bytes(other) == paths.read_bytes(paths.join(root, "d.bin")) == b"abc"
+
+
 def test_missing_bucket_is_one_line(bucket):
     missing = bucket + "-missing/x.json"
     with pytest.raises(ValueError, match="^gs://.*-missing/x.json: "):

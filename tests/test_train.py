@@ -245,6 +245,23 @@ def test_workdir_of_another_model_is_refused(data, tmp_path):
         train_lib.train(c, str(tmp_path))
 
 
+def test_a_resume_at_another_batch_size_is_refused(data, tmp_path):
+    """The data position counts batches: at another batch size the resumed run would skip
+    or re-read examples, so it stops in one line naming both sizes."""
+    c = trainlib.config("bert", data("bert"), **{"train.steps": 4,
+                                                 "train.checkpoint_every": 2})
+    stopped = train_lib.train(c, str(tmp_path), hooks=[faults.Fault("sigterm_at_step", 2)])
+    assert stopped["status"] == "preempted"
+    batch = int(c.train.batch_size)
+    c.train.batch_size = batch * 2
+    with pytest.raises(train_lib.TrainingError,
+                       match=f"checkpoints/2: phase 1 was trained at batch size {batch}, the "
+                             f"config says {batch * 2}; resuming would skip or re-read"):
+        train_lib.train(c, str(tmp_path))
+    c.train.batch_size = batch  # the same size resumes
+    assert train_lib.train(c, str(tmp_path))["status"] == "done"
+
+
 def test_command_without_workdir_fails_cleanly():
     r = subprocess.run(trainlib.train_cmd(trainlib.config("bert"), "x")[:5],
                        cwd=trainlib.ROOT, env=trainlib.env(), capture_output=True, text=True,

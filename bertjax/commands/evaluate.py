@@ -69,16 +69,18 @@ def evaluate(config: Any, checkpoint: str) -> dict[str, dict[str, float]]:
 def predict(config: Any, checkpoint: str, out: str, overwrite: bool = False) -> list[str]:
     """Writes the task's predictions of each test split into OUT (GLUE: index<TAB>
     prediction files named as the GLUE server wants them); returns the files written."""
-    from bertjax import sharding
-    from bertjax.fileio import atomic_directory
+    from bertjax import paths, sharding
 
     s, ctx, params = _loaded(config, checkpoint)
+    files = s.task.test_files()
     written = []
+    # On gs://, the first file is uploaded last: its presence says the set is complete.
     with sharding.activation_rules_context(s.mesh, s.rules), \
-            atomic_directory(out, overwrite=overwrite) as tmp:
-        for split, filename in s.task.test_files().items():
+            paths.atomic_directory(out, overwrite=overwrite, marker=next(iter(files.values()),
+                                                                         "")) as tmp:
+        for split, filename in files.items():
             s.task.write_predictions(ctx, params, split, os.path.join(tmp, filename))
-            written.append(os.path.join(os.path.abspath(out), filename))
+            written.append(paths.join(paths.absolute(out), filename))
     return written
 
 
@@ -89,13 +91,12 @@ def main_evaluate(argv: list[str]) -> None:
     text = json.dumps(scores, indent=2)
     print(text)
     if common.OUT.value:
-        out = os.path.abspath(common.OUT.value)
-        if os.path.exists(out) and not common.OVERWRITE.value:
+        from bertjax import paths
+
+        out = paths.absolute(common.OUT.value)
+        if paths.exists(out) and not common.OVERWRITE.value:
             raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
-        tmp = f"{out}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, out)
+        paths.write_text(out, text + "\n")
 
 
 def main_predict(argv: list[str]) -> None:

@@ -53,7 +53,7 @@ from typing import Any
 
 from absl import flags
 
-from bertjax import fileio
+from bertjax import paths
 from bertjax.commands import flags as common
 
 _TASK = flags.DEFINE_string(
@@ -81,7 +81,7 @@ NER_TASKS = ("ner", "conll2003")
 def _squad(version: str, gold: str, predictions: str, na_probs: str | None) -> dict:
     from bertjax.scoring import squad
 
-    dataset = fileio.read_json(gold)
+    dataset = paths.read_json(gold)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise ValueError(f"{gold}: not a SQuAD file (no \"data\" list)")
     try:
@@ -89,7 +89,7 @@ def _squad(version: str, gold: str, predictions: str, na_probs: str | None) -> d
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{gold}: not a SQuAD file (an article, paragraph, question or "
                          f"answer lacks {e})") from None
-    preds = fileio.read_json(predictions)
+    preds = paths.read_json(predictions)
     if not isinstance(preds, dict):
         raise ValueError(f"{predictions}: expected a JSON object of question id -> answer")
     for qid, answer in preds.items():
@@ -112,7 +112,7 @@ def _squad(version: str, gold: str, predictions: str, na_probs: str | None) -> d
                          f"({len(missing)} of {len(golds)} questions of {gold} missing)")
     probs = None
     if na_probs:
-        probs = fileio.read_json(na_probs)
+        probs = paths.read_json(na_probs)
         if not isinstance(probs, dict):
             raise ValueError(f"{na_probs}: expected a JSON object of question id -> "
                              "no-answer probability")
@@ -132,11 +132,8 @@ def _squad(version: str, gold: str, predictions: str, na_probs: str | None) -> d
 def _read_text(path: str) -> str:
     """The file's text (a UTF-8 byte-order mark dropped); an undecodable one is a
     one-line error naming it."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            return f.read()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    text = paths.read_text(path)  # local or gs://; not UTF-8: one line naming it
+    return text.removeprefix("\ufeff")
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bertjax import fileio
+from bertjax import paths
 
 RESULTS_FORMAT = "bertjax-run-results"
 RESULTS_VERSION = 1
@@ -79,8 +79,8 @@ class Run:
 
 
 def _is_run(path: str) -> bool:
-    return (os.path.isfile(os.path.join(path, "config.json"))
-            or os.path.isdir(os.path.join(path, "logs")))
+    return (paths.isfile(paths.join(path, "config.json"))
+            or paths.isdir(paths.join(path, "logs")))
 
 
 def find_runs(dirs: Sequence[str]) -> list[str]:
@@ -92,38 +92,39 @@ def find_runs(dirs: Sequence[str]) -> list[str]:
     """
     found: dict[str, str] = {}  # realpath -> abspath: a run named twice is shown once
     for d in dirs:
-        if not os.path.isdir(d):
-            what = "not a directory" if os.path.exists(d) else "no such directory"
+        if not paths.isdir(d):
+            what = "not a directory" if paths.exists(d) else "no such directory"
             raise ValueError(f"{d}: {what}")
         if _is_run(d):
             runs = [d]
         else:
-            subdirs = (os.path.join(d, n) for n in _sweep_order(d) if not n.startswith("."))
-            runs = [s for s in subdirs if os.path.isdir(os.path.join(s, "logs"))]
+            subdirs = (paths.join(d, n) for n in _sweep_order(d) if not n.startswith("."))
+            runs = [s for s in subdirs if paths.isdir(paths.join(s, "logs"))]
             if not runs:
                 raise ValueError(f"{d}: no run directories (a run directory holds config.json "
                                  "and logs/; a sweep directory holds run directories)")
         for run in runs:
-            found.setdefault(os.path.realpath(run), os.path.abspath(run))
+            real = run if paths.is_remote(run) else os.path.realpath(run)
+            found.setdefault(real, paths.absolute(run))
     return list(found.values())
 
 
 def _sweep_order(d: str) -> list[str]:
     """A sweep's subdirectories: its runs in the order of DIR/sweep.json (written by
     `sweep`), then the rest by name."""
-    names = sorted(os.listdir(d))
+    names = paths.listdir(d)
     try:
-        with open(os.path.join(d, "sweep.json")) as f:
-            order = [r["name"] for r in json.load(f)["runs"]]
+        order = [r["name"] for r in paths.read_json(paths.join(d, "sweep.json"))["runs"]]
     except (OSError, ValueError, KeyError, TypeError):
         return names
     return [n for n in order if n in names] + [n for n in names if n not in order]
 
 
-def run_names(paths: Sequence[str]) -> list[str]:
+def run_names(run_dirs: Sequence[str]) -> list[str]:
     """Basenames, lengthened by parent directories where two would be the same
     (/a/x/run, /b/x/run -> a/x/run, b/x/run)."""
-    parts = [os.path.abspath(p).strip(os.sep).split(os.sep) for p in paths]
+    parts = [p.split("://", 1)[1].strip("/").split("/") if "://" in p
+             else os.path.abspath(p).strip(os.sep).split(os.sep) for p in run_dirs]
     depth = [1] * len(parts)
     while True:
         names = ["/".join(p[-k:]) for p, k in zip(parts, depth, strict=True)]
@@ -151,8 +152,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _read_config(run: str) -> dict[str, Any]:
-    path = os.path.join(run, "config.json")
-    config = fileio.read_json(path)
+    path = paths.join(run, "config.json")
+    config = paths.read_json(path)
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object (the run's config)")
     return flatten(config)
@@ -205,15 +206,18 @@ def read_event_file(path: str) -> EventLog:
 
 def read_logs(run: str) -> list[EventLog]:
     """The run's event files, oldest process start first."""
-    logdir = os.path.join(run, "logs")
+    logdir = paths.join(run, "logs")
     try:
-        names = sorted(n for n in os.listdir(logdir) if n.startswith("events.out.tfevents."))
+        names = [n for n in paths.listdir(logdir) if n.startswith("events.out.tfevents.")]
     except OSError:
         names = []
     if not names:
         raise ValueError(f"{logdir}: no TensorBoard event files (not a run directory, or the "
                          "run has not started logging)")
-    logs = [read_event_file(os.path.join(logdir, n)) for n in names]
+    logs = []
+    for n in names:
+        with paths.local_copy(paths.join(logdir, n)) as local:  # gs://: downloaded
+            logs.append(read_event_file(local))
     return sorted(logs, key=lambda log: log.start)
 
 
@@ -249,9 +253,9 @@ def _number(value: Any) -> bool:
 def read_results(path: str) -> dict[tuple[str, str], Downstream]:
     """results.json -> {(task, metric): Downstream}; {} when there is no file. Errors
     name the file and the key."""
-    if not os.path.exists(path):
+    if not paths.exists(path):
         return {}
-    results = fileio.read_json(path)
+    results = paths.read_json(path)
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         raise ValueError(f"{path}: not a {RESULTS_FORMAT} file (\"format\" is missing or "
                          "different)")
@@ -287,12 +291,12 @@ def load_run(path: str, name: str) -> Run:
     logs = read_logs(path)
     train_loss = series(logs, "train/loss")
     if not train_loss:
-        raise ValueError(f"{os.path.join(path, 'logs')}: no train/loss point")
+        raise ValueError(f"{paths.join(path, 'logs')}: no train/loss point")
     return Run(path=path, name=name, config=config, train_loss=train_loss,
                eval_loss=series(logs, "eval/loss"),
                tokens_per_s=throughput(logs, "train/tokens_per_s"),
                mfu=throughput(logs, "train/mfu"), wall_time_s=wall_time(logs),
-               downstream=read_results(os.path.join(path, "results.json")))
+               downstream=read_results(paths.join(path, "results.json")))
 
 
 def is_path_key(key: str) -> bool:
@@ -517,11 +521,11 @@ def markdown_report(runs: Sequence[Run]) -> str:
 def check_out(out: str) -> None:
     """An existing `out` may be replaced only if it is a previous report (REPORT_FILES
     and nothing else): --out=. or a run directory is never removed."""
-    if not os.path.lexists(out):
+    if not (paths.exists(out) or (not paths.is_remote(out) and os.path.lexists(out))):
         return
-    if not os.path.isdir(out) or os.path.islink(out):
+    if not paths.isdir(out) or (not paths.is_remote(out) and os.path.islink(out)):
         raise ValueError(f"{out}: exists and is not a report directory; choose another --out")
-    others = sorted(set(os.listdir(out)) - set(REPORT_FILES))
+    others = sorted(set(paths.listdir(out)) - set(REPORT_FILES))
     if others:
         raise ValueError(f"{out}: exists and is not a compare report (it holds {others[0]}); "
                          "choose another --out")
@@ -531,7 +535,7 @@ def write_report(runs: Sequence[Run], out: str) -> None:
     """report.md, report.csv, loss.png (and downstream.png) in `out`, atomically."""
     check_out(out)
     header, rows = csv_rows(runs)
-    with fileio.atomic_directory(out, overwrite=True) as tmp:
+    with paths.atomic_directory(out, overwrite=True, marker="report.md") as tmp:
         with open(os.path.join(tmp, "report.csv"), "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(header)

@@ -18,16 +18,13 @@ last: its presence means every task finished. `compare` reads it.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from bertjax import configfile, train
-from bertjax.fileio import write_json
+from bertjax import configfile, paths, train
 from bertjax.tools import seeds
 from bertjax.tools.compare import RESULTS_FORMAT, RESULTS_VERSION
 
@@ -70,11 +67,10 @@ def check(config: Any) -> None:
 
 
 def _finished(workdir: str, count: int, first: int) -> dict[str, Any] | None:
-    path = os.path.join(workdir, "results.json")
-    if not os.path.exists(path):
+    path = paths.join(workdir, "results.json")
+    if not paths.exists(path):
         return None
-    with open(path) as f:
-        results = json.load(f)
+    results = paths.read_json(path)
     return results if results.get("seeds") == list(range(first, first + count)) else None
 
 
@@ -85,8 +81,8 @@ def run(config: Any, workdir: str, hooks: Sequence[train.Hook] = ()) -> dict[str
         return {}
     check(config)
     count = int(config.downstream.seeds)
-    model_dir = os.path.join(os.path.abspath(workdir), "model")
-    if not os.path.exists(os.path.join(model_dir, "config.json")):
+    model_dir = paths.join(paths.absolute(workdir), "model")
+    if not paths.exists(paths.join(model_dir, "config.json")):
         raise ValueError(f"{model_dir}: no model directory to fine-tune (pretraining on "
                          "several hosts writes none; run the downstream tasks on one host "
                          "from an exported model)")
@@ -94,7 +90,7 @@ def run(config: Any, workdir: str, hooks: Sequence[train.Hook] = ()) -> dict[str
     configs = {task: task_config(config, task, model_dir) for task in names}
     scores: dict[str, Any] = {}
     for task, c in configs.items():
-        work = os.path.join(os.path.abspath(workdir), "downstream", task)
+        work = paths.join(paths.absolute(workdir), "downstream", task)
         results = _finished(work, count, int(c.seed))
         if results is None:
             print(f"downstream {task}: fine-tuning {model_dir} ({count} seed(s)) in {work}",
@@ -113,5 +109,5 @@ def run(config: Any, workdir: str, hooks: Sequence[train.Hook] = ()) -> dict[str
 def write_results(workdir: str, scores: dict[str, Any]) -> dict[str, Any]:
     """WORKDIR/results.json in the format `compare` reads; {} scores: no downstream task."""
     out = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "downstream": scores}
-    write_json(os.path.join(workdir, "results.json"), out)
+    paths.write_json(paths.join(workdir, "results.json"), out)
     return out

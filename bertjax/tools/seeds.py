@@ -16,14 +16,12 @@ its task's main score (`main`).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from bertjax import train
-from bertjax.fileio import write_json
+from bertjax import paths, train
 
 
 def run_seeds(config: Any, workdir: str, count: int,
@@ -35,13 +33,12 @@ def run_seeds(config: Any, workdir: str, count: int,
     for seed in range(first, first + count):
         c = config.copy_and_resolve_references()
         c.seed = seed
-        work = os.path.join(os.path.abspath(workdir), f"seed_{seed}")
+        work = paths.join(paths.absolute(workdir), f"seed_{seed}")
         train.train(c, work, hooks)
-        best = os.path.join(work, "best", "config.json")
-        if not os.path.exists(best):
+        best = paths.join(work, "best", "config.json")
+        if not paths.exists(best):
             raise ValueError(f"{work}: the run kept no best checkpoint (did it evaluate?)")
-        with open(best) as f:
-            meta = json.load(f)
+        meta = paths.read_json(best)
         runs.append({"seed": seed, "workdir": work, "best_step": meta["best"]["step"],
                      "main": {"split": meta["best"]["evaluator"],
                               "metric": meta["best"]["metric"]},
@@ -49,7 +46,7 @@ def run_seeds(config: Any, workdir: str, count: int,
     median = {split: {m: float(np.median([r["scores"][split][m] for r in runs]))
                       for m in scores} for split, scores in runs[0]["scores"].items()}
     results = {"seeds": list(range(first, first + count)), "runs": runs, "median": median}
-    write_json(os.path.join(workdir, "results.json"), results)
+    paths.write_json(paths.join(workdir, "results.json"), results)
     print(f"median over {count} seeds: " + json.dumps(median))
     return results
 

@@ -27,14 +27,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from bertjax import configfile
-from bertjax.fileio import write_json
+from bertjax import configfile, paths
 
 if TYPE_CHECKING:
     from bertjax import train
@@ -109,10 +107,8 @@ def run_config(base: Any, run: Run, sweep_dir: str) -> Any:
 
 
 def _join(root: str, *parts: str) -> str:
-    """A path under `root`, absolute unless `root` is a URL (gs://...) for launch/."""
-    if "://" in root:
-        return "/".join([root.rstrip("/"), *parts])
-    return os.path.join(os.path.abspath(root), *parts)
+    """A path under `root`, absolute unless `root` is a URL (gs://...)."""
+    return paths.join(paths.absolute(root), *parts)
 
 
 def data_digest(config: Any) -> str:
@@ -132,7 +128,7 @@ def config_digest(config: Any) -> str:
 
 
 def _prepare(config: Any) -> None:
-    if "data" not in config or os.path.exists(os.path.join(config.data.dir, "manifest.json")):
+    if "data" not in config or paths.exists(paths.join(config.data.dir, "manifest.json")):
         return
     from bertjax.data.from_config import prepare_data  # TensorFlow: only when preparing
 
@@ -143,18 +139,17 @@ def _prepare(config: Any) -> None:
 def _claim(workdir: str, run: Run, config: Any) -> None:
     """WORKDIR/sweep_run.json: the run's overrides and config digest; a different config
     for an existing run is refused."""
-    path = os.path.join(workdir, "sweep_run.json")
+    path = paths.join(workdir, "sweep_run.json")
     digest = config_digest(config)
-    if os.path.exists(path):
-        with open(path) as f:
-            started = json.load(f)
+    if paths.exists(path):
+        started = paths.read_json(path)
         if started.get("config_sha256") != digest:
             raise ValueError(f"{workdir}: this run was started with another config (the "
                              "sweep file or its overrides changed since); use another "
                              "--workdir, or delete the run to start it again")
         return
-    os.makedirs(workdir, exist_ok=True)
-    write_json(path, {"name": run.name, "overrides": run.overrides, "config_sha256": digest})
+    paths.makedirs(workdir)
+    paths.write_json(path, {"name": run.name, "overrides": run.overrides, "config_sha256": digest})
 
 
 def run_sweep(base: Any, runs: Sequence[Run], sweep_dir: str,
@@ -166,13 +161,13 @@ def run_sweep(base: Any, runs: Sequence[Run], sweep_dir: str,
     configs = [run_config(base, r, sweep_dir) for r in runs]  # every run checked first
     for c in configs:
         downstream.check(c)
-    os.makedirs(sweep_dir, exist_ok=True)
-    write_json(os.path.join(sweep_dir, "sweep.json"),
+    paths.makedirs(sweep_dir)
+    paths.write_json(paths.join(sweep_dir, "sweep.json"),
                {"runs": [{"name": r.name, "overrides": r.overrides} for r in runs]})
     ran = []
     for i, (run, config) in enumerate(zip(runs, configs, strict=True)):
-        workdir = os.path.join(os.path.abspath(sweep_dir), run.name)
-        done = os.path.exists(os.path.join(workdir, "results.json"))
+        workdir = paths.join(paths.absolute(sweep_dir), run.name)
+        done = paths.exists(paths.join(workdir, "results.json"))
         if done:
             _claim(workdir, run, config)  # still refuses a changed config
             print(f"sweep: run {i + 1}/{len(runs)} {run.name}: done", flush=True)
