@@ -252,6 +252,32 @@ def test_several_seeds_write_every_score_and_the_median(finetuned, tmp_path):
         assert os.path.isdir(os.path.join(r["workdir"], "best")) and r["best_step"] == 20
 
 
+def test_fine_tuning_from_and_into_a_bucket(finetuned, bucket, tmp_path):
+    """init_from a model directory in a bucket (the local Cloud Storage emulator), the
+    workdir there too: the same scores as from and on local disk, and results.json and
+    each seed's best/ in the bucket."""
+    import jax
+
+    from bertjax import modeldir, paths
+    from bertjax.tools.seeds import run_seeds
+
+    local = str(finetuned["root"] / "pretrained")
+    for name in paths.walk_files(local):
+        paths.upload(os.path.join(local, name), f"{bucket}/pretrained/{name}")
+    c = finetuned["config"].copy_and_resolve_references()
+    c.train.steps = 20
+    on_disk = run_seeds(c, str(tmp_path / "local"), 1)
+    c.init_from = f"{bucket}/pretrained"
+    in_bucket = run_seeds(c, f"{bucket}/ft", 1)
+    assert paths.read_json(f"{bucket}/ft/results.json") == in_bucket
+    assert in_bucket["runs"][0]["scores"] == on_disk["runs"][0]["scores"]
+    best = in_bucket["runs"][0]["workdir"] + "/best"
+    assert best.startswith(f"{bucket}/ft/seed_")
+    _, params = modeldir.load(best)
+    _, want = modeldir.load(on_disk["runs"][0]["workdir"] + "/best")
+    jax.tree.map(np.testing.assert_array_equal, params, want)
+
+
 def test_evaluate_and_predict_commands_on_the_best_checkpoint(finetuned, tmp_path):
     import subprocess
 
