@@ -8,7 +8,8 @@
   and ends where the uninterrupted run ends.
 - Two processes on 127.0.0.1 (4 CPU devices each, gloo collectives): the real train
   command, SIGTERM to both mid-run, both save the same step and exit 0, and the resumed
-  run ends bit-identical to an uninterrupted two-process run.
+  run ends bit-identical to an uninterrupted two-process run; the same with the data
+  and the workdir in a bucket (the local Cloud Storage emulator) and SIGKILL.
 """
 
 from __future__ import annotations
@@ -149,6 +150,16 @@ def _wait(procs: list[subprocess.Popen], logs: str, timeout: float = 300) -> lis
     return texts
 
 
+def _wait_for_line(procs: list[subprocess.Popen], logs: str, text: str,
+                   timeout: float = 240) -> None:
+    """Until process 0's log holds `text`; fails if a process ends or time runs out."""
+    deadline = time.time() + timeout
+    while text not in open(os.path.join(logs, "0.log")).read():
+        assert time.time() < deadline and all(p.poll() is None for p in procs), \
+            open(os.path.join(logs, "0.log")).read()[-3000:]
+        time.sleep(0.05)
+
+
 def test_two_processes_sigterm_save_same_step_and_resume(data, tmp_path):
     c = trainlib.config("bert", data, **{"train.steps": 16, "train.checkpoint_every": 0,
                                          "mesh.fsdp": 2})
@@ -159,11 +170,7 @@ def test_two_processes_sigterm_save_same_step_and_resume(data, tmp_path):
 
     work, logs = str(tmp_path / "work"), str(tmp_path / "logs_term")
     procs = _start(c, work, logs)
-    deadline = time.time() + 240
-    while "train step 3:" not in open(os.path.join(logs, "0.log")).read():
-        assert time.time() < deadline and all(p.poll() is None for p in procs), \
-            open(os.path.join(logs, "0.log")).read()[-3000:]
-        time.sleep(0.05)
+    _wait_for_line(procs, logs, "train step 3:")
     procs[1].send_signal(signal.SIGTERM)  # the hosts hear it at different moments
     time.sleep(0.3)
     procs[0].send_signal(signal.SIGTERM)
@@ -177,6 +184,34 @@ def test_two_processes_sigterm_save_same_step_and_resume(data, tmp_path):
     logs = str(tmp_path / "logs_resume")
     texts = _wait(_start(c, work, logs), logs)
     assert f"step {step}/16 from checkpoint" in texts[0]
+    assert trainlib.state_hash(work) == want
+
+
+def test_two_processes_with_data_and_workdir_in_a_bucket_killed_then_resumed(bucket, tmp_path):
+    """A pod job as Cloud TPU runs it, on the local Cloud Storage emulator: `prepare data`
+    into the bucket, two processes train with the workdir there, both are SIGKILLed
+    mid-run, and two fresh processes (nothing kept on local disk: the data cache is a
+    new temporary directory) resume from the bucket alone and end bit-identical to an
+    uninterrupted run."""
+    corpus = trainlib.write_corpus(str(tmp_path / "corpus.txt"))
+    data = trainlib.prepare("bert", f"{bucket}/data", corpus)
+    c = trainlib.config("bert", data, **{"train.steps": 12, "train.checkpoint_every": 4,
+                                         "mesh.fsdp": 2})
+    full, logs = f"{bucket}/full", str(tmp_path / "logs_full")
+    _wait(_start(c, full, logs), logs)
+    want = trainlib.state_hash(full)
+    assert want["step"] == "12"
+
+    work, logs = f"{bucket}/work", str(tmp_path / "logs_kill")
+    procs = _start(c, work, logs)
+    _wait_for_line(procs, logs, "train step 6:")
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait(timeout=60)
+    logs = str(tmp_path / "logs_resume")
+    texts = _wait(_start(c, work, logs), logs)
+    assert f"from checkpoint {work}/checkpoints/" in texts[0], texts[0][-3000:]
     assert trainlib.state_hash(work) == want
 
 
