@@ -485,3 +485,33 @@ def test_the_checker_catches_each_kind_of_mistake():
                  "--workers: not a flag of `fill_mask`", "no_such_file.py",
                  "overrides without --config"):
         assert word in text, (word, text)
+
+
+def test_the_cloud_tpu_rehearsal_runs_against_the_emulator_as_written(bucket):
+    """docs/cloud_tpu.md's last block, run command by command with only the bucket name
+    changed: the emulator and its environment variables are this test process's own
+    (tests/gcs.py), so the block's first two lines are the ones left out."""
+    import subprocess
+    import sys
+
+    from bertjax import paths
+
+    blocks = code_blocks(_read("docs/cloud_tpu.md"))
+    first, lines = blocks[-1]
+    commands = shell_commands(lines, first)
+    assert commands[0][1][:2] == ["python", "tests/gcs_emulator.py"]
+    assert commands[1][1][0] == "export" and all(
+        f"{v}=" in " ".join(commands[1][1])
+        for v in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL"))
+    name = bucket.removeprefix("gs://") + "-rehearsal"  # the block creates its bucket
+    bucket = f"gs://{name}"
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for number, words in commands[2:]:
+        words = [w.replace("my-bucket", name) for w in words]
+        assert words[0] == "python", (number, words)
+        r = subprocess.run([sys.executable, *words[1:]], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, (number, r.stderr[-3000:])
+    assert paths.isfile(f"{bucket}/data/manifest.json")
+    assert paths.isfile(f"{bucket}/runs/tiny/model/config.json")
+    assert paths.isfile(f"{bucket}/hf/tiny/model.safetensors")
