@@ -39,7 +39,9 @@ def run(task: str, preset: str, init_from: str, workdir: str, scratch: bool, see
     if seeds > 1:
         args.append(f"--config.finetune.seeds={seeds}")
     args += [f"--config.{kv}" for kv in overrides]
-    subprocess.run(args, check=True, cwd=ROOT)
+    code = subprocess.run(args, cwd=ROOT).returncode
+    if code:  # the run printed its one-line error; stop with its status, no traceback
+        raise SystemExit(code)
     if seeds > 1:
         with open(os.path.join(workdir, "results.json")) as f:
             runs = json.load(f)["runs"]
@@ -69,6 +71,8 @@ def main() -> None:
     a = parser.parse_args()
     if a.seeds < 1:
         parser.error(f"--seeds={a.seeds}: must be at least 1")
+    if "://" not in a.init_from and not os.path.isdir(a.init_from):
+        sys.exit(f"error: --init_from={a.init_from}: no such directory")
     sys.path.insert(0, ROOT)
     from bertjax.data import demo_tasks
 

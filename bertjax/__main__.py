@@ -114,6 +114,40 @@ def unknown_key(e: BaseException, args: list[str]) -> str:
     return f"unknown config key {named!r} in the overrides{hint}"
 
 
+def _config_file(args: list[str]) -> list[str]:
+    """`args` with --config's file checked (it exists, is UTF-8 Python that compiles:
+    one-line ValueError naming it otherwise) and, when it is not under the working
+    directory but under the repository (configs/...), named by its repository path, as
+    `sweep` finds config files (bertjax/configfile.py). ml_collections would otherwise
+    fail with a traceback when the file cannot be loaded and an override follows."""
+    from bertjax import configfile
+
+    out = list(args)
+    end = out.index("--") if "--" in out else len(out)
+    for i, arg in enumerate(out[:end]):
+        flag, sep, value = arg.partition("=")
+        if flag not in ("--config", "-config"):
+            continue
+        at = i if sep else i + 1  # --config=FILE[:ARG] or --config FILE[:ARG]
+        if at >= end:
+            break
+        value = value if sep else out[at]
+        path, colon, preset = value.partition(":")
+        if not path:
+            continue  # --config= : "--config is required" where the command reads it
+        found = configfile.find(path, "--config")
+        if found != path:
+            out[at] = (f"{flag}=" if sep else "") + found + colon + preset
+    return out
+
+
+def _raise_config_error(value: object) -> None:
+    """ml_collections keeps a config that failed to load as an object that raises on
+    first use (and prints as `<_ErrorConfig object ...>`): raise its error now."""
+    if type(value).__name__ == "_ErrorConfig":
+        raise object.__getattribute__(value, "_error")
+
+
 def main() -> int:
     args = sys.argv[1:]
     if not args:
@@ -140,7 +174,8 @@ def main() -> int:
 
     entry = getattr(module, f"main_{command}", None) or module.main
     try:
-        argv = flags.FLAGS([f"bertjax {command}", *sys.argv[2:]])
+        given = _config_file(sys.argv[2:])
+        argv = flags.FLAGS([f"bertjax {command}", *given])
     except flags.Error as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
@@ -150,13 +185,17 @@ def main() -> int:
     except (ValueError, TypeError) as e:  # ml_collections: bad value or preset
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
+    except OSError as e:  # ml_collections: the config file could not be read
+        print(f"error: --config: {os_error(e)}", file=sys.stderr)
+        return 1
     try:
+        _raise_config_error(common.CONFIG.value)
         if common.PRINT_CONFIG.value:
             _print_config(command, module)
         else:
             entry(argv)
     except (ValueError, OSError, flags.Error) as e:
-        if os.environ.get("BERTJAX_DEBUG"):
+        if os.environ.get("BERTJAX_DEBUG") or isinstance(e, BrokenPipeError):
             raise
         return _error(os_error(e) if isinstance(e, OSError) else one_line(e))
     return 0
@@ -180,6 +219,33 @@ def _error(message: str) -> int:
     return 1
 
 
+def _quiet_native_logs() -> None:
+    """Start-up chatter of TensorFlow's C++ runtime kept off the terminal, set before
+    anything imports it (a variable the user set wins). TF_CPP_MIN_LOG_LEVEL=2 drops its
+    INFO and WARNING lines and keeps errors (as bertjax/data/tfsetup.py sets it for the
+    input pipeline, which imports TF on first use); TF_ENABLE_ONEDNN_OPTS=0
+    turns off the oneDNN kernels whose INFO notice is logged, twice, through absl before
+    its logging is initialised (with "WARNING: All log messages before
+    absl::InitializeLog() ..."), whatever the level: TensorFlow only runs the integer ops
+    of the input pipeline here, which oneDNN does not change. gRPC (multi-host runs):
+    errors only."""
+    for name, value in (("TF_CPP_MIN_LOG_LEVEL", "2"), ("TF_ENABLE_ONEDNN_OPTS", "0"),
+                        ("GRPC_VERBOSITY", "ERROR")):
+        os.environ.setdefault(name, value)
+
+
 if __name__ == "__main__":
     _EXIT_ON_ERROR = True
-    sys.exit(main())
+    _quiet_native_logs()
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `... | head` stopped reading: nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 141  # 128 + SIGPIPE, as a shell tool ends
+    except KeyboardInterrupt:  # Ctrl-C where no command handles it (train saves first)
+        sys.stdout.flush()
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 -- background threads' noise
+        os.write(2, b"error: interrupted\n")
+        os._exit(130)
+    sys.exit(status)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import io
 import os
 import sys
+import tokenize
 from types import ModuleType
 from typing import Any
 
@@ -19,12 +21,39 @@ import ml_collections
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_module(path: str, what: str) -> ModuleType:
+def find(path: str, what: str) -> str:
     """The config file at `path`, relative to the working directory or, failing that, to
-    the repository (configs/... works from anywhere)."""
+    the repository (configs/... works from anywhere), checked to be Python source that
+    can be loaded: ValueError naming `what` and the file (one line) otherwise."""
     found = next((p for p in (path, os.path.join(ROOT, path)) if os.path.isfile(p)), None)
     if found is None:
         raise ValueError(f"{what}: {path}: no such config file")
+    try:
+        with open(found, "rb") as f:
+            source = f.read()
+    except OSError as e:
+        raise ValueError(f"{what}: {found}: {e.strerror}") from None
+    try:  # PEP 263: UTF-8 unless a coding line says otherwise
+        encoding = tokenize.detect_encoding(io.BytesIO(source).readline)[0]
+    except SyntaxError:  # a bad coding line, or bytes that are not UTF-8 in the first two
+        encoding = "utf-8"
+    try:
+        source.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as e:
+        at = getattr(e, "start", 0)
+        line = source[:at].count(b"\n") + 1
+        raise ValueError(f"{what}: {found} is not {encoding} text (byte 0x{source[at]:02x} "
+                         f"on line {line}); a config file is Python source in UTF-8") from None
+    try:
+        compile(source, found, "exec")
+    except SyntaxError as e:
+        raise ValueError(f"{what}: {found}:{e.lineno}: {e.msg}") from None
+    return found
+
+
+def load_module(path: str, what: str) -> ModuleType:
+    """The config file at `path` (see `find`) as a module."""
+    found = find(path, what)
     name = "bertjax_config_" + os.path.splitext(os.path.basename(found))[0]
     spec = importlib.util.spec_from_file_location(name, found)
     module = importlib.util.module_from_spec(spec)

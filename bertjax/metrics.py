@@ -2,7 +2,7 @@
 
   with MetricWriter(workdir, enabled=jax.process_index() == 0) as writer:
       peak, source = resolve_peak_flops(config.peak_flops, dtype="bfloat16")
-      meter = Throughput(flops_per_token, peak, jax.device_count())
+      meter = Throughput(flops_per_token, peak, jax.device_count(), peak_source=source)
       meter.start(step)
       ...
       writer.write_scalars(step, {**metrics, **meter.rates(step, tokens, sequences)})
@@ -11,7 +11,7 @@ MetricWriter writes TensorBoard event files with the `tensorboard` package alone
 never imports TensorFlow (DESIGN.md: TensorFlow only in bertjax/data), so a GPU box
 with only JAX installed logs the same files. MFU is model FLOPs (bertjax/flops.py)
 over the dense peak FLOP/s of the devices, from a table of published figures or,
-where none is published (CPU), from a measured matmul.
+where none is published (CPU), from a measured matmul; never above 1 (`Throughput`).
 """
 
 from __future__ import annotations
@@ -124,21 +124,25 @@ class MetricWriter:
     Args:
       logdir: directory for the event files (created if missing); None logs to the
         stream only. A gs:// URL: the events are written to a local temporary directory
-        and each event file is uploaded whole at every `flush` and at `close` (an object
-        store cannot append; TensorFlow's GCS writer does the same).
+        and each event file is uploaded whole (an object store cannot append; TensorFlow's
+        GCS writer does the same) at `flush`, at `close`, and after a write once
+        `upload_every_s` seconds have passed since the last upload.
       enabled: False on non-chief hosts (`jax.process_index() != 0`): nothing is
         written or printed, so a pod logs each step once.
       stream: where the line goes; sys.stdout (as it is at write time) when None.
+      upload_every_s: for a gs:// logdir, the least time between two uploads (each a
+        PUT of the whole file): TensorBoard sees the run at most this late.
     """
 
     def __init__(self, logdir: str | None, *, enabled: bool = True,
-                 stream: TextIO | None = None):
+                 stream: TextIO | None = None, upload_every_s: float = 60.0):
         self.logdir = logdir
         self.enabled = enabled
         self._stream = stream
         self._writer = None
         self._closed = False
         self._staging: str | None = None  # local directory of a gs:// logdir's events
+        self._upload_every_s, self._uploaded_at = float(upload_every_s), time.monotonic()
         if enabled and logdir is not None:
             writer_cls, self._event_pb2, self._summary_pb2 = _tensorboard()
             if paths.is_remote(logdir):
@@ -164,6 +168,10 @@ class MetricWriter:
                 for name, v in values.items()])
             self._writer.add_event(
                 self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+            if (self._staging is not None
+                    and time.monotonic() - self._uploaded_at >= self._upload_every_s):
+                self._writer.flush()
+                self._upload()
         fields = " ".join(f"{name}={format_value(name, v)}" for name, v in values.items())
         stream = self._stream or sys.stdout
         print(f"{prefix} step {step}: {fields}".rstrip(), file=stream)
@@ -182,8 +190,8 @@ class MetricWriter:
     def _upload(self) -> None:
         if self._staging is not None:
             for name in os.listdir(self._staging):
-                paths.upload(os.path.join(self._staging, name),
-                                  paths.join(self.logdir, name))
+                paths.upload(os.path.join(self._staging, name), paths.join(self.logdir, name))
+            self._uploaded_at = time.monotonic()
 
     def close(self) -> None:
         """Flushes and closes the event file; safe to call twice."""
@@ -293,7 +301,10 @@ def measure_peak_flops(dtype: str = "float32", n: int = 1024, seconds: float = 1
     The stand-in peak where no figure is published (CPU): MFU against it says how
     close the model's step comes to the device's own best dense matmul. Calls are
     queued in growing batches and waited for once per batch, so dispatch overhead
-    does not count; timing stops after `seconds` (wall clock, compile excluded).
+    does not count; timing stops after `seconds` (wall clock, compile excluded). The
+    figure is the fastest batch's, not the mean: other work on the machine (another
+    job, this process's input pipeline starting) only slows some batches, and a peak
+    measured low would put MFU above 1 later (`Throughput` says so when it happens).
     """
     device = jax.devices()[0]
     ka, kb = jax.random.split(jax.random.key(0))
@@ -301,20 +312,23 @@ def measure_peak_flops(dtype: str = "float32", n: int = 1024, seconds: float = 1
     b = jax.device_put(jax.random.normal(kb, (n, n), _dtype_name(dtype)), device)
     matmul = jax.jit(jnp.matmul)
     matmul(a, b).block_until_ready()  # compile and warm up outside the timed window
-    done, batch = 0, 1
-    start = time.perf_counter()
+    done, batch, best = 0, 1, 0.0
+    start = last = time.perf_counter()
     while True:
         for _ in range(batch):
             out = matmul(a, b)
         out.block_until_ready()
         done += batch
-        elapsed = time.perf_counter() - start
+        now = time.perf_counter()
+        if now > last:
+            best = max(best, 2 * n**3 * batch / (now - last))
+        elapsed, last = now - start, now
         if elapsed >= seconds:
             break
         # Double the batch, but aim to end near `seconds` rather than overshoot 2x.
         remaining = (seconds - elapsed) * done / elapsed
         batch = max(1, min(2 * batch, math.ceil(remaining)))
-    return 2 * n**3 * done / elapsed
+    return best
 
 
 def resolve_peak_flops(override: float = 0.0, dtype: str = "bfloat16") -> tuple[float, str]:
@@ -351,15 +365,23 @@ def mfu(flops_per_token: float, tokens_per_s: float, peak_flops_per_device: floa
 class Throughput:
     """Rates over the window since the last `start` or `rates` call (time.perf_counter).
 
+    MFU is never above 1: a window whose model FLOP/s exceed the peak shows that the
+    peak is too low (measured while other work ran, or set too low in the config), so
+    the achieved rate becomes the peak from then on, MFU is 1 for that window, and one
+    warning line on stderr says so with both figures.
+
     Args:
       flops_per_token: training FLOPs per token (bertjax.flops.train_flops_per_token).
       peak_flops_per_device: dense peak FLOP/s of one device (resolve_peak_flops).
       num_devices: devices the step runs on (jax.device_count()).
+      peak_source: where the peak came from (resolve_peak_flops), for that warning.
     """
 
-    def __init__(self, flops_per_token: float, peak_flops_per_device: float, num_devices: int):
+    def __init__(self, flops_per_token: float, peak_flops_per_device: float, num_devices: int,
+                 peak_source: str = ""):
         self.flops_per_token = flops_per_token
         self.peak_flops_per_device = peak_flops_per_device
+        self.peak_source = peak_source
         self.num_devices = num_devices
         self._step: int | None = None
         self._time = 0.0
@@ -390,10 +412,27 @@ class Throughput:
         else:
             steps_per_s = sequences_per_s = tokens_per_s = 0.0
         self._step, self._time = int(step), now
+        utilisation = mfu(self.flops_per_token, tokens_per_s, self.peak_flops_per_device,
+                          self.num_devices)
+        if utilisation > 1:
+            self._raise_peak(utilisation)
+            utilisation = 1.0
         return {
             "steps_per_s": steps_per_s,
             "sequences_per_s": sequences_per_s,
             "tokens_per_s": tokens_per_s,
-            "mfu": mfu(self.flops_per_token, tokens_per_s, self.peak_flops_per_device,
-                       self.num_devices),
+            "mfu": utilisation,
         }
+
+    def _raise_peak(self, utilisation: float) -> None:
+        """The step beat the peak: the achieved FLOP/s per device is the peak from now."""
+        old = self.peak_flops_per_device
+        self.peak_flops_per_device = old * utilisation
+        source = f" ({self.peak_source})" if self.peak_source else ""
+        if jax.process_index() == 0:
+            print(f"warning: the train step ran at {self.peak_flops_per_device:.3e} model "
+                  f"FLOP/s per device, above the peak MFU was measured against, "
+                  f"{old:.3e}{source}, which would make mfu={utilisation:.3g}: that peak "
+                  "was too low (measured while other work ran, or set too low in "
+                  "train.peak_flops); MFU is against the achieved rate from here on",
+                  file=sys.stderr, flush=True)

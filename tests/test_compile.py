@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 import trainlib
@@ -21,6 +26,10 @@ TINY = ["--config=configs/pretrain.py:bert_tiny", "--config.max_seq_length=128",
         "--config.train.batch_size=64"]
 
 
+def topology_name(text: str) -> str:
+    return tpu_compile.parse_topology(text).name
+
+
 def _compile(*args: str, timeout: float = 600):
     return trainlib.run(["python", "-m", "bertjax", "compile", *args], timeout=timeout)
 
@@ -35,6 +44,10 @@ def test_a_tiny_preset_compiles_for_two_topologies(topology, chips, hosts, hbm):
     r = _compile(*TINY, "--config.model.attention_dropout_rate=0", f"--topology={topology}")
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.strip().splitlines()
+    assert lines[1] == (f"compiling the train step (batch 64 x 128) for {topology_name(topology)} "
+                        "with XLA's TPU compiler: minutes on a CPU, a line every 30 s; Ctrl-C "
+                        "stops it")
+    lines = [ln for ln in lines if not ln.startswith("compiling ")]  # and its progress lines
     assert re.match(rf"compile: bert L2 H128, task mlm_nsp, compute bfloat16, on \S+ x 1 "
                     rf"slice\(s\): {chips} chips, {hosts} host\(s\), mesh "
                     rf"\{{'data': {chips}, 'fsdp': 1, 'tensor': 1\}}$", lines[0]), lines[0]
@@ -122,3 +135,82 @@ def test_missing_libtpu_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"compile needs libtpu, which is not "
                                                 r"installed: pip install --target"):
         tpu_compile.find_libtpu()
+
+
+@needs_libtpu
+@pytest.mark.parametrize("sig, status, words", [
+    (signal.SIGINT, 130, "interrupted"),
+    (signal.SIGTERM, 143, "stopped by SIGTERM"),  # was libtpu's C++ stack dump
+])
+def test_a_compile_in_progress_stops_at_once_on_ctrl_c_or_sigterm(sig, status, words):
+    """XLA's TPU compiler runs for minutes in one native call that ignored Ctrl-C; a
+    progress line says it is at work, and a signal ends it within seconds, one line."""
+    p = subprocess.Popen([sys.executable, "-m", "bertjax", "compile", *TINY,
+                          "--topology=v5e:2x2", "--progress_every=1"],
+                         cwd=trainlib.ROOT, env=trainlib.env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    killer = threading.Timer(600, p.kill)  # a hung test fails instead of hanging
+    killer.start()
+    try:
+        progress = None
+        for line in p.stdout:
+            if re.fullmatch(r"compiling the train step \(batch 64 x 128\) for v5e:2x2: "
+                            r"\d+ s \.\.\.", line.strip()):
+                progress = line
+                break
+        assert progress is not None, p.stderr.read()[-3000:]
+        sent = time.monotonic()
+        p.send_signal(sig)
+        status_seen = p.wait(timeout=30)
+        waited = time.monotonic() - sent
+        err = p.stderr.read()
+    finally:
+        killer.cancel()
+        p.kill()
+        p.stdout.close()
+        p.stderr.close()
+    assert status_seen == status, err[-3000:]
+    assert waited < 30  # a compile of this size takes minutes on a CPU
+    lines = err.splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        rf"error: {words} after \d+ s \(compiling the train step \(batch 64 x 128\) for "
+        r"v5e:2x2\)", lines[0]), err[-3000:]
+
+
+_BLOCKED = """
+import sys, time
+from bertjax.tools import tpu_compile
+with tpu_compile.interruptible(lambda: "sleeping"):
+    print("ready", flush=True)
+    time.sleep(120)  # resumes after every signal whose handler returns: never ends early
+print("the block ended", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig, status, words", [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_interruptible_ends_the_process_while_the_main_thread_is_held(sig, status, words):
+    """Without libtpu: the main thread held in a call that does not return to Python."""
+    p = subprocess.Popen([sys.executable, "-c", _BLOCKED], cwd=trainlib.ROOT,
+                         env=trainlib.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline() == "ready\n"
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == status and out == ""
+    assert re.fullmatch(rf"error: {words} after \d+ s \(sleeping\)\n", err), err
+
+
+def test_progress_lines_while_a_block_runs():
+    lines = []
+    with tpu_compile.progress("compiling X", lines.append, every=0.05):
+        time.sleep(0.3)
+    count = len(lines)
+    time.sleep(0.2)
+    assert len(lines) == count >= 2  # none after the block
+    assert all(ln == "compiling X: 0 s ..." for ln in lines)
+    assert [tpu_compile.elapsed(s) for s in (5, 90, 3725)] == ["5 s", "1 min 30 s",
+                                                                 "1 h 2 min"]

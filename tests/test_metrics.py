@@ -40,6 +40,24 @@ def test_scalars_read_back_by_tensorboard(tmp_path):
     }
 
 
+def test_events_in_a_bucket_are_uploaded_during_the_run(bucket, tmp_path):
+    """A gs:// logdir (the local Cloud Storage emulator): the event file appears in the
+    bucket once upload_every_s has passed, while the writer is open, and whole at close."""
+    from bertjax import paths
+
+    logdir = bucket + "/logs"
+    writer = MetricWriter(logdir, stream=io.StringIO(), upload_every_s=0.0)
+    writer.write_scalars(1, {"loss": 2.5})
+    [name] = paths.listdir(logdir)  # uploaded by the write, before close
+    writer._upload_every_s = 3600.0
+    writer.write_scalars(2, {"loss": 2.0})  # within the hour: not uploaded yet
+    with paths.local_copy(f"{logdir}/{name}") as local:
+        assert _read_scalars(os.path.dirname(local)) == {"train/loss": [(1, 2.5)]}
+    writer.close()
+    with paths.local_copy(f"{logdir}/{name}") as local:
+        assert _read_scalars(os.path.dirname(local)) == {"train/loss": [(1, 2.5), (2, 2.0)]}
+
+
 def test_disabled_writer_creates_nothing_and_prints_nothing(tmp_path, capsys):
     logdir = tmp_path / "logs"
     for stream in (io.StringIO(), None):
@@ -196,3 +214,52 @@ def test_measure_peak_flops_is_positive_and_finite():
     flops = metrics.measure_peak_flops("float32", n=64, seconds=0.05)
     # A unit slip (no factor 2 n^3, seconds vs ms) would land far outside CPU range.
     assert math.isfinite(flops) and 1e6 < flops < 1e15
+
+
+def test_mfu_never_above_one_the_peak_rises_to_the_achieved_rate(monkeypatch, capsys):
+    """A peak measured while other work ran is too low: the step then "beats" it. The
+    reported MFU stays at 1 for that window, later windows are against the achieved
+    rate, and one warning says what happened with both figures."""
+    clock = iter([0.0, 1.0, 2.0, 3.0])
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
+    # 1e9 FLOPs/token at 2.5e4 tokens/s over 2 devices: 1.25e13 FLOP/s per device,
+    # against a peak of 1e13: mfu would be 1.25.
+    meter = Throughput(flops_per_token=1e9, peak_flops_per_device=1e13, num_devices=2,
+                       peak_source="measured matmul (float32)")
+    meter.start(0)
+    first = meter.rates(10, tokens=25_000, sequences=100)
+    assert first["tokens_per_s"] == 25_000.0 and first["mfu"] == 1.0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: "), err
+    assert "1.250e+13" in err[0] and "1.000e+13 (measured matmul (float32))" in err[0]
+    assert "mfu=1.25" in err[0]
+    # The next window runs at 80% of the achieved rate: 0.8 against the new peak.
+    second = meter.rates(20, tokens=20_000, sequences=80)
+    assert second["mfu"] == pytest.approx(1e9 * 20_000 / (1.25e13 * 2))  # 0.8
+    # The same rate again: 1, without a second warning.
+    assert meter.rates(30, tokens=25_000, sequences=100)["mfu"] == pytest.approx(1.0)
+    assert capsys.readouterr().err == ""
+
+
+def test_measured_peak_is_the_fastest_batch_not_the_mean(monkeypatch):
+    """Other work slowing some of the timed batches must not lower the peak: the
+    figure is 2 n^3 calls / seconds of the fastest batch."""
+    n, calls = 64, []
+    # The clock at the start and after each batch: 1 call in 0.01 s, then 2 calls in
+    # 0.5 s and 3 in 0.5 s (the machine got busy); 1.01 s >= 1 s ends the timing.
+    clock = iter([0.0, 0.01, 0.51, 1.01])
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
+    real_jit = metrics.jax.jit
+
+    def counting_jit(fn):
+        jitted = real_jit(fn)
+
+        def call(*args):
+            calls.append(1)
+            return jitted(*args)
+        return call
+
+    monkeypatch.setattr(metrics.jax, "jit", counting_jit)
+    flops = metrics.measure_peak_flops("float32", n=n, seconds=1.0)
+    assert len(calls) == 1 + 1 + 2 + 3  # the warm-up, then the three timed batches
+    assert flops == pytest.approx(2 * n**3 / 0.01)  # the mean would be 2 n^3 * 6 / 1.01

@@ -17,6 +17,7 @@ may be a gs:// URL; a source in a bucket is downloaded to a temporary directory 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 
@@ -76,11 +77,28 @@ def _import(src: str, local: str, out: str) -> None:
           f"{forms}) from {src} to {paths.absolute(out)}")
 
 
+def _os_error(e: Exception, out: str) -> OSError | None:
+    """safetensors' writer fails with its own error type, an OSError's words inside
+    ("I/O error: No space left on device (os error 28)"): that OSError, naming --out."""
+    m = re.search(r"\(os error (\d+)\)", str(e))
+    if type(e).__name__ != "SafetensorError" or not m:
+        return None
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code), out)
+
+
 def main_export(argv: list[str]) -> None:
     del argv
     from bertjax.convert import hfdir
 
-    dirs = hfdir.export_hf(common.required(common.CHECKPOINT), common.required(common.OUT),
-                           common.OVERWRITE.value)
+    ckpt, out = common.model_dir(common.CHECKPOINT), common.required(common.OUT)
+    common.check_out(out)
+    try:
+        dirs = hfdir.export_hf(ckpt, out, common.OVERWRITE.value)
+    except Exception as e:
+        error = _os_error(e, out)
+        if error is None:
+            raise
+        raise error from e
     for d in dirs:
         print(f"wrote {d}")

@@ -86,7 +86,9 @@ def predict(config: Any, checkpoint: str, out: str, overwrite: bool = False) -> 
 
 def main_evaluate(argv: list[str]) -> None:
     del argv
-    config, ckpt = common.required(common.CONFIG), common.required(common.CHECKPOINT)
+    config, ckpt = common.required(common.CONFIG), common.model_dir(common.CHECKPOINT)
+    if common.OUT.value:
+        common.check_out(common.OUT.value)
     scores = evaluate(config, ckpt)
     text = json.dumps(scores, indent=2)
     print(text)
@@ -101,6 +103,8 @@ def main_evaluate(argv: list[str]) -> None:
 
 def main_predict(argv: list[str]) -> None:
     del argv
-    config, ckpt = common.required(common.CONFIG), common.required(common.CHECKPOINT)
-    for path in predict(config, ckpt, common.required(common.OUT), common.OVERWRITE.value):
+    config, ckpt = common.required(common.CONFIG), common.model_dir(common.CHECKPOINT)
+    out = common.required(common.OUT)
+    common.check_out(out)
+    for path in predict(config, ckpt, out, common.OVERWRITE.value):
         print(f"wrote {path}")

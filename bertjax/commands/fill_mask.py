@@ -66,7 +66,7 @@ def main(argv: list[str]) -> None:
     texts = argv[1:]
     if len(texts) != 1:
         raise ValueError('give exactly one text argument, e.g. "Paris is the [MASK] of France."')
-    results = fill_mask(common.required(common.CHECKPOINT), texts[0], _TOP_K.value)
+    results = fill_mask(common.model_dir(common.CHECKPOINT), texts[0], _TOP_K.value)
     for m, preds in enumerate(results):
         for p in preds:
             print(json.dumps({**p, "mask": m} if len(results) > 1 else p, ensure_ascii=False))

@@ -46,6 +46,40 @@ def required(flag: flags.FlagHolder) -> object:
     return flag.value
 
 
+def check_out(out: str) -> None:
+    """Refuses an existing --out without --overwrite before any work (the writers check
+    again when they publish)."""
+    from bertjax import paths
+
+    if not OVERWRITE.value and paths.exists(out):
+        raise FileExistsError(17, "already exists (pass --overwrite to replace it)", out)
+
+
+def model_dir(flag: flags.FlagHolder) -> str:
+    """The directory `flag` (--checkpoint) names, checked by `check_model_dir`."""
+    return check_model_dir(str(required(flag)), f"--{flag.name}")
+
+
+def check_model_dir(path: str, key: str) -> str:
+    """`path`, given as `key` (--checkpoint, config.init_from): FileNotFoundError naming
+    the key when there is no such directory; ValueError when it is a training workdir
+    (whose config.json is the run's, not a model directory's), naming the model
+    directory inside it."""
+    from bertjax import paths
+
+    if not paths.isdir(path):
+        raise FileNotFoundError(2, "no such directory", f"{key}={path}")
+    if paths.isdir(paths.join(path, "checkpoints")):
+        inside = [paths.join(path, d) for d in ("model", "best")
+                  if paths.isdir(paths.join(path, d))]
+        hint = (f"did you mean {key}={' or '.join(inside)}?" if inside else
+                f"its model directory, {paths.join(path, 'model')}, is written when "
+                "training finishes")
+        raise ValueError(f"{key}={path} is a training workdir, not a model directory: "
+                         f"{hint}")
+    return path
+
+
 @dataclasses.dataclass(frozen=True)
 class Usage:
     """What `--help` says of one command beyond its module's docstring."""

@@ -45,6 +45,7 @@ def main(argv: list[str]) -> None:
     from bertjax.tools.describe import describe
 
     config, out = common.required(common.CONFIG), common.required(common.OUT)
+    common.check_out(out)  # before a minute of training a vocabulary
     cfg = experiment.model_config(config).replace(
         dtype=experiment.stored_model_config(config).dtype)
     if config.tokenizer.path:

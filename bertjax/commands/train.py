@@ -41,6 +41,8 @@ def main(argv: list[str]) -> None:
 
     config = common.required(common.CONFIG)
     workdir = common.required(common.WORKDIR)
+    if config.get("init_from"):
+        common.check_model_dir(config.init_from, "config.init_from")
     distributed.initialize_from_flags()
     seeds = int(config.finetune.get("seeds", 1)) if "finetune" in config else 1
     if seeds > 1:

@@ -17,6 +17,12 @@ start a TPU:
 It is found by `--libtpu=PATH`, else $TPU_LIBRARY_PATH, else that directory, else an
 importable `libtpu` (on a TPU VM). libtpu's start-up complaints about the missing TPU
 (accelerator type, worker hostnames) are kept off the terminal unless loading fails.
+
+XLA's TPU compiler takes minutes on a CPU (measured on a 2-core machine shared with other
+work, v5e:2x2, batch 256 x 128: bert_tiny 3.5 min, 3.3 min of CPU time; bert_base
+10.5 min, 7.1 min of CPU time; BERT-Large on v5e:4x4 can take 25 min and more), inside
+one native call: a line every 30 s says it is still at work, and Ctrl-C or SIGTERM end
+the process at once with one line (`interruptible`).
 """
 
 from __future__ import annotations
@@ -25,13 +31,18 @@ import contextlib
 import dataclasses
 import os
 import re
+import signal
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 DEFAULT_LIBTPU = os.path.join(os.path.expanduser("~"), ".cache", "bertjax", "libtpu",
                               "libtpu", "libtpu.so")
 INSTALL = 'pip install --target ~/.cache/bertjax/libtpu "libtpu==0.0.42.*"'
+PROGRESS_EVERY = 30.0  # seconds between the "still compiling" lines
 
 
 class TopologyError(ValueError):
@@ -191,6 +202,85 @@ def devices(topology: Topology, libtpu: str | None = None) -> list[Any]:
     return list(desc.devices)
 
 
+def elapsed(seconds: float) -> str:
+    """"45 s", "1 min 30 s", "1 h 2 min"."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+@contextlib.contextmanager
+def progress(what: str, log: Callable[[str], Any], every: float = PROGRESS_EVERY
+             ) -> Iterator[None]:
+    """Logs "WHAT: 1 min 30 s ..." every `every` seconds while the block runs (XLA's
+    compiler releases the GIL, so a thread can speak while it works)."""
+    done = threading.Event()
+    start = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every):
+            log(f"{what}: {elapsed(time.monotonic() - start)} ...")
+            sys.stdout.flush()
+
+    thread = threading.Thread(target=beat, name="compile-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def interruptible(doing: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM end the process at once with one line, "error:
+    interrupted after 1 min 5 s (DOING)", status 130 (143 for SIGTERM), even while a
+    native call that does not return to Python (XLA's compiler) runs: the main thread
+    would only see a Python signal handler after that call ends, minutes later. Python's
+    C-level handler writes the signal's number to a wakeup pipe at once, and a thread
+    waiting on the pipe prints and leaves with os._exit (nothing is written that needs
+    cleaning up). Installing the handlers also replaces libtpu's, which dump a C++
+    stack trace on SIGTERM; the previous handlers return when the block ends. Only in
+    the main thread (elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    start = time.monotonic()
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+
+    def watch() -> None:
+        got = os.read(read, 1)
+        if not got:  # the pipe was closed: the block ended
+            return
+        number = got[0]
+        what = "interrupted" if number == signal.SIGINT else \
+            f"stopped by {signal.Signals(number).name}"
+        line = f"error: {what} after {elapsed(time.monotonic() - start)} ({doing()})\n"
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os.write(2, line.encode())
+        os._exit(130 if number == signal.SIGINT else 128 + number)
+
+    watcher = threading.Thread(target=watch, name="compile-signals", daemon=True)
+    watcher.start()
+    previous = {sig: signal.signal(sig, lambda *_: None)  # the watcher acts
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        os.close(write)
+        watcher.join()
+        os.close(read)
+
+
 def _cost_flops(compiled: Any) -> float | None:
     """FLOPs of one device's program by XLA's cost analysis (None when absent)."""
     cost = compiled.cost_analysis()
@@ -210,10 +300,12 @@ def _exhausted(e: BaseException) -> str | None:
 
 
 def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
-                mfu: float = 0.5, log: Any = print) -> list[dict[str, Any]]:
+                mfu: float = 0.5, log: Any = print,
+                progress_every: float = PROGRESS_EVERY) -> list[dict[str, Any]]:
     """Compiles every phase's train step of `config` for `topology` and logs the report
-    (module docstring); returns a dict of figures per phase. MemoryCheckError (one line,
-    the figures) when a phase does not fit in the chip's HBM."""
+    (module docstring), a progress line every `progress_every` seconds while XLA
+    compiles; returns a dict of figures per phase. MemoryCheckError (one line, the
+    figures) when a phase does not fit in the chip's HBM."""
 
     from bertjax import experiment
     from bertjax.models import layers
@@ -221,12 +313,17 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
 
     if not 0 < mfu <= 1:
         raise ValueError(f"--mfu={mfu}: must be in (0, 1]")
+    if progress_every <= 0:
+        raise ValueError(f"--progress_every={progress_every:g}: must be > 0")
     devs = devices(topology, libtpu)
     hosts = len({d.process_index for d in devs})
     config = config.copy_and_resolve_references()
     if int(config.train.steps) == 0:  # fine-tuning: epochs over data not read here
         config.train.steps = 1000
     token = layers.TARGET_PLATFORM.set("tpu")
+    doing = [f"building the train step for {topology.name}"]
+    guard = contextlib.ExitStack()
+    guard.enter_context(interruptible(lambda: doing[0]))
     try:
         setup = experiment.build_setup(config, devs)
         cfg, task = setup.cfg, setup.task
@@ -245,8 +342,13 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
                 f", phase {phase.index + 1})" if len(phases) > 1 else ")")
             batch = aot.abstract_batch(task, cfg, phase.batch_size, seq, setup.mesh,
                                        setup.rules, setup.seed)
+            doing[0] = f"compiling {what} for {topology.name}"
+            log(f"{doing[0]} with XLA's TPU compiler: minutes on a CPU, a line every "
+                f"{progress_every:g} s; Ctrl-C stops it")
+            sys.stdout.flush()
             try:
-                compiled = aot.compile_step(setup, step, batch, aux)
+                with progress(doing[0], log, progress_every):
+                    compiled = aot.compile_step(setup, step, batch, aux)
             except Exception as e:  # noqa: BLE001 -- XLA's TPU compiler
                 verdict = _exhausted(e)
                 if verdict is None:
@@ -287,3 +389,4 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
         return out
     finally:
         layers.TARGET_PLATFORM.reset(token)
+        guard.close()
