@@ -82,12 +82,14 @@ def read_config(path: str) -> tuple[ModelConfig, dict[str, Any]]:
     config_path = paths.join(path, "config.json")
     if not paths.isdir(path):
         raise FileNotFoundError(2, "no such model directory", path)
+    workdir = paths.isdir(paths.join(path, "checkpoints"))
+    if workdir and not is_model_dir(path):  # its config.json is the run's config
+        raise ValueError(f"{path} is a training workdir, not a model directory: did you "
+                         f"mean {paths.join(path, 'model')}?")
     if not paths.exists(config_path):
-        hint = (f"; {path} is a training workdir: did you mean {paths.join(path, 'model')}?"
-                if paths.isdir(paths.join(path, "checkpoints")) else
-                f"; is {path} a bertjax model directory (written by `python -m bertjax "
-                "import`, `init` or `train`)?")
-        raise FileNotFoundError(2, f"missing{hint}", config_path)
+        raise FileNotFoundError(2, f"missing; is {path} a bertjax model directory (written "
+                                "by `python -m bertjax import`, `init` or `train`)?",
+                                config_path)
     meta = paths.read_json(config_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__

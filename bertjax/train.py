@@ -320,7 +320,7 @@ class Trainer:
                     f"{phase.index + 1}; did train.steps or phase2 change?")
         batches = self.task.train_batches(phase, self.step - phase.start)
         seq_len, flops = batches.seq_len, batches.flops.total
-        meter = Throughput(flops, self.peak, jax.device_count())
+        meter = Throughput(flops, self.peak, jax.device_count(), peak_source=self.peak_source)
         _log(f"phase {phase.index + 1}/{len(self.phases)}: steps {phase.start}..{phase.end}, "
              f"batch {phase.batch_size} x {seq_len} from {phase.source}; "
              f"{flops:.3e} train FLOPs/token; peak {self.peak:.3e} FLOP/s/device "

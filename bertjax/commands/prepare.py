@@ -49,38 +49,40 @@ def main(argv: list[str]) -> None:
     if what not in (["tokenizer"], ["data"]):
         raise ValueError("usage: python -m bertjax prepare tokenizer|data --config=... or "
                          "prepare import-google --from=GLOB --tokenizer=DIR --out=DIR "
-                         "(see README.md)")
+                         "(see docs/data.md)")
+    from bertjax import paths
     from bertjax.data.from_config import prepare_data, prepare_tokenizer
 
     config = common.required(common.CONFIG)
     if what == ["tokenizer"]:
         out = common.required(common.OUT)
         prepare_tokenizer(config, out, _KIND.value)
-        print(f"wrote {os.path.abspath(out)}")
+        print(f"wrote {paths.absolute(out)}")
     else:
         manifest = prepare_data(config, _KIND.value)
         splits = manifest.get("splits", {})
         summary = ", ".join(f"{name}: {s.get('examples', 0):,} examples"
                             for name, s in splits.items())
-        print(f"wrote {os.path.abspath(config.data.dir)} ({summary})")
+        print(f"wrote {paths.absolute(config.data.dir)} ({summary})")
 
 
 def import_google() -> None:
     """`prepare import-google`: a data directory over existing Google-format TFRecords."""
+    from bertjax import paths
     from bertjax.data import google_records
     from bertjax.data.tokenizers import load_tokenizer
 
     splits = {"train": google_records.expand(common.required(common.FROM), "--from")}
     if _VALIDATION.value:
         splits["validation"] = google_records.expand(_VALIDATION.value, "--validation")
-    path = os.path.abspath(common.required(_TOKENIZER))
+    path = paths.absolute(common.required(_TOKENIZER))
     out = common.required(common.OUT)
-    with tempfile.TemporaryDirectory() as tmp:
-        if os.path.isfile(path):  # a vocab.txt on its own
-            shutil.copy(path, os.path.join(tmp, "vocab.txt"))
+    with tempfile.TemporaryDirectory() as tmp, paths.local_copy(path) as local:
+        if os.path.isfile(local):  # a vocab.txt on its own
+            shutil.copy(local, os.path.join(tmp, "vocab.txt"))
             directory = tmp
-        elif os.path.isdir(path):
-            directory = path
+        elif os.path.isdir(local):
+            directory = local
         else:
             raise FileNotFoundError(f"--tokenizer={path}: no such file or directory")
         lowercase = common.LOWERCASE.value
@@ -93,5 +95,5 @@ def import_google() -> None:
                                             overwrite=common.OVERWRITE.value)
     summary = ", ".join(f"{name}: {s['examples']:,} records in {len(s['shards'])} files"
                         for name, s in manifest["splits"].items())
-    print(f"wrote {os.path.abspath(out)} ({summary}; length {manifest['max_seq_length']}, "
+    print(f"wrote {paths.absolute(out)} ({summary}; length {manifest['max_seq_length']}, "
           f"{manifest['settings']['max_predictions_per_seq']} predictions)")

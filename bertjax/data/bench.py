@@ -13,7 +13,9 @@ Times, in one run on this machine:
                examples, pre-tokenized and held in memory as lists of ids: only
                padding and masking, which flatters the reference.
 
-Without a data directory it prepares a temporary one from the demo corpus (or, when
+A gs:// data directory is read as training reads it, through the pipeline's local shard
+cache (its first pass includes the downloads). Without a data directory it prepares a
+temporary one from the demo corpus (or, when
 `prepare` is unavailable, writes synthetic token ids) and says which. The last line is
 machine-readable: `ratio=R ours=X reference=Y unit=seq/s`. transformers and torch are
 imported only here, for the reference; they are not runtime dependencies.
@@ -33,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from bertjax import paths
 from bertjax.data.manifest import Manifest
 from bertjax.data.masking import MaskingConfig
 from bertjax.data.pipeline import Pipeline, PipelineConfig
@@ -131,7 +134,8 @@ def _bench_one(manifest: Manifest, strategy: str, masking: MaskingConfig | None,
     ref_rate = float("nan")
     if reference:
         examples = _read_examples(pipe, max(20 * batch_size, 4096))
-        ref = _time_reference(examples, manifest.tokenizer_dir, batch_size, strategy, seconds)
+        with paths.local_copy(manifest.tokenizer_dir) as tokenizer_dir:  # gs:// data too
+            ref = _time_reference(examples, tokenizer_dir, batch_size, strategy, seconds)
         figures["reference"] = ref
         ref_rate = ref["seq_per_s"]
         print_fn(
@@ -286,7 +290,7 @@ def _read_examples(pipe: Pipeline, n: int) -> list[list[int]]:
     """The first n examples of the train shards, unpadded ids, as the reference's input."""
     import tensorflow as tf
 
-    ds = tf.data.TFRecordDataset(pipe.files).take(n).batch(1024)
+    ds = tf.data.TFRecordDataset(pipe.local_files()).take(n).batch(1024)
     features = {"input_ids": tf.io.RaggedFeature(tf.int64)}
     out: list[list[int]] = []
     for raw in ds:

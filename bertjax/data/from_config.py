@@ -32,7 +32,7 @@ def _tokenizer(config: Any, source: Any, out_dir: str, kind: str | None = None) 
 
 def prepare_tokenizer(config: Any, out_dir: str, kind: str | None = None) -> Any:
     """Trains the family's kind of tokenizer (or `kind`) on config.data.source into
-    `out_dir`."""
+    `out_dir` (local or gs://)."""
     from bertjax.data import sources
 
     return _tokenizer(config, sources.open_source(config.data.source), out_dir, kind)
@@ -55,7 +55,8 @@ def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
                  progress: bool = True) -> Any:
     """Tokenizes config.data.source (or `documents`, lists of sentences already read
     from it) into config.data.dir (shards + manifest); trains the tokenizer first unless
-    config.tokenizer.path gives one. Returns the Manifest."""
+    config.tokenizer.path gives one. Returns the Manifest. Every path may be gs://."""
+    from bertjax import paths
     from bertjax.data import prepare, sources, tokenizers
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
@@ -72,7 +73,8 @@ def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
     source = documents if documents is not None else sources.open_source(data.source)
     with tempfile.TemporaryDirectory() as tmp:
         if config.tokenizer.path:
-            tok = tokenizers.load_tokenizer(config.tokenizer.path)
+            with paths.local_copy(config.tokenizer.path) as local:
+                tok = tokenizers.load_tokenizer(local)
         else:
             tok = _tokenizer(config, source, os.path.join(tmp, "tokenizer"), kind)
         if tok.vocab_size > cfg.vocab_size:

@@ -15,6 +15,12 @@ counts and sha256 (checked again when the pipeline first opens each) and the tok
 the ids belong to (Google's vocab.txt, or any bertjax tokenizer directory). The
 pipeline reads these records (and those `prepare data --config.data.format=google`
 writes) with `feature_spec` and strips the padding (`hosts.parse_fn`).
+
+Either side may be gs:// (through bertjax.paths; TensorFlow never opens a URL): a
+record file in a bucket is scanned from a temporary local copy, one file at a time.
+Files cannot be linked across stores, so into or out of a bucket they are copied (a
+server-side copy from bucket to bucket); into a bucket the tokenizer and the shards
+are uploaded first and manifest.json last.
 """
 
 from __future__ import annotations
@@ -22,12 +28,22 @@ from __future__ import annotations
 import glob
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from bertjax.data.manifest import FORMAT, SPLITS, VERSION, Manifest, save_tokenizer
+from bertjax import paths
+from bertjax.data.manifest import (
+    FORMAT,
+    MANIFEST,
+    SPLITS,
+    TOKENIZER_DIR,
+    VERSION,
+    Manifest,
+    save_tokenizer,
+)
 from bertjax.data.records import DataFormatError
 from bertjax.data.shards import sha256_file, shard_name
 from bertjax.errors import one_line
@@ -83,13 +99,15 @@ LAYOUT_ERROR = ("input_mask or masked_lm_weights is not a run of ones followed b
                 "(the layout of Google's create_pretraining_data.py)")
 
 
-def _shape(tf: Any, path: str) -> tuple[int, int] | None:
-    """(L, P) of the first record of `path` (None: no record); DataFormatError if it is
-    not a TFRecord file, or its first record lacks a feature or its lengths disagree."""
+def _shape(tf: Any, path: str, name: str | None = None) -> tuple[int, int] | None:
+    """(L, P) of the first record of local file `path` (None: no record); DataFormatError
+    naming `name` (default `path`) if it is not a TFRecord file, or its first record
+    lacks a feature or its lengths disagree."""
+    name = name or path
     try:
         first = list(tf.data.TFRecordDataset(path).take(1))
     except tf.errors.OpError as e:
-        raise DataFormatError(f"{path}: not a TFRecord file ({one_line(e.message)})"
+        raise DataFormatError(f"{name}: not a TFRecord file ({one_line(e.message)})"
                               ) from None
     if not first:
         return None
@@ -97,7 +115,7 @@ def _shape(tf: Any, path: str) -> tuple[int, int] | None:
     missing = [k for k in FEATURES if k not in feats]
     if missing:
         raise DataFormatError(
-            f"{path}: record 1 lacks {', '.join(missing)}; not a TFRecord of Google's "
+            f"{name}: record 1 lacks {', '.join(missing)}; not a TFRecord of Google's "
             "create_pretraining_data.py")
 
     def size(k: str) -> int:
@@ -108,16 +126,17 @@ def _shape(tf: Any, path: str) -> tuple[int, int] | None:
     for k in (*_SEQ, *_PRED):
         ref = "input_ids" if k in _SEQ else "masked_lm_positions"
         if size(k) != size(ref):
-            raise DataFormatError(f"{path}: record 1: {k} has {size(k)} values, {ref} "
+            raise DataFormatError(f"{name}: record 1: {k} has {size(k)} values, {ref} "
                                   f"{size(ref)}")
     return length, predictions
 
 
-def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int
-          ) -> dict[str, Any]:
-    """Reads every record of `path`: {examples, tokens, bytes, sha256}; DataFormatError
-    naming the file and the record on a record that does not parse, breaks the layout,
-    or holds an id outside the vocabulary."""
+def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int,
+          name: str | None = None) -> dict[str, Any]:
+    """Reads every record of local file `path`: {examples, tokens, bytes, sha256};
+    DataFormatError naming the file (`name`, default `path`) and the record on a record
+    that does not parse, breaks the layout, or holds an id outside the vocabulary."""
+    name = name or path
     sha256 = sha256_file(path, block=1 << 24)
     spec = feature_spec(tf, length, predictions)
     ds = tf.data.TFRecordDataset(path, buffer_size=1 << 22).batch(_BATCH)
@@ -129,7 +148,7 @@ def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int
         except StopIteration:
             break
         except tf.errors.OpError as e:
-            raise DataFormatError(f"{path}: unreadable after record {examples} "
+            raise DataFormatError(f"{name}: unreadable after record {examples} "
                                   f"({one_line(e.message)})") from None
         try:
             ex = tf.io.parse_example(raw, spec)
@@ -139,7 +158,7 @@ def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int
                     tf.io.parse_example(raw[j:j + 1], spec)
                 except tf.errors.InvalidArgumentError as e:
                     raise DataFormatError(
-                        f"{path}: record {examples + j + 1} does not have the features of "
+                        f"{name}: record {examples + j + 1} does not have the features of "
                         f"record 1 (L={length}, P={predictions}): "
                         f"{one_line(e.message)}") from None
             raise
@@ -147,7 +166,7 @@ def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int
         problem = _problem(b, vocab_size)
         if problem is not None:
             row, what = problem
-            raise DataFormatError(f"{path}: record {examples + row + 1}: {what}")
+            raise DataFormatError(f"{name}: record {examples + row + 1}: {what}")
         examples += len(b["lengths"])
         tokens += int(b["lengths"].sum())
     return {"examples": examples, "tokens": tokens, "bytes": os.path.getsize(path),
@@ -176,16 +195,19 @@ def _problem(b: dict[str, np.ndarray], vocab_size: int) -> tuple[int, str] | Non
 
 
 def expand(pattern: str, what: str) -> list[str]:
-    """The files a comma-separated list of globs names, sorted; one-line error if a
-    pattern matches nothing."""
+    """The files a comma-separated list of globs (local or gs://) names, sorted;
+    one-line error if a pattern matches nothing."""
     files: list[str] = []
     for p in (x.strip() for x in pattern.split(",")):
         if not p:
             continue
-        found = sorted(f for f in glob.glob(os.path.expanduser(p)) if os.path.isfile(f))
+        if paths.is_remote(p):
+            found = sorted(f for f in paths.glob(p) if paths.isfile(f))
+        else:
+            found = sorted(f for f in glob.glob(os.path.expanduser(p)) if os.path.isfile(f))
         if not found:
             raise FileNotFoundError(f"{what}={p!r} matches no file")
-        files.extend(os.path.abspath(f) for f in found)
+        files.extend(paths.absolute(f) for f in found)
     if not files:
         raise ValueError(f"{what} is empty")
     duplicated = sorted({f for f in files if files.count(f) > 1})
@@ -215,12 +237,14 @@ def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str
     """Makes `out_dir` a data directory of existing Google-format TFRecords.
 
     Args:
-      splits: {"train": [files], optionally "validation": [files]}.
+      splits: {"train": [files], optionally "validation": [files]}; local paths or
+        gs:// URLs.
       tokenizer: a `tokenizers.Tokenizer` (or its directory) whose ids the records hold.
-      out_dir: the data directory to write (must not exist unless `overwrite`): the
-        files are symlinked into it (absolute targets, so keep them where they are;
-        the manifest's sha256 catches one that changes), DATA/tokenizer and the
-        manifest are written. Nothing is left behind on error.
+      out_dir: the data directory to write (must not exist unless `overwrite`): local
+        files are symlinked into a local one (absolute targets, so keep them where they
+        are; the manifest's sha256 catches one that changes), other files copied;
+        DATA/tokenizer and the manifest are written. Nothing is left behind on error,
+        and a gs:// out_dir gets its manifest.json last.
 
     Returns the manifest. DataFormatError names the file and record of a bad record.
     """
@@ -228,60 +252,110 @@ def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str
     from bertjax.data.tfsetup import tensorflow
 
     if isinstance(tokenizer, str):
-        tokenizer = tokenizers_lib.load_tokenizer(tokenizer)
+        with paths.local_copy(tokenizer) as local:
+            tokenizer = tokenizers_lib.load_tokenizer(local)
     if "train" not in splits:
         raise ValueError("import_google needs train files")
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown:
         raise ValueError(f"unknown split {unknown[0]!r}; splits are {', '.join(SPLITS)}")
+    if paths.is_remote(out_dir) and paths.exists(out_dir) and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists (pass --overwrite to replace it)")
     tf = tensorflow()
-    length, predictions = _common_shape(tf, splits)
-    vocab = tokenizer.vocab_size
+    (length, predictions), scanned = _scan_splits(tf, splits, tokenizer.vocab_size, progress)
+    if not sum(s["examples"] for s in scanned["train"]):
+        raise DataFormatError(f"{', '.join(splits['train'])}: no training records")
+    total = len({path for files in splits.values() for path in files})
+    out_splits: dict[str, Any] = {}
+    for split, infos in scanned.items():
+        shards = [{"file": shard_name(split, k, len(infos)), **info}
+                  for k, info in enumerate(infos)]
+        out_splits[split] = {
+            "examples": sum(s["examples"] for s in shards),
+            "tokens": sum(s["tokens"] for s in shards),
+            "shards": shards,
+        }
+    settings = {
+        "source": "google-tfrecords",
+        "instances": "nsp",
+        "max_seq_length": length,
+        "max_predictions_per_seq": predictions,
+        "masking": "static",
+        "record_format": "google",
+    }
+    raw = {
+        "format": FORMAT,
+        "version": VERSION,
+        "settings": settings,
+        "tokenizer": None,
+        "masking": "static",
+        "max_seq_length": length,
+        "splits": out_splits,
+        "source_stats": {"files": total},
+        "vocab_check": "ok",
+    }
+    if paths.is_remote(out_dir):
+        out_dir = paths.absolute(out_dir)
+        _publish_remote(tokenizer, raw, out_dir)
+        return Manifest(out_dir, raw)
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        raw["tokenizer"] = save_tokenizer(tokenizer, tmp)
+        for info in out_splits.values():
+            for shard in info["shards"]:
+                if paths.is_remote(shard["source"]):
+                    paths.copy(shard["source"], os.path.join(tmp, shard["file"]))
+                else:
+                    os.symlink(shard["source"], os.path.join(tmp, shard["file"]))
+        Manifest(tmp, raw).write()
+    return Manifest(os.path.abspath(out_dir), raw)
+
+
+def _scan_splits(tf: Any, splits: dict[str, Sequence[str]], vocab: int, progress: bool
+                 ) -> tuple[tuple[int, int], dict[str, list[dict[str, Any]]]]:
+    """((L, P), {split: [{source, examples, tokens, bytes, sha256}]}) of the files. Local
+    files: every file's shape first, then each scanned. With files in a bucket, one pass:
+    each downloaded once to a temporary local copy, its shape checked, scanned, removed."""
+    remote = any(paths.is_remote(p) for files in splits.values() for p in files)
+    shape: tuple[int, int] | None = None if remote else _common_shape(tf, splits)
+    first = None
     scanned: dict[str, list[dict[str, Any]]] = {}
     for split, files in splits.items():
         scanned[split] = []
         for path in files:
-            info = _scan(tf, path, length, predictions, vocab)
+            with paths.local_copy(path) as local:
+                if remote:
+                    own = _shape(tf, local, path)
+                    if own is not None and shape is None:
+                        shape, first = own, path
+                    elif own is not None and own != shape:
+                        raise DataFormatError(
+                            f"{path}: records of L={own[0]}, P={own[1]}, but {first} has "
+                            f"L={shape[0]}, P={shape[1]}; import each length on its own")
+                info = _scan(tf, local, *(shape or (1, 1)), vocab, path)
             scanned[split].append({"source": path, **info})
             if progress:
                 print(f"[{len(scanned[split])}/{len(files)} {split}] {path}: "
                       f"{info['examples']:,} records", file=sys.stderr, flush=True)
-    if not sum(s["examples"] for s in scanned["train"]):
-        raise DataFormatError(f"{', '.join(splits['train'])}: no training records")
-    total = len({path for files in splits.values() for path in files})
+    if shape is None:
+        raise DataFormatError(f"{', '.join(p for fs in splits.values() for p in fs)}: "
+                              "no records")
+    return shape, scanned
 
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        tok_entry = save_tokenizer(tokenizer, tmp)
-        out_splits: dict[str, Any] = {}
-        for split, infos in scanned.items():
-            shards = []
-            for k, info in enumerate(infos):
-                name = shard_name(split, k, len(infos))
-                os.symlink(info["source"], os.path.join(tmp, name))
-                shards.append({"file": name, **info})
-            out_splits[split] = {
-                "examples": sum(s["examples"] for s in shards),
-                "tokens": sum(s["tokens"] for s in shards),
-                "shards": shards,
-            }
-        settings = {
-            "source": "google-tfrecords",
-            "instances": "nsp",
-            "max_seq_length": length,
-            "max_predictions_per_seq": predictions,
-            "masking": "static",
-            "record_format": "google",
-        }
-        raw = {
-            "format": FORMAT,
-            "version": VERSION,
-            "settings": settings,
-            "tokenizer": tok_entry,
-            "masking": "static",
-            "max_seq_length": length,
-            "splits": out_splits,
-            "source_stats": {"files": total},
-            "vocab_check": "ok",
-        }
-        Manifest(tmp, raw).write()
-    return Manifest(os.path.abspath(out_dir), raw)
+
+def _publish_remote(tokenizer: Any, raw: dict[str, Any], out_dir: str) -> None:
+    """Writes the data directory at URL `out_dir`: an existing one loses its manifest
+    first and then the rest; the tokenizer is uploaded, the record files copied, and
+    manifest.json written last."""
+    with tempfile.TemporaryDirectory(prefix="bertjax-import-") as tmp:
+        raw["tokenizer"] = save_tokenizer(tokenizer, tmp)
+        if paths.exists(out_dir):
+            paths.remove(paths.join(out_dir, MANIFEST))
+            paths.rmtree(out_dir)
+        local_tok = os.path.join(tmp, TOKENIZER_DIR)
+        for name in sorted(os.listdir(local_tok)):
+            paths.upload(os.path.join(local_tok, name),
+                         paths.join(out_dir, TOKENIZER_DIR, name))
+        for info in raw["splits"].values():
+            for shard in info["shards"]:
+                paths.copy(shard["source"], paths.join(out_dir, shard["file"]))
+        Manifest(out_dir, raw).write()

@@ -17,6 +17,13 @@ Epoch e (`HostReader.records`) is a pure function of (seed, e): this host's shar
 files ordered by a fingerprint of (shard name, seed, e), interleaved record by record,
 cut to the host's examples for the epoch, then a shuffle buffer of raw records seeded
 from (seed, process_index, e).
+
+Shards in a bucket are read from local copies (cache.py): `check` is then also given
+the epoch, the file's place in the epoch's order and that order (to fetch the next
+files ahead), and returns the copy's path; `release` runs when the interleave has read
+a copy to its end (an empty tail concatenated to each file, so no record moves). The
+interleave is then sequential (the same order), so that exactly the cycle's files are
+in use at any time, which is what the cache's bound must hold.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 # Interleave at most this many files at once: more mixing, more open read buffers.
-_CYCLE_LENGTH = 16
+CYCLE_LENGTH = 16
 # Shard-level host assignment is kept while the examples it leaves out per epoch (to
 # keep hosts in step) stay within this share of the split; else record level.
 _MAX_SHARD_LEVEL_DROP = 0.01
@@ -83,7 +90,10 @@ class HostReader:
         data at another path is read in the same order).
       plan: the host's HostPlan.
       seed, process_index, process_count, shuffle_buffer: as the PipelineConfig's.
-      check: (path, digest) tensors -> path tensor, run when a shard is opened.
+      check: (path, digest) tensors -> path tensor, run when a shard is opened; with
+        `release`, (path, digest, epoch, index, ordered paths) -> local copy's path.
+      release: None (local shards), or (local copy's path) -> it, run when a copy has
+        been read to its end.
     """
 
     files: Sequence[str]
@@ -94,7 +104,8 @@ class HostReader:
     process_index: int
     process_count: int
     shuffle_buffer: int
-    check: Callable[[Any, Any], Any]
+    check: Callable[..., Any]
+    release: Callable[[Any], Any] | None = None
 
     def records(self, tf: Any, start: int, repeat: bool) -> Any:
         """Serialized records from record `start` of the concatenated epochs on (one
@@ -109,10 +120,10 @@ class HostReader:
     def _epoch_fn(self, tf: Any) -> Callable[[Any], Any]:
         files, digests = tf.constant(list(self.files)), tf.constant(list(self.digests))
         names = tf.constant(list(self.names))
-        cycle = min(len(self.files), _CYCLE_LENGTH)
+        cycle = min(len(self.files), CYCLE_LENGTH)
         seed_str = str(self.seed)
         shuffle_tag = f"shuffle|{self.seed}|{self.process_index}|"
-        shuffle_buffer, check = self.shuffle_buffer, self.check
+        shuffle_buffer, check, release = self.shuffle_buffer, self.check, self.release
         mode, take = self.plan.mode, self.plan.take
         p_count, p_index = self.process_count, self.process_index
 
@@ -123,16 +134,25 @@ class HostReader:
                 tf.strings.join([names, seed_str, e_str], separator="|"), 2**62
             )
             order = tf.argsort(keys, stable=True)
-            ds = tf.data.Dataset.from_tensor_slices(
-                (tf.gather(files, order), tf.gather(digests, order)))
-            ds = ds.map(lambda f, d: tf.py_function(check, [f, d], tf.string))
-            ds = ds.interleave(
-                lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
-                cycle_length=cycle,
-                block_length=1,
-                num_parallel_calls=min(cycle, 4),
-                deterministic=True,
-            )
+            if release is None:
+                ds = tf.data.Dataset.from_tensor_slices(
+                    (tf.gather(files, order), tf.gather(digests, order)))
+                ds = ds.map(lambda f, d: tf.py_function(check, [f, d], tf.string))
+                ds = ds.interleave(
+                    lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
+                    cycle_length=cycle,
+                    block_length=1,
+                    num_parallel_calls=min(cycle, 4),
+                    deterministic=True,
+                )
+            else:
+                ordered = tf.gather(files, order)
+                ds = tf.data.Dataset.from_tensor_slices(
+                    (ordered, tf.gather(digests, order), tf.range(tf.size(order))))
+                ds = ds.map(lambda f, d, i: tf.ensure_shape(
+                    tf.py_function(check, [f, d, e, i, ordered], tf.string), []))
+                ds = ds.interleave(lambda f: _read_then_release(tf, f, release),
+                                   cycle_length=cycle, block_length=1)
             # An epoch that ends early (shards shorter than the manifest says) would
             # break the position arithmetic of resume: fail instead.
             ds = ds.take(take).apply(tf.data.experimental.assert_cardinality(take))
@@ -146,6 +166,14 @@ class HostReader:
             return ds
 
         return epoch
+
+
+def _read_then_release(tf: Any, path: Any, release: Callable[[Any], Any]) -> Any:
+    """The records of `path`, then `release(path)` with no element of its own."""
+    tail = tf.data.Dataset.from_tensors(path).map(
+        lambda p: tf.ensure_shape(tf.py_function(release, [p], tf.string), []))
+    return tf.data.TFRecordDataset(path, buffer_size=1 << 20).concatenate(
+        tail.filter(lambda _: tf.constant(False)))
 
 
 def parse_fn(tf: Any, length: int, p: int, pad: int, *, google: bool, static: bool

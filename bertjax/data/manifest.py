@@ -12,6 +12,10 @@ run read and repaired (source_stats, input_stats, instance_stats, vocab_check).
 file); the pipeline, the pretraining tasks and `bench data` take the `Manifest`
 instead of reading the file again. A Manifest is a read-only mapping over the parsed
 JSON, with accessors for what its readers use.
+
+DATA may be a gs:// URL: the manifest, the shard listing and the tokenizer are then read
+through bertjax.paths (one listing checks every shard's size; the tokenizer is loaded
+from a temporary local copy).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from bertjax import paths
 from bertjax.data.records import DataFormatError
 from bertjax.data.shards import sha256_file, write_atomic
 from bertjax.errors import one_line
@@ -65,13 +70,12 @@ class Manifest(Mapping[str, Any]):
         Raises:
           DataFormatError: one line naming the file and what is wrong.
         """
-        path = os.path.join(data_dir, MANIFEST)
-        if not os.path.isfile(path):
+        path = paths.join(data_dir, MANIFEST)
+        if not paths.isfile(path):
             raise DataFormatError(
                 f"{path}: not found (prepare the data first: python -m bertjax prepare data)")
         try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
+            raw = json.loads(paths.read_bytes(path).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataFormatError(f"{path}: not valid JSON ({' '.join(str(e).split())})") from e
         manifest = cls(data_dir, raw)
@@ -118,10 +122,13 @@ class Manifest(Mapping[str, Any]):
         splits = m["splits"]
         if not isinstance(splits, dict) or "train" not in splits:
             raise self._fail("splits.train is missing")
+        # On an object store one listing gives every shard's size.
+        listed = paths.sizes(self.data_dir) if paths.is_remote(self.data_dir) else None
         for split, info in splits.items():
-            self._check_split(split, info, verify_checksums)
+            self._check_split(split, info, verify_checksums, listed)
 
-    def _check_split(self, split: str, info: Any, verify_checksums: bool) -> None:
+    def _check_split(self, split: str, info: Any, verify_checksums: bool,
+                     listed: dict[str, int] | None) -> None:
         if split not in SPLITS:
             raise self._fail(f"unknown split {split!r}")
         shards = info.get("shards") if isinstance(info, dict) else None
@@ -137,7 +144,17 @@ class Manifest(Mapping[str, Any]):
                 raise self._fail(f"splits.{split}: a shard entry lacks 'file'")
             if os.path.basename(s["file"]) != s["file"]:
                 raise self._fail(f"shard file {s['file']!r} must be a plain file name")
-            shard_path = os.path.join(self.data_dir, s["file"])
+            shard_path = paths.join(self.data_dir, s["file"])
+            if listed is not None:
+                size = listed.get(s["file"])
+                if size is None:
+                    raise self._fail(f"shard {s['file']} is missing")
+                if "bytes" in s and size != s["bytes"]:
+                    raise self._fail(f"shard {s['file']} has {size} bytes, expected "
+                                     f"{s['bytes']}")
+                if verify_checksums and paths.sha256(shard_path) != s.get("sha256"):
+                    raise self._fail(f"shard {s['file']} does not match its sha256")
+                continue
             if not os.path.isfile(shard_path):
                 raise self._fail(f"shard {s['file']} is missing")
             if "bytes" in s and os.path.getsize(shard_path) != s["bytes"]:
@@ -172,11 +189,11 @@ class Manifest(Mapping[str, Any]):
 
     @property
     def path(self) -> str:
-        return os.path.join(self.data_dir, MANIFEST)
+        return paths.join(self.data_dir, MANIFEST)
 
     @property
     def tokenizer_dir(self) -> str:
-        return os.path.join(self.data_dir, TOKENIZER_DIR)
+        return paths.join(self.data_dir, TOKENIZER_DIR)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -221,18 +238,21 @@ class Manifest(Mapping[str, Any]):
 
     def load_tokenizer(self) -> Any:
         """DATA/tokenizer, checked against the manifest: present, the same tokenizer.json
-        (sha256) and vocab_size; DataFormatError naming the file otherwise."""
+        (sha256) and vocab_size; DataFormatError naming the file otherwise. On an object
+        store it is read from a temporary local copy (a few small files)."""
         from bertjax.data.tokenizers import load_tokenizer
 
         tok_dir = self.tokenizer_dir
-        if not os.path.isdir(tok_dir):
+        if not paths.isdir(tok_dir):
             raise DataFormatError(f"{tok_dir}: tokenizer directory is missing")
         expected = self.raw["tokenizer"].get("sha256")
-        tok_json = os.path.join(tok_dir, "tokenizer.json")
-        if expected and os.path.isfile(tok_json) and sha256_file(tok_json) != expected:
-            raise DataFormatError(f"{tok_json}: sha256 differs from {self.path}; the tokenizer "
-                                  "changed after the data was prepared")
-        tokenizer = load_tokenizer(tok_dir)
+        tok_json = paths.join(tok_dir, "tokenizer.json")
+        with paths.local_copy(tok_dir) as local:
+            local_json = os.path.join(local, "tokenizer.json")
+            if expected and os.path.isfile(local_json) and sha256_file(local_json) != expected:
+                raise DataFormatError(f"{tok_json}: sha256 differs from {self.path}; the "
+                                      "tokenizer changed after the data was prepared")
+            tokenizer = load_tokenizer(local)
         if tokenizer.vocab_size != self.vocab_size:
             raise DataFormatError(f"{tok_dir}: vocab_size {tokenizer.vocab_size} differs from "
                                   f"{self.path}'s {self.vocab_size}")
@@ -252,10 +272,13 @@ class Manifest(Mapping[str, Any]):
 
     def write(self, data_dir: str | None = None) -> None:
         """Writes DATA/manifest.json (`data_dir`, default the manifest's own) whole or
-        not at all."""
-        path = os.path.join(self.data_dir if data_dir is None else data_dir, MANIFEST)
+        not at all (on an object store: one object upload)."""
+        path = paths.join(self.data_dir if data_dir is None else data_dir, MANIFEST)
         text = json.dumps(self.raw, indent=2, sort_keys=True, default=_json_default) + "\n"
-        write_atomic(path, text.encode())
+        if paths.is_remote(path):
+            paths.write_bytes(path, text.encode())
+        else:
+            write_atomic(path, text.encode())
 
     # ------------------------------------------------------------------ mapping
 

@@ -29,13 +29,22 @@ most one epoch of this host's records (about 100k records/s on a 2-core CPU).
 
 Determinism holds for a fixed TensorFlow version as long as nothing sets TensorFlow's
 global random seed (`tf.random.set_seed`), which the shuffle buffer's seed combines with.
+
+Data in a bucket (DATA = gs://...): the manifest and tokenizer are read through
+bertjax.paths, and tf.data reads local copies of the shards from a bounded local cache
+(cache.py; PipelineConfig.cache_dir, cache_gb): a shard is downloaded when the
+interleave first needs it (the next ones in the epoch's order fetched ahead while there
+is room), checked against the manifest's sha256 as it arrives, and evicted least
+recently used when the bound needs room. The order depends on the shards' names only,
+so a bucket copy of local data yields exactly the same batches. Local data is read in
+place.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import numbers
-import os
 import queue
 import threading
 import time
@@ -44,7 +53,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bertjax.data.hosts import HostReader, parse_fn, plan_hosts
+from bertjax import paths
+from bertjax.data.hosts import CYCLE_LENGTH, HostReader, parse_fn, plan_hosts
 from bertjax.data.manifest import Manifest
 from bertjax.data.records import DataFormatError
 from bertjax.data.shards import sha256_file
@@ -99,6 +109,12 @@ class PipelineConfig:
     max_position_embeddings: int | None = None
     position_offset: int = 0  # first position id of a real token (RoBERTa: 2)
     queue_size: int = 4  # finished batches the background thread may hold ahead
+    # Shards in a bucket are read from local copies in this directory ("": a temporary
+    # one per process, removed at exit; a given one is kept for later runs).
+    cache_dir: str = ""
+    # Most GB of local copies (0: half the free disk there); it must hold the
+    # interleave cycle (the 16 largest of this host's shards).
+    cache_gb: float = 0.0
 
     def __post_init__(self) -> None:
         batch, index, count = self.global_batch_size, self.process_index, self.process_count
@@ -125,6 +141,9 @@ class PipelineConfig:
                            ("start_step", int), ("repeat", bool), ("position_offset", int)):
             object.__setattr__(self, name, kind(getattr(self, name)))
         object.__setattr__(self, "queue_size", max(1, int(self.queue_size)))
+        if not isinstance(self.cache_gb, numbers.Real) or self.cache_gb < 0:
+            raise ValueError(f"cache_gb={self.cache_gb!r} must be a number >= 0 (0: half the "
+                             "free disk)")
 
     @property
     def host_batch_size(self) -> int:
@@ -158,7 +177,7 @@ class Pipeline:
         """Checks that `manifest`'s data fit `config` (DataError naming the file)."""
         self.manifest, self.config = manifest, config
         shards = manifest.shards(config.split)
-        self.files = [os.path.join(manifest.data_dir, s["file"]) for s in shards]
+        self.files = [paths.join(manifest.data_dir, s["file"]) for s in shards]
         self.max_seq_length = manifest.max_seq_length
         self.vocab_size = int(manifest.vocab_size)
         self.examples = sum(s["examples"] for s in shards)
@@ -171,15 +190,19 @@ class Pipeline:
         self.dropped_per_epoch = self.plan.dropped_per_epoch
         self._verified: set[str] = set()  # shards whose sha256 matched (`_check_shard`)
         # Each shard's sha256 from the manifest ("": not checked, written before digests)
-        # is checked the first time this pipeline opens it. The shards' names within the
-        # data directory (not their paths) decide the order: the same data at another
-        # path is read in the same order.
+        # is checked the first time this pipeline opens it (in a bucket: as the cache
+        # downloads it). The shards' names within the data directory (not their paths)
+        # decide the order: the same data at another path is read in the same order.
+        self._cache = None
+        check, release = self._check_shard, None
+        if paths.is_remote(manifest.data_dir):
+            self._cache, check, release = self._shard_cache(shards), self._fetch, self._release
         self.reader = HostReader(
             [self.files[i] for i in self.plan.files],
             [str(shards[i].get("sha256", "")) for i in self.plan.files],
-            [os.path.relpath(self.files[i], manifest.data_dir) for i in self.plan.files],
+            [paths.relative(self.files[i], manifest.data_dir) for i in self.plan.files],
             self.plan, config.seed, config.process_index, config.process_count,
-            config.shuffle_buffer, self._check_shard)
+            config.shuffle_buffer, check, release)
         tokenizer = manifest.load_tokenizer()
         self.pad_id = int(tokenizer.pad_id)
         self._google = manifest.record_format == "google"
@@ -241,6 +264,57 @@ class Pipeline:
                                 "Prepare the data again")
             self._verified.add(path)
         return path
+
+    # ------------------------------------------------------------------ a bucket's shards
+
+    def _shard_cache(self, shards: list[dict[str, Any]]) -> Any:
+        """The process's shard cache (cache.py), checked to hold this host's interleave
+        cycle: its largest shards, as many as it reads at once."""
+        from bertjax.data import cache as cache_lib
+
+        self._owner = next(_OWNERS)
+        # (sha256, bytes) per URL; "" / None where an older manifest lacks them.
+        self._shards = {self.files[i]: (str(s.get("sha256", "")), s.get("bytes"))
+                        for i, s in enumerate(shards)}
+        sizes = sorted((self._shards[self.files[i]][1] or 0 for i in self.plan.files),
+                       reverse=True)
+        return cache_lib.shared(self.config.cache_dir, float(self.config.cache_gb),
+                                sum(sizes[:CYCLE_LENGTH]))
+
+    def _fetch(self, url: Any, digest: Any, epoch: Any, index: Any, ordered: Any) -> str:
+        """tf.data's check for a shard in a bucket: its local copy (downloaded and checked
+        if needed), the next ones in the epoch's order fetched ahead."""
+        from bertjax.data.cache import ChecksumMismatch
+
+        url, epoch, index = url.numpy().decode(), int(epoch), int(index)
+        self._cache.release_before(self._owner, epoch)
+        sha256, size = self._shards[url]
+        try:
+            local = self._cache.acquire(url, sha256, size, self._owner, epoch)
+        except ChecksumMismatch:
+            raise DataError(f"{_SHARD_MARK}{url}: its sha256 differs from "
+                            f"{self.manifest.path}; the shard is damaged or was replaced. "
+                            "Prepare the data again") from None
+        upcoming = [u.decode() for u in ordered.numpy()[index + 1:index + 1 + CYCLE_LENGTH]]
+        self._cache.prefetch([(u, *self._shards[u]) for u in upcoming])
+        return local
+
+    def _release(self, local: Any) -> Any:
+        self._cache.release(local.numpy().decode(), self._owner)
+        return local
+
+    def _local_path(self, i: int) -> str:
+        """Shard i's path for TensorFlow (a bucket's: its local copy, held until the
+        pipeline's iteration ends)."""
+        if self._cache is None:
+            return self.files[i]
+        return self._cache.acquire(self.files[i], *self._shards[self.files[i]], self._owner)
+
+    def local_files(self) -> list[str]:
+        """The split's shard files as TensorFlow can open them: `files` themselves, or
+        for data in a bucket their local copies (downloaded and checked if needed, held
+        until an iteration of this pipeline ends)."""
+        return [self._local_path(i) for i in range(len(self.files))]
 
     def _parse_fn(self, tf):
         return parse_fn(tf, self.max_seq_length, self.max_predictions_per_seq, self.pad_id,
@@ -345,7 +419,10 @@ class Pipeline:
         deadline = time.monotonic() + budget_s
         for i in self.plan.files:
             path = self.files[i]
-            ds = tf.data.TFRecordDataset(path).batch(1024).map(parse)
+            try:
+                ds = tf.data.TFRecordDataset(self._local_path(i)).batch(1024).map(parse)
+            except DataError:
+                return path
             try:
                 for j, element in enumerate(ds):
                     problem = self._problem({key: v.numpy() for key, v in element.items()})
@@ -357,7 +434,7 @@ class Pipeline:
                 return path
             if time.monotonic() > deadline:
                 break
-        return os.path.join(self.manifest.data_dir, f"{self.config.split}-*.tfrecord")
+        return paths.join(self.manifest.data_dir, f"{self.config.split}-*.tfrecord")
 
     # ------------------------------------------------------------------ iteration
 
@@ -389,6 +466,8 @@ class Pipeline:
                     q.get(timeout=0.05)
                 except queue.Empty:
                     pass
+            if self._cache is not None:
+                self._cache.release_owner(self._owner)
 
     def _produce(self, start: int, q: queue.Queue, stop: threading.Event) -> None:
         """Background thread: tf.data batches -> checks and masking -> queue."""
@@ -457,6 +536,7 @@ def _masking(manifest: Manifest, masking: MaskingConfig | None, tokenizer: Any
 
 
 _SHARD_MARK = "bertjax-shard-check: "  # finds _check_shard's message in tf.data's error
+_OWNERS = itertools.count()  # one per pipeline reading a bucket: what it holds in the cache
 
 
 class _Failure:

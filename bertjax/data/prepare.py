@@ -18,6 +18,15 @@ Design (each point is a property the tests check):
     of a finished run) skips every shard whose file exists with the checksum recorded
     for the same chunk content (sha256 of the chunk's text) and the same settings
     (`PrepareSettings.key`); a changed corpus or setting rewrites only what changed.
+  * DATA may be a gs:// URL. Object stores have no rename, so there each shard is built
+    in a local temporary directory and uploaded as one object to DATA/.shards when
+    finished, followed by a small metadata object that records it as published (its
+    size, sha256, chunk text and settings); the tokenizer is uploaded first, and when
+    every chunk is done the shards get their final names (copy + delete) and
+    manifest.json is written last. A re-run finds finished shards by those published
+    records, never by local files, and ends with the same bytes as an uninterrupted run.
+    An earlier manifest.json is moved aside before anything changes, so data without
+    manifest.json is never read as prepared.
   * Every example is checked while writing: ids in [0, vocab_size) and length <=
     max_seq_length (masked copies included). An example that fails is dropped and
     counted; the manifest's "vocab_check" is "ok" only when none failed.
@@ -32,10 +41,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from bertjax import paths
 from bertjax.data import instances as instances_lib
 from bertjax.data import shards as shards_lib
 from bertjax.data import tokenizers as tokenizers_lib
@@ -45,6 +55,7 @@ from bertjax.data.manifest import (
     MANIFEST,
     RECORD_FORMATS,
     SPLITS,
+    TOKENIZER_DIR,
     VERSION,
     Manifest,
     save_tokenizer,
@@ -191,9 +202,10 @@ def prepare(source: Any, tokenizer: Any, out_dir: str, settings: PrepareSettings
     Args:
       source: a spec string for `sources.open_source` ("demo", "bert:GLOB", ...), a
         Source, or any iterable of documents (lists of sentence strings).
-      tokenizer: a `Tokenizer` or a directory `load_tokenizer` reads; copied to
-        out_dir/tokenizer, from where every worker loads it.
-      out_dir: the data directory (created; an earlier run's shards are reused).
+      tokenizer: a `Tokenizer` or a directory `load_tokenizer` reads (local or a URL);
+        copied to out_dir/tokenizer, from where every worker loads it.
+      out_dir: the data directory (created; an earlier run's shards are reused), local
+        or a URL (gs://...: built locally, uploaded shard by shard, manifest.json last).
       settings: how to make the shards.
       progress: show documents/s and MB/s on stderr.
 
@@ -203,21 +215,42 @@ def prepare(source: Any, tokenizer: Any, out_dir: str, settings: PrepareSettings
     Raises:
       ValueError: the source yields no training example (nothing is left behind).
       RuntimeError: a shard could not be written; finished shards are kept for resume.
+      OSError: a shard could not be written or uploaded (naming it); the same.
     """
+    if paths.is_remote(out_dir):
+        with tempfile.TemporaryDirectory(prefix="bertjax-prepare-") as work_dir:
+            return _prepare(source, tokenizer, paths.absolute(out_dir), work_dir, settings,
+                            progress)
     out_dir = os.path.abspath(out_dir)
-    parts_dir = os.path.join(out_dir, shards_lib.PARTS)
-    fresh = not os.path.exists(out_dir)  # removed again if nothing comes of it
-    os.makedirs(parts_dir, exist_ok=True)
-    shards_lib.remove_partial_files(parts_dir)
+    return _prepare(source, tokenizer, out_dir, out_dir, settings, progress)
+
+
+def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
+             settings: PrepareSettings, progress: bool) -> Manifest:
+    """`prepare`, the shards built under local `work_dir`: `out_dir` itself, or a local
+    temporary directory when `out_dir` is a URL (then uploaded; module docstring)."""
+    remote = work_dir != out_dir
+    parts_dir = paths.join(out_dir, shards_lib.PARTS)  # finished shards, found on resume
+    build_dir = os.path.join(work_dir, shards_lib.PARTS)  # where the workers write
+    fresh = not paths.exists(out_dir)  # removed again if nothing comes of it
+    os.makedirs(build_dir, exist_ok=True)
+    shards_lib.remove_partial_files(build_dir)
     if isinstance(tokenizer, str):
-        tokenizer = tokenizers_lib.load_tokenizer(tokenizer)
-    tok_entry = save_tokenizer(tokenizer, out_dir)
+        with paths.local_copy(tokenizer) as local:
+            tokenizer = tokenizers_lib.load_tokenizer(local)
+    tok_entry = save_tokenizer(tokenizer, work_dir)
     spec, documents, source_obj = _open_source(source)
     key = settings.key(tok_entry["sha256"])
-    resume = shards_lib.Resume(out_dir, parts_dir, key)
-    manifest_path = os.path.join(out_dir, MANIFEST)
-    if os.path.exists(manifest_path):  # it no longer describes the directory
-        os.replace(manifest_path, os.path.join(parts_dir, "previous-manifest.json"))
+    if remote:
+        _unpublish(out_dir, parts_dir)
+        _upload_tokenizer(work_dir, out_dir)
+        resume = shards_lib.Resume(out_dir, parts_dir, key)
+    else:
+        resume = shards_lib.Resume(out_dir, parts_dir, key)
+        manifest_path = os.path.join(out_dir, MANIFEST)
+        if os.path.exists(manifest_path):  # it no longer describes the directory
+            os.replace(manifest_path, os.path.join(parts_dir, "previous-manifest.json"))
+    where = {"parts_dir": build_dir, **({"publish_dir": parts_dir} if remote else {})}
 
     in_stats, metas, shard_count = InputStats(), [], dict.fromkeys(SPLITS, 0)
 
@@ -227,7 +260,7 @@ def prepare(source: Any, tokenizer: Any, out_dir: str, settings: PrepareSettings
 
     bar = workers_lib.Progress(progress, lambda: (in_stats.documents, in_stats.bytes,
                                                   len(metas), in_stats.chunks))
-    tok_dir = os.path.join(out_dir, tok_entry["dir"])
+    tok_dir = os.path.join(work_dir, tok_entry["dir"])
     with bar, workers_lib.Workers(
             shards_lib.process_chunk, settings.num_workers, shards_lib.init_worker,
             (tok_dir, settings.output_settings()), settings.max_inflight_mb * (1 << 20),
@@ -243,8 +276,7 @@ def prepare(source: Any, tokenizer: Any, out_dir: str, settings: PrepareSettings
                 in_stats.shards_reused += 1
                 continue
             pool.submit({"split": split, "shard": k, "chunk": c, "documents": chunk,
-                         "input_sha256": input_sha, "settings_key": key,
-                         "parts_dir": parts_dir}, nbytes)
+                         "input_sha256": input_sha, "settings_key": key, **where}, nbytes)
         pool.drain(bar.show)
 
     _check_not_empty(metas, spec, in_stats, source_obj, out_dir, parts_dir, fresh)
@@ -252,8 +284,28 @@ def prepare(source: Any, tokenizer: Any, out_dir: str, settings: PrepareSettings
                     *shards_lib.publish(out_dir, metas, SPLITS), in_stats, source_obj)
     manifest = Manifest(out_dir, raw)
     manifest.write()
-    shutil.rmtree(parts_dir, ignore_errors=True)
+    paths.rmtree(parts_dir)
     return manifest
+
+
+def _unpublish(out_dir: str, parts_dir: str) -> None:
+    """Moves an earlier DATA/manifest.json (a URL) aside, to DATA/.shards, before
+    anything else in DATA changes: it no longer describes the directory."""
+    manifest = paths.join(out_dir, MANIFEST)
+    if paths.exists(manifest):
+        paths.copy(manifest, paths.join(parts_dir, "previous-manifest.json"))
+        paths.remove(manifest)
+
+
+def _upload_tokenizer(work_dir: str, out_dir: str) -> None:
+    """Uploads work_dir/tokenizer to DATA/tokenizer (a URL), removing files of another
+    tokenizer there."""
+    local, remote = os.path.join(work_dir, TOKENIZER_DIR), paths.join(out_dir, TOKENIZER_DIR)
+    names = sorted(os.listdir(local))
+    for name in sorted(set(paths.sizes(remote)) - set(names)):
+        paths.remove(paths.join(remote, name))
+    for name in names:
+        paths.upload(os.path.join(local, name), paths.join(remote, name))
 
 
 def _open_source(source: Any) -> tuple[str, Iterator[Any], Any]:
@@ -333,13 +385,16 @@ def _check_not_empty(metas: list[dict], spec: str, in_stats: InputStats, source_
               "empty documents": in_stats.empty_documents + getattr(st, "empty_documents", 0),
               "invalid documents": in_stats.invalid_documents or None}
     read = ", ".join(f"{k}: {v:,}" for k, v in counts.items() if v is not None)
-    previous = os.path.join(parts_dir, "previous-manifest.json")
+    previous = paths.join(parts_dir, "previous-manifest.json")
     if fresh:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        paths.rmtree(out_dir)
     else:
-        if os.path.exists(previous):  # the directory's earlier data stay as they were
-            os.replace(previous, os.path.join(out_dir, MANIFEST))
-        shutil.rmtree(parts_dir, ignore_errors=True)
+        if paths.exists(previous):  # the directory's earlier data stay as they were
+            if paths.is_remote(previous):
+                paths.copy(previous, paths.join(out_dir, MANIFEST))
+            else:
+                os.replace(previous, os.path.join(out_dir, MANIFEST))
+        paths.rmtree(parts_dir)
     raise ValueError(f"{spec}: no training examples ({read}); nothing written")
 
 

@@ -18,6 +18,12 @@ function of (chunk, settings), whatever the worker count:
     the same way; `Resume` finds such files (and the shards of a finished run) again
     for the same chunk text and settings, and `publish` renames them to
     SPLIT-NNNNN-of-MMMMM.tfrecord when every chunk is done.
+  * on an object store (DATA = gs://...; `task["publish_dir"]` = DATA/.shards) the
+    shard is built in a local directory, uploaded as one object (visible only once
+    complete) named by its sha256 (DATA/.shards/SPLIT-NNNNN-SHA.tfrecord), then its
+    metadata object (SPLIT-NNNNN.json, naming it), and the local file removed: the
+    .json says that the object it names was published whole, and no later upload can
+    put other bytes under that name.
 
 Shard format: TFRecord (masked CRC-32C framing, uncompressed) of tf.train.Example
 protos with int64 features input_ids, token_type_ids, pair_label and, for static
@@ -42,6 +48,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from bertjax import paths
 from bertjax.data import instances as instances_lib
 from bertjax.data import tokenizers as tokenizers_lib
 from bertjax.data.records import tfrecord_bytes
@@ -119,7 +126,8 @@ def process_chunk(task: dict[str, Any]) -> dict[str, Any]:
     """Builds, checks and writes one shard; returns its metadata (also written).
 
     task: split, shard (its index in the split), chunk, documents (lists of sentences),
-    input_sha256 (of the chunk's text), settings_key, parts_dir.
+    input_sha256 (of the chunk's text), settings_key, parts_dir (local), and
+    publish_dir: None, or the URL of DATA/.shards to upload the shard and its metadata to.
     """
     tok, s = _WORKER["tokenizer"], _WORKER["settings"]
     max_len = s["max_seq_length"]
@@ -151,7 +159,21 @@ def process_chunk(task: dict[str, Any]) -> dict[str, Any]:
         "instance_stats": stats.asdict(),
         "vocab_check_dropped": dropped + bad,
     }
+    if task.get("publish_dir"):
+        return _upload(meta, task["publish_dir"])
     write_atomic(base + ".json", json.dumps(meta, sort_keys=True).encode())
+    return meta
+
+
+def _upload(meta: dict[str, Any], publish_dir: str) -> dict[str, Any]:
+    """Uploads the finished local shard to `publish_dir`, then its metadata (the record
+    that it is published), and removes the local file; the metadata name the upload."""
+    local = meta["file"]
+    base = paths.join(publish_dir, f"{meta['split']}-{meta['shard']:05d}")
+    meta = {**meta, "file": f"{base}-{meta['sha256'][:16]}.tfrecord"}
+    paths.upload(local, meta["file"])
+    paths.write_bytes(base + ".json", json.dumps(meta, sort_keys=True).encode())
+    os.remove(local)
     return meta
 
 
@@ -302,18 +324,26 @@ def _google_features(features: Features, length: int, predictions: int) -> Featu
 class Resume:
     """Finds finished shards of earlier runs that the current chunk would reproduce: in
     DATA/.shards (an interrupted run) or under their final names (a finished one,
-    listed by the previous manifest), with the same chunk text, settings and sha256."""
+    listed by the previous manifest), with the same chunk text, settings and sha256.
+
+    What is there is listed once (this run writes only shards not found). On an object
+    store a shard counts as finished by what was published: its metadata object (written
+    after its upload; the object it names, or the final name it was moved to) or the
+    previous manifest (dropped before any shard is moved: `publish`), and an object of
+    the recorded size. Its sha256 is not read back (that would download every shard);
+    the pipeline checks it.
+    """
 
     def __init__(self, out_dir: str, parts_dir: str, settings_key: str) -> None:
         self.out_dir, self.parts_dir, self.key = out_dir, parts_dir, settings_key
+        self.remote = paths.is_remote(out_dir)
         self.previous: dict[tuple[str, int], dict] = {}
         for path in (
-            os.path.join(parts_dir, "previous-manifest.json"),
-            os.path.join(out_dir, "manifest.json"),
+            paths.join(parts_dir, "previous-manifest.json"),
+            paths.join(out_dir, "manifest.json"),
         ):
             try:
-                with open(path) as f:
-                    m = json.load(f)
+                m = json.loads(paths.read_bytes(path))
                 if m.get("settings_key") != settings_key:
                     continue
                 for split, info in m.get("splits", {}).items():
@@ -321,31 +351,37 @@ class Resume:
                         self.previous[(split, k)] = shard
             except (OSError, ValueError, AttributeError, TypeError):
                 continue
+        self.parts = paths.sizes(parts_dir)  # name -> bytes
+        self.final = paths.sizes(out_dir)
 
     def find(self, split: str, k: int, input_sha256: str) -> dict | None:
         """The metadata of a finished shard k of `split` for this chunk text, or None."""
-        base = os.path.join(self.parts_dir, f"{split}-{k:05d}")
+        base = f"{split}-{k:05d}"
         metas = []
-        try:
-            with open(base + ".json") as f:
-                metas.append(json.load(f))
-        except (OSError, ValueError):
-            pass
+        if base + ".json" in self.parts:
+            try:
+                metas.append(json.loads(paths.read_bytes(paths.join(self.parts_dir,
+                                                                    base + ".json"))))
+            except (OSError, ValueError):
+                pass
         if (split, k) in self.previous:
             metas.append(self.previous[(split, k)])
-        files = [base + ".tfrecord"] + sorted(
-            glob.glob(
-                os.path.join(self.out_dir, f"{split}-{k:05d}-of-[0-9][0-9][0-9][0-9][0-9].tfrecord")
-            )
-        )
+        final = re.compile(rf"^{base}-of-[0-9]{{5}}\.tfrecord$")
+        name = base + ".tfrecord"
+        files = [(paths.join(self.parts_dir, name), self.parts.get(name))]
+        files += [(paths.join(self.out_dir, name), size)
+                  for name, size in sorted(self.final.items()) if final.match(name)]
         for meta in metas:
             if meta.get("input_sha256") != input_sha256:
                 continue
             if meta.get("settings_key", self.key) != self.key:
                 continue
-            for path in files:
-                if os.path.isfile(path) and os.path.getsize(path) == meta.get("bytes"):
-                    if sha256_file(path) == meta.get("sha256"):
+            own = paths.basename(str(meta.get("file", "")))  # an object store's upload
+            uploaded = [(paths.join(self.parts_dir, own), self.parts[own])] if (
+                self.remote and own.startswith(base + "-") and own in self.parts) else []
+            for path, size in uploaded + files:
+                if size is not None and size == meta.get("bytes"):
+                    if self.remote or sha256_file(path) == meta.get("sha256"):
                         return {**meta, "file": path}
         return None
 
@@ -355,7 +391,13 @@ def publish(out_dir: str, metas: list[dict], splits: Sequence[str]
     """Renames the finished shards to SPLIT-NNNNN-of-MMMMM.tfrecord and removes those of
     an earlier, different run. Returns the manifest's "splits" (the train split always;
     another one when it has shards), the summed instance stats and the examples the
-    check dropped."""
+    check dropped. On an object store a rename is a copy and a delete (paths.move); a
+    run interrupted between the two finds the shard under either name again, by its
+    metadata object, and the previous manifest, which no longer describes the final
+    names once one is replaced, is removed first."""
+    remote = paths.is_remote(out_dir)
+    if remote:
+        paths.remove(paths.join(out_dir, PARTS, "previous-manifest.json"))
     metas.sort(key=lambda m: m["chunk"])
     total_stats = instances_lib.InstanceStats()
     dropped = 0
@@ -365,8 +407,10 @@ def publish(out_dir: str, metas: list[dict], splits: Sequence[str]
         shards = []
         for m in own:
             name = shard_name(split, m["shard"], len(own))
-            target = os.path.join(out_dir, name)
-            if os.path.abspath(m["file"]) != target:
+            target = paths.join(out_dir, name)
+            if remote and m["file"] != target:
+                paths.move(m["file"], target)
+            elif not remote and os.path.abspath(m["file"]) != target:
                 os.replace(m["file"], target)
             total_stats.add(instances_lib.InstanceStats(**m["instance_stats"]))
             dropped += m["vocab_check_dropped"]
@@ -384,7 +428,7 @@ def publish(out_dir: str, metas: list[dict], splits: Sequence[str]
                 "shards": shards,
             }
     keep = {s["file"] for info in out.values() for s in info["shards"]}
-    for name in os.listdir(out_dir):  # shards of an earlier, different run
-        if SHARD_RE.match(name) and name not in keep:
-            os.remove(os.path.join(out_dir, name))
+    for name in paths.sizes(out_dir) if remote else os.listdir(out_dir):
+        if SHARD_RE.match(name) and name not in keep:  # shards of an earlier, different run
+            paths.remove(paths.join(out_dir, name))
     return out, total_stats, dropped

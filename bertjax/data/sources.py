@@ -17,7 +17,8 @@ what it skipped, split or cleaned in `Source.stats` (a `SourceStats`). Spec form
                                     document (default split "train", feature "text"), e.g.
                                     tfds:wikipedia/20230601.en:train#text, tfds:c4/en:3.1.0
 
-GLOB is a path, a shell pattern (`**` recurses) or a directory (all files under it);
+GLOB is a path, a shell pattern (`**` recurses) or a directory (all files under it),
+local or a gs:// URL (listed with bertjax.paths.glob and streamed, never copied whole);
 files are read in sorted order, and .gz/.bz2/.xz files are decompressed on the fly.
 The end of a file always ends a document.
 
@@ -40,6 +41,7 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any
 
+from bertjax import paths
 from bertjax.data import demo_corpus as demo_corpus_lib
 from bertjax.data.text import (
     END,
@@ -144,6 +146,13 @@ def _resolve_glob(spec: str, pattern: str) -> list[str]:
     under it); FileNotFoundError naming the spec when there are none."""
     if not pattern:
         raise ValueError(f"source {spec!r}: no path or glob after the kind")
+    if paths.is_remote(pattern):
+        if not set("*?[") & set(pattern) and paths.isdir(pattern):
+            pattern = paths.join(pattern, "**")
+        files = sorted(p for p in set(paths.glob(pattern)) if paths.isfile(p))
+        if not files:
+            raise FileNotFoundError(f"source {spec!r}: no files match {pattern}")
+        return files
     pattern = os.path.expanduser(pattern)
     if os.path.isdir(pattern):
         pattern = os.path.join(pattern, "**", "*")

@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
+from bertjax import paths
+
 if TYPE_CHECKING:
     from bertjax.data.sources import SourceStats
 
@@ -147,14 +149,33 @@ class Paragraph:
 
 def open_text(path: str) -> IO[str]:
     """`path` as text: UTF-8 (BOM dropped), undecodable bytes kept as lone surrogates for
-    `clean_text` to count, universal newlines; .gz/.bz2/.xz decompressed."""
+    `clean_text` to count, universal newlines; .gz/.bz2/.xz decompressed. A URL
+    (gs://...) is streamed through bertjax.paths."""
     kw: dict[str, Any] = dict(encoding="utf-8-sig", errors="surrogateescape", newline=None)
     opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(
         os.path.splitext(path)[1].lower()
     )
+    if paths.is_remote(path):
+        raw = paths.open(path, "rb")
+        return _TextOver(opener(raw, "rb") if opener is not None else raw, raw, **kw)
     if opener is not None:
         return opener(path, "rt", **kw)
     return open(path, **kw)
+
+
+class _TextOver(io.TextIOWrapper):
+    """Text over a binary stream that also closes `raw` (the remote file under a
+    decompressor, which leaves the file it was given open)."""
+
+    def __init__(self, buffer: IO[bytes], raw: IO[bytes], **kw: Any) -> None:
+        super().__init__(buffer, **kw)
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 def pieces(f: IO[str], stats: SourceStats) -> Iterator[str]:

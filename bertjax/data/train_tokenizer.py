@@ -16,7 +16,8 @@ r"""Trains a tokenizer vocabulary on a text source and writes a standard tokeniz
                                        <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4
   --vocab_size  the vocabulary size to aim for, special tokens included; the result may
                 be smaller (small corpora), never larger
-  --out         output directory, written atomically (a temporary directory renamed)
+  --out         output directory, written atomically (a temporary directory renamed;
+                on gs://, uploaded file by file with tokenizer.json last)
   --lowercase   lowercase (and strip accents) before tokenizing; default: uncased for
                 WordPiece and SentencePiece (as bert-base-uncased and ALBERT), cased for
                 byte-level BPE, which cannot be lowercased (RoBERTa is cased)
@@ -39,6 +40,7 @@ from collections.abc import Iterable, Iterator
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from bertjax import paths
 from bertjax.data import tokenizers as tok_lib
 from bertjax.data.sources import Source, open_source
 from bertjax.fileio import atomic_directory
@@ -80,7 +82,8 @@ def train(
         sentences) or of plain strings.
       kind: 'wordpiece' | 'sentencepiece-unigram' | 'sentencepiece-bpe' | 'bpe'.
       vocab_size: the target size including special tokens.
-      out_dir: the directory to write; it must not exist unless `overwrite`.
+      out_dir: the directory to write (local or gs://); it must not exist unless
+        `overwrite`.
       lowercase: lowercase (and strip accents); None: True except for 'bpe'.
       family: model family ('bert', 'albert', ...), which picks the transformers class
         written (BertTokenizer, ElectraTokenizer, ...); it must fit `kind`.
@@ -117,7 +120,12 @@ def train(
     if isinstance(source, str):
         source = open_source(source)
 
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    remote = paths.is_remote(out_dir)
+    if remote:  # built locally, tokenizer.json (what load_tokenizer looks for) uploaded last
+        publish = paths.atomic_directory(out_dir, overwrite=overwrite, marker="tokenizer.json")
+    else:
+        publish = atomic_directory(out_dir, overwrite=overwrite)
+    with publish as tmp:
         if kind == "wordpiece":
             tok = _train_wordpiece(_sentences(source), vocab_size, lowercase, tmp)
         elif kind == "bpe":
@@ -128,7 +136,9 @@ def train(
             )
         tok.tokenizer_class = tokenizer_class
         tok.save(tmp)
-    return tok_lib.load_tokenizer(out_dir)
+        if remote:
+            loaded = tok_lib.load_tokenizer(tmp)
+    return loaded if remote else tok_lib.load_tokenizer(out_dir)
 
 
 def _sentences(source: Source | Iterable[list[str] | str]) -> Iterator[str]:

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 # Data keys only the input pipeline or preparation's resources read: they do not change
 # what `prepare data` writes.
-PIPELINE_ONLY = ("dir", "num_workers", "max_inflight_mb", "shuffle_buffer")
+PIPELINE_ONLY = ("dir", "num_workers", "max_inflight_mb", "shuffle_buffer", "cache_dir",
+                 "cache_gb")
 LAUNCHERS = {"local": "launch/local.sh", "tpu_vm": "launch/tpu_vm.sh",
              "slurm": "sbatch launch/slurm.sbatch"}
 
