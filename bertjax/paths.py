@@ -85,6 +85,9 @@ def _fs(path: str) -> tuple[Any, str]:
 def _error(path: str, op: str, e: BaseException) -> OSError:
     """An OSError whose one line is "PATH: OP failed (what the store said)"."""
     if isinstance(e, FileNotFoundError):
+        with contextlib.suppress(Exception):  # a missing bucket is worth naming
+            if not _fs(path)[0].exists(_bucket(path)):
+                return FileNotFoundError(2, f"{op}: no such bucket {_bucket(path)}", path)
         return FileNotFoundError(2, f"{op}: no such file or directory", path)
     if isinstance(e, PermissionError):
         return PermissionError(13, f"{op}: permission denied ({_words(e)})", path)
@@ -345,10 +348,23 @@ def local_copy(path: str) -> Iterator[str]:
 
 
 def makedirs(path: str) -> None:
-    """Creates a local directory and its parents; URLs need none (object stores have no
-    directories), so nothing happens there."""
+    """Creates a local directory and its parents. Object stores have no directories: for a
+    URL this only checks, with one request, that its bucket exists (FileNotFoundError
+    naming it), so that a job with a mistyped bucket stops before its work."""
     if not is_remote(path):
         os.makedirs(_local(path), exist_ok=True)
+        return
+    fs, _ = _fs(path)
+    root = _bucket(path)
+    with _remote(root, "check bucket"):
+        if not fs.exists(root):
+            raise FileNotFoundError(2, "no such bucket", root)
+
+
+def _bucket(path: str) -> str:
+    """scheme://bucket of a URL."""
+    scheme, rest = str(path).split("://", 1)
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def write_bytes(path: str, data: bytes) -> None:

@@ -126,6 +126,8 @@ class Trainer:
     """One run: setup and resume in __init__, the loop in run(); see the module docstring."""
 
     def __init__(self, config: Any, workdir: str, hooks: Sequence[Hook] = ()) -> None:
+        if paths.is_remote(workdir):  # a mistyped bucket stops the run before its work
+            paths.makedirs(workdir)
         s = self.setup = experiment.build_setup(config)
         self.config, self.task, self.cfg, self.hooks = config, s.task, s.cfg, list(hooks)
         self.phases = self.task.phases()

@@ -260,6 +260,16 @@ def test_import_export_and_fill_mask_through_a_bucket(hf_bert, bucket, tmp_path)
     assert not paths.exists(f"{bucket}/x")
 
 
+@pytest.mark.parametrize("command", ["prepare data", "train"])
+def test_a_missing_bucket_stops_a_job_before_its_work(command, bucket):
+    missing = bucket + "-missing"
+    flag = "--config.data.dir" if command == "prepare data" else "--workdir"
+    r = bertjax(*command.split(), "--config=configs/pretrain.py:bert_tiny,runlocal",
+                f"{flag}={missing}/x", ok=False)
+    _assert_clean_failure(r, f"{missing}: no such bucket")
+    assert "training a wordpiece tokenizer" not in r.stdout
+
+
 def test_init_then_fill_mask_and_export(tmp_path):
     ckpt = str(tmp_path / "tiny")
     r = bertjax("init", "--config=configs/pretrain.py:bert_tiny", f"--out={ckpt}")

@@ -130,6 +130,14 @@ def test_missing_bucket_is_one_line(bucket):
     missing = bucket + "-missing/x.json"
     with pytest.raises(ValueError, match="^gs://.*-missing/x.json: "):
         paths.read_json(missing)
+    with pytest.raises(FileNotFoundError) as e:
+        paths.write_bytes(missing, b"{}")
+    assert (e.value.filename, e.value.strerror) == (
+        missing, f"write: no such bucket {bucket}-missing")
+    with pytest.raises(FileNotFoundError) as e:  # checked before a job's work
+        paths.makedirs(bucket + "-missing/run")
+    assert (e.value.filename, e.value.strerror) == (bucket + "-missing", "no such bucket")
+    paths.makedirs(bucket + "/run")  # an existing bucket: nothing to do
 
 
 def test_local_files_follow_the_umask(tmp_path):

@@ -69,8 +69,10 @@ def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
                          f"takes (model.max_position_embeddings={cfg.max_position_embeddings}"
                          + (f", {offset} of them before the first token" if offset else "")
                          + ")")
-    # A bad spec fails before any work.
+    # A bad spec, or a bucket that does not exist, fails before any work.
     source = documents if documents is not None else sources.open_source(data.source)
+    if paths.is_remote(data.dir):
+        paths.makedirs(data.dir)
     with tempfile.TemporaryDirectory() as tmp:
         if config.tokenizer.path:
             with paths.local_copy(config.tokenizer.path) as local:
