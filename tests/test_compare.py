@@ -21,6 +21,7 @@ from PIL import Image
 
 from bertjax import metrics
 from bertjax.tools import compare
+from bertjax.tools import report as report_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,7 +44,7 @@ def clock(monkeypatch):
     from tensorboard.summary.writer import event_file_writer
 
     fake = types.SimpleNamespace(now=0.0)
-    fake.time = lambda: fake.now
+    fake.time = fake.monotonic = lambda: fake.now
     monkeypatch.setattr(metrics, "time", fake)
     monkeypatch.setattr(event_file_writer, "time", fake)
     return fake
@@ -278,7 +279,7 @@ def test_a_failure_while_writing_leaves_the_old_report(sweep, tmp_path, monkeypa
     def fail(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(compare, "plot_loss", fail)
+    monkeypatch.setattr(report_lib, "plot_loss", fail)
     with pytest.raises(RuntimeError):
         compare.compare([sweep], str(out))
     assert sorted(os.listdir(tmp_path)) == ["report", "sweep"]
@@ -316,3 +317,19 @@ def test_command_line(sweep, tmp_path):
     assert "| whole_word | data.mask_strategy=whole_word | 30 | 2.5000 |" in r.stdout
     with open(os.path.join(out, "report.md")) as f:
         assert r.stdout.strip() in f.read()
+
+
+def test_a_sweep_in_a_bucket_and_its_report_there(sweep, tmp_path, bucket):
+    """The same sweep uploaded to a bucket (the local Cloud Storage emulator), its report
+    written there: the same table and CSV as from and to local disk."""
+    from bertjax import paths
+
+    for name in paths.walk_files(sweep):
+        paths.upload(os.path.join(sweep, name), f"{bucket}/sweep/{name}")
+    local_out = str(tmp_path / "report")
+    want = compare.compare([sweep], local_out)
+    out = f"{bucket}/report"
+    assert compare.compare([f"{bucket}/sweep"], out) == want
+    assert paths.listdir(out) == ["downstream.png", "loss.png", "report.csv", "report.md"]
+    with open(os.path.join(local_out, "report.csv"), "rb") as f:
+        assert paths.read_bytes(f"{out}/report.csv") == f.read()
