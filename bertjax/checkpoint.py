@@ -31,6 +31,7 @@ step a run resumed from, so a good checkpoint survives until a newer one was wri
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import logging
@@ -66,17 +67,27 @@ def read_error(e: BaseException) -> str:
     return one_line(e)
 
 
+class ReadError(Exception):
+    """An Orbax read failed; the message is `read_error`'s line for it."""
+
+
 def quiet_read(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """fn(*args, **kwargs), an Orbax read. A failed read also makes tensorstore's threads
-    print tracebacks ("Event loop is closed") through sys.stderr: held back while it
-    runs, shown only if it succeeds."""
+    print tracebacks ("Event loop is closed") through sys.stderr, and leaves coroutines
+    that print "Exception ignored in: <coroutine ...>" with the whole TensorStore spec
+    (thousands of lines) when they are freed: both are held back while it runs (the
+    coroutines are freed here, by dropping the original exception), shown only if it
+    succeeds. A failure is re-raised as a ReadError of one line."""
     held = io.StringIO()
     with contextlib.redirect_stderr(held):
         try:
             out = fn(*args, **kwargs)
-        except BaseException:
+        except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore errors of every kind
+            message = read_error(e)
+            del e
             time.sleep(0.5)  # the failed read's threads finish printing into `held`
-            raise
+            gc.collect()  # its coroutines report while stderr is still held
+            raise ReadError(message) from None
     sys.stderr.write(held.getvalue())
     return out
 

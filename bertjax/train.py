@@ -145,6 +145,8 @@ class Trainer:
                                           log=_log) if t.get("memory_check", True) else {})
 
         self.workdir = workdir = paths.absolute(workdir)
+        # A start that fails before its first checkpoint (a bad init_from) leaves nothing.
+        fresh = not paths.exists(workdir)
         paths.makedirs(workdir)
         if jax.process_index() == 0:
             paths.write_text(paths.join(workdir, "config.json"),
@@ -153,7 +155,14 @@ class Trainer:
             paths.join(workdir, "checkpoints"), max_to_keep=int(t.max_to_keep),
             async_save=bool(t.async_checkpoints))
         self.meta = {"model": s.cfg.to_dict(), "seed": self.seed, **self.task.meta()}
-        source = self._resume()
+        try:
+            source = self._resume()
+        except Exception:
+            saved = self.ckpts.all_steps()
+            self.ckpts.close()
+            if fresh and not saved and jax.process_index() == 0:
+                paths.rmtree(workdir)
+            raise
         self.step = int(jax.device_get(self.state["step"]))
         _log(f"bertjax train: {s.cfg.family} ({s.num_params():,} parameters; heads "
              f"{', '.join(s.cfg.heads) or 'none'}), task {self.task.name}, "

@@ -210,6 +210,22 @@ def test_every_checkpoint_damaged_stops_the_command_in_one_line(setup, tmp_path)
         == [ln for ln in r.stdout.splitlines() if "moved to" in ln]
 
 
+def test_a_deleted_data_file_falls_back_quietly_from_the_command(setup, tmp_path):
+    """Orbax's failed read leaves coroutines that print thousands of lines ("Exception
+    ignored in: <coroutine ...>" with TensorStore specs) when freed: the command shows
+    the one warning line and nothing on stderr."""
+    c, want, template = setup
+    workdir = tmp_path / "run"
+    shutil.copytree(template, workdir)
+    DAMAGE["deleted data file"](workdir / "checkpoints" / str(STOP))
+    r = trainlib.run(trainlib.train_cmd(c, str(workdir)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.strip() == "", r.stderr[-3000:]
+    warning = [ln for ln in r.stdout.splitlines() if ln.startswith("warning: checkpoint 6 ")]
+    assert len(warning) == 1 and "cannot be read (Error reading" in warning[0], r.stdout
+    assert trainlib.state_hash(str(workdir)) == want
+
+
 def test_a_save_that_fails_with_enospc_stops_the_run_in_one_line(setup, tmp_path, monkeypatch):
     """The data item of checkpoint 8 cannot be written (a full disk): the run stops with
     one line naming the step, the file and the OS error, checkpoint 6 is intact, and

@@ -262,6 +262,14 @@ def test_a_resume_at_another_batch_size_is_refused(data, tmp_path):
     assert train_lib.train(c, str(tmp_path))["status"] == "done"
 
 
+def test_a_failed_init_from_leaves_no_workdir(data, tmp_path):
+    c = trainlib.config("bert", data("bert"), **{"train.steps": 2,
+                                                 "init_from": str(tmp_path / "nowhere")})
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        train_lib.train(c, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")  # no config.json, no empty checkpoints/
+
+
 def test_command_without_workdir_fails_cleanly():
     r = subprocess.run(trainlib.train_cmd(trainlib.config("bert"), "x")[:5],
                        cwd=trainlib.ROOT, env=trainlib.env(), capture_output=True, text=True,
