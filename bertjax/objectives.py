@@ -1,10 +1,11 @@
-"""Pretraining losses and their metrics: MLM, NSP, SOP, ELECTRA's RTD and distillation.
+"""Every loss and its metrics: MLM (+ NSP / SOP), ELECTRA's RTD, distillation, and the
+fine-tuning tasks' (classification / regression, token classification, answer spans).
 
 Everything here is a pure function of a model's logits and a batch from
-`bertjax.data.pipeline`; losses and metrics are float32 whatever the compute
-dtype. Shapes: B batch rows, L tokens, P masked positions per row
-(`max_predictions_per_seq`), V vocabulary. The tasks (bertjax/tasks) run the models
-and combine these losses into each pretraining objective.
+`bertjax.data.pipeline` (fine-tuning: from `bertjax.tasks.finetune`); losses and
+metrics are float32 whatever the compute dtype. Shapes: B batch rows, L tokens, P
+masked positions per row (`max_predictions_per_seq`), V vocabulary. The tasks
+(bertjax/tasks) run the models and call these.
 
 Batch keys read here:
   masked_lm_ids      [B, P] int32    original token at each masked position
@@ -110,6 +111,20 @@ def masked_lm(logits: Array, batch: Mapping[str, Any], what: str) -> tuple[Array
                     need(batch, "masked_lm_weights", what))
 
 
+def mlm_objective(logits: Mapping[str, Array], batch: Mapping[str, Any],
+                  pair: str | None = None) -> tuple[Array, Metrics]:
+    """MLM loss (+ the `pair` head's loss, unweighted, as in the BERT and ALBERT papers and
+    code). logits: {"mlm": [B, P, V], pair: [B, 2]}; "loss" counts 1 per batch."""
+    what = f"mlm_{pair}" if pair else "mlm"
+    loss, metrics = masked_lm(logits["mlm"], batch, what)
+    if pair:
+        pair_loss_, pair_metrics = pair_loss(logits[pair], need(batch, "pair_labels", what),
+                                             pair)
+        loss = loss + pair_loss_
+        metrics.update(pair_metrics)
+    return loss, {"loss": Mean(loss, 1.0), **metrics}
+
+
 # --- ELECTRA: replaced-token detection ------------------------------------------------
 
 def sample_tokens(logits: Array, rng: Array, temperature: float = 1.0) -> Array:
@@ -176,9 +191,10 @@ def rtd_loss(logits: Array, labels: Array, mask: Array) -> tuple[Array, Metrics]
 
 
 def electra_objective(logits: Mapping[str, Array], batch: Mapping[str, Any], *,
-                      rtd_labels: Array, gen_weight: float = 1.0,
-                      disc_weight: float = 50.0) -> tuple[Array, Metrics]:
-    """ELECTRA: gen_weight * generator MLM loss + disc_weight * RTD loss (paper: 1 and 50).
+                      rtd_labels: Array, gen_weight: float,
+                      disc_weight: float) -> tuple[Array, Metrics]:
+    """ELECTRA: gen_weight * generator MLM loss + disc_weight * RTD loss (the paper's 1 and
+    50 are config.electra's defaults, configs/pretrain.py).
 
     logits: {"generator": [B, P, V] generator scores at the masked positions,
     "discriminator": [B, L] discriminator scores on the corrupted input}; rtd_labels:
@@ -255,3 +271,51 @@ def distillation_objective(logits: Mapping[str, Array], batch: Mapping[str, Any]
         loss = loss + alpha_cos * cos
         metrics["cos_loss"] = Mean(cos, jnp.sum(mask.astype(jnp.float32)))
     return loss, {"loss": Mean(loss, 1.0), **metrics}
+
+
+# --- fine-tuning tasks ---------------------------------------------------------------
+
+def classification_loss(logits: Array, labels: Array, weights: Array,
+                        regression: bool) -> tuple[Array, Metrics]:
+    """Sequence classification: cross-entropy, or a regression's (STS-B) squared error.
+
+    logits [B, labels] (regression: [B, 1]); labels [B]; weights [B] (0: padding).
+    Metrics: loss and accuracy (regression: mse), counting the real rows.
+    """
+    count = jnp.sum(weights)
+    if regression:
+        per_row = (logits[:, 0] - labels.astype(jnp.float32)) ** 2
+        loss = weighted_mean(per_row, weights)
+        return loss, {"loss": Mean(loss, count), "mse": Mean(loss, count)}
+    labels = labels.astype(jnp.int32)
+    loss = weighted_mean(cross_entropy(logits, labels), weights)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return loss, {"loss": Mean(loss, count),
+                  "accuracy": Mean(weighted_mean(correct, weights), count)}
+
+
+def token_classification_loss(logits: Array, labels: Array,
+                              weights: Array) -> tuple[Array, Metrics]:
+    """A label per token (NER): cross-entropy over the labelled sub-tokens.
+
+    logits [B, L, labels]; labels [B, L]; weights [B, L] (0: an unlabelled piece or
+    padding). Metrics: loss and token_accuracy, counting the labelled tokens.
+    """
+    loss = weighted_mean(cross_entropy(logits, labels), weights)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    count = jnp.sum(weights)
+    return loss, {"loss": Mean(loss, count),
+                  "token_accuracy": Mean(weighted_mean(correct, weights), count)}
+
+
+def span_loss(logits: Array, start: Array, end: Array, attention_mask: Array,
+              weights: Array) -> tuple[Array, Metrics]:
+    """Extractive QA: the mean of the start and end cross-entropies over a window's tokens.
+
+    logits [B, L, 2] (start, end); start, end [B] token indices; attention_mask [B, L]
+    (padding can never be the answer); weights [B] (0: padding rows).
+    """
+    span = jnp.where(attention_mask[..., None] > 0, logits, -1e9)
+    ce = (cross_entropy(span[..., 0], start) + cross_entropy(span[..., 1], end)) / 2
+    loss = weighted_mean(ce, weights)
+    return loss, {"loss": Mean(loss, jnp.sum(weights))}

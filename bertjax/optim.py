@@ -94,7 +94,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -102,7 +102,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bertjax.models.config import ConfigError, ModelConfig
+from bertjax.models.config import ConfigError, ConfigRecord, ModelConfig
 
 NAMES = ("adamw", "lamb")
 DECAYS = ("linear", "polynomial", "cosine", "constant")
@@ -114,8 +114,10 @@ LAYER_NORM_NAMES = frozenset({"layer_norm", "attention_norm", "output_norm"})
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(ConfigRecord):
     """Optimizer, schedule, clipping and accumulation; defaults follow BERT's recipe."""
+
+    SECTION = "optim"
 
     name: str = "adamw"  # adamw | lamb
     learning_rate: float = 1e-4  # peak, reached at the end of warmup
@@ -134,30 +136,8 @@ class OptimConfig:
     layer_decay: float = 1.0  # learning rate x decay^(depth below the heads); 1 = off
     layer_decay_depth: str = "google"  # google (ELECTRA's code: top layer d^2) | intended (d)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> OptimConfig:
-        """Builds a validated config; unknown keys are an error naming the key."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown optim config key(s): {', '.join(unknown)}")
-        cfg = cls(**dict(d))
-        cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **kw: Any) -> OptimConfig:
-        cfg = dataclasses.replace(self, **kw)
-        cfg.validate()
-        return cfg
-
     def validate(self) -> None:
-        def need(ok: bool, key: str, why: str) -> None:
-            if not ok:
-                raise ConfigError(f"optim.{key}={getattr(self, key)!r}: {why}")
-
+        need = self.need
         need(self.name in NAMES, "name", f"expected one of {', '.join(NAMES)}")
         need(self.decay in DECAYS, "decay", f"expected one of {', '.join(DECAYS)}")
         need(self.layer_adaptation in LAYER_ADAPTATION, "layer_adaptation",

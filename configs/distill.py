@@ -29,8 +29,8 @@ import os
 
 import ml_collections
 
-from bertjax import configfile, presets
-from bertjax.models import registry
+from bertjax import configfile
+from bertjax.models.config import ModelConfig
 
 
 def _pretrain():
@@ -52,8 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                          "bert_base_to_distilbert_base")
     pretrain = _pretrain()
     config = pretrain.get_config(",".join([student_name, *knobs]))
-    teacher = presets.model_config(teacher_name)
-    student = presets.model_config(student_name)
+    teacher = ModelConfig.from_preset(teacher_name)
+    student = ModelConfig.from_preset(student_name)
     config.task = "distillation"  # bertjax/tasks/distill.py
     # Every ModelConfig field but the task's, so any can be overridden (the vocabulary is
     # the student's: they share one tokenizer).
@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # DistilBERT trained on MLM instances with dynamic masking.
     config.data.update(instances="mlm", masking="dynamic", dupe_factor=1)
     if "runlocal" not in knobs:
-        recipe = registry.family("distilbert").recipe  # AdamW 5e-4, batch 4k, 5% warmup
+        recipe = pretrain.recipes.PRETRAIN["distilbert"]  # AdamW 5e-4, batch 4k, 5% warmup
         config.optim.update(recipe["optim"])
         config.train.update(batch_size=recipe["batch_size"], steps=recipe["steps"])
     return config

@@ -23,7 +23,7 @@ DATASET: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, ax) or
 (the squad task), or a built-in demo task: demo_next, demo_boundary, demo_intruder
 (bertjax/data/demo_tasks.py; no download).
 PRESET names the family whose fine-tuning recipe applies (the papers': learning rate,
-batch, epochs, warmup, Adam settings; bertjax/models/<family>.py) and the architecture
+batch, epochs, warmup, Adam settings; configs/recipes.py) and the architecture
 when training from scratch (no init_from); default bert_base. With init_from, the
 architecture is the checkpoint's whatever the preset: pick a preset of its family for
 its recipe; a recipe's `tasks` entry overrides it for one DATASET (ALBERT's per-task
@@ -35,24 +35,13 @@ import os
 import ml_collections
 
 from bertjax import configfile
-from bertjax.data import glue as glue_data
-from bertjax.models import registry
+from bertjax.data import datasets
 
 
 def _pretrain():
     """configs/pretrain.py, beside this file."""
     here = os.path.dirname(os.path.abspath(__file__))
     return configfile.load_module(os.path.join(here, "pretrain.py"), os.path.basename(__file__))
-
-
-# DATASET names that are token-classification data (the ner task): CoNLL-2003 from
-# TFDS, and "ner" for your own CoNLL files (--config.finetune.data=conll:DIR).
-NER_DATASETS = ("conll2003", "ner")
-# DATASET names that are SQuAD (the squad task) and their versions.
-SQUAD_DATASETS = {"squad_v1": "v1.1", "squad_v2": "v2.0"}
-# The built-in demo tasks (bertjax/data/demo_tasks.py), made from the demo corpus: a
-# classification (glue), a tagging (ner) and a span (squad) task; their label sets.
-DEMO_DATASETS = {"demo_next": ("next", "random"), "demo_boundary": (), "demo_intruder": ()}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -62,35 +51,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if len(presets) > 1:
         raise ValueError(f"{arg!r}: expected DATASET[,PRESET][,runlocal]")
     preset = presets[0] if presets else "bert_base"
-    known = [*glue_data.TASKS, "custom", *NER_DATASETS, *SQUAD_DATASETS, *DEMO_DATASETS]
-    if dataset not in known:
-        raise ValueError(f"fine-tuning dataset {dataset!r}: expected one of {', '.join(known)}")
-    config = _pretrain().get_config(",".join([preset, *knobs]))
-    record = registry.family(config.model.family)
-    recipe = dict(record.finetune_recipe)
-    # The preset's entry, then the DATASET's, override the family's (optim key by key).
-    optim = dict(recipe.get("optim", {}))
-    for override in (recipe.pop("presets", {}).get(preset, {}),
-                     recipe.pop("tasks", {}).get(dataset, {})):
-        override = dict(override)
-        optim.update(override.pop("optim", {}))
-        recipe.update(override)
-    ner = dataset in NER_DATASETS or dataset == "demo_boundary"
-    squad = dataset in SQUAD_DATASETS or dataset == "demo_intruder"
-    # bertjax/tasks/ner.py, bertjax/tasks/squad.py, bertjax/tasks/glue.py
-    config.task = "ner" if ner else "squad" if squad else "glue"
+    spec = datasets.get(dataset)  # bertjax/data/datasets.py: its task, data and labels
+    pretrain = _pretrain()
+    config = pretrain.get_config(",".join([preset, *knobs]))
+    # configs/recipes.py: the family's, then the preset's, then the DATASET's entry.
+    recipe, optim = pretrain.recipes.finetune(config.model.family, preset, dataset)
+    squad = spec.task == "squad"
+    config.task = spec.task  # bertjax/tasks/glue.py, ner.py or squad.py
     epochs = (recipe.get("long_epochs", recipe["epochs"])
               if dataset in recipe.get("long_tasks", ()) else recipe["epochs"])
-    demo = dataset in DEMO_DATASETS
+    demo = spec.demo
     config.finetune = ml_collections.ConfigDict(dict(
         dataset="custom" if demo else dataset,  # a GLUE task, or custom
         # glue: tfds | glue:DIR | jsonl:DIR | csv:DIR (bertjax/data/glue.py);
         # ner: tfds (CoNLL-2003) | conll:DIR (bertjax/data/conll.py)
-        data=f"demo:{dataset}" if demo else "tfds" if dataset != "ner" else "",
+        data=spec.data,
         text_fields=("text",),  # custom data: one field, or two for sentence pairs
         label_field="label",
         # custom data: the class names (empty: a regression); ner: the tag set
-        labels=DEMO_DATASETS.get(dataset, ()),
+        labels=spec.labels,
         label_all_pieces=False,  # ner: tag every sub-token, not only a word's first
         epochs=float(epochs),  # over the train split; train.steps > 0 overrides
         warmup_proportion=float(recipe["warmup_proportion"]),  # of all steps
@@ -112,7 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if squad:
         config.max_seq_length = 384
         config.finetune.update(
-            version=SQUAD_DATASETS.get(dataset, "v1.1"),
+            version=spec.version,
             doc_stride=128,  # tokens between window starts (Google's; not HF's overlap)
             max_query_length=64,  # question tokens kept
             n_best=20,  # candidate starts and ends per window

@@ -14,10 +14,18 @@ roberta_{base,large}, albert_{base,large,xlarge,xxlarge}, distilbert_base,
 electra_{tiny,small,base,large}.
 """
 
+import os
+
 import ml_collections
 
-from bertjax import presets
+from bertjax import configfile
 from bertjax.models import registry
+from bertjax.models.config import ModelConfig
+
+# The families' published recipes (optimizer, batch, steps, masking), each number with its
+# source: configs/recipes.py.
+recipes = configfile.load_module(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes.py"), "configs/pretrain.py")
 
 # Fields of config.model that the task decides (config.task), not the config.
 TASK_FIELDS = ("heads", "num_labels", "label_names")
@@ -26,16 +34,8 @@ TASK_FIELDS = ("heads", "num_labels", "label_names")
 def model_fields(name: str) -> dict:
     """Every ModelConfig field of preset `name` but the task's, so any can be overridden
     and typos fail."""
-    return {k: v for k, v in presets.model_config(name).to_dict().items()
+    return {k: v for k, v in ModelConfig.from_preset(name).to_dict().items()
             if k not in TASK_FIELDS}
-
-
-def _recipe(record, name: str) -> dict:
-    """The family's published recipe (optimizer, batch, steps) with the preset's changes;
-    the sources are cited in each family file (bertjax/models/<family>.py)."""
-    own = record.preset_recipes.get(name, {})
-    return {**record.recipe, **own,
-            "optim": {**record.recipe["optim"], **own.get("optim", {})}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = model_fields(name)
     family = config.model.family
     record = registry.family(family)
-    recipe = _recipe(record, name)
+    recipe = recipes.pretrain(family, name)  # configs/recipes.py
     config.tokenizer = ml_collections.ConfigDict(dict(
         # Directory with tokenizer.json, or vocab.txt / vocab.json + merges.txt / spiece.model.
         # Empty: `prepare data` trains one of the family's kind on data.source.
@@ -81,6 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_workers=2,  # preparation processes; output is identical for any number
         max_inflight_mb=256,  # text read but not yet written during preparation
         shuffle_buffer=10_000,  # examples in the pipeline's shuffle buffer
+        # gs:// data: shards are read from local copies in a bounded cache (docs/data.md).
+        cache_dir="",  # where ("": a temporary directory per process, removed at exit)
+        cache_gb=0.0,  # most GB of copies; 0: half the free disk. Must hold 16 shards
     ))
     config.data.update(recipe.get("data", {}))
     config.max_seq_length = 128  # sequence length for FLOPs figures and training

@@ -31,10 +31,10 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import presets
 from bertjax.convert import hf
-from bertjax.models import build
+from bertjax.models import ModelConfig, build
 from bertjax.models.layers import sinusoidal_table
+from bertjax.models.registry import PRESETS
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -576,14 +576,14 @@ def _our_count(cfg) -> int:
     return sum(math.prod(s) for s in hf.abstract_shapes(cfg).values())
 
 
-@pytest.mark.parametrize("name", sorted(presets.PRESETS))
+@pytest.mark.parametrize("name", sorted(PRESETS))
 def test_parameter_count_matches_transformers(name):
-    cfg = presets.model_config(name)
+    cfg = ModelConfig.from_preset(name)
     assert _our_count(cfg) == _transformers_count(cfg)
 
 
 def test_bert_base_parameter_count_is_the_published_one():
-    cfg = presets.model_config("bert_base")
+    cfg = ModelConfig.from_preset("bert_base")
     assert _our_count(cfg) == _transformers_count(cfg) == 110_106_428  # DESIGN.md
 
 

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from bertjax.data import glue
+from bertjax.data import datasets, glue
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -36,26 +36,28 @@ def _write(path, lines):
 def test_glue_tsv_files_in_each_tasks_layout(tmp_path):
     # CoLA: no header in train/dev; (source, label, original label, sentence).
     _write(str(tmp_path / "CoLA/train.tsv"), ["gj04\t1\t\tThe cat sat.", "gj04\t0\t*\tCat the."])
-    ex = glue.read_split(glue.TASKS["cola"], f"glue:{tmp_path}/CoLA", "train")
+    ex = datasets.read_split("glue", f"glue:{tmp_path}/CoLA", "train", spec=glue.TASKS["cola"])
     assert [(e.text_a, e.label) for e in ex] == [("The cat sat.", 1), ("Cat the.", 0)]
     # CoLA's test file has a header and the sentence under its name.
     _write(str(tmp_path / "CoLA/test.tsv"), ["index\tsentence", "0\tA test."])
-    assert glue.read_split(glue.TASKS["cola"], f"glue:{tmp_path}/CoLA", "test")[0].label is None
+    assert datasets.read_split("glue", f"glue:{tmp_path}/CoLA", "test",
+                               spec=glue.TASKS["cola"])[0].label is None
     # MNLI: columns by name, labels by name, in TFDS's order (BERT's differs).
     header = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse"
               "\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label")
     rows = [f"{i}\t0\t0\tg\tp\tp\tp\tp\tPremise {i}.\tHypothesis {i}.\t{lab}\t{lab}"
             for i, lab in enumerate(["contradiction", "entailment", "neutral"])]
     _write(str(tmp_path / "MNLI/dev_matched.tsv"), [header, *rows])
-    ex = glue.read_split(glue.TASKS["mnli"], f"glue:{tmp_path}/MNLI", "validation_matched")
+    ex = datasets.read_split("glue", f"glue:{tmp_path}/MNLI", "validation_matched",
+                             spec=glue.TASKS["mnli"])
     assert [e.label for e in ex] == [2, 0, 1]  # entailment, neutral, contradiction
     assert (ex[0].text_a, ex[0].text_b) == ("Premise 0.", "Hypothesis 0.")
     # STS-B: a float score.
     _write(str(tmp_path / "STS-B/dev.tsv"), [
         "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
         "0\tg\tf\ty\t0\ts\ts\tA man.\tA person.\t4.25"])
-    assert glue.read_split(glue.TASKS["stsb"], f"glue:{tmp_path}/STS-B",
-                           "validation")[0].label == 4.25
+    assert datasets.read_split("glue", f"glue:{tmp_path}/STS-B", "validation",
+                               spec=glue.TASKS["stsb"])[0].label == 4.25
 
 
 @pytest.mark.parametrize("lines, says", [
@@ -67,21 +69,24 @@ def test_glue_tsv_files_in_each_tasks_layout(tmp_path):
 def test_bad_glue_files_are_named_to_the_line(tmp_path, lines, says):
     _write(str(tmp_path / "dev.tsv"), lines)
     with pytest.raises(glue.DatasetError, match=says):
-        glue.read_split(glue.TASKS["sst2"], f"glue:{tmp_path}", "validation")
+        datasets.read_split("glue", f"glue:{tmp_path}", "validation", spec=glue.TASKS["sst2"])
 
 
 def test_custom_jsonl_and_csv(tmp_path):
     task = glue.GlueTask("custom", ("neg", "pos"), (), (), None, {})
     _write(str(tmp_path / "train.jsonl"), [json.dumps({"a": "x", "b": "y", "y": "pos"}),
                                            json.dumps({"a": "z", "b": "w", "y": "neg"})])
-    ex = glue.read_split(task, f"jsonl:{tmp_path}", "train", ("a", "b"), "y")
+    ex = datasets.read_split("glue", f"jsonl:{tmp_path}", "train", spec=task,
+                             text_fields=("a", "b"), label_field="y")
     assert [(e.text_a, e.text_b, e.label) for e in ex] == [("x", "y", 1), ("z", "w", 0)]
     _write(str(tmp_path / "validation.csv"), ["a,y", "\"hello, world\",neg"])
-    ex = glue.read_split(task, f"csv:{tmp_path}", "validation", ("a",), "y")
+    ex = datasets.read_split("glue", f"csv:{tmp_path}", "validation", spec=task,
+                             text_fields=("a",), label_field="y")
     assert (ex[0].text_a, ex[0].label) == ("hello, world", 0)
     _write(str(tmp_path / "test.jsonl"), ["{\"a\": 1}", "not json"])
     with pytest.raises(glue.DatasetError, match=r"test.jsonl:2: not JSON"):
-        glue.read_split(task, f"jsonl:{tmp_path}", "test", ("a",), "y")
+        datasets.read_split("glue", f"jsonl:{tmp_path}", "test", spec=task,
+                            text_fields=("a",), label_field="y")
 
 
 # --- fine-tuning end to end ----------------------------------------------------------
@@ -227,7 +232,7 @@ def test_tfds_glue_through_tensorflow_datasets_mock_data():
         for name in ("sst2", "mnli", "stsb"):
             task = glue.TASKS[name]
             for split in task.dev_splits:
-                ex = glue.read_split(task, "tfds", split)
+                ex = datasets.read_split("glue", "tfds", split, spec=task)
                 assert len(ex) == 4 and all(e.text_a for e in ex)
                 assert (ex[0].text_b is None) == (name == "sst2")
                 if task.labels:
@@ -349,16 +354,16 @@ def test_conll_files_normalise_iob1_and_name_bad_lines(tmp_path):
     _write(str(tmp_path / "train.txt"), ["-DOCSTART- -X- -X- O", "", "Anna NNP I-NP I-PER",
                                          "visits VBZ I-VP O", "Lyon NNP I-NP I-LOC",
                                          "City NNP I-NP I-LOC", "", "Rome NNP I-NP I-LOC"])
-    train = conll.read_split(f"conll:{tmp_path}", "train")
+    train = datasets.read_split("ner", f"conll:{tmp_path}", "train")
     assert [s.words for s in train] == [("Anna", "visits", "Lyon", "City"), ("Rome",)]
     assert train[0].tags == ("B-PER", "O", "B-LOC", "I-LOC") and train[1].tags == ("B-LOC",)
     assert conll.tag_set(train) == ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
     _write(str(tmp_path / "valid.txt"), ["Anna NNP I-NP I-PER", "lonely"])
     with pytest.raises(glue.DatasetError, match=r"valid.txt:2: expected a word and its tag"):
-        conll.read_split(f"conll:{tmp_path}", "validation")
+        datasets.read_split("ner", f"conll:{tmp_path}", "validation")
     _write(str(tmp_path / "valid.txt"), ["Anna NNP I-NP X-PER"])
     with pytest.raises(glue.DatasetError, match=r"valid.txt:1: tag 'X-PER'"):
-        conll.read_split(f"conll:{tmp_path}", "validation")
+        datasets.read_split("ner", f"conll:{tmp_path}", "validation")
 
 
 @pytest.fixture(scope="module")

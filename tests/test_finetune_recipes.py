@@ -1,5 +1,6 @@
-"""The published fine-tuning recipes configs/finetune.py applies: spot checks of the data
-entered in the family files (ALBERT's per-task table, ELECTRA's layer-wise decay)."""
+"""The published recipes the configs apply: spot checks of the data entered in
+configs/recipes.py (ALBERT's per-task table, ELECTRA's layer-wise decay), and `describe`
+showing them resolved."""
 
 import importlib.util
 import os
@@ -52,3 +53,33 @@ def test_bert_squad_recipe():
     c = finetune.get_config("squad_v1,bert_base")
     assert (c.optim.learning_rate, c.finetune.epochs, c.train.batch_size) == (3e-5, 2.0, 24)
     assert finetune.get_config("sst2,bert_base").optim.learning_rate == 2e-5
+
+
+def test_every_family_has_its_recipes_in_the_configs():
+    """configs/recipes.py holds every family's pretraining and fine-tuning recipe; the
+    family records (bertjax/models) hold none."""
+    import dataclasses
+
+    from bertjax.models.family import Family
+    from bertjax.models.registry import FAMILIES
+
+    recipes = finetune._pretrain().recipes
+    assert set(recipes.PRETRAIN) == set(recipes.FINETUNE) == set(FAMILIES)
+    assert not [f.name for f in dataclasses.fields(Family) if "recipe" in f.name]
+
+
+def test_describe_shows_the_resolved_training_values():
+    from bertjax import tasks
+    from bertjax.tools.describe import training
+
+    c = finetune._pretrain().get_config("roberta_large")
+    lines = training(c, tasks.get(c)).splitlines()
+    assert lines[0] == "task mlm: batch 8,192 x 128 tokens"
+    assert lines[1] == ("steps: 500,000; 30,000 warmup steps, then linear decay to 0 at "
+                        "step 500,000")
+    assert lines[2].startswith("optimizer: adamw lr 0.0004, weight decay 0.01, b1 0.9 b2 0.98")
+    assert lines[3].startswith("masking: dynamic, token, 15% (candidates budget)")
+    c = finetune.get_config("rte,electra_base")
+    text = training(c, tasks.get(c))  # no data is read for fine-tuning's epochs
+    assert "finetune.epochs=10 over the train split; warmup 10% of the steps" in text
+    assert "layer-wise lr decay 0.8 (google)" in text and "fine-tuning: rte from tfds" in text

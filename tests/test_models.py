@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bertjax import flops, presets
+from bertjax import flops
 from bertjax.models import ConfigError, ModelConfig, build
 from bertjax.models.layers import sinusoidal_table, stack_layers, unstack_layers
+from bertjax.models.registry import PRESETS
 
 TINY = dict(vocab_size=97, hidden_size=32, num_layers=4, num_heads=4, intermediate_size=48,
             max_position_embeddings=40, dropout_rate=0.1, attention_dropout_rate=0.1)
@@ -184,23 +185,23 @@ def test_bad_model_config_names_the_key(bad, key):
 
 
 def test_every_preset_validates_and_the_grid_has_24_cells():
-    grid = [p for p in presets.PRESETS if p.startswith("bert_L")]
+    grid = [p for p in PRESETS if p.startswith("bert_L")]
     assert len(grid) == 24
-    for name in presets.PRESETS:
-        cfg = presets.model_config(name)
+    for name in PRESETS:
+        cfg = ModelConfig.from_preset(name)
         assert cfg.hidden_size % cfg.num_heads == 0
     for name, (layers, hidden) in {"bert_tiny": (2, 128), "bert_mini": (4, 256),
                                    "bert_small": (4, 512), "bert_medium": (8, 512),
                                    "bert_base": (12, 768)}.items():
-        cfg = presets.model_config(name)
+        cfg = ModelConfig.from_preset(name)
         assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size) == (
             layers, hidden, hidden // 64, 4 * hidden)
     with pytest.raises(ConfigError, match="bert_huge"):
-        presets.model_config("bert_huge")
+        ModelConfig.from_preset("bert_huge")
 
 
 def test_flops_reduce_to_the_design_formula_for_bert():
-    cfg = presets.model_config("bert_base")
+    cfg = ModelConfig.from_preset("bert_base")
     L, d, V, S = 12, 768, 30522, 128
     for f in (1.0, 20 / 128):
         want = 72 * L * d**2 + 12 * L * S * d + 6 * (d**2 + d * V) * f
@@ -230,7 +231,7 @@ def test_electra_generator_fraction_sizes_the_generator():
     from bertjax.tasks.electra import Electra
 
     def config(preset, fraction):
-        return ml_collections.ConfigDict({"model": presets.model_config(preset).to_dict(),
+        return ml_collections.ConfigDict({"model": ModelConfig.from_preset(preset).to_dict(),
                                           "electra": {"generator_fraction": fraction}})
 
     class presets_:  # what the ELECTRA task makes of config.model

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from bertjax import objectives, tasks
 from bertjax.models import ModelConfig, build
 from bertjax.models.registry import FAMILIES
-from bertjax.tasks.mlm import mlm_objective
 
 B, P, V = 3, 5, 11
 
@@ -104,7 +103,7 @@ def test_pair_loss_matches_torch_ignore_index():
 def pretraining_loss(name, logits, batch):
     """The MLM objective of a family's pretraining task, or of a task named directly."""
     task = FAMILIES[name].task if name in FAMILIES else name
-    return mlm_objective(logits, batch, tasks.registry()[task].pair)
+    return objectives.mlm_objective(logits, batch, tasks.TASKS[task].pair)
 
 
 def _batch(logits, labels, weights, pair_labels=None):
@@ -142,7 +141,7 @@ def test_pretraining_loss_plain_mlm(family):
 def test_unknown_objectives_fail_clearly():
     import ml_collections
 
-    assert {"electra", "distillation"} <= set(tasks.registry())
+    assert {"electra", "distillation"} <= set(tasks.TASKS)
     with pytest.raises(ValueError, match="task='bret': unknown"):
         tasks.get(ml_collections.ConfigDict({"task": "bret", "model": {"family": "bert"}}))
     with pytest.raises(KeyError, match="pair_labels"):
@@ -150,7 +149,7 @@ def test_unknown_objectives_fail_clearly():
         pretraining_loss("bert", {"mlm": logits, "nsp": logits[:, 0, :2]},
                          _batch(logits, labels, weights))
     assert set(FAMILIES) == {"bert", "roberta", "albert", "distilbert", "electra"}
-    assert {f.task for f in FAMILIES.values()} <= set(tasks.registry())
+    assert {f.task for f in FAMILIES.values()} <= set(tasks.TASKS)
 
 
 def test_pretraining_loss_on_a_tiny_bert_starts_near_log_vocab():

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from bertjax.data import squad
+from bertjax.data import datasets, squad
 from bertjax.data.glue import DatasetError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +74,7 @@ def test_files_read_and_bad_records_named(tmp_path):
     rng = np.random.default_rng(0)
     data = reading_task(rng, 5)
     _write_json(str(tmp_path / "train-v1.1.json"), data)
-    questions, read = squad.read_split(f"json:{tmp_path}", "v1.1", "train")
+    questions, read = datasets.read_split("squad", f"json:{tmp_path}", "train", version="v1.1")
     assert [q.qid for q in questions] == [f"q{i}" for i in range(5)] and read == data
     text, start = questions[0].answers[0]
     assert questions[0].context[start:start + len(text)] == text
@@ -83,16 +83,16 @@ def test_files_read_and_bad_records_named(tmp_path):
     _write_json(str(tmp_path / "train-v1.1.json"), data)
     with pytest.raises(DatasetError, match=r"train-v1.1.json: data\[0\].paragraphs\[2\]"
                                            r".qas\[0\].answers\[0\] \(id q2\): text"):
-        squad.read_split(f"json:{tmp_path}", "v1.1", "train")
+        datasets.read_split("squad", f"json:{tmp_path}", "train", version="v1.1")
     with open(tmp_path / "dev-v1.1.json", "w") as f:
         f.write("{not json")
     with pytest.raises(DatasetError, match=r"dev-v1.1.json: not valid JSON"):
-        squad.read_split(f"json:{tmp_path}", "v1.1", "validation")
+        datasets.read_split("squad", f"json:{tmp_path}", "validation", version="v1.1")
     _write_json(str(tmp_path / "dev-v1.1.json"), [])
     with pytest.raises(DatasetError, match=r"dev-v1.1.json: the validation split has no"):
-        squad.read_split(f"json:{tmp_path}", "v1.1", "validation")
+        datasets.read_split("squad", f"json:{tmp_path}", "validation", version="v1.1")
     with pytest.raises(DatasetError, match=r"finetune.data='squad:x'"):
-        squad.read_split("squad:x", "v1.1", "validation")
+        datasets.read_split("squad", "squad:x", "validation", version="v1.1")
 
 
 def test_tfds_squad_records_become_the_official_layout():
@@ -118,7 +118,7 @@ def test_tfds_squad_records_become_the_official_layout():
         return tf_.data.Dataset.from_generator(lambda: iter(records), output_signature=spec)
 
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
-        questions, read = squad.read_split("tfds", "v2.0", "validation")
+        questions, read = datasets.read_split("squad", "tfds", "validation", version="v2.0")
     assert [q.qid for q in questions] == [r["id"] for r in records]
     assert [q.impossible for q in questions] == [r["is_impossible"] for r in records]
     assert sum(len(p["qas"]) for p in read[0]["paragraphs"]) == 6
@@ -147,7 +147,7 @@ def test_every_answer_is_in_a_window_with_its_exact_text(tokenizers_by_kind, kin
     rng = np.random.default_rng(1)
     data = reading_task(rng, 30, facts=(6, 9), filler=6)
     several = 0
-    for q in squad._questions(data, "mem"):
+    for q in squad.questions(data, "mem"):
         encs = task.windows(tok, q.question, q.context, 48, 16, 12)
         several += len(encs) > 1
         text, start = q.answers[0]

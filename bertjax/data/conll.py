@@ -80,45 +80,43 @@ def read_conll(path: str, split: str) -> list[Sentence]:
     return out
 
 
-def _read_tfds(split: str, data_dir: str | None) -> list[Sentence]:
+def tfds_tags() -> tuple[str, ...]:
+    """TFDS conll2003's tag names, in its label order."""
     from bertjax.data.sources import _hide_gpus_from_tensorflow
 
     _hide_gpus_from_tensorflow()
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder("conll2003", data_dir=data_dir)
-    names = builder.info.features["ner"].feature.names
-    ds = tfds.load("conll2003", split=split, data_dir=data_dir, shuffle_files=False)
+    return tuple(tfds.builder("conll2003").info.features["ner"].feature.names)
+
+
+def _read_tfds(path: str, split: str) -> tuple[list[Sentence], str]:
+    from bertjax.data.sources import _hide_gpus_from_tensorflow
+
+    _hide_gpus_from_tensorflow()
+    import tensorflow_datasets as tfds
+
+    names = tfds_tags()
+    ds = tfds.load("conll2003", split=split, shuffle_files=False)
     out = []
     for i, record in enumerate(tfds.as_numpy(ds)):
         words = tuple(w.decode("utf-8") for w in record["tokens"])
         tags = tuple(to_iob2([names[t] for t in record["ner"]]))
         out.append(Sentence(f"{split}-{i}", words, tags))
-    return out
+    return out, "tfds"
 
 
-def read_split(source: str, split: str, tfds_data_dir: str | None = None) -> list[Sentence]:
-    """The sentences of `split` ("train", "validation", "test") from `source`."""
-    kind, _, path = source.partition(":")
-    if kind == "tfds":
-        sentences = _read_tfds(split, tfds_data_dir)
-    elif kind == "conll":
-        names = SPLIT_FILES.get(split, (f"{split}.txt",))
-        found = [os.path.join(path, n) for n in names if os.path.exists(os.path.join(path, n))]
-        if not found:
-            raise DatasetError(f"{os.path.join(path, names[0])}: missing (the {split} split)")
-        sentences = read_conll(found[0], split)
-    elif kind == "demo" and path == "demo_boundary":
-        from bertjax.data import demo_tasks
+def _read_dir(path: str, split: str) -> tuple[list[Sentence], str]:
+    names = SPLIT_FILES.get(split, (f"{split}.txt",))
+    found = [os.path.join(path, n) for n in names if os.path.exists(os.path.join(path, n))]
+    if not found:
+        raise DatasetError(f"{os.path.join(path, names[0])}: missing (the {split} split)")
+    return read_conll(found[0], split), f"conll:{path}"
 
-        sentences = [Sentence(f"{split}-{i}", words, tags) for i, (words, tags)
-                     in enumerate(demo_tasks.boundary_examples(split))]
-    else:
-        raise DatasetError(f"finetune.data={source!r}: expected tfds, conll:DIR or "
-                           "demo:demo_boundary")
-    if not sentences:
-        raise DatasetError(f"{source}: the {split} split has no sentences")
-    return sentences
+
+# finetune.data KIND -> (path, split) -> (sentences, the source), for
+# bertjax/data/datasets.py (which reads demo:demo_boundary).
+SOURCES = {"tfds": _read_tfds, "conll": _read_dir}
 
 
 def tag_set(sentences: list[Sentence]) -> tuple[str, ...]:

@@ -36,7 +36,6 @@ import collections
 import functools
 import hashlib
 import re
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -219,8 +218,3 @@ def majority_baseline(task: str) -> dict[str, float]:
         articles = intruder_articles(split)
         return squad.score_v1(articles, first_content_words(articles))
     raise ValueError(f"{task!r}: expected one of {', '.join(TASKS)}")
-
-
-READERS: dict[str, Callable[[str], Any]] = {
-    "demo_next": next_examples, "demo_boundary": boundary_examples,
-    "demo_intruder": intruder_articles}

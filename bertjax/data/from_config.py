@@ -30,12 +30,32 @@ def _tokenizer(config: Any, source: Any, out_dir: str, kind: str | None = None) 
     return tok
 
 
+def _open_source(config: Any) -> Any:
+    """config.data.source, refusing input that is mostly not text past
+    config.data.max_bad_fraction (sources.py)."""
+    from bertjax.data import sources
+
+    limit = config.data.get("max_bad_fraction", sources.MAX_BAD_FRACTION)
+    return sources.open_source(config.data.source, max_bad_fraction=limit)
+
+
+def _nothing_written(e: Exception) -> Exception:
+    """A NotTextError saying that nothing was left behind (prepare and the tokenizer's
+    atomic directory saw to it)."""
+    from bertjax.data import sources
+
+    return sources.NotTextError(f"{e}; nothing written")
+
+
 def prepare_tokenizer(config: Any, out_dir: str, kind: str | None = None) -> Any:
     """Trains the family's kind of tokenizer (or `kind`) on config.data.source into
     `out_dir` (local or gs://)."""
     from bertjax.data import sources
 
-    return _tokenizer(config, sources.open_source(config.data.source), out_dir, kind)
+    try:
+        return _tokenizer(config, _open_source(config), out_dir, kind)
+    except sources.NotTextError as e:
+        raise _nothing_written(e) from None
 
 
 def masking_config(config: Any, max_predictions_per_seq: int | None = None) -> Any:
@@ -57,7 +77,7 @@ def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
     from it) into config.data.dir (shards + manifest); trains the tokenizer first unless
     config.tokenizer.path gives one. Returns the Manifest. Every path may be gs://."""
     from bertjax import paths
-    from bertjax.data import prepare, sources, tokenizers
+    from bertjax.data import sources
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
     data = config.data
@@ -70,9 +90,20 @@ def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
                          + (f", {offset} of them before the first token" if offset else "")
                          + ")")
     # A bad spec, or a bucket that does not exist, fails before any work.
-    source = documents if documents is not None else sources.open_source(data.source)
+    source = documents if documents is not None else _open_source(config)
     if paths.is_remote(data.dir):
         paths.makedirs(data.dir)
+    try:
+        return _prepare_data(config, cfg, source, kind, progress)
+    except sources.NotTextError as e:
+        raise _nothing_written(e) from None
+
+
+def _prepare_data(config: Any, cfg: Any, source: Any, kind: str | None, progress: bool) -> Any:
+    from bertjax import paths
+    from bertjax.data import prepare, tokenizers
+
+    data = config.data
     with tempfile.TemporaryDirectory() as tmp:
         if config.tokenizer.path:
             with paths.local_copy(config.tokenizer.path) as local:

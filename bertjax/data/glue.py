@@ -12,6 +12,11 @@ Sources (`finetune.data`):
                        `finetune.text_fields` and `finetune.label_field`
   demo:demo_next       the built-in demo task (bertjax/data/demo_tasks.py)
 
+`SOURCES` maps each kind to its reader; bertjax/data/datasets.py `read_split` picks one
+(and reads the demo task, and refuses an empty split). A new GLUE-like dataset is one
+`GlueTask` entry in `TASKS`: configs/finetune.py, the glue task and `score` take it from
+there.
+
 Labels are read by name (a TSV "entailment", a jsonl "positive") and become indices in
 the task's label order, which is TFDS's (MNLI: entailment, neutral, contradiction;
 BERT's run_classifier.py orders them contradiction, entailment, neutral: scores are the
@@ -47,6 +52,9 @@ class Example:
 
 @dataclasses.dataclass(frozen=True)
 class GlueTask:
+    """A sentence(-pair) classification or regression dataset: where its texts and labels
+    are, what its labels are called and how it is scored."""
+
     name: str
     labels: tuple[str, ...] | None  # class names in TFDS's order; None: regression
     tfds_text: tuple[str, ...]  # TFDS feature names of text_a (and text_b)
@@ -60,6 +68,8 @@ class GlueTask:
     tsv_test_text: tuple[str, ...] | None = None  # test.tsv's text columns, where others
     metrics: tuple[str, ...] = ("accuracy",)  # the first is the main one
     submission: str = ""  # the GLUE server's file name (MNLI: -m / -mm per test split)
+    # The TFDS dataset ("": glue/NAME); its label feature is `label` and -1 means none.
+    tfds_name: str = ""
 
     def test_files(self) -> dict[str, str]:
         """Test split -> predictions file name, as the GLUE server expects them."""
@@ -202,47 +212,46 @@ def _read_records(path: str, kind: str, task: GlueTask, split: str,
     return out
 
 
-def _read_tfds(task: GlueTask, split: str, data_dir: str | None) -> list[Example]:
+def _read_tfds(task: GlueTask, split: str) -> list[Example]:
     from bertjax.data.sources import _hide_gpus_from_tensorflow
 
     _hide_gpus_from_tensorflow()
     import tensorflow_datasets as tfds
 
-    ds = tfds.load(f"glue/{task.name}", split=split, data_dir=data_dir, shuffle_files=False)
+    name = task.tfds_name or f"glue/{task.name}"
+    ds = tfds.load(name, split=split, shuffle_files=False)
     out = []
-    for record in tfds.as_numpy(ds):
+    for i, record in enumerate(tfds.as_numpy(ds)):
         texts = [record[k].decode("utf-8") for k in task.tfds_text]
         label = record["label"].item()
-        out.append(Example(f"{split}-{int(record['idx'])}", texts[0],
-                           texts[1] if len(texts) > 1 else None,
-                           None if label == -1 else parse_label(task, label, f"glue/{task.name}")))
+        out.append(Example(f"{split}-{int(record['idx']) if 'idx' in record else i}",
+                           texts[0], texts[1] if len(texts) > 1 else None,
+                           None if label == -1 else parse_label(task, label, name)))
     return out
 
 
-def read_split(task: GlueTask, source: str, split: str,
-               text_fields: Sequence[str] = ("text",), label_field: str = "label",
-               tfds_data_dir: str | None = None) -> list[Example]:
-    """The examples of `split` ("train", a dev split of `task.dev_splits`, "test") from
-    `source` (module docstring); DatasetError naming the file and line otherwise."""
-    kind, _, path = source.partition(":")
-    if kind == "tfds":
-        examples = _read_tfds(task, split, tfds_data_dir)
-    elif kind == "glue":
-        if split not in task.tsv_files:
-            raise DatasetError(f"{task.name} has no {split!r} split; it has "
-                               f"{', '.join(task.tsv_files)}")
-        examples = read_tsv(task, os.path.join(path, task.tsv_files[split]), split)
-    elif kind in ("jsonl", "csv"):
-        examples = _read_records(os.path.join(path, f"{split}.{kind}"), kind, task, split,
-                                 text_fields, label_field)
-    elif kind == "demo" and path == "demo_next":
-        from bertjax.data import demo_tasks
+def _read_glue_dir(path: str, split: str, spec: GlueTask, **options: Any
+                   ) -> tuple[list[Example], str]:
+    if split not in spec.tsv_files:
+        raise DatasetError(f"{spec.name} has no {split!r} split; it has "
+                           f"{', '.join(spec.tsv_files)}")
+    return read_tsv(spec, os.path.join(path, spec.tsv_files[split]), split), f"glue:{path}"
 
-        examples = [Example(f"{split}-{i}", a, b, label) for i, (a, b, label)
-                    in enumerate(demo_tasks.next_examples(split))]
-    else:
-        raise DatasetError(f"finetune.data={source!r}: expected tfds, glue:DIR, jsonl:DIR, "
-                           "csv:DIR or demo:demo_next")
-    if not examples:
-        raise DatasetError(f"{source}: the {split} split of {task.name} is empty")
-    return examples
+
+def _records_reader(kind: str) -> Any:
+    def read(path: str, split: str, spec: GlueTask, text_fields: Sequence[str] = ("text",),
+             label_field: str = "label") -> tuple[list[Example], str]:
+        return (_read_records(os.path.join(path, f"{split}.{kind}"), kind, spec, split,
+                              text_fields, label_field), f"{kind}:{path}")
+
+    return read
+
+
+# finetune.data KIND -> (path, split, spec, ...) -> (examples, the source), for
+# bertjax/data/datasets.py.
+SOURCES = {
+    "tfds": lambda path, split, spec, **options: (_read_tfds(spec, split), "tfds"),
+    "glue": _read_glue_dir,
+    "jsonl": _records_reader("jsonl"),
+    "csv": _records_reader("csv"),
+}

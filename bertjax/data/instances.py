@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,8 +61,10 @@ NO_PAIR_LABEL = -1
 # A sentence this many characters long is cut (at whitespace where possible) before
 # tokenization: a 10 MB "sentence" would otherwise be one huge tokenizer call.
 MAX_SENTENCE_CHARS = 20_000
-# Sentences per tokenizer call: bounds the memory of the tokenizer's Encoding objects.
+# Sentences and characters per tokenizer call: bound the memory of the tokenizer's
+# Encoding objects (about 100 bytes a token, offsets and token strings included).
 _ENCODE_BATCH = 4096
+_ENCODE_CHARS = 1 << 16
 
 
 @dataclasses.dataclass
@@ -115,13 +117,13 @@ class TokenizedDocument:
         return int(self.ends[sentence - 1]) if sentence > 0 else 0
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)  # no __dict__: a chunk holds ~10^5 of them
 class Instance:
     """One training example before masking.
 
     Attributes:
       input_ids: [length] int32, special tokens included, length <= max_seq_length.
-      token_type_ids: [length] int32.
+      token_type_ids: [length] int32 (read-only: a view of one shared array).
       pair_label: nsp: 1 random next, 0 actual next; sop: 1 swapped, 0 in order; else -1.
       spans: (document index, token start, token end) of each run of document tokens in
         the order they appear in input_ids (pairs: exactly (A, B)). Document indices are
@@ -209,34 +211,57 @@ def tokenize_documents(
         and not getattr(tokenizer, "options", {}).get("add_prefix_space", False)
         else ""
     )
-    texts, owner, n_docs = _sentence_texts(documents, prefix, stats)
-    stats.documents += n_docs
-
-    ids: list[list[int]] = []
-    for lo in range(0, len(texts), _ENCODE_BATCH):
-        ids.extend(_encode(tokenizer, texts[lo : lo + _ENCODE_BATCH], stats))
-    del texts
-
     out: list[TokenizedDocument] = []
-    # Group consecutive texts of the same document (owner is non-decreasing).
-    for d, group in itertools.groupby(range(len(ids)), key=owner.__getitem__):
-        doc = _tokenized_document(d, [ids[i] for i in group], max_sentence_tokens, stats)
-        if doc is not None:
-            out.append(doc)
+    batch: list[str] = []  # texts for the next tokenizer call
+    owner: list[int] = []  # document index of each text in `batch`
+    chars = 0  # characters in `batch`
+    doc: list = [-1, [], []]  # the document being assembled: index, id arrays, lengths
+
+    def finish_document() -> None:
+        if doc[0] >= 0:
+            done = _tokenized_document(doc[0], doc[1], doc[2], max_sentence_tokens, stats)
+            if done is not None:
+                out.append(done)
+        doc[:] = [-1, [], []]
+
+    def encode_batch() -> None:
+        ids = _encode(tokenizer, batch, stats)
+        lens = np.fromiter(map(len, ids), np.int64, len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lens.sum()))
+        del ids  # Python ints: ~36 bytes a token, the int32 copy above 4
+        ends = np.cumsum(lens).tolist()
+        for k, d in enumerate(owner):
+            if d != doc[0]:
+                finish_document()
+                doc[0] = d
+            doc[1].append(flat[ends[k] - int(lens[k]) : ends[k]])
+            doc[2].append(int(lens[k]))
+        batch.clear()
+        owner.clear()
+
+    counter = [0]  # documents seen
+    for d, text in _sentence_texts(documents, prefix, stats, counter):
+        batch.append(text)
+        owner.append(d)
+        chars += len(text)
+        if len(batch) == _ENCODE_BATCH or chars >= _ENCODE_CHARS:
+            encode_batch()
+            chars = 0
+    if batch:
+        encode_batch()
+    finish_document()
+    stats.documents += counter[0]
     stats.documents_used += len(out)
-    stats.empty_documents += n_docs - len(out)
+    stats.empty_documents += counter[0] - len(out)
     return out
 
 
-def _sentence_texts(documents: Iterable[Sequence[str]], prefix: str, stats: InstanceStats
-                    ) -> tuple[list[str], list[int], int]:
-    """(the texts to tokenize: stripped non-empty sentences, cut when over
-    MAX_SENTENCE_CHARS, with `prefix`; the document index of each; documents seen)."""
-    texts: list[str] = []
-    owner: list[int] = []  # document index of each text
-    n_docs = 0
+def _sentence_texts(documents: Iterable[Sequence[str]], prefix: str, stats: InstanceStats,
+                    counter: list[int]) -> Iterator[tuple[int, str]]:
+    """(document index, text) of the texts to tokenize: stripped non-empty sentences,
+    cut when over MAX_SENTENCE_CHARS, with `prefix`; counter[0] counts the documents."""
     for d, doc in enumerate(documents):
-        n_docs += 1
+        counter[0] += 1
         if isinstance(doc, str):  # a bare string is a one-sentence document
             doc = [doc]
         try:
@@ -254,35 +279,33 @@ def _sentence_texts(documents: Iterable[Sequence[str]], prefix: str, stats: Inst
                 continue
             if len(s) > MAX_SENTENCE_CHARS:
                 stats.long_sentences_split_chars += 1
-                pieces = _split_chars(s, MAX_SENTENCE_CHARS)
+                for p in _split_chars(s, MAX_SENTENCE_CHARS):
+                    yield d, prefix + p
             else:
-                pieces = [s]
-            texts.extend(prefix + p for p in pieces)
-            owner.extend([d] * len(pieces))
-    return texts, owner, n_docs
+                yield d, prefix + s
 
 
-def _tokenized_document(d: int, ids: list[list[int]], max_sentence_tokens: int,
-                        stats: InstanceStats) -> TokenizedDocument | None:
-    """Document d from its sentences' ids (None: no token), sentences over
-    `max_sentence_tokens` cut into pieces."""
-    lengths = []
-    for sentence in ids:
-        n = len(sentence)
+def _tokenized_document(d: int, parts: list[np.ndarray], lengths: list[int],
+                        max_sentence_tokens: int, stats: InstanceStats
+                        ) -> TokenizedDocument | None:
+    """Document d from its sentences' ids (`parts`, `lengths` tokens each; None: no
+    token), sentences over `max_sentence_tokens` cut into pieces."""
+    cut = []
+    for n in lengths:
         if n == 0:
             stats.empty_sentences += 1
         elif n > max_sentence_tokens:
             stats.long_sentences_split_tokens += 1
             full, rest = divmod(n, max_sentence_tokens)
-            lengths.extend([max_sentence_tokens] * full + ([rest] if rest else []))
+            cut.extend([max_sentence_tokens] * full + ([rest] if rest else []))
         else:
-            lengths.append(n)
-    if not lengths:
+            cut.append(n)
+    if not cut:
         return None
-    tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=sum(lengths))
-    stats.sentences += len(lengths)
+    tokens = np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+    stats.sentences += len(cut)
     stats.source_tokens += len(tokens)
-    return TokenizedDocument(tokens, np.cumsum(lengths, dtype=np.int64), d)
+    return TokenizedDocument(tokens, np.cumsum(cut, dtype=np.int64), d)
 
 
 # ---------------------------------------------------------------- pairs (NSP, SOP)
@@ -335,9 +358,23 @@ def _pair_instance(
     ids[la + 1] = sep_id
     ids[la + 2 : la + lb + 2] = db.tokens[b0:b1]
     ids[-1] = sep_id
-    types = np.zeros(la + lb + 3, np.int32)
-    types[la + 2 :] = 1
+    types = _token_types(la + 2, lb + 1)
     return Instance(ids, types, label, ((da.index, a0, a1), (db.index, b0, b1)))
+
+
+_TYPES = np.zeros(0, np.int32)  # n zeros then n ones, read-only; grown when needed
+
+
+def _token_types(zeros: int, ones: int) -> np.ndarray:
+    """[zeros + ones] int32: `zeros` 0s then `ones` 1s, a read-only view of one shared
+    array (a chunk's instances hold no token type data of their own)."""
+    global _TYPES
+    n = len(_TYPES) // 2
+    if zeros > n or ones > n:
+        n = max(zeros, ones, 2 * n, 512)
+        _TYPES = np.concatenate([np.zeros(n, np.int32), np.ones(n, np.int32)])
+        _TYPES.flags.writeable = False
+    return _TYPES[n - zeros : n + ones]
 
 
 def _pairs_from_document(
@@ -474,7 +511,7 @@ def create_instances(
     else:
         for ids, spans in packing.packed_instances(docs, budget, kind == "full_sentences",
                                                    cls_id, sep_id):
-            out.append(Instance(ids, np.zeros_like(ids), NO_PAIR_LABEL, spans))
+            out.append(Instance(ids, _token_types(len(ids), 0), NO_PAIR_LABEL, spans))
     if shuffle and out:
         out = [out[k] for k in rng.permutation(len(out))]
     stats.instances += len(out)

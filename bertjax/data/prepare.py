@@ -3,14 +3,20 @@
 Design (each point is a property the tests check):
 
   * The main process reads the source sequentially and cuts the documents into chunks
-    of `docs_per_shard` non-empty documents. Chunk c becomes one shard: the validation
+    of `docs_per_shard` non-empty documents, or fewer when their text reaches
+    MAX_CHUNK_BYTES (a corpus of huge documents). Chunk c becomes one shard: the validation
     split's if validation_every > 0 and c % validation_every == validation_every - 1,
     else the train split's. Chunks go to `num_workers` spawned processes (0: this
     process; workers.py), which build, check and write the shard (shards.py): a pure
     function of (chunk, settings), so the output is byte-identical for any num_workers.
   * Memory is bounded: at most 2 * max(num_workers, 1) chunks are in flight (read but
-    not yet written), and no more than `max_inflight_mb` of their text (one chunk is
-    always allowed). A worker holds one chunk, its tokens and its output at a time.
+    not yet written), and no more than `max_inflight_mb` of their estimated memory (one
+    chunk is always allowed): the main process's copy of the chunk (its text as UTF-8,
+    shards.PackedChunk), the copy being sent, and what a worker allocates to build it
+    (`shards.worker_memory`, an upper bound for any text). A worker holds one chunk at a
+    time and hands its memory back when the shard is written. What preparation holds
+    beyond that is fixed: the processes themselves and each worker's tokenizer
+    (docs/data.md gives the bound with measured figures).
   * Writes are atomic and resumable: shards and their metadata are written to
     DATA/.shards under temporary names and renamed. When all chunks are done, shards
     are renamed to SPLIT-NNNNN-of-MMMMM.tfrecord and manifest.json is written last
@@ -33,6 +39,8 @@ Design (each point is a property the tests check):
   * Bad input never crashes a run: non-string sentences, empty documents, empty or
     untokenizable sentences, huge sentences are skipped or split and counted in the
     manifest ("input_stats", "instance_stats", and the source's own "source_stats").
+    Input that is mostly not text (sources.NotTextError) and a source that yields no
+    training example stop the run instead, leaving nothing behind.
 """
 
 from __future__ import annotations
@@ -60,10 +68,15 @@ from bertjax.data.manifest import (
     Manifest,
     save_tokenizer,
 )
+from bertjax.data.sources import NotTextError
 
 # Bump when the bytes written for the same inputs and settings change (resume then
 # rewrites old shards instead of mixing them with new ones).
 ALGORITHM_REVISION = 1
+# A chunk (= shard) also ends once its text reaches this many bytes, which bounds what
+# one worker holds (shards.worker_memory) on a corpus of huge documents. Chunks of
+# docs_per_shard ordinary documents stay under it (2,000 Wikipedia articles: ~6 MB).
+MAX_CHUNK_BYTES = 8 << 20
 DUPE_MODES = ("rebuild", "remask")
 # Settings that decide the bytes of the shards (the others only decide speed).
 _OUTPUT_SETTINGS = (
@@ -115,8 +128,9 @@ class PrepareSettings:
     validation_every: int = 0  # every Nth chunk goes to the "validation" split (0: none)
     num_workers: int = 1  # worker processes (spawned); 0: this one. The output is the same.
     seed: int = 0  # the seed of every random choice
-    # Most text (MB) read but not yet written; with the 2 * num_workers chunk limit this
-    # bounds memory whatever the corpus size.
+    # Most estimated memory (MB) of the chunks read but not yet written (their text in
+    # this process and what the workers build from it; module docstring). With the
+    # 2 * num_workers chunk limit it bounds memory whatever the corpus.
     max_inflight_mb: float = 256.0
 
     def __post_init__(self) -> None:
@@ -261,23 +275,32 @@ def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
     bar = workers_lib.Progress(progress, lambda: (in_stats.documents, in_stats.bytes,
                                                   len(metas), in_stats.chunks))
     tok_dir = os.path.join(work_dir, tok_entry["dir"])
-    with bar, workers_lib.Workers(
-            shards_lib.process_chunk, settings.num_workers, shards_lib.init_worker,
-            (tok_dir, settings.output_settings()), settings.max_inflight_mb * (1 << 20),
-            written, f"preparing a shard in {out_dir}") as pool:
-        for chunk, nbytes, input_sha in _chunks(documents, settings.docs_per_shard, in_stats,
-                                                bar.tick):
-            c, split = in_stats.chunks, settings.split_of(in_stats.chunks)
-            in_stats.chunks += 1
-            k, shard_count[split] = shard_count[split], shard_count[split] + 1
-            found = resume.find(split, k, input_sha)
-            if found is not None:
-                metas.append({**found, "chunk": c, "split": split, "shard": k})
-                in_stats.shards_reused += 1
-                continue
-            pool.submit({"split": split, "shard": k, "chunk": c, "documents": chunk,
-                         "input_sha256": input_sha, "settings_key": key, **where}, nbytes)
-        pool.drain(bar.show)
+    output_settings = settings.output_settings()
+    try:
+        with bar, workers_lib.Workers(
+                shards_lib.process_chunk, settings.num_workers, shards_lib.init_worker,
+                (tok_dir, output_settings), settings.max_inflight_mb * (1 << 20),
+                written, f"preparing a shard in {out_dir}") as pool:
+            for chunk, input_sha in _chunks(documents, settings.docs_per_shard, in_stats,
+                                            bar.tick):
+                c, split = in_stats.chunks, settings.split_of(in_stats.chunks)
+                in_stats.chunks += 1
+                k, shard_count[split] = shard_count[split], shard_count[split] + 1
+                found = resume.find(split, k, input_sha)
+                if found is not None:
+                    metas.append({**found, "chunk": c, "split": split, "shard": k})
+                    in_stats.shards_reused += 1
+                    continue
+                # Held here twice (the chunk, and its pickle on the way to a worker) plus
+                # what the worker builds from it.
+                memory = 2 * chunk.nbytes + shards_lib.worker_memory(chunk, output_settings)
+                pool.submit({"split": split, "shard": k, "chunk": c, "documents": chunk,
+                             "input_sha256": input_sha, "settings_key": key, **where}, memory)
+                del chunk
+            pool.drain(bar.show)
+    except NotTextError:
+        _discard(out_dir, parts_dir, fresh)
+        raise
 
     _check_not_empty(metas, spec, in_stats, source_obj, out_dir, parts_dir, fresh)
     raw = _manifest({"source": spec, **dataclasses.asdict(settings)}, key, tok_entry,
@@ -325,32 +348,32 @@ def _open_source(source: Any) -> tuple[str, Iterator[Any], Any]:
 
 
 def _chunks(documents: Iterator[Any], docs_per_shard: int, stats: InputStats,
-            tick: Any) -> Iterator[tuple[list[list[str]], int, str]]:
-    """(chunk, bytes of its text, sha256 of its text) for every `docs_per_shard`
-    non-empty documents (the last chunk may be smaller); `tick()` after each document."""
-    chunk: list[list[str]] = []
+            tick: Any) -> Iterator[tuple[shards_lib.PackedChunk, str]]:
+    """(chunk, sha256 of its text) for every `docs_per_shard` non-empty documents, or
+    fewer once their text reaches MAX_CHUNK_BYTES (the last chunk may be smaller);
+    `tick()` after each document."""
+    chunk = shards_lib.PackedChunk()
     h = hashlib.sha256()
-    chunk_start_bytes = 0
     for doc in documents:
-        sentences = _clean_document(doc, stats, h)
-        if sentences is not None:
-            chunk.append(sentences)
-            if len(chunk) == docs_per_shard:
-                yield chunk, stats.bytes - chunk_start_bytes, h.hexdigest()
-                chunk, h, chunk_start_bytes = [], hashlib.sha256(), stats.bytes
+        if _clean_document(doc, stats, h, chunk):
+            if len(chunk) == docs_per_shard or len(chunk.text) >= MAX_CHUNK_BYTES:
+                yield chunk, h.hexdigest()
+                chunk, h = shards_lib.PackedChunk(), hashlib.sha256()
         tick()
-    if chunk:
-        yield chunk, stats.bytes - chunk_start_bytes, h.hexdigest()
+    if len(chunk):
+        yield chunk, h.hexdigest()
 
 
-def _clean_document(doc: Any, stats: InputStats, h: Any) -> list[str] | None:
-    """The document's string sentences (hashing them into `h`), or None to skip it."""
+def _clean_document(doc: Any, stats: InputStats, h: Any,
+                    chunk: shards_lib.PackedChunk) -> bool:
+    """Adds the document's string sentences to `chunk` (hashing them into `h`); False
+    when it is skipped."""
     stats.documents += 1
     if isinstance(doc, str):
         doc = [doc]
     elif not isinstance(doc, Iterable):
         stats.invalid_documents += 1
-        return None
+        return False
     sentences, blank = [], True
     for s in doc:
         if not isinstance(s, str):
@@ -361,15 +384,18 @@ def _clean_document(doc: Any, stats: InputStats, h: Any) -> list[str] | None:
             blank = False
     if blank:
         stats.empty_documents += 1
-        return None
+        return False
+    encoded = []
     for s in sentences:
         b = s.encode("utf-8", "surrogatepass")
         stats.bytes += len(b)
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
+        encoded.append(b)
     h.update(b"\xff" * 8)  # document end
     stats.sentences += len(sentences)
-    return sentences
+    chunk.add(encoded)
+    return True
 
 
 def _check_not_empty(metas: list[dict], spec: str, in_stats: InputStats, source_obj: Any,
@@ -385,6 +411,13 @@ def _check_not_empty(metas: list[dict], spec: str, in_stats: InputStats, source_
               "empty documents": in_stats.empty_documents + getattr(st, "empty_documents", 0),
               "invalid documents": in_stats.invalid_documents or None}
     read = ", ".join(f"{k}: {v:,}" for k, v in counts.items() if v is not None)
+    _discard(out_dir, parts_dir, fresh)
+    raise ValueError(f"{spec}: no training examples ({read}); nothing written")
+
+
+def _discard(out_dir: str, parts_dir: str, fresh: bool) -> None:
+    """Undoes a run that will not finish: removes the data directory when this run
+    created it, else this run's DATA/.shards, putting an earlier manifest.json back."""
     previous = paths.join(parts_dir, "previous-manifest.json")
     if fresh:
         paths.rmtree(out_dir)
@@ -395,7 +428,6 @@ def _check_not_empty(metas: list[dict], spec: str, in_stats: InputStats, source_
             else:
                 os.replace(previous, os.path.join(out_dir, MANIFEST))
         paths.rmtree(parts_dir)
-    raise ValueError(f"{spec}: no training examples ({read}); nothing written")
 
 
 def _manifest(settings: dict[str, Any], settings_key: str, tok_entry: dict[str, Any],

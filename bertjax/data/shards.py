@@ -36,14 +36,17 @@ create_pretraining_data.py (`_google_features`). The records are encoded with nu
 
 from __future__ import annotations
 
+import array
 import contextlib
+import ctypes
+import gc
 import glob
 import hashlib
 import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -58,6 +61,9 @@ PARTS = ".shards"  # DATA/.shards: in-progress shards and their metadata
 SHARD_RE = re.compile(r"^(train|validation)-(\d{5})-of-(\d{5})\.tfrecord$")
 
 Features = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (values, count per example)
+# Tokens checked, encoded and written at a time (the record encoder takes ~100 bytes of
+# index arrays a token): max(1, _SLICE_TOKENS // max_seq_length) examples.
+_SLICE_TOKENS = 1 << 16
 
 
 # ================================================================ files
@@ -82,22 +88,102 @@ def write_atomic(path: str, data: bytes) -> None:
     """Writes `path` whole or not at all. A failed write (a full disk) removes its
     temporary file and names `path`; the shards already written stay, and running the
     same command again resumes after them."""
+    write_atomic_stream(path, (data,))
+
+
+def write_atomic_stream(path: str, parts: Iterable[bytes]) -> tuple[int, str]:
+    """`write_atomic` of the concatenated `parts`, each written as it comes (the file is
+    never whole in memory); returns the file's size and sha256."""
     tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    h, size = hashlib.sha256(), 0
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
+                h.update(part)
+                size += len(part)
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise OSError(e.errno, f"{e.strerror or e}; the shards written before it are kept "
                       "and the same command resumes after them", path) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return size, h.hexdigest()
 
 
 def remove_partial_files(parts_dir: str) -> None:
     """Removes the temporary files of an interrupted run."""
     for leftover in glob.glob(os.path.join(parts_dir, "*.tmp-*")):
         os.remove(leftover)
+
+
+# ================================================================ chunks
+
+
+class PackedChunk:
+    """A chunk's documents as the main process holds and sends them: the UTF-8 of every
+    sentence ("surrogatepass": a lone surrogate survives) in one buffer, the byte length
+    of each sentence and the sentence count of each document. About one byte of memory
+    per byte of text plus 8 per sentence and per document, where lists of str take 1 to
+    4 bytes per character (the widest character of a string decides) and ~60 more per
+    sentence; `documents()` gives the lists back, one document at a time."""
+
+    def __init__(self) -> None:
+        self.text = bytearray()
+        self.sentence_bytes = array.array("q")  # bytes of each sentence
+        self.doc_sentences = array.array("q")  # sentences of each document
+
+    def add(self, sentences: list[bytes]) -> None:
+        """Appends a document: its sentences, UTF-8 encoded."""
+        for b in sentences:
+            self.text += b
+            self.sentence_bytes.append(len(b))
+        self.doc_sentences.append(len(sentences))
+
+    def __len__(self) -> int:
+        return len(self.doc_sentences)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held (the text and the two length arrays)."""
+        return len(self.text) + 8 * (len(self.sentence_bytes) + len(self.doc_sentences))
+
+    def documents(self) -> Iterator[list[str]]:
+        view, pos, k = memoryview(self.text), 0, 0
+        for n in self.doc_sentences:
+            doc = []
+            for b in self.sentence_bytes[k : k + n]:
+                doc.append(str(view[pos : pos + b], "utf-8", "surrogatepass"))
+                pos += b
+            k += n
+            yield doc
+
+
+# What a worker allocates for a chunk (`worker_memory`), at the worst density of one
+# token a byte of text (punctuation runs; English prose is ~0.25): per byte, the text
+# twice while it arrives and its tokens (int32); per instance ~1.2 KB of Python objects
+# (one pass's instances at a time: max_seq_length tokens each, and at most one more per
+# sentence); per byte and pass, the packed examples (uint16 ids, int8 types, masked
+# positions and ids); and a fixed part for the tokenizer's batch of 2^16 characters and
+# the slice of 2^16 tokens being encoded. Fitted to hostile corpora with a margin of
+# about 1.2 (benchmarks/RESULTS.md, "Memory of prepare data").
+_TEXT_COST = 8  # bytes per byte of text
+_INSTANCE_COST = 1400  # bytes per instance
+_PASS_COST = 7  # bytes per byte of text, per pass
+_FIXED_COST = 32 << 20  # bytes
+
+
+def worker_memory(chunk: PackedChunk, settings: dict[str, Any]) -> int:
+    """Most bytes a worker allocates for `chunk` beyond what it holds between chunks, for
+    any text (a token per byte at most), under `settings` (the output settings)."""
+    passes = settings["dupe_factor"] if settings["masking"] == "static" else 1
+    per_byte = _TEXT_COST + _INSTANCE_COST / settings["max_seq_length"] + passes * _PASS_COST
+    extra_instances = len(chunk.sentence_bytes)  # a sentence may end one early
+    return int(chunk.nbytes * per_byte + extra_instances * _INSTANCE_COST + _FIXED_COST)
 
 
 # ================================================================ worker side
@@ -125,44 +211,88 @@ def init_worker(tokenizer_dir: str, settings: dict[str, Any], parallel: bool) ->
 def process_chunk(task: dict[str, Any]) -> dict[str, Any]:
     """Builds, checks and writes one shard; returns its metadata (also written).
 
-    task: split, shard (its index in the split), chunk, documents (lists of sentences),
-    input_sha256 (of the chunk's text), settings_key, parts_dir (local), and
-    publish_dir: None, or the URL of DATA/.shards to upload the shard and its metadata to.
+    task: split, shard (its index in the split), chunk, documents (a PackedChunk, or
+    lists of sentences), input_sha256 (of the chunk's text), settings_key, parts_dir
+    (local), and publish_dir: None, or the URL of DATA/.shards to upload the shard and
+    its metadata to.
     """
+    try:
+        return _process_chunk(task)
+    finally:
+        release_memory()
+
+
+def _process_chunk(task: dict[str, Any]) -> dict[str, Any]:
     tok, s = _WORKER["tokenizer"], _WORKER["settings"]
     max_len = s["max_seq_length"]
     stats = instances_lib.InstanceStats()
     rng = _rng(s["seed"], task["chunk"], 1)
     budget = instances_lib.segment_budget(s["instances"], max_len)
-    docs = instances_lib.tokenize_documents(tok, task["documents"], budget, stats)
-    columns, dropped = _passes(docs, task["chunk"], rng, stats)
-    features, bad = _drop_invalid(_features(columns), tok.vocab_size, max_len)
-    examples = len(features["input_ids"][1])
-    tokens = int(features["input_ids"][1].sum())
-    if s.get("record_format", "bertjax") == "google":
-        features = _google_features(features, max_len,
-                                    s["masking_config"]["max_predictions_per_seq"])
-    data = tfrecord_bytes(features)
+    documents = task["documents"]
+    if isinstance(documents, PackedChunk):
+        documents = documents.documents()
+    docs = instances_lib.tokenize_documents(tok, documents, budget, stats)
+    del documents
+    release_memory()  # the tokenizer's threads freed what they held in their own arenas
+    columns, order, dropped = _passes(docs, task["chunk"], rng, stats)
+    del docs
+    google = s.get("record_format", "bertjax") == "google"
+    predictions = s["masking_config"]["max_predictions_per_seq"] if google else 0
     base = os.path.join(task["parts_dir"], f"{task['split']}-{task['shard']:05d}")
-    write_atomic(base + ".tfrecord", data)
+    counts = {"examples": 0, "tokens": 0, "bad": 0}
+
+    rows_per_slice = max(1, _SLICE_TOKENS // max_len)
+
+    def records() -> Iterator[bytes]:  # the shard's bytes, a slice of examples at a time
+        for lo in range(0, columns.size, rows_per_slice):
+            rows = np.arange(lo, min(lo + rows_per_slice, columns.size))
+            features, bad = _drop_invalid(
+                columns.features(rows if order is None else order[rows]),
+                tok.vocab_size, max_len)
+            counts["bad"] += bad
+            counts["examples"] += len(features["input_ids"][1])
+            counts["tokens"] += int(features["input_ids"][1].sum())
+            if google:
+                features = _google_features(features, max_len, predictions)
+            yield tfrecord_bytes(features)
+
+    nbytes, sha256 = write_atomic_stream(base + ".tfrecord", records())
     meta = {
         "split": task["split"],
         "shard": task["shard"],
         "chunk": task["chunk"],
         "file": base + ".tfrecord",
-        "examples": examples,
-        "tokens": tokens,
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "examples": counts["examples"],
+        "tokens": counts["tokens"],
+        "bytes": nbytes,
+        "sha256": sha256,
         "input_sha256": task["input_sha256"],
         "settings_key": task["settings_key"],
         "instance_stats": stats.asdict(),
-        "vocab_check_dropped": dropped + bad,
+        "vocab_check_dropped": dropped + counts["bad"],
     }
     if task.get("publish_dir"):
         return _upload(meta, task["publish_dir"])
     write_atomic(base + ".json", json.dumps(meta, sort_keys=True).encode())
     return meta
+
+
+def release_memory() -> None:
+    """Hands the memory a finished chunk freed back to the system (glibc keeps it in its
+    arenas otherwise, one per tokenizer thread), so that a worker's RSS is what it
+    holds, not its high-water mark."""
+    global _MALLOC_TRIM
+    gc.collect()
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 def _upload(meta: dict[str, Any], publish_dir: str) -> dict[str, Any]:
@@ -181,11 +311,69 @@ def _rng(seed: int, chunk: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, _RNG_TAG, chunk, stream])
 
 
+class _Columns:
+    """A shard's examples, packed pass by pass (no token-level copy joins the passes):
+    per example its ids and token types as runs of one flat array each (uint16 ids
+    where the values allow, int8 types), its pair label, and with static masking the
+    positions and original ids of its masked tokens. `features(rows)` gives the record
+    encoder's features of some examples (global row numbers), in the order of `rows`."""
+
+    def __init__(self, passes: list[dict[str, np.ndarray]]) -> None:
+        self.lists = {}  # name -> ([per pass values], counts, [size + 1] offsets, pass starts)
+        for name in ("ids", "types", "positions", "masked"):
+            if name in passes[0]:
+                counts = np.concatenate([p[name + "_counts"] for p in passes])
+                offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+                sizes = [len(p[name]) for p in passes]
+                starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+                self.lists[name] = ([p[name] for p in passes], counts, offsets, starts)
+        self.labels = np.concatenate([p["labels"] for p in passes])
+        self.size = len(self.labels)
+
+    def features(self, rows: np.ndarray) -> Features:
+        def column(name: str) -> tuple[np.ndarray, np.ndarray]:
+            values, counts, offsets, starts = self.lists[name]
+            c = counts[rows]
+            at = _runs(offsets[rows], c)  # positions in the passes' values laid end to end
+            if len(values) == 1:
+                return values[0][at].astype(np.int64), c
+            out = np.empty(len(at), np.int64)
+            which = np.searchsorted(starts, at, side="right") - 1
+            for k, v in enumerate(values):
+                sel = which == k
+                out[sel] = v[at[sel] - starts[k]]
+            return out, c
+
+        features = {"input_ids": column("ids"), "token_type_ids": column("types"),
+                    "pair_label": (self.labels[rows], np.ones(len(rows), np.int64))}
+        if "positions" in self.lists:
+            features["masked_lm_positions"] = column("positions")
+            features["masked_lm_ids"] = column("masked")
+        return features
+
+
+def _runs(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Indices of the runs [starts[i], starts[i] + lens[i]), concatenated."""
+    total = int(lens.sum())
+    if not total:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lens)
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - lens), lens)
+
+
+def _compact(ids: np.ndarray) -> np.ndarray:
+    """`ids` as uint16 when every value fits (vocabularies up to 65,536), else as they are."""
+    if len(ids) and 0 <= ids.min() and ids.max() < 1 << 16:
+        return ids.astype(np.uint16)
+    return ids
+
+
 def _passes(docs: list[instances_lib.TokenizedDocument], chunk: int, rng: np.random.Generator,
-            stats: instances_lib.InstanceStats) -> tuple[dict[str, list], int]:
-    """The chunk's examples as columns (ids, types, labels; with static masking also
-    positions and masked ids): one unmasked pass, or dupe_factor masked passes mixed
-    through the shard (as Google); and how many instances failed the check."""
+            stats: instances_lib.InstanceStats) -> tuple[_Columns, np.ndarray | None, int]:
+    """The chunk's examples (ids, types, labels; with static masking also positions and
+    masked ids): one unmasked pass, or dupe_factor masked passes mixed through the shard
+    (as Google); the order to write them in (None: as they are); and how many instances
+    failed the check."""
     tok, masker, s = _WORKER["tokenizer"], _WORKER["masker"], _WORKER["settings"]
     max_len, seed = s["max_seq_length"], s["seed"]
 
@@ -203,70 +391,79 @@ def _passes(docs: list[instances_lib.TokenizedDocument], chunk: int, rng: np.ran
 
     copies = s["dupe_factor"] if masker is not None else 1
     rebuild = masker is not None and s.get("dupe_mode", "rebuild") == "rebuild"
-    names = ("ids", "types", "labels") + (("positions", "masked") if masker else ())
-    cols: dict[str, list] = {name: [] for name in names}
+    passes: list[dict[str, np.ndarray]] = []
     dropped = 0
     insts: list[instances_lib.Instance] = []
     for d in range(copies):
         if d == 0 or rebuild:  # pass d's own instances (rebuild), or pass 0's again
             # Pass 0 draws from the chunk's stream, later passes from their own, so
             # every pass is a function of (seed, chunk, pass) alone.
+            insts = []  # the previous pass's instances go before this one's are built
             built = build(rng if d == 0 else _rng(seed, chunk, 1000 + d))
             insts = [x for x in built if fits(x)]
             pass_dropped = len(built) - len(insts)
+            del built
         dropped += pass_dropped
-        cols["types"] += [x.token_type_ids for x in insts]
-        cols["labels"] += [x.pair_label for x in insts]
-        if masker is None:
-            cols["ids"] += [x.input_ids for x in insts]
-            continue
-        a, b, c = _mask_static(masker, insts, tok.pad_id, max_len, _rng(seed, chunk, 2 + d))
-        cols["ids"] += a
-        cols["positions"] += b
-        cols["masked"] += c
+        lengths = np.fromiter((len(x.input_ids) for x in insts), np.int64, len(insts))
+        packed = {"types": _fill([x.token_type_ids for x in insts], lengths, np.int8),
+                  "types_counts": lengths,
+                  "labels": np.fromiter((x.pair_label for x in insts), np.int64, len(insts))}
+        if masker is None:  # fits() saw every id inside the vocabulary
+            narrow = np.uint16 if tok.vocab_size <= 1 << 16 else np.int32
+            packed.update(ids=_fill([x.input_ids for x in insts], lengths, narrow),
+                          ids_counts=lengths)
+        else:
+            packed.update(_mask_static(masker, insts, tok.pad_id, max_len,
+                                       _rng(seed, chunk, 2 + d)), ids_counts=lengths)
+        passes.append(packed)
     del insts
+    columns = _Columns(passes)
+    del passes
+    order = None
     if masker is not None:  # the passes mixed through the shard, as Google
-        order = rng.permutation(len(cols["ids"]))
-        cols = {name: [v[k] for k in order] for name, v in cols.items()}
-    return cols, dropped
+        order = rng.permutation(columns.size)
+    return columns, order, dropped
 
 
-def _mask_static(
-    masker, insts: list[instances_lib.Instance], pad_id: int, max_len: int, rng, block=1024
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """(masked ids, positions, original ids) per instance, masking `block` rows a time."""
-    ids_out, pos_out, lab_out = [], [], []
+def _fill(arrays: list[np.ndarray], lengths: np.ndarray, dtype: Any) -> np.ndarray:
+    """The arrays joined into one of `dtype`, with no wider copy on the way."""
+    out = np.empty(int(lengths.sum()), dtype)
+    pos = 0
+    for a in arrays:
+        out[pos : pos + len(a)] = a
+        pos += len(a)
+    return out
+
+
+def _cat(arrays: list[np.ndarray], dtype: Any = np.int32) -> np.ndarray:
+    """The arrays joined (as `dtype`, or the wider of theirs for dtype=None)."""
+    if not arrays:
+        return np.zeros(0, dtype)
+    out = np.concatenate(arrays)
+    return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _mask_static(masker, insts: list[instances_lib.Instance], pad_id: int, max_len: int, rng,
+                 block: int = 1024) -> dict[str, np.ndarray]:
+    """The pass masked, packed: its ids (masked), and the positions and original ids of
+    the masked tokens with their counts per instance; `block` rows masked at a time."""
+    ids_out, pos_out, lab_out, n_pred = [], [], [], []
     for lo in range(0, len(insts), block):
         part = insts[lo : lo + block]
         lens = np.array([len(x.input_ids) for x in part])
         ids = np.full((len(part), max_len), pad_id, np.int32)
         for r, x in enumerate(part):
             ids[r, : len(x.input_ids)] = x.input_ids
-        attn = (np.arange(max_len)[None, :] < lens[:, None]).astype(np.int32)
-        m = masker(ids, attn, rng)
+        real = np.arange(max_len)[None, :] < lens[:, None]
+        m = masker(ids, real.astype(np.int32), rng)
         chosen = m["masked_lm_weights"] > 0
-        for r in range(len(part)):
-            ids_out.append(m["input_ids"][r, : lens[r]])
-            pos_out.append(m["masked_lm_positions"][r][chosen[r]])
-            lab_out.append(m["masked_lm_ids"][r][chosen[r]])
-    return ids_out, pos_out, lab_out
-
-
-def _features(cols: Mapping[str, list]) -> Features:
-    """The columns as the record encoder's features."""
-
-    def column(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        counts = np.fromiter(map(len, arrays), np.int64, len(arrays))
-        values = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
-        return values, counts
-
-    labels = cols["labels"]
-    features = {"input_ids": column(cols["ids"]), "token_type_ids": column(cols["types"])}
-    features["pair_label"] = (np.asarray(labels, np.int64), np.ones(len(labels), np.int64))
-    if "positions" in cols:
-        features["masked_lm_positions"] = column(cols["positions"])
-        features["masked_lm_ids"] = column(cols["masked"])
-    return features
+        ids_out.append(_compact(m["input_ids"][real]))  # row by row: the first lens[r]
+        pos_out.append(m["masked_lm_positions"][chosen])
+        lab_out.append(m["masked_lm_ids"][chosen])
+        n_pred.append(chosen.sum(axis=1))
+    return {"ids": _cat(ids_out, None), "positions": _cat(pos_out, np.int32),
+            "positions_counts": _cat(n_pred, np.int64), "masked": _cat(lab_out, np.int32),
+            "masked_counts": _cat(n_pred, np.int64)}
 
 
 def _drop_invalid(features: Features, vocab: int, max_len: int) -> tuple[Features, int]:

@@ -29,6 +29,11 @@ and words over `MAX_WORD_CHARS` are split into pieces, documents over
 `MAX_DOCUMENT_CHARS` are split, documents with no text left are skipped, and JSONL
 lines that are not JSON objects with a string FIELD are skipped. The cleaning and the
 sentence rule are text.py's; the demo corpus's text is demo_corpus.py's.
+
+Input that is mostly not text is refused instead (`NotTextError`, naming the file and
+its counts): a file, TFDS dataset or whole source whose undecodable bytes, control
+characters and U+FFFD are more than `max_bad_fraction` (default MAX_BAD_FRACTION, 10%)
+of its characters; one over WARN_BAD_FRACTION (1%) is used and reported once on stderr.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import glob as globlib
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -56,6 +62,66 @@ from bertjax.data.text import (
 
 MAX_DOCUMENT_CHARS = 1_000_000  # longer documents are split, bounding memory per document
 MAX_RECORD_CHARS = 64 << 20  # a longer JSONL line cannot be parsed in bounded memory: skipped
+# Input that is mostly not text. A character is "bad" when it is an undecodable byte, a
+# control character or a U+FFFD already in the text. Random bytes or a binary file score
+# ~60%, UTF-16 ~50% (its NULs), Shift-JIS or GBK read as UTF-8 40% or more; Latin-1 or
+# cp1252 prose, whose accented letters are the undecodable bytes, 1-5%; clean corpora
+# well under 0.1%. Past MAX_BAD_FRACTION (config: data.max_bad_fraction) a file, a TFDS
+# dataset or the whole source is refused: its text would be mostly U+FFFD and gaps.
+# Past WARN_BAD_FRACTION a file is reported once with its counts and used.
+MAX_BAD_FRACTION = 0.1
+WARN_BAD_FRACTION = 0.01
+_MIN_JUDGED_CHARS = 1000  # a smaller file is judged only with the rest of the source
+_FIRST_CHECK_CHARS = 1 << 16  # a file is checked after this many characters, then 2x, 4x, ...
+
+
+class NotTextError(ValueError):
+    """A file (or a dataset, or a whole source) whose share of bad characters is over the
+    limit; the message names it and gives the counts."""
+
+
+class _BadText:
+    """The not-text check of one input (a file, a TFDS dataset, or the whole source):
+    the difference of `stats`' counters since it started. `step()` checks when the input
+    has doubled since the last check, so a large binary file is refused after its first
+    64K characters rather than at its end; `end()` checks and warns."""
+
+    def __init__(self, name: str, stats: SourceStats, limit: float | None,
+                 warned: set[str]) -> None:
+        self.name, self.stats, self.limit, self.warned = name, stats, limit, warned
+        self.start = self._now()
+        self.next_check = _FIRST_CHECK_CHARS
+
+    def _now(self) -> tuple[int, int, int, int]:
+        st = self.stats
+        return st.chars, st.invalid_utf8, st.control_chars, st.replacement_chars
+
+    def step(self) -> None:
+        if self.stats.chars - self.start[0] >= self.next_check:
+            self.next_check *= 2
+            self._check(partial=True)
+
+    def end(self, warn: bool = True) -> None:
+        chars, bad, what = self._check(partial=False)
+        if warn and bad > WARN_BAD_FRACTION * chars and chars >= _MIN_JUDGED_CHARS and \
+                self.name not in self.warned:
+            self.warned.add(self.name)
+            print(f"warning: {self.name}: {bad:,} of {chars:,} characters ({bad / chars:.1%}) "
+                  f"are {what}: replaced or removed; is it UTF-8 text?", file=sys.stderr)
+
+    def _check(self, partial: bool) -> tuple[int, int, str]:
+        chars, invalid, control, replaced = (a - b for a, b in zip(self._now(), self.start,
+                                                                    strict=True))
+        bad = invalid + control + replaced
+        what = (f"invalid UTF-8 ({invalid:,}), control characters ({control:,}) or U+FFFD "
+                f"({replaced:,})")
+        if self.limit is not None and chars >= _MIN_JUDGED_CHARS and bad > self.limit * chars:
+            where = "the first " if partial else ""
+            raise NotTextError(
+                f"{self.name}: not text: {bad:,} of {where}{chars:,} characters "
+                f"({bad / chars:.1%}) are {what}, more than data.max_bad_fraction="
+                f"{self.limit:g} allows (convert it to UTF-8 or leave it out)")
+        return chars, bad, what
 
 
 
@@ -76,9 +142,16 @@ class SourceStats:
     bad_records: int = 0  # JSONL lines that are not JSON objects with a string FIELD
     files: int = 0  # files opened
 
+    def __post_init__(self) -> None:
+        # Not fields (the manifest's source_stats keep their keys): what clean_text
+        # examined and the U+FFFD already in it, for the not-text check (`_BadText`).
+        self.chars = 0
+        self.replacement_chars = 0
+
     def reset(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, 0)
+        self.__post_init__()
 
 
 # ---------------------------------------------------------------- sources
@@ -87,15 +160,25 @@ class SourceStats:
 class Source:
     """A deterministic stream of documents. Subclasses implement `_events`."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, max_bad_fraction: float | None = MAX_BAD_FRACTION) -> None:
         self.spec = spec
         self.stats = SourceStats()
+        # Most bad characters a file (or dataset, or the whole source) may hold; None:
+        # no limit (warnings stay).
+        self.max_bad_fraction = max_bad_fraction
+        self._warned: set[str] = set()  # inputs already warned about (once per Source)
 
     def documents(self) -> Iterator[list[str]]:
         """Yields documents (lists of sentences) from the start; each call restarts and
-        resets `stats`, which count what has been read so far."""
+        resets `stats`, which count what has been read so far.
+
+        Raises:
+          NotTextError: a file, a dataset or the whole source holds more bad characters
+            (undecodable bytes, control characters, U+FFFD) than `max_bad_fraction`.
+        """
         stats = self.stats
         stats.reset()
+        whole = self._bad_text(self.spec)
         doc: list[str] = []
         chars = 0  # characters in `doc`
         parts = 0  # pieces of the current document already yielded (when it is too long)
@@ -124,6 +207,12 @@ class Source:
                 chars += len(sentence)
         if doc:
             raise AssertionError(f"{self.spec}: internal error, a document was not closed")
+        if whole is not None and stats.files != 1:  # one file: judged on its own already
+            whole.end(warn=not self._warned)  # no second warning about the same bytes
+
+    def _bad_text(self, name: str) -> _BadText | None:
+        """The not-text check of input `name` (None: this source is not checked)."""
+        return _BadText(name, self.stats, self.max_bad_fraction, self._warned)
 
     def _count(self, doc: list[str]) -> list[str]:
         self.stats.documents += 1
@@ -163,15 +252,20 @@ def _resolve_glob(spec: str, pattern: str) -> list[str]:
 
 
 class _FileSource(Source):
-    def __init__(self, spec: str, pattern: str) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: str, pattern: str,
+                 max_bad_fraction: float | None = MAX_BAD_FRACTION) -> None:
+        super().__init__(spec, max_bad_fraction)
         self.files = _resolve_glob(spec, pattern)
 
     def _events(self, stats: SourceStats) -> Iterator[str | None]:
         for path in self.files:
             stats.files += 1
+            check = self._bad_text(path)
             with open_text(path) as f:
-                yield from self._file_events(f, stats)
+                for event in self._file_events(f, stats):
+                    yield event
+                    check.step()
+            check.end()
 
     def _file_events(self, f: IO[str], stats: SourceStats) -> Iterator[str | None]:
         raise NotImplementedError
@@ -209,8 +303,9 @@ class JsonlSource(_FileSource):
     """One JSON object per line; `field` holds a document's text (str). Blank lines are
     ignored; other lines that are not such objects are skipped and counted."""
 
-    def __init__(self, spec: str, pattern: str, field: str) -> None:
-        super().__init__(spec, pattern)
+    def __init__(self, spec: str, pattern: str, field: str,
+                 max_bad_fraction: float | None = MAX_BAD_FRACTION) -> None:
+        super().__init__(spec, pattern, max_bad_fraction)
         self.field = field
 
     def _file_events(self, f: IO[str], stats: SourceStats) -> Iterator[str | None]:
@@ -269,8 +364,9 @@ class TfdsSource(Source):
     `data_dir` when given.
     """
 
-    def __init__(self, spec: str, rest: str, data_dir: str | None = None) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: str, rest: str, data_dir: str | None = None,
+                 max_bad_fraction: float | None = MAX_BAD_FRACTION) -> None:
+        super().__init__(spec, max_bad_fraction)
         self.name, self.split, self.feature = _parse_tfds(spec, rest)
         self.data_dir = data_dir
         self._builder = self._make_builder()
@@ -312,12 +408,15 @@ class TfdsSource(Source):
             raise ValueError(
                 f"source {self.spec!r}: cannot read split {self.split!r} ({msg})"
             ) from e
+        check = self._bad_text(self.spec)
         for example in tfds.as_numpy(ds):
             value = example[self.feature]
             if isinstance(value, bytes):
                 value = value.decode("utf-8", "surrogateescape")
             yield from paragraph_events(string_pieces(str(value), stats), stats, False)
             yield END
+            check.step()
+        check.end()
 
 
 # ---------------------------------------------------------------- demo corpus
@@ -342,6 +441,9 @@ class DemoSource(Source):
         self.max_bytes = max_bytes
         self.min_chars = min_chars
 
+    def _bad_text(self, name: str) -> None:
+        return None  # docstrings of installed packages: text, and not the user's to fix
+
     def _events(self, stats: SourceStats) -> Iterator[str | None]:
         seen: set[bytes] = set()  # repeated docstrings (inherited, generated) count once
         for path in demo_corpus_lib.files():
@@ -353,8 +455,11 @@ class DemoSource(Source):
                     return
 
 
-def open_source(spec: str, *, tfds_data_dir: str | None = None) -> Source:
-    """The `Source` for `spec` (see the module docstring for the forms).
+def open_source(spec: str, *, tfds_data_dir: str | None = None,
+                max_bad_fraction: float | None = MAX_BAD_FRACTION) -> Source:
+    """The `Source` for `spec` (see the module docstring for the forms); its documents()
+    refuse a file, dataset or source with more than `max_bad_fraction` bad characters
+    (None: never; see MAX_BAD_FRACTION).
 
     Raises:
       ValueError: an unknown kind, a malformed spec, an unknown TFDS dataset or feature.
@@ -368,17 +473,20 @@ def open_source(spec: str, *, tfds_data_dir: str | None = None) -> Source:
             f"source {spec!r}: expected demo, bert:GLOB, text:GLOB, jsonl:GLOB#FIELD or "
             "tfds:NAME[:SPLIT][#FEATURE]"
         )
+    if max_bad_fraction is not None and not 0 <= max_bad_fraction:
+        raise ValueError(f"data.max_bad_fraction={max_bad_fraction!r} must be >= 0 "
+                         "(1 accepts any input)")
     if kind == "bert":
-        return BertSource(spec, rest)
+        return BertSource(spec, rest, max_bad_fraction)
     if kind == "text":
-        return TextSource(spec, rest)
+        return TextSource(spec, rest, max_bad_fraction)
     if kind == "jsonl":
         pattern, hash_, field = rest.rpartition("#") if "#" in rest else (rest, "", "text")
         if hash_ and not field:
             raise ValueError(f"source {spec!r}: empty FIELD after '#'")
-        return JsonlSource(spec, pattern, field)
+        return JsonlSource(spec, pattern, field, max_bad_fraction)
     if kind == "tfds":
-        return TfdsSource(spec, rest, data_dir=tfds_data_dir)
+        return TfdsSource(spec, rest, data_dir=tfds_data_dir, max_bad_fraction=max_bad_fraction)
     raise ValueError(
         f"source {spec!r}: unknown kind {kind!r}; expected demo, bert, text, jsonl or tfds"
     )

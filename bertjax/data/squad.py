@@ -37,7 +37,8 @@ class Question:
     impossible: bool = False  # v2.0: no answer in the context
 
 
-def _questions(articles: Any, where: str) -> list[Question]:
+def questions(articles: Any, where: str) -> list[Question]:
+    """The checked questions of an official "data" list read from `where`."""
     out = []
     if not isinstance(articles, list):
         raise DatasetError(f"{where}: no \"data\" list")
@@ -72,7 +73,7 @@ def _read_json(path: str) -> tuple[list[Question], list[Any]]:
         data = read_json(path).get("data")
     except (OSError, ValueError) as e:
         raise DatasetError(str(e)) from None
-    return _questions(data, path), data
+    return questions(data, path), data
 
 
 def _read_tfds(version: str, split: str) -> tuple[list[Question], list[Any]]:
@@ -93,27 +94,18 @@ def _read_tfds(version: str, split: str) -> tuple[list[Question], list[Any]]:
             qa["is_impossible"] = bool(r["is_impossible"])
         paragraphs.setdefault(context, {"context": context, "qas": []})["qas"].append(qa)
     data = [{"title": "", "paragraphs": list(paragraphs.values())}]
-    return _questions(data, f"tfds squad/{version} {split}"), data
+    return questions(data, f"tfds squad/{version} {split}"), data
 
 
-def read_split(source: str, version: str, split: str) -> tuple[list[Question], list[Any]]:
-    """(questions, the official "data" list they came from, for scoring)."""
-    kind, _, path = source.partition(":")
-    if kind == "tfds" and not path:
-        questions, data = _read_tfds(version, split)
-        where = f"tfds squad/{version}"
-    elif kind == "json" and path:
-        where = os.path.join(path, FILES[version][split])
-        questions, data = _read_json(where)
-    elif kind == "demo" and path == "demo_intruder" and version == "v1.1":
-        from bertjax.data import demo_tasks
+def _from_tfds(path: str, split: str, version: str) -> tuple[Any, str]:
+    return _read_tfds(version, split), f"tfds squad/{version}"
 
-        where = source
-        data = demo_tasks.intruder_articles(split)
-        questions = _questions(data, where)
-    else:
-        raise DatasetError(f"finetune.data={source!r}: expected tfds, json:DIR or "
-                           "demo:demo_intruder (v1.1)")
-    if not questions:
-        raise DatasetError(f"{where}: the {split} split has no questions")
-    return questions, data
+
+def _from_json(path: str, split: str, version: str) -> tuple[Any, str]:
+    where = os.path.join(path, FILES[version][split])
+    return _read_json(where), where
+
+
+# finetune.data KIND -> (path, split, version) -> ((questions, the official "data" list
+# for scoring), where), for bertjax/data/datasets.py (which reads demo:demo_intruder).
+SOURCES = {"tfds": _from_tfds, "json": _from_json}

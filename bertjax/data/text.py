@@ -55,10 +55,15 @@ def clean_text(text: str | bytes, stats: SourceStats) -> str:
     Bytes are decoded as UTF-8; undecodable bytes (or lone surrogates in a str, as
     errors="surrogateescape" leaves them) become U+FFFD. Control characters other than
     tab/newline/CR are removed, runs of whitespace become one space (no leading or
-    trailing space), and words over MAX_WORD_CHARS are split into pieces.
+    trailing space), and words over MAX_WORD_CHARS are split into pieces. The
+    characters examined and the U+FFFD already among them are counted too (`chars`,
+    `replacement_chars`: what the sources' not-text check weighs).
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "surrogateescape")
+    stats.chars += len(text)
+    if "\ufffd" in text:  # replaced before it reached us (a lossy conversion upstream)
+        stats.replacement_chars += text.count("\ufffd")
     if _SURROGATES.search(text):
         text = _SURROGATES.sub(lambda m: _replace_surrogates(m.group(), stats), text)
     text, n = _CONTROL.subn("", text)

@@ -2,8 +2,10 @@
 progress line.
 
 Memory stays bounded whatever the corpus size: at most 2 * max(num_workers, 1) tasks
-are in flight (read but not yet finished), and no more than `budget_bytes` of their
-input (one task is always allowed). `submit` blocks until there is room.
+are in flight (read but not yet finished), and no more than `budget_bytes` of the
+memory their submitters say they take (one task is always allowed). `submit` blocks
+until there is room; when the budget, not the task limit, keeps workers idle, one line
+on stderr says so (once), since a larger budget would be faster.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ class Workers:
 
     def __init__(self, fn: Callable[[Any], Any], num_workers: int,
                  initializer: Callable[..., None], initargs: tuple, budget_bytes: float,
-                 on_result: Callable[[Any], None], what: str) -> None:
+                 on_result: Callable[[Any], None], what: str,
+                 budget_name: str = "data.max_inflight_mb") -> None:
         self.fn, self.on_result, self.what = fn, on_result, what
-        self.budget = budget_bytes
+        self.budget, self.budget_name = budget_bytes, budget_name
+        self.num_workers = num_workers
         self.max_in_flight = 2 * max(num_workers, 1)
-        self.pending: dict[concurrent.futures.Future, int] = {}  # future -> input bytes
+        self.pending: dict[concurrent.futures.Future, int] = {}  # future -> memory (bytes)
+        self.told = False  # the "budget keeps workers idle" line was printed
         self.executor = None
         if num_workers:
             self.executor = concurrent.futures.ProcessPoolExecutor(
@@ -46,12 +51,20 @@ class Workers:
             initializer(*initargs, False)
 
     def submit(self, task: Any, nbytes: int) -> None:
-        """Runs `task` (`nbytes` of input), after waiting for room."""
+        """Runs `task` (taking `nbytes` of memory until it is finished), after waiting
+        for room."""
         if self.executor is None:
             self.on_result(self.fn(task))
             return
         while self.pending and (len(self.pending) >= self.max_in_flight
                                 or sum(self.pending.values()) + nbytes > self.budget):
+            if len(self.pending) < self.num_workers and not self.told:
+                self.told = True
+                print(f"note: {self.budget_name}={self.budget / (1 << 20):g} holds "
+                      f"{len(self.pending)} chunk(s) of ~{nbytes / (1 << 20):.0f} MB at a "
+                      f"time, so {self.num_workers - len(self.pending)} of "
+                      f"{self.num_workers} workers wait; a larger value is faster "
+                      "(docs/data.md#memory)", file=sys.stderr)
             self._collect(self._wait())
         self.pending[self.executor.submit(self.fn, task)] = nbytes
 

@@ -115,28 +115,6 @@ GOOGLE = GoogleNames(
     identity_projection="bert/encoder/embedding_hidden_mapping_in",
 )
 
-# Lan et al., Table 14 ("Hyperparameters for ALBERT in downstream tasks"): learning rate,
-# batch size, train steps, warmup steps. The GLUE rows are also google-research/albert's
-# run_glue.sh (its README points there for "good default flag values"); WNLI and SQuAD
-# are the paper's only (the README's SQuAD commands instead run 2 epochs at 5e-5 with 10%
-# warmup, batch 48, for both versions). Not expressible here: the table's max sequence
-# length (512; SQuAD v1.1 384) and encoder dropout 0.1 for QQP, RTE and WNLI.
-FINETUNE_TASKS = {
-    name: dict(learning_rate=lr, batch_size=batch, steps=steps, warmup_steps=warmup)
-    for name, lr, batch, steps, warmup in (
-        ("cola", 1e-5, 16, 5336, 320),
-        ("stsb", 2e-5, 16, 3598, 214),
-        ("sst2", 1e-5, 32, 20935, 1256),
-        ("mnli", 3e-5, 128, 10000, 1000),
-        ("qnli", 1e-5, 32, 33112, 1986),
-        ("qqp", 5e-5, 128, 14000, 1000),
-        ("rte", 3e-5, 32, 800, 200),
-        ("mrpc", 2e-5, 32, 800, 200),
-        ("wnli", 2e-5, 16, 2000, 250),
-        ("squad_v1", 5e-5, 48, 3649, 365),
-        ("squad_v2", 3e-5, 48, 8144, 814),
-    )}
-
 FAMILY = Family(
     name="albert",
     # ALBERT v2 presets: no dropout, tanh GELU, E=128, one shared group.
@@ -153,20 +131,8 @@ FAMILY = Family(
     tokenizer_kind="sentencepiece-unigram",
     tokenizer_class="AlbertTokenizer",
     classifier="pooled",
-    # Lan et al.: LAMB 0.00176, batch 4096, 125k steps, 3125 warmup.
-    recipe=dict(optim=dict(name="lamb", learning_rate=0.00176, warmup_steps=3125),
-                batch_size=4096, steps=125_000,
-                # Static masks as BERT's, n-gram masking (lengths 1..3, p ~ 1/n).
-                # ALBERT's create_pretraining_data.py takes BERT's round(0.15 x len).
-                data=dict(masking="static", dupe_factor=10, mask_strategy="ngram",
-                          mask_budget="google"),
-                runlocal_learning_rate=2e-3),
     hf=HF,
     google=GOOGLE,
     validate=validate,
-    # Lan et al. tune lr, batch, steps and warmup steps per task (appendix A.4, Table 14),
-    # AdamW, no dropout but 0.1 on the classifier; the defaults here are for other data.
-    finetune_recipe=dict(learning_rate=2e-5, batch_size=32, epochs=3.0,
-                         warmup_proportion=0.1, tasks=FINETUNE_TASKS),
     always_projects_embeddings=True,
 )

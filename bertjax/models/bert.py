@@ -198,20 +198,7 @@ FAMILY = Family(
     tokenizer_kind="wordpiece",
     tokenizer_class="BertTokenizer",
     classifier="pooled",
-    # Devlin et al.: AdamW 1e-4, batch 256, 1M steps, 10k warmup, linear decay.
-    recipe=dict(optim=dict(name="adamw", learning_rate=1e-4, warmup_steps=10_000),
-                batch_size=256, steps=1_000_000,
-                # create_pretraining_data.py: static masks, 10 copies each built anew,
-                # round(0.15 x len(tokens)) predictions.
-                data=dict(masking="static", dupe_factor=10, mask_budget="google")),
     hf=HF,
     google=GOOGLE,
     validate=validate,
-    # Devlin et al., GLUE: lr from {5e-5, 3e-5, 2e-5}, batch 32, 3 epochs, 10% warmup.
-    # SQuAD as google-research/bert's README runs it (v1.1 and v2.0): lr 3e-5, 2 epochs,
-    # batch 24 (12 only where BERT-Base must fit a 12 GB GPU), run_squad.py's 10% warmup.
-    finetune_recipe=dict(learning_rate=2e-5, batch_size=32, epochs=3.0,
-                         warmup_proportion=0.1,
-                         tasks={name: dict(learning_rate=3e-5, epochs=2.0, batch_size=24)
-                                for name in ("squad_v1", "squad_v2")}),
 )

@@ -3,6 +3,10 @@
 A config file's `config.model` block is turned into a `ModelConfig` with
 `ModelConfig.from_dict`, which rejects unknown keys and impossible shapes with a
 message naming the key, so a typo in an ablation fails before anything is built.
+
+What differs by family (default heads, rules, the E -> H projection) is read from the
+family records (bertjax/models/registry.py), which are plain data and functions that
+never import this module: the imports run one way, records -> registry -> config.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from bertjax.models.family import LABELLED_HEADS, POOLED_HEADS, Family
+from bertjax.models.registry import FAMILIES, PRESETS, suggest
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu")
 REMAT_POLICIES = ("none", "full", "dots")
@@ -23,17 +30,53 @@ class ConfigError(ValueError):
     """A model config key holds a value that cannot describe a model."""
 
 
-def _family(name: str):  # noqa: ANN202 - bertjax.models.family.Family
-    from bertjax.models.registry import FAMILIES
+class ConfigRecord:
+    """What the frozen config dataclasses (ModelConfig, optim.OptimConfig) share: built
+    from a config section's dict with unknown keys refused, validated on every change,
+    errors naming `SECTION.key`. Subclasses define `validate()`."""
 
+    SECTION = ""  # the config section the fields come from: model, optim
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        """Builds a validated config; unknown keys are an error naming the key."""
+        d = dict(d)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown {cls.SECTION} config key(s): {', '.join(unknown)}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **kw: Any) -> Any:
+        cfg = dataclasses.replace(self, **kw)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        raise NotImplementedError
+
+    def need(self, ok: bool, key: str, why: str) -> None:
+        """A ConfigError naming SECTION.key and its value unless `ok`."""
+        if not ok:
+            raise ConfigError(f"{self.SECTION}.{key}={getattr(self, key)!r}: {why}")
+
+
+def _family(name: str) -> Family:
     if name not in FAMILIES:
         raise ConfigError(f"model.family={name!r}: expected one of {', '.join(FAMILIES)}")
     return FAMILIES[name]
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigRecord):
     """Architecture, heads and implementation switches of one encoder family member."""
+
+    SECTION = "model"
 
     family: str = "bert"  # a bertjax.models.registry family; picks layers' names and rules
     # Heads on the encoder (bertjax/models/family.py lists them); None: the family's
@@ -83,24 +126,13 @@ class ModelConfig:
         object.__setattr__(self, "label_names", tuple(self.label_names))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        """Builds a validated config; unknown keys are an error naming the key."""
-        d = dict(d)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **kw: Any) -> ModelConfig:
-        cfg = dataclasses.replace(self, **kw)
-        cfg.validate()
-        return cfg
+    def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """The config of preset `name` (registry.PRESETS: the published sizes of the five
+        families and the 24 small BERTs) with `overrides`; an unknown name is an error
+        suggesting close ones."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; {suggest(name)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
 
     # Derived sizes -----------------------------------------------------------------
     @property
@@ -161,10 +193,7 @@ class ModelConfig:
         )
 
     def validate(self) -> None:
-        def need(ok: bool, key: str, why: str) -> None:
-            if not ok:
-                raise ConfigError(f"model.{key}={getattr(self, key)!r}: {why}")
-
+        need = self.need
         family = _family(self.family)
         need(self.hidden_act in ACTIVATIONS, "hidden_act", f"expected one of {ACTIVATIONS}")
         need(self.remat in REMAT_POLICIES, "remat", f"expected one of {REMAT_POLICIES}")
@@ -200,9 +229,7 @@ class ModelConfig:
                  "must be positive")
         family.validate(self, need)
 
-    def _validate_heads(self, family: Any, need: Callable[[bool, str, str], None]) -> None:
-        from bertjax.models.family import LABELLED_HEADS, POOLED_HEADS
-
+    def _validate_heads(self, family: Family, need: Callable[[bool, str, str], None]) -> None:
         heads = self.heads
         need(len(set(heads)) == len(heads), "heads", "lists a head twice")
         bad = [h for h in heads if h not in family.heads]

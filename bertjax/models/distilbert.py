@@ -83,14 +83,8 @@ FAMILY = Family(
     tokenizer_kind="wordpiece",
     tokenizer_class="DistilBertTokenizer",
     classifier="pre_relu",
-    # Sanh et al.: AdamW 5e-4, batch 4k (accumulated), 5% warmup.
-    recipe=dict(optim=dict(name="adamw", learning_rate=5e-4, warmup_steps=5_000),
-                batch_size=4096, steps=100_000),
     hf=HF,
     validate=validate,
-    # Sanh et al. fine-tune as BERT does.
-    finetune_recipe=dict(learning_rate=2e-5, batch_size=32, epochs=3.0,
-                         warmup_proportion=0.1),
     token_dropout="hidden",
     span_dropout=True,
 )

@@ -109,30 +109,8 @@ FAMILY = Family(
     tokenizer_kind="wordpiece",
     tokenizer_class="ElectraTokenizer",
     classifier="cls_gelu",
-    # Clark et al.: small AdamW 5e-4 batch 128 1M steps; base 2e-4, batch 256, 766k
-    # steps; large 2e-4, batch 2048, 400k steps; 10k warmup.
-    recipe=dict(optim=dict(name="adamw", learning_rate=2e-4, warmup_steps=10_000),
-                batch_size=256, steps=766_000),
-    preset_recipes={"electra_small": dict(optim=dict(learning_rate=5e-4), batch_size=128,
-                                          steps=1_000_000),
-                    "electra_large": dict(optim=dict(learning_rate=2e-4), batch_size=2048,
-                                          steps=400_000)},
     hf=HF,
     google=GOOGLE,
     validate=validate,
-    # Clark et al., Table 7: lr 1e-4 (small 3e-4, large 5e-5), batch 32, 3 epochs (10 for
-    # RTE and STS-B, 2 for SQuAD), 10% warmup, weight decay 0, Adam eps 1e-6, layer-wise
-    # lr decay 0.8 (large 0.9), counted as google-research/electra's
-    # model/optimization.py counts it (the top layer gets 0.8^2; bertjax.optim), which
-    # produced the paper's numbers. Its configure_finetuning.py differs from the table in
-    # two defaults: weight_decay_rate 0.01, and lr 1e-4 for small too.
-    finetune_recipe=dict(learning_rate=1e-4, batch_size=32, epochs=3.0,
-                         warmup_proportion=0.1, long_tasks=("rte", "stsb"), long_epochs=10.0,
-                         optim=dict(weight_decay=0.0, eps=1e-6, layer_decay=0.8,
-                                    layer_decay_depth="google"),
-                         presets=dict(electra_small=dict(learning_rate=3e-4),
-                                      electra_large=dict(learning_rate=5e-5,
-                                                         optim=dict(layer_decay=0.9))),
-                         tasks=dict(squad_v1=dict(epochs=2.0), squad_v2=dict(epochs=2.0))),
     mlm_activation="gelu",  # the generator's head uses GELU in the original and in HF
 )

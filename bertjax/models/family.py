@@ -4,9 +4,11 @@ A `Family` record holds everything that differs between BERT, RoBERTa, ALBERT,
 DistilBERT and ELECTRA outside the shared layers: its config defaults and presets,
 the heads it can carry, its pretraining task and training instances, its tokenizer,
 its transformers names (config keys, architectures, parameter map) and its Google
-TF variable names, and its published recipe. `bertjax.models.registry` collects the
-records; nothing else in bertjax keeps a per-family table. Adding a sixth family is
-one new file with a `FAMILY` record (plus its presets) and one line in the registry.
+TF variable names. `bertjax.models.registry` collects the records; nothing else in
+bertjax keeps a per-family table. Its published training recipes (learning rate, batch,
+optimizer, schedule, masking) are configs' numbers: configs/recipes.py. Adding a sixth
+family is one new file with a `FAMILY` record (plus its presets), one line in the
+registry and its recipe in configs/recipes.py.
 
 Heads (bertjax/models/heads.py): a model is a family's encoder plus named heads.
 
@@ -115,17 +117,8 @@ class Family:
     tokenizer_kind: str  # wordpiece | bpe | sentencepiece-unigram
     tokenizer_class: str  # transformers tokenizer class written to tokenizer_config.json
     classifier: str  # CLASSIFIERS key
-    # Published recipe (configs/pretrain.py): optim, batch_size, steps, and optionally
-    # data (config.data defaults, e.g. static masking) and runlocal_learning_rate.
-    recipe: Mapping[str, Any]
     hf: HFNames
     validate: Callable[[ModelConfig, Need], None]  # family rules on top of the shared ones
-    preset_recipes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-    # Fine-tuning recipe (configs/finetune.py): learning_rate, batch_size, epochs,
-    # warmup_proportion, and optionally optim (other keys), long_tasks / long_epochs,
-    # presets (preset -> overrides; their optim merged into the family's) and tasks
-    # (DATASET -> overrides: learning_rate, batch_size, epochs, steps, warmup_steps, optim).
-    finetune_recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     google: GoogleNames | None = None
     mlm_activation: str = ""  # MLM transform activation; "": the config's hidden_act
     always_projects_embeddings: bool = False  # ALBERT keeps E -> H even when E == H

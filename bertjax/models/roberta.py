@@ -64,17 +64,7 @@ FAMILY = Family(
     tokenizer_kind="bpe",
     tokenizer_class="RobertaTokenizer",
     classifier="cls_tanh",
-    # Liu et al., Table 9: AdamW 6e-4 (large 4e-4), b2 0.98, batch 8k, 500k steps,
-    # 24k warmup (large 30k).
-    recipe=dict(optim=dict(name="adamw", learning_rate=6e-4, warmup_steps=24_000, b2=0.98),
-                batch_size=8192, steps=500_000),
-    preset_recipes={"roberta_large": dict(optim=dict(learning_rate=4e-4, warmup_steps=30_000))},
     hf=HF,
     validate=validate,
-    # Liu et al., Table 10: lr from {1e-5, 2e-5, 3e-5}, batch {16, 32}, 10 epochs, 6%
-    # warmup, weight decay 0.1, Adam beta2 0.98 and eps 1e-6.
-    finetune_recipe=dict(learning_rate=2e-5, batch_size=32, epochs=10.0,
-                         warmup_proportion=0.06,
-                         optim=dict(b2=0.98, eps=1e-6, weight_decay=0.1)),
     mlm_activation="gelu",  # fairseq's and transformers' LM head use GELU whatever hidden_act
 )

@@ -1,34 +1,26 @@
-"""Tasks: what a run trains, behind one interface (bertjax/tasks/base.py).
-
-Each file of this package declares its tasks in a module-level `TASKS` dict
-(name -> class); `get(name)` finds them, so adding a task is one file plus a config.
+"""Tasks: what a run trains, behind one interface (bertjax/tasks/base.py), listed here.
 
   mlm, mlm_nsp, mlm_sop   bertjax/tasks/mlm.py      masked LM (+ NSP / SOP)
   electra                 bertjax/tasks/electra.py  generator + replaced-token detection
   distillation            bertjax/tasks/distill.py  a student against a frozen teacher
+  glue                    bertjax/tasks/glue.py     sentence(-pair) classification / regression
+  ner                     bertjax/tasks/ner.py      a tag per word
+  squad                   bertjax/tasks/squad.py    extractive question answering
 
-`config.task` selects one; empty means the family's pretraining task.
+`config.task` selects one; empty means the family's pretraining task. Adding a task is
+its file and one entry in `TASKS` (as bertjax/models/registry.py lists the families).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
+from bertjax.tasks import distill, electra, glue, mlm, ner, squad
 from bertjax.tasks.base import Task
 
-
-def registry() -> dict[str, type[Task]]:
-    """Every task of every file in this package, by name."""
-    out: dict[str, type[Task]] = {}
-    for info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for name, cls in getattr(module, "TASKS", {}).items():
-            if name in out:
-                raise ValueError(f"task {name!r} is declared twice ({module.__name__})")
-            out[name] = cls
-    return out
+TASKS: dict[str, type[Task]] = {t.name: t for t in (
+    mlm.MaskedLM, mlm.MaskedLMNSP, mlm.MaskedLMSOP, electra.Electra, distill.Distillation,
+    glue.Glue, ner.NER, squad.Squad)}
 
 
 def get(config: Any) -> Task:
@@ -37,7 +29,6 @@ def get(config: Any) -> Task:
     from bertjax.models.registry import family
 
     name = config.get("task") or family(config.model.family).task
-    tasks = registry()
-    if name not in tasks:
-        raise ValueError(f"task={name!r}: unknown; tasks: {', '.join(sorted(tasks))}")
-    return tasks[name](config)
+    if name not in TASKS:
+        raise ValueError(f"task={name!r}: unknown; tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name](config)

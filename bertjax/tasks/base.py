@@ -24,8 +24,8 @@ directory, and knows no task. A task:
   describe_aux(aux_params)   a log line on what setup loaded
   meta()                     provenance written into every checkpoint
 
-Tasks register by name in a module-level `TASKS` dict of their file; bertjax.tasks
-finds every file of the package, so a new task is one file plus a config.
+Tasks are listed by name in `TASKS` of bertjax/tasks/__init__.py, so a new task is one
+file, one entry there and a config.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from bertjax.models.config import ModelConfig
 Array = jax.Array
 Batch = Mapping[str, Any]
 LossFn = Callable[[Any, Batch, Array, Any], tuple[Array, dict[str, Any]]]
+
+FIRST_ID = 5  # synthetic ids start above the special tokens of every family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +169,7 @@ class Task:
 
     def synthetic_batches(self, cfg: ModelConfig, batch_size: int, seq_len: int, seed: int,
                           count: int) -> list[dict[str, np.ndarray]]:
+        """`count` batches of the task's shapes for `bench train` (`random_batches`)."""
         raise NotImplementedError
 
     def flops(self, cfg: ModelConfig, seq_len: int) -> Flops:
@@ -185,3 +188,21 @@ class Task:
     def meta(self) -> dict[str, Any]:
         """Provenance saved in each checkpoint; a resumed run warns when it changed."""
         return {"task": self.name}
+
+
+def random_batches(cfg: ModelConfig, batch_size: int, seq_len: int, seed: int, count: int,
+                   fill: Callable[[np.random.Generator, np.ndarray], dict[str, np.ndarray]]
+                   ) -> list[dict[str, np.ndarray]]:
+    """`count` synthetic batches (`bench train`, the memory check): no data and no
+    tokenizer are read. Each draws input_ids [B, L] int32 in [FIRST_ID, model.vocab_size)
+    from one numpy generator seeded by `seed`, then `fill(rng, ids)` makes the task's
+    batch of them (it may draw more from `rng`). Errors name the key that does not fit.
+    """
+    if seq_len + cfg.position_offset > cfg.max_position_embeddings:
+        raise ValueError(f"max_seq_length={seq_len} does not fit model.max_position_embeddings="
+                         f"{cfg.max_position_embeddings}")
+    if cfg.vocab_size <= FIRST_ID:
+        raise ValueError(f"model.vocab_size={cfg.vocab_size}: must exceed {FIRST_ID}")
+    rng = np.random.default_rng(seed)
+    return [fill(rng, rng.integers(FIRST_ID, cfg.vocab_size, (batch_size, seq_len),
+                                   dtype=np.int32)) for _ in range(count)]

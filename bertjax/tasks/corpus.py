@@ -5,24 +5,25 @@ phase at `max_seq_length`, then optionally phase 2 at `phase2.max_seq_length` fo
 last `phase2.fraction` of the steps, from its own prepared directory (BERT's 90% at
 128 then 512). It evaluates on the phase's validation split, makes synthetic batches
 of the pipeline's shapes for `bench train`, and saves the final model with the data's
-tokenizer. Subclasses give the heads and the loss.
+tokenizer. Subclasses give the heads and the loss. A data directory may be gs://
+(its shards are read through the pipeline's bounded local cache, data.cache_dir and
+data.cache_gb).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
 import numpy as np
 
 from bertjax import flops as flops_lib
+from bertjax import paths
 from bertjax.metrics import combine
 from bertjax.models.config import ModelConfig
-from bertjax.tasks.base import Batches, Context, Phase, Task
+from bertjax.tasks.base import Batches, Context, Phase, Task, random_batches
 
-FIRST_ID = 5  # synthetic ids start above the special tokens of every family
 MASK_ID = 4  # stands in for [MASK] at the masked positions
 
 
@@ -92,7 +93,7 @@ class CorpusTask(Task):
         """Also each phase's data: its path and manifest digest (a resumed run checks the
         digest; the path may change)."""
         return {**super().meta(), "data": [
-            {"path": os.path.abspath(p.source), "manifest_sha256": self.manifest(p).digest()}
+            {"path": paths.absolute(p.source), "manifest_sha256": self.manifest(p).digest()}
             for p in self.phases()]}
 
     def setup(self, ctx: Context) -> Any:
@@ -166,7 +167,9 @@ class CorpusTask(Task):
             shuffle_buffer=int(config.data.shuffle_buffer) if split == "train" else 0,
             start_step=start_step, repeat=repeat,
             max_position_embeddings=cfg.max_position_embeddings,
-            position_offset=cfg.position_offset))
+            position_offset=cfg.position_offset,
+            cache_dir=str(config.data.get("cache_dir", "")),
+            cache_gb=float(config.data.get("cache_gb", 0.0))))
 
     def train_batches(self, phase: Phase, start_step: int) -> Batches:
         pipe = self._pipeline(phase, "train", start_step, True)
@@ -195,7 +198,8 @@ class CorpusTask(Task):
     def tokenizer(self) -> Any:
         from bertjax.data.tokenizers import load_tokenizer
 
-        return load_tokenizer(os.path.join(self.phases()[-1].source, "tokenizer"))
+        with paths.local_copy(paths.join(self.phases()[-1].source, "tokenizer")) as local:
+            return load_tokenizer(local)
 
 
 class _ValidationSplit:
@@ -220,7 +224,7 @@ class _ValidationSplit:
 
 def synthetic_batches(cfg: ModelConfig, batch_size: int, seq_len: int, num_predictions: int,
                       seed: int, count: int) -> list[dict[str, np.ndarray]]:
-    """`count` pipeline-shaped batches from a seeded numpy generator.
+    """`count` pipeline-shaped batches from a seeded numpy generator (`random_batches`).
 
     Returns dicts of input_ids, token_type_ids, attention_mask [B, L] int32 (all ones),
     masked_lm_positions, masked_lm_ids [B, P] int32 (P distinct sorted positions per
@@ -230,15 +234,8 @@ def synthetic_batches(cfg: ModelConfig, batch_size: int, seq_len: int, num_predi
     if not 0 < num_predictions <= seq_len:
         raise ValueError(f"max_predictions_per_seq={num_predictions}: must be in "
                          f"[1, max_seq_length={seq_len}]")
-    if seq_len + cfg.position_offset > cfg.max_position_embeddings:
-        raise ValueError(f"max_seq_length={seq_len} does not fit model.max_position_embeddings="
-                         f"{cfg.max_position_embeddings}")
-    if cfg.vocab_size <= FIRST_ID:
-        raise ValueError(f"model.vocab_size={cfg.vocab_size}: must exceed {FIRST_ID}")
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        ids = rng.integers(FIRST_ID, cfg.vocab_size, (batch_size, seq_len), dtype=np.int32)
+
+    def fill(rng: np.random.Generator, ids: np.ndarray) -> dict[str, np.ndarray]:
         # The first P of a random permutation per row: distinct positions.
         positions = np.sort(np.argsort(rng.random((batch_size, seq_len)), axis=1)
                             [:, :num_predictions], axis=1).astype(np.int32)
@@ -249,8 +246,9 @@ def synthetic_batches(cfg: ModelConfig, batch_size: int, seq_len: int, num_predi
             types[:, seq_len // 2:] = 1  # two segments, as in NSP / SOP pairs
         pair = (rng.integers(0, 2, batch_size, dtype=np.int32) if pair_head(cfg)
                 else np.full(batch_size, -1, np.int32))
-        out.append({"input_ids": ids, "token_type_ids": types, "attention_mask": np.ones_like(ids),
-                    "masked_lm_positions": positions, "masked_lm_ids": masked_ids,
-                    "masked_lm_weights": np.ones(positions.shape, np.float32),
-                    "pair_labels": pair})
-    return out
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": np.ones_like(ids),
+                "masked_lm_positions": positions, "masked_lm_ids": masked_ids,
+                "masked_lm_weights": np.ones(positions.shape, np.float32),
+                "pair_labels": pair}
+
+    return random_batches(cfg, batch_size, seq_len, seed, count, fill)

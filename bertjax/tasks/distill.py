@@ -23,7 +23,6 @@ through stop_gradient, so no gradient reaches it.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -198,15 +197,13 @@ def distillation_loss_fn(student: Any, teacher: Any, train: bool = True, *,
     return loss_fn
 
 
-def _check_teacher_tokenizer(path: str, data_dir: str) -> str:
+def _check_teacher_tokenizer(path: str, data_dir: str, manifest: Any) -> str:
     """Refuses data tokenized with another vocabulary than the teacher's; returns a note."""
-    from bertjax.data.tokenizers import load_tokenizer
-
     try:
         theirs = modeldir.any_tokenizer(path)
     except (FileNotFoundError, ValueError):
         return "teacher tokenizer: none found, not checked against the data"
-    if not same_vocabulary(theirs, load_tokenizer(os.path.join(data_dir, "tokenizer"))):
+    if not same_vocabulary(theirs, manifest.load_tokenizer()):
         raise ValueError(f"distill.teacher_path={path}: the teacher's tokenizer differs from "
                          f"the one {data_dir} was prepared with; prepare the data with the "
                          "teacher's tokenizer (--config.tokenizer.path)")
@@ -247,7 +244,8 @@ class Distillation(CorpusTask):
         if not path:
             raise ValueError("distill.teacher_path is required: the teacher's model "
                              "directory (train's WORKDIR/model, import, init) or HF dir")
-        notes = {_check_teacher_tokenizer(path, p.source) for p in self.phases()}
+        notes = {_check_teacher_tokenizer(path, p.source, self.manifest(p))
+                 for p in self.phases()}
         self.note = "; ".join(sorted(notes))
         t_cfg = self.teacher
         params = pretrained.load_exact(path, t_cfg, "distill.teacher_path")
@@ -296,6 +294,3 @@ class Distillation(CorpusTask):
         return {**super().meta(),
                 "teacher": {"path": paths.absolute(self.config.distill.teacher_path),
                             "model": self.teacher.to_dict()}}
-
-
-TASKS = {Distillation.name: Distillation}

@@ -4,7 +4,7 @@ the masked positions.
 
   heads: discriminator, generator      loss: gen_weight * MLM + disc_weight * RTD
 
-Config keys (configs/pretrain.py, ELECTRA presets):
+Config keys (configs/pretrain.py, ELECTRA presets, where their defaults live):
   electra.generator_fraction  generator width / discriminator width; 0: the preset's
   electra.gen_weight, disc_weight, temperature   the loss (paper: 1, 50, 1)
 
@@ -28,7 +28,7 @@ from bertjax.tasks.base import LossFn
 from bertjax.tasks.corpus import CorpusTask
 
 Array = jax.Array
-DEFAULTS = {"gen_weight": 1.0, "disc_weight": 50.0, "temperature": 1.0}
+LOSS_KEYS = ("gen_weight", "disc_weight", "temperature")  # config.electra's loss keys
 
 
 def with_generator_fraction(cfg: ModelConfig, fraction: float) -> ModelConfig:
@@ -43,8 +43,8 @@ def with_generator_fraction(cfg: ModelConfig, fraction: float) -> ModelConfig:
                        generator_intermediate_size=4 * hidden)
 
 
-def electra_loss_fn(model: Any, train: bool = True, *, gen_weight: float = 1.0,
-                    disc_weight: float = 50.0, temperature: float = 1.0) -> LossFn:
+def electra_loss_fn(model: Any, train: bool = True, *, gen_weight: float,
+                    disc_weight: float, temperature: float) -> LossFn:
     """The ELECTRA loss of `model` (heads discriminator and generator); see the module
     docstring."""
 
@@ -84,9 +84,9 @@ class Electra(CorpusTask):
         return super().model_config(cfg)
 
     def loss_fn(self, model: Any, train: bool = True) -> LossFn:
-        options = self._options()  # absent keys: the paper's values
-        return electra_loss_fn(model, train, **{k: float(options.get(k, v))
-                                                for k, v in DEFAULTS.items()})
-
-
-TASKS = {Electra.name: Electra}
+        options = self._options()
+        missing = [k for k in LOSS_KEYS if k not in options]
+        if missing:
+            raise ValueError(f"task electra needs config.electra.{missing[0]} "
+                             "(configs/pretrain.py sets the paper's values)")
+        return electra_loss_fn(model, train, **{k: float(options[k]) for k in LOSS_KEYS})

@@ -35,8 +35,7 @@ import numpy as np
 from bertjax import flops as flops_lib
 from bertjax import steps
 from bertjax.models.config import ModelConfig
-from bertjax.tasks.base import Batches, Context, Phase, Task
-from bertjax.tasks.corpus import FIRST_ID
+from bertjax.tasks.base import Batches, Context, Phase, Task, random_batches
 
 # ModelConfig fields that describe how a run computes, taken from the config; the rest
 # of the architecture comes from the pretrained checkpoint.
@@ -253,20 +252,10 @@ class FinetuneTask(Task):
         token_type_ids (0) and attention_mask (1) [B, L] int32, weights [B] float32 (1),
         and the task's `synthetic_labels`.
         """
-        if seq_len + cfg.position_offset > cfg.max_position_embeddings:
-            raise ValueError(f"max_seq_length={seq_len} does not fit "
-                             f"model.max_position_embeddings={cfg.max_position_embeddings}")
-        if cfg.vocab_size <= FIRST_ID:
-            raise ValueError(f"model.vocab_size={cfg.vocab_size}: must exceed {FIRST_ID}")
-        rng = np.random.default_rng(seed)
-        out = []
-        for _ in range(count):
-            ids = rng.integers(FIRST_ID, cfg.vocab_size, (batch_size, seq_len), dtype=np.int32)
-            out.append({"input_ids": ids, "token_type_ids": np.zeros_like(ids),
-                        "attention_mask": np.ones_like(ids),
-                        "weights": np.ones(batch_size, np.float32),
-                        **self.synthetic_labels(rng, batch_size, seq_len)})
-        return out
+        return random_batches(cfg, batch_size, seq_len, seed, count, lambda rng, ids: {
+            "input_ids": ids, "token_type_ids": np.zeros_like(ids),
+            "attention_mask": np.ones_like(ids), "weights": np.ones(batch_size, np.float32),
+            **self.synthetic_labels(rng, batch_size, seq_len)})
 
     def synthetic_labels(self, rng: np.random.Generator, batch_size: int,
                          seq_len: int) -> dict[str, np.ndarray]:

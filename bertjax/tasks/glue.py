@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bertjax import objectives
@@ -34,21 +33,6 @@ from bertjax.tasks.base import Context, LossFn
 from bertjax.tasks.finetune import Features, FinetuneTask
 
 Array = jax.Array
-
-
-def classification_loss(logits: Array, labels: Array, weights: Array,
-                        regression: bool) -> tuple[Array, dict[str, Mean]]:
-    """logits [B, labels] (regression: [B, 1]); labels [B]; weights [B] (0: padding)."""
-    count = jnp.sum(weights)
-    if regression:
-        per_row = (logits[:, 0] - labels.astype(jnp.float32)) ** 2
-        loss = objectives.weighted_mean(per_row, weights)
-        return loss, {"loss": Mean(loss, count), "mse": Mean(loss, count)}
-    labels = labels.astype(jnp.int32)
-    loss = objectives.weighted_mean(objectives.cross_entropy(logits, labels), weights)
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    return loss, {"loss": Mean(loss, count),
-                  "accuracy": Mean(objectives.weighted_mean(correct, weights), count)}
 
 
 class Glue(FinetuneTask):
@@ -84,11 +68,12 @@ class Glue(FinetuneTask):
         return self.spec().dev_splits
 
     def make_features(self, split: str) -> Features:
-        from bertjax.data import glue
+        from bertjax.data import datasets
 
         f = self.config.finetune
-        examples = glue.read_split(self.spec(), f.data, split, tuple(f.text_fields),
-                                   f.label_field)
+        examples = datasets.read_split("glue", f.data, split, spec=self.spec(),
+                                       text_fields=tuple(f.text_fields),
+                                       label_field=f.label_field)
         tok = self.tokenizer().backend
         tok.enable_truncation(self._seq_len(), strategy="longest_first")
         encoded = [tok.encode(e.text_a, e.text_b) for e in examples]
@@ -114,8 +99,8 @@ class Glue(FinetuneTask):
                     aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
             del aux_params
             logits = self.head_logits(model, params, batch, train, rng)
-            return classification_loss(logits, batch["labels"],
-                                       batch["weights"], regression)
+            return objectives.classification_loss(logits, batch["labels"],
+                                                  batch["weights"], regression)
 
         return loss_fn
 
@@ -148,5 +133,3 @@ class Glue(FinetuneTask):
         with open(path, "w") as f:
             f.write("index\tprediction\n")
             f.writelines(f"{i}\t{v}\n" for i, v in enumerate(values))
-
-TASKS = {Glue.name: Glue}

@@ -6,7 +6,8 @@
   mlm_sop  heads: pooler, mlm, sop      loss: MLM + SOP (unweighted sum, as ALBERT)
 
 The model runs the sparse MLM head on `masked_lm_positions` ([B, P]), with dropout
-when training. Pair labels of -1 (rows without a pair task) are ignored.
+when training; the loss is `objectives.mlm_objective`. Pair labels of -1 (rows without
+a pair task) are ignored.
 """
 
 from __future__ import annotations
@@ -23,20 +24,6 @@ from bertjax.tasks.base import LossFn
 from bertjax.tasks.corpus import CorpusTask
 
 Array = jax.Array
-
-
-def mlm_objective(logits: Mapping[str, Array], batch: Mapping[str, Any],
-                  pair: str | None = None) -> tuple[Array, dict[str, Mean]]:
-    """MLM loss (+ the `pair` head's loss, unweighted, as in the BERT and ALBERT papers and
-    code). logits: {"mlm": [B, P, V], pair: [B, 2]}; "loss" counts 1 per batch."""
-    what = f"mlm_{pair}" if pair else "mlm"
-    loss, metrics = objectives.masked_lm(logits["mlm"], batch, what)
-    if pair:
-        pair_loss, pair_metrics = objectives.pair_loss(
-            logits[pair], objectives.need(batch, "pair_labels", what), pair)
-        loss = loss + pair_loss
-        metrics.update(pair_metrics)
-    return loss, {"loss": Mean(loss, 1.0), **metrics}
 
 
 class MaskedLM(CorpusTask):
@@ -57,7 +44,7 @@ class MaskedLM(CorpusTask):
             logits, _ = steps.apply(model, params, batch, train, rng,
                                     masked_positions=batch["masked_lm_positions"],
                                     heads=("mlm", pair) if pair else ("mlm",))
-            return mlm_objective(logits, batch, pair)
+            return objectives.mlm_objective(logits, batch, pair)
 
         return loss_fn
 
@@ -68,6 +55,3 @@ class MaskedLMNSP(MaskedLM):
 
 class MaskedLMSOP(MaskedLM):
     name, pair = "mlm_sop", "sop"
-
-
-TASKS = {t.name: t for t in (MaskedLM, MaskedLMNSP, MaskedLMSOP)}

@@ -53,10 +53,11 @@ class NER(FinetuneTask):
         return ("token_classifier",)
 
     def sentences(self, split: str) -> list[Any]:
-        from bertjax.data import conll
+        from bertjax.data import datasets
 
         if split not in self._sentences:
-            self._sentences[split] = conll.read_split(self.config.finetune.data, split)
+            self._sentences[split] = datasets.read_split("ner", self.config.finetune.data,
+                                                         split)
         return self._sentences[split]
 
     def tags(self) -> tuple[str, ...]:
@@ -67,10 +68,7 @@ class NER(FinetuneTask):
             if given:
                 self._tags = given
             elif self.config.finetune.data == "tfds":
-                import tensorflow_datasets as tfds
-
-                self._tags = tuple(tfds.builder("conll2003").info.features["ner"]
-                                   .feature.names)
+                self._tags = conll.tfds_tags()
             else:
                 self._tags = conll.tag_set(self.sentences("train"))
         return self._tags
@@ -132,12 +130,7 @@ class NER(FinetuneTask):
             del aux_params
             logits = self.head_logits(model, params, batch, train, rng)  # [B, L, tags]
             w = batch["label_weights"] * batch["weights"][:, None]
-            labels = batch["labels"]
-            loss = objectives.weighted_mean(objectives.cross_entropy(logits, labels), w)
-            correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-            count = jnp.sum(w)
-            return loss, {"loss": Mean(loss, count),
-                          "token_accuracy": Mean(objectives.weighted_mean(correct, w), count)}
+            return objectives.token_classification_loss(logits, batch["labels"], w)
 
         return loss_fn
 
@@ -172,6 +165,3 @@ class NER(FinetuneTask):
                 lines = s.lines or s.words
                 f.writelines(f"{line} {tag}\n" for line, tag in zip(lines, tags, strict=True))
                 f.write("\n")
-
-
-TASKS = {NER.name: NER}

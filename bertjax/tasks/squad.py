@@ -35,7 +35,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bertjax import objectives
@@ -131,10 +130,10 @@ class Squad(FinetuneTask):
         return ("span",)
 
     def make_features(self, split: str) -> Features:
-        from bertjax.data import squad
+        from bertjax.data import datasets
 
         f = self.config.finetune
-        questions, data = squad.read_split(f.data, self.version, split)
+        questions, data = datasets.read_split("squad", f.data, split, version=self.version)
         self._questions[split], self._data[split] = questions, data
         ids, types, starts, ends, metas = [], [], [], [], []
         train = split == "train"
@@ -176,14 +175,9 @@ class Squad(FinetuneTask):
         def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
                     aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
             del aux_params
-            logits = self.head_logits(model, params, batch, train, rng)
-            # Padding can never be the answer.
-            span = jnp.where(batch["attention_mask"][..., None] > 0, logits, -1e9)
-            w = batch["weights"]
-            ce = (objectives.cross_entropy(span[..., 0], batch["start"])
-                  + objectives.cross_entropy(span[..., 1], batch["end"])) / 2
-            loss = objectives.weighted_mean(ce, w)
-            return loss, {"loss": Mean(loss, jnp.sum(w))}
+            logits = self.head_logits(model, params, batch, train, rng)  # [B, L, 2]
+            return objectives.span_loss(logits, batch["start"], batch["end"],
+                                        batch["attention_mask"], batch["weights"])
 
         return loss_fn
 
@@ -245,6 +239,3 @@ class Squad(FinetuneTask):
         if self.version == "v2.0":
             with open(os.path.join(os.path.dirname(path), "null_odds.json"), "w") as out:
                 json.dump(odds, out, indent=2)
-
-
-TASKS = {Squad.name: Squad}

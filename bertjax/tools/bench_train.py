@@ -329,6 +329,59 @@ def _side_line(name: str, r: Mapping[str, Any]) -> str:
             f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}")
 
 
+def _setup_lines(config: Any, setup: experiment.Setup, batch_size: int, seq_len: int,
+                 flops: Mapping[str, float], peak: float, source: str,
+                 standin: bool) -> list[str]:
+    """The lines that say what is timed: model, task, batch, devices, FLOPs, schedule."""
+    cfg, optim, task, teacher_cfg = setup.cfg, setup.optim, setup.task, setup.task.teacher
+    masked = "max_predictions_per_seq" in config
+    n = jax.device_count()
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    if masked:
+        num_predictions = int(config.max_predictions_per_seq)
+        rows = f"{num_predictions} masked positions per row"
+    else:
+        labels = "a regression" if cfg.num_labels == 1 else f"{cfg.num_labels} labels"
+        rows = (f"{labels}, every row {seq_len} tokens (the padded worst case: training "
+                f"pads a batch to its longest row)")
+    lines = [f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size} vocab "
+             f"{cfg.vocab_size}, task {task.name}, batch {batch_size} x {seq_len}, {rows}; "
+             f"{n} {jax.default_backend()} device(s), compute {cfg.dtype}"
+             + (f"; XLA_FLAGS={xla_flags}" if xla_flags else "")]
+    if masked:
+        lines.append(f"train FLOPs/token: ours {flops['ours']:.4g} (sparse MLM head, f = "
+                     f"{num_predictions}/{seq_len}), reference {flops['reference']:.4g} "
+                     f"(dense MLM head, f = 1); peak {peak:.4g} FLOP/s/device ({source})")
+    else:
+        lines.append(f"train FLOPs/token: {flops['ours']:.4g} on both sides (no MLM head); "
+                     f"peak {peak:.4g} FLOP/s/device ({source})")
+    if standin:
+        lines.append(f"schedule: train.steps=0 (a length from the train split, not read "
+                     f"here) stands in as {STANDIN_STEPS} steps, warmup "
+                     f"{optim.warmup_steps}, then {optim.decay} decay")
+    if teacher_cfg is not None:
+        lines.append(f"teacher (random weights, forward only): {teacher_cfg.family} "
+                     f"L{teacher_cfg.num_layers} H{teacher_cfg.hidden_size}, compute "
+                     f"{teacher_cfg.dtype}; its forward pass is in ours' FLOPs/token")
+    return lines
+
+
+def _vs_torch(setup: experiment.Setup, kind: str, initial: Any, batches: list[Batch],
+              seconds: float, print_fn: Callable[[str], None]) -> tuple[dict[str, Any], str]:
+    """The reference side, transformers' model from the same initial parameters: its
+    figures and what ran it."""
+    import torch
+    import transformers
+
+    optim = setup.optim
+    if optim.name != "adamw":
+        print_fn(f"note: ours runs {optim.name}; torch has none, the reference runs AdamW")
+    ref = bench_torch(setup.cfg, kind, optim, initial, batches, seconds)
+    return ref, (f"reference (torch {torch.__version__}, transformers "
+                 f"{transformers.__version__}, {ref['model']}, fused AdamW, "
+                 f"{ref['device']} {ref['dtype']}, {torch.get_num_threads()} threads)")
+
+
 def bench_train(config: Any, seconds: float, vs_torch: bool,
                 print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs the benchmark the module docstring describes and prints its lines.
@@ -345,7 +398,6 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
         config.train.steps = STANDIN_STEPS
     setup = experiment.build_setup(config)
     cfg, optim, task = setup.cfg, setup.optim, setup.task
-    teacher_cfg = task.teacher
     kind = reference_kind(cfg, task)
     if vs_torch and kind is None:
         raise ValueError(f"--vs_torch: transformers has no training reference for the "
@@ -368,34 +420,9 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
                            else task.flops(cfg, seq_len)).total}
     peak, source = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     n = jax.device_count()
-    xla_flags = os.environ.get("XLA_FLAGS", "")
-    if masked:
-        num_predictions = int(config.max_predictions_per_seq)
-        rows = f"{num_predictions} masked positions per row"
-    else:
-        labels = "a regression" if cfg.num_labels == 1 else f"{cfg.num_labels} labels"
-        rows = (f"{labels}, every row {seq_len} tokens (the padded worst case: training "
-                f"pads a batch to its longest row)")
-    print_fn(f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size} vocab "
-             f"{cfg.vocab_size}, task {task.name}, batch {batch_size} x {seq_len}, {rows}; "
-             f"{n} {jax.default_backend()} device(s), compute {cfg.dtype}"
-             + (f"; XLA_FLAGS={xla_flags}" if xla_flags else ""))
-    if masked:
-        print_fn(f"train FLOPs/token: ours {flops['ours']:.4g} (sparse MLM head, f = "
-                 f"{num_predictions}/{seq_len}), reference {flops['reference']:.4g} (dense "
-                 f"MLM head, f = 1); peak {peak:.4g} FLOP/s/device ({source})")
-    else:
-        print_fn(f"train FLOPs/token: {flops['ours']:.4g} on both sides (no MLM head); peak "
-                 f"{peak:.4g} FLOP/s/device ({source})")
-    if standin:
-        print_fn(f"schedule: train.steps=0 (a length from the train split, not read here) "
-                 f"stands in as {STANDIN_STEPS} steps, warmup {optim.warmup_steps}, then "
-                 f"{optim.decay} decay")
-
-    if teacher_cfg is not None:
-        print_fn(f"teacher (random weights, forward only): {teacher_cfg.family} "
-                 f"L{teacher_cfg.num_layers} H{teacher_cfg.hidden_size}, compute "
-                 f"{teacher_cfg.dtype}; its forward pass is in ours' FLOPs/token")
+    for line in _setup_lines(config, setup, batch_size, seq_len, flops, peak, source,
+                             standin):
+        print_fn(line)
     ours = bench_ours(setup, batches, seconds, keep_initial=vs_torch)
     ours.update(_rates(ours, batch_size, seq_len, flops["ours"], peak, n))
     initial = ours.pop("initial", None)
@@ -405,18 +432,10 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
         print_fn(f"ours={ours['tokens_per_s']:.0f} unit=tokens/s mfu={ours['mfu']:.4f}")
         return result
 
-    import torch
-    import transformers
-
-    if optim.name != "adamw":
-        print_fn(f"note: ours runs {optim.name}; torch has none, the reference runs AdamW")
-    ref = bench_torch(cfg, kind, optim, initial, batches, seconds)
+    ref, versions = _vs_torch(setup, kind, initial, batches, seconds, print_fn)
     ref.update(_rates(ref, batch_size, seq_len, flops["reference"], peak, n))
     result["reference"] = ref
-    print_fn(_side_line(f"reference (torch {torch.__version__}, transformers "
-                        f"{transformers.__version__}, {ref['model']}, fused AdamW, "
-                        f"{ref['device']} {ref['dtype']}, {torch.get_num_threads()} threads)",
-                        ref))
+    print_fn(_side_line(versions, ref))
     diff = abs(ours["eval_loss"] - ref["eval_loss"])
     print_fn(f"check: first-step loss without dropout: ours={ours['eval_loss']:.6f} "
              f"reference={ref['eval_loss']:.6f} diff={diff:.2e}")

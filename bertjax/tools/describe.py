@@ -1,4 +1,8 @@
-"""The parameter table and FLOPs per token of a model (`describe`, `init`)."""
+"""What a config trains (`describe`): the resolved training values (`training`: task,
+batch, steps, optimizer, schedule, masking; the numbers configs/recipes.py gives, after
+the overrides), then the parameter table and FLOPs per token of the model (`describe`,
+also `init`'s table).
+"""
 
 from __future__ import annotations
 
@@ -72,4 +76,58 @@ def describe(cfg: ModelConfig, seq_len: int, predictions: int,
         lines.append(f"training FLOPs/token at S={seq_len}, {label} (f={f:.3g}): "
                      f"{fl.total:,.0f} (layers {fl.layers:,.0f}, attention "
                      f"{fl.attention:,.0f}, head {fl.head:,.0f}{extra}); forward = 1/3")
+    return "\n".join(lines)
+
+
+def _steps_line(config: Any, task: Any) -> str:
+    """Steps, and the schedule over them: decay, warmup (fine-tuning without train.steps:
+    epochs over a train split that describe does not read)."""
+    from bertjax import experiment
+
+    o = config.optim
+    decay = f"{o.decay} decay to {o.end_learning_rate:g}" + (
+        f" (power {o.power:g})" if o.decay == "polynomial" else "")
+    if "finetune" in config and int(config.train.steps) == 0 and not int(o.total_steps):
+        f = config.finetune
+        warmup = (f"{int(f.warmup_steps):,} warmup steps" if int(f.get("warmup_steps", 0))
+                  else f"warmup {float(f.warmup_proportion):.0%} of the steps")
+        return (f"steps: finetune.epochs={float(f.epochs):g} over the train split; "
+                f"{warmup}, then {decay}")
+    optim = experiment.optim_config(config, task)
+    updates = (f", {optim.total_steps:,} updates of {optim.grad_accum_steps} micro-batches"
+               if optim.grad_accum_steps > 1 else "")
+    return (f"steps: {int(config.train.steps):,}{updates}; {optim.warmup_steps:,} warmup "
+            f"steps, then {decay} at step {optim.total_steps:,}")
+
+
+def training(config: Any, task: Any) -> str:
+    """The lines saying what trains, resolved: task, batch, steps and schedule, optimizer,
+    masking (pretraining data) or the fine-tuning dataset."""
+    t, o = config.train, config.optim
+    phase2 = config.get("phase2")
+    second = (f"; phase 2: the last {float(phase2.fraction):.0%} at "
+              f"{int(phase2.max_seq_length)} tokens, batch "
+              f"{int(phase2.batch_size) or int(t.batch_size):,}"
+              if phase2 is not None and float(phase2.fraction) > 0 else "")
+    lines = [f"task {task.name}: batch {int(t.batch_size):,} x {int(config.max_seq_length)} "
+             f"tokens{second}", _steps_line(config, task),
+             f"optimizer: {o.name} lr {o.learning_rate:g}, weight decay {o.weight_decay:g}, "
+             f"b1 {o.b1:g} b2 {o.b2:g} eps {o.eps:g}, clip {o.clip_norm:g}"
+             + (f", layer-wise lr decay {o.layer_decay:g} ({o.layer_decay_depth})"
+                if float(o.layer_decay) != 1 else "")]
+    data = config.get("data")
+    if data is not None and "max_predictions_per_seq" in config:
+        copies = (f", {int(data.dupe_factor)} copies ({data.dupe_mode})"
+                  if data.masking == "static" else "")
+        lines.append(f"masking: {data.masking}{copies}, {data.mask_strategy}, "
+                     f"{float(data.masked_lm_prob):.0%} ({data.mask_budget} budget), at most "
+                     f"{int(config.max_predictions_per_seq)} per sequence; instances "
+                     f"{data.instances}")
+    if "electra" in config:
+        e = config.electra
+        lines.append(f"electra: gen_weight {e.gen_weight:g}, disc_weight {e.disc_weight:g}, "
+                     f"temperature {e.temperature:g}")
+    if "finetune" in config:
+        lines.append(f"fine-tuning: {config.finetune.dataset} from "
+                     f"{config.finetune.data or '(finetune.data unset)'}")
     return "\n".join(lines)
