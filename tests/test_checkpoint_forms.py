@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 from bertjax import modeldir
-from bertjax.convert import hf, hfdir
+from bertjax.convert import hf, hfdir, statedict
 from bertjax.models import build
 
 torch = pytest.importorskip("torch")
@@ -215,7 +215,7 @@ def test_model_directory_then_export_is_the_same_transformers_model(case, tmp_pa
     assert got["architectures"] == [cls_name] == want["architectures"]
     if any(h in heads for h in ("classifier", "token_classifier")):
         assert got["id2label"] == want["id2label"]
-    a, b = hf.read_state_dict(src), hf.read_state_dict(out)
+    a, b = statedict.read_state_dict(src), statedict.read_state_dict(out)
     assert sorted(a) == sorted(b)
     for k in a:
         assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax.convert import hf
+from bertjax.convert import hf, statedict
 from bertjax.models import ModelConfig, build
 from bertjax.models.layers import sinusoidal_table
 from bertjax.models.registry import PRESETS
@@ -176,7 +176,7 @@ def case(request, tmp_path_factory) -> types.SimpleNamespace:
     for part, m in models.items():
         d = tmp_path_factory.mktemp(f"{name}_{part or 'model'}")
         m.save_pretrained(d)
-        saved[part] = hf.read_state_dict(str(d))
+        saved[part] = statedict.read_state_dict(str(d))
         if name == "roberta_pooler":
             saved[part].update({k: sd[part][k] for k in POOLER_KEYS})
 
@@ -366,7 +366,7 @@ def test_bertjax_init_exports_to_transformers(case, tmp_path):
         dirs[part] = tmp_path / (part or "model")
         dirs[part].mkdir()
         (dirs[part] / "config.json").write_text(json.dumps(configs[part]))
-        hf.write_state_dict(str(dirs[part]), state_dicts[part])
+        statedict.write_state_dict(str(dirs[part]), state_dicts[part])
 
     logits, out = _our_forward(cfg, params, case.inputs)
     hf_out = {}
@@ -406,7 +406,7 @@ def bert(tmp_path_factory) -> types.SimpleNamespace:
     model.save_pretrained(d)
     cfg = hf.config_from_hf({"": model.config.to_dict()}, {"": _numpy_sd(model)})
     return types.SimpleNamespace(model=model.eval(), sd=_numpy_sd(model), dir=d, cfg=cfg,
-                                 saved=hf.read_state_dict(str(d)))
+                                 saved=statedict.read_state_dict(str(d)))
 
 
 def _import(b, **changes) -> dict:
@@ -495,13 +495,13 @@ def test_tied_decoder_weight_equal_is_accepted_different_is_refused(bert):
 def test_pytorch_bin_loads_with_weights_only(bert, tmp_path):
     torch.save({k: torch.from_numpy(v) for k, v in bert.saved.items()},
                tmp_path / "pytorch_model.bin")
-    got = hf.read_state_dict(str(tmp_path))
+    got = statedict.read_state_dict(str(tmp_path))
     assert sorted(got) == sorted(bert.saved)
     for k, v in bert.saved.items():
         assert got[k].dtype == v.dtype and np.array_equal(got[k], v), k
     # A whole model's state dict (tied tensors sharing storage) imports as well.
     torch.save(bert.model.state_dict(), tmp_path / "pytorch_model.bin")
-    hf.from_state_dicts(bert.cfg, {"": hf.read_state_dict(str(tmp_path))})
+    hf.from_state_dicts(bert.cfg, {"": statedict.read_state_dict(str(tmp_path))})
 
 
 def _plant_marker(path: str) -> None:
@@ -530,28 +530,28 @@ def test_pytorch_bin_with_arbitrary_objects_is_refused(tmp_path, payload):
     torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(2, 2), "x": evil},
                tmp_path / "pytorch_model.bin")
     with pytest.raises(hf.ConversionError, match="pytorch_model.bin"):
-        hf.read_state_dict(str(tmp_path))
+        statedict.read_state_dict(str(tmp_path))
     assert not marker.exists()
 
 
 def test_pytorch_bin_with_non_tensor_entry_is_refused(tmp_path):
     torch.save({"w": torch.zeros(2), "step": 3}, tmp_path / "pytorch_model.bin")
     with pytest.raises(hf.ConversionError, match="'step'"):
-        hf.read_state_dict(str(tmp_path))
+        statedict.read_state_dict(str(tmp_path))
 
 
 def test_missing_and_corrupt_files(tmp_path):
     with pytest.raises(hf.ConversionError, match=str(tmp_path)):
-        hf.read_state_dict(str(tmp_path))
+        statedict.read_state_dict(str(tmp_path))
     (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(hf.ConversionError, match="model.safetensors"):
-        hf.read_state_dict(str(tmp_path))
+        statedict.read_state_dict(str(tmp_path))
 
 
 def test_write_state_dict_leaves_no_temporary(bert, tmp_path):
-    hf.write_state_dict(str(tmp_path), bert.saved)
+    statedict.write_state_dict(str(tmp_path), bert.saved)
     assert os.listdir(tmp_path) == ["model.safetensors"]
-    got = hf.read_state_dict(str(tmp_path))
+    got = statedict.read_state_dict(str(tmp_path))
     assert all(np.array_equal(got[k], v) for k, v in bert.saved.items())
 
 

@@ -17,10 +17,11 @@ HELP = {"describe": common.Usage((common.CONFIG,), "training.md")}
 def main(argv: list[str]) -> None:
     del argv
     from bertjax import experiment, tasks
-    from bertjax.tools.describe import describe
+    from bertjax.tools.describe import describe, training
 
     config = common.required(common.CONFIG)
     task = tasks.get(config)
     cfg = experiment.model_config(config, task)
     print(describe(cfg, config.max_seq_length, config.get("max_predictions_per_seq", 0),
                    task.teacher))
+    print(training(config, task))  # what trains, as the config resolves it

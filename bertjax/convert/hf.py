@@ -15,8 +15,7 @@ pooler is the bare base model (BertModel), whose tensors carry no "bert." prefix
 
 Transposes and reshapes are exact, so import -> export is bit-exact. Maps are written
 against the loop layout (`layer_{i}`); scan-layout params are unstacked first and
-restacked after. The state-dict files themselves are bertjax/convert/statedict.py's
-(`read_state_dict` and `write_state_dict` are exported here too, beside the maps).
+restacked after. The state-dict files themselves are bertjax/convert/statedict.py's.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from bertjax.convert.names import ConversionError, Entry
-from bertjax.convert.statedict import read_state_dict, write_state_dict
 from bertjax.models.config import ConfigError, ModelConfig
 from bertjax.models.family import LABELLED_HEADS, Family
 from bertjax.models.layers import stack_layers, unstack_layers
@@ -38,7 +36,7 @@ Params = dict[str, Any]
 
 __all__ = ["ConversionError", "Entry", "Part", "abstract_shapes", "architecture",
            "config_from_hf", "from_state_dicts", "hf_configs", "name_map", "parts",
-           "read_state_dict", "to_state_dicts", "write_state_dict"]
+           "to_state_dicts"]
 
 
 # --- parts and name maps ---------------------------------------------------------------

@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from bertjax import paths
-from bertjax.convert import hf
+from bertjax.convert import hf, statedict
 from bertjax.models.config import ModelConfig
 from bertjax.models.registry import family
 
@@ -61,7 +61,7 @@ def read_hf_dir(directory: str, scan_layers: bool = False) -> tuple[ModelConfig,
     holds the tokenizer files)."""
     dirs = _pair_dirs(directory) or {"": directory}
     configs = {part: read_json(os.path.join(d, "config.json")) for part, d in dirs.items()}
-    state_dicts = {part: hf.read_state_dict(d) for part, d in dirs.items()}
+    state_dicts = {part: statedict.read_state_dict(d) for part, d in dirs.items()}
     source = os.path.join(next(iter(dirs.values())), "config.json")
     cfg = hf.config_from_hf(configs, state_dicts, source=source, scan_layers=scan_layers)
     params = hf.from_state_dicts(cfg, state_dicts, source=directory)
@@ -107,7 +107,7 @@ def write_hf_dir(out: str, cfg: ModelConfig, params: Any, tok: Any = None,
             os.makedirs(d, exist_ok=True)
             with open(os.path.join(d, "config.json"), "w") as f:
                 json.dump(configs[part.name], f, indent=2)
-            hf.write_state_dict(d, state_dicts[part.name])
+            statedict.write_state_dict(d, state_dicts[part.name])
             if tok is not None:
                 tok.save(d)
             written.append(paths.join(paths.absolute(out), part.name) if part.name

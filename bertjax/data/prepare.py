@@ -291,11 +291,9 @@ def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
                     metas.append({**found, "chunk": c, "split": split, "shard": k})
                     in_stats.shards_reused += 1
                     continue
-                # Held here twice (the chunk, and its pickle on the way to a worker) plus
-                # what the worker builds from it.
-                memory = 2 * chunk.nbytes + shards_lib.worker_memory(chunk, output_settings)
                 pool.submit({"split": split, "shard": k, "chunk": c, "documents": chunk,
-                             "input_sha256": input_sha, "settings_key": key, **where}, memory)
+                             "input_sha256": input_sha, "settings_key": key, **where},
+                            chunk_memory(chunk, output_settings))
                 del chunk
             pool.drain(bar.show)
     except NotTextError:
@@ -309,6 +307,13 @@ def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
     manifest.write()
     paths.rmtree(parts_dir)
     return manifest
+
+
+def chunk_memory(chunk: shards_lib.PackedChunk, output_settings: dict[str, Any]) -> int:
+    """What a chunk in flight is charged against max_inflight_mb (bytes): held here twice
+    (the chunk, and its pickle on the way to a worker) plus what the worker allocates to
+    build its shard (`shards.worker_memory`, an upper bound for any text)."""
+    return 2 * chunk.nbytes + shards_lib.worker_memory(chunk, output_settings)
 
 
 def _unpublish(out_dir: str, parts_dir: str) -> None:
