@@ -32,8 +32,14 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def _words(rng: random.Random, n: int) -> list[str]:
+    """n words drawn from 5,000 random ones (2-10 letters)."""
     vocab = ["".join(rng.choices(LETTERS, k=rng.randint(2, 10))) for _ in range(5000)]
     return rng.choices(vocab, k=n)
+
+
+def _sentences(rng: random.Random, n: int, words: int = 12) -> list[str]:
+    ws = _words(rng, n * words)
+    return [" ".join(ws[i : i + words]).capitalize() + "." for i in range(0, len(ws), words)]
 
 
 def hostile_corpus(directory: str, total_mb: float, tiny_docs: int | None = None,
@@ -133,8 +139,7 @@ def vocab(tmp_path_factory) -> str:
     """A small WordPiece tokenizer directory (letters, CJK and punctuation in it)."""
     from bertjax.data.tokenizers import train_wordpiece
 
-    rng = random.Random(1)
-    texts = [" ".join(_words(rng, 12)) for _ in range(2000)]
+    texts = _sentences(random.Random(1), 2000)
     texts.append("!#$%&*+,-/:;<=>@^_|~ " + " ".join(chr(0x4E00 + i) for i in range(200)))
     path = str(tmp_path_factory.mktemp("vocab") / "tok")
     train_wordpiece(texts, vocab_size=600).save(path)
@@ -171,9 +176,7 @@ def test_prepare_peak_memory_stays_within_the_documented_bound(vocab, tmp_path):
     config = pretrain.get_config("bert_tiny,runlocal")
     files = hostile_corpus(str(tmp_path / "hostile"), 4.0, tiny_docs=10_000)
     normal = tmp_path / "normal.txt"
-    rng = random.Random(2)
-    normal.write_text("\n\n".join(" ".join(_words(rng, 10)).capitalize() + "."
-                                  for _ in range(3000)) + "\n")
+    normal.write_text("\n\n".join(_sentences(random.Random(2), 3000, 10)) + "\n")
     budget_mb = 64
     common = ["prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
               f"--config.tokenizer.path={vocab}", "--config.model.vocab_size=600",
@@ -203,8 +206,7 @@ def test_a_chunk_ends_at_max_chunk_bytes(monkeypatch, tmp_path, vocab):
     from bertjax.data.tokenizers import load_tokenizer
 
     monkeypatch.setattr(prep, "MAX_CHUNK_BYTES", 2000)
-    rng = random.Random(3)
-    docs = [[" ".join(_words(rng, 60))] for _ in range(12)]  # ~400 bytes each
+    docs = [[s] for s in _sentences(random.Random(3), 12, 60)]  # ~400 bytes each
     m = prep.prepare(docs, load_tokenizer(vocab), str(tmp_path / "d"),
                      prep.PrepareSettings(instances="nsp", max_seq_length=32,
                                           docs_per_shard=100, num_workers=0),
@@ -249,8 +251,8 @@ def _mostly_text(path: str, n_bytes: int, bad_share: float, seed: int = 0) -> in
     bytes (0xff); returns how many."""
     rng = random.Random(seed)
     lines = []
-    while sum(map(len, lines)) < n_bytes:
-        lines.append(" ".join(_words(rng, 12)).capitalize() + ".")
+    for sentence in _sentences(rng, n_bytes // 60 + 1):
+        lines.append(sentence)
         if rng.random() < 0.2:
             lines.append("")
     data = bytearray(("\n".join(lines) + "\n").encode()[:n_bytes])
@@ -286,7 +288,7 @@ def test_a_bad_file_after_written_shards_leaves_nothing(tmp_path, vocab):
     given, chunks of one document): the data directory it created is removed."""
     good, bad = tmp_path / "src" / "a.txt", tmp_path / "src" / "b.bin"
     good.parent.mkdir()
-    _mostly_text(str(good), 60_000, 0.0)
+    _mostly_text(str(good), 20_000, 0.0)
     bad.write_bytes(random.Random(1).randbytes(300_000))
     out = tmp_path / "data"
     r = _bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",

@@ -297,3 +297,28 @@ def test_every_file_written_has_the_umask_mode(tmp_path):
     wrong = {p: m for p, m in modes.items()
              if m != (oct(0o755) if os.path.isdir(p) else oct(0o644))}
     assert not wrong, wrong
+
+
+def test_a_tfds_dataset_that_cannot_be_downloaded_fails_in_seconds(tmp_path):
+    """No route to the dataset's server (a proxy on a closed local port stands for a TPU
+    VM without egress): one line naming the dataset and where its files belong, in well
+    under tensorflow-datasets' minutes of retries."""
+    import time
+
+    from bertjax.data.tokenizers import train_wordpiece
+
+    tok = str(tmp_path / "tok")
+    train_wordpiece(["the cat sat on the mat with a hat"] * 20, vocab_size=60).save(tok)
+    closed = "http://127.0.0.1:9"  # the discard port: nothing listens
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TFDS_DATA_DIR": str(tmp_path / "tfds"),
+           "HTTPS_PROXY": closed, "HTTP_PROXY": closed}
+    start = time.monotonic()
+    r = bertjax("train", "--config=configs/finetune.py:sst2,bert_tiny,runlocal",
+                f"--workdir={tmp_path / 'run'}", f"--config.tokenizer.path={tok}",
+                "--config.finetune.from_scratch=True", env=env)
+    line = one_line_error(r)
+    assert time.monotonic() - start < 30 * 4  # the process start included, on a busy CI
+    assert line.startswith(f"error: TFDS dataset 'glue/sst2' is not prepared in "
+                           f"{tmp_path / 'tfds'}/glue/sst2/"), line
+    assert "cannot be downloaded here" in line and "TFDS_DATA_DIR" in line
+    assert not (tmp_path / "run").exists()

@@ -92,12 +92,13 @@ def tfds_tags() -> tuple[str, ...]:
 
 def _read_tfds(path: str, split: str) -> tuple[list[Sentence], str]:
     from bertjax.data.sources import _hide_gpus_from_tensorflow
+    from bertjax.data.tfds_load import prepared_builder
 
     _hide_gpus_from_tensorflow()
     import tensorflow_datasets as tfds
 
     names = tfds_tags()
-    ds = tfds.load("conll2003", split=split, shuffle_files=False)
+    ds = prepared_builder("conll2003").as_dataset(split=split, shuffle_files=False)
     out = []
     for i, record in enumerate(tfds.as_numpy(ds)):
         words = tuple(w.decode("utf-8") for w in record["tokens"])

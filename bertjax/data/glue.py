@@ -214,12 +214,13 @@ def _read_records(path: str, kind: str, task: GlueTask, split: str,
 
 def _read_tfds(task: GlueTask, split: str) -> list[Example]:
     from bertjax.data.sources import _hide_gpus_from_tensorflow
+    from bertjax.data.tfds_load import prepared_builder
 
     _hide_gpus_from_tensorflow()
     import tensorflow_datasets as tfds
 
     name = task.tfds_name or f"glue/{task.name}"
-    ds = tfds.load(name, split=split, shuffle_files=False)
+    ds = prepared_builder(name).as_dataset(split=split, shuffle_files=False)
     out = []
     for i, record in enumerate(tfds.as_numpy(ds)):
         texts = [record[k].decode("utf-8") for k in task.tfds_text]

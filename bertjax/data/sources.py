@@ -399,8 +399,10 @@ class TfdsSource(Source):
     def _events(self, stats: SourceStats) -> Iterator[str | None]:
         import tensorflow_datasets as tfds
 
-        builder = self._builder = self._builder or self._make_builder()
-        builder.download_and_prepare()
+        from bertjax.data.tfds_load import prepare
+
+        builder = prepare(self._builder or self._make_builder(), self.name)
+        self._builder = builder
         try:
             ds = builder.as_dataset(split=self.split, shuffle_files=False)
         except (ValueError, KeyError) as e:

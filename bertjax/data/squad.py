@@ -78,11 +78,12 @@ def _read_json(path: str) -> tuple[list[Question], list[Any]]:
 
 def _read_tfds(version: str, split: str) -> tuple[list[Question], list[Any]]:
     from bertjax.data.sources import _hide_gpus_from_tensorflow
+    from bertjax.data.tfds_load import prepared_builder
 
     _hide_gpus_from_tensorflow()
     import tensorflow_datasets as tfds
 
-    ds = tfds.load(f"squad/{version}", split=split, shuffle_files=False)
+    ds = prepared_builder(f"squad/{version}").as_dataset(split=split, shuffle_files=False)
     paragraphs: dict[str, dict[str, Any]] = {}
     for r in tfds.as_numpy(ds):
         context = r["context"].decode("utf-8")

@@ -10,6 +10,7 @@ which dataset could not be had and where its prepared files would be found.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,21 @@ _RETRIES = 2
 
 
 @contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """tfds' absl warnings (an empty variant folder) and urllib3's retry warnings stay
+    off stderr, where a failure's one line must stand alone; errors still show."""
+    loggers = [logging.getLogger(n) for n in ("absl", "urllib3")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
 def _bounded_downloads() -> Iterator[None]:
     from tensorflow_datasets.core.download import downloader
 
@@ -29,7 +45,8 @@ def _bounded_downloads() -> Iterator[None]:
     downloader.MAX_RETRIES = _RETRIES
     socket.setdefaulttimeout(_TIMEOUT_S)
     try:
-        yield
+        with _quiet():
+            yield
     finally:
         downloader.MAX_RETRIES = retries
         socket.setdefaulttimeout(timeout)
@@ -48,14 +65,28 @@ def _network_error(e: BaseException) -> bool:
 
 
 def prepared_builder(name: str, data_dir: str | None = None) -> Any:
-    """`tfds.builder(name, data_dir)`, downloaded and prepared if it is not yet. A dataset
-    that cannot be downloaded is a ValueError of one line naming it and the directory
-    its prepared files belong in."""
+    """`tfds.builder(name, data_dir)`, downloaded and prepared if it is not yet
+    (`prepare`)."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(name, data_dir=data_dir)
-    if builder.is_prepared():
-        return builder
+    with _quiet():
+        builder = tfds.builder(name, data_dir=data_dir)
+    return prepare(builder, name)
+
+
+def prepare(builder: Any, name: str) -> Any:
+    """`builder.download_and_prepare()` when its data is not there yet, returning the
+    builder. A dataset that cannot be downloaded is a ValueError of one line naming it
+    (`name`) and the directory its prepared files belong in."""
+    with _quiet():  # it logs an empty variant folder as a warning
+        if builder.is_prepared():
+            return builder
+    import tensorflow_datasets as tfds
+
+    # tfds' progress bars go to stderr, where a failure's one line must stand alone.
+    tfds.disable_progress_bar()
+    print(f"downloading and preparing TFDS dataset {name!r} into {builder.data_dir} "
+          "(once)", flush=True)
     try:
         with _bounded_downloads():
             builder.download_and_prepare()
