@@ -16,6 +16,9 @@ from bertjax.optim import OptimConfig, make_optimizer
 from bertjax.tasks.electra import electra_loss_fn
 from bertjax.tasks.mlm import MaskedLMNSP
 
+# The paper's loss weights and temperature, as configs/pretrain.py sets them.
+ELECTRA_LOSS = dict(gen_weight=1.0, disc_weight=50.0, temperature=1.0)
+
 
 def bert_loss_fn(model, train=True):
     """BERT's pretraining loss (MLM + NSP), as the mlm_nsp task builds it."""
@@ -169,7 +172,7 @@ def _masked_batch(seed=0, token=None):
 
 def test_electra_loss_fn_trains_both_towers_and_the_shared_embeddings():
     model, params = _electra()
-    loss_fn = jax.jit(electra_loss_fn(model))
+    loss_fn = jax.jit(electra_loss_fn(model, **ELECTRA_LOSS))
     batch = _masked_batch(0)
     loss, m = loss_fn(params, batch, jax.random.key(1))
     assert float(loss) == pytest.approx(
@@ -181,7 +184,7 @@ def test_electra_loss_fn_trains_both_towers_and_the_shared_embeddings():
         1 - float(m["rtd_replaced"].value))
     again, _ = loss_fn(params, batch, jax.random.key(1))
     assert float(again) == float(loss)  # a function of the key alone
-    grads = jax.jit(jax.grad(lambda p: electra_loss_fn(model)(
+    grads = jax.jit(jax.grad(lambda p: electra_loss_fn(model, **ELECTRA_LOSS)(
         p, batch, jax.random.key(1))[0]))(params)
     for path in (("embeddings",), ("encoder",), ("discriminator",), ("generator", "encoder"),
                  ("generator", "mlm")):
@@ -199,7 +202,7 @@ def test_electra_generator_forced_to_the_original_replaces_nothing():
                                       "mlm": {**mlm, "bias": mlm["bias"].at[7].set(1e4)}}}
     batch = _masked_batch(1, token=7)
     for seed in range(3):
-        _, m = jax.jit(electra_loss_fn(model))(params, batch, jax.random.key(seed))
+        _, m = jax.jit(electra_loss_fn(model, **ELECTRA_LOSS))(params, batch, jax.random.key(seed))
         assert float(m["rtd_replaced"].value) == 0.0
         assert float(m["rtd_baseline_accuracy"].value) == 1.0
         assert float(m["mlm_accuracy"].value) == 1.0
