@@ -76,10 +76,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         max_ngram=3,  # ngram masking: lengths 1..3, p(n) proportional to 1/n (ALBERT)
         span_geometric_p=0.2,  # span masking: Geometric(p) lengths (SpanBERT)
         span_max_length=10,
-        docs_per_shard=2000,  # documents per prepared shard; bounds preparation memory
+        docs_per_shard=2000,  # documents per prepared shard (fewer past 8 MB of text)
         validation_every=10,  # every Nth shard goes to the validation split (0: none)
         num_workers=2,  # preparation processes; output is identical for any number
-        max_inflight_mb=256,  # text read but not yet written during preparation
+        # Preparation's memory beyond its processes at rest: peak <= idle + max(this, the
+        # largest chunk's charge) + one chunk waiting. A chunk is charged 2x its text +
+        # (8 + 1400 / max_seq_length + 7 x passes) bytes per byte of text + 1.4 KB per
+        # sentence + 32 MB (passes: dupe_factor if static); see docs/data.md#memory.
+        max_inflight_mb=256,
+        # A file with more undecodable bytes, control characters and U+FFFD than this
+        # share of its characters is refused (over 0.01: a warning); 1 accepts anything.
+        max_bad_fraction=0.1,
         shuffle_buffer=10_000,  # examples in the pipeline's shuffle buffer
         # gs:// data: shards are read from local copies in a bounded cache (docs/data.md).
         cache_dir="",  # where ("": a temporary directory per process, removed at exit)

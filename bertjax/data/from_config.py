@@ -100,6 +100,7 @@ def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
 
 
 def _prepare_data(config: Any, cfg: Any, source: Any, kind: str | None, progress: bool) -> Any:
+    """`prepare_data` once the config is checked: the tokenizer, then the shards."""
     from bertjax import paths
     from bertjax.data import prepare, tokenizers
 

@@ -24,6 +24,12 @@ function of (chunk, settings), whatever the worker count:
     metadata object (SPLIT-NNNNN.json, naming it), and the local file removed: the
     .json says that the object it names was published whole, and no later upload can
     put other bytes under that name.
+  * memory stays proportional to the chunk's text, whatever the text: the chunk comes
+    as UTF-8 (`PackedChunk`), is tokenized 2^16 characters at a time into int32 ids,
+    each pass's examples are packed (uint16 ids, int8 types) as soon as they are built,
+    the shard is checked, encoded and written _SLICE_TOKENS tokens at a time, and the
+    memory is handed back to the system after each chunk. `worker_memory` bounds what a
+    chunk takes; the main process admits chunks by it (prepare.py).
 
 Shard format: TFRecord (masked CRC-32C framing, uncompressed) of tf.train.Example
 protos with int64 features input_ids, token_type_ids, pair_label and, for static
@@ -438,7 +444,7 @@ def _fill(arrays: list[np.ndarray], lengths: np.ndarray, dtype: Any) -> np.ndarr
 def _cat(arrays: list[np.ndarray], dtype: Any = np.int32) -> np.ndarray:
     """The arrays joined (as `dtype`, or the wider of theirs for dtype=None)."""
     if not arrays:
-        return np.zeros(0, dtype)
+        return np.zeros(0, dtype or np.int32)
     out = np.concatenate(arrays)
     return out if dtype is None else out.astype(dtype, copy=False)
 

@@ -59,12 +59,15 @@ class Workers:
         while self.pending and (len(self.pending) >= self.max_in_flight
                                 or sum(self.pending.values()) + nbytes > self.budget):
             if len(self.pending) < self.num_workers and not self.told:
+                from tqdm import tqdm  # its write() keeps a progress bar on its own line
+
                 self.told = True
-                print(f"note: {self.budget_name}={self.budget / (1 << 20):g} holds "
-                      f"{len(self.pending)} chunk(s) of ~{nbytes / (1 << 20):.0f} MB at a "
-                      f"time, so {self.num_workers - len(self.pending)} of "
-                      f"{self.num_workers} workers wait; a larger value is faster "
-                      "(docs/data.md#memory)", file=sys.stderr)
+                mb = 1 << 20
+                tqdm.write(f"note: {self.budget_name}={self.budget / mb:g} keeps "
+                           f"{self.num_workers - len(self.pending)} of {self.num_workers} "
+                           f"workers waiting (in flight: {sum(self.pending.values()) / mb:.0f}"
+                           f" MB, next: {nbytes / mb:.0f} MB, estimated); a larger value is "
+                           "faster (docs/data.md#memory)", file=sys.stderr)
             self._collect(self._wait())
         self.pending[self.executor.submit(self.fn, task)] = nbytes
 
