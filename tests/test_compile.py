@@ -67,7 +67,7 @@ def test_the_tpu_kernel_is_what_auto_lowers_there():
     import jax
 
     from bertjax import experiment
-    from bertjax.models import layers
+    from bertjax.models import attention
     from bertjax.tools import aot
 
     jax.config.update("jax_platforms", "cpu")
@@ -80,13 +80,13 @@ def test_the_tpu_kernel_is_what_auto_lowers_there():
     # worker start would try to bring up a TPU and print libtpu's complaints.
     names = ("TPU_LIBRARY_PATH", "TPU_SKIP_MDS_QUERY", "ALLOW_MULTIPLE_LIBTPU_LOAD")
     saved = {name: os.environ.get(name) for name in names}
-    token = layers.TARGET_PLATFORM.set("tpu")
+    token = attention.TARGET_PLATFORM.set("tpu")
     try:
         setup = experiment.build_setup(c, tpu_compile.devices(top))
         batch = aot.abstract_batch(setup.task, setup.cfg, 8, 128, setup.mesh, setup.rules)
         compiled = aot.compile_step(setup, aot.train_step_fn(setup), batch, None)
     finally:
-        layers.TARGET_PLATFORM.reset(token)
+        attention.TARGET_PLATFORM.reset(token)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -259,7 +259,7 @@ def test_xla_and_auto_attention_equal_the_einsum_path(name):
     """jax.nn.dot_product_attention (model.attention=xla, and auto, which picks it here
     without attention dropout) against the einsum reference: logits, hidden states at
     real positions and gradients, on a batch with a padded row."""
-    from bertjax.models.layers import attention_kernel
+    from bertjax.models.attention import attention_kernel
 
     ref_cfg = tiny(name, attention="einsum", attention_dropout_rate=0.0)
     params = init(ref_cfg)
@@ -291,7 +291,7 @@ def test_xla_and_auto_attention_equal_the_einsum_path(name):
 
 
 def test_attention_kernel_choice_and_dropout_rule():
-    from bertjax.models.layers import attention_kernel
+    from bertjax.models.attention import attention_kernel
 
     cfg = tiny("bert")  # attention_dropout_rate 0.1, attention auto
     assert attention_kernel(cfg, deterministic=False) == "einsum"  # only it has dropout

@@ -20,7 +20,7 @@ from bertjax.models.registry import FAMILIES, PRESETS, suggest
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu")
 REMAT_POLICIES = ("none", "full", "dots")
-# Attention kernels (bertjax/models/layers.py `attention_kernel`): einsum is the
+# Attention kernels (bertjax/models/attention.py `attention_kernel`): einsum is the
 # reference (the only one with attention dropout); auto picks per call.
 ATTENTION = ("auto", "einsum", "xla", "cudnn", "tpu")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -115,7 +115,7 @@ class ModelConfig(ConfigRecord):
     param_dtype: str = "float32"
     scan_layers: bool = False  # nn.scan over layers: one compiled layer, stacked params
     remat: str = "none"  # activation checkpointing per layer: none | full | dots
-    attention: str = "auto"  # auto | einsum | xla | cudnn | tpu (layers.attention_kernel)
+    attention: str = "auto"  # auto | einsum | xla | cudnn | tpu (attention.attention_kernel)
 
     def __post_init__(self) -> None:
         if self.heads is None:  # the family's pretraining model

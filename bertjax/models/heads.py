@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from bertjax import sharding as ax
+from bertjax.models.attention import AttentionMask
 from bertjax.models.config import ModelConfig
 from bertjax.models.layers import ACTIVATIONS, Encoder, dense, layer_norm
 
@@ -88,11 +89,11 @@ class GeneratorHead(nn.Module):
         self.encoder = Encoder(self.cfg)
         self.mlm = MLMHead(self.cfg, activation="gelu")
 
-    def __call__(self, x: Array, attention_mask: Array, table: Array,
+    def __call__(self, x: Array, mask: AttentionMask, table: Array,
                  positions: Array | None, deterministic: bool) -> tuple[Array, dict]:
         """x: [b, l, embed] embeddings -> (logits [b, l or P, vocab], {"sequence",
         "hidden_states"})."""
-        h, states = self.encoder(x, attention_mask, deterministic)
+        h, states = self.encoder(x, mask, deterministic)
         return self.mlm(h, table, positions), {"sequence": h, "hidden_states": states}
 
 

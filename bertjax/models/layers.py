@@ -10,7 +10,6 @@ e embed (hidden) features, v vocabulary.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import re
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bertjax import sharding as ax
+from bertjax.models.attention import AttentionMask, attend, attention_kernel, segment_starts
 from bertjax.models.config import ModelConfig
 
 Array = jax.Array
@@ -71,16 +71,25 @@ def sinusoidal_table(num_positions: int, dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
-def position_ids(cfg: ModelConfig, input_ids: Array) -> Array:
+def position_ids(cfg: ModelConfig, input_ids: Array, mask: AttentionMask | None = None) -> Array:
     """[batch, length] position ids.
 
     BERT-style: 0..L-1. RoBERTa-style (`positions_from_padding`): padding tokens sit at
     pad_id and real tokens count up from pad_id + 1, as fairseq's make_positions does.
+    Packed rows (`mask.packed`): positions restart at every sequence; padding keeps its
+    index (BERT-style), as in an unpacked row.
     """
+    idx = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+    packed = mask is not None and mask.packed
+    starts = segment_starts(mask.segments) if packed else jnp.zeros_like(idx)
     if cfg.positions_from_padding:
         not_pad = (input_ids != cfg.pad_token_id).astype(jnp.int32)
-        return jnp.cumsum(not_pad, axis=1) * not_pad + cfg.pad_token_id
-    return jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+        count = jnp.cumsum(not_pad, axis=1)
+        before = jnp.take_along_axis(count - not_pad, starts, axis=1)  # real tokens before
+        return (count - before) * not_pad + cfg.pad_token_id
+    if not packed:
+        return idx
+    return jnp.where(mask.segments > 0, idx - starts, idx)
 
 
 class Embeddings(nn.Module):
@@ -106,9 +115,10 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
     def __call__(self, input_ids: Array, token_type_ids: Array | None,
-                 deterministic: bool) -> Array:
-        """input_ids, token_type_ids: [batch, length] -> [batch, length, embed]."""
-        x = self.word(input_ids) + self.position(position_ids(self.cfg, input_ids))
+                 deterministic: bool, mask: AttentionMask | None = None) -> Array:
+        """input_ids, token_type_ids: [batch, length] -> [batch, length, embed]. `mask`:
+        positions restart at every sequence of a packed row."""
+        x = self.word(input_ids) + self.position(position_ids(self.cfg, input_ids, mask))
         if self.cfg.type_vocab_size:
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)
@@ -121,93 +131,13 @@ class Embeddings(nn.Module):
         return self.word.embedding
 
 
-def attention_bias(attention_mask: Array) -> Array:
-    """[batch, length] 1/0 padding mask -> [batch, 1, 1, length] additive float32 bias."""
-    big_negative = jnp.finfo(jnp.float32).min
-    bias = jnp.where(attention_mask.astype(bool), 0.0, big_negative).astype(jnp.float32)
-    return bias[:, None, None, :]
-
-
-# The platform a step is lowered for when it is not JAX's own (`compile` lowers for a
-# TPU topology on a CPU machine): what `auto` chooses for.
-TARGET_PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "bertjax_target_platform", default=None)
-
-
-TPU_BLOCK = 128  # the Pallas kernel's block: lengths it takes are multiples of it
-
-
-def attention_kernel(cfg: ModelConfig, deterministic: bool, platform: str | None = None,
-                     length: int | None = None) -> str:
-    """The kernel `model.attention` runs for this call: "einsum", "xla", "cudnn" or "tpu".
-
-    einsum  the reference: scores [b, h, q, k] in float32, softmax, attention dropout.
-    xla     jax.nn.dot_product_attention(implementation="xla"): the same math as one
-            op, which XLA fuses; no attention dropout.
-    cudnn   cuDNN flash attention (NVIDIA GPUs, bfloat16/float16): the padding mask as
-            key lengths (bertjax pads at the end of every row), no [q, k] matrix in
-            memory; no attention dropout.
-    tpu     the Pallas flash-attention kernel (jax.experimental.pallas.ops.tpu), the
-            padding mask as segment ids; no attention dropout.
-    auto    einsum while training with attention dropout (no fused kernel has it), else
-            cudnn on a GPU in bfloat16/float16, tpu on a TPU, xla elsewhere.
-    Explicit kernels other than einsum need model.attention_dropout_rate=0 (validated).
-    tpu runs xla for a `length` that is not a multiple of TPU_BLOCK (128) tokens.
-    """
-    kernel = cfg.attention
-    if kernel == "auto":
-        platform = platform or TARGET_PLATFORM.get() or jax.default_backend()
-        if cfg.attention_dropout_rate > 0 and not deterministic:
-            kernel = "einsum"
-        elif platform == "gpu" and cfg.dtype in ("bfloat16", "float16"):
-            kernel = "cudnn"
-        else:
-            kernel = "tpu" if platform == "tpu" else "xla"
-    if kernel == "tpu" and length is not None and length % TPU_BLOCK:
-        return "xla"
-    return kernel
-
-
-def _padded_lengths(bias: Array) -> Array:
-    """[b] real lengths from the additive padding bias [b, 1, 1, k] (trailing padding)."""
-    return jnp.sum(bias[:, 0, 0, :] == 0, axis=-1).astype(jnp.int32)
-
-
-def _tpu_flash(q: Array, k: Array, v: Array, bias: Array, scale: float) -> Array:
-    """Pallas flash attention on TPU; q, k, v [b, t, h, d] -> [b, t, h, d].
-
-    A Pallas kernel is opaque to XLA's partitioner, so under a mesh (`jax.set_mesh`, as
-    `sharding.activation_rules_context` opens) it runs per shard in a shard_map: batch
-    and heads split as the logical rules say; the length must not be split."""
-    from jax.experimental.pallas.ops.tpu import flash_attention as fa
-
-    def kernel(q: Array, k: Array, v: Array, seg: Array) -> Array:
-        out = fa.flash_attention(
-            q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
-            segment_ids=fa.SegmentIds(q=seg, kv=seg), sm_scale=scale)
-        return out.transpose(0, 2, 1, 3)
-
-    seg = (bias[:, 0, 0, :] == 0).astype(jnp.int32)  # 1 real, 0 padding
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
-        return kernel(q, k, v, seg)
-    spec = nn.logical_to_mesh_axes((ax.BATCH, ax.LENGTH, ax.HEADS, ax.KV))
-    if spec[1] is not None or spec[3] is not None:
-        raise ValueError(f"model.attention=tpu: the rules split the length or head features "
-                         f"({spec}); the flash kernel needs whole rows")
-    spec = jax.sharding.PartitionSpec(*spec)
-    seg_spec = jax.sharding.PartitionSpec(spec[0], None)
-    return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec, seg_spec),
-                         out_specs=spec, check_vma=False)(q, k, v, seg)
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention with softmax in float32 (`attention_kernel` picks how)."""
 
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+    def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
         cfg = self.cfg
         proj = functools.partial(
             nn.DenseGeneral, features=(cfg.num_heads, cfg.head_dim), dtype=cfg.dtype,
@@ -216,24 +146,10 @@ class SelfAttention(nn.Module):
         q = proj(name="query")(x)  # [b, q, h, d]
         k = proj(name="key")(x)  # [b, k, h, d]
         v = proj(name="value")(x)  # [b, k, h, d]
-        kernel = attention_kernel(cfg, deterministic, length=x.shape[1])
-        scale = 1.0 / float(np.sqrt(cfg.head_dim))
-        if kernel == "einsum":
-            q = q / jnp.sqrt(cfg.head_dim).astype(q.dtype)
-            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
-            probs = jax.nn.softmax(scores, axis=-1).astype(cfg.dtype)  # [b, h, q, k]
-            probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
-            ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [b, q, h, d]
-        elif kernel == "xla":
-            ctx = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
-                                               implementation="xla")
-        elif kernel == "cudnn":
-            lengths = _padded_lengths(bias)
-            ctx = jax.nn.dot_product_attention(q, k, v, scale=scale, query_seq_lengths=lengths,
-                                               key_value_seq_lengths=lengths,
-                                               implementation="cudnn")
-        else:
-            ctx = _tpu_flash(q, k, v, bias, scale)
+        kernel = attention_kernel(cfg, deterministic, length=x.shape[1], packed=mask.packed)
+        dropout = nn.Dropout(cfg.attention_dropout_rate)
+        ctx = attend(q, k, v, mask, kernel,  # [b, q, h, d]
+                     lambda p: dropout(p, deterministic=deterministic))
         return nn.DenseGeneral(
             cfg.hidden_size, axis=(-2, -1), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
             kernel_init=_init(cfg, (ax.HEADS, ax.KV, ax.EMBED)), bias_init=_zeros((ax.EMBED,)),
@@ -246,11 +162,11 @@ class EncoderLayer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
-        """x: [batch, length, hidden]; bias: [batch, 1, 1, length]."""
+    def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
+        """x: [batch, length, hidden]."""
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout_rate)
-        h = SelfAttention(cfg, name="attention")(x, bias, deterministic)
+        h = SelfAttention(cfg, name="attention")(x, mask, deterministic)
         x = layer_norm(cfg, "attention_norm")(x + drop(h, deterministic=deterministic))
         h = dense(cfg, cfg.intermediate_size, (ax.EMBED, ax.MLP), "intermediate")(x)
         h = ACTIVATIONS[cfg.hidden_act](h)
@@ -265,9 +181,9 @@ class LayerGroup(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+    def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
         for j in range(self.cfg.inner_group_num):
-            x = _layer_class(self.cfg)(self.cfg, name=f"inner_{j}")(x, bias, deterministic)
+            x = _layer_class(self.cfg)(self.cfg, name=f"inner_{j}")(x, mask, deterministic)
         return x
 
 
@@ -293,8 +209,9 @@ class _Scanned(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, bias: Array, deterministic: bool) -> tuple[Array, Array]:
-        x = _unit_class(self.cfg)(self.cfg, name="unit")(x, bias, deterministic)
+    def __call__(self, x: Array, mask: AttentionMask,
+                 deterministic: bool) -> tuple[Array, Array]:
+        x = _unit_class(self.cfg)(self.cfg, name="unit")(x, mask, deterministic)
         return x, x
 
 
@@ -312,9 +229,9 @@ class Encoder(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, attention_mask: Array,
+    def __call__(self, x: Array, mask: AttentionMask,
                  deterministic: bool) -> tuple[Array, list[Array]]:
-        """x: [batch, length, embed]; mask: [batch, length] -> ([b, l, hidden], states).
+        """x: [batch, length, embed] -> ([b, l, hidden], states).
 
         `states` has L + 1 entries: the (projected) input and every layer's output, as
         transformers' `output_hidden_states` gives them.
@@ -322,7 +239,6 @@ class Encoder(nn.Module):
         cfg = self.cfg
         if cfg.projects_embeddings:
             x = dense(cfg, cfg.hidden_size, (ax.EMBED, ax.EMBED), "embeddings_project")(x)
-        bias = attention_bias(attention_mask)
         states = [x]
         reps = cfg.num_layers // cfg.num_groups
         if cfg.scan_layers:
@@ -337,14 +253,14 @@ class Encoder(nn.Module):
                     length=reps if shared else cfg.num_layers,
                     metadata_params={nn.PARTITION_NAME: ax.LAYERS})
                 x, ys = scan(cfg, name=f"group_{g}" if shared else "layers")(
-                    x, bias, deterministic)
+                    x, mask, deterministic)
                 states.extend(ys[i] for i in range(ys.shape[0]))
         else:
             unit = _unit_class(cfg)
             prefix = "group" if cfg.shares_layers else "layer"
             units = [unit(cfg, name=f"{prefix}_{g}") for g in range(cfg.num_groups)]
             for i in range(cfg.num_layers):
-                x = units[i // reps](x, bias, deterministic)
+                x = units[i // reps](x, mask, deterministic)
                 states.append(x)
         return x, states
 

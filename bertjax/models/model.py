@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bertjax.models.attention import AttentionMask
 from bertjax.models.config import ModelConfig
 from bertjax.models.heads import (
     ClassifierHead,
@@ -69,9 +70,11 @@ class Model(nn.Module):
     def __call__(self, input_ids: Array, token_type_ids: Array | None = None,
                  attention_mask: Array | None = None, masked_positions: Array | None = None,
                  deterministic: bool = True, heads: Sequence[str] | None = None,
-                 ) -> tuple[dict[str, Array], dict[str, Any]]:
+                 packed: bool = False) -> tuple[dict[str, Array], dict[str, Any]]:
         """input_ids, token_type_ids, attention_mask: [batch, length]; a missing mask
-        attends everywhere. masked_positions: [batch, P] selects the sparse MLM head
+        attends everywhere. attention_mask holds segment numbers (attention.AttentionMask:
+        0 padding, k the row's k-th sequence); `packed` says rows may hold several.
+        masked_positions: [batch, P] selects the sparse MLM head
         (mlm, generator); None scores every position. heads: the heads to run (None:
         all of cfg.heads); the encoder runs unless only the generator is asked for."""
         cfg = self.cfg
@@ -82,15 +85,16 @@ class Model(nn.Module):
                              f"{', '.join(cfg.heads) or 'none'}")
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
-        e = self.embeddings(input_ids, token_type_ids, deterministic)
+        mask = AttentionMask.of(attention_mask, packed)
+        e = self.embeddings(input_ids, token_type_ids, deterministic, mask)
         logits: dict[str, Array] = {}
         out: dict[str, Any] = {}
         if "generator" in heads:
             logits["generator"], out["generator"] = self.generator(
-                e, attention_mask, self.embeddings.table(), masked_positions, deterministic)
+                e, mask, self.embeddings.table(), masked_positions, deterministic)
         if heads == ("generator",):
             return logits, out
-        x, states = self.encoder(e, attention_mask, deterministic)
+        x, states = self.encoder(e, mask, deterministic)
         out.update(sequence=x, hidden_states=states)
         if "pooler" in cfg.heads:
             out["pooled"] = self.pooler(x)

@@ -308,7 +308,7 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
     figures) when a phase does not fit in the chip's HBM."""
 
     from bertjax import experiment
-    from bertjax.models import layers
+    from bertjax.models import attention
     from bertjax.tools import aot
 
     if not 0 < mfu <= 1:
@@ -320,7 +320,7 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
     config = config.copy_and_resolve_references()
     if int(config.train.steps) == 0:  # fine-tuning: epochs over data not read here
         config.train.steps = 1000
-    token = layers.TARGET_PLATFORM.set("tpu")
+    token = attention.TARGET_PLATFORM.set("tpu")
     doing = [f"building the train step for {topology.name}"]
     guard = contextlib.ExitStack()
     guard.enter_context(interruptible(lambda: doing[0]))
@@ -388,5 +388,5 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
                     config))
         return out
     finally:
-        layers.TARGET_PLATFORM.reset(token)
+        attention.TARGET_PLATFORM.reset(token)
         guard.close()
