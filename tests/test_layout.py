@@ -100,9 +100,9 @@ def test_the_graph_sees_the_package():
 # overrides outside absl, which `sweep`, `downstream` and the configs share), distributed
 # (the multi-host flags and initialisation `train` needs; only commands import it),
 # pretrained (init_from: any checkpoint form fitted to a task's heads, used by the loop
-# and distillation) and fileio (until its owner folds it into paths.py).
+# and distillation).
 CORE = {"__init__", "__main__", "checkpoint", "configfile", "distributed", "errors",
-        "experiment", "fileio", "flops", "metrics", "modeldir", "objectives", "optim",
+        "experiment", "flops", "metrics", "modeldir", "objectives", "optim",
         "paths", "pretrained", "sharding", "steps", "train"}
 PACKAGES = {"commands", "convert", "data", "models", "scoring", "tasks", "tools"}
 

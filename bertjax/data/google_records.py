@@ -47,7 +47,6 @@ from bertjax.data.manifest import (
 from bertjax.data.records import DataFormatError
 from bertjax.data.shards import sha256_file, shard_name
 from bertjax.errors import one_line
-from bertjax.fileio import atomic_directory
 
 FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
             "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
@@ -298,7 +297,7 @@ def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str
         out_dir = paths.absolute(out_dir)
         _publish_remote(tokenizer, raw, out_dir)
         return Manifest(out_dir, raw)
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with paths.atomic_directory(out_dir, overwrite=overwrite, marker=MANIFEST) as tmp:
         raw["tokenizer"] = save_tokenizer(tokenizer, tmp)
         for info in out_splits.values():
             for shard in info["shards"]:

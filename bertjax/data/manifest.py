@@ -36,7 +36,6 @@ from bertjax import paths
 from bertjax.data.records import DataFormatError
 from bertjax.data.shards import sha256_file, write_atomic
 from bertjax.errors import one_line
-from bertjax.fileio import replace_directory
 
 MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
@@ -312,7 +311,7 @@ def save_tokenizer(tokenizer: Any, out_dir: str) -> dict[str, Any]:
     if os.path.isdir(final) and contents(final) == contents(tmp):
         shutil.rmtree(tmp)
     else:
-        replace_directory(tmp, final)
+        paths.replace_directory(tmp, final)
     sha256 = sha256_file(os.path.join(final, "tokenizer.json"))
     return {"kind": tokenizer.kind, "class": tokenizer.tokenizer_class,
             "vocab_size": tokenizer.vocab_size, "sha256": sha256, "dir": TOKENIZER_DIR,

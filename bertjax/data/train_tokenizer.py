@@ -43,7 +43,6 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from bertjax import paths
 from bertjax.data import tokenizers as tok_lib
 from bertjax.data.sources import Source, open_source
-from bertjax.fileio import atomic_directory
 
 KINDS = ("wordpiece", "sentencepiece-unigram", "sentencepiece-bpe", "bpe")
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -121,11 +120,9 @@ def train(
         source = open_source(source)
 
     remote = paths.is_remote(out_dir)
-    if remote:  # built locally, tokenizer.json (what load_tokenizer looks for) uploaded last
-        publish = paths.atomic_directory(out_dir, overwrite=overwrite, marker="tokenizer.json")
-    else:
-        publish = atomic_directory(out_dir, overwrite=overwrite)
-    with publish as tmp:
+    # Built locally; on an object store tokenizer.json (what load_tokenizer looks for)
+    # is uploaded last.
+    with paths.atomic_directory(out_dir, overwrite=overwrite, marker="tokenizer.json") as tmp:
         if kind == "wordpiece":
             tok = _train_wordpiece(_sentences(source), vocab_size, lowercase, tmp)
         elif kind == "bpe":
