@@ -2,11 +2,9 @@
 object-store URLs (`gs://bucket/...`; any fsspec URL whose filesystem is installed, e.g.
 `s3://` with s3fs) behind the same functions.
 
-Local paths go straight to `os`/`open`; URLs go through fsspec (gcsfs for gs://). Orbax
-keeps its own I/O: TensorStore for arrays, etils `epath` for its small files, which
-bertjax points at fsspec too (`EPATH_USE_TF=false`, set in bertjax/__init__.py), so one
-client and one set of credentials serve every gs:// access; TensorStore follows
-`TENSORSTORE_GCS_HTTP_URL` where the tests use a local emulator.
+Local paths go straight to `os`/`open`; URLs go through fsspec (gcsfs for gs://), one
+client per scheme shared with Orbax's small files (bertjax/objectstore.py). Orbax keeps
+its own I/O for arrays (TensorStore).
 
 Atomic publishing. A local output is built under a temporary sibling name and renamed
 when complete. Object stores have no rename, so there:
@@ -22,15 +20,13 @@ when complete. Object stores have no rename, so there:
   complete.
 
 Errors on URLs come out as OSError naming the path and the operation, so that commands
-print them on one line; gcsfs retries transient errors (HTTP 429/5xx, dropped
-connections) itself before giving up.
+print them on one line.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -40,6 +36,8 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
+
+from bertjax import objectstore
 
 _CHUNK = 1 << 24  # bytes read at a time when hashing or copying
 
@@ -52,69 +50,6 @@ def is_remote(path: str) -> bool:
 def _local(path: str) -> str:
     path = os.fspath(path)
     return path[len("file://"):] if path.startswith("file://") else path
-
-
-@functools.cache
-def _filesystem(protocol: str) -> Any:
-    import fsspec
-
-    if protocol in ("gs", "gcs"):
-        import logging
-
-        # gcsfs asks the storage-control API for the bucket's layout and warns when it
-        # cannot (no credentials for that API, an emulator); it then works as usual.
-        logging.getLogger("gcsfs").setLevel(logging.ERROR)
-    try:
-        if protocol in ("gs", "gcs"):
-            # The instance etils epath gives Orbax (same arguments, so fsspec hands out
-            # the same object): one client, and one listing cache that a write through
-            # either side clears.
-            return fsspec.filesystem("gcs", finalize_on_close=True)
-        return fsspec.filesystem(protocol)
-    except (ImportError, ValueError) as e:
-        raise OSError(f"no filesystem for {protocol}:// URLs ({e}); for gs:// install "
-                      "gcsfs (requirements.txt)") from None
-
-
-def _fs(path: str) -> tuple[Any, str]:
-    """(fsspec filesystem, the path as that filesystem names it) for a URL."""
-    protocol = str(path).split("://", 1)[0]
-    return _filesystem(protocol), str(path)
-
-
-def _error(path: str, op: str, e: BaseException) -> OSError:
-    """An OSError whose one line is "PATH: OP failed (what the store said)"."""
-    if isinstance(e, FileNotFoundError):
-        with contextlib.suppress(Exception):  # a missing bucket is worth naming
-            if not _fs(path)[0].exists(_bucket(path)):
-                return FileNotFoundError(2, f"{op}: no such bucket {_bucket(path)}", path)
-        return FileNotFoundError(2, f"{op}: no such file or directory", path)
-    if isinstance(e, PermissionError):
-        return PermissionError(13, f"{op}: permission denied ({_words(e)})", path)
-    return OSError(5, f"{op} failed ({_words(e)})", path)
-
-
-def _words(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text[:300]
-
-
-@contextlib.contextmanager
-def _remote(path: str, op: str, changes: bool = False) -> Iterator[None]:
-    """Turns what the store raises into `_error`s. `changes`: the operation writes, so
-    fsspec's cached listings (which Orbax reads through etils epath, and which gcsfs
-    keeps per process) are dropped afterwards, even if it failed half-way."""
-    try:
-        yield
-    except OSError as e:
-        if getattr(e, "filename", None) == path:
-            raise
-        raise _error(path, op, e) from None
-    except Exception as e:  # noqa: BLE001 -- aiohttp, google-auth, HttpError ...
-        raise _error(path, op, e) from None
-    finally:
-        if changes:
-            _fs(path)[0].invalidate_cache()
 
 
 # --- names ---------------------------------------------------------------------------
@@ -155,36 +90,29 @@ def relative(path: str, start: str) -> str:
 # --- queries -------------------------------------------------------------------------
 
 
-def exists(path: str) -> bool:
+def _stat(path: str, local: Any, method: str) -> Any:
+    """`local(path)` for a local path, else the filesystem's `method`, errors in one line."""
     if not is_remote(path):
-        return os.path.exists(_local(path))
-    fs, p = _fs(path)
-    with _remote(path, "stat"):
-        return bool(fs.exists(p))
+        return local(_local(path))
+    fs, p = objectstore.fs(path)
+    with objectstore.calling(path, "stat"):
+        return getattr(fs, method)(p)
+
+
+def exists(path: str) -> bool:
+    return bool(_stat(path, os.path.exists, "exists"))
 
 
 def isdir(path: str) -> bool:
-    if not is_remote(path):
-        return os.path.isdir(_local(path))
-    fs, p = _fs(path)
-    with _remote(path, "stat"):
-        return bool(fs.isdir(p))
+    return bool(_stat(path, os.path.isdir, "isdir"))
 
 
 def isfile(path: str) -> bool:
-    if not is_remote(path):
-        return os.path.isfile(_local(path))
-    fs, p = _fs(path)
-    with _remote(path, "stat"):
-        return bool(fs.isfile(p))
+    return bool(_stat(path, os.path.isfile, "isfile"))
 
 
 def getsize(path: str) -> int:
-    if not is_remote(path):
-        return os.path.getsize(_local(path))
-    fs, p = _fs(path)
-    with _remote(path, "stat"):
-        return int(fs.size(p))
+    return int(_stat(path, os.path.getsize, "size"))
 
 
 def sizes(path: str) -> dict[str, int]:
@@ -197,26 +125,14 @@ def sizes(path: str) -> dict[str, int]:
                 return {e.name: e.stat().st_size for e in entries if e.is_file()}
         except FileNotFoundError:
             return {}
-    fs, p = _fs(path)
-    with _remote(path, "list"):
-        try:
-            entries = fs.ls(p, detail=True, refresh=True)
-        except FileNotFoundError:
-            return {}
-        return {posixpath.basename(e["name"].rstrip("/")): int(e["size"]) for e in entries
-                if e.get("type") == "file"}
+    return objectstore.sizes(path)
 
 
 def listdir(path: str) -> list[str]:
     """The names in directory `path`, sorted."""
     if not is_remote(path):
         return sorted(os.listdir(_local(path)))
-    fs, p = _fs(path)
-    with _remote(path, "list"):
-        if not fs.isdir(p):
-            raise FileNotFoundError(path)
-        return sorted({posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False)
-                       if e.rstrip("/") != p.split("://", 1)[-1].rstrip("/")})
+    return objectstore.listdir(path)
 
 
 def walk_files(path: str) -> list[str]:
@@ -229,10 +145,7 @@ def walk_files(path: str) -> list[str]:
             out += [os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
                     for f in files]
         return sorted(out)
-    fs, p = _fs(path)
-    with _remote(path, "list"):
-        base = p.split("://", 1)[-1].rstrip("/") + "/"
-        return sorted(f.split("://", 1)[-1][len(base):] for f in fs.find(p))
+    return objectstore.walk_files(path)
 
 
 def glob(pattern: str) -> list[str]:
@@ -241,10 +154,7 @@ def glob(pattern: str) -> list[str]:
         import glob as globlib
 
         return sorted(globlib.glob(os.path.expanduser(_local(pattern)), recursive=True))
-    fs, p = _fs(pattern)
-    scheme = str(pattern).split("://", 1)[0]
-    with _remote(pattern, "list"):
-        return sorted(f"{scheme}://{m.split('://', 1)[-1]}" for m in fs.glob(p))
+    return objectstore.glob(pattern)
 
 
 # --- reading -------------------------------------------------------------------------
@@ -258,8 +168,8 @@ def open(path: str, mode: str = "r", **kwargs: Any) -> IO[Any]:  # noqa: A001
                          "write_text or atomic_directory")
     if not is_remote(path):
         return builtins.open(_local(path), mode, **kwargs)
-    fs, p = _fs(path)
-    with _remote(path, "open"):
+    fs, p = objectstore.fs(path)
+    with objectstore.calling(path, "open"):
         if "b" in mode:
             return fs.open(p, "rb")
         return fs.open(p, "rt", encoding=kwargs.get("encoding", "utf-8"),
@@ -270,8 +180,8 @@ def read_bytes(path: str) -> bytes:
     if not is_remote(path):
         with builtins.open(_local(path), "rb") as f:
             return f.read()
-    fs, p = _fs(path)
-    with _remote(path, "read"):
+    fs, p = objectstore.fs(path)
+    with objectstore.calling(path, "read"):
         return fs.cat_file(p)
 
 
@@ -290,7 +200,7 @@ def read_json(path: str) -> Any:
     try:
         text = read_text(path)
     except OSError as e:
-        raise ValueError(f"{path}: {e.strerror or _words(e)}") from None
+        raise ValueError(f"{path}: {e.strerror or objectstore.words(e)}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -315,8 +225,8 @@ def download(path: str, local: str) -> None:
         else:
             shutil.copyfile(src, local)
         return
-    fs, p = _fs(path)
-    with _remote(path, "download"):
+    fs, p = objectstore.fs(path)
+    with objectstore.calling(path, "download"):
         if fs.isdir(p):
             os.makedirs(local, exist_ok=True)
             for name in walk_files(path):
@@ -354,37 +264,38 @@ def makedirs(path: str) -> None:
     if not is_remote(path):
         os.makedirs(_local(path), exist_ok=True)
         return
-    fs, _ = _fs(path)
-    root = _bucket(path)
-    with _remote(root, "check bucket"):
+    fs, _ = objectstore.fs(path)
+    root = objectstore.bucket(path)
+    with objectstore.calling(root, "check bucket"):
         if not fs.exists(root):
             raise FileNotFoundError(2, "no such bucket", root)
 
 
-def _bucket(path: str) -> str:
-    """scheme://bucket of a URL."""
-    scheme, rest = str(path).split("://", 1)
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[str]:
+    """Yields a temporary sibling of local file `path` to write; renames it to `path` once
+    the block ends without an exception, else removes it."""
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
 
 
 def write_bytes(path: str, data: bytes) -> None:
     """`data` at `path`, published atomically: a local temporary sibling renamed into
     place, or one object upload."""
     if is_remote(path):
-        fs, p = _fs(path)
-        with _remote(path, "write", changes=True):
+        fs, p = objectstore.fs(path)
+        with objectstore.calling(path, "write", changes=True):
             fs.pipe_file(p, data)
         return
-    path = _local(path)
-    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    try:
+    with _replacing(_local(path)) as tmp:
         with builtins.open(tmp, "wb") as f:
             f.write(data)
         apply_umask(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
 
 
 def apply_umask(path: str) -> None:
@@ -407,42 +318,30 @@ def upload(local: str, path: str) -> None:
     """Publishes a copy of the finished local file `local` at `path` (local or URL),
     atomically: one object upload, or a copy renamed into place."""
     if is_remote(path):
-        fs, p = _fs(path)
-        with _remote(path, "upload", changes=True):
+        fs, p = objectstore.fs(path)
+        with objectstore.calling(path, "upload", changes=True):
             fs.put_file(local, p)
         return
-    path = _local(path)
-    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    try:
+    with _replacing(_local(path)) as tmp:
         shutil.copyfile(local, tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
 
 
 def copy(src: str, dst: str) -> None:
     """Publishes a copy of file `src` at `dst` (each local or a URL), atomically: between
     URLs of one store a server-side copy (the bytes never pass through this machine),
     else an upload (`upload`) or a download renamed into place."""
-    if is_remote(src) and is_remote(dst) and _fs(src)[0] is _fs(dst)[0]:
-        fs, p = _fs(src)
-        with _remote(dst, f"copy from {src}", changes=True):
-            fs.copy(p, _fs(dst)[1])
+    if is_remote(src) and is_remote(dst) and objectstore.fs(src)[0] is objectstore.fs(dst)[0]:
+        fs, p = objectstore.fs(src)
+        with objectstore.calling(dst, f"copy from {src}", changes=True):
+            fs.copy(p, objectstore.fs(dst)[1])
         return
     if not is_remote(src):
         upload(_local(src), dst)
         return
     if is_remote(dst):
         raise ValueError(f"cannot copy {src} to {dst}: different stores")
-    dst = _local(dst)
-    tmp = f"{dst}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    try:
+    with _replacing(_local(dst)) as tmp:
         download(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
 
 
 def remove(path: str) -> None:
@@ -451,8 +350,8 @@ def remove(path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(_local(path))
         return
-    fs, p = _fs(path)
-    with _remote(path, "delete", changes=True):
+    fs, p = objectstore.fs(path)
+    with objectstore.calling(path, "delete", changes=True):
         if fs.exists(p):
             fs.rm_file(p)
 
@@ -462,8 +361,8 @@ def rmtree(path: str) -> None:
     if not is_remote(path):
         shutil.rmtree(_local(path), ignore_errors=True)
         return
-    fs, p = _fs(path)
-    with _remote(path, "delete", changes=True):
+    fs, p = objectstore.fs(path)
+    with objectstore.calling(path, "delete", changes=True):
         if fs.exists(p):
             fs.rm(p, recursive=True)
 
@@ -477,9 +376,9 @@ def move(src: str, dst: str) -> None:
         return
     if is_remote(src) != is_remote(dst):
         raise ValueError(f"cannot move {src} to {dst}: one is local, the other a URL")
-    fs, p = _fs(src)
-    with _remote(src, f"move to {dst}", changes=True):
-        fs.mv(p, _fs(dst)[1], recursive=True)
+    fs, p = objectstore.fs(src)
+    with objectstore.calling(src, f"move to {dst}", changes=True):
+        fs.mv(p, objectstore.fs(dst)[1], recursive=True)
 
 
 def replace_directory(src: str, dst: str) -> None:
@@ -494,32 +393,15 @@ def replace_directory(src: str, dst: str) -> None:
         os.rename(src, dst)
 
 
-def publish_directory(local: str, path: str, marker: str) -> None:
-    """Uploads the finished local directory `local` to the URL `path`: every file but
-    `marker` first, `marker` (a name relative to the directory) last. An existing
-    directory at `path` loses its marker before anything else changes."""
-    fs, p = _fs(path)
-    names = walk_files(local)
-    if marker not in names:
-        raise ValueError(f"{local}: has no {marker} to publish last")
-    with _remote(path, "publish", changes=True):
-        if fs.exists(posixpath.join(p, marker)):
-            fs.rm_file(posixpath.join(p, marker))
-        if fs.exists(p):
-            fs.rm(p, recursive=True)
-        for name in [n for n in names if n != marker] + [marker]:
-            fs.put_file(os.path.join(local, *name.split("/")), posixpath.join(p, name))
-
-
 @contextlib.contextmanager
 def atomic_directory(path: str, overwrite: bool = False, marker: str = "config.json"
                      ) -> Iterator[str]:
     """Yields a local temporary directory to fill; publishes it at `path` on success.
 
     Local `path`: a temporary sibling renamed into place (`replace_directory`). URL: the
-    files are uploaded with `marker` last (`publish_directory`). On any exception nothing
-    is published and `path` is untouched. An existing `path` is an error unless
-    `overwrite` is set.
+    files are uploaded with `marker` last (`objectstore.publish_directory`). On any
+    exception nothing is published and `path` is untouched. An existing `path` is an
+    error unless `overwrite` is set.
     """
     remote = is_remote(path)
     path = absolute(path)
@@ -535,7 +417,7 @@ def atomic_directory(path: str, overwrite: bool = False, marker: str = "config.j
     try:
         yield tmp
         if remote:
-            publish_directory(tmp, path, marker)
+            objectstore.publish_directory(tmp, walk_files(tmp), path, marker)
         else:
             replace_directory(tmp, path)
     finally:

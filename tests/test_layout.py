@@ -100,9 +100,9 @@ def test_the_graph_sees_the_package():
 # overrides outside absl, which `sweep`, `downstream` and the configs share), distributed
 # (the multi-host flags and initialisation `train` needs; only commands import it),
 # pretrained (init_from: any checkpoint form fitted to a task's heads, used by the loop
-# and distillation).
+# and distillation), objectstore (paths.py's back end for URLs).
 CORE = {"__init__", "__main__", "checkpoint", "configfile", "distributed", "errors",
-        "experiment", "flops", "metrics", "modeldir", "objectives", "optim",
+        "experiment", "flops", "metrics", "modeldir", "objectives", "objectstore", "optim",
         "paths", "pretrained", "sharding", "steps", "train"}
 PACKAGES = {"commands", "convert", "data", "models", "scoring", "tasks", "tools"}
 
@@ -121,7 +121,6 @@ MAX_FUNCTION_LINES = 80
 # the limits, each with its reason.
 TOO_LONG = {
     "train.py": "being split by their owners",
-    "paths.py": "being split by their owners",
     "data/*": "being split by their owners",
     "tools/tpu_compile.py:compile_for": "grew in a concurrent edit; being split by its owner",
 }

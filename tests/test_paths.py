@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from bertjax import paths
+from bertjax import objectstore, paths
 
 
 @pytest.fixture(params=["local", "gs"])
@@ -89,7 +89,7 @@ def test_interrupted_upload_leaves_no_marker(bucket, tmp_path, monkeypatch):
     for i in range(3):
         (local / "params" / f"f{i}").write_bytes(b"x" * 10)
     (local / "config.json").write_text("{}")
-    fs, _ = paths._fs(bucket)
+    fs, _ = objectstore.fs(bucket)
     real, calls = fs.put_file, []
 
     def failing(lpath, rpath, *a, **k):
@@ -101,7 +101,8 @@ def test_interrupted_upload_leaves_no_marker(bucket, tmp_path, monkeypatch):
     monkeypatch.setattr(fs, "put_file", failing)
     out = bucket + "/model"
     with pytest.raises(OSError) as e:
-        paths.publish_directory(str(local), out, "config.json")
+        objectstore.publish_directory(str(local), paths.walk_files(str(local)), out,
+                                        "config.json")
     # What a command prints: "FILE: what went wrong".
     assert (e.value.filename, e.value.strerror) == (out, "publish failed (network down)")
     assert not paths.exists(out + "/config.json")
