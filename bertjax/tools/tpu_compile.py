@@ -359,34 +359,46 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
                     f"train.batch_size ({int(config.train.batch_size)}), raise "
                     f"optim.grad_accum_steps, set model.remat=full, or use more chips"
                 ) from None
-            memory = aot.StepMemory.of(compiled)
-            fits = memory.total <= aot.HEADROOM * hbm
-            tokens = phase.batch_size * seq
-            formula = task.flops(cfg, seq).total * tokens
-            xla = _cost_flops(compiled)
-            peak = topology.chip.peak_bf16 * len(devs)
-            at_peak = formula / peak
-            row = {"phase": phase.index + 1, "batch_size": phase.batch_size, "seq_len": seq,
-                   "hbm_per_chip": memory.total, "hbm_limit": hbm, "fits": fits,
-                   "flops_formula": formula, "flops_xla": xla * len(devs) if xla else None,
-                   "step_s_at_peak": at_peak, "step_s_at_mfu": at_peak / mfu,
-                   "tokens_per_s_at_mfu": tokens / (at_peak / mfu)}
+            row = _report(compiled, topology, len(devs), task.flops(cfg, seq).total,
+                          phase, seq, mfu, log, what)
             out.append(row)
-            log(f"{what}: HBM {memory.words()} of {topology.chip.hbm_gib:g} GiB per chip: "
-                + ("fits" if fits else "does NOT fit"))
-            xla_words = (f"XLA's cost analysis {row['flops_xla']:.3e} (it can undercount "
-                         "loops)" if xla else "no cost analysis from XLA")
-            log(f"  FLOPs per step: {formula:.3e} by bertjax's formula (bertjax/flops.py), "
-                f"{xla_words}")
-            log(f"  at the chips' peak ({topology.chip.peak_bf16 / 1e12:g} TFLOP/s bf16 each): "
-                f"step {at_peak * 1e3:.3g} ms, {tokens / at_peak:,.0f} tokens/s; at {mfu:.0%} "
-                f"MFU: step {row['step_s_at_mfu'] * 1e3:.3g} ms, "
-                f"{row['tokens_per_s_at_mfu']:,.0f} tokens/s")
-            if not fits:
+            if not row["fits"]:
                 raise aot.MemoryCheckError(aot.refusal(
-                    memory, int(aot.HEADROOM * hbm), f"{topology.chip.name}'s HBM", what,
-                    config))
+                    row["memory"], int(aot.HEADROOM * hbm), f"{topology.chip.name}'s HBM",
+                    what, config))
+            del row["memory"]
         return out
     finally:
         attention.TARGET_PLATFORM.reset(token)
         guard.close()
+
+
+def _report(compiled: Any, topology: Topology, chips: int, flops_per_token: float,
+            phase: Any, seq: int, mfu: float, log: Any, what: str) -> dict[str, Any]:
+    """Logs one compiled phase's memory, FLOPs and step time at peak and at `mfu`; returns
+    its figures (with "memory", the aot.StepMemory)."""
+    from bertjax.tools import aot
+
+    hbm = topology.chip.hbm_gib * aot.GiB
+    memory = aot.StepMemory.of(compiled)
+    fits = memory.total <= aot.HEADROOM * hbm
+    tokens = phase.batch_size * seq
+    formula = flops_per_token * tokens
+    xla = _cost_flops(compiled)
+    at_peak = formula / (topology.chip.peak_bf16 * chips)
+    row = {"phase": phase.index + 1, "batch_size": phase.batch_size, "seq_len": seq,
+           "hbm_per_chip": memory.total, "hbm_limit": hbm, "fits": fits,
+           "flops_formula": formula, "flops_xla": xla * chips if xla else None,
+           "step_s_at_peak": at_peak, "step_s_at_mfu": at_peak / mfu,
+           "tokens_per_s_at_mfu": tokens / (at_peak / mfu), "memory": memory}
+    log(f"{what}: HBM {memory.words()} of {topology.chip.hbm_gib:g} GiB per chip: "
+        + ("fits" if fits else "does NOT fit"))
+    xla_words = (f"XLA's cost analysis {row['flops_xla']:.3e} (it can undercount "
+                 "loops)" if xla else "no cost analysis from XLA")
+    log(f"  FLOPs per step: {formula:.3e} by bertjax's formula (bertjax/flops.py), "
+        f"{xla_words}")
+    log(f"  at the chips' peak ({topology.chip.peak_bf16 / 1e12:g} TFLOP/s bf16 each): "
+        f"step {at_peak * 1e3:.3g} ms, {tokens / at_peak:,.0f} tokens/s; at {mfu:.0%} "
+        f"MFU: step {row['step_s_at_mfu'] * 1e3:.3g} ms, "
+        f"{row['tokens_per_s_at_mfu']:,.0f} tokens/s")
+    return row
