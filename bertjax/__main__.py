@@ -34,6 +34,8 @@ COMMANDS = {
     "compare": ("bertjax.commands.compare", "runs' logs, configs and results: a table and plots"),
     "sweep": ("bertjax.commands.sweep", "run (or print the commands of) a config's ablation "
               "runs: pretraining, then fine-tuning"),
+    "average": ("bertjax.commands.average", "the average of saved training checkpoints as "
+                "a model directory"),
 }
 
 

@@ -25,7 +25,8 @@ fingerprint against `state_digest` (computed on the devices from the restored ar
 so nothing is read twice) and every value finite. A step that fails, or that Orbax
 cannot read, is moved to WORKDIR/damaged_checkpoints/<step> (never deleted) and the
 next older one is tried (bertjax/train.py). Rotation (`max_to_keep`) never deletes the
-step a run resumed from, so a good checkpoint survives until a newer one was written.
+step a run resumed from, so a good checkpoint survives until a newer one was written,
+nor the steps a `keep` policy names (train.keep_every, train.keep_every_tokens).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -162,16 +163,18 @@ def _save_error_words(e: BaseException) -> str:
 
 
 class _KeepLatestAndResumed:
-    """Orbax preservation policy: the newest `n` steps, and the step this run resumed
-    from (its digest was verified), whatever their number."""
+    """Orbax preservation policy: the newest `n` steps, the step this run resumed from
+    (its digest was verified), whatever their number, and every step `keep(step)` says
+    to keep (a stable phase's branch points, bertjax/experiment.py `kept_steps`)."""
 
-    def __init__(self, n: int) -> None:
-        self.n, self.resumed = n, None
+    def __init__(self, n: int, keep: Callable[[int], bool] | None = None) -> None:
+        self.n, self.resumed, self.keep = n, None, keep or (lambda step: False)
 
     def should_preserve(self, checkpoints: Any, *, context: Any) -> list[bool]:
         del context
         first = len(checkpoints) - self.n
-        return [i >= first or c.step == self.resumed for i, c in enumerate(checkpoints)]
+        return [i >= first or c.step == self.resumed or self.keep(c.step)
+                for i, c in enumerate(checkpoints)]
 
 
 class _HeldBackgroundOutput(logging.Filter):
@@ -245,14 +248,18 @@ class TrainCheckpoints:
     save() and restore() with the same step.
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True) -> None:
+    def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True,
+                 keep: Callable[[int], bool] | None = None, read_only: bool = False) -> None:
+        """`keep`: steps rotation never deletes; `read_only`: another run's checkpoints,
+        read and never written (no directory created, no leftover removed)."""
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
         self.directory = paths.absolute(directory)
-        self._keep = _KeepLatestAndResumed(max_to_keep)
+        self._keep = _KeepLatestAndResumed(max_to_keep, keep)
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=self._keep, create=True, cleanup_tmp_directories=True,
+            preservation_policy=self._keep, create=not read_only,
+            cleanup_tmp_directories=not read_only, read_only=read_only,
             enable_async_checkpointing=async_save)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("state", "data", "meta"))
@@ -349,6 +356,27 @@ class TrainCheckpoints:
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
             meta=ocp.args.JsonRestore()))
         return restored["state"], dict(restored["data"]), dict(restored["meta"])
+
+    def restore_on_host(self, step: int) -> tuple[Any, dict[str, Any]]:
+        """(state as numpy arrays, meta) of `step`, read onto this process's first device
+        whatever mesh wrote it and verified (`verify`): for tools that read a run's
+        checkpoints outside training (`average`). ValueError naming the step otherwise."""
+        where = self.step_dir(step)
+        problem = self.check_files(step)
+        try:
+            if problem is None:
+                saved = quiet_read(self._ocp.StandardCheckpointer().metadata,
+                                   paths.join(where, "state")).item_metadata
+                device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                target = jax.tree.map(
+                    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+                state, _, meta = self.restore(step, target)
+                problem = self.verify(state, meta)
+        except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore / JSON errors
+            problem = f"cannot be read ({read_error(e)})"
+        if problem:
+            raise ValueError(f"checkpoint {where}: {problem}")
+        return jax.tree.map(np.asarray, state), meta
 
     def verify(self, state: Any, meta: Mapping[str, Any]) -> str | None:
         """What is wrong with a restored state, in words, or None: every leaf's

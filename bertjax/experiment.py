@@ -6,6 +6,7 @@ the mesh and axis rules, and the (abstract, sharded) train state.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -13,6 +14,7 @@ import jax
 from bertjax import sharding, steps, tasks
 from bertjax.models import ModelConfig, build
 from bertjax.optim import OptimConfig, frozen_paths, make_optimizer
+from bertjax.schedules import resolve_lengths
 from bertjax.tasks.base import Task
 
 TRAIN_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -43,7 +45,8 @@ def check_batch_sizes(phases: Any, mesh: Any, rules: Any) -> None:
         ways *= int(mesh.shape[a])
     for phase in phases:
         if phase.batch_size % ways:
-            key = "phase2.batch_size" if phase.index else "train.batch_size"
+            key = phase.options.get("batch_key") or (
+                "phase2.batch_size" if phase.index else "train.batch_size")
             shape = " x ".join(f"mesh.{a}={mesh.shape[a]}" for a in axes)
             raise ValueError(f"{key}={phase.batch_size} does not split over the {ways} "
                              f"devices the batch is sharded on ({shape}); use a multiple "
@@ -71,7 +74,9 @@ def model_config(config: Any, task: Task | None = None, platform: str | None = N
 
 def optim_config(config: Any, task: Task | None = None) -> OptimConfig:
     """config.optim with total_steps = the task's train steps / grad_accum_steps when 0,
-    and the task's warmup when it decides one (fine-tuning: a share of the steps)."""
+    and the task's warmup when it decides one (fine-tuning: a share of the steps); warmup
+    and decay lengths given as fractions or tokens resolved to updates (tokens: over the
+    task's phases, rows x sequence length per train step; bertjax/schedules.py)."""
     task = task or tasks.get(config)
     d = config.optim.to_dict()
     if not d.get("total_steps"):
@@ -80,7 +85,16 @@ def optim_config(config: Any, task: Task | None = None) -> OptimConfig:
         if warmup is not None:
             d["warmup_steps"] = warmup
         d["warmup_steps"] = min(int(d.get("warmup_steps", 0)), d["total_steps"])
-    return OptimConfig.from_dict(d)
+    if config.get("phases"):  # a plan's learning-rate segments (bertjax/tasks/plan.py)
+        from bertjax.tasks.plan import segments
+
+        d["segments"] = segments(task.phases(), int(d.get("grad_accum_steps", 1)))
+    optim = OptimConfig.from_dict(d)
+    spans = None
+    if optim.warmup_tokens or optim.decay_tokens:  # tokens per train step, phase by phase
+        spans = [(p.end - p.start, p.batch_size * int(
+            p.options.get("max_seq_length", config.max_seq_length))) for p in task.phases()]
+    return resolve_lengths(optim, spans)
 
 
 @dataclasses.dataclass
@@ -127,3 +141,82 @@ def build_setup(config: Any, devices: Any = None) -> Setup:
     make_optimizer(optim, target["params"], frozen)  # checks dtypes and frozen paths
     return Setup(config, task, cfg, optim, model, tx, mesh, rules, init, abstract, target,
                  state_shardings)
+
+
+def plan_lines(config: Any, task: Task, cfg: ModelConfig) -> list[str]:
+    """What an N-phase plan (config.phases, bertjax/tasks/plan.py) trains, phase by phase:
+    steps, batch, tokens, FLOPs, masking, learning rate, data; [] without one."""
+    if not config.get("phases"):
+        return []
+    from bertjax.tasks import plan
+
+    phases = task.phases()
+    lines = plan.describe(phases, lambda p: task.flops(
+        cfg, p.options["max_seq_length"], p.options["max_predictions_per_seq"]).total,
+        int(config.optim.grad_accum_steps))
+    return [f"plan: {len(phases)} phase{'s' if len(phases) > 1 else ''}", *lines]
+
+
+# --- branches and kept checkpoints -------------------------------------------------------
+
+def branch_point(config: Any) -> tuple[str, int] | None:
+    """config.init_from_checkpoint "WORKDIR@STEP" -> (WORKDIR, STEP); None when unset.
+
+    A run that starts from it restores that checkpoint of the other run whole (params,
+    optimizer state, step, data position) and trains on to train.steps with its own
+    config (a decay branched from a stable run); the other run is only read.
+    """
+    spec = str(config.get("init_from_checkpoint", "") or "")
+    if not spec:
+        return None
+    workdir, sep, step = spec.rpartition("@")
+    if not sep or not workdir or not step.isdigit():
+        raise ValueError(f"config.init_from_checkpoint={spec!r}: expected WORKDIR@STEP, a "
+                         "saved step of another run (e.g. /runs/stable@20000)")
+    if config.get("init_from"):
+        raise ValueError(f"config.init_from_checkpoint={spec!r} and config.init_from="
+                         f"{config.init_from!r}: give one start")
+    return workdir, int(step)
+
+
+def check_branch(config: Any, optim: OptimConfig, total: int) -> None:
+    """The branch point lies inside this run (before `total` train steps) and, under a
+    warmup-stable-decay schedule, not after its decay began (the rate would jump down)."""
+    point = branch_point(config)
+    if point is None:
+        return
+    spec, step = config.init_from_checkpoint, point[1]
+    if step >= total:
+        raise ValueError(f"config.init_from_checkpoint={spec}: step {step} leaves nothing "
+                         f"to train in train.steps={total}")
+    start = optim.total_steps - optim.decay_steps
+    if optim.decay == "wsd" and optim.decay_steps and step // optim.grad_accum_steps > start:
+        raise ValueError(f"config.init_from_checkpoint={spec}: the decay "
+                         f"(optim.decay_steps={optim.decay_steps}) starts at update {start}, "
+                         f"before the branch point (update {step // optim.grad_accum_steps});"
+                         " set train.steps to the branch point plus the decay")
+
+
+def kept_steps(config: Any, phases: Any) -> Callable[[int], bool]:
+    """step -> whether its checkpoint is kept whatever train.max_to_keep says (and saved
+    even between train.checkpoint_every): every train.keep_every steps, and the first
+    step at or past each multiple of train.keep_every_tokens tokens (rows x sequence
+    length, phase by phase)."""
+    every = int(config.train.get("keep_every", 0))
+    every_tokens = int(config.train.get("keep_every_tokens", 0))
+    if every < 0 or every_tokens < 0:
+        key = "keep_every" if every < 0 else "keep_every_tokens"
+        raise ValueError(f"train.{key}={config.train[key]}: must be >= 0")
+    per_step = [(p.start, p.end, p.batch_size * int(
+        p.options.get("max_seq_length", config.max_seq_length))) for p in phases]
+
+    def tokens(step: int) -> int:  # after `step` train steps
+        return sum(max(0, min(step, end) - start) * n for start, end, n in per_step)
+
+    def keep(step: int) -> bool:
+        if every and step % every == 0:
+            return True
+        return bool(every_tokens and step > 0
+                    and tokens(step) // every_tokens > tokens(step - 1) // every_tokens)
+
+    return keep

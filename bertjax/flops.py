@@ -1,6 +1,6 @@
 """Training FLOPs per token, the one formula every MFU figure in bertjax uses.
 
-For a post-LN encoder of L layers, width d, FFN width I, sequence length S,
+For an encoder of L layers, width d, FFN width I, sequence length S,
 embedding width E and vocabulary V, counting a multiply-add as 2 FLOPs and the
 backward pass as twice the forward:
 
@@ -20,6 +20,15 @@ head runs on every position (6·(d² + d) per token); a token classifier and a Q
 head cost 6·d·labels (labels = 2 for spans). Distillation adds the frozen teacher's
 forward pass, a third of its own training FLOPs (2 of the 6 FLOPs per multiply-add),
 its MLM head on the same f of the positions.
+
+Architecture switches (docs/architectures.md): a gated MLP (model.mlp=glu) has two
+input projections, 6·L·(4d² + 3dI). A sliding-window layer (model.local_window = w)
+scores each query against the keys within w // 2 of it, K(S, w) = the mean over the S
+queries of min(q, w//2) + min(S-1-q, w//2) + 1 (S when the window covers the row), so
+the attention term is 12·d·Σ_layers K, with K = S on global layers. This counts the
+work the model needs: the einsum and xla kernels compute the whole [S, S] score matrix
+and mask it, so their hardware FLOPs stay at 12·L·S·d. Rotary positions, norms without
+bias and the untied decoder's extra table change no matmul and are not counted apart.
 """
 
 from __future__ import annotations
@@ -43,12 +52,22 @@ class Flops:
         return self.layers + self.attention + self.head + self.teacher
 
 
+def window_keys(seq_len: int, window: int) -> float:
+    """K(S, w): keys per query, averaged over the row, of a window keeping |q - k| <= w // 2
+    (S for global attention, window 0)."""
+    h = window // 2
+    if not window or h >= seq_len - 1:
+        return float(seq_len)
+    return sum(min(q, h) + min(seq_len - 1 - q, h) + 1 for q in range(seq_len)) / seq_len
+
+
 def _tower(cfg: ModelConfig, seq_len: int) -> tuple[float, float]:
     d, i, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
-    layers = 6 * n * (4 * d * d + 2 * d * i)
+    layers = 6 * n * (4 * d * d + (3 if cfg.mlp == "glu" else 2) * d * i)
     if cfg.projects_embeddings:
         layers += 6 * cfg.embed_dim * d
-    return layers, 12 * n * seq_len * d
+    keys = sum(window_keys(seq_len, cfg.layer_window(j)) for j in range(n))
+    return layers, 12 * keys * d
 
 
 def train_flops_per_token(cfg: ModelConfig, seq_len: int, mlm_fraction: float = 1.0,

@@ -15,6 +15,13 @@ Batch keys read here:
   masked_lm_positions [B, P] int32   where the masked tokens are (ELECTRA's corruption)
   input_ids, attention_mask [B, L]   ELECTRA's corruption; distillation's cosine loss
 
+Packed rows (docs/packing.md): attention_mask holds segment numbers (0 padding, k the
+row's k-th sequence), so real tokens are `attention_mask > 0`, never its sum; a key with
+one value per sequence ([B]: pair_labels, labels, weights, start/end positions) is
+[B, S] instead, slot k - 1 for sequence k (weight 0 / label -1 where a row has fewer).
+Every loss here is a mean over real predictions, labelled sequences or real tokens, so
+a packed batch gives the loss of the same sequences unpacked.
+
 Every metric is a `metrics.Mean`: a value with its denominator (the number of real
 predictions, labelled rows or real tokens), so means over several batches (eval,
 logging windows, hosts) are exact: sum(value * count) / sum(count).
@@ -80,8 +87,8 @@ def pair_loss(logits: Array, labels: Array, name: str = "pair") -> tuple[Array, 
     """Sentence-pair loss (NSP or SOP): mean cross-entropy over rows with a label.
 
     Args:
-      logits: [B, 2] scores of the pair head.
-      labels: [B] 0 or 1; -1 marks a row without a pair label (ignored).
+      logits: [B, (S,) 2] scores of the pair head (S: packed sequences).
+      labels: [B, (S)] 0 or 1; -1 marks a row or slot without a pair label (ignored).
       name: metric prefix, "nsp" or "sop".
 
     Returns:
@@ -168,7 +175,7 @@ def rtd_loss(logits: Array, labels: Array, mask: Array) -> tuple[Array, Metrics]
     Args:
       logits: [B, L] discriminator scores (> 0 means "replaced").
       labels: [B, L] 1 = replaced, 0 = original.
-      mask: [B, L] 1 for real tokens (the attention mask), 0 for padding.
+      mask: [B, L] the attention mask: > 0 at real tokens (segment numbers), 0 padding.
 
     Returns:
       (loss, {"rtd_loss", "rtd_accuracy", "rtd_replaced", "rtd_baseline_accuracy"}), each
@@ -178,6 +185,7 @@ def rtd_loss(logits: Array, labels: Array, mask: Array) -> tuple[Array, Metrics]
     """
     logits = logits.astype(jnp.float32)
     labels_f = labels.astype(jnp.float32)
+    mask = (mask > 0).astype(jnp.float32)
     # log(1 + exp(-|x|)) form: finite for any logit.
     bce = jnp.maximum(logits, 0) - logits * labels_f + jnp.log1p(jnp.exp(-jnp.abs(logits)))
     correct = ((logits > 0).astype(jnp.float32) == labels_f).astype(jnp.float32)
@@ -266,7 +274,7 @@ def distillation_objective(logits: Mapping[str, Array], batch: Mapping[str, Any]
         if student_hidden is None or teacher_hidden is None:
             raise ValueError("distillation: alpha_cos > 0 needs student_hidden and "
                              "teacher_hidden")
-        mask = need(batch, "attention_mask", "distillation")
+        mask = (need(batch, "attention_mask", "distillation") > 0).astype(jnp.float32)
         cos = weighted_mean(cosine_distance(student_hidden, teacher_hidden), mask)
         loss = loss + alpha_cos * cos
         metrics["cos_loss"] = Mean(cos, jnp.sum(mask.astype(jnp.float32)))
@@ -279,12 +287,13 @@ def classification_loss(logits: Array, labels: Array, weights: Array,
                         regression: bool) -> tuple[Array, Metrics]:
     """Sequence classification: cross-entropy, or a regression's (STS-B) squared error.
 
-    logits [B, labels] (regression: [B, 1]); labels [B]; weights [B] (0: padding).
-    Metrics: loss and accuracy (regression: mse), counting the real rows.
+    logits [B, (S,) labels] (regression: [B, (S,) 1]); labels and weights [B, (S)]
+    (S: packed sequences; weight 0: padding). Metrics: loss and accuracy (regression:
+    mse), counting the real sequences.
     """
     count = jnp.sum(weights)
     if regression:
-        per_row = (logits[:, 0] - labels.astype(jnp.float32)) ** 2
+        per_row = (logits[..., 0] - labels.astype(jnp.float32)) ** 2
         loss = weighted_mean(per_row, weights)
         return loss, {"loss": Mean(loss, count), "mse": Mean(loss, count)}
     labels = labels.astype(jnp.int32)
@@ -312,10 +321,17 @@ def span_loss(logits: Array, start: Array, end: Array, attention_mask: Array,
               weights: Array) -> tuple[Array, Metrics]:
     """Extractive QA: the mean of the start and end cross-entropies over a window's tokens.
 
-    logits [B, L, 2] (start, end); start, end [B] token indices; attention_mask [B, L]
-    (padding can never be the answer); weights [B] (0: padding rows).
+    logits [B, L, 2] (start, end); attention_mask [B, L]; start, end, weights [B] token
+    indices and row weights (0: padding rows), or [B, S] for packed rows: sequence k's
+    answer (positions in the row) is chosen among the tokens of segment k only, as
+    padding and the other sequences can never be its answer.
     """
-    span = jnp.where(attention_mask[..., None] > 0, logits, -1e9)
+    if start.ndim == 1:  # one sequence per row: every real token is segment 1
+        start, end, weights = start[:, None], end[:, None], weights[:, None]
+        attention_mask = (attention_mask > 0).astype(jnp.int32)
+    number = jnp.arange(1, start.shape[1] + 1, dtype=jnp.int32)
+    own = attention_mask[:, None, :] == number[None, :, None]  # [B, S, L]
+    span = jnp.where(own[..., None], logits[:, None].astype(jnp.float32), -1e9)
     ce = (cross_entropy(span[..., 0], start) + cross_entropy(span[..., 1], end)) / 2
     loss = weighted_mean(ce, weights)
     return loss, {"loss": Mean(loss, jnp.sum(weights))}

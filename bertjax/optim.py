@@ -75,7 +75,13 @@ BERT's published recipe; `OptimConfig.from_dict(config.optim)` validates them):
   warmup_steps=10_000     linear ramp from 0 (updates)
   total_steps=1_000_000   updates in the whole run, all phases
   decay="linear"          linear | polynomial | cosine | constant, from warmup_steps
-                          to total_steps
+                          to total_steps | wsd: warmup, stable, decay over the last
+                          decay_steps (bertjax/schedules.py)
+  decay_shape="linear"    wsd: linear | cosine | 1-sqrt
+  decay_steps=0           wsd: updates of the final decay; 0: none (a stable run)
+  warmup_fraction=0.0 warmup_tokens=0 decay_fraction=0.0 decay_tokens=0
+                          > 0: the warmup / decay as a share of total_steps or in
+                          tokens instead (bertjax/schedules.py `resolve_lengths`)
   power=1.0               exponent of the polynomial decay
   end_learning_rate=0.0   learning rate at total_steps (and after)
   weight_decay=0.01       decoupled decay on kernels and embeddings
@@ -92,7 +98,6 @@ BERT's published recipe; `OptimConfig.from_dict(config.optim)` validates them):
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -103,14 +108,15 @@ import numpy as np
 import optax
 
 from bertjax.models.config import ConfigError, ConfigRecord, ModelConfig
+from bertjax.schedules import SHAPES, make_schedule
 
 NAMES = ("adamw", "lamb")
-DECAYS = ("linear", "polynomial", "cosine", "constant")
+DECAYS = ("linear", "polynomial", "cosine", "constant", "wsd")
 LAYER_ADAPTATION = ("all", "decayed")
 LAYER_DECAY_DEPTHS = ("google", "intended")
 
 # LayerNorm module names in bertjax.models.layers: their scale and bias are not decayed.
-LAYER_NORM_NAMES = frozenset({"layer_norm", "attention_norm", "output_norm"})
+LAYER_NORM_NAMES = frozenset({"layer_norm", "attention_norm", "output_norm", "final_norm"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +129,13 @@ class OptimConfig(ConfigRecord):
     learning_rate: float = 1e-4  # peak, reached at the end of warmup
     warmup_steps: int = 10_000  # linear ramp from 0 over this many updates
     total_steps: int = 1_000_000  # updates in the whole run (all phases)
-    decay: str = "linear"  # linear | polynomial | cosine | constant, after warmup
+    decay: str = "linear"  # linear | polynomial | cosine | constant | wsd, after warmup
+    decay_shape: str = "linear"  # wsd: linear | cosine | 1-sqrt
+    decay_steps: int = 0  # wsd: updates of the decay that ends at total_steps; 0: none
+    warmup_fraction: float = 0.0  # > 0: warmup_steps = this share of total_steps
+    warmup_tokens: int = 0  # > 0: warmup_steps = the updates that hold this many tokens
+    decay_fraction: float = 0.0  # wsd, > 0: decay_steps = this share of total_steps
+    decay_tokens: int = 0  # wsd, > 0: decay_steps = the last updates holding these tokens
     power: float = 1.0  # polynomial decay exponent (linear is power 1)
     end_learning_rate: float = 0.0  # value at total_steps and after
     weight_decay: float = 0.01  # decoupled; only leaves where decay_mask() is True
@@ -135,6 +147,9 @@ class OptimConfig(ConfigRecord):
     layer_adaptation: str = "all"  # LAMB trust ratio on "all" leaves or the "decayed" ones
     layer_decay: float = 1.0  # learning rate x decay^(depth below the heads); 1 = off
     layer_decay_depth: str = "google"  # google (ELECTRA's code: top layer d^2) | intended (d)
+    # Plan phases' learning-rate segments, (first update, end update, rate, decay shape):
+    # set from config.phases (bertjax/tasks/plan.py), not by hand; () for none.
+    segments: tuple = ()
 
     def validate(self) -> None:
         need = self.need
@@ -144,8 +159,10 @@ class OptimConfig(ConfigRecord):
              f"expected one of {', '.join(LAYER_ADAPTATION)}")
         need(self.learning_rate > 0, "learning_rate", "must be positive")
         need(self.total_steps > 0, "total_steps", "must be positive")
-        need(0 <= self.warmup_steps <= self.total_steps, "warmup_steps",
+        need(0 <= self.warmup_steps <= self.total_steps
+             or bool(self.warmup_fraction or self.warmup_tokens), "warmup_steps",
              f"must be in [0, total_steps={self.total_steps}]")
+        self._validate_wsd()
         need(self.power > 0, "power", "must be positive")
         need(0 <= self.end_learning_rate <= self.learning_rate, "end_learning_rate",
              f"must be in [0, learning_rate={self.learning_rate}]")
@@ -161,37 +178,26 @@ class OptimConfig(ConfigRecord):
         need(self.layer_decay_depth in LAYER_DECAY_DEPTHS, "layer_decay_depth",
              f"expected one of {', '.join(LAYER_DECAY_DEPTHS)}")
 
+    def _validate_wsd(self) -> None:
+        need = self.need
+        need(self.decay_shape in SHAPES, "decay_shape", f"expected one of {', '.join(SHAPES)}")
+        for what in ("warmup", "decay"):
+            need(0 <= getattr(self, f"{what}_fraction") <= 1, f"{what}_fraction",
+                 "must be in [0, 1]")
+            need(getattr(self, f"{what}_tokens") >= 0, f"{what}_tokens", "must be >= 0")
+            need(not (getattr(self, f"{what}_fraction") and getattr(self, f"{what}_tokens")),
+                 f"{what}_fraction", f"give {what}_fraction or {what}_tokens, not both")
+        need(self.decay_steps >= 0, "decay_steps", "must be >= 0")
+        for key in ("decay_steps", "decay_fraction", "decay_tokens"):
+            need(self.decay == "wsd" or not getattr(self, key), key,
+                 f"only read with optim.decay=wsd (optim.decay={self.decay!r})")
+        resolved = not (self.warmup_fraction or self.warmup_tokens or self.decay_fraction
+                        or self.decay_tokens)  # else checked once resolved (schedules.py)
+        need(not resolved or self.warmup_steps + self.decay_steps <= self.total_steps,
+             "decay_steps",
+             f"the warmup ({self.warmup_steps}) and the decay must fit in "
+             f"total_steps={self.total_steps}")
 
-def make_schedule(cfg: OptimConfig) -> optax.Schedule:
-    """Learning rate as a function of the update count (a scalar, traced or not).
-
-    step < warmup:  learning_rate * step / warmup_steps         (0 at step 0)
-    after warmup:   t = (step - warmup) / (total - warmup), clipped to [0, 1]
-      linear / polynomial:  end + (peak - end) * (1 - t) ** power
-      cosine:               end + (peak - end) * (1 + cos(pi t)) / 2
-      constant:             peak
-    The decay spans warmup_steps..total_steps and starts from the peak (as in
-    transformers' schedules and optax's warmup_cosine_decay_schedule; Google's BERT
-    code instead decays over 0..total_steps and lets the warmup override the start).
-    """
-    peak, end = cfg.learning_rate, cfg.end_learning_rate
-    warmup = cfg.warmup_steps
-    span = max(cfg.total_steps - warmup, 1)
-
-    def schedule(step: Any) -> jax.Array:
-        step = jnp.asarray(step, jnp.float32)
-        ramp = peak * step / max(warmup, 1)
-        t = jnp.clip((step - warmup) / span, 0.0, 1.0)
-        if cfg.decay in ("linear", "polynomial"):
-            frac = (1.0 - t) ** (1.0 if cfg.decay == "linear" else cfg.power)
-        elif cfg.decay == "cosine":
-            frac = 0.5 * (1.0 + jnp.cos(math.pi * t))
-        else:
-            frac = jnp.ones_like(t)
-        decayed = end + (peak - end) * frac
-        return jnp.where(step < warmup, ramp, decayed).astype(jnp.float32)
-
-    return schedule
 
 
 # --- parameter selection ---------------------------------------------------------------

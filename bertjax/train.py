@@ -22,12 +22,15 @@ Resume order (the same on every start, so re-running the command is the way to r
      the next older one is tried; if none is good the run stops. The data position is
      the phase and the batches consumed in it, with the batch size: a resume at another
      `train.batch_size` would skip or re-read examples and is refused in one line;
-  2. else `config.init_from` (the task's `weights_from()`): parameters from a model
+  2. else `config.init_from_checkpoint` (WORKDIR@STEP): that checkpoint of another run,
+     whole (state and data position), read without writing to it: a branch, e.g. a
+     decay from a stable run (bertjax/experiment.py `branch_point`);
+  3. else `config.init_from` (the task's `weights_from()`): parameters from a model
      directory or a transformers directory of any form, fitted to the task's heads
      (bertjax/pretrained.py: a table of loaded, created and dropped modules is
      printed), fresh optimizer;
-  3. else the task's own start (distillation: the student's layers from the teacher's);
-  4. else fresh parameters from `config.seed`.
+  4. else the task's own start (distillation: the student's layers from the teacher's);
+  5. else fresh parameters from `config.seed`.
 
 SIGTERM (a preemption notice) or SIGINT: every host agrees on one step, saves it,
 waits for the save and exits 0. A save that fails (a full disk) stops the run at the
@@ -133,6 +136,8 @@ class Trainer:
         self.phases = self.task.phases()
         experiment.check_batch_sizes(self.phases, s.mesh, s.rules)
         self.total, self.seed = self.task.train_steps(), s.seed
+        experiment.check_branch(config, s.optim, self.total)
+        self.keep = experiment.kept_steps(config, self.phases)  # never rotated away
         t = config.train
         self.every = {"log": int(t.log_every), "checkpoint": int(t.checkpoint_every)}
         self.evaluate = True  # off once the task turns out to have nothing to evaluate on
@@ -153,7 +158,7 @@ class Trainer:
                              config.to_json_best_effort(indent=2))
         self.ckpts = checkpoint.TrainCheckpoints(
             paths.join(workdir, "checkpoints"), max_to_keep=int(t.max_to_keep),
-            async_save=bool(t.async_checkpoints))
+            async_save=bool(t.async_checkpoints), keep=self.keep)
         self.meta = {"model": s.cfg.to_dict(), "seed": self.seed, **self.task.meta()}
         try:
             source = self._resume()
@@ -172,6 +177,8 @@ class Trainer:
         note = self.task.describe_aux(self.aux_params)
         if note:
             _log(note)
+        for line in experiment.plan_lines(config, self.task, s.cfg):
+            _log(line)
 
         eval_step = jax.jit(functools.partial(steps.eval_step,
                                               loss_fn=self.task.loss_fn(s.model, False)))
@@ -221,6 +228,8 @@ class Trainer:
                 f"{self.workdir}: no checkpoint can be resumed; all {len(moved)} were damaged "
                 f"and moved to {paths.join(self.workdir, checkpoint.DAMAGED)}. Restore a "
                 "good copy into checkpoints/, or run again to start from the beginning")
+        if experiment.branch_point(self.config):
+            return self._branch()
         self.state, _ = sharding.create_sharded(s.init, s.abstract, s.mesh, s.rules)
         params_sh = s.state_shardings["params"]
         weights_from = self.task.weights_from()
@@ -236,15 +245,44 @@ class Trainer:
             return note
         return f"scratch (seed {self.seed})"
 
-    def _restore(self, step: int, where: str) -> tuple[str | None, Any]:
-        """(what is wrong with checkpoint `step`, None) or (None, (state, data, meta)).
-        A checkpoint of another model is not damage: TrainingError."""
-        s = self.setup
-        problem = self.ckpts.check_files(step)
+    def _branch(self) -> str:
+        """Restores config.init_from_checkpoint (WORKDIR@STEP) whole: state and data
+        position, read-only (the other run's directory is not written)."""
+        source, step = experiment.branch_point(self.config)
+        key = f"config.init_from_checkpoint={self.config.init_from_checkpoint}"
+        directory = paths.join(paths.absolute(source), "checkpoints")
+        if directory == self.ckpts.directory:
+            raise TrainingError(f"{key}: the branch needs a --workdir of its own")
+        if not paths.isdir(directory):
+            raise FileNotFoundError(2, "no such directory (a training workdir's "
+                                    "checkpoints)", f"{key}: {directory}")
+        ckpts = checkpoint.TrainCheckpoints(directory, read_only=True)
+        try:
+            if step not in ckpts.all_steps():
+                saved = ", ".join(map(str, ckpts.all_steps())) or "none"
+                raise TrainingError(f"{key}: step {step} is not a saved checkpoint of "
+                                    f"{source} (saved: {saved})")
+            problem, restored = self._restore(step, ckpts.step_dir(step), ckpts)
+        finally:
+            ckpts.close()
+        if problem:
+            raise TrainingError(f"{key}: checkpoint {ckpts.step_dir(step)} {problem}")
+        self.state, self.data_position, saved_meta = restored
+        self._check_data(ckpts.step_dir(step), saved_meta.get("data"),
+                         self.task.meta().get("data"))
+        self.meta["branched_from"] = {"workdir": paths.absolute(source), "step": step}
+        return f"checkpoint {ckpts.step_dir(step)} (a branch: that run is only read)"
+
+    def _restore(self, step: int, where: str, ckpts: Any = None) -> tuple[str | None, Any]:
+        """(what is wrong with checkpoint `step` of `ckpts` (default: this run's), None)
+        or (None, (state, data, meta)). A checkpoint of another model is not damage:
+        TrainingError."""
+        s, ckpts = self.setup, ckpts or self.ckpts
+        problem = ckpts.check_files(step)
         if problem:
             return problem, None
         try:
-            saved = ModelConfig.from_dict(self.ckpts.read_meta(step)["model"])
+            saved = ModelConfig.from_dict(ckpts.read_meta(step)["model"])
         except Exception as e:  # noqa: BLE001 -- Orbax / JSON errors of every kind
             return f"cannot be read ({checkpoint.read_error(e)})", None
         diff = modeldir.architecture_diff(s.cfg, saved)
@@ -252,10 +290,10 @@ class Trainer:
             raise TrainingError(f"{where}: the checkpoint's model differs from the config's "
                                 f"in {', '.join(diff)}; use another --workdir")
         try:
-            state, data, meta = self.ckpts.restore(step, s.target)
+            state, data, meta = ckpts.restore(step, s.target)
         except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore / JSON errors
             return f"cannot be read ({checkpoint.read_error(e)})", None
-        problem = self.ckpts.verify(state, meta)
+        problem = ckpts.verify(state, meta)
         if problem is None and "data" in self.task.meta() and not isinstance(
                 meta.get("data"), list):
             problem = "its meta records no data (each phase's path and manifest digest)"
@@ -360,7 +398,9 @@ class Trainer:
                     self._check_skips(metrics, self.step)
                     rates = meter.rates(self.step, timed * phase.batch_size * seq_len,
                                         timed * phase.batch_size) if timed else {}
-                    self.last_metrics = {**window_metrics(window), **rates}
+                    # A data mixture's rows per source (bertjax/data/mixture.py).
+                    sources = getattr(batches.iterator, "metrics", dict)()
+                    self.last_metrics = {**window_metrics(window), **rates, **sources}
                     self.writer.write_scalars(self.step, self.last_metrics, "train")
                     window, timed = [], 0
                 for hook in self.hooks:
@@ -368,7 +408,7 @@ class Trainer:
                 if self.evaluate and self.task.eval_due(self.step):
                     self._evaluate(phase)
                     meter.start(self.step)  # evaluation time is not training throughput
-                if self._due("checkpoint"):
+                if self._due("checkpoint") or self.keep(self.step):
                     self._save()
                 failed = self.ckpts.failed_save()
                 stopping, failing = _any_host(stop.signal is not None, failed is not None)

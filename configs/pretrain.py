@@ -93,8 +93,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         cache_gb=0.0,  # most GB of copies; 0: half the free disk. Must hold 16 shards
     ))
     config.data.update(recipe.get("data", {}))
-    config.max_seq_length = 128  # sequence length for FLOPs figures and training
-    config.max_predictions_per_seq = 20  # masked positions per sequence (sparse MLM head)
+    config.max_seq_length = recipe.get("max_seq_length", 128)  # for FLOPs figures and training
+    # masked positions per sequence (sparse MLM head)
+    config.max_predictions_per_seq = recipe.get("max_predictions_per_seq", 20)
     config.seed = 0  # parameters, data order, masks and dropout all derive from it
 
     # Optimizer: every key of bertjax.optim.OptimConfig (documented there).
@@ -102,6 +103,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         name="adamw", learning_rate=1e-4, warmup_steps=10_000,
         total_steps=0,  # updates in the whole run; 0: train.steps / grad_accum_steps
         decay="linear", power=1.0, end_learning_rate=0.0, weight_decay=0.01,
+        # decay=wsd (warmup-stable-decay, bertjax/schedules.py): the peak held until the
+        # last decay_steps updates, which decay by decay_shape (linear | cosine | 1-sqrt).
+        decay_shape="linear", decay_steps=0,  # 0: no decay (a stable run)
+        # > 0: the warmup / the wsd decay as a share of total_steps or in tokens (rows x
+        # sequence length over the run's phases), instead of warmup_steps / decay_steps.
+        warmup_fraction=0.0, warmup_tokens=0, decay_fraction=0.0, decay_tokens=0,
         b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0, grad_accum_steps=1,
         layer_adaptation="all",
         layer_decay=1.0, layer_decay_depth="google"))  # layer-wise lr decay: 1 = off
@@ -118,6 +125,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         eval_steps=50,  # batches per evaluation; 0: the whole split
         checkpoint_every=5_000,  # steps between checkpoints (always one at the end)
         max_to_keep=3,  # checkpoints kept in WORKDIR/checkpoints
+        # Also saved and kept whatever max_to_keep says (a stable run's branch points):
+        keep_every=0,  # every N steps; 0: none
+        keep_every_tokens=0,  # at every N tokens (rows x sequence length); 0: none
         async_checkpoints=True,  # write checkpoints in the background
         # Compile every phase's step before the first and refuse one that does not fit
         # in device memory (bertjax/aot.py).
@@ -138,6 +148,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         batch_size=0,  # 0: train.batch_size
         data_dir="",  # prepared at phase2.max_seq_length
     ))
+    # An N-phase plan instead of phase2 (bertjax/tasks/plan.py):
+    # a tuple of dicts, each a phase's share of train.steps, length, batch, masking, data
+    # (or mixture) and learning-rate segment. (): one phase (and phase2) as above.
+    config.phases = ()
     if record.task == "electra":
         # ELECTRA (Clark et al.): generator MLM + replaced-token detection on its samples.
         config.electra = ml_collections.ConfigDict(dict(
@@ -151,6 +165,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # A model directory (import / init / train) or a transformers directory of any form to
     # start from; its heads are fitted to the task's (bertjax/pretrained.py).
     config.init_from = ""
+    # WORKDIR@STEP: start from that saved checkpoint of another run, whole (parameters,
+    # optimizer state, step, data position), e.g. a decay branched from a stable run
+    # (docs/training.md#branching-a-decay); that run is only read.
+    config.init_from_checkpoint = ""
     # Fine-tuning evaluations run after pretraining, from WORKDIR/model (bertjax/downstream.py):
     # each task's scores (median over seeds) go to WORKDIR/results.json, which `compare` reads.
     config.downstream = ml_collections.ConfigDict(dict(
@@ -166,13 +184,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ))
     if "runlocal" in knobs:
         config.max_seq_length = 64
-        config.max_predictions_per_seq = 10
+        config.max_predictions_per_seq = recipe.get("runlocal_max_predictions", 10)
         config.model.vocab_size = config.tokenizer.vocab_size  # the demo's trained vocabulary
         config.data.dupe_factor = min(config.data.dupe_factor, 2)
         config.train.update(batch_size=32, steps=600, log_every=50, eval_every=300,
                             eval_steps=10, checkpoint_every=200)
         config.optim.update(learning_rate=recipe.get("runlocal_learning_rate", 1e-3),
-                            warmup_steps=60)
+                            warmup_steps=60, **recipe.get("runlocal_optim", {}))
+        config.model.update(recipe.get("runlocal_model", {}))
         if "electra" in config:
             # A few hundred steps teach the generator little more than word frequencies,
             # and samples at temperature 1 then look like real text to a discriminator

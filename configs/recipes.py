@@ -8,8 +8,10 @@ The architectures (sizes, presets) are the family records' (bertjax/models/<fami
 
 # --- pretraining --------------------------------------------------------------------
 # Per family: optim (config.optim keys), batch_size (global), steps, and optionally data
-# (config.data keys: the masking the paper's data had) and runlocal_learning_rate (the
-# `runlocal` knob's rate; 1e-3 otherwise).
+# (config.data keys: the masking the paper's data had), max_seq_length (128 otherwise),
+# max_predictions_per_seq (20 otherwise), runlocal_learning_rate (the `runlocal` knob's
+# rate; 1e-3 otherwise), runlocal_max_predictions (10 otherwise) and runlocal_optim /
+# runlocal_model (config.optim / config.model keys the knob also changes).
 PRETRAIN = {
     # Devlin et al.: AdamW 1e-4, batch 256, 1M steps, 10k warmup, linear decay.
     "bert": dict(optim=dict(name="adamw", learning_rate=1e-4, warmup_steps=10_000),
@@ -36,6 +38,28 @@ PRETRAIN = {
     # steps; large 2e-4, batch 2048, 400k steps; 10k warmup.
     "electra": dict(optim=dict(name="adamw", learning_rate=2e-4, warmup_steps=10_000),
                     batch_size=256, steps=766_000),
+    # Warner et al. 2024 (arXiv 2412.13663) as its pretraining config writes it
+    # (AnswerDotAI/ModernBERT yamls/modernbert/modernbert-base-pretrain.yaml): StableAdamW at
+    # 8e-4 (here AdamW: no per-parameter update clipping; no gradient clipping, as the
+    # yaml), betas (0.9, 0.98), eps 1e-6, decoupled weight decay 1e-5 off biases and
+    # norms; warmup-stable-decay with 3B tokens of warmup; 4,608 sequences of 1,024
+    # tokens for 1.719T tokens (364,306 steps); 30% masking. The paper's final decay,
+    # 1-sqrt over 50B tokens, ends this one phase (it follows a 250B-token context
+    # extension to 8,192 tokens there: config.phases). Not expressed: its batch-size
+    # warmup (768 -> 4,608 over 50B tokens) and the yaml's dropout of 0.1 on attention
+    # outputs alone (bertjax's dropout_rate also covers embeddings and MLP, 0 there).
+    "modernbert": dict(optim=dict(name="adamw", learning_rate=8e-4, b2=0.98, eps=1e-6,
+                                  weight_decay=1e-5, clip_norm=0.0, warmup_steps=0,
+                                  warmup_tokens=3_000_000_000, decay="wsd",
+                                  decay_shape="1-sqrt", decay_tokens=50_000_000_000),
+                       batch_size=4608, steps=364_306, max_seq_length=1024,
+                       max_predictions_per_seq=320, runlocal_max_predictions=20,  # 30% of 1024, 64
+                       data=dict(masked_lm_prob=0.3),
+                       # `runlocal`: a run of minutes; the demo's trained byte-level BPE
+                       # has <pad> at id 1 (bertjax/data/train_tokenizer.py), and its
+                       # 64-token rows need a window narrower than them.
+                       runlocal_optim=dict(warmup_tokens=0, decay_tokens=0, decay_fraction=0.2),
+                       runlocal_model=dict(pad_token_id=1, local_window=16)),
 }
 
 # A preset's changes to its family's recipe (optim merged key by key).
@@ -44,6 +68,9 @@ PRETRAIN_PRESETS = {
     "electra_small": dict(optim=dict(learning_rate=5e-4), batch_size=128,  # Clark et al.
                           steps=1_000_000),
     "electra_large": dict(optim=dict(learning_rate=2e-4), batch_size=2048, steps=400_000),
+    # Warner et al. 2024, section 2.2: ModernBERT-large at 5e-4 after 2B tokens of warmup
+    # (for 900B tokens; restarted at 5e-5 after a plateau, which one run does not express).
+    "modernbert_large": dict(optim=dict(learning_rate=5e-4, warmup_tokens=2_000_000_000)),
 }
 
 
@@ -112,6 +139,11 @@ FINETUNE = {
                                  electra_large=dict(learning_rate=5e-5,
                                                     optim=dict(layer_decay=0.9))),
                     tasks=dict(squad_v1=dict(epochs=2.0), squad_v2=dict(epochs=2.0))),
+    # AnswerDotAI/ModernBERT examples/finetune_modernbert_on_glue.ipynb (its GLUE run):
+    # AdamW 8e-5, batch 32, 2 epochs, linear decay without warmup; Adam b2 and eps as its
+    # pretraining (0.98, 1e-6). The paper sweeps lr, weight decay and epochs per task.
+    "modernbert": dict(learning_rate=8e-5, batch_size=32, epochs=2.0, warmup_proportion=0.0,
+                       optim=dict(b2=0.98, eps=1e-6)),
 }
 
 

@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from bertjax.data import bench
+from bertjax.data import bench, bench_reference
+from bertjax.data.bench_prepare import bench_prepare
 
 _FINAL = re.compile(r"^ratio=(\d+\.\d+) ours=(\d+) reference=(\d+) unit=seq/s$")
 
@@ -60,7 +61,7 @@ def test_reference_sees_the_same_words_as_our_masker():
     ids = [2, 4, 5, 6, 7, 3, 8, 6, 3]
     special = np.zeros(9, dtype=bool)
     special[:4] = True
-    out = bench._tokenizer_output(ids, starts, special, length=12, pad_id=0)
+    out = bench_reference._tokenizer_output(ids, starts, special, length=12, pad_id=0)
     assert len(out["input_ids"]) == len(out["offset_mapping"]) == 12
     word_ids, prob_mask = DataCollatorForLanguageModeling._calc_word_ids_and_prob_mask(
         np.array([out["offset_mapping"]]), np.array([out["special_tokens_mask"]])
@@ -95,7 +96,7 @@ def test_bench_prepare_counts_what_prepare_data_writes(tmp_path, capsys):
     corpus = trainlib.write_corpus(str(tmp_path / "c.txt"), n_docs=60)
     c = trainlib.config("bert", str(tmp_path / "ref"), **{"data.source": f"bert:{corpus}",
                                                           "data.dupe_factor": 3})
-    rows = bench.bench_prepare(c, workers=(0, 1))
+    rows = bench_prepare(c, workers=(0, 1))
     lines = capsys.readouterr().out.strip().splitlines()
     assert [(r["masking"], r["workers"]) for r in rows] == [
         ("static", 0), ("static", 1), ("dynamic", 0), ("dynamic", 1)]

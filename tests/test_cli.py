@@ -6,16 +6,17 @@ the same files; each CLI call runs in a subprocess, as a user would run it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+import clilib  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers  # noqa: E402
 
@@ -29,13 +30,7 @@ TEXT = [
 ] * 20
 
 
-def bertjax(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, "-m", "bertjax", *args], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    if ok:
-        assert r.returncode == 0, r.stderr
-    return r
+bertjax = functools.partial(clilib.bertjax, ok=True)  # ok=False: expects a failure
 
 
 def wordpiece_vocab(path: str) -> int:

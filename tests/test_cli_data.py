@@ -126,7 +126,7 @@ def test_a_full_disk_in_prepare_data_is_one_line_naming_the_shard(corpus, tmp_pa
     import pretrain
 
     from bertjax.__main__ import os_error
-    from bertjax.data import shards as shards_lib
+    from bertjax.data import shard_files
     from bertjax.data.from_config import prepare_data
 
     c = pretrain.get_config("bert_tiny,runlocal")
@@ -152,7 +152,7 @@ def test_a_full_disk_in_prepare_data_is_one_line_naming_the_shard(corpus, tmp_pa
         f = real_open(path, mode, *args, **kwargs)
         return FullDisk(f) if "train-00001.tfrecord.tmp" in str(path) else f
 
-    monkeypatch.setattr(shards_lib, "open", opener, raising=False)
+    monkeypatch.setattr(shard_files, "open", opener, raising=False)
     with pytest.raises(OSError) as e:
         prepare_data(c)
     shards = os.path.join(c.data.dir, ".shards")

@@ -19,9 +19,11 @@ import time
 import numpy as np
 import pytest
 
+from bertjax.data import chunks as chunks_lib
 from bertjax.data import prepare as prep
-from bertjax.data import shards as shards_lib
-from bertjax.data import sources
+from bertjax.data import shard_examples, sources
+from bertjax.data.prepare_settings import PrepareSettings
+from bertjax.data.source_base import NotTextError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB = 1 << 20
@@ -150,14 +152,15 @@ def vocab(tmp_path_factory) -> str:
 
 
 def _largest_chunk(spec: str, config) -> tuple[int, int]:
-    """(the largest charge (prepare.chunk_memory), the largest size) of the chunks
+    """(the largest charge (chunks.chunk_memory), the largest size) of the chunks
     `prepare data` makes of `spec` under `config` (the same chunking, replayed here)."""
     settings = {"masking": config.data.masking, "dupe_factor": config.data.dupe_factor,
                 "max_seq_length": config.max_seq_length}
     documents = iter(sources.open_source(spec).documents())
-    charges, sizes = zip(*((prep.chunk_memory(chunk, settings), chunk.nbytes) for chunk, _ in
-                           prep._chunks(documents, config.data.docs_per_shard,
-                                        prep.InputStats(), lambda: None)), strict=True)
+    charges, sizes = zip(*((chunks_lib.chunk_memory(chunk, settings), chunk.nbytes)
+                           for chunk, _ in chunks_lib.read_chunks(
+                               documents, config.data.docs_per_shard,
+                               chunks_lib.InputStats(), lambda: None)), strict=True)
     return max(charges), max(sizes)
 
 
@@ -205,10 +208,10 @@ def test_a_chunk_ends_at_max_chunk_bytes(monkeypatch, tmp_path, vocab):
     documents; below the limit they are docs_per_shard documents, as before."""
     from bertjax.data.tokenizers import load_tokenizer
 
-    monkeypatch.setattr(prep, "MAX_CHUNK_BYTES", 2000)
+    monkeypatch.setattr(chunks_lib, "MAX_CHUNK_BYTES", 2000)
     docs = [[s] for s in _sentences(random.Random(3), 12, 60)]  # ~400 bytes each
     m = prep.prepare(docs, load_tokenizer(vocab), str(tmp_path / "d"),
-                     prep.PrepareSettings(instances="nsp", max_seq_length=32,
+                     PrepareSettings(instances="nsp", max_seq_length=32,
                                           docs_per_shard=100, num_workers=0),
                      progress=False)
     sizes = [s["documents"] for s in m["splits"]["train"]["shards"]]
@@ -219,7 +222,7 @@ def test_a_chunk_ends_at_max_chunk_bytes(monkeypatch, tmp_path, vocab):
 def test_packed_chunk_gives_the_documents_back():
     docs = [["Hello world.", "Zweite Zeile — ünïcode ✓"], ["\ud800 lone surrogate"],
             ["a" * 70_000], ["日本語の文。", "😀 emoji"]]
-    chunk = shards_lib.PackedChunk()
+    chunk = chunks_lib.PackedChunk()
     for d in docs:
         chunk.add([s.encode("utf-8", "surrogatepass") for s in d])
     assert list(chunk.documents()) == docs
@@ -230,14 +233,14 @@ def test_packed_chunk_gives_the_documents_back():
 def test_columns_keep_ids_beyond_uint16():
     """Ids are stored as uint16 only when they fit (a 250,000-token vocabulary does not)."""
     ids = np.array([2, 70_000, 249_999, 3], np.int32)
-    passes = [{"ids": shards_lib._compact(ids), "ids_counts": np.array([4]),
+    passes = [{"ids": shard_examples._compact(ids), "ids_counts": np.array([4]),
                "types": np.zeros(4, np.int8), "types_counts": np.array([4]),
                "labels": np.array([-1])},
-              {"ids": shards_lib._compact(ids[:2] % 1000), "ids_counts": np.array([2]),
+              {"ids": shard_examples._compact(ids[:2] % 1000), "ids_counts": np.array([2]),
                "types": np.zeros(2, np.int8), "types_counts": np.array([2]),
                "labels": np.array([-1])}]
     assert passes[0]["ids"].dtype == np.int32 and passes[1]["ids"].dtype == np.uint16
-    cols = shards_lib._Columns(passes)
+    cols = shard_examples.Columns(passes)
     values, counts = cols.features(np.array([1, 0]))["input_ids"]
     np.testing.assert_array_equal(values, [2, 0, 2, 70_000, 249_999, 3])
     np.testing.assert_array_equal(counts, [2, 4])
@@ -338,7 +341,7 @@ def test_many_small_binary_files_are_refused_together(tmp_path):
     for i in range(40):
         (tmp_path / f"blob{i:02d}.bin").write_bytes(rng.randbytes(600))
     spec = f"bert:{tmp_path}"
-    with pytest.raises(sources.NotTextError, match=rf"^{spec}: not text: "):
+    with pytest.raises(NotTextError, match=rf"^{spec}: not text: "):
         list(sources.open_source(spec).documents())
     docs = list(sources.open_source(spec, max_bad_fraction=1.0).documents())  # accepts all
     assert docs
@@ -349,7 +352,7 @@ def test_the_check_stops_early_on_a_large_binary_file(tmp_path):
     path = tmp_path / "big.bin"
     path.write_bytes(random.Random(5).randbytes(8 * MB))
     src = sources.open_source(f"text:{path}")
-    with pytest.raises(sources.NotTextError, match=r"of the first [\d,]+ characters"):
+    with pytest.raises(NotTextError, match=r"of the first [\d,]+ characters"):
         list(src.documents())
     assert src.stats.chars < MB
 

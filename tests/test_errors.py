@@ -12,6 +12,7 @@ import sys
 import uuid
 
 import pytest
+from clilib import bertjax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A 2-layer, 32-wide BERT: `init` writes it in seconds.
@@ -21,14 +22,6 @@ TINY = ["--config=configs/pretrain.py:bert_tiny,runlocal", "--config.model.hidde
         "--config.max_seq_length=32", "--config.max_predictions_per_seq=5"]
 WORDS = ("the a cat dog sees likes river stone light garden window music in at near "
          "morning night bridge village winter").split()
-
-
-def bertjax(*args: str, env: dict[str, str] | None = None,
-            **kwargs) -> subprocess.CompletedProcess:
-    env = env if env is not None else {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "bertjax", *args], cwd=ROOT,
-                          env={**env, "PYTHONPATH": ROOT}, capture_output=True, text=True,
-                          timeout=600, **kwargs)
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -89,11 +82,8 @@ def test_a_config_file_that_is_not_python_is_named_with_its_line(tmp_path):
 
 def test_configs_are_found_from_another_directory(tmp_path):
     """configs/... names the repository's file from anywhere (as `sweep` does)."""
-    r = subprocess.run([sys.executable, "-m", "bertjax", "describe",
-                        "--config=configs/pretrain.py:bert_tiny", "--config.seed=3"],
-                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT},
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = bertjax("describe", "--config=configs/pretrain.py:bert_tiny", "--config.seed=3",
+                cwd=str(tmp_path), ok=True)
     assert r.stdout.startswith("bert L=2 H=128 A=2 ")
 
 

@@ -284,7 +284,7 @@ def test_fine_tuning_from_and_into_a_bucket(finetuned, bucket, tmp_path):
 
 
 def test_evaluate_and_predict_commands_on_the_best_checkpoint(finetuned, tmp_path):
-    import subprocess
+    from clilib import bertjax
 
     best = os.path.join(finetuned["work"], "best")
     with open(os.path.join(best, "config.json")) as f:
@@ -294,24 +294,17 @@ def test_evaluate_and_predict_commands_on_the_best_checkpoint(finetuned, tmp_pat
               f"--config.finetune.data={data}", "--config.finetune.text_fields=('p','h')",
               "--config.finetune.labels=('0','1')", "--config.max_seq_length=32",
               "--config.finetune.pad_multiple=8", f"--checkpoint={best}"]
-    env = {**os.environ, "PYTHONPATH": ROOT}
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "bertjax", *args], cwd=ROOT, env=env,
-                               capture_output=True, text=True, timeout=300)
-
-    r = run("evaluate", *common)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = bertjax("evaluate", *common, ok=True, timeout=300)
     got = json.loads(r.stdout[r.stdout.index("{"):])
     assert got["validation"]["accuracy"] == pytest.approx(recorded["validation"]["accuracy"])
-    r = run("predict", *common, f"--out={tmp_path / 'out'}")
-    assert r.returncode == 0, r.stderr[-2000:]
+    bertjax("predict", *common, f"--out={tmp_path / 'out'}", ok=True, timeout=300)
     with open(tmp_path / "out" / "custom.tsv") as f:
         lines = f.read().splitlines()
     assert lines[0] == "index\tprediction" and len(lines) == 31
     assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
     # A checkpoint without the task's head is refused in one line.
-    r = run("evaluate", *common[:-1], f"--checkpoint={finetuned['root'] / 'pretrained'}")
+    r = bertjax("evaluate", *common[:-1], f"--checkpoint={finetuned['root'] / 'pretrained'}",
+                timeout=300)
     assert r.returncode == 1 and "has no classifier head" in r.stderr.strip().splitlines()[-1]
 
 

@@ -22,11 +22,12 @@ import trainlib
 
 from bertjax import paths
 from bertjax.data import prepare as prep
-from bertjax.data import shards as shards_lib
 from bertjax.data.manifest import Manifest
 from bertjax.data.masking import MaskingConfig
 from bertjax.data.pipeline import DataError, Pipeline, PipelineConfig
+from bertjax.data.prepare_settings import PrepareSettings
 from bertjax.data.records import DataFormatError
+from bertjax.data.shard_files import PARTS
 
 
 def _digests(root: str) -> dict[str, str]:
@@ -71,7 +72,7 @@ def test_prepare_into_a_bucket_gives_the_same_files(corpus, bucket, tmp_path, fm
     local = trainlib.prepare("bert", str(tmp_path / "data"), corpus, **{"data.format": fmt})
     url = trainlib.prepare("bert", f"{bucket}/data", corpus, **{"data.format": fmt})
     assert _digests(url) == _digests(local)
-    assert not paths.exists(f"{url}/{shards_lib.PARTS}")
+    assert not paths.exists(f"{url}/{PARTS}")
     trainlib.prepare("bert", url, corpus, **{"data.format": fmt})
     assert _same_data(url, local)
     stats = Manifest.read(url)["input_stats"]
@@ -134,7 +135,7 @@ def test_a_killed_prepare_into_a_bucket_is_not_prepared_and_resumes(corpus, loca
     assert not paths.exists(f"{url}/manifest.json")
     with pytest.raises(DataFormatError, match=f"^{url}/manifest.json: not found"):
         Manifest.read(url)
-    parts = paths.sizes(f"{url}/{shards_lib.PARTS}")
+    parts = paths.sizes(f"{url}/{PARTS}")
     assert sorted(n for n in parts if n.endswith(".json")) == [
         "train-00000.json", "train-00001.json"]
     assert [n for n in parts if n.startswith("train-00002-")]  # uploaded, not recorded
@@ -211,7 +212,7 @@ def test_sources_in_a_bucket_prepare_as_the_local_files(bucket, tmp_path):
                                          for d in docs))
     remote = _upload_tree(str(src), f"{bucket}/src")
     tok = train_wordpiece([s for d in docs for s in d], vocab_size=200)
-    settings = prep.PrepareSettings(instances="nsp", max_seq_length=32, docs_per_shard=15,
+    settings = PrepareSettings(instances="nsp", max_seq_length=32, docs_per_shard=15,
                                     num_workers=0)
     for kind, glob in (("bert", "*.txt*"), ("text", "[ab]*"), ("jsonl", "*.jsonl")):
         here = prep.prepare(f"{kind}:{src}/{glob}", tok, str(tmp_path / kind), settings,

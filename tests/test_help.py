@@ -31,7 +31,7 @@ DOCS = {"init": "training.md", "describe": "training.md", "train": "training.md"
         "bench": "benchmarks.md", "bench data": "data.md", "bench prepare": "benchmarks.md",
         "bench train": "benchmarks.md", "evaluate": "finetuning.md",
         "predict": "finetuning.md", "score": "finetuning.md", "compare": "ablations.md",
-        "sweep": "ablations.md"}
+        "sweep": "ablations.md", "average": "recipes.md"}
 SUBCOMMANDS = {"prepare": ("tokenizer", "data", "import-google"),
                "bench": ("data", "prepare", "train")}
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bertjax.data import instances as inst
+from bertjax.data import tokenize_documents as tokenize_lib
 from bertjax.data.tokenizers import train_wordpiece
 
 MAX_LEN = 48
@@ -47,8 +48,8 @@ def _instances(tokenizer, documents, kind: str, *, max_seq_length: int,
     """Instances as a shard builds them (shards.process_chunk): `tokenize_documents`,
     then `create_instances` with the tokenizer's [CLS]/[SEP]."""
     stats = stats if stats is not None else inst.InstanceStats()
-    docs = inst.tokenize_documents(tokenizer, documents,
-                                   inst.segment_budget(kind, max_seq_length), stats)
+    docs = tokenize_lib.tokenize_documents(tokenizer, documents,
+                                           inst.segment_budget(kind, max_seq_length), stats)
     return inst.create_instances(docs, kind, max_seq_length=max_seq_length,
                                  cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, rng=rng,
                                  short_seq_prob=short_seq_prob, stats=stats, shuffle=shuffle,
@@ -263,7 +264,7 @@ def test_truncate_seq_pair_matches_googles_lengths_and_sides():
 
 @pytest.mark.parametrize("kind", inst.INSTANCE_KINDS)
 def test_bad_documents_and_huge_sentences(tok, corpus, kind, monkeypatch):
-    monkeypatch.setattr(inst, "MAX_SENTENCE_CHARS", 2000)
+    monkeypatch.setattr(tokenize_lib, "MAX_SENTENCE_CHARS", 2000)
     huge = " ".join(["lorem"] * 3000)  # 18k characters, thousands of tokens
     docs = [
         [],
@@ -309,7 +310,7 @@ def test_settings_are_checked(tok):
     with pytest.raises(ValueError, match="max_seq_length=4"):
         inst.check_kind("nsp", 4)
     with pytest.raises(ValueError, match="longer than"):
-        docs = inst.tokenize_documents(tok, [["one two three four five six seven."]], 100)
+        docs = tokenize_lib.tokenize_documents(tok, [["one two three four five six seven."]], 100)
         inst.create_instances(
             docs,
             "nsp",

@@ -100,10 +100,12 @@ def test_the_graph_sees_the_package():
 # overrides outside absl, which `sweep`, `downstream` and the configs share), distributed
 # (the multi-host flags and initialisation `train` needs; only commands import it),
 # pretrained (init_from: any checkpoint form fitted to a task's heads, used by the loop
-# and distillation), objectstore (paths.py's back end for URLs).
+# and distillation), objectstore (paths.py's back end for URLs) and schedules
+# (optim.py's learning-rate schedules and their lengths in tokens, split off at the
+# module limit).
 CORE = {"__init__", "__main__", "checkpoint", "configfile", "distributed", "errors",
         "experiment", "flops", "metrics", "modeldir", "objectives", "objectstore", "optim",
-        "paths", "pretrained", "sharding", "steps", "train"}
+        "paths", "pretrained", "schedules", "sharding", "steps", "train"}
 PACKAGES = {"commands", "convert", "data", "models", "scoring", "tasks", "tools"}
 
 
@@ -121,7 +123,7 @@ MAX_FUNCTION_LINES = 80
 # the limits, each with its reason.
 TOO_LONG = {
     "train.py": "being split by their owners",
-    "data/*": "being split by their owners",
+    "data/pipeline.py": "being split by their owners",
 }
 
 

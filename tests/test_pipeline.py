@@ -574,6 +574,7 @@ def test_tensorflow_sees_no_accelerator(data96):
 @pytest.mark.parametrize("masking", ["static", "dynamic"])
 def test_reads_what_prepare_writes(tmp_path, masking):
     from bertjax.data import prepare
+    from bertjax.data.prepare_settings import PrepareSettings
     from bertjax.data.records import read_examples
     from bertjax.data.tokenizers import train_wordpiece
 
@@ -584,8 +585,8 @@ def test_reads_what_prepare_writes(tmp_path, masking):
         for _ in range(40)
     ]
     tok = train_wordpiece((" ".join(d) for d in docs), vocab_size=200)
-    settings = prepare.PrepareSettings(instances="nsp", max_seq_length=24, masking=masking,
-                                       dupe_factor=2, docs_per_shard=20, num_workers=0)
+    settings = PrepareSettings(instances="nsp", max_seq_length=24, masking=masking,
+                               dupe_factor=2, docs_per_shard=20, num_workers=0)
     manifest = prepare.prepare(docs, tok, str(tmp_path), settings, progress=False)
     expected = [ex for s in manifest["splits"]["train"]["shards"]
                 for ex in read_examples(os.path.join(str(tmp_path), s["file"]))]

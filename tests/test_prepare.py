@@ -20,6 +20,7 @@ from bertjax.data import prepare as prep
 from bertjax.data import records as records_lib
 from bertjax.data import shards as shards_lib
 from bertjax.data.manifest import Manifest
+from bertjax.data.prepare_settings import PrepareSettings
 from bertjax.data.tokenizers import train_wordpiece
 
 MAX_LEN = 40
@@ -58,7 +59,7 @@ def _run(corpus, tok, out, **kw):
     )
     args.update(kw)
     progress = args.pop("progress")
-    return prep.prepare(corpus, tok, str(out), prep.PrepareSettings(**args), progress=progress)
+    return prep.prepare(corpus, tok, str(out), PrepareSettings(**args), progress=progress)
 
 
 def _hashes(d) -> dict[str, str]:
@@ -510,7 +511,7 @@ def test_file_source_stats_reach_the_manifest(tok, tmp_path):
         spec,
         tok,
         str(tmp_path / "data"),
-        prep.PrepareSettings(instances="nsp", max_seq_length=MAX_LEN, docs_per_shard=16),
+        PrepareSettings(instances="nsp", max_seq_length=MAX_LEN, docs_per_shard=16),
         progress=False,
     )
     assert m["settings"]["source"] == spec

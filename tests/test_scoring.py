@@ -185,14 +185,9 @@ def test_squad_v2_four_questions_with_a_gold_of_punctuation_by_hand():
 
 
 def _score(*args):
-    import os
-    import subprocess
-    import sys
+    from clilib import bertjax
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return subprocess.run([sys.executable, "-m", "bertjax", "score", *args], cwd=root,
-                          env={**os.environ, "PYTHONPATH": root}, capture_output=True,
-                          text=True, timeout=120)
+    return bertjax("score", *args, timeout=120)
 
 
 def test_score_command_squad_v2_and_glue(tmp_path):

@@ -20,7 +20,8 @@ import pytest
 
 from bertjax.data import demo_corpus as demo_corpus_lib
 from bertjax.data import sources
-from bertjax.data.sources import SourceStats, demo_corpus, open_source
+from bertjax.data.source_base import MAX_DOCUMENT_CHARS, SourceStats
+from bertjax.data.sources import demo_corpus, open_source
 from bertjax.data.text import MAX_LINE_CHARS, MAX_WORD_CHARS, clean_text, split_sentences
 
 
@@ -225,7 +226,7 @@ def test_ten_megabyte_line_is_split_in_bounded_memory(tmp_path):
         digest = hashlib.sha256()
         for doc in src.documents():
             assert all(0 < len(s) <= MAX_LINE_CHARS for s in doc)
-            assert sum(map(len, doc)) <= sources.MAX_DOCUMENT_CHARS
+            assert sum(map(len, doc)) <= MAX_DOCUMENT_CHARS
             digest.update("".join(s + " " for s in doc).encode())
         if kind == "bert":
             peak = tracemalloc.get_traced_memory()[1]

@@ -48,10 +48,9 @@ def main(argv: list[str]) -> None:
                          strategy=config.data.mask_strategy, seconds=_SECONDS.value,
                          max_predictions_per_seq=config.max_predictions_per_seq)
     elif what == ["prepare"]:
-        from bertjax.data import bench
+        from bertjax.data.bench_prepare import bench_prepare
 
-        bench.bench_prepare(common.required(common.CONFIG),
-                            workers=[int(w) for w in _WORKERS.value])
+        bench_prepare(common.required(common.CONFIG), workers=[int(w) for w in _WORKERS.value])
     elif what == ["train"]:
         from bertjax.tools import bench_train
 

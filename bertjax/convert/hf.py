@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bertjax.convert.names import ConversionError, Entry
-from bertjax.models.config import ConfigError, ModelConfig
+from bertjax.models.config import SWITCHES, ConfigError, ModelConfig
 from bertjax.models.family import LABELLED_HEADS, Family
 from bertjax.models.layers import stack_layers, unstack_layers
 from bertjax.models.registry import FAMILIES, family
@@ -84,10 +84,12 @@ def name_map(part: Part) -> list[Entry]:
 
 
 def _tied(part: Part) -> dict[str, str]:
-    """Tensors transformers may store that are copies of another (tied output weights)."""
+    """Tensors transformers may store that are copies of another (tied output weights);
+    one the name map holds (an untied decoder) is a tensor of its own."""
     fam, p = family(part.cfg.family), _prefix(part)
+    own = {e.hf_key for e in name_map(part)}
     return {k.format(p=p): v.format(p=p) for head in part.heads
-            for k, v in fam.hf.tied.get(head, {}).items()}
+            for k, v in fam.hf.tied.get(head, {}).items() if k.format(p=p) not in own}
 
 
 def _is_buffer(key: str) -> bool:
@@ -112,13 +114,15 @@ def architecture(part: Part) -> str:
 # --- tensors ------------------------------------------------------------------------
 
 def hf_shape(entry: Entry, ours: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape the HF tensor of `entry` must have, given our parameter's shape."""
+    """The shape the HF tensor of `entry` must have (all its row blocks), given our
+    parameter's shape."""
     if entry.kind == "linear1":  # kernel [in, ...out] <- weight [out, in]
-        return (int(np.prod(ours[1:])), ours[0])
-    if entry.kind == "linear2":  # kernel [heads, d, out] <- weight [out, heads * d]
-        return (ours[-1], int(np.prod(ours[:-1])))
-    # Attention biases are [heads, d] here and [heads * d] in HF; the rest match.
-    return (int(np.prod(ours)),) if entry.path[-1] == "bias" else ours
+        shape = (int(np.prod(ours[1:])), ours[0])
+    elif entry.kind == "linear2":  # kernel [heads, d, out] <- weight [out, heads * d]
+        shape = (ours[-1], int(np.prod(ours[:-1])))
+    else:  # attention biases are [heads, d] here and [heads * d] in HF; the rest match
+        shape = (int(np.prod(ours)),) if entry.path[-1] == "bias" else ours
+    return (shape[0] * entry.split[1], *shape[1:])
 
 
 def _to_ours(entry: Entry, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -127,13 +131,16 @@ def _to_ours(entry: Entry, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarra
     if tuple(arr.shape) != hf_shape(entry, shape):
         raise ConversionError(f"tensor {entry.hf_key} has shape {tuple(arr.shape)}, but the "
                               f"config needs {hf_shape(entry, shape)} ({'/'.join(entry.path)})")
+    i, n = entry.split
+    arr = arr[i * (arr.shape[0] // n): (i + 1) * (arr.shape[0] // n)]
     out = arr if entry.kind == "copy" else arr.T
     return np.ascontiguousarray(out.reshape(shape))
 
 
 def _to_hf(entry: Entry, arr: np.ndarray) -> np.ndarray:
-    if entry.kind == "copy":
-        return np.ascontiguousarray(arr.reshape(hf_shape(entry, arr.shape)))
+    if entry.kind == "copy":  # one row block of a split tensor
+        shape = hf_shape(entry, arr.shape)
+        return np.ascontiguousarray(arr.reshape(shape[0] // entry.split[1], *shape[1:]))
     n_in = 1 if entry.kind == "linear1" else 2
     rows = int(np.prod(arr.shape[:n_in]))
     return np.ascontiguousarray(arr.reshape(rows, -1).T)
@@ -172,7 +179,8 @@ def abstract_shapes(cfg: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
 
     from bertjax.models import build
 
-    scan_cfg = dataclasses.replace(cfg, scan_layers=True, remat="none")
+    # Layers that differ (windows, layer 0's norm) cannot scan: trace the loop then.
+    scan_cfg = dataclasses.replace(cfg, scan_layers=not cfg.layers_differ, remat="none")
     ids = jnp.zeros((1, 8), jnp.int32)
     shapes = jax.eval_shape(lambda: nn.unbox(build(scan_cfg).init(jax.random.key(0), ids))
                             ["params"])
@@ -250,8 +258,15 @@ def _legacy_name(key: str) -> str:
 def to_state_dicts(cfg: ModelConfig, params: Params) -> dict[str, dict[str, np.ndarray]]:
     """bertjax params -> HF state dict(s) of numpy arrays, keyed by part name."""
     params = unstack_layers(params) if cfg.scan_layers else params
-    return {part.name: {e.hf_key: _to_hf(e, np.asarray(_get(params, e.path)))
-                        for e in name_map(part)} for part in parts(cfg)}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for part in parts(cfg):
+        blocks: dict[str, dict[int, np.ndarray]] = {}  # row blocks of fused tensors
+        for e in name_map(part):
+            blocks.setdefault(e.hf_key, {})[e.split[0]] = _to_hf(e, np.asarray(_get(params,
+                                                                                    e.path)))
+        out[part.name] = {k: v[0] if len(v) == 1 else np.concatenate([v[i] for i in sorted(v)])
+                          for k, v in blocks.items()}
+    return out
 
 
 # --- configs ------------------------------------------------------------------------
@@ -261,6 +276,7 @@ def hf_configs(cfg: ModelConfig, special_ids: Mapping[str, int] | None = None) -
     out = {}
     for part in parts(cfg):
         fam = family(part.cfg.family)
+        check_switches(part.cfg, architecture(part))
         d = {**fam.hf.to_config(part.cfg), "architectures": [architecture(part)]}
         if any(h in LABELLED_HEADS for h in part.heads):
             names = part.cfg.label_names or tuple(f"LABEL_{i}" for i in range(cfg.num_labels))
@@ -269,6 +285,19 @@ def hf_configs(cfg: ModelConfig, special_ids: Mapping[str, int] | None = None) -
         d.update({k: v for k, v in (special_ids or {}).items() if k in fam.hf.token_ids})
         out[part.name] = d
     return out
+
+
+def check_switches(cfg: ModelConfig, arch: str) -> None:
+    """Refuses, in one line naming the key, an architecture switch (config.SWITCHES) whose
+    value the family's transformers classes do not have (HFNames.switches)."""
+    allowed = family(cfg.family).hf.switches
+    for key in SWITCHES:
+        values = allowed.get(key, (ModelConfig.__dataclass_fields__[key].default,))
+        if values is not None and getattr(cfg, key) not in values:
+            raise ConversionError(
+                f"model.{key}={getattr(cfg, key)!r}: transformers' {arch} has no such "
+                f"layer (it takes {key} {' or '.join(map(repr, values))}); export a "
+                f"family whose classes do, or train with the default")
 
 
 def _family_of(content: Mapping[str, Any], source: str) -> Family:
@@ -390,8 +419,9 @@ def detect_bare(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, Any]]
     `embeddings.word_embeddings.weight`, a BertForMaskedLM `bert.embeddings...`)."""
     out = {}
     for part in parts(cfg):
-        prefix = family(part.cfg.family).hf.prefix + "."
+        fam = family(part.cfg.family)
+        prefix = fam.hf.prefix + "."
         sd = state_dicts.get(part.name, {})
-        out[part.name] = ("embeddings.word_embeddings.weight" in sd
-                          and f"{prefix}embeddings.word_embeddings.weight" not in sd)
+        word = fam.hf.encoder(part.cfg, "")[0].hf_key  # the word embeddings come first
+        out[part.name] = word in sd and f"{prefix}{word}" not in sd
     return out

@@ -10,6 +10,9 @@ A name map is a list of `Entry(hf_key, our_path, kind)`:
   kind "linear2": torch Linear weight [out, in] <-> kernel [heads, d, out]
                   (the attention output projection)
 
+`split` = (i, n): the entry is the i-th of n equal row blocks of the HF tensor
+(ModernBERT's fused Wqkv holds query, key and value; import slices, export concatenates).
+
 Paths are written against the loop layout (`layer_{i}`) and relative to the model
 root; bertjax/convert/hf.py applies them. Nothing here imports numpy or JAX.
 """
@@ -34,16 +37,20 @@ class Entry:
     hf_key: str
     path: Path
     kind: str = "copy"
+    split: tuple[int, int] = (0, 1)  # (i, n): the i-th of n row blocks of the HF tensor
 
 
-def linear(hf: str, ours: Path, kind: str = "linear1") -> list[Entry]:
-    """A torch Linear (weight, bias) <-> a Dense (kernel, bias)."""
-    return [Entry(f"{hf}.weight", (*ours, "kernel"), kind), Entry(f"{hf}.bias", (*ours, "bias"))]
+def linear(hf: str, ours: Path, kind: str = "linear1", bias: bool = True) -> list[Entry]:
+    """A torch Linear (weight, bias) <-> a Dense (kernel, bias); `bias` False: no bias."""
+    return [Entry(f"{hf}.weight", (*ours, "kernel"), kind),
+            *([Entry(f"{hf}.bias", (*ours, "bias"))] if bias else [])]
 
 
-def norm(hf: str, ours: Path) -> list[Entry]:
-    """A torch LayerNorm (weight, bias) <-> a Flax LayerNorm (scale, bias)."""
-    return [Entry(f"{hf}.weight", (*ours, "scale")), Entry(f"{hf}.bias", (*ours, "bias"))]
+def norm(hf: str, ours: Path, bias: bool = True) -> list[Entry]:
+    """A torch LayerNorm (weight, bias) <-> a Flax LayerNorm (scale, bias); `bias` False:
+    the weight (scale) alone (a bias-free LayerNorm, an RMSNorm)."""
+    return [Entry(f"{hf}.weight", (*ours, "scale")),
+            *([Entry(f"{hf}.bias", (*ours, "bias"))] if bias else [])]
 
 
 # Names of the eight modules of one encoder layer, in the order

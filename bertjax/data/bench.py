@@ -18,31 +18,26 @@ cache (its first pass includes the downloads). Without a data directory it prepa
 temporary one from the demo corpus (or, when
 `prepare` is unavailable, writes synthetic token ids) and says which. The last line is
 machine-readable: `ratio=R ours=X reference=Y unit=seq/s`. transformers and torch are
-imported only here, for the reference; they are not runtime dependencies.
+imported only for the reference (bench_reference.py); they are not runtime dependencies.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from bertjax import paths
+from bertjax.data.bench_reference import time_reference, transformers_version
 from bertjax.data.manifest import Manifest
 from bertjax.data.masking import MaskingConfig
 from bertjax.data.pipeline import Pipeline, PipelineConfig
-
-# Word-level strategies are compared with the collator's whole-word masking, the
-# closest it has (it has no n-gram or span masking).
-_WORD_LEVEL = ("whole_word", "ngram", "span")
 
 
 def bench_data(
@@ -135,7 +130,7 @@ def _bench_one(manifest: Manifest, strategy: str, masking: MaskingConfig | None,
     if reference:
         examples = _read_examples(pipe, max(20 * batch_size, 4096))
         with paths.local_copy(manifest.tokenizer_dir) as tokenizer_dir:  # gs:// data too
-            ref = _time_reference(examples, tokenizer_dir, batch_size, strategy, seconds)
+            ref = time_reference(examples, tokenizer_dir, batch_size, strategy, seconds)
         figures["reference"] = ref
         ref_rate = ref["seq_per_s"]
         print_fn(
@@ -157,6 +152,7 @@ def _make_data(
     """Prepares the demo corpus into data_dir (synthetic ids if prepare is missing)."""
     try:
         from bertjax.data import prepare, sources
+        from bertjax.data.prepare_settings import PrepareSettings
     except ImportError:
         prepare = None
     if prepare is None:
@@ -175,9 +171,9 @@ def _make_data(
     tokenizer = train_wordpiece((" ".join(d) for d in docs), vocab_size=8000)
     t_tok = time.perf_counter() - t0
     t0 = time.perf_counter()
-    settings = prepare.PrepareSettings(instances="full_sentences", max_seq_length=seq_len,
-                                       masking="dynamic", docs_per_shard=max(1, len(docs) // 4),
-                                       num_workers=workers)
+    settings = PrepareSettings(instances="full_sentences", max_seq_length=seq_len,
+                               masking="dynamic", docs_per_shard=max(1, len(docs) // 4),
+                               num_workers=workers)
     manifest = prepare.prepare(docs, tokenizer, data_dir, settings, progress=False)
     elapsed = time.perf_counter() - t0
     mb = manifest["input_stats"]["bytes"] / 1e6
@@ -212,7 +208,7 @@ def _write_synthetic(data_dir: str, seq_len: int, n: int = 16_384, shards: int =
     from tokenizers import models, normalizers, pre_tokenizers
 
     from bertjax.data.manifest import FORMAT, VERSION
-    from bertjax.data.shards import sha256_file
+    from bertjax.data.shard_files import sha256_file
     from bertjax.data.tokenizers import Tokenizer
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -296,158 +292,3 @@ def _read_examples(pipe: Pipeline, n: int) -> list[list[int]]:
     for raw in ds:
         out.extend(tf.io.parse_example(raw, features)["input_ids"].to_list())
     return out
-
-
-# ---------------------------------------------------------------------------- reference
-
-
-def transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__
-
-
-def _time_reference(
-    examples: list[list[int]], tokenizer_dir: str, batch_size: int, strategy: str, seconds: float
-) -> dict[str, Any]:
-    """transformers' DataCollatorForLanguageModeling over `examples`, batch by batch."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import transformers
-        from transformers import DataCollatorForLanguageModeling
-
-        from bertjax.data.masking import word_start_table
-        from bertjax.data.tokenizers import load_tokenizer
-
-        hf_tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
-        whole_word = strategy in _WORD_LEVEL
-        tensors = "np"
-        collator = DataCollatorForLanguageModeling(
-            tokenizer=hf_tok,
-            mlm_probability=0.15,
-            whole_word_mask=whole_word,
-            return_tensors=tensors,
-            seed=0,
-        )
-    if whole_word:
-        # The v5 collator finds words from offset mappings, and pads nothing but
-        # input_ids, so it gets examples as a fast tokenizer returns them with
-        # padding="max_length", return_offsets_mapping and return_special_tokens_mask.
-        # The offsets' gaps mark exactly the word starts our Masker uses.
-        ours = load_tokenizer(tokenizer_dir)
-        starts = word_start_table(ours)
-        special = np.zeros(ours.vocab_size, dtype=bool)
-        special[list(ours.special_ids())] = True
-        length = max(len(ids) for ids in examples)
-        inputs: list[Any] = [
-            _tokenizer_output(ids, starts, special, length, ours.pad_id) for ids in examples
-        ]
-        name = "DataCollatorForLanguageModeling(whole_word_mask=True, mlm_probability=0.15)"
-        form = "padded tokenizer outputs with offset_mapping and special_tokens_mask"
-    else:
-        inputs = examples
-        name = "DataCollatorForLanguageModeling(mlm_probability=0.15)"
-        form = "lists of ids"
-    batches = [
-        inputs[i: i + batch_size]
-        for i in range(0, len(inputs) - batch_size + 1, batch_size)
-    ]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for b in batches[:2]:  # warm-up
-            collator(b)
-        rows = tokens = 0
-        t0 = time.perf_counter()
-        for b in itertools.cycle(batches):
-            out = collator(b)
-            rows += out["input_ids"].shape[0]
-            tokens += sum(sum(x["attention_mask"]) if isinstance(x, dict) else len(x) for x in b)
-            elapsed = time.perf_counter() - t0
-            if elapsed >= seconds:
-                break
-    return {
-        "name": name,
-        "tensors": tensors,
-        "form": form,
-        "seq_per_s": rows / elapsed,
-        "tokens_per_s": tokens / elapsed,
-        "seconds": elapsed,
-    }
-
-
-def _tokenizer_output(
-    ids: list[int], starts: np.ndarray, special: np.ndarray, length: int, pad_id: int
-) -> dict[str, list]:
-    """What a fast tokenizer returns for `ids` with padding to `length`, offsets and the
-    special-tokens mask: a word start leaves a one-character gap after the previous
-    token, continuation pieces follow without one."""
-    arr = np.asarray(ids)
-    n = arr.size
-    is_special = special[arr]
-    width = np.where(is_special, 0, 1)
-    gap = (starts[arr] | is_special).astype(np.int64)
-    begin = np.cumsum(gap + width) - width
-    offsets = np.zeros((length, 2), dtype=np.int64)
-    offsets[:n, 0] = begin
-    offsets[:n, 1] = begin + width
-    offsets[:n][is_special] = 0
-    return {
-        "input_ids": list(ids) + [pad_id] * (length - n),
-        "attention_mask": [1] * n + [0] * (length - n),
-        "special_tokens_mask": is_special.astype(np.int64).tolist() + [1] * (length - n),
-        "offset_mapping": offsets.tolist(),
-    }
-
-
-# ---------------------------------------------------------------------------- prepare
-
-
-def bench_prepare(config: Any, workers: Iterable[int] = (1, 2),
-                  maskings: Iterable[str] = ("static", "dynamic"),
-                  print_fn: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Times `prepare data` with `config`'s settings on `config.data.source`, once per
-    (masking, worker count), each into a fresh temporary directory; prints and returns
-    MB of text/s and instances written/s, in all and per worker. The tokenizer
-    (`config.tokenizer.path`, else trained on the source) is made once, outside the
-    timings; the source is read once into memory first, so its own decoding is not timed.
-    """
-    from bertjax.data import sources
-    from bertjax.data.from_config import _tokenizer, prepare_data
-
-    source = sources.open_source(config.data.source)
-    documents = list(source.documents())
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if config.tokenizer.path:
-            tok_path = config.tokenizer.path
-        else:
-            tok_path = os.path.join(tmp, "tokenizer")
-            _tokenizer(config, documents, tok_path)
-        for masking in maskings:
-            for n in workers:
-                c = config.copy_and_resolve_references()
-                with c.unlocked():
-                    c.tokenizer.path = tok_path
-                    c.data.update(masking=masking, num_workers=n,
-                                  dir=os.path.join(tmp, f"{masking}-{n}"))
-                    if masking == "dynamic":
-                        c.data.dupe_factor = 1
-                t0 = time.perf_counter()
-                manifest = prepare_data(c, documents=documents, progress=False)
-                elapsed = time.perf_counter() - t0
-                shutil.rmtree(c.data.dir)
-                mb = manifest["input_stats"]["bytes"] / 1e6
-                written = sum(s["examples"] for s in manifest["splits"].values())
-                row = {"masking": masking, "workers": n, "dupe_factor": c.data.dupe_factor,
-                       "mb": mb, "instances": written, "seconds": elapsed,
-                       "mb_per_s": mb / elapsed, "instances_per_s": written / elapsed}
-                rows.append(row)
-                per = max(n, 1)
-                who = f"{n} worker{'s' if n != 1 else ''}" if n else "in the main process"
-                print_fn(f"prepare {masking} (dupe_factor {row['dupe_factor']}), {who}: "
-                         f"{mb:.2f} MB, {written:,} instances in "
-                         f"{elapsed:.1f} s: {row['mb_per_s']:.2f} MB/s "
-                         f"({row['mb_per_s'] / per:.2f} per worker), "
-                         f"{row['instances_per_s']:,.0f} instances/s "
-                         f"({row['instances_per_s'] / per:,.0f} per worker)")
-    return rows

@@ -51,7 +51,7 @@ from collections.abc import Hashable, Iterable
 
 from bertjax import paths
 from bertjax.data.records import DataFormatError
-from bertjax.data.shards import sha256_file
+from bertjax.data.shard_files import sha256_file
 
 _SUFFIX = ".tfrecord"
 _NAME = re.compile(r"^[0-9a-f]{64}\.tfrecord$")

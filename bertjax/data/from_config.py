@@ -32,29 +32,29 @@ def _tokenizer(config: Any, source: Any, out_dir: str, kind: str | None = None) 
 
 def _open_source(config: Any) -> Any:
     """config.data.source, refusing input that is mostly not text past
-    config.data.max_bad_fraction (sources.py)."""
-    from bertjax.data import sources
+    config.data.max_bad_fraction (source_base.py)."""
+    from bertjax.data import source_base, sources
 
-    limit = config.data.get("max_bad_fraction", sources.MAX_BAD_FRACTION)
+    limit = config.data.get("max_bad_fraction", source_base.MAX_BAD_FRACTION)
     return sources.open_source(config.data.source, max_bad_fraction=limit)
 
 
 def _nothing_written(e: Exception) -> Exception:
     """A NotTextError saying that nothing was left behind (prepare and the tokenizer's
     atomic directory saw to it)."""
-    from bertjax.data import sources
+    from bertjax.data import source_base
 
-    return sources.NotTextError(f"{e}; nothing written")
+    return source_base.NotTextError(f"{e}; nothing written")
 
 
 def prepare_tokenizer(config: Any, out_dir: str, kind: str | None = None) -> Any:
     """Trains the family's kind of tokenizer (or `kind`) on config.data.source into
     `out_dir` (local or gs://)."""
-    from bertjax.data import sources
+    from bertjax.data import source_base
 
     try:
         return _tokenizer(config, _open_source(config), out_dir, kind)
-    except sources.NotTextError as e:
+    except source_base.NotTextError as e:
         raise _nothing_written(e) from None
 
 
@@ -77,7 +77,7 @@ def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
     from it) into config.data.dir (shards + manifest); trains the tokenizer first unless
     config.tokenizer.path gives one. Returns the Manifest. Every path may be gs://."""
     from bertjax import paths
-    from bertjax.data import sources
+    from bertjax.data import source_base
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
     data = config.data
@@ -89,13 +89,17 @@ def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
                          f"takes (model.max_position_embeddings={cfg.max_position_embeddings}"
                          + (f", {offset} of them before the first token" if offset else "")
                          + ")")
+    if cfg.local_window and cfg.local_window // 2 >= int(config.max_seq_length) - 1:
+        raise ValueError(f"model.local_window={cfg.local_window} spans the whole "
+                         f"max_seq_length={config.max_seq_length}: its local layers would be "
+                         "global; lower model.local_window or raise max_seq_length")
     # A bad spec, or a bucket that does not exist, fails before any work.
     source = documents if documents is not None else _open_source(config)
     if paths.is_remote(data.dir):
         paths.makedirs(data.dir)
     try:
         return _prepare_data(config, cfg, source, kind, progress)
-    except sources.NotTextError as e:
+    except source_base.NotTextError as e:
         raise _nothing_written(e) from None
 
 
@@ -103,6 +107,7 @@ def _prepare_data(config: Any, cfg: Any, source: Any, kind: str | None, progress
     """`prepare_data` once the config is checked: the tokenizer, then the shards."""
     from bertjax import paths
     from bertjax.data import prepare, tokenizers
+    from bertjax.data.prepare_settings import PrepareSettings
 
     data = config.data
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +119,7 @@ def _prepare_data(config: Any, cfg: Any, source: Any, kind: str | None, progress
         if tok.vocab_size > cfg.vocab_size:
             raise ValueError(f"tokenizer has {tok.vocab_size} tokens, more than "
                              f"model.vocab_size={cfg.vocab_size}")
-        settings = prepare.PrepareSettings(
+        settings = PrepareSettings(
             instances=data.instances, max_seq_length=config.max_seq_length,
             short_seq_prob=data.short_seq_prob, masking=data.masking,
             masking_config=masking_config(config), dupe_factor=data.dupe_factor,

@@ -45,7 +45,7 @@ from bertjax.data.manifest import (
     save_tokenizer,
 )
 from bertjax.data.records import DataFormatError
-from bertjax.data.shards import sha256_file, shard_name
+from bertjax.data.shard_files import sha256_file, shard_name
 from bertjax.errors import one_line
 
 FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",

@@ -34,7 +34,7 @@ import numpy as np
 
 from bertjax import paths
 from bertjax.data.records import DataFormatError
-from bertjax.data.shards import sha256_file, write_atomic
+from bertjax.data.shard_files import sha256_file, write_atomic
 from bertjax.errors import one_line
 
 MANIFEST = "manifest.json"

@@ -57,7 +57,7 @@ from bertjax import paths
 from bertjax.data.hosts import CYCLE_LENGTH, HostReader, parse_fn, plan_hosts
 from bertjax.data.manifest import Manifest
 from bertjax.data.records import DataFormatError
-from bertjax.data.shards import sha256_file
+from bertjax.data.shard_files import sha256_file
 from bertjax.data.tfsetup import tensorflow
 from bertjax.errors import one_line
 
@@ -115,6 +115,12 @@ class PipelineConfig:
     # Most GB of local copies (0: half the free disk there); it must hold the
     # interleave cycle (the 16 largest of this host's shards).
     cache_gb: float = 0.0
+    # off | best_fit | first_fit: each host batch's sequences packed into fewer rows
+    # (packer.pack_batch: the batch is the window, so a step holds the same sequences
+    # as unpacked and resumes the same way); slots and row-count multiple of a row.
+    packing: str = "off"
+    packing_max_sequences: int = 16
+    packing_row_multiple: int = 8
 
     def __post_init__(self) -> None:
         batch, index, count = self.global_batch_size, self.process_index, self.process_count
@@ -130,6 +136,11 @@ class PipelineConfig:
                              f"process_count={count}")
         if not _is_int(self.seed, 0):
             raise ValueError(f"seed={self.seed!r} must be a non-negative integer")
+        if self.packing not in ("off", "best_fit", "first_fit"):
+            raise ValueError(f"packing={self.packing!r}: off, best_fit or first_fit")
+        if self.packing != "off" and count > 1:
+            raise ValueError("packing with several hosts is not supported yet: packed "
+                             "batches vary in rows per host")
         if not _is_int(self.start_step, 0):
             raise ValueError(f"start_step={self.start_step!r} must be a non-negative integer")
         if self.max_position_embeddings is not None and (
@@ -406,10 +417,19 @@ class Pipeline:
             ids = _fill_rows(ids, b, self.pad_id)
             if self._static:
                 out["input_ids"] = ids
+        if self.config.packing != "off":  # several sequences per row (packer.py)
+            from bertjax.data import packer
+
+            out = packer.pack_batch({**out, "input_ids": ids}, self.pad_id, self.config.packing,
+                                    self.config.packing_max_sequences,
+                                    self.max_predictions_per_seq,
+                                    self.config.packing_row_multiple)
+            ids = out["input_ids"] if self._static else out.pop("input_ids")
         if not self._static:
             rng = np.random.default_rng([self.config.seed, k, self.config.process_index])
             out.update(self._masker(ids, out["attention_mask"], rng))
-        return {key: out[key] for key in _BATCH_KEYS}
+        keys = _BATCH_KEYS + (("num_sequences",) if self.config.packing != "off" else ())
+        return {key: out[key] for key in keys}
 
     def _locate(self, budget_s: float = 20.0) -> str:
         """'FILE, record R' of the first invalid example of this host's shards, found

@@ -4,16 +4,17 @@ Design (each point is a property the tests check):
 
   * The main process reads the source sequentially and cuts the documents into chunks
     of `docs_per_shard` non-empty documents, or fewer when their text reaches
-    MAX_CHUNK_BYTES (a corpus of huge documents). Chunk c becomes one shard: the validation
-    split's if validation_every > 0 and c % validation_every == validation_every - 1,
-    else the train split's. Chunks go to `num_workers` spawned processes (0: this
-    process; workers.py), which build, check and write the shard (shards.py): a pure
-    function of (chunk, settings), so the output is byte-identical for any num_workers.
+    MAX_CHUNK_BYTES (a corpus of huge documents; chunks.py). Chunk c becomes one shard:
+    the validation split's if validation_every > 0 and c % validation_every ==
+    validation_every - 1, else the train split's. Chunks go to `num_workers` spawned
+    processes (0: this process; workers.py), which build, check and write the shard
+    (shards.py): a pure function of (chunk, settings), so the output is byte-identical
+    for any num_workers.
   * Memory is bounded: at most 2 * max(num_workers, 1) chunks are in flight (read but
     not yet written), and no more than `max_inflight_mb` of their estimated memory (one
     chunk is always allowed): the main process's copy of the chunk (its text as UTF-8,
-    shards.PackedChunk), the copy being sent, and what a worker allocates to build it
-    (`shards.worker_memory`, an upper bound for any text). A worker holds one chunk at a
+    chunks.PackedChunk), the copy being sent, and what a worker allocates to build it
+    (`chunks.worker_memory`, an upper bound for any text). A worker holds one chunk at a
     time and hands its memory back when the shard is written. What preparation holds
     beyond that is fixed: the processes themselves and each worker's tokenizer
     (docs/data.md gives the bound with measured figures).
@@ -46,11 +47,9 @@ Design (each point is a property the tests check):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from bertjax import paths
@@ -58,155 +57,20 @@ from bertjax.data import instances as instances_lib
 from bertjax.data import shards as shards_lib
 from bertjax.data import tokenizers as tokenizers_lib
 from bertjax.data import workers as workers_lib
+from bertjax.data.chunks import InputStats, chunk_memory, read_chunks
+from bertjax.data.finished_shards import Resume, publish
 from bertjax.data.manifest import (
     FORMAT,
     MANIFEST,
-    RECORD_FORMATS,
     SPLITS,
     TOKENIZER_DIR,
     VERSION,
     Manifest,
     save_tokenizer,
 )
-from bertjax.data.sources import NotTextError
-
-# Bump when the bytes written for the same inputs and settings change (resume then
-# rewrites old shards instead of mixing them with new ones).
-ALGORITHM_REVISION = 1
-# A chunk (= shard) also ends once its text reaches this many bytes, which bounds what
-# one worker holds (shards.worker_memory) on a corpus of huge documents. Chunks of
-# docs_per_shard ordinary documents stay under it (2,000 Wikipedia articles: ~6 MB).
-MAX_CHUNK_BYTES = 8 << 20
-DUPE_MODES = ("rebuild", "remask")
-# Settings that decide the bytes of the shards (the others only decide speed).
-_OUTPUT_SETTINGS = (
-    "instances",
-    "max_seq_length",
-    "short_seq_prob",
-    "masking",
-    "masking_config",
-    "dupe_factor",
-    "dupe_mode",
-    "nsp_single_sentence",
-    "record_format",
-    "docs_per_shard",
-    "validation_every",
-    "seed",
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class PrepareSettings:
-    """How `prepare` makes shards; checked when made (ValueError naming the setting).
-
-    Values are kept as given (they are written to the manifest as they are), except
-    masking_config, kept as a dict for static masking (None for dynamic), and
-    dupe_factor, 1 for dynamic masking.
-    """
-
-    instances: str  # nsp | sop | full_sentences | doc_sentences | mlm (instances.py)
-    max_seq_length: int  # no example is longer (special tokens included)
-    short_seq_prob: float = 0.1  # nsp/sop: probability of a shorter target length per document
-    # "static": masked copies written now (BERT); "dynamic": the pipeline masks (RoBERTa).
-    masking: str = "dynamic"
-    masking_config: Any = None  # static: a masking.MaskingConfig or its dict (default one)
-    dupe_factor: int = 10  # static masking: how many passes over each chunk are written
-    # static masking: "rebuild" builds every pass's instances anew (new target lengths,
-    # split points, random next segments and truncation, as Google's
-    # create_pretraining_data.py) and masks them; "remask" masks one set of instances
-    # dupe_factor times (ten times fewer distinct pairs for the same size).
-    dupe_mode: str = "rebuild"
-    # nsp: a one-sentence chunk is cut inside ("split", labels stay 50/50) or always
-    # gets a random next ("random_next", Google's rule; instances.py).
-    nsp_single_sentence: str = "split"
-    # "bertjax": variable-length examples (what `train` reads); "google" (static
-    # masking, nsp/sop): the fixed-length features of create_pretraining_data.py.
-    record_format: str = "bertjax"
-    # Non-empty documents per chunk (= per shard). NSP draws random next segments from
-    # the same chunk, so keep it well above 1.
-    docs_per_shard: int = 1000
-    validation_every: int = 0  # every Nth chunk goes to the "validation" split (0: none)
-    num_workers: int = 1  # worker processes (spawned); 0: this one. The output is the same.
-    seed: int = 0  # the seed of every random choice
-    # Most estimated memory (MB) of the chunks read but not yet written (their text in
-    # this process and what the workers build from it; module docstring). With the
-    # 2 * num_workers chunk limit it bounds memory whatever the corpus.
-    max_inflight_mb: float = 256.0
-
-    def __post_init__(self) -> None:
-        instances_lib.check_kind(self.instances, self.max_seq_length)
-        if self.masking not in ("static", "dynamic"):
-            raise ValueError(f"masking={self.masking!r} must be 'static' or 'dynamic'")
-        for name, least in (("docs_per_shard", 1), ("validation_every", 0),
-                            ("num_workers", 0), ("dupe_factor", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name}={value!r} must be an integer >= {least}")
-        if not 0.0 <= self.short_seq_prob <= 1.0:
-            raise ValueError(f"short_seq_prob={self.short_seq_prob!r} must be in [0, 1]")
-        self._check_choices()
-        if not self.max_inflight_mb > 0:
-            raise ValueError(f"max_inflight_mb={self.max_inflight_mb!r} must be positive")
-        config = None
-        if self.masking == "static":
-            from bertjax.data import masking as masking_lib
-
-            config = self.masking_config
-            if config is None:
-                config = masking_lib.MaskingConfig()
-            elif isinstance(config, Mapping):
-                config = masking_lib.MaskingConfig(**config)
-            config = dataclasses.asdict(config)
-        else:
-            object.__setattr__(self, "dupe_factor", 1)  # one unmasked copy; the pipeline masks
-        object.__setattr__(self, "masking_config", config)
-
-    def _check_choices(self) -> None:
-        if self.record_format not in RECORD_FORMATS:
-            raise ValueError(f"format={self.record_format!r} must be one of "
-                             f"{', '.join(RECORD_FORMATS)}")
-        if self.record_format == "google" and (
-                self.masking != "static" or self.instances not in instances_lib.PAIR_KINDS):
-            raise ValueError("format='google' needs static masking and nsp or sop instances "
-                             f"(got masking={self.masking!r}, instances={self.instances!r}): "
-                             "Google's records hold masks and a pair label")
-        if self.dupe_mode not in DUPE_MODES:
-            raise ValueError(f"dupe_mode={self.dupe_mode!r} must be one of "
-                             f"{', '.join(DUPE_MODES)}")
-        if self.nsp_single_sentence not in instances_lib.SINGLE_SENTENCE:
-            raise ValueError(f"nsp_single_sentence={self.nsp_single_sentence!r} must be one "
-                             f"of {', '.join(instances_lib.SINGLE_SENTENCE)}")
-
-    def output_settings(self) -> dict[str, Any]:
-        """The settings that decide the shards' bytes (what the workers get)."""
-        return {k: getattr(self, k) for k in _OUTPUT_SETTINGS}
-
-    def key(self, tokenizer_sha256: str) -> str:
-        """The manifest's settings_key: sha256 of the output settings, the tokenizer and
-        the algorithm's revision; a shard is reused only under the same key."""
-        key_obj = self.output_settings()
-        key_obj.update(tokenizer_sha256=tokenizer_sha256, revision=ALGORITHM_REVISION,
-                       version=VERSION)
-        return hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()
-
-    def split_of(self, chunk: int) -> str:
-        every = self.validation_every
-        return "validation" if every and chunk % every == every - 1 else "train"
-
-
-@dataclasses.dataclass
-class InputStats:
-    """What the main process saw of the source."""
-
-    documents: int = 0  # documents read
-    sentences: int = 0  # string sentences read
-    bytes: int = 0  # UTF-8 bytes of those sentences
-    empty_documents: int = 0  # no non-blank string sentence: skipped
-    invalid_documents: int = 0  # not a list of sentences: skipped
-    invalid_sentences: int = 0  # not a string: skipped
-    chunks: int = 0
-    shards_written: int = 0
-    shards_reused: int = 0  # resumed: already written by an earlier run
+from bertjax.data.prepare_settings import PrepareSettings
+from bertjax.data.shard_files import PARTS, remove_partial_files
+from bertjax.data.source_base import NotTextError
 
 
 def prepare(source: Any, tokenizer: Any, out_dir: str, settings: PrepareSettings, *,
@@ -244,11 +108,11 @@ def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
     """`prepare`, the shards built under local `work_dir`: `out_dir` itself, or a local
     temporary directory when `out_dir` is a URL (then uploaded; module docstring)."""
     remote = work_dir != out_dir
-    parts_dir = paths.join(out_dir, shards_lib.PARTS)  # finished shards, found on resume
-    build_dir = os.path.join(work_dir, shards_lib.PARTS)  # where the workers write
+    parts_dir = paths.join(out_dir, PARTS)  # finished shards, found on resume
+    build_dir = os.path.join(work_dir, PARTS)  # where the workers write
     fresh = not paths.exists(out_dir)  # removed again if nothing comes of it
     os.makedirs(build_dir, exist_ok=True)
-    shards_lib.remove_partial_files(build_dir)
+    remove_partial_files(build_dir)
     if isinstance(tokenizer, str):
         with paths.local_copy(tokenizer) as local:
             tokenizer = tokenizers_lib.load_tokenizer(local)
@@ -258,9 +122,9 @@ def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
     if remote:
         _unpublish(out_dir, parts_dir)
         _upload_tokenizer(work_dir, out_dir)
-        resume = shards_lib.Resume(out_dir, parts_dir, key)
+        resume = Resume(out_dir, parts_dir, key)
     else:
-        resume = shards_lib.Resume(out_dir, parts_dir, key)
+        resume = Resume(out_dir, parts_dir, key)
         manifest_path = os.path.join(out_dir, MANIFEST)
         if os.path.exists(manifest_path):  # it no longer describes the directory
             os.replace(manifest_path, os.path.join(parts_dir, "previous-manifest.json"))
@@ -281,8 +145,8 @@ def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
                 shards_lib.process_chunk, settings.num_workers, shards_lib.init_worker,
                 (tok_dir, output_settings), settings.max_inflight_mb * (1 << 20),
                 written, f"preparing a shard in {out_dir}") as pool:
-            for chunk, input_sha in _chunks(documents, settings.docs_per_shard, in_stats,
-                                            bar.tick):
+            for chunk, input_sha in read_chunks(documents, settings.docs_per_shard, in_stats,
+                                                bar.tick):
                 c, split = in_stats.chunks, settings.split_of(in_stats.chunks)
                 in_stats.chunks += 1
                 k, shard_count[split] = shard_count[split], shard_count[split] + 1
@@ -302,18 +166,11 @@ def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
 
     _check_not_empty(metas, spec, in_stats, source_obj, out_dir, parts_dir, fresh)
     raw = _manifest({"source": spec, **dataclasses.asdict(settings)}, key, tok_entry,
-                    *shards_lib.publish(out_dir, metas, SPLITS), in_stats, source_obj)
+                    *publish(out_dir, metas, SPLITS), in_stats, source_obj)
     manifest = Manifest(out_dir, raw)
     manifest.write()
     paths.rmtree(parts_dir)
     return manifest
-
-
-def chunk_memory(chunk: shards_lib.PackedChunk, output_settings: dict[str, Any]) -> int:
-    """What a chunk in flight is charged against max_inflight_mb (bytes): held here twice
-    (the chunk, and its pickle on the way to a worker) plus what the worker allocates to
-    build its shard (`shards.worker_memory`, an upper bound for any text)."""
-    return 2 * chunk.nbytes + shards_lib.worker_memory(chunk, output_settings)
 
 
 def _unpublish(out_dir: str, parts_dir: str) -> None:
@@ -352,55 +209,6 @@ def _open_source(source: Any) -> tuple[str, Iterator[Any], Any]:
     )
 
 
-def _chunks(documents: Iterator[Any], docs_per_shard: int, stats: InputStats,
-            tick: Any) -> Iterator[tuple[shards_lib.PackedChunk, str]]:
-    """(chunk, sha256 of its text) for every `docs_per_shard` non-empty documents, or
-    fewer once their text reaches MAX_CHUNK_BYTES (the last chunk may be smaller);
-    `tick()` after each document."""
-    chunk = shards_lib.PackedChunk()
-    h = hashlib.sha256()
-    for doc in documents:
-        if _clean_document(doc, stats, h, chunk):
-            if len(chunk) == docs_per_shard or len(chunk.text) >= MAX_CHUNK_BYTES:
-                yield chunk, h.hexdigest()
-                chunk, h = shards_lib.PackedChunk(), hashlib.sha256()
-        tick()
-    if len(chunk):
-        yield chunk, h.hexdigest()
-
-
-def _clean_document(doc: Any, stats: InputStats, h: Any,
-                    chunk: shards_lib.PackedChunk) -> bool:
-    """Adds the document's string sentences to `chunk` (hashing them into `h`); False
-    when it is skipped."""
-    stats.documents += 1
-    if isinstance(doc, str):
-        doc = [doc]
-    elif not isinstance(doc, Iterable):
-        stats.invalid_documents += 1
-        return False
-    sentences, blank = [], True
-    for s in doc:
-        if not isinstance(s, str):
-            stats.invalid_sentences += 1
-            continue
-        sentences.append(s)
-        if blank and s and not s.isspace():
-            blank = False
-    if blank:
-        stats.empty_documents += 1
-        return False
-    encoded = []
-    for s in sentences:
-        b = s.encode("utf-8", "surrogatepass")
-        stats.bytes += len(b)
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-        encoded.append(b)
-    h.update(b"\xff" * 8)  # document end
-    stats.sentences += len(sentences)
-    chunk.add(encoded)
-    return True
 
 
 def _check_not_empty(metas: list[dict], spec: str, in_stats: InputStats, source_obj: Any,

@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 from bertjax import paths
 
 if TYPE_CHECKING:
-    from bertjax.data.sources import SourceStats
+    from bertjax.data.source_base import SourceStats
 
 MAX_LINE_CHARS = 10_000  # longer lines (and sentences) are split into pieces of at most this
 MAX_WORD_CHARS = 100  # longer runs of non-space characters are split (URLs, base64, junk)

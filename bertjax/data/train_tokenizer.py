@@ -42,7 +42,8 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from bertjax import paths
 from bertjax.data import tokenizers as tok_lib
-from bertjax.data.sources import Source, open_source
+from bertjax.data.source_base import Source
+from bertjax.data.sources import open_source
 
 KINDS = ("wordpiece", "sentencepiece-unigram", "sentencepiece-bpe", "bpe")
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")

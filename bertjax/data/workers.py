@@ -88,7 +88,7 @@ class Workers:
             try:
                 result = fut.result()
             except OSError:
-                raise  # shards.write_atomic's: names the file and says what is kept
+                raise  # shard_files.write_atomic's: names the file and says what is kept
             except Exception as e:
                 raise RuntimeError(
                     f"{self.what} failed: {type(e).__name__}: {e} "

@@ -86,7 +86,7 @@ TPU_BLOCK = 128  # the Pallas kernel's block: lengths it takes are multiples of 
 
 
 def attention_kernel(cfg: ModelConfig, deterministic: bool, platform: str | None = None,
-                     length: int | None = None, packed: bool = False) -> str:
+                     length: int | None = None, packed: bool = False, window: int = 0) -> str:
     """The kernel `model.attention` runs for this call: "einsum", "xla", "cudnn" or "tpu".
 
     einsum  the reference: scores [b, h, q, k] in float32, softmax, attention dropout.
@@ -102,6 +102,13 @@ def attention_kernel(cfg: ModelConfig, deterministic: bool, platform: str | None
             cudnn on a GPU in bfloat16/float16, tpu on a TPU, xla elsewhere.
     Explicit kernels other than einsum need model.attention_dropout_rate=0 (validated).
     tpu runs xla for a `length` that is not a multiple of TPU_BLOCK (128) tokens.
+    Sliding windows (`window` > 0, model.local_window): einsum and xla add the band to
+    the mask's bias. cudnn runs xla: jax.nn.dot_product_attention's cuDNN path takes
+    local_window_size only as a left (causal) window and refuses a right one (jax
+    0.10, nn/functions.py: "cuDNN doesn't support right window"), and an encoder's band
+    is two-sided. tpu runs xla: the Pallas flash kernel takes segment ids but no band
+    (splash attention's LocalMask would; not wired in yet). Global layers of the same
+    model keep their fused kernel.
     """
     kernel = cfg.attention
     if kernel == "auto":
@@ -112,9 +119,9 @@ def attention_kernel(cfg: ModelConfig, deterministic: bool, platform: str | None
             kernel = "cudnn"
         else:
             kernel = "tpu" if platform == "tpu" else "xla"
-    if kernel == "tpu" and length is not None and length % TPU_BLOCK:
+    if kernel == "tpu" and ((length is not None and length % TPU_BLOCK) or window):
         return "xla"
-    if kernel == "cudnn" and packed:
+    if kernel == "cudnn" and (packed or window):
         return "xla"
     return kernel
 
@@ -148,19 +155,19 @@ def _tpu_flash(q: Array, k: Array, v: Array, mask: AttentionMask, scale: float) 
 
 
 def attend(q: Array, k: Array, v: Array, mask: AttentionMask, kernel: str,
-           dropout: Callable[[Array], Array]) -> Array:
+           dropout: Callable[[Array], Array], window: int = 0) -> Array:
     """q, k, v [b, t, h, d] -> [b, t, h, d]: softmax(q k^T / sqrt(d) + mask) v in float32
     scores, by `kernel` (attention_kernel); `dropout` applies to the einsum path's
-    probabilities."""
+    probabilities; `window` > 0 keeps keys within window // 2 of the query."""
     head_dim = q.shape[-1]
     scale = 1.0 / float(np.sqrt(head_dim))
     if kernel == "einsum":
         q = q / jnp.sqrt(head_dim).astype(q.dtype)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + mask.bias()
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + mask.bias(window)
         probs = dropout(jax.nn.softmax(scores, axis=-1).astype(q.dtype))  # [b, h, q, k]
         return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     if kernel == "xla":
-        return jax.nn.dot_product_attention(q, k, v, bias=mask.bias(), scale=scale,
+        return jax.nn.dot_product_attention(q, k, v, bias=mask.bias(window), scale=scale,
                                             implementation="xla")
     if kernel == "cudnn":
         lengths = mask.lengths()

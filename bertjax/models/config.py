@@ -24,6 +24,17 @@ REMAT_POLICIES = ("none", "full", "dots")
 # reference (the only one with attention dropout); auto picks per call.
 ATTENTION = ("auto", "einsum", "xla", "cudnn", "tpu")
 DTYPES = ("float32", "bfloat16", "float16")
+NORM_POSITIONS = ("post", "pre")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("dense", "glu")
+POOLINGS = ("cls", "mean")
+# The architecture switches (docs/architectures.md): their defaults are the classic
+# families' architecture; a family's transformers classes represent only some values
+# (Family.hf_switches), which export checks.
+SWITCHES = ("norm_position", "final_norm", "embedding_norm", "norm", "norm_bias",
+            "attention_bias", "mlp_bias", "head_bias", "decoder_bias", "tie_decoder", "mlp",
+            "rope_theta", "local_rope_theta", "local_window", "global_every",
+            "classifier_pooling")
 
 
 class ConfigError(ValueError):
@@ -110,6 +121,28 @@ class ModelConfig(ConfigRecord):
     num_labels: int = 0
     label_names: tuple[str, ...] = ()
     classifier_dropout_rate: float = 0.1  # before the task heads (DistilBERT: 0.2)
+    # Architecture switches (docs/architectures.md, with their papers). The defaults are
+    # the classic post-norm BERT layer, so the five classic families are unchanged.
+    norm_position: str = "post"  # post: norm(x + f(x)) (BERT); pre: x + f(norm(x))
+    final_norm: bool = False  # a norm after the last layer (pre-norm encoders)
+    embedding_norm: bool = True  # a norm on the embeddings' sum
+    norm: str = "layernorm"  # layernorm | rmsnorm (no mean, no bias)
+    norm_bias: bool = True  # LayerNorm's additive bias (beta)
+    attention_bias: bool = True  # biases of q, k, v and the attention output
+    mlp_bias: bool = True  # biases of the FFN's projections
+    head_bias: bool = True  # bias of the MLM / prediction-head transform dense
+    decoder_bias: bool = True  # the MLM decoder's output bias
+    tie_decoder: bool = True  # MLM decoder = word-embedding table; False: its own kernel
+    # dense: act(x W_in) W_out; glu: (act(x W_a) * x W_g) W_out with W_a, W_g one fused
+    # [H, 2, I] kernel (transformers' Wi): GeGLU with gelu, SwiGLU with silu.
+    mlp: str = "dense"
+    rope_theta: float = 0.0  # > 0: rotary positions with this base, no position table
+    local_rope_theta: float = 0.0  # rotary base of local-attention layers; 0: rope_theta
+    # > 0: sliding-window attention, keys within local_window // 2 of the query, on every
+    # layer but the global ones (ModernBERT: 128, global every 3rd from layer 0).
+    local_window: int = 0
+    global_every: int = 0  # with local_window: layer i global when i % N == 0; 0: none
+    classifier_pooling: str = "cls"  # cls | mean: the vector a prediction-head classifier reads
     # Implementation switches: they change speed and memory, never the function.
     dtype: str = "float32"  # compute dtype; parameters stay in param_dtype
     param_dtype: str = "float32"
@@ -150,6 +183,35 @@ class ModelConfig(ConfigRecord):
         """Position id of the first token (RoBERTa counts from pad_token_id + 1): a
         sequence of L tokens needs L + position_offset position embeddings."""
         return self.pad_token_id + 1 if self.positions_from_padding else 0
+
+    @property
+    def rotary(self) -> bool:
+        return self.rope_theta > 0
+
+    def layer_window(self, i: int) -> int:
+        """Layer i's attention window: 0 (global) or local_window."""
+        if not self.local_window or (self.global_every and i % self.global_every == 0):
+            return 0
+        return self.local_window
+
+    def layer_theta(self, i: int) -> float:
+        """Layer i's rotary base (0: no rotary positions)."""
+        if self.layer_window(i) and self.local_rope_theta:
+            return self.local_rope_theta
+        return self.rope_theta
+
+    @property
+    def first_attention_norm(self) -> bool:
+        """Whether layer 0 normalises its attention input: a pre-norm layer 0 takes the
+        embedding norm's output as it is (ModernBERT)."""
+        return not (self.norm_position == "pre" and self.embedding_norm)
+
+    @property
+    def layers_differ(self) -> bool:
+        """Whether layers differ beyond their weights (windows, thetas, layer 0's norm),
+        which the scan layout (one traced layer) cannot express."""
+        kinds = {(self.layer_window(i), self.layer_theta(i)) for i in range(self.num_layers)}
+        return len(kinds) > 1 or not self.first_attention_norm
 
     @property
     def use_pooler(self) -> bool:
@@ -221,6 +283,7 @@ class ModelConfig(ConfigRecord):
             need(self.max_position_embeddings > self.pad_token_id + 1, "max_position_embeddings",
                  "must exceed pad_token_id + 1 when positions_from_padding is set")
         self._validate_heads(family, need)
+        self._validate_switches()
         if self.has_generator:
             need(self.generator_num_heads > 0
                  and self.generator_hidden_size % self.generator_num_heads == 0,
@@ -250,3 +313,33 @@ class ModelConfig(ConfigRecord):
         need(self.num_labels >= 0, "num_labels", "must be >= 0")
         need(not self.label_names or len(self.label_names) == self.num_labels, "label_names",
              f"must name all num_labels={self.num_labels} labels, or none")
+
+    def _validate_switches(self) -> None:
+        need = self.need
+        for key, values in (("norm_position", NORM_POSITIONS), ("norm", NORMS), ("mlp", MLPS),
+                            ("classifier_pooling", POOLINGS)):
+            need(getattr(self, key) in values, key, f"expected one of {values}")
+        need(not self.final_norm or self.norm_position == "pre", "final_norm",
+             "needs model.norm_position=pre (a post-norm layer ends in a norm already)")
+        need(self.norm == "layernorm" or not self.norm_bias, "norm_bias",
+             "model.norm=rmsnorm has no bias: set model.norm_bias=False")
+        need(self.rope_theta >= 0, "rope_theta", "must be >= 0 (0: no rotary positions)")
+        need(self.local_rope_theta >= 0 and (self.rotary or not self.local_rope_theta),
+             "local_rope_theta", "needs model.rope_theta > 0 (rotary positions)")
+        if self.rotary:
+            need(not self.sinusoidal_positions, "rope_theta",
+                 "model.rope_theta and model.sinusoidal_positions both set: pick one scheme")
+            need(not self.positions_from_padding, "rope_theta",
+                 "rotary positions count from 0: unset model.positions_from_padding")
+            need(self.head_dim % 2 == 0, "num_heads", "rotary positions need an even head size")
+        need(0 <= self.local_window < self.max_position_embeddings, "local_window",
+             f"must be in [0, max_position_embeddings={self.max_position_embeddings})")
+        need(self.global_every >= 0, "global_every", "must be >= 0 (0: no global layers)")
+        need(not self.shares_layers or not self.layers_differ, "num_hidden_groups",
+             "shared layers are alike, but these differ (model.local_window with "
+             "model.global_every, model.local_rope_theta, or a pre-norm layer 0 that "
+             "reuses the embedding norm)")
+        need(not self.scan_layers or not self.layers_differ, "scan_layers",
+             "scans one traced layer, but these layers differ (model.local_window with "
+             "model.global_every, model.local_rope_theta, or a pre-norm layer 0 that "
+             "reuses the embedding norm): set model.scan_layers=False")

@@ -47,6 +47,9 @@ CLASSIFIERS = {
     "cls_tanh": "[CLS] -> dropout -> dense -> tanh -> dropout -> dense (RoBERTa)",
     "cls_gelu": "[CLS] -> dropout -> dense -> GELU -> dropout -> dense (ELECTRA)",
     "pre_relu": "[CLS] -> dense -> ReLU -> dropout -> dense (DistilBERT)",
+    # ModernBERT's token and span heads take the same transform, per token.
+    "prediction": "[CLS] or mean (classifier_pooling) -> dense -> GELU -> norm -> dropout "
+                  "-> dense (ModernBERT)",
 }
 
 Need = Callable[[bool, str, str], None]  # need(ok, key, why): raises ConfigError naming key
@@ -82,6 +85,10 @@ class HFNames:
     label_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Tokenizer ids written into config.json on export (RoBERTa's bos / eos).
     token_ids: tuple[str, ...] = ()
+    # Architecture switches (config.SWITCHES) its classes represent: switch -> the values
+    # they take (None: any). A switch not listed must keep ModelConfig's default; export
+    # refuses others in one line naming the key.
+    switches: Mapping[str, tuple[Any, ...] | None] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

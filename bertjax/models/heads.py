@@ -25,8 +25,23 @@ def gather_positions(x: Array, positions: Array) -> Array:
     return jnp.take_along_axis(x, positions[:, :, None], axis=1)
 
 
+def first_positions(segments: Array, num_sequences: int) -> tuple[Array, Array]:
+    """Where each sequence of a packed row starts, for the heads that read one vector
+    per sequence (pooler, NSP/SOP, classifier).
+
+    segments: [batch, length] the attention mask's segment numbers (0 padding, k >= 1
+    the row's k-th sequence); num_sequences: S, the per-sequence slots of the batch
+    (the second axis of its per-sequence labels). Returns (positions [batch, S] int32:
+    the first token of sequence k + 1, 0 where the row has fewer sequences; present
+    [batch, S] bool: whether it has that sequence)."""
+    number = jnp.arange(1, num_sequences + 1, dtype=jnp.int32)
+    hit = segments[:, None, :] == number[None, :, None]  # [batch, S, length]
+    return jnp.argmax(hit, axis=-1).astype(jnp.int32), jnp.any(hit, axis=-1)
+
+
 class MLMHead(nn.Module):
-    """dense -> activation -> LayerNorm -> tied decoder + bias.
+    """dense -> activation -> norm -> tied decoder + bias (model.head_bias, decoder_bias:
+    either bias may be off; model.tie_decoder=False: a `decoder` kernel [E, V] of its own).
 
     The transform maps H to the embedding width E (ALBERT, ELECTRA's generator)
     or to H (BERT, RoBERTa, DistilBERT), then scores against the word-embedding
@@ -44,14 +59,20 @@ class MLMHead(nn.Module):
         cfg = self.cfg
         if positions is not None:
             x = gather_positions(x, positions)
-        h = dense(cfg, cfg.embed_dim, (ax.EMBED, ax.EMBED), "transform")(x)
+        h = dense(cfg, cfg.embed_dim, (ax.EMBED, ax.EMBED), "transform", cfg.head_bias)(x)
         h = ACTIVATIONS[self.activation or cfg.hidden_act](h)
         h = layer_norm(cfg, "layer_norm")(h)
+        if not cfg.tie_decoder:
+            table = self.param("decoder", nn.with_logical_partitioning(
+                nn.initializers.truncated_normal(cfg.initializer_range), (ax.VOCAB, ax.EMBED)),
+                (cfg.vocab_size, cfg.embed_dim), cfg.param_dtype)
+        logits = jnp.einsum("ble,ve->blv", h, table.astype(h.dtype)).astype(jnp.float32)
+        if not cfg.decoder_bias:
+            return logits
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                                (ax.VOCAB,)),
                           (cfg.vocab_size,), cfg.param_dtype)
-        logits = jnp.einsum("ble,ve->blv", h, table.astype(h.dtype))
-        return logits.astype(jnp.float32) + bias.astype(jnp.float32)
+        return logits + bias.astype(jnp.float32)
 
 
 class PairHead(nn.Module):
@@ -61,7 +82,7 @@ class PairHead(nn.Module):
 
     @nn.compact
     def __call__(self, pooled: Array) -> Array:
-        """[batch, hidden] -> float32 logits [batch, 2]."""
+        """[batch, (S,) hidden] -> float32 logits [batch, (S,) 2] (S: packed sequences)."""
         return dense(self.cfg, 2, (ax.EMBED, None), "dense")(pooled).astype(jnp.float32)
 
 
@@ -105,14 +126,16 @@ class ClassifierHead(nn.Module):
     style: str  # pooled | cls_tanh | cls_gelu | pre_relu
 
     @nn.compact
-    def __call__(self, x: Array, pooled: Array | None, deterministic: bool) -> Array:
-        """x: [batch, length, hidden]; pooled: [batch, hidden] -> logits [batch, labels]."""
+    def __call__(self, first: Array, pooled: Array | None, deterministic: bool) -> Array:
+        """first: [batch, (S,) hidden] each sequence's first token ([CLS] / <s>); pooled:
+        the pooler's vector of the same shape -> float32 logits [batch, (S,) labels]
+        (S: the sequences of packed rows)."""
         cfg = self.cfg
         drop = nn.Dropout(cfg.classifier_dropout_rate)
         if self.style == "pooled":
             h = drop(pooled, deterministic=deterministic)
         else:
-            h = x[:, 0]  # [CLS] / <s>
+            h = first
             if self.style != "pre_relu":
                 h = drop(h, deterministic=deterministic)
             h = dense(cfg, cfg.hidden_size, (ax.EMBED, ax.EMBED), "dense")(h)
@@ -135,3 +158,37 @@ class TokenHead(nn.Module):
         """[batch, length, hidden] -> float32 [batch, length, features]."""
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
         return dense(self.cfg, self.features, (ax.EMBED, None), "out")(x).astype(jnp.float32)
+
+
+class PredictionHead(nn.Module):
+    """ModernBERT's task heads (transformers' ModernBertPredictionHead + classifier): pool
+    (classifier: [CLS] or the mean over real tokens, model.classifier_pooling; token and
+    span heads: every token), dense (bias: model.head_bias) -> activation -> norm ->
+    dropout -> dense to `features`."""
+
+    cfg: ModelConfig
+    features: int
+    pooling: str = ""  # "": per token; cls | mean: one vector per row
+
+    @nn.compact
+    def __call__(self, x: Array, mask: AttentionMask, deterministic: bool,
+                 first: Array | None = None) -> Array:
+        """x: [batch, length, hidden] -> float32 [batch, (length,) features]; packed rows
+        (`first`: [batch, S] first_positions): the classifier pools each sequence ->
+        [batch, S, features]."""
+        cfg = self.cfg
+        if self.pooling == "cls":
+            x = x[:, 0] if first is None else gather_positions(x, first)
+        elif self.pooling == "mean" and first is None:
+            real = (mask.segments > 0).astype(jnp.float32)[:, :, None]  # [b, l, 1]
+            x = (jnp.sum(x.astype(jnp.float32) * real, axis=1)
+                 / jnp.sum(real, axis=1)).astype(x.dtype)
+        elif self.pooling == "mean":  # each packed sequence's tokens: [b, S, l]
+            number = jnp.arange(1, first.shape[1] + 1, dtype=jnp.int32)
+            own = (mask.segments[:, None, :] == number[None, :, None]).astype(jnp.float32)
+            x = (jnp.einsum("bsl,bld->bsd", own, x.astype(jnp.float32))
+                 / jnp.maximum(jnp.sum(own, axis=-1), 1.0)[..., None]).astype(x.dtype)
+        h = dense(cfg, cfg.hidden_size, (ax.EMBED, ax.EMBED), "transform", cfg.head_bias)(x)
+        h = layer_norm(cfg, "layer_norm")(ACTIVATIONS[cfg.hidden_act](h))
+        h = nn.Dropout(cfg.classifier_dropout_rate)(h, deterministic=deterministic)
+        return dense(cfg, self.features, (ax.EMBED, None), "out")(h).astype(jnp.float32)

@@ -1,8 +1,11 @@
 """Layers shared by every family: embeddings, attention, FFN, encoder layer, encoder.
 
-All five families are post-LayerNorm Transformer encoders; they differ only in
-embeddings (factorized, token types, position scheme), in layer sharing (ALBERT)
-and in heads. Parameters carry logical axis names (see `bertjax.sharding`).
+The five classic families are post-LayerNorm Transformer encoders; they differ only in
+embeddings (factorized, token types, position scheme), in layer sharing (ALBERT) and in
+heads. The architecture switches of ModelConfig (docs/architectures.md: pre-norm and a
+final norm, RMSNorm, biases, GLU, rotary positions, sliding windows) reshape the same
+layers; ModernBERT is one setting of them. Parameters carry logical axis names (see
+`bertjax.sharding`).
 
 Einsum letters: b batch, q/k query/key positions, h heads, d head features,
 e embed (hidden) features, v vocabulary.
@@ -43,18 +46,23 @@ def _zeros(axes: tuple[str | None, ...]) -> Callable:
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
-def dense(cfg: ModelConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+def dense(cfg: ModelConfig, features: int, axes: tuple[str, str], name: str,
+          bias: bool = True) -> nn.Dense:
     """A Dense layer whose kernel is annotated `axes` = (in, out) and bias (out,)."""
-    return nn.Dense(features, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+    return nn.Dense(features, use_bias=bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                     kernel_init=_init(cfg, axes), bias_init=_zeros(axes[1:]), name=name)
 
 
-def layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+def layer_norm(cfg: ModelConfig, name: str) -> nn.Module:
+    """The config's norm (`model.norm`): LayerNorm, with a bias unless model.norm_bias is
+    off, or RMSNorm (scale only). Parameters: scale [embed] (and bias [embed])."""
+    scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), (ax.EMBED,))
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype,
+                          param_dtype=cfg.param_dtype, scale_init=scale_init, name=name)
     # Two-pass variance (use_fast_variance=False) matches PyTorch's LayerNorm closely.
     return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                        use_fast_variance=False,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
-                                                                (ax.EMBED,)),
+                        use_fast_variance=False, use_bias=cfg.norm_bias, scale_init=scale_init,
                         bias_init=_zeros((ax.EMBED,)), name=name)
 
 
@@ -101,29 +109,35 @@ class Embeddings(nn.Module):
         cfg, e = self.cfg, self.cfg.embed_dim
         self.word = nn.Embed(cfg.vocab_size, e, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                              embedding_init=_init(cfg, (ax.VOCAB, ax.EMBED)))
-        pos_init = (nn.with_logical_partitioning(
-            lambda *_: jnp.asarray(sinusoidal_table(cfg.max_position_embeddings, e)),
-            (ax.POSITIONS, ax.EMBED)) if cfg.sinusoidal_positions
-            else _init(cfg, (ax.POSITIONS, ax.EMBED)))
-        self.position = nn.Embed(cfg.max_position_embeddings, e, dtype=cfg.dtype,
-                                 param_dtype=cfg.param_dtype, embedding_init=pos_init)
+        if not cfg.rotary:  # rotary positions rotate q and k instead (SelfAttention)
+            pos_init = (nn.with_logical_partitioning(
+                lambda *_: jnp.asarray(sinusoidal_table(cfg.max_position_embeddings, e)),
+                (ax.POSITIONS, ax.EMBED)) if cfg.sinusoidal_positions
+                else _init(cfg, (ax.POSITIONS, ax.EMBED)))
+            self.position = nn.Embed(cfg.max_position_embeddings, e, dtype=cfg.dtype,
+                                     param_dtype=cfg.param_dtype, embedding_init=pos_init)
         if cfg.type_vocab_size:
             self.token_type = nn.Embed(cfg.type_vocab_size, e, dtype=cfg.dtype,
                                        param_dtype=cfg.param_dtype,
                                        embedding_init=_init(cfg, (ax.POSITIONS, ax.EMBED)))
-        self.layer_norm = layer_norm(cfg, "layer_norm")
+        if cfg.embedding_norm:
+            self.layer_norm = layer_norm(cfg, "layer_norm")
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
     def __call__(self, input_ids: Array, token_type_ids: Array | None,
                  deterministic: bool, mask: AttentionMask | None = None) -> Array:
         """input_ids, token_type_ids: [batch, length] -> [batch, length, embed]. `mask`:
         positions restart at every sequence of a packed row."""
-        x = self.word(input_ids) + self.position(position_ids(self.cfg, input_ids, mask))
+        x = self.word(input_ids)
+        if not self.cfg.rotary:
+            x = x + self.position(position_ids(self.cfg, input_ids, mask))
         if self.cfg.type_vocab_size:
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)
             x = x + self.token_type(token_type_ids)
-        x = self.dropout(self.layer_norm(x), deterministic=deterministic)
+        if self.cfg.embedding_norm:
+            x = self.layer_norm(x)
+        x = self.dropout(x, deterministic=deterministic)
         return nn.with_logical_constraint(x, (ax.BATCH, ax.LENGTH, ax.EMBED))
 
     def table(self) -> Array:
@@ -131,48 +145,108 @@ class Embeddings(nn.Module):
         return self.word.embedding
 
 
+def rotary(x: Array, positions: Array, theta: float) -> Array:
+    """Rotary position embedding (Su et al., RoFormer) in transformers' layout: feature j
+    of the first half pairs with j + d/2 (rotate_half). x: [b, t, h, d]; positions [b, t]
+    (`position_ids`: they restart at every packed sequence). Computed in float32."""
+    d = x.shape[-1]
+    # As transformers computes it (float32 powers), so converted models agree to 1e-6.
+    inv_freq = 1.0 / (np.float32(theta) ** (np.arange(0, d, 2, dtype=np.float32)
+                                            / np.float32(d)))
+    angle = positions.astype(jnp.float32)[:, :, None] * jnp.asarray(inv_freq)  # [b, t, d/2]
+    cos = jnp.cos(jnp.concatenate([angle, angle], -1))[:, :, None]  # [b, t, 1, d]
+    sin = jnp.sin(jnp.concatenate([angle, angle], -1))[:, :, None]
+    xf = x.astype(jnp.float32)
+    half = jnp.concatenate([-xf[..., d // 2:], xf[..., : d // 2]], -1)
+    return (xf * cos + half * sin).astype(x.dtype)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with softmax in float32 (`attention_kernel` picks how)."""
+    """Multi-head self-attention with softmax in float32 (`attention_kernel` picks how);
+    `window` > 0 keeps keys within window // 2 of the query, `theta` > 0 rotates q and k
+    (rotary positions)."""
 
     cfg: ModelConfig
+    window: int = 0
+    theta: float = 0.0
 
     @nn.compact
     def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
         cfg = self.cfg
         proj = functools.partial(
             nn.DenseGeneral, features=(cfg.num_heads, cfg.head_dim), dtype=cfg.dtype,
-            param_dtype=cfg.param_dtype, kernel_init=_init(cfg, (ax.EMBED, ax.HEADS, ax.KV)),
+            use_bias=cfg.attention_bias, param_dtype=cfg.param_dtype,
+            kernel_init=_init(cfg, (ax.EMBED, ax.HEADS, ax.KV)),
             bias_init=_zeros((ax.HEADS, ax.KV)))
         q = proj(name="query")(x)  # [b, q, h, d]
         k = proj(name="key")(x)  # [b, k, h, d]
         v = proj(name="value")(x)  # [b, k, h, d]
-        kernel = attention_kernel(cfg, deterministic, length=x.shape[1], packed=mask.packed)
+        if self.theta:
+            pos = position_ids(cfg, mask.segments, mask)  # [b, t]; reads only the mask
+            q, k = rotary(q, pos, self.theta), rotary(k, pos, self.theta)
+        kernel = attention_kernel(cfg, deterministic, length=x.shape[1], packed=mask.packed,
+                                  window=self.window)
         dropout = nn.Dropout(cfg.attention_dropout_rate)
         ctx = attend(q, k, v, mask, kernel,  # [b, q, h, d]
-                     lambda p: dropout(p, deterministic=deterministic))
+                     lambda p: dropout(p, deterministic=deterministic), window=self.window)
         return nn.DenseGeneral(
-            cfg.hidden_size, axis=(-2, -1), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-            kernel_init=_init(cfg, (ax.HEADS, ax.KV, ax.EMBED)), bias_init=_zeros((ax.EMBED,)),
-            name="out")(ctx)  # [b, q, e]
+            cfg.hidden_size, axis=(-2, -1), use_bias=cfg.attention_bias, dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype, kernel_init=_init(cfg, (ax.HEADS, ax.KV, ax.EMBED)),
+            bias_init=_zeros((ax.EMBED,)), name="out")(ctx)  # [b, q, e]
+
+
+def mlp(cfg: ModelConfig, x: Array) -> Array:
+    """The feed-forward block, called inside a compact layer (its parameters `intermediate`
+    and `output` sit in that layer): act(x W_in) W_out, or with model.mlp=glu the gated
+    form (act(x W_a) * (x W_g)) W_out (Shazeer 2020), W_a and W_g one [H, 2, I] kernel."""
+    act = ACTIVATIONS[cfg.hidden_act]
+    if cfg.mlp == "glu":
+        h = nn.DenseGeneral(
+            (2, cfg.intermediate_size), use_bias=cfg.mlp_bias, dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype, kernel_init=_init(cfg, (ax.EMBED, None, ax.MLP)),
+            bias_init=_zeros((None, ax.MLP)), name="intermediate")(x)  # [b, l, 2, mlp]
+        h = act(h[..., 0, :]) * h[..., 1, :]
+    else:
+        h = act(dense(cfg, cfg.intermediate_size, (ax.EMBED, ax.MLP), "intermediate",
+                      cfg.mlp_bias)(x))
+    return dense(cfg, cfg.hidden_size, (ax.MLP, ax.EMBED), "output", cfg.mlp_bias)(h)
 
 
 class EncoderLayer(nn.Module):
-    """Post-LN Transformer layer: x + attn -> LN -> x + FFN -> LN."""
+    """Post-norm (BERT): x + attn -> norm -> x + MLP -> norm. Pre-norm (model.norm_position
+    =pre): x + attn(norm(x)), then x + MLP(norm(x)); a layer 0 without `attention_norm`
+    reads the embedding norm's output (ModernBERT). Parameter names are the same in both:
+    attention_norm, output_norm."""
 
     cfg: ModelConfig
+    window: int = 0  # SelfAttention's
+    theta: float = 0.0
+    attention_norm: bool = True  # pre-norm only: whether attention's input is normalised
 
     @nn.compact
     def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
         """x: [batch, length, hidden]."""
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout_rate)
-        h = SelfAttention(cfg, name="attention")(x, mask, deterministic)
-        x = layer_norm(cfg, "attention_norm")(x + drop(h, deterministic=deterministic))
-        h = dense(cfg, cfg.intermediate_size, (ax.EMBED, ax.MLP), "intermediate")(x)
-        h = ACTIVATIONS[cfg.hidden_act](h)
-        h = dense(cfg, cfg.hidden_size, (ax.MLP, ax.EMBED), "output")(h)
-        x = layer_norm(cfg, "output_norm")(x + drop(h, deterministic=deterministic))
+        attention = SelfAttention(cfg, self.window, self.theta, name="attention")
+        if cfg.norm_position == "pre":
+            h = layer_norm(cfg, "attention_norm")(x) if self.attention_norm else x
+            x = x + drop(attention(h, mask, deterministic), deterministic=deterministic)
+            h = mlp(cfg, layer_norm(cfg, "output_norm")(x))
+            x = x + drop(h, deterministic=deterministic)
+        else:
+            h = attention(x, mask, deterministic)
+            x = layer_norm(cfg, "attention_norm")(x + drop(h, deterministic=deterministic))
+            h = mlp(cfg, x)
+            x = layer_norm(cfg, "output_norm")(x + drop(h, deterministic=deterministic))
         return nn.with_logical_constraint(x, (ax.BATCH, ax.LENGTH, ax.EMBED))
+
+
+def layer_args(cfg: ModelConfig, i: int) -> dict[str, Any]:
+    """EncoderLayer's per-layer attributes for layer i (ModelConfig: layer_window,
+    layer_theta, first_attention_norm)."""
+    return dict(window=cfg.layer_window(i), theta=cfg.layer_theta(i),
+                attention_norm=i > 0 or cfg.first_attention_norm)
 
 
 class LayerGroup(nn.Module):
@@ -183,7 +257,8 @@ class LayerGroup(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
         for j in range(self.cfg.inner_group_num):
-            x = _layer_class(self.cfg)(self.cfg, name=f"inner_{j}")(x, mask, deterministic)
+            x = _layer_class(self.cfg)(self.cfg, **layer_args(self.cfg, 0), name=f"inner_{j}")(
+                x, mask, deterministic)
         return x
 
 
@@ -203,6 +278,11 @@ def _unit_class(cfg: ModelConfig) -> type[nn.Module]:
     return LayerGroup if cfg.inner_group_num > 1 else _layer_class(cfg)
 
 
+def _unit_args(cfg: ModelConfig, i: int) -> dict[str, Any]:
+    """The per-layer attributes of unit i (a group takes none: shared layers are alike)."""
+    return {} if cfg.inner_group_num > 1 else layer_args(cfg, i)
+
+
 class _Scanned(nn.Module):
     """Adapts a unit to nn.scan's (carry, x) -> (carry, y) signature; y is the output."""
 
@@ -211,12 +291,14 @@ class _Scanned(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: AttentionMask,
                  deterministic: bool) -> tuple[Array, Array]:
-        x = _unit_class(self.cfg)(self.cfg, name="unit")(x, mask, deterministic)
+        x = _unit_class(self.cfg)(self.cfg, **_unit_args(self.cfg, 0), name="unit")(
+            x, mask, deterministic)
         return x, x
 
 
 class Encoder(nn.Module):
-    """Optional E -> H projection, then L layer applications.
+    """Optional E -> H projection, then L layer applications, then (model.final_norm) a
+    norm named `final_norm`.
 
     Parameter layout:
       no sharing, loop:  layer_{i}                 (i < L)
@@ -258,10 +340,14 @@ class Encoder(nn.Module):
         else:
             unit = _unit_class(cfg)
             prefix = "group" if cfg.shares_layers else "layer"
-            units = [unit(cfg, name=f"{prefix}_{g}") for g in range(cfg.num_groups)]
+            units = [unit(cfg, **_unit_args(cfg, g), name=f"{prefix}_{g}")
+                     for g in range(cfg.num_groups)]
             for i in range(cfg.num_layers):
                 x = units[i // reps](x, mask, deterministic)
                 states.append(x)
+        if cfg.final_norm:  # the last state is the normalised one, as transformers gives it
+            x = layer_norm(cfg, "final_norm")(x)
+            states[-1] = x
         return x, states
 
 

@@ -24,7 +24,9 @@ from bertjax.models.heads import (
     GeneratorHead,
     MLMHead,
     PairHead,
+    PredictionHead,
     TokenHead,
+    gather_positions,
 )
 from bertjax.models.layers import Embeddings, Encoder, Pooler
 from bertjax.models.registry import family
@@ -36,12 +38,14 @@ class Model(nn.Module):
     """Returns `(logits, out)`.
 
     logits: one float32 array per head that scores something (the pooler does not):
-      mlm, generator [batch, length or P, vocab]; nsp, sop [batch, 2];
-      discriminator [batch, length]; classifier [batch, num_labels];
+      mlm, generator [batch, length or P, vocab]; nsp, sop [batch, (S,) 2];
+      discriminator [batch, length]; classifier [batch, (S,) num_labels];
       token_classifier [batch, length, num_labels]; span [batch, length, 2].
     out: {"sequence": [b, l, hidden], "hidden_states": L + 1 arrays [b, l, hidden],
-          "pooled": [b, hidden] (with a pooler), "generator": the generator tower's
+          "pooled": [b, (S,) hidden] (with a pooler), "generator": the generator tower's
           {"sequence", "hidden_states"} (when it ran)}.
+    (S,): with `first_positions` [batch, S] (packed rows, docs/packing.md), the heads
+    that read one vector per sequence read each sequence's first token.
     """
 
     cfg: ModelConfig
@@ -64,19 +68,27 @@ class Model(nn.Module):
             "token_classifier": lambda: TokenHead(cfg, cfg.num_labels, token_dropout),
             "span": lambda: TokenHead(cfg, 2, cfg.dropout_rate if fam.span_dropout else 0.0),
         }
+        if fam.classifier == "prediction":  # ModernBERT: every task head transforms first
+            make.update(classifier=lambda: PredictionHead(cfg, cfg.num_labels,
+                                                          cfg.classifier_pooling),
+                        token_classifier=lambda: PredictionHead(cfg, cfg.num_labels),
+                        span=lambda: PredictionHead(cfg, 2))
         for name in cfg.heads:
             setattr(self, name, make[name]())
 
     def __call__(self, input_ids: Array, token_type_ids: Array | None = None,
                  attention_mask: Array | None = None, masked_positions: Array | None = None,
                  deterministic: bool = True, heads: Sequence[str] | None = None,
-                 packed: bool = False) -> tuple[dict[str, Array], dict[str, Any]]:
+                 packed: bool = False, first_positions: Array | None = None
+                 ) -> tuple[dict[str, Array], dict[str, Any]]:
         """input_ids, token_type_ids, attention_mask: [batch, length]; a missing mask
         attends everywhere. attention_mask holds segment numbers (attention.AttentionMask:
         0 padding, k the row's k-th sequence); `packed` says rows may hold several.
         masked_positions: [batch, P] selects the sparse MLM head
         (mlm, generator); None scores every position. heads: the heads to run (None:
-        all of cfg.heads); the encoder runs unless only the generator is asked for."""
+        all of cfg.heads); the encoder runs unless only the generator is asked for.
+        first_positions: [batch, S] the first token of each packed sequence
+        (heads.first_positions); None: the row's first token, one sequence per row."""
         cfg = self.cfg
         heads = cfg.heads if heads is None else tuple(heads)
         unknown = [h for h in heads if h not in cfg.heads]
@@ -96,17 +108,21 @@ class Model(nn.Module):
             return logits, out
         x, states = self.encoder(e, mask, deterministic)
         out.update(sequence=x, hidden_states=states)
+        # [b, (S,) hidden]: the vector of each sequence's first token ([CLS] / <s>)
+        first = x[:, 0] if first_positions is None else gather_positions(x, first_positions)
         if "pooler" in cfg.heads:
-            out["pooled"] = self.pooler(x)
+            out["pooled"] = self.pooler(first[:, None])  # the pooler reads [:, 0]
         for name in heads:
-            if name in ("mlm",):
+            if isinstance(getattr(self, name, None), PredictionHead):
+                logits[name] = getattr(self, name)(x, mask, deterministic, first_positions)
+            elif name in ("mlm",):
                 logits[name] = self.mlm(x, self.embeddings.table(), masked_positions)
             elif name in ("nsp", "sop"):
                 logits[name] = getattr(self, name)(out["pooled"])
             elif name == "discriminator":
                 logits[name] = self.discriminator(x)
             elif name == "classifier":
-                logits[name] = self.classifier(x, out.get("pooled"), deterministic)
+                logits[name] = self.classifier(first, out.get("pooled"), deterministic)
             elif name in ("token_classifier", "span"):
                 logits[name] = getattr(self, name)(x, deterministic)
         return logits, out

@@ -1,4 +1,4 @@
-"""The five families, by name, and their presets. Each record lives in its own file
+"""The six families, by name, and their presets. Each record lives in its own file
 (bertjax/models/family.py says what a record holds); this module only collects them.
 `ModelConfig.from_preset(name)` (bertjax/models/config.py) builds a preset's config."""
 
@@ -7,11 +7,12 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from bertjax.models import albert, bert, distilbert, electra, roberta
+from bertjax.models import albert, bert, distilbert, electra, modernbert, roberta
 from bertjax.models.family import Family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    bert.FAMILY, roberta.FAMILY, albert.FAMILY, distilbert.FAMILY, electra.FAMILY)}
+    bert.FAMILY, roberta.FAMILY, albert.FAMILY, distilbert.FAMILY, electra.FAMILY,
+    modernbert.FAMILY)}
 
 
 def family(name: str) -> Family:

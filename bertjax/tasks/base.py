@@ -190,6 +190,26 @@ class Task:
         return {"task": self.name}
 
 
+def packing(batch: Batch, per_sequence: str | None = None) -> dict[str, Any]:
+    """The model's keyword arguments for `batch`'s layout (docs/packing.md).
+
+    {} for one sequence per row. Packed rows carry num_sequences [B] (sequences in each
+    row; its presence is what marks a batch packed, a static fact under jit):
+    packed=True, and, when a head reads one vector per sequence, `per_sequence` names
+    the batch's [B, S] key whose S gives the slots, so those heads read each sequence's
+    first token (heads.first_positions of the attention mask's segment numbers).
+    """
+    if "num_sequences" not in batch:
+        return {}
+    if per_sequence is None:
+        return {"packed": True}
+    from bertjax.models.heads import first_positions
+
+    slots = batch[per_sequence].shape[1]
+    return {"packed": True,
+            "first_positions": first_positions(batch["attention_mask"], slots)[0]}
+
+
 def random_batches(cfg: ModelConfig, batch_size: int, seq_len: int, seed: int, count: int,
                    fill: Callable[[np.random.Generator, np.ndarray], dict[str, np.ndarray]]
                    ) -> list[dict[str, np.ndarray]]:

@@ -31,7 +31,12 @@ def plan_phases(config: Any) -> list[Phase]:
     """Phase 1, then phase 2 for the last `phase2.fraction` of the steps (if > 0).
 
     The boundary falls on an optimizer-update boundary (a multiple of grad_accum_steps).
+    config.phases, when given, is an N-phase plan instead (bertjax/tasks/plan.py).
     """
+    if config.get("phases"):
+        from bertjax.tasks import plan
+
+        return plan.plan_phases(config)
     total, accum = int(config.train.steps), int(config.optim.grad_accum_steps)
     first = Phase(0, 0, total, int(config.train.batch_size), config.data.dir,
                   {"max_seq_length": int(config.max_seq_length),
@@ -93,8 +98,15 @@ class CorpusTask(Task):
         """Also each phase's data: its path and manifest digest (a resumed run checks the
         digest; the path may change)."""
         return {**super().meta(), "data": [
-            {"path": paths.absolute(p.source), "manifest_sha256": self.manifest(p).digest()}
+            {"path": paths.absolute(p.source), "manifest_sha256": self._digest(p)}
             for p in self.phases()]}
+
+    def _digest(self, phase: Phase) -> str:
+        if phase.options.get("mixture"):  # every source's, and the weights
+            from bertjax.tasks import plan
+
+            return plan.mixture_digest(self, phase)
+        return self.manifest(phase).digest()
 
     def setup(self, ctx: Context) -> Any:
         self.cfg = ctx.cfg
@@ -123,6 +135,10 @@ class CorpusTask(Task):
             raise ValueError(f"{length_key}={phase.options['max_seq_length']}, but {path} was "
                              f"prepared at max_seq_length={prepared}")
         self._check_masking(manifest, path)
+        if self.config.get("phases"):
+            from bertjax.tasks import plan
+
+            plan.check_data(self, phase, manifest)
 
     def _check_masking(self, manifest: Any, path: str) -> None:
         """The data's masking is what trains (masks stored by `prepare data`, or drawn
@@ -156,22 +172,30 @@ class CorpusTask(Task):
     def _pipeline(self, phase: Phase, split: str, start_step: int, repeat: bool) -> Any:
         from bertjax.data.from_config import masking_config
         from bertjax.data.pipeline import Pipeline, PipelineConfig
+        from bertjax.tasks import plan
 
         config, cfg, manifest = self.config, self.cfg, self.manifest(phase)
         dynamic = manifest.masking == "dynamic"
         predictions = phase.options["max_predictions_per_seq"]
         return Pipeline(manifest, PipelineConfig(
             split, phase.batch_size, int(config.seed),
-            masking=masking_config(config, predictions) if dynamic else None,
+            masking=(plan.masking(config, phase, predictions) if config.get("phases")
+                     else masking_config(config, predictions)) if dynamic else None,
             process_index=jax.process_index(), process_count=jax.process_count(),
             shuffle_buffer=int(config.data.shuffle_buffer) if split == "train" else 0,
             start_step=start_step, repeat=repeat,
             max_position_embeddings=cfg.max_position_embeddings,
             position_offset=cfg.position_offset,
             cache_dir=str(config.data.get("cache_dir", "")),
-            cache_gb=float(config.data.get("cache_gb", 0.0))))
+            cache_gb=float(config.data.get("cache_gb", 0.0)),
+            packing=str(config.data.get("packing", "off")),  # docs/packing.md
+            packing_max_sequences=int(config.data.get("packing_max_sequences", 16))))
 
     def train_batches(self, phase: Phase, start_step: int) -> Batches:
+        if phase.options.get("mixture"):  # several sources (bertjax/data/mixture.py)
+            from bertjax.tasks import plan
+
+            return plan.mixture_batches(self, phase, start_step)
         pipe = self._pipeline(phase, "train", start_step, True)
         it = iter(pipe)
         seq_len = pipe.max_seq_length

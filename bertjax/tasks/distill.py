@@ -34,7 +34,7 @@ from bertjax import modeldir, objectives, paths, steps
 from bertjax.metrics import Mean
 from bertjax.models.config import DTYPES, ModelConfig
 from bertjax.models.registry import FAMILIES
-from bertjax.tasks.base import Context, LossFn
+from bertjax.tasks.base import Context, LossFn, packing
 from bertjax.tasks.corpus import CorpusTask
 
 Array = jax.Array
@@ -185,9 +185,10 @@ def distillation_loss_fn(student: Any, teacher: Any, train: bool = True, *,
             raise ValueError("distillation needs the teacher's parameters (aux_params)")
         positions = batch["masked_lm_positions"]
         logits, out = steps.apply(student, params, batch, train, rng,
-                                  masked_positions=positions, heads=("mlm",))
+                                  masked_positions=positions, heads=("mlm",), **packing(batch))
         t_logits, t_out = steps.apply(teacher, aux_params, batch, False, None,
-                                      masked_positions=positions, heads=("mlm",))
+                                      masked_positions=positions, heads=("mlm",),
+                                      **packing(batch))
         t_logits, t_hidden = jax.lax.stop_gradient((t_logits["mlm"], t_out["sequence"]))
         return objectives.distillation_objective(
             logits, batch, teacher_logits=t_logits, student_hidden=out["sequence"],

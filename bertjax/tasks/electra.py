@@ -24,7 +24,7 @@ import jax
 from bertjax import objectives, steps
 from bertjax.metrics import Mean
 from bertjax.models.config import ConfigError, ModelConfig
-from bertjax.tasks.base import LossFn
+from bertjax.tasks.base import LossFn, packing
 from bertjax.tasks.corpus import CorpusTask
 
 Array = jax.Array
@@ -54,13 +54,14 @@ def electra_loss_fn(model: Any, train: bool = True, *, gen_weight: float,
         gen_rng, disc_rng, sample_rng = jax.random.split(rng, 3)
         positions = batch["masked_lm_positions"]
         gen, _ = steps.apply(model, params, batch, train, gen_rng,
-                             masked_positions=positions, heads=("generator",))  # [B, P, V]
+                             masked_positions=positions, heads=("generator",),
+                             **packing(batch))  # [B, P, V]
         sampled = objectives.sample_tokens(gen["generator"], sample_rng, temperature)  # [B, P]
         corrupted, labels = objectives.replace_tokens(
             batch["input_ids"], positions, batch["masked_lm_weights"],
             batch["masked_lm_ids"], sampled)  # [B, L] each
         disc, _ = steps.apply(model, params, {**batch, "input_ids": corrupted}, train,
-                              disc_rng, heads=("discriminator",))  # [B, L]
+                              disc_rng, heads=("discriminator",), **packing(batch))  # [B, L]
         return objectives.electra_objective(
             {**gen, **disc}, batch, rtd_labels=labels, gen_weight=gen_weight,
             disc_weight=disc_weight)

@@ -35,7 +35,7 @@ import numpy as np
 from bertjax import flops as flops_lib
 from bertjax import steps
 from bertjax.models.config import ModelConfig
-from bertjax.tasks.base import Batches, Context, Phase, Task, random_batches
+from bertjax.tasks.base import Batches, Context, Phase, Task, packing, random_batches
 
 # ModelConfig fields that describe how a run computes, taken from the config; the rest
 # of the architecture comes from the pretrained checkpoint.
@@ -91,7 +91,9 @@ class FinetuneTask(Task):
     def head_logits(self, model: Any, params: Any, batch: Mapping[str, Any], train: bool,
                     rng: Any) -> Any:
         """This task's head's logits on `batch` (dropout from `rng` when `train`)."""
-        logits, _ = steps.apply(model, params, batch, train, rng, heads=(self.head,))
+        per_sequence = "labels" if self.head == "classifier" else None
+        logits, _ = steps.apply(model, params, batch, train, rng, heads=(self.head,),
+                                **packing(batch, per_sequence))
         return logits[self.head]
 
     def predict_fn(self, model: Any) -> Any:

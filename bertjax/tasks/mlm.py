@@ -20,7 +20,7 @@ import jax
 from bertjax import objectives, steps
 from bertjax.metrics import Mean
 from bertjax.models.config import ModelConfig
-from bertjax.tasks.base import LossFn
+from bertjax.tasks.base import LossFn, packing
 from bertjax.tasks.corpus import CorpusTask
 
 Array = jax.Array
@@ -43,7 +43,8 @@ class MaskedLM(CorpusTask):
             del aux_params
             logits, _ = steps.apply(model, params, batch, train, rng,
                                     masked_positions=batch["masked_lm_positions"],
-                                    heads=("mlm", pair) if pair else ("mlm",))
+                                    heads=("mlm", pair) if pair else ("mlm",),
+                                    **packing(batch, "pair_labels" if pair else None))
             return objectives.mlm_objective(logits, batch, pair)
 
         return loss_fn

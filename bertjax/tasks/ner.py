@@ -129,7 +129,8 @@ class NER(FinetuneTask):
                     aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
             del aux_params
             logits = self.head_logits(model, params, batch, train, rng)  # [B, L, tags]
-            w = batch["label_weights"] * batch["weights"][:, None]
+            w = batch["label_weights"] * token_weights(batch["weights"],
+                                                       batch["attention_mask"])
             return objectives.token_classification_loss(logits, batch["labels"], w)
 
         return loss_fn
@@ -165,3 +166,12 @@ class NER(FinetuneTask):
                 lines = s.lines or s.words
                 f.writelines(f"{line} {tag}\n" for line, tag in zip(lines, tags, strict=True))
                 f.write("\n")
+
+
+def token_weights(weights: Array, attention_mask: Array) -> Array:
+    """[B, L] each token's row weight: weights [B] per row, or [B, S] per packed
+    sequence (read at each token's segment number; 0 at padding)."""
+    if weights.ndim == 1:
+        return weights[:, None] * jnp.ones(attention_mask.shape, weights.dtype)
+    slot = jnp.maximum(attention_mask - 1, 0)
+    return jnp.where(attention_mask > 0, jnp.take_along_axis(weights, slot, axis=1), 0)

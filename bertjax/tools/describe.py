@@ -96,6 +96,13 @@ def _steps_line(config: Any, task: Any) -> str:
     optim = experiment.optim_config(config, task)
     updates = (f", {optim.total_steps:,} updates of {optim.grad_accum_steps} micro-batches"
                if optim.grad_accum_steps > 1 else "")
+    if optim.decay == "wsd":  # bertjax/schedules.py; updates, as resolved from the config
+        stable = optim.total_steps - optim.decay_steps
+        decay = (f"{optim.learning_rate:g} to update {stable:,}, then a {optim.decay_shape} "
+                 f"decay to {optim.end_learning_rate:g} over {optim.decay_steps:,} updates"
+                 if optim.decay_steps else f"{optim.learning_rate:g} (stable, no decay)")
+        return (f"steps: {int(config.train.steps):,}{updates}; warmup-stable-decay: "
+                f"{optim.warmup_steps:,} warmup updates, {decay}")
     return (f"steps: {int(config.train.steps):,}{updates}; {optim.warmup_steps:,} warmup "
             f"steps, then {decay} at step {optim.total_steps:,}")
 
@@ -123,6 +130,10 @@ def training(config: Any, task: Any) -> str:
                      f"{float(data.masked_lm_prob):.0%} ({data.mask_budget} budget), at most "
                      f"{int(config.max_predictions_per_seq)} per sequence; instances "
                      f"{data.instances}")
+    if config.get("phases"):  # an N-phase plan, phase by phase
+        from bertjax import experiment
+
+        lines += experiment.plan_lines(config, task, experiment.model_config(config, task))
     if "electra" in config:
         e = config.electra
         lines.append(f"electra: gen_weight {e.gen_weight:g}, disc_weight {e.disc_weight:g}, "

@@ -1,0 +1,279 @@
+"""Packed rows (docs/packing.md): several sequences per row, segment numbers in the
+attention mask. The reference is always the same sequences unpacked, one per row: every
+family on the CPU attention paths gives the same per-sequence outputs, losses and
+gradients; positions restart; no attention crosses a sequence."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from bertjax import objectives
+from bertjax.models import ModelConfig, build, init_params
+from bertjax.models.registry import family
+from bertjax.tasks import glue, mlm, ner, squad
+from bertjax.tasks.electra import electra_loss_fn
+
+TINY = dict(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48,
+            max_position_embeddings=40, dropout_rate=0.0, attention_dropout_rate=0.0,
+            classifier_dropout_rate=0.0, num_labels=3)
+FAMILIES = {
+    "bert": dict(family="bert"),
+    "roberta": dict(family="roberta", pad_token_id=1, positions_from_padding=True,
+                    type_vocab_size=1),
+    "albert": dict(family="albert", embedding_size=16, num_hidden_groups=1,
+                   hidden_act="gelu_new"),
+    "distilbert": dict(family="distilbert", type_vocab_size=0, sinusoidal_positions=True),
+    "electra": dict(family="electra", embedding_size=16, generator_hidden_size=8,
+                    generator_num_heads=2, generator_intermediate_size=16),
+    # RoPE, and local windows (8 tokens) narrower than the rows; mean pooling
+    "modernbert": {**family("modernbert").defaults, "pad_token_id": 1, "local_window": 8,
+                   "global_every": 2, "classifier_pooling": "mean"},
+}
+PAIR = {"bert": "nsp", "albert": "sop"}
+ROW = 16
+LENGTHS = (5, 7, 3, 6, 4, 9)
+ROWS = ((0, 1, 2), (3, 4), (5,))  # which sequences each packed row holds, in order
+
+
+def tiny(name: str, attention: str = "einsum", heads: tuple[str, ...] = ()) -> ModelConfig:
+    return ModelConfig.from_dict({**TINY, **FAMILIES[name], "attention": attention,
+                                  "heads": heads})
+
+
+def all_heads(name: str) -> tuple[str, ...]:
+    fam = name == "electra"
+    pooled = ("pooler",) if name in ("bert", "albert") else ()
+    pair = (PAIR[name],) if name in PAIR else ()
+    gen = ("discriminator", "generator") if fam else ()
+    return (*pooled, "mlm", *pair, *gen, "classifier", "token_classifier", "span")
+
+
+def sequences(cfg: ModelConfig, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """LENGTHS random sequences: ids, token types (a second segment after the middle
+    where the family has token types), and what their heads are scored against."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in LENGTHS:
+        types = (np.arange(n) >= n // 2).astype(np.int32) if cfg.type_vocab_size > 1 \
+            else np.zeros(n, np.int32)
+        masked = np.sort(rng.choice(np.arange(1, n), 2, replace=False)).astype(np.int32)
+        start = int(rng.integers(0, n))
+        out.append(dict(ids=rng.integers(5, cfg.vocab_size, n).astype(np.int32), types=types,
+                        masked=masked, masked_ids=rng.integers(5, cfg.vocab_size, 2),
+                        pair=int(rng.integers(0, 2)), label=int(rng.integers(0, 3)),
+                        target=float(rng.uniform(0, 5)), tags=rng.integers(0, 3, n),
+                        tag_weights=(rng.uniform(size=n) < 0.7).astype(np.float32),
+                        start=start, end=int(rng.integers(start, n))))
+    return out
+
+
+def layout(seqs: list[dict], rows: tuple[tuple[int, ...], ...], pad_id: int,
+           packed: bool) -> tuple[dict[str, np.ndarray], list[tuple[int, int, int]]]:
+    """A batch of `seqs` in `rows` (each a tuple of sequence indices), written here by
+    hand as the packed layout is specified: segment k at the row's k-th sequence,
+    per-sequence keys [B, S], positions in the row. Also where each sequence sits:
+    (row, slot, offset)."""
+    b, s = len(rows), max(len(r) for r in rows)
+    p = max(2 * len(r) for r in rows)
+    batch = {k: np.zeros((b, ROW), np.int32) for k in
+             ("input_ids", "token_type_ids", "attention_mask", "tags")}
+    batch["input_ids"][:] = pad_id
+    batch["tag_weights"] = np.zeros((b, ROW), np.float32)
+    for k, dtype in (("masked_lm_positions", np.int32), ("masked_lm_ids", np.int32),
+                     ("masked_lm_weights", np.float32)):
+        batch[k] = np.zeros((b, p), dtype)
+    shape = (b, s) if packed else (b,)
+    batch.update(pair_labels=np.full(shape, -1, np.int32), labels=np.zeros(shape, np.int32),
+                 targets=np.zeros(shape, np.float32), weights=np.zeros(shape, np.float32),
+                 start=np.zeros(shape, np.int32), end=np.zeros(shape, np.int32))
+    where = [None] * len(seqs)
+    for r, members in enumerate(rows):
+        at = 0
+        for slot, i in enumerate(members):
+            x, n = seqs[i], len(seqs[i]["ids"])
+            span = slice(at, at + n)
+            batch["input_ids"][r, span], batch["token_type_ids"][r, span] = x["ids"], x["types"]
+            batch["attention_mask"][r, span] = slot + 1
+            batch["tags"][r, span], batch["tag_weights"][r, span] = x["tags"], x["tag_weights"]
+            m = slice(2 * slot, 2 * slot + 2)
+            batch["masked_lm_positions"][r, m] = x["masked"] + at
+            batch["masked_lm_ids"][r, m], batch["masked_lm_weights"][r, m] = x["masked_ids"], 1
+            key = (r, slot) if packed else r
+            for name, value in (("pair_labels", x["pair"]), ("labels", x["label"]),
+                                ("targets", x["target"]), ("weights", 1.0),
+                                ("start", x["start"] + at), ("end", x["end"] + at)):
+                batch[name][key] = value
+            where[i] = (r, slot, at)
+            at += n
+    if packed:
+        batch["num_sequences"] = np.asarray([len(r) for r in rows], np.int32)
+    return batch, where
+
+
+def both(cfg: ModelConfig, seed: int = 0):
+    seqs = sequences(cfg, seed)
+    single = tuple((i,) for i in range(len(seqs)))
+    return (seqs, layout(seqs, ROWS, cfg.pad_token_id, True),
+            layout(seqs, single, cfg.pad_token_id, False))
+
+
+def forward(cfg: ModelConfig, params, batch, packed: bool):
+    from bertjax.tasks.base import packing
+
+    model = build(cfg)
+    kw = packing(batch, "labels") if packed else {}
+    fn = jax.jit(lambda p, b: model.apply({"params": p}, b["input_ids"], b["token_type_ids"],
+                                          b["attention_mask"], **kw))
+    return fn(params, {k: jnp.asarray(v) for k, v in batch.items()})
+
+
+PER_TOKEN = ("mlm", "generator", "discriminator", "token_classifier", "span")
+PER_SEQUENCE = ("nsp", "sop", "classifier")
+
+
+@pytest.mark.parametrize("attention", ["einsum", "xla"])
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_packed_rows_give_each_sequence_its_unpacked_outputs(name, attention):
+    cfg = tiny(name, attention, all_heads(name))
+    params = jax.jit(lambda: jax.tree.map(jnp.asarray, init_params(build(cfg), 0)))()
+    params = __import__("flax").linen.unbox(params)
+    seqs, (pb, where), (ub, _) = both(cfg)
+    p_logits, p_out = forward(cfg, params, pb, True)
+    u_logits, u_out = forward(cfg, params, ub, False)
+    for i, (r, slot, at) in enumerate(where):
+        n = len(seqs[i]["ids"])
+        for layer, (ps, us) in enumerate(zip(p_out["hidden_states"], u_out["hidden_states"],
+                                             strict=True)):
+            np.testing.assert_allclose(ps[r, at:at + n], us[i, :n], atol=1e-5, rtol=0,
+                                       err_msg=f"{name} sequence {i} layer {layer}")
+        for head in PER_TOKEN:
+            if head in p_logits:
+                np.testing.assert_allclose(p_logits[head][r, at:at + n], u_logits[head][i, :n],
+                                           atol=1e-5, rtol=0, err_msg=f"{name} {head} {i}")
+        for head in PER_SEQUENCE:
+            if head in p_logits:
+                assert p_logits[head].shape[:2] == (len(ROWS), 3), head
+                np.testing.assert_allclose(p_logits[head][r, slot], u_logits[head][i],
+                                           atol=1e-5, rtol=0, err_msg=f"{name} {head} {i}")
+
+
+def _params(cfg: ModelConfig):
+    import flax.linen as nn
+
+    return jax.jit(lambda: nn.unbox(init_params(build(cfg), 0)))()
+
+
+def _finetune_task(cls, regression: bool = False):
+    config = ml_collections.ConfigDict(dict(finetune=dict(
+        dataset="custom", labels=() if regression else ("a", "b", "c"))))
+    return cls(config)
+
+
+def _loss_fn(name: str, task: str, model):
+    """(loss_fn, batch rename): the task's own loss function, as training runs it."""
+    if task == "pretrain":
+        if name == "electra":
+            return electra_loss_fn(model, False, gen_weight=1.0, disc_weight=50.0,
+                                   temperature=1.0), {}
+        cls = {"bert": mlm.MaskedLMNSP, "albert": mlm.MaskedLMSOP}.get(name, mlm.MaskedLM)
+        return cls(None).loss_fn(model, False), {}
+    if task == "classification":
+        return _finetune_task(glue.Glue).loss_fn(model, False), {}
+    if task == "regression":
+        return _finetune_task(glue.Glue, True).loss_fn(model, False), {"labels": "targets"}
+    if task == "tagging":
+        return ner.NER(None).loss_fn(model, False), {"labels": "tags",
+                                                       "label_weights": "tag_weights"}
+    return squad.Squad(None).loss_fn(model, False), {}
+
+
+TASK_HEADS = {"classification": ("classifier",), "regression": ("classifier",),
+              "tagging": ("token_classifier",), "span": ("span",)}
+
+
+# Every family's pretraining loss; the fine-tuning losses on BERT (pooled classifier),
+# RoBERTa (its own classifier head) and ModernBERT (prediction heads, mean pooling);
+# every family's classifier logits are checked above.
+CASES = ([(name, "pretrain") for name in sorted(FAMILIES)]
+         + [(name, task) for name in ("bert", "roberta") for task in TASK_HEADS]
+         + [("modernbert", "classification"), ("modernbert", "span")])
+
+
+@pytest.mark.parametrize("name,task", CASES)
+def test_a_packed_step_has_the_unpacked_loss_and_gradients(name, task, monkeypatch):
+    if name == "electra":  # the generator's sample, made a function of its logits
+        monkeypatch.setattr(objectives, "sample_tokens", lambda logits, rng, t: jnp.argmax(
+            logits, axis=-1).astype(jnp.int32))
+    if task == "pretrain":
+        heads = tuple(h for h in all_heads(name) if h not in (
+            "classifier", "token_classifier", "span"))
+    else:
+        pooled = ("pooler",) if "pooler" in all_heads(name) else ()
+        heads = (*pooled, *TASK_HEADS[task])
+    cfg = tiny(name, "xla", heads).replace(num_labels=1 if task == "regression" else 3)
+    params = _params(cfg)
+    _, (pb, _), (ub, _) = both(cfg, seed=1)
+    loss_fn, rename = _loss_fn(name, task, build(cfg))
+
+    def run(batch):
+        batch = {k: jnp.asarray(v) for k, v in batch.items()}
+        batch.update({new: batch[old] for new, old in rename.items()})
+        fn = jax.jit(jax.value_and_grad(lambda p: loss_fn(p, batch, jax.random.key(0), None),
+                                        has_aux=True))
+        return fn(params)
+
+    (p_loss, p_metrics), p_grads = run(pb)
+    (u_loss, u_metrics), u_grads = run(ub)
+    assert np.isfinite(float(u_loss)) and float(u_loss) > 0
+    np.testing.assert_allclose(p_loss, u_loss, rtol=1e-5)
+    for key, metric in u_metrics.items():
+        np.testing.assert_allclose(p_metrics[key].value, metric.value, rtol=1e-5, atol=1e-6,
+                                   err_msg=key)
+        np.testing.assert_allclose(p_metrics[key].count, metric.count, err_msg=key)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(u_grads))
+    for path, g in jax.tree_util.tree_leaves_with_path(u_grads):
+        other = dict(jax.tree_util.tree_leaves_with_path(p_grads))[path]
+        np.testing.assert_allclose(other, g, atol=1e-5 * scale, rtol=0,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
+def test_positions_restart_at_every_sequence():
+    from bertjax.models.attention import AttentionMask
+    from bertjax.models.layers import position_ids
+
+    mask = np.asarray([[1, 1, 1, 2, 2, 3, 0, 0], [1, 1, 1, 1, 1, 1, 1, 0]], np.int32)
+    ids = np.where(mask > 0, 7, 1).astype(np.int32)
+    for name, want in (
+            ("bert", [[0, 1, 2, 0, 1, 0, 6, 7], [0, 1, 2, 3, 4, 5, 6, 7]]),
+            # RoBERTa: real tokens count from pad_id + 1 = 2 in each sequence; padding at 1
+            ("roberta", [[2, 3, 4, 2, 3, 2, 1, 1], [2, 3, 4, 5, 6, 7, 8, 1]])):
+        got = position_ids(tiny(name), jnp.asarray(ids), AttentionMask.of(mask, True))
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+@pytest.mark.parametrize("attention", ["einsum", "xla"])
+@pytest.mark.parametrize("name", ["bert", "electra"])
+def test_changing_one_sequence_leaves_its_neighbours_bit_identical(name, attention):
+    cfg = tiny(name, attention, all_heads(name))
+    params = _params(cfg)
+    seqs, (pb, where), _ = both(cfg)
+    changed = {k: v.copy() for k, v in pb.items()}
+    r, slot, at = where[1]  # the middle sequence of row 0
+    n = len(seqs[1]["ids"])
+    changed["input_ids"][r, at:at + n] = (changed["input_ids"][r, at:at + n] + 3) % 90 + 5
+    a_logits, a_out = forward(cfg, params, pb, True)
+    b_logits, b_out = forward(cfg, params, changed, True)
+    assert not np.array_equal(a_out["sequence"][r, at:at + n], b_out["sequence"][r, at:at + n])
+    for i, (row, s, start) in enumerate(where):
+        if i == 1:
+            continue
+        m = len(seqs[i]["ids"])
+        np.testing.assert_array_equal(a_out["sequence"][row, start:start + m],
+                                      b_out["sequence"][row, start:start + m])
+        for head in PER_SEQUENCE:
+            if head in a_logits:
+                np.testing.assert_array_equal(a_logits[head][row, s], b_logits[head][row, s])
