@@ -10,6 +10,14 @@ transformers directory holding the task's heads: every head the task needs. `eva
 scores every dev split and prints {split: {metric: value}} as JSON (`--out=FILE` also
 writes it); `predict` writes each test split's predictions in GLUE's submission format
 (OUT/SST-2.tsv, OUT/MNLI-m.tsv and OUT/MNLI-mm.tsv, ...).
+
+  python -m bertjax evaluate --checkpoint=/runs/long/model --documents=held_out.txt \
+      --lengths=128,512,0
+
+With --lengths, `evaluate` scores the model's MLM head instead, on held-out documents cut
+into rows of each length (0: the longest the model takes): masked-token accuracy and
+loss over the same masked tokens at every length (bertjax/tools/mlm_lengths.py); no
+--config is read.
 """
 
 from __future__ import annotations
@@ -18,14 +26,24 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from absl import flags
+
 from bertjax.commands import flags as common
 
 if TYPE_CHECKING:
     from bertjax.tasks.base import Context
 
+LENGTHS = flags.DEFINE_list("lengths", None, "evaluate: MLM accuracy and loss on "
+                            "--documents at these row lengths (0: the longest the model "
+                            "takes) instead of the config's task.")
+DOCUMENTS = flags.DEFINE_string("documents", None, "With --lengths: held-out documents, a "
+                                "text file with an empty line between documents.")
+MASK_RATE = flags.DEFINE_float("mask_rate", 0.15, "With --lengths: the share of each "
+                               "document's tokens masked and scored.")
+
 HELP = {
-    "evaluate": common.Usage((common.CONFIG, common.CHECKPOINT, common.OUT, common.OVERWRITE),
-                             "finetuning.md"),
+    "evaluate": common.Usage((common.CONFIG, common.CHECKPOINT, LENGTHS, DOCUMENTS,
+                              MASK_RATE, common.OUT, common.OVERWRITE), "finetuning.md"),
     "predict": common.Usage((common.CONFIG, common.CHECKPOINT, common.OUT, common.OVERWRITE),
                             "finetuning.md"),
 }
@@ -86,10 +104,22 @@ def predict(config: Any, checkpoint: str, out: str, overwrite: bool = False) -> 
 
 def main_evaluate(argv: list[str]) -> None:
     del argv
-    config, ckpt = common.required(common.CONFIG), common.model_dir(common.CHECKPOINT)
-    if common.OUT.value:
-        common.check_out(common.OUT.value)
-    scores = evaluate(config, ckpt)
+    if LENGTHS.value:
+        from bertjax.tools import mlm_lengths
+
+        ckpt, docs = common.model_dir(common.CHECKPOINT), common.required(DOCUMENTS)
+        bad = [n for n in LENGTHS.value if not n.isdigit()]
+        if bad:
+            raise ValueError(f"--lengths: {bad[0]!r} is not a whole number of tokens")
+        if common.OUT.value:
+            common.check_out(common.OUT.value)
+        scores = mlm_lengths.evaluate(ckpt, str(docs), [int(n) for n in LENGTHS.value],
+                                      MASK_RATE.value)
+    else:
+        config, ckpt = common.required(common.CONFIG), common.model_dir(common.CHECKPOINT)
+        if common.OUT.value:
+            common.check_out(common.OUT.value)
+        scores = evaluate(config, ckpt)
     text = json.dumps(scores, indent=2)
     print(text)
     if common.OUT.value:
