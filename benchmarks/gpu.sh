@@ -51,5 +51,21 @@ run() {  # NAME ARGS...: one bench, its output kept whatever happens
 }
 run bert_base_s128 "${base[@]}" --config.max_seq_length=128 --config.max_predictions_per_seq=20
 run bert_large_s512 "${large[@]}" --config.max_seq_length=512 --config.max_predictions_per_seq=80
-grep -h "^ratio=\|^== \|MFU" "$out"/bert_*.txt
+# Packed rows (docs/packing.md): demo_next's own sentences (about 48 tokens) packed into
+# rows of 128 against transformers fed padded to 128 (run_glue.py's default) and with
+# dynamic padding, real tokens/s (bertjax/tools/bench_real.py). The tokenizer is trained
+# here on the demo texts (no TensorFlow); packed rows run the xla kernel (cuDNN takes no
+# segment ids in jax 0.10-0.11).
+tok="$out/tokenizer"
+python3 -c "import sys; from bertjax.data import demo_tasks; \
+from bertjax.data.tokenizers import train_wordpiece; \
+texts = [' '.join(w for s in run for w in s) for run in demo_tasks.documents()['train']]; \
+train_wordpiece(texts, vocab_size=8000).save(sys.argv[1])" "$tok" || status=1
+if [ -n "${GPU_SH_DRY_RUN:-}" ]; then
+  packed=(--config=configs/finetune.py:demo_next,bert_tiny --config.train.batch_size=8)
+else
+  packed=(--config=configs/finetune.py:demo_next,bert_base --config.train.batch_size=32)
+fi
+run bert_base_packed_demo_next "${packed[@]}" --config.tokenizer.path="$tok"
+grep -h "^ratio=\|^against\|^rows a step\|^== \|MFU" "$out"/bert_*.txt
 exit $status

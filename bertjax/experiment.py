@@ -157,6 +157,30 @@ def plan_lines(config: Any, task: Task, cfg: ModelConfig) -> list[str]:
     return [f"plan: {len(phases)} phase{'s' if len(phases) > 1 else ''}", *lines]
 
 
+def check_phase_models(cfg: ModelConfig, phases: Any) -> None:
+    """A plan phase's rope_theta (bertjax/tasks/plan.py) needs a rotary model, and the
+    last phase trains the model the run writes: its theta is model.rope_theta's."""
+    for p in phases:
+        theta = float(p.options.get("rope_theta") or 0)
+        if not theta:
+            continue
+        if not cfg.rope_theta:
+            raise ValueError(f"phases[{p.index}].rope_theta={theta:g}: the model has no "
+                             "rotary positions (model.rope_theta=0)")
+        if p.index == len(phases) - 1 and theta != cfg.rope_theta:
+            raise ValueError(f"phases[{p.index}].rope_theta={theta:g}: the last phase trains "
+                             f"the model the run writes; set model.rope_theta={theta:g} "
+                             "instead")
+
+
+def phase_model(setup: Setup, phase: Any) -> Any | None:
+    """The model `phase` trains when it changes the run's (a plan's rope_theta), or None."""
+    theta = float(phase.options.get("rope_theta") or 0)
+    if not theta or theta == setup.cfg.rope_theta:
+        return None
+    return build(setup.cfg.replace(rope_theta=theta))
+
+
 # --- branches and kept checkpoints -------------------------------------------------------
 
 def branch_point(config: Any) -> tuple[str, int] | None:

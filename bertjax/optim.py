@@ -93,6 +93,7 @@ BERT's published recipe; `OptimConfig.from_dict(config.optim)` validates them):
   layer_decay=1.0         layer-wise learning-rate decay per layer below the heads, in
                           (0, 1]; 1 = off (ELECTRA fine-tuning: 0.8, large 0.9)
   layer_decay_depth="google"  google | intended: how depths are counted (above)
+  ema_decay=0.0           > 0: an EMA of the parameters in the optimizer state (bertjax/ema.py)
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bertjax.ema import params_ema
 from bertjax.models.config import ConfigError, ConfigRecord, ModelConfig
 from bertjax.schedules import SHAPES, make_schedule
 
@@ -147,6 +149,7 @@ class OptimConfig(ConfigRecord):
     layer_adaptation: str = "all"  # LAMB trust ratio on "all" leaves or the "decayed" ones
     layer_decay: float = 1.0  # learning rate x decay^(depth below the heads); 1 = off
     layer_decay_depth: str = "google"  # google (ELECTRA's code: top layer d^2) | intended (d)
+    ema_decay: float = 0.0  # > 0: keep an EMA of the parameters (bertjax/ema.py); 0: off
     # Plan phases' learning-rate segments, (first update, end update, rate, decay shape):
     # set from config.phases (bertjax/tasks/plan.py), not by hand; () for none.
     segments: tuple = ()
@@ -177,6 +180,7 @@ class OptimConfig(ConfigRecord):
              "must be in (0, 1]; 1 turns layer-wise decay off")
         need(self.layer_decay_depth in LAYER_DECAY_DEPTHS, "layer_decay_depth",
              f"expected one of {', '.join(LAYER_DECAY_DEPTHS)}")
+        need(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
 
     def _validate_wsd(self) -> None:
         need = self.need
@@ -406,6 +410,8 @@ def make_optimizer(cfg: OptimConfig, params_or_shapes: Any = None,
                 lambda p, _: "frozen" if is_frozen(path_str(p)) else "train", params)
 
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+    if cfg.ema_decay:  # last: it sees the parameters each update leads to
+        tx = optax.chain(tx, params_ema(cfg.ema_decay))
     if cfg.grad_accum_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum_steps).gradient_transformation()
     return tx

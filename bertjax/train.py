@@ -43,6 +43,7 @@ Nothing here imports TensorFlow except the input pipeline (bertjax.data).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import signal
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,7 @@ import jax
 import numpy as np
 
 from bertjax import checkpoint, experiment, modeldir, paths, pretrained, sharding, steps
+from bertjax.ema import ema_params
 from bertjax.metrics import MetricWriter, Throughput, combine, resolve_peak_flops
 from bertjax.models import ModelConfig
 from bertjax.models.registry import family
@@ -135,6 +137,7 @@ class Trainer:
         self.config, self.task, self.cfg, self.hooks = config, s.task, s.cfg, list(hooks)
         self.phases = self.task.phases()
         experiment.check_batch_sizes(self.phases, s.mesh, s.rules)
+        experiment.check_phase_models(s.cfg, self.phases)
         self.total, self.seed = self.task.train_steps(), s.seed
         experiment.check_branch(config, s.optim, self.total)
         self.keep = experiment.kept_steps(config, self.phases)  # never rotated away
@@ -180,10 +183,7 @@ class Trainer:
         for line in experiment.plan_lines(config, self.task, s.cfg):
             _log(line)
 
-        eval_step = jax.jit(functools.partial(steps.eval_step,
-                                              loss_fn=self.task.loss_fn(s.model, False)))
-        self.ctx.eval_step = lambda params, batch: jax.device_get(
-            eval_step(params, global_batch(batch, s.mesh, s.rules), self.aux_params))
+        self.run_eval_step = self.ctx.eval_step = self._eval_step_fn(s.model)
         predict_fn = self.task.predict_fn(s.model)
         if predict_fn is not None:
             predict = jax.jit(predict_fn)
@@ -351,6 +351,24 @@ class Trainer:
         return {"step": self.step, "status": status, "skipped": skipped,
                 "metrics": self.last_metrics}
 
+    def _eval_step_fn(self, model: Any) -> Any:
+        s = self.setup
+        eval_step = jax.jit(functools.partial(steps.eval_step,
+                                              loss_fn=self.task.loss_fn(model, False)))
+        return lambda params, batch: jax.device_get(
+            eval_step(params, global_batch(batch, s.mesh, s.rules), self.aux_params))
+
+    def _phase_steps(self, phase: Phase) -> tuple[Any, Any, Any]:
+        """(train step, its compiled form, the batch signature it takes) of `phase`: the
+        run's, or those of the model a plan phase trains (its rope_theta), whose
+        evaluations then run with that model too."""
+        model = experiment.phase_model(self.setup, phase)
+        if model is None:
+            self.ctx.eval_step = self.run_eval_step
+            return (self.train_step, *self.compiled.get(phase.index, (None, None)))
+        self.ctx.eval_step = self._eval_step_fn(model)
+        return aot.train_step_fn(dataclasses.replace(self.setup, model=model)), None, None
+
     def _run_phase(self, phase: Phase, stop: _StopRequest) -> str:
         position = self.data_position
         self.data_position = None
@@ -375,7 +393,7 @@ class Trainer:
              f"{flops:.3e} train FLOPs/token; peak {self.peak:.3e} FLOP/s/device "
              f"({self.peak_source})")
         mesh, rules = self.setup.mesh, self.setup.rules
-        compiled, shapes = self.compiled.get(phase.index, (None, None))
+        train_step, compiled, shapes = self._phase_steps(phase)
         window: list[dict[str, Any]] = []
         timed = 0  # steps in the throughput window (the compiling first step is not)
         previous = None
@@ -383,7 +401,7 @@ class Trainer:
             while self.step < phase.end:
                 batch = global_batch(next(batches.iterator), mesh, rules)
                 same = shapes is not None and shapes == aot.signature(batch)
-                self.state, metrics = (compiled if same else self.train_step)(
+                self.state, metrics = (compiled if same else train_step)(
                     self.state, batch, self.aux_params)
                 self.step += 1
                 window.append(metrics)
@@ -526,14 +544,21 @@ class Trainer:
         out = paths.join(self.workdir, "model")
         self._write_model(out)
         _log(f"wrote {out} (python -m bertjax export --checkpoint={out} --out=HF_DIR)")
+        averaged = ema_params(self.state["opt_state"])  # optim.ema_decay > 0 (bertjax/ema.py)
+        if averaged is not None:
+            out = paths.join(self.workdir, "model_ema")
+            self._write_model(out, {"ema_decay": self.setup.optim.ema_decay}, averaged)
+            _log(f"wrote {out} (the parameters' moving average)")
 
-    def _write_model(self, out: str, extra: dict[str, Any] | None = None) -> None:
+    def _write_model(self, out: str, extra: dict[str, Any] | None = None,
+                     params: Any = None) -> None:
         tok = self.task.tokenizer()
         if tok is not None:
             tok.tokenizer_class = family(self.cfg.family).tokenizer_class
         # The stored dtype, not the compute one.
         cfg = self.cfg.replace(dtype=experiment.stored_model_config(self.config).dtype)
-        params = jax.tree.map(np.asarray, jax.device_get(self.state["params"]))
+        params = self.state["params"] if params is None else params
+        params = jax.tree.map(np.asarray, jax.device_get(params))
         modeldir.save(out, cfg, params, tok, overwrite=True,
                       extra={"source": f"{self.workdir} step {self.step}", **(extra or {})})
 

@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the student's: they share one tokenizer).
     config.teacher = pretrain.model_fields(teacher_name)
     config.teacher.vocab_size = config.model.vocab_size
+    config.teacher.pad_token_id = config.model.pad_token_id  # ModernBERT's 50283 at runlocal
     layers_fit = _same_layer_shape(teacher, student) and student.num_layers <= teacher.num_layers
     config.distill = ml_collections.ConfigDict(dict(
         teacher_path="",  # model dir (train's WORKDIR/model, import, init) or HF dir

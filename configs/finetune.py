@@ -75,12 +75,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         warmup_proportion=float(recipe["warmup_proportion"]),  # of all steps
         warmup_steps=int(recipe.get("warmup_steps", 0)),  # > 0: this many instead
         pad_multiple=16,  # a batch is padded to its longest row rounded up to this
+        # off | best_fit | first_fit: each train batch's sequences packed into rows of
+        # max_seq_length (docs/packing.md); at most this many per row
+        packing="off", packing_max_sequences=16,
         from_scratch=False,  # True: init_from's architecture and tokenizer, fresh weights
         seeds=1,  # K > 1: K runs (seed, seed + 1, ...) and their median (results.json)
     ))
     config.optim.update(name="adamw", learning_rate=float(recipe["learning_rate"]),
                         warmup_steps=0, decay="linear", weight_decay=0.01, b1=0.9, b2=0.999,
-                        eps=1e-6, clip_norm=1.0, grad_accum_steps=1)
+                        eps=1e-6, clip_norm=1.0, grad_accum_steps=1,
+                        # a pretraining recipe's warmup-stable-decay keys (ModernBERT's)
+                        warmup_fraction=0.0, warmup_tokens=0, decay_steps=0,
+                        decay_fraction=0.0, decay_tokens=0)
     config.optim.update(optim)
     config.train.update(
         batch_size=int(recipe["batch_size"]),

@@ -1,4 +1,4 @@
-r"""Pretraining configs for every preset of the five families.
+r"""Pretraining configs for every preset of the six families.
 
   python -m bertjax describe --config=configs/pretrain.py:bert_base
   python -m bertjax prepare data --config=configs/pretrain.py:bert_tiny,runlocal \
@@ -11,7 +11,7 @@ The part after the colon is `PRESET[,knob...]`. Knobs:
 Everything else is overridden with --config.KEY=VALUE; an unknown key is an error.
 Presets: bert_{tiny,mini,small,medium,base,large}, bert_L{2..12}_H{128..768},
 roberta_{base,large}, albert_{base,large,xlarge,xxlarge}, distilbert_base,
-electra_{tiny,small,base,large}.
+electra_{tiny,small,base,large}, modernbert_{tiny,mini,base,large}.
 """
 
 import os
@@ -88,6 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # share of its characters is refused (over 0.01: a warning); 1 accepts anything.
         max_bad_fraction=0.1,
         shuffle_buffer=10_000,  # examples in the pipeline's shuffle buffer
+        # off | best_fit | first_fit: each batch's sequences packed into fewer rows, each
+        # attending only to itself (docs/packing.md); at most this many per row
+        packing="off", packing_max_sequences=16,
         # gs:// data: shards are read from local copies in a bounded cache (docs/data.md).
         cache_dir="",  # where ("": a temporary directory per process, removed at exit)
         cache_gb=0.0,  # most GB of copies; 0: half the free disk. Must hold 16 shards
@@ -111,7 +114,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         warmup_fraction=0.0, warmup_tokens=0, decay_fraction=0.0, decay_tokens=0,
         b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0, grad_accum_steps=1,
         layer_adaptation="all",
-        layer_decay=1.0, layer_decay_depth="google"))  # layer-wise lr decay: 1 = off
+        layer_decay=1.0, layer_decay_depth="google",  # layer-wise lr decay: 1 = off
+        # > 0: an EMA of the parameters, checkpointed; WORKDIR/model_ema at the end.
+        ema_decay=0.0))
     config.optim.update(recipe["optim"])
     # What to train (bertjax/tasks): "" = the family's pretraining task (mlm_nsp for BERT,
     # mlm for RoBERTa and DistilBERT, mlm_sop for ALBERT, electra); the task sets the heads.
@@ -148,7 +153,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         batch_size=0,  # 0: train.batch_size
         data_dir="",  # prepared at phase2.max_seq_length
     ))
-    # An N-phase plan instead of phase2 (bertjax/tasks/plan.py):
+    # An N-phase plan instead of phase2 (bertjax/tasks/plan.py; recipes in configs/plans.py):
     # a tuple of dicts, each a phase's share of train.steps, length, batch, masking, data
     # (or mixture) and learning-rate segment. (): one phase (and phase2) as above.
     config.phases = ()

@@ -102,8 +102,9 @@ def test_the_graph_sees_the_package():
 # pretrained (init_from: any checkpoint form fitted to a task's heads, used by the loop
 # and distillation), objectstore (paths.py's back end for URLs) and schedules
 # (optim.py's learning-rate schedules and their lengths in tokens, split off at the
-# module limit).
-CORE = {"__init__", "__main__", "checkpoint", "configfile", "distributed", "errors",
+# module limit) and ema (the parameters' moving average in the optimizer state, split off
+# optim.py likewise).
+CORE = {"__init__", "__main__", "checkpoint", "configfile", "distributed", "ema", "errors",
         "experiment", "flops", "metrics", "modeldir", "objectives", "objectstore", "optim",
         "paths", "pretrained", "schedules", "sharding", "steps", "train"}
 PACKAGES = {"commands", "convert", "data", "models", "scoring", "tasks", "tools"}
@@ -323,7 +324,7 @@ def test_model_configs_read_the_family_records_one_way():
     the records import at run time leads back to the config, lazily or not."""
     records = {"bertjax.models.registry", "bertjax.models.family",
                *(f"bertjax.models.{name}" for name in ("bert", "roberta", "albert",
-                                                       "distilbert", "electra"))}
+                                                       "distilbert", "electra", "modernbert"))}
     assert "bertjax.models.registry" in GRAPH["bertjax.models.config"]
     seen, todo = set(), list(records)
     while todo:

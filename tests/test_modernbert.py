@@ -319,3 +319,58 @@ def test_export_refuses_switches_the_class_lacks():
     with pytest.raises(ConversionError, match="model.norm_position"):
         hf.hf_configs(ModelConfig.from_preset("modernbert_tiny", norm_position="post",
                                               final_norm=False))
+
+
+# --- 5. its recipe ---------------------------------------------------------------------
+
+def _config(spec: str, file: str = "pretrain"):
+    from bertjax import configfile
+
+    return configfile.load_config(f"configs/{file}.py:{spec}")
+
+
+def test_the_pretraining_recipe_is_modernberts():
+    c = _config("modernbert_base")
+    assert (c.task, c.data.masked_lm_prob, c.max_seq_length) == ("", 0.3, 1024)
+    assert (c.optim.learning_rate, c.optim.b2, c.optim.eps, c.optim.weight_decay) == (
+        8e-4, 0.98, 1e-6, 1e-5)
+    assert (c.optim.decay, c.optim.decay_shape, c.optim.warmup_tokens) == (
+        "wsd", "1-sqrt", 3_000_000_000)
+    assert c.max_predictions_per_seq >= 0.3 * 1024
+    assert _config("modernbert_large").optim.learning_rate == 5e-4
+    local = _config("modernbert_tiny,runlocal")
+    cfg = ModelConfig.from_dict({k: v for k, v in local.model.to_dict().items()})
+    assert cfg.local_window // 2 < local.max_seq_length - 1 and cfg.pad_token_id == 1
+    tuned = _config("demo_next,modernbert_tiny,runlocal", "finetune")
+    assert tuned.optim.decay == "linear" and not tuned.optim.warmup_tokens
+
+
+def test_prepare_refuses_a_window_spanning_the_rows(tmp_path):
+    from bertjax.data.from_config import prepare_data
+
+    c = _config("modernbert_tiny,runlocal")
+    c.model.local_window = 128
+    c.data.dir = str(tmp_path / "data")
+    with pytest.raises(ValueError, match="model.local_window=128 spans the whole "
+                                         "max_seq_length=64"):
+        prepare_data(c)
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_architecture_ablation_steps_toward_modernbert():
+    from bertjax.tools import sweep
+
+    spec = "configs/ablations/architecture.py:cpu"
+    runs, base = sweep.load_sweep(spec), _config("cpu", "ablations/architecture")
+    cfgs = [ModelConfig.from_dict(sweep.run_config(base, r, "/tmp/unused").model.to_dict())
+            for r in runs]
+    assert len(runs) == 18 and [r.overrides.get("seed") for r in runs[:3]] == [0, 1, 2]
+    last = cfgs[-1]
+    assert (last.norm_position, last.final_norm, last.mlp, last.local_window,
+            last.global_every, last.attention_bias, last.norm_bias) == (
+        "pre", True, "glu", 16, 3, False, False)
+    assert last.rotary and base.task == "mlm"
+    # The GLU keeps the MLP's parameters within 1%: 3 x 128 x 344 against 2 x 128 x 512.
+    dense, glu = cfgs[0], cfgs[6]
+    assert abs(3 * glu.hidden_size * glu.intermediate_size
+               / (2 * dense.hidden_size * dense.intermediate_size) - 1) < 0.01

@@ -30,8 +30,9 @@ def reference_best_fit(lengths, row_length, max_per_row=0):
         if fit:
             r = min(fit)[1]
         else:
-            rows.append([]), room.append(row_length)
-            r = len(rows) - 1
+            r = len(rows)
+            rows.append([])
+            room.append(row_length)
         rows[r].append(i)
         room[r] -= lengths[i]
     return sorted(sorted(r) for r in rows)

@@ -277,3 +277,63 @@ def test_changing_one_sequence_leaves_its_neighbours_bit_identical(name, attenti
         for head in PER_SEQUENCE:
             if head in a_logits:
                 np.testing.assert_array_equal(a_logits[head][row, s], b_logits[head][row, s])
+
+
+# ------------------------------------------------------------------ fine-tuning batches
+
+class _Tokenizer:
+    pad_id = 0
+
+
+def _finetune(cls, packing: str, per_token: bool):
+    """A fine-tuning task over 12 in-memory sequences of 3..15 tokens (labels per
+    sequence, or per token with weights), train batches of 6."""
+    from bertjax.tasks.finetune import Features
+
+    config = ml_collections.ConfigDict(dict(
+        seed=0, max_seq_length=ROW, train=dict(batch_size=6, steps=0),
+        finetune=dict(dataset="custom", labels=("a", "b", "c"), pad_multiple=8,
+                      packing=packing, packing_max_sequences=4, epochs=1.0)))
+    task = cls(config)
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(3, ROW, 12)
+    ids = [rng.integers(5, 97, n).astype(np.int32) for n in lengths]
+    types = [(np.arange(n) >= n // 2).astype(np.int32) for n in lengths]
+    if per_token:
+        extra = {"labels": [rng.integers(0, 3, n).astype(np.int32) for n in lengths],
+                 "label_weights": [(rng.uniform(size=n) < .7).astype(np.float32)
+                                   for n in lengths]}
+    else:
+        extra = {"labels": rng.integers(0, 3, 12).astype(np.int32)}
+    task._tokenizer, task._features["train"] = _Tokenizer(), Features(ids, types, extra)
+    return task
+
+
+@pytest.mark.parametrize("cls,per_token", [(glue.Glue, False), (ner.NER, True)])
+def test_packed_fine_tuning_batches_train_as_the_unpacked_ones(cls, per_token):
+    heads = ("pooler", "classifier") if not per_token else ("token_classifier",)
+    cfg = tiny("bert", "xla", heads)
+    params = _params(cfg)
+    for step in range(2):
+        batches = {p: _finetune(cls, p, per_token).global_train_batch(step)
+                   for p in ("off", "best_fit")}
+        packed = batches["best_fit"]
+        assert "num_sequences" in packed and "num_sequences" not in batches["off"]
+        assert len(packed["input_ids"]) < 6 and packed["input_ids"].shape[1] == ROW
+        assert int(packed["num_sequences"].sum()) == 6
+        losses = []
+        for batch in batches.values():
+            fn = _finetune(cls, "off", per_token).loss_fn(build(cfg), False)
+            b = {k: jnp.asarray(v) for k, v in batch.items()}
+            losses.append(jax.jit(lambda p, b=b, fn=fn: fn(p, b, jax.random.key(0), None)[0])(
+                params))
+        np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+def test_a_fine_tuning_example_longer_than_the_row_is_named():
+    task = _finetune(glue.Glue, "best_fit", False)
+    task._features["train"].ids[3] = np.ones(ROW + 1, np.int32)
+    task._features["train"].types[3] = np.zeros(ROW + 1, np.int32)
+    with pytest.raises(ValueError, match=f"glue example 3 has {ROW + 1} tokens, more than"):
+        for step in range(2):
+            task.global_train_batch(step)

@@ -75,6 +75,7 @@ def model_dir(tmp_path_factory):
     return out, corpus
 
 
+@pytest.mark.integration  # a training run, a command or prepared data
 def test_a_model_directory_at_three_lengths(model_dir, tmp_path):
     path, corpus = model_dir
     report = tmp_path / "scores.json"
@@ -90,6 +91,7 @@ def test_a_model_directory_at_three_lengths(model_dir, tmp_path):
         assert 0 <= s["accuracy"] <= 1 and s["loss"] > 0
 
 
+@pytest.mark.integration  # a training run, a command or prepared data
 @pytest.mark.parametrize("lengths,message", [
     ([128], "--lengths: 128 is longer than the model takes"),
     ([2], "--lengths: 2 leaves no room"),

@@ -105,6 +105,7 @@ def _config(sources, **mixture):
     return c
 
 
+@pytest.mark.integration  # a training run, a command or prepared data
 @pytest.mark.parametrize("mixture,message", [
     (dict(weights=(0.5, -0.5)), "phases[0].mixture.weights[1]=-0.5: must be >= 0 (source"),
     (dict(weights=(1.0,)), "phases[0].mixture.weights: 1 weights for 2 sources"),
@@ -118,6 +119,7 @@ def test_bad_weights_are_one_line(data, mixture, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.integration  # a training run, a command or prepared data
 def test_a_missing_source_or_another_tokenizer_is_one_line(data, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"phases\[0\].mixture.sources\[1\]: "):
         train_lib.train(_config([data[0], str(tmp_path / "none")], weights=(1, 1)),
@@ -128,6 +130,7 @@ def test_a_missing_source_or_another_tokenizer_is_one_line(data, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.integration  # a training run, a command or prepared data
 def test_mixed_training_resumes_exactly_and_logs_rows_per_source(data, tmp_path, capsys):
     c = _config(data[:2], weights=(0.75, 0.25), names=("en", "fr"))
     straight = str(tmp_path / "straight")

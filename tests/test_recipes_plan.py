@@ -108,6 +108,7 @@ def _config(data):
     return c
 
 
+@pytest.mark.integration  # a training run, a command or prepared data
 def test_describe_prints_the_plan(data):
     from bertjax.tools.describe import training
 
@@ -120,6 +121,7 @@ def test_describe_prints_the_plan(data):
     assert "  masked30: steps 6..9 (3 updates), batch 4 x 32, 384 tokens" in text
 
 
+@pytest.mark.integration  # a training run, a command or prepared data
 def test_static_data_refuses_a_phase_masking_rate(data, tmp_path):
     corpus = trainlib.write_corpus(str(tmp_path / "corpus.txt"))
     static = trainlib.prepare("bert", str(tmp_path / "static"), corpus)
@@ -130,6 +132,7 @@ def test_static_data_refuses_a_phase_masking_rate(data, tmp_path):
         train_lib.train(c, str(tmp_path / "run"))
 
 
+@pytest.mark.integration  # a training run, a command or prepared data
 def test_sigkill_in_every_phase_resumes_bit_identical(data, tmp_path, capsys):
     c = _config(data)
     straight = str(tmp_path / "straight")
@@ -152,3 +155,54 @@ def test_sigkill_in_every_phase_resumes_bit_identical(data, tmp_path, capsys):
     assert train_lib.train(c, workdir)["status"] == "done"  # resumes from step 10
     assert "from checkpoint" in capsys.readouterr().out
     assert trainlib.state_hash(workdir, STEPS) == want
+
+
+ROTARY = {"model.rope_theta": 10_000.0}
+
+
+@pytest.mark.integration  # a training run, a command or prepared data
+def test_a_phase_rope_theta_trains_that_model_and_resumes_exactly(data, tmp_path):
+    def config(**extra):
+        c = trainlib.config("bert", data[0], **{"train.steps": STEPS, "data.masking": "dynamic",
+                                                "train.checkpoint_every": 2, **ROTARY, **extra})
+        return c
+
+    plan = config()
+    plan.phases = (dict(share=0.5, rope_theta=100.0), dict(share=0.5))
+    straight = str(tmp_path / "plan")
+    train_lib.train(plan, straight)
+    # Up to the boundary (step 6) the plan is a run of the theta-100 model.
+    theta_100 = str(tmp_path / "theta_100")
+    train_lib.train(config(**{"model.rope_theta": 100.0}), theta_100)
+    assert trainlib.state_hash(straight, 6) == trainlib.state_hash(theta_100, 6)
+    plain = str(tmp_path / "plain")
+    train_lib.train(config(**{"train.steps": 6}), plain)
+    assert trainlib.state_hash(plain, 6) != trainlib.state_hash(straight, 6)
+
+    class Stop(train_lib.Hook):
+        def after_save(self, trainer, step):
+            if step == 4:
+                trainer.ckpts.wait()
+                raise KeyboardInterrupt
+
+    resumed = str(tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train(plan, resumed, hooks=[Stop()])
+    train_lib.train(plan, resumed)
+    assert trainlib.state_hash(resumed, STEPS) == trainlib.state_hash(straight, STEPS)
+
+
+@pytest.mark.integration  # a training run, a command or prepared data
+@pytest.mark.parametrize("rotary,phases,message", [
+    ({}, (dict(share=0.5, rope_theta=100.0), dict(share=0.5)),
+     "phases[0].rope_theta=100: the model has no rotary positions"),
+    (ROTARY, (dict(share=0.5), dict(share=0.5, rope_theta=100.0)),
+     "phases[1].rope_theta=100: the last phase trains the model the run writes"),
+])
+def test_a_bad_rope_theta_is_one_line(data, tmp_path, rotary, phases, message):
+    c = trainlib.config("bert", data[0], **{"data.masking": "dynamic", **rotary})
+    c.phases = phases
+    with pytest.raises(ValueError) as e:
+        train_lib.train(c, str(tmp_path / "run"))
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()

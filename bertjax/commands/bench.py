@@ -16,7 +16,10 @@ times our jitted train step on synthetic batches (no dataset is read, fine-tunin
 configs included) and, with --vs_torch, transformers' PyTorch model of the same family,
 size and heads (BertForPreTraining, BertForSequenceClassification, ...) from the same
 initial weights; its last line is `ratio=R ours=X reference=Y unit=tokens/s`
-(`ours=X unit=tokens/s mfu=M` alone).
+(`ours=X unit=tokens/s mfu=M` alone). A classification fine-tuning config that names a
+tokenizer (config.init_from or config.tokenizer.path) is timed on its own train
+examples instead, packed, against transformers fed padded to max_seq_length and with
+dynamic padding, counting real tokens (bertjax/tools/bench_real.py).
 Benchmarks print figures; they are never timed assertions in tests.
 """
 
@@ -52,8 +55,12 @@ def main(argv: list[str]) -> None:
 
         bench_prepare(common.required(common.CONFIG), workers=[int(w) for w in _WORKERS.value])
     elif what == ["train"]:
-        from bertjax.tools import bench_train
+        from bertjax.tools import bench_real, bench_train
 
-        bench_train.bench_train(common.required(common.CONFIG), _SECONDS.value, _VS_TORCH.value)
+        config = common.required(common.CONFIG)
+        if bench_real.available(config):  # a classification task's own examples, packed
+            bench_real.bench_real(config, _SECONDS.value, _VS_TORCH.value)
+        else:
+            bench_train.bench_train(config, _SECONDS.value, _VS_TORCH.value)
     else:
         raise ValueError("usage: python -m bertjax bench data|prepare|train --config=...")

@@ -99,6 +99,7 @@ def bench_data(
             result.setdefault("strategies", {})[name] = figures
             if name == strategy:
                 result.update(seq_len=seq_len, **figures)
+        result["packing"] = _packing_efficiency(manifest, batch_size, print_fn)
         ours, ref_rate = result["ours"], result.get("reference", {}).get("seq_per_s", float("nan"))
         ratio = result["ratio"]
         print_fn(
@@ -208,7 +209,6 @@ def _write_synthetic(data_dir: str, seq_len: int, n: int = 16_384, shards: int =
     from tokenizers import models, normalizers, pre_tokenizers
 
     from bertjax.data.manifest import FORMAT, VERSION
-    from bertjax.data.shard_files import sha256_file
     from bertjax.data.tokenizers import Tokenizer
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -237,7 +237,7 @@ def _write_synthetic(data_dir: str, seq_len: int, n: int = 16_384, shards: int =
                 count += 1
                 total += length
         entries.append({"file": name, "examples": count, "tokens": total, "sha256": ""})
-    tok_sha = sha256_file(os.path.join(data_dir, "tokenizer", "tokenizer.json"))
+    tok_sha = paths.sha256(os.path.join(data_dir, "tokenizer", "tokenizer.json"))
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -269,7 +269,7 @@ def _time_pipeline(pipe: Pipeline, seconds: float, warmup: int = 5) -> dict[str,
         batch = next(it)
         batches += 1
         rows += batch["input_ids"].shape[0]
-        tokens += int(batch["attention_mask"].sum())
+        tokens += int((batch["attention_mask"] > 0).sum())  # real tokens (packed: segments)
         elapsed = time.perf_counter() - t0
         if elapsed >= seconds:
             break
@@ -280,6 +280,31 @@ def _time_pipeline(pipe: Pipeline, seconds: float, warmup: int = 5) -> dict[str,
         "batches": batches,
         "seconds": elapsed,
     }
+
+
+def _packing_efficiency(manifest: Manifest, batch_size: int, print_fn: Callable[[str], None],
+                        batches: int = 20) -> dict[str, float]:
+    """The share of real tokens among the rows' positions over the first `batches`
+    batches, padded (one sequence per row) and packed (data.packing=best_fit over each
+    batch: packer.py); printed on one line."""
+    from bertjax.data import packer
+
+    pipe = Pipeline(manifest, PipelineConfig("train", batch_size, seed=0, masking=None
+                                             if manifest.masking == "static" else
+                                             MaskingConfig(max_predictions_per_seq=1)))
+    real = rows = packed_rows = 0
+    it = iter(pipe)
+    for _, batch in zip(range(batches), it, strict=False):
+        lengths = (batch["attention_mask"] > 0).sum(axis=1)
+        real, rows = real + int(lengths.sum()), rows + len(lengths)
+        packed_rows += len(packer.pack(lengths[lengths > 0], batch["input_ids"].shape[1]))
+    it.close()
+    positions = manifest.max_seq_length
+    out = {"padded": real / (rows * positions), "packed": real / (packed_rows * positions)}
+    print_fn(f"packing: real tokens are {out['padded']:.1%} of the positions padded, "
+             f"{out['packed']:.1%} packed (best_fit over each batch of {batch_size}; "
+             f"{rows / max(1, packed_rows):.2f}x fewer rows)")
+    return out
 
 
 def _read_examples(pipe: Pipeline, n: int) -> list[list[int]]:

@@ -51,7 +51,6 @@ from collections.abc import Hashable, Iterable
 
 from bertjax import paths
 from bertjax.data.records import DataFormatError
-from bertjax.data.shard_files import sha256_file
 
 _SUFFIX = ".tfrecord"
 _NAME = re.compile(r"^[0-9a-f]{64}\.tfrecord$")
@@ -208,7 +207,7 @@ class ShardCache:
         try:
             if os.path.exists(target) and key not in self._pending:
                 # A copy from an earlier process (or evicted and fetched again by now).
-                if not sha256 or sha256_file(target, block=1 << 24) == sha256:
+                if not sha256 or paths.sha256(target) == sha256:
                     ok = True
                     return
                 os.remove(target)
@@ -220,7 +219,7 @@ class ShardCache:
                 paths.download(url, tmp)
                 downloaded = True
                 if (size is not None and os.path.getsize(tmp) != size) or (
-                        sha256 and sha256_file(tmp, block=1 << 24) != sha256):
+                        sha256 and paths.sha256(tmp) != sha256):
                     raise ChecksumMismatch(url)
                 os.replace(tmp, target)
             finally:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from bertjax import paths
 from bertjax.data import instances as instances_lib
-from bertjax.data.shard_files import PARTS, SHARD_RE, sha256_file, shard_name
+from bertjax.data.shard_files import PARTS, SHARD_RE, shard_name
 
 
 class Resume:
@@ -73,7 +73,7 @@ class Resume:
                 self.remote and own.startswith(base + "-") and own in self.parts) else []
             for path, size in uploaded + files:
                 if size is not None and size == meta.get("bytes"):
-                    if self.remote or sha256_file(path) == meta.get("sha256"):
+                    if self.remote or paths.sha256(path) == meta.get("sha256"):
                         return {**meta, "file": path}
         return None
 

@@ -45,7 +45,7 @@ from bertjax.data.manifest import (
     save_tokenizer,
 )
 from bertjax.data.records import DataFormatError
-from bertjax.data.shard_files import sha256_file, shard_name
+from bertjax.data.shard_files import shard_name
 from bertjax.errors import one_line
 
 FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
@@ -136,7 +136,7 @@ def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int,
     DataFormatError naming the file (`name`, default `path`) and the record on a record
     that does not parse, breaks the layout, or holds an id outside the vocabulary."""
     name = name or path
-    sha256 = sha256_file(path, block=1 << 24)
+    sha256 = paths.sha256(path)
     spec = feature_spec(tf, length, predictions)
     ds = tf.data.TFRecordDataset(path, buffer_size=1 << 22).batch(_BATCH)
     examples = tokens = 0

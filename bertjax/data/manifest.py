@@ -34,7 +34,7 @@ import numpy as np
 
 from bertjax import paths
 from bertjax.data.records import DataFormatError
-from bertjax.data.shard_files import sha256_file, write_atomic
+from bertjax.data.shard_files import write_atomic
 from bertjax.errors import one_line
 
 MANIFEST = "manifest.json"
@@ -159,7 +159,7 @@ class Manifest(Mapping[str, Any]):
             if "bytes" in s and os.path.getsize(shard_path) != s["bytes"]:
                 size = os.path.getsize(shard_path)
                 raise self._fail(f"shard {s['file']} has {size} bytes, expected {s['bytes']}")
-            if verify_checksums and sha256_file(shard_path) != s.get("sha256"):
+            if verify_checksums and paths.sha256(shard_path) != s.get("sha256"):
                 raise self._fail(f"shard {s['file']} does not match its sha256")
 
     def _check_readable(self) -> None:
@@ -248,7 +248,7 @@ class Manifest(Mapping[str, Any]):
         tok_json = paths.join(tok_dir, "tokenizer.json")
         with paths.local_copy(tok_dir) as local:
             local_json = os.path.join(local, "tokenizer.json")
-            if expected and os.path.isfile(local_json) and sha256_file(local_json) != expected:
+            if expected and os.path.isfile(local_json) and paths.sha256(local_json) != expected:
                 raise DataFormatError(f"{tok_json}: sha256 differs from {self.path}; the "
                                       "tokenizer changed after the data was prepared")
             tokenizer = load_tokenizer(local)
@@ -312,7 +312,7 @@ def save_tokenizer(tokenizer: Any, out_dir: str) -> dict[str, Any]:
         shutil.rmtree(tmp)
     else:
         paths.replace_directory(tmp, final)
-    sha256 = sha256_file(os.path.join(final, "tokenizer.json"))
+    sha256 = paths.sha256(os.path.join(final, "tokenizer.json"))
     return {"kind": tokenizer.kind, "class": tokenizer.tokenizer_class,
             "vocab_size": tokenizer.vocab_size, "sha256": sha256, "dir": TOKENIZER_DIR,
             "cls_id": tokenizer.cls_id, "sep_id": tokenizer.sep_id,

@@ -67,9 +67,11 @@ def pack(lengths: Sequence[int], row_length: int, method: str = "best_fit",
                 and (not budget or spent[r] + costs[i] <= budget))
 
     def place(r: int | None, i: int) -> int:
-        if r is None:
-            rows.append([]), room.append(row_length), spent.append(0)
-            r = len(rows) - 1
+        if r is None:  # a new row
+            r = len(rows)
+            rows.append([])
+            room.append(row_length)
+            spent.append(0)
         rows[r].append(i)
         room[r] -= lengths[i]
         spent[r] += costs[i]
@@ -87,14 +89,9 @@ def pack(lengths: Sequence[int], row_length: int, method: str = "best_fit",
                 at += 1
             r = open_rows.pop(at)[1] if at < len(open_rows) else None
             r = place(r, i)
-            if room[r] > 0:
+            if room[r] > 0 and (not max_per_row or len(rows[r]) < max_per_row):
                 bisect.insort(open_rows, (room[r], r))
     return sorted(sorted(r) for r in rows)
-
-
-def efficiency(lengths: Sequence[int], rows: int, row_length: int) -> float:
-    """The share of the rows' positions that hold real tokens."""
-    return float(np.sum(lengths)) / max(1, rows * row_length)
 
 
 def pack_rows(batch: Mapping[str, np.ndarray], rows: Sequence[Sequence[int]],
@@ -188,13 +185,14 @@ def check(batch: Mapping[str, np.ndarray]) -> None:
 
 
 def pack_batch(batch: Mapping[str, np.ndarray], pad_id: int, method: str = "best_fit",
-               slots: int = 16, predictions: int = 0, row_multiple: int = 8
-               ) -> dict[str, np.ndarray]:
+               slots: int = 16, predictions: int = 0, row_multiple: int = 8,
+               token_keys: Sequence[str] = ("token_type_ids",)) -> dict[str, np.ndarray]:
     """A host batch of one sequence per row (rows without tokens are dropped) -> its
     packed batch: the sequences packed by `pack` over the batch (the window), in
     ceil(rows / row_multiple) * row_multiple rows (at most as many as the batch had:
     few distinct shapes, few compilations), `slots` sequences and `predictions` masked
-    positions per row (stored masks: a row's sum stays within it). Checked by `check`.
+    positions per row (stored masks: a row's sum stays within it), `token_keys` moved
+    with their tokens (pack_rows). Checked by `check`.
     """
     mask = np.asarray(batch["attention_mask"])
     lengths = (mask > 0).sum(axis=1)
@@ -207,6 +205,7 @@ def pack_batch(batch: Mapping[str, np.ndarray], pad_id: int, method: str = "best
     rows = [[int(real[i]) for i in r] for r in rows]
     multiple = max(1, int(row_multiple))
     num_rows = min(len(mask), max(multiple, -(-len(rows) // multiple) * multiple))
-    out = pack_rows(batch, rows, max(num_rows, len(rows)), slots, predictions, pad_id)
+    out = pack_rows(batch, rows, max(num_rows, len(rows)), slots, predictions, pad_id,
+                    token_keys)
     check(out)
     return out

@@ -57,7 +57,6 @@ from bertjax import paths
 from bertjax.data.hosts import CYCLE_LENGTH, HostReader, parse_fn, plan_hosts
 from bertjax.data.manifest import Manifest
 from bertjax.data.records import DataFormatError
-from bertjax.data.shard_files import sha256_file
 from bertjax.data.tfsetup import tensorflow
 from bertjax.errors import one_line
 
@@ -182,6 +181,10 @@ class Pipeline:
     With repeat=False the split is read once; a last partial batch is filled up to b
     with empty rows (attention_mask, masked_lm_weights 0; pair_labels -1) so shapes
     stay static and every host yields the same number of batches.
+
+    With `packing` the batch's sequences are packed into R <= b rows before masking
+    (packer.pack_batch; docs/packing.md): attention_mask holds segment numbers,
+    pair_labels is [R, packing_max_sequences], and num_sequences [R] is added.
     """
 
     def __init__(self, manifest: Manifest, config: PipelineConfig) -> None:
@@ -269,7 +272,7 @@ class Pipeline:
         else a DataError naming the file (tf.data carries it to `_produce`)."""
         path, digest = path.numpy().decode(), digest.numpy().decode()
         if digest and path not in self._verified:
-            if sha256_file(path, _tf().io.gfile.GFile, 1 << 24) != digest:
+            if paths.sha256(path) != digest:
                 raise DataError(f"{_SHARD_MARK}{path}: its sha256 differs from "
                                 f"{self.manifest.path}; the shard is damaged or was replaced. "
                                 "Prepare the data again")

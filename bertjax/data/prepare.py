@@ -40,7 +40,7 @@ Design (each point is a property the tests check):
   * Bad input never crashes a run: non-string sentences, empty documents, empty or
     untokenizable sentences, huge sentences are skipped or split and counted in the
     manifest ("input_stats", "instance_stats", and the source's own "source_stats").
-    Input that is mostly not text (sources.NotTextError) and a source that yields no
+    Input that is mostly not text (source_base.NotTextError) and a source that yields no
     training example stop the run instead, leaving nothing behind.
 """
 

@@ -14,8 +14,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterable
-from typing import IO, Any
+from collections.abc import Iterable
 
 PARTS = ".shards"  # DATA/.shards: in-progress shards and their metadata
 SHARD_RE = re.compile(r"^(train|validation)-(\d{5})-of-(\d{5})\.tfrecord$")
@@ -23,17 +22,6 @@ SHARD_RE = re.compile(r"^(train|validation)-(\d{5})-of-(\d{5})\.tfrecord$")
 
 def shard_name(split: str, k: int, total: int) -> str:
     return f"{split}-{k:05d}-of-{total:05d}.tfrecord"
-
-
-def sha256_file(path: str, opener: Callable[[str, str], IO[bytes]] | Any = open,
-                block: int = 1 << 20) -> str:
-    """Hex sha256 of the file at `path`, read `block` bytes at a time with `opener`
-    (`open`, or e.g. tf.io.gfile.GFile for the paths TensorFlow reads)."""
-    h = hashlib.sha256()
-    with opener(path, "rb") as f:
-        for chunk in iter(lambda: f.read(block), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_atomic(path: str, data: bytes) -> None:

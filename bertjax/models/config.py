@@ -1,4 +1,4 @@
-"""The architecture of one encoder, as a frozen dataclass shared by all five families.
+"""The architecture of one encoder, as a frozen dataclass shared by all six families.
 
 A config file's `config.model` block is turned into a `ModelConfig` with
 `ModelConfig.from_dict`, which rejects unknown keys and impossible shapes with a
@@ -160,7 +160,7 @@ class ModelConfig(ConfigRecord):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
-        """The config of preset `name` (registry.PRESETS: the published sizes of the five
+        """The config of preset `name` (registry.PRESETS: the published sizes of the six
         families and the 24 small BERTs) with `overrides`; an unknown name is an error
         suggesting close ones."""
         if name not in PRESETS:

@@ -1,12 +1,13 @@
 """What a model family is, declared once per family in bertjax/models/<family>.py.
 
 A `Family` record holds everything that differs between BERT, RoBERTa, ALBERT,
-DistilBERT and ELECTRA outside the shared layers: its config defaults and presets,
-the heads it can carry, its pretraining task and training instances, its tokenizer,
+DistilBERT, ELECTRA and ModernBERT outside the shared layers: its config defaults (the
+architecture switches included) and presets, the heads it can carry, its pretraining
+task and training instances, its tokenizer,
 its transformers names (config keys, architectures, parameter map) and its Google
 TF variable names. `bertjax.models.registry` collects the records; nothing else in
 bertjax keeps a per-family table. Its published training recipes (learning rate, batch,
-optimizer, schedule, masking) are configs' numbers: configs/recipes.py. Adding a sixth
+optimizer, schedule, masking) are configs' numbers: configs/recipes.py. Adding a seventh
 family is one new file with a `FAMILY` record (plus its presets), one line in the
 registry and its recipe in configs/recipes.py.
 

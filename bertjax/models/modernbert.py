@@ -31,9 +31,12 @@ GLOBAL_THETA, LOCAL_THETA = 160_000.0, 10_000.0  # transformers' defaults
 
 
 def validate(cfg: ModelConfig, need: Need) -> None:
-    bert.rules(cfg, need, token_types=False)
+    need(cfg.type_vocab_size == 0, "type_vocab_size", "ModernBERT has no token types (0)")
     need(cfg.rotary, "rope_theta", "ModernBERT has rotary positions, no position table: "
          "must be > 0")
+    need(cfg.embed_dim == cfg.hidden_size, "embedding_size",
+         "ModernBERT does not factorize embeddings")
+    need(not cfg.shares_layers, "num_hidden_groups", "only ALBERT shares layers")
 
 
 # --- transformers config.json: the released form and transformers v5's ----------------

@@ -210,6 +210,20 @@ def packing(batch: Batch, per_sequence: str | None = None) -> dict[str, Any]:
             "first_positions": first_positions(batch["attention_mask"], slots)[0]}
 
 
+def packing_metrics(batch: Batch) -> dict[str, Any]:
+    """{"packing_efficiency": the share of a packed batch's positions that hold real
+    tokens, counting its positions}; {} for a batch of one sequence per row."""
+    if "num_sequences" not in batch:
+        return {}
+    import jax.numpy as jnp
+
+    from bertjax.metrics import Mean
+
+    mask = batch["attention_mask"]
+    return {"packing_efficiency": Mean(jnp.mean((mask > 0).astype(jnp.float32)),
+                                       float(mask.size))}
+
+
 def random_batches(cfg: ModelConfig, batch_size: int, seq_len: int, seed: int, count: int,
                    fill: Callable[[np.random.Generator, np.ndarray], dict[str, np.ndarray]]
                    ) -> list[dict[str, np.ndarray]]:

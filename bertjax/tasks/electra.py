@@ -24,7 +24,7 @@ import jax
 from bertjax import objectives, steps
 from bertjax.metrics import Mean
 from bertjax.models.config import ConfigError, ModelConfig
-from bertjax.tasks.base import LossFn, packing
+from bertjax.tasks.base import LossFn, packing, packing_metrics
 from bertjax.tasks.corpus import CorpusTask
 
 Array = jax.Array
@@ -62,9 +62,10 @@ def electra_loss_fn(model: Any, train: bool = True, *, gen_weight: float,
             batch["masked_lm_ids"], sampled)  # [B, L] each
         disc, _ = steps.apply(model, params, {**batch, "input_ids": corrupted}, train,
                               disc_rng, heads=("discriminator",), **packing(batch))  # [B, L]
-        return objectives.electra_objective(
+        loss, metrics = objectives.electra_objective(
             {**gen, **disc}, batch, rtd_labels=labels, gen_weight=gen_weight,
             disc_weight=disc_weight)
+        return loss, {**metrics, **packing_metrics(batch)}
 
     return loss_fn
 

@@ -182,14 +182,18 @@ class FinetuneTask(Task):
             self.features(split)  # bad data fails before the workdir is touched
         return None
 
-    def pad(self, feats: Features, rows: np.ndarray, num_rows: int | None = None
-            ) -> dict[str, np.ndarray]:
-        """A batch of `rows` padded to the pad multiple (and `num_rows` rows: the extra
-        ones empty, weight 0)."""
+    def pad(self, feats: Features, rows: np.ndarray, num_rows: int | None = None,
+            length: int | None = None) -> dict[str, np.ndarray]:
+        """A batch of `rows` padded to the pad multiple, or to `length` (and `num_rows`
+        rows: the extra ones empty, weight 0)."""
         n = num_rows or len(rows)
         longest = max(len(feats.ids[r]) for r in rows)
         multiple = int(self.config.finetune.pad_multiple)
-        length = min(self._seq_len(), -(-longest // multiple) * multiple)
+        if length is not None and longest > length:
+            r = next(r for r in rows if len(feats.ids[r]) == longest)
+            raise ValueError(f"{self.name} example {int(r)} has {longest} tokens, more than "
+                             f"a packed row's {length} (max_seq_length)")
+        length = length or min(self._seq_len(), -(-longest // multiple) * multiple)
         pad_id = self.tokenizer().pad_id
         ids = np.full((n, length), pad_id, np.int32)
         types = np.zeros((n, length), np.int32)
@@ -216,13 +220,34 @@ class FinetuneTask(Task):
         b = len(batch["input_ids"]) // count
         return {k: v[index * b:(index + 1) * b] for k, v in batch.items()}
 
+    def train_rows(self, step: int) -> np.ndarray:
+        """The train examples of global batch `step` (0-based); see the module docstring."""
+        feats, size = self.features("train"), int(self.config.train.batch_size)
+        epoch, i = divmod(step, self.steps_per_epoch())
+        order = np.random.default_rng([int(self.config.seed), epoch]).permutation(len(feats))
+        return order[i * size:(i + 1) * size]
+
     def global_train_batch(self, step: int) -> dict[str, np.ndarray]:
         """Global batch `step` (0-based) of the run; see the module docstring."""
-        feats, size = self.features("train"), int(self.config.train.batch_size)
-        per_epoch = self.steps_per_epoch()
-        epoch, i = divmod(step, per_epoch)
-        order = np.random.default_rng([int(self.config.seed), epoch]).permutation(len(feats))
-        return self.pad(feats, order[i * size:(i + 1) * size])
+        feats, rows = self.features("train"), self.train_rows(step)
+        method = str(self.config.finetune.get("packing", "off"))
+        if method == "off":
+            return self.pad(feats, rows)
+        return self.packed(feats, rows, method)
+
+    def packed(self, feats: Features, rows: np.ndarray, method: str) -> dict[str, np.ndarray]:
+        """The same sequences as `pad(feats, rows)`, packed into rows of max_seq_length
+        (docs/packing.md): as few as packer.pack finds, rounded up to a multiple of
+        the devices, of an eighth of the batch and of 2, so a few shapes compile."""
+        from bertjax.data import packer
+
+        token_keys = ("token_type_ids", *(k for k, v in feats.extra.items()
+                                          if isinstance(v, list)))
+        return packer.pack_batch(self.pad(feats, rows, length=self._seq_len()),
+                                 self.tokenizer().pad_id, method,
+                                 int(self.config.finetune.get("packing_max_sequences", 16)),
+                                 row_multiple=max(2, jax.device_count(), len(rows) // 8),
+                                 token_keys=token_keys)
 
     def train_batches(self, phase: Phase, start_step: int) -> Batches:
         def batches():

@@ -20,7 +20,7 @@ import jax
 from bertjax import objectives, steps
 from bertjax.metrics import Mean
 from bertjax.models.config import ModelConfig
-from bertjax.tasks.base import LossFn, packing
+from bertjax.tasks.base import LossFn, packing, packing_metrics
 from bertjax.tasks.corpus import CorpusTask
 
 Array = jax.Array
@@ -45,7 +45,8 @@ class MaskedLM(CorpusTask):
                                     masked_positions=batch["masked_lm_positions"],
                                     heads=("mlm", pair) if pair else ("mlm",),
                                     **packing(batch, "pair_labels" if pair else None))
-            return objectives.mlm_objective(logits, batch, pair)
+            loss, metrics = objectives.mlm_objective(logits, batch, pair)
+            return loss, {**metrics, **packing_metrics(batch)}
 
         return loss_fn
 

@@ -4,17 +4,22 @@ It generalises phase2 (one more phase at another length) to the multi-phase reci
 ModernBERT (1024 -> 8192 tokens), mmBERT (masking 30% -> 15% -> 5%, a new mixture per
 phase), EuroBERT (an annealing phase on an adjusted mixture) and NeoBERT (1024 -> 4096).
 
-Each phase is a dict of these keys (0 / "": the run's value).
+config.phases is a tuple of dicts, or a dict of them named p1, p2, ... in the order they
+run (so that one key can be overridden: --config.phases.p2.data_dir=DIR); recipes:
+configs/plans.py. Each phase is a dict of these keys (0 / "": the run's value):
 
   name=""                   a label for the log and `describe`
   share=0.0                 its part of train.steps; the shares sum to 1
   max_seq_length=0          tokens per row (0: config.max_seq_length); its data is
                             prepared at this length
-  max_predictions_per_seq=0 masked positions per row (0: ceil(masked_lm_prob x length))
+  max_predictions_per_seq=0 masked positions per row (0: config.max_predictions_per_seq
+                            at the run's length and rate, else ceil(rate x length))
   batch_size=0              rows per train step (0: train.batch_size)
   tokens_per_step=0         instead of batch_size: rows = tokens_per_step / length
-  data_dir=""               its prepared data (0: data.dir)
-  mixture=None              instead of data_dir: weighted sources (bertjax/data/mixture.py)
+  data_dir=""               its prepared data ("": the previous phase's when it has the
+                            same length, else data.dir)
+  mixture=None              instead of data_dir: weighted sources (bertjax/data/mixture.py);
+                            empty sources: the previous phase's, at the same length
   masked_lm_prob=0.0        dynamic masking: this phase's rate (0: data.masked_lm_prob)
   mask_strategy=""          dynamic masking: token | whole_word | ngram | span
   learning_rate=0.0         > 0: the rate in this phase (constant, or where its decay
@@ -22,6 +27,9 @@ Each phase is a dict of these keys (0 / "": the run's value).
   decay_shape=""            linear | cosine | 1-sqrt: the phase decays to
                             optim.end_learning_rate over its updates, from learning_rate
                             or from the run's schedule where the phase starts
+  rope_theta=0.0            > 0: the rotary base of the global-attention layers in this
+                            phase (ModernBERT and mmBERT: 10,000 at 1,024 tokens, then
+                            160,000); the last phase's is model.rope_theta
 
 Phase boundaries fall on optimizer-update boundaries (multiples of grad_accum_steps): phase
 i ends at round(train.steps x the shares up to i) rounded down to one. The learning-rate
@@ -41,7 +49,8 @@ from bertjax.tasks.base import Phase
 
 KEYS = {"name": "", "share": 0.0, "max_seq_length": 0, "max_predictions_per_seq": 0,
         "batch_size": 0, "tokens_per_step": 0, "data_dir": "", "mixture": None,
-        "masked_lm_prob": 0.0, "mask_strategy": "", "learning_rate": 0.0, "decay_shape": ""}
+        "masked_lm_prob": 0.0, "mask_strategy": "", "learning_rate": 0.0, "decay_shape": "",
+        "rope_theta": 0.0}
 SHAPES = ("linear", "cosine", "1-sqrt")
 STRATEGIES = ("token", "whole_word", "ngram", "span")
 _SHARE_TOLERANCE = 1e-6
@@ -50,7 +59,7 @@ _SHARE_TOLERANCE = 1e-6
 def phases_of(config: Any) -> list[dict[str, Any]]:
     """config.phases as plain dicts with every key (defaults filled), checked: unknown
     keys, shares, lengths and rates; ValueError naming `phases[i].key` otherwise."""
-    given = config.get("phases") or ()
+    given = _ordered(config.get("phases") or ())
     if given and float(config.get("phase2", {}).get("fraction", 0) or 0) > 0:
         raise ValueError(f"phase2.fraction={config.phase2.fraction} and phases: give one "
                          "(a plan's phases include the second length)")
@@ -69,6 +78,20 @@ def phases_of(config: Any) -> list[dict[str, Any]]:
         shares = ", ".join(f"phases[{i}].share={p['share']}" for i, p in enumerate(out))
         raise ValueError(f"phases: the shares sum to {total:g}, not 1 ({shares})")
     return out
+
+
+def _ordered(phases: Any) -> list[Any]:
+    """config.phases as a list: a tuple as given; named phases p1, p2, ... (a dict, so
+    that --config.phases.p2.data_dir=DIR overrides one key) in the order of their
+    numbers."""
+    if not (isinstance(phases, Mapping) or hasattr(phases, "keys")):
+        return list(phases)
+    names = list(phases.keys())
+    want = [f"p{i}" for i in range(1, len(names) + 1)]
+    if sorted(names) != sorted(want):
+        raise ValueError(f"phases: named {', '.join(sorted(names))}; name them "
+                         f"{', '.join(want)} (the order they run in)")
+    return [phases[n] for n in want]
 
 
 def _check(config: Any, i: int, p: Mapping[str, Any]) -> None:
@@ -90,6 +113,8 @@ def _check(config: Any, i: int, p: Mapping[str, Any]) -> None:
         raise bad("masked_lm_prob", "must be in [0, 1)")
     if p["mask_strategy"] and p["mask_strategy"] not in STRATEGIES:
         raise bad("mask_strategy", f"expected one of {', '.join(STRATEGIES)}")
+    if float(p["rope_theta"]) < 0:
+        raise bad("rope_theta", "must be >= 0")
     if float(p["learning_rate"]) < 0:
         raise bad("learning_rate", "must be >= 0")
     if p["decay_shape"] and p["decay_shape"] not in SHAPES:
@@ -118,18 +143,29 @@ def plan_phases(config: Any) -> list[Phase]:
         batch = int(p["tokens_per_step"]) // length if p["tokens_per_step"] else int(
             p["batch_size"] or config.train.batch_size)
         phase_rate = float(p["masked_lm_prob"] or rate)
+        predictions = int(p["max_predictions_per_seq"]) or (
+            int(config.max_predictions_per_seq)
+            if length == int(config.max_seq_length) and phase_rate == rate
+            else math.ceil(phase_rate * length))
         options = {
-            "max_seq_length": length,
-            "max_predictions_per_seq": int(p["max_predictions_per_seq"]
-                                           or math.ceil(phase_rate * length)),
+            "max_seq_length": length, "max_predictions_per_seq": predictions,
+            "mask_rate": phase_rate,  # what trains, for `describe`
             "keys": (f"phases[{i}].max_seq_length", f"phases[{i}].data_dir"),
             "batch_key": f"phases[{i}].batch_size", "name": p["name"] or f"phase {i + 1}",
             "masked_lm_prob": float(p["masked_lm_prob"]), "mask_strategy": p["mask_strategy"],
             "learning_rate": float(p["learning_rate"]), "decay_shape": p["decay_shape"],
+            "rope_theta": float(p["rope_theta"]),
             "mixture": _mixture(p["mixture"])}
         source = p["data_dir"] or (config.data.dir if data is not None else "")
-        if options["mixture"]:  # checked, logged and evaluated on: its first source
-            source = (options["mixture"].get("sources") or ("",))[0]
+        prev = out[-1] if out else None
+        same = prev is not None and prev.options["max_seq_length"] == length
+        if same and not p["data_dir"] and not options["mixture"]:
+            source = prev.source
+        mix = options["mixture"]
+        if mix is not None and not mix.get("sources") and same and prev.options["mixture"]:
+            mix["sources"] = prev.options["mixture"]["sources"]
+        if mix:  # checked, logged and evaluated on: its first source
+            source = (mix.get("sources") or ("",))[0]
         out.append(Phase(i, start, end, batch, source, options))
         start = end
     return out
@@ -243,12 +279,14 @@ def describe(phases: list[Phase], flops_per_token: Any, accum: int = 1) -> list[
         o, steps = p.options, p.end - p.start
         tokens = steps * p.batch_size * int(o["max_seq_length"])
         flops = tokens * float(flops_per_token(p))
-        mask = (f"mask {o['masked_lm_prob']:.0%}" if o.get("masked_lm_prob") else "mask: data's")
+        mask = f"mask {o['mask_rate']:.0%}"
         if o.get("mask_strategy"):
             mask += f" {o['mask_strategy']}"
         lr = (f"lr {o['learning_rate']:g}" if o.get("learning_rate") else "lr: schedule")
         if o.get("decay_shape"):
             lr += f", {o['decay_shape']} decay"
+        if o.get("rope_theta"):
+            lr += f"; rope theta {o['rope_theta']:g}"
         data = "mixture" if o.get("mixture") else p.source or "(unset)"
         lines.append(f"  {o.get('name') or f'phase {p.index + 1}'}: steps {p.start:,}.."
                      f"{p.end:,} ({steps // accum:,} updates), batch {p.batch_size:,} x "

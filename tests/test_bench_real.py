@@ -1,0 +1,49 @@
+"""`bench train` on a classification task's own examples (bertjax/tools/bench_real.py),
+end to end on a tiny config in a subprocess: the output contract, and that ours (packed)
+and transformers (padded) train the same function on the same sequences."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    from bertjax.data.tokenizers import train_wordpiece
+
+    words = " ".join(f"w{i}" for i in range(300))
+    path = str(tmp_path_factory.mktemp("tok") / "tokenizer")
+    train_wordpiece([words] * 5, vocab_size=400).save(path)
+    return path
+
+
+def test_packed_against_padded_and_dynamic_padding_counts_real_tokens(tokenizer_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bertjax", "bench", "train",
+         "--config=configs/finetune.py:demo_next,bert_tiny", "--config.model.vocab_size=500",
+         f"--config.tokenizer.path={tokenizer_dir}", "--config.train.batch_size=8",
+         "--vs_torch", "--seconds=0.5"], capture_output=True, text=True, cwd=_ROOT,
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    last = re.fullmatch(r"ratio=(\d+\.\d\d) ours=(\d+) reference=(\d+) unit=tokens/s", lines[-1])
+    before = re.fullmatch(r"against \(b\) dynamic padding: ratio=(\d+\.\d\d) ours=(\d+) "
+                          r"reference=(\d+) unit=tokens/s", lines[-2])
+    assert last and before, lines[-2:]
+    assert last[2] == before[2] and int(last[3]) > 0 and int(before[3]) > 0
+    assert float(last[1]) == pytest.approx(int(last[2]) / int(last[3]), abs=0.006)
+    rows = next(ln for ln in lines if ln.startswith("rows a step:"))
+    assert "(a) 8 x 128 padded to max_seq_length" in rows, rows
+    # the same sequences on every side: the same mean cross-entropy before any update
+    check = next(ln for ln in lines if ln.startswith("check: first-step loss"))
+    got = re.search(r"ours=(\S+) reference=(\S+)", check)
+    assert abs(float(got[1]) - float(got[2])) < 1e-5, check
+    sides = [ln for ln in lines if ln.startswith(("ours (", "(a) ", "(b) "))]
+    assert len(sides) == 3 and "BertForSequenceClassification" in sides[2], sides
