@@ -165,10 +165,10 @@ def check_phase_models(cfg: ModelConfig, phases: Any) -> None:
         if not theta:
             continue
         if not cfg.rope_theta:
-            raise ValueError(f"phases[{p.index}].rope_theta={theta:g}: the model has no "
+            raise ValueError(f"{p.options['key']}.rope_theta={theta:g}: the model has no "
                              "rotary positions (model.rope_theta=0)")
         if p.index == len(phases) - 1 and theta != cfg.rope_theta:
-            raise ValueError(f"phases[{p.index}].rope_theta={theta:g}: the last phase trains "
+            raise ValueError(f"{p.options['key']}.rope_theta={theta:g}: the last phase trains "
                              f"the model the run writes; set model.rope_theta={theta:g} "
                              "instead")
 

@@ -96,3 +96,16 @@ def test_the_command_writes_nothing_on_a_bad_step(run, tmp_path):
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: --checkpoints: step 5 is not a saved checkpoint of {run} (saved: 2, 4, 6)")
     assert not out.exists() and paths.isdir(run)
+
+
+def test_checkpoints_and_output_in_a_bucket(run, bucket):
+    source = f"{bucket}/stable"
+    for name in paths.walk_files(run):
+        paths.upload(paths.join(run, name), paths.join(source, name))
+    out = f"{bucket}/avg"
+    average.write(out, [(source, 4), (source, 6)])
+    _, got = modeldir.load(out)
+    x4, x6 = _flat(_params(run, 4)), _flat(_params(run, 6))
+    for name, value in _flat(got).items():
+        want = (x4[name].astype(np.float64) + x6[name].astype(np.float64)) / 2
+        np.testing.assert_allclose(value, want, rtol=1e-6, atol=1e-7, err_msg=name)

@@ -81,6 +81,9 @@ def test_temperature_weights_hand_computed():
     np.testing.assert_allclose(w, [1 / 3, 2 / 3])
     w = mixture_weights("m", {"sources": ("a", "b"), "weights": (3, 1)}, [0, 0])
     np.testing.assert_allclose(w, [0.75, 0.25])
+    with pytest.raises(ValueError, match=r"^m.names: 1 names for 2 sources$"):
+        mixture_weights("m", {"sources": ("a", "b"), "weights": (3, 1), "names": ("x",)},
+                        [0, 0])
 
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,9 @@ def mixture_weights(key: str, mixture: Mapping[str, Any], rows: Sequence[int]) -
                          "weights or temperature, names)")
     if len(sources) < 1:
         raise ValueError(f"{key}.sources: empty; name the prepared data directories to mix")
+    names = mixture.get("names")
+    if names and len(tuple(names)) != len(sources):
+        raise ValueError(f"{key}.names: {len(tuple(names))} names for {len(sources)} sources")
     if (weights is None) == (temperature is None):
         raise ValueError(f"{key}: give weights or temperature (one of them)")
     if weights is not None:

@@ -58,45 +58,46 @@ _SHARE_TOLERANCE = 1e-6
 
 def phases_of(config: Any) -> list[dict[str, Any]]:
     """config.phases as plain dicts with every key (defaults filled), checked: unknown
-    keys, shares, lengths and rates; ValueError naming `phases[i].key` otherwise."""
+    keys, shares, lengths and rates; ValueError naming `phases[i].key` (or, for named
+    phases, `phases.pN.key`) otherwise. Each dict's "_key" is that prefix."""
     given = _ordered(config.get("phases") or ())
     if given and float(config.get("phase2", {}).get("fraction", 0) or 0) > 0:
         raise ValueError(f"phase2.fraction={config.phase2.fraction} and phases: give one "
                          "(a plan's phases include the second length)")
     out = []
-    for i, phase in enumerate(given):
+    for key, phase in given:
         d = dict(phase.to_dict() if hasattr(phase, "to_dict") else phase)
         unknown = sorted(set(d) - set(KEYS))
         if unknown:
-            raise ValueError(f"phases[{i}].{unknown[0]}: unknown phase key (expected "
+            raise ValueError(f"{key}.{unknown[0]}: unknown phase key (expected "
                              f"{', '.join(KEYS)})")
-        out.append({**KEYS, **d})
-    for i, p in enumerate(out):
-        _check(config, i, p)
+        out.append({**KEYS, **d, "_key": key})
+    for p in out:
+        _check(config, p)
     total = sum(float(p["share"]) for p in out)
     if out and abs(total - 1.0) > _SHARE_TOLERANCE:
-        shares = ", ".join(f"phases[{i}].share={p['share']}" for i, p in enumerate(out))
+        shares = ", ".join(f"{p['_key']}.share={p['share']}" for p in out)
         raise ValueError(f"phases: the shares sum to {total:g}, not 1 ({shares})")
     return out
 
 
-def _ordered(phases: Any) -> list[Any]:
-    """config.phases as a list: a tuple as given; named phases p1, p2, ... (a dict, so
-    that --config.phases.p2.data_dir=DIR overrides one key) in the order of their
-    numbers."""
+def _ordered(phases: Any) -> list[tuple[str, Any]]:
+    """config.phases as a list of (the key naming the phase, the phase): a tuple as given
+    (phases[0], ...); named phases p1, p2, ... (a dict, so that
+    --config.phases.p2.data_dir=DIR overrides one key) in the order of their numbers."""
     if not (isinstance(phases, Mapping) or hasattr(phases, "keys")):
-        return list(phases)
+        return [(f"phases[{i}]", p) for i, p in enumerate(phases)]
     names = list(phases.keys())
     want = [f"p{i}" for i in range(1, len(names) + 1)]
     if sorted(names) != sorted(want):
         raise ValueError(f"phases: named {', '.join(sorted(names))}; name them "
                          f"{', '.join(want)} (the order they run in)")
-    return [phases[n] for n in want]
+    return [(f"phases.{n}", phases[n]) for n in want]
 
 
-def _check(config: Any, i: int, p: Mapping[str, Any]) -> None:
+def _check(config: Any, p: Mapping[str, Any]) -> None:
     def bad(key: str, why: str) -> ValueError:
-        return ValueError(f"phases[{i}].{key}={p[key]!r}: {why}")
+        return ValueError(f"{p['_key']}.{key}={p[key]!r}: {why}")
 
     if not float(p["share"]) > 0:
         raise bad("share", "must be positive")
@@ -137,7 +138,7 @@ def plan_phases(config: Any) -> list[Phase]:
         cumulative += float(p["share"])
         end = total if i == len(specs) - 1 else int(round(total * cumulative)) // accum * accum
         if not start < end:
-            raise ValueError(f"phases[{i}].share={p['share']} leaves an empty phase of "
+            raise ValueError(f"{p['_key']}.share={p['share']} leaves an empty phase of "
                              f"train.steps={total}")
         length = int(p["max_seq_length"] or config.max_seq_length)
         batch = int(p["tokens_per_step"]) // length if p["tokens_per_step"] else int(
@@ -150,8 +151,9 @@ def plan_phases(config: Any) -> list[Phase]:
         options = {
             "max_seq_length": length, "max_predictions_per_seq": predictions,
             "mask_rate": phase_rate,  # what trains, for `describe`
-            "keys": (f"phases[{i}].max_seq_length", f"phases[{i}].data_dir"),
-            "batch_key": f"phases[{i}].batch_size", "name": p["name"] or f"phase {i + 1}",
+            "key": p["_key"], "keys": (f"{p['_key']}.max_seq_length", p["_key"] + (
+                ".mixture.sources" if p["mixture"] else ".data_dir")),
+            "batch_key": f"{p['_key']}.batch_size", "name": p["name"] or f"phase {i + 1}",
             "masked_lm_prob": float(p["masked_lm_prob"]), "mask_strategy": p["mask_strategy"],
             "learning_rate": float(p["learning_rate"]), "decay_shape": p["decay_shape"],
             "rope_theta": float(p["rope_theta"]),
@@ -206,7 +208,7 @@ def check_data(task: Any, phase: Phase, manifest: Any) -> None:
     if manifest["masking"] != "dynamic":
         for key in ("masked_lm_prob", "mask_strategy"):
             if phase.options.get(key):
-                raise ValueError(f"phases[{phase.index}].{key}={phase.options[key]!r}: "
+                raise ValueError(f"{phase.options['key']}.{key}={phase.options[key]!r}: "
                                  f"{manifest.path} holds static masks (prepare it with "
                                  "--config.data.masking=dynamic)")
     if phase.options.get("mixture"):
@@ -218,7 +220,7 @@ def _mixture_sources(task: Any, phase: Phase) -> tuple[list[str], list[Any], Any
     from bertjax import paths
     from bertjax.data.mixture import check_sources, mixture_weights
 
-    key, mix = f"phases[{phase.index}].mixture", phase.options["mixture"]
+    key, mix = f"{phase.options['key']}.mixture", phase.options["mixture"]
     sources = list(mix.get("sources") or ())
     weights = mixture_weights(key, mix, [0] * len(sources)) if mix.get("weights") else None
     manifests = []
@@ -263,6 +265,8 @@ def mixture_batches(task: Any, phase: Phase, start_step: int) -> Any:
 
     names = list(phase.options["mixture"].get("names") or
                  [s.rstrip("/").rsplit("/", 1)[-1] for s in sources])
+    if len(set(names)) < len(names):  # one metric per source: number the names
+        names = [f"{i}_{n}" for i, n in enumerate(names)]
     mix = Mixture(names, [m.digest() for m in manifests], weights,
                   phase.batch_size // jax.process_count(), int(task.config.seed),
                   jax.process_index(), open_source, start_step)

@@ -102,7 +102,9 @@ def _steps_line(config: Any, task: Any) -> str:
                  f"decay to {optim.end_learning_rate:g} over {optim.decay_steps:,} updates"
                  if optim.decay_steps else f"{optim.learning_rate:g} (stable, no decay)")
         return (f"steps: {int(config.train.steps):,}{updates}; warmup-stable-decay: "
-                f"{optim.warmup_steps:,} warmup updates, {decay}")
+                f"{optim.warmup_steps:,} warmup updates, {decay}"
+                + ("; the plan's phases set their own rates (below)" if optim.segments
+                   else ""))
     return (f"steps: {int(config.train.steps):,}{updates}; {optim.warmup_steps:,} warmup "
             f"steps, then {decay} at step {optim.total_steps:,}")
 
