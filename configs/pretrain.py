@@ -54,7 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # Empty: `prepare data` trains one of the family's kind on data.source.
         path="",
         vocab_size=8000,  # when trained by `prepare data` (tiny; real runs bring their own)
-        lowercase=record.tokenizer_kind != "bpe",  # byte-level BPE (RoBERTa) is always cased
+        # Byte-level BPE (RoBERTa's bpe, ModernBERT's bpe-modernbert) is always cased.
+        lowercase=not record.tokenizer_kind.startswith("bpe"),
     ))
     # Data preparation and input pipeline; defaults follow each family's paper.
     config.data = ml_collections.ConfigDict(dict(

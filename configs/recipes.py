@@ -55,11 +55,11 @@ PRETRAIN = {
                        batch_size=4608, steps=364_306, max_seq_length=1024,
                        max_predictions_per_seq=320, runlocal_max_predictions=20,  # 30% of 1024, 64
                        data=dict(masked_lm_prob=0.3),
-                       # `runlocal`: a run of minutes; the demo's trained byte-level BPE
-                       # has <pad> at id 1 (bertjax/data/train_tokenizer.py), and its
-                       # 64-token rows need a window narrower than them.
+                       # `runlocal`: a run of minutes; the tokenizer trained on the demo
+                       # (bertjax/data/train_tokenizer.py, kind bpe-modernbert) has [PAD]
+                       # at id 3, and its 64-token rows need a window narrower than them.
                        runlocal_optim=dict(warmup_tokens=0, decay_tokens=0, decay_fraction=0.2),
-                       runlocal_model=dict(pad_token_id=1, local_window=16)),
+                       runlocal_model=dict(pad_token_id=3, local_window=16)),
 }
 
 # A preset's changes to its family's recipe (optim merged key by key).

@@ -47,3 +47,24 @@ def test_packed_against_padded_and_dynamic_padding_counts_real_tokens(tokenizer_
     assert abs(float(got[1]) - float(got[2])) < 1e-5, check
     sides = [ln for ln in lines if ln.startswith(("ours (", "(a) ", "(b) "))]
     assert len(sides) == 3 and "BertForSequenceClassification" in sides[2], sides
+
+
+def test_pretraining_packed_against_unpacked_on_the_same_batches(tmp_path):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import test_pipeline
+
+    test_pipeline.write_data(str(tmp_path), 400, 2, max_seq_length=32)  # 5..32 tokens
+    proc = subprocess.run(
+        [sys.executable, "-m", "bertjax", "bench", "train",
+         "--config=configs/pretrain.py:bert_tiny", f"--config.data.dir={tmp_path}",
+         "--config.data.packing=best_fit", "--config.max_seq_length=32",
+         "--config.max_predictions_per_seq=3", "--config.train.batch_size=32",
+         "--seconds=0.5"], capture_output=True, text=True, cwd=_ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    m = re.fullmatch(r"ratio=(\d+\.\d\d) ours=(\d+) reference=(\d+) unit=tokens/s", lines[-1])
+    assert m and int(m[2]) > 0 and int(m[3]) > 0, lines[-1]
+    shapes = re.search(r"unpacked 32 x 32 \(\S+ real\), packed \(best_fit\) (\d+) x 32",
+                       lines[0])
+    assert shapes and int(shapes[1]) < 32, lines[0]  # fewer rows, the same sequences
+    assert [ln.split(" (")[0] for ln in lines[1:3]] == ["unpacked", "packed"], lines

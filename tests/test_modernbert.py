@@ -340,7 +340,7 @@ def test_the_pretraining_recipe_is_modernberts():
     assert _config("modernbert_large").optim.learning_rate == 5e-4
     local = _config("modernbert_tiny,runlocal")
     cfg = ModelConfig.from_dict({k: v for k, v in local.model.to_dict().items()})
-    assert cfg.local_window // 2 < local.max_seq_length - 1 and cfg.pad_token_id == 1
+    assert cfg.local_window // 2 < local.max_seq_length - 1 and cfg.pad_token_id == 3
     tuned = _config("demo_next,modernbert_tiny,runlocal", "finetune")
     assert tuned.optim.decay == "linear" and not tuned.optim.warmup_tokens
 

@@ -19,12 +19,12 @@ from test_finetune_families import data  # noqa: E402, F401  (the module's data 
 
 from bertjax.models import modernbert  # noqa: E402
 
-# The family's switches; the trained byte-level BPE has <pad> at id 1; layer 0 global,
-# layer 1 local.
+# The family's switches; its trained tokenizer (bpe-modernbert) has [PAD] at id 3;
+# layer 0 global, layer 1 local.
 families.FAMILY["modernbert"] = {
     **{k: v for k, v in modernbert.FAMILY.defaults.items()
        if k not in ("vocab_size", "max_position_embeddings")},
-    "pad_token_id": 1, "local_window": 8}
+    "pad_token_id": 3, "local_window": 8}
 families.PREFIX["modernbert"] = "ModernBert"
 
 

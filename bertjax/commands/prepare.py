@@ -33,7 +33,8 @@ _TOKENIZER = flags.DEFINE_string(
 _VALIDATION = flags.DEFINE_string(
     "validation", None, "prepare import-google: validation TFRecords (comma-separated globs).")
 _KIND = flags.DEFINE_string("kind", None, "prepare tokenizer: wordpiece | sentencepiece-unigram"
-                            " | sentencepiece-bpe | bpe (default: the family's kind).")
+                            " | sentencepiece-bpe | bpe | bpe-modernbert (default: the family's"
+                            " kind).")
 
 HELP = {"prepare tokenizer": common.Usage((common.CONFIG, common.OUT, _KIND), "data.md"),
         "prepare data": common.Usage((common.CONFIG, _KIND), "data.md"),

@@ -95,7 +95,8 @@ def write_hf_dir(out: str, cfg: ModelConfig, params: Any, tok: Any = None,
     the written directories (two for ELECTRA's pair)."""
     special: dict[str, int] = {}
     if tok is not None:
-        special = {"bos_token_id": tok.cls_id, "eos_token_id": tok.sep_id}
+        special = {"bos_token_id": tok.cls_id, "eos_token_id": tok.sep_id,
+                   "cls_token_id": tok.cls_id, "sep_token_id": tok.sep_id}
     configs = hf.hf_configs(cfg, special)
     state_dicts = hf.to_state_dicts(cfg, params)
     written = []

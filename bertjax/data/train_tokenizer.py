@@ -14,13 +14,17 @@ r"""Trains a tokenizer vocabulary on a text source and writes a standard tokeniz
                                        AlbertTokenizer only takes Unigram models)
                 bpe                    RoBERTa byte-level BPE: vocab.json + merges.txt
                                        <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4
+                bpe-modernbert         ModernBERT: byte-level BPE after NFC, BERT's
+                                       specials and [CLS] A [SEP] (B [SEP]), as the
+                                       released checkpoints' tokenizer.json
+                                       [UNK]=0 [CLS]=1 [SEP]=2 [PAD]=3 [MASK]=4
   --vocab_size  the vocabulary size to aim for, special tokens included; the result may
                 be smaller (small corpora), never larger
   --out         output directory, written atomically (a temporary directory renamed;
                 on gs://, uploaded file by file with tokenizer.json last)
   --lowercase   lowercase (and strip accents) before tokenizing; default: uncased for
                 WordPiece and SentencePiece (as bert-base-uncased and ALBERT), cased for
-                byte-level BPE, which cannot be lowercased (RoBERTa is cased)
+                byte-level BPE, which cannot be lowercased (RoBERTa, ModernBERT are cased)
 
 The directory holds the legacy file above plus tokenizer.json, tokenizer_config.json and
 special_tokens_map.json (`Tokenizer.save`), so `bertjax.data.tokenizers.load_tokenizer`
@@ -46,6 +50,11 @@ from bertjax.data.source_base import Source
 from bertjax.data.sources import open_source
 
 KINDS = ("wordpiece", "sentencepiece-unigram", "sentencepiece-bpe", "bpe")
+# One more kind, a family's own: byte-level BPE with BERT's specials, in the order the
+# released ModernBERT numbers them (50280-50284 there, after OLMo's vocabulary).
+MODERNBERT_KIND = "bpe-modernbert"
+MODERNBERT_SPECIALS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
+_BYTE_KINDS = ("bpe", MODERNBERT_KIND)  # cased, all 256 bytes in the alphabet
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SENTENCEPIECE_SPECIALS = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")
 BPE_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
@@ -54,8 +63,10 @@ _DEFAULT_CLASS = {
     "sentencepiece-unigram": "AlbertTokenizer",
     "sentencepiece-bpe": "PreTrainedTokenizerFast",
     "bpe": "RobertaTokenizer",
+    MODERNBERT_KIND: "PreTrainedTokenizerFast",  # what the released checkpoints name
 }
-_MIN_VOCAB = {"wordpiece": 100, "sentencepiece-unigram": 50, "sentencepiece-bpe": 50, "bpe": 300}
+_MIN_VOCAB = {"wordpiece": 100, "sentencepiece-unigram": 50, "sentencepiece-bpe": 50, "bpe": 300,
+              MODERNBERT_KIND: 300}
 _BATCH = 1000  # sentences per batch handed to the Rust trainers
 # SentencePiece keeps its training sentences in memory: past this many it samples them
 # (reservoir sampling, seeded), as ALBERT's recipe did (--input_sentence_size=10000000).
@@ -80,11 +91,12 @@ def train(
     Args:
       source: a `Source`, a source spec string, or an iterable of documents (lists of
         sentences) or of plain strings.
-      kind: 'wordpiece' | 'sentencepiece-unigram' | 'sentencepiece-bpe' | 'bpe'.
+      kind: 'wordpiece' | 'sentencepiece-unigram' | 'sentencepiece-bpe' | 'bpe' |
+        'bpe-modernbert'.
       vocab_size: the target size including special tokens.
       out_dir: the directory to write (local or gs://); it must not exist unless
         `overwrite`.
-      lowercase: lowercase (and strip accents); None: True except for 'bpe'.
+      lowercase: lowercase (and strip accents); None: True except for byte-level BPE.
       family: model family ('bert', 'albert', ...), which picks the transformers class
         written (BertTokenizer, ElectraTokenizer, ...); it must fit `kind`.
       overwrite: replace an existing `out_dir`.
@@ -98,8 +110,9 @@ def train(
         vocab_size too small for the kind, lowercase=True for byte-level BPE, or a
         corpus without text.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {list(KINDS)}")
+    if kind not in _DEFAULT_CLASS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of "
+                         f"{list(_DEFAULT_CLASS)}")
     tokenizer_class = _DEFAULT_CLASS[kind]
     if family is not None:
         from bertjax.models.registry import family as family_record
@@ -114,9 +127,9 @@ def train(
             f"vocab_size={vocab_size} is too small for {kind} (at least {_MIN_VOCAB[kind]})"
         )
     if lowercase is None:
-        lowercase = kind != "bpe"
-    if lowercase and kind == "bpe":
-        raise ValueError("byte-level BPE (RoBERTa) is cased: lowercase=True is not supported")
+        lowercase = kind not in _BYTE_KINDS
+    if lowercase and kind in _BYTE_KINDS:
+        raise ValueError(f"byte-level BPE ({kind}) is cased: lowercase=True is not supported")
     if isinstance(source, str):
         source = open_source(source)
 
@@ -128,6 +141,8 @@ def train(
             tok = _train_wordpiece(_sentences(source), vocab_size, lowercase, tmp)
         elif kind == "bpe":
             tok = _train_byte_bpe(_sentences(source), vocab_size, tmp)
+        elif kind == MODERNBERT_KIND:
+            tok = _train_modernbert_bpe(_sentences(source), vocab_size)
         else:
             tok = _train_sentencepiece(
                 _sentences(source), kind.split("-")[1], vocab_size, lowercase, tmp, seed
@@ -246,24 +261,59 @@ def _decode_piece(token: str) -> str:
     return "##" + plain if ord(token[0]) >= _CODED else plain
 
 
+def _byte_trainer(vocab_size: int, specials: list) -> trainers.BpeTrainer:
+    return trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=specials,
+                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                               show_progress=False)
+
+
 def _train_byte_bpe(sentences: Iterator[str], vocab_size: int, out: str) -> tok_lib.Tokenizer:
     """RoBERTa's byte-level BPE (GPT-2 pre-tokenization, all 256 bytes in the alphabet,
     no normalizer); vocab.json + merges.txt."""
     backend = tokenizers.Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=2,
-        special_tokens=list(BPE_SPECIALS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    trainer = _byte_trainer(vocab_size, list(BPE_SPECIALS))
     counted = _Counted(sentences)
     backend.train_from_iterator(counted.batches(), trainer)
     counted.check()
     backend.model.save(out)  # vocab.json, merges.txt
     return tok_lib.load_tokenizer(out)
+
+
+def _train_modernbert_bpe(sentences: Iterator[str], vocab_size: int) -> tok_lib.Tokenizer:
+    """The released ModernBERT's tokenizer.json pipeline (OLMo's GPT-NeoX-style BPE with
+    BERT's specials): NFC, byte-level pre-tokenization (GPT-2 regex, no prefix space),
+    all 256 bytes in the alphabet, [MASK] taking the space before it (lstrip), and
+    TemplateProcessing [CLS] A [SEP] / [CLS] A [SEP] B [SEP]. [CLS]/[SEP] double as
+    bos/eos, as the released config.json's bos_token_id / eos_token_id do. One step
+    more than the released file: a ByteLevel post-processor before the template trims
+    the space before a word from its offsets (as RoBERTa's does), so SQuAD answers fall
+    on token boundaries; ids are the same."""
+    unk, cls, sep, pad, mask = MODERNBERT_SPECIALS
+    backend = tokenizers.Tokenizer(models.BPE())
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = [tokenizers.AddedToken(t, special=True, normalized=False, lstrip=t == mask)
+                for t in MODERNBERT_SPECIALS]
+    counted = _Counted(sentences)
+    backend.train_from_iterator(counted.batches(), _byte_trainer(vocab_size, specials))
+    counted.check()
+    ids = {t: backend.token_to_id(t) for t in (cls, sep)}
+    backend.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=True),
+        processors.TemplateProcessing(single=f"{cls}:0 $A:0 {sep}:0",
+                                      pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+                                      special_tokens=list(ids.items())),
+    ])
+    return tok_lib.Tokenizer(
+        backend,
+        kind="bpe",
+        tokenizer_class=_DEFAULT_CLASS[MODERNBERT_KIND],
+        special_tokens=dict(bos=cls, eos=sep, unk=unk, sep=sep, pad=pad, cls=cls, mask=mask),
+        options={"add_prefix_space": False, "trim_offsets": True},
+    )
 
 
 def _spm_prenormalizer(lowercase: bool) -> normalizers.Normalizer:

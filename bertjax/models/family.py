@@ -84,7 +84,8 @@ class HFNames:
     from_config: Callable[[Mapping[str, Any], str], dict[str, Any]]
     # head -> the keyword transformers' forward() takes its labels under (bench reference)
     label_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # Tokenizer ids written into config.json on export (RoBERTa's bos / eos).
+    # Tokenizer ids written into config.json on export (RoBERTa's bos / eos; ModernBERT's
+    # also cls / sep).
     token_ids: tuple[str, ...] = ()
     # Architecture switches (config.SWITCHES) its classes represent: switch -> the values
     # they take (None: any). A switch not listed must keep ModelConfig's default; export
@@ -122,7 +123,7 @@ class Family:
     pretrain_heads: tuple[str, ...]  # the pretraining model's heads (the default)
     task: str  # default task (bertjax/tasks)
     instances: str  # default training instances (bertjax/data/instances.py)
-    tokenizer_kind: str  # wordpiece | bpe | sentencepiece-unigram
+    tokenizer_kind: str  # train_tokenizer's kind: wordpiece | bpe | bpe-modernbert | ...
     tokenizer_class: str  # transformers tokenizer class written to tokenizer_config.json
     classifier: str  # CLASSIFIERS key
     hf: HFNames

@@ -201,7 +201,8 @@ HF = HFNames(
     tied={"mlm": {"decoder.weight": "{p}embeddings.tok_embeddings.weight"}},
     to_config=to_hf_config,
     from_config=from_hf_config,
-    token_ids=("bos_token_id", "eos_token_id"),
+    # transformers' ModernBertConfig defaults cls/sep to the released 50281/50282.
+    token_ids=("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"),
     switches={"norm_position": ("pre",), "final_norm": (True,), "embedding_norm": (True,),
               "norm": ("layernorm",), "mlp": ("glu",), **{k: None for k in (
                   "norm_bias", "attention_bias", "mlp_bias", "head_bias", "decoder_bias",
@@ -235,7 +236,7 @@ FAMILY = Family(
     pretrain_heads=("mlm",),
     task="mlm",
     instances="full_sentences",
-    tokenizer_kind="bpe",
+    tokenizer_kind="bpe-modernbert",  # byte-level BPE, [CLS] [SEP] [PAD] [MASK]
     tokenizer_class="PreTrainedTokenizerFast",
     classifier="prediction",
     hf=HF,

@@ -189,7 +189,9 @@ class CorpusTask(Task):
             cache_dir=str(config.data.get("cache_dir", "")),
             cache_gb=float(config.data.get("cache_gb", 0.0)),
             packing=str(config.data.get("packing", "off")),  # docs/packing.md
-            packing_max_sequences=int(config.data.get("packing_max_sequences", 16))))
+            packing_max_sequences=int(config.data.get("packing_max_sequences", 16)),
+            # rows a multiple of the devices and of an eighth of the batch: few shapes
+            packing_row_multiple=max(2, jax.device_count(), phase.batch_size // 8)))
 
     def train_batches(self, phase: Phase, start_step: int) -> Batches:
         if phase.options.get("mixture"):  # several sources (bertjax/data/mixture.py)

@@ -29,7 +29,7 @@ from bertjax.metrics import Mean
 from bertjax.models.config import ModelConfig
 from bertjax.models.registry import family
 from bertjax.scoring import classification
-from bertjax.tasks.base import Context, LossFn
+from bertjax.tasks.base import Context, LossFn, packing_metrics
 from bertjax.tasks.finetune import Features, FinetuneTask
 
 Array = jax.Array
@@ -99,8 +99,9 @@ class Glue(FinetuneTask):
                     aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
             del aux_params
             logits = self.head_logits(model, params, batch, train, rng)
-            return objectives.classification_loss(logits, batch["labels"],
-                                                  batch["weights"], regression)
+            loss, metrics = objectives.classification_loss(logits, batch["labels"],
+                                                           batch["weights"], regression)
+            return loss, {**metrics, **packing_metrics(batch)}
 
         return loss_fn
 

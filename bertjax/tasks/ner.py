@@ -31,7 +31,7 @@ from bertjax import objectives
 from bertjax.metrics import Mean
 from bertjax.models.config import ModelConfig
 from bertjax.scoring import entities
-from bertjax.tasks.base import Context, LossFn
+from bertjax.tasks.base import Context, LossFn, packing_metrics
 from bertjax.tasks.finetune import Features, FinetuneTask
 
 Array = jax.Array
@@ -131,7 +131,8 @@ class NER(FinetuneTask):
             logits = self.head_logits(model, params, batch, train, rng)  # [B, L, tags]
             w = batch["label_weights"] * token_weights(batch["weights"],
                                                        batch["attention_mask"])
-            return objectives.token_classification_loss(logits, batch["labels"], w)
+            loss, metrics = objectives.token_classification_loss(logits, batch["labels"], w)
+            return loss, {**metrics, **packing_metrics(batch)}
 
         return loss_fn
 

@@ -41,7 +41,7 @@ from bertjax import objectives
 from bertjax.metrics import Mean
 from bertjax.models.config import ModelConfig
 from bertjax.scoring import squad as squad_scores
-from bertjax.tasks.base import Context, LossFn
+from bertjax.tasks.base import Context, LossFn, packing_metrics
 from bertjax.tasks.finetune import Features, FinetuneTask
 
 Array = jax.Array
@@ -176,8 +176,9 @@ class Squad(FinetuneTask):
                     aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
             del aux_params
             logits = self.head_logits(model, params, batch, train, rng)  # [B, L, 2]
-            return objectives.span_loss(logits, batch["start"], batch["end"],
-                                        batch["attention_mask"], batch["weights"])
+            loss, metrics = objectives.span_loss(logits, batch["start"], batch["end"],
+                                                 batch["attention_mask"], batch["weights"])
+            return loss, {**metrics, **packing_metrics(batch)}
 
         return loss_fn
 

@@ -23,6 +23,12 @@ the FLOPs per token at max_seq_length over real tokens. The last line is
 `ratio=R ours=X reference=Y unit=tokens/s` against (a), the line before it against (b)
 (`ours=X unit=tokens/s mfu=M` alone without --vs_torch). The first-step loss without
 dropout is the same function on every side (the mean over the same sequences), checked.
+
+A pretraining config with prepared data and data.packing on times our step on the
+data's first batches packed against the same batches unpacked, in one run:
+
+  python -m bertjax bench train --config=configs/pretrain.py:bert_mini \
+      --config.data.dir=/tmp/demo_data --config.data.packing=best_fit
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ NUM_BATCHES = 8  # distinct batches cycled over: a sample of the length distribu
 
 
 def available(config: Any) -> bool:
-    """Whether `bench train` can read the config's classification examples."""
+    """Whether `bench train` reads the config's data here: a classification task's
+    examples (a tokenizer named), or prepared pretraining data with data.packing on."""
+    if "data" in config:
+        return bool(config.data.get("dir")) and config.data.get("packing", "off") != "off"
     return (config.get("task") == "glue"
             and bool(config.get("init_from") or config.tokenizer.get("path")))
 
@@ -50,7 +59,8 @@ def _fill(batch: dict[str, np.ndarray], rows: int, pad_id: int) -> dict[str, np.
     """`batch` with empty rows (no tokens, no sequences) up to `rows`."""
     out = {}
     for key, v in batch.items():
-        full = np.full((rows, *v.shape[1:]), pad_id if key == "input_ids" else 0, v.dtype)
+        fill = pad_id if key == "input_ids" else -1 if key == "pair_labels" else 0
+        full = np.full((rows, *v.shape[1:]), fill, v.dtype)
         full[: len(v)] = v
         out[key] = full
     return out
@@ -99,9 +109,58 @@ def _ratio_line(label: str, ours: dict[str, Any], ref: dict[str, Any]) -> str:
             "unit=tokens/s")
 
 
+def _pipeline_batches(config: Any, packing: str, count: int
+                      ) -> tuple[list[dict[str, np.ndarray]], int]:
+    """The first `count` train batches of the config's prepared data, `packing` as
+    given, and the data's pad id."""
+    from bertjax import tasks
+
+    config = config.copy_and_resolve_references()
+    config.data.packing = packing
+    task = tasks.get(config)
+    task.cfg = experiment.build_setup(config).cfg
+    pipe = task._pipeline(task.phases()[0], "train", 0, True)
+    it = iter(pipe)
+    batches = [next(it) for _ in range(count)]
+    it.close()
+    return batches, pipe.pad_id
+
+
+def bench_pretraining(config: Any, seconds: float,
+                      print_fn: Callable[[str], None] = print) -> dict[str, Any]:
+    """Our train step on the data's first NUM_BATCHES batches, packed (data.packing)
+    against the same batches unpacked, in one run; real tokens/s. The last line is
+    `ratio=R ours=X reference=Y unit=tokens/s` with the unpacked step as the reference."""
+    setup = experiment.build_setup(config)
+    cfg, batch_size = setup.cfg, int(config.train.batch_size)
+    packed, pad_id = _pipeline_batches(config, str(config.data.packing), NUM_BATCHES)
+    plain, _ = _pipeline_batches(config, "off", NUM_BATCHES)
+    most = max(len(b["input_ids"]) for b in packed)
+    packed = [_fill(b, most, pad_id) for b in packed]
+    real = float(np.mean([(b["attention_mask"] > 0).sum() for b in plain]))
+    seq_len = plain[0]["input_ids"].shape[1]
+    print_fn(f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task "
+             f"{setup.task.name}, data {config.data.dir}: {batch_size} sequences a step, "
+             f"{real:.0f} real tokens; unpacked {batch_size} x {seq_len} "
+             f"({real / (batch_size * seq_len):.1%} real), packed ({config.data.packing}) "
+             f"{most} x {seq_len} ({real / (most * seq_len):.1%} real)")
+    flops = setup.task.flops(cfg, seq_len).total
+    peak, _ = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
+    result = {}
+    for name, batches in (("unpacked", plain), ("packed", packed)):
+        r = bt.bench_ours(setup, batches, seconds, keep_initial=False)
+        r.update(_rates(r, batch_size, real, flops, peak))
+        result[name] = r
+        print_fn(bt._side_line(f"{name} (jax {jax.__version__}, real tokens)", r))
+    print_fn(_ratio_line("", result["packed"], result["unpacked"]))
+    return result
+
+
 def bench_real(config: Any, seconds: float, vs_torch: bool,
                print_fn: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs the benchmark the module docstring describes and prints its lines."""
+    if "data" in config:  # pretraining: packed against unpacked, ours only
+        return bench_pretraining(config, seconds, print_fn)
     if int(config.train.steps) == 0:  # the schedule's length: as bench_train's
         config = config.copy_and_resolve_references()
         config.train.steps = bt.STANDIN_STEPS
