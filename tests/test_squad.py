@@ -297,3 +297,36 @@ def test_evaluate_predict_and_score_agree_on_v1_and_v2(reader, tmp_path):
     v2_scores = evaluate.evaluate(v2, best)["validation"]
     assert official.score_v2(gold, predictions, odds) == pytest.approx(v2_scores)
     assert v2_scores["HasAns_total"] + v2_scores["NoAns_total"] == 60
+
+
+def test_answers_keep_their_text_with_offsets_that_include_the_space(tokenizers_by_kind,
+                                                                     tmp_path):
+    """The released ModernBERT tokenizer.json (byte-level BPE, a template post-processor
+    and no offset trimming) puts the space before a word into its offsets: answers are
+    still found, and their text (what training checks and predictions hold) is the
+    answer's, not the answer with a space in front."""
+    import json
+
+    from bertjax.data.tokenizers import load_tokenizer
+    from bertjax.data.train_tokenizer import train as train_tokenizer
+    from bertjax.tasks import squad as task
+
+    texts = [" ".join(tf.WORDS + PEOPLE + PLACES + list(COUNTRY.values())
+                      + ["lives", "in", "which", "city", "is", "?", "."])] * 30
+    trained = tmp_path / "trained"
+    train_tokenizer(texts, "bpe-modernbert", 320, str(trained), family="modernbert")
+    released = json.loads((trained / "tokenizer.json").read_text())
+    steps = released["post_processor"]["processors"]
+    released["post_processor"] = next(p for p in steps if p["type"] == "TemplateProcessing")
+    (trained / "tokenizer.json").write_text(json.dumps(released))
+    tok = load_tokenizer(str(trained))
+    rng = np.random.default_rng(2)
+    spaced = 0
+    for q in squad.questions(reading_task(rng, 20, facts=(6, 9), filler=6), "mem"):
+        text, start = q.answers[0]
+        for enc in task.windows(tok, q.question, q.context, 48, 16, 12):
+            span = task.answer_tokens(enc, start, start + len(text))
+            if span is not None:
+                spaced += q.context[enc.offsets[span[0]][0]] == " "
+                assert task.span_text(q.context, enc, *span) == text
+    assert spaced > 0  # the offsets did include the space: the case was exercised

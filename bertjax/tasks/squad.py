@@ -87,6 +87,13 @@ def answer_tokens(enc: Any, start_char: int, end_char: int) -> tuple[int, int] |
     return first, last
 
 
+def span_text(context: str, enc: Any, first: int, last: int) -> str:
+    """The context's characters from token `first` to token `last`, without the leading
+    whitespace some tokenizers put in a word's offsets (byte-level BPE without offset
+    trimming, as the released ModernBERT tokenizer.json)."""
+    return context[enc.offsets[first][0]:enc.offsets[last][1]].lstrip()
+
+
 def max_context(encs: list[Any]) -> list[np.ndarray]:
     """Per window, per token: whether this window gives the token its most context."""
     best: dict[tuple[int, int], tuple[float, int]] = {}
@@ -145,8 +152,8 @@ class Squad(FinetuneTask):
             if train and not q.impossible:
                 text, start = q.answers[0]
                 spans = [answer_tokens(enc, start, start + len(text)) for enc in encs]
-                if any(span and q.context[enc.offsets[span[0]][0]:enc.offsets[span[1]][1]]
-                       != text.strip() for enc, span in zip(encs, spans, strict=True)):
+                if any(span and span_text(q.context, enc, *span) != text.strip()
+                       for enc, span in zip(encs, spans, strict=True)):
                     misaligned.append(q.qid)
                     continue
             for enc, flag, span in zip(encs, max_context(encs), spans, strict=True):
@@ -205,8 +212,8 @@ class Squad(FinetuneTask):
                         continue
                     score = float(start[s] + end[e])
                     if q_index not in best or score > best[q_index][0]:
-                        context = questions[q_index].context
-                        best[q_index] = (score, context[enc.offsets[s][0]:enc.offsets[e][1]])
+                        text = span_text(questions[q_index].context, enc, int(s), int(e))
+                        best[q_index] = (score, text)
         predictions, odds = {}, {}
         threshold = float(f.null_score_diff_threshold)
         for q_index, q in enumerate(questions):
