@@ -11,3 +11,7 @@ def one_line(e: BaseException | str, limit: int = 300) -> str:
     if not text:
         return type(e).__name__ if isinstance(e, BaseException) else ""
     return text[:limit] + ("..." if len(text) > limit else "")
+
+
+class TrainingError(ValueError):
+    """The run cannot go on (diverged, or config and workdir disagree); one line says why."""

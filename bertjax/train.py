@@ -15,7 +15,8 @@ WORKDIR (a local path or gs://...) holds everything a run writes:
   logs/          TensorBoard event files (train/ and eval/ scalars)
   model/         the final parameters as a model directory (export, fill_mask read it)
 
-Resume order (the same on every start, so re-running the command is the way to resume):
+Resume order (bertjax/resume.py; the same on every start, so re-running the command is
+the way to resume):
   1. the newest good checkpoint in WORKDIR/checkpoints: state and data position. Each
      is verified after it is read (its state digest, finite values); one that fails or
      cannot be read is reported in one line, moved to WORKDIR/damaged_checkpoints/ and
@@ -38,31 +39,28 @@ next step with one line: the step, the file and the OS error, and the last good
 checkpoint, which the failed save left as it was. A step with a non-finite loss or
 gradient norm is skipped and counted; `train.max_consecutive_skips` in a row stop the
 run with an error. `Hook`s see every step and save (the tests inject faults through them).
-Nothing here imports TensorFlow except the input pipeline (bertjax.data).
+Before the first step the train step is compiled for every phase and checked to fit in
+memory (bertjax/memory.py). Nothing here imports TensorFlow except the input pipeline
+(bertjax.data).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from bertjax import checkpoint, experiment, modeldir, paths, pretrained, sharding, steps
+from bertjax import checkpoint, experiment, memory, modeldir, paths, resume, sharding, steps
 from bertjax.ema import ema_params
+from bertjax.errors import TrainingError
+from bertjax.hosts import StopRequest, any_host, log, to_host
 from bertjax.metrics import MetricWriter, Throughput, combine, resolve_peak_flops
-from bertjax.models import ModelConfig
 from bertjax.models.registry import family
 from bertjax.tasks.base import Context, Phase
-from bertjax.tools import aot
-
-
-class TrainingError(ValueError):
-    """The run cannot go on (diverged, or config and workdir disagree); one line says why."""
 
 
 class Hook:
@@ -75,43 +73,14 @@ class Hook:
         """After checkpoint `step` was handed to Orbax (it may still be writing)."""
 
 
-# --- signals, hosts ---------------------------------------------------------------------
-
-class _StopRequest:
-    """Turns SIGTERM / SIGINT into a flag the loop polls between steps."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        del frame
-        self.signal = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _any_host(*flags: bool) -> Any:
-    """Each flag True on every host if it is True on any (a collective: every host must
-    call it); one flag gives a bool, several a tuple."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))
-        flags = tuple(bool(f) for f in np.any(np.reshape(gathered, (-1, len(flags))), axis=0))
-    return flags[0] if len(flags) == 1 else tuple(flags)
-
-
-def _log(msg: str) -> None:
-    if jax.process_index() == 0:
-        print(msg, flush=True)
+def train_step_fn(setup: experiment.Setup) -> Any:
+    """The jitted train step of `setup` (steps.train_step with the task's loss, the
+    optimizer and the seed bound), its state donated: what the loop runs, compiled ahead
+    of time for the memory check (bertjax/memory.py)."""
+    return jax.jit(functools.partial(steps.train_step,
+                                     loss_fn=setup.task.loss_fn(setup.model, True),
+                                     tx=setup.tx, optim=setup.optim, seed=setup.seed),
+                   donate_argnums=(0,))
 
 
 def phase_at(phases: Sequence[Phase], step: int) -> Phase:
@@ -148,9 +117,9 @@ class Trainer:
         # Bad data or a bad teacher fail here, before the workdir is touched.
         self.aux_params = self.ctx.aux_params = self.task.setup(self.ctx)
         # So does a step that does not fit in memory; its compiled form is kept.
-        self.train_step = aot.train_step_fn(s)
-        self.compiled = (aot.check_phases(s, self.phases, self.aux_params, self.train_step,
-                                          log=_log) if t.get("memory_check", True) else {})
+        self.train_step = train_step_fn(s)
+        self.compiled = (memory.check_phases(s, self.phases, self.aux_params, self.train_step,
+                                             log=log) if t.get("memory_check", True) else {})
 
         self.workdir = workdir = paths.absolute(workdir)
         # A start that fails before its first checkpoint (a bad init_from) leaves nothing.
@@ -164,163 +133,39 @@ class Trainer:
             async_save=bool(t.async_checkpoints), keep=self.keep)
         self.meta = {"model": s.cfg.to_dict(), "seed": self.seed, **self.task.meta()}
         try:
-            source = self._resume()
+            start = resume.start(s, self.ctx, self.ckpts, workdir)
         except Exception:
             saved = self.ckpts.all_steps()
             self.ckpts.close()
             if fresh and not saved and jax.process_index() == 0:
                 paths.rmtree(workdir)
             raise
+        self.state, self.data_position = start.state, start.data_position
+        if start.branched_from:
+            self.meta["branched_from"] = start.branched_from
         self.step = int(jax.device_get(self.state["step"]))
-        _log(f"bertjax train: {s.cfg.family} ({s.num_params():,} parameters; heads "
-             f"{', '.join(s.cfg.heads) or 'none'}), task {self.task.name}, "
-             f"{jax.device_count()} device(s) on {jax.process_count()} host(s), mesh "
-             f"{dict(s.mesh.shape)}, compute {s.cfg.dtype}; step {self.step}/{self.total} "
-             f"from {source}")
+        log(f"bertjax train: {s.cfg.family} ({s.num_params():,} parameters; heads "
+            f"{', '.join(s.cfg.heads) or 'none'}), task {self.task.name}, "
+            f"{jax.device_count()} device(s) on {jax.process_count()} host(s), mesh "
+            f"{dict(s.mesh.shape)}, compute {s.cfg.dtype}; step {self.step}/{self.total} "
+            f"from {start.source}")
         note = self.task.describe_aux(self.aux_params)
         if note:
-            _log(note)
+            log(note)
         for line in experiment.plan_lines(config, self.task, s.cfg):
-            _log(line)
+            log(line)
 
         self.run_eval_step = self.ctx.eval_step = self._eval_step_fn(s.model)
         predict_fn = self.task.predict_fn(s.model)
         if predict_fn is not None:
             predict = jax.jit(predict_fn)
-            self.ctx.predict = lambda params, batch: _to_host(
+            self.ctx.predict = lambda params, batch: to_host(
                 predict(params, global_batch(batch, s.mesh, s.rules)))
         self.best = self._read_best()
         # Measured (off the table of accelerators) in the dtype the matmuls run in.
         self.peak, self.peak_source = resolve_peak_flops(float(t.peak_flops), s.cfg.dtype)
         self.writer = MetricWriter(paths.join(workdir, "logs"),
                                    enabled=jax.process_index() == 0)
-
-    def _resume(self) -> str:
-        """Sets self.state (and the data position) in the resume order; returns its source."""
-        s = self.setup
-        self.data_position: dict[str, Any] | None = None
-        moved: list[int] = []
-        for step in reversed(self.ckpts.all_steps()):
-            where = self.ckpts.step_dir(step)
-            problem, restored = self._restore(step, where)
-            if _any_host(problem is not None):
-                dest = self.ckpts.move_aside(step)
-                moved.append(step)
-                _log(f"warning: checkpoint {step} ({where}): "
-                     f"{problem or 'damaged on another host'}; moved to {dest}")
-                continue
-            self.state, self.data_position, saved_meta = restored
-            self.ckpts.resumed_from(step)
-            meta = self.task.meta()
-            self._check_data(where, saved_meta.get("data"), meta.pop("data", None))
-            # Allowed (a run may change course), but no longer the uninterrupted run.
-            for key, now in meta.items():
-                was = saved_meta.get(key)
-                if isinstance(now, Mapping) and isinstance(was, Mapping):
-                    was, now = was.get("path"), now.get("path")
-                if was != now:
-                    _log(f"warning: the checkpoint was trained with {key} {was!r}, this run "
-                         f"continues with {now!r}")
-            return f"checkpoint {where}" + (f" (verified; newer ones moved aside: "
-                                            f"{', '.join(map(str, moved))})" if moved else "")
-        if moved:
-            raise TrainingError(
-                f"{self.workdir}: no checkpoint can be resumed; all {len(moved)} were damaged "
-                f"and moved to {paths.join(self.workdir, checkpoint.DAMAGED)}. Restore a "
-                "good copy into checkpoints/, or run again to start from the beginning")
-        if experiment.branch_point(self.config):
-            return self._branch()
-        self.state, _ = sharding.create_sharded(s.init, s.abstract, s.mesh, s.rules)
-        params_sh = s.state_shardings["params"]
-        weights_from = self.task.weights_from()
-        if weights_from:
-            params, rows, where = pretrained.load_into(
-                weights_from, s.cfg, self.state["params"], "config.init_from")
-            self.state["params"] = jax.device_put(params, params_sh)
-            _log(f"init_from {where}:\n{pretrained.table(rows)}")
-            return f"init_from {paths.absolute(weights_from)}"
-        started = self.task.init_params(self.ctx, self.state["params"], params_sh)
-        if started is not None:
-            self.state["params"], note = started
-            return note
-        return f"scratch (seed {self.seed})"
-
-    def _branch(self) -> str:
-        """Restores config.init_from_checkpoint (WORKDIR@STEP) whole: state and data
-        position, read-only (the other run's directory is not written)."""
-        source, step = experiment.branch_point(self.config)
-        key = f"config.init_from_checkpoint={self.config.init_from_checkpoint}"
-        directory = paths.join(paths.absolute(source), "checkpoints")
-        if directory == self.ckpts.directory:
-            raise TrainingError(f"{key}: the branch needs a --workdir of its own")
-        if not paths.isdir(directory):
-            raise FileNotFoundError(2, "no such directory (a training workdir's "
-                                    "checkpoints)", f"{key}: {directory}")
-        ckpts = checkpoint.TrainCheckpoints(directory, read_only=True)
-        try:
-            if step not in ckpts.all_steps():
-                saved = ", ".join(map(str, ckpts.all_steps())) or "none"
-                raise TrainingError(f"{key}: step {step} is not a saved checkpoint of "
-                                    f"{source} (saved: {saved})")
-            problem, restored = self._restore(step, ckpts.step_dir(step), ckpts)
-        finally:
-            ckpts.close()
-        if problem:
-            raise TrainingError(f"{key}: checkpoint {ckpts.step_dir(step)} {problem}")
-        self.state, self.data_position, saved_meta = restored
-        self._check_data(ckpts.step_dir(step), saved_meta.get("data"),
-                         self.task.meta().get("data"))
-        self.meta["branched_from"] = {"workdir": paths.absolute(source), "step": step}
-        return f"checkpoint {ckpts.step_dir(step)} (a branch: that run is only read)"
-
-    def _restore(self, step: int, where: str, ckpts: Any = None) -> tuple[str | None, Any]:
-        """(what is wrong with checkpoint `step` of `ckpts` (default: this run's), None)
-        or (None, (state, data, meta)). A checkpoint of another model is not damage:
-        TrainingError."""
-        s, ckpts = self.setup, ckpts or self.ckpts
-        problem = ckpts.check_files(step)
-        if problem:
-            return problem, None
-        try:
-            saved = ModelConfig.from_dict(ckpts.read_meta(step)["model"])
-        except Exception as e:  # noqa: BLE001 -- Orbax / JSON errors of every kind
-            return f"cannot be read ({checkpoint.read_error(e)})", None
-        diff = modeldir.architecture_diff(s.cfg, saved)
-        if diff:
-            raise TrainingError(f"{where}: the checkpoint's model differs from the config's "
-                                f"in {', '.join(diff)}; use another --workdir")
-        try:
-            state, data, meta = ckpts.restore(step, s.target)
-        except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore / JSON errors
-            return f"cannot be read ({checkpoint.read_error(e)})", None
-        problem = ckpts.verify(state, meta)
-        if problem is None and "data" in self.task.meta() and not isinstance(
-                meta.get("data"), list):
-            problem = "its meta records no data (each phase's path and manifest digest)"
-        return (problem, None) if problem else (None, (state, data, meta))
-
-    def _check_data(self, where: str, was: Any, now: Any) -> None:
-        """A resumed run reads the data its checkpoint was trained on (the same manifest
-        digest; the directory may have moved), unless train.allow_data_change."""
-        if not isinstance(now, list):
-            return  # a task without prepared data
-        for i, (w, n) in enumerate(zip(was, now, strict=False)):
-            if not isinstance(w, Mapping) or not isinstance(w.get("manifest_sha256"), str):
-                raise TrainingError(f"{where}: its meta records phase {i + 1}'s data without "
-                                    "a manifest_sha256; it cannot be checked")
-            if w["manifest_sha256"] != n["manifest_sha256"]:
-                what = (f"{n['path']}/manifest.json differs from the data {where} was trained "
-                        f"on ({w['path']}: sha256 {w['manifest_sha256'][:12]}, now "
-                        f"{n['manifest_sha256'][:12]})")
-                if not self.config.train.get("allow_data_change", False):
-                    raise TrainingError(f"{what}; the resumed run would not continue the same "
-                                        "run. Use the original data, another --workdir, or "
-                                        "--config.train.allow_data_change=True")
-                _log(f"warning: {what}; continuing on the new data "
-                     "(train.allow_data_change)")
-            elif w["path"] != n["path"]:
-                _log(f"phase {i + 1} data: {n['path']} (the checkpoint was trained on "
-                     f"{w['path']}; the same manifest, so the same data order)")
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -330,7 +175,7 @@ class Trainer:
         status, self.last_metrics = "done", {}
         try:
             with sharding.activation_rules_context(self.setup.mesh, self.setup.rules), \
-                    _StopRequest() as stop:
+                    StopRequest() as stop:
                 while self.step < self.total and status == "done":
                     status = self._run_phase(phase_at(self.phases, self.step), stop)
                 if status == "done" and self.ckpts.latest_step() != self.step:
@@ -341,11 +186,11 @@ class Trainer:
             self.ckpts.close()
         skipped = int(jax.device_get(self.state["skipped"]))
         if status == "preempted":
-            _log(f"stopped at step {self.step} by a termination signal; checkpoint "
-                 f"{self.step} saved. Run the same command to resume.")
+            log(f"stopped at step {self.step} by a termination signal; checkpoint "
+                f"{self.step} saved. Run the same command to resume.")
         else:
-            _log(f"finished {self.total} steps ({skipped} skipped); checkpoints in "
-                 f"{self.ckpts.directory}")
+            log(f"finished {self.total} steps ({skipped} skipped); checkpoints in "
+                f"{self.ckpts.directory}")
             if self.config.train.export_model:
                 self._export_model()
         return {"step": self.step, "status": status, "skipped": skipped,
@@ -367,9 +212,9 @@ class Trainer:
             self.ctx.eval_step = self.run_eval_step
             return (self.train_step, *self.compiled.get(phase.index, (None, None)))
         self.ctx.eval_step = self._eval_step_fn(model)
-        return aot.train_step_fn(dataclasses.replace(self.setup, model=model)), None, None
+        return train_step_fn(dataclasses.replace(self.setup, model=model)), None, None
 
-    def _run_phase(self, phase: Phase, stop: _StopRequest) -> str:
+    def _run_phase(self, phase: Phase, stop: StopRequest) -> str:
         position = self.data_position
         self.data_position = None
         if position is not None and position.get("phase") == phase.index:
@@ -388,10 +233,10 @@ class Trainer:
         batches = self.task.train_batches(phase, self.step - phase.start)
         seq_len, flops = batches.seq_len, batches.flops.total
         meter = Throughput(flops, self.peak, jax.device_count(), peak_source=self.peak_source)
-        _log(f"phase {phase.index + 1}/{len(self.phases)}: steps {phase.start}..{phase.end}, "
-             f"batch {phase.batch_size} x {seq_len} from {phase.source}; "
-             f"{flops:.3e} train FLOPs/token; peak {self.peak:.3e} FLOP/s/device "
-             f"({self.peak_source})")
+        log(f"phase {phase.index + 1}/{len(self.phases)}: steps {phase.start}..{phase.end}, "
+            f"batch {phase.batch_size} x {seq_len} from {phase.source}; "
+            f"{flops:.3e} train FLOPs/token; peak {self.peak:.3e} FLOP/s/device "
+            f"({self.peak_source})")
         mesh, rules = self.setup.mesh, self.setup.rules
         train_step, compiled, shapes = self._phase_steps(phase)
         window: list[dict[str, Any]] = []
@@ -400,7 +245,7 @@ class Trainer:
         try:
             while self.step < phase.end:
                 batch = global_batch(next(batches.iterator), mesh, rules)
-                same = shapes is not None and shapes == aot.signature(batch)
+                same = shapes is not None and shapes == memory.signature(batch)
                 self.state, metrics = (compiled if same else train_step)(
                     self.state, batch, self.aux_params)
                 self.step += 1
@@ -429,7 +274,7 @@ class Trainer:
                 if self._due("checkpoint") or self.keep(self.step):
                     self._save()
                 failed = self.ckpts.failed_save()
-                stopping, failing = _any_host(stop.signal is not None, failed is not None)
+                stopping, failing = any_host(stop.signal is not None, failed is not None)
                 if failing:
                     raise self._save_failed(failed)
                 if stopping:
@@ -496,7 +341,7 @@ class Trainer:
     def _evaluate(self, phase: Phase) -> None:
         evaluators = self.task.evaluators(self.ctx, phase)
         if not evaluators:
-            _log(f"no evaluation: {phase.source} has no validation split")
+            log(f"no evaluation: {phase.source} has no validation split")
             self.evaluate = False
             return
         scores = {}
@@ -532,23 +377,23 @@ class Trainer:
                 "best": {"evaluator": main[0], "metric": main[1], "value": value,
                          "step": self.step},
                 "scores": {k: {m: float(v) for m, v in d.items()} for k, d in scores.items()}})
-            _log(f"best {main[0]} {main[1]} so far: {value:.4f} at step {self.step} -> "
-                 f"{self._best_dir()}")
+            log(f"best {main[0]} {main[1]} so far: {value:.4f} at step {self.step} -> "
+                f"{self._best_dir()}")
 
     def _export_model(self) -> None:
         """WORKDIR/model: the final parameters as a model directory (single host)."""
         if jax.process_count() > 1:
-            _log(f"model directory not written on {jax.process_count()} hosts; the final "
-                 f"state is checkpoint {self.step} in {self.ckpts.directory}")
+            log(f"model directory not written on {jax.process_count()} hosts; the final "
+                f"state is checkpoint {self.step} in {self.ckpts.directory}")
             return
         out = paths.join(self.workdir, "model")
         self._write_model(out)
-        _log(f"wrote {out} (python -m bertjax export --checkpoint={out} --out=HF_DIR)")
+        log(f"wrote {out} (python -m bertjax export --checkpoint={out} --out=HF_DIR)")
         averaged = ema_params(self.state["opt_state"])  # optim.ema_decay > 0 (bertjax/ema.py)
         if averaged is not None:
             out = paths.join(self.workdir, "model_ema")
             self._write_model(out, {"ema_decay": self.setup.optim.ema_decay}, averaged)
-            _log(f"wrote {out} (the parameters' moving average)")
+            log(f"wrote {out} (the parameters' moving average)")
 
     def _write_model(self, out: str, extra: dict[str, Any] | None = None,
                      params: Any = None) -> None:
@@ -561,15 +406,6 @@ class Trainer:
         params = jax.tree.map(np.asarray, jax.device_get(params))
         modeldir.save(out, cfg, params, tok, overwrite=True,
                       extra={"source": f"{self.workdir} step {self.step}", **(extra or {})})
-
-
-def _to_host(x: Any) -> Any:
-    """A global array's whole value on every host (numpy)."""
-    if jax.process_count() == 1:
-        return jax.device_get(x)
-    from jax.experimental import multihost_utils
-
-    return multihost_utils.process_allgather(x, tiled=True)
 
 
 def window_metrics(window: list[dict[str, Any]]) -> dict[str, float]:

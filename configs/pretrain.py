@@ -136,7 +136,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         keep_every_tokens=0,  # at every N tokens (rows x sequence length); 0: none
         async_checkpoints=True,  # write checkpoints in the background
         # Compile every phase's step before the first and refuse one that does not fit
-        # in device memory (bertjax/aot.py).
+        # in device memory (bertjax/memory.py).
         memory_check=True,
         max_consecutive_skips=20,  # non-finite steps in a row before the run stops
         peak_flops=0.0,  # FLOP/s per device for MFU; 0: a table by device, or measured

@@ -1,12 +1,13 @@
 """The memory check: the train step compiled before the first one, its memory analysis
-against what a device has (bertjax/tools/aot.py)."""
+against what a device has (bertjax/memory.py; bench train's batch fitting in
+bertjax/tools/aot.py)."""
 
 from __future__ import annotations
 
 import pytest
 import trainlib
 
-from bertjax import experiment
+from bertjax import experiment, memory
 from bertjax import train as train_lib
 from bertjax.tools import aot
 
@@ -23,13 +24,13 @@ def test_an_oversized_batch_is_refused_before_anything_is_written(data, tmp_path
     figures and what to change; the workdir is never created."""
     c = trainlib.config("bert", data, **{"train.batch_size": 1 << 20})
     workdir = tmp_path / "run"
-    with pytest.raises(aot.MemoryCheckError) as e:
+    with pytest.raises(memory.MemoryCheckError) as e:
         train_lib.train(c, str(workdir))
     message = str(e.value)
     assert "\n" not in message
     assert message.startswith("the train step (batch 1048576 x 32) needs "), message
     assert " GiB per device (arguments " in message and ", temporaries " in message
-    limit, source = aot.available_memory()
+    limit, source = memory.available_memory()
     assert f"(95% of {source}) one device has: lower train.batch_size (1048576), raise " \
            "optim.grad_accum_steps (1), set model.remat=full (now none), or shard over " \
            "more devices (mesh " in message
@@ -54,18 +55,18 @@ def test_fit_batch_takes_the_largest_halving_that_fits(data, monkeypatch):
     c = trainlib.config("bert", data, **{"train.batch_size": 1024})
     setup = experiment.build_setup(c)
     limit = 16 << 20
-    monkeypatch.setattr(aot, "available_memory", lambda devices=None: (limit, "pretend"))
+    monkeypatch.setattr(memory, "available_memory", lambda devices=None: (limit, "pretend"))
     lines = []
-    b, memory = aot.fit_batch(setup, 1024, 32, log=lines.append)
-    assert 1 <= b < 1024 and memory.total <= aot.HEADROOM * limit
-    step = aot.train_step_fn(setup)
+    b, need = aot.fit_batch(setup, 1024, 32, log=lines.append)
+    assert 1 <= b < 1024 and need.total <= memory.HEADROOM * limit
+    step = train_lib.train_step_fn(setup)
 
-    def need(rows):
-        batch = aot.abstract_batch(setup.task, setup.cfg, rows, 32, setup.mesh, setup.rules)
-        return aot.StepMemory.of(aot.compile_step(setup, step, batch, None)).total
+    def need_of(rows):
+        batch = memory.abstract_batch(setup.task, setup.cfg, rows, 32, setup.mesh, setup.rules)
+        return memory.StepMemory.of(memory.compile_step(setup, step, batch, None)).total
 
-    assert need(b) == memory.total
-    assert need(2 * b) > aot.HEADROOM * limit
+    assert need_of(b) == need.total
+    assert need_of(2 * b) > memory.HEADROOM * limit
     assert len(lines) == (1024 // b).bit_length() - 1  # one line per halving
     assert lines[-1].endswith(f"(95% of pretend); trying batch {b}")
 
@@ -74,5 +75,5 @@ def test_available_memory_on_this_machine_is_memavailable():
     with open("/proc/meminfo") as f:
         info = dict(line.split(":", 1) for line in f)
     free = int(info["MemAvailable"].split()[0]) * 1024
-    limit, source = aot.available_memory()
+    limit, source = memory.available_memory()
     assert source == "RAM available" and abs(limit - free) < 0.05 * free

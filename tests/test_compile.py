@@ -66,9 +66,9 @@ def test_the_tpu_kernel_is_what_auto_lowers_there():
     tpu_custom_call in the compiled program), under the mesh's shard_map."""
     import jax
 
-    from bertjax import experiment
+    from bertjax import experiment, memory
     from bertjax.models import attention
-    from bertjax.tools import aot
+    from bertjax.train import train_step_fn
 
     jax.config.update("jax_platforms", "cpu")
     top = tpu_compile.parse_topology("v5e:2x2")
@@ -83,8 +83,8 @@ def test_the_tpu_kernel_is_what_auto_lowers_there():
     token = attention.TARGET_PLATFORM.set("tpu")
     try:
         setup = experiment.build_setup(c, tpu_compile.devices(top))
-        batch = aot.abstract_batch(setup.task, setup.cfg, 8, 128, setup.mesh, setup.rules)
-        compiled = aot.compile_step(setup, aot.train_step_fn(setup), batch, None)
+        batch = memory.abstract_batch(setup.task, setup.cfg, 8, 128, setup.mesh, setup.rules)
+        compiled = memory.compile_step(setup, train_step_fn(setup), batch, None)
     finally:
         attention.TARGET_PLATFORM.reset(token)
         for name, value in saved.items():

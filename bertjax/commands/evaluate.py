@@ -54,8 +54,9 @@ def _loaded(config: Any, checkpoint: str) -> tuple[Any, Context, Any]:
     import jax
 
     from bertjax import experiment, pretrained
+    from bertjax.hosts import to_host
     from bertjax.tasks.base import Context
-    from bertjax.train import _to_host, global_batch
+    from bertjax.train import global_batch
 
     config = config.copy_and_resolve_references()
     config.init_from = checkpoint
@@ -71,7 +72,7 @@ def _loaded(config: Any, checkpoint: str) -> tuple[Any, Context, Any]:
                          f"the {s.task.name} task needs {', '.join(s.cfg.heads)}")
     params = jax.device_put(params, s.state_shardings["params"])
     predict = jax.jit(s.task.predict_fn(s.model))
-    ctx.predict = lambda p, batch: _to_host(predict(p, global_batch(batch, s.mesh, s.rules)))
+    ctx.predict = lambda p, batch: to_host(predict(p, global_batch(batch, s.mesh, s.rules)))
     return s, ctx, params
 
 

@@ -1,6 +1,6 @@
 """Tooling around the core: what the commands run besides training itself.
 
-  aot          the train step compiled ahead of time: its memory, and whether it fits
+  aot          the largest batch whose train step fits (`bench train`), the teacher as shapes
   tpu_compile  that step compiled for a Cloud TPU topology on any machine (`compile`)
   bench_train  the train step's throughput against transformers' PyTorch model (`bench train`)
   describe     a model's parameter table and FLOPs per token (`describe`, `init`)
@@ -10,6 +10,6 @@
   compare      runs' logs, configs and results as a table and plots (`compare`)
 
 Tools import the core (bertjax/train.py, experiment.py, ...) and commands
-(bertjax/commands/) import tools; the core imports none of them but aot, the memory check
-train.py runs before its first step (tests/test_layout.py holds that line).
+(bertjax/commands/) import tools; the core imports none of them (the memory check train.py
+runs before its first step is core: bertjax/memory.py; tests/test_layout.py holds that line).
 """

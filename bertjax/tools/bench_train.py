@@ -59,11 +59,13 @@ import numpy as np
 
 from bertjax import experiment, sharding
 from bertjax.flops import train_flops_per_token
+from bertjax.memory import size
 from bertjax.metrics import mfu, resolve_peak_flops
 from bertjax.models import ModelConfig, build, init_params
 from bertjax.models.registry import family
 from bertjax.optim import OptimConfig, make_schedule
 from bertjax.tools import aot
+from bertjax.train import train_step_fn
 
 Batch = dict[str, np.ndarray]
 NUM_BATCHES = 4  # distinct batches cycled over: more would only cost memory
@@ -157,7 +159,7 @@ def bench_ours(setup: experiment.Setup, batches: list[Batch], seconds: float,
         eval_loss = jax.jit(task.loss_fn(s.model, train=False))
         out["eval_loss"] = float(eval_loss(state["params"], placed[0], jax.random.key(0),
                                            aux)[0])
-        step = aot.train_step_fn(s)
+        step = train_step_fn(s)
         start = time.perf_counter()
         compiled = step.lower(state, placed[0], aux).compile()
         out["compile_s"] = time.perf_counter() - start
@@ -412,7 +414,7 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
                                    print_fn)
     if fitted != batch_size:
         print_fn(f"memory: timing batch {fitted} instead of train.batch_size={batch_size}, "
-                 f"the largest halving that fits ({aot.size(memory.total)} per device)")
+                 f"the largest halving that fits ({size(memory.total)} per device)")
         batch_size = fitted
     batches = task.synthetic_batches(cfg, batch_size, seq_len, setup.seed, NUM_BATCHES)
     flops = {"ours": task.flops(cfg, seq_len).total,

@@ -307,9 +307,10 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
     compiles; returns a dict of figures per phase. MemoryCheckError (one line, the
     figures) when a phase does not fit in the chip's HBM."""
 
-    from bertjax import experiment
+    from bertjax import experiment, memory
     from bertjax.models import attention
     from bertjax.tools import aot
+    from bertjax.train import train_step_fn
 
     if not 0 < mfu <= 1:
         raise ValueError(f"--mfu={mfu}: must be in (0, 1]")
@@ -330,17 +331,17 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
         phases = task.phases()
         experiment.check_batch_sizes(phases, setup.mesh, setup.rules)
         aux = aot.abstract_teacher(task)
-        step = aot.train_step_fn(setup)
-        hbm = topology.chip.hbm_gib * aot.GiB
+        step = train_step_fn(setup)
+        hbm = topology.chip.hbm_gib * memory.GiB
         log(f"compile: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task {task.name}, "
             f"compute {cfg.dtype}, on {topology.name} x {topology.num_slices} slice(s): "
             f"{len(devs)} chips, {hosts} host(s), mesh {dict(setup.mesh.shape)}")
         out = []
         for phase in phases:
-            seq = aot.phase_seq_len(config, phase)
+            seq = memory.phase_seq_len(config, phase)
             what = f"the train step (batch {phase.batch_size} x {seq}" + (
                 f", phase {phase.index + 1})" if len(phases) > 1 else ")")
-            batch = aot.abstract_batch(task, cfg, phase.batch_size, seq, setup.mesh,
+            batch = memory.abstract_batch(task, cfg, phase.batch_size, seq, setup.mesh,
                                        setup.rules, setup.seed)
             doing[0] = f"compiling {what} for {topology.name}"
             log(f"{doing[0]} with XLA's TPU compiler: minutes on a CPU, a line every "
@@ -348,12 +349,12 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
             sys.stdout.flush()
             try:
                 with progress(doing[0], log, progress_every):
-                    compiled = aot.compile_step(setup, step, batch, aux)
+                    compiled = memory.compile_step(setup, step, batch, aux)
             except Exception as e:  # noqa: BLE001 -- XLA's TPU compiler
                 verdict = _exhausted(e)
                 if verdict is None:
                     raise
-                raise aot.MemoryCheckError(
+                raise memory.MemoryCheckError(
                     f"{what} does not fit in {topology.chip.name}'s "
                     f"{topology.chip.hbm_gib:g} GiB HBM per chip (XLA: {verdict}); lower "
                     f"train.batch_size ({int(config.train.batch_size)}), raise "
@@ -363,8 +364,8 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
                           phase, seq, mfu, log, what)
             out.append(row)
             if not row["fits"]:
-                raise aot.MemoryCheckError(aot.refusal(
-                    row["memory"], int(aot.HEADROOM * hbm), f"{topology.chip.name}'s HBM",
+                raise memory.MemoryCheckError(memory.refusal(
+                    row["memory"], int(memory.HEADROOM * hbm), f"{topology.chip.name}'s HBM",
                     what, config))
             del row["memory"]
         return out
@@ -376,12 +377,12 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
 def _report(compiled: Any, topology: Topology, chips: int, flops_per_token: float,
             phase: Any, seq: int, mfu: float, log: Any, what: str) -> dict[str, Any]:
     """Logs one compiled phase's memory, FLOPs and step time at peak and at `mfu`; returns
-    its figures (with "memory", the aot.StepMemory)."""
-    from bertjax.tools import aot
+    its figures (with "memory", the memory.StepMemory)."""
+    from bertjax.memory import HEADROOM, GiB, StepMemory
 
-    hbm = topology.chip.hbm_gib * aot.GiB
-    memory = aot.StepMemory.of(compiled)
-    fits = memory.total <= aot.HEADROOM * hbm
+    hbm = topology.chip.hbm_gib * GiB
+    memory = StepMemory.of(compiled)
+    fits = memory.total <= HEADROOM * hbm
     tokens = phase.batch_size * seq
     formula = flops_per_token * tokens
     xla = _cost_flops(compiled)
