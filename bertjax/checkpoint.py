@@ -32,15 +32,9 @@ nor the steps a `keep` policy names (train.keep_every, train.keep_every_tokens).
 from __future__ import annotations
 
 import contextlib
-import gc
-import io
 import json
-import logging
 import os
 import re
-import sys
-import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -50,48 +44,7 @@ import numpy as np
 
 from bertjax import paths
 from bertjax.errors import one_line
-
-
-def read_error(e: BaseException) -> str:
-    """Why an Orbax read failed, on one line: tensorstore's own message when the chain
-    holds one ('Error reading "opt_state.2.mu.…kernel/0.0" in OCDBT database at local
-    file "DIR": ZSTD_decompressStream() failed: Data corruption detected'), which names
-    the array and the file, rather than Orbax's wrapper around it."""
-    seen, x = [], e
-    while x is not None and len(seen) < 8:
-        seen.append(x)
-        x = x.__cause__ or x.__context__
-    for x in seen:
-        found = re.search(r"\b(Error (?:reading|writing) .*)", one_line(x, 2000))
-        if found:
-            return found.group(1)[:400]
-    return one_line(e)
-
-
-class ReadError(Exception):
-    """An Orbax read failed; the message is `read_error`'s line for it."""
-
-
-def quiet_read(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """fn(*args, **kwargs), an Orbax read. A failed read also makes tensorstore's threads
-    print tracebacks ("Event loop is closed") through sys.stderr, and leaves coroutines
-    that print "Exception ignored in: <coroutine ...>" with the whole TensorStore spec
-    (thousands of lines) when they are freed: both are held back while it runs (the
-    coroutines are freed here, by dropping the original exception), shown only if it
-    succeeds. A failure is re-raised as a ReadError of one line."""
-    held = io.StringIO()
-    with contextlib.redirect_stderr(held):
-        try:
-            out = fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore errors of every kind
-            message = read_error(e)
-            del e
-            time.sleep(0.5)  # the failed read's threads finish printing into `held`
-            gc.collect()  # its coroutines report while stderr is still held
-            raise ReadError(message) from None
-    sys.stderr.write(held.getvalue())
-    return out
-
+from bertjax.orbax_output import HeldBackgroundOutput, quiet_read, read_error
 
 # --- training checkpoints --------------------------------------------------------------
 
@@ -177,66 +130,6 @@ class _KeepLatestAndResumed:
                 for i, c in enumerate(checkpoints)]
 
 
-class _HeldBackgroundOutput(logging.Filter):
-    """While a save runs in the background, what Orbax logs at ERROR and what threads
-    other than the main one print to sys.stderr are held: written out when the save
-    commits, into a file when it fails (one tensorstore failure prints dozens of
-    tracebacks, `SaveError` says it in one line)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[str] = []
-        self._stderr: Any = None
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR or "orbax" not in record.pathname:
-            return True
-        text = f"{record.levelname}:{record.name}:{record.getMessage()}\n"
-        if record.exc_info:
-            text += logging.Formatter().formatException(record.exc_info) + "\n"
-        with self._lock:
-            self.held.append(text)
-        return False
-
-    def write(self, text: str) -> int:
-        if threading.current_thread() is threading.main_thread():
-            return self._stderr.write(text)
-        with self._lock:
-            self.held.append(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self._stderr.flush()
-
-    def __getattr__(self, name: str) -> Any:  # the rest of the file protocol
-        return getattr(self._stderr, name)
-
-    def start(self) -> None:
-        if self._stderr is None:
-            self._stderr, sys.stderr = sys.stderr, self
-            logging.getLogger("absl").addFilter(self)
-
-    def stop(self, into: str | None = None) -> None:
-        """Stops holding; what was held goes to sys.stderr, or to the file `into`."""
-        with self._lock:
-            text, self.held = "".join(self.held), []
-        if self._stderr is not None:
-            sys.stderr, self._stderr = self._stderr, None
-            logging.getLogger("absl").removeFilter(self)
-        if text and into is None:
-            sys.stderr.write(text)
-        elif text:
-            try:
-                if not paths.is_remote(into):
-                    os.makedirs(os.path.dirname(into), exist_ok=True)
-                previous = paths.read_text(into) if paths.exists(into) else ""
-                paths.write_text(into, previous + text)
-            except (OSError, ValueError):  # the disk that failed the save may be full
-                with contextlib.suppress(OSError):
-                    paths.remove(into)
-
-
 class TrainCheckpoints:
     """Orbax CheckpointManager over the train state, the data position and the model config.
 
@@ -265,7 +158,7 @@ class TrainCheckpoints:
                                               item_names=("state", "data", "meta"))
         self._check = jax.jit(_check_state)
         self._pending: int | None = None  # the step being written in the background
-        self._output = _HeldBackgroundOutput()
+        self._output = HeldBackgroundOutput()
 
     def latest_step(self) -> int | None:
         """The newest committed step, or None (incomplete saves are never listed)."""

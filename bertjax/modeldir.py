@@ -29,8 +29,8 @@ import jax
 import numpy as np
 
 from bertjax import paths
-from bertjax.checkpoint import quiet_read, read_error
 from bertjax.models.config import ModelConfig
+from bertjax.orbax_output import quiet_read, read_error
 
 FORMAT = "bertjax-model"
 VERSION = 2

@@ -19,6 +19,7 @@ from bertjax import checkpoint, experiment, modeldir, paths, pretrained, shardin
 from bertjax.errors import TrainingError
 from bertjax.hosts import any_host, log
 from bertjax.models import ModelConfig
+from bertjax.orbax_output import read_error
 from bertjax.tasks.base import Context
 
 
@@ -128,7 +129,7 @@ def restore(setup: experiment.Setup, ckpts: checkpoint.TrainCheckpoints, step: i
     try:
         saved = ModelConfig.from_dict(ckpts.read_meta(step)["model"])
     except Exception as e:  # noqa: BLE001 -- Orbax / JSON errors of every kind
-        return f"cannot be read ({checkpoint.read_error(e)})", None
+        return f"cannot be read ({read_error(e)})", None
     diff = modeldir.architecture_diff(setup.cfg, saved)
     if diff:
         raise TrainingError(f"{where}: the checkpoint's model differs from the config's "
@@ -136,7 +137,7 @@ def restore(setup: experiment.Setup, ckpts: checkpoint.TrainCheckpoints, step: i
     try:
         state, data, meta = ckpts.restore(step, setup.target)
     except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore / JSON errors
-        return f"cannot be read ({checkpoint.read_error(e)})", None
+        return f"cannot be read ({read_error(e)})", None
     problem = ckpts.verify(state, meta)
     if problem is None and "data" in setup.task.meta() and not isinstance(
             meta.get("data"), list):

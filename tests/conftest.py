@@ -27,11 +27,20 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 
 # Test tiers. The unit tier (`python -m pytest -m unit`, README "Tests") is the modules in
-# UNIT: no training run, no command in a subprocess, no emulator, each test a few seconds;
-# it runs in under 3 minutes on 2 cores. Every other module is the integration tier, and
-# so is a test marked `@pytest.mark.integration` inside a unit module (a slow parity
-# test). A new module starts in the integration tier; add it here once it is quick.
+# UNIT, each test seconds at most: layers, heads, losses, optimizers, schedules, masking,
+# tokenizers, parity with transformers, scoring, the layout; it runs in under 3 minutes
+# on 2 cores. Every other module (training runs, commands, emulated buckets, several
+# processes) is the integration tier, and so is a test marked `@pytest.mark.integration`
+# inside a unit module (a slow parity test). A new module starts in the integration
+# tier; add it here once it is quick.
 UNIT = {
+    "test_compare", "test_convert_hf", "test_demo_tasks", "test_finetune_recipes",
+    "test_google_records", "test_help", "test_instances", "test_layout", "test_masking",
+    "test_metrics", "test_models", "test_modernbert", "test_modernbert_convert",
+    "test_modernbert_tokenizer", "test_objectives", "test_optim", "test_packer",
+    "test_paths", "test_recipes_configs", "test_recipes_ema", "test_recipes_lengths",
+    "test_recipes_mixture", "test_recipes_plan", "test_recipes_schedule", "test_scoring",
+    "test_sources", "test_squad", "test_steps", "test_tokenizers", "test_train_tokenizer",
 }
 
 

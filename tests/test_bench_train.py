@@ -48,7 +48,10 @@ def test_vs_torch_same_start_and_ratio_line():
     assert m, lines[-1]
     ratio, ours, ref = float(m[1]), int(m[2]), int(m[3])
     assert ours > 0 and ref > 0
-    assert ratio == pytest.approx(ours / ref, abs=0.006)
+    # ours and reference are printed rounded to whole tokens/s, the ratio to 0.01 from
+    # the unrounded figures: it lies between the extremes the rounding allows.
+    low, high = (ours - 0.5) / (ref + 0.5), (ours + 0.5) / (ref - 0.5)
+    assert low - 0.005 <= ratio <= high + 0.005, (ratio, ours, ref)
     # Identical initial weights and batches: without dropout the first losses agree.
     check = next(ln for ln in lines if ln.startswith("check: first-step loss"))
     got = re.search(r"ours=(\S+) reference=(\S+)", check)

@@ -106,11 +106,12 @@ def test_the_graph_sees_the_package():
 # optim.py likewise); split off train.py so that it reads as the loop: resume (the resume
 # order: checkpoints, branch, init_from, the task's start), hosts (signals and what the
 # hosts of a run agree on) and memory (the check that the train step fits before the
-# first one, which `bench train` and `compile` reuse from bertjax/tools/).
+# first one, which `bench train` and `compile` reuse from bertjax/tools/); orbax_output
+# (what Orbax and TensorStore print, brought to one line; split off checkpoint.py).
 CORE = {"__init__", "__main__", "checkpoint", "configfile", "distributed", "ema", "errors",
         "experiment", "flops", "hosts", "memory", "metrics", "modeldir", "objectives",
-        "objectstore", "optim", "paths", "pretrained", "resume", "schedules", "sharding",
-        "steps", "train"}
+        "objectstore", "optim", "orbax_output", "paths", "pretrained", "resume",
+        "schedules", "sharding", "steps", "train"}
 PACKAGES = {"commands", "convert", "data", "models", "scoring", "tasks", "tools"}
 
 

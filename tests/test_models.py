@@ -59,6 +59,7 @@ def states(out) -> list:
     return out["hidden_states"]
 
 
+@pytest.mark.integration  # 40-160 s per family on 2 loaded cores
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_scan_and_remat_equal_the_loop(name):
     cfg = tiny(name)
@@ -80,6 +81,7 @@ def test_scan_and_remat_equal_the_loop(name):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
+@pytest.mark.integration  # 40-160 s per family on 2 loaded cores
 @pytest.mark.parametrize("name", ["bert", "albert"])
 def test_scan_remat_gradients_equal_the_loop(name):
     cfg = tiny(name)
@@ -254,6 +256,7 @@ def test_electra_generator_fraction_sizes_the_generator():
         presets_.from_config(config("electra_base", 1.5))
 
 
+@pytest.mark.integration  # 40-160 s per family on 2 loaded cores
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_xla_and_auto_attention_equal_the_einsum_path(name):
     """jax.nn.dot_product_attention (model.attention=xla, and auto, which picks it here
