@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+from clilib import bertjax
 
 from bertjax.data import chunks as chunks_lib
 from bertjax.data import prepare as prep
@@ -128,12 +129,6 @@ def _peak_rss(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
     done.set()
     t.join()
     return subprocess.CompletedProcess(p.args, p.returncode, out, err), peak[0]
-
-
-def _bertjax(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "bertjax", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +267,7 @@ def test_random_bytes_are_refused_in_one_line(tmp_path):
     path = tmp_path / "random.bin"
     path.write_bytes(random.Random(0).randbytes(2 * MB))
     out = tmp_path / "data"
-    r = _bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
+    r = bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
                  f"--config.data.source=text:{path}", f"--config.data.dir={out}")
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
@@ -294,7 +289,7 @@ def test_a_bad_file_after_written_shards_leaves_nothing(tmp_path, vocab):
     _mostly_text(str(good), 20_000, 0.0)
     bad.write_bytes(random.Random(1).randbytes(300_000))
     out = tmp_path / "data"
-    r = _bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
+    r = bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
                  f"--config.data.source=text:{good.parent}", f"--config.data.dir={out}",
                  f"--config.tokenizer.path={vocab}", "--config.model.vocab_size=600",
                  "--config.data.docs_per_shard=1", "--config.data.num_workers=0")
@@ -308,7 +303,7 @@ def test_a_few_bad_bytes_pass_without_a_warning(tmp_path, vocab):
     path = tmp_path / "corpus.txt"
     n_bad = _mostly_text(str(path), 200_000, 0.001)
     out = tmp_path / "data"
-    r = _bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
+    r = bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
                  f"--config.data.source=text:{path}", f"--config.data.dir={out}",
                  f"--config.tokenizer.path={vocab}", "--config.model.vocab_size=600")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -324,7 +319,7 @@ def test_a_borderline_file_is_used_with_a_warning_and_its_counts(tmp_path, vocab
     path = tmp_path / "latin1ish.txt"
     n_bad = _mostly_text(str(path), 200_000, 0.03)
     out = tmp_path / "data"
-    r = _bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
+    r = bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
                  f"--config.data.source=text:{path}", f"--config.data.dir={out}",
                  "--config.tokenizer.vocab_size=600", "--config.model.vocab_size=600")
     assert r.returncode == 0, r.stderr[-3000:]
