@@ -30,5 +30,7 @@ families.PREFIX["modernbert"] = "ModernBert"
 
 @pytest.mark.parametrize("kind", ["glue", "ner", "squad"])
 def test_fine_tuned_and_exported_modernbert_matches_transformers(kind, data, tmp_path):  # noqa: F811
+    # The shared check asserts the exported model's logits within 1e-5 of bertjax's and
+    # the same dev score when transformers reads it back (test_finetune_families.py).
     families.test_fine_tuned_and_exported_model_matches_transformers(
         "modernbert", kind, data, tmp_path)

@@ -34,11 +34,13 @@ def _check(cfg, want):
 ])
 def test_wsd_shapes_hand_computed(shape, want):
     common = {0: 0.0, 5: 1.0, 10: 2.0, 40: 2.0, 69: 2.0, 70: 2.0}
+    # _check asserts every value, eager and jitted, against the hand-computed one.
     _check(optim.OptimConfig(decay_shape=shape, **BASE), {**common, **want})
 
 
 def test_wsd_without_decay_is_a_stable_run():
     cfg = optim.OptimConfig(**{**BASE, "decay_steps": 0})
+    # _check asserts the peak is held to the end (and past it), eager and jitted.
     _check(cfg, {0: 0.0, 5: 1.0, 10: 2.0, 109: 2.0, 110: 2.0})
 
 
