@@ -72,6 +72,11 @@ def model_config(config: Any, task: Task | None = None, platform: str | None = N
     return task.model_config(cfg.replace(dtype=dtype))
 
 
+def phase_seq_len(config: Any, phase: Any) -> int:
+    """A phase's sequence length: its own (phase2, a plan's phase) or the config's."""
+    return int(phase.options.get("max_seq_length", config.max_seq_length))
+
+
 def optim_config(config: Any, task: Task | None = None) -> OptimConfig:
     """config.optim with total_steps = the task's train steps / grad_accum_steps when 0,
     and the task's warmup when it decides one (fine-tuning: a share of the steps); warmup
@@ -92,8 +97,8 @@ def optim_config(config: Any, task: Task | None = None) -> OptimConfig:
     optim = OptimConfig.from_dict(d)
     spans = None
     if optim.warmup_tokens or optim.decay_tokens:  # tokens per train step, phase by phase
-        spans = [(p.end - p.start, p.batch_size * int(
-            p.options.get("max_seq_length", config.max_seq_length))) for p in task.phases()]
+        spans = [(p.end - p.start, p.batch_size * phase_seq_len(config, p))
+                 for p in task.phases()]
     return resolve_lengths(optim, spans)
 
 
@@ -231,8 +236,7 @@ def kept_steps(config: Any, phases: Any) -> Callable[[int], bool]:
     if every < 0 or every_tokens < 0:
         key = "keep_every" if every < 0 else "keep_every_tokens"
         raise ValueError(f"train.{key}={config.train[key]}: must be >= 0")
-    per_step = [(p.start, p.end, p.batch_size * int(
-        p.options.get("max_seq_length", config.max_seq_length))) for p in phases]
+    per_step = [(p.start, p.end, p.batch_size * phase_seq_len(config, p)) for p in phases]
 
     def tokens(step: int) -> int:  # after `step` train steps
         return sum(max(0, min(step, end) - start) * n for start, end, n in per_step)

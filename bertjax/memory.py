@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import sharding
+from bertjax import experiment, sharding
 
 GiB = float(1 << 30)
 HEADROOM = 0.95  # the share of a device's memory a step may plan to use
@@ -106,10 +106,6 @@ def signature(batch: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]
     return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in batch.items()}
 
 
-def phase_seq_len(config: Any, phase: Any) -> int:
-    return int(phase.options.get("max_seq_length", config.max_seq_length))
-
-
 def compile_step(setup: Any, step: Any, batch: Mapping[str, Any], aux: Any) -> Any:
     """`step` compiled for the abstract state and `batch` (ShapeDtypeStructs)."""
     with sharding.activation_rules_context(setup.mesh, setup.rules):
@@ -137,7 +133,7 @@ def check_phases(setup: Any, phases: list[Any], aux: Any, step: Any,
     limit, source = available_memory()
     out = {}
     for phase in phases:
-        seq_len = phase_seq_len(setup.config, phase)
+        seq_len = experiment.phase_seq_len(setup.config, phase)
         batch = abstract_batch(setup.task, setup.cfg, phase.batch_size, seq_len,
                                setup.mesh, setup.rules, setup.seed)
         compiled = compile_step(setup, step, batch, aux)

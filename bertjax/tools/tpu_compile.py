@@ -338,7 +338,7 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
             f"{len(devs)} chips, {hosts} host(s), mesh {dict(setup.mesh.shape)}")
         out = []
         for phase in phases:
-            seq = memory.phase_seq_len(config, phase)
+            seq = experiment.phase_seq_len(config, phase)
             what = f"the train step (batch {phase.batch_size} x {seq}" + (
                 f", phase {phase.index + 1})" if len(phases) > 1 else ")")
             batch = memory.abstract_batch(task, cfg, phase.batch_size, seq, setup.mesh,
