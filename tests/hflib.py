@@ -15,3 +15,19 @@ def perturb(model, seed: int, scale: float = 0.3) -> None:
         for name, p in model.named_parameters():
             if name.endswith("bias") or id(p) in norms:
                 p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+def perturbed_init(cfg, input_ids, seed: int = 1, scale: float = 0.3):
+    """A bertjax model's fresh parameters (key 1) as numpy, with random values added to
+    every bias and norm scale (`perturb`'s reason, on our side of an export)."""
+    import flax.linen as nn
+    import jax
+    import numpy as np
+
+    from bertjax.models import build
+
+    params = nn.unbox(build(cfg).init(jax.random.key(1), input_ids)["params"])
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: np.asarray(x) + (scale * rng.standard_normal(x.shape)).astype(x.dtype)
+        if path[-1].key in ("bias", "scale") else np.asarray(x), params)
