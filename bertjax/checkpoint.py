@@ -149,6 +149,7 @@ class TrainCheckpoints:
 
         self._ocp = ocp
         self.directory = paths.absolute(directory)
+        paths.forget_listings(self.directory)  # steps other processes saved since
         self._keep = _KeepLatestAndResumed(max_to_keep, keep)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=self._keep, create=not read_only,

@@ -42,20 +42,44 @@ class ReadError(Exception):
 
 
 def _from_orbax(obj: Any) -> bool:
-    """Whether `obj` is a coroutine or generator of Orbax's or TensorStore's code."""
-    code = getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None)
+    """Whether `obj` is a coroutine, generator or frame of Orbax's or TensorStore's code."""
+    code = (getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None)
+            or getattr(obj, "f_code", None))
     name = getattr(code, "co_filename", "")
     return any(f"{os.sep}{pkg}{os.sep}" in name for pkg in ("orbax", "tensorstore"))
 
 
+class _UnretrievedReadErrors(logging.Filter):
+    """Drops asyncio's "Future/Task exception was never retrieved" for an exception of
+    Orbax's or TensorStore's (a failed read gathers many reads: the first failure is
+    raised, the others' futures are freed later with their exceptions unseen); asyncio's
+    other records pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "exception was never retrieved" not in message:
+            return True
+        if re.search(r"\bError (?:reading|writing) \"", message):  # TensorStore's form
+            return False
+        tb = record.exc_info[2] if record.exc_info else None
+        while tb is not None:
+            if _from_orbax(tb.tb_frame):
+                return False
+            tb = tb.tb_next
+        return True
+
+
 def _drop_failed_read_leftovers() -> None:
-    """From the first failed read on, the coroutines it left are freed silently whenever
-    that happens (a fixed wait cannot tell when, on a loaded machine): Python reports a
-    coroutine that fails while being freed through sys.unraisablehook, which this wraps
-    to drop Orbax's and TensorStore's and pass on everything else."""
+    """From the first failed read on, the coroutines and futures it left are freed
+    silently whenever that happens (a fixed wait cannot tell when, on a loaded machine):
+    Python reports a coroutine that fails while being freed through
+    sys.unraisablehook, which this wraps to drop Orbax's and TensorStore's and pass on
+    everything else; asyncio logs a future whose exception nobody retrieved, which a
+    filter on its logger drops for the same code (`_UnretrievedReadErrors`)."""
     previous = sys.unraisablehook
     if getattr(previous, "bertjax_quiet", False):
         return
+    logging.getLogger("asyncio").addFilter(_UnretrievedReadErrors())
 
     def hook(unraisable: Any) -> None:
         if not _from_orbax(unraisable.object):

@@ -128,6 +128,14 @@ def sizes(path: str) -> dict[str, int]:
     return objectstore.sizes(path)
 
 
+def forget_listings(path: str) -> None:
+    """Drops this process's cached object-store listings (gcsfs keeps them per process,
+    and Orbax lists through the same client), so that the next listing of `path` sees
+    what other processes wrote since. Nothing to do for a local path."""
+    if is_remote(path):
+        objectstore.fs(path)[0].invalidate_cache()
+
+
 def listdir(path: str) -> list[str]:
     """The names in directory `path`, sorted."""
     if not is_remote(path):

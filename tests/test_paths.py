@@ -169,3 +169,24 @@ def test_names():
     assert paths.relative("gs://b/x/y/z", "gs://b/x") == "y/z"
     assert paths.is_remote("gs://b") and not paths.is_remote("/tmp/x")
     assert not paths.is_remote("file:///tmp/x")
+
+
+def test_checkpoints_listed_afresh_see_what_another_process_saved(bucket):
+    """gcsfs caches listings per process and Orbax lists through it: a TrainCheckpoints
+    opened after another process saved a step lists it (the pod test's resume once read
+    a stale listing, step 4 of 4, 8, 12)."""
+    import fsspec
+    import jax.numpy as jnp
+
+    from bertjax.checkpoint import TrainCheckpoints
+
+    directory = f"{bucket}/run/checkpoints"
+    ckpts = TrainCheckpoints(directory, async_save=False)
+    ckpts.save(1, {"w": jnp.arange(4.0)}, data={"step": 1}, meta={})
+    ckpts.close()
+    assert TrainCheckpoints(directory, read_only=True).all_steps() == [1]  # listed
+    # Another process's client (not this process's cached instance) saves step 2.
+    other = fsspec.filesystem("gcs", skip_instance_cache=True, use_listings_cache=False)
+    for name in other.find(f"{directory}/1"):
+        other.pipe(name.replace("/checkpoints/1/", "/checkpoints/2/"), other.cat(name))
+    assert TrainCheckpoints(directory, read_only=True).all_steps() == [1, 2]

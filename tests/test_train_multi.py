@@ -160,6 +160,20 @@ def _wait_for_line(procs: list[subprocess.Popen], logs: str, text: str,
         time.sleep(0.05)
 
 
+def _wait_for_commit(procs: list[subprocess.Popen], logs: str, directory: str,
+                     timeout: float = 240) -> None:
+    """Until a checkpoint before the last step is committed in `directory`, the
+    processes still running."""
+    from bertjax.checkpoint import TrainCheckpoints
+
+    deadline = time.time() + timeout
+    while not TrainCheckpoints(directory, read_only=True).all_steps():
+        assert time.time() < deadline and all(p.poll() is None for p in procs), \
+            open(os.path.join(logs, "0.log")).read()[-3000:]
+        time.sleep(0.2)
+    assert all(p.poll() is None for p in procs), "the run ended before it was killed"
+
+
 def test_two_processes_sigterm_save_same_step_and_resume(data, tmp_path):
     c = trainlib.config("bert", data, **{"train.steps": 16, "train.checkpoint_every": 0,
                                          "mesh.fsdp": 2})
@@ -205,6 +219,9 @@ def test_two_processes_with_data_and_workdir_in_a_bucket_killed_then_resumed(buc
     work, logs = f"{bucket}/work", str(tmp_path / "logs_kill")
     procs = _start(c, work, logs)
     _wait_for_line(procs, logs, "train step 6:")
+    # Checkpoints are written in the background: on a loaded machine step 4's may not be
+    # committed at step 6 yet. Kill once one is (a resume from nothing would pass too).
+    _wait_for_commit(procs, logs, f"{work}/checkpoints")
     for p in procs:
         p.kill()
     for p in procs:
