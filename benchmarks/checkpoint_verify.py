@@ -41,8 +41,11 @@ def main() -> None:
     state, _ = sharding.create_sharded(setup.init, setup.abstract, setup.mesh, setup.rules)
     leaves = jax.tree.leaves(state)
     size = sum(x.size * x.dtype.itemsize for x in leaves)
-    print(f"{a.config}: train state {size / 2**30:.2f} GiB in {len(leaves)} leaves, "
-          f"{jax.device_count()} {jax.devices()[0].platform} device(s)", flush=True)
+    print(
+        f"{a.config}: train state {size / 2**30:.2f} GiB in {len(leaves)} leaves, "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s)",
+        flush=True,
+    )
     shutil.rmtree(a.dir, ignore_errors=True)
     ckpts = checkpoint.TrainCheckpoints(a.dir, async_save=False)
     t = time.perf_counter()
@@ -58,9 +61,11 @@ def main() -> None:
         problem = ckpts.verify(restored, meta)
         check = time.perf_counter() - t
         assert problem is None, problem
-        print(f"repeat {i + 1}: restore {read:.2f} s, verify {check:.2f} s "
-              f"({size / 2**30 / check:.2f} GiB/s; {100 * check / read:.0f}% of the restore)",
-              flush=True)
+        print(
+            f"repeat {i + 1}: restore {read:.2f} s, verify {check:.2f} s "
+            f"({size / 2**30 / check:.2f} GiB/s; {100 * check / read:.0f}% of the restore)",
+            flush=True,
+        )
         del restored
     ckpts.close()
     shutil.rmtree(a.dir, ignore_errors=True)

@@ -39,9 +39,16 @@ def main() -> None:
 
     demo = {" ".join(s) for v in demo_tasks.documents().values() for doc in v for s in doc}
     site = sysconfig.get_paths()["purelib"]
-    files = [f for package in PACKAGES if os.path.isdir(os.path.join(site, package))
-             for f in sorted(demo_corpus.python_files(os.path.join(site, package),
-                                                      ("test", "tests", "testing", "_vendor")))]
+    files = [
+        f
+        for package in PACKAGES
+        if os.path.isdir(os.path.join(site, package))
+        for f in sorted(
+            demo_corpus.python_files(
+                os.path.join(site, package), ("test", "tests", "testing", "_vendor")
+            )
+        )
+    ]
     if not files:
         raise SystemExit(f"none of {', '.join(PACKAGES)} is installed in {site}")
     demo_corpus.files = lambda: iter(files)  # the demo corpus's reader, other files
@@ -49,17 +56,23 @@ def main() -> None:
     demo_tasks.content_words.cache_clear()
     docs = demo_tasks.documents()
     held = {" ".join(s) for v in docs.values() for doc in v for s in doc}
-    print(f"documents: {sum(map(len, docs.values()))}; sentences: {len(held)}, "
-          f"{len(held & demo)} of them also in the demo corpus")
+    print(
+        f"documents: {sum(map(len, docs.values()))}; sentences: {len(held)}, "
+        f"{len(held & demo)} of them also in the demo corpus"
+    )
     os.makedirs(args.out, exist_ok=True)
     dev = demo_tasks.intruder_articles("train")
-    for articles, name in ((dev, "dev-v1.1.json"),
-                           (demo_tasks.intruder_articles("validation"), "train-v1.1.json")):
+    for articles, name in (
+        (dev, "dev-v1.1.json"),
+        (demo_tasks.intruder_articles("validation"), "train-v1.1.json"),
+    ):
         with open(os.path.join(args.out, name), "w") as f:
             json.dump({"version": "1.1", "data": articles}, f)
     first = demo_tasks.first_content_words(dev)
-    print(f"wrote {args.out}/dev-v1.1.json ({len(first)} questions); first content word: "
-          f"{json.dumps(squad.score_v1(dev, first))}")
+    print(
+        f"wrote {args.out}/dev-v1.1.json ({len(first)} questions); first content word: "
+        f"{json.dumps(squad.score_v1(dev, first))}"
+    )
 
 
 if __name__ == "__main__":

@@ -28,12 +28,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = {"demo_next": "accuracy", "demo_boundary": "f1", "demo_intruder": "f1"}
 
 
-def run(task: str, preset: str, init_from: str, workdir: str, scratch: bool, seeds: int,
-        overrides: list[str]) -> tuple[list[float], list[int]]:
+def run(
+    task: str,
+    preset: str,
+    init_from: str,
+    workdir: str,
+    scratch: bool,
+    seeds: int,
+    overrides: list[str],
+) -> tuple[list[float], list[int]]:
     """The best dev score of the task's main metric and its step, one per seed."""
-    args = [sys.executable, "-m", "bertjax", "train",
-            f"--config={ROOT}/configs/finetune.py:{task},{preset},runlocal",
-            f"--workdir={workdir}", f"--config.init_from={init_from}"]
+    args = [
+        sys.executable,
+        "-m",
+        "bertjax",
+        "train",
+        f"--config={ROOT}/configs/finetune.py:{task},{preset},runlocal",
+        f"--workdir={workdir}",
+        f"--config.init_from={init_from}",
+    ]
     if scratch:
         args.append("--config.finetune.from_scratch=True")
     if seeds > 1:
@@ -49,8 +62,7 @@ def run(task: str, preset: str, init_from: str, workdir: str, scratch: bool, see
         with open(os.path.join(workdir, "best", "config.json")) as f:
             best = json.load(f)
         runs = [{"scores": best["scores"], "best_step": best["best"]["step"]}]
-    return ([r["scores"]["validation"][MAIN[task]] for r in runs],
-            [r["best_step"] for r in runs])
+    return ([r["scores"]["validation"][MAIN[task]] for r in runs], [r["best_step"] for r in runs])
 
 
 def summary(scores: list[float]) -> str:
@@ -65,8 +77,9 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--tasks", default=",".join(MAIN))
     parser.add_argument("--preset", default="bert_tiny", help="the family's recipe")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="fine-tuning seeds per run; the median is reported")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="fine-tuning seeds per run; the median is reported"
+    )
     parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE config overrides")
     a = parser.parse_args()
     if a.seeds < 1:
@@ -83,14 +96,22 @@ def main() -> None:
         metric = MAIN[task]
         scores, steps = {}, []
         for kind in ("scratch", "pretrained"):
-            scores[kind], steps = run(task, a.preset, a.init_from,
-                                      os.path.join(a.workdir, task, kind), kind == "scratch",
-                                      a.seeds, a.set)
+            scores[kind], steps = run(
+                task,
+                a.preset,
+                a.init_from,
+                os.path.join(a.workdir, task, kind),
+                kind == "scratch",
+                a.seeds,
+                a.set,
+            )
         baseline = demo_tasks.majority_baseline(task)[metric]
-        rows.append(f"{task} {metric} baseline={baseline:.4g} "
-                    f"scratch={summary(scores['scratch'])} "
-                    f"pretrained={summary(scores['pretrained'])} "
-                    f"best_step={','.join(map(str, steps))}")
+        rows.append(
+            f"{task} {metric} baseline={baseline:.4g} "
+            f"scratch={summary(scores['scratch'])} "
+            f"pretrained={summary(scores['pretrained'])} "
+            f"best_step={','.join(map(str, steps))}"
+        )
     print("\n".join(rows))
 
 

@@ -22,20 +22,28 @@ COMMANDS = {
     "import": ("bertjax.commands.convert", "transformers dir or Google TF checkpoint -> bertjax"),
     "export": ("bertjax.commands.convert", "bertjax model directory -> transformers dir"),
     "fill_mask": ("bertjax.commands.fill_mask", "top-k predictions for the mask token"),
-    "prepare": ("bertjax.commands.prepare", "prepare tokenizer | data | import-google: "
-                "vocabulary, shards, Google-format TFRecords"),
-    "compile": ("bertjax.commands.compile", "the train step compiled for a Cloud TPU slice: "
-                "HBM, FLOPs, step time"),
+    "prepare": (
+        "bertjax.commands.prepare",
+        "prepare tokenizer | data | import-google: vocabulary, shards, Google-format TFRecords",
+    ),
+    "compile": (
+        "bertjax.commands.compile",
+        "the train step compiled for a Cloud TPU slice: HBM, FLOPs, step time",
+    ),
     "train": ("bertjax.commands.train", "train (or resume) a task: sharded, checkpointed"),
     "bench": ("bertjax.commands.bench", "bench data | prepare | train: throughput figures"),
     "evaluate": ("bertjax.commands.evaluate", "a trained model's scores on a task's dev splits"),
     "predict": ("bertjax.commands.evaluate", "a task's test-split predictions (GLUE's format)"),
     "score": ("bertjax.commands.score", "score a predictions file as the official scripts do"),
     "compare": ("bertjax.commands.compare", "runs' logs, configs and results: a table and plots"),
-    "sweep": ("bertjax.commands.sweep", "run (or print the commands of) a config's ablation "
-              "runs: pretraining, then fine-tuning"),
-    "average": ("bertjax.commands.average", "the average of saved training checkpoints as "
-                "a model directory"),
+    "sweep": (
+        "bertjax.commands.sweep",
+        "run (or print the commands of) a config's ablation runs: pretraining, then fine-tuning",
+    ),
+    "average": (
+        "bertjax.commands.average",
+        "the average of saved training checkpoints as a model directory",
+    ),
 }
 
 
@@ -45,12 +53,14 @@ HELP_FULL_ARGS = ("--helpfull", "-helpfull")
 
 def _usage() -> str:
     rows = "\n".join(f"  {name:<10} {doc}" for name, (_, doc) in COMMANDS.items())
-    return (f"usage: python -m bertjax <command> [--flags]\ncommands:\n{rows}\n"
-            "python -m bertjax <command> --help (or: help <command>) lists a command's flags.")
+    return (
+        f"usage: python -m bertjax <command> [--flags]\ncommands:\n{rows}\n"
+        "python -m bertjax <command> --help (or: help <command>) lists a command's flags."
+    )
 
 
 def _unknown(what: str, name: str, known: list[str]) -> str:
-    """"unknown command 'trian'; did you mean 'train'?" (the hint only when one is close)."""
+    """ "unknown command 'trian'; did you mean 'train'?" (the hint only when one is close)."""
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"error: unknown {what} {name!r}{hint}"
@@ -93,7 +103,7 @@ def one_line(e: BaseException) -> str:
 
 
 def os_error(e: OSError) -> str:
-    """"FILE: what went wrong" rather than "[Errno 2] ...: 'FILE'"."""
+    """ "FILE: what went wrong" rather than "[Errno 2] ...: 'FILE'"."""
     if e.filename is not None and e.strerror:
         target = f" -> {e.filename2}" if e.filename2 is not None else ""
         return f"{e.filename}{target}: {e.strerror}"
@@ -109,7 +119,7 @@ def unknown_key(e: BaseException, args: list[str]) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     leaf = lines[0].strip("'\"") if lines else ""
     given = [a.split("=", 1)[0] for a in args if a.startswith("--config.")]
-    named = next((g[len("--config."):] for g in given if g.rsplit(".", 1)[-1] == leaf), leaf)
+    named = next((g[len("--config.") :] for g in given if g.rsplit(".", 1)[-1] == leaf), leaf)
     hint = next((ln for ln in lines[1:] if ln.startswith("Did you mean")), "")
     quoted = hint.split('"')
     hint = f"; did you mean {quoted[1]!r}?" if len(quoted) >= 3 else ""
@@ -155,8 +165,9 @@ def main() -> int:
     if not args:
         print(_usage(), file=sys.stderr)
         return 2
-    if args[0] in HELP_ARGS + HELP_FULL_ARGS or (args[0] == "help" and (len(args) == 1
-                                                              or args[1].startswith("-"))):
+    if args[0] in HELP_ARGS + HELP_FULL_ARGS or (
+        args[0] == "help" and (len(args) == 1 or args[1].startswith("-"))
+    ):
         print(_usage())
         return 0
     if args[0] == "help":
@@ -166,7 +177,7 @@ def main() -> int:
         print(_unknown("command", command, list(COMMANDS)), file=sys.stderr)
         print(_usage(), file=sys.stderr)
         return 2
-    options = args[1:args.index("--")] if "--" in args else args[1:]
+    options = args[1 : args.index("--")] if "--" in args else args[1:]
     if any(a in HELP_ARGS + HELP_FULL_ARGS for a in options):
         return _help(command, options, full=any(a in HELP_FULL_ARGS for a in options))
     module = importlib.import_module(COMMANDS[command][0])
@@ -231,8 +242,11 @@ def _quiet_native_logs() -> None:
     absl::InitializeLog() ..."), whatever the level: TensorFlow only runs the integer ops
     of the input pipeline here, which oneDNN does not change. gRPC (multi-host runs):
     errors only."""
-    for name, value in (("TF_CPP_MIN_LOG_LEVEL", "2"), ("TF_ENABLE_ONEDNN_OPTS", "0"),
-                        ("GRPC_VERBOSITY", "ERROR")):
+    for name, value in (
+        ("TF_CPP_MIN_LOG_LEVEL", "2"),
+        ("TF_ENABLE_ONEDNN_OPTS", "0"),
+        ("GRPC_VERBOSITY", "ERROR"),
+    ):
         os.environ.setdefault(name, value)
 
 

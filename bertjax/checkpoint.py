@@ -79,8 +79,7 @@ def _leaf_fingerprint(x: jax.Array) -> jax.Array:
         index = index * jnp.uint32(n) + jax.lax.broadcasted_iota(jnp.uint32, bits.shape, d)
     m1 = index * jnp.uint32(0x9E3779B1) + jnp.uint32(0x7F4A7C15) | jnp.uint32(1)
     m2 = (index ^ jnp.uint32(0x5BD1E995)) * jnp.uint32(0x85EBCA6B) | jnp.uint32(1)
-    return jnp.stack([jnp.sum(bits * m1, dtype=jnp.uint32),
-                      jnp.sum(bits * m2, dtype=jnp.uint32)])
+    return jnp.stack([jnp.sum(bits * m1, dtype=jnp.uint32), jnp.sum(bits * m2, dtype=jnp.uint32)])
 
 
 def _check_state(state: Any) -> tuple[jax.Array, Any]:
@@ -108,8 +107,7 @@ def _save_error_words(e: BaseException) -> str:
         return f"{e.filename}: {e.strerror}"
     text = one_line(e, 2000)
     code = re.search(r"os_error_code='(\d+)'", text)
-    path = re.search(r'Failed writing: "([^"]+)"', text) or re.search(
-        r'local file "([^"]+)"', text)
+    path = re.search(r'Failed writing: "([^"]+)"', text) or re.search(r'local file "([^"]+)"', text)
     if code and path:
         return f"{path.group(1)}: {os.strerror(int(code.group(1)))}"
     return text[:300]
@@ -126,8 +124,10 @@ class _KeepLatestAndResumed:
     def should_preserve(self, checkpoints: Any, *, context: Any) -> list[bool]:
         del context
         first = len(checkpoints) - self.n
-        return [i >= first or c.step == self.resumed or self.keep(c.step)
-                for i, c in enumerate(checkpoints)]
+        return [
+            i >= first or c.step == self.resumed or self.keep(c.step)
+            for i, c in enumerate(checkpoints)
+        ]
 
 
 class TrainCheckpoints:
@@ -141,8 +141,14 @@ class TrainCheckpoints:
     save() and restore() with the same step.
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True,
-                 keep: Callable[[int], bool] | None = None, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        directory: str,
+        max_to_keep: int = 3,
+        async_save: bool = True,
+        keep: Callable[[int], bool] | None = None,
+        read_only: bool = False,
+    ) -> None:
         """`keep`: steps rotation never deletes; `read_only`: another run's checkpoints,
         read and never written (no directory created, no leftover removed)."""
         import orbax.checkpoint as ocp
@@ -152,11 +158,15 @@ class TrainCheckpoints:
         paths.forget_listings(self.directory)  # steps other processes saved since
         self._keep = _KeepLatestAndResumed(max_to_keep, keep)
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=self._keep, create=not read_only,
-            cleanup_tmp_directories=not read_only, read_only=read_only,
-            enable_async_checkpointing=async_save)
-        self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_names=("state", "data", "meta"))
+            preservation_policy=self._keep,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=async_save,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "data", "meta")
+        )
         self._check = jax.jit(_check_state)
         self._pending: int | None = None  # the step being written in the background
         self._output = HeldBackgroundOutput()
@@ -171,8 +181,7 @@ class TrainCheckpoints:
     def step_dir(self, step: int) -> str:
         return paths.join(self.directory, str(step))
 
-    def save(self, step: int, state: Any, data: Mapping[str, Any],
-             meta: Mapping[str, Any]) -> None:
+    def save(self, step: int, state: Any, data: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         """Saves `state` (a pytree of jax.Arrays) as step `step`; NonFiniteStateError if
         any floating-point value in it is NaN or Inf (nothing is written then);
         SaveError if the write fails (at once when saving synchronously, else from
@@ -181,16 +190,22 @@ class TrainCheckpoints:
         if not bool(finite):
             raise NonFiniteStateError(
                 f"{self.directory}: the train state at step {step} holds NaN or Inf values; "
-                "not saving it")
+                "not saving it"
+            )
         ocp = self._ocp
         self.wait()  # the previous save, so that its failure is reported as its own
         self._output.start()
         self._pending = step
         try:
-            self._manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(dict(data)),
-                meta=ocp.args.JsonSave({**meta, "state_digest": _digest(fingerprints)})),
-                force=True)
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=ocp.args.JsonSave(dict(data)),
+                    meta=ocp.args.JsonSave({**meta, "state_digest": _digest(fingerprints)}),
+                ),
+                force=True,
+            )
         except Exception as e:  # noqa: BLE001 -- OSError, tensorstore's ValueError, ...
             self._fail(e)
         if not self._manager.is_saving_in_progress():
@@ -223,10 +238,12 @@ class TrainCheckpoints:
     def _fail(self, e: BaseException) -> None:
         step, self._pending = self._pending, None
         self._join_failed_writes()
-        self._output.stop(into=paths.join(paths.dirname(self.directory), "logs",
-                                            f"save_error_{step}.log"))
-        raise SaveError(f"checkpoint {step} could not be written ({_save_error_words(e)})"
-                        ) from None
+        self._output.stop(
+            into=paths.join(paths.dirname(self.directory), "logs", f"save_error_{step}.log")
+        )
+        raise SaveError(
+            f"checkpoint {step} could not be written ({_save_error_words(e)})"
+        ) from None
 
     def _join_failed_writes(self) -> None:
         """Waits for the writes of a failed save that are still running: Orbax stops
@@ -246,9 +263,15 @@ class TrainCheckpoints:
         another mesh or device count than the one that saved: Orbax reshards.
         """
         ocp = self._ocp
-        restored = quiet_read(self._manager.restore, step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
-            meta=ocp.args.JsonRestore()))
+        restored = quiet_read(
+            self._manager.restore,
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target),
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
         return restored["state"], dict(restored["data"]), dict(restored["meta"])
 
     def restore_on_host(self, step: int) -> tuple[Any, dict[str, Any]]:
@@ -259,11 +282,13 @@ class TrainCheckpoints:
         problem = self.check_files(step)
         try:
             if problem is None:
-                saved = quiet_read(self._ocp.StandardCheckpointer().metadata,
-                                   paths.join(where, "state")).item_metadata
+                saved = quiet_read(
+                    self._ocp.StandardCheckpointer().metadata, paths.join(where, "state")
+                ).item_metadata
                 device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
                 target = jax.tree.map(
-                    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+                    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved
+                )
                 state, _, meta = self.restore(step, target)
                 problem = self.verify(state, meta)
         except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore / JSON errors
@@ -284,8 +309,7 @@ class TrainCheckpoints:
         bad = sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
         if bad:
             more = f" (as do {len(bad) - 1} more)" if len(bad) > 1 else ""
-            return (f"state leaf {bad[0]} differs from the digest recorded when it was "
-                    f"saved{more}")
+            return f"state leaf {bad[0]} differs from the digest recorded when it was saved{more}"
         if not bool(finite):
             return "the state holds NaN or Inf values"
         return None
@@ -327,8 +351,9 @@ class TrainCheckpoints:
     def read_meta(self, step: int) -> dict[str, Any]:
         """The meta item of `step` alone (no arrays are read)."""
         ocp = self._ocp
-        restored = quiet_read(self._manager.restore, step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))
+        restored = quiet_read(
+            self._manager.restore, step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+        )
         return dict(restored["meta"])
 
     def close(self) -> None:

@@ -42,8 +42,10 @@ def find(path: str, what: str) -> str:
     except (UnicodeDecodeError, LookupError) as e:
         at = getattr(e, "start", 0)
         line = source[:at].count(b"\n") + 1
-        raise ValueError(f"{what}: {found} is not {encoding} text (byte 0x{source[at]:02x} "
-                         f"on line {line}); a config file is Python source in UTF-8") from None
+        raise ValueError(
+            f"{what}: {found} is not {encoding} text (byte 0x{source[at]:02x} "
+            f"on line {line}); a config file is Python source in UTF-8"
+        ) from None
     try:
         compile(source, found, "exec")
     except SyntaxError as e:
@@ -96,8 +98,10 @@ def set_key(config: Any, key: str, value: Any, what: str) -> None:
     node = config
     for i, part in enumerate(parents):
         if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-            raise ValueError(f"{what}: unknown config key {key!r} "
-                             f"({'.'.join(parents[:i + 1])} is not a config section)")
+            raise ValueError(
+                f"{what}: unknown config key {key!r} "
+                f"({'.'.join(parents[: i + 1])} is not a config section)"
+            )
         node = node[part]
     if leaf not in node:
         raise ValueError(f"{what}: unknown config key {key!r}")
@@ -113,7 +117,7 @@ def set_key(config: Any, key: str, value: Any, what: str) -> None:
 
 
 def parse_overrides(text: str, what: str) -> list[tuple[str, str]]:
-    """"KEY=VALUE KEY=VALUE" -> [(KEY, VALUE)]."""
+    """ "KEY=VALUE KEY=VALUE" -> [(KEY, VALUE)]."""
     pairs = []
     for item in text.split():
         key, sep, value = item.partition("=")

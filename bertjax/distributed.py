@@ -26,26 +26,43 @@ from collections.abc import Mapping
 from absl import flags, logging
 
 COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", "", "HOST:PORT of process 0's coordinator service. Set it (with "
-    "--num_processes and --process_id) on clusters that Cloud TPU / Slurm detection misses.")
+    "coordinator_address",
+    "",
+    "HOST:PORT of process 0's coordinator service. Set it (with "
+    "--num_processes and --process_id) on clusters that Cloud TPU / Slurm detection misses.",
+)
 NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", 0, "Total processes in the run; required with --coordinator_address.")
+    "num_processes", 0, "Total processes in the run; required with --coordinator_address."
+)
 PROCESS_ID = flags.DEFINE_integer(
-    "process_id", -1, "This process's rank in [0, --num_processes); required with "
-    "--coordinator_address.")
+    "process_id",
+    -1,
+    "This process's rank in [0, --num_processes); required with --coordinator_address.",
+)
 LOCAL_DEVICE_IDS = flags.DEFINE_string(
-    "local_device_ids", "", "Comma-separated local device ids this process drives (GPU), e.g. "
-    "0,1,2,3 for one process per 4-GPU node under Slurm; default: JAX's choice.")
+    "local_device_ids",
+    "",
+    "Comma-separated local device ids this process drives (GPU), e.g. "
+    "0,1,2,3 for one process per 4-GPU node under Slurm; default: JAX's choice.",
+)
 CPU_COLLECTIVES = flags.DEFINE_string(
-    "cpu_collectives", "", "Cross-process collectives for multi-process runs on CPU devices: "
-    "gloo or mpi; empty keeps JAX's default (gloo in the pinned jax).")
+    "cpu_collectives",
+    "",
+    "Cross-process collectives for multi-process runs on CPU devices: "
+    "gloo or mpi; empty keeps JAX's default (gloo in the pinned jax).",
+)
 
 MODES = ("explicit", "cloud_tpu", "slurm", "single")
 
 # JAX's SlurmCluster.is_env_present needs all of these; SLURM_STEP_NODELIST exists only
 # inside an srun step, so a bare batch script (one shell, not the tasks) stays single.
-SLURM_KEYS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
-              "SLURM_LOCALID")
+SLURM_KEYS = (
+    "SLURM_JOB_ID",
+    "SLURM_STEP_NODELIST",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+)
 # The TPU metadata server; JAX honours the same override.
 _METADATA = "http://{host}/computeMetadata/v1/instance/attributes/{key}"
 _METADATA_TIMEOUT_S = 10.0
@@ -121,8 +138,9 @@ def _on_cloud_tpu_vm() -> bool:
 def _metadata(key: str) -> str:
     """One instance attribute from the GCE metadata server, "" when it cannot be read."""
     host = os.environ.get("GCE_METADATA_IP", "metadata.google.internal")
-    request = urllib.request.Request(_METADATA.format(host=host, key=key),
-                                     headers={"Metadata-Flavor": "Google"})
+    request = urllib.request.Request(
+        _METADATA.format(host=host, key=key), headers={"Metadata-Flavor": "Google"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=_METADATA_TIMEOUT_S) as response:
             return response.read().decode("utf-8", "replace")
@@ -151,19 +169,25 @@ def parse_device_ids(text: str) -> list[int] | None:
     except ValueError:
         ids = []
     if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
-        raise ValueError(f"--local_device_ids={text!r} is not a comma-separated list of "
-                         "distinct non-negative integers")
+        raise ValueError(
+            f"--local_device_ids={text!r} is not a comma-separated list of "
+            "distinct non-negative integers"
+        )
     return ids
 
 
 def _check_explicit(coordinator_address: str, num_processes: int, process_id: int) -> None:
     """Fails fast, naming the flag, on what jax.distributed.initialize would reject late."""
     if not coordinator_address:
-        for name, value, unset in (("num_processes", num_processes, 0),
-                                   ("process_id", process_id, -1)):
+        for name, value, unset in (
+            ("num_processes", num_processes, 0),
+            ("process_id", process_id, -1),
+        ):
             if value != unset:
-                raise ValueError(f"--{name} is used only with --coordinator_address: set "
-                                 f"that too, or drop --{name} to auto-detect the cluster")
+                raise ValueError(
+                    f"--{name} is used only with --coordinator_address: set "
+                    f"that too, or drop --{name} to auto-detect the cluster"
+                )
         return
     host, _, port = coordinator_address.rpartition(":")
     if not host or not port.isdigit():
@@ -175,12 +199,19 @@ def _check_explicit(coordinator_address: str, num_processes: int, process_id: in
     if num_processes < 1:
         raise ValueError(f"--num_processes={num_processes} must be at least 1")
     if not 0 <= process_id < num_processes:
-        raise ValueError(f"--process_id={process_id} is outside [0, {num_processes}) "
-                         f"for --num_processes={num_processes}")
+        raise ValueError(
+            f"--process_id={process_id} is outside [0, {num_processes}) "
+            f"for --num_processes={num_processes}"
+        )
 
 
-def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1,
-               local_device_ids: str = "", cpu_collectives: str = "") -> str:
+def initialize(
+    coordinator_address: str = "",
+    num_processes: int = 0,
+    process_id: int = -1,
+    local_device_ids: str = "",
+    cpu_collectives: str = "",
+) -> str:
     """Joins this process to a multi-process run if there is one; call before any JAX array.
 
     Args:
@@ -198,6 +229,7 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
       ValueError: a bad or missing flag (named in the one-line message), before JAX is called.
     """
     import jax  # here: `train --help` imports this module for its flags and must not load JAX
+
     _check_explicit(coordinator_address, num_processes, process_id)
     device_ids = parse_device_ids(local_device_ids)
     if jax.distributed.is_initialized():
@@ -214,16 +246,25 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
         mode = detect({**tpu_metadata_environ(), **os.environ})
     if mode == "single":
         if device_ids is not None:
-            raise ValueError("--local_device_ids applies to multi-process runs; on one process "
-                             "choose devices with CUDA_VISIBLE_DEVICES instead")
+            raise ValueError(
+                "--local_device_ids applies to multi-process runs; on one process "
+                "choose devices with CUDA_VISIBLE_DEVICES instead"
+            )
         logging.info("jax.distributed: single process")
         return mode
     if mode == "explicit":
-        logging.info("jax.distributed: process %d of %d, coordinator %s", process_id,
-                     num_processes, coordinator_address)
-        jax.distributed.initialize(coordinator_address=coordinator_address,
-                                   num_processes=num_processes, process_id=process_id,
-                                   local_device_ids=device_ids)
+        logging.info(
+            "jax.distributed: process %d of %d, coordinator %s",
+            process_id,
+            num_processes,
+            coordinator_address,
+        )
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+            local_device_ids=device_ids,
+        )
         return mode
     logging.info("jax.distributed: %s detected; JAX fills in coordinator and ranks", mode)
     try:
@@ -233,13 +274,20 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
             jax.distributed.initialize(local_device_ids=device_ids)
     except ValueError as e:  # JAX's detector disagreed with ours: say what to do instead
         why = " ".join(str(e).split())  # one line, whatever JAX wrote
-        raise ValueError(f"{mode} environment found but jax.distributed.initialize() could not "
-                         f"configure it ({why}); pass --coordinator_address, --num_processes "
-                         "and --process_id") from e
+        raise ValueError(
+            f"{mode} environment found but jax.distributed.initialize() could not "
+            f"configure it ({why}); pass --coordinator_address, --num_processes "
+            "and --process_id"
+        ) from e
     return mode
 
 
 def initialize_from_flags() -> str:
     """`initialize` with this module's absl flags (parsed by `python -m bertjax`)."""
-    return initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
-                      LOCAL_DEVICE_IDS.value, CPU_COLLECTIVES.value)
+    return initialize(
+        COORDINATOR.value,
+        NUM_PROCESSES.value,
+        PROCESS_ID.value,
+        LOCAL_DEVICE_IDS.value,
+        CPU_COLLECTIVES.value,
+    )

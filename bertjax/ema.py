@@ -32,16 +32,21 @@ def params_ema(decay: float) -> optax.GradientTransformation:
     """The EMA of the parameters the updates lead to; updates pass through unchanged."""
 
     def init(params: Any) -> EmaState:
-        return EmaState(jnp.zeros((), jnp.int32),
-                        jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params))
+        return EmaState(
+            jnp.zeros((), jnp.int32), jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+        )
 
     def update(updates: Any, state: EmaState, params: Any = None) -> tuple[Any, EmaState]:
         if params is None:
             raise ValueError("params_ema needs the parameters (update(grads, state, params))")
         t = state.count + 1
         d = jnp.minimum(decay, (1.0 + t) / (10.0 + t)).astype(jnp.float32)
-        ema = jax.tree.map(lambda e, p, u: d * e + (1.0 - d) * (p + u).astype(jnp.float32),
-                           state.ema, params, updates)
+        ema = jax.tree.map(
+            lambda e, p, u: d * e + (1.0 - d) * (p + u).astype(jnp.float32),
+            state.ema,
+            params,
+            updates,
+        )
         return updates, EmaState(t, ema)
 
     return optax.GradientTransformation(init, update)
@@ -49,6 +54,9 @@ def params_ema(decay: float) -> optax.GradientTransformation:
 
 def ema_params(opt_state: Any) -> Any | None:
     """The EMA of the parameters held in an optimizer state, or None when it has none."""
-    found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, EmaState))
-             if isinstance(s, EmaState)]
+    found = [
+        s
+        for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, EmaState))
+        if isinstance(s, EmaState)
+    ]
     return found[0].ema if found else None

@@ -25,8 +25,14 @@ def check_train_config(config: Any) -> None:
     t = config.train
     if int(t.batch_size) < 1:
         raise ValueError(f"train.batch_size={t.batch_size}: must be positive")
-    for key in ("steps", "log_every", "eval_every", "eval_steps", "checkpoint_every",
-                "max_consecutive_skips"):
+    for key in (
+        "steps",
+        "log_every",
+        "eval_every",
+        "eval_steps",
+        "checkpoint_every",
+        "max_consecutive_skips",
+    ):
         if int(t[key]) < 0:
             raise ValueError(f"train.{key}={t[key]}: must be >= 0")
     if int(t.max_to_keep) < 1:
@@ -46,11 +52,14 @@ def check_batch_sizes(phases: Any, mesh: Any, rules: Any) -> None:
     for phase in phases:
         if phase.batch_size % ways:
             key = phase.options.get("batch_key") or (
-                "phase2.batch_size" if phase.index else "train.batch_size")
+                "phase2.batch_size" if phase.index else "train.batch_size"
+            )
             shape = " x ".join(f"mesh.{a}={mesh.shape[a]}" for a in axes)
-            raise ValueError(f"{key}={phase.batch_size} does not split over the {ways} "
-                             f"devices the batch is sharded on ({shape}); use a multiple "
-                             f"of {ways}")
+            raise ValueError(
+                f"{key}={phase.batch_size} does not split over the {ways} "
+                f"devices the batch is sharded on ({shape}); use a multiple "
+                f"of {ways}"
+            )
 
 
 def stored_model_config(config: Any) -> ModelConfig:
@@ -58,8 +67,7 @@ def stored_model_config(config: Any) -> ModelConfig:
     return ModelConfig.from_dict(config.model.to_dict())
 
 
-def model_config(config: Any, task: Task | None = None, platform: str | None = None
-                 ) -> ModelConfig:
+def model_config(config: Any, task: Task | None = None, platform: str | None = None) -> ModelConfig:
     """The model a run trains: config.model with the task's heads (and the task's own
     knobs, e.g. electra.generator_fraction) and the training compute dtype (train.dtype;
     auto = bfloat16 on TPU and GPU, model.dtype on CPU; `platform` default: JAX's)."""
@@ -97,8 +105,7 @@ def optim_config(config: Any, task: Task | None = None) -> OptimConfig:
     optim = OptimConfig.from_dict(d)
     spans = None
     if optim.warmup_tokens or optim.decay_tokens:  # tokens per train step, phase by phase
-        spans = [(p.end - p.start, p.batch_size * phase_seq_len(config, p))
-                 for p in task.phases()]
+        spans = [(p.end - p.start, p.batch_size * phase_seq_len(config, p)) for p in task.phases()]
     return resolve_lengths(optim, spans)
 
 
@@ -144,8 +151,9 @@ def build_setup(config: Any, devices: Any = None) -> Setup:
     abstract = jax.eval_shape(init)
     target, state_shardings = sharding.abstract_state(init, mesh, rules, abstract=abstract)
     make_optimizer(optim, target["params"], frozen)  # checks dtypes and frozen paths
-    return Setup(config, task, cfg, optim, model, tx, mesh, rules, init, abstract, target,
-                 state_shardings)
+    return Setup(
+        config, task, cfg, optim, model, tx, mesh, rules, init, abstract, target, state_shardings
+    )
 
 
 def plan_lines(config: Any, task: Task, cfg: ModelConfig) -> list[str]:
@@ -156,9 +164,13 @@ def plan_lines(config: Any, task: Task, cfg: ModelConfig) -> list[str]:
     from bertjax.tasks import plan
 
     phases = task.phases()
-    lines = plan.describe(phases, lambda p: task.flops(
-        cfg, p.options["max_seq_length"], p.options["max_predictions_per_seq"]).total,
-        int(config.optim.grad_accum_steps))
+    lines = plan.describe(
+        phases,
+        lambda p: (
+            task.flops(cfg, p.options["max_seq_length"], p.options["max_predictions_per_seq"]).total
+        ),
+        int(config.optim.grad_accum_steps),
+    )
     return [f"plan: {len(phases)} phase{'s' if len(phases) > 1 else ''}", *lines]
 
 
@@ -170,12 +182,16 @@ def check_phase_models(cfg: ModelConfig, phases: Any) -> None:
         if not theta:
             continue
         if not cfg.rope_theta:
-            raise ValueError(f"{p.options['key']}.rope_theta={theta:g}: the model has no "
-                             "rotary positions (model.rope_theta=0)")
+            raise ValueError(
+                f"{p.options['key']}.rope_theta={theta:g}: the model has no "
+                "rotary positions (model.rope_theta=0)"
+            )
         if p.index == len(phases) - 1 and theta != cfg.rope_theta:
-            raise ValueError(f"{p.options['key']}.rope_theta={theta:g}: the last phase trains "
-                             f"the model the run writes; set model.rope_theta={theta:g} "
-                             "instead")
+            raise ValueError(
+                f"{p.options['key']}.rope_theta={theta:g}: the last phase trains "
+                f"the model the run writes; set model.rope_theta={theta:g} "
+                "instead"
+            )
 
 
 def phase_model(setup: Setup, phase: Any) -> Any | None:
@@ -187,6 +203,7 @@ def phase_model(setup: Setup, phase: Any) -> Any | None:
 
 
 # --- branches and kept checkpoints -------------------------------------------------------
+
 
 def branch_point(config: Any) -> tuple[str, int] | None:
     """config.init_from_checkpoint "WORKDIR@STEP" -> (WORKDIR, STEP); None when unset.
@@ -200,11 +217,15 @@ def branch_point(config: Any) -> tuple[str, int] | None:
         return None
     workdir, sep, step = spec.rpartition("@")
     if not sep or not workdir or not step.isdigit():
-        raise ValueError(f"config.init_from_checkpoint={spec!r}: expected WORKDIR@STEP, a "
-                         "saved step of another run (e.g. /runs/stable@20000)")
+        raise ValueError(
+            f"config.init_from_checkpoint={spec!r}: expected WORKDIR@STEP, a "
+            "saved step of another run (e.g. /runs/stable@20000)"
+        )
     if config.get("init_from"):
-        raise ValueError(f"config.init_from_checkpoint={spec!r} and config.init_from="
-                         f"{config.init_from!r}: give one start")
+        raise ValueError(
+            f"config.init_from_checkpoint={spec!r} and config.init_from="
+            f"{config.init_from!r}: give one start"
+        )
     return workdir, int(step)
 
 
@@ -216,14 +237,18 @@ def check_branch(config: Any, optim: OptimConfig, total: int) -> None:
         return
     spec, step = config.init_from_checkpoint, point[1]
     if step >= total:
-        raise ValueError(f"config.init_from_checkpoint={spec}: step {step} leaves nothing "
-                         f"to train in train.steps={total}")
+        raise ValueError(
+            f"config.init_from_checkpoint={spec}: step {step} leaves nothing "
+            f"to train in train.steps={total}"
+        )
     start = optim.total_steps - optim.decay_steps
     if optim.decay == "wsd" and optim.decay_steps and step // optim.grad_accum_steps > start:
-        raise ValueError(f"config.init_from_checkpoint={spec}: the decay "
-                         f"(optim.decay_steps={optim.decay_steps}) starts at update {start}, "
-                         f"before the branch point (update {step // optim.grad_accum_steps});"
-                         " set train.steps to the branch point plus the decay")
+        raise ValueError(
+            f"config.init_from_checkpoint={spec}: the decay "
+            f"(optim.decay_steps={optim.decay_steps}) starts at update {start}, "
+            f"before the branch point (update {step // optim.grad_accum_steps});"
+            " set train.steps to the branch point plus the decay"
+        )
 
 
 def kept_steps(config: Any, phases: Any) -> Callable[[int], bool]:
@@ -244,7 +269,10 @@ def kept_steps(config: Any, phases: Any) -> Callable[[int], bool]:
     def keep(step: int) -> bool:
         if every and step % every == 0:
             return True
-        return bool(every_tokens and step > 0
-                    and tokens(step) // every_tokens > tokens(step - 1) // every_tokens)
+        return bool(
+            every_tokens
+            and step > 0
+            and tokens(step) // every_tokens > tokens(step - 1) // every_tokens
+        )
 
     return keep

@@ -70,8 +70,9 @@ def _tower(cfg: ModelConfig, seq_len: int) -> tuple[float, float]:
     return layers, 12 * keys * d
 
 
-def train_flops_per_token(cfg: ModelConfig, seq_len: int, mlm_fraction: float = 1.0,
-                          teacher: ModelConfig | None = None) -> Flops:
+def train_flops_per_token(
+    cfg: ModelConfig, seq_len: int, mlm_fraction: float = 1.0, teacher: ModelConfig | None = None
+) -> Flops:
     """Training FLOPs per token of `cfg` at length `seq_len`; see the module docstring.
 
     mlm_fraction: f, the share of positions scored by the MLM head.

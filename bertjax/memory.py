@@ -56,14 +56,20 @@ class StepMemory:
         m = compiled.memory_analysis()
         if m is None:  # a backend without the analysis
             return cls(0, 0, 0, 0, 0)
-        return cls(int(m.argument_size_in_bytes), int(m.output_size_in_bytes),
-                   int(m.alias_size_in_bytes), int(m.temp_size_in_bytes),
-                   int(m.generated_code_size_in_bytes))
+        return cls(
+            int(m.argument_size_in_bytes),
+            int(m.output_size_in_bytes),
+            int(m.alias_size_in_bytes),
+            int(m.temp_size_in_bytes),
+            int(m.generated_code_size_in_bytes),
+        )
 
     def words(self) -> str:
-        return (f"{size(self.total)} per device (arguments {size(self.arguments)}, outputs "
-                f"{size(self.outputs - self.aliased)} beyond the donated state, temporaries "
-                f"{size(self.temporaries)})")
+        return (
+            f"{size(self.total)} per device (arguments {size(self.arguments)}, outputs "
+            f"{size(self.outputs - self.aliased)} beyond the donated state, temporaries "
+            f"{size(self.temporaries)})"
+        )
 
 
 def size(n: float) -> str:
@@ -91,14 +97,20 @@ def available_memory(devices: list[Any] | None = None) -> tuple[int | None, str]
     return free // n, ("RAM available" + (f" / {n} CPU devices" if n > 1 else ""))
 
 
-def abstract_batch(task: Any, cfg: Any, batch_size: int, seq_len: int, mesh: Any,
-                   rules: Any, seed: int = 0) -> dict[str, jax.ShapeDtypeStruct]:
+def abstract_batch(
+    task: Any, cfg: Any, batch_size: int, seq_len: int, mesh: Any, rules: Any, seed: int = 0
+) -> dict[str, jax.ShapeDtypeStruct]:
     """The global batch of `batch_size` full-length rows as ShapeDtypeStructs sharded as
     `train` shards batches (the shapes of the task's synthetic batches)."""
     rows = task.synthetic_batches(cfg, min(batch_size, 2), seq_len, seed, 1)[0]
-    return {k: jax.ShapeDtypeStruct((batch_size, *np.shape(v)[1:]), np.asarray(v).dtype,
-                                    sharding=sharding.batch_sharding(mesh, np.ndim(v), rules))
-            for k, v in rows.items()}
+    return {
+        k: jax.ShapeDtypeStruct(
+            (batch_size, *np.shape(v)[1:]),
+            np.asarray(v).dtype,
+            sharding=sharding.batch_sharding(mesh, np.ndim(v), rules),
+        )
+        for k, v in rows.items()
+    }
 
 
 def signature(batch: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
@@ -117,15 +129,18 @@ def refusal(memory: StepMemory, limit: int, source: str, what: str, config: Any)
     t = config.train
     accum = int(config.optim.get("grad_accum_steps", 1)) if "optim" in config else 1
     remat = config.model.get("remat", "none") if "model" in config else "none"
-    return (f"{what} needs {memory.words()}, more than the {size(limit)} "
-            f"({HEADROOM:.0%} of {source}) one device has: lower train.batch_size "
-            f"({int(t.batch_size)}), raise optim.grad_accum_steps ({accum}), set "
-            f"model.remat=full (now {remat}), or shard over more devices (mesh "
-            f"{dict(config.mesh)})")
+    return (
+        f"{what} needs {memory.words()}, more than the {size(limit)} "
+        f"({HEADROOM:.0%} of {source}) one device has: lower train.batch_size "
+        f"({int(t.batch_size)}), raise optim.grad_accum_steps ({accum}), set "
+        f"model.remat=full (now {remat}), or shard over more devices (mesh "
+        f"{dict(config.mesh)})"
+    )
 
 
-def check_phases(setup: Any, phases: list[Any], aux: Any, step: Any,
-                 log: Any = print) -> dict[int, Any]:
+def check_phases(
+    setup: Any, phases: list[Any], aux: Any, step: Any, log: Any = print
+) -> dict[int, Any]:
     """Compiles `step` (the loop's jitted train step) for every phase at its largest
     shapes and checks it fits; MemoryCheckError otherwise. Returns {phase index:
     (compiled step, the `signature` of the batch it takes)}: the loop runs it for
@@ -134,17 +149,19 @@ def check_phases(setup: Any, phases: list[Any], aux: Any, step: Any,
     out = {}
     for phase in phases:
         seq_len = experiment.phase_seq_len(setup.config, phase)
-        batch = abstract_batch(setup.task, setup.cfg, phase.batch_size, seq_len,
-                               setup.mesh, setup.rules, setup.seed)
+        batch = abstract_batch(
+            setup.task, setup.cfg, phase.batch_size, seq_len, setup.mesh, setup.rules, setup.seed
+        )
         compiled = compile_step(setup, step, batch, aux)
         memory = StepMemory.of(compiled)
         what = f"the train step (batch {phase.batch_size} x {seq_len}" + (
-            f", phase {phase.index + 1})" if len(phases) > 1 else ")")
+            f", phase {phase.index + 1})" if len(phases) > 1 else ")"
+        )
         if limit is not None and memory.total > HEADROOM * limit:
-            raise MemoryCheckError(refusal(memory, int(HEADROOM * limit), source, what,
-                                           setup.config))
+            raise MemoryCheckError(
+                refusal(memory, int(HEADROOM * limit), source, what, setup.config)
+            )
         if limit is not None:
-            log(f"memory: {what} needs {size(memory.total)} per device of "
-                f"{size(limit)} ({source})")
+            log(f"memory: {what} needs {size(memory.total)} per device of {size(limit)} ({source})")
         out[phase.index] = (compiled, signature(batch))
     return out

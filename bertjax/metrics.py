@@ -79,8 +79,9 @@ def _tensorboard() -> tuple[Any, Any, Any]:
     paths go through fsspec (gcsfs for gs://) if installed.
     """
     if "tensorflow" not in sys.modules:
-        sys.modules.setdefault("tensorboard.compat.notf",
-                               types.ModuleType("tensorboard.compat.notf"))
+        sys.modules.setdefault(
+            "tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf")
+        )
     try:
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -134,8 +135,14 @@ class MetricWriter:
         PUT of the whole file): TensorBoard sees the run at most this late.
     """
 
-    def __init__(self, logdir: str | None, *, enabled: bool = True,
-                 stream: TextIO | None = None, upload_every_s: float = 60.0):
+    def __init__(
+        self,
+        logdir: str | None,
+        *,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        upload_every_s: float = 60.0,
+    ):
         self.logdir = logdir
         self.enabled = enabled
         self._stream = stream
@@ -163,13 +170,19 @@ class MetricWriter:
         step = int(step)
         values = {name: _host_value(v) for name, v in scalars.items()}
         if self._writer is not None:
-            summary = self._summary_pb2.Summary(value=[
-                self._summary_pb2.Summary.Value(tag=f"{prefix}/{name}", simple_value=float(v))
-                for name, v in values.items()])
+            summary = self._summary_pb2.Summary(
+                value=[
+                    self._summary_pb2.Summary.Value(tag=f"{prefix}/{name}", simple_value=float(v))
+                    for name, v in values.items()
+                ]
+            )
             self._writer.add_event(
-                self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
-            if (self._staging is not None
-                    and time.monotonic() - self._uploaded_at >= self._upload_every_s):
+                self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary)
+            )
+            if (
+                self._staging is not None
+                and time.monotonic() - self._uploaded_at >= self._upload_every_s
+            ):
                 self._writer.flush()
                 self._upload()
         fields = " ".join(f"{name}={format_value(name, v)}" for name, v in values.items())
@@ -351,8 +364,9 @@ def resolve_peak_flops(override: float = 0.0, dtype: str = "bfloat16") -> tuple[
 # --------------------------------------------------------------------------- throughput
 
 
-def mfu(flops_per_token: float, tokens_per_s: float, peak_flops_per_device: float,
-        num_devices: int) -> float:
+def mfu(
+    flops_per_token: float, tokens_per_s: float, peak_flops_per_device: float, num_devices: int
+) -> float:
     """Model FLOPs utilization: flops_per_token * tokens_per_s / (peak * devices).
 
     tokens_per_s is global (all devices); 0 when the peak is 0 or unknown.
@@ -377,8 +391,13 @@ class Throughput:
       peak_source: where the peak came from (resolve_peak_flops), for that warning.
     """
 
-    def __init__(self, flops_per_token: float, peak_flops_per_device: float, num_devices: int,
-                 peak_source: str = ""):
+    def __init__(
+        self,
+        flops_per_token: float,
+        peak_flops_per_device: float,
+        num_devices: int,
+        peak_source: str = "",
+    ):
         self.flops_per_token = flops_per_token
         self.peak_flops_per_device = peak_flops_per_device
         self.peak_source = peak_source
@@ -412,8 +431,9 @@ class Throughput:
         else:
             steps_per_s = sequences_per_s = tokens_per_s = 0.0
         self._step, self._time = int(step), now
-        utilisation = mfu(self.flops_per_token, tokens_per_s, self.peak_flops_per_device,
-                          self.num_devices)
+        utilisation = mfu(
+            self.flops_per_token, tokens_per_s, self.peak_flops_per_device, self.num_devices
+        )
         if utilisation > 1:
             self._raise_peak(utilisation)
             utilisation = 1.0
@@ -430,9 +450,12 @@ class Throughput:
         self.peak_flops_per_device = old * utilisation
         source = f" ({self.peak_source})" if self.peak_source else ""
         if jax.process_index() == 0:
-            print(f"warning: the train step ran at {self.peak_flops_per_device:.3e} model "
-                  f"FLOP/s per device, above the peak MFU was measured against, "
-                  f"{old:.3e}{source}, which would make mfu={utilisation:.3g}: that peak "
-                  "was too low (measured while other work ran, or set too low in "
-                  "train.peak_flops); MFU is against the achieved rate from here on",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: the train step ran at {self.peak_flops_per_device:.3e} model "
+                f"FLOP/s per device, above the peak MFU was measured against, "
+                f"{old:.3e}{source}, which would make mfu={utilisation:.3g}: that peak "
+                "was too low (measured while other work ran, or set too low in "
+                "train.peak_flops); MFU is against the achieved rate from here on",
+                file=sys.stderr,
+                flush=True,
+            )

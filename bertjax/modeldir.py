@@ -37,8 +37,14 @@ VERSION = 2
 _DIGESTS = ("params_sha256", "model_sha256", "tokenizer_sha256")
 
 
-def save(path: str, cfg: ModelConfig, params: Any, tokenizer: Any = None,
-         overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
+def save(
+    path: str,
+    cfg: ModelConfig,
+    params: Any,
+    tokenizer: Any = None,
+    overwrite: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Writes a model directory at `path` (local or gs://), published atomically."""
     import orbax.checkpoint as ocp
 
@@ -50,12 +56,18 @@ def save(path: str, cfg: ModelConfig, params: Any, tokenizer: Any = None,
         if tokenizer is not None:
             tokenizer.save(tok_dir)
         model = cfg.to_dict()
-        paths.write_json(paths.join(tmp, "config.json"), {
-            "format": FORMAT, "version": VERSION, "model": model,
-            "params_sha256": files_digest(paths.join(tmp, "params")),
-            "model_sha256": model_digest(model),
-            "tokenizer_sha256": files_digest(tok_dir) if tokenizer is not None else None,
-            **(extra or {})})
+        paths.write_json(
+            paths.join(tmp, "config.json"),
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "model": model,
+                "params_sha256": files_digest(paths.join(tmp, "params")),
+                "model_sha256": model_digest(model),
+                "tokenizer_sha256": files_digest(tok_dir) if tokenizer is not None else None,
+                **(extra or {}),
+            },
+        )
 
 
 def files_digest(directory: str) -> str:
@@ -84,24 +96,33 @@ def read_config(path: str) -> tuple[ModelConfig, dict[str, Any]]:
         raise FileNotFoundError(2, "no such model directory", path)
     workdir = paths.isdir(paths.join(path, "checkpoints"))
     if workdir and not is_model_dir(path):  # its config.json is the run's config
-        raise ValueError(f"{path} is a training workdir, not a model directory: did you "
-                         f"mean {paths.join(path, 'model')}?")
+        raise ValueError(
+            f"{path} is a training workdir, not a model directory: did you "
+            f"mean {paths.join(path, 'model')}?"
+        )
     if not paths.exists(config_path):
-        raise FileNotFoundError(2, f"missing; is {path} a bertjax model directory (written "
-                                "by `python -m bertjax import`, `init` or `train`)?",
-                                config_path)
+        raise FileNotFoundError(
+            2,
+            f"missing; is {path} a bertjax model directory (written "
+            "by `python -m bertjax import`, `init` or `train`)?",
+            config_path,
+        )
     meta = paths.read_json(config_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{config_path}: format is {found!r}, not {FORMAT!r}")
     missing = [k for k in _DIGESTS if k not in meta]
     if missing:
-        raise ValueError(f"{config_path}: no {', '.join(missing)}; the directory cannot be "
-                         "verified (write it again with `import`, `init` or `train`)")
+        raise ValueError(
+            f"{config_path}: no {', '.join(missing)}; the directory cannot be "
+            "verified (write it again with `import`, `init` or `train`)"
+        )
     try:
         if model_digest(meta["model"]) != meta["model_sha256"]:
-            raise ValueError(f"{config_path}: its \"model\" fields differ from "
-                             "model_sha256; the file was edited or damaged")
+            raise ValueError(
+                f'{config_path}: its "model" fields differ from '
+                "model_sha256; the file was edited or damaged"
+            )
         cfg = ModelConfig.from_dict(meta["model"])
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{config_path}: {e}") from None
@@ -124,9 +145,11 @@ def load(path: str, cfg: ModelConfig | None = None) -> tuple[ModelConfig, Any]:
         if not paths.isdir(local):
             raise FileNotFoundError(2, "missing", where)
         if files_digest(local) != meta["params_sha256"]:
-            raise ValueError(f"{where}: its files differ from what "
-                             f"{paths.join(path, 'config.json')} recorded (params_sha256); "
-                             "the directory is damaged")
+            raise ValueError(
+                f"{where}: its files differ from what "
+                f"{paths.join(path, 'config.json')} recorded (params_sha256); "
+                "the directory is damaged"
+            )
         try:
             params = quiet_read(ocp.StandardCheckpointer().restore, paths.absolute(local))
         except Exception as e:  # noqa: BLE001 -- Orbax / tensorstore errors of every kind
@@ -148,13 +171,17 @@ def load_tokenizer(path: str) -> Any:
     tok_dir = paths.join(path, "tokenizer")
     if meta["tokenizer_sha256"] is None:
         if paths.exists(tok_dir):
-            raise ValueError(f"{tok_dir}: present, but {paths.join(path, 'config.json')} "
-                             "records no tokenizer (tokenizer_sha256 null)")
+            raise ValueError(
+                f"{tok_dir}: present, but {paths.join(path, 'config.json')} "
+                "records no tokenizer (tokenizer_sha256 null)"
+            )
         return None
     with paths.local_copy(tok_dir) as local:
         if not paths.isdir(local) or files_digest(local) != meta["tokenizer_sha256"]:
-            raise ValueError(f"{tok_dir}: its files differ from what "
-                             f"{paths.join(path, 'config.json')} recorded (tokenizer_sha256)")
+            raise ValueError(
+                f"{tok_dir}: its files differ from what "
+                f"{paths.join(path, 'config.json')} recorded (tokenizer_sha256)"
+            )
         return load(local)
 
 
@@ -189,8 +216,10 @@ def check_params(params: Any, cfg: ModelConfig, where: str) -> None:
     from bertjax.models import build, init_params
 
     def flat(tree: Any) -> dict[str, Any]:
-        return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
-                for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+        return {
+            "/".join(str(getattr(k, "key", k)) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        }
 
     want = flat(jax.eval_shape(lambda: flax.linen.unbox(init_params(build(cfg)))))
     have = flat(params)
@@ -198,12 +227,15 @@ def check_params(params: Any, cfg: ModelConfig, where: str) -> None:
     for name in sorted(set(want) - set(have)):
         raise ValueError(f"{where}: no tensor {name}, which {fields} call for")
     for name in sorted(set(have) - set(want)):
-        raise ValueError(f"{where}: tensor {name} is not a parameter of the model "
-                         f"{fields} describe")
+        raise ValueError(
+            f"{where}: tensor {name} is not a parameter of the model {fields} describe"
+        )
     for name, leaf in have.items():
         if tuple(leaf.shape) != tuple(want[name].shape):
-            raise ValueError(f"{where}: {name} has shape {tuple(leaf.shape)}, but {fields} "
-                             f"call for {tuple(want[name].shape)}")
+            raise ValueError(
+                f"{where}: {name} has shape {tuple(leaf.shape)}, but {fields} "
+                f"call for {tuple(want[name].shape)}"
+            )
         if not np.all(np.isfinite(leaf)):
             bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(leaf)))
             raise ValueError(f"{where}: {name} holds {bad} NaN or Inf values")
@@ -212,8 +244,16 @@ def check_params(params: Any, cfg: ModelConfig, where: str) -> None:
 def architecture(cfg: ModelConfig) -> dict[str, Any]:
     """The fields of `cfg` that define the function (not how it is computed)."""
     d = cfg.to_dict()
-    for key in ("dtype", "param_dtype", "scan_layers", "remat", "attention", "dropout_rate",
-                "attention_dropout_rate", "classifier_dropout_rate"):
+    for key in (
+        "dtype",
+        "param_dtype",
+        "scan_layers",
+        "remat",
+        "attention",
+        "dropout_rate",
+        "attention_dropout_rate",
+        "classifier_dropout_rate",
+    ):
         d.pop(key)
     return d
 

@@ -78,8 +78,10 @@ def mlm_loss(logits: Array, labels: Array, weights: Array) -> tuple[Array, Metri
     loss = weighted_mean(ce, weights)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     count = jnp.sum(weights.astype(jnp.float32))
-    metrics = {"mlm_loss": Mean(loss, count),
-               "mlm_accuracy": Mean(weighted_mean(correct, weights), count)}
+    metrics = {
+        "mlm_loss": Mean(loss, count),
+        "mlm_accuracy": Mean(weighted_mean(correct, weights), count),
+    }
     return loss, metrics
 
 
@@ -100,8 +102,10 @@ def pair_loss(logits: Array, labels: Array, name: str = "pair") -> tuple[Array, 
     loss = weighted_mean(cross_entropy(logits, safe_labels), valid)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     count = jnp.sum(valid)
-    metrics = {f"{name}_loss": Mean(loss, count),
-               f"{name}_accuracy": Mean(weighted_mean(correct, valid), count)}
+    metrics = {
+        f"{name}_loss": Mean(loss, count),
+        f"{name}_accuracy": Mean(weighted_mean(correct, valid), count),
+    }
     return loss, metrics
 
 
@@ -114,25 +118,27 @@ def need(batch: Mapping[str, Any], key: str, what: str) -> Array:
 
 def masked_lm(logits: Array, batch: Mapping[str, Any], what: str) -> tuple[Array, Metrics]:
     """`mlm_loss` of [B, P, V] logits against the batch's masked_lm_ids / _weights."""
-    return mlm_loss(logits, need(batch, "masked_lm_ids", what),
-                    need(batch, "masked_lm_weights", what))
+    return mlm_loss(
+        logits, need(batch, "masked_lm_ids", what), need(batch, "masked_lm_weights", what)
+    )
 
 
-def mlm_objective(logits: Mapping[str, Array], batch: Mapping[str, Any],
-                  pair: str | None = None) -> tuple[Array, Metrics]:
+def mlm_objective(
+    logits: Mapping[str, Array], batch: Mapping[str, Any], pair: str | None = None
+) -> tuple[Array, Metrics]:
     """MLM loss (+ the `pair` head's loss, unweighted, as in the BERT and ALBERT papers and
     code). logits: {"mlm": [B, P, V], pair: [B, 2]}; "loss" counts 1 per batch."""
     what = f"mlm_{pair}" if pair else "mlm"
     loss, metrics = masked_lm(logits["mlm"], batch, what)
     if pair:
-        pair_loss_, pair_metrics = pair_loss(logits[pair], need(batch, "pair_labels", what),
-                                             pair)
+        pair_loss_, pair_metrics = pair_loss(logits[pair], need(batch, "pair_labels", what), pair)
         loss = loss + pair_loss_
         metrics.update(pair_metrics)
     return loss, {"loss": Mean(loss, 1.0), **metrics}
 
 
 # --- ELECTRA: replaced-token detection ------------------------------------------------
+
 
 def sample_tokens(logits: Array, rng: Array, temperature: float = 1.0) -> Array:
     """One token per position from softmax(logits / temperature), by the Gumbel-max trick.
@@ -143,8 +149,9 @@ def sample_tokens(logits: Array, rng: Array, temperature: float = 1.0) -> Array:
     return jnp.argmax(logits + jax.random.gumbel(rng, logits.shape), axis=-1).astype(jnp.int32)
 
 
-def replace_tokens(input_ids: Array, positions: Array, weights: Array, masked_ids: Array,
-                   sampled: Array) -> tuple[Array, Array]:
+def replace_tokens(
+    input_ids: Array, positions: Array, weights: Array, masked_ids: Array, sampled: Array
+) -> tuple[Array, Array]:
     """ELECTRA's corrupted input and its replaced-token labels.
 
     Args:
@@ -192,15 +199,22 @@ def rtd_loss(logits: Array, labels: Array, mask: Array) -> tuple[Array, Metrics]
     replaced = weighted_mean(labels_f, mask)
     loss = weighted_mean(bce, mask)
     count = jnp.sum(mask.astype(jnp.float32))
-    return loss, {"rtd_loss": Mean(loss, count),
-                  "rtd_accuracy": Mean(weighted_mean(correct, mask), count),
-                  "rtd_replaced": Mean(replaced, count),
-                  "rtd_baseline_accuracy": Mean(1.0 - replaced, count)}
+    return loss, {
+        "rtd_loss": Mean(loss, count),
+        "rtd_accuracy": Mean(weighted_mean(correct, mask), count),
+        "rtd_replaced": Mean(replaced, count),
+        "rtd_baseline_accuracy": Mean(1.0 - replaced, count),
+    }
 
 
-def electra_objective(logits: Mapping[str, Array], batch: Mapping[str, Any], *,
-                      rtd_labels: Array, gen_weight: float,
-                      disc_weight: float) -> tuple[Array, Metrics]:
+def electra_objective(
+    logits: Mapping[str, Array],
+    batch: Mapping[str, Any],
+    *,
+    rtd_labels: Array,
+    gen_weight: float,
+    disc_weight: float,
+) -> tuple[Array, Metrics]:
     """ELECTRA: gen_weight * generator MLM loss + disc_weight * RTD loss (the paper's 1 and
     50 are config.electra's defaults, configs/pretrain.py).
 
@@ -210,16 +224,17 @@ def electra_objective(logits: Mapping[str, Array], batch: Mapping[str, Any], *,
     batch's total (count 1).
     """
     mlm, metrics = masked_lm(logits["generator"], batch, "electra")
-    rtd, rtd_metrics = rtd_loss(logits["discriminator"], rtd_labels,
-                                need(batch, "attention_mask", "electra"))
+    rtd, rtd_metrics = rtd_loss(
+        logits["discriminator"], rtd_labels, need(batch, "attention_mask", "electra")
+    )
     loss = gen_weight * mlm + disc_weight * rtd
     return loss, {"loss": Mean(loss, 1.0), **metrics, **rtd_metrics}
 
 
 # --- distillation --------------------------------------------------------------------
 
-def soft_target_kl(student_logits: Array, teacher_logits: Array,
-                   temperature: float) -> Array:
+
+def soft_target_kl(student_logits: Array, teacher_logits: Array, temperature: float) -> Array:
     """KL(teacher || student) of the softened distributions, times T² (Hinton et al.).
 
     [..., V] float logits -> [...] float32: sum_v p_t (log p_t - log p_s) with
@@ -240,11 +255,18 @@ def cosine_distance(a: Array, b: Array) -> Array:
     return 1.0 - dot / jnp.maximum(norms, 1e-8)
 
 
-def distillation_objective(logits: Mapping[str, Array], batch: Mapping[str, Any], *,
-                           teacher_logits: Array, student_hidden: Array | None = None,
-                           teacher_hidden: Array | None = None, temperature: float = 2.0,
-                           alpha_ce: float = 5.0, alpha_mlm: float = 2.0,
-                           alpha_cos: float = 1.0) -> tuple[Array, Metrics]:
+def distillation_objective(
+    logits: Mapping[str, Array],
+    batch: Mapping[str, Any],
+    *,
+    teacher_logits: Array,
+    student_hidden: Array | None = None,
+    teacher_hidden: Array | None = None,
+    temperature: float = 2.0,
+    alpha_ce: float = 5.0,
+    alpha_mlm: float = 2.0,
+    alpha_cos: float = 1.0,
+) -> tuple[Array, Metrics]:
     """DistilBERT's loss: alpha_ce * KL_T + alpha_mlm * MLM + alpha_cos * cosine.
 
     Args:
@@ -266,14 +288,17 @@ def distillation_objective(logits: Mapping[str, Array], batch: Mapping[str, Any]
     mlm, metrics = masked_lm(logits["mlm"], batch, "distillation")
     count = metrics["mlm_loss"].count
     kl = weighted_mean(soft_target_kl(logits["mlm"], teacher_logits, temperature), weights)
-    teacher_correct = (jnp.argmax(teacher_logits, axis=-1) == batch["masked_lm_ids"])
+    teacher_correct = jnp.argmax(teacher_logits, axis=-1) == batch["masked_lm_ids"]
     loss = alpha_ce * kl + alpha_mlm * mlm
-    metrics.update(mlm_kl=Mean(kl, count), mlm_teacher_accuracy=Mean(weighted_mean(
-        teacher_correct.astype(jnp.float32), weights), count))
+    metrics.update(
+        mlm_kl=Mean(kl, count),
+        mlm_teacher_accuracy=Mean(
+            weighted_mean(teacher_correct.astype(jnp.float32), weights), count
+        ),
+    )
     if alpha_cos:
         if student_hidden is None or teacher_hidden is None:
-            raise ValueError("distillation: alpha_cos > 0 needs student_hidden and "
-                             "teacher_hidden")
+            raise ValueError("distillation: alpha_cos > 0 needs student_hidden and teacher_hidden")
         mask = (need(batch, "attention_mask", "distillation") > 0).astype(jnp.float32)
         cos = weighted_mean(cosine_distance(student_hidden, teacher_hidden), mask)
         loss = loss + alpha_cos * cos
@@ -283,8 +308,10 @@ def distillation_objective(logits: Mapping[str, Array], batch: Mapping[str, Any]
 
 # --- fine-tuning tasks ---------------------------------------------------------------
 
-def classification_loss(logits: Array, labels: Array, weights: Array,
-                        regression: bool) -> tuple[Array, Metrics]:
+
+def classification_loss(
+    logits: Array, labels: Array, weights: Array, regression: bool
+) -> tuple[Array, Metrics]:
     """Sequence classification: cross-entropy, or a regression's (STS-B) squared error.
 
     logits [B, (S,) labels] (regression: [B, (S,) 1]); labels and weights [B, (S)]
@@ -299,12 +326,15 @@ def classification_loss(logits: Array, labels: Array, weights: Array,
     labels = labels.astype(jnp.int32)
     loss = weighted_mean(cross_entropy(logits, labels), weights)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    return loss, {"loss": Mean(loss, count),
-                  "accuracy": Mean(weighted_mean(correct, weights), count)}
+    return loss, {
+        "loss": Mean(loss, count),
+        "accuracy": Mean(weighted_mean(correct, weights), count),
+    }
 
 
-def token_classification_loss(logits: Array, labels: Array,
-                              weights: Array) -> tuple[Array, Metrics]:
+def token_classification_loss(
+    logits: Array, labels: Array, weights: Array
+) -> tuple[Array, Metrics]:
     """A label per token (NER): cross-entropy over the labelled sub-tokens.
 
     logits [B, L, labels]; labels [B, L]; weights [B, L] (0: an unlabelled piece or
@@ -313,12 +343,15 @@ def token_classification_loss(logits: Array, labels: Array,
     loss = weighted_mean(cross_entropy(logits, labels), weights)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     count = jnp.sum(weights)
-    return loss, {"loss": Mean(loss, count),
-                  "token_accuracy": Mean(weighted_mean(correct, weights), count)}
+    return loss, {
+        "loss": Mean(loss, count),
+        "token_accuracy": Mean(weighted_mean(correct, weights), count),
+    }
 
 
-def span_loss(logits: Array, start: Array, end: Array, attention_mask: Array,
-              weights: Array) -> tuple[Array, Metrics]:
+def span_loss(
+    logits: Array, start: Array, end: Array, attention_mask: Array, weights: Array
+) -> tuple[Array, Metrics]:
     """Extractive QA: the mean of the start and end cross-entropies over a window's tokens.
 
     logits [B, L, 2] (start, end); attention_mask [B, L]; start, end, weights [B] token

@@ -36,8 +36,10 @@ def _filesystem(protocol: str) -> Any:
             return fsspec.filesystem("gcs", finalize_on_close=True)
         return fsspec.filesystem(protocol)
     except (ImportError, ValueError) as e:
-        raise OSError(f"no filesystem for {protocol}:// URLs ({e}); for gs:// install "
-                      "gcsfs (requirements.txt)") from None
+        raise OSError(
+            f"no filesystem for {protocol}:// URLs ({e}); for gs:// install "
+            "gcsfs (requirements.txt)"
+        ) from None
 
 
 def fs(url: str) -> tuple[Any, str]:
@@ -98,8 +100,11 @@ def sizes(url: str) -> dict[str, int]:
             entries = store.ls(p, detail=True, refresh=True)
         except FileNotFoundError:
             return {}
-        return {posixpath.basename(e["name"].rstrip("/")): int(e["size"]) for e in entries
-                if e.get("type") == "file"}
+        return {
+            posixpath.basename(e["name"].rstrip("/")): int(e["size"])
+            for e in entries
+            if e.get("type") == "file"
+        }
 
 
 def listdir(url: str) -> list[str]:
@@ -108,8 +113,13 @@ def listdir(url: str) -> list[str]:
     with calling(url, "list"):
         if not store.isdir(p):
             raise FileNotFoundError(url)
-        return sorted({posixpath.basename(e.rstrip("/")) for e in store.ls(p, detail=False)
-                       if e.rstrip("/") != p.split("://", 1)[-1].rstrip("/")})
+        return sorted(
+            {
+                posixpath.basename(e.rstrip("/"))
+                for e in store.ls(p, detail=False)
+                if e.rstrip("/") != p.split("://", 1)[-1].rstrip("/")
+            }
+        )
 
 
 def walk_files(url: str) -> list[str]:
@@ -117,7 +127,7 @@ def walk_files(url: str) -> list[str]:
     store, p = fs(url)
     with calling(url, "list"):
         base = p.split("://", 1)[-1].rstrip("/") + "/"
-        return sorted(f.split("://", 1)[-1][len(base):] for f in store.find(p))
+        return sorted(f.split("://", 1)[-1][len(base) :] for f in store.find(p))
 
 
 def glob(pattern: str) -> list[str]:

@@ -158,53 +158,81 @@ class OptimConfig(ConfigRecord):
         need = self.need
         need(self.name in NAMES, "name", f"expected one of {', '.join(NAMES)}")
         need(self.decay in DECAYS, "decay", f"expected one of {', '.join(DECAYS)}")
-        need(self.layer_adaptation in LAYER_ADAPTATION, "layer_adaptation",
-             f"expected one of {', '.join(LAYER_ADAPTATION)}")
+        need(
+            self.layer_adaptation in LAYER_ADAPTATION,
+            "layer_adaptation",
+            f"expected one of {', '.join(LAYER_ADAPTATION)}",
+        )
         need(self.learning_rate > 0, "learning_rate", "must be positive")
         need(self.total_steps > 0, "total_steps", "must be positive")
-        need(0 <= self.warmup_steps <= self.total_steps
-             or bool(self.warmup_fraction or self.warmup_tokens), "warmup_steps",
-             f"must be in [0, total_steps={self.total_steps}]")
+        need(
+            0 <= self.warmup_steps <= self.total_steps
+            or bool(self.warmup_fraction or self.warmup_tokens),
+            "warmup_steps",
+            f"must be in [0, total_steps={self.total_steps}]",
+        )
         self._validate_wsd()
         need(self.power > 0, "power", "must be positive")
-        need(0 <= self.end_learning_rate <= self.learning_rate, "end_learning_rate",
-             f"must be in [0, learning_rate={self.learning_rate}]")
+        need(
+            0 <= self.end_learning_rate <= self.learning_rate,
+            "end_learning_rate",
+            f"must be in [0, learning_rate={self.learning_rate}]",
+        )
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(0 <= self.b1 < 1, "b1", "must be in [0, 1)")
         need(0 <= self.b2 < 1, "b2", "must be in [0, 1)")
         need(self.eps > 0, "eps", "must be positive")
         need(self.clip_norm >= 0, "clip_norm", "must be >= 0 (0 turns clipping off)")
-        need(isinstance(self.grad_accum_steps, int) and self.grad_accum_steps >= 1,
-             "grad_accum_steps", "must be an integer >= 1")
-        need(0 < self.layer_decay <= 1, "layer_decay",
-             "must be in (0, 1]; 1 turns layer-wise decay off")
-        need(self.layer_decay_depth in LAYER_DECAY_DEPTHS, "layer_decay_depth",
-             f"expected one of {', '.join(LAYER_DECAY_DEPTHS)}")
+        need(
+            isinstance(self.grad_accum_steps, int) and self.grad_accum_steps >= 1,
+            "grad_accum_steps",
+            "must be an integer >= 1",
+        )
+        need(
+            0 < self.layer_decay <= 1,
+            "layer_decay",
+            "must be in (0, 1]; 1 turns layer-wise decay off",
+        )
+        need(
+            self.layer_decay_depth in LAYER_DECAY_DEPTHS,
+            "layer_decay_depth",
+            f"expected one of {', '.join(LAYER_DECAY_DEPTHS)}",
+        )
         need(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
 
     def _validate_wsd(self) -> None:
         need = self.need
         need(self.decay_shape in SHAPES, "decay_shape", f"expected one of {', '.join(SHAPES)}")
         for what in ("warmup", "decay"):
-            need(0 <= getattr(self, f"{what}_fraction") <= 1, f"{what}_fraction",
-                 "must be in [0, 1]")
+            need(
+                0 <= getattr(self, f"{what}_fraction") <= 1, f"{what}_fraction", "must be in [0, 1]"
+            )
             need(getattr(self, f"{what}_tokens") >= 0, f"{what}_tokens", "must be >= 0")
-            need(not (getattr(self, f"{what}_fraction") and getattr(self, f"{what}_tokens")),
-                 f"{what}_fraction", f"give {what}_fraction or {what}_tokens, not both")
+            need(
+                not (getattr(self, f"{what}_fraction") and getattr(self, f"{what}_tokens")),
+                f"{what}_fraction",
+                f"give {what}_fraction or {what}_tokens, not both",
+            )
         need(self.decay_steps >= 0, "decay_steps", "must be >= 0")
         for key in ("decay_steps", "decay_fraction", "decay_tokens"):
-            need(self.decay == "wsd" or not getattr(self, key), key,
-                 f"only read with optim.decay=wsd (optim.decay={self.decay!r})")
-        resolved = not (self.warmup_fraction or self.warmup_tokens or self.decay_fraction
-                        or self.decay_tokens)  # else checked once resolved (schedules.py)
-        need(not resolved or self.warmup_steps + self.decay_steps <= self.total_steps,
-             "decay_steps",
-             f"the warmup ({self.warmup_steps}) and the decay must fit in "
-             f"total_steps={self.total_steps}")
-
+            need(
+                self.decay == "wsd" or not getattr(self, key),
+                key,
+                f"only read with optim.decay=wsd (optim.decay={self.decay!r})",
+            )
+        resolved = not (
+            self.warmup_fraction or self.warmup_tokens or self.decay_fraction or self.decay_tokens
+        )  # else checked once resolved (schedules.py)
+        need(
+            not resolved or self.warmup_steps + self.decay_steps <= self.total_steps,
+            "decay_steps",
+            f"the warmup ({self.warmup_steps}) and the decay must fit in "
+            f"total_steps={self.total_steps}",
+        )
 
 
 # --- parameter selection ---------------------------------------------------------------
+
 
 def path_str(path: tuple[Any, ...]) -> str:
     """A jax key path -> "embeddings/position/embedding".
@@ -257,8 +285,10 @@ def _check_params(params: Any, frozen: Frozen) -> None:
     for path, leaf in leaves:
         dtype = getattr(leaf, "dtype", None)
         if dtype is not None and jnp.issubdtype(dtype, jnp.floating) and dtype != jnp.float32:
-            raise ConfigError(f"parameter {path_str(path)} is {dtype}: the optimizer keeps "
-                              "float32 master weights (set model.param_dtype=float32)")
+            raise ConfigError(
+                f"parameter {path_str(path)} is {dtype}: the optimizer keeps "
+                "float32 master weights (set model.param_dtype=float32)"
+            )
     if frozen is not None and not callable(frozen):
         present = {path_str(p) for p, _ in leaves}
         missing = sorted(set(frozen) - present)
@@ -277,8 +307,10 @@ def _layer_depth_fn(params: Any, cfg: OptimConfig) -> Callable[[tuple[Any, ...],
     d = cfg.layer_decay
 
     def refuse(why: str) -> ConfigError:
-        return ConfigError(f"optim.layer_decay={d!r}: {why}; layer-wise decay needs one set "
-                           "of weights per encoder layer (set optim.layer_decay=1.0)")
+        return ConfigError(
+            f"optim.layer_decay={d!r}: {why}; layer-wise decay needs one set "
+            "of weights per encoder layer (set optim.layer_decay=1.0)"
+        )
 
     layers, stacked = set(), set()
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
@@ -303,13 +335,14 @@ def _layer_depth_fn(params: Any, cfg: OptimConfig) -> Callable[[tuple[Any, ...],
     def multiplier(path: tuple[Any, ...], leaf: Any) -> Any:
         parts = path_str(path).split("/")
         if parts[0] == "embeddings" or parts[:2] == ["encoder", "embeddings_project"]:
-            return d ** top
+            return d**top
         if parts[0] != "encoder":
             return 1.0  # a head (the pooler included)
         if parts[1] == "layers":
             depths = np.arange(1, n + 1, dtype=np.float64)  # layer i is depth i + 1
-            return (d ** (top - depths)).astype(np.float32).reshape(
-                (n,) + (1,) * (np.ndim(leaf) - 1))
+            return (
+                (d ** (top - depths)).astype(np.float32).reshape((n,) + (1,) * (np.ndim(leaf) - 1))
+            )
         return d ** (top - (int(_LAYER.fullmatch(parts[1]).group(1)) + 1))
 
     return multiplier
@@ -346,20 +379,20 @@ def scale_by_layer_decay(cfg: OptimConfig) -> optax.GradientTransformation:
     def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         del params
         multiplier = _layer_depth_fn(updates, cfg)
-        return jax.tree_util.tree_map_with_path(
-            lambda p, u: u * multiplier(p, u), updates), state
+        return jax.tree_util.tree_map_with_path(lambda p, u: u * multiplier(p, u), updates), state
 
     return optax.GradientTransformation(init, update)
 
 
 # --- the optimizer ---------------------------------------------------------------------
 
+
 def _to_float32() -> optax.GradientTransformation:
     def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         del params
         return jax.tree_util.tree_map(
-            lambda g: g.astype(jnp.float32) if jnp.issubdtype(g.dtype, jnp.floating) else g,
-            updates), state
+            lambda g: g.astype(jnp.float32) if jnp.issubdtype(g.dtype, jnp.floating) else g, updates
+        ), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -380,8 +413,9 @@ def _base(cfg: OptimConfig) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-def make_optimizer(cfg: OptimConfig, params_or_shapes: Any = None,
-                   frozen: Frozen = None) -> optax.GradientTransformation:
+def make_optimizer(
+    cfg: OptimConfig, params_or_shapes: Any = None, frozen: Frozen = None
+) -> optax.GradientTransformation:
     """The optax transformation described in the module docstring.
 
     Args:
@@ -405,9 +439,11 @@ def make_optimizer(cfg: OptimConfig, params_or_shapes: Any = None,
     tx = _base(cfg)
     is_frozen = _frozen_predicate(frozen)
     if is_frozen is not None:
+
         def labels(params: Any) -> Any:
             return jax.tree_util.tree_map_with_path(
-                lambda p, _: "frozen" if is_frozen(path_str(p)) else "train", params)
+                lambda p, _: "frozen" if is_frozen(path_str(p)) else "train", params
+            )
 
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     if cfg.ema_decay:  # last: it sees the parameters each update leads to

@@ -43,8 +43,11 @@ class ReadError(Exception):
 
 def _from_orbax(obj: Any) -> bool:
     """Whether `obj` is a coroutine, generator or frame of Orbax's or TensorStore's code."""
-    code = (getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None)
-            or getattr(obj, "f_code", None))
+    code = (
+        getattr(obj, "cr_code", None)
+        or getattr(obj, "gi_code", None)
+        or getattr(obj, "f_code", None)
+    )
     name = getattr(code, "co_filename", "")
     return any(f"{os.sep}{pkg}{os.sep}" in name for pkg in ("orbax", "tensorstore"))
 

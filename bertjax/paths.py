@@ -49,7 +49,7 @@ def is_remote(path: str) -> bool:
 
 def _local(path: str) -> str:
     path = os.fspath(path)
-    return path[len("file://"):] if path.startswith("file://") else path
+    return path[len("file://") :] if path.startswith("file://") else path
 
 
 # --- names ---------------------------------------------------------------------------
@@ -71,8 +71,7 @@ def dirname(path: str) -> str:
 
 
 def basename(path: str) -> str:
-    return posixpath.basename(str(path).rstrip("/")) if is_remote(path) else \
-        os.path.basename(path)
+    return posixpath.basename(str(path).rstrip("/")) if is_remote(path) else os.path.basename(path)
 
 
 def absolute(path: str) -> str:
@@ -150,8 +149,7 @@ def walk_files(path: str) -> list[str]:
         out = []
         for d, dirs, files in os.walk(root):
             dirs.sort()
-            out += [os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
-                    for f in files]
+            out += [os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/") for f in files]
         return sorted(out)
     return objectstore.walk_files(path)
 
@@ -172,16 +170,23 @@ def open(path: str, mode: str = "r", **kwargs: Any) -> IO[Any]:  # noqa: A001
     """A file object for reading (`r`, `rb`) from a local path or URL. Writing goes
     through `write_bytes`/`write_text`/`atomic_directory`, which publish atomically."""
     if any(c in mode for c in "wax+"):
-        raise ValueError(f"paths.open is for reading; write {path} with write_bytes, "
-                         "write_text or atomic_directory")
+        raise ValueError(
+            f"paths.open is for reading; write {path} with write_bytes, "
+            "write_text or atomic_directory"
+        )
     if not is_remote(path):
         return builtins.open(_local(path), mode, **kwargs)
     fs, p = objectstore.fs(path)
     with objectstore.calling(path, "open"):
         if "b" in mode:
             return fs.open(p, "rb")
-        return fs.open(p, "rt", encoding=kwargs.get("encoding", "utf-8"),
-                       errors=kwargs.get("errors"), newline=kwargs.get("newline"))
+        return fs.open(
+            p,
+            "rt",
+            encoding=kwargs.get("encoding", "utf-8"),
+            errors=kwargs.get("errors"),
+            newline=kwargs.get("newline"),
+        )
 
 
 def read_bytes(path: str) -> bytes:
@@ -402,8 +407,9 @@ def replace_directory(src: str, dst: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str, overwrite: bool = False, marker: str = "config.json"
-                     ) -> Iterator[str]:
+def atomic_directory(
+    path: str, overwrite: bool = False, marker: str = "config.json"
+) -> Iterator[str]:
     """Yields a local temporary directory to fill; publishes it at `path` on success.
 
     Local `path`: a temporary sibling renamed into place (`replace_directory`). URL: the

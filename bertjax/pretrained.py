@@ -27,9 +27,16 @@ from bertjax.models.config import ModelConfig
 
 ENCODER = ("embeddings", "encoder")
 # ModelConfig fields that describe heads or how the model runs, not its encoder.
-_NOT_ENCODER = ("heads", "num_labels", "label_names", "classifier_dropout_rate",
-                "generator_hidden_size", "generator_num_heads", "generator_intermediate_size",
-                "generator_num_layers")
+_NOT_ENCODER = (
+    "heads",
+    "num_labels",
+    "label_names",
+    "classifier_dropout_rate",
+    "generator_hidden_size",
+    "generator_num_heads",
+    "generator_intermediate_size",
+    "generator_num_layers",
+)
 
 
 def read(path: str, key: str, scan_layers: bool = False) -> tuple[ModelConfig, Any, str]:
@@ -58,17 +65,22 @@ def _check_encoder(cfg: ModelConfig, saved: ModelConfig, key: str, path: str) ->
     diff = encoder_diff(cfg, saved)
     if diff:
         mine, theirs = modeldir.architecture(cfg), modeldir.architecture(saved)
-        raise ValueError(f"{key}={path}: its model differs from the config in "
-                         + ", ".join(f"{k} ({theirs.get(k)!r} vs {mine[k]!r})" for k in diff))
+        raise ValueError(
+            f"{key}={path}: its model differs from the config in "
+            + ", ".join(f"{k} ({theirs.get(k)!r} vs {mine[k]!r})" for k in diff)
+        )
 
 
 def _shapes(tree: Any) -> list[tuple[str, tuple[int, ...]]]:
-    return [(jax.tree_util.keystr(p), tuple(x.shape))
-            for p, x in jax.tree_util.tree_leaves_with_path(tree)]
+    return [
+        (jax.tree_util.keystr(p), tuple(x.shape))
+        for p, x in jax.tree_util.tree_leaves_with_path(tree)
+    ]
 
 
-def fit(source: Mapping[str, Any], target: Mapping[str, Any]
-        ) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+def fit(
+    source: Mapping[str, Any], target: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     """Source modules into a target tree (same layout), by top-level module.
 
     Returns (params: source arrays where loaded, target's where created; rows
@@ -101,8 +113,9 @@ def table(rows: list[tuple[str, str, str]]) -> str:
     return "\n".join(f"  {name:<{width}}  {status:<8} {detail}" for name, status, detail in rows)
 
 
-def load_into(path: str, cfg: ModelConfig, fresh: Mapping[str, Any], key: str
-              ) -> tuple[dict[str, Any], list[tuple[str, str, str]], str]:
+def load_into(
+    path: str, cfg: ModelConfig, fresh: Mapping[str, Any], key: str
+) -> tuple[dict[str, Any], list[tuple[str, str, str]], str]:
     """`fit` of the checkpoint at `path` into `fresh` (the model's params, in cfg's
     layout); returns (params, rows, a description of the source)."""
     saved, params, kind = read(path, key, cfg.scan_layers)
@@ -122,6 +135,8 @@ def load_exact(path: str, cfg: ModelConfig, key: str) -> Any:
     _check_encoder(cfg, saved, key, path)
     missing = [h for h in cfg.heads if h not in saved.heads]
     if missing:
-        raise ValueError(f"{key}={path}: the checkpoint has no {', '.join(missing)} head "
-                         f"(its heads: {', '.join(saved.heads) or 'none'})")
+        raise ValueError(
+            f"{key}={path}: the checkpoint has no {', '.join(missing)} head "
+            f"(its heads: {', '.join(saved.heads) or 'none'})"
+        )
     return {k: v for k, v in params.items() if k in ENCODER or k in cfg.heads}

@@ -134,7 +134,7 @@ def steps_for_tokens(tokens: int, spans: Spans, from_end: bool = False) -> int:
     `from_end`, back from its end) whose tokens reach `tokens`; -1 when the whole run
     holds fewer."""
     steps, left = 0, int(tokens)
-    for count, per_step in (reversed(spans) if from_end else spans):
+    for count, per_step in reversed(spans) if from_end else spans:
         if left <= 0:
             break
         need = -(-left // per_step)  # ceil
@@ -154,22 +154,29 @@ def resolve_lengths(cfg: OptimConfig, spans: Spans | None = None) -> OptimConfig
         fraction, tokens = getattr(cfg, f"{what}_fraction"), getattr(cfg, f"{what}_tokens")
         if tokens:
             if spans is None:
-                raise ConfigError(f"optim.{what}_tokens={tokens}: a length in tokens needs "
-                                  "the run's phases (batch size and sequence length)")
+                raise ConfigError(
+                    f"optim.{what}_tokens={tokens}: a length in tokens needs "
+                    "the run's phases (batch size and sequence length)"
+                )
             steps = steps_for_tokens(tokens, spans, from_end=what == "decay")
             if steps < 0:
                 held = sum(c * p for c, p in spans)
-                raise ConfigError(f"optim.{what}_tokens={tokens}: the run holds only "
-                                  f"{held:,} tokens")
+                raise ConfigError(
+                    f"optim.{what}_tokens={tokens}: the run holds only {held:,} tokens"
+                )
             lengths[f"{what}_steps"] = -(-steps // cfg.grad_accum_steps)
         elif fraction:
             lengths[f"{what}_steps"] = int(round(fraction * cfg.total_steps))
     if not lengths:
         return cfg
-    given = ", ".join(f"optim.{k}={getattr(cfg, k)}" for k in (
-        "warmup_fraction", "warmup_tokens", "decay_fraction", "decay_tokens") if getattr(cfg, k))
+    given = ", ".join(
+        f"optim.{k}={getattr(cfg, k)}"
+        for k in ("warmup_fraction", "warmup_tokens", "decay_fraction", "decay_tokens")
+        if getattr(cfg, k)
+    )
     try:
-        return cfg.replace(**lengths, warmup_fraction=0.0, warmup_tokens=0,
-                           decay_fraction=0.0, decay_tokens=0)
+        return cfg.replace(
+            **lengths, warmup_fraction=0.0, warmup_tokens=0, decay_fraction=0.0, decay_tokens=0
+        )
     except ConfigError as e:
         raise ConfigError(f"{e} (from {given})") from None

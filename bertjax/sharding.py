@@ -73,6 +73,7 @@ DEFAULT_RULES: Rules = (
 
 # --- mesh ----------------------------------------------------------------------------
 
+
 def mesh_shape(shape: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
     """{"data": -1, "fsdp": 2, ...} -> sizes in MESH_AXES order, with -1 resolved.
 
@@ -81,13 +82,17 @@ def mesh_shape(shape: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
     shape = dict(shape.to_dict() if hasattr(shape, "to_dict") else shape)
     unknown = sorted(set(shape) - set(MESH_AXES))
     if unknown:
-        raise ValueError(f"mesh: unknown axis {', '.join(map(repr, unknown))}; "
-                         f"known: {', '.join(MESH_AXES)}")
+        raise ValueError(
+            f"mesh: unknown axis {', '.join(map(repr, unknown))}; known: {', '.join(MESH_AXES)}"
+        )
     sizes = {}
     for name in MESH_AXES:
         size = shape.get(name, 1)
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or (
-                size < 1 and size != -1):
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, (int, np.integer))
+            or (size < 1 and size != -1)
+        ):
             raise ValueError(f"mesh.{name}={size!r}: must be a positive integer or -1")
         sizes[name] = int(size)
     free = [name for name, size in sizes.items() if size == -1]
@@ -96,13 +101,17 @@ def mesh_shape(shape: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
     fixed = math.prod(size for size in sizes.values() if size != -1)
     if free:
         if num_devices % fixed:
-            raise ValueError(f"mesh.{free[0]}=-1: {num_devices} devices are not divisible by "
-                             f"the other axes' product {fixed}")
+            raise ValueError(
+                f"mesh.{free[0]}=-1: {num_devices} devices are not divisible by "
+                f"the other axes' product {fixed}"
+            )
         sizes[free[0]] = num_devices // fixed
     elif fixed != num_devices:
         name = next((n for n in reversed(MESH_AXES) if sizes[n] != 1), MESH_AXES[0])
-        raise ValueError(f"mesh.{name}={sizes[name]}: the mesh {sizes} has {fixed} devices "
-                         f"but there are {num_devices}")
+        raise ValueError(
+            f"mesh.{name}={sizes[name]}: the mesh {sizes} has {fixed} devices "
+            f"but there are {num_devices}"
+        )
     return tuple(sizes[name] for name in MESH_AXES)
 
 
@@ -126,8 +135,9 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
         slices = len({getattr(d, "slice_index", 0) for d in devices})
         if slices > 1:
             if sizes[0] % slices:
-                raise ValueError(f"mesh.data={sizes[0]}: must be a multiple of the "
-                                 f"{slices} TPU slices")
+                raise ValueError(
+                    f"mesh.data={sizes[0]}: must be a multiple of the {slices} TPU slices"
+                )
             ici = (sizes[0] // slices, *sizes[1:])
             dcn = (slices,) + (1,) * (len(sizes) - 1)
             grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices)
@@ -138,6 +148,7 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
 
 
 # --- rules ---------------------------------------------------------------------------
+
 
 def rules(config_rules: Sequence[Sequence[Any]] | None = None) -> Rules:
     """Validated rules as a tuple of (logical axis, mesh axes) pairs; None -> DEFAULT_RULES.
@@ -153,16 +164,20 @@ def rules(config_rules: Sequence[Sequence[Any]] | None = None) -> Rules:
             raise ValueError(f"sharding.rules: {pair!r} is not a [logical axis, mesh axes] pair")
         logical, axes = pair
         if logical not in LOGICAL_AXES:
-            raise ValueError(f"sharding.rules: unknown logical axis {logical!r}; "
-                             f"known: {', '.join(LOGICAL_AXES)}")
+            raise ValueError(
+                f"sharding.rules: unknown logical axis {logical!r}; "
+                f"known: {', '.join(LOGICAL_AXES)}"
+            )
         if isinstance(axes, str):
             axes = (axes,)
         elif axes is not None:
             axes = tuple(axes)
         for name in axes or ():
             if name not in MESH_AXES:
-                raise ValueError(f"sharding.rules: unknown mesh axis {name!r} for {logical!r}; "
-                                 f"known: {', '.join(MESH_AXES)}")
+                raise ValueError(
+                    f"sharding.rules: unknown mesh axis {name!r} for {logical!r}; "
+                    f"known: {', '.join(MESH_AXES)}"
+                )
         if axes and len(set(axes)) != len(axes):
             raise ValueError(f"sharding.rules: {logical!r} names a mesh axis twice: {axes}")
         if not axes:
@@ -177,8 +192,12 @@ def _axes_tuple(axes: MeshAxes) -> tuple[str, ...]:
     return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
 
 
-def logical_spec(names: Sequence[str | None], shape: Sequence[int] | None = None,
-                 mesh: AnyMesh | None = None, rules: Rules | None = None) -> PartitionSpec:
+def logical_spec(
+    names: Sequence[str | None],
+    shape: Sequence[int] | None = None,
+    mesh: AnyMesh | None = None,
+    rules: Rules | None = None,
+) -> PartitionSpec:
     """Logical axis names of one array -> a PartitionSpec over mesh axes.
 
     Rules are applied in order (as in Flax): a rule assigns its mesh axes to the first
@@ -195,8 +214,12 @@ def logical_spec(names: Sequence[str | None], shape: Sequence[int] | None = None
     return _resolve(names, shape, mesh, _checked(rules))
 
 
-def _resolve(names: Sequence[str | None], shape: Sequence[int] | None, mesh: AnyMesh | None,
-             axis_rules: Sequence[tuple[str, MeshAxes]]) -> PartitionSpec:
+def _resolve(
+    names: Sequence[str | None],
+    shape: Sequence[int] | None,
+    mesh: AnyMesh | None,
+    axis_rules: Sequence[tuple[str, MeshAxes]],
+) -> PartitionSpec:
     spec: list[MeshAxes] = [None] * len(names)
     assigned = [False] * len(names)
     used: set[str] = set()
@@ -214,7 +237,7 @@ def _resolve(names: Sequence[str | None], shape: Sequence[int] | None, mesh: Any
                     continue  # nothing divides: try a repeat of the name, then later rules
             assigned[dim] = True
             used.update(chosen)
-            spec[dim] = (None if not chosen else chosen[0] if len(chosen) == 1 else chosen)
+            spec[dim] = None if not chosen else chosen[0] if len(chosen) == 1 else chosen
             break
     return PartitionSpec(*spec)
 
@@ -225,13 +248,13 @@ def _checked(axis_rules: Sequence[Sequence[Any]] | None) -> Rules:
 
 # --- shardings -----------------------------------------------------------------------
 
+
 def _is_box(x: Any) -> bool:
     return isinstance(x, nn.Partitioned)
 
 
 def _path_keys(path: tuple) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-                 for k in path)
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def param_shardings(abstract: Any, mesh: AnyMesh, rules: Rules | None = None) -> Any:
@@ -267,8 +290,9 @@ def param_shardings(abstract: Any, mesh: AnyMesh, rules: Rules | None = None) ->
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _box_spec(box: nn.Partitioned, shape: tuple[int, ...], mesh: AnyMesh,
-              axis_rules: Rules) -> PartitionSpec:
+def _box_spec(
+    box: nn.Partitioned, shape: tuple[int, ...], mesh: AnyMesh, axis_rules: Rules
+) -> PartitionSpec:
     if isinstance(box, nn.LogicallyPartitioned):
         box_rules = axis_rules if box.rules is None else _checked(box.rules)
         return logical_spec(box.names, shape, mesh, box_rules)
@@ -305,8 +329,15 @@ def replicated(mesh: AnyMesh) -> NamedSharding:
 
 # --- sharded state creation ----------------------------------------------------------
 
-def abstract_state(init_fn: Callable[..., Any], mesh: AnyMesh, rules: Rules | None = None,
-                   *, abstract: Any = None, args: tuple = ()) -> tuple[Any, Any]:
+
+def abstract_state(
+    init_fn: Callable[..., Any],
+    mesh: AnyMesh,
+    rules: Rules | None = None,
+    *,
+    abstract: Any = None,
+    args: tuple = (),
+) -> tuple[Any, Any]:
     """-> (unboxed ShapeDtypeStructs carrying their shardings, the NamedSharding tree).
 
     The first is a restore target in which every leaf, scalars included, has an explicit
@@ -317,12 +348,20 @@ def abstract_state(init_fn: Callable[..., Any], mesh: AnyMesh, rules: Rules | No
     shardings = param_shardings(abstract, mesh, rules)
     target = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        nn.unbox(abstract), shardings)
+        nn.unbox(abstract),
+        shardings,
+    )
     return target, shardings
 
 
-def create_sharded(init_fn: Callable[..., Any], abstract: Any, mesh: Mesh,
-                   rules: Rules | None = None, *, args: tuple = ()) -> tuple[Any, Any]:
+def create_sharded(
+    init_fn: Callable[..., Any],
+    abstract: Any,
+    mesh: Mesh,
+    rules: Rules | None = None,
+    *,
+    args: tuple = (),
+) -> tuple[Any, Any]:
     """Builds the pytree `init_fn(*args)` returns directly in its sharded layout.
 
     "State is never built on one device": `jax.eval_shape(init_fn)` gives the boxed
@@ -344,6 +383,7 @@ def create_sharded(init_fn: Callable[..., Any], abstract: Any, mesh: Mesh,
 
 
 # --- activations ---------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def activation_rules_context(mesh: Mesh, rules: Rules | None = None) -> Iterator[None]:

@@ -39,8 +39,10 @@ State = dict[str, Any]
 Batch = Mapping[str, Array]
 LossFn = Callable[[Any, Batch, Array, Any], tuple[Array, dict[str, Array]]]
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
-               seq_len: int = 8) -> Callable[[], State]:
+
+def init_state(
+    model: nn.Module, tx: optax.GradientTransformation, seed: int, seq_len: int = 8
+) -> Callable[[], State]:
     """A zero-argument function building the initial state, for `sharding.create_sharded`.
 
     Parameters come back boxed with their logical axes (and so do the optimizer moments
@@ -51,30 +53,52 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
     def init() -> State:
         params = init_params(model, seed, seq_len)
         zero = jnp.zeros((), jnp.int32)
-        return {"step": zero, "params": params, "opt_state": tx.init(params),
-                "skipped": zero, "consecutive_skips": zero}
+        return {
+            "step": zero,
+            "params": params,
+            "opt_state": tx.init(params),
+            "skipped": zero,
+            "consecutive_skips": zero,
+        }
 
     return init
 
 
-def apply(model: nn.Module, params: Any, batch: Batch, train: bool, rng: Array | None,
-          **kwargs: Any) -> Any:
+def apply(
+    model: nn.Module, params: Any, batch: Batch, train: bool, rng: Array | None, **kwargs: Any
+) -> Any:
     """model.apply on the batch's model inputs, with dropout from `rng` when `train`."""
-    return model.apply({"params": params}, batch["input_ids"], batch.get("token_type_ids"),
-                       batch["attention_mask"], deterministic=not train,
-                       rngs={"dropout": rng} if train else None, **kwargs)
+    return model.apply(
+        {"params": params},
+        batch["input_ids"],
+        batch.get("token_type_ids"),
+        batch["attention_mask"],
+        deterministic=not train,
+        rngs={"dropout": rng} if train else None,
+        **kwargs,
+    )
 
 
 def all_finite(tree: Any) -> Array:
     """True when every floating-point leaf of `tree` is finite (a bool scalar)."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def train_step(state: State, batch: Batch, aux_params: Any = None, *, loss_fn: LossFn,
-               tx: optax.GradientTransformation, optim: OptimConfig,
-               seed: int) -> tuple[State, dict[str, Array]]:
+def train_step(
+    state: State,
+    batch: Batch,
+    aux_params: Any = None,
+    *,
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    optim: OptimConfig,
+    seed: int,
+) -> tuple[State, dict[str, Array]]:
     """One micro-batch: gradients, then the optimizer update unless anything is non-finite.
 
     Args:
@@ -97,7 +121,8 @@ def train_step(state: State, batch: Batch, aux_params: Any = None, *, loss_fn: L
     step = state["step"]
     rng = jax.random.fold_in(jax.random.key(seed), step)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, rng, aux_params)
+        state["params"], batch, rng, aux_params
+    )
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
@@ -109,8 +134,9 @@ def train_step(state: State, batch: Batch, aux_params: Any = None, *, loss_fn: L
     def keep(operands: tuple[Any, Any, Any]) -> tuple[Any, Any]:
         return operands[0], operands[1]
 
-    params, opt_state = jax.lax.cond(finite, update, keep,
-                                     (state["params"], state["opt_state"], grads))
+    params, opt_state = jax.lax.cond(
+        finite, update, keep, (state["params"], state["opt_state"], grads)
+    )
     skipped = state["skipped"] + jnp.where(finite, 0, 1).astype(jnp.int32)
     consecutive = jnp.where(finite, 0, state["consecutive_skips"] + 1).astype(jnp.int32)
     # Updates applied so far: skipped micro-batches never reached the optimizer.
@@ -123,13 +149,19 @@ def train_step(state: State, batch: Batch, aux_params: Any = None, *, loss_fn: L
         "skipped_total": skipped,
         "consecutive_skips": consecutive,
     }
-    new_state = {"step": step + 1, "params": params, "opt_state": opt_state,
-                 "skipped": skipped, "consecutive_skips": consecutive}
+    new_state = {
+        "step": step + 1,
+        "params": params,
+        "opt_state": opt_state,
+        "skipped": skipped,
+        "consecutive_skips": consecutive,
+    }
     return new_state, metrics
 
 
-def eval_step(params: Any, batch: Batch, aux_params: Any = None, *,
-              loss_fn: LossFn) -> dict[str, Any]:
+def eval_step(
+    params: Any, batch: Batch, aux_params: Any = None, *, loss_fn: LossFn
+) -> dict[str, Any]:
     """Metrics of one batch without dropout; `loss_fn` is built with train=False.
 
     Every metric carries its count (`metrics.Mean`), so batches combine exactly

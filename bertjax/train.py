@@ -77,10 +77,16 @@ def train_step_fn(setup: experiment.Setup) -> Any:
     """The jitted train step of `setup` (steps.train_step with the task's loss, the
     optimizer and the seed bound), its state donated: what the loop runs, compiled ahead
     of time for the memory check (bertjax/memory.py)."""
-    return jax.jit(functools.partial(steps.train_step,
-                                     loss_fn=setup.task.loss_fn(setup.model, True),
-                                     tx=setup.tx, optim=setup.optim, seed=setup.seed),
-                   donate_argnums=(0,))
+    return jax.jit(
+        functools.partial(
+            steps.train_step,
+            loss_fn=setup.task.loss_fn(setup.model, True),
+            tx=setup.tx,
+            optim=setup.optim,
+            seed=setup.seed,
+        ),
+        donate_argnums=(0,),
+    )
 
 
 def phase_at(phases: Sequence[Phase], step: int) -> Phase:
@@ -89,12 +95,16 @@ def phase_at(phases: Sequence[Phase], step: int) -> Phase:
 
 def global_batch(batch: Mapping[str, np.ndarray], mesh: Any, rules: Any) -> dict:
     """This host's rows of a batch -> global arrays sharded along the batch axis."""
-    return {k: jax.make_array_from_process_local_data(
-        sharding.batch_sharding(mesh, np.ndim(v), rules), np.asarray(v))
-        for k, v in batch.items()}
+    return {
+        k: jax.make_array_from_process_local_data(
+            sharding.batch_sharding(mesh, np.ndim(v), rules), np.asarray(v)
+        )
+        for k, v in batch.items()
+    }
 
 
 # --- the run ---------------------------------------------------------------------------
+
 
 class Trainer:
     """One run: setup and resume in __init__, the loop in run(); see the module docstring."""
@@ -118,19 +128,26 @@ class Trainer:
         self.aux_params = self.ctx.aux_params = self.task.setup(self.ctx)
         # So does a step that does not fit in memory; its compiled form is kept.
         self.train_step = train_step_fn(s)
-        self.compiled = (memory.check_phases(s, self.phases, self.aux_params, self.train_step,
-                                             log=log) if t.get("memory_check", True) else {})
+        self.compiled = (
+            memory.check_phases(s, self.phases, self.aux_params, self.train_step, log=log)
+            if t.get("memory_check", True)
+            else {}
+        )
 
         self.workdir = workdir = paths.absolute(workdir)
         # A start that fails before its first checkpoint (a bad init_from) leaves nothing.
         fresh = not paths.exists(workdir)
         paths.makedirs(workdir)
         if jax.process_index() == 0:
-            paths.write_text(paths.join(workdir, "config.json"),
-                             config.to_json_best_effort(indent=2))
+            paths.write_text(
+                paths.join(workdir, "config.json"), config.to_json_best_effort(indent=2)
+            )
         self.ckpts = checkpoint.TrainCheckpoints(
-            paths.join(workdir, "checkpoints"), max_to_keep=int(t.max_to_keep),
-            async_save=bool(t.async_checkpoints), keep=self.keep)
+            paths.join(workdir, "checkpoints"),
+            max_to_keep=int(t.max_to_keep),
+            async_save=bool(t.async_checkpoints),
+            keep=self.keep,
+        )
         self.meta = {"model": s.cfg.to_dict(), "seed": self.seed, **self.task.meta()}
         try:
             start = resume.start(s, self.ctx, self.ckpts, workdir)
@@ -144,11 +161,13 @@ class Trainer:
         if start.branched_from:
             self.meta["branched_from"] = start.branched_from
         self.step = int(jax.device_get(self.state["step"]))
-        log(f"bertjax train: {s.cfg.family} ({s.num_params():,} parameters; heads "
+        log(
+            f"bertjax train: {s.cfg.family} ({s.num_params():,} parameters; heads "
             f"{', '.join(s.cfg.heads) or 'none'}), task {self.task.name}, "
             f"{jax.device_count()} device(s) on {jax.process_count()} host(s), mesh "
             f"{dict(s.mesh.shape)}, compute {s.cfg.dtype}; step {self.step}/{self.total} "
-            f"from {start.source}")
+            f"from {start.source}"
+        )
         note = self.task.describe_aux(self.aux_params)
         if note:
             log(note)
@@ -160,12 +179,12 @@ class Trainer:
         if predict_fn is not None:
             predict = jax.jit(predict_fn)
             self.ctx.predict = lambda params, batch: to_host(
-                predict(params, global_batch(batch, s.mesh, s.rules)))
+                predict(params, global_batch(batch, s.mesh, s.rules))
+            )
         self.best = self._read_best()
         # Measured (off the table of accelerators) in the dtype the matmuls run in.
         self.peak, self.peak_source = resolve_peak_flops(float(t.peak_flops), s.cfg.dtype)
-        self.writer = MetricWriter(paths.join(workdir, "logs"),
-                                   enabled=jax.process_index() == 0)
+        self.writer = MetricWriter(paths.join(workdir, "logs"), enabled=jax.process_index() == 0)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -174,8 +193,10 @@ class Trainer:
         "preempted"), "skipped", "metrics" (the last logged train metrics)}."""
         status, self.last_metrics = "done", {}
         try:
-            with sharding.activation_rules_context(self.setup.mesh, self.setup.rules), \
-                    StopRequest() as stop:
+            with (
+                sharding.activation_rules_context(self.setup.mesh, self.setup.rules),
+                StopRequest() as stop,
+            ):
                 while self.step < self.total and status == "done":
                     status = self._run_phase(phase_at(self.phases, self.step), stop)
                 if status == "done" and self.ckpts.latest_step() != self.step:
@@ -186,22 +207,32 @@ class Trainer:
             self.ckpts.close()
         skipped = int(jax.device_get(self.state["skipped"]))
         if status == "preempted":
-            log(f"stopped at step {self.step} by a termination signal; checkpoint "
-                f"{self.step} saved. Run the same command to resume.")
+            log(
+                f"stopped at step {self.step} by a termination signal; checkpoint "
+                f"{self.step} saved. Run the same command to resume."
+            )
         else:
-            log(f"finished {self.total} steps ({skipped} skipped); checkpoints in "
-                f"{self.ckpts.directory}")
+            log(
+                f"finished {self.total} steps ({skipped} skipped); checkpoints in "
+                f"{self.ckpts.directory}"
+            )
             if self.config.train.export_model:
                 self._export_model()
-        return {"step": self.step, "status": status, "skipped": skipped,
-                "metrics": self.last_metrics}
+        return {
+            "step": self.step,
+            "status": status,
+            "skipped": skipped,
+            "metrics": self.last_metrics,
+        }
 
     def _eval_step_fn(self, model: Any) -> Any:
         s = self.setup
-        eval_step = jax.jit(functools.partial(steps.eval_step,
-                                              loss_fn=self.task.loss_fn(model, False)))
+        eval_step = jax.jit(
+            functools.partial(steps.eval_step, loss_fn=self.task.loss_fn(model, False))
+        )
         return lambda params, batch: jax.device_get(
-            eval_step(params, global_batch(batch, s.mesh, s.rules), self.aux_params))
+            eval_step(params, global_batch(batch, s.mesh, s.rules), self.aux_params)
+        )
 
     def _phase_steps(self, phase: Phase) -> tuple[Any, Any, Any]:
         """(train step, its compiled form, the batch signature it takes) of `phase`: the
@@ -224,19 +255,23 @@ class Trainer:
                     f"{self.ckpts.step_dir(self.step)}: phase {phase.index + 1} was trained at "
                     f"batch size {position.get('batch_size')}, the config says "
                     f"{phase.batch_size}; resuming would skip or re-read examples. Resume "
-                    "with the checkpoint's batch size, or start another --workdir")
+                    "with the checkpoint's batch size, or start another --workdir"
+                )
             if position["pipeline"]["step"] != self.step - phase.start:
                 raise TrainingError(
                     f"{self.ckpts.directory}/{self.step}: data position "
                     f"{position['pipeline']['step']} disagrees with step {self.step} of phase "
-                    f"{phase.index + 1}; did train.steps or phase2 change?")
+                    f"{phase.index + 1}; did train.steps or phase2 change?"
+                )
         batches = self.task.train_batches(phase, self.step - phase.start)
         seq_len, flops = batches.seq_len, batches.flops.total
         meter = Throughput(flops, self.peak, jax.device_count(), peak_source=self.peak_source)
-        log(f"phase {phase.index + 1}/{len(self.phases)}: steps {phase.start}..{phase.end}, "
+        log(
+            f"phase {phase.index + 1}/{len(self.phases)}: steps {phase.start}..{phase.end}, "
             f"batch {phase.batch_size} x {seq_len} from {phase.source}; "
             f"{flops:.3e} train FLOPs/token; peak {self.peak:.3e} FLOP/s/device "
-            f"({self.peak_source})")
+            f"({self.peak_source})"
+        )
         mesh, rules = self.setup.mesh, self.setup.rules
         train_step, compiled, shapes = self._phase_steps(phase)
         window: list[dict[str, Any]] = []
@@ -247,7 +282,8 @@ class Trainer:
                 batch = global_batch(next(batches.iterator), mesh, rules)
                 same = shapes is not None and shapes == memory.signature(batch)
                 self.state, metrics = (compiled if same else train_step)(
-                    self.state, batch, self.aux_params)
+                    self.state, batch, self.aux_params
+                )
                 self.step += 1
                 window.append(metrics)
                 if previous is None:
@@ -259,8 +295,13 @@ class Trainer:
                 previous = metrics
                 if self._due("log") or self.step == phase.end:
                     self._check_skips(metrics, self.step)
-                    rates = meter.rates(self.step, timed * phase.batch_size * seq_len,
-                                        timed * phase.batch_size) if timed else {}
+                    rates = (
+                        meter.rates(
+                            self.step, timed * phase.batch_size * seq_len, timed * phase.batch_size
+                        )
+                        if timed
+                        else {}
+                    )
                     # A data mixture's rows per source (bertjax/data/mixture.py).
                     sources = getattr(batches.iterator, "metrics", dict)()
                     self.last_metrics = {**window_metrics(window), **rates, **sources}
@@ -298,15 +339,22 @@ class Trainer:
                 f"{consecutive} consecutive steps up to step {step} had a non-finite loss or "
                 f"gradient and were skipped (train.max_consecutive_skips={limit}); the last "
                 f"checkpoint is {'none' if latest is None else latest}. Lower "
-                "optim.learning_rate or check the data.")
+                "optim.learning_rate or check the data."
+            )
 
     def _save(self) -> None:
         phase = phase_at(self.phases, max(self.step - 1, 0))
         try:
-            self.ckpts.save(self.step, self.state, {
-                "phase": phase.index, "batch_size": phase.batch_size,
-                "pipeline": {"step": self.step - phase.start}},
-                self.meta)
+            self.ckpts.save(
+                self.step,
+                self.state,
+                {
+                    "phase": phase.index,
+                    "batch_size": phase.batch_size,
+                    "pipeline": {"step": self.step - phase.start},
+                },
+                self.meta,
+            )
         except checkpoint.SaveError as e:
             raise self._save_failed(e) from None
         for hook in self.hooks:
@@ -335,8 +383,10 @@ class Trainer:
             last = f"the last checkpoint is damaged too ({problem})"
         else:
             last = f"the last good checkpoint is {self.ckpts.step_dir(good)}"
-        return TrainingError(f"{e}; the run stopped at step {self.step}, {last}. Free space "
-                             "(or fix the path), then run the same command to resume")
+        return TrainingError(
+            f"{e}; the run stopped at step {self.step}, {last}. Free space "
+            "(or fix the path), then run the same command to resume"
+        )
 
     def _evaluate(self, phase: Phase) -> None:
         evaluators = self.task.evaluators(self.ctx, phase)
@@ -364,8 +414,7 @@ class Trainer:
         _, meta = modeldir.read_config(self._best_dir())
         return float(meta["best"]["value"])
 
-    def _keep_if_best(self, main: tuple[str, str], scores: dict[str, dict[str, float]]
-                      ) -> None:
+    def _keep_if_best(self, main: tuple[str, str], scores: dict[str, dict[str, float]]) -> None:
         """WORKDIR/best: the parameters of the best `main` score so far (higher is
         better), as a model directory with every score of that evaluation (single host)."""
         value = float(scores[main[0]][main[1]])
@@ -373,18 +422,30 @@ class Trainer:
             return
         self.best = value
         if jax.process_count() == 1:
-            self._write_model(self._best_dir(), {
-                "best": {"evaluator": main[0], "metric": main[1], "value": value,
-                         "step": self.step},
-                "scores": {k: {m: float(v) for m, v in d.items()} for k, d in scores.items()}})
-            log(f"best {main[0]} {main[1]} so far: {value:.4f} at step {self.step} -> "
-                f"{self._best_dir()}")
+            self._write_model(
+                self._best_dir(),
+                {
+                    "best": {
+                        "evaluator": main[0],
+                        "metric": main[1],
+                        "value": value,
+                        "step": self.step,
+                    },
+                    "scores": {k: {m: float(v) for m, v in d.items()} for k, d in scores.items()},
+                },
+            )
+            log(
+                f"best {main[0]} {main[1]} so far: {value:.4f} at step {self.step} -> "
+                f"{self._best_dir()}"
+            )
 
     def _export_model(self) -> None:
         """WORKDIR/model: the final parameters as a model directory (single host)."""
         if jax.process_count() > 1:
-            log(f"model directory not written on {jax.process_count()} hosts; the final "
-                f"state is checkpoint {self.step} in {self.ckpts.directory}")
+            log(
+                f"model directory not written on {jax.process_count()} hosts; the final "
+                f"state is checkpoint {self.step} in {self.ckpts.directory}"
+            )
             return
         out = paths.join(self.workdir, "model")
         self._write_model(out)
@@ -395,8 +456,9 @@ class Trainer:
             self._write_model(out, {"ema_decay": self.setup.optim.ema_decay}, averaged)
             log(f"wrote {out} (the parameters' moving average)")
 
-    def _write_model(self, out: str, extra: dict[str, Any] | None = None,
-                     params: Any = None) -> None:
+    def _write_model(
+        self, out: str, extra: dict[str, Any] | None = None, params: Any = None
+    ) -> None:
         tok = self.task.tokenizer()
         if tok is not None:
             tok.tokenizer_class = family(self.cfg.family).tokenizer_class
@@ -404,8 +466,14 @@ class Trainer:
         cfg = self.cfg.replace(dtype=experiment.stored_model_config(self.config).dtype)
         params = self.state["params"] if params is None else params
         params = jax.tree.map(np.asarray, jax.device_get(params))
-        modeldir.save(out, cfg, params, tok, overwrite=True,
-                      extra={"source": f"{self.workdir} step {self.step}", **(extra or {})})
+        modeldir.save(
+            out,
+            cfg,
+            params,
+            tok,
+            overwrite=True,
+            extra={"source": f"{self.workdir} step {self.step}", **(extra or {})},
+        )
 
 
 def window_metrics(window: list[dict[str, Any]]) -> dict[str, float]:

@@ -48,8 +48,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     name, *knobs = (arg or "bert_base_to_distilbert_base").split(",")
     teacher_name, sep, student_name = name.partition("_to_")
     if not (sep and teacher_name and student_name):
-        raise ValueError(f"distillation config {name!r}: expected TEACHER_to_STUDENT, e.g. "
-                         "bert_base_to_distilbert_base")
+        raise ValueError(
+            f"distillation config {name!r}: expected TEACHER_to_STUDENT, e.g. "
+            "bert_base_to_distilbert_base"
+        )
     pretrain = _pretrain()
     config = pretrain.get_config(",".join([student_name, *knobs]))
     teacher = ModelConfig.from_preset(teacher_name)
@@ -61,16 +63,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.teacher.vocab_size = config.model.vocab_size
     config.teacher.pad_token_id = config.model.pad_token_id  # ModernBERT's 50283 at runlocal
     layers_fit = _same_layer_shape(teacher, student) and student.num_layers <= teacher.num_layers
-    config.distill = ml_collections.ConfigDict(dict(
-        teacher_path="",  # model dir (train's WORKDIR/model, import, init) or HF dir
-        teacher_dtype="auto",  # auto: the student's compute dtype; bfloat16 halves memory
-        temperature=2.0,  # softmax temperature of the soft targets
-        alpha_ce=5.0,  # soft-target KL (times T²)
-        alpha_mlm=2.0,  # hard MLM loss of the student
-        alpha_cos=1.0 if teacher.hidden_size == student.hidden_size else 0.0,
-        init="teacher" if layers_fit else "scratch",  # teacher | scratch
-        teacher_layers=(),  # one teacher layer per student layer; (): evenly spaced
-    ))
+    config.distill = ml_collections.ConfigDict(
+        dict(
+            teacher_path="",  # model dir (train's WORKDIR/model, import, init) or HF dir
+            teacher_dtype="auto",  # auto: the student's compute dtype; bfloat16 halves memory
+            temperature=2.0,  # softmax temperature of the soft targets
+            alpha_ce=5.0,  # soft-target KL (times T²)
+            alpha_mlm=2.0,  # hard MLM loss of the student
+            alpha_cos=1.0 if teacher.hidden_size == student.hidden_size else 0.0,
+            init="teacher" if layers_fit else "scratch",  # teacher | scratch
+            teacher_layers=(),  # one teacher layer per student layer; (): evenly spaced
+        )
+    )
     # DistilBERT trained on MLM instances with dynamic masking.
     config.data.update(instances="mlm", masking="dynamic", dupe_factor=1)
     if "runlocal" not in knobs:

@@ -58,41 +58,62 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     recipe, optim = pretrain.recipes.finetune(config.model.family, preset, dataset)
     squad = spec.task == "squad"
     config.task = spec.task  # bertjax/tasks/glue.py, ner.py or squad.py
-    epochs = (recipe.get("long_epochs", recipe["epochs"])
-              if dataset in recipe.get("long_tasks", ()) else recipe["epochs"])
+    epochs = (
+        recipe.get("long_epochs", recipe["epochs"])
+        if dataset in recipe.get("long_tasks", ())
+        else recipe["epochs"]
+    )
     demo = spec.demo
-    config.finetune = ml_collections.ConfigDict(dict(
-        dataset="custom" if demo else dataset,  # a GLUE task, or custom
-        # glue: tfds | glue:DIR | jsonl:DIR | csv:DIR (bertjax/data/glue.py);
-        # ner: tfds (CoNLL-2003) | conll:DIR (bertjax/data/conll.py)
-        data=spec.data,
-        text_fields=("text",),  # custom data: one field, or two for sentence pairs
-        label_field="label",
-        # custom data: the class names (empty: a regression); ner: the tag set
-        labels=spec.labels,
-        label_all_pieces=False,  # ner: tag every sub-token, not only a word's first
-        epochs=float(epochs),  # over the train split; train.steps > 0 overrides
-        warmup_proportion=float(recipe["warmup_proportion"]),  # of all steps
-        warmup_steps=int(recipe.get("warmup_steps", 0)),  # > 0: this many instead
-        pad_multiple=16,  # a batch is padded to its longest row rounded up to this
-        # off | best_fit | first_fit: each train batch's sequences packed into rows of
-        # max_seq_length (docs/packing.md); at most this many per row
-        packing="off", packing_max_sequences=16,
-        from_scratch=False,  # True: init_from's architecture and tokenizer, fresh weights
-        seeds=1,  # K > 1: K runs (seed, seed + 1, ...) and their median (results.json)
-    ))
-    config.optim.update(name="adamw", learning_rate=float(recipe["learning_rate"]),
-                        warmup_steps=0, decay="linear", weight_decay=0.01, b1=0.9, b2=0.999,
-                        eps=1e-6, clip_norm=1.0, grad_accum_steps=1,
-                        # a pretraining recipe's warmup-stable-decay keys (ModernBERT's)
-                        warmup_fraction=0.0, warmup_tokens=0, decay_steps=0,
-                        decay_fraction=0.0, decay_tokens=0)
+    config.finetune = ml_collections.ConfigDict(
+        dict(
+            dataset="custom" if demo else dataset,  # a GLUE task, or custom
+            # glue: tfds | glue:DIR | jsonl:DIR | csv:DIR (bertjax/data/glue.py);
+            # ner: tfds (CoNLL-2003) | conll:DIR (bertjax/data/conll.py)
+            data=spec.data,
+            text_fields=("text",),  # custom data: one field, or two for sentence pairs
+            label_field="label",
+            # custom data: the class names (empty: a regression); ner: the tag set
+            labels=spec.labels,
+            label_all_pieces=False,  # ner: tag every sub-token, not only a word's first
+            epochs=float(epochs),  # over the train split; train.steps > 0 overrides
+            warmup_proportion=float(recipe["warmup_proportion"]),  # of all steps
+            warmup_steps=int(recipe.get("warmup_steps", 0)),  # > 0: this many instead
+            pad_multiple=16,  # a batch is padded to its longest row rounded up to this
+            # off | best_fit | first_fit: each train batch's sequences packed into rows of
+            # max_seq_length (docs/packing.md); at most this many per row
+            packing="off",
+            packing_max_sequences=16,
+            from_scratch=False,  # True: init_from's architecture and tokenizer, fresh weights
+            seeds=1,  # K > 1: K runs (seed, seed + 1, ...) and their median (results.json)
+        )
+    )
+    config.optim.update(
+        name="adamw",
+        learning_rate=float(recipe["learning_rate"]),
+        warmup_steps=0,
+        decay="linear",
+        weight_decay=0.01,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-6,
+        clip_norm=1.0,
+        grad_accum_steps=1,
+        # a pretraining recipe's warmup-stable-decay keys (ModernBERT's)
+        warmup_fraction=0.0,
+        warmup_tokens=0,
+        decay_steps=0,
+        decay_fraction=0.0,
+        decay_tokens=0,
+    )
     config.optim.update(optim)
     config.train.update(
         batch_size=int(recipe["batch_size"]),
         steps=int(recipe.get("steps", 0)),  # 0: finetune.epochs over the train split
         eval_every=0,  # evaluation at every epoch's end, and every N steps if > 0
-        log_every=50, checkpoint_every=1000, max_to_keep=2)
+        log_every=50,
+        checkpoint_every=1000,
+        max_to_keep=2,
+    )
     config.max_seq_length = 128
     if squad:
         config.max_seq_length = 384

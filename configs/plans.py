@@ -25,7 +25,8 @@ import ml_collections
 from bertjax import configfile
 
 pretrain = configfile.load_module(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain.py"), "configs/plans.py")
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain.py"), "configs/plans.py"
+)
 
 # ModernBERT-base's step: 4,608 rows of 1,024 tokens (AnswerDotAI/ModernBERT
 # yamls/modernbert/modernbert-base-pretrain.yaml, global_train_batch_size).
@@ -45,20 +46,43 @@ MODERNBERT = dict(
     preset="modernbert_base",
     optim=dict(decay_tokens=0, decay_steps=0, decay_fraction=0.0),  # the decay is p3's
     phases=dict(
-        p1=dict(name="stable_1024", tokens=1_719_000_000_000, max_seq_length=1024,
-                rope_theta=10_000.0),  # then the preset's 160,000 (section 2.2)
-        p2=dict(name="context_8192", tokens=250_000_000_000, max_seq_length=8192,
-                tokens_per_step=TOKENS_PER_STEP, learning_rate=3e-4),
-        p3=dict(name="decay_8192", tokens=50_000_000_000, max_seq_length=8192,
-                tokens_per_step=TOKENS_PER_STEP, learning_rate=3e-4, decay_shape="1-sqrt"),
+        p1=dict(
+            name="stable_1024", tokens=1_719_000_000_000, max_seq_length=1024, rope_theta=10_000.0
+        ),  # then the preset's 160,000 (section 2.2)
+        p2=dict(
+            name="context_8192",
+            tokens=250_000_000_000,
+            max_seq_length=8192,
+            tokens_per_step=TOKENS_PER_STEP,
+            learning_rate=3e-4,
+        ),
+        p3=dict(
+            name="decay_8192",
+            tokens=50_000_000_000,
+            max_seq_length=8192,
+            tokens_per_step=TOKENS_PER_STEP,
+            learning_rate=3e-4,
+            decay_shape="1-sqrt",
+        ),
     ),
     # The tiny variant: the same shape in 600 steps of 32 x 64 tokens, then 16 x 128.
     runlocal=dict(
         p1=dict(name="stable_64", share=0.7, rope_theta=10_000.0),
-        p2=dict(name="context_128", share=0.2, max_seq_length=128, tokens_per_step=2048,
-                learning_rate=3.75e-4),  # 3/8 of the peak, as 3e-4 of 8e-4
-        p3=dict(name="decay_128", share=0.1, max_seq_length=128, tokens_per_step=2048,
-                learning_rate=3.75e-4, decay_shape="1-sqrt"),
+        p2=dict(
+            name="context_128",
+            share=0.2,
+            max_seq_length=128,
+            tokens_per_step=2048,
+            learning_rate=3.75e-4,
+        ),  # 3/8 of the peak, as 3e-4 of 8e-4
+        p3=dict(
+            name="decay_128",
+            share=0.1,
+            max_seq_length=128,
+            tokens_per_step=2048,
+            learning_rate=3.75e-4,
+            decay_shape="1-sqrt",
+        ),
     ),
 )
 
@@ -75,24 +99,57 @@ MMBERT = dict(
     model=dict(vocab_size=256_000),
     optim=dict(decay_tokens=0, decay_steps=0, decay_fraction=0.0),
     phases=dict(
-        p1=dict(name="pretrain_1024", tokens=2_300_000_000_000, max_seq_length=1024,
-                masked_lm_prob=0.3, mixture=dict(sources=(), temperature=0.7),
-                rope_theta=10_000.0),  # 160,000 from mid-training on
-        p2=dict(name="midtrain_8192", tokens=600_000_000_000, max_seq_length=8192,
-                tokens_per_step=TOKENS_PER_STEP, masked_lm_prob=0.15,
-                mixture=dict(sources=(), temperature=0.5)),
-        p3=dict(name="decay_8192", tokens=100_000_000_000, max_seq_length=8192,
-                tokens_per_step=TOKENS_PER_STEP, masked_lm_prob=0.05, decay_shape="1-sqrt",
-                mixture=dict(sources=(), temperature=0.3)),
+        p1=dict(
+            name="pretrain_1024",
+            tokens=2_300_000_000_000,
+            max_seq_length=1024,
+            masked_lm_prob=0.3,
+            mixture=dict(sources=(), temperature=0.7),
+            rope_theta=10_000.0,
+        ),  # 160,000 from mid-training on
+        p2=dict(
+            name="midtrain_8192",
+            tokens=600_000_000_000,
+            max_seq_length=8192,
+            tokens_per_step=TOKENS_PER_STEP,
+            masked_lm_prob=0.15,
+            mixture=dict(sources=(), temperature=0.5),
+        ),
+        p3=dict(
+            name="decay_8192",
+            tokens=100_000_000_000,
+            max_seq_length=8192,
+            tokens_per_step=TOKENS_PER_STEP,
+            masked_lm_prob=0.05,
+            decay_shape="1-sqrt",
+            mixture=dict(sources=(), temperature=0.3),
+        ),
     ),
     runlocal=dict(
-        p1=dict(name="pretrain_64", share=0.6, masked_lm_prob=0.3, rope_theta=10_000.0,
-                mixture=dict(sources=(), temperature=0.7)),
-        p2=dict(name="midtrain_128", share=0.3, max_seq_length=128, tokens_per_step=2048,
-                masked_lm_prob=0.15, mixture=dict(sources=(), temperature=0.5)),
-        p3=dict(name="decay_128", share=0.1, max_seq_length=128, tokens_per_step=2048,
-                masked_lm_prob=0.05, decay_shape="1-sqrt",
-                mixture=dict(sources=(), temperature=0.3)),
+        p1=dict(
+            name="pretrain_64",
+            share=0.6,
+            masked_lm_prob=0.3,
+            rope_theta=10_000.0,
+            mixture=dict(sources=(), temperature=0.7),
+        ),
+        p2=dict(
+            name="midtrain_128",
+            share=0.3,
+            max_seq_length=128,
+            tokens_per_step=2048,
+            masked_lm_prob=0.15,
+            mixture=dict(sources=(), temperature=0.5),
+        ),
+        p3=dict(
+            name="decay_128",
+            share=0.1,
+            max_seq_length=128,
+            tokens_per_step=2048,
+            masked_lm_prob=0.05,
+            decay_shape="1-sqrt",
+            mixture=dict(sources=(), temperature=0.3),
+        ),
     ),
 )
 
@@ -118,10 +175,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     else:  # shares of the run from each phase's tokens
         steps = {k: _steps(p["tokens"]) for k, p in plan["phases"].items()}
         config.train.steps = sum(steps.values())
-        phases = {k: {**{n: v for n, v in p.items() if n != "tokens"},
-                      "share": steps[k] / config.train.steps}
-                  for k, p in plan["phases"].items()}
+        phases = {
+            k: {
+                **{n: v for n, v in p.items() if n != "tokens"},
+                "share": steps[k] / config.train.steps,
+            }
+            for k, p in plan["phases"].items()
+        }
     del config["phases"]  # a tuple in configs/pretrain.py: named phases here
     config.phases = ml_collections.ConfigDict(
-        {k: {**dict(data_dir=""), **p} for k, p in phases.items()})
+        {k: {**dict(data_dir=""), **p} for k, p in phases.items()}
+    )
     return config

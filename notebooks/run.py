@@ -67,8 +67,12 @@ class ThisPythonKernel(AsyncKernelManager):
         super().__init__(**kwargs)
 
 
-def execute(nb: nbformat.NotebookNode, name: str, env: Mapping[str, str] | None = None,
-            timeout: int = CELL_TIMEOUT_S) -> nbformat.NotebookNode:
+def execute(
+    nb: nbformat.NotebookNode,
+    name: str,
+    env: Mapping[str, str] | None = None,
+    timeout: int = CELL_TIMEOUT_S,
+) -> nbformat.NotebookNode:
     """Runs every cell of `nb` in place (its outputs replaced) and returns it.
 
     The kernel starts in the repository root with os.environ updated by `env`.
@@ -80,10 +84,15 @@ def execute(nb: nbformat.NotebookNode, name: str, env: Mapping[str, str] | None 
     def on_cell_start(cell: nbformat.NotebookNode, cell_index: int) -> None:
         current["index"] = cell_index
 
-    client = NotebookClient(nb, kernel_name="python3", kernel_manager_class=ThisPythonKernel,
-                            timeout=timeout, record_timing=False,
-                            resources={"metadata": {"path": ROOT}},
-                            on_cell_start=on_cell_start)
+    client = NotebookClient(
+        nb,
+        kernel_name="python3",
+        kernel_manager_class=ThisPythonKernel,
+        timeout=timeout,
+        record_timing=False,
+        resources={"metadata": {"path": ROOT}},
+        on_cell_start=on_cell_start,
+    )
     try:
         client.execute(env={**os.environ, **(env or {})})
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as e:

@@ -34,13 +34,36 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # inside a unit module (a slow parity test). A new module starts in the integration
 # tier; add it here once it is quick.
 UNIT = {
-    "test_compare", "test_convert_hf", "test_demo_tasks", "test_finetune_recipes",
-    "test_google_records", "test_help", "test_instances", "test_layout", "test_masking",
-    "test_metrics", "test_models", "test_modernbert", "test_modernbert_convert",
-    "test_modernbert_tokenizer", "test_objectives", "test_optim", "test_packer",
-    "test_paths", "test_recipes_configs", "test_recipes_ema", "test_recipes_lengths",
-    "test_recipes_mixture", "test_recipes_plan", "test_recipes_schedule", "test_scoring",
-    "test_sources", "test_squad", "test_steps", "test_tokenizers", "test_train_tokenizer",
+    "test_compare",
+    "test_convert_hf",
+    "test_demo_tasks",
+    "test_finetune_recipes",
+    "test_google_records",
+    "test_help",
+    "test_instances",
+    "test_layout",
+    "test_masking",
+    "test_metrics",
+    "test_models",
+    "test_modernbert",
+    "test_modernbert_convert",
+    "test_modernbert_tokenizer",
+    "test_objectives",
+    "test_optim",
+    "test_packer",
+    "test_paths",
+    "test_recipes_configs",
+    "test_recipes_ema",
+    "test_recipes_lengths",
+    "test_recipes_mixture",
+    "test_recipes_plan",
+    "test_recipes_schedule",
+    "test_scoring",
+    "test_sources",
+    "test_squad",
+    "test_steps",
+    "test_tokenizers",
+    "test_train_tokenizer",
 }
 
 
@@ -49,8 +72,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         slow = item.get_closest_marker("integration") is not None
-        item.add_marker(pytest.mark.unit if module in UNIT and not slow
-                        else pytest.mark.integration)
+        item.add_marker(
+            pytest.mark.unit if module in UNIT and not slow else pytest.mark.integration
+        )
 
 
 @pytest.fixture

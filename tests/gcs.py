@@ -37,7 +37,6 @@ os.environ["TENSORSTORE_GCS_HTTP_URL"] = URL
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 
-
 def start() -> None:
     """Starts the emulator (once per process) and waits until it answers."""
     global _server
@@ -48,7 +47,9 @@ def start() -> None:
     atexit.register(stop)
     _server = subprocess.Popen(
         [sys.executable, os.path.join(os.path.dirname(__file__), "gcs_emulator.py"), str(PORT)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if _server.poll() is not None:

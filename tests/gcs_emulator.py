@@ -67,8 +67,9 @@ def _insert(request, response, storage, *args, **kwargs):
 def _move(request, response, storage, *args, **kwargs):
     bucket, source = request.params["bucket_name"], request.params["object_id"]
     try:
-        moved = objects._copy(request.base_url, storage, bucket, source, bucket,
-                              request.params["dest_object_id"])
+        moved = objects._copy(
+            request.base_url, storage, bucket, source, bucket, request.params["dest_object_id"]
+        )
     except NotFound:
         response.status = HTTPStatus.NOT_FOUND
         return
@@ -83,9 +84,14 @@ for _, handlers in server.HANDLERS:
             handlers[method] = _download
         elif handler is objects.insert:
             handlers[method] = _insert
-server.HANDLERS = ((rf"^{settings.API_ENDPOINT}/b/(?P<bucket_name>[-.\w]+)/o/"
-                    r"(?P<object_id>.*[^/]+)/moveTo/o/(?P<dest_object_id>.*[^/]+)$",
-                    {server.POST: _move}), *server.HANDLERS)
+server.HANDLERS = (
+    (
+        rf"^{settings.API_ENDPOINT}/b/(?P<bucket_name>[-.\w]+)/o/"
+        r"(?P<object_id>.*[^/]+)/moveTo/o/(?P<dest_object_id>.*[^/]+)$",
+        {server.POST: _move},
+    ),
+    *server.HANDLERS,
+)
 # By name: `get` with alt=media downloads, the dispatcher's fallback inserts.
 objects.download, objects.insert = _download, _insert
 

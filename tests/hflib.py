@@ -9,8 +9,9 @@ def perturb(model, seed: int, scale: float = 0.3) -> None:
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)
-             for p in m.parameters()}
+    norms = {
+        id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()
+    }
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("bias") or id(p) in norms:
@@ -29,5 +30,10 @@ def perturbed_init(cfg, input_ids, seed: int = 1, scale: float = 0.3):
     params = nn.unbox(build(cfg).init(jax.random.key(1), input_ids)["params"])
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: np.asarray(x) + (scale * rng.standard_normal(x.shape)).astype(x.dtype)
-        if path[-1].key in ("bias", "scale") else np.asarray(x), params)
+        lambda path, x: (
+            np.asarray(x) + (scale * rng.standard_normal(x.shape)).astype(x.dtype)
+            if path[-1].key in ("bias", "scale")
+            else np.asarray(x)
+        ),
+        params,
+    )

@@ -31,21 +31,25 @@ def test_an_oversized_batch_is_refused_before_anything_is_written(data, tmp_path
     assert message.startswith("the train step (batch 1048576 x 32) needs "), message
     assert " GiB per device (arguments " in message and ", temporaries " in message
     limit, source = memory.available_memory()
-    assert f"(95% of {source}) one device has: lower train.batch_size (1048576), raise " \
-           "optim.grad_accum_steps (1), set model.remat=full (now none), or shard over " \
-           "more devices (mesh " in message
+    assert (
+        f"(95% of {source}) one device has: lower train.batch_size (1048576), raise "
+        "optim.grad_accum_steps (1), set model.remat=full (now none), or shard over "
+        "more devices (mesh " in message
+    )
     assert not workdir.exists()
 
 
 def test_the_check_passes_and_logs_a_step_that_fits(data, tmp_path, capsys):
     """Also: the CPU peak for MFU is measured in the compute dtype the run uses."""
-    c = trainlib.config("bert", data, **{"train.steps": 2, "train.checkpoint_every": 2,
-                                         "train.peak_flops": 0.0})
+    c = trainlib.config(
+        "bert", data, **{"train.steps": 2, "train.checkpoint_every": 2, "train.peak_flops": 0.0}
+    )
     assert train_lib.train(c, str(tmp_path / "run"))["status"] == "done"
     out = capsys.readouterr().out.splitlines()
     lines = [ln for ln in out if ln.startswith("memory: ")]
     assert len(lines) == 1 and lines[0].startswith(
-        "memory: the train step (batch 8 x 32) needs "), lines
+        "memory: the train step (batch 8 x 32) needs "
+    ), lines
     assert any(ln.endswith("FLOP/s/device (measured matmul (float32))") for ln in out), out
 
 

@@ -22,7 +22,11 @@ def _final(lines: list[str]) -> tuple[float, int, int]:
 
 def test_bench_prepares_the_demo_corpus_and_compares_whole_word(capsys):
     result = bench.bench_data(
-        seq_len=64, batch_size=32, seconds=1.0, strategy="whole_word", demo_mb=0.2,
+        seq_len=64,
+        batch_size=32,
+        seconds=1.0,
+        strategy="whole_word",
+        demo_mb=0.2,
         prepare_workers=0,
     )
     lines = capsys.readouterr().out.strip().splitlines()
@@ -80,8 +84,9 @@ def test_reference_sees_the_same_words_as_our_masker():
 def test_word_level_strategies_use_the_whole_word_reference(tmp_path, strategy):
     bench._write_synthetic(str(tmp_path), seq_len=16, n=64, shards=1)
     lines: list[str] = []
-    bench.bench_data(str(tmp_path), batch_size=8, seconds=0.3, strategy=strategy,
-                     print_fn=lines.append)
+    bench.bench_data(
+        str(tmp_path), batch_size=8, seconds=0.3, strategy=strategy, print_fn=lines.append
+    )
     assert f"dynamic {strategy} masking" in lines[1] and "whole_word_mask=True" in lines[2]
     _final(lines)
 
@@ -94,14 +99,20 @@ def test_bench_prepare_counts_what_prepare_data_writes(tmp_path, capsys):
     from bertjax.data.from_config import prepare_data
 
     corpus = trainlib.write_corpus(str(tmp_path / "c.txt"), n_docs=60)
-    c = trainlib.config("bert", str(tmp_path / "ref"), **{"data.source": f"bert:{corpus}",
-                                                          "data.dupe_factor": 3})
+    c = trainlib.config(
+        "bert", str(tmp_path / "ref"), **{"data.source": f"bert:{corpus}", "data.dupe_factor": 3}
+    )
     rows = bench_prepare(c, workers=(0, 1))
     lines = capsys.readouterr().out.strip().splitlines()
     assert [(r["masking"], r["workers"]) for r in rows] == [
-        ("static", 0), ("static", 1), ("dynamic", 0), ("dynamic", 1)]
+        ("static", 0),
+        ("static", 1),
+        ("dynamic", 0),
+        ("dynamic", 1),
+    ]
     assert len(lines) == 4 and lines[0].startswith(
-        "prepare static (dupe_factor 3), in the main process: ")
+        "prepare static (dupe_factor 3), in the main process: "
+    )
     assert lines[3].startswith("prepare dynamic (dupe_factor 1), 1 worker: ")
     ref = prepare_data(c, progress=False)
     written = sum(s["examples"] for s in ref["splits"].values())

@@ -26,16 +26,32 @@ def tokenizer_dir(tmp_path_factory):
 
 def test_packed_against_padded_and_dynamic_padding_counts_real_tokens(tokenizer_dir):
     proc = subprocess.run(
-        [sys.executable, "-m", "bertjax", "bench", "train",
-         "--config=configs/finetune.py:demo_next,bert_tiny", "--config.model.vocab_size=500",
-         f"--config.tokenizer.path={tokenizer_dir}", "--config.train.batch_size=8",
-         "--vs_torch", "--seconds=0.5"], capture_output=True, text=True, cwd=_ROOT,
-        timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "bertjax",
+            "bench",
+            "train",
+            "--config=configs/finetune.py:demo_next,bert_tiny",
+            "--config.model.vocab_size=500",
+            f"--config.tokenizer.path={tokenizer_dir}",
+            "--config.train.batch_size=8",
+            "--vs_torch",
+            "--seconds=0.5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=_ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     last = re.fullmatch(r"ratio=(\d+\.\d\d) ours=(\d+) reference=(\d+) unit=tokens/s", lines[-1])
-    before = re.fullmatch(r"against \(b\) dynamic padding: ratio=(\d+\.\d\d) ours=(\d+) "
-                          r"reference=(\d+) unit=tokens/s", lines[-2])
+    before = re.fullmatch(
+        r"against \(b\) dynamic padding: ratio=(\d+\.\d\d) ours=(\d+) "
+        r"reference=(\d+) unit=tokens/s",
+        lines[-2],
+    )
     assert last and before, lines[-2:]
     assert last[2] == before[2] and int(last[3]) > 0 and int(before[3]) > 0
     assert float(last[1]) == pytest.approx(int(last[2]) / int(last[3]), abs=0.006)
@@ -55,16 +71,29 @@ def test_pretraining_packed_against_unpacked_on_the_same_batches(tmp_path):
 
     test_pipeline.write_data(str(tmp_path), 400, 2, max_seq_length=32)  # 5..32 tokens
     proc = subprocess.run(
-        [sys.executable, "-m", "bertjax", "bench", "train",
-         "--config=configs/pretrain.py:bert_tiny", f"--config.data.dir={tmp_path}",
-         "--config.data.packing=best_fit", "--config.max_seq_length=32",
-         "--config.max_predictions_per_seq=3", "--config.train.batch_size=32",
-         "--seconds=0.5"], capture_output=True, text=True, cwd=_ROOT, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "bertjax",
+            "bench",
+            "train",
+            "--config=configs/pretrain.py:bert_tiny",
+            f"--config.data.dir={tmp_path}",
+            "--config.data.packing=best_fit",
+            "--config.max_seq_length=32",
+            "--config.max_predictions_per_seq=3",
+            "--config.train.batch_size=32",
+            "--seconds=0.5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=_ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     m = re.fullmatch(r"ratio=(\d+\.\d\d) ours=(\d+) reference=(\d+) unit=tokens/s", lines[-1])
     assert m and int(m[2]) > 0 and int(m[3]) > 0, lines[-1]
-    shapes = re.search(r"unpacked 32 x 32 \(\S+ real\), packed \(best_fit\) (\d+) x 32",
-                       lines[0])
+    shapes = re.search(r"unpacked 32 x 32 \(\S+ real\), packed \(best_fit\) (\d+) x 32", lines[0])
     assert shapes and int(shapes[1]) < 32, lines[0]  # fewer rows, the same sequences
     assert [ln.split(" (")[0] for ln in lines[1:3]] == ["unpacked", "packed"], lines

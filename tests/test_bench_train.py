@@ -13,19 +13,30 @@ import numpy as np
 import pytest
 
 # Runs the command, then reports on its last line whether TensorFlow and torch got imported.
-_RUNNER = ("import sys\n"
-           "from bertjax.__main__ import main\n"
-           "rc = main()\n"
-           "seen = {m: m in sys.modules for m in ('tensorflow', 'torch')}\n"
-           "print('imported: tensorflow={tensorflow} torch={torch}'.format(**seen))\n"
-           "sys.exit(rc)\n")
-_TINY = ["--config=configs/pretrain.py:bert_tiny", "--config.model.vocab_size=500",
-         "--config.max_seq_length=32", "--config.max_predictions_per_seq=5",
-         "--config.train.batch_size=8", "--seconds=1"]
+_RUNNER = (
+    "import sys\n"
+    "from bertjax.__main__ import main\n"
+    "rc = main()\n"
+    "seen = {m: m in sys.modules for m in ('tensorflow', 'torch')}\n"
+    "print('imported: tensorflow={tensorflow} torch={torch}'.format(**seen))\n"
+    "sys.exit(rc)\n"
+)
+_TINY = [
+    "--config=configs/pretrain.py:bert_tiny",
+    "--config.model.vocab_size=500",
+    "--config.max_seq_length=32",
+    "--config.max_predictions_per_seq=5",
+    "--config.train.batch_size=8",
+    "--seconds=1",
+]
 # SST-2's shape, shrunk: a 2-label classifier on random rows, no dataset anywhere.
-_TINY_SST2 = ["--config=configs/finetune.py:sst2,bert_tiny,runlocal",
-              "--config.model.vocab_size=500", "--config.max_seq_length=32",
-              "--config.train.batch_size=8", "--seconds=1"]
+_TINY_SST2 = [
+    "--config=configs/finetune.py:sst2,bert_tiny,runlocal",
+    "--config.model.vocab_size=500",
+    "--config.max_seq_length=32",
+    "--config.train.batch_size=8",
+    "--seconds=1",
+]
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(_ROOT, "configs"))
 
@@ -33,11 +44,18 @@ sys.path.insert(0, os.path.join(_ROOT, "configs"))
 def _run(*args: str, torch: bool = False) -> tuple[int, list[str], str]:
     """(exit code, stdout lines without the runner's line, stderr). Asserts that TensorFlow
     was not imported, and torch only when `torch`."""
-    proc = subprocess.run([sys.executable, "-c", _RUNNER, "bench", "train", *args],
-                          capture_output=True, text=True, cwd=_ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUNNER, "bench", "train", *args],
+        capture_output=True,
+        text=True,
+        cwd=_ROOT,
+        timeout=300,
+    )
     lines = proc.stdout.strip().splitlines()
     assert lines and lines[-1] == f"imported: tensorflow=False torch={torch}", (
-        proc.stdout, proc.stderr)
+        proc.stdout,
+        proc.stderr,
+    )
     return proc.returncode, lines[:-1], proc.stderr
 
 
@@ -78,35 +96,50 @@ def test_without_torch_prints_tokens_and_mfu():
     assert "(config)" in lines[1] and not any(ln.startswith("reference") for ln in lines)
 
 
-@pytest.mark.parametrize("bad, says", [
-    ("--seconds=0", "--seconds=0.0: must be > 0"),
-    ("--config=configs/pretrain.py:bert_nope", "bert_nope"),
-])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("--seconds=0", "--seconds=0.0: must be > 0"),
+        ("--config=configs/pretrain.py:bert_nope", "bert_nope"),
+    ],
+)
 def test_bad_flags_fail_in_one_line(bad, says):
     rc, lines, err = _run(*_TINY, bad)
     assert rc == 1
     assert err.strip().count("\n") == 0 and err.startswith("error: ") and says in err, err
 
 
-@pytest.mark.parametrize("config, task", [
-    (["--config=configs/pretrain.py:electra_tiny", "--config.model.vocab_size=500"], "electra"),
-    (["--config=configs/distill.py:bert_mini_to_bert_tiny", "--config.model.vocab_size=500",
-      "--config.teacher.vocab_size=500", "--config.teacher.num_layers=2"], "distillation"),
-])
+@pytest.mark.parametrize(
+    "config, task",
+    [
+        (["--config=configs/pretrain.py:electra_tiny", "--config.model.vocab_size=500"], "electra"),
+        (
+            [
+                "--config=configs/distill.py:bert_mini_to_bert_tiny",
+                "--config.model.vocab_size=500",
+                "--config.teacher.vocab_size=500",
+                "--config.teacher.num_layers=2",
+            ],
+            "distillation",
+        ),
+    ],
+)
 def test_electra_and_distillation_are_timed_and_have_no_torch_reference(config, task):
     rc, lines, err = _run(*config, *_TINY[1:], "--config.train.peak_flops=1e12")
     assert rc == 0, err
     assert f"task {task}" in lines[0]
     assert re.fullmatch(r"ours=(\d+) unit=tokens/s mfu=(\d+\.\d{4})", lines[-1]), lines[-1]
     if task == "distillation":
-        assert any(ln.startswith("teacher (random weights, forward only): bert L2 H256")
-                   for ln in lines), lines
+        assert any(
+            ln.startswith("teacher (random weights, forward only): bert L2 H256") for ln in lines
+        ), lines
         # The teacher's forward pass is in the FLOPs: more than the student's dense figure.
         flops = re.search(r"ours (\S+) \(sparse .* reference (\S+) \(dense", lines[1])
         assert float(flops[1]) > float(flops[2]), lines[1]
     rc, _, err = _run(*config, *_TINY[1:], "--vs_torch")
-    assert rc == 1 and err.startswith("error: --vs_torch: transformers has no training "
-                                      f"reference for the {task} task"), err
+    assert rc == 1 and err.startswith(
+        f"error: --vs_torch: transformers has no training reference for the {task} task"
+    ), err
 
 
 def test_finetuning_config_vs_sequence_classification_reads_no_data():

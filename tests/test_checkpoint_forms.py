@@ -39,8 +39,14 @@ transformers = pytest.importorskip("transformers")
 
 TOL = 1e-5
 VOCAB, MAX_POS = 90, 40
-SMALL = dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
-             intermediate_size=40, max_position_embeddings=MAX_POS)
+SMALL = dict(
+    vocab_size=VOCAB,
+    hidden_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=40,
+    max_position_embeddings=MAX_POS,
+)
 LABELS = {"0": "negative", "1": "neutral", "2": "positive"}
 TAGS = {str(i): t for i, t in enumerate(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])}
 
@@ -49,16 +55,29 @@ def _config(family: str, **kw):
     if family == "bert":
         return transformers.BertConfig(**SMALL, **kw)
     if family == "roberta":
-        return transformers.RobertaConfig(**{**SMALL, "max_position_embeddings": MAX_POS + 2},
-                                          type_vocab_size=1, pad_token_id=1, bos_token_id=0,
-                                          eos_token_id=2, layer_norm_eps=1e-5, **kw)
+        return transformers.RobertaConfig(
+            **{**SMALL, "max_position_embeddings": MAX_POS + 2},
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,
+            **kw,
+        )
     if family == "albert":
-        return transformers.AlbertConfig(**{**SMALL, "num_hidden_layers": 3}, embedding_size=16,
-                                         num_hidden_groups=1, **kw)
+        return transformers.AlbertConfig(
+            **{**SMALL, "num_hidden_layers": 3}, embedding_size=16, num_hidden_groups=1, **kw
+        )
     if family == "distilbert":
-        return transformers.DistilBertConfig(vocab_size=VOCAB, dim=24, n_layers=2, n_heads=4,
-                                             hidden_dim=40, max_position_embeddings=MAX_POS,
-                                             **kw)
+        return transformers.DistilBertConfig(
+            vocab_size=VOCAB,
+            dim=24,
+            n_layers=2,
+            n_heads=4,
+            hidden_dim=40,
+            max_position_embeddings=MAX_POS,
+            **kw,
+        )
     return transformers.ElectraConfig(**SMALL, embedding_size=16, **kw)
 
 
@@ -68,12 +87,18 @@ FORMS = {
         "model": ("BertModel", ("pooler",), {}),
         "masked_lm": ("BertForMaskedLM", ("mlm",), {}),
         "pretraining": ("BertForPreTraining", ("pooler", "mlm", "nsp"), {}),
-        "sequence": ("BertForSequenceClassification", ("pooler", "classifier"),
-                     {"id2label": LABELS}),
+        "sequence": (
+            "BertForSequenceClassification",
+            ("pooler", "classifier"),
+            {"id2label": LABELS},
+        ),
         "token": ("BertForTokenClassification", ("token_classifier",), {"id2label": TAGS}),
         "qa": ("BertForQuestionAnswering", ("span",), {}),
-        "regression": ("BertForSequenceClassification", ("pooler", "classifier"),
-                       {"num_labels": 1}),
+        "regression": (
+            "BertForSequenceClassification",
+            ("pooler", "classifier"),
+            {"num_labels": 1},
+        ),
     },
     "roberta": {
         "model": ("RobertaModel", ("pooler",), {}),
@@ -86,26 +111,26 @@ FORMS = {
         "model": ("AlbertModel", ("pooler",), {}),
         "masked_lm": ("AlbertForMaskedLM", ("mlm",), {}),
         "pretraining": ("AlbertForPreTraining", ("pooler", "mlm", "sop"), {}),
-        "sequence": ("AlbertForSequenceClassification", ("pooler", "classifier"),
-                     {"id2label": LABELS}),
+        "sequence": (
+            "AlbertForSequenceClassification",
+            ("pooler", "classifier"),
+            {"id2label": LABELS},
+        ),
         "token": ("AlbertForTokenClassification", ("token_classifier",), {"id2label": TAGS}),
         "qa": ("AlbertForQuestionAnswering", ("span",), {}),
     },
     "distilbert": {
         "model": ("DistilBertModel", (), {}),
         "masked_lm": ("DistilBertForMaskedLM", ("mlm",), {}),
-        "sequence": ("DistilBertForSequenceClassification", ("classifier",),
-                     {"id2label": LABELS}),
-        "token": ("DistilBertForTokenClassification", ("token_classifier",),
-                  {"id2label": TAGS}),
+        "sequence": ("DistilBertForSequenceClassification", ("classifier",), {"id2label": LABELS}),
+        "token": ("DistilBertForTokenClassification", ("token_classifier",), {"id2label": TAGS}),
         "qa": ("DistilBertForQuestionAnswering", ("span",), {}),
     },
     "electra": {
         "model": ("ElectraModel", (), {}),
         "generator": ("ElectraForMaskedLM", ("mlm",), {}),
         "discriminator": ("ElectraForPreTraining", ("discriminator",), {}),
-        "sequence": ("ElectraForSequenceClassification", ("classifier",),
-                     {"id2label": LABELS}),
+        "sequence": ("ElectraForSequenceClassification", ("classifier",), {"id2label": LABELS}),
         "token": ("ElectraForTokenClassification", ("token_classifier",), {"id2label": TAGS}),
         "qa": ("ElectraForQuestionAnswering", ("span",), {}),
     },
@@ -113,8 +138,14 @@ FORMS = {
 CASES = [(f, form) for f, forms in FORMS.items() for form in forms]
 
 # Our logits key -> transformers' output field, per head.
-OUTPUT = {"mlm": None, "nsp": "seq_relationship_logits", "sop": "sop_logits",
-          "discriminator": "logits", "classifier": "logits", "token_classifier": "logits"}
+OUTPUT = {
+    "mlm": None,
+    "nsp": "seq_relationship_logits",
+    "sop": "sop_logits",
+    "discriminator": "logits",
+    "classifier": "logits",
+    "token_classifier": "logits",
+}
 
 
 def _inputs(family: str, pad_id: int) -> dict[str, np.ndarray]:
@@ -168,13 +199,17 @@ def test_import_finds_the_heads_and_matches_transformers(case, tmp_path):
         assert cfg.label_names == (() if names == ["LABEL_0"] else tuple(names))
 
     inputs = _inputs(family, cfg.pad_token_id)
-    apply = jax.jit(lambda p, x: build(cfg).apply({"params": p}, x["input_ids"],
-                                                  x.get("token_type_ids"),
-                                                  x["attention_mask"]))
+    apply = jax.jit(
+        lambda p, x: build(cfg).apply(
+            {"params": p}, x["input_ids"], x.get("token_type_ids"), x["attention_mask"]
+        )
+    )
     logits, out = apply(params, inputs)
     with torch.no_grad():
-        ref = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in inputs.items()},
-                    output_hidden_states=True)
+        ref = model(
+            **{k: torch.from_numpy(v.astype(np.int64)) for k, v in inputs.items()},
+            output_hidden_states=True,
+        )
     inner = cfg.inner_group_num if family == "albert" else 1
     states = _hf_states(family, ref.hidden_states, inner)
     assert len(states) == len(out["hidden_states"]) == cfg.num_layers + 1
@@ -220,8 +255,7 @@ def test_model_directory_then_export_is_the_same_transformers_model(case, tmp_pa
     for k in a:
         assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
 
-    loaded, info = getattr(transformers, cls_name).from_pretrained(out,
-                                                                   output_loading_info=True)
+    loaded, info = getattr(transformers, cls_name).from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     assert not info["mismatched_keys"], info
     assert loaded.config.num_labels == model.config.num_labels
@@ -231,21 +265,28 @@ def test_electra_pair_from_a_lone_discriminator_and_generator(tmp_path):
     """The two released halves, each imported alone, and the pair they make."""
     torch.manual_seed(0)
     disc = transformers.ElectraForPreTraining(_config("electra")).eval()
-    gen = transformers.ElectraForMaskedLM(transformers.ElectraConfig(
-        **{**SMALL, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16},
-        embedding_size=16)).eval()
+    gen = transformers.ElectraForMaskedLM(
+        transformers.ElectraConfig(
+            **{**SMALL, "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16},
+            embedding_size=16,
+        )
+    ).eval()
     gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
     for part, m in (("discriminator", disc), ("generator", gen)):
         m.save_pretrained(tmp_path / "pair" / part)
-    alone = {part: hfdir.read_hf_dir(str(tmp_path / "pair" / part))[0]
-             for part in ("discriminator", "generator")}
+    alone = {
+        part: hfdir.read_hf_dir(str(tmp_path / "pair" / part))[0]
+        for part in ("discriminator", "generator")
+    }
     assert alone["discriminator"].heads == ("discriminator",)
     assert alone["generator"].heads == ("mlm",) and alone["generator"].hidden_size == 8
     pair, params, _ = hfdir.read_hf_dir(str(tmp_path / "pair"))
     assert pair.heads == ("discriminator", "generator")
     assert pair.generator_config().hidden_size == 8
-    assert [hf.architecture(p) for p in hf.parts(pair)] == ["ElectraForPreTraining",
-                                                           "ElectraForMaskedLM"]
+    assert [hf.architecture(p) for p in hf.parts(pair)] == [
+        "ElectraForPreTraining",
+        "ElectraForMaskedLM",
+    ]
     assert set(params) == {"embeddings", "encoder", "discriminator", "generator"}
 
 
@@ -253,11 +294,20 @@ def test_export_of_heads_no_class_holds_is_refused():
     cfg, _, _ = None, None, None
     from bertjax.models import ModelConfig
 
-    cfg = ModelConfig.from_dict(dict(family="bert", vocab_size=VOCAB, hidden_size=24,
-                                     num_layers=1, num_heads=4, intermediate_size=40,
-                                     heads=("mlm", "span")))
-    with pytest.raises(hf.ConversionError, match="no transformers bert class holds the "
-                                                 "heads mlm, span"):
+    cfg = ModelConfig.from_dict(
+        dict(
+            family="bert",
+            vocab_size=VOCAB,
+            hidden_size=24,
+            num_layers=1,
+            num_heads=4,
+            intermediate_size=40,
+            heads=("mlm", "span"),
+        )
+    )
+    with pytest.raises(
+        hf.ConversionError, match="no transformers bert class holds the heads mlm, span"
+    ):
         hf.hf_configs(cfg)
 
 
@@ -276,8 +326,9 @@ def test_model_directories_without_digests_are_refused(tmp_path):
         meta = json.loads((ckpt / "config.json").read_text())
         del meta[key]
         (ckpt / "config.json").write_text(json.dumps(meta))
-        with pytest.raises(ValueError, match=f"config.json: no {key}; the directory cannot be "
-                                             "verified"):
+        with pytest.raises(
+            ValueError, match=f"config.json: no {key}; the directory cannot be verified"
+        ):
             modeldir.load(str(ckpt))
     loaded_cfg, loaded = modeldir.load(good)
     assert loaded_cfg == cfg

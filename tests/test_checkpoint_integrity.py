@@ -37,20 +37,23 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("integrity")
     corpus = trainlib.write_corpus(str(root / "corpus.txt"))
     data = trainlib.prepare("bert", str(root / "data"), corpus)
-    c = trainlib.config("bert", data, **{"train.steps": STEPS, "train.checkpoint_every": 2,
-                                         "train.max_to_keep": 3})
+    c = trainlib.config(
+        "bert", data, **{"train.steps": STEPS, "train.checkpoint_every": 2, "train.max_to_keep": 3}
+    )
     assert train_lib.train(c, str(root / "full"))["status"] == "done"
     want = trainlib.state_hash(str(root / "full"))
-    stopped = train_lib.train(c, str(root / "template"),
-                              hooks=[faults.Fault("sigterm_at_step", STOP)])
+    stopped = train_lib.train(
+        c, str(root / "template"), hooks=[faults.Fault("sigterm_at_step", STOP)]
+    )
     assert stopped["status"] == "preempted"
     assert _steps(root / "template") == [2, 4, 6]
     return c, want, root / "template"
 
 
 def _steps(workdir) -> list[int]:
-    return sorted(int(n) for n in paths.listdir(paths.join(str(workdir), "checkpoints"))
-                  if n.isdigit())
+    return sorted(
+        int(n) for n in paths.listdir(paths.join(str(workdir), "checkpoints")) if n.isdigit()
+    )
 
 
 def _largest_file(directory) -> str:
@@ -61,8 +64,7 @@ def _largest_file(directory) -> str:
 def _flip(path):
     with open(path, "r+b") as f:
         data = bytearray(f.read())
-        for i in np.random.default_rng(0).choice(len(data), size=min(64, len(data)),
-                                                 replace=False):
+        for i in np.random.default_rng(0).choice(len(data), size=min(64, len(data)), replace=False):
             data[i] ^= 0xFF
         f.seek(0)
         f.write(data)
@@ -86,6 +88,7 @@ def _other_state(step):
 def _drop_from_meta(key: str):
     """Damage: the step's meta JSON without `key` (a digest or record that the resume
     needs to check the step)."""
+
     def damage(step):
         for r, _, fs in os.walk(step / "meta"):
             for f in fs:
@@ -98,6 +101,7 @@ def _drop_from_meta(key: str):
                         json.dump(meta, fh)
                     return
         raise AssertionError(f"no {key} in {step / 'meta'}")
+
     return damage
 
 
@@ -111,15 +115,17 @@ DAMAGE = {
     "truncated data file": lambda step: _truncate(_largest_file(step / "state")),
     "deleted data file": lambda step: os.remove(_largest_file(step / "state")),
     "deleted metadata": lambda step: os.remove(step / "state" / "_METADATA"),
-    "garbage json": lambda step: [_garble(os.path.join(r, f))
-                                  for r, _, fs in os.walk(step / "data") for f in fs],
+    "garbage json": lambda step: [
+        _garble(os.path.join(r, f)) for r, _, fs in os.walk(step / "data") for f in fs
+    ],
 }
 
 
 @pytest.mark.parametrize("where", ["local", "gs"])
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_used(
-        kind, where, setup, tmp_path, capsys, request):
+    kind, where, setup, tmp_path, capsys, request
+):
     """Also with the workdir in a bucket (the local Cloud Storage emulator): the damaged
     copy is uploaded and the run reads, moves aside and resumes there."""
     c, want, template = setup
@@ -152,11 +158,17 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_used(
 
 def test_flipped_bits_in_a_restored_state_are_named_by_leaf(tmp_path):
     ckpts = checkpoint.TrainCheckpoints(str(tmp_path / "c"), async_save=False)
-    state = {"params": {"w": jnp.arange(12, dtype=jnp.float32).reshape(3, 4),
-                        "b": jnp.ones(4, jnp.bfloat16)}, "step": jnp.asarray(7, jnp.int32)}
+    state = {
+        "params": {
+            "w": jnp.arange(12, dtype=jnp.float32).reshape(3, 4),
+            "b": jnp.ones(4, jnp.bfloat16),
+        },
+        "step": jnp.asarray(7, jnp.int32),
+    }
     ckpts.save(7, state, {}, {})
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                         sharding=x.sharding), state)
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+    )
     restored, _, meta = ckpts.restore(7, target)
     assert ckpts.verify(restored, meta) is None
     # Every single-bit flip of every element is seen, in float32 and in bfloat16.
@@ -165,30 +177,36 @@ def test_flipped_bits_in_a_restored_state_are_named_by_leaf(tmp_path):
         for bit in range(32):
             flipped = w.copy().reshape(-1)
             flipped[i] ^= np.uint32(1 << bit)
-            bad = {**restored, "params": {**restored["params"],
-                                          "w": jnp.asarray(flipped.view(np.float32)
-                                                           .reshape(3, 4))}}
-            assert ckpts.verify(bad, meta) == ("state leaf params/w differs from the digest "
-                                               "recorded when it was saved"), (i, bit)
+            bad = {
+                **restored,
+                "params": {
+                    **restored["params"],
+                    "w": jnp.asarray(flipped.view(np.float32).reshape(3, 4)),
+                },
+            }
+            assert ckpts.verify(bad, meta) == (
+                "state leaf params/w differs from the digest recorded when it was saved"
+            ), (i, bit)
     b = np.asarray(restored["params"]["b"]).view(np.uint16).copy()
     b[2] ^= 1
-    bad = {**restored, "params": {**restored["params"],
-                                  "b": jnp.asarray(b.view(jnp.bfloat16))}}
+    bad = {**restored, "params": {**restored["params"], "b": jnp.asarray(b.view(jnp.bfloat16))}}
     assert ckpts.verify(bad, meta).startswith("state leaf params/b differs")
     # Swapping two elements keeps every value but moves them: seen too.
     swapped = np.asarray(restored["params"]["w"]).copy().reshape(-1)
     swapped[[0, 5]] = swapped[[5, 0]]
-    bad = {**restored, "params": {**restored["params"],
-                                  "w": jnp.asarray(swapped.reshape(3, 4))}}
+    bad = {**restored, "params": {**restored["params"], "w": jnp.asarray(swapped.reshape(3, 4))}}
     assert ckpts.verify(bad, meta).startswith("state leaf params/w differs")
     # A NaN that the digest also records (bits written as they were) is named.
-    nan = {**restored, "params": {**restored["params"],
-                                  "w": restored["params"]["w"].at[0, 0].set(jnp.nan)}}
+    nan = {
+        **restored,
+        "params": {**restored["params"], "w": restored["params"]["w"].at[0, 0].set(jnp.nan)},
+    }
     nan_meta = {"state_digest": checkpoint._digest(ckpts._check(nan)[1])}
     assert ckpts.verify(nan, nan_meta) == "the state holds NaN or Inf values"
     # Without a digest nothing can be verified: refused, whatever the values.
-    assert ckpts.verify(restored, {}) == ("its meta records no state_digest, so it cannot "
-                                          "be verified")
+    assert ckpts.verify(restored, {}) == (
+        "its meta records no state_digest, so it cannot be verified"
+    )
     ckpts.close()
 
 
@@ -202,12 +220,15 @@ def test_every_checkpoint_damaged_stops_the_command_in_one_line(setup, tmp_path)
     assert r.returncode == 1, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and "Event loop" not in r.stderr, r.stderr[-3000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert last == (f"error: {workdir}: no checkpoint can be resumed; all 3 were damaged and "
-                    f"moved to {workdir}/damaged_checkpoints. Restore a good copy into "
-                    "checkpoints/, or run again to start from the beginning"), last
+    assert last == (
+        f"error: {workdir}: no checkpoint can be resumed; all 3 were damaged and "
+        f"moved to {workdir}/damaged_checkpoints. Restore a good copy into "
+        "checkpoints/, or run again to start from the beginning"
+    ), last
     assert sorted(os.listdir(workdir / "damaged_checkpoints")) == ["2", "4", "6"]
-    assert [ln for ln in r.stdout.splitlines() if ln.startswith("warning: checkpoint")] \
-        == [ln for ln in r.stdout.splitlines() if "moved to" in ln]
+    assert [ln for ln in r.stdout.splitlines() if ln.startswith("warning: checkpoint")] == [
+        ln for ln in r.stdout.splitlines() if "moved to" in ln
+    ]
 
 
 def test_a_deleted_data_file_falls_back_quietly_from_the_command(setup, tmp_path):
@@ -228,50 +249,52 @@ def test_a_deleted_data_file_falls_back_quietly_from_the_command(setup, tmp_path
 
 # Run in a fresh process (its unraisable hook is the process's): three coroutines that
 # fail while being freed, from Orbax's, TensorStore's and a user's files.
-_LEAKS = "\n".join([
-    "import os",
-    "from bertjax import orbax_output",
-    "SRC = ('class Pause:\\n'",
-    "       '    def __await__(self):\\n'",
-    "       '        yield\\n'",
-    "       'async def leak():\\n'",
-    "       '    try:\\n'",
-    "       '        await Pause()\\n'",
-    "       '    finally:\\n'",
-    "       '        raise RuntimeError(\"Event loop is closed\")\\n')",
-    "def leak_from(*parts):",
-    "    ns = {}",
-    "    exec(compile(SRC, os.sep.join(['', *parts]), 'exec'), ns)",
-    "    c = ns['leak']()",
-    "    c.send(None)",
-    "    del c  # freed: closing it raises, which Python reports as unraisable",
-    "orbax_output._drop_failed_read_leftovers()",
-    "orbax_output._drop_failed_read_leftovers()  # not wrapped twice",
-    "leak_from('site-packages', 'orbax', 'checkpoint', 'x.py')",
-    "leak_from('site-packages', 'tensorstore', 'x.py')",
-    "leak_from('home', 'user', 'mine.py')",
-    # Futures whose exceptions nobody retrieved, freed: asyncio logs each one.
-    "import asyncio, gc",
-    "loop = asyncio.new_event_loop()",
-    "def unretrieved(error):",
-    "    f = loop.create_future()",
-    "    f.set_exception(error)",
-    "    del f",
-    "    gc.collect()",
-    "def raised_in(*parts):",
-    "    ns = {}",
-    "    exec(compile('def fail():\\n    raise KeyError(\"no such array\")\\n',",
-    "                 os.sep.join(['', *parts]), 'exec'), ns)",
-    "    try:",
-    "        ns['fail']()",
-    "    except KeyError as e:",
-    "        return e",
-    "unretrieved(ValueError('FAILED_PRECONDITION: Error reading \"params.w/0\" in OCDBT "
-    "database at local file \"/x\": Truncated Zstd-compressed stream'))",
-    "unretrieved(raised_in('site-packages', 'orbax', 'checkpoint', 'y.py'))",
-    "unretrieved(raised_in('home', 'user', 'theirs.py'))",
-    "unretrieved(ValueError('user failure'))",
-])
+_LEAKS = "\n".join(
+    [
+        "import os",
+        "from bertjax import orbax_output",
+        "SRC = ('class Pause:\\n'",
+        "       '    def __await__(self):\\n'",
+        "       '        yield\\n'",
+        "       'async def leak():\\n'",
+        "       '    try:\\n'",
+        "       '        await Pause()\\n'",
+        "       '    finally:\\n'",
+        "       '        raise RuntimeError(\"Event loop is closed\")\\n')",
+        "def leak_from(*parts):",
+        "    ns = {}",
+        "    exec(compile(SRC, os.sep.join(['', *parts]), 'exec'), ns)",
+        "    c = ns['leak']()",
+        "    c.send(None)",
+        "    del c  # freed: closing it raises, which Python reports as unraisable",
+        "orbax_output._drop_failed_read_leftovers()",
+        "orbax_output._drop_failed_read_leftovers()  # not wrapped twice",
+        "leak_from('site-packages', 'orbax', 'checkpoint', 'x.py')",
+        "leak_from('site-packages', 'tensorstore', 'x.py')",
+        "leak_from('home', 'user', 'mine.py')",
+        # Futures whose exceptions nobody retrieved, freed: asyncio logs each one.
+        "import asyncio, gc",
+        "loop = asyncio.new_event_loop()",
+        "def unretrieved(error):",
+        "    f = loop.create_future()",
+        "    f.set_exception(error)",
+        "    del f",
+        "    gc.collect()",
+        "def raised_in(*parts):",
+        "    ns = {}",
+        "    exec(compile('def fail():\\n    raise KeyError(\"no such array\")\\n',",
+        "                 os.sep.join(['', *parts]), 'exec'), ns)",
+        "    try:",
+        "        ns['fail']()",
+        "    except KeyError as e:",
+        "        return e",
+        'unretrieved(ValueError(\'FAILED_PRECONDITION: Error reading "params.w/0" in OCDBT '
+        'database at local file "/x": Truncated Zstd-compressed stream\'))',
+        "unretrieved(raised_in('site-packages', 'orbax', 'checkpoint', 'y.py'))",
+        "unretrieved(raised_in('home', 'user', 'theirs.py'))",
+        "unretrieved(ValueError('user failure'))",
+    ]
+)
 
 
 def test_coroutines_left_by_a_failed_read_are_freed_silently_whenever_that_happens():
@@ -280,8 +303,13 @@ def test_coroutines_left_by_a_failed_read_are_freed_silently_whenever_that_happe
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", _LEAKS], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "PYTHONPATH": trainlib.ROOT})
+    r = subprocess.run(
+        [sys.executable, "-c", _LEAKS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": trainlib.ROOT},
+    )
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("Exception ignored in") == 1, r.stderr
     assert "mine.py" in r.stderr and "orbax" not in r.stderr, r.stderr
@@ -337,10 +365,13 @@ def test_a_save_that_fails_with_enospc_stops_the_run_in_one_line(setup, tmp_path
     message = str(e.value)
     assert "\n" not in message
     assert message.startswith("checkpoint 8 could not be written (") and (
-        "/checkpoints/8.orbax-checkpoint-tmp/data" in message), message
+        "/checkpoints/8.orbax-checkpoint-tmp/data" in message
+    ), message
     assert "/metadata: No space left on device); the run stopped at step " in message
-    assert message.endswith(f", the last good checkpoint is {workdir}/checkpoints/6. Free "
-                            "space (or fix the path), then run the same command to resume")
+    assert message.endswith(
+        f", the last good checkpoint is {workdir}/checkpoints/6. Free "
+        "space (or fix the path), then run the same command to resume"
+    )
     monkeypatch.setattr(handler.JsonCheckpointHandler, "_save_fn", real)
     assert _steps(workdir) == [2, 4, 6]
     assert train_lib.train(c, str(workdir))["status"] == "done"

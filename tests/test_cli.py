@@ -37,9 +37,14 @@ def wordpiece_vocab(path: str) -> int:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(TEXT, trainers.WordPieceTrainer(
-        vocab_size=150, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-        show_progress=False))
+    tok.train_from_iterator(
+        TEXT,
+        trainers.WordPieceTrainer(
+            vocab_size=150,
+            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+            show_progress=False,
+        ),
+    )
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     with open(path, "w") as f:
         f.write("".join(t + "\n" for t, _ in vocab))
@@ -69,9 +74,16 @@ def hf_bert(tmp_path_factory):
     n = wordpiece_vocab(os.path.join(d, "vocab.txt"))
     tok = transformers.BertTokenizer.from_pretrained(d)  # v5 reads vocab.txt this way
     torch.manual_seed(0)
-    model = transformers.BertForPreTraining(transformers.BertConfig(
-        vocab_size=n, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=37, max_position_embeddings=64)).eval()
+    model = transformers.BertForPreTraining(
+        transformers.BertConfig(
+            vocab_size=n,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=64,
+        )
+    ).eval()
     return save_hf(d, model, tok)
 
 
@@ -79,15 +91,29 @@ def hf_bert(tmp_path_factory):
 def hf_roberta(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("hf_roberta"))
     from tokenizers import ByteLevelBPETokenizer
+
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(TEXT, vocab_size=400, min_frequency=1, show_progress=False,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        TEXT,
+        vocab_size=400,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
     bpe.save_model(d)
     tok = transformers.RobertaTokenizer.from_pretrained(d)
     torch.manual_seed(0)
-    model = transformers.RobertaForMaskedLM(transformers.RobertaConfig(
-        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=37, max_position_embeddings=66, type_vocab_size=1)).eval()
+    model = transformers.RobertaForMaskedLM(
+        transformers.RobertaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=66,
+            type_vocab_size=1,
+        )
+    ).eval()
     return save_hf(d, model, tok)
 
 
@@ -96,13 +122,18 @@ def hf_electra(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("hf_electra"))
     n = wordpiece_vocab(os.path.join(d, "vocab.txt"))
     tok = transformers.ElectraTokenizer.from_pretrained(d)
-    common = dict(vocab_size=n, embedding_size=16, num_hidden_layers=2,
-                  max_position_embeddings=64)
+    common = dict(vocab_size=n, embedding_size=16, num_hidden_layers=2, max_position_embeddings=64)
     torch.manual_seed(0)
-    disc = transformers.ElectraForPreTraining(transformers.ElectraConfig(
-        **common, hidden_size=32, num_attention_heads=4, intermediate_size=37)).eval()
-    gen = transformers.ElectraForMaskedLM(transformers.ElectraConfig(
-        **common, hidden_size=8, num_attention_heads=2, intermediate_size=16)).eval()
+    disc = transformers.ElectraForPreTraining(
+        transformers.ElectraConfig(
+            **common, hidden_size=32, num_attention_heads=4, intermediate_size=37
+        )
+    ).eval()
+    gen = transformers.ElectraForMaskedLM(
+        transformers.ElectraConfig(
+            **common, hidden_size=8, num_attention_heads=2, intermediate_size=16
+        )
+    ).eval()
     sharpen(gen)
     gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())  # shared
     for part, m in (("discriminator", disc), ("generator", gen)):
@@ -118,9 +149,14 @@ def hf_bert_parts(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("hf_bert_parts"))
     n = wordpiece_vocab(os.path.join(d, "vocab.txt"))
     tok = transformers.BertTokenizer.from_pretrained(d)
-    config = transformers.BertConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=4, intermediate_size=37,
-                                     max_position_embeddings=64)
+    config = transformers.BertConfig(
+        vocab_size=n,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(1)
     encoder = transformers.BertModel(config).eval()
     sharpen(encoder)
@@ -163,13 +199,16 @@ def fill_mask_lines(ckpt: str, text: str, k: int) -> list[dict]:
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
-@pytest.mark.parametrize("fixture, text, sub", [
-    ("hf_bert", "the quick brown [MASK] jumps over the lazy dog", ""),
-    ("hf_roberta", "the quick brown<mask> jumps over the lazy dog", ""),
-    ("hf_electra", "a journey of a [MASK] miles begins", "generator"),
-    ("hf_bert_mlm", "the quick brown [MASK] jumps over the lazy dog", ""),
-    ("hf_electra_generator", "a journey of a [MASK] miles begins", ""),
-])
+@pytest.mark.parametrize(
+    "fixture, text, sub",
+    [
+        ("hf_bert", "the quick brown [MASK] jumps over the lazy dog", ""),
+        ("hf_roberta", "the quick brown<mask> jumps over the lazy dog", ""),
+        ("hf_electra", "a journey of a [MASK] miles begins", "generator"),
+        ("hf_bert_mlm", "the quick brown [MASK] jumps over the lazy dog", ""),
+        ("hf_electra_generator", "a journey of a [MASK] miles begins", ""),
+    ],
+)
 def test_fill_mask_matches_the_transformers_pipeline(fixture, text, sub, request, tmp_path):
     hf_dir = request.getfixturevalue(fixture)
     ckpt = imported(hf_dir, tmp_path)
@@ -179,29 +218,40 @@ def test_fill_mask_matches_the_transformers_pipeline(fixture, text, sub, request
     ref = pipe(text, top_k=5)
     assert [o["token_id"] for o in ours] == [r["token"] for r in ref]
     assert [o["token"] for o in ours] == [r["token_str"] for r in ref]
-    np.testing.assert_allclose([o["score"] for o in ours], [r["score"] for r in ref],
-                               atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        [o["score"] for o in ours], [r["score"] for r in ref], atol=1e-4, rtol=0
+    )
     assert ref[0]["score"] > 1.5 * ref[-1]["score"]  # the order is meaningful, not noise
 
 
-@pytest.mark.parametrize("fixture", ["hf_bert", "hf_roberta", "hf_electra", "hf_bert_mlm",
-                                     "hf_electra_discriminator"])
+@pytest.mark.parametrize(
+    "fixture", ["hf_bert", "hf_roberta", "hf_electra", "hf_bert_mlm", "hf_electra_discriminator"]
+)
 def test_import_export_is_bit_exact_and_loads_in_transformers(fixture, request, tmp_path):
     hf_dir = request.getfixturevalue(fixture)
     ckpt = imported(hf_dir, tmp_path)
     with open(os.path.join(ckpt, "config.json")) as f:
         heads = json.load(f)["model"]["heads"]  # the model directory records its heads
-    assert heads == {"hf_bert": ["pooler", "mlm", "nsp"], "hf_roberta": ["mlm"],
-                     "hf_electra": ["discriminator", "generator"], "hf_bert_mlm": ["mlm"],
-                     "hf_electra_discriminator": ["discriminator"]}[fixture]
+    assert (
+        heads
+        == {
+            "hf_bert": ["pooler", "mlm", "nsp"],
+            "hf_roberta": ["mlm"],
+            "hf_electra": ["discriminator", "generator"],
+            "hf_bert_mlm": ["mlm"],
+            "hf_electra_discriminator": ["discriminator"],
+        }[fixture]
+    )
     out = str(tmp_path / "exported")
     r = bertjax("export", f"--checkpoint={ckpt}", f"--out={out}")
     parts = ["discriminator", "generator"] if fixture == "hf_electra" else [""]
     assert r.stdout.count("wrote") == len(parts)
     for part in parts:
         src, dst = os.path.join(hf_dir, part), os.path.join(out, part)
-        a, b = load_file(os.path.join(src, "model.safetensors")), load_file(
-            os.path.join(dst, "model.safetensors"))
+        a, b = (
+            load_file(os.path.join(src, "model.safetensors")),
+            load_file(os.path.join(dst, "model.safetensors")),
+        )
         assert sorted(a) == sorted(b)
         for k in a:
             assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
@@ -209,8 +259,7 @@ def test_import_export_is_bit_exact_and_loads_in_transformers(fixture, request, 
             cls_name = json.load(f)["architectures"][0]
         with open(os.path.join(dst, "config.json")) as f:
             assert json.load(f)["architectures"] == [cls_name]  # the same class back
-        model, info = getattr(transformers, cls_name).from_pretrained(
-            dst, output_loading_info=True)
+        model, info = getattr(transformers, cls_name).from_pretrained(dst, output_loading_info=True)
         assert not info["missing_keys"] and not info["unexpected_keys"], info
         assert not info["mismatched_keys"], info
         tok_ref = transformers.AutoTokenizer.from_pretrained(src)
@@ -248,10 +297,16 @@ def test_import_export_and_fill_mask_through_a_bucket(hf_bert, bucket, tmp_path)
     text = "the quick brown [MASK] jumps over the lazy dog"
     assert fill_mask_lines(ckpt, text, 5) == fill_mask_lines(on_disk, text, 5)
     # Refusals as on disk, and nothing half-published.
-    _assert_clean_failure(bertjax("export", f"--checkpoint={ckpt}", f"--out={out}", ok=False),
-                          out, "already exists", "--overwrite")
-    _assert_clean_failure(bertjax("export", f"--checkpoint={bucket}/nowhere",
-                                  f"--out={bucket}/x", ok=False), f"{bucket}/nowhere")
+    _assert_clean_failure(
+        bertjax("export", f"--checkpoint={ckpt}", f"--out={out}", ok=False),
+        out,
+        "already exists",
+        "--overwrite",
+    )
+    _assert_clean_failure(
+        bertjax("export", f"--checkpoint={bucket}/nowhere", f"--out={bucket}/x", ok=False),
+        f"{bucket}/nowhere",
+    )
     assert not paths.exists(f"{bucket}/x")
 
 
@@ -259,8 +314,12 @@ def test_import_export_and_fill_mask_through_a_bucket(hf_bert, bucket, tmp_path)
 def test_a_missing_bucket_stops_a_job_before_its_work(command, bucket):
     missing = bucket + "-missing"
     flag = "--config.data.dir" if command == "prepare data" else "--workdir"
-    r = bertjax(*command.split(), "--config=configs/pretrain.py:bert_tiny,runlocal",
-                f"{flag}={missing}/x", ok=False)
+    r = bertjax(
+        *command.split(),
+        "--config=configs/pretrain.py:bert_tiny,runlocal",
+        f"{flag}={missing}/x",
+        ok=False,
+    )
     _assert_clean_failure(r, f"{missing}: no such bucket")
     assert "training a wordpiece tokenizer" not in r.stdout
 
@@ -274,7 +333,8 @@ def test_init_then_fill_mask_and_export(tmp_path):
     out = str(tmp_path / "hf")
     bertjax("export", f"--checkpoint={ckpt}", f"--out={out}")
     model, info = transformers.AutoModelForPreTraining.from_pretrained(
-        out, output_loading_info=True)
+        out, output_loading_info=True
+    )
     assert not any(info.values()), info
     tok = transformers.AutoTokenizer.from_pretrained(out)
     ids = tok("The capital of France is [MASK].", return_tensors="pt")
@@ -290,7 +350,7 @@ def test_init_then_fill_mask_and_export(tmp_path):
 def _flip_bytes(path: str) -> None:
     data = bytearray(open(path, "rb").read())
     middle = len(data) // 2
-    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
     open(path, "wb").write(bytes(data))
 
 
@@ -314,8 +374,12 @@ def test_damaged_model_dirs_are_named_in_one_line_and_nothing_is_written(tmp_pat
         json.dump(meta, open(os.path.join(path, "config.json"), "w"))
 
     flipped = copy("flipped")  # the largest tensor file: same size, other bytes
-    data_files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(flipped, "params"))
-                  for f in fs if os.sep + "d" + os.sep in os.path.join(r, f)]
+    data_files = [
+        os.path.join(r, f)
+        for r, _, fs in os.walk(os.path.join(flipped, "params"))
+        for f in fs
+        if os.sep + "d" + os.sep in os.path.join(r, f)
+    ]
     _flip_bytes(max(data_files, key=os.path.getsize))
     missing = copy("missing")  # no digest: refused, whatever else is wrong
     os.remove(os.path.join(missing, "params", "manifest.ocdbt"))
@@ -338,20 +402,24 @@ def test_damaged_model_dirs_are_named_in_one_line_and_nothing_is_written(tmp_pat
     params["embeddings"]["word"]["embedding"] = table
     nan = str(tmp_path / "nan")  # a consistent directory of non-finite parameters
     modeldir.save(nan, cfg, params)
-    cases = [(flipped, "differ from what", "params_sha256"),
-             (missing, "config.json: no params_sha256", "cannot be verified"),
-             (wider, "embeddings/layer_norm/bias has shape (128,)", "call for (256,)"),
-             (nan, "embeddings/word/embedding holds 1 NaN or Inf values"),
-             (edited, "config.json", "differ from model_sha256"),
-             (retokenized, "tokenizer", "differ from what", "tokenizer_sha256")]
+    cases = [
+        (flipped, "differ from what", "params_sha256"),
+        (missing, "config.json: no params_sha256", "cannot be verified"),
+        (wider, "embeddings/layer_norm/bias has shape (128,)", "call for (256,)"),
+        (nan, "embeddings/word/embedding holds 1 NaN or Inf values"),
+        (edited, "config.json", "differ from model_sha256"),
+        (retokenized, "tokenizer", "differ from what", "tokenizer_sha256"),
+    ]
     for ckpt, *needles in cases:
         out = str(tmp_path / "hf")
-        _assert_clean_failure(bertjax("export", f"--checkpoint={ckpt}", f"--out={out}",
-                                      ok=False), ckpt, *needles)
+        _assert_clean_failure(
+            bertjax("export", f"--checkpoint={ckpt}", f"--out={out}", ok=False), ckpt, *needles
+        )
         _no_leftovers(str(tmp_path), "hf")
     for ckpt, *needles in cases[::2]:
-        _assert_clean_failure(bertjax("fill_mask", f"--checkpoint={ckpt}", "a [MASK] b",
-                                      ok=False), ckpt, *needles)
+        _assert_clean_failure(
+            bertjax("fill_mask", f"--checkpoint={ckpt}", "a [MASK] b", ok=False), ckpt, *needles
+        )
 
 
 def test_fill_mask_on_a_bare_encoder_says_what_is_missing(hf_bert_parts, tmp_path):
@@ -374,16 +442,18 @@ def _no_leftovers(parent: str, name: str) -> None:
 
 def test_bad_imports_fail_with_one_line_and_leave_nothing(hf_bert, tmp_path):
     out = str(tmp_path / "out")
-    _assert_clean_failure(bertjax("import", f"--from={tmp_path}/nowhere", f"--out={out}",
-                                  ok=False), "nowhere")
+    _assert_clean_failure(
+        bertjax("import", f"--from={tmp_path}/nowhere", f"--out={out}", ok=False), "nowhere"
+    )
     bad = tmp_path / "bad"
     bad.mkdir()
     for f in os.listdir(hf_bert):
         os.link(os.path.join(hf_bert, f), bad / f) if f != "config.json" else None
     cfg = json.load(open(os.path.join(hf_bert, "config.json")))
     (bad / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
-    _assert_clean_failure(bertjax("import", f"--from={bad}", f"--out={out}", ok=False),
-                          "gpt2", "config.json")
+    _assert_clean_failure(
+        bertjax("import", f"--from={bad}", f"--out={out}", ok=False), "gpt2", "config.json"
+    )
     # A tensor whose shape does not fit the config.
     (bad / "config.json").write_text(json.dumps(cfg))
     sd = load_file(os.path.join(hf_bert, "model.safetensors"))
@@ -395,8 +465,9 @@ def test_bad_imports_fail_with_one_line_and_leave_nothing(hf_bert, tmp_path):
     # A pickled object in pytorch_model.bin is refused, never executed.
     os.unlink(bad / "model.safetensors")
     torch.save({"weights": sd, "payload": _Payload()}, str(bad / "pytorch_model.bin"))
-    _assert_clean_failure(bertjax("import", f"--from={bad}", f"--out={out}", ok=False),
-                          "pytorch_model.bin")
+    _assert_clean_failure(
+        bertjax("import", f"--from={bad}", f"--out={out}", ok=False), "pytorch_model.bin"
+    )
     _no_leftovers(str(tmp_path), "out")
 
 
@@ -409,21 +480,31 @@ def test_export_refuses_to_clobber_and_bad_checkpoint_is_named(hf_bert, tmp_path
     ckpt = imported(hf_bert, tmp_path)
     existing = tmp_path / "existing"
     existing.mkdir()
-    _assert_clean_failure(bertjax("export", f"--checkpoint={ckpt}", f"--out={existing}",
-                                  ok=False), "already exists", "--overwrite")
-    _assert_clean_failure(bertjax("export", f"--checkpoint={tmp_path}", f"--out={tmp_path}/x",
-                                  ok=False), "config.json")
+    _assert_clean_failure(
+        bertjax("export", f"--checkpoint={ckpt}", f"--out={existing}", ok=False),
+        "already exists",
+        "--overwrite",
+    )
+    _assert_clean_failure(
+        bertjax("export", f"--checkpoint={tmp_path}", f"--out={tmp_path}/x", ok=False),
+        "config.json",
+    )
     _no_leftovers(str(tmp_path), "x")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--config=configs/pretrain.py:bert_base", "--config.model.nope=3"], "nope"),
-    # Named as given, with ml_collections' suggestion, not the repr of its message.
-    (["--config=configs/pretrain.py:bert_tiny", "--config.model.hiden_size=3"],
-     "unknown config key 'model.hiden_size' in the overrides; did you mean 'hidden_size'?"),
-    (["--config=configs/pretrain.py:bert_huge"], "bert_huge"),
-    (["--config=configs/pretrain.py:bert_tiny", "--config.model.num_heads=5"], "num_heads"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--config=configs/pretrain.py:bert_base", "--config.model.nope=3"], "nope"),
+        # Named as given, with ml_collections' suggestion, not the repr of its message.
+        (
+            ["--config=configs/pretrain.py:bert_tiny", "--config.model.hiden_size=3"],
+            "unknown config key 'model.hiden_size' in the overrides; did you mean 'hidden_size'?",
+        ),
+        (["--config=configs/pretrain.py:bert_huge"], "bert_huge"),
+        (["--config=configs/pretrain.py:bert_tiny", "--config.model.num_heads=5"], "num_heads"),
+    ],
+)
 def test_describe_bad_config_fails_with_one_line(args, needle):
     _assert_clean_failure(bertjax("describe", *args, ok=False), needle)
 

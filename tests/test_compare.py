@@ -25,17 +25,39 @@ from bertjax.tools import report as report_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-CONFIG = {"model": {"family": "bert", "hidden_size": 128}, "seed": 0,
-          "data": {"dir": "/data/demo", "mask_strategy": "token", "max_ngram": 3},
-          "tokenizer": {"path": "/data/vocab.txt", "lowercase": True},
-          "optim": {"learning_rate": 1e-3}, "phase2": {"data_dir": ""},
-          "init_from": "", "sharding": {"rules": []}}
+CONFIG = {
+    "model": {"family": "bert", "hidden_size": 128},
+    "seed": 0,
+    "data": {"dir": "/data/demo", "mask_strategy": "token", "max_ngram": 3},
+    "tokenizer": {"path": "/data/vocab.txt", "lowercase": True},
+    "optim": {"learning_rate": 1e-3},
+    "phase2": {"data_dir": ""},
+    "init_from": "",
+    "sharding": {"rules": []},
+}
 
-RESULTS = {"format": "bertjax-run-results", "version": 1, "downstream": {
-    "demo_next": {"split": "validation", "metric": "accuracy", "seeds": [0, 1, 2],
-                  "scores": [0.625, 0.75, 0.5], "median": 0.625, "workdir": "/x/demo_next"},
-    "demo_boundary": {"split": "validation", "metric": "f1", "seeds": [0],
-                      "scores": [0.25], "median": 0.25, "workdir": "/x/demo_boundary"}}}
+RESULTS = {
+    "format": "bertjax-run-results",
+    "version": 1,
+    "downstream": {
+        "demo_next": {
+            "split": "validation",
+            "metric": "accuracy",
+            "seeds": [0, 1, 2],
+            "scores": [0.625, 0.75, 0.5],
+            "median": 0.625,
+            "workdir": "/x/demo_next",
+        },
+        "demo_boundary": {
+            "split": "validation",
+            "metric": "f1",
+            "seeds": [0],
+            "scores": [0.25],
+            "median": 0.25,
+            "workdir": "/x/demo_boundary",
+        },
+    },
+}
 
 
 @pytest.fixture
@@ -80,24 +102,42 @@ def sweep(tmp_path, clock):
     base, short, whole = (str(root / n) for n in ("base", "short", "whole_word"))
     # base: one process, 30 s; eval at the end; downstream results.
     write_config(base, dir="/data/a")
-    write_log(base, clock, 1000.0, [
-        (1010.0, 10, "train", train(4.0, 100.0, 0.0625)),  # first point: compilation
-        (1020.0, 20, "train", train(3.5, 200.0, 0.25)),
-        (1030.0, 30, "train", train(3.0, 300.0, 0.5)),
-        (1030.0, 30, "eval", {"loss": 3.25, "mlm_accuracy": 0.5})])
+    write_log(
+        base,
+        clock,
+        1000.0,
+        [
+            (1010.0, 10, "train", train(4.0, 100.0, 0.0625)),  # first point: compilation
+            (1020.0, 20, "train", train(3.5, 200.0, 0.25)),
+            (1030.0, 30, "train", train(3.0, 300.0, 0.5)),
+            (1030.0, 30, "eval", {"loss": 3.25, "mlm_accuracy": 0.5}),
+        ],
+    )
     with open(os.path.join(base, "results.json"), "w") as f:
         json.dump(RESULTS, f)
     # whole_word: killed after logging step 30 (no checkpoint there), resumed from step 10
     # 2985 s later; the resumed process logs steps 20 and 30 again.
     write_config(whole, dir="/data/b", mask_strategy="whole_word")
-    write_log(whole, clock, 2000.0, [
-        (2005.0, 10, "train", train(5.0, 50.0, 0.125)),
-        (2010.0, 20, "train", train(4.5, 400.0, 0.5)),
-        (2015.0, 30, "train", train(9.0, 500.0, 0.625))])
-    write_log(whole, clock, 5000.0, [
-        (5004.0, 20, "train", train(4.25, 60.0, 0.0625)),  # first point of the resume
-        (5008.0, 30, "train", train(2.5, 600.0, 0.75)),
-        (5008.0, 30, "eval", {"loss": 2.75})])
+    write_log(
+        whole,
+        clock,
+        2000.0,
+        [
+            (2005.0, 10, "train", train(5.0, 50.0, 0.125)),
+            (2010.0, 20, "train", train(4.5, 400.0, 0.5)),
+            (2015.0, 30, "train", train(9.0, 500.0, 0.625)),
+        ],
+    )
+    write_log(
+        whole,
+        clock,
+        5000.0,
+        [
+            (5004.0, 20, "train", train(4.25, 60.0, 0.0625)),  # first point of the resume
+            (5008.0, 30, "train", train(2.5, 600.0, 0.75)),
+            (5008.0, 30, "eval", {"loss": 2.75}),
+        ],
+    )
     # short: a single train point, no eval, no results.
     write_config(short, mask_strategy="span")
     write_log(short, clock, 3000.0, [(3007.0, 5, "train", train(6.0, 70.0, 0.125))])
@@ -119,10 +159,22 @@ def test_report_of_a_sweep(sweep, tmp_path):
     assert sorted(os.listdir(out)) == ["downstream.png", "loss.png", "report.csv", "report.md"]
 
     header, rows = read_csv(os.path.join(out, "report.csv"))
-    ds = [f"{k} {s}" for k in ("demo_next/accuracy", "demo_boundary/f1")
-          for s in ("median", "min", "max", "n")]
-    assert header == ["run", "overrides", "steps", "final_train_loss", "final_eval_loss", *ds,
-                      "tokens_per_s", "mfu", "wall_time_s"]
+    ds = [
+        f"{k} {s}"
+        for k in ("demo_next/accuracy", "demo_boundary/f1")
+        for s in ("median", "min", "max", "n")
+    ]
+    assert header == [
+        "run",
+        "overrides",
+        "steps",
+        "final_train_loss",
+        "final_eval_loss",
+        *ds,
+        "tokens_per_s",
+        "mfu",
+        "wall_time_s",
+    ]
     assert [r["run"] for r in rows] == ["base", "short", "whole_word"]  # SWEEP/data skipped
     base, short, whole = rows
     # Only data.mask_strategy differs; data.dir and the other path keys do not count.
@@ -168,7 +220,8 @@ def test_report_of_a_sweep(sweep, tmp_path):
         "0.25 (0.25-0.25, n=1) | 250 | 37.5% | 0:00:30 |",
         "| short | data.mask_strategy=span | 5 | 6.0000 |  |  |  | 70 | 12.5% | 0:00:07 |",
         "| whole_word | data.mask_strategy=whole_word | 30 | 2.5000 | 2.7500 |  |  | 500 | "
-        "62.5% | 0:00:23 |"]
+        "62.5% | 0:00:23 |",
+    ]
     lines = table.splitlines()
     assert [lines[0], *lines[2:]] == expected
     with open(os.path.join(out, "report.md")) as f:
@@ -194,8 +247,10 @@ def test_run_directories_names_and_an_old_report(sweep, tmp_path):
     table = compare.compare([str(a), str(b), str(a)], str(out))
     _, rows = read_csv(str(out / "report.csv"))
     assert [r["run"] for r in rows] == ["a/x/base", "b/x/base"]
-    assert [r["overrides"] for r in rows] == ["data.mask_strategy=token",
-                                             "data.mask_strategy=whole_word"]
+    assert [r["overrides"] for r in rows] == [
+        "data.mask_strategy=token",
+        "data.mask_strategy=whole_word",
+    ]
     assert "| a/x/base |" in table and "| b/x/base |" in table
     # Replaced as a whole: no results now, so no downstream.png.
     assert sorted(os.listdir(out)) == ["loss.png", "report.csv", "report.md"]
@@ -219,6 +274,7 @@ def _results(text):
         with open(path, "w") as f:
             f.write(text)
         return [sweep], path
+
     return make
 
 
@@ -246,16 +302,36 @@ def _missing(tmp_path, clock, sweep):
     return [sweep, str(tmp_path / "nope")], str(tmp_path / "nope")
 
 
-BAD_RESULTS = dict(RESULTS, downstream={"demo_next": dict(RESULTS["downstream"]["demo_next"],
-                                                          scores=["0.5"])})
+BAD_RESULTS = dict(
+    RESULTS, downstream={"demo_next": dict(RESULTS["downstream"]["demo_next"], scores=["0.5"])}
+)
 
 
-@pytest.mark.parametrize("make", [
-    _missing, _no_runs, _config_only, _empty_logs, _no_config, _no_train_loss,
-    _results("{not json"), _results(json.dumps({"format": "other", "version": 1})),
-    _results(json.dumps(BAD_RESULTS)),
-], ids=["missing", "no_runs", "config_only", "empty_logs", "no_config", "no_train_loss",
-        "results_not_json", "results_format", "results_scores"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        _missing,
+        _no_runs,
+        _config_only,
+        _empty_logs,
+        _no_config,
+        _no_train_loss,
+        _results("{not json"),
+        _results(json.dumps({"format": "other", "version": 1})),
+        _results(json.dumps(BAD_RESULTS)),
+    ],
+    ids=[
+        "missing",
+        "no_runs",
+        "config_only",
+        "empty_logs",
+        "no_config",
+        "no_train_loss",
+        "results_not_json",
+        "results_format",
+        "results_scores",
+    ],
+)
 def test_errors_name_the_path_and_write_nothing(make, sweep, tmp_path, clock):
     dirs, path = make(tmp_path, clock, sweep)
     old = tmp_path / "old"
@@ -297,8 +373,10 @@ def test_command_usage_errors(monkeypatch, capsys, sweep):
 
     from bertjax import __main__
 
-    for args, message in ((["compare", sweep], "error: --out is required"),
-                          (["compare", "--out=/tmp/x"], "error: no run directories")):
+    for args, message in (
+        (["compare", sweep], "error: --out is required"),
+        (["compare", "--out=/tmp/x"], "error: no run directories"),
+    ):
         flags.FLAGS.unparse_flags()  # a flag parsed before keeps its value otherwise
         monkeypatch.setattr(sys, "argv", ["bertjax", *args])
         assert __main__.main() == 1
@@ -310,8 +388,14 @@ def test_command_usage_errors(monkeypatch, capsys, sweep):
 def test_command_line(sweep, tmp_path):
     out = str(tmp_path / "report")
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, "-m", "bertjax", "compare", sweep, f"--out={out}"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "bertjax", "compare", sweep, f"--out={out}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("| run | overrides | steps |")
     assert "| whole_word | data.mask_strategy=whole_word | 30 | 2.5000 |" in r.stdout

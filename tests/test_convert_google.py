@@ -29,11 +29,16 @@ TOL = 1e-5
 
 # --- helpers -----------------------------------------------------------------------------
 
+
 def save_tf1(prefix: str, tensors: dict[str, np.ndarray]) -> None:
     """A V2 checkpoint bundle whose keys are exactly `tensors`' names (TF1 style)."""
     names = sorted(tensors)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tensors[n] for n in names])
+    tf.raw_ops.SaveV2(
+        prefix=prefix,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tensors[n] for n in names],
+    )
 
 
 def with_training_vars(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -79,15 +84,16 @@ def inputs(length: int = 9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def torch_inputs() -> dict[str, torch.Tensor]:
     ids, types, mask = inputs()
-    return dict(input_ids=torch.tensor(ids, dtype=torch.long),
-                token_type_ids=torch.tensor(types, dtype=torch.long),
-                attention_mask=torch.tensor(mask, dtype=torch.long))
+    return dict(
+        input_ids=torch.tensor(ids, dtype=torch.long),
+        token_type_ids=torch.tensor(types, dtype=torch.long),
+        attention_mask=torch.tensor(mask, dtype=torch.long),
+    )
 
 
 def ours(cfg, params) -> dict[str, np.ndarray]:
     ids, types, mask = inputs()
-    logits, _ = build(cfg).apply({"params": params}, ids, token_type_ids=types,
-                                 attention_mask=mask)
+    logits, _ = build(cfg).apply({"params": params}, ids, token_type_ids=types, attention_mask=mask)
     return {k: np.asarray(v) for k, v in logits.items()}
 
 
@@ -101,22 +107,30 @@ def assert_close(name: str, got: np.ndarray, want: torch.Tensor) -> None:
 
 
 # Google's names, written out by hand: (Google scope, HF module) inside one layer.
-BERT_LAYER_DENSE = [("attention/self/query", "attention.self.query"),
-                    ("attention/self/key", "attention.self.key"),
-                    ("attention/self/value", "attention.self.value"),
-                    ("attention/output/dense", "attention.output.dense"),
-                    ("intermediate/dense", "intermediate.dense"),
-                    ("output/dense", "output.dense")]
-BERT_LAYER_NORMS = [("attention/output/LayerNorm", "attention.output.LayerNorm"),
-                    ("output/LayerNorm", "output.LayerNorm")]
-ALBERT_LAYER_DENSE = [("attention_1/self/query", "attention.query"),
-                      ("attention_1/self/key", "attention.key"),
-                      ("attention_1/self/value", "attention.value"),
-                      ("attention_1/output/dense", "attention.dense"),
-                      ("ffn_1/intermediate/dense", "ffn"),
-                      ("ffn_1/intermediate/output/dense", "ffn_output")]
-ALBERT_LAYER_NORMS = [("LayerNorm", "attention.LayerNorm"),
-                      ("LayerNorm_1", "full_layer_layer_norm")]
+BERT_LAYER_DENSE = [
+    ("attention/self/query", "attention.self.query"),
+    ("attention/self/key", "attention.self.key"),
+    ("attention/self/value", "attention.self.value"),
+    ("attention/output/dense", "attention.output.dense"),
+    ("intermediate/dense", "intermediate.dense"),
+    ("output/dense", "output.dense"),
+]
+BERT_LAYER_NORMS = [
+    ("attention/output/LayerNorm", "attention.output.LayerNorm"),
+    ("output/LayerNorm", "output.LayerNorm"),
+]
+ALBERT_LAYER_DENSE = [
+    ("attention_1/self/query", "attention.query"),
+    ("attention_1/self/key", "attention.key"),
+    ("attention_1/self/value", "attention.value"),
+    ("attention_1/output/dense", "attention.dense"),
+    ("ffn_1/intermediate/dense", "ffn"),
+    ("ffn_1/intermediate/output/dense", "ffn_output"),
+]
+ALBERT_LAYER_NORMS = [
+    ("LayerNorm", "attention.LayerNorm"),
+    ("LayerNorm_1", "full_layer_layer_norm"),
+]
 
 
 def dense(out: dict, scope: str, sd: dict, module: str) -> None:
@@ -145,10 +159,19 @@ def bert_like_layers(out: dict, scope: str, sd: dict, module: str, n: int) -> No
 
 # --- BERT --------------------------------------------------------------------------------
 
-BERT_CONFIG = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                   intermediate_size=37, hidden_act="gelu", hidden_dropout_prob=0.1,
-                   attention_probs_dropout_prob=0.1, max_position_embeddings=24,
-                   type_vocab_size=2, initializer_range=0.02)
+BERT_CONFIG = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    max_position_embeddings=24,
+    type_vocab_size=2,
+    initializer_range=0.02,
+)
 
 
 @pytest.fixture(scope="module")
@@ -184,12 +207,18 @@ def test_bert_parity(bert, tmp_path):
     model, tensors = bert
     directory = write_bert(tmp_path, tensors)
     assert google.is_google_checkpoint(directory)
-    assert tf.train.load_checkpoint(os.path.join(directory, "bert_model.ckpt")) \
-        .get_variable_to_shape_map()["bert/encoder/layer_0/attention/self/query/kernel"] == [32, 32]
+    assert tf.train.load_checkpoint(
+        os.path.join(directory, "bert_model.ckpt")
+    ).get_variable_to_shape_map()["bert/encoder/layer_0/attention/self/query/kernel"] == [32, 32]
 
     cfg, params, files = google.load(directory)
-    assert (cfg.family, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.hidden_act) == \
-        ("bert", 32, 2, 4, "gelu")
+    assert (cfg.family, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.hidden_act) == (
+        "bert",
+        32,
+        2,
+        4,
+        "gelu",
+    )
     assert files == {"vocab.txt": os.path.join(directory, "vocab.txt")}
     got = ours(cfg, params)
     with torch.no_grad():
@@ -200,24 +229,49 @@ def test_bert_parity(bert, tmp_path):
 
 # --- ALBERT ------------------------------------------------------------------------------
 
+
 def albert_case(embedding_size: int, seed: int):
     """(HF model, Google tensors, albert_config.json) of a tiny ALBERT with 2 groups x 2
     inner layers over 4 layers."""
-    google_cfg = dict(vocab_size=VOCAB, embedding_size=embedding_size, hidden_size=32,
-                      num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2,
-                      num_attention_heads=4, intermediate_size=37, hidden_act="gelu",
-                      hidden_dropout_prob=0, attention_probs_dropout_prob=0,
-                      max_position_embeddings=24, type_vocab_size=2, initializer_range=0.02,
-                      down_scale_factor=1, net_structure_type=0, gap_size=0,
-                      num_memory_blocks=0, layers_to_keep=[])
+    google_cfg = dict(
+        vocab_size=VOCAB,
+        embedding_size=embedding_size,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_hidden_groups=2,
+        inner_group_num=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        hidden_act="gelu",
+        hidden_dropout_prob=0,
+        attention_probs_dropout_prob=0,
+        max_position_embeddings=24,
+        type_vocab_size=2,
+        initializer_range=0.02,
+        down_scale_factor=1,
+        net_structure_type=0,
+        gap_size=0,
+        num_memory_blocks=0,
+        layers_to_keep=[],
+    )
     # google-research/albert's "gelu" is the tanh approximation: HF's gelu_new.
-    hf_cfg = {k: v for k, v in google_cfg.items() if k not in (
-        "down_scale_factor", "net_structure_type", "gap_size", "num_memory_blocks",
-        "layers_to_keep")}
+    hf_cfg = {
+        k: v
+        for k, v in google_cfg.items()
+        if k
+        not in (
+            "down_scale_factor",
+            "net_structure_type",
+            "gap_size",
+            "num_memory_blocks",
+            "layers_to_keep",
+        )
+    }
     hf_cfg["hidden_act"] = "gelu_new"
     torch.manual_seed(seed)
     model = transformers.AlbertForPreTraining(
-        transformers.AlbertConfig(**hf_cfg, attn_implementation="eager")).eval()
+        transformers.AlbertConfig(**hf_cfg, attn_implementation="eager")
+    ).eval()
     randomize(model, seed)
     mapping = model.albert.encoder.embedding_hidden_mapping_in
     if embedding_size == 32:  # Google has no mapping when E == H: it is the identity
@@ -228,8 +282,12 @@ def albert_case(embedding_size: int, seed: int):
     g: dict[str, np.ndarray] = {}
     embeddings(g, "bert/embeddings", sd, "albert.embeddings")
     if embedding_size != 32:
-        dense(g, "bert/encoder/embedding_hidden_mapping_in", sd,
-              "albert.encoder.embedding_hidden_mapping_in")
+        dense(
+            g,
+            "bert/encoder/embedding_hidden_mapping_in",
+            sd,
+            "albert.encoder.embedding_hidden_mapping_in",
+        )
     for grp in range(2):
         for j in range(2):
             scope = f"bert/encoder/transformer/group_{grp}/inner_group_{j}"
@@ -256,8 +314,13 @@ def test_albert_parity(tmp_path, embedding_size):
     (tmp_path / "30k-clean.vocab").write_text("<pad>\t0\n")
 
     cfg, params, files = google.load(str(tmp_path))
-    assert (cfg.family, cfg.embed_dim, cfg.num_groups, cfg.inner_group_num, cfg.hidden_act) == \
-        ("albert", embedding_size, 2, 2, "gelu_new")
+    assert (cfg.family, cfg.embed_dim, cfg.num_groups, cfg.inner_group_num, cfg.hidden_act) == (
+        "albert",
+        embedding_size,
+        2,
+        2,
+        "gelu_new",
+    )
     assert files == {"spiece.model": str(tmp_path / "30k-clean.model")}
     got = ours(cfg, params)
     with torch.no_grad():
@@ -268,24 +331,43 @@ def test_albert_parity(tmp_path, embedding_size):
 
 # --- ELECTRA -----------------------------------------------------------------------------
 
-def electra_case(hidden: int, heads: int, embed: int, gen_hidden: int, gen_layers: int,
-                 seed: int):
+
+def electra_case(hidden: int, heads: int, embed: int, gen_hidden: int, gen_layers: int, seed: int):
     """(discriminator, generator, Google tensors); the generator shares the embeddings."""
-    common = dict(vocab_size=VOCAB, embedding_size=embed, max_position_embeddings=24,
-                  type_vocab_size=2, hidden_act="gelu", attn_implementation="eager")
+    common = dict(
+        vocab_size=VOCAB,
+        embedding_size=embed,
+        max_position_embeddings=24,
+        type_vocab_size=2,
+        hidden_act="gelu",
+        attn_implementation="eager",
+    )
     torch.manual_seed(seed)
-    disc = transformers.ElectraForPreTraining(transformers.ElectraConfig(
-        **common, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
-        intermediate_size=4 * hidden)).eval()
-    gen = transformers.ElectraForMaskedLM(transformers.ElectraConfig(
-        **common, hidden_size=gen_hidden, num_hidden_layers=gen_layers,
-        num_attention_heads=max(1, gen_hidden // 64), intermediate_size=3 * gen_hidden)).eval()
+    disc = transformers.ElectraForPreTraining(
+        transformers.ElectraConfig(
+            **common,
+            hidden_size=hidden,
+            num_hidden_layers=2,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+        )
+    ).eval()
+    gen = transformers.ElectraForMaskedLM(
+        transformers.ElectraConfig(
+            **common,
+            hidden_size=gen_hidden,
+            num_hidden_layers=gen_layers,
+            num_attention_heads=max(1, gen_hidden // 64),
+            intermediate_size=3 * gen_hidden,
+        )
+    ).eval()
     randomize(disc, seed)
     randomize(gen, seed + 1)
     gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
     d, s = state(disc), state(gen)
-    assert np.array_equal(s["generator_lm_head.weight"],
-                          d["electra.embeddings.word_embeddings.weight"])
+    assert np.array_equal(
+        s["generator_lm_head.weight"], d["electra.embeddings.word_embeddings.weight"]
+    )
     g: dict[str, np.ndarray] = {}
     embeddings(g, "electra/embeddings", d, "electra.embeddings")
     if embed != hidden:
@@ -305,30 +387,45 @@ def electra_case(hidden: int, heads: int, embed: int, gen_hidden: int, gen_layer
 @pytest.mark.parametrize("variant", ["shapes_only", "hparams"])
 def test_electra_parity(tmp_path, variant):
     if variant == "shapes_only":  # heads from ELECTRA's hidden // 64 rule; E < H
-        disc, gen, tensors = electra_case(hidden=128, heads=2, embed=16, gen_hidden=64,
-                                          gen_layers=1, seed=3)
+        disc, gen, tensors = electra_case(
+            hidden=128, heads=2, embed=16, gen_hidden=64, gen_layers=1, seed=3
+        )
     else:  # hparams.json overrides the discriminator's heads; E == H, generator projects
-        disc, gen, tensors = electra_case(hidden=64, heads=4, embed=64, gen_hidden=32,
-                                          gen_layers=2, seed=5)
-        (tmp_path / "hparams.json").write_text(json.dumps(
-            {"model_size": "small", "vocab_size": VOCAB, "embedding_size": 64,
-             "generator_hidden_size": 0.5, "model_hparam_overrides":
-                 {"hidden_size": 64, "num_attention_heads": 4}}))
+        disc, gen, tensors = electra_case(
+            hidden=64, heads=4, embed=64, gen_hidden=32, gen_layers=2, seed=5
+        )
+        (tmp_path / "hparams.json").write_text(
+            json.dumps(
+                {
+                    "model_size": "small",
+                    "vocab_size": VOCAB,
+                    "embedding_size": 64,
+                    "generator_hidden_size": 0.5,
+                    "model_hparam_overrides": {"hidden_size": 64, "num_attention_heads": 4},
+                }
+            )
+        )
     # The `checkpoint` state file names the newest checkpoint by its training path.
     save_tf1(str(tmp_path / "model.ckpt-20"), with_training_vars(tensors))
     save_tf1(str(tmp_path / "model.ckpt-10"), {"something/else": np.zeros(3, np.float32)})
     (tmp_path / "checkpoint").write_text(
         'model_checkpoint_path: "gs://bucket/electra/model.ckpt-20"\n'
-        'all_model_checkpoint_paths: "gs://bucket/electra/model.ckpt-10"\n')
+        'all_model_checkpoint_paths: "gs://bucket/electra/model.ckpt-10"\n'
+    )
     write_vocab(str(tmp_path))
 
     cfg, params, files = google.load(str(tmp_path))
     gcfg = cfg.generator_config()
     assert cfg.family == "electra" and files == {"vocab.txt": str(tmp_path / "vocab.txt")}
-    assert (cfg.hidden_size, cfg.num_heads) == (disc.config.hidden_size,
-                                                disc.config.num_attention_heads)
+    assert (cfg.hidden_size, cfg.num_heads) == (
+        disc.config.hidden_size,
+        disc.config.num_attention_heads,
+    )
     assert (gcfg.hidden_size, gcfg.num_heads, gcfg.num_layers) == (
-        gen.config.hidden_size, gen.config.num_attention_heads, gen.config.num_hidden_layers)
+        gen.config.hidden_size,
+        gen.config.num_attention_heads,
+        gen.config.num_hidden_layers,
+    )
     got = ours(cfg, params)
     with torch.no_grad():
         want_gen = gen(**torch_inputs()).logits
@@ -338,6 +435,7 @@ def test_electra_parity(tmp_path, variant):
 
 
 # --- errors ------------------------------------------------------------------------------
+
 
 def test_unknown_variable_is_named(bert, tmp_path):
     _, tensors = bert
@@ -401,13 +499,22 @@ def test_cli_import_then_export_loads_in_transformers(bert, tmp_path):
     src = write_bert(tmp_path / "uncased_L-2_H-32_A-4", tensors)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root}
-    for args in (["import", f"--from={src}", f"--out={tmp_path}/ckpt"],
-                 ["export", f"--checkpoint={tmp_path}/ckpt", f"--out={tmp_path}/hf"]):
-        r = subprocess.run([sys.executable, "-m", "bertjax", *args], cwd=root, env=env,
-                           capture_output=True, text=True, timeout=600)
+    for args in (
+        ["import", f"--from={src}", f"--out={tmp_path}/ckpt"],
+        ["export", f"--checkpoint={tmp_path}/ckpt", f"--out={tmp_path}/hf"],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "bertjax", *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, r.stderr
     exported, info = transformers.AutoModelForPreTraining.from_pretrained(
-        f"{tmp_path}/hf", output_loading_info=True)
+        f"{tmp_path}/hf", output_loading_info=True
+    )
     assert not any(info.values()), info
     with torch.no_grad():
         want, got = model(**torch_inputs()), exported.eval()(**torch_inputs())

@@ -44,43 +44,69 @@ VOCAB, MAX_POS = 100, 64
 BATCH, LENGTH, PAD_FROM = 2, 9, 6  # row 1 is padding from position PAD_FROM on
 MASKED_POSITIONS = np.array([[1, 4, 7], [0, 2, 5]], np.int32)  # [batch, P]
 
-_SMALL = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-              intermediate_size=64, max_position_embeddings=MAX_POS)
+_SMALL = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=MAX_POS,
+)
 
 
 # --- cases: tiny random transformers models ------------------------------------------
+
 
 def _bert() -> dict:
     return {"": transformers.BertForPreTraining(transformers.BertConfig(**_SMALL))}
 
 
 def _roberta() -> dict:
-    c = transformers.RobertaConfig(**{**_SMALL, "max_position_embeddings": MAX_POS + 2},
-                                   type_vocab_size=1, pad_token_id=1, bos_token_id=0,
-                                   eos_token_id=2, layer_norm_eps=1e-5)
+    c = transformers.RobertaConfig(
+        **{**_SMALL, "max_position_embeddings": MAX_POS + 2},
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+    )
     return {"": transformers.RobertaForMaskedLM(c)}
 
 
 def _albert(layers: int, groups: int, inner: int) -> dict:
-    c = transformers.AlbertConfig(**{**_SMALL, "num_hidden_layers": layers}, embedding_size=16,
-                                  num_hidden_groups=groups, inner_group_num=inner)
+    c = transformers.AlbertConfig(
+        **{**_SMALL, "num_hidden_layers": layers},
+        embedding_size=16,
+        num_hidden_groups=groups,
+        inner_group_num=inner,
+    )
     return {"": transformers.AlbertForPreTraining(c)}
 
 
 def _distilbert(sinusoidal: bool) -> dict:
-    c = transformers.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4,
-                                      hidden_dim=64, max_position_embeddings=MAX_POS,
-                                      sinusoidal_pos_embds=sinusoidal)
+    c = transformers.DistilBertConfig(
+        vocab_size=VOCAB,
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=64,
+        max_position_embeddings=MAX_POS,
+        sinusoidal_pos_embds=sinusoidal,
+    )
     return {"": transformers.DistilBertForMaskedLM(c)}
 
 
 def _electra() -> dict:
     # E=16 differs from both towers' widths (32 and 24): both project their embeddings.
     disc = transformers.ElectraConfig(**{**_SMALL, "num_hidden_layers": 3}, embedding_size=16)
-    gen = transformers.ElectraConfig(**{**_SMALL, "hidden_size": 24, "num_attention_heads": 2,
-                                        "intermediate_size": 48}, embedding_size=16)
-    return {"discriminator": transformers.ElectraForPreTraining(disc),
-            "generator": transformers.ElectraForMaskedLM(gen)}
+    gen = transformers.ElectraConfig(
+        **{**_SMALL, "hidden_size": 24, "num_attention_heads": 2, "intermediate_size": 48},
+        embedding_size=16,
+    )
+    return {
+        "discriminator": transformers.ElectraForPreTraining(disc),
+        "generator": transformers.ElectraForMaskedLM(gen),
+    }
 
 
 CASES = {
@@ -100,8 +126,7 @@ HEADS = {
     "roberta": {"mlm": ("", "logits")},
     "albert": {"mlm": ("", "prediction_logits"), "sop": ("", "sop_logits")},
     "distilbert": {"mlm": ("", "logits")},
-    "electra": {"generator": ("generator", "logits"),
-                "discriminator": ("discriminator", "logits")},
+    "electra": {"generator": ("generator", "logits"), "discriminator": ("discriminator", "logits")},
 }
 MLM = {"electra": "generator"}  # the logits key of the MLM head, where not "mlm"
 POOLER_KEYS = ("roberta.pooler.dense.weight", "roberta.pooler.dense.bias")
@@ -132,10 +157,13 @@ def _hf_forward(model: torch.nn.Module, inputs: dict) -> object:
 
 
 def _our_forward(cfg, params, inputs: dict, masked_positions=None):
-    return build(cfg).apply({"params": params}, inputs["input_ids"],
-                            token_type_ids=inputs["token_type_ids"],
-                            attention_mask=inputs["attention_mask"],
-                            masked_positions=masked_positions)
+    return build(cfg).apply(
+        {"params": params},
+        inputs["input_ids"],
+        token_type_ids=inputs["token_type_ids"],
+        attention_mask=inputs["attention_mask"],
+        masked_positions=masked_positions,
+    )
 
 
 def _hf_configs_of(models: dict) -> dict[str, dict]:
@@ -162,14 +190,16 @@ def case(request, tmp_path_factory) -> types.SimpleNamespace:
         info = base.load_state_dict(models[""].roberta.state_dict(), strict=False)
         assert sorted(info.missing_keys) == ["pooler.dense.bias", "pooler.dense.weight"]
         base.eval()
-        sd[""].update({k: base.state_dict()[k[len("roberta."):]].numpy().copy()
-                       for k in POOLER_KEYS})
+        sd[""].update(
+            {k: base.state_dict()[k[len("roberta.") :]].numpy().copy() for k in POOLER_KEYS}
+        )
     if family == "electra":
         # HF keeps two models; bertjax shares one embedding module, so make them equal.
         gen, disc = models["generator"], models["discriminator"]
         gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
-        assert torch.equal(gen.generator_lm_head.weight,
-                           disc.electra.embeddings.word_embeddings.weight)
+        assert torch.equal(
+            gen.generator_lm_head.weight, disc.electra.embeddings.word_embeddings.weight
+        )
         sd["generator"] = _numpy_sd(gen)
 
     saved = {}  # what save_pretrained writes: the reference key set of the round trip
@@ -184,10 +214,18 @@ def case(request, tmp_path_factory) -> types.SimpleNamespace:
     params = hf.from_state_dicts(cfg, sd, source=name)
     inputs = _inputs(family, cfg.pad_token_id)
     return types.SimpleNamespace(
-        name=name, family=family, models=models, base=base, sd=sd, saved=saved, cfg=cfg,
-        params=params, inputs=inputs,
+        name=name,
+        family=family,
+        models=models,
+        base=base,
+        sd=sd,
+        saved=saved,
+        cfg=cfg,
+        params=params,
+        inputs=inputs,
         hf_out={part: _hf_forward(m, inputs) for part, m in models.items()},
-        ours=_our_forward(cfg, params, inputs))
+        ours=_our_forward(cfg, params, inputs),
+    )
 
 
 # --- comparison helpers ---------------------------------------------------------------
@@ -254,6 +292,7 @@ def _check_forward(c, cfg, params, hf_out: dict, label: str) -> None:
 
 # --- 1. forward parity ----------------------------------------------------------------
 
+
 def test_forward_matches_transformers(case):
     _check_forward(case, case.cfg, case.params, case.hf_out, "loop")
 
@@ -275,8 +314,9 @@ def test_sparse_mlm_equals_dense_logits_at_positions(case):
     dense = getattr(case.hf_out[part], field).numpy()
     ref = np.take_along_axis(dense, MASKED_POSITIONS[:, :, None].astype(np.int64), axis=1)
     _close(case.name, "sparse mlm", ref, logits[head])
-    ours_dense = np.take_along_axis(np.asarray(case.ours[0][head]),
-                                    MASKED_POSITIONS[:, :, None], axis=1)
+    ours_dense = np.take_along_axis(
+        np.asarray(case.ours[0][head]), MASKED_POSITIONS[:, :, None], axis=1
+    )
     np.testing.assert_allclose(logits[head], ours_dense, atol=1e-6, rtol=0)
 
 
@@ -287,8 +327,10 @@ def test_config_fields_from_transformers(case):
     if case.family == "roberta":
         assert (cfg.pad_token_id, cfg.positions_from_padding, cfg.type_vocab_size) == (1, True, 1)
     if case.family == "albert":
-        assert (cfg.num_groups, cfg.inner_group_num) == (hf_cfg.num_hidden_groups,
-                                                         hf_cfg.inner_group_num)
+        assert (cfg.num_groups, cfg.inner_group_num) == (
+            hf_cfg.num_hidden_groups,
+            hf_cfg.inner_group_num,
+        )
     if case.name == "distilbert_sinusoidal":
         assert cfg.sinusoidal_positions
         # transformers' fixed table equals the one bertjax initialises with.
@@ -300,15 +342,24 @@ def test_config_fields_from_transformers(case):
         assert cfg.generator_config().num_layers == gen.num_hidden_layers
     if case.name == "roberta_pooler":
         _, out = case.ours
-        _close(case.name, "pooled", _hf_forward(case.base, {
-            k: v for k, v in case.inputs.items() if k != "token_type_ids"}).pooler_output,
-            out["pooled"])
+        _close(
+            case.name,
+            "pooled",
+            _hf_forward(
+                case.base, {k: v for k, v in case.inputs.items() if k != "token_type_ids"}
+            ).pooler_output,
+            out["pooled"],
+        )
 
 
 def test_roberta_mlm_head_activation_is_gelu_whatever_hidden_act():
     torch.manual_seed(0)
-    c = transformers.RobertaConfig(**{**_SMALL, "max_position_embeddings": MAX_POS + 2},
-                                   type_vocab_size=1, pad_token_id=1, hidden_act="relu")
+    c = transformers.RobertaConfig(
+        **{**_SMALL, "max_position_embeddings": MAX_POS + 2},
+        type_vocab_size=1,
+        pad_token_id=1,
+        hidden_act="relu",
+    )
     model = transformers.RobertaForMaskedLM(c).eval()
     cfg = hf.config_from_hf({"": c.to_dict()}, {"": _numpy_sd(model)})
     params = hf.from_state_dicts(cfg, {"": _numpy_sd(model)})
@@ -319,6 +370,7 @@ def test_roberta_mlm_head_activation_is_gelu_whatever_hidden_act():
 
 
 # --- 2. round trips -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("scan", [False, True], ids=["loop", "scan"])
 def test_round_trip_is_bit_exact(case, scan):
@@ -343,6 +395,7 @@ def test_full_state_dict_with_tied_copies_imports_like_saved(case):
 
 
 # --- 3. bertjax-initialised model -> transformers ----------------------------------------
+
 
 def _loaders(family: str, part: str) -> list:
     if part == "generator":  # AutoModelForPreTraining would build the discriminator
@@ -378,20 +431,23 @@ def test_bertjax_init_exports_to_transformers(case, tmp_path):
     for key, (part, field) in HEADS[case.family].items():
         _close(case.name, f"export logits[{key}]", getattr(hf_out[part], field), logits[key])
     for part in hf_out:
-        for i, (r, o) in enumerate(zip(_hf_states(case, part, hf_out[part]),
-                                       _our_states(out, part), strict=True)):
+        for i, (r, o) in enumerate(
+            zip(_hf_states(case, part, hf_out[part]), _our_states(out, part), strict=True)
+        ):
             _close(case.name, f"export {part or 'model'} hidden_states[{i}]", r, o)
 
     if case.name == "roberta_pooler":  # the pooler reaches RobertaModel intact
         model, info = transformers.AutoModel.from_pretrained(dirs[""], output_loading_info=True)
         assert not info["missing_keys"] and not info["mismatched_keys"]
         assert all(k.startswith("lm_head.") for k in info["unexpected_keys"])
-        pooled = _hf_forward(model.eval(), {k: v for k, v in case.inputs.items()
-                                            if k != "token_type_ids"}).pooler_output
+        pooled = _hf_forward(
+            model.eval(), {k: v for k, v in case.inputs.items() if k != "token_type_ids"}
+        ).pooler_output
         _close(case.name, "export pooled", pooled, out["pooled"])
 
 
 # --- 4. bad inputs ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory) -> types.SimpleNamespace:
@@ -401,8 +457,13 @@ def bert(tmp_path_factory) -> types.SimpleNamespace:
     d = tmp_path_factory.mktemp("bert_files")
     model.save_pretrained(d)
     cfg = hf.config_from_hf({"": model.config.to_dict()}, {"": _numpy_sd(model)})
-    return types.SimpleNamespace(model=model.eval(), sd=_numpy_sd(model), dir=d, cfg=cfg,
-                                 saved=statedict.read_state_dict(str(d)))
+    return types.SimpleNamespace(
+        model=model.eval(),
+        sd=_numpy_sd(model),
+        dir=d,
+        cfg=cfg,
+        saved=statedict.read_state_dict(str(d)),
+    )
 
 
 def _import(b, **changes) -> dict:
@@ -415,13 +476,17 @@ def _import(b, **changes) -> dict:
     return hf.from_state_dicts(b.cfg, {"": sd}, source="ckpt")
 
 
-@pytest.mark.parametrize("key,change", [
-    ("bert.encoder.layer.1.intermediate.dense.weight", lambda a: a[:-1]),
-    ("bert.encoder.layer.0.attention.self.query.bias", lambda a: a[:, None]),
-    # Same size, other shape: must not be silently reshaped.
-    ("bert.embeddings.position_embeddings.weight", lambda a: a.T),
-    ("bert.encoder.layer.1.attention.output.dense.weight", lambda a: a.reshape(16, 64)),
-], ids=["rows", "rank", "transposed", "reshaped"])
+@pytest.mark.parametrize(
+    "key,change",
+    [
+        ("bert.encoder.layer.1.intermediate.dense.weight", lambda a: a[:-1]),
+        ("bert.encoder.layer.0.attention.self.query.bias", lambda a: a[:, None]),
+        # Same size, other shape: must not be silently reshaped.
+        ("bert.embeddings.position_embeddings.weight", lambda a: a.T),
+        ("bert.encoder.layer.1.attention.output.dense.weight", lambda a: a.reshape(16, 64)),
+    ],
+    ids=["rows", "rank", "transposed", "reshaped"],
+)
 def test_wrong_shape_names_the_tensor(bert, key, change):
     with pytest.raises(hf.ConversionError, match=key.replace(".", r"\.")):
         _import(bert, **{key: change(bert.sd[key])})
@@ -469,14 +534,19 @@ def test_electra_generator_embeddings_must_equal_discriminator(case):
 
 def test_legacy_gamma_beta_names_are_read(bert):
     """Old PyTorch BERT checkpoints call LayerNorm parameters gamma and beta."""
-    old = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias",
-                                                                    "LayerNorm.beta"): v
-           for k, v in bert.saved.items()}
+    old = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+            "LayerNorm.bias", "LayerNorm.beta"
+        ): v
+        for k, v in bert.saved.items()
+    }
     assert old != bert.saved
     a = hf.from_state_dicts(bert.cfg, {"": old})
     b = hf.from_state_dicts(bert.cfg, {"": bert.saved})
-    assert all(np.array_equal(x, y) for x, y in
-               zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True))
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    )
 
 
 def test_tied_decoder_weight_equal_is_accepted_different_is_refused(bert):
@@ -489,8 +559,9 @@ def test_tied_decoder_weight_equal_is_accepted_different_is_refused(bert):
 
 
 def test_pytorch_bin_loads_with_weights_only(bert, tmp_path):
-    torch.save({k: torch.from_numpy(v) for k, v in bert.saved.items()},
-               tmp_path / "pytorch_model.bin")
+    torch.save(
+        {k: torch.from_numpy(v) for k, v in bert.saved.items()}, tmp_path / "pytorch_model.bin"
+    )
     got = statedict.read_state_dict(str(tmp_path))
     assert sorted(got) == sorted(bert.saved)
     for k, v in bert.saved.items():
@@ -523,8 +594,10 @@ class _PlainObject:
 def test_pytorch_bin_with_arbitrary_objects_is_refused(tmp_path, payload):
     marker = tmp_path / "marker"
     evil = _Payload(str(marker)) if payload == "reduce" else _PlainObject()
-    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(2, 2), "x": evil},
-               tmp_path / "pytorch_model.bin")
+    torch.save(
+        {"bert.embeddings.word_embeddings.weight": torch.zeros(2, 2), "x": evil},
+        tmp_path / "pytorch_model.bin",
+    )
     with pytest.raises(hf.ConversionError, match="pytorch_model.bin"):
         statedict.read_state_dict(str(tmp_path))
     assert not marker.exists()
@@ -552,6 +625,7 @@ def test_write_state_dict_leaves_no_temporary(bert, tmp_path):
 
 
 # --- 5. parameter counts ------------------------------------------------------------
+
 
 def _transformers_count(cfg) -> int:
     """num_parameters() of the transformers model(s) `hf_configs(cfg)` describes, on meta."""
@@ -587,6 +661,8 @@ def test_abstract_shapes_describe_the_loop_layout(case):
     """abstract_shapes traces the scan layout (faster); it must equal the loop layout's."""
     init = build(case.cfg).init  # case.cfg has scan_layers=False
     tree = jax.eval_shape(lambda: nn.unbox(init(jax.random.key(0), case.inputs["input_ids"])))
-    shapes = {tuple(k.key for k in p): tuple(x.shape)
-              for p, x in jax.tree_util.tree_leaves_with_path(tree["params"])}
+    shapes = {
+        tuple(k.key for k in p): tuple(x.shape)
+        for p, x in jax.tree_util.tree_leaves_with_path(tree["params"])
+    }
     assert hf.abstract_shapes(case.cfg) == shapes

@@ -45,8 +45,9 @@ def _sentences(rng: random.Random, n: int, words: int = 12) -> list[str]:
     return [" ".join(ws[i : i + words]).capitalize() + "." for i in range(0, len(ws), words)]
 
 
-def hostile_corpus(directory: str, total_mb: float, tiny_docs: int | None = None,
-                   seed: int = 0) -> list[str]:
+def hostile_corpus(
+    directory: str, total_mb: float, tiny_docs: int | None = None, seed: int = 0
+) -> list[str]:
     """Writes text files of about `total_mb` MB that are hard on preparation's memory,
     after the tester's 54 MB corpus (issue 26); returns their paths:
 
@@ -76,11 +77,18 @@ def hostile_corpus(directory: str, total_mb: float, tiny_docs: int | None = None
     write("b_huge_docs.txt", "\n\n".join(docs) + "\n")
     n_tiny = size // 10 // 8 if tiny_docs is None else tiny_docs
     write("c_tiny_docs.txt", "".join(f"{w}\n\n" for w in _words(rng, n_tiny)))
-    write("d_long_words.txt", "".join("".join(rng.choices(LETTERS, k=100_000)) + "\n"
-                                      for _ in range(max(1, size // 10 // 100_000))))
+    write(
+        "d_long_words.txt",
+        "".join(
+            "".join(rng.choices(LETTERS, k=100_000)) + "\n"
+            for _ in range(max(1, size // 10 // 100_000))
+        ),
+    )
     dense = "!#$%&*+,-/:;<=>@^_|~" + "".join(chr(0x4E00 + i) for i in range(200))
-    write("e_dense.txt", "".join("".join(rng.choices(dense, k=79)) + "\n"
-                                 for _ in range(size // 10 // 120)))
+    write(
+        "e_dense.txt",
+        "".join("".join(rng.choices(dense, k=79)) + "\n" for _ in range(size // 10 // 120)),
+    )
     return out
 
 
@@ -114,8 +122,14 @@ def _peak_rss(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
     """Runs `python -m bertjax ARGS`, sampling its process tree's summed RSS every
     10 ms; (the finished process, the peak in bytes)."""
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    p = subprocess.Popen([sys.executable, "-m", "bertjax", *args], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "bertjax", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak, done = [0], threading.Event()
 
     def sample() -> None:
@@ -149,13 +163,21 @@ def vocab(tmp_path_factory) -> str:
 def _largest_chunk(spec: str, config) -> tuple[int, int]:
     """(the largest charge (chunks.chunk_memory), the largest size) of the chunks
     `prepare data` makes of `spec` under `config` (the same chunking, replayed here)."""
-    settings = {"masking": config.data.masking, "dupe_factor": config.data.dupe_factor,
-                "max_seq_length": config.max_seq_length}
+    settings = {
+        "masking": config.data.masking,
+        "dupe_factor": config.data.dupe_factor,
+        "max_seq_length": config.max_seq_length,
+    }
     documents = iter(sources.open_source(spec).documents())
-    charges, sizes = zip(*((chunks_lib.chunk_memory(chunk, settings), chunk.nbytes)
-                           for chunk, _ in chunks_lib.read_chunks(
-                               documents, config.data.docs_per_shard,
-                               chunks_lib.InputStats(), lambda: None)), strict=True)
+    charges, sizes = zip(
+        *(
+            (chunks_lib.chunk_memory(chunk, settings), chunk.nbytes)
+            for chunk, _ in chunks_lib.read_chunks(
+                documents, config.data.docs_per_shard, chunks_lib.InputStats(), lambda: None
+            )
+        ),
+        strict=True,
+    )
     return max(charges), max(sizes)
 
 
@@ -176,15 +198,27 @@ def test_prepare_peak_memory_stays_within_the_documented_bound(vocab, tmp_path):
     normal = tmp_path / "normal.txt"
     normal.write_text("\n\n".join(_sentences(random.Random(2), 3000, 10)) + "\n")
     budget_mb = 64
-    common = ["prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
-              f"--config.tokenizer.path={vocab}", "--config.model.vocab_size=600",
-              "--config.data.num_workers=2", f"--config.data.max_inflight_mb={budget_mb}"]
-    r, idle = _peak_rss([*common, f"--config.data.source=text:{normal}",
-                         f"--config.data.dir={tmp_path / 'normal_data'}"])
+    common = [
+        "prepare",
+        "data",
+        "--config=configs/pretrain.py:bert_tiny,runlocal",
+        f"--config.tokenizer.path={vocab}",
+        "--config.model.vocab_size=600",
+        "--config.data.num_workers=2",
+        f"--config.data.max_inflight_mb={budget_mb}",
+    ]
+    r, idle = _peak_rss(
+        [
+            *common,
+            f"--config.data.source=text:{normal}",
+            f"--config.data.dir={tmp_path / 'normal_data'}",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     spec = f"text:{tmp_path / 'hostile'}/*.txt"
-    r, peak = _peak_rss([*common, f"--config.data.source={spec}",
-                         f"--config.data.dir={tmp_path / 'hostile_data'}"])
+    r, peak = _peak_rss(
+        [*common, f"--config.data.source={spec}", f"--config.data.dir={tmp_path / 'hostile_data'}"]
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((tmp_path / "hostile_data" / "manifest.json").read_text())
     assert manifest["source_stats"]["long_lines_split"] >= 1
@@ -192,10 +226,14 @@ def test_prepare_peak_memory_stays_within_the_documented_bound(vocab, tmp_path):
     assert manifest["source_stats"]["files"] == len(files)
     largest, reading = _largest_chunk(spec, config)  # reading: a chunk waiting for room
     bound = idle + max(budget_mb * MB, largest) + reading
-    print(f"idle {idle / MB:.0f} MB, hostile {peak / MB:.0f} MB, bound {bound / MB:.0f} MB "
-          f"(largest chunk charged {largest / MB:.0f} MB)")
-    assert peak <= bound, (f"peak {peak / MB:.0f} MB > bound {bound / MB:.0f} MB (idle "
-                           f"{idle / MB:.0f} MB, largest chunk {largest / MB:.0f} MB)")
+    print(
+        f"idle {idle / MB:.0f} MB, hostile {peak / MB:.0f} MB, bound {bound / MB:.0f} MB "
+        f"(largest chunk charged {largest / MB:.0f} MB)"
+    )
+    assert peak <= bound, (
+        f"peak {peak / MB:.0f} MB > bound {bound / MB:.0f} MB (idle "
+        f"{idle / MB:.0f} MB, largest chunk {largest / MB:.0f} MB)"
+    )
 
 
 def test_a_chunk_ends_at_max_chunk_bytes(monkeypatch, tmp_path, vocab):
@@ -205,18 +243,25 @@ def test_a_chunk_ends_at_max_chunk_bytes(monkeypatch, tmp_path, vocab):
 
     monkeypatch.setattr(chunks_lib, "MAX_CHUNK_BYTES", 2000)
     docs = [[s] for s in _sentences(random.Random(3), 12, 60)]  # ~400 bytes each
-    m = prep.prepare(docs, load_tokenizer(vocab), str(tmp_path / "d"),
-                     PrepareSettings(instances="nsp", max_seq_length=32,
-                                          docs_per_shard=100, num_workers=0),
-                     progress=False)
+    m = prep.prepare(
+        docs,
+        load_tokenizer(vocab),
+        str(tmp_path / "d"),
+        PrepareSettings(instances="nsp", max_seq_length=32, docs_per_shard=100, num_workers=0),
+        progress=False,
+    )
     sizes = [s["documents"] for s in m["splits"]["train"]["shards"]]
     assert sum(sizes) == 12 and max(sizes) < 12 and len(sizes) > 1
     assert all(n >= 2000 // 500 for n in sizes[:-1])
 
 
 def test_packed_chunk_gives_the_documents_back():
-    docs = [["Hello world.", "Zweite Zeile — ünïcode ✓"], ["\ud800 lone surrogate"],
-            ["a" * 70_000], ["日本語の文。", "😀 emoji"]]
+    docs = [
+        ["Hello world.", "Zweite Zeile — ünïcode ✓"],
+        ["\ud800 lone surrogate"],
+        ["a" * 70_000],
+        ["日本語の文。", "😀 emoji"],
+    ]
     chunk = chunks_lib.PackedChunk()
     for d in docs:
         chunk.add([s.encode("utf-8", "surrogatepass") for s in d])
@@ -228,12 +273,22 @@ def test_packed_chunk_gives_the_documents_back():
 def test_columns_keep_ids_beyond_uint16():
     """Ids are stored as uint16 only when they fit (a 250,000-token vocabulary does not)."""
     ids = np.array([2, 70_000, 249_999, 3], np.int32)
-    passes = [{"ids": shard_examples._compact(ids), "ids_counts": np.array([4]),
-               "types": np.zeros(4, np.int8), "types_counts": np.array([4]),
-               "labels": np.array([-1])},
-              {"ids": shard_examples._compact(ids[:2] % 1000), "ids_counts": np.array([2]),
-               "types": np.zeros(2, np.int8), "types_counts": np.array([2]),
-               "labels": np.array([-1])}]
+    passes = [
+        {
+            "ids": shard_examples._compact(ids),
+            "ids_counts": np.array([4]),
+            "types": np.zeros(4, np.int8),
+            "types_counts": np.array([4]),
+            "labels": np.array([-1]),
+        },
+        {
+            "ids": shard_examples._compact(ids[:2] % 1000),
+            "ids_counts": np.array([2]),
+            "types": np.zeros(2, np.int8),
+            "types_counts": np.array([2]),
+            "labels": np.array([-1]),
+        },
+    ]
     assert passes[0]["ids"].dtype == np.int32 and passes[1]["ids"].dtype == np.uint16
     cols = shard_examples.Columns(passes)
     values, counts = cols.features(np.array([1, 0]))["input_ids"]
@@ -267,16 +322,20 @@ def test_random_bytes_are_refused_in_one_line(tmp_path):
     path = tmp_path / "random.bin"
     path.write_bytes(random.Random(0).randbytes(2 * MB))
     out = tmp_path / "data"
-    r = bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
-                 f"--config.data.source=text:{path}", f"--config.data.dir={out}")
+    r = bertjax(
+        "prepare",
+        "data",
+        "--config=configs/pretrain.py:bert_tiny,runlocal",
+        f"--config.data.source=text:{path}",
+        f"--config.data.dir={out}",
+    )
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0] == r.stderr.splitlines()[-1], r.stderr[-3000:]
     assert errors[0].startswith(f"error: {path}: not text: "), errors[0]
     assert "more than data.max_bad_fraction=0.1 allows" in errors[0]
     assert errors[0].endswith("; nothing written")
-    counts = [int(n.replace(",", "")) for n in
-              __import__("re").findall(r"\(([\d,]+)\)", errors[0])]
+    counts = [int(n.replace(",", "")) for n in __import__("re").findall(r"\(([\d,]+)\)", errors[0])]
     assert len(counts) == 3 and counts[0] > 0 and counts[1] > 0  # invalid, control, U+FFFD
     assert not out.exists()
 
@@ -289,10 +348,17 @@ def test_a_bad_file_after_written_shards_leaves_nothing(tmp_path, vocab):
     _mostly_text(str(good), 20_000, 0.0)
     bad.write_bytes(random.Random(1).randbytes(300_000))
     out = tmp_path / "data"
-    r = bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
-                 f"--config.data.source=text:{good.parent}", f"--config.data.dir={out}",
-                 f"--config.tokenizer.path={vocab}", "--config.model.vocab_size=600",
-                 "--config.data.docs_per_shard=1", "--config.data.num_workers=0")
+    r = bertjax(
+        "prepare",
+        "data",
+        "--config=configs/pretrain.py:bert_tiny,runlocal",
+        f"--config.data.source=text:{good.parent}",
+        f"--config.data.dir={out}",
+        f"--config.tokenizer.path={vocab}",
+        "--config.model.vocab_size=600",
+        "--config.data.docs_per_shard=1",
+        "--config.data.num_workers=0",
+    )
     assert r.returncode == 1, r.stderr[-3000:]
     assert r.stderr.splitlines()[-1].startswith(f"error: {bad}: not text: ")
     assert not out.exists()
@@ -303,9 +369,15 @@ def test_a_few_bad_bytes_pass_without_a_warning(tmp_path, vocab):
     path = tmp_path / "corpus.txt"
     n_bad = _mostly_text(str(path), 200_000, 0.001)
     out = tmp_path / "data"
-    r = bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
-                 f"--config.data.source=text:{path}", f"--config.data.dir={out}",
-                 f"--config.tokenizer.path={vocab}", "--config.model.vocab_size=600")
+    r = bertjax(
+        "prepare",
+        "data",
+        "--config=configs/pretrain.py:bert_tiny,runlocal",
+        f"--config.data.source=text:{path}",
+        f"--config.data.dir={out}",
+        f"--config.tokenizer.path={vocab}",
+        "--config.model.vocab_size=600",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "warning" not in r.stderr and "not text" not in r.stderr
     m = json.loads((out / "manifest.json").read_text())
@@ -319,9 +391,15 @@ def test_a_borderline_file_is_used_with_a_warning_and_its_counts(tmp_path, vocab
     path = tmp_path / "latin1ish.txt"
     n_bad = _mostly_text(str(path), 200_000, 0.03)
     out = tmp_path / "data"
-    r = bertjax("prepare", "data", "--config=configs/pretrain.py:bert_tiny,runlocal",
-                 f"--config.data.source=text:{path}", f"--config.data.dir={out}",
-                 "--config.tokenizer.vocab_size=600", "--config.model.vocab_size=600")
+    r = bertjax(
+        "prepare",
+        "data",
+        "--config=configs/pretrain.py:bert_tiny,runlocal",
+        f"--config.data.source=text:{path}",
+        f"--config.data.dir={out}",
+        "--config.tokenizer.vocab_size=600",
+        "--config.model.vocab_size=600",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1, r.stderr[-3000:]

@@ -35,8 +35,11 @@ def test_next_pairs_are_balanced_and_labelled_by_where_the_second_comes_from():
     assert examples == demo_tasks.next_examples("validation")  # deterministic
     assert len(examples) == demo_tasks.SIZES["validation"]
     assert collections.Counter(y for *_, y in examples) == {0: 250, 1: 250}
-    follows = {(" ".join(a + b), " ".join(c)) for doc in demo_tasks.documents()["validation"]
-               for a, b, c in zip(doc, doc[1:], doc[2:], strict=False)}
+    follows = {
+        (" ".join(a + b), " ".join(c))
+        for doc in demo_tasks.documents()["validation"]
+        for a, b, c in zip(doc, doc[1:], doc[2:], strict=False)
+    }
     firsts = {a for a, _ in follows}
     dev = _sentences("validation")
     for first, second, label in examples:
@@ -48,15 +51,21 @@ def test_next_pairs_are_balanced_and_labelled_by_where_the_second_comes_from():
 
 
 def test_boundary_tags_mark_the_first_word_of_the_second_and_third_sentences():
-    dev = {tuple(w.lower() for w in s): s for doc in demo_tasks.documents()["validation"]
-           for s in doc}
+    dev = {
+        tuple(w.lower() for w in s): s for doc in demo_tasks.documents()["validation"] for s in doc
+    }
     for words, tags in demo_tasks.boundary_examples("validation"):
         starts = [i for i, t in enumerate(tags) if t != "O"]
         assert set(tags) <= {"O", "B-START"} and len(starts) == 2
-        pieces = [words[:starts[0]], words[starts[0]:starts[1]], words[starts[1]:]]
+        pieces = [words[: starts[0]], words[starts[0] : starts[1]], words[starts[1] :]]
         for piece in pieces:  # each a document sentence, lower-cased, final mark dropped
-            match = [k for k in dev if k[:-1] == piece[:-1] and len(k) == len(piece)
-                     and piece[-1] == (k[-1].rstrip(".?!:;") or k[-1])]
+            match = [
+                k
+                for k in dev
+                if k[:-1] == piece[:-1]
+                and len(k) == len(piece)
+                and piece[-1] == (k[-1].rstrip(".?!:;") or k[-1])
+            ]
             assert match, piece
         assert all(w == w.lower() for w in words)
     assert demo_tasks.majority_baseline("demo_boundary") == {"f1": 0.0}
@@ -64,7 +73,7 @@ def test_boundary_tags_mark_the_first_word_of_the_second_and_third_sentences():
 
 def test_the_intruder_replaces_one_content_word_by_one_of_another_document():
     docs = demo_tasks.documents()["validation"]
-    pairs = [[w for s in doc[i:i + 2] for w in s] for doc in docs for i in range(len(doc) - 1)]
+    pairs = [[w for s in doc[i : i + 2] for w in s] for doc in docs for i in range(len(doc) - 1)]
     counts = demo_tasks.content_words()
     assert all(demo_tasks.CONTENT_WORD.fullmatch(w) for w in counts)
     gap, where = [], collections.Counter()
@@ -72,7 +81,7 @@ def test_the_intruder_replaces_one_content_word_by_one_of_another_document():
         qa = p["qas"][0]
         answer = qa["answers"][0]
         context, start = p["context"], answer["answer_start"]
-        assert context[start:start + len(answer["text"])] == answer["text"]
+        assert context[start : start + len(answer["text"])] == answer["text"]
         assert qa["question"] == demo_tasks.QUESTION
         words = context.split()
         k = len(context[:start].split())
@@ -80,8 +89,11 @@ def test_the_intruder_replaces_one_content_word_by_one_of_another_document():
         # Every other word is where it was in two consecutive sentences of a document,
         # whose word at k was a content word; the intruder is a content word those
         # sentences do not have, of about the same frequency.
-        match = [pair for pair in pairs if len(pair) == len(words)
-                 and pair[:k] == words[:k] and pair[k + 1:] == words[k + 1:]]
+        match = [
+            pair
+            for pair in pairs
+            if len(pair) == len(words) and pair[:k] == words[:k] and pair[k + 1 :] == words[k + 1 :]
+        ]
         assert match, context
         pair = match[0]
         assert pair[k] in counts and answer["text"] in counts
@@ -94,8 +106,9 @@ def test_the_intruder_replaces_one_content_word_by_one_of_another_document():
     assert 15 < baseline["exact_match"] < 35 and baseline["f1"] == baseline["exact_match"]
 
 
-@pytest.mark.parametrize("dataset, task", [("demo_next", "glue"), ("demo_boundary", "ner"),
-                                           ("demo_intruder", "squad")])
+@pytest.mark.parametrize(
+    "dataset, task", [("demo_next", "glue"), ("demo_boundary", "ner"), ("demo_intruder", "squad")]
+)
 def test_each_demo_task_reads_through_its_config(dataset, task, tmp_path):
     import finetune
 

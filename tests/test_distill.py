@@ -17,12 +17,14 @@ from bertjax.models import ModelConfig, build
 from bertjax.tasks import distill
 from bertjax.tools.describe import param_shapes
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "configs"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+)
 import distill as distill_config  # noqa: E402  configs/distill.py
 
-SMALL = dict(vocab_size=60, hidden_size=16, num_heads=2, intermediate_size=32,
-             max_position_embeddings=16)
+SMALL = dict(
+    vocab_size=60, hidden_size=16, num_heads=2, intermediate_size=32, max_position_embeddings=16
+)
 B, L, P = 3, 10, 3
 
 
@@ -30,13 +32,15 @@ def _batch(seed=0):
     rng = np.random.default_rng(seed)
     mask = np.ones((B, L), np.int32)
     mask[2, 7:] = 0
-    return {"input_ids": jnp.asarray(rng.integers(5, 60, (B, L)), jnp.int32),
-            "token_type_ids": jnp.zeros((B, L), jnp.int32),
-            "attention_mask": jnp.asarray(mask),
-            "masked_lm_positions": jnp.asarray(rng.integers(1, 7, (B, P)), jnp.int32),
-            "masked_lm_ids": jnp.asarray(rng.integers(5, 60, (B, P)), jnp.int32),
-            "masked_lm_weights": jnp.ones((B, P), jnp.float32),
-            "pair_labels": jnp.full((B,), -1, jnp.int32)}
+    return {
+        "input_ids": jnp.asarray(rng.integers(5, 60, (B, L)), jnp.int32),
+        "token_type_ids": jnp.zeros((B, L), jnp.int32),
+        "attention_mask": jnp.asarray(mask),
+        "masked_lm_positions": jnp.asarray(rng.integers(1, 7, (B, P)), jnp.int32),
+        "masked_lm_ids": jnp.asarray(rng.integers(5, 60, (B, P)), jnp.int32),
+        "masked_lm_weights": jnp.ones((B, P), jnp.float32),
+        "pair_labels": jnp.full((B,), -1, jnp.int32),
+    }
 
 
 def _params(cfg, seed):
@@ -60,13 +64,15 @@ def test_loss_is_zero_when_the_student_is_a_copy_of_the_teacher():
 
 
 def test_no_gradient_reaches_the_teacher():
-    student_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 1, "family": "distilbert",
-                                         "type_vocab_size": 0})
+    student_cfg = ModelConfig.from_dict(
+        {**SMALL, "num_layers": 1, "family": "distilbert", "type_vocab_size": 0}
+    )
     teacher_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2})
     loss_fn = distill.distillation_loss_fn(build(student_cfg), build(teacher_cfg))
     student, teacher = _params(student_cfg, 0), _params(teacher_cfg, 1)
-    g_student, g_teacher = jax.jit(jax.grad(lambda s, t: loss_fn(
-        s, _batch(), jax.random.key(3), t)[0], argnums=(0, 1)))(student, teacher)
+    g_student, g_teacher = jax.jit(
+        jax.grad(lambda s, t: loss_fn(s, _batch(), jax.random.key(3), t)[0], argnums=(0, 1))
+    )(student, teacher)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_teacher))
     assert float(jnp.abs(g_student["encoder"]["layer_0"]["intermediate"]["kernel"]).max()) > 0
 
@@ -82,9 +88,18 @@ def test_train_step_leaves_the_teacher_untouched_and_apart_from_the_state():
     state = jax.jit(lambda: nn.unbox(steps.init_state(model, tx, 0)()))()
     teacher = _params(teacher_cfg, 1)
     before = jax.tree.map(np.asarray, teacher)
-    step = jax.jit(lambda s, b, t: steps.train_step(
-        s, b, t, loss_fn=distill.distillation_loss_fn(model, build(teacher_cfg)), tx=tx,
-        optim=oc, seed=0), donate_argnums=(0,))
+    step = jax.jit(
+        lambda s, b, t: steps.train_step(
+            s,
+            b,
+            t,
+            loss_fn=distill.distillation_loss_fn(model, build(teacher_cfg)),
+            tx=tx,
+            optim=oc,
+            seed=0,
+        ),
+        donate_argnums=(0,),
+    )
     new_state, m = step(state, _batch(), teacher)
     assert np.isfinite(float(m["loss"].value)) and int(new_state["step"]) == 1
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, teacher), before)
@@ -105,31 +120,49 @@ def test_default_teacher_layers_are_distilberts_and_explicit_ones_are_checked():
 
 def test_student_from_teacher_layers_has_exactly_those_weights():
     teacher_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 4})
-    student_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2, "family": "distilbert",
-                                         "type_vocab_size": 0})
+    student_cfg = ModelConfig.from_dict(
+        {**SMALL, "num_layers": 2, "family": "distilbert", "type_vocab_size": 0}
+    )
     teacher = jax.tree.map(np.asarray, _params(teacher_cfg, 0))
     fresh = jax.tree.map(np.asarray, _params(student_cfg, 1))
     student, left = distill.student_from_teacher(fresh, teacher, [1, 3])
     assert left == []  # a DistilBERT student has nothing the teacher lacks
     for j, i in enumerate([1, 3]):
-        jax.tree.map(np.testing.assert_array_equal, student["encoder"][f"layer_{j}"],
-                     teacher["encoder"][f"layer_{i}"])
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            student["encoder"][f"layer_{j}"],
+            teacher["encoder"][f"layer_{i}"],
+        )
     for module in ("mlm",):
         jax.tree.map(np.testing.assert_array_equal, student[module], teacher[module])
     for table in ("word", "position", "layer_norm"):
-        jax.tree.map(np.testing.assert_array_equal, student["embeddings"][table],
-                     teacher["embeddings"][table])
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            student["embeddings"][table],
+            teacher["embeddings"][table],
+        )
     assert "token_type" not in student["embeddings"]  # dropped, as DistilBERT does
     # The other way round, a BERT student keeps what a DistilBERT teacher has none of.
-    back, left = distill.student_from_teacher(jax.tree.map(np.asarray, _params(
-        ModelConfig.from_dict({**SMALL, "num_layers": 1}), 2)), student, [1])
+    back, left = distill.student_from_teacher(
+        jax.tree.map(np.asarray, _params(ModelConfig.from_dict({**SMALL, "num_layers": 1}), 2)),
+        student,
+        [1],
+    )
     assert sorted(left) == ["embeddings/token_type", "nsp", "pooler"]
-    jax.tree.map(np.testing.assert_array_equal, back["encoder"]["layer_0"],
-                 student["encoder"]["layer_1"])
+    jax.tree.map(
+        np.testing.assert_array_equal, back["encoder"]["layer_0"], student["encoder"]["layer_1"]
+    )
     with pytest.raises(ValueError, match="has shape"):
         distill.student_from_teacher(
-            jax.tree.map(np.asarray, _params(ModelConfig.from_dict(
-                {**SMALL, "num_layers": 1, "intermediate_size": 48}), 0)), teacher, [0])
+            jax.tree.map(
+                np.asarray,
+                _params(
+                    ModelConfig.from_dict({**SMALL, "num_layers": 1, "intermediate_size": 48}), 0
+                ),
+            ),
+            teacher,
+            [0],
+        )
 
 
 def _pair(name, **overrides):
@@ -147,15 +180,27 @@ def _pair(name, **overrides):
 def test_configs_for_distilbert_and_the_grid():
     c, student, teacher = _pair("bert_base_to_distilbert_base")
     assert (teacher.family, teacher.num_layers, student.family, student.num_layers) == (
-        "bert", 12, "distilbert", 6)
+        "bert",
+        12,
+        "distilbert",
+        6,
+    )
     d = c.distill
     assert (d.temperature, d.alpha_ce, d.alpha_mlm, d.alpha_cos, d.init) == (
-        2.0, 5.0, 2.0, 1.0, "teacher")
+        2.0,
+        5.0,
+        2.0,
+        1.0,
+        "teacher",
+    )
     assert c.task == "distillation" and c.data.instances == "mlm"
     distill.check(c, student, teacher)
     # Narrower students start from scratch without the cosine term (unequal widths).
-    for name in ("bert_mini_to_bert_tiny", "bert_large_to_bert_L4_H256",
-                 "bert_base_to_bert_L2_H128"):
+    for name in (
+        "bert_mini_to_bert_tiny",
+        "bert_large_to_bert_L4_H256",
+        "bert_base_to_bert_L2_H128",
+    ):
         c, student, teacher = _pair(name)
         assert c.distill.alpha_cos == 0.0 and c.distill.init == "scratch", name
         distill.check(c, student, teacher)
@@ -166,15 +211,18 @@ def test_configs_for_distilbert_and_the_grid():
     assert teacher.vocab_size == student.vocab_size == c.tokenizer.vocab_size
 
 
-@pytest.mark.parametrize("name, overrides, says", [
-    ("bert_mini_to_bert_tiny", {"distill.alpha_cos": 1.0}, "distill.alpha_cos=1.0"),
-    ("bert_mini_to_bert_tiny", {"teacher.vocab_size": 100}, "teacher.vocab_size=100"),
-    ("bert_mini_to_bert_tiny", {"distill.temperature": 0.0}, "distill.temperature=0.0"),
-    ("bert_mini_to_bert_tiny", {"distill.init": "copy"}, "distill.init='copy'"),
-    ("bert_mini_to_bert_tiny", {"distill.teacher_dtype": "int8"}, "distill.teacher_dtype"),
-    ("bert_mini_to_electra_small", {"model.vocab_size": 30522}, "model.family='electra'"),
-    ("bert_mini_to_bert_tiny", {"max_seq_length": 600}, "teacher.max_position_embeddings"),
-])
+@pytest.mark.parametrize(
+    "name, overrides, says",
+    [
+        ("bert_mini_to_bert_tiny", {"distill.alpha_cos": 1.0}, "distill.alpha_cos=1.0"),
+        ("bert_mini_to_bert_tiny", {"teacher.vocab_size": 100}, "teacher.vocab_size=100"),
+        ("bert_mini_to_bert_tiny", {"distill.temperature": 0.0}, "distill.temperature=0.0"),
+        ("bert_mini_to_bert_tiny", {"distill.init": "copy"}, "distill.init='copy'"),
+        ("bert_mini_to_bert_tiny", {"distill.teacher_dtype": "int8"}, "distill.teacher_dtype"),
+        ("bert_mini_to_electra_small", {"model.vocab_size": 30522}, "model.family='electra'"),
+        ("bert_mini_to_bert_tiny", {"max_seq_length": 600}, "teacher.max_position_embeddings"),
+    ],
+)
 def test_bad_pairs_are_named(name, overrides, says):
     with pytest.raises(ValueError, match=None) as e:
         c, student, teacher = _pair(name, **overrides)
@@ -211,12 +259,13 @@ def test_a_bfloat16_teacher_gives_nearly_the_float32_targets():
     student, teacher = _params(cfg, 0), _params(teacher_cfg, 1)
     half = jax.tree.map(lambda x: x.astype(jnp.bfloat16), teacher)
     f32 = distill.distillation_loss_fn(build(cfg), build(teacher_cfg), train=False)
-    bf16 = distill.distillation_loss_fn(build(cfg), build(teacher_cfg.replace(dtype="bfloat16")),
-                                      train=False)
+    bf16 = distill.distillation_loss_fn(
+        build(cfg), build(teacher_cfg.replace(dtype="bfloat16")), train=False
+    )
     _, m32 = jax.jit(f32)(student, _batch(), jax.random.key(0), teacher)
     _, m16 = jax.jit(bf16)(student, _batch(), jax.random.key(0), half)
     assert np.isfinite(float(m16["loss"].value))
-    np.testing.assert_allclose(float(m16["mlm_kl"].value), float(m32["mlm_kl"].value),
-                               rtol=0.05)
-    np.testing.assert_allclose(float(m16["cos_loss"].value), float(m32["cos_loss"].value),
-                               rtol=0.05, atol=0.01)
+    np.testing.assert_allclose(float(m16["mlm_kl"].value), float(m32["mlm_kl"].value), rtol=0.05)
+    np.testing.assert_allclose(
+        float(m16["cos_loss"].value), float(m32["cos_loss"].value), rtol=0.05, atol=0.01
+    )

@@ -37,8 +37,10 @@ from bertjax import configfile
 from bertjax.__main__ import COMMANDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGES = ["README.md", *sorted(os.path.relpath(p, ROOT)
-                              for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+PAGES = [
+    "README.md",
+    *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))),
+]
 
 # Config specs written with placeholders in a page's examples, and the config each stands
 # for (so that its overrides are still checked). Anything else after --config= must load.
@@ -46,8 +48,9 @@ PLACEHOLDER_SPECS = {
     "configs/pretrain.py:PRESET": "configs/pretrain.py:bert_base",
     "configs/pretrain.py:PRESET[,runlocal]": "configs/pretrain.py:bert_base",
     "configs/finetune.py:DATASET[,PRESET][,runlocal]": "configs/finetune.py:sst2",
-    "configs/distill.py:TEACHER_to_STUDENT[,runlocal]":
-        "configs/distill.py:bert_base_to_distilbert_base",
+    "configs/distill.py:TEACHER_to_STUDENT[,runlocal]": (
+        "configs/distill.py:bert_base_to_distilbert_base"
+    ),
 }
 # `--config.KEY=VALUE` written literally stands for any override.
 PLACEHOLDER_KEY = "KEY"
@@ -76,6 +79,7 @@ class Example:
 
 # --- reading commands out of Markdown ----------------------------------------------------
 
+
 def code_blocks(text: str) -> list[tuple[int, list[str]]]:
     """The fenced code blocks of a Markdown text: (line number of the block's first line,
     its lines)."""
@@ -85,7 +89,7 @@ def code_blocks(text: str) -> list[tuple[int, list[str]]]:
         if current is None:
             if m:
                 current, start, fence = [], number + 1, m.group(1)
-        elif m and m.group(1) == fence and not line.strip()[len(fence):].strip():
+        elif m and m.group(1) == fence and not line.strip()[len(fence) :].strip():
             blocks.append((start, current))
             current = None
         else:
@@ -149,13 +153,17 @@ def bertjax_examples(text: str, name: str) -> list[Example]:
         for number, words in shell_commands(lines, first):
             while words and _ASSIGNMENT.match(words[0]):  # VAR=value python -m ...
                 words = words[1:]
-            if (len(words) >= 3 and re.fullmatch(r"python[0-9.]*", os.path.basename(words[0]))
-                    and words[1:3] == ["-m", "bertjax"]):
+            if (
+                len(words) >= 3
+                and re.fullmatch(r"python[0-9.]*", os.path.basename(words[0]))
+                and words[1:3] == ["-m", "bertjax"]
+            ):
                 examples.append(Example(f"{name}:{number}", tuple(words[3:])))
     return examples
 
 
 # --- what each command accepts ---------------------------------------------------------
+
 
 def _module_level_imports(module: str) -> set[str]:
     """The bertjax modules `module` imports when it is imported: its module-level import
@@ -204,8 +212,9 @@ def accepted_flags(command: str) -> set[str]:
             closure.add(name)
             todo.extend(_module_level_imports(name))
     by_module = flags.FLAGS.flags_by_module_dict()
-    names = {f.name for m, fs in by_module.items()
-             if m in closure or m.startswith("absl") for f in fs}
+    names = {
+        f.name for m, fs in by_module.items() if m in closure or m.startswith("absl") for f in fs
+    }
     main = importlib.import_module("bertjax.__main__")
     for arg in (*getattr(main, "HELP_ARGS", ()), *getattr(main, "HELP_FULL_ARGS", ())):
         if arg.startswith("--"):
@@ -297,7 +306,7 @@ def check_example(example: Example) -> list[str]:
             positional.append(arg)
             i += 1
         elif arg.startswith("--config."):
-            key, eq, value = arg[len("--config."):].partition("=")
+            key, eq, value = arg[len("--config.") :].partition("=")
             if not eq:
                 problems.append(f"{arg}: expected --config.KEY=VALUE")
             overrides.append((key, value))
@@ -314,13 +323,16 @@ def check_example(example: Example) -> list[str]:
         if not positional:
             problems.append(f"`{command}` needs a subcommand: {', '.join(subs)}")
         elif positional[0] not in subs:
-            problems.append(f"`{command} {positional[0]}`: unknown subcommand "
-                            f"(expected {', '.join(subs)})")
+            problems.append(
+                f"`{command} {positional[0]}`: unknown subcommand (expected {', '.join(subs)})"
+            )
         positional = positional[1:]
     least, most = POSITIONALS.get(command, (0, 0))
     if len(positional) < least or (most is not None and len(positional) > most):
-        problems.append(f"`{command}` takes {least if least == most else f'{least}+'} "
-                        f"positional argument(s), got {positional}")
+        problems.append(
+            f"`{command}` takes {least if least == most else f'{least}+'} "
+            f"positional argument(s), got {positional}"
+        )
     if spec is not None:
         problems += check_config(spec, overrides)
     elif overrides:
@@ -330,8 +342,11 @@ def check_example(example: Example) -> list[str]:
 
 def check_markdown(text: str, name: str) -> list[str]:
     """Every problem of every `python -m bertjax` example in a page, one line each."""
-    return [f"{example}\n    {problem}" for example in bertjax_examples(text, name)
-            for problem in check_example(example)]
+    return [
+        f"{example}\n    {problem}"
+        for example in bertjax_examples(text, name)
+        for problem in check_example(example)
+    ]
 
 
 def _read(page: str) -> str:
@@ -340,6 +355,7 @@ def _read(page: str) -> str:
 
 
 # --- the pages -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_command_example_parses(page):
@@ -351,8 +367,15 @@ def test_the_pages_have_command_examples():
     """The extraction finds the examples (an empty result would pass vacuously)."""
     counts = {page: len(bertjax_examples(_read(page), page)) for page in PAGES}
     assert counts["README.md"] >= 5, counts
-    for page in ("data", "training", "finetuning", "ablations", "conversion",
-                 "accelerators", "benchmarks"):
+    for page in (
+        "data",
+        "training",
+        "finetuning",
+        "ablations",
+        "conversion",
+        "accelerators",
+        "benchmarks",
+    ):
         assert counts[f"docs/{page}.md"] >= 1, counts
     commands = {e.args[0] for page in PAGES for e in bertjax_examples(_read(page), page)}
     assert commands == set(COMMANDS), f"commands without an example: {set(COMMANDS) - commands}"
@@ -415,8 +438,9 @@ def test_relative_links_resolve(page):
 def test_named_repository_paths_exist(page):
     """A path the prose names in backticks (`bertjax/tools/aot.py`, `configs/`) exists."""
     pattern = r"`((?:bertjax|configs|tests|benchmarks|launch|notebooks|docs)/[\w./-]*)`"
-    missing = sorted({p for p in re.findall(pattern, _prose(page))
-                      if not os.path.exists(os.path.join(ROOT, p))})
+    missing = sorted(
+        {p for p in re.findall(pattern, _prose(page)) if not os.path.exists(os.path.join(ROOT, p))}
+    )
     assert not missing, missing
 
 
@@ -480,10 +504,18 @@ def test_the_checker_catches_each_kind_of_mistake():
     # one problem per bad example, each on its own line of BAD
     assert lines == ["3", "4", "5", "7", "8", "9", "10", "11", "12", "13"], "\n".join(problems)
     text = "\n".join(problems)
-    for word in ("unknown command 'trian'", "--wrokdir", "train.stesp", "bert_tinyy",
-                 "train.steps=many", "modle.num_layers", "unknown subcommand",
-                 "--workers: not a flag of `fill_mask`", "no_such_file.py",
-                 "overrides without --config"):
+    for word in (
+        "unknown command 'trian'",
+        "--wrokdir",
+        "train.stesp",
+        "bert_tinyy",
+        "train.steps=many",
+        "modle.num_layers",
+        "unknown subcommand",
+        "--workers: not a flag of `fill_mask`",
+        "no_such_file.py",
+        "overrides without --config",
+    ):
         assert word in text, (word, text)
 
 
@@ -502,15 +534,22 @@ def test_the_cloud_tpu_rehearsal_runs_against_the_emulator_as_written(bucket):
     assert commands[0][1][:2] == ["python", "tests/gcs_emulator.py"]
     assert commands[1][1][0] == "export" and all(
         f"{v}=" in " ".join(commands[1][1])
-        for v in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL"))
+        for v in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL")
+    )
     name = bucket.removeprefix("gs://") + "-rehearsal"  # the block creates its bucket
     bucket = f"gs://{name}"
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
     for number, words in commands[2:]:
         words = [w.replace("my-bucket", name) for w in words]
         assert words[0] == "python", (number, words)
-        r = subprocess.run([sys.executable, *words[1:]], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=900)
+        r = subprocess.run(
+            [sys.executable, *words[1:]],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert r.returncode == 0, (number, r.stderr[-3000:])
     assert paths.isfile(f"{bucket}/data/manifest.json")
     assert paths.isfile(f"{bucket}/runs/tiny/model/config.json")

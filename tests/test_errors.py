@@ -16,12 +16,20 @@ from clilib import bertjax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A 2-layer, 32-wide BERT: `init` writes it in seconds.
-TINY = ["--config=configs/pretrain.py:bert_tiny,runlocal", "--config.model.hidden_size=32",
-        "--config.model.num_heads=2", "--config.model.intermediate_size=64",
-        "--config.model.vocab_size=64", "--config.model.max_position_embeddings=64",
-        "--config.max_seq_length=32", "--config.max_predictions_per_seq=5"]
-WORDS = ("the a cat dog sees likes river stone light garden window music in at near "
-         "morning night bridge village winter").split()
+TINY = [
+    "--config=configs/pretrain.py:bert_tiny,runlocal",
+    "--config.model.hidden_size=32",
+    "--config.model.num_heads=2",
+    "--config.model.intermediate_size=64",
+    "--config.model.vocab_size=64",
+    "--config.model.max_position_embeddings=64",
+    "--config.max_seq_length=32",
+    "--config.max_predictions_per_seq=5",
+]
+WORDS = (
+    "the a cat dog sees likes river stone light garden window music in at near "
+    "morning night bridge village winter"
+).split()
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -35,8 +43,7 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
 def write_vocab(directory) -> str:
     """A hand-written WordPiece vocab.txt (no tokenizer to train)."""
     directory.mkdir()
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS,
-              *"abcdefghijklmnopqrstuvwxyz"]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz"]
     (directory / "vocab.txt").write_text("".join(t + "\n" for t in tokens))
     return str(directory)
 
@@ -46,8 +53,9 @@ def tiny_model(tmp_path_factory) -> str:
     """A model directory written by `init`."""
     d = tmp_path_factory.mktemp("tiny")
     out = str(d / "model")
-    r = bertjax("init", *TINY, f"--config.tokenizer.path={write_vocab(d / 'vocab')}",
-                f"--out={out}")
+    r = bertjax(
+        "init", *TINY, f"--config.tokenizer.path={write_vocab(d / 'vocab')}", f"--out={out}"
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -55,11 +63,14 @@ def tiny_model(tmp_path_factory) -> str:
 # -- config files --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra", [
-    [],
-    ["--config.train.steps=5"],  # ml_collections loads the file while parsing: traceback
-    ["--print_config"],  # printed `<_ErrorConfig object at ...>`, exit 0
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--config.train.steps=5"],  # ml_collections loads the file while parsing: traceback
+        ["--print_config"],  # printed `<_ErrorConfig object at ...>`, exit 0
+    ],
+)
 def test_a_missing_config_file_is_named(extra):
     r = bertjax("describe", "--config=configs/pretrain2.py:bert_tiny", *extra)
     assert one_line_error(r) == "error: --config: configs/pretrain2.py: no such config file"
@@ -67,10 +78,12 @@ def test_a_missing_config_file_is_named(extra):
 
 def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
     path = tmp_path / "latin1.py"
-    path.write_bytes(b'# r\xe9sum\xe9\ndef get_config(arg=None):\n    return None\n')
+    path.write_bytes(b"# r\xe9sum\xe9\ndef get_config(arg=None):\n    return None\n")
     line = one_line_error(bertjax("describe", f"--config={path}", "--config.seed=1"))
-    assert line == (f"error: --config: {path} is not utf-8 text (byte 0xe9 on line 1); a "
-                    "config file is Python source in UTF-8")
+    assert line == (
+        f"error: --config: {path} is not utf-8 text (byte 0xe9 on line 1); a "
+        "config file is Python source in UTF-8"
+    )
 
 
 def test_a_config_file_that_is_not_python_is_named_with_its_line(tmp_path):
@@ -82,8 +95,13 @@ def test_a_config_file_that_is_not_python_is_named_with_its_line(tmp_path):
 
 def test_configs_are_found_from_another_directory(tmp_path):
     """configs/... names the repository's file from anywhere (as `sweep` does)."""
-    r = bertjax("describe", "--config=configs/pretrain.py:bert_tiny", "--config.seed=3",
-                cwd=str(tmp_path), ok=True)
+    r = bertjax(
+        "describe",
+        "--config=configs/pretrain.py:bert_tiny",
+        "--config.seed=3",
+        cwd=str(tmp_path),
+        ok=True,
+    )
     assert r.stdout.startswith("bert L=2 H=128 A=2 ")
 
 
@@ -111,8 +129,9 @@ def test_a_model_config_json_that_is_not_utf8_is_named(tiny_model, tmp_path):
 
 def test_evaluate_names_the_missing_checkpoint_flag(tmp_path):
     missing = str(tmp_path / "nothere")
-    line = one_line_error(bertjax("evaluate", "--config=configs/finetune.py:sst2",
-                                  f"--checkpoint={missing}"))
+    line = one_line_error(
+        bertjax("evaluate", "--config=configs/finetune.py:sst2", f"--checkpoint={missing}")
+    )
     assert line == f"error: --checkpoint={missing}: no such directory"
 
 
@@ -125,19 +144,24 @@ def _workdir(path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("command", [
-    ["export", "--out={tmp}/hf"],
-    ["fill_mask", "the [MASK] sees"],
-    ["evaluate", "--config=configs/finetune.py:sst2"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export", "--out={tmp}/hf"],
+        ["fill_mask", "the [MASK] sees"],
+        ["evaluate", "--config=configs/finetune.py:sst2"],
+    ],
+)
 def test_a_training_workdir_given_as_model_directory_points_at_its_model(command, tmp_path):
     """It has a config.json (the run's), so the model directory's "config.json missing"
     hint never showed: "format is None, not 'bertjax-model'" did."""
     work = _workdir(tmp_path / "run")
     args = [a.format(tmp=tmp_path) for a in command]
     line = one_line_error(bertjax(*args, f"--checkpoint={work}"))
-    assert line == (f"error: --checkpoint={work} is a training workdir, not a model "
-                    f"directory: did you mean --checkpoint={work}/model?")
+    assert line == (
+        f"error: --checkpoint={work} is a training workdir, not a model "
+        f"directory: did you mean --checkpoint={work}/model?"
+    )
     assert not os.path.exists(tmp_path / "hf")
 
 
@@ -146,8 +170,7 @@ def test_init_refuses_an_existing_out_before_any_work(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     r = bertjax("init", "--config=configs/pretrain.py:bert_tiny", f"--out={out}")
-    assert one_line_error(r) == (f"error: {out}: already exists (pass --overwrite to replace "
-                                 "it)")
+    assert one_line_error(r) == (f"error: {out}: already exists (pass --overwrite to replace it)")
     assert "vocabulary" not in r.stdout and "params" not in r.stdout, r.stdout  # no work
     assert os.listdir(out) == ["keep.txt"]
 
@@ -157,8 +180,9 @@ def test_init_refuses_an_existing_out_before_any_work(tmp_path):
 
 def _mount_tmpfs(path: str, size: str) -> bool:
     os.makedirs(path)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
-                       capture_output=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], capture_output=True
+    )
     return r.returncode == 0
 
 
@@ -177,8 +201,9 @@ def test_export_onto_a_full_disk_is_one_line(tiny_model, tmp_path):
         subprocess.run(["umount", disk], check=True)
 
 
-def test_export_onto_a_full_disk_is_one_line_without_root(tiny_model, tmp_path, monkeypatch,
-                                                          capsys):
+def test_export_onto_a_full_disk_is_one_line_without_root(
+    tiny_model, tmp_path, monkeypatch, capsys
+):
     """The same through `main` in this process, safetensors' writer failing as it does on
     a full disk (for machines where a tmpfs cannot be mounted)."""
     import safetensors.numpy
@@ -188,12 +213,14 @@ def test_export_onto_a_full_disk_is_one_line_without_root(tiny_model, tmp_path, 
 
     def full(*args, **kwargs):
         raise safetensors.SafetensorError(
-            "Error while serializing: I/O error: No space left on device (os error 28)")
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
 
     monkeypatch.setattr(safetensors.numpy, "save_file", full)
     out = str(tmp_path / "hf")
-    monkeypatch.setattr(sys, "argv", ["bertjax", "export", f"--checkpoint={tiny_model}",
-                                      f"--out={out}"])
+    monkeypatch.setattr(
+        sys, "argv", ["bertjax", "export", f"--checkpoint={tiny_model}", f"--out={out}"]
+    )
     try:
         assert cli.main() == 1
     finally:
@@ -206,9 +233,14 @@ def test_export_onto_a_full_disk_is_one_line_without_root(tiny_model, tmp_path, 
 
 
 def _demo_tasks(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "demo_tasks.py"),
-                           *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "demo_tasks.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
 
 
 def test_demo_tasks_stops_with_the_runs_one_line_error(tmp_path):
@@ -219,9 +251,11 @@ def test_demo_tasks_stops_with_the_runs_one_line_error(tmp_path):
     assert one_line_error(r) == f"error: --init_from={missing}: no such directory"
     run = _workdir(tmp_path / "run")  # the child `train` refuses it
     r = _demo_tasks(f"--init_from={run}", f"--workdir={work}", "--tasks=demo_next")
-    assert one_line_error(r) == (f"error: config.init_from={run} is a training workdir, not "
-                                 f"a model directory: did you mean config.init_from="
-                                 f"{run}/model?")
+    assert one_line_error(r) == (
+        f"error: config.init_from={run} is a training workdir, not "
+        f"a model directory: did you mean config.init_from="
+        f"{run}/model?"
+    )
     assert not os.path.exists(work)
 
 
@@ -229,8 +263,11 @@ def test_demo_tasks_stops_with_the_runs_one_line_error(tmp_path):
 
 
 def _no_tf_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "GRPC_VERBOSITY")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "GRPC_VERBOSITY")
+    }
 
 
 def test_describe_prints_nothing_on_stderr():
@@ -242,13 +279,21 @@ def test_tensorflow_start_up_chatter_is_off_and_errors_stay_visible():
     """What `python -m bertjax` sets before anything imports TensorFlow (the input
     pipeline): its absl "WARNING: All log messages before absl::InitializeLog()" and
     oneDNN lines (twice per process) are gone; an error it logs still shows."""
-    code = ("from bertjax.__main__ import _quiet_native_logs\n"
-            "_quiet_native_logs()\n"
-            "import tensorflow as tf\n"
-            "tf.constant([1, 2]) + 1\n"
-            "tf.get_logger().error('a genuine error %s', " + repr(uuid.uuid4().hex) + ")\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env={**_no_tf_env(), "PYTHONPATH": ROOT}, timeout=300)
+    code = (
+        "from bertjax.__main__ import _quiet_native_logs\n"
+        "_quiet_native_logs()\n"
+        "import tensorflow as tf\n"
+        "tf.constant([1, 2]) + 1\n"
+        "tf.get_logger().error('a genuine error %s', " + repr(uuid.uuid4().hex) + ")\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**_no_tf_env(), "PYTHONPATH": ROOT},
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and "a genuine error" in lines[0], r.stderr
@@ -264,16 +309,28 @@ def test_every_file_written_has_the_umask_mode(tmp_path):
     rest of a team out of shared storage."""
     vocab = write_vocab(tmp_path / "vocab")
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join("\n".join(f"the {a} sees a {b} near the river."
-                                             for b in WORDS[5:12]) for a in WORDS[2:6]))
+    corpus.write_text(
+        "\n\n".join(
+            "\n".join(f"the {a} sees a {b} near the river." for b in WORDS[5:12])
+            for a in WORDS[2:6]
+        )
+    )
     outs = [str(tmp_path / d) for d in ("model", "hf", "imported", "data")]
     model, hf, imported, data = outs
-    for args in (["init", *TINY, f"--config.tokenizer.path={vocab}", f"--out={model}"],
-                 ["export", f"--checkpoint={model}", f"--out={hf}"],
-                 ["import", f"--from={hf}", f"--out={imported}"],
-                 ["prepare", "data", *TINY, f"--config.tokenizer.path={vocab}",
-                  f"--config.data.source=bert:{corpus}", f"--config.data.dir={data}",
-                  "--config.data.num_workers=0"]):
+    for args in (
+        ["init", *TINY, f"--config.tokenizer.path={vocab}", f"--out={model}"],
+        ["export", f"--checkpoint={model}", f"--out={hf}"],
+        ["import", f"--from={hf}", f"--out={imported}"],
+        [
+            "prepare",
+            "data",
+            *TINY,
+            f"--config.tokenizer.path={vocab}",
+            f"--config.data.source=bert:{corpus}",
+            f"--config.data.dir={data}",
+            "--config.data.num_workers=0",
+        ],
+    ):
         r = bertjax(*args, umask=0o022)
         assert r.returncode == 0, (args[0], r.stderr[-3000:])
     modes = {}
@@ -284,8 +341,9 @@ def test_every_file_written_has_the_umask_mode(tmp_path):
                 path = os.path.join(root, name)
                 modes[path] = oct(os.stat(path).st_mode & 0o777)
     assert len(modes) > 30 and any(p.endswith("model.safetensors") for p in modes)
-    wrong = {p: m for p, m in modes.items()
-             if m != (oct(0o755) if os.path.isdir(p) else oct(0o644))}
+    wrong = {
+        p: m for p, m in modes.items() if m != (oct(0o755) if os.path.isdir(p) else oct(0o644))
+    }
     assert not wrong, wrong
 
 
@@ -300,15 +358,26 @@ def test_a_tfds_dataset_that_cannot_be_downloaded_fails_in_seconds(tmp_path):
     tok = str(tmp_path / "tok")
     train_wordpiece(["the cat sat on the mat with a hat"] * 20, vocab_size=60).save(tok)
     closed = "http://127.0.0.1:9"  # the discard port: nothing listens
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TFDS_DATA_DIR": str(tmp_path / "tfds"),
-           "HTTPS_PROXY": closed, "HTTP_PROXY": closed}
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "TFDS_DATA_DIR": str(tmp_path / "tfds"),
+        "HTTPS_PROXY": closed,
+        "HTTP_PROXY": closed,
+    }
     start = time.monotonic()
-    r = bertjax("train", "--config=configs/finetune.py:sst2,bert_tiny,runlocal",
-                f"--workdir={tmp_path / 'run'}", f"--config.tokenizer.path={tok}",
-                "--config.finetune.from_scratch=True", env=env)
+    r = bertjax(
+        "train",
+        "--config=configs/finetune.py:sst2,bert_tiny,runlocal",
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.tokenizer.path={tok}",
+        "--config.finetune.from_scratch=True",
+        env=env,
+    )
     line = one_line_error(r)
     assert time.monotonic() - start < 30 * 4  # the process start included, on a busy CI
-    assert line.startswith(f"error: TFDS dataset 'glue/sst2' is not prepared in "
-                           f"{tmp_path / 'tfds'}/glue/sst2/"), line
+    assert line.startswith(
+        f"error: TFDS dataset 'glue/sst2' is not prepared in {tmp_path / 'tfds'}/glue/sst2/"
+    ), line
     assert "cannot be downloaded here" in line and "TFDS_DATA_DIR" in line
     assert not (tmp_path / "run").exists()

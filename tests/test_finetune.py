@@ -40,32 +40,52 @@ def test_glue_tsv_files_in_each_tasks_layout(tmp_path):
     assert [(e.text_a, e.label) for e in ex] == [("The cat sat.", 1), ("Cat the.", 0)]
     # CoLA's test file has a header and the sentence under its name.
     _write(str(tmp_path / "CoLA/test.tsv"), ["index\tsentence", "0\tA test."])
-    assert datasets.read_split("glue", f"glue:{tmp_path}/CoLA", "test",
-                               spec=glue.TASKS["cola"])[0].label is None
+    assert (
+        datasets.read_split("glue", f"glue:{tmp_path}/CoLA", "test", spec=glue.TASKS["cola"])[
+            0
+        ].label
+        is None
+    )
     # MNLI: columns by name, labels by name, in TFDS's order (BERT's differs).
-    header = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse"
-              "\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label")
-    rows = [f"{i}\t0\t0\tg\tp\tp\tp\tp\tPremise {i}.\tHypothesis {i}.\t{lab}\t{lab}"
-            for i, lab in enumerate(["contradiction", "entailment", "neutral"])]
+    header = (
+        "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse"
+        "\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label"
+    )
+    rows = [
+        f"{i}\t0\t0\tg\tp\tp\tp\tp\tPremise {i}.\tHypothesis {i}.\t{lab}\t{lab}"
+        for i, lab in enumerate(["contradiction", "entailment", "neutral"])
+    ]
     _write(str(tmp_path / "MNLI/dev_matched.tsv"), [header, *rows])
-    ex = datasets.read_split("glue", f"glue:{tmp_path}/MNLI", "validation_matched",
-                             spec=glue.TASKS["mnli"])
+    ex = datasets.read_split(
+        "glue", f"glue:{tmp_path}/MNLI", "validation_matched", spec=glue.TASKS["mnli"]
+    )
     assert [e.label for e in ex] == [2, 0, 1]  # entailment, neutral, contradiction
     assert (ex[0].text_a, ex[0].text_b) == ("Premise 0.", "Hypothesis 0.")
     # STS-B: a float score.
-    _write(str(tmp_path / "STS-B/dev.tsv"), [
-        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
-        "0\tg\tf\ty\t0\ts\ts\tA man.\tA person.\t4.25"])
-    assert datasets.read_split("glue", f"glue:{tmp_path}/STS-B", "validation",
-                               spec=glue.TASKS["stsb"])[0].label == 4.25
+    _write(
+        str(tmp_path / "STS-B/dev.tsv"),
+        [
+            "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
+            "0\tg\tf\ty\t0\ts\ts\tA man.\tA person.\t4.25",
+        ],
+    )
+    assert (
+        datasets.read_split(
+            "glue", f"glue:{tmp_path}/STS-B", "validation", spec=glue.TASKS["stsb"]
+        )[0].label
+        == 4.25
+    )
 
 
-@pytest.mark.parametrize("lines, says", [
-    (["sentence\tlabel", "good film\t1", "bad\tfilm\t0"], r"dev.tsv:3: 3 columns, expected 2"),
-    (["sentence\tlabel", "good film\t7"], r"dev.tsv:2: unknown label '7'"),
-    (["sentence\tlabel"], r"the validation split of sst2 is empty"),
-    (["text\tlabel", "good film\t1"], r"dev.tsv:1: no column 'sentence'"),
-])
+@pytest.mark.parametrize(
+    "lines, says",
+    [
+        (["sentence\tlabel", "good film\t1", "bad\tfilm\t0"], r"dev.tsv:3: 3 columns, expected 2"),
+        (["sentence\tlabel", "good film\t7"], r"dev.tsv:2: unknown label '7'"),
+        (["sentence\tlabel"], r"the validation split of sst2 is empty"),
+        (["text\tlabel", "good film\t1"], r"dev.tsv:1: no column 'sentence'"),
+    ],
+)
 def test_bad_glue_files_are_named_to_the_line(tmp_path, lines, says):
     _write(str(tmp_path / "dev.tsv"), lines)
     with pytest.raises(glue.DatasetError, match=says):
@@ -74,22 +94,31 @@ def test_bad_glue_files_are_named_to_the_line(tmp_path, lines, says):
 
 def test_custom_jsonl_and_csv(tmp_path):
     task = glue.GlueTask("custom", ("neg", "pos"), (), (), None, {})
-    _write(str(tmp_path / "train.jsonl"), [json.dumps({"a": "x", "b": "y", "y": "pos"}),
-                                           json.dumps({"a": "z", "b": "w", "y": "neg"})])
-    ex = datasets.read_split("glue", f"jsonl:{tmp_path}", "train", spec=task,
-                             text_fields=("a", "b"), label_field="y")
+    _write(
+        str(tmp_path / "train.jsonl"),
+        [
+            json.dumps({"a": "x", "b": "y", "y": "pos"}),
+            json.dumps({"a": "z", "b": "w", "y": "neg"}),
+        ],
+    )
+    ex = datasets.read_split(
+        "glue", f"jsonl:{tmp_path}", "train", spec=task, text_fields=("a", "b"), label_field="y"
+    )
     assert [(e.text_a, e.text_b, e.label) for e in ex] == [("x", "y", 1), ("z", "w", 0)]
-    _write(str(tmp_path / "validation.csv"), ["a,y", "\"hello, world\",neg"])
-    ex = datasets.read_split("glue", f"csv:{tmp_path}", "validation", spec=task,
-                             text_fields=("a",), label_field="y")
+    _write(str(tmp_path / "validation.csv"), ["a,y", '"hello, world",neg'])
+    ex = datasets.read_split(
+        "glue", f"csv:{tmp_path}", "validation", spec=task, text_fields=("a",), label_field="y"
+    )
     assert (ex[0].text_a, ex[0].label) == ("hello, world", 0)
-    _write(str(tmp_path / "test.jsonl"), ["{\"a\": 1}", "not json"])
+    _write(str(tmp_path / "test.jsonl"), ['{"a": 1}', "not json"])
     with pytest.raises(glue.DatasetError, match=r"test.jsonl:2: not JSON"):
-        datasets.read_split("glue", f"jsonl:{tmp_path}", "test", spec=task,
-                            text_fields=("a",), label_field="y")
+        datasets.read_split(
+            "glue", f"jsonl:{tmp_path}", "test", spec=task, text_fields=("a",), label_field="y"
+        )
 
 
 # --- fine-tuning end to end ----------------------------------------------------------
+
 
 def _pair_task(rng, n):
     """Pairs of word lists, label 1 when exactly one of "river in the first" and "stone
@@ -113,15 +142,28 @@ def finetuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
     rng = np.random.default_rng(0)
     for split, n in (("train", 320), ("validation", 90), ("test", 30)):
-        _write(str(root / "data" / f"{split}.jsonl"),
-               [json.dumps({"p": a, "h": b, **({"label": str(y)} if split != "test" else {})})
-                for a, b, y in _pair_task(rng, n)])
+        _write(
+            str(root / "data" / f"{split}.jsonl"),
+            [
+                json.dumps({"p": a, "h": b, **({"label": str(y)} if split != "test" else {})})
+                for a, b, y in _pair_task(rng, n)
+            ],
+        )
     tok = train_wordpiece([" ".join(WORDS)] * 20, vocab_size=120)
-    cfg = ModelConfig.from_dict(dict(family="bert", vocab_size=120, hidden_size=32,
-                                     num_layers=2, num_heads=2, intermediate_size=64,
-                                     max_position_embeddings=64))
-    params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
-        init_params(build(cfg))))())
+    cfg = ModelConfig.from_dict(
+        dict(
+            family="bert",
+            vocab_size=120,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    )
+    params = jax.tree.map(
+        np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(init_params(build(cfg))))()
+    )
     pretrained = str(root / "pretrained")
     modeldir.save(pretrained, cfg, params, tok)
 
@@ -129,8 +171,13 @@ def finetuned(tmp_path_factory):
 
     c = finetune.get_config("custom,bert_base,runlocal")
     c.init_from = pretrained
-    c.finetune.update(data=f"jsonl:{root / 'data'}", text_fields=("p", "h"),
-                      labels=("0", "1"), epochs=10.0, pad_multiple=8)
+    c.finetune.update(
+        data=f"jsonl:{root / 'data'}",
+        text_fields=("p", "h"),
+        labels=("0", "1"),
+        epochs=10.0,
+        pad_multiple=8,
+    )
     c.optim.learning_rate = 1e-3
     c.train.update(batch_size=16, checkpoint_every=0, peak_flops=1e12)
     c.max_seq_length = 32
@@ -197,13 +244,26 @@ def test_exported_classifier_gives_transformers_logits_and_accuracy(finetuned, t
     cfg, params = modeldir.load(best)
     ours, theirs = [], []
     for b in batches:
-        ours.append(np.asarray(build(cfg).apply(
-            {"params": params}, b["input_ids"], b["token_type_ids"], b["attention_mask"],
-            heads=("classifier",))[0]["classifier"]))
+        ours.append(
+            np.asarray(
+                build(cfg).apply(
+                    {"params": params},
+                    b["input_ids"],
+                    b["token_type_ids"],
+                    b["attention_mask"],
+                    heads=("classifier",),
+                )[0]["classifier"]
+            )
+        )
         with torch.no_grad():
-            theirs.append(model(**{k: torch.from_numpy(b[k].astype(np.int64)) for k in
-                                   ("input_ids", "token_type_ids", "attention_mask")}).logits
-                          .numpy())
+            theirs.append(
+                model(
+                    **{
+                        k: torch.from_numpy(b[k].astype(np.int64))
+                        for k in ("input_ids", "token_type_ids", "attention_mask")
+                    }
+                ).logits.numpy()
+            )
     ours, theirs = ordered(ours, order), ordered(theirs, order)
     assert np.isfinite(ours).all() and np.isfinite(theirs).all()
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
@@ -220,8 +280,14 @@ def test_the_init_from_table_names_the_classifier_created(finetuned, capsys, tmp
     train.Trainer(c, str(tmp_path / "again"))
     out = capsys.readouterr().out
     rows = dict(re.findall(r"^\s+(\w+)\s+(loaded|created|dropped)\s", out, re.M))
-    assert rows == {"embeddings": "loaded", "encoder": "loaded", "pooler": "loaded",
-                    "classifier": "created", "mlm": "dropped", "nsp": "dropped"}, out
+    assert rows == {
+        "embeddings": "loaded",
+        "encoder": "loaded",
+        "pooler": "loaded",
+        "classifier": "created",
+        "mlm": "dropped",
+        "nsp": "dropped",
+    }, out
 
 
 def test_tfds_glue_through_tensorflow_datasets_mock_data():
@@ -290,12 +356,17 @@ def test_evaluate_and_predict_commands_on_the_best_checkpoint(finetuned, tmp_pat
     with open(os.path.join(best, "config.json")) as f:
         recorded = json.load(f)["scores"]
     data = f"jsonl:{finetuned['root'] / 'data'}"
-    common = ["--config=configs/finetune.py:custom,bert_base,runlocal",
-              f"--config.finetune.data={data}", "--config.finetune.text_fields=('p','h')",
-              "--config.finetune.labels=('0','1')", "--config.max_seq_length=32",
-              "--config.finetune.pad_multiple=8", f"--checkpoint={best}"]
+    common = [
+        "--config=configs/finetune.py:custom,bert_base,runlocal",
+        f"--config.finetune.data={data}",
+        "--config.finetune.text_fields=('p','h')",
+        "--config.finetune.labels=('0','1')",
+        "--config.max_seq_length=32",
+        "--config.finetune.pad_multiple=8",
+        f"--checkpoint={best}",
+    ]
     r = bertjax("evaluate", *common, ok=True, timeout=300)
-    got = json.loads(r.stdout[r.stdout.index("{"):])
+    got = json.loads(r.stdout[r.stdout.index("{") :])
     assert got["validation"]["accuracy"] == pytest.approx(recorded["validation"]["accuracy"])
     bertjax("predict", *common, f"--out={tmp_path / 'out'}", ok=True, timeout=300)
     with open(tmp_path / "out" / "custom.tsv") as f:
@@ -303,8 +374,9 @@ def test_evaluate_and_predict_commands_on_the_best_checkpoint(finetuned, tmp_pat
     assert lines[0] == "index\tprediction" and len(lines) == 31
     assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
     # A checkpoint without the task's head is refused in one line.
-    r = bertjax("evaluate", *common[:-1], f"--checkpoint={finetuned['root'] / 'pretrained'}",
-                timeout=300)
+    r = bertjax(
+        "evaluate", *common[:-1], f"--checkpoint={finetuned['root'] / 'pretrained'}", timeout=300
+    )
     assert r.returncode == 1 and "has no classifier head" in r.stderr.strip().splitlines()[-1]
 
 
@@ -344,9 +416,19 @@ def _write_conll(path, sentences):
 def test_conll_files_normalise_iob1_and_name_bad_lines(tmp_path):
     from bertjax.data import conll
 
-    _write(str(tmp_path / "train.txt"), ["-DOCSTART- -X- -X- O", "", "Anna NNP I-NP I-PER",
-                                         "visits VBZ I-VP O", "Lyon NNP I-NP I-LOC",
-                                         "City NNP I-NP I-LOC", "", "Rome NNP I-NP I-LOC"])
+    _write(
+        str(tmp_path / "train.txt"),
+        [
+            "-DOCSTART- -X- -X- O",
+            "",
+            "Anna NNP I-NP I-PER",
+            "visits VBZ I-VP O",
+            "Lyon NNP I-NP I-LOC",
+            "City NNP I-NP I-LOC",
+            "",
+            "Rome NNP I-NP I-LOC",
+        ],
+    )
     train = datasets.read_split("ner", f"conll:{tmp_path}", "train")
     assert [s.words for s in train] == [("Anna", "visits", "Lyon", "City"), ("Rome",)]
     assert train[0].tags == ("B-PER", "O", "B-LOC", "I-LOC") and train[1].tags == ("B-LOC",)
@@ -379,8 +461,9 @@ def ner_run(tmp_path_factory, finetuned):
     cfg, _ = modeldir.load(str(finetuned["root"] / "pretrained"))
     import jax
 
-    params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
-        init_params(build(cfg))))())
+    params = jax.tree.map(
+        np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(init_params(build(cfg))))()
+    )
     pretrained = str(root / "pretrained")
     modeldir.save(pretrained, cfg, params, tok)
     c = finetune.get_config("ner,bert_base,runlocal")
@@ -430,4 +513,5 @@ def test_ner_predict_writes_conll_with_a_predicted_column(ner_run, tmp_path):
     assert right / total > 0.9
     scores = evaluate.evaluate(ner_run["config"], best)
     assert scores["validation"]["f1"] == pytest.approx(
-        max(_eval_scalars(ner_run["work"])["validation/f1"]), abs=1e-6)
+        max(_eval_scalars(ner_run["work"])["validation/f1"]), abs=1e-6
+    )

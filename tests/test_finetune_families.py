@@ -28,23 +28,42 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import test_finetune as tf  # noqa: E402
 import test_squad as ts  # noqa: E402
 
-TINY = dict(vocab_size=320, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-            max_position_embeddings=40)
+TINY = dict(
+    vocab_size=320,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=40,
+)
 FAMILY = {
     "bert": dict(family="bert"),
-    "roberta": dict(family="roberta", max_position_embeddings=42, type_vocab_size=1,
-                    pad_token_id=1, positions_from_padding=True, layer_norm_eps=1e-5),
-    "albert": dict(family="albert", embedding_size=16, num_hidden_groups=1,
-                   hidden_act="gelu_new"),
+    "roberta": dict(
+        family="roberta",
+        max_position_embeddings=42,
+        type_vocab_size=1,
+        pad_token_id=1,
+        positions_from_padding=True,
+        layer_norm_eps=1e-5,
+    ),
+    "albert": dict(family="albert", embedding_size=16, num_hidden_groups=1, hidden_act="gelu_new"),
     "distilbert": dict(family="distilbert", type_vocab_size=0),
     "electra": dict(family="electra", embedding_size=16),
 }
-CLASSES = {"glue": "ForSequenceClassification", "ner": "ForTokenClassification",
-           "squad": "ForQuestionAnswering"}
+CLASSES = {
+    "glue": "ForSequenceClassification",
+    "ner": "ForTokenClassification",
+    "squad": "ForQuestionAnswering",
+}
 HEAD = {"glue": "classifier", "ner": "token_classifier", "squad": "span"}
 MAIN = {"glue": "accuracy", "ner": "f1", "squad": "f1"}
-PREFIX = {"bert": "Bert", "roberta": "Roberta", "albert": "Albert", "distilbert": "DistilBert",
-          "electra": "Electra"}
+PREFIX = {
+    "bert": "Bert",
+    "roberta": "Roberta",
+    "albert": "Albert",
+    "distilbert": "DistilBert",
+    "electra": "Electra",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +71,10 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("family_data")
     rng = np.random.default_rng(3)
     for split, n in (("train", 96), ("validation", 40)):
-        tf._write(str(root / "pairs" / f"{split}.jsonl"),
-                  [json.dumps({"p": a, "h": b, "label": str(y)})
-                   for a, b, y in tf._pair_task(rng, n)])
+        tf._write(
+            str(root / "pairs" / f"{split}.jsonl"),
+            [json.dumps({"p": a, "h": b, "label": str(y)}) for a, b, y in tf._pair_task(rng, n)],
+        )
     tf._write_conll(str(root / "ner" / "train.txt"), tf._conll_sentences(rng, 96))
     tf._write_conll(str(root / "ner" / "valid.txt"), tf._conll_sentences(rng, 40))
     ts._write_json(str(root / "squad" / "train-v1.1.json"), ts.reading_task(rng, 64))
@@ -70,13 +90,25 @@ def _pretrained(family: str, root) -> str:
     from bertjax.models import ModelConfig, build, init_params
     from bertjax.models.registry import family as record
 
-    texts = [" ".join(tf.WORDS + tf.PEOPLE + tf.PLACES + ["city"] + ts.PEOPLE + ts.PLACES
-                      + list(ts.COUNTRY.values()) + "lives in which is ? .".split())] * 30
-    tok = train_tokenizer(texts, record(family).tokenizer_kind, 320, str(root / "tok"),
-                          family=family)
+    texts = [
+        " ".join(
+            tf.WORDS
+            + tf.PEOPLE
+            + tf.PLACES
+            + ["city"]
+            + ts.PEOPLE
+            + ts.PLACES
+            + list(ts.COUNTRY.values())
+            + "lives in which is ? .".split()
+        )
+    ] * 30
+    tok = train_tokenizer(
+        texts, record(family).tokenizer_kind, 320, str(root / "tok"), family=family
+    )
     cfg = ModelConfig.from_dict({**TINY, **FAMILY[family], "heads": ()})
-    params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
-        init_params(build(cfg))))())
+    params = jax.tree.map(
+        np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(init_params(build(cfg))))()
+    )
     out = str(root / "pretrained")
     modeldir.save(out, cfg, params, tok)
     return out
@@ -84,8 +116,7 @@ def _pretrained(family: str, root) -> str:
 
 @pytest.mark.parametrize("kind", ["glue", "ner", "squad"])
 @pytest.mark.parametrize("family", list(FAMILY))
-def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
-                                                            tmp_path):
+def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data, tmp_path):
     import finetune
 
     from bertjax import modeldir, tasks, train
@@ -96,8 +127,7 @@ def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
     c = finetune.get_config(f"{dataset},{family}_base,runlocal")
     c.init_from = _pretrained(family, tmp_path)
     if kind == "glue":
-        c.finetune.update(data=f"jsonl:{data / 'pairs'}", text_fields=("p", "h"),
-                          labels=("0", "1"))
+        c.finetune.update(data=f"jsonl:{data / 'pairs'}", text_fields=("p", "h"), labels=("0", "1"))
     elif kind == "ner":
         c.finetune.update(data=f"conll:{data / 'ner'}")
     else:
@@ -123,16 +153,25 @@ def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
     batches, order = task.eval_batches("validation")
     ours, theirs = [], []
     for b in batches:
-        logits = np.asarray(build(cfg).apply({"params": params}, b["input_ids"],
-                                             b["token_type_ids"], b["attention_mask"],
-                                             heads=(head,))[0][head])
+        logits = np.asarray(
+            build(cfg).apply(
+                {"params": params},
+                b["input_ids"],
+                b["token_type_ids"],
+                b["attention_mask"],
+                heads=(head,),
+            )[0][head]
+        )
         inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
         if cfg.type_vocab_size:
             inputs["token_type_ids"] = b["token_type_ids"]
         with torch.no_grad():
             out = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in inputs.items()})
-        ref = (np.stack([out.start_logits.numpy(), out.end_logits.numpy()], -1)
-               if kind == "squad" else out.logits.numpy())
+        ref = (
+            np.stack([out.start_logits.numpy(), out.end_logits.numpy()], -1)
+            if kind == "squad"
+            else out.logits.numpy()
+        )
         real = b["weights"] > 0
         mask = b["attention_mask"][real].astype(bool) if kind != "glue" else slice(None)
         assert np.isfinite(logits).all() and np.isfinite(ref).all()
@@ -152,4 +191,5 @@ def test_fine_tuned_and_exported_model_matches_transformers(family, kind, data,
     main = MAIN[kind]
     assert score[main] == pytest.approx(recorded[main], abs=1e-6)
     assert task.scores("validation", ordered(ours, order))[main] == pytest.approx(
-        recorded[main], abs=1e-6)
+        recorded[main], abs=1e-6
+    )

@@ -9,30 +9,42 @@ import pytest
 
 from bertjax.optim import OptimConfig
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                     "finetune.py")
+_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "finetune.py"
+)
 _SPEC = importlib.util.spec_from_file_location("bertjax_configs_finetune", _PATH)
 finetune = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(finetune)
 
 
-@pytest.mark.parametrize("arg,lr,batch,steps,warmup", [
-    # Lan et al., Table 14 (GLUE rows = google-research/albert run_glue.sh).
-    ("rte,albert_base", 3e-5, 32, 800, 200),
-    ("qnli,albert_large", 1e-5, 32, 33112, 1986),
-    ("squad_v2,albert_base", 3e-5, 48, 8144, 814),
-])
+@pytest.mark.parametrize(
+    "arg,lr,batch,steps,warmup",
+    [
+        # Lan et al., Table 14 (GLUE rows = google-research/albert run_glue.sh).
+        ("rte,albert_base", 3e-5, 32, 800, 200),
+        ("qnli,albert_large", 1e-5, 32, 33112, 1986),
+        ("squad_v2,albert_base", 3e-5, 48, 8144, 814),
+    ],
+)
 def test_albert_per_task_steps(arg, lr, batch, steps, warmup):
     c = finetune.get_config(arg)
-    assert (c.optim.learning_rate, c.train.batch_size, c.train.steps,
-            c.finetune.warmup_steps) == (lr, batch, steps, warmup)
+    assert (c.optim.learning_rate, c.train.batch_size, c.train.steps, c.finetune.warmup_steps) == (
+        lr,
+        batch,
+        steps,
+        warmup,
+    )
     assert c.optim.name == "adamw"
 
 
 def test_a_dataset_without_an_entry_keeps_the_family_default():
     c = finetune.get_config("ax,albert_base")
-    assert (c.optim.learning_rate, c.train.batch_size, c.train.steps,
-            c.finetune.warmup_steps) == (2e-5, 32, 0, 0)
+    assert (c.optim.learning_rate, c.train.batch_size, c.train.steps, c.finetune.warmup_steps) == (
+        2e-5,
+        32,
+        0,
+        0,
+    )
 
 
 def test_electra_layer_decay_and_epochs():
@@ -42,7 +54,10 @@ def test_electra_layer_decay_and_epochs():
     assert (rte.optim.learning_rate, rte.optim.weight_decay) == (1e-4, 0.0)
     large = finetune.get_config("sst2,electra_large")
     assert (large.optim.layer_decay, large.optim.learning_rate, large.finetune.epochs) == (
-        0.9, 5e-5, 3.0)
+        0.9,
+        5e-5,
+        3.0,
+    )
     assert large.optim.weight_decay == 0.0  # the preset's optim keeps the family's keys
     assert finetune.get_config("sst2,electra_small").optim.layer_decay == 0.8
     assert finetune.get_config("squad_v1,electra_base").finetune.epochs == 2.0
@@ -75,8 +90,9 @@ def test_describe_shows_the_resolved_training_values():
     c = finetune._pretrain().get_config("roberta_large")
     lines = training(c, tasks.get(c)).splitlines()
     assert lines[0] == "task mlm: batch 8,192 x 128 tokens"
-    assert lines[1] == ("steps: 500,000; 30,000 warmup steps, then linear decay to 0 at "
-                        "step 500,000")
+    assert lines[1] == (
+        "steps: 500,000; 30,000 warmup steps, then linear decay to 0 at step 500,000"
+    )
     assert lines[2].startswith("optimizer: adamw lr 0.0004, weight decay 0.01, b1 0.9 b2 0.98")
     assert lines[3].startswith("masking: dynamic, token, 15% (candidates budget)")
     c = finetune.get_config("rte,electra_base")

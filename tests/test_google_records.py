@@ -37,13 +37,21 @@ def _instances(n: int, seed: int) -> list[dict[str, np.ndarray]]:
         labels = ids[positions].copy()
         ids = ids.copy()
         ids[positions[: len(positions) // 2 + 1]] = MASK
-        out.append({"input_ids": ids, "token_type_ids": types, "positions": positions,
-                    "labels": labels, "pair_label": int(rng.integers(0, 2))})
+        out.append(
+            {
+                "input_ids": ids,
+                "token_type_ids": types,
+                "positions": positions,
+                "labels": labels,
+                "pair_label": int(rng.integers(0, 2)),
+            }
+        )
     return out
 
 
-def _example(inst: dict[str, np.ndarray], length: int = LENGTH,
-             predictions: int = PREDICTIONS) -> bytes:
+def _example(
+    inst: dict[str, np.ndarray], length: int = LENGTH, predictions: int = PREDICTIONS
+) -> bytes:
     """One record as create_pretraining_data.py's write_instance_to_example_files."""
     n, k = len(inst["input_ids"]), len(inst["positions"])
 
@@ -59,8 +67,9 @@ def _example(inst: dict[str, np.ndarray], length: int = LENGTH,
         "segment_ids": ints(pad(inst["token_type_ids"], length)),
         "masked_lm_positions": ints(pad(inst["positions"], predictions)),
         "masked_lm_ids": ints(pad(inst["labels"], predictions)),
-        "masked_lm_weights": tf.train.Feature(float_list=tf.train.FloatList(
-            value=[1.0] * k + [0.0] * (predictions - k))),
+        "masked_lm_weights": tf.train.Feature(
+            float_list=tf.train.FloatList(value=[1.0] * k + [0.0] * (predictions - k))
+        ),
         "next_sentence_labels": ints([inst["pair_label"]]),
     }
     example = tf.train.Example(features=tf.train.Features(feature=features))
@@ -82,28 +91,47 @@ def google_data(tmp_path_factory):
     vocab.mkdir()
     (vocab / "vocab.txt").write_text("\n".join(SPECIALS + WORDS) + "\n")
     insts = _instances(24, seed=5)
-    files = [_write(str(root / f"part-{i}.tfrecord"), [_example(x) for x in insts[i::2]])
-             for i in range(2)]
+    files = [
+        _write(str(root / f"part-{i}.tfrecord"), [_example(x) for x in insts[i::2]])
+        for i in range(2)
+    ]
     return root, vocab, insts, files
 
 
 def _key(ids, types, positions, labels, pair_label):
-    return (tuple(int(x) for x in ids), tuple(int(x) for x in types),
-            tuple(int(x) for x in positions), tuple(int(x) for x in labels), int(pair_label))
+    return (
+        tuple(int(x) for x in ids),
+        tuple(int(x) for x in types),
+        tuple(int(x) for x in positions),
+        tuple(int(x) for x in labels),
+        int(pair_label),
+    )
 
 
 def test_train_sees_exactly_the_records_written(google_data, tmp_path, monkeypatch):
     root, vocab, insts, files = google_data
     data = tmp_path / "data"
-    r = trainlib.run(["python", "-m", "bertjax", "prepare", "import-google",
-                      f"--from={root}/part-*.tfrecord", f"--tokenizer={vocab}", f"--out={data}"])
+    r = trainlib.run(
+        [
+            "python",
+            "-m",
+            "bertjax",
+            "prepare",
+            "import-google",
+            f"--from={root}/part-*.tfrecord",
+            f"--tokenizer={vocab}",
+            f"--out={data}",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == (
-        f"wrote {data} (train: 24 records in 2 files; length 32, 5 predictions)")
+        f"wrote {data} (train: 24 records in 2 files; length 32, 5 predictions)"
+    )
     manifest = Manifest.read(str(data))
     assert [s["examples"] for s in manifest["splits"]["train"]["shards"]] == [12, 12]
-    assert [os.path.realpath(data / s["file"]) for s in manifest["splits"]["train"]["shards"]
-            ] == files
+    assert [
+        os.path.realpath(data / s["file"]) for s in manifest["splits"]["train"]["shards"]
+    ] == files
     tok_config = (data / "tokenizer" / "tokenizer_config.json").read_text()
     assert '"do_lower_case": true' in tok_config  # guessed from "uncased_tiny"
     assert (data / "tokenizer" / "vocab.txt").read_text().split() == SPECIALS + WORDS
@@ -128,17 +156,26 @@ def test_train_sees_exactly_the_records_written(google_data, tmp_path, monkeypat
             k = int(batch["masked_lm_weights"][i].sum())
             assert not batch["attention_mask"][i, n:].any()
             assert (batch["input_ids"][i, n:] == PAD).all()
-            rows.append(_key(batch["input_ids"][i, :n], batch["token_type_ids"][i, :n],
-                             batch["masked_lm_positions"][i, :k],
-                             batch["masked_lm_ids"][i, :k], batch["pair_labels"][i]))
-    want = [_key(x["input_ids"], x["token_type_ids"], x["positions"], x["labels"],
-                 x["pair_label"]) for x in insts]
+            rows.append(
+                _key(
+                    batch["input_ids"][i, :n],
+                    batch["token_type_ids"][i, :n],
+                    batch["masked_lm_positions"][i, :k],
+                    batch["masked_lm_ids"][i, :k],
+                    batch["pair_labels"][i],
+                )
+            )
+    want = [
+        _key(x["input_ids"], x["token_type_ids"], x["positions"], x["labels"], x["pair_label"])
+        for x in insts
+    ]
     assert sorted(rows) == sorted(want)
 
 
 def _import(files, vocab, out):
-    return google_records.import_google({"train": [str(f) for f in files]}, str(vocab),
-                                        str(out), progress=False)
+    return google_records.import_google(
+        {"train": [str(f) for f in files]}, str(vocab), str(out), progress=False
+    )
 
 
 def test_bad_records_are_named_and_nothing_is_written(google_data, tmp_path):
@@ -152,26 +189,36 @@ def test_bad_records_are_named_and_nothing_is_written(google_data, tmp_path):
         assert not out.exists() and os.listdir(tmp_path) == ["bad.tfrecord"]
 
     good = [_example(x) for x in insts[:4]]
-    fails([_example(insts[0], length=16)] + good,
-          r"bad.tfrecord: records of L=16, P=5, but .*part-0.tfrecord has L=32, P=5")
-    fails(good + [_example(insts[4], length=16)],
-          r"bad.tfrecord: record 5 does not have the features of record 1 \(L=32, P=5\)")
+    fails(
+        [_example(insts[0], length=16)] + good,
+        r"bad.tfrecord: records of L=16, P=5, but .*part-0.tfrecord has L=32, P=5",
+    )
+    fails(
+        good + [_example(insts[4], length=16)],
+        r"bad.tfrecord: record 5 does not have the features of record 1 \(L=32, P=5\)",
+    )
     broken = dict(insts[5], input_ids=insts[5]["input_ids"].copy())
     broken["input_ids"][1] = 400
-    fails(good[:2] + [_example(broken)],
-          r"bad.tfrecord: record 3: an input id lies outside the tokenizer's vocabulary "
-          r"\[0, 400\)")
+    fails(
+        good[:2] + [_example(broken)],
+        r"bad.tfrecord: record 3: an input id lies outside the tokenizer's vocabulary "
+        r"\[0, 400\)",
+    )
     holes = tf.train.Example.FromString(good[0])
     holes.features.feature["input_mask"].int64_list.value[1] = 0
-    fails(good[:1] + [holes.SerializeToString()],
-          r"bad.tfrecord: record 2: input_mask or masked_lm_weights is not a run of ones")
+    fails(
+        good[:1] + [holes.SerializeToString()],
+        r"bad.tfrecord: record 2: input_mask or masked_lm_weights is not a run of ones",
+    )
     late = dict(insts[6], positions=insts[6]["positions"].copy())
     late["positions"][-1] = len(insts[6]["input_ids"]) + 3
     fails([_example(late)], r"bad.tfrecord: record 1: a masked_lm position lies past the end")
     no_nsp = tf.train.Example.FromString(good[0])
     del no_nsp.features.feature["next_sentence_labels"]
-    fails([no_nsp.SerializeToString()],
-          r"bad.tfrecord: record 1 lacks next_sentence_labels; not a TFRecord of Google's")
+    fails(
+        [no_nsp.SerializeToString()],
+        r"bad.tfrecord: record 1 lacks next_sentence_labels; not a TFRecord of Google's",
+    )
     (tmp_path / "bad.tfrecord").write_text("plain text\n" * 10)
     with pytest.raises(DataFormatError, match="bad.tfrecord: not a TFRecord file"):
         _import([files[0], tmp_path / "bad.tfrecord"], vocab, out)
@@ -180,10 +227,20 @@ def test_bad_records_are_named_and_nothing_is_written(google_data, tmp_path):
 
 def test_cli_errors_are_one_line(google_data, tmp_path):
     root, vocab, _, _ = google_data
-    r = trainlib.run(["python", "-m", "bertjax", "prepare", "import-google",
-                      f"--from={root}/nothing-*.tfrecord", f"--tokenizer={vocab}",
-                      f"--out={tmp_path}/data"])
+    r = trainlib.run(
+        [
+            "python",
+            "-m",
+            "bertjax",
+            "prepare",
+            "import-google",
+            f"--from={root}/nothing-*.tfrecord",
+            f"--tokenizer={vocab}",
+            f"--out={tmp_path}/data",
+        ]
+    )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
-        f"error: --from='{root}/nothing-*.tfrecord' matches no file"], r.stderr
+        f"error: --from='{root}/nothing-*.tfrecord' matches no file"
+    ], r.stderr
     assert not (tmp_path / "data").exists()

@@ -21,19 +21,45 @@ from bertjax.__main__ import COMMANDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Nothing of these may be imported before the help is printed.
-HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax", "tensorflow", "tensorstore",
-         "transformers", "torch")
+HEAVY = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax",
+    "tensorflow",
+    "tensorstore",
+    "transformers",
+    "torch",
+)
 # The docs page each command's help points to (docs/<page>).
-DOCS = {"init": "training.md", "describe": "training.md", "train": "training.md",
-        "import": "conversion.md", "export": "conversion.md", "fill_mask": "conversion.md",
-        "prepare": "data.md", "prepare tokenizer": "data.md", "prepare data": "data.md",
-        "prepare import-google": "data.md", "compile": "accelerators.md",
-        "bench": "benchmarks.md", "bench data": "data.md", "bench prepare": "benchmarks.md",
-        "bench train": "benchmarks.md", "evaluate": "finetuning.md",
-        "predict": "finetuning.md", "score": "finetuning.md", "compare": "ablations.md",
-        "sweep": "ablations.md", "average": "recipes.md"}
-SUBCOMMANDS = {"prepare": ("tokenizer", "data", "import-google"),
-               "bench": ("data", "prepare", "train")}
+DOCS = {
+    "init": "training.md",
+    "describe": "training.md",
+    "train": "training.md",
+    "import": "conversion.md",
+    "export": "conversion.md",
+    "fill_mask": "conversion.md",
+    "prepare": "data.md",
+    "prepare tokenizer": "data.md",
+    "prepare data": "data.md",
+    "prepare import-google": "data.md",
+    "compile": "accelerators.md",
+    "bench": "benchmarks.md",
+    "bench data": "data.md",
+    "bench prepare": "benchmarks.md",
+    "bench train": "benchmarks.md",
+    "evaluate": "finetuning.md",
+    "predict": "finetuning.md",
+    "score": "finetuning.md",
+    "compare": "ablations.md",
+    "sweep": "ablations.md",
+    "average": "recipes.md",
+}
+SUBCOMMANDS = {
+    "prepare": ("tokenizer", "data", "import-google"),
+    "bench": ("data", "prepare", "train"),
+}
 
 
 def bertjax(*args: str, importtime: bool = False) -> tuple[subprocess.CompletedProcess, float]:
@@ -55,8 +81,9 @@ def _usage(command: str):
 
 
 def test_every_command_and_subcommand_is_listed_here():
-    assert set(DOCS) == set(COMMANDS) | {f"{c} {s}" for c, subs in SUBCOMMANDS.items()
-                                         for s in subs}
+    assert set(DOCS) == set(COMMANDS) | {
+        f"{c} {s}" for c, subs in SUBCOMMANDS.items() for s in subs
+    }
 
 
 @pytest.mark.parametrize("command", sorted(DOCS))
@@ -68,8 +95,10 @@ def test_help_lists_the_flags_before_anything_heavy_loads(command):
     for flag in _usage(command).flags:
         assert re.search(rf"^  --(\[no\])?{flag.name}\b", r.stdout, re.M), (flag.name, r.stdout)
     assert lines[-1].startswith("docs: ") and f"docs/{DOCS[command]}" in lines[-1], lines[-1]
-    imported = {m.group(1).strip().split(".")[0]
-                for m in re.finditer(r"^import time:.*\|\s*(\S+)\s*$", r.stderr, re.M)}
+    imported = {
+        m.group(1).strip().split(".")[0]
+        for m in re.finditer(r"^import time:.*\|\s*(\S+)\s*$", r.stderr, re.M)
+    }
     assert imported and not imported & set(HEAVY), sorted(imported & set(HEAVY))
     assert seconds < 2.0, f"{command} --help took {seconds:.2f} s"
 
@@ -121,14 +150,19 @@ def test_no_command_is_a_usage_error():
     assert r.returncode == 2 and r.stderr.startswith("usage: python -m bertjax <command>")
 
 
-@pytest.mark.parametrize("args, line", [
-    (["trian"], "error: unknown command 'trian'; did you mean 'train'?"),
-    (["trian", "--help"], "error: unknown command 'trian'; did you mean 'train'?"),
-    (["help", "exprot"], "error: unknown command 'exprot'; did you mean 'export'?"),
-    (["frobnicate"], "error: unknown command 'frobnicate'"),
-    (["prepare", "dta", "--help"], "error: unknown prepare subcommand 'dta'; did you mean "
-                                   "'data'?"),
-])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["trian"], "error: unknown command 'trian'; did you mean 'train'?"),
+        (["trian", "--help"], "error: unknown command 'trian'; did you mean 'train'?"),
+        (["help", "exprot"], "error: unknown command 'exprot'; did you mean 'export'?"),
+        (["frobnicate"], "error: unknown command 'frobnicate'"),
+        (
+            ["prepare", "dta", "--help"],
+            "error: unknown prepare subcommand 'dta'; did you mean 'data'?",
+        ),
+    ],
+)
 def test_unknown_commands_are_named_with_a_suggestion(args, line):
     r, _ = bertjax(*args)
     assert r.returncode == 2 and r.stdout == ""
@@ -137,9 +171,14 @@ def test_unknown_commands_are_named_with_a_suggestion(args, line):
 
 def test_print_config_shows_the_resolved_config_and_does_nothing(tmp_path):
     workdir = tmp_path / "run"
-    r, _ = bertjax("train", "--config=configs/pretrain.py:bert_tiny", "--print_config",
-                   "--config.train.steps=7", "--config.model.num_layers=3",
-                   f"--workdir={workdir}")
+    r, _ = bertjax(
+        "train",
+        "--config=configs/pretrain.py:bert_tiny",
+        "--print_config",
+        "--config.train.steps=7",
+        "--config.model.num_layers=3",
+        f"--workdir={workdir}",
+    )
     assert r.returncode == 0, r.stderr
     config = yaml.unsafe_load(r.stdout)  # ml_collections writes tuples as !!python/tuple
     assert config["train"]["steps"] == 7 and config["model"]["num_layers"] == 3
@@ -147,16 +186,19 @@ def test_print_config_shows_the_resolved_config_and_does_nothing(tmp_path):
     assert not workdir.exists()
 
 
-@pytest.mark.parametrize("command, spec", [
-    ("describe", "configs/pretrain.py:bert_tiny"),
-    ("init", "configs/pretrain.py:bert_tiny"),
-    ("compile", "configs/pretrain.py:bert_tiny"),
-    ("sweep", "configs/ablations/masking.py:cpu"),
-    ("evaluate", "configs/finetune.py:sst2,bert_tiny"),
-    ("predict", "configs/finetune.py:sst2,bert_tiny"),
-    ("bench data", "configs/pretrain.py:bert_tiny"),
-    ("prepare data", "configs/pretrain.py:bert_tiny"),
-])
+@pytest.mark.parametrize(
+    "command, spec",
+    [
+        ("describe", "configs/pretrain.py:bert_tiny"),
+        ("init", "configs/pretrain.py:bert_tiny"),
+        ("compile", "configs/pretrain.py:bert_tiny"),
+        ("sweep", "configs/ablations/masking.py:cpu"),
+        ("evaluate", "configs/finetune.py:sst2,bert_tiny"),
+        ("predict", "configs/finetune.py:sst2,bert_tiny"),
+        ("bench data", "configs/pretrain.py:bert_tiny"),
+        ("prepare data", "configs/pretrain.py:bert_tiny"),
+    ],
+)
 def test_print_config_on_every_command_that_takes_a_config(command, spec):
     r, _ = bertjax(*command.split(), f"--config={spec}", "--config.seed=123", "--print_config")
     assert r.returncode == 0, r.stderr
@@ -183,12 +225,16 @@ def test_the_help_lists_every_flag_a_command_reads():
         names.setdefault(module_name, []).append(name)
     for module_name, commands in names.items():
         module = importlib.import_module(module_name)
-        listed = set().union(*({f.name for f in common.usage_of(c, module.HELP).flags}
-                               for c in commands))
+        listed = set().union(
+            *({f.name for f in common.usage_of(c, module.HELP).flags} for c in commands)
+        )
         source = open(module.__file__, encoding="utf-8").read()
         reads = {f.name for f in by_module.get(module_name, [])}
-        reads |= {getattr(common, a).name for a in re.findall(r"common\.([A-Z_]+)\b", source)
-                  if a != "PRINT_CONFIG"}
+        reads |= {
+            getattr(common, a).name
+            for a in re.findall(r"common\.([A-Z_]+)\b", source)
+            if a != "PRINT_CONFIG"
+        }
         if "distributed.initialize_from_flags" in source:
             reads |= {f.name for f in by_module["bertjax.distributed"]}
         assert reads and reads <= listed, (module_name, reads - listed)

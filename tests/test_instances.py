@@ -41,19 +41,36 @@ def tok(corpus):
     return train_wordpiece([s for d in corpus for s in d], vocab_size=600)
 
 
-def _instances(tokenizer, documents, kind: str, *, max_seq_length: int,
-               rng: np.random.Generator, short_seq_prob: float = 0.1,
-               stats: inst.InstanceStats | None = None, shuffle: bool = True,
-               single_sentence: str = "split") -> list[inst.Instance]:
+def _instances(
+    tokenizer,
+    documents,
+    kind: str,
+    *,
+    max_seq_length: int,
+    rng: np.random.Generator,
+    short_seq_prob: float = 0.1,
+    stats: inst.InstanceStats | None = None,
+    shuffle: bool = True,
+    single_sentence: str = "split",
+) -> list[inst.Instance]:
     """Instances as a shard builds them (shards.process_chunk): `tokenize_documents`,
     then `create_instances` with the tokenizer's [CLS]/[SEP]."""
     stats = stats if stats is not None else inst.InstanceStats()
-    docs = tokenize_lib.tokenize_documents(tokenizer, documents,
-                                           inst.segment_budget(kind, max_seq_length), stats)
-    return inst.create_instances(docs, kind, max_seq_length=max_seq_length,
-                                 cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, rng=rng,
-                                 short_seq_prob=short_seq_prob, stats=stats, shuffle=shuffle,
-                                 single_sentence=single_sentence)
+    docs = tokenize_lib.tokenize_documents(
+        tokenizer, documents, inst.segment_budget(kind, max_seq_length), stats
+    )
+    return inst.create_instances(
+        docs,
+        kind,
+        max_seq_length=max_seq_length,
+        cls_id=tokenizer.cls_id,
+        sep_id=tokenizer.sep_id,
+        rng=rng,
+        short_seq_prob=short_seq_prob,
+        stats=stats,
+        shuffle=shuffle,
+        single_sentence=single_sentence,
+    )
 
 
 def _reference(
@@ -365,8 +382,13 @@ def _split_sentences(out: list[inst.Instance], ends: list[set[int]]) -> int:
     """Actual-next pairs whose A and B meet inside a sentence: a one-sentence chunk cut
     in two (pairs of whole sentences meet at a sentence end; truncation only moves the
     outer ends, or leaves a gap between A and B)."""
-    return sum(1 for x in out if x.pair_label == 0 and x.spans[0][2] == x.spans[1][1]
-               and x.spans[0][2] not in ends[x.spans[0][0]])
+    return sum(
+        1
+        for x in out
+        if x.pair_label == 0
+        and x.spans[0][2] == x.spans[1][1]
+        and x.spans[0][2] not in ends[x.spans[0][0]]
+    )
 
 
 def test_googles_nsp_rule_gives_every_one_sentence_chunk_a_random_next(tok, corpus):
@@ -375,8 +397,13 @@ def test_googles_nsp_rule_gives_every_one_sentence_chunk_a_random_next(tok, corp
     runs = {}
     for rule in inst.SINGLE_SENTENCE:
         runs[rule] = _instances(
-            tok, corpus, "nsp", max_seq_length=MAX_LEN, rng=np.random.default_rng(5),
-            single_sentence=rule)
+            tok,
+            corpus,
+            "nsp",
+            max_seq_length=MAX_LEN,
+            rng=np.random.default_rng(5),
+            single_sentence=rule,
+        )
     assert _split_sentences(runs["split"], ends) > 10
     assert _split_sentences(runs["random_next"], ends) == 0
     split_share = np.mean([x.pair_label for x in runs["split"]])
@@ -387,13 +414,25 @@ def test_googles_nsp_rule_gives_every_one_sentence_chunk_a_random_next(tok, corp
     # rule makes every label "random next"; ours keeps half "actual next".
     short = [[" ".join(d[0].split()[:6])] for d in corpus]
     for rule, want in (("random_next", 1.0), ("split", 0.5)):
-        out = _instances(tok, short, "nsp", max_seq_length=MAX_LEN,
-                                          rng=np.random.default_rng(6), single_sentence=rule)
+        out = _instances(
+            tok,
+            short,
+            "nsp",
+            max_seq_length=MAX_LEN,
+            rng=np.random.default_rng(6),
+            single_sentence=rule,
+        )
         labels = np.array([x.pair_label for x in out])
         if want == 1.0:
             assert len(out) == len(short) and labels.all()
         else:
             assert _binomial_ok(int(labels.sum()), len(labels))
     with pytest.raises(ValueError, match="nsp_single_sentence='always' must be one of"):
-        _instances(tok, short, "nsp", max_seq_length=MAX_LEN,
-                                    rng=np.random.default_rng(0), single_sentence="always")
+        _instances(
+            tok,
+            short,
+            "nsp",
+            max_seq_length=MAX_LEN,
+            rng=np.random.default_rng(0),
+            single_sentence="always",
+        )

@@ -570,7 +570,6 @@ def test_module_imports_only_numpy():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
-
 @pytest.mark.parametrize("budget", ["candidates", "google"])
 def test_the_budget_counts_candidates_or_every_token_as_google(budget):
     """google: round(0.15 x the row's real length, [CLS] and [SEP]s included), as

@@ -29,8 +29,11 @@ def test_scalars_read_back_by_tensorboard(tmp_path):
     with MetricWriter(str(tmp_path), stream=io.StringIO()) as writer:
         writer.write_scalars(10, {"loss": np.float32(5.25), "learning_rate": 1e-4})
         writer.write_scalars(20, {"loss": jnp.asarray(4.125), "learning_rate": 2e-4})
-        writer.write_scalars(20, {"mlm_accuracy": jnp.asarray(0.3, jnp.bfloat16),
-                                  "skipped": jnp.asarray(3, jnp.int32)}, prefix="eval")
+        writer.write_scalars(
+            20,
+            {"mlm_accuracy": jnp.asarray(0.3, jnp.bfloat16), "skipped": jnp.asarray(3, jnp.int32)},
+            prefix="eval",
+        )
     assert _read_scalars(tmp_path) == {
         "train/loss": [(10, 5.25), (20, 4.125)],
         "train/learning_rate": [(10, float(np.float32(1e-4))), (20, float(np.float32(2e-4)))],
@@ -91,18 +94,21 @@ def test_no_logdir_prints_to_stdout_and_writes_no_file(tmp_path, monkeypatch, ca
 def test_printed_line_has_prefix_step_and_each_value():
     out = io.StringIO()
     writer = MetricWriter(None, stream=out)
-    writer.write_scalars(120, {
-        "loss": 5.12341,
-        "mlm_accuracy": np.float32(0.1234),
-        "learning_rate": jnp.asarray(1e-4),
-        "tokens_per_s": 12345.4,
-        "sequences_per_s": 96.45,
-        "steps_per_s": 2.5,
-        "mfu": 0.0,
-        "skipped_updates": np.int64(1234567),
-        "grad_norm": float("nan"),
-        "param_norm": 2.5e7,
-    })
+    writer.write_scalars(
+        120,
+        {
+            "loss": 5.12341,
+            "mlm_accuracy": np.float32(0.1234),
+            "learning_rate": jnp.asarray(1e-4),
+            "tokens_per_s": 12345.4,
+            "sequences_per_s": 96.45,
+            "steps_per_s": 2.5,
+            "mfu": 0.0,
+            "skipped_updates": np.int64(1234567),
+            "grad_norm": float("nan"),
+            "param_norm": 2.5e7,
+        },
+    )
     writer.write_scalars(130, {"loss": 4.0}, prefix="eval")
     assert out.getvalue().splitlines() == [
         "train step 120: loss=5.1234 mlm_accuracy=0.1234 learning_rate=1.000e-04"
@@ -121,41 +127,45 @@ def test_writing_events_does_not_import_tensorflow(tmp_path):
         assert any(f.startswith("events.out.tfevents") for f in os.listdir({str(tmp_path)!r}))
         print("tensorboard" in sys.modules, "tensorflow" in sys.modules)
     """)
-    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "True False"
     assert _read_scalars(tmp_path) == {"train/loss": [(1, 1.5)]}
 
 
 # Dense (non-sparse) figures per JAX device, from the vendors' pages cited in metrics.py.
-@pytest.mark.parametrize("kind, dtype, expected", [
-    ("TPU v2", "bfloat16", 22.5e12),  # 45 TFLOPs per chip, 2 cores = 2 devices
-    ("TPU v3", "bfloat16", 61.5e12),  # 123 per chip, 2 cores = 2 devices
-    ("TPU v4", "bfloat16", 275e12),  # megacore: one device per chip
-    ("TPU v5 lite", "bfloat16", 197e12),
-    ("TPU v5", "bfloat16", 459e12),  # v5p as JAX names it
-    ("TPU v5p", "bfloat16", 459e12),
-    ("TPU v6 lite", "bfloat16", 918e12),
-    ("TPU7x", "bfloat16", 1153.5e12),  # 2307 per chip, 2 cores = 2 devices
-    ("TPU v4", "float32", 275e12),  # default precision: one bf16 pass on the MXU
-    ("NVIDIA H100 80GB HBM3", "bfloat16", 989.5e12),  # SXM: 1,979 with sparsity
-    ("NVIDIA H100 PCIe", "bfloat16", 756.5e12),
-    ("NVIDIA H100 NVL", "bfloat16", 835.5e12),
-    ("NVIDIA H200", "bfloat16", 989.5e12),
-    ("NVIDIA H200", "float32", 494.5e12),  # TF32
-    ("NVIDIA A100-SXM4-80GB", "bfloat16", 312e12),
-    ("NVIDIA A100 80GB PCIe", "bf16", 312e12),
-    ("NVIDIA A100-SXM4-40GB", "float32", 156e12),  # TF32
-    ("NVIDIA A10", "bfloat16", 125e12),
-    ("NVIDIA L4", "bfloat16", 121e12),
-    ("NVIDIA L4", "float32", 60e12),
-    ("NVIDIA A10G", "bfloat16", None),  # no vendor datasheet; not "NVIDIA A10"
-    ("NVIDIA L40S", "bfloat16", None),  # not "NVIDIA L4"
-    ("TPU v4 lite", "bfloat16", None),  # v4i: not "TPU v4"
-    ("cpu", "bfloat16", None),
-    ("TPU v4", "int8", None),
-])
+@pytest.mark.parametrize(
+    "kind, dtype, expected",
+    [
+        ("TPU v2", "bfloat16", 22.5e12),  # 45 TFLOPs per chip, 2 cores = 2 devices
+        ("TPU v3", "bfloat16", 61.5e12),  # 123 per chip, 2 cores = 2 devices
+        ("TPU v4", "bfloat16", 275e12),  # megacore: one device per chip
+        ("TPU v5 lite", "bfloat16", 197e12),
+        ("TPU v5", "bfloat16", 459e12),  # v5p as JAX names it
+        ("TPU v5p", "bfloat16", 459e12),
+        ("TPU v6 lite", "bfloat16", 918e12),
+        ("TPU7x", "bfloat16", 1153.5e12),  # 2307 per chip, 2 cores = 2 devices
+        ("TPU v4", "float32", 275e12),  # default precision: one bf16 pass on the MXU
+        ("NVIDIA H100 80GB HBM3", "bfloat16", 989.5e12),  # SXM: 1,979 with sparsity
+        ("NVIDIA H100 PCIe", "bfloat16", 756.5e12),
+        ("NVIDIA H100 NVL", "bfloat16", 835.5e12),
+        ("NVIDIA H200", "bfloat16", 989.5e12),
+        ("NVIDIA H200", "float32", 494.5e12),  # TF32
+        ("NVIDIA A100-SXM4-80GB", "bfloat16", 312e12),
+        ("NVIDIA A100 80GB PCIe", "bf16", 312e12),
+        ("NVIDIA A100-SXM4-40GB", "float32", 156e12),  # TF32
+        ("NVIDIA A10", "bfloat16", 125e12),
+        ("NVIDIA L4", "bfloat16", 121e12),
+        ("NVIDIA L4", "float32", 60e12),
+        ("NVIDIA A10G", "bfloat16", None),  # no vendor datasheet; not "NVIDIA A10"
+        ("NVIDIA L40S", "bfloat16", None),  # not "NVIDIA L4"
+        ("TPU v4 lite", "bfloat16", None),  # v4i: not "TPU v4"
+        ("cpu", "bfloat16", None),
+        ("TPU v4", "int8", None),
+    ],
+)
 def test_peak_table(kind, dtype, expected):
     got = metrics.peak_flops_per_device(kind, dtype)
     assert got == (None if expected is None else pytest.approx(expected, rel=1e-12))
@@ -189,16 +199,26 @@ def test_throughput_windows_hand_computed(monkeypatch):
     meter.start(10)  # t = 100
     # 20 steps, 320 sequences of 128 tokens in 2 s.
     first = meter.rates(30, tokens=40960, sequences=320)  # t = 102
-    assert first == pytest.approx({"steps_per_s": 10.0, "sequences_per_s": 160.0,
-                                   "tokens_per_s": 20480.0,
-                                   "mfu": 1e9 * 20480 / (1e13 * 4)})  # 0.512
+    assert first == pytest.approx(
+        {
+            "steps_per_s": 10.0,
+            "sequences_per_s": 160.0,
+            "tokens_per_s": 20480.0,
+            "mfu": 1e9 * 20480 / (1e13 * 4),
+        }
+    )  # 0.512
     # The window restarted at step 30, t = 102: 10 steps in 4 s.
     second = meter.rates(40, tokens=8192, sequences=64)  # t = 106
-    assert second == pytest.approx({"steps_per_s": 2.5, "sequences_per_s": 16.0,
-                                    "tokens_per_s": 2048.0, "mfu": 0.0512})
+    assert second == pytest.approx(
+        {"steps_per_s": 2.5, "sequences_per_s": 16.0, "tokens_per_s": 2048.0, "mfu": 0.0512}
+    )
     # An empty window (no time passed) gives zeros, not a division by zero.
     assert meter.rates(40, tokens=0, sequences=0) == {
-        "steps_per_s": 0.0, "sequences_per_s": 0.0, "tokens_per_s": 0.0, "mfu": 0.0}
+        "steps_per_s": 0.0,
+        "sequences_per_s": 0.0,
+        "tokens_per_s": 0.0,
+        "mfu": 0.0,
+    }
 
 
 def test_throughput_unknown_peak_gives_zero_mfu(monkeypatch):
@@ -224,8 +244,12 @@ def test_mfu_never_above_one_the_peak_rises_to_the_achieved_rate(monkeypatch, ca
     monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
     # 1e9 FLOPs/token at 2.5e4 tokens/s over 2 devices: 1.25e13 FLOP/s per device,
     # against a peak of 1e13: mfu would be 1.25.
-    meter = Throughput(flops_per_token=1e9, peak_flops_per_device=1e13, num_devices=2,
-                       peak_source="measured matmul (float32)")
+    meter = Throughput(
+        flops_per_token=1e9,
+        peak_flops_per_device=1e13,
+        num_devices=2,
+        peak_source="measured matmul (float32)",
+    )
     meter.start(0)
     first = meter.rates(10, tokens=25_000, sequences=100)
     assert first["tokens_per_s"] == 25_000.0 and first["mfu"] == 1.0
@@ -257,6 +281,7 @@ def test_measured_peak_is_the_fastest_batch_not_the_mean(monkeypatch):
         def call(*args):
             calls.append(1)
             return jitted(*args)
+
         return call
 
     monkeypatch.setattr(metrics.jax, "jit", counting_jit)

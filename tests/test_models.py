@@ -13,20 +13,37 @@ from bertjax.models import ConfigError, ModelConfig, build
 from bertjax.models.layers import sinusoidal_table, stack_layers, unstack_layers
 from bertjax.models.registry import PRESETS
 
-TINY = dict(vocab_size=97, hidden_size=32, num_layers=4, num_heads=4, intermediate_size=48,
-            max_position_embeddings=40, dropout_rate=0.1, attention_dropout_rate=0.1)
+TINY = dict(
+    vocab_size=97,
+    hidden_size=32,
+    num_layers=4,
+    num_heads=4,
+    intermediate_size=48,
+    max_position_embeddings=40,
+    dropout_rate=0.1,
+    attention_dropout_rate=0.1,
+)
 FAMILIES = {
     "bert": dict(family="bert"),
-    "roberta": dict(family="roberta", pad_token_id=1, positions_from_padding=True,
-                    type_vocab_size=1),
-    "albert": dict(family="albert", embedding_size=16, num_hidden_groups=2, inner_group_num=2,
-                   hidden_act="gelu_new"),
+    "roberta": dict(
+        family="roberta", pad_token_id=1, positions_from_padding=True, type_vocab_size=1
+    ),
+    "albert": dict(
+        family="albert",
+        embedding_size=16,
+        num_hidden_groups=2,
+        inner_group_num=2,
+        hidden_act="gelu_new",
+    ),
     "albert_shared": dict(family="albert", embedding_size=16, num_hidden_groups=1),
-    "distilbert": dict(family="distilbert", type_vocab_size=0,
-                       sinusoidal_positions=True),
-    "electra": dict(family="electra", embedding_size=16,
-                    generator_hidden_size=8, generator_num_heads=2,
-                    generator_intermediate_size=16),
+    "distilbert": dict(family="distilbert", type_vocab_size=0, sinusoidal_positions=True),
+    "electra": dict(
+        family="electra",
+        embedding_size=16,
+        generator_hidden_size=8,
+        generator_num_heads=2,
+        generator_intermediate_size=16,
+    ),
 }
 
 
@@ -50,8 +67,9 @@ def init(cfg: ModelConfig, abstract: bool = False):
 def apply(cfg: ModelConfig, params, *args, **kw):
     """Jitted forward: eager Flax dispatch of scan/remat is far slower than compiling."""
     model = build(cfg)
-    fn = jax.jit(lambda p, *a, **k: model.apply({"params": p}, *a, **k),
-                 static_argnames=("deterministic",))
+    fn = jax.jit(
+        lambda p, *a, **k: model.apply({"params": p}, *a, **k), static_argnames=("deterministic",)
+    )
     return fn(params, *args, **kw)
 
 
@@ -106,8 +124,9 @@ def test_sparse_mlm_head_equals_dense_gathered(name):
     model = build(cfg)
     head = "generator" if name == "electra" else "mlm"  # ELECTRA's MLM is its generator's
     dense = model.apply({"params": params}, ids, attention_mask=mask)[0][head]
-    sparse = model.apply({"params": params}, ids, attention_mask=mask,
-                         masked_positions=positions)[0][head]
+    sparse = model.apply({"params": params}, ids, attention_mask=mask, masked_positions=positions)[
+        0
+    ][head]
     assert sparse.shape == (2, 3, cfg.vocab_size)
     want = np.take_along_axis(np.asarray(dense), np.asarray(positions)[:, :, None], axis=1)
     np.testing.assert_allclose(sparse, want, atol=1e-6, rtol=0)
@@ -127,6 +146,7 @@ def test_padding_does_not_leak_into_real_positions():
 
 def test_roberta_positions_count_from_pad_plus_one():
     from bertjax.models.layers import position_ids
+
     cfg = tiny("roberta")
     ids = jnp.array([[0, 7, 8, 2, 1, 1]])
     # fairseq/HF: real tokens get pad+1, pad+2, ...; padding stays at pad (1).
@@ -141,8 +161,16 @@ def test_dropout_is_active_only_when_not_deterministic():
     det = model.apply({"params": params}, ids, attention_mask=mask)[0]["mlm"]
     det2 = model.apply({"params": params}, ids, attention_mask=mask)[0]["mlm"]
     np.testing.assert_array_equal(det, det2)
-    drop = [model.apply({"params": params}, ids, attention_mask=mask, deterministic=False,
-                        rngs={"dropout": jax.random.key(s)})[0]["mlm"] for s in (0, 1)]
+    drop = [
+        model.apply(
+            {"params": params},
+            ids,
+            attention_mask=mask,
+            deterministic=False,
+            rngs={"dropout": jax.random.key(s)},
+        )[0]["mlm"]
+        for s in (0, 1)
+    ]
     assert not np.allclose(drop[0], det) and not np.allclose(drop[0], drop[1])
 
 
@@ -154,33 +182,47 @@ def test_bfloat16_compute_keeps_float32_params_and_float32_logits():
     logits, out = build(cfg).apply({"params": params}, ids, attention_mask=mask)
     assert out["sequence"].dtype == jnp.bfloat16
     assert logits["mlm"].dtype == jnp.float32 and bool(jnp.isfinite(logits["mlm"]).all())
-    ref = build(cfg.replace(dtype="float32")).apply({"params": params}, ids,
-                                                    attention_mask=mask)[0]["mlm"]
+    ref = build(cfg.replace(dtype="float32")).apply({"params": params}, ids, attention_mask=mask)[
+        0
+    ]["mlm"]
     assert float(jnp.max(jnp.abs(logits["mlm"] - ref))) < 0.1  # bf16 rounding, not a bug
 
 
 def test_sinusoidal_table_matches_transformers():
     torch = pytest.importorskip("torch")
     from transformers import DistilBertConfig, DistilBertModel
-    hf = DistilBertModel(DistilBertConfig(vocab_size=50, dim=32, n_layers=1, n_heads=4,
-                                          hidden_dim=40, max_position_embeddings=40,
-                                          sinusoidal_pos_embds=True))
+
+    hf = DistilBertModel(
+        DistilBertConfig(
+            vocab_size=50,
+            dim=32,
+            n_layers=1,
+            n_heads=4,
+            hidden_dim=40,
+            max_position_embeddings=40,
+            sinusoidal_pos_embds=True,
+        )
+    )
     want = hf.embeddings.position_embeddings.weight.detach().to(torch.float32).numpy()
     np.testing.assert_allclose(sinusoidal_table(40, 32), want, atol=1e-6, rtol=0)
     params = init(tiny("distilbert"))
-    np.testing.assert_allclose(params["embeddings"]["position"]["embedding"],
-                               sinusoidal_table(40, 32), atol=0, rtol=0)
+    np.testing.assert_allclose(
+        params["embeddings"]["position"]["embedding"], sinusoidal_table(40, 32), atol=0, rtol=0
+    )
 
 
-@pytest.mark.parametrize("bad, key", [
-    (dict(nonsense=1), "nonsense"),
-    (dict(num_heads=5), "num_heads"),
-    (dict(hidden_act="tanh"), "hidden_act"),
-    (dict(family="gpt"), "family"),
-    (dict(positions_from_padding=True), "positions_from_padding"),
-    (dict(num_hidden_groups=2), "num_hidden_groups"),
-    (dict(dropout_rate=1.5), "dropout_rate"),
-])
+@pytest.mark.parametrize(
+    "bad, key",
+    [
+        (dict(nonsense=1), "nonsense"),
+        (dict(num_heads=5), "num_heads"),
+        (dict(hidden_act="tanh"), "hidden_act"),
+        (dict(family="gpt"), "family"),
+        (dict(positions_from_padding=True), "positions_from_padding"),
+        (dict(num_hidden_groups=2), "num_hidden_groups"),
+        (dict(dropout_rate=1.5), "dropout_rate"),
+    ],
+)
 def test_bad_model_config_names_the_key(bad, key):
     with pytest.raises(ConfigError, match=key):
         ModelConfig.from_dict({**TINY, **FAMILIES["bert"], **bad})
@@ -192,12 +234,20 @@ def test_every_preset_validates_and_the_grid_has_24_cells():
     for name in PRESETS:
         cfg = ModelConfig.from_preset(name)
         assert cfg.hidden_size % cfg.num_heads == 0
-    for name, (layers, hidden) in {"bert_tiny": (2, 128), "bert_mini": (4, 256),
-                                   "bert_small": (4, 512), "bert_medium": (8, 512),
-                                   "bert_base": (12, 768)}.items():
+    for name, (layers, hidden) in {
+        "bert_tiny": (2, 128),
+        "bert_mini": (4, 256),
+        "bert_small": (4, 512),
+        "bert_medium": (8, 512),
+        "bert_base": (12, 768),
+    }.items():
         cfg = ModelConfig.from_preset(name)
         assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size) == (
-            layers, hidden, hidden // 64, 4 * hidden)
+            layers,
+            hidden,
+            hidden // 64,
+            4 * hidden,
+        )
     with pytest.raises(ConfigError, match="bert_huge"):
         ModelConfig.from_preset("bert_huge")
 
@@ -214,10 +264,12 @@ def test_flops_reduce_to_the_design_formula_for_bert():
 @pytest.mark.parametrize("scan", [False, True])
 def test_every_parameter_has_logical_axes_from_the_vocabulary(name, scan):
     from bertjax import sharding
+
     cfg = tiny(name, scan_layers=scan)
     ids, mask = inputs(cfg)
-    boxed = jax.eval_shape(lambda: build(cfg).init(jax.random.key(0), ids,
-                                                   attention_mask=mask))["params"]
+    boxed = jax.eval_shape(lambda: build(cfg).init(jax.random.key(0), ids, attention_mask=mask))[
+        "params"
+    ]
     leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     vocabulary = {rule for rule, _ in sharding.DEFAULT_RULES} | {None}
     for leaf in leaves:
@@ -233,8 +285,12 @@ def test_electra_generator_fraction_sizes_the_generator():
     from bertjax.tasks.electra import Electra
 
     def config(preset, fraction):
-        return ml_collections.ConfigDict({"model": ModelConfig.from_preset(preset).to_dict(),
-                                          "electra": {"generator_fraction": fraction}})
+        return ml_collections.ConfigDict(
+            {
+                "model": ModelConfig.from_preset(preset).to_dict(),
+                "electra": {"generator_fraction": fraction},
+            }
+        )
 
     class presets_:  # what the ELECTRA task makes of config.model
         @staticmethod
@@ -242,8 +298,7 @@ def test_electra_generator_fraction_sizes_the_generator():
             return Electra(c).model_config(ModelConfig.from_dict(c.model.to_dict()))
 
     # 0 keeps the released sizes: 1/4 for small and large, 1/3 for base.
-    for preset, width in (("electra_small", 64), ("electra_base", 256),
-                          ("electra_large", 256)):
+    for preset, width in (("electra_small", 64), ("electra_base", 256), ("electra_large", 256)):
         assert presets_.from_config(config(preset, 0.0)).generator_hidden_size == width
     g = presets_.from_config(config("electra_base", 0.25)).generator_config()
     assert (g.hidden_size, g.num_heads, g.intermediate_size) == (192, 3, 768)
@@ -271,8 +326,10 @@ def test_xla_and_auto_attention_equal_the_einsum_path(name):
 
     def loss(c, p):
         logits = build(c).apply({"params": p}, ids, attention_mask=mask)[0]
-        return sum(jnp.sum(v * jnp.cos(jnp.arange(v.size).reshape(v.shape)))
-                   for v in jax.tree.leaves(logits))
+        return sum(
+            jnp.sum(v * jnp.cos(jnp.arange(v.size).reshape(v.shape)))
+            for v in jax.tree.leaves(logits)
+        )
 
     ref_logits, ref_out = apply(ref_cfg, params, ids, attention_mask=mask)
     ref_grad = jax.jit(jax.grad(lambda p: loss(ref_cfg, p)))(params)
@@ -286,11 +343,11 @@ def test_xla_and_auto_attention_equal_the_einsum_path(name):
                 got, want = got[real], want[real]
             np.testing.assert_allclose(got, want, atol=2e-5, rtol=0, err_msg=k)
         for a, b in zip(states(out), states(ref_out), strict=True):
-            np.testing.assert_allclose(np.asarray(a)[real], np.asarray(b)[real], atol=2e-5,
-                                       rtol=0)
+            np.testing.assert_allclose(np.asarray(a)[real], np.asarray(b)[real], atol=2e-5, rtol=0)
         grad = jax.jit(jax.grad(lambda p, c=c: loss(c, p)))(params)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4),
-                     grad, ref_grad)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4), grad, ref_grad
+        )
 
 
 def test_attention_kernel_choice_and_dropout_rule():
@@ -303,9 +360,12 @@ def test_attention_kernel_choice_and_dropout_rule():
     assert attention_kernel(cfg, deterministic=True, platform="gpu") == "xla"  # float32
     bf16 = cfg.replace(dtype="bfloat16")
     assert attention_kernel(bf16, deterministic=True, platform="gpu") == "cudnn"
-    with pytest.raises(ConfigError, match=r"model.attention='cudnn': has no attention "
-                                          r"dropout: set model.attention_dropout_rate=0 "
-                                          r"\(now 0.1\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.attention='cudnn': has no attention "
+        r"dropout: set model.attention_dropout_rate=0 "
+        r"\(now 0.1\)",
+    ):
         cfg.replace(attention="cudnn")
     with pytest.raises(ConfigError, match="model.attention='flash': expected one of"):
         cfg.replace(attention="flash")

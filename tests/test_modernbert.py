@@ -23,24 +23,37 @@ from bertjax.models import ConfigError, ModelConfig, build
 from bertjax.models.attention import AttentionMask, attend, attention_kernel
 from bertjax.models.layers import rotary
 
-TINY = dict(vocab_size=97, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24,
-            max_position_embeddings=40, dropout_rate=0.0, attention_dropout_rate=0.0)
+TINY = dict(
+    vocab_size=97,
+    hidden_size=16,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=40,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+)
 
 
 def _params(cfg: ModelConfig) -> dict:
     ids = jnp.ones((1, 8), jnp.int32)
-    return jax.tree_util.tree_map(np.asarray,
-                                  nn.unbox(build(cfg).init(jax.random.key(0), ids)["params"]))
+    return jax.tree_util.tree_map(
+        np.asarray, nn.unbox(build(cfg).init(jax.random.key(0), ids)["params"])
+    )
 
 
 def _shapes(cfg: ModelConfig) -> dict[str, tuple]:
-    tree = jax.eval_shape(lambda: nn.unbox(build(cfg).init(jax.random.key(0),
-                                                           jnp.ones((1, 8), jnp.int32))))
-    return {"/".join(k.key for k in p): tuple(x.shape)
-            for p, x in jax.tree_util.tree_leaves_with_path(tree["params"])}
+    tree = jax.eval_shape(
+        lambda: nn.unbox(build(cfg).init(jax.random.key(0), jnp.ones((1, 8), jnp.int32)))
+    )
+    return {
+        "/".join(k.key for k in p): tuple(x.shape)
+        for p, x in jax.tree_util.tree_leaves_with_path(tree["params"])
+    }
 
 
 # --- 1. each switch changes what it should and nothing else ---------------------------
+
 
 def _layer(i: int, *names: str) -> set[str]:
     return {f"encoder/layer_{i}/{n}" for n in names}
@@ -50,27 +63,58 @@ ATTN_BIASES = {f"attention/{p}/bias" for p in ("query", "key", "value", "out")}
 NORMS = ("attention_norm", "output_norm")
 # switch -> (paths removed, paths added, shapes changed to) from BERT's tiny model.
 SWITCH_EFFECTS = {
-    "attention_bias": ({"attention_bias": False},
-                       _layer(0, *ATTN_BIASES) | _layer(1, *ATTN_BIASES), set(), {}),
-    "mlp_bias": ({"mlp_bias": False}, _layer(0, "intermediate/bias", "output/bias")
-                 | _layer(1, "intermediate/bias", "output/bias"), set(), {}),
-    "norm_bias": ({"norm_bias": False},
-                  {"embeddings/layer_norm/bias", "mlm/layer_norm/bias"}
-                  | _layer(0, *(f"{n}/bias" for n in NORMS))
-                  | _layer(1, *(f"{n}/bias" for n in NORMS)), set(), {}),
+    "attention_bias": (
+        {"attention_bias": False},
+        _layer(0, *ATTN_BIASES) | _layer(1, *ATTN_BIASES),
+        set(),
+        {},
+    ),
+    "mlp_bias": (
+        {"mlp_bias": False},
+        _layer(0, "intermediate/bias", "output/bias")
+        | _layer(1, "intermediate/bias", "output/bias"),
+        set(),
+        {},
+    ),
+    "norm_bias": (
+        {"norm_bias": False},
+        {"embeddings/layer_norm/bias", "mlm/layer_norm/bias"}
+        | _layer(0, *(f"{n}/bias" for n in NORMS))
+        | _layer(1, *(f"{n}/bias" for n in NORMS)),
+        set(),
+        {},
+    ),
     "head_bias": ({"head_bias": False}, {"mlm/transform/bias"}, set(), {}),
     "decoder_bias": ({"decoder_bias": False}, {"mlm/bias"}, set(), {}),
     "tie_decoder": ({"tie_decoder": False}, set(), {"mlm/decoder"}, {}),
-    "embedding_norm": ({"embedding_norm": False},
-                       {"embeddings/layer_norm/scale", "embeddings/layer_norm/bias"}, set(), {}),
-    "pre_norm": ({"norm_position": "pre"},  # layer 0 reads the embedding norm's output
-                 _layer(0, "attention_norm/scale", "attention_norm/bias"), set(), {}),
-    "final_norm": ({"norm_position": "pre", "final_norm": True},
-                   _layer(0, "attention_norm/scale", "attention_norm/bias"),
-                   {"encoder/final_norm/scale", "encoder/final_norm/bias"}, {}),
-    "glu": ({"mlp": "glu"}, set(), set(),
-            {f"encoder/layer_{i}/intermediate/{k}": s for i in (0, 1)
-             for k, s in (("kernel", (16, 2, 24)), ("bias", (2, 24)))}),
+    "embedding_norm": (
+        {"embedding_norm": False},
+        {"embeddings/layer_norm/scale", "embeddings/layer_norm/bias"},
+        set(),
+        {},
+    ),
+    "pre_norm": (
+        {"norm_position": "pre"},  # layer 0 reads the embedding norm's output
+        _layer(0, "attention_norm/scale", "attention_norm/bias"),
+        set(),
+        {},
+    ),
+    "final_norm": (
+        {"norm_position": "pre", "final_norm": True},
+        _layer(0, "attention_norm/scale", "attention_norm/bias"),
+        {"encoder/final_norm/scale", "encoder/final_norm/bias"},
+        {},
+    ),
+    "glu": (
+        {"mlp": "glu"},
+        set(),
+        set(),
+        {
+            f"encoder/layer_{i}/intermediate/{k}": s
+            for i in (0, 1)
+            for k, s in (("kernel", (16, 2, 24)), ("bias", (2, 24)))
+        },
+    ),
     "rotary": ({"rope_theta": 10_000.0}, {"embeddings/position/embedding"}, set(), {}),
     "window": ({"local_window": 8, "global_every": 2}, set(), set(), {}),
 }
@@ -107,6 +151,7 @@ def _gelu(x):
 
 def _reference_encoder(cfg: ModelConfig, p: dict, ids: np.ndarray, mask: np.ndarray):
     """A numpy encoder written from the switch definitions (docs/architectures.md)."""
+
     def norm(x, q):
         return _ln(x, q["scale"], q.get("bias"), cfg.layer_norm_eps, cfg.norm == "rmsnorm")
 
@@ -144,19 +189,36 @@ def _reference_encoder(cfg: ModelConfig, p: dict, ids: np.ndarray, mask: np.ndar
     return norm(x, p["encoder"]["final_norm"]) if cfg.final_norm else x
 
 
-@pytest.mark.parametrize("changes", [
-    {}, {"norm_position": "pre"}, {"norm_position": "pre", "final_norm": True},
-    {"norm_position": "pre", "final_norm": True, "mlp": "glu", "attention_bias": False,
-     "mlp_bias": False, "norm_bias": False},
-    {"norm": "rmsnorm", "norm_bias": False, "embedding_norm": False},
-], ids=["post", "pre", "pre_final", "pre_glu_nobias", "rms_noembnorm"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"norm_position": "pre"},
+        {"norm_position": "pre", "final_norm": True},
+        {
+            "norm_position": "pre",
+            "final_norm": True,
+            "mlp": "glu",
+            "attention_bias": False,
+            "mlp_bias": False,
+            "norm_bias": False,
+        },
+        {"norm": "rmsnorm", "norm_bias": False, "embedding_norm": False},
+    ],
+    ids=["post", "pre", "pre_final", "pre_glu_nobias", "rms_noembnorm"],
+)
 def test_switched_encoder_equals_a_numpy_reference(changes):
     cfg = ModelConfig.from_dict({**TINY, "heads": (), **changes})
     params = _params(cfg)
     rng = np.random.default_rng(0)  # scales and biases away from 1 and 0
     params = jax.tree_util.tree_map_with_path(
-        lambda path, x: x + 0.3 * rng.standard_normal(x.shape).astype(x.dtype)
-        if path[-1].key in ("bias", "scale") else x, params)
+        lambda path, x: (
+            x + 0.3 * rng.standard_normal(x.shape).astype(x.dtype)
+            if path[-1].key in ("bias", "scale")
+            else x
+        ),
+        params,
+    )
     ids = rng.integers(1, 97, (2, 10)).astype(np.int32)
     mask = np.ones((2, 10), np.int32)
     mask[1, 7:] = 0
@@ -183,6 +245,7 @@ def test_rotary_equals_transformers():
 
 # --- 2. local attention ---------------------------------------------------------------
 
+
 def _band_reference(q, k, v, segments, window):
     """softmax over keys k with |q - k| <= window // 2 in the query's own sequence."""
     b, t, h, d = q.shape
@@ -191,8 +254,9 @@ def _band_reference(q, k, v, segments, window):
         for i in range(t):
             for j in range(t):
                 same = segments[r, i] == segments[r, j] or segments[r, i] == 0
-                allowed[r, i, j] = (segments[r, j] > 0 and same
-                                    and (not window or abs(i - j) <= window // 2))
+                allowed[r, i, j] = (
+                    segments[r, j] > 0 and same and (not window or abs(i - j) <= window // 2)
+                )
     s = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d)
     s = np.where(allowed[:, None], s, -np.inf)
     with np.errstate(invalid="ignore"):  # a padded query may have no key in its window
@@ -212,8 +276,9 @@ def test_local_attention_equals_a_dense_band_reference(kernel, packed, window):
         seg[0, 11:] = 2
         seg[1, 5:13] = 2
     mask = AttentionMask(jnp.asarray(seg), packed)
-    got = attend(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), mask, kernel, lambda p: p,
-                 window=window)
+    got = attend(
+        jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), mask, kernel, lambda p: p, window=window
+    )
     ref = _band_reference(q, k, v, seg, window)
     real = seg > 0  # padded queries' outputs are never read
     np.testing.assert_allclose(np.asarray(got)[real], ref[real], atol=2e-6, rtol=0)
@@ -229,24 +294,26 @@ def test_windowed_layers_pick_kernels_that_have_a_band():
 
 
 def test_modernbert_einsum_and_xla_paths_agree_with_padding():
-    cfg = ModelConfig.from_preset("modernbert_tiny", vocab_size=101, pad_token_id=0,
-                                  heads=("mlm",), attention="einsum")
+    cfg = ModelConfig.from_preset(
+        "modernbert_tiny", vocab_size=101, pad_token_id=0, heads=("mlm",), attention="einsum"
+    )
     params = _params(cfg)
     rng = np.random.default_rng(1)
     ids = rng.integers(1, 101, (2, 40)).astype(np.int32)
     mask = np.ones((2, 40), np.int32)
     mask[1, 29:] = 0
     ref, _ = build(cfg).apply({"params": params}, ids, attention_mask=mask)
-    got, _ = build(cfg.replace(attention="xla")).apply({"params": params}, ids,
-                                                       attention_mask=mask)
-    np.testing.assert_allclose(np.asarray(got["mlm"])[mask > 0],
-                               np.asarray(ref["mlm"])[mask > 0], atol=2e-5, rtol=0)
+    got, _ = build(cfg.replace(attention="xla")).apply({"params": params}, ids, attention_mask=mask)
+    np.testing.assert_allclose(
+        np.asarray(got["mlm"])[mask > 0], np.asarray(ref["mlm"])[mask > 0], atol=2e-5, rtol=0
+    )
 
 
 def test_packed_rotary_rows_equal_their_sequences_alone():
     """Positions restart per packed sequence and windows stay inside it."""
-    cfg = ModelConfig.from_preset("modernbert_tiny", vocab_size=101, pad_token_id=0,
-                                  heads=(), attention="xla")
+    cfg = ModelConfig.from_preset(
+        "modernbert_tiny", vocab_size=101, pad_token_id=0, heads=(), attention="xla"
+    )
     params = _params(cfg)
     rng = np.random.default_rng(2)
     a, b = rng.integers(1, 101, 23).astype(np.int32), rng.integers(1, 101, 15).astype(np.int32)
@@ -255,15 +322,26 @@ def test_packed_rotary_rows_equal_their_sequences_alone():
     _, packed = build(cfg).apply({"params": params}, row, attention_mask=seg, packed=True)
     for s, (lo, hi) in zip((a, b), ((0, 23), (23, 38)), strict=True):
         _, alone = build(cfg).apply({"params": params}, s[None])
-        np.testing.assert_allclose(np.asarray(packed["sequence"])[0, lo:hi],
-                                   np.asarray(alone["sequence"])[0], atol=3e-5, rtol=0)
+        np.testing.assert_allclose(
+            np.asarray(packed["sequence"])[0, lo:hi],
+            np.asarray(alone["sequence"])[0],
+            atol=3e-5,
+            rtol=0,
+        )
 
 
 # --- 3. the family: presets, counts, FLOPs, bad switch combinations ------------------
 
-@pytest.mark.parametrize("name,heads,count", [
-    ("modernbert_base", ("mlm",), 149_655_232), ("modernbert_large", ("mlm",), 395_881_664),
-    ("modernbert_base", (), 149_014_272), ("modernbert_large", (), 394_781_696)])
+
+@pytest.mark.parametrize(
+    "name,heads,count",
+    [
+        ("modernbert_base", ("mlm",), 149_655_232),
+        ("modernbert_large", ("mlm",), 395_881_664),
+        ("modernbert_base", (), 149_014_272),
+        ("modernbert_large", (), 394_781_696),
+    ],
+)
 def test_describe_totals_equal_transformers(name, heads, count):
     from bertjax.tools.describe import count as describe_count
     from bertjax.tools.describe import param_shapes
@@ -275,36 +353,55 @@ def test_describe_totals_equal_transformers(name, heads, count):
 def test_modernbert_presets_are_the_papers():
     base, large = (ModelConfig.from_preset(n) for n in ("modernbert_base", "modernbert_large"))
     assert (base.num_layers, base.hidden_size, base.intermediate_size, base.num_heads) == (
-        22, 768, 1152, 12)
-    assert (large.num_layers, large.hidden_size, large.intermediate_size,
-            large.num_heads) == (28, 1024, 2624, 16)
+        22,
+        768,
+        1152,
+        12,
+    )
+    assert (large.num_layers, large.hidden_size, large.intermediate_size, large.num_heads) == (
+        28,
+        1024,
+        2624,
+        16,
+    )
     assert [base.layer_window(i) for i in range(7)] == [0, 128, 128, 0, 128, 128, 0]
     assert (base.layer_theta(0), base.layer_theta(1)) == (160_000.0, 10_000.0)
     assert base.vocab_size == 50368 and base.max_position_embeddings == 8192
 
 
 def test_flops_count_glu_and_windows():
-    cfg = ModelConfig.from_preset("modernbert_tiny", vocab_size=101, pad_token_id=0,
-                                  heads=())  # 4 layers, d 128, I 192, window 16, global 0 and 3
+    cfg = ModelConfig.from_preset(
+        "modernbert_tiny", vocab_size=101, pad_token_id=0, heads=()
+    )  # 4 layers, d 128, I 192, window 16, global 0 and 3
     f = flops.train_flops_per_token(cfg, 64)
-    assert f.layers == 6 * 4 * (4 * 128 ** 2 + 3 * 128 * 192)
+    assert f.layers == 6 * 4 * (4 * 128**2 + 3 * 128 * 192)
     # window 16 keeps |q - k| <= 8: 17 keys inside the row, 8 + 1 + q at its left edge.
     keys = (2 * sum(9 + q for q in range(8)) + 48 * 17) / 64
     assert f.attention == 12 * 128 * (2 * 64 + 2 * keys)
     assert flops.window_keys(64, 0) == 64 and flops.window_keys(64, 200) == 64
 
 
-@pytest.mark.parametrize("changes,keys", [
-    ({"final_norm": True}, "model.final_norm"),
-    ({"norm": "rmsnorm"}, "model.norm_bias"),
-    ({"rope_theta": 1e4, "sinusoidal_positions": True, "family": "distilbert",
-      "type_vocab_size": 0}, "model.rope_theta"),
-    ({"local_window": 40}, "model.local_window"),
-    ({"local_rope_theta": 1e4}, "model.local_rope_theta"),
-    ({"local_window": 8, "global_every": 2, "scan_layers": True}, "model.scan_layers"),
-    ({"norm_position": "pre", "scan_layers": True}, "model.scan_layers"),
-    ({"mlp": "swiglu"}, "model.mlp"),
-])
+@pytest.mark.parametrize(
+    "changes,keys",
+    [
+        ({"final_norm": True}, "model.final_norm"),
+        ({"norm": "rmsnorm"}, "model.norm_bias"),
+        (
+            {
+                "rope_theta": 1e4,
+                "sinusoidal_positions": True,
+                "family": "distilbert",
+                "type_vocab_size": 0,
+            },
+            "model.rope_theta",
+        ),
+        ({"local_window": 40}, "model.local_window"),
+        ({"local_rope_theta": 1e4}, "model.local_rope_theta"),
+        ({"local_window": 8, "global_every": 2, "scan_layers": True}, "model.scan_layers"),
+        ({"norm_position": "pre", "scan_layers": True}, "model.scan_layers"),
+        ({"mlp": "swiglu"}, "model.mlp"),
+    ],
+)
 def test_inconsistent_switches_fail_in_one_line_naming_the_key(changes, keys):
     with pytest.raises(ConfigError, match=keys) as e:
         ModelConfig.from_dict({**TINY, **changes})
@@ -313,15 +410,18 @@ def test_inconsistent_switches_fail_in_one_line_naming_the_key(changes, keys):
 
 def test_export_refuses_switches_the_class_lacks():
     cfg = ModelConfig.from_dict({**TINY, "heads": ("mlm",), "rope_theta": 1e4})
-    with pytest.raises(ConversionError, match="model.rope_theta=10000.0: transformers' "
-                                              "BertForMaskedLM"):
+    with pytest.raises(
+        ConversionError, match="model.rope_theta=10000.0: transformers' BertForMaskedLM"
+    ):
         hf.hf_configs(cfg)
     with pytest.raises(ConversionError, match="model.norm_position"):
-        hf.hf_configs(ModelConfig.from_preset("modernbert_tiny", norm_position="post",
-                                              final_norm=False))
+        hf.hf_configs(
+            ModelConfig.from_preset("modernbert_tiny", norm_position="post", final_norm=False)
+        )
 
 
 # --- 5. its recipe ---------------------------------------------------------------------
+
 
 def _config(spec: str, file: str = "pretrain"):
     from bertjax import configfile
@@ -333,9 +433,16 @@ def test_the_pretraining_recipe_is_modernberts():
     c = _config("modernbert_base")
     assert (c.task, c.data.masked_lm_prob, c.max_seq_length) == ("", 0.3, 1024)
     assert (c.optim.learning_rate, c.optim.b2, c.optim.eps, c.optim.weight_decay) == (
-        8e-4, 0.98, 1e-6, 1e-5)
+        8e-4,
+        0.98,
+        1e-6,
+        1e-5,
+    )
     assert (c.optim.decay, c.optim.decay_shape, c.optim.warmup_tokens) == (
-        "wsd", "1-sqrt", 3_000_000_000)
+        "wsd",
+        "1-sqrt",
+        3_000_000_000,
+    )
     assert c.max_predictions_per_seq >= 0.3 * 1024
     assert _config("modernbert_large").optim.learning_rate == 5e-4
     local = _config("modernbert_tiny,runlocal")
@@ -351,8 +458,9 @@ def test_prepare_refuses_a_window_spanning_the_rows(tmp_path):
     c = _config("modernbert_tiny,runlocal")
     c.model.local_window = 128
     c.data.dir = str(tmp_path / "data")
-    with pytest.raises(ValueError, match="model.local_window=128 spans the whole "
-                                         "max_seq_length=64"):
+    with pytest.raises(
+        ValueError, match="model.local_window=128 spans the whole max_seq_length=64"
+    ):
         prepare_data(c)
     assert not (tmp_path / "data").exists()
 
@@ -362,15 +470,31 @@ def test_the_architecture_ablation_steps_toward_modernbert():
 
     spec = "configs/ablations/architecture.py:cpu"
     runs, base = sweep.load_sweep(spec), _config("cpu", "ablations/architecture")
-    cfgs = [ModelConfig.from_dict(sweep.run_config(base, r, "/tmp/unused").model.to_dict())
-            for r in runs]
+    cfgs = [
+        ModelConfig.from_dict(sweep.run_config(base, r, "/tmp/unused").model.to_dict())
+        for r in runs
+    ]
     assert len(runs) == 18 and [r.overrides.get("seed") for r in runs[:3]] == [0, 1, 2]
     last = cfgs[-1]
-    assert (last.norm_position, last.final_norm, last.mlp, last.local_window,
-            last.global_every, last.attention_bias, last.norm_bias) == (
-        "pre", True, "glu", 16, 3, False, False)
+    assert (
+        last.norm_position,
+        last.final_norm,
+        last.mlp,
+        last.local_window,
+        last.global_every,
+        last.attention_bias,
+        last.norm_bias,
+    ) == ("pre", True, "glu", 16, 3, False, False)
     assert last.rotary and base.task == "mlm"
     # The GLU keeps the MLP's parameters within 1%: 3 x 128 x 344 against 2 x 128 x 512.
     dense, glu = cfgs[0], cfgs[6]
-    assert abs(3 * glu.hidden_size * glu.intermediate_size
-               / (2 * dense.hidden_size * dense.intermediate_size) - 1) < 0.01
+    assert (
+        abs(
+            3
+            * glu.hidden_size
+            * glu.intermediate_size
+            / (2 * dense.hidden_size * dense.intermediate_size)
+            - 1
+        )
+        < 0.01
+    )

@@ -29,22 +29,46 @@ transformers = pytest.importorskip("transformers")
 
 TOL = 1e-5
 LENGTH, PAD_FROM, WINDOW = 24, 17, 8  # texts longer than the window; row 1 padded
-SMALL = dict(vocab_size=100, hidden_size=32, intermediate_size=40, num_hidden_layers=4,
-             num_attention_heads=4, max_position_embeddings=64, local_attention=WINDOW,
-             global_attn_every_n_layers=3, global_rope_theta=1000.0, local_rope_theta=50.0,
-             pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2)
-BIASED = dict(attention_bias=True, mlp_bias=True, norm_bias=True, classifier_bias=True,
-              tie_word_embeddings=False)
+SMALL = dict(
+    vocab_size=100,
+    hidden_size=32,
+    intermediate_size=40,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    max_position_embeddings=64,
+    local_attention=WINDOW,
+    global_attn_every_n_layers=3,
+    global_rope_theta=1000.0,
+    local_rope_theta=50.0,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    cls_token_id=1,
+    sep_token_id=2,
+)
+BIASED = dict(
+    attention_bias=True,
+    mlp_bias=True,
+    norm_bias=True,
+    classifier_bias=True,
+    tie_word_embeddings=False,
+)
 # case -> (class, config changes, {our logits key: transformers output field(s)})
 CASES = {
     "model": ("ModernBertModel", {}, {}),
     "mlm": ("ModernBertForMaskedLM", {}, {"mlm": "logits"}),
     "mlm_biased_untied": ("ModernBertForMaskedLM", BIASED, {"mlm": "logits"}),
     "cls": ("ModernBertForSequenceClassification", {"num_labels": 3}, {"classifier": "logits"}),
-    "mean": ("ModernBertForSequenceClassification",
-             {"num_labels": 3, "classifier_pooling": "mean"}, {"classifier": "logits"}),
-    "token": ("ModernBertForTokenClassification", {"num_labels": 5},
-              {"token_classifier": "logits"}),
+    "mean": (
+        "ModernBertForSequenceClassification",
+        {"num_labels": 3, "classifier_pooling": "mean"},
+        {"classifier": "logits"},
+    ),
+    "token": (
+        "ModernBertForTokenClassification",
+        {"num_labels": 5},
+        {"token_classifier": "logits"},
+    ),
     "qa": ("ModernBertForQuestionAnswering", {}, {"span": ("start_logits", "end_logits")}),
 }
 RELEASED_ONLY = ("global_attn_every_n_layers", "global_rope_theta", "local_rope_theta")
@@ -61,8 +85,10 @@ def _inputs() -> dict[str, np.ndarray]:
 
 def _hf_forward(model, inputs: dict):
     with torch.no_grad():
-        return model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in inputs.items()},
-                     output_hidden_states=True)
+        return model(
+            **{k: torch.from_numpy(v.astype(np.int64)) for k, v in inputs.items()},
+            output_hidden_states=True,
+        )
 
 
 def _ref(out, field):
@@ -83,13 +109,18 @@ def _close(what: str, ref, ours, real=None) -> None:
 def _forms(config: dict) -> dict[str, dict]:
     """The released config.json form and transformers v5's, from one transformers config."""
     layers = config["num_hidden_layers"]
-    every = next(i for i in range(1, layers + 1)
-                 if i == layers or config["layer_types"][i] == "full_attention")
+    every = next(
+        i
+        for i in range(1, layers + 1)
+        if i == layers or config["layer_types"][i] == "full_attention"
+    )
     rope = config["rope_parameters"]
     released = {k: v for k, v in config.items() if k not in ("layer_types", "rope_parameters")}
-    released.update(global_attn_every_n_layers=every,
-                    global_rope_theta=rope["full_attention"]["rope_theta"],
-                    local_rope_theta=rope["sliding_attention"]["rope_theta"])
+    released.update(
+        global_attn_every_n_layers=every,
+        global_rope_theta=rope["full_attention"]["rope_theta"],
+        local_rope_theta=rope["sliding_attention"]["rope_theta"],
+    )
     v5 = {k: v for k, v in config.items() if k not in RELEASED_ONLY}
     return {"released": released, "v5": v5}
 
@@ -109,14 +140,24 @@ def case(request, tmp_path_factory) -> types.SimpleNamespace:
     cfg = hf.config_from_hf({"": forms["released"]}, {"": sd})
     inputs = _inputs()
     return types.SimpleNamespace(
-        name=request.param, cls=cls, heads=heads, model=model, sd=sd, forms=forms, cfg=cfg,
-        saved=statedict.read_state_dict(str(d)), params=hf.from_state_dicts(cfg, {"": sd}),
-        inputs=inputs, hf_out=_hf_forward(model, inputs))
+        name=request.param,
+        cls=cls,
+        heads=heads,
+        model=model,
+        sd=sd,
+        forms=forms,
+        cfg=cfg,
+        saved=statedict.read_state_dict(str(d)),
+        params=hf.from_state_dicts(cfg, {"": sd}),
+        inputs=inputs,
+        hf_out=_hf_forward(model, inputs),
+    )
 
 
 def _check(c, cfg, params, hf_out, label: str) -> None:
-    logits, out = build(cfg).apply({"params": params}, c.inputs["input_ids"],
-                                   attention_mask=c.inputs["attention_mask"])
+    logits, out = build(cfg).apply(
+        {"params": params}, c.inputs["input_ids"], attention_mask=c.inputs["attention_mask"]
+    )
     real = c.inputs["attention_mask"] > 0
     assert set(logits) == set(c.heads)
     for key, field in c.heads.items():
@@ -138,9 +179,14 @@ def test_both_config_forms_read_the_same(case):
     assert v5 == case.cfg
     cfg, hf_cfg = case.cfg, case.model.config
     assert (cfg.local_window, cfg.global_every, cfg.rope_theta, cfg.local_rope_theta) == (
-        WINDOW, 3, 1000.0, 50.0)
+        WINDOW,
+        3,
+        1000.0,
+        50.0,
+    )
     assert [cfg.layer_window(i) > 0 for i in range(4)] == [
-        t == "sliding_attention" for t in hf_cfg.layer_types]
+        t == "sliding_attention" for t in hf_cfg.layer_types
+    ]
     assert cfg.heads == tuple(case.heads)
 
 
@@ -159,22 +205,33 @@ def test_bertjax_init_exports_to_transformers(case, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     statedict.write_state_dict(str(tmp_path), hf.to_state_dicts(cfg, params)[""])
     model, info = getattr(transformers, case.cls).from_pretrained(
-        tmp_path, output_loading_info=True)
+        tmp_path, output_loading_info=True
+    )
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
     assert model.config.layer_types == case.model.config.layer_types
     _check(case, cfg, params, _hf_forward(model.eval(), case.inputs), "export")
 
 
-@pytest.mark.parametrize("change,match", [
-    ({"rope_parameters": {"full_attention": {"rope_type": "linear", "rope_theta": 1e4,
-                                             "factor": 2.0}}},
-     "rope_parameters.full_attention.factor"),
-    ({"rope_parameters": {"full_attention": {"rope_type": "dynamic", "rope_theta": 1e4}}},
-     "rope_type='dynamic'"),
-    ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
-    ({"layer_types": ["sliding_attention", "full_attention"] * 2}, "layer_types"),
-    ({"classifier_activation": "silu"}, "classifier_activation"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (
+            {
+                "rope_parameters": {
+                    "full_attention": {"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}
+                }
+            },
+            "rope_parameters.full_attention.factor",
+        ),
+        (
+            {"rope_parameters": {"full_attention": {"rope_type": "dynamic", "rope_theta": 1e4}}},
+            "rope_type='dynamic'",
+        ),
+        ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
+        ({"layer_types": ["sliding_attention", "full_attention"] * 2}, "layer_types"),
+        ({"classifier_activation": "silu"}, "classifier_activation"),
+    ],
+)
 def test_unmodelled_config_keys_are_refused_in_one_line(change, match):
     config = transformers.ModernBertConfig(**SMALL).to_dict()
     config.update(change)
@@ -191,15 +248,24 @@ def _modernbert_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"])
+        vocab_size=300,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"],
+    )
     tok.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 20, trainer)
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", 1), ("[SEP]", 2)],
+    )
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-        pad_token="[PAD]", mask_token="[MASK]")
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        mask_token="[MASK]",
+    )
 
 
 def test_a_directory_with_its_tokenizer_imports_and_exports(tmp_path):
@@ -220,10 +286,15 @@ def test_a_directory_with_its_tokenizer_imports_and_exports(tmp_path):
     hfdir.write_hf_dir(str(tmp_path / "out"), cfg, params, tok)
     back = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "out").eval()
     back_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
-    enc = back_tok(["the quick [MASK] fox jumps over the lazy dog, the quick brown fox", "a"],
-                   return_tensors="pt", padding=True)
+    enc = back_tok(
+        ["the quick [MASK] fox jumps over the lazy dog, the quick brown fox", "a"],
+        return_tensors="pt",
+        padding=True,
+    )
     assert enc.input_ids.shape[1] > WINDOW
-    assert enc.input_ids[0].tolist() == fast(
-        "the quick [MASK] fox jumps over the lazy dog, the quick brown fox").input_ids
+    assert (
+        enc.input_ids[0].tolist()
+        == fast("the quick [MASK] fox jumps over the lazy dog, the quick brown fox").input_ids
+    )
     with torch.no_grad():
         _close("exported logits", model(**enc).logits.numpy(), back(**enc).logits.numpy())

@@ -22,9 +22,14 @@ from bertjax.models import modernbert  # noqa: E402
 # The family's switches; its trained tokenizer (bpe-modernbert) has [PAD] at id 3;
 # layer 0 global, layer 1 local.
 families.FAMILY["modernbert"] = {
-    **{k: v for k, v in modernbert.FAMILY.defaults.items()
-       if k not in ("vocab_size", "max_position_embeddings")},
-    "pad_token_id": 3, "local_window": 8}
+    **{
+        k: v
+        for k, v in modernbert.FAMILY.defaults.items()
+        if k not in ("vocab_size", "max_position_embeddings")
+    },
+    "pad_token_id": 3,
+    "local_window": 8,
+}
 families.PREFIX["modernbert"] = "ModernBert"
 
 
@@ -33,4 +38,5 @@ def test_fine_tuned_and_exported_modernbert_matches_transformers(kind, data, tmp
     # The shared check asserts the exported model's logits within 1e-5 of bertjax's and
     # the same dev score when transformers reads it back (test_finetune_families.py).
     families.test_fine_tuned_and_exported_model_matches_transformers(
-        "modernbert", kind, data, tmp_path)
+        "modernbert", kind, data, tmp_path
+    )

@@ -28,8 +28,9 @@ TEXTS = [
     "中文字符 and emoji 👍 mixed in",
     "the [MASK] of the city [MASK]. [CLS] [SEP] [PAD] [UNK] <mask> <s> literal specials",
 ]
-IDS = dict(unk=("[UNK]", 0), cls=("[CLS]", 1), sep=("[SEP]", 2), pad=("[PAD]", 3),
-           mask=("[MASK]", 4))
+IDS = dict(
+    unk=("[UNK]", 0), cls=("[CLS]", 1), sep=("[SEP]", 2), pad=("[PAD]", 3), mask=("[MASK]", 4)
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,12 @@ def test_it_is_the_released_kind_of_tokenizer_json(trained):
     assert post["type"] == "TemplateProcessing"
     assert [next(iter(p.values()))["id"] for p in post["single"]] == ["[CLS]", "A", "[SEP]"]
     assert [next(iter(p.values()))["id"] for p in post["pair"]] == [
-        "[CLS]", "A", "[SEP]", "B", "[SEP]"]
+        "[CLS]",
+        "A",
+        "[SEP]",
+        "B",
+        "[SEP]",
+    ]
     added = {t["content"]: t for t in spec["added_tokens"]}
     assert {t: added[t]["id"] for t, _ in IDS.values()} == dict(IDS.values())
     assert all(t["special"] and not t["normalized"] for t in added.values())
@@ -72,8 +78,13 @@ def test_bertjax_and_transformers_give_the_same_ids(trained):
     auto = transformers.AutoTokenizer.from_pretrained(str(trained))
     fast = transformers.PreTrainedTokenizerFast.from_pretrained(str(trained))
     for ref in (auto, fast):
-        assert (ref.cls_token_id, ref.sep_token_id, ref.pad_token_id, ref.mask_token_id,
-                ref.unk_token_id) == (1, 2, 3, 4, 0)
+        assert (
+            ref.cls_token_id,
+            ref.sep_token_id,
+            ref.pad_token_id,
+            ref.mask_token_id,
+            ref.unk_token_id,
+        ) == (1, 2, 3, 4, 0)
         assert len(ref) == ours.vocab_size <= 800
         for text in TEXTS:
             assert ours.encode(text) == ref(text)["input_ids"], text
@@ -92,7 +103,8 @@ def test_bertjax_and_transformers_give_the_same_ids(trained):
     text = "lives in the city"
     enc = ours.backend.encode(text)
     assert [text[s:e] for s, e in enc.offsets[1:-1]] == [
-        t.removeprefix("\u0120") for t in enc.tokens[1:-1]]
+        t.removeprefix("\u0120") for t in enc.tokens[1:-1]
+    ]
 
 
 def test_saved_again_it_is_the_same_and_deterministic(corpus, trained, tmp_path):
@@ -101,15 +113,18 @@ def test_saved_again_it_is_the_same_and_deterministic(corpus, trained, tmp_path)
         assert (tmp_path / "again" / name).read_bytes() == (trained / name).read_bytes(), name
     for run in ("a", "b"):
         train(corpus[:300], KIND, 400, str(tmp_path / run))
-    assert ((tmp_path / "a" / "tokenizer.json").read_bytes()
-            == (tmp_path / "b" / "tokenizer.json").read_bytes())
+    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (
+        tmp_path / "b" / "tokenizer.json"
+    ).read_bytes()
 
 
 def test_the_family_takes_it_and_the_roberta_kind_is_refused(corpus, tmp_path):
-    cases = [(dict(kind="bpe", family="modernbert"), "family modernbert uses bpe-modernbert"),
-             (dict(kind=KIND, family="roberta"), "roberta uses bpe tokenizers, not bpe-modernbert"),
-             (dict(kind=KIND, lowercase=True), "cased"),
-             (dict(kind=KIND, vocab_size=100), "too small")]
+    cases = [
+        (dict(kind="bpe", family="modernbert"), "family modernbert uses bpe-modernbert"),
+        (dict(kind=KIND, family="roberta"), "roberta uses bpe tokenizers, not bpe-modernbert"),
+        (dict(kind=KIND, lowercase=True), "cased"),
+        (dict(kind=KIND, vocab_size=100), "too small"),
+    ]
     for kwargs, match in cases:
         kwargs = {"vocab_size": 500, **kwargs}
         with pytest.raises(ValueError, match=match):
@@ -126,7 +141,8 @@ def test_prepare_tokenizer_for_the_runlocal_config_matches_its_pad_id(tmp_path):
     from bertjax.data.from_config import prepare_tokenizer
 
     (tmp_path / "c.txt").write_text(
-        "\n\n".join(" ".join(doc) for doc in DemoSource(max_bytes=60_000).documents()))
+        "\n\n".join(" ".join(doc) for doc in DemoSource(max_bytes=60_000).documents())
+    )
     c = configfile.load_config("configs/pretrain.py:modernbert_tiny,runlocal")
     c.data.source = f"text:{tmp_path / 'c.txt'}"
     c.tokenizer.vocab_size = 400
@@ -149,10 +165,12 @@ def test_an_exported_model_names_its_tokenizer_ids(trained, tmp_path):
     from bertjax.models import ModelConfig, build, init_params
 
     tok = load_tokenizer(str(trained))
-    cfg = ModelConfig.from_preset("modernbert_tiny", vocab_size=tok.vocab_size, pad_token_id=3,
-                                  num_layers=1, heads=("mlm",))
-    params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
-        init_params(build(cfg))))())
+    cfg = ModelConfig.from_preset(
+        "modernbert_tiny", vocab_size=tok.vocab_size, pad_token_id=3, num_layers=1, heads=("mlm",)
+    )
+    params = jax.tree.map(
+        np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(init_params(build(cfg))))()
+    )
     hfdir.write_hf_dir(str(tmp_path / "hf"), cfg, params, tok)
     config = transformers.AutoConfig.from_pretrained(str(tmp_path / "hf"))
     assert (config.cls_token_id, config.sep_token_id, config.pad_token_id) == (1, 2, 3)

@@ -21,7 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _load_runner():
     spec = importlib.util.spec_from_file_location(
-        "bertjax_notebooks_run", os.path.join(ROOT, "notebooks", "run.py"))
+        "bertjax_notebooks_run", os.path.join(ROOT, "notebooks", "run.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -38,8 +39,11 @@ def _has_png(cell: nbformat.NotebookNode) -> bool:
 def _plot_cells(nb: nbformat.NotebookNode) -> list[int]:
     """Cells that show a figure: the saved copy has an image there, or the code calls
     plt.show()."""
-    return [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
-            and (_has_png(cell) or "plt.show(" in cell.source)]
+    return [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (_has_png(cell) or "plt.show(" in cell.source)
+    ]
 
 
 def test_the_notebooks_are_found():
@@ -47,23 +51,25 @@ def test_the_notebooks_are_found():
     assert {"quickstart.ipynb", "finetune.ipynb", "convert.ipynb"} <= names, names
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS,
-                         ids=[os.path.basename(p).removesuffix(".ipynb") for p in NOTEBOOKS])
+@pytest.mark.parametrize(
+    "path", NOTEBOOKS, ids=[os.path.basename(p).removesuffix(".ipynb") for p in NOTEBOOKS]
+)
 def test_notebook_runs(path: str, tmp_path) -> None:
     name = os.path.relpath(path, ROOT)
     saved = nbformat.read(path, as_version=4)
     code = [cell for cell in saved.cells if cell.cell_type == "code"]
     # Saved after a full run (python notebooks/run.py), not with cleared outputs.
-    assert code and all(cell.execution_count for cell in code) \
-        and any(cell.outputs for cell in code), \
-        f"{name}: saved without its outputs; run python notebooks/run.py {name}"
+    assert (
+        code and all(cell.execution_count for cell in code) and any(cell.outputs for cell in code)
+    ), f"{name}: saved without its outputs; run python notebooks/run.py {name}"
     plots = _plot_cells(saved)
     missing = [i for i in plots if not _has_png(saved.cells[i])]
     assert not missing, f"{name}: cells {missing} were saved without their plot (image/png)"
 
     nb = copy.deepcopy(saved)
-    nb.cells.append(nbformat.v4.new_code_cell(
-        "import sys\nprint(sys.executable)\nprint(sys.prefix)"))
+    nb.cells.append(
+        nbformat.v4.new_code_cell("import sys\nprint(sys.executable)\nprint(sys.prefix)")
+    )
     RUNNER.execute(nb, name, {RUNNER.WORK_VARIABLE: str(tmp_path)})
 
     # The kernel is the interpreter of the tests (a venv's, in CI), not some other python3.

@@ -25,8 +25,11 @@ def reference_best_fit(lengths, row_length, max_per_row=0):
     the least room that holds it (ties: the row opened first), else a new row."""
     rows, room = [], []
     for i in sorted(range(len(lengths)), key=lambda j: (-lengths[j], j)):
-        fit = [(room[r], r) for r in range(len(rows)) if room[r] >= lengths[i]
-               and (not max_per_row or len(rows[r]) < max_per_row)]
+        fit = [
+            (room[r], r)
+            for r in range(len(rows))
+            if room[r] >= lengths[i] and (not max_per_row or len(rows[r]) < max_per_row)
+        ]
         if fit:
             r = min(fit)[1]
         else:
@@ -70,21 +73,36 @@ def test_pack_rows_writes_the_layout_by_hand():
     single = tuple((i,) for i in range(len(seqs)))
     unpacked, _ = tp.layout(seqs, single, cfg.pad_token_id, False)
     want, _ = tp.layout(seqs, tp.ROWS, cfg.pad_token_id, True)
-    got = packer.pack_rows(unpacked, tp.ROWS, len(tp.ROWS), 3, 6, cfg.pad_token_id,
-                           token_keys=("token_type_ids", "tags", "tag_weights"))
+    got = packer.pack_rows(
+        unpacked,
+        tp.ROWS,
+        len(tp.ROWS),
+        3,
+        6,
+        cfg.pad_token_id,
+        token_keys=("token_type_ids", "tags", "tag_weights"),
+    )
     assert sorted(got) == sorted(want)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     packer.check(got)
 
 
-@pytest.mark.parametrize("row", [[1, 1, 3, 3, 0], [1, 2, 1, 0, 0], [0, 1, 1, 0, 0],
-                                 [1, 1, 0, 2, 0], [2, 2, 0, 0, 0], [1, -1, 0, 0, 0]])
+@pytest.mark.parametrize(
+    "row",
+    [
+        [1, 1, 3, 3, 0],
+        [1, 2, 1, 0, 0],
+        [0, 1, 1, 0, 0],
+        [1, 1, 0, 2, 0],
+        [2, 2, 0, 0, 0],
+        [1, -1, 0, 0, 0],
+    ],
+)
 def test_inconsistent_segment_numbers_are_refused(row):
     mask = np.asarray([[1, 1, 2, 0, 0], row], np.int32)
     with pytest.raises(ValueError, match="packed batch row 1: segment numbers"):
-        packer.check({"attention_mask": mask,
-                      "num_sequences": np.asarray([2, max(row)], np.int32)})
+        packer.check({"attention_mask": mask, "num_sequences": np.asarray([2, max(row)], np.int32)})
 
 
 def test_consistent_segment_numbers_pass_and_counts_must_match():
@@ -96,9 +114,16 @@ def test_consistent_segment_numbers_pass_and_counts_must_match():
 
 # ------------------------------------------------------------------ the pipeline
 
+
 def _pipe(d, packing="best_fit", **kw):
-    config = dict(split="train", global_batch_size=16, seed=3, shuffle_buffer=30,
-                  packing=packing, packing_row_multiple=2)
+    config = dict(
+        split="train",
+        global_batch_size=16,
+        seed=3,
+        shuffle_buffer=30,
+        packing=packing,
+        packing_row_multiple=2,
+    )
     config.update(kw)
     return Pipeline(Manifest.read(d), PipelineConfig(**config))
 
@@ -115,9 +140,15 @@ def _sequences(batch):
             real = batch["masked_lm_weights"][r] > 0
             pos = batch["masked_lm_positions"][r][real]
             mine = (pos >= at[0]) & (pos <= at[-1])
-            out.append((tuple(batch["input_ids"][r, at]), tuple(batch["token_type_ids"][r, at]),
-                        tuple(pos[mine] - at[0]), tuple(batch["masked_lm_ids"][r][real][mine]),
-                        int(labels[k - 1] if labels.ndim else labels)))
+            out.append(
+                (
+                    tuple(batch["input_ids"][r, at]),
+                    tuple(batch["token_type_ids"][r, at]),
+                    tuple(pos[mine] - at[0]),
+                    tuple(batch["masked_lm_ids"][r][real][mine]),
+                    int(labels[k - 1] if labels.ndim else labels),
+                )
+            )
     return sorted(out)
 
 

@@ -17,21 +17,40 @@ from bertjax.models.registry import family
 from bertjax.tasks import glue, mlm, ner, squad
 from bertjax.tasks.electra import electra_loss_fn
 
-TINY = dict(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48,
-            max_position_embeddings=40, dropout_rate=0.0, attention_dropout_rate=0.0,
-            classifier_dropout_rate=0.0, num_labels=3)
+TINY = dict(
+    vocab_size=97,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=48,
+    max_position_embeddings=40,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+    classifier_dropout_rate=0.0,
+    num_labels=3,
+)
 FAMILIES = {
     "bert": dict(family="bert"),
-    "roberta": dict(family="roberta", pad_token_id=1, positions_from_padding=True,
-                    type_vocab_size=1),
-    "albert": dict(family="albert", embedding_size=16, num_hidden_groups=1,
-                   hidden_act="gelu_new"),
+    "roberta": dict(
+        family="roberta", pad_token_id=1, positions_from_padding=True, type_vocab_size=1
+    ),
+    "albert": dict(family="albert", embedding_size=16, num_hidden_groups=1, hidden_act="gelu_new"),
     "distilbert": dict(family="distilbert", type_vocab_size=0, sinusoidal_positions=True),
-    "electra": dict(family="electra", embedding_size=16, generator_hidden_size=8,
-                    generator_num_heads=2, generator_intermediate_size=16),
+    "electra": dict(
+        family="electra",
+        embedding_size=16,
+        generator_hidden_size=8,
+        generator_num_heads=2,
+        generator_intermediate_size=16,
+    ),
     # RoPE, and local windows (8 tokens) narrower than the rows; mean pooling
-    "modernbert": {**family("modernbert").defaults, "pad_token_id": 1, "local_window": 8,
-                   "global_every": 2, "classifier_pooling": "mean"},
+    "modernbert": {
+        **family("modernbert").defaults,
+        "pad_token_id": 1,
+        "local_window": 8,
+        "global_every": 2,
+        "classifier_pooling": "mean",
+    },
 }
 PAIR = {"bert": "nsp", "albert": "sop"}
 ROW = 16
@@ -40,8 +59,7 @@ ROWS = ((0, 1, 2), (3, 4), (5,))  # which sequences each packed row holds, in or
 
 
 def tiny(name: str, attention: str = "einsum", heads: tuple[str, ...] = ()) -> ModelConfig:
-    return ModelConfig.from_dict({**TINY, **FAMILIES[name], "attention": attention,
-                                  "heads": heads})
+    return ModelConfig.from_dict({**TINY, **FAMILIES[name], "attention": attention, "heads": heads})
 
 
 def all_heads(name: str) -> tuple[str, ...]:
@@ -58,38 +76,61 @@ def sequences(cfg: ModelConfig, seed: int = 0) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     out = []
     for n in LENGTHS:
-        types = (np.arange(n) >= n // 2).astype(np.int32) if cfg.type_vocab_size > 1 \
+        types = (
+            (np.arange(n) >= n // 2).astype(np.int32)
+            if cfg.type_vocab_size > 1
             else np.zeros(n, np.int32)
+        )
         masked = np.sort(rng.choice(np.arange(1, n), 2, replace=False)).astype(np.int32)
         start = int(rng.integers(0, n))
-        out.append(dict(ids=rng.integers(5, cfg.vocab_size, n).astype(np.int32), types=types,
-                        masked=masked, masked_ids=rng.integers(5, cfg.vocab_size, 2),
-                        pair=int(rng.integers(0, 2)), label=int(rng.integers(0, 3)),
-                        target=float(rng.uniform(0, 5)), tags=rng.integers(0, 3, n),
-                        tag_weights=(rng.uniform(size=n) < 0.7).astype(np.float32),
-                        start=start, end=int(rng.integers(start, n))))
+        out.append(
+            dict(
+                ids=rng.integers(5, cfg.vocab_size, n).astype(np.int32),
+                types=types,
+                masked=masked,
+                masked_ids=rng.integers(5, cfg.vocab_size, 2),
+                pair=int(rng.integers(0, 2)),
+                label=int(rng.integers(0, 3)),
+                target=float(rng.uniform(0, 5)),
+                tags=rng.integers(0, 3, n),
+                tag_weights=(rng.uniform(size=n) < 0.7).astype(np.float32),
+                start=start,
+                end=int(rng.integers(start, n)),
+            )
+        )
     return out
 
 
-def layout(seqs: list[dict], rows: tuple[tuple[int, ...], ...], pad_id: int,
-           packed: bool) -> tuple[dict[str, np.ndarray], list[tuple[int, int, int]]]:
+def layout(
+    seqs: list[dict], rows: tuple[tuple[int, ...], ...], pad_id: int, packed: bool
+) -> tuple[dict[str, np.ndarray], list[tuple[int, int, int]]]:
     """A batch of `seqs` in `rows` (each a tuple of sequence indices), written here by
     hand as the packed layout is specified: segment k at the row's k-th sequence,
     per-sequence keys [B, S], positions in the row. Also where each sequence sits:
     (row, slot, offset)."""
     b, s = len(rows), max(len(r) for r in rows)
     p = max(2 * len(r) for r in rows)
-    batch = {k: np.zeros((b, ROW), np.int32) for k in
-             ("input_ids", "token_type_ids", "attention_mask", "tags")}
+    batch = {
+        k: np.zeros((b, ROW), np.int32)
+        for k in ("input_ids", "token_type_ids", "attention_mask", "tags")
+    }
     batch["input_ids"][:] = pad_id
     batch["tag_weights"] = np.zeros((b, ROW), np.float32)
-    for k, dtype in (("masked_lm_positions", np.int32), ("masked_lm_ids", np.int32),
-                     ("masked_lm_weights", np.float32)):
+    for k, dtype in (
+        ("masked_lm_positions", np.int32),
+        ("masked_lm_ids", np.int32),
+        ("masked_lm_weights", np.float32),
+    ):
         batch[k] = np.zeros((b, p), dtype)
     shape = (b, s) if packed else (b,)
-    batch.update(pair_labels=np.full(shape, -1, np.int32), labels=np.zeros(shape, np.int32),
-                 targets=np.zeros(shape, np.float32), weights=np.zeros(shape, np.float32),
-                 start=np.zeros(shape, np.int32), end=np.zeros(shape, np.int32))
+    batch.update(
+        pair_labels=np.full(shape, -1, np.int32),
+        labels=np.zeros(shape, np.int32),
+        targets=np.zeros(shape, np.float32),
+        weights=np.zeros(shape, np.float32),
+        start=np.zeros(shape, np.int32),
+        end=np.zeros(shape, np.int32),
+    )
     where = [None] * len(seqs)
     for r, members in enumerate(rows):
         at = 0
@@ -103,9 +144,14 @@ def layout(seqs: list[dict], rows: tuple[tuple[int, ...], ...], pad_id: int,
             batch["masked_lm_positions"][r, m] = x["masked"] + at
             batch["masked_lm_ids"][r, m], batch["masked_lm_weights"][r, m] = x["masked_ids"], 1
             key = (r, slot) if packed else r
-            for name, value in (("pair_labels", x["pair"]), ("labels", x["label"]),
-                                ("targets", x["target"]), ("weights", 1.0),
-                                ("start", x["start"] + at), ("end", x["end"] + at)):
+            for name, value in (
+                ("pair_labels", x["pair"]),
+                ("labels", x["label"]),
+                ("targets", x["target"]),
+                ("weights", 1.0),
+                ("start", x["start"] + at),
+                ("end", x["end"] + at),
+            ):
                 batch[name][key] = value
             where[i] = (r, slot, at)
             at += n
@@ -117,8 +163,11 @@ def layout(seqs: list[dict], rows: tuple[tuple[int, ...], ...], pad_id: int,
 def both(cfg: ModelConfig, seed: int = 0):
     seqs = sequences(cfg, seed)
     single = tuple((i,) for i in range(len(seqs)))
-    return (seqs, layout(seqs, ROWS, cfg.pad_token_id, True),
-            layout(seqs, single, cfg.pad_token_id, False))
+    return (
+        seqs,
+        layout(seqs, ROWS, cfg.pad_token_id, True),
+        layout(seqs, single, cfg.pad_token_id, False),
+    )
 
 
 def forward(cfg: ModelConfig, params, batch, packed: bool):
@@ -126,8 +175,11 @@ def forward(cfg: ModelConfig, params, batch, packed: bool):
 
     model = build(cfg)
     kw = packing(batch, "labels") if packed else {}
-    fn = jax.jit(lambda p, b: model.apply({"params": p}, b["input_ids"], b["token_type_ids"],
-                                          b["attention_mask"], **kw))
+    fn = jax.jit(
+        lambda p, b: model.apply(
+            {"params": p}, b["input_ids"], b["token_type_ids"], b["attention_mask"], **kw
+        )
+    )
     return fn(params, {k: jnp.asarray(v) for k, v in batch.items()})
 
 
@@ -146,19 +198,35 @@ def test_packed_rows_give_each_sequence_its_unpacked_outputs(name, attention):
     u_logits, u_out = forward(cfg, params, ub, False)
     for i, (r, slot, at) in enumerate(where):
         n = len(seqs[i]["ids"])
-        for layer, (ps, us) in enumerate(zip(p_out["hidden_states"], u_out["hidden_states"],
-                                             strict=True)):
-            np.testing.assert_allclose(ps[r, at:at + n], us[i, :n], atol=1e-5, rtol=0,
-                                       err_msg=f"{name} sequence {i} layer {layer}")
+        for layer, (ps, us) in enumerate(
+            zip(p_out["hidden_states"], u_out["hidden_states"], strict=True)
+        ):
+            np.testing.assert_allclose(
+                ps[r, at : at + n],
+                us[i, :n],
+                atol=1e-5,
+                rtol=0,
+                err_msg=f"{name} sequence {i} layer {layer}",
+            )
         for head in PER_TOKEN:
             if head in p_logits:
-                np.testing.assert_allclose(p_logits[head][r, at:at + n], u_logits[head][i, :n],
-                                           atol=1e-5, rtol=0, err_msg=f"{name} {head} {i}")
+                np.testing.assert_allclose(
+                    p_logits[head][r, at : at + n],
+                    u_logits[head][i, :n],
+                    atol=1e-5,
+                    rtol=0,
+                    err_msg=f"{name} {head} {i}",
+                )
         for head in PER_SEQUENCE:
             if head in p_logits:
                 assert p_logits[head].shape[:2] == (len(ROWS), 3), head
-                np.testing.assert_allclose(p_logits[head][r, slot], u_logits[head][i],
-                                           atol=1e-5, rtol=0, err_msg=f"{name} {head} {i}")
+                np.testing.assert_allclose(
+                    p_logits[head][r, slot],
+                    u_logits[head][i],
+                    atol=1e-5,
+                    rtol=0,
+                    err_msg=f"{name} {head} {i}",
+                )
 
 
 def _params(cfg: ModelConfig):
@@ -168,8 +236,9 @@ def _params(cfg: ModelConfig):
 
 
 def _finetune_task(cls, regression: bool = False):
-    config = ml_collections.ConfigDict(dict(finetune=dict(
-        dataset="custom", labels=() if regression else ("a", "b", "c"))))
+    config = ml_collections.ConfigDict(
+        dict(finetune=dict(dataset="custom", labels=() if regression else ("a", "b", "c")))
+    )
     return cls(config)
 
 
@@ -177,8 +246,9 @@ def _loss_fn(name: str, task: str, model):
     """(loss_fn, batch rename): the task's own loss function, as training runs it."""
     if task == "pretrain":
         if name == "electra":
-            return electra_loss_fn(model, False, gen_weight=1.0, disc_weight=50.0,
-                                   temperature=1.0), {}
+            return electra_loss_fn(
+                model, False, gen_weight=1.0, disc_weight=50.0, temperature=1.0
+            ), {}
         cls = {"bert": mlm.MaskedLMNSP, "albert": mlm.MaskedLMSOP}.get(name, mlm.MaskedLM)
         return cls(None).loss_fn(model, False), {}
     if task == "classification":
@@ -186,31 +256,43 @@ def _loss_fn(name: str, task: str, model):
     if task == "regression":
         return _finetune_task(glue.Glue, True).loss_fn(model, False), {"labels": "targets"}
     if task == "tagging":
-        return ner.NER(None).loss_fn(model, False), {"labels": "tags",
-                                                       "label_weights": "tag_weights"}
+        return ner.NER(None).loss_fn(model, False), {
+            "labels": "tags",
+            "label_weights": "tag_weights",
+        }
     return squad.Squad(None).loss_fn(model, False), {}
 
 
-TASK_HEADS = {"classification": ("classifier",), "regression": ("classifier",),
-              "tagging": ("token_classifier",), "span": ("span",)}
+TASK_HEADS = {
+    "classification": ("classifier",),
+    "regression": ("classifier",),
+    "tagging": ("token_classifier",),
+    "span": ("span",),
+}
 
 
 # Every family's pretraining loss; the fine-tuning losses on BERT (pooled classifier),
 # RoBERTa (its own classifier head) and ModernBERT (prediction heads, mean pooling);
 # every family's classifier logits are checked above.
-CASES = ([(name, "pretrain") for name in sorted(FAMILIES)]
-         + [(name, task) for name in ("bert", "roberta") for task in TASK_HEADS]
-         + [("modernbert", "classification"), ("modernbert", "span")])
+CASES = (
+    [(name, "pretrain") for name in sorted(FAMILIES)]
+    + [(name, task) for name in ("bert", "roberta") for task in TASK_HEADS]
+    + [("modernbert", "classification"), ("modernbert", "span")]
+)
 
 
 @pytest.mark.parametrize("name,task", CASES)
 def test_a_packed_step_has_the_unpacked_loss_and_gradients(name, task, monkeypatch):
     if name == "electra":  # the generator's sample, made a function of its logits
-        monkeypatch.setattr(objectives, "sample_tokens", lambda logits, rng, t: jnp.argmax(
-            logits, axis=-1).astype(jnp.int32))
+        monkeypatch.setattr(
+            objectives,
+            "sample_tokens",
+            lambda logits, rng, t: jnp.argmax(logits, axis=-1).astype(jnp.int32),
+        )
     if task == "pretrain":
-        heads = tuple(h for h in all_heads(name) if h not in (
-            "classifier", "token_classifier", "span"))
+        heads = tuple(
+            h for h in all_heads(name) if h not in ("classifier", "token_classifier", "span")
+        )
     else:
         pooled = ("pooler",) if "pooler" in all_heads(name) else ()
         heads = (*pooled, *TASK_HEADS[task])
@@ -222,8 +304,9 @@ def test_a_packed_step_has_the_unpacked_loss_and_gradients(name, task, monkeypat
     def run(batch):
         batch = {k: jnp.asarray(v) for k, v in batch.items()}
         batch.update({new: batch[old] for new, old in rename.items()})
-        fn = jax.jit(jax.value_and_grad(lambda p: loss_fn(p, batch, jax.random.key(0), None),
-                                        has_aux=True))
+        fn = jax.jit(
+            jax.value_and_grad(lambda p: loss_fn(p, batch, jax.random.key(0), None), has_aux=True)
+        )
         return fn(params)
 
     (p_loss, p_metrics), p_grads = run(pb)
@@ -231,14 +314,16 @@ def test_a_packed_step_has_the_unpacked_loss_and_gradients(name, task, monkeypat
     assert np.isfinite(float(u_loss)) and float(u_loss) > 0
     np.testing.assert_allclose(p_loss, u_loss, rtol=1e-5)
     for key, metric in u_metrics.items():
-        np.testing.assert_allclose(p_metrics[key].value, metric.value, rtol=1e-5, atol=1e-6,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            p_metrics[key].value, metric.value, rtol=1e-5, atol=1e-6, err_msg=key
+        )
         np.testing.assert_allclose(p_metrics[key].count, metric.count, err_msg=key)
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(u_grads))
     for path, g in jax.tree_util.tree_leaves_with_path(u_grads):
         other = dict(jax.tree_util.tree_leaves_with_path(p_grads))[path]
-        np.testing.assert_allclose(other, g, atol=1e-5 * scale, rtol=0,
-                                   err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(
+            other, g, atol=1e-5 * scale, rtol=0, err_msg=jax.tree_util.keystr(path)
+        )
 
 
 def test_positions_restart_at_every_sequence():
@@ -248,9 +333,10 @@ def test_positions_restart_at_every_sequence():
     mask = np.asarray([[1, 1, 1, 2, 2, 3, 0, 0], [1, 1, 1, 1, 1, 1, 1, 0]], np.int32)
     ids = np.where(mask > 0, 7, 1).astype(np.int32)
     for name, want in (
-            ("bert", [[0, 1, 2, 0, 1, 0, 6, 7], [0, 1, 2, 3, 4, 5, 6, 7]]),
-            # RoBERTa: real tokens count from pad_id + 1 = 2 in each sequence; padding at 1
-            ("roberta", [[2, 3, 4, 2, 3, 2, 1, 1], [2, 3, 4, 5, 6, 7, 8, 1]])):
+        ("bert", [[0, 1, 2, 0, 1, 0, 6, 7], [0, 1, 2, 3, 4, 5, 6, 7]]),
+        # RoBERTa: real tokens count from pad_id + 1 = 2 in each sequence; padding at 1
+        ("roberta", [[2, 3, 4, 2, 3, 2, 1, 1], [2, 3, 4, 5, 6, 7, 8, 1]]),
+    ):
         got = position_ids(tiny(name), jnp.asarray(ids), AttentionMask.of(mask, True))
         np.testing.assert_array_equal(got, want, err_msg=name)
 
@@ -264,22 +350,24 @@ def test_changing_one_sequence_leaves_its_neighbours_bit_identical(name, attenti
     changed = {k: v.copy() for k, v in pb.items()}
     r, slot, at = where[1]  # the middle sequence of row 0
     n = len(seqs[1]["ids"])
-    changed["input_ids"][r, at:at + n] = (changed["input_ids"][r, at:at + n] + 3) % 90 + 5
+    changed["input_ids"][r, at : at + n] = (changed["input_ids"][r, at : at + n] + 3) % 90 + 5
     a_logits, a_out = forward(cfg, params, pb, True)
     b_logits, b_out = forward(cfg, params, changed, True)
-    assert not np.array_equal(a_out["sequence"][r, at:at + n], b_out["sequence"][r, at:at + n])
+    assert not np.array_equal(a_out["sequence"][r, at : at + n], b_out["sequence"][r, at : at + n])
     for i, (row, s, start) in enumerate(where):
         if i == 1:
             continue
         m = len(seqs[i]["ids"])
-        np.testing.assert_array_equal(a_out["sequence"][row, start:start + m],
-                                      b_out["sequence"][row, start:start + m])
+        np.testing.assert_array_equal(
+            a_out["sequence"][row, start : start + m], b_out["sequence"][row, start : start + m]
+        )
         for head in PER_SEQUENCE:
             if head in a_logits:
                 np.testing.assert_array_equal(a_logits[head][row, s], b_logits[head][row, s])
 
 
 # ------------------------------------------------------------------ fine-tuning batches
+
 
 class _Tokenizer:
     pad_id = 0
@@ -290,19 +378,31 @@ def _finetune(cls, packing: str, per_token: bool):
     sequence, or per token with weights), train batches of 6."""
     from bertjax.tasks.finetune import Features
 
-    config = ml_collections.ConfigDict(dict(
-        seed=0, max_seq_length=ROW, train=dict(batch_size=6, steps=0),
-        finetune=dict(dataset="custom", labels=("a", "b", "c"), pad_multiple=8,
-                      packing=packing, packing_max_sequences=4, epochs=1.0)))
+    config = ml_collections.ConfigDict(
+        dict(
+            seed=0,
+            max_seq_length=ROW,
+            train=dict(batch_size=6, steps=0),
+            finetune=dict(
+                dataset="custom",
+                labels=("a", "b", "c"),
+                pad_multiple=8,
+                packing=packing,
+                packing_max_sequences=4,
+                epochs=1.0,
+            ),
+        )
+    )
     task = cls(config)
     rng = np.random.default_rng(2)
     lengths = rng.integers(3, ROW, 12)
     ids = [rng.integers(5, 97, n).astype(np.int32) for n in lengths]
     types = [(np.arange(n) >= n // 2).astype(np.int32) for n in lengths]
     if per_token:
-        extra = {"labels": [rng.integers(0, 3, n).astype(np.int32) for n in lengths],
-                 "label_weights": [(rng.uniform(size=n) < .7).astype(np.float32)
-                                   for n in lengths]}
+        extra = {
+            "labels": [rng.integers(0, 3, n).astype(np.int32) for n in lengths],
+            "label_weights": [(rng.uniform(size=n) < 0.7).astype(np.float32) for n in lengths],
+        }
     else:
         extra = {"labels": rng.integers(0, 3, 12).astype(np.int32)}
     task._tokenizer, task._features["train"] = _Tokenizer(), Features(ids, types, extra)
@@ -315,8 +415,9 @@ def test_packed_fine_tuning_batches_train_as_the_unpacked_ones(cls, per_token):
     cfg = tiny("bert", "xla", heads)
     params = _params(cfg)
     for step in range(2):
-        batches = {p: _finetune(cls, p, per_token).global_train_batch(step)
-                   for p in ("off", "best_fit")}
+        batches = {
+            p: _finetune(cls, p, per_token).global_train_batch(step) for p in ("off", "best_fit")
+        }
         packed = batches["best_fit"]
         assert "num_sequences" in packed and "num_sequences" not in batches["off"]
         assert len(packed["input_ids"]) < 6 and packed["input_ids"].shape[1] == ROW
@@ -325,8 +426,9 @@ def test_packed_fine_tuning_batches_train_as_the_unpacked_ones(cls, per_token):
         for batch in batches.values():
             fn = _finetune(cls, "off", per_token).loss_fn(build(cfg), False)
             b = {k: jnp.asarray(v) for k, v in batch.items()}
-            losses.append(jax.jit(lambda p, b=b, fn=fn: fn(p, b, jax.random.key(0), None)[0])(
-                params))
+            losses.append(
+                jax.jit(lambda p, b=b, fn=fn: fn(p, b, jax.random.key(0), None)[0])(params)
+            )
         np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
 
 

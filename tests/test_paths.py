@@ -20,8 +20,12 @@ def root(request, tmp_path) -> str:
 def test_write_read_list(root):
     paths.makedirs(root)
     paths.write_json(paths.join(root, "a.json"), {"x": [1, 2]})
-    paths.write_bytes(paths.join(root, "sub", "b.bin") if paths.is_remote(root) else
-                      _mk(paths.join(root, "sub"), "b.bin"), b"\x00\x01")
+    paths.write_bytes(
+        paths.join(root, "sub", "b.bin")
+        if paths.is_remote(root)
+        else _mk(paths.join(root, "sub"), "b.bin"),
+        b"\x00\x01",
+    )
     assert paths.read_json(paths.join(root, "a.json")) == {"x": [1, 2]}
     assert paths.read_bytes(paths.join(root, "sub", "b.bin")) == b"\x00\x01"
     assert paths.listdir(root) == ["a.json", "sub"]
@@ -101,8 +105,7 @@ def test_interrupted_upload_leaves_no_marker(bucket, tmp_path, monkeypatch):
     monkeypatch.setattr(fs, "put_file", failing)
     out = bucket + "/model"
     with pytest.raises(OSError) as e:
-        objectstore.publish_directory(str(local), paths.walk_files(str(local)), out,
-                                        "config.json")
+        objectstore.publish_directory(str(local), paths.walk_files(str(local)), out, "config.json")
     # What a command prints: "FILE: what went wrong".
     assert (e.value.filename, e.value.strerror) == (out, "publish failed (network down)")
     assert not paths.exists(out + "/config.json")
@@ -134,7 +137,9 @@ def test_missing_bucket_is_one_line(bucket):
     with pytest.raises(FileNotFoundError) as e:
         paths.write_bytes(missing, b"{}")
     assert (e.value.filename, e.value.strerror) == (
-        missing, f"write: no such bucket {bucket}-missing")
+        missing,
+        f"write: no such bucket {bucket}-missing",
+    )
     with pytest.raises(FileNotFoundError) as e:  # checked before a job's work
         paths.makedirs(bucket + "-missing/run")
     assert (e.value.filename, e.value.strerror) == (bucket + "-missing", "no such bucket")

@@ -204,8 +204,19 @@ def test_plan_hosts():
 def test_two_hosts_read_every_example_once_per_epoch(tmp_path, n_shards):
     write_data(str(tmp_path), 96, n_shards)
     hosts = [
-        _take(_pipe(str(tmp_path), "train", 16, seed=3, masking=DYN, process_index=i,
-                       process_count=2, shuffle_buffer=20), 12)
+        _take(
+            _pipe(
+                str(tmp_path),
+                "train",
+                16,
+                seed=3,
+                masking=DYN,
+                process_index=i,
+                process_count=2,
+                shuffle_buffer=20,
+            ),
+            12,
+        )
         for i in range(2)
     ]
     assert hosts[0][0]["input_ids"].shape == (8, 16)
@@ -214,14 +225,25 @@ def test_two_hosts_read_every_example_once_per_epoch(tmp_path, n_shards):
         steps = range(6 * e, 6 * e + 6)
         seen = np.concatenate([_uids(hosts[h][k]) for h in range(2) for k in steps])
         assert sorted(seen.tolist()) == list(range(96))
-        epochs.append(np.concatenate([_uids(b) for b in hosts[0][6 * e: 6 * e + 6]]))
+        epochs.append(np.concatenate([_uids(b) for b in hosts[0][6 * e : 6 * e + 6]]))
     assert not np.array_equal(epochs[0], epochs[1])  # a new order every epoch
 
 
 def test_uneven_hosts_leave_out_the_remainder(tmp_path):
     write_data(str(tmp_path), 25, 1)  # record level; 1 example left out per epoch
-    pipes = [_pipe(str(tmp_path), "train", 4, seed=0, masking=DYN, process_index=i,
-                      process_count=2, shuffle_buffer=1) for i in range(2)]
+    pipes = [
+        _pipe(
+            str(tmp_path),
+            "train",
+            4,
+            seed=0,
+            masking=DYN,
+            process_index=i,
+            process_count=2,
+            shuffle_buffer=1,
+        )
+        for i in range(2)
+    ]
     assert pipes[0].epoch_examples == 12 and pipes[0].dropped_per_epoch == 1
     got = [np.concatenate([_uids(b) for b in _take(p, 6)]) for p in pipes]  # one epoch
     seen = np.concatenate(got)
@@ -248,8 +270,7 @@ def test_same_seed_same_stream_other_seed_other_order(data96):
 @pytest.mark.parametrize("k", [0, 4, 7])
 def test_restore_equals_uninterrupted_stream(data96, k):
     d, _ = data96
-    kwargs = dict(split="train", global_batch_size=16, seed=5, masking=DYN,
-                  shuffle_buffer=30)
+    kwargs = dict(split="train", global_batch_size=16, seed=5, masking=DYN, shuffle_buffer=30)
     full = _take(_pipe(d, **kwargs), k + 5)
     pipe = _pipe(d, **kwargs)
     _take(pipe, k) if k else None
@@ -268,11 +289,18 @@ def test_restore_equals_uninterrupted_stream(data96, k):
 def test_restore_two_hosts(tmp_path):
     write_data(str(tmp_path), 40, 2)
     for i in range(2):
-        kwargs = dict(split="train", global_batch_size=8, seed=9,
-                      masking=DYN, process_index=i, process_count=2)
+        kwargs = dict(
+            split="train",
+            global_batch_size=8,
+            seed=9,
+            masking=DYN,
+            process_index=i,
+            process_count=2,
+        )
         full = _take(_pipe(str(tmp_path), **kwargs), 9)
-        resumed = _take(Pipeline.restore({"step": 6}, Manifest.read(str(tmp_path)),
-                                         PipelineConfig(**kwargs)), 3)
+        resumed = _take(
+            Pipeline.restore({"step": 6}, Manifest.read(str(tmp_path)), PipelineConfig(**kwargs)), 3
+        )
         for expected, got in zip(full[6:], resumed, strict=True):
             for key in expected:
                 np.testing.assert_array_equal(expected[key], got[key])
@@ -298,8 +326,15 @@ def test_state_counts_consumed_batches(data96):
 def test_batch_shapes_dtypes_padding_and_masks(data96):
     d, examples = data96
     (batch,) = _take(_pipe(d, "train", 16, seed=0, masking=DYN), 1)
-    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "masked_lm_positions",
-                          "masked_lm_ids", "masked_lm_weights", "pair_labels"}
+    assert set(batch) == {
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+        "masked_lm_positions",
+        "masked_lm_ids",
+        "masked_lm_weights",
+        "pair_labels",
+    }
     for key in ("input_ids", "attention_mask", "token_type_ids"):
         assert batch[key].shape == (16, 16) and batch[key].dtype == np.int32
     for key in ("masked_lm_positions", "masked_lm_ids"):
@@ -331,12 +366,10 @@ def test_dynamic_masks_use_the_documented_rng(data96):
     from bertjax.data.tokenizers import load_tokenizer
 
     d, _ = data96
-    batches = _take(_pipe(d, "train", 16, seed=4, masking=DYN, process_index=1,
-                             process_count=2), 3)
+    batches = _take(_pipe(d, "train", 16, seed=4, masking=DYN, process_index=1, process_count=2), 3)
     masker = masker_from_tokenizer(load_tokenizer(os.path.join(d, "tokenizer")), DYN)
     for k, batch in enumerate(batches):
-        again = masker(_unmasked(batch), batch["attention_mask"],
-                       np.random.default_rng([4, k, 1]))
+        again = masker(_unmasked(batch), batch["attention_mask"], np.random.default_rng([4, k, 1]))
         for key, value in again.items():
             np.testing.assert_array_equal(value, batch[key])
 
@@ -353,8 +386,9 @@ def test_static_masks_are_read_back_exactly(tmp_path):
             seen.add(uid)
             n, k = len(ex["input_ids"]), len(ex["masked_lm_positions"])
             np.testing.assert_array_equal(ids[:n], ex["input_ids"])
-            np.testing.assert_array_equal(batch["masked_lm_positions"][row, :k],
-                                          ex["masked_lm_positions"])
+            np.testing.assert_array_equal(
+                batch["masked_lm_positions"][row, :k], ex["masked_lm_positions"]
+            )
             np.testing.assert_array_equal(batch["masked_lm_ids"][row, :k], ex["masked_lm_ids"])
             np.testing.assert_array_equal(batch["masked_lm_weights"][row], np.arange(4) < k)
             assert (batch["masked_lm_positions"][row, k:] == 0).all()
@@ -367,7 +401,7 @@ def test_corpus_smaller_than_one_batch_still_yields_batches(tmp_path):
     uids = np.concatenate([_uids(b) for b in batches])
     assert len(uids) == 48
     for e in range(9):  # every epoch (5 records) holds every example once
-        assert sorted(uids[5 * e: 5 * e + 5].tolist()) == list(range(5))
+        assert sorted(uids[5 * e : 5 * e + 5].tolist()) == list(range(5))
 
 
 def test_single_pass_reads_every_example_once_and_fills_the_last_batch(data96):
@@ -396,8 +430,11 @@ def test_id_outside_vocabulary_raises_clear_error(tmp_path):
     write_data(str(tmp_path), 32, 2, mutate=_bad_id)
     # uid 13 is record 6 of shard 1 (shard s holds uids s, s + 2, ...).
     shard = os.path.join(str(tmp_path), "train-00001-of-00002.tfrecord")
-    with pytest.raises(DataError, match=rf"^{shard}, record 6: token id {VOCAB + 7} is outside "
-                                        r"the vocabulary \[0, 805\) of .*tokenizer \(split"):
+    with pytest.raises(
+        DataError,
+        match=rf"^{shard}, record 6: token id {VOCAB + 7} is outside "
+        r"the vocabulary \[0, 805\) of .*tokenizer \(split",
+    ):
         _take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 4)
 
 
@@ -428,8 +465,12 @@ def test_length_checks(tmp_path, data96):
         _take(_pipe(str(tmp_path), "train", 16, seed=0, masking=DYN), 1)
     d, _ = data96  # lengths up to 16
     with pytest.raises(DataError, match="more than max_position_embeddings 14 - position_offset 2"):
-        _take(_pipe(d, "train", 96, seed=0, masking=DYN, max_position_embeddings=14,
-                       position_offset=2), 1)
+        _take(
+            _pipe(
+                d, "train", 96, seed=0, masking=DYN, max_position_embeddings=14, position_offset=2
+            ),
+            1,
+        )
     assert _take(_pipe(d, "train", 96, seed=0, masking=DYN, max_position_embeddings=16), 1)
 
 
@@ -443,8 +484,14 @@ def test_bad_manifests_and_arguments_fail_in_one_line(tmp_path, data96):
             with open(path, "w") as f:
                 json.dump(manifest, f)
         with pytest.raises(DataError, match=match) as e:
-            _pipe(kwargs.pop("data_dir", here), kwargs.pop("split", "train"), 8, seed=0,
-                  masking=kwargs.pop("masking", DYN), **kwargs)
+            _pipe(
+                kwargs.pop("data_dir", here),
+                kwargs.pop("split", "train"),
+                8,
+                seed=0,
+                masking=kwargs.pop("masking", DYN),
+                **kwargs,
+            )
         assert "\n" not in str(e.value)
 
     fails(f"{path}: not found")
@@ -491,8 +538,10 @@ def test_a_damaged_shard_is_named_when_first_opened(tmp_path):
         f.write(b"\xff" * 8)
     with pytest.raises(DataError) as e:
         _take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
-    assert str(e.value) == (f"{shard}: its sha256 differs from {tmp_path}/manifest.json; "
-                            "the shard is damaged or was replaced. Prepare the data again")
+    assert str(e.value) == (
+        f"{shard}: its sha256 differs from {tmp_path}/manifest.json; "
+        "the shard is damaged or was replaced. Prepare the data again"
+    )
     path = os.path.join(str(tmp_path), "manifest.json")
     with open(path) as f:
         manifest = json.load(f)
@@ -554,11 +603,18 @@ def test_batches_become_global_arrays_on_8_simulated_devices(data96, tmp_path):
         print("OK")
         """
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=root,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
     assert "tensorflow" not in result.stderr.lower()
 
@@ -585,24 +641,45 @@ def test_reads_what_prepare_writes(tmp_path, masking):
         for _ in range(40)
     ]
     tok = train_wordpiece((" ".join(d) for d in docs), vocab_size=200)
-    settings = PrepareSettings(instances="nsp", max_seq_length=24, masking=masking,
-                               dupe_factor=2, docs_per_shard=20, num_workers=0)
+    settings = PrepareSettings(
+        instances="nsp",
+        max_seq_length=24,
+        masking=masking,
+        dupe_factor=2,
+        docs_per_shard=20,
+        num_workers=0,
+    )
     manifest = prepare.prepare(docs, tok, str(tmp_path), settings, progress=False)
-    expected = [ex for s in manifest["splits"]["train"]["shards"]
-                for ex in read_examples(os.path.join(str(tmp_path), s["file"]))]
+    expected = [
+        ex
+        for s in manifest["splits"]["train"]["shards"]
+        for ex in read_examples(os.path.join(str(tmp_path), s["file"]))
+    ]
     assert len(expected) == manifest["splits"]["train"]["examples"] > 8
     # One pass, no shuffle buffer: the order is the file order interleaved record by record.
-    pipe = _pipe(str(tmp_path), "train", 4, seed=0, shuffle_buffer=1, repeat=False,
-                    masking=None if masking == "static" else MaskingConfig(
-                        max_predictions_per_seq=4))
+    pipe = _pipe(
+        str(tmp_path),
+        "train",
+        4,
+        seed=0,
+        shuffle_buffer=1,
+        repeat=False,
+        masking=None if masking == "static" else MaskingConfig(max_predictions_per_seq=4),
+    )
     rows = [(b, i) for b in pipe for i in range(4) if b["attention_mask"][i, 0]]
     assert len(rows) == len(expected)
+
     def record(ids, types, pair, positions, labels):
         return (tuple(ids), tuple(types), int(pair), tuple(positions), tuple(labels))
 
     want = sorted(
-        record(ex["input_ids"], ex["token_type_ids"], ex["pair_label"][0],
-               ex.get("masked_lm_positions", ()), ex.get("masked_lm_ids", ()))
+        record(
+            ex["input_ids"],
+            ex["token_type_ids"],
+            ex["pair_label"][0],
+            ex.get("masked_lm_positions", ()),
+            ex.get("masked_lm_ids", ()),
+        )
         for ex in expected
     )
     have = []
@@ -611,9 +688,13 @@ def test_reads_what_prepare_writes(tmp_path, masking):
         k = int(b["masked_lm_weights"][i].sum())
         assert (b["attention_mask"][i, :n] == 1).all() and (b["input_ids"][i, n:] == 0).all()
         static = masking == "static"
-        have.append(record(
-            (b["input_ids"][i] if static else _unmasked(b)[i])[:n], b["token_type_ids"][i, :n],
-            b["pair_labels"][i], b["masked_lm_positions"][i, :k] if static else (),
-            b["masked_lm_ids"][i, :k] if static else (),
-        ))
+        have.append(
+            record(
+                (b["input_ids"][i] if static else _unmasked(b)[i])[:n],
+                b["token_type_ids"][i, :n],
+                b["pair_labels"][i],
+                b["masked_lm_positions"][i, :k] if static else (),
+                b["masked_lm_ids"][i, :k] if static else (),
+            )
+        )
     assert sorted(have) == want

@@ -147,8 +147,14 @@ def test_example_and_tfrecord_bytes_match_tensorflow(tmp_path):
 def test_same_shards_for_1_and_2_worker_processes(corpus, tok, tmp_path):
     # Google's rules on: passes rebuilt, budget from every token, one-sentence chunks
     # always a random next.
-    kw = dict(masking="static", dupe_factor=2, docs_per_shard=30, dupe_mode="rebuild",
-              masking_config={"budget": "google"}, nsp_single_sentence="random_next")
+    kw = dict(
+        masking="static",
+        dupe_factor=2,
+        docs_per_shard=30,
+        dupe_mode="rebuild",
+        masking_config={"budget": "google"},
+        nsp_single_sentence="random_next",
+    )
     m0 = _run(corpus, tok, tmp_path / "w0", num_workers=0, **kw)
     m1 = _run(corpus, tok, tmp_path / "w1", num_workers=1, **kw)
     m2 = _run(corpus, tok, tmp_path / "w2", num_workers=2, **kw)
@@ -230,8 +236,9 @@ def test_every_instance_kind_writes_valid_shards(corpus, tok, tmp_path, kind, la
 
 def test_remask_writes_dupe_factor_different_copies(corpus, tok, tmp_path):
     d = tmp_path / "static"
-    m = _run(corpus[:80], tok, d, masking="static", dupe_factor=3, validation_every=0,
-             dupe_mode="remask")
+    m = _run(
+        corpus[:80], tok, d, masking="static", dupe_factor=3, validation_every=0, dupe_mode="remask"
+    )
     assert m["masking"] == "static" and m["settings"]["masking_config"]["masked_lm_prob"] == 0.15
     examples = _all_examples(d, m)
     specials = {tok.cls_id, tok.sep_id, tok.pad_id}
@@ -287,10 +294,10 @@ def test_rebuild_passes_differ_in_pairing_and_lengths_not_only_masks(corpus, tok
     example predicts min(20, round(0.15 x its length)) positions (token masking)."""
     kw = dict(masking="static", dupe_factor=3, validation_every=0)
     m_re = _run(corpus[:80], tok, tmp_path / "remask", dupe_mode="remask", **kw)
-    m_rb = _run(corpus[:80], tok, tmp_path / "rebuild", masking_config={"budget": "google"},
-                **kw)
-    remask, rebuild = (_unmasked_pairs(tmp_path / n, m) for n, m in
-                       (("remask", m_re), ("rebuild", m_rb)))
+    m_rb = _run(corpus[:80], tok, tmp_path / "rebuild", masking_config={"budget": "google"}, **kw)
+    remask, rebuild = (
+        _unmasked_pairs(tmp_path / n, m) for n, m in (("remask", m_re), ("rebuild", m_rb))
+    )
     assert len(set(remask)) * 3 == len(remask)  # one set, three times
     # Rebuilt passes: far more distinct pairs (some short documents come out the same).
     assert len(set(rebuild)) > 2 * len(set(remask)), (len(set(rebuild)), len(set(remask)))
@@ -442,8 +449,11 @@ def test_one_document_corpus_falls_back_to_actual_next(corpus, tok, tmp_path):
 
 
 def test_a_corpus_without_examples_is_an_error_that_leaves_nothing(tok, tmp_path):
-    with pytest.raises(ValueError, match=r"no training examples \(documents: 2, sentences: "
-                                         r"0, empty documents: 2\); nothing written"):
+    with pytest.raises(
+        ValueError,
+        match=r"no training examples \(documents: 2, sentences: "
+        r"0, empty documents: 2\); nothing written",
+    ):
         _run([[], [""]], tok, tmp_path / "empty")
     assert not os.path.exists(tmp_path / "empty")
 
@@ -552,8 +562,12 @@ def test_google_format_records_parse_with_run_pretraining_features(corpus, tok, 
     tf = pytest.importorskip("tensorflow")
     from bertjax.data.pipeline import Pipeline, PipelineConfig
 
-    kw = dict(masking="static", dupe_factor=2, validation_every=0,
-              masking_config={"max_predictions_per_seq": 20, "budget": "google"})
+    kw = dict(
+        masking="static",
+        dupe_factor=2,
+        validation_every=0,
+        masking_config={"max_predictions_per_seq": 20, "budget": "google"},
+    )
     m_ours = _run(corpus[:60], tok, tmp_path / "ours", **kw)
     m_goog = _run(corpus[:60], tok, tmp_path / "google", record_format="google", **kw)
     ours = _all_examples(tmp_path / "ours", m_ours)
@@ -568,8 +582,10 @@ def test_google_format_records_parse_with_run_pretraining_features(corpus, tok, 
         "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
     }
     files = [str(tmp_path / "google" / s["file"]) for s in m_goog["splits"]["train"]["shards"]]
-    theirs = [{k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()}
-              for r in tf.data.TFRecordDataset(files)]
+    theirs = [
+        {k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()}
+        for r in tf.data.TFRecordDataset(files)
+    ]
     assert len(theirs) == len(ours) > 100
     for a, g in zip(ours, theirs, strict=True):
         n, k = len(a["input_ids"]), len(a["masked_lm_positions"])
@@ -583,9 +599,10 @@ def test_google_format_records_parse_with_run_pretraining_features(corpus, tok, 
         assert not g["masked_lm_positions"][k:].any() and not g["masked_lm_ids"][k:].any()
         assert g["next_sentence_labels"][0] == a["pair_label"][0]
     # The pipeline reads them into the very batches of the default format's directory.
-    pipes = [Pipeline(Manifest.read(str(tmp_path / d)), PipelineConfig("train", 8, seed=3,
-                                                                       repeat=False))
-             for d in ("ours", "google")]
+    pipes = [
+        Pipeline(Manifest.read(str(tmp_path / d)), PipelineConfig("train", 8, seed=3, repeat=False))
+        for d in ("ours", "google")
+    ]
     batches = [list(p) for p in pipes]
     assert len(batches[0]) == len(batches[1]) == pipes[0].steps_per_epoch > 10
     for a, g in zip(*batches, strict=True):

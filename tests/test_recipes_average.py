@@ -21,9 +21,20 @@ def run(tmp_path_factory) -> str:
     corpus = trainlib.write_corpus(str(tmp_path_factory.mktemp("corpus") / "corpus.txt"))
     data = trainlib.prepare("bert", str(tmp_path_factory.mktemp("data")), corpus)
     workdir = str(tmp_path_factory.mktemp("run") / "run")
-    train_lib.train(trainlib.config("bert", data, **{
-        "train.steps": 6, "train.checkpoint_every": 2, "train.max_to_keep": 3,
-        "optim.decay": "constant", "optim.warmup_steps": 0}), workdir)
+    train_lib.train(
+        trainlib.config(
+            "bert",
+            data,
+            **{
+                "train.steps": 6,
+                "train.checkpoint_every": 2,
+                "train.max_to_keep": 3,
+                "optim.decay": "constant",
+                "optim.warmup_steps": 0,
+            },
+        ),
+        workdir,
+    )
     return workdir
 
 
@@ -32,8 +43,9 @@ def _params(workdir, step):
 
 
 def _flat(tree):
-    return {jax.tree_util.keystr(p): np.asarray(x)
-            for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def test_uniform_average_is_the_numpy_mean(run, tmp_path):
@@ -73,14 +85,19 @@ def test_ema_weights_hand_computed():
     np.testing.assert_allclose(average.weights(4), [0.25] * 4)
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda r: average.check([(r, 3)]),
-     "--checkpoints: step 3 is not a saved checkpoint of {run} (saved: 2, 4, 6)"),
-    (lambda r: average.parse_checkpoint(r), "is not WORKDIR@STEP"),
-    (lambda r: average.last_checkpoints(r, 4), "--last=4: {run} has only 3 saved"),
-    (lambda r: average.weights(2, "ema", 1.0), "--ema_decay=1.0: must be in [0, 1)"),
-    (lambda r: average.check([(r + "_missing", 2)]), "no such directory"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (
+            lambda r: average.check([(r, 3)]),
+            "--checkpoints: step 3 is not a saved checkpoint of {run} (saved: 2, 4, 6)",
+        ),
+        (lambda r: average.parse_checkpoint(r), "is not WORKDIR@STEP"),
+        (lambda r: average.last_checkpoints(r, 4), "--last=4: {run} has only 3 saved"),
+        (lambda r: average.weights(2, "ema", 1.0), "--ema_decay=1.0: must be in [0, 1)"),
+        (lambda r: average.check([(r + "_missing", 2)]), "no such directory"),
+    ],
+)
 def test_bad_input_is_one_line(call, message, run):
     with pytest.raises((ValueError, OSError)) as e:
         call(run)
@@ -90,11 +107,20 @@ def test_bad_input_is_one_line(call, message, run):
 
 def test_the_command_writes_nothing_on_a_bad_step(run, tmp_path):
     out = tmp_path / "avg"
-    r = trainlib.run([sys.executable, "-m", "bertjax", "average", f"--checkpoints={run}@2,{run}@5",
-                      f"--out={out}"])
+    r = trainlib.run(
+        [
+            sys.executable,
+            "-m",
+            "bertjax",
+            "average",
+            f"--checkpoints={run}@2,{run}@5",
+            f"--out={out}",
+        ]
+    )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
-        f"error: --checkpoints: step 5 is not a saved checkpoint of {run} (saved: 2, 4, 6)")
+        f"error: --checkpoints: step 5 is not a saved checkpoint of {run} (saved: 2, 4, 6)"
+    )
     assert not out.exists() and paths.isdir(run)
 
 

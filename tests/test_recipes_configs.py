@@ -11,8 +11,9 @@ import trainlib
 from bertjax import configfile, experiment, tasks
 from bertjax import train as train_lib
 
-plans = configfile.load_module(os.path.join(trainlib.ROOT, "configs", "plans.py"),
-                               "configs/plans.py")
+plans = configfile.load_module(
+    os.path.join(trainlib.ROOT, "configs", "plans.py"), "configs/plans.py"
+)
 
 
 def test_the_modernbert_plan_hand_computed():
@@ -21,10 +22,16 @@ def test_the_modernbert_plan_hand_computed():
     # Tokens / (4,608 x 1,024 = 4,718,592 a step): 1.719T -> 364,304.4, 250B -> 52,981.6,
     # 50B -> 10,596.3 steps.
     assert int(c.train.steps) == 364_304 + 52_982 + 10_596
-    assert [(p.start, p.end) for p in phases] == [(0, 364_304), (364_304, 417_286),
-                                                  (417_286, 427_882)]
+    assert [(p.start, p.end) for p in phases] == [
+        (0, 364_304),
+        (364_304, 417_286),
+        (417_286, 427_882),
+    ]
     assert [(p.batch_size, p.options["max_seq_length"]) for p in phases] == [
-        (4608, 1024), (576, 8192), (576, 8192)]
+        (4608, 1024),
+        (576, 8192),
+        (576, 8192),
+    ]
     assert [p.options["mask_rate"] for p in phases] == [0.3, 0.3, 0.3]
     optim = experiment.optim_config(c)
     assert optim.segments == ((364_304, 417_286, 3e-4, ""), (417_286, 427_882, 3e-4, "1-sqrt"))
@@ -68,8 +75,9 @@ def test_the_tiny_modernbert_plan_trains(tmp_path, capsys):
     c = plans.get_config("modernbert,runlocal")
     c.data.dir, c.phases.p2.data_dir = short, long
     c.model.vocab_size = 300
-    c.train.update(steps=10, log_every=1, eval_every=0, checkpoint_every=0, peak_flops=1e12,
-                   export_model=False)
+    c.train.update(
+        steps=10, log_every=1, eval_every=0, checkpoint_every=0, peak_flops=1e12, export_model=False
+    )
     c.optim.warmup_steps = 2
     result = train_lib.train(c, str(tmp_path / "run"))
     assert result["status"] == "done" and result["step"] == 10

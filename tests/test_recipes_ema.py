@@ -26,8 +26,9 @@ def test_two_updates_hand_computed():
     params = {"w": jnp.array([1.5, 1.0])}
     _, state = tx.update({"w": jnp.array([0.5, 0.5])}, state, params)
     d2 = 0.25  # min(0.9, 3 / 12)
-    np.testing.assert_allclose(state.ema["w"], [d2 * e1[0] + (1 - d2) * 2.0,
-                                                d2 * e1[1] + (1 - d2) * 1.5], rtol=1e-6)
+    np.testing.assert_allclose(
+        state.ema["w"], [d2 * e1[0] + (1 - d2) * 2.0, d2 * e1[1] + (1 - d2) * 1.5], rtol=1e-6
+    )
     assert int(state.count) == 2
     assert ema.ema_params(((), state)) is state.ema  # found inside an optimizer state
 
@@ -39,14 +40,24 @@ def data(tmp_path_factory):
 
 
 def _config(data):
-    return trainlib.config("bert", data, **{
-        "train.steps": 8, "train.checkpoint_every": 1, "train.max_to_keep": 20,
-        "train.export_model": True, "optim.ema_decay": 0.5})
+    return trainlib.config(
+        "bert",
+        data,
+        **{
+            "train.steps": 8,
+            "train.checkpoint_every": 1,
+            "train.max_to_keep": 20,
+            "train.export_model": True,
+            "optim.ema_decay": 0.5,
+        },
+    )
 
 
 def _flat(tree):
-    return {jax.tree_util.keystr(p): np.asarray(x, np.float64)
-            for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        jax.tree_util.keystr(p): np.asarray(x, np.float64)
+        for p, x in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 @pytest.mark.integration  # a training run, a command or prepared data
@@ -87,6 +98,7 @@ def test_an_interrupted_run_resumes_its_ema_exactly(data, tmp_path):
     assert trainlib.state_hash(resumed, 8) == trainlib.state_hash(straight, 8)
     _, a = modeldir.load(f"{resumed}/model_ema")
     _, b = modeldir.load(f"{straight}/model_ema")
-    assert all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
-                                                    jax.tree_util.tree_leaves(b),
-                                                    strict=True))
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    )

@@ -19,21 +19,32 @@ STEPS = 12
 PHASES = (
     dict(name="short", share=0.5),
     dict(name="masked30", share=0.25, masked_lm_prob=0.3, batch_size=4, learning_rate=1e-3),
-    dict(name="long", share=0.25, max_seq_length=64, tokens_per_step=256,
-         masked_lm_prob=0.05, decay_shape="1-sqrt", data_dir="{long}"),
+    dict(
+        name="long",
+        share=0.25,
+        max_seq_length=64,
+        tokens_per_step=256,
+        masked_lm_prob=0.05,
+        decay_shape="1-sqrt",
+        data_dir="{long}",
+    ),
 )
 
 
 def _phases(data, long):
-    return tuple({k: (v.format(long=long) if isinstance(v, str) else v) for k, v in p.items()}
-                 for p in PHASES)
+    return tuple(
+        {k: (v.format(long=long) if isinstance(v, str) else v) for k, v in p.items()}
+        for p in PHASES
+    )
 
 
 def test_boundaries_batches_and_predictions_hand_computed():
-    c = trainlib.config("bert", "/data32", **{"train.steps": 20,
-                                              "optim.grad_accum_steps": 2})
-    c.phases = (dict(share=0.5), dict(share=0.3, max_seq_length=64, tokens_per_step=512),
-                dict(share=0.2, batch_size=2, masked_lm_prob=0.3, data_dir="/other"))
+    c = trainlib.config("bert", "/data32", **{"train.steps": 20, "optim.grad_accum_steps": 2})
+    c.phases = (
+        dict(share=0.5),
+        dict(share=0.3, max_seq_length=64, tokens_per_step=512),
+        dict(share=0.2, batch_size=2, masked_lm_prob=0.3, data_dir="/other"),
+    )
     phases = plan.plan_phases(c)
     # 20 x 0.5 = 10; 20 x 0.8 = 16 (already a multiple of 2); the last ends at 20.
     assert [(p.start, p.end) for p in phases] == [(0, 10), (10, 16), (16, 20)]
@@ -47,15 +58,30 @@ def test_boundaries_batches_and_predictions_hand_computed():
 def test_learning_rate_segments_hand_computed():
     # Warmup 10, then 2.0 (constant) until update 50; phase 2 [50, 70) holds 1.0;
     # phase 3 [70, 100) decays 1-sqrt from the schedule's 2.0 to 0.2.
-    cfg = optim.OptimConfig(learning_rate=2.0, end_learning_rate=0.2, warmup_steps=10,
-                            total_steps=100, decay="constant",
-                            segments=((50, 70, 1.0, ""), (70, 100, 0.0, "1-sqrt")))
+    cfg = optim.OptimConfig(
+        learning_rate=2.0,
+        end_learning_rate=0.2,
+        warmup_steps=10,
+        total_steps=100,
+        decay="constant",
+        segments=((50, 70, 1.0, ""), (70, 100, 0.0, "1-sqrt")),
+    )
     schedule = optim.make_schedule(cfg)
-    want = {0: 0.0, 5: 1.0, 10: 2.0, 49: 2.0, 50: 1.0, 69: 1.0,
-            70: 2.0, 77.5: 0.2 + 1.8 * 0.5, 100: 0.2}  # t = 1/4: 1 - sqrt(1/4) = 1/2
+    want = {
+        0: 0.0,
+        5: 1.0,
+        10: 2.0,
+        49: 2.0,
+        50: 1.0,
+        69: 1.0,
+        70: 2.0,
+        77.5: 0.2 + 1.8 * 0.5,
+        100: 0.2,
+    }  # t = 1/4: 1 - sqrt(1/4) = 1/2
     for step, value in want.items():
-        np.testing.assert_allclose(float(schedule(step)), value, rtol=1e-6, atol=1e-7,
-                                   err_msg=str(step))
+        np.testing.assert_allclose(
+            float(schedule(step)), value, rtol=1e-6, atol=1e-7, err_msg=str(step)
+        )
     # A segment never reaches into the warmup: [0, 20) at 1.0 ramps first.
     ramp = optim.make_schedule(cfg.replace(segments=((0, 20, 1.0, "linear"),)))
     assert float(ramp(5)) == pytest.approx(1.0)  # the warmup's 2.0 x 5 / 10
@@ -68,19 +94,31 @@ def test_the_run_config_carries_the_segments():
     assert experiment.optim_config(c).segments == ((6, 12, 1e-3, "linear"),)
 
 
-@pytest.mark.parametrize("phases,extra,message", [
-    ((dict(share=0.5), dict(share=0.4)), {},
-     "phases: the shares sum to 0.9, not 1 (phases[0].share=0.5, phases[1].share=0.4)"),
-    ((dict(share=1.0, lenght=64),), {}, "phases[0].lenght: unknown phase key"),
-    ((dict(share=0.5), dict(share=0.5, batch_size=4, tokens_per_step=128)), {},
-     "phases[1].tokens_per_step=128: give batch_size or tokens_per_step, not both"),
-    ((dict(share=1.0, tokens_per_step=100),), {},
-     "phases[0].tokens_per_step=100: not a whole number of rows of 32 tokens"),
-    ((dict(share=1.0, decay_shape="sqrt"),), {}, "phases[0].decay_shape='sqrt': expected"),
-    ((dict(share=-0.5), dict(share=1.5)), {}, "phases[0].share=-0.5: must be positive"),
-    ((dict(share=0.99), dict(share=0.01)), {}, "phases[1].share=0.01 leaves an empty phase"),
-    ((dict(share=1.0),), {"phase2.fraction": 0.1}, "phase2.fraction=0.1 and phases: give one"),
-])
+@pytest.mark.parametrize(
+    "phases,extra,message",
+    [
+        (
+            (dict(share=0.5), dict(share=0.4)),
+            {},
+            "phases: the shares sum to 0.9, not 1 (phases[0].share=0.5, phases[1].share=0.4)",
+        ),
+        ((dict(share=1.0, lenght=64),), {}, "phases[0].lenght: unknown phase key"),
+        (
+            (dict(share=0.5), dict(share=0.5, batch_size=4, tokens_per_step=128)),
+            {},
+            "phases[1].tokens_per_step=128: give batch_size or tokens_per_step, not both",
+        ),
+        (
+            (dict(share=1.0, tokens_per_step=100),),
+            {},
+            "phases[0].tokens_per_step=100: not a whole number of rows of 32 tokens",
+        ),
+        ((dict(share=1.0, decay_shape="sqrt"),), {}, "phases[0].decay_shape='sqrt': expected"),
+        ((dict(share=-0.5), dict(share=1.5)), {}, "phases[0].share=-0.5: must be positive"),
+        ((dict(share=0.99), dict(share=0.01)), {}, "phases[1].share=0.01 leaves an empty phase"),
+        ((dict(share=1.0),), {"phase2.fraction": 0.1}, "phase2.fraction=0.1 and phases: give one"),
+    ],
+)
 def test_a_bad_plan_is_one_line_naming_the_key(phases, extra, message):
     c = trainlib.config("bert", "/data", **extra)
     c.phases = phases
@@ -93,17 +131,24 @@ def test_a_bad_plan_is_one_line_naming_the_key(phases, extra, message):
 def data(tmp_path_factory):
     """(data at 32 tokens, at 64 with the same tokenizer), dynamically masked."""
     corpus = trainlib.write_corpus(str(tmp_path_factory.mktemp("corpus") / "corpus.txt"))
-    short = trainlib.prepare("bert", str(tmp_path_factory.mktemp("d32")), corpus,
-                             **{"data.masking": "dynamic"})
-    long = trainlib.prepare("bert", str(tmp_path_factory.mktemp("d64")), corpus,
-                            **{"data.masking": "dynamic", "max_seq_length": 64,
-                               "tokenizer.path": f"{short}/tokenizer"})
+    short = trainlib.prepare(
+        "bert", str(tmp_path_factory.mktemp("d32")), corpus, **{"data.masking": "dynamic"}
+    )
+    long = trainlib.prepare(
+        "bert",
+        str(tmp_path_factory.mktemp("d64")),
+        corpus,
+        **{"data.masking": "dynamic", "max_seq_length": 64, "tokenizer.path": f"{short}/tokenizer"},
+    )
     return short, long
 
 
 def _config(data):
-    c = trainlib.config("bert", data[0], **{"train.steps": STEPS, "data.masking": "dynamic",
-                                            "train.checkpoint_every": 2})
+    c = trainlib.config(
+        "bert",
+        data[0],
+        **{"train.steps": STEPS, "data.masking": "dynamic", "train.checkpoint_every": 2},
+    )
     c.phases = _phases(*data)
     return c
 
@@ -127,8 +172,11 @@ def test_static_data_refuses_a_phase_masking_rate(data, tmp_path):
     static = trainlib.prepare("bert", str(tmp_path / "static"), corpus)
     c = trainlib.config("bert", static, **{"train.steps": STEPS})
     c.phases = (dict(share=0.5), dict(share=0.5, masked_lm_prob=0.3))
-    with pytest.raises(ValueError, match=r"phases\[1\].masked_lm_prob=0.3: .* holds static "
-                                         "masks"):
+    with pytest.raises(
+        ValueError,
+        match=r"phases\[1\].masked_lm_prob=0.3: .* holds static "
+        "masks",
+    ):
         train_lib.train(c, str(tmp_path / "run"))
 
 
@@ -143,8 +191,7 @@ def test_sigkill_in_every_phase_resumes_bit_identical(data, tmp_path, capsys):
     lr = {}  # the learning rate each phase ran at, from the logs
     for line in out.splitlines():
         if line.startswith("train step "):
-            lr[int(line.split()[2].rstrip(":"))] = float(line.split("learning_rate=")[1]
-                                                         .split()[0])
+            lr[int(line.split()[2].rstrip(":"))] = float(line.split("learning_rate=")[1].split()[0])
     assert lr[7] == pytest.approx(1e-3)  # phase 2's constant segment
 
     workdir = str(tmp_path / "killed")
@@ -163,8 +210,17 @@ ROTARY = {"model.rope_theta": 10_000.0}
 @pytest.mark.integration  # a training run, a command or prepared data
 def test_a_phase_rope_theta_trains_that_model_and_resumes_exactly(data, tmp_path):
     def config(**extra):
-        c = trainlib.config("bert", data[0], **{"train.steps": STEPS, "data.masking": "dynamic",
-                                                "train.checkpoint_every": 2, **ROTARY, **extra})
+        c = trainlib.config(
+            "bert",
+            data[0],
+            **{
+                "train.steps": STEPS,
+                "data.masking": "dynamic",
+                "train.checkpoint_every": 2,
+                **ROTARY,
+                **extra,
+            },
+        )
         return c
 
     plan = config()
@@ -193,12 +249,21 @@ def test_a_phase_rope_theta_trains_that_model_and_resumes_exactly(data, tmp_path
 
 
 @pytest.mark.integration  # a training run, a command or prepared data
-@pytest.mark.parametrize("rotary,phases,message", [
-    ({}, (dict(share=0.5, rope_theta=100.0), dict(share=0.5)),
-     "phases[0].rope_theta=100: the model has no rotary positions"),
-    (ROTARY, (dict(share=0.5), dict(share=0.5, rope_theta=100.0)),
-     "phases[1].rope_theta=100: the last phase trains the model the run writes"),
-])
+@pytest.mark.parametrize(
+    "rotary,phases,message",
+    [
+        (
+            {},
+            (dict(share=0.5, rope_theta=100.0), dict(share=0.5)),
+            "phases[0].rope_theta=100: the model has no rotary positions",
+        ),
+        (
+            ROTARY,
+            (dict(share=0.5), dict(share=0.5, rope_theta=100.0)),
+            "phases[1].rope_theta=100: the last phase trains the model the run writes",
+        ),
+    ],
+)
 def test_a_bad_rope_theta_is_one_line(data, tmp_path, rotary, phases, message):
     c = trainlib.config("bert", data[0], **{"data.masking": "dynamic", **rotary})
     c.phases = phases

@@ -48,8 +48,7 @@ def _mrpc(tmp_path, n=60, seed=0):
     labels = rng.integers(0, 2, n)
     preds = np.where(rng.random(n) < 0.7, labels, 1 - labels)
     rows = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
-    rows += [f"{y}\t{i}\t{i + 1000}\tsentence {i} a\tsentence {i} b"
-             for i, y in enumerate(labels)]
+    rows += [f"{y}\t{i}\t{i + 1000}\tsentence {i} a\tsentence {i} b" for i, y in enumerate(labels)]
     (tmp_path / "dev.tsv").write_text("\n".join(rows) + "\n")
     return labels, preds
 
@@ -62,14 +61,20 @@ def _submission(path, pairs, header="index\tprediction"):
 def test_glue_rows_are_matched_by_index_in_any_order(tmp_path):
     labels, preds = _mrpc(tmp_path)
     gold = f"--gold={tmp_path / 'dev.tsv'}"
-    expected = {"f1": sklearn_metrics.f1_score(labels, preds),
-                "accuracy": sklearn_metrics.accuracy_score(labels, preds)}
+    expected = {
+        "f1": sklearn_metrics.f1_score(labels, preds),
+        "accuracy": sklearn_metrics.accuracy_score(labels, preds),
+    }
     pairs = list(enumerate(preds.tolist()))
-    orders = {"in_order": pairs, "descending": pairs[::-1],
-              "shuffled": [pairs[i] for i in np.random.default_rng(1).permutation(len(pairs))]}
+    orders = {
+        "in_order": pairs,
+        "descending": pairs[::-1],
+        "shuffled": [pairs[i] for i in np.random.default_rng(1).permutation(len(pairs))],
+    }
     for name, rows in orders.items():
-        got = _ok("--task=mrpc", gold,
-                  f"--predictions={_submission(tmp_path / f'{name}.tsv', rows)}")
+        got = _ok(
+            "--task=mrpc", gold, f"--predictions={_submission(tmp_path / f'{name}.tsv', rows)}"
+        )
         assert got == pytest.approx(expected), name
     # Columns may come the other way round; the header says which is the index.
     flipped = tmp_path / "flipped.tsv"
@@ -81,33 +86,64 @@ def test_glue_regression_by_index_matches_scipy(tmp_path):
     rng = np.random.default_rng(2)
     labels = np.round(rng.uniform(0, 5, 40), 1)
     preds = np.round(labels + rng.normal(0, 1, 40), 3)
-    rows = ["index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2"
-            "\tscore"]
+    rows = [
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    ]
     rows += [f"{i}\tg\tf\t2012\t{i}\ts\ts\ta {i}\tb {i}\t{y}" for i, y in enumerate(labels)]
     (tmp_path / "dev.tsv").write_text("\n".join(rows) + "\n")
     shuffled = [(i, preds[i]) for i in rng.permutation(40)]
-    got = _ok("--task=stsb", f"--gold={tmp_path / 'dev.tsv'}",
-              f"--predictions={_submission(tmp_path / 'STS-B.tsv', shuffled)}")
+    got = _ok(
+        "--task=stsb",
+        f"--gold={tmp_path / 'dev.tsv'}",
+        f"--predictions={_submission(tmp_path / 'STS-B.tsv', shuffled)}",
+    )
     assert got["pearson"] == pytest.approx(stats.pearsonr(labels, preds)[0])
     assert got["spearman"] == pytest.approx(stats.spearmanr(labels, preds)[0])
 
 
-@pytest.mark.parametrize("case,rows,header,says", [
-    ("no_index_column", [(0, 1), (1, 0), (2, 1), (3, 1)], "id\tprediction",
-     "no_index_column.tsv:1: no index column"),
-    ("missing", [(0, 1), (1, 0), (3, 1)], None, "no prediction for index 2"),
-    ("duplicate", [(0, 1), (1, 0), (1, 0), (2, 1), (3, 1)], None,
-     "duplicate.tsv:4: index 1 repeated (first on line 3)"),
-    ("out_of_range", [(0, 1), (1, 0), (2, 1), (4, 1)], None,
-     "out_of_range.tsv:5: index 4 out of range"),
-    ("negative", [(0, 1), (1, 0), (2, 1), (-1, 1)], None, "negative.tsv:5: index -1 out"),
-    ("not_integer", [(0, 1), (1, 0), ("2.0", 1), (3, 1)], None,
-     "not_integer.tsv:4: index '2.0' is not an integer"),
-    ("not_a_number", [(0, 1), ("x", 0), (2, 1), (3, 1)], None,
-     "not_a_number.tsv:3: index 'x' is not an integer"),
-    ("bad_label", [(0, 1), (1, 0), (2, "maybe"), (3, 1)], None,
-     "bad_label.tsv:4: unknown label 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "case,rows,header,says",
+    [
+        (
+            "no_index_column",
+            [(0, 1), (1, 0), (2, 1), (3, 1)],
+            "id\tprediction",
+            "no_index_column.tsv:1: no index column",
+        ),
+        ("missing", [(0, 1), (1, 0), (3, 1)], None, "no prediction for index 2"),
+        (
+            "duplicate",
+            [(0, 1), (1, 0), (1, 0), (2, 1), (3, 1)],
+            None,
+            "duplicate.tsv:4: index 1 repeated (first on line 3)",
+        ),
+        (
+            "out_of_range",
+            [(0, 1), (1, 0), (2, 1), (4, 1)],
+            None,
+            "out_of_range.tsv:5: index 4 out of range",
+        ),
+        ("negative", [(0, 1), (1, 0), (2, 1), (-1, 1)], None, "negative.tsv:5: index -1 out"),
+        (
+            "not_integer",
+            [(0, 1), (1, 0), ("2.0", 1), (3, 1)],
+            None,
+            "not_integer.tsv:4: index '2.0' is not an integer",
+        ),
+        (
+            "not_a_number",
+            [(0, 1), ("x", 0), (2, 1), (3, 1)],
+            None,
+            "not_a_number.tsv:3: index 'x' is not an integer",
+        ),
+        (
+            "bad_label",
+            [(0, 1), (1, 0), (2, "maybe"), (3, 1)],
+            None,
+            "bad_label.tsv:4: unknown label 'maybe'",
+        ),
+    ],
+)
 def test_glue_bad_submissions_are_one_line_naming_the_row(tmp_path, case, rows, header, says):
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\na\t1\nb\t0\nc\t1\nd\t1\n")
     path = _submission(tmp_path / f"{case}.tsv", rows, header or "index\tprediction")
@@ -160,10 +196,20 @@ Paris NNP B-LOC I-LOC
 # (correct / predicted / gold): PER 1/2/2, LOC 1/1/2, ORG 1/2/1, MISC 1/3/2.
 # conlleval would print: found: 8 phrases; correct: 4; precision 50.00%;
 # recall 57.14%; FB1 53.33.
-HAND = {"precision": 0.5, "recall": 4 / 7, "f1": 8 / 15, "gold_chunks": 7,
-        "predicted_chunks": 8, "correct_chunks": 4}
-HAND_TYPES = {"PER": (1 / 2, 1 / 2, 1 / 2, 2), "LOC": (1.0, 1 / 2, 2 / 3, 2),
-              "ORG": (1 / 2, 1.0, 2 / 3, 1), "MISC": (1 / 3, 1 / 2, 2 / 5, 2)}
+HAND = {
+    "precision": 0.5,
+    "recall": 4 / 7,
+    "f1": 8 / 15,
+    "gold_chunks": 7,
+    "predicted_chunks": 8,
+    "correct_chunks": 4,
+}
+HAND_TYPES = {
+    "PER": (1 / 2, 1 / 2, 1 / 2, 2),
+    "LOC": (1.0, 1 / 2, 2 / 3, 2),
+    "ORG": (1 / 2, 1.0, 2 / 3, 1),
+    "MISC": (1 / 3, 1 / 2, 2 / 5, 2),
+}
 
 
 def _check_hand(got):
@@ -210,8 +256,9 @@ def test_ner_gold_file_and_word_predicted_lines(tmp_path):
     gold = tmp_path / "test.txt"  # token POS gold, CoNLL-2003's layout
     gold.write_text("\n".join(" ".join(ln.split()[:-1]) for ln in lines) + "\n")
     words = tmp_path / "ner.txt"  # no -DOCSTART- (TFDS has none): aligned by sentences
-    words.write_text("\n".join(f"{ln.split()[0]} {ln.split()[-1]}" if ln else ""
-                               for ln in lines[2:]) + "\n")
+    words.write_text(
+        "\n".join(f"{ln.split()[0]} {ln.split()[-1]}" if ln else "" for ln in lines[2:]) + "\n"
+    )
     _check_hand(_ok("--task=ner", f"--gold={gold}", f"--predictions={words}"))
 
 
@@ -222,8 +269,9 @@ def test_ner_scores_what_predict_writes(tmp_path):
     from bertjax.tasks import ner
 
     gold = tmp_path / "test.txt"
-    gold.write_text("\n".join(" ".join(ln.split()[:-1]) for ln in
-                              CONLLEVAL_INPUT.splitlines()) + "\n")
+    gold.write_text(
+        "\n".join(" ".join(ln.split()[:-1]) for ln in CONLLEVAL_INPUT.splitlines()) + "\n"
+    )
     sentences = conll.read_conll(str(gold), "test")
     predicted = _sentences(CONLLEVAL_INPUT, -1)
     task = ner.NER.__new__(ner.NER)  # no config or model: only the writer runs
@@ -260,10 +308,20 @@ def test_ner_bad_input_is_one_line_naming_the_line(tmp_path):
 
 
 def _squad_files(tmp_path, preds, q3=()):
-    data = [{"paragraphs": [{"context": "...", "qas": [
-        {"id": "q1", "answers": [{"text": "the", "answer_start": 0}]},
-        {"id": "q2", "answers": [{"text": "Paris", "answer_start": 0}]},
-        {"id": "q3", "answers": [{"text": t, "answer_start": 0} for t in q3]}]}]}]
+    data = [
+        {
+            "paragraphs": [
+                {
+                    "context": "...",
+                    "qas": [
+                        {"id": "q1", "answers": [{"text": "the", "answer_start": 0}]},
+                        {"id": "q2", "answers": [{"text": "Paris", "answer_start": 0}]},
+                        {"id": "q3", "answers": [{"text": t, "answer_start": 0} for t in q3]},
+                    ],
+                }
+            ]
+        }
+    ]
     (tmp_path / "gold.json").write_text(json.dumps({"version": "v2.0", "data": data}))
     (tmp_path / "pred.json").write_text(json.dumps(preds))
     return f"--gold={tmp_path / 'gold.json'}", f"--predictions={tmp_path / 'pred.json'}"
@@ -283,8 +341,7 @@ def test_squad_bad_predictions_are_one_line(tmp_path):
     line = _error("--task=squad_v2", gold, pred)  # evaluate-v2.0.py stops here too
     assert "pred.json: no prediction for question 'q3'" in line
     # v1.1 has an answer to every question ...
-    assert "gold.json: question 'q3' has no gold answer" in _error("--task=squad_v1", gold,
-                                                                   pred)
+    assert "gold.json: question 'q3' has no gold answer" in _error("--task=squad_v1", gold, pred)
     # ... and scores a missing prediction 0 (q1 "" matches "the": both normalise to ""),
     # saying so on stderr.
     gold, pred = _squad_files(tmp_path, {"q1": "", "q2": "Paris"}, q3=["Lyon"])

@@ -70,11 +70,19 @@ def test_entity_scores_match_seqeval_conlleval_mode(seed):
 def test_chunks_follow_conlleval_by_hand():
     # IOB1: I- opens a chunk after O; B- splits two adjacent chunks of one type.
     assert entities.chunks(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-LOC"]) == [
-        ("PER", 0, 2), ("LOC", 3, 4), ("LOC", 4, 6)]
+        ("PER", 0, 2),
+        ("LOC", 3, 4),
+        ("LOC", 4, 6),
+    ]
     # A type change inside I- tags starts a new chunk.
     assert entities.chunks(["B-PER", "I-LOC", "I-LOC"]) == [("PER", 0, 1), ("LOC", 1, 3)]
     assert entities.to_iob2(["I-PER", "I-PER", "O", "I-LOC", "B-LOC"]) == [
-        "B-PER", "I-PER", "O", "B-LOC", "B-LOC"]
+        "B-PER",
+        "I-PER",
+        "O",
+        "B-LOC",
+        "B-LOC",
+    ]
     s = entities.score([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "O", "O", "B-LOC"]])
     assert (s["precision"], s["recall"]) == (0.5, 0.5)  # LOC right, PER's end wrong
     assert s["per_type"]["LOC"]["f1"] == 1.0 and s["per_type"]["PER"]["f1"] == 0.0
@@ -83,14 +91,23 @@ def test_chunks_follow_conlleval_by_hand():
 
 
 def _dataset(qas):
-    return [{"paragraphs": [{"context": "...", "qas": [
-        {"id": qid, "answers": [{"text": t, "answer_start": 0} for t in answers]}
-        for qid, answers in qas]}]}]
+    return [
+        {
+            "paragraphs": [
+                {
+                    "context": "...",
+                    "qas": [
+                        {"id": qid, "answers": [{"text": t, "answer_start": 0} for t in answers]}
+                        for qid, answers in qas
+                    ],
+                }
+            ]
+        }
+    ]
 
 
 def test_squad_v1_normalisation_and_best_gold_answer():
-    data = _dataset([("a", ["The Cat", "a dog"]), ("b", ["New York City"]),
-                     ("c", ["1889"])])
+    data = _dataset([("a", ["The Cat", "a dog"]), ("b", ["New York City"]), ("c", ["1889"])])
     assert squad.normalize_answer("  The  Cat's, an   owl!") == "cats owl"
     got = squad.score_v1(data, {"a": "a cat!", "b": "york"})  # c: no prediction
     # a: EM 1 (articles and punctuation go); b: F1 = 2 * (1 * 1/3) / (1 + 1/3) = 0.5; c: 0.
@@ -102,8 +119,9 @@ def test_squad_v2_no_answer_thresholds_by_hand():
     # q3 and q4 are unanswerable (empty answer lists). A q4 whose only answer merely
     # normalises to nothing is answerable (HasAns) for evaluate-v2.0.py: see
     # test_squad_v2_an_answer_that_normalises_to_nothing_is_still_has_ans_by_hand.
-    data = _dataset([("q1", ["the Eiffel Tower", "Eiffel Tower"]), ("q2", ["1889"]),
-                     ("q3", []), ("q4", [])])
+    data = _dataset(
+        [("q1", ["the Eiffel Tower", "Eiffel Tower"]), ("q2", ["1889"]), ("q3", []), ("q4", [])]
+    )
     preds = {"q1": "eiffel tower.", "q2": "in 1889", "q3": "", "q4": "Paris"}
     na = {"q1": 0.1, "q2": 0.6, "q3": 0.9, "q4": 0.4}
     got = squad.score_v2(data, preds, na)
@@ -163,8 +181,14 @@ def test_squad_v2_an_answer_that_normalises_to_nothing_is_still_has_ans_by_hand(
 
 def test_squad_v2_four_questions_with_a_gold_of_punctuation_by_hand():
     # q4's only gold answer "  .  " normalises to "": HasAns (its list is non-empty).
-    data = _dataset([("q1", ["the Eiffel Tower", "Eiffel Tower"]), ("q2", ["1889"]),
-                     ("q3", []), ("q4", ["  .  "])])
+    data = _dataset(
+        [
+            ("q1", ["the Eiffel Tower", "Eiffel Tower"]),
+            ("q2", ["1889"]),
+            ("q3", []),
+            ("q4", ["  .  "]),
+        ]
+    )
     preds = {"q1": "eiffel tower.", "q2": "in 1889", "q3": "", "q4": "Paris"}
     na = {"q1": 0.1, "q2": 0.6, "q3": 0.9, "q4": 0.4}
     got = squad.score_v2(data, preds, na)
@@ -195,11 +219,14 @@ def test_score_command_squad_v2_and_glue(tmp_path):
 
     data = _dataset([("q1", ["the Eiffel Tower"]), ("q2", ["1889"]), ("q3", [])])
     (tmp_path / "gold.json").write_text(json.dumps({"version": "v2.0", "data": data}))
-    (tmp_path / "pred.json").write_text(json.dumps({"q1": "Eiffel Tower", "q2": "1890",
-                                                    "q3": ""}))
+    (tmp_path / "pred.json").write_text(json.dumps({"q1": "Eiffel Tower", "q2": "1890", "q3": ""}))
     (tmp_path / "na.json").write_text(json.dumps({"q1": 0.2, "q2": 0.7, "q3": 0.9}))
-    r = _score("--task=squad_v2", f"--gold={tmp_path / 'gold.json'}",
-               f"--predictions={tmp_path / 'pred.json'}", f"--na_probs={tmp_path / 'na.json'}")
+    r = _score(
+        "--task=squad_v2",
+        f"--gold={tmp_path / 'gold.json'}",
+        f"--predictions={tmp_path / 'pred.json'}",
+        f"--na_probs={tmp_path / 'na.json'}",
+    )
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     # q1 right, q2 wrong, q3 rightly unanswered; no threshold rescues q2 (answerable).
@@ -208,11 +235,13 @@ def test_score_command_squad_v2_and_glue(tmp_path):
     # GLUE: the dev file in its own layout, a submission-style predictions file.
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\na\t1\nb\t0\nc\t1\nd\t1\n")
     (tmp_path / "SST-2.tsv").write_text("index\tprediction\n0\t1\n1\t0\n2\t0\n3\t1\n")
-    r = _score("--task=sst2", f"--gold={tmp_path / 'dev.tsv'}",
-               f"--predictions={tmp_path / 'SST-2.tsv'}")
+    r = _score(
+        "--task=sst2", f"--gold={tmp_path / 'dev.tsv'}", f"--predictions={tmp_path / 'SST-2.tsv'}"
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"accuracy": 0.75}
     (tmp_path / "short.tsv").write_text("index\tprediction\n0\t1\n")
-    r = _score("--task=sst2", f"--gold={tmp_path / 'dev.tsv'}",
-               f"--predictions={tmp_path / 'short.tsv'}")
+    r = _score(
+        "--task=sst2", f"--gold={tmp_path / 'dev.tsv'}", f"--predictions={tmp_path / 'short.tsv'}"
+    )
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "short.tsv" in r.stderr

@@ -26,8 +26,16 @@ from bertjax import sharding as sh
 from bertjax.models import ModelConfig, build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(vocab_size=64, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
-            max_position_embeddings=16, dropout_rate=0.0, attention_dropout_rate=0.0)
+TINY = dict(
+    vocab_size=64,
+    hidden_size=16,
+    num_layers=1,
+    num_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=16,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+)
 TOL = 1e-5
 
 
@@ -56,26 +64,33 @@ def spec_of(tree, *path: str) -> PartitionSpec:
 
 # --- mesh shapes ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape,devices,want", [
-    ({"data": -1, "fsdp": 1, "tensor": 1}, 8, (8, 1, 1)),
-    ({"data": -1, "fsdp": 2, "tensor": 2}, 8, (2, 2, 2)),
-    ({"data": 1, "fsdp": -1, "tensor": 2}, 8, (1, 4, 2)),
-    ({"data": -1}, 1, (1, 1, 1)),
-    ({"tensor": 4, "data": 2}, 8, (2, 1, 4)),
-])
+
+@pytest.mark.parametrize(
+    "shape,devices,want",
+    [
+        ({"data": -1, "fsdp": 1, "tensor": 1}, 8, (8, 1, 1)),
+        ({"data": -1, "fsdp": 2, "tensor": 2}, 8, (2, 2, 2)),
+        ({"data": 1, "fsdp": -1, "tensor": 2}, 8, (1, 4, 2)),
+        ({"data": -1}, 1, (1, 1, 1)),
+        ({"tensor": 4, "data": 2}, 8, (2, 1, 4)),
+    ],
+)
 def test_mesh_shape_resolves_minus_one(shape, devices, want):
     assert sh.mesh_shape(shape, devices) == want
 
 
-@pytest.mark.parametrize("shape,devices,needle", [
-    ({"data": -1, "fsdp": -1}, 8, "at most one axis may be -1"),
-    ({"data": -1, "fsdp": 3}, 8, "mesh.data=-1"),
-    ({"data": 2, "fsdp": 2, "tensor": 1}, 8, "mesh.fsdp=2"),
-    ({"data": 1, "fsdp": 1, "tensor": 16}, 8, "mesh.tensor=16"),
-    ({"data": 0}, 8, "mesh.data=0"),
-    ({"data": 2.0}, 2, "mesh.data=2.0"),
-    ({"model": 2}, 2, "unknown axis 'model'"),
-])
+@pytest.mark.parametrize(
+    "shape,devices,needle",
+    [
+        ({"data": -1, "fsdp": -1}, 8, "at most one axis may be -1"),
+        ({"data": -1, "fsdp": 3}, 8, "mesh.data=-1"),
+        ({"data": 2, "fsdp": 2, "tensor": 1}, 8, "mesh.fsdp=2"),
+        ({"data": 1, "fsdp": 1, "tensor": 16}, 8, "mesh.tensor=16"),
+        ({"data": 0}, 8, "mesh.data=0"),
+        ({"data": 2.0}, 2, "mesh.data=2.0"),
+        ({"model": 2}, 2, "unknown axis 'model'"),
+    ],
+)
 def test_mesh_shape_errors_name_the_axis(shape, devices, needle):
     with pytest.raises(ValueError, match=needle) as err:
         sh.mesh_shape(shape, devices)
@@ -93,23 +108,39 @@ def test_make_mesh_on_one_device_and_config_dicts():
 
 # --- rules ---------------------------------------------------------------------------
 
+
 def test_rules_default_and_config_lists():
     assert sh.rules() == sh.DEFAULT_RULES
     assert sh.rules(sh.DEFAULT_RULES) == sh.DEFAULT_RULES
     assert sh.rules([]) == sh.DEFAULT_RULES
-    got = sh.rules([["batch", ["data", "fsdp"]], ["embed", ["fsdp"]], ["kv", None],
-                    ["mlp", []], ["vocab", "tensor"]])
-    assert got == (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("kv", None), ("mlp", None),
-                   ("vocab", "tensor"))
+    got = sh.rules(
+        [
+            ["batch", ["data", "fsdp"]],
+            ["embed", ["fsdp"]],
+            ["kv", None],
+            ["mlp", []],
+            ["vocab", "tensor"],
+        ]
+    )
+    assert got == (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("kv", None),
+        ("mlp", None),
+        ("vocab", "tensor"),
+    )
 
 
-@pytest.mark.parametrize("config_rules,needle", [
-    ([["embedding", "fsdp"]], "unknown logical axis 'embedding'"),
-    ([["embed", "model"]], "unknown mesh axis 'model'"),
-    ([["batch", ["data", "pipe"]]], "unknown mesh axis 'pipe'"),
-    ([["batch", ["data", "data"]]], "names a mesh axis twice"),
-    ([["embed"]], "not a \\[logical axis, mesh axes\\] pair"),
-])
+@pytest.mark.parametrize(
+    "config_rules,needle",
+    [
+        ([["embedding", "fsdp"]], "unknown logical axis 'embedding'"),
+        ([["embed", "model"]], "unknown mesh axis 'model'"),
+        ([["batch", ["data", "pipe"]]], "unknown mesh axis 'pipe'"),
+        ([["batch", ["data", "data"]]], "names a mesh axis twice"),
+        ([["embed"]], "not a \\[logical axis, mesh axes\\] pair"),
+    ],
+)
 def test_rules_reject_unknown_names(config_rules, needle):
     with pytest.raises(ValueError, match=needle):
         sh.rules(config_rules)
@@ -118,8 +149,9 @@ def test_rules_reject_unknown_names(config_rules, needle):
 def test_logical_spec_priority_repeats_and_divisibility():
     mesh = abstract_mesh(2, 2, 4)
     # The batch rule takes fsdp first, so activations keep embed replicated.
-    assert sh.logical_spec(("batch", "length", "embed")) == PartitionSpec(("data", "fsdp"),
-                                                                          None, None)
+    assert sh.logical_spec(("batch", "length", "embed")) == PartitionSpec(
+        ("data", "fsdp"), None, None
+    )
     # [embed, embed]: Flax's resolver rejects a repeated name; here the second is replicated,
     # or takes a later rule for the same name.
     assert sh.logical_spec(("embed", "embed")) == PartitionSpec("fsdp", None)
@@ -127,14 +159,16 @@ def test_logical_spec_priority_repeats_and_divisibility():
     assert sh.logical_spec(("embed", "embed"), rules=two) == PartitionSpec("fsdp", "tensor")
     # Divisibility guard: 30522 rows over tensor=4 replicate; 30524 shard.
     assert sh.logical_spec(("vocab", "embed"), (30522, 768), mesh) == PartitionSpec(None, "fsdp")
-    assert sh.logical_spec(("vocab", "embed"), (30524, 768), mesh) == PartitionSpec("tensor",
-                                                                                    "fsdp")
+    assert sh.logical_spec(("vocab", "embed"), (30524, 768), mesh) == PartitionSpec(
+        "tensor", "fsdp"
+    )
     # A tuple of mesh axes shrinks to its longest dividing prefix: 6 rows over data*fsdp=4.
     assert sh.logical_spec(("batch", None), (6, 3), mesh) == PartitionSpec("data", None)
     assert sh.logical_spec(("batch",), (3,), mesh) == PartitionSpec(None)
 
 
 # --- parameter and state shardings (abstract: no devices needed) ---------------------
+
 
 def test_bert_param_shardings_on_a_2x2x2_mesh():
     abstract = jax.eval_shape(init_fn(build(tiny())))
@@ -163,17 +197,20 @@ def test_non_divisible_dimensions_fall_back_to_replicated():
     assert spec_of(s, "mlm", "bias") == PartitionSpec(None)
     kernel = spec_of(s["encoder"]["layer_0"], "attention", "query", "kernel")
     assert kernel == PartitionSpec("fsdp", None, None)
-    assert spec_of(s["encoder"]["layer_0"], "intermediate", "kernel") == PartitionSpec("fsdp",
-                                                                                       "tensor")
+    assert spec_of(s["encoder"]["layer_0"], "intermediate", "kernel") == PartitionSpec(
+        "fsdp", "tensor"
+    )
 
 
 def test_box_rules_and_plain_partitioned_boxes():
     """A box's own rules win; nn.with_partitioning names mesh axes, still guarded."""
     tree = {
-        "own_rules": nn.LogicallyPartitioned(jax.ShapeDtypeStruct((8, 4), jnp.float32),
-                                             ("embed", "mlp"), rules=(("mlp", "data"),)),
-        "mesh_names": nn.Partitioned(jax.ShapeDtypeStruct((6, 4), jnp.float32),
-                                     (("data", "fsdp"), "tensor")),
+        "own_rules": nn.LogicallyPartitioned(
+            jax.ShapeDtypeStruct((8, 4), jnp.float32), ("embed", "mlp"), rules=(("mlp", "data"),)
+        ),
+        "mesh_names": nn.Partitioned(
+            jax.ShapeDtypeStruct((6, 4), jnp.float32), (("data", "fsdp"), "tensor")
+        ),
         "odd": nn.Partitioned(jax.ShapeDtypeStruct((3, 4), jnp.float32), ("fsdp", None)),
     }
     s = sh.param_shardings(tree, abstract_mesh(2, 2, 2))
@@ -186,15 +223,17 @@ def test_scan_layout_keeps_layers_replicated():
     abstract = jax.eval_shape(init_fn(build(tiny(scan_layers=True, num_layers=2))))
     s = sh.param_shardings(abstract, abstract_mesh(2, 2, 2))
     unit = s["encoder"]["layers"]["unit"]
-    assert spec_of(unit, "attention", "query", "kernel") == PartitionSpec(None, "fsdp", "tensor",
-                                                                          None)
+    assert spec_of(unit, "attention", "query", "kernel") == PartitionSpec(
+        None, "fsdp", "tensor", None
+    )
     assert spec_of(unit, "intermediate", "kernel") == PartitionSpec(None, "fsdp", "tensor")
 
 
 def test_optimizer_state_mirrors_params_and_scalars_replicate():
     model = build(tiny())
-    tx = optax.MultiSteps(optax.chain(optax.clip_by_global_norm(1.0),
-                                      optax.adamw(1e-3, weight_decay=0.01)), 2)
+    tx = optax.MultiSteps(
+        optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3, weight_decay=0.01)), 2
+    )
 
     def boxed():  # optax maps over the boxes, so moments carry the params' logical names
         params = init_fn(model)()
@@ -223,11 +262,13 @@ def test_batch_and_replicated_shardings():
     assert sh.batch_sharding(mesh, 2).spec == PartitionSpec(("data", "fsdp"), None)
     assert sh.batch_sharding(mesh, 1).spec == PartitionSpec(("data", "fsdp"))
     assert sh.batch_sharding(mesh, 3, rules=[["batch", "data"]]).spec == PartitionSpec(
-        "data", None, None)
+        "data", None, None
+    )
     assert sh.replicated(mesh).spec == PartitionSpec()
 
 
 # --- one device: creation, the activation context, and Flax's unbox ------------------
+
 
 def test_create_sharded_and_activation_context_on_one_device():
     model = build(tiny())
@@ -238,8 +279,10 @@ def test_create_sharded_and_activation_context_on_one_device():
     unbox = nn.LogicallyPartitioned.unbox
     with sh.activation_rules_context(mesh):
         # Init and apply both run with rules active ([embed, embed] kernels, DenseGeneral).
-        step = jax.jit(lambda p, x: (forward(model)(p, x), nn.unbox(init_fn(model)())),
-                       in_shardings=(shardings, sh.batch_sharding(mesh, 2)))
+        step = jax.jit(
+            lambda p, x: (forward(model)(p, x), nn.unbox(init_fn(model)())),
+            in_shardings=(shardings, sh.batch_sharding(mesh, 2)),
+        )
         lowered = step.lower(params, ids)
         got, again = lowered.compile()(params, ids)
     assert nn.LogicallyPartitioned.unbox is unbox
@@ -250,14 +293,24 @@ def test_create_sharded_and_activation_context_on_one_device():
 
 # --- subprocesses: 8 simulated devices, and two processes ----------------------------
 
+
 def _run_script(mode: str, result: str, *args: str, devices: int) -> subprocess.Popen:
     """Runs this file as `python test_sharding.py MODE RESULT_JSON [ARGS]`."""
-    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
-                        "--xla_backend_optimization_level=0"}
-    return subprocess.Popen([sys.executable, os.path.abspath(__file__), mode, result, *args],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": ROOT,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
+        "--xla_backend_optimization_level=0",
+    }
+    return subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), mode, result, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _result(proc: subprocess.Popen) -> dict:
@@ -271,8 +324,7 @@ def _result(proc: subprocess.Popen) -> dict:
 @pytest.fixture(scope="module", autouse=True)
 def eight_process(tmp_path_factory):
     """Starts the 8-device run at once, so it overlaps the single-device tests."""
-    proc = _run_script("eight", str(tmp_path_factory.mktemp("eight") / "result.json"),
-                       devices=8)
+    proc = _run_script("eight", str(tmp_path_factory.mktemp("eight") / "result.json"), devices=8)
     yield proc
     if proc.poll() is None:
         proc.kill()
@@ -318,8 +370,10 @@ def test_two_processes_build_one_sharded_state(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-    procs = [_run_script("process", str(tmp_path / f"{i}.json"), str(i), port, devices=4)
-             for i in range(2)]
+    procs = [
+        _run_script("process", str(tmp_path / f"{i}.json"), str(i), port, devices=4)
+        for i in range(2)
+    ]
     try:
         results = [_result(p) for p in procs]
     finally:
@@ -336,15 +390,17 @@ def test_two_processes_build_one_sharded_state(tmp_path):
 
 # --- the subprocess side -------------------------------------------------------------
 
+
 def _max_diff(a, b) -> float:
-    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))),
-                         a, b)
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
     return max(jax.tree.leaves(diffs))
 
 
 def _placed(arrays, shardings) -> bool:
-    return all(a.sharding.is_equivalent_to(s, a.ndim)
-               for a, s in zip(jax.tree.leaves(arrays), jax.tree.leaves(shardings), strict=True))
+    return all(
+        a.sharding.is_equivalent_to(s, a.ndim)
+        for a, s in zip(jax.tree.leaves(arrays), jax.tree.leaves(shardings), strict=True)
+    )
 
 
 def _eight_devices() -> dict:
@@ -398,7 +454,8 @@ def _eight_devices() -> dict:
     params, s = sh.create_sharded(init_fn(scan_model), None, mesh)
     with sh.activation_rules_context(mesh):
         logits = jax.jit(forward(scan_model), in_shardings=(s, sh.batch_sharding(mesh, 2)))(
-            params, ids)
+            params, ids
+        )
     gathered = jax.device_put(jax.device_get(params), jax.devices()[0])
     out["scan"] = {
         "query_kernel": str(s["encoder"]["layers"]["unit"]["attention"]["query"]["kernel"].spec),
@@ -409,8 +466,9 @@ def _eight_devices() -> dict:
 
 def _one_of_two_processes(process_id: int, port: str) -> dict:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id,
-                               initialization_timeout=60)
+    jax.distributed.initialize(
+        f"127.0.0.1:{port}", num_processes=2, process_id=process_id, initialization_timeout=60
+    )
     model = build(tiny())
     mesh = sh.make_mesh({"data": -1, "fsdp": 2, "tensor": 2})
     params, s = sh.create_sharded(init_fn(model), None, mesh)
@@ -418,17 +476,21 @@ def _one_of_two_processes(process_id: int, port: str) -> dict:
     param_diff = 0.0
     for got, ref in zip(jax.tree.leaves(params), jax.tree.leaves(local), strict=True):
         for shard in got.addressable_shards:
-            param_diff = max(param_diff, float(np.max(np.abs(
-                np.asarray(shard.data) - np.asarray(ref)[shard.index]))))
+            param_diff = max(
+                param_diff,
+                float(np.max(np.abs(np.asarray(shard.data) - np.asarray(ref)[shard.index]))),
+            )
     # A global batch from per-process rows; a jitted reduction over all of it (gloo).
     rows = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
     batch = jax.make_array_from_process_local_data(
-        sh.batch_sharding(mesh, 2), rows[4 * process_id:4 * process_id + 4])
+        sh.batch_sharding(mesh, 2), rows[4 * process_id : 4 * process_id + 4]
+    )
     total = jax.jit(jnp.sum, out_shardings=sh.replicated(mesh))(batch)
     starts = sorted({shard.index[0].start for shard in batch.addressable_shards})
     return {
-        "mesh_processes": [[[d.process_index for d in row] for row in plane]
-                           for plane in mesh.devices.tolist()],
+        "mesh_processes": [
+            [[d.process_index for d in row] for row in plane] for plane in mesh.devices.tolist()
+        ],
         "local_batch_rows": [starts[0], starts[-1] + 2],
         "param_diff": param_diff,
         "sum_diff": abs(float(np.asarray(total.addressable_data(0))) - float(rows.sum())),
@@ -437,7 +499,6 @@ def _one_of_two_processes(process_id: int, port: str) -> dict:
 
 if __name__ == "__main__":
     mode, path, *args = sys.argv[1:]
-    result = _eight_devices() if mode == "eight" else _one_of_two_processes(int(args[0]),
-                                                                             args[1])
+    result = _eight_devices() if mode == "eight" else _one_of_two_processes(int(args[0]), args[1])
     with open(path, "w") as f:
         json.dump(result, f)

@@ -29,8 +29,16 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import test_finetune as tf  # noqa: E402
 
 PEOPLE = "anna boris clara dmitri elena felix greta hugo ines jonas karla lukas".split()
-COUNTRY = dict(paris="france", berlin="germany", rome="italy", oslo="norway", madrid="spain",
-               lisbon="portugal", vienna="austria", dublin="ireland")
+COUNTRY = dict(
+    paris="france",
+    berlin="germany",
+    rome="italy",
+    oslo="norway",
+    madrid="spain",
+    lisbon="portugal",
+    vienna="austria",
+    dublin="ireland",
+)
 PLACES = list(COUNTRY)
 
 
@@ -52,14 +60,21 @@ def reading_task(rng, n, facts=(3, 6), impossible=0.0, filler=0):
         context = "".join(parts).strip()
         if rng.random() < impossible:
             asked = str(rng.choice([p for p in PLACES if p not in where]))
-            qa = {"id": f"q{i}", "question": f"which city is in {COUNTRY[asked]} ?",
-                  "answers": [], "is_impossible": True}
+            qa = {
+                "id": f"q{i}",
+                "question": f"which city is in {COUNTRY[asked]} ?",
+                "answers": [],
+                "is_impossible": True,
+            }
         else:
             asked = str(rng.choice(places))
             start = where[asked]
-            assert context[start:start + len(asked)] == asked
-            qa = {"id": f"q{i}", "question": f"which city is in {COUNTRY[asked]} ?",
-                  "answers": [{"text": asked, "answer_start": start}]}
+            assert context[start : start + len(asked)] == asked
+            qa = {
+                "id": f"q{i}",
+                "question": f"which city is in {COUNTRY[asked]} ?",
+                "answers": [{"text": asked, "answer_start": start}],
+            }
         paragraphs.append({"context": context, "qas": [qa]})
     return [{"title": "t", "paragraphs": paragraphs}]
 
@@ -77,12 +92,15 @@ def test_files_read_and_bad_records_named(tmp_path):
     questions, read = datasets.read_split("squad", f"json:{tmp_path}", "train", version="v1.1")
     assert [q.qid for q in questions] == [f"q{i}" for i in range(5)] and read == data
     text, start = questions[0].answers[0]
-    assert questions[0].context[start:start + len(text)] == text
+    assert questions[0].context[start : start + len(text)] == text
     # An answer whose answer_start does not point at its text: named to the record.
     data[0]["paragraphs"][2]["qas"][0]["answers"][0]["answer_start"] += 1
     _write_json(str(tmp_path / "train-v1.1.json"), data)
-    with pytest.raises(DatasetError, match=r"train-v1.1.json: data\[0\].paragraphs\[2\]"
-                                           r".qas\[0\].answers\[0\] \(id q2\): text"):
+    with pytest.raises(
+        DatasetError,
+        match=r"train-v1.1.json: data\[0\].paragraphs\[2\]"
+        r".qas\[0\].answers\[0\] \(id q2\): text",
+    ):
         datasets.read_split("squad", f"json:{tmp_path}", "train", version="v1.1")
     with open(tmp_path / "dev-v1.1.json", "w") as f:
         f.write("{not json")
@@ -102,16 +120,33 @@ def test_tfds_squad_records_become_the_official_layout():
     import tensorflow as tf_
 
     data = reading_task(np.random.default_rng(5), 6, impossible=0.5)
-    records = [{"id": qa["id"], "title": "t", "context": p["context"],
-                "question": qa["question"], "is_impossible": qa.get("is_impossible", False),
-                "answers": {"text": [a["text"] for a in qa["answers"]],
-                            "answer_start": [a["answer_start"] for a in qa["answers"]]}}
-               for p in data[0]["paragraphs"] for qa in p["qas"]]
+    records = [
+        {
+            "id": qa["id"],
+            "title": "t",
+            "context": p["context"],
+            "question": qa["question"],
+            "is_impossible": qa.get("is_impossible", False),
+            "answers": {
+                "text": [a["text"] for a in qa["answers"]],
+                "answer_start": [a["answer_start"] for a in qa["answers"]],
+            },
+        }
+        for p in data[0]["paragraphs"]
+        for qa in p["qas"]
+    ]
     text = tf_.TensorSpec((), tf_.string)
-    spec = {"id": text, "title": text, "context": text, "question": text,
-            "is_impossible": tf_.TensorSpec((), tf_.bool),
-            "answers": {"text": tf_.TensorSpec((None,), tf_.string),
-                        "answer_start": tf_.TensorSpec((None,), tf_.int32)}}
+    spec = {
+        "id": text,
+        "title": text,
+        "context": text,
+        "question": text,
+        "is_impossible": tf_.TensorSpec((), tf_.bool),
+        "answers": {
+            "text": tf_.TensorSpec((None,), tf_.string),
+            "answer_start": tf_.TensorSpec((None,), tf_.int32),
+        },
+    }
 
     def as_dataset(self, *args, **kwargs):
         assert self.name == "squad" and self.builder_config.name == "v2.0"
@@ -122,10 +157,16 @@ def test_tfds_squad_records_become_the_official_layout():
     assert [q.qid for q in questions] == [r["id"] for r in records]
     assert [q.impossible for q in questions] == [r["is_impossible"] for r in records]
     assert sum(len(p["qas"]) for p in read[0]["paragraphs"]) == 6
-    gold = {qa["id"]: [a["text"] for a in qa["answers"]]
-            for p in read[0]["paragraphs"] for qa in p["qas"]}
-    assert gold == {qa["id"]: [a["text"] for a in qa["answers"]]
-                    for p in data[0]["paragraphs"] for qa in p["qas"]}
+    gold = {
+        qa["id"]: [a["text"] for a in qa["answers"]]
+        for p in read[0]["paragraphs"]
+        for qa in p["qas"]
+    }
+    assert gold == {
+        qa["id"]: [a["text"] for a in qa["answers"]]
+        for p in data[0]["paragraphs"]
+        for qa in p["qas"]
+    }
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +174,19 @@ def tokenizers_by_kind(tmp_path_factory):
     from bertjax.data.train_tokenizer import train as train_tokenizer
 
     root = tmp_path_factory.mktemp("squad_tok")
-    texts = [" ".join(tf.WORDS + PEOPLE + PLACES + list(COUNTRY.values())
-                      + ["lives", "in", "which", "city", "is", "?", "."])] * 30
-    return {kind: train_tokenizer(texts, kind, 320, str(root / kind), family=family)
-            for kind, family in (("wordpiece", "bert"), ("bpe", "roberta"))}
+    texts = [
+        " ".join(
+            tf.WORDS
+            + PEOPLE
+            + PLACES
+            + list(COUNTRY.values())
+            + ["lives", "in", "which", "city", "is", "?", "."]
+        )
+    ] * 30
+    return {
+        kind: train_tokenizer(texts, kind, 320, str(root / kind), family=family)
+        for kind, family in (("wordpiece", "bert"), ("bpe", "roberta"))
+    }
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
@@ -157,21 +207,25 @@ def test_every_answer_is_in_a_window_with_its_exact_text(tokenizers_by_kind, kin
             span = task.answer_tokens(enc, start, start + len(text))
             if span is not None:
                 first, last = span
-                assert q.context[enc.offsets[first][0]:enc.offsets[last][1]] == text
+                assert q.context[enc.offsets[first][0] : enc.offsets[last][1]] == text
                 found += 1
         assert found >= 1, (q.qid, text)
         # Windows start doc_stride context tokens apart, over the whole context.
         firsts = [enc.offsets[task.context_tokens(enc)[0]] for enc in encs]
-        ctx_offsets = [tuple(o) for o in tok.backend.encode(q.context,
-                                                            add_special_tokens=False).offsets]
+        ctx_offsets = [
+            tuple(o) for o in tok.backend.encode(q.context, add_special_tokens=False).offsets
+        ]
         starts = [ctx_offsets.index(tuple(o)) for o in firsts]
         assert starts == list(range(0, 16 * len(encs), 16))
         last = encs[-1].offsets[task.context_tokens(encs[-1])[-1]]
         assert tuple(last) == ctx_offsets[-1]
         # Each context token is scored in exactly one window, one that sees it.
         flags = task.max_context(encs)
-        scored = [tuple(enc.offsets[i]) for enc, f in zip(encs, flags, strict=True)
-                  for i in np.flatnonzero(f)]
+        scored = [
+            tuple(enc.offsets[i])
+            for enc, f in zip(encs, flags, strict=True)
+            for i in np.flatnonzero(f)
+        ]
         assert sorted(scored) == sorted(ctx_offsets)
     assert several == 30  # the contexts are long: every one needs several windows
 
@@ -185,8 +239,9 @@ def test_long_questions_are_cut_to_max_query_length(tokenizers_by_kind):
     assert [s for s in encs[0].sequence_ids].count(0) == 12
 
 
-def test_answers_off_token_boundaries_are_counted_and_left_out(tokenizers_by_kind, tmp_path,
-                                                               capsys):
+def test_answers_off_token_boundaries_are_counted_and_left_out(
+    tokenizers_by_kind, tmp_path, capsys
+):
     import finetune
 
     from bertjax import tasks
@@ -205,19 +260,22 @@ def test_answers_off_token_boundaries_are_counted_and_left_out(tokenizers_by_kin
     task = tasks.get(c)
     feats = task.features("train")
     assert task.left_out["train"] == ["q4"]
-    assert "1 of 6 answers do not begin and end on token boundaries (e.g. id q4)" in \
-        capsys.readouterr().out
+    assert (
+        "1 of 6 answers do not begin and end on token boundaries (e.g. id q4)"
+        in capsys.readouterr().out
+    )
     assert len(feats) == 5  # one window each; q4's left out
-    for row, start, end, (q_index, enc, _) in zip(feats.ids, feats.extra["start"],
-                                                  feats.extra["end"],
-                                                  task._windows["train"], strict=True):
+    for row, start, end, (q_index, enc, _) in zip(
+        feats.ids, feats.extra["start"], feats.extra["end"], task._windows["train"], strict=True
+    ):
         q = task._questions["train"][q_index]
         text, _ = q.answers[0]
-        assert q.context[enc.offsets[start][0]:enc.offsets[end][1]] == text
+        assert q.context[enc.offsets[start][0] : enc.offsets[end][1]] == text
         assert len(row) == len(enc.ids)
 
 
 # --- training end to end ------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def reader(tmp_path_factory, tokenizers_by_kind):
@@ -232,18 +290,29 @@ def reader(tmp_path_factory, tokenizers_by_kind):
     _write_json(str(root / "v1" / "train-v1.1.json"), reading_task(rng, 480, facts=(2, 6)))
     _write_json(str(root / "v1" / "dev-v1.1.json"), reading_task(rng, 60, facts=(2, 6)))
     _write_json(str(root / "v2" / "dev-v2.0.json"), reading_task(rng, 60, impossible=0.5))
-    cfg = ModelConfig.from_dict(dict(family="bert", vocab_size=320, hidden_size=64,
-                                     num_layers=2, num_heads=4, intermediate_size=128,
-                                     max_position_embeddings=64, dropout_rate=0.0,
-                                     attention_dropout_rate=0.0))
-    params = jax.tree.map(np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(
-        init_params(build(cfg))))())
+    cfg = ModelConfig.from_dict(
+        dict(
+            family="bert",
+            vocab_size=320,
+            hidden_size=64,
+            num_layers=2,
+            num_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=64,
+            dropout_rate=0.0,
+            attention_dropout_rate=0.0,
+        )
+    )
+    params = jax.tree.map(
+        np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(init_params(build(cfg))))()
+    )
     pretrained = str(root / "pretrained")
     modeldir.save(pretrained, cfg, params, tokenizers_by_kind["wordpiece"])
     c = finetune.get_config("squad_v1,bert_base,runlocal")
     c.init_from = pretrained
-    c.finetune.update(data=f"json:{root / 'v1'}", epochs=12.0, pad_multiple=8,
-                      doc_stride=16, max_query_length=12)
+    c.finetune.update(
+        data=f"json:{root / 'v1'}", epochs=12.0, pad_multiple=8, doc_stride=16, max_query_length=12
+    )
     c.optim.learning_rate = 1e-3
     c.train.update(batch_size=16, checkpoint_every=0, peak_flops=1e12)
     c.max_seq_length = 48
@@ -299,8 +368,7 @@ def test_evaluate_predict_and_score_agree_on_v1_and_v2(reader, tmp_path):
     assert v2_scores["HasAns_total"] + v2_scores["NoAns_total"] == 60
 
 
-def test_answers_keep_their_text_with_offsets_that_include_the_space(tokenizers_by_kind,
-                                                                     tmp_path):
+def test_answers_keep_their_text_with_offsets_that_include_the_space(tokenizers_by_kind, tmp_path):
     """The released ModernBERT tokenizer.json (byte-level BPE, a template post-processor
     and no offset trimming) puts the space before a word into its offsets: answers are
     still found, and their text (what training checks and predictions hold) is the
@@ -311,8 +379,15 @@ def test_answers_keep_their_text_with_offsets_that_include_the_space(tokenizers_
     from bertjax.data.train_tokenizer import train as train_tokenizer
     from bertjax.tasks import squad as task
 
-    texts = [" ".join(tf.WORDS + PEOPLE + PLACES + list(COUNTRY.values())
-                      + ["lives", "in", "which", "city", "is", "?", "."])] * 30
+    texts = [
+        " ".join(
+            tf.WORDS
+            + PEOPLE
+            + PLACES
+            + list(COUNTRY.values())
+            + ["lives", "in", "which", "city", "is", "?", "."]
+        )
+    ] * 30
     trained = tmp_path / "trained"
     train_tokenizer(texts, "bpe-modernbert", 320, str(trained), family="modernbert")
     released = json.loads((trained / "tokenizer.json").read_text())

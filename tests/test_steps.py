@@ -24,8 +24,15 @@ def bert_loss_fn(model, train=True):
     """BERT's pretraining loss (MLM + NSP), as the mlm_nsp task builds it."""
     return MaskedLMNSP(None).loss_fn(model, train)
 
-TINY = dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
-            max_position_embeddings=16)
+
+TINY = dict(
+    vocab_size=50,
+    hidden_size=16,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=16,
+)
 B, L, P = 4, 12, 3
 
 
@@ -48,15 +55,17 @@ def _setup(**optim):
     oc = OptimConfig(learning_rate=1e-2, warmup_steps=4, total_steps=20, **optim)
     tx = make_optimizer(oc)
     state = jax.jit(lambda: __import__("flax").linen.unbox(steps.init_state(model, tx, 0)()))()
-    step = jax.jit(functools.partial(steps.train_step,
-                                     loss_fn=bert_loss_fn(model),
-                                     tx=tx, optim=oc, seed=0))
+    step = jax.jit(
+        functools.partial(steps.train_step, loss_fn=bert_loss_fn(model), tx=tx, optim=oc, seed=0)
+    )
     return model, oc, state, step
 
 
 def _same(a, b) -> bool:
-    return all(np.array_equal(np.asarray(x), np.asarray(y))
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
 
 
 def test_step_updates_and_reports_the_schedule():
@@ -72,8 +81,8 @@ def test_step_updates_and_reports_the_schedule():
     assert float(m2["learning_rate"]) == pytest.approx(1e-2 * 1 / 4)
     assert np.isfinite(float(m2["grad_norm"])) and float(m2["grad_norm"]) > 0
     assert float(m2["loss"].value) == pytest.approx(
-        float(m2["mlm_loss"].value) + float(m2["nsp_loss"].value),
-                                             rel=1e-6)
+        float(m2["mlm_loss"].value) + float(m2["nsp_loss"].value), rel=1e-6
+    )
 
 
 def test_non_finite_batch_is_skipped_and_counted():
@@ -98,8 +107,11 @@ def test_dropout_is_a_function_of_the_step():
     cfg = ModelConfig.from_dict({**TINY, "dropout_rate": 0.5})
     model = build(cfg)
     loss_fn = bert_loss_fn(model)
-    params = jax.jit(lambda: __import__("flax").linen.unbox(
-        model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32)))["params"])()
+    params = jax.jit(
+        lambda: __import__("flax").linen.unbox(
+            model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32))
+        )["params"]
+    )()
     key = lambda s: jax.random.fold_in(jax.random.key(0), s)
     batch = _batch(0)
     a = loss_fn(params, batch, key(3))[0]
@@ -111,8 +123,11 @@ def test_dropout_is_a_function_of_the_step():
 def test_eval_step_has_no_dropout_and_counts():
     cfg = ModelConfig.from_dict({**TINY, "dropout_rate": 0.5})
     model = build(cfg)
-    params = jax.jit(lambda: __import__("flax").linen.unbox(
-        model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32)))["params"])()
+    params = jax.jit(
+        lambda: __import__("flax").linen.unbox(
+            model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32))
+        )["params"]
+    )()
     loss_fn = bert_loss_fn(model, train=False)
     batch = {**_batch(0), "masked_lm_weights": jnp.ones((B, P)).at[0].set(0.0)}
     m1 = steps.eval_step(params, batch, loss_fn=loss_fn)
@@ -122,10 +137,22 @@ def test_eval_step_has_no_dropout_and_counts():
 
 
 def test_combine_metrics_weights_by_their_own_counts():
-    batches = [{"mlm_loss": Mean(2.0, 10.0), "nsp_accuracy": Mean(1.0, 1.0),
-                "loss": Mean(3.0, 1.0), "grad_norm": 1.0, "empty": Mean(7.0, 0.0)},
-               {"mlm_loss": Mean(4.0, 30.0), "nsp_accuracy": Mean(0.0, 3.0),
-                "loss": Mean(5.0, 1.0), "grad_norm": 3.0, "empty": Mean(9.0, 0.0)}]
+    batches = [
+        {
+            "mlm_loss": Mean(2.0, 10.0),
+            "nsp_accuracy": Mean(1.0, 1.0),
+            "loss": Mean(3.0, 1.0),
+            "grad_norm": 1.0,
+            "empty": Mean(7.0, 0.0),
+        },
+        {
+            "mlm_loss": Mean(4.0, 30.0),
+            "nsp_accuracy": Mean(0.0, 3.0),
+            "loss": Mean(5.0, 1.0),
+            "grad_norm": 3.0,
+            "empty": Mean(9.0, 0.0),
+        },
+    ]
     got = combine(batches)
     assert got["mlm_loss"] == pytest.approx((2 * 10 + 4 * 30) / 40)
     assert got["nsp_accuracy"] == pytest.approx(1 / 4)
@@ -141,16 +168,24 @@ def test_all_finite():
 
 # --- ELECTRA's loss function: generator, samples, discriminator -------------------------
 
-ELECTRA = {**TINY, "family": "electra", "embedding_size": 16,
-           "generator_hidden_size": 8, "generator_num_heads": 1,
-           "generator_intermediate_size": 16}
+ELECTRA = {
+    **TINY,
+    "family": "electra",
+    "embedding_size": 16,
+    "generator_hidden_size": 8,
+    "generator_num_heads": 1,
+    "generator_intermediate_size": 16,
+}
 
 
 def _electra(**overrides):
     cfg = ModelConfig.from_dict({**ELECTRA, **overrides})
     model = build(cfg)
-    params = jax.jit(lambda: __import__("flax").linen.unbox(
-        model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32)))["params"])()
+    params = jax.jit(
+        lambda: __import__("flax").linen.unbox(
+            model.init(jax.random.key(0), jnp.ones((1, L), jnp.int32))
+        )["params"]
+    )()
     return model, params
 
 
@@ -158,15 +193,19 @@ def _masked_batch(seed=0, token=None):
     """A batch whose masked positions hold [MASK] (4) and distinct positions per row."""
     b = dict(_batch(seed))
     rng = np.random.default_rng(seed)
-    pos = np.sort(np.stack([rng.choice(np.arange(1, L), P, replace=False) for _ in range(B)]),
-                  axis=1)
+    pos = np.sort(
+        np.stack([rng.choice(np.arange(1, L), P, replace=False) for _ in range(B)]), axis=1
+    )
     ids = np.asarray(b["input_ids"]).copy()
     if token is not None:
         np.put_along_axis(ids, pos, token, axis=1)
     masked_ids = np.take_along_axis(ids, pos, axis=1)
     np.put_along_axis(ids, pos, 4, axis=1)
-    b.update(input_ids=jnp.asarray(ids), masked_lm_positions=jnp.asarray(pos, jnp.int32),
-             masked_lm_ids=jnp.asarray(masked_ids, jnp.int32))
+    b.update(
+        input_ids=jnp.asarray(ids),
+        masked_lm_positions=jnp.asarray(pos, jnp.int32),
+        masked_lm_ids=jnp.asarray(masked_ids, jnp.int32),
+    )
     return b
 
 
@@ -176,18 +215,25 @@ def test_electra_loss_fn_trains_both_towers_and_the_shared_embeddings():
     batch = _masked_batch(0)
     loss, m = loss_fn(params, batch, jax.random.key(1))
     assert float(loss) == pytest.approx(
-        float(m["mlm_loss"].value) + 50 * float(m["rtd_loss"].value),
-                                        rel=1e-6)
+        float(m["mlm_loss"].value) + 50 * float(m["rtd_loss"].value), rel=1e-6
+    )
     # Only masked positions can be replaced: at most P of the L tokens of a row.
     assert 0 < float(m["rtd_replaced"].value) <= P / L + 1e-6
     assert float(m["rtd_baseline_accuracy"].value) == pytest.approx(
-        1 - float(m["rtd_replaced"].value))
+        1 - float(m["rtd_replaced"].value)
+    )
     again, _ = loss_fn(params, batch, jax.random.key(1))
     assert float(again) == float(loss)  # a function of the key alone
-    grads = jax.jit(jax.grad(lambda p: electra_loss_fn(model, **ELECTRA_LOSS)(
-        p, batch, jax.random.key(1))[0]))(params)
-    for path in (("embeddings",), ("encoder",), ("discriminator",), ("generator", "encoder"),
-                 ("generator", "mlm")):
+    grads = jax.jit(
+        jax.grad(lambda p: electra_loss_fn(model, **ELECTRA_LOSS)(p, batch, jax.random.key(1))[0])
+    )(params)
+    for path in (
+        ("embeddings",),
+        ("encoder",),
+        ("discriminator",),
+        ("generator", "encoder"),
+        ("generator", "mlm"),
+    ):
         tree = grads
         for key in path:
             tree = tree[key]
@@ -198,8 +244,10 @@ def test_electra_generator_forced_to_the_original_replaces_nothing():
     model, params = _electra()
     # Every masked token is id 7, and the generator's bias makes it predict 7 everywhere.
     mlm = params["generator"]["mlm"]
-    params = {**params, "generator": {**params["generator"],
-                                      "mlm": {**mlm, "bias": mlm["bias"].at[7].set(1e4)}}}
+    params = {
+        **params,
+        "generator": {**params["generator"], "mlm": {**mlm, "bias": mlm["bias"].at[7].set(1e4)}},
+    }
     batch = _masked_batch(1, token=7)
     for seed in range(3):
         _, m = jax.jit(electra_loss_fn(model, **ELECTRA_LOSS))(params, batch, jax.random.key(seed))

@@ -28,7 +28,7 @@ MASKING = os.path.join(ROOT, "configs", "ablations", "masking.py")
 
 # A sweep of the tiny test model over two learning rates; both runs share one prepared
 # data directory (the learning rate is not a data setting).
-SWEEP_FILE = '''
+SWEEP_FILE = """
 import sys
 sys.path.insert(0, {tests!r})
 import trainlib
@@ -46,7 +46,7 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
     return [{{"optim.learning_rate": 1e-3}}, {{"optim.learning_rate": 3e-3}}]
-'''
+"""
 
 
 def _sweep_file(tmp_path) -> str:
@@ -61,8 +61,11 @@ def _sweep_file(tmp_path) -> str:
 
 def test_the_masking_sweep_is_what_its_config_says(tmp_path):
     runs = sweep.load_sweep(f"{MASKING}:cpu")
-    assert [r.name for r in runs] == ["mask_strategy=token", "mask_strategy=whole_word",
-                                      "mask_strategy=span"]
+    assert [r.name for r in runs] == [
+        "mask_strategy=token",
+        "mask_strategy=whole_word",
+        "mask_strategy=span",
+    ]
     base = configfile.load_config(f"{MASKING}:cpu")
     configs = [sweep.run_config(base, r, str(tmp_path)) for r in runs]
     assert [c.data.mask_strategy for c in configs] == ["token", "whole_word", "span"]
@@ -83,35 +86,51 @@ def test_the_masking_sweep_is_what_its_config_says(tmp_path):
 
 def test_runs_that_agree_on_the_data_share_its_directory(tmp_path):
     base = configfile.load_config(f"{MASKING}:cpu")
-    runs = sweep.name_runs([{"optim.learning_rate": 1e-3}, {"optim.learning_rate": 3e-4},
-                            {"data.masked_lm_prob": 0.2}], "test")
+    runs = sweep.name_runs(
+        [
+            {"optim.learning_rate": 1e-3},
+            {"optim.learning_rate": 3e-4},
+            {"data.masked_lm_prob": 0.2},
+        ],
+        "test",
+    )
     dirs = [sweep.run_config(base, r, str(tmp_path)).data.dir for r in runs]
     assert dirs[0] == dirs[1] != dirs[2]
-    assert [r.name for r in runs] == ["learning_rate=0.001", "learning_rate=0.0003",
-                                      "masked_lm_prob=0.2"]
+    assert [r.name for r in runs] == [
+        "learning_rate=0.001",
+        "learning_rate=0.0003",
+        "masked_lm_prob=0.2",
+    ]
 
 
 def test_names_use_the_full_key_only_where_two_keys_share_their_last_part():
-    runs = sweep.name_runs([{"data.seed": 1, "seed": 2}, {"data.seed": 3, "seed": 2},
-                            {"train.steps": 5}], "test")
+    runs = sweep.name_runs(
+        [{"data.seed": 1, "seed": 2}, {"data.seed": 3, "seed": 2}, {"train.steps": 5}], "test"
+    )
     assert [r.name for r in runs] == ["data.seed=1,seed=2", "data.seed=3,seed=2", "steps=5"]
     assert sweep.name_runs([{}], "t")[0].name == "base"
     assert sweep.name_runs([{"data.source": "text:/a/b c"}], "t")[0].name == "source=text_a_b_c"
 
 
-@pytest.mark.parametrize("runs, needle", [
-    ([{"train.steps": 5}, {"train.steps": 5}], "both named 'steps=5'"),
-])
+@pytest.mark.parametrize(
+    "runs, needle",
+    [
+        ([{"train.steps": 5}, {"train.steps": 5}], "both named 'steps=5'"),
+    ],
+)
 def test_two_runs_with_one_name_are_refused(runs, needle):
     with pytest.raises(ValueError, match=needle):
         sweep.name_runs(runs, "f.py")
 
 
-@pytest.mark.parametrize("body, needle", [
-    ("def get_config(arg=None):\n    return None\n", "defines no get_sweep"),
-    ("def get_sweep(arg=None):\n    return []\n", "expected a non-empty list"),
-    ("def get_sweep(arg=None):\n    return [{'a': 1}, 'b']\n", r"get_sweep\(\)\[1\] is 'b'"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ("def get_config(arg=None):\n    return None\n", "defines no get_sweep"),
+        ("def get_sweep(arg=None):\n    return []\n", "expected a non-empty list"),
+        ("def get_sweep(arg=None):\n    return [{'a': 1}, 'b']\n", r"get_sweep\(\)\[1\] is 'b'"),
+    ],
+)
 def test_bad_sweep_files_fail_in_one_line(tmp_path, body, needle):
     path = tmp_path / "s.py"
     path.write_text(body)
@@ -119,26 +138,32 @@ def test_bad_sweep_files_fail_in_one_line(tmp_path, body, needle):
         sweep.load_sweep(f"{path}:x")
 
 
-@pytest.mark.parametrize("override, needle", [
-    ({"data.mask_stratgy": "span"}, "sweep run r: unknown config key 'data.mask_stratgy'"),
-    ({"dat.mask_strategy": "span"}, "'dat.mask_strategy' .dat is not a config section"),
-    ({"train.steps": "many"}, "train.steps=many: invalid literal"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ({"data.mask_stratgy": "span"}, "sweep run r: unknown config key 'data.mask_stratgy'"),
+        ({"dat.mask_strategy": "span"}, "'dat.mask_strategy' .dat is not a config section"),
+        ({"train.steps": "many"}, "train.steps=many: invalid literal"),
+    ],
+)
 def test_a_bad_override_names_the_run_and_key(tmp_path, override, needle):
     base = configfile.load_config(f"{MASKING}:cpu")
     with pytest.raises(ValueError, match=needle):
         sweep.run_config(base, sweep.Run("r", override), str(tmp_path))
 
 
-@pytest.mark.parametrize("key, value, needle", [
-    ("tasks", "demo_next,demo_next", "a task is repeated"),
-    ("tasks", "no_such_task", "no_such_task"),
-    ("config", "configs/finetune.py:demo_next", "must contain {task}"),
-    ("config", "configs/nowhere.py:{task}", "nowhere.py: no such config file"),
-    ("overrides", "optim.learning_rat=1", "downstream.overrides: unknown config key"),
-    ("overrides", "optim.learning_rate", "is not KEY=VALUE"),
-    ("seeds", 0, "must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("tasks", "demo_next,demo_next", "a task is repeated"),
+        ("tasks", "no_such_task", "no_such_task"),
+        ("config", "configs/finetune.py:demo_next", "must contain {task}"),
+        ("config", "configs/nowhere.py:{task}", "nowhere.py: no such config file"),
+        ("overrides", "optim.learning_rat=1", "downstream.overrides: unknown config key"),
+        ("overrides", "optim.learning_rate", "is not KEY=VALUE"),
+        ("seeds", 0, "must be at least 1"),
+    ],
+)
 def test_bad_downstream_settings_fail_before_pretraining(key, value, needle):
     c = configfile.load_config(f"{MASKING}:tiny")
     c.downstream[key] = value
@@ -148,9 +173,12 @@ def test_bad_downstream_settings_fail_before_pretraining(key, value, needle):
 
 def test_override_values_are_read_as_the_keys_type():
     c = configfile.load_config(f"{MASKING}:cpu")
-    for key, text, want in [("train.steps", "7", 7), ("optim.learning_rate", "3e-4", 3e-4),
-                            ("train.memory_check", "false", False),
-                            ("data.mask_strategy", "span", "span")]:
+    for key, text, want in [
+        ("train.steps", "7", 7),
+        ("optim.learning_rate", "3e-4", 3e-4),
+        ("train.memory_check", "false", False),
+        ("data.mask_strategy", "span", "span"),
+    ]:
         configfile.set_key(c, key, text, "t")
         node = c
         for part in key.split("."):
@@ -172,11 +200,16 @@ def _train_args(output: str) -> list[str]:
     --command= of a gcloud ssh line (tpu_vm.sh)."""
     found = []
     for line in output.splitlines():
-        for words in (shlex.split(line), *(shlex.split(w.removeprefix("--command="))
-                                           for w in shlex.split(line)
-                                           if w.startswith("--command="))):
+        for words in (
+            shlex.split(line),
+            *(
+                shlex.split(w.removeprefix("--command="))
+                for w in shlex.split(line)
+                if w.startswith("--command=")
+            ),
+        ):
             if "bertjax" in words and "train" in words:
-                found.append(words[words.index("train") + 1:])
+                found.append(words[words.index("train") + 1 :])
     assert len(found) == 1, output
     return found[0]
 
@@ -187,7 +220,7 @@ def _config_of(args: list[str]) -> tuple[str, object]:
     c = configfile.load_config(spec)
     for a in args:
         if a.startswith("--config."):
-            key, value = a[len("--config."):].split("=", 1)
+            key, value = a[len("--config.") :].split("=", 1)
             configfile.set_key(c, key, value, "flags")
     return workdir, c
 
@@ -204,9 +237,17 @@ def test_printed_commands_are_what_the_launch_scripts_run(tmp_path):
     bin_dir.mkdir()
     echo = _fake(bin_dir / "python", 'echo "$0 $*" | sed "s|^[^ ]*|python|"\n')
     _fake(bin_dir / "srun", 'shift; "$@"\n')  # drops --kill-on-bad-exit, runs the rest
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": echo,
-           "TPU_NAME": "t", "ZONE": "z", "DRY_RUN": "1", "SKIP_SETUP": "1", "SLURM_JOB_ID": "1",
-           "GPUS_PER_NODE": "0"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHON": echo,
+        "TPU_NAME": "t",
+        "ZONE": "z",
+        "DRY_RUN": "1",
+        "SKIP_SETUP": "1",
+        "SLURM_JOB_ID": "1",
+        "GPUS_PER_NODE": "0",
+    }
     for launcher in sorted(sweep.LAUNCHERS):
         lines = sweep.commands(spec, base, runs, work, launcher, overrides)
         prepares = [ln for ln in lines if " prepare data " in ln]
@@ -217,8 +258,9 @@ def test_printed_commands_are_what_the_launch_scripts_run(tmp_path):
             want = sweep.run_config(base, run, work)
             if launcher == "slurm":
                 line = "bash " + line.removeprefix("sbatch ")
-            out = subprocess.run(line, shell=True, cwd=ROOT, env=env, capture_output=True,
-                                 text=True, timeout=60)
+            out = subprocess.run(
+                line, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+            )
             assert out.returncode == 0, out.stderr
             workdir, got = _config_of(_train_args(out.stdout))
             assert workdir == os.path.join(work, run.name)
@@ -247,9 +289,15 @@ def test_a_sweep_runs_resumes_after_a_kill_and_is_then_done(tmp_path, capsys):
     # printed `prepare data` line's config is checked in the launch test above).
     assert " prepare data " in lines[0] and lines[1].startswith("launch/local.sh ")
     sweep._prepare(sweep.run_config(base, runs[0], work))
-    out = subprocess.run(lines[1], shell=True, cwd=ROOT,
-                         env={**trainlib.env(), "PYTHON": sys.executable},
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        lines[1],
+        shell=True,
+        cwd=ROOT,
+        env={**trainlib.env(), "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     run1 = os.path.join(work, runs[0].name)
     with open(os.path.join(run1, "results.json")) as f:
@@ -263,9 +311,17 @@ def test_a_sweep_runs_resumes_after_a_kill_and_is_then_done(tmp_path, capsys):
 
     # The sweep skips run 1 and is killed inside run 2's pretraining, after step 6
     # (checkpoint 4 saved).
-    killed = trainlib.run([sys.executable, os.path.join(ROOT, "tests", "faults.py"),
-                           "kill_after_step:6", "sweep", f"--config={spec}",
-                           f"--workdir={work}"], timeout=600)
+    killed = trainlib.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tests", "faults.py"),
+            "kill_after_step:6",
+            "sweep",
+            f"--config={spec}",
+            f"--workdir={work}",
+        ],
+        timeout=600,
+    )
     assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
     assert f"run 1/2 {runs[0].name}: done" in killed.stdout
     run2 = os.path.join(work, runs[1].name)
@@ -294,8 +350,9 @@ def test_a_sweep_runs_resumes_after_a_kill_and_is_then_done(tmp_path, capsys):
     with open(os.path.join(report, "report.csv")) as f:
         rows = list(csv.DictReader(f))
     assert [r["run"] for r in rows] == [r.name for r in runs]
-    assert [r["overrides"] for r in rows] == [f"optim.learning_rate={v}"
-                                              for v in ("0.001", "0.003")]
+    assert [r["overrides"] for r in rows] == [
+        f"optim.learning_rate={v}" for v in ("0.001", "0.003")
+    ]
     for row, results in zip(rows, (results1, results2), strict=True):
         d = results["downstream"]["demo_next"]
         assert float(row["demo_next/accuracy median"]) == pytest.approx(d["median"])

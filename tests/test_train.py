@@ -34,7 +34,8 @@ def data(tmp_path_factory, corpus):
     def get(family: str) -> str:
         if family not in made:
             made[family] = trainlib.prepare(
-                family, str(tmp_path_factory.mktemp(f"data_{family}")), corpus)
+                family, str(tmp_path_factory.mktemp(f"data_{family}")), corpus
+            )
         return made[family]
 
     return get
@@ -50,9 +51,17 @@ def _loss_curve(result: dict, workdir: str) -> list[float]:
 
 @pytest.mark.parametrize("family,lr", [("bert", 2e-3), ("roberta", 2e-3), ("albert", 0.05)])
 def test_losses_fall(family, lr, data, tmp_path):
-    c = trainlib.config(family, data(family), **{
-        "train.steps": 60, "train.log_every": 20, "train.checkpoint_every": 0,
-        "train.eval_every": 60, "optim.learning_rate": lr})
+    c = trainlib.config(
+        family,
+        data(family),
+        **{
+            "train.steps": 60,
+            "train.log_every": 20,
+            "train.checkpoint_every": 0,
+            "train.eval_every": 60,
+            "optim.learning_rate": lr,
+        },
+    )
     result = train_lib.train(c, str(tmp_path))
     curve = _loss_curve(result, str(tmp_path))
     assert len(curve) == 3
@@ -75,8 +84,7 @@ def _poison(monkeypatch, steps_to_poison):
     def poisoned(batch, mesh, rules):
         calls["n"] += 1
         if calls["n"] in steps_to_poison:
-            batch = {**batch, "masked_lm_weights": np.full_like(batch["masked_lm_weights"],
-                                                                np.nan)}
+            batch = {**batch, "masked_lm_weights": np.full_like(batch["masked_lm_weights"], np.nan)}
         return real(batch, mesh, rules)
 
     monkeypatch.setattr(train_lib, "global_batch", poisoned)
@@ -84,8 +92,11 @@ def _poison(monkeypatch, steps_to_poison):
 
 def test_nan_batches_are_skipped_and_counted(data, tmp_path, monkeypatch):
     _poison(monkeypatch, {3, 4, 7})
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 8, "train.checkpoint_every": 4,
-                                                 "train.max_consecutive_skips": 3})
+    c = trainlib.config(
+        "bert",
+        data("bert"),
+        **{"train.steps": 8, "train.checkpoint_every": 4, "train.max_consecutive_skips": 3},
+    )
     result = train_lib.train(c, str(tmp_path))
     assert result["status"] == "done" and result["skipped"] == 3
     # The committed checkpoints hold finite values only and count the skips.
@@ -98,10 +109,16 @@ def test_nan_batches_are_skipped_and_counted(data, tmp_path, monkeypatch):
 
 def test_consecutive_non_finite_steps_stop_the_run(data, tmp_path, monkeypatch):
     _poison(monkeypatch, set(range(5, 100)))
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 12, "train.checkpoint_every": 4,
-                                                 "train.max_consecutive_skips": 3})
-    with pytest.raises(train_lib.TrainingError, match=r"3 consecutive steps up to step 7 .*"
-                       r"the last checkpoint is 4"):
+    c = trainlib.config(
+        "bert",
+        data("bert"),
+        **{"train.steps": 12, "train.checkpoint_every": 4, "train.max_consecutive_skips": 3},
+    )
+    with pytest.raises(
+        train_lib.TrainingError,
+        match=r"3 consecutive steps up to step 7 .*"
+        r"the last checkpoint is 4",
+    ):
         train_lib.train(c, str(tmp_path))
 
 
@@ -121,6 +138,7 @@ def test_non_finite_state_is_never_saved(tmp_path):
 
 # --- the real command: kill, resume, terminate ----------------------------------------
 
+
 def _latest(workdir) -> int | None:
     from bertjax.checkpoint import TrainCheckpoints
 
@@ -136,8 +154,7 @@ def _tmp_entries(workdir) -> list[str]:
 
 
 def test_kill_at_any_point_then_resume_is_bit_exact(data, tmp_path):
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 12,
-                                                 "train.checkpoint_every": 4})
+    c = trainlib.config("bert", data("bert"), **{"train.steps": 12, "train.checkpoint_every": 4})
     full = str(tmp_path / "full")
     r = trainlib.run(trainlib.train_cmd(c, full))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -145,6 +162,7 @@ def test_kill_at_any_point_then_resume_is_bit_exact(data, tmp_path):
     assert want["step"] == "12"
 
     work = str(tmp_path / "killed")
+
     def cmd(fault: str = "") -> list[str]:
         return trainlib.train_cmd(c, work, fault=fault)
 
@@ -173,8 +191,7 @@ def test_kill_at_any_point_then_resume_is_bit_exact(data, tmp_path):
 
 
 def test_sigterm_saves_the_step_and_exits_zero(data, tmp_path):
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 12,
-                                                 "train.checkpoint_every": 0})
+    c = trainlib.config("bert", data("bert"), **{"train.steps": 12, "train.checkpoint_every": 0})
     work = str(tmp_path / "w")
     r = trainlib.run(trainlib.train_cmd(c, work, fault="sigterm_at_step:5"))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -183,12 +200,14 @@ def test_sigterm_saves_the_step_and_exits_zero(data, tmp_path):
 
 
 def test_bad_config_is_one_line_error(data, tmp_path):
-    for flag, needle in [("--config.train.batch_size=0", "train.batch_size=0"),
-                         ("--config.data.dir=/nonexistent", "/nonexistent"),
-                         ("--config.mesh.tensor=3", "product 3"),
-                         ("--config.model.vocab_size=100", "model.vocab_size=100"),
-                         ("--config.max_seq_length=100000", "max_seq_length=100000"),
-                         ("--config.phase2.fraction=0.5", "phase2.data_dir is required")]:
+    for flag, needle in [
+        ("--config.train.batch_size=0", "train.batch_size=0"),
+        ("--config.data.dir=/nonexistent", "/nonexistent"),
+        ("--config.mesh.tensor=3", "product 3"),
+        ("--config.model.vocab_size=100", "model.vocab_size=100"),
+        ("--config.max_seq_length=100000", "max_seq_length=100000"),
+        ("--config.phase2.fraction=0.5", "phase2.data_dir is required"),
+    ]:
         c = trainlib.config("bert", data("bert"))
         r = trainlib.run([*trainlib.train_cmd(c, str(tmp_path / "w")), flag])
         assert r.returncode == 1, (flag, r.stderr[-2000:])
@@ -203,18 +222,23 @@ def test_a_batch_the_devices_cannot_split_and_a_bad_workdir_are_named(data, tmp_
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 1 and last == (
         "error: train.batch_size=12 does not split over the 8 devices the batch is sharded "
-        "on (mesh.data=8 x mesh.fsdp=1); use a multiple of 8"), r.stderr[-2000:]
+        "on (mesh.data=8 x mesh.fsdp=1); use a multiple of 8"
+    ), r.stderr[-2000:]
     assert not os.path.exists(tmp_path / "w")
     (tmp_path / "a_file").write_text("")
-    r = trainlib.run(trainlib.train_cmd(trainlib.config("bert", data("bert")),
-                                        str(tmp_path / "a_file" / "run")))
+    r = trainlib.run(
+        trainlib.train_cmd(trainlib.config("bert", data("bert")), str(tmp_path / "a_file" / "run"))
+    )
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 1 and last == f"error: {tmp_path}/a_file/run: Not a directory", last
 
 
 def test_a_model_vocabulary_larger_than_the_tokenizer_is_named(data, tmp_path, capsys):
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 1, "model.vocab_size": 30522,
-                                                 "train.checkpoint_every": 0})
+    c = trainlib.config(
+        "bert",
+        data("bert"),
+        **{"train.steps": 1, "model.vocab_size": 30522, "train.checkpoint_every": 0},
+    )
     train_lib.train(c, str(tmp_path))
     out = capsys.readouterr().out
     assert "warning: model.vocab_size=30522, but the tokenizer of" in out
@@ -222,23 +246,34 @@ def test_a_model_vocabulary_larger_than_the_tokenizer_is_named(data, tmp_path, c
     assert "masking" not in out  # the config's masking is the data's
 
 
-@pytest.mark.parametrize("override, needle", [
-    ({"data.masking": "dynamic"}, "warning: data.masking=dynamic, but {path} was prepared "
-     "with static masking: its stored masks are used"),
-    ({"data.mask_strategy": "whole_word"}, "warning: {path} holds static masks made with "
-     "strategy=token, but data.mask_strategy=whole_word: the stored masks are used")])
-def test_a_config_whose_masking_the_data_overrules_is_told(data, tmp_path, capsys,
-                                                           override, needle):
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 1,
-                                                 "train.checkpoint_every": 0, **override})
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        (
+            {"data.masking": "dynamic"},
+            "warning: data.masking=dynamic, but {path} was prepared "
+            "with static masking: its stored masks are used",
+        ),
+        (
+            {"data.mask_strategy": "whole_word"},
+            "warning: {path} holds static masks made with "
+            "strategy=token, but data.mask_strategy=whole_word: the stored masks are used",
+        ),
+    ],
+)
+def test_a_config_whose_masking_the_data_overrules_is_told(
+    data, tmp_path, capsys, override, needle
+):
+    c = trainlib.config(
+        "bert", data("bert"), **{"train.steps": 1, "train.checkpoint_every": 0, **override}
+    )
     train_lib.train(c, str(tmp_path))
     out = capsys.readouterr().out
     assert needle.format(path=os.path.join(data("bert"), "manifest.json")) in out, out[:2000]
 
 
 def test_workdir_of_another_model_is_refused(data, tmp_path):
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 2,
-                                                 "train.checkpoint_every": 2})
+    c = trainlib.config("bert", data("bert"), **{"train.steps": 2, "train.checkpoint_every": 2})
     train_lib.train(c, str(tmp_path))
     c.model.hidden_size = 48
     with pytest.raises(train_lib.TrainingError, match="hidden_size"):
@@ -248,43 +283,62 @@ def test_workdir_of_another_model_is_refused(data, tmp_path):
 def test_a_resume_at_another_batch_size_is_refused(data, tmp_path):
     """The data position counts batches: at another batch size the resumed run would skip
     or re-read examples, so it stops in one line naming both sizes."""
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 4,
-                                                 "train.checkpoint_every": 2})
+    c = trainlib.config("bert", data("bert"), **{"train.steps": 4, "train.checkpoint_every": 2})
     stopped = train_lib.train(c, str(tmp_path), hooks=[faults.Fault("sigterm_at_step", 2)])
     assert stopped["status"] == "preempted"
     batch = int(c.train.batch_size)
     c.train.batch_size = batch * 2
-    with pytest.raises(train_lib.TrainingError,
-                       match=f"checkpoints/2: phase 1 was trained at batch size {batch}, the "
-                             f"config says {batch * 2}; resuming would skip or re-read"):
+    with pytest.raises(
+        train_lib.TrainingError,
+        match=f"checkpoints/2: phase 1 was trained at batch size {batch}, the "
+        f"config says {batch * 2}; resuming would skip or re-read",
+    ):
         train_lib.train(c, str(tmp_path))
     c.train.batch_size = batch  # the same size resumes
     assert train_lib.train(c, str(tmp_path))["status"] == "done"
 
 
 def test_a_failed_init_from_leaves_no_workdir(data, tmp_path):
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 2,
-                                                 "init_from": str(tmp_path / "nowhere")})
+    c = trainlib.config(
+        "bert", data("bert"), **{"train.steps": 2, "init_from": str(tmp_path / "nowhere")}
+    )
     with pytest.raises(FileNotFoundError, match="nowhere"):
         train_lib.train(c, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run")  # no config.json, no empty checkpoints/
 
 
 def test_command_without_workdir_fails_cleanly():
-    r = subprocess.run(trainlib.train_cmd(trainlib.config("bert"), "x")[:5],
-                       cwd=trainlib.ROOT, env=trainlib.env(), capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        trainlib.train_cmd(trainlib.config("bert"), "x")[:5],
+        cwd=trainlib.ROOT,
+        env=trainlib.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and "--workdir is required" in r.stderr
 
 
 def test_two_phases_resume_across_the_boundary(data, corpus, tmp_path, monkeypatch, capsys):
-    long = trainlib.prepare("bert", str(tmp_path / "data64"), corpus,
-                            **{"max_seq_length": 64, "max_predictions_per_seq": 8})
-    c = trainlib.config("bert", data("bert"), **{
-        "train.steps": 8, "train.checkpoint_every": 0, "phase2.fraction": 0.5,
-        "phase2.data_dir": long, "phase2.max_seq_length": 64,
-        "phase2.max_predictions_per_seq": 8,
-        "phase2.batch_size": 4})
+    long = trainlib.prepare(
+        "bert",
+        str(tmp_path / "data64"),
+        corpus,
+        **{"max_seq_length": 64, "max_predictions_per_seq": 8},
+    )
+    c = trainlib.config(
+        "bert",
+        data("bert"),
+        **{
+            "train.steps": 8,
+            "train.checkpoint_every": 0,
+            "phase2.fraction": 0.5,
+            "phase2.data_dir": long,
+            "phase2.max_seq_length": 64,
+            "phase2.max_predictions_per_seq": 8,
+            "phase2.batch_size": 4,
+        },
+    )
     full = train_lib.train(c, str(tmp_path / "full"))
     assert full["status"] == "done" and full["step"] == 8
     out = capsys.readouterr().out
@@ -292,8 +346,9 @@ def test_two_phases_resume_across_the_boundary(data, corpus, tmp_path, monkeypat
     assert "phase 2/2: steps 4..8, batch 4 x 64" in out
     want = trainlib.state_hash(str(tmp_path / "full"))
     # Preempted in phase 2, then resumed: the same bits as the uninterrupted run.
-    stopped = train_lib.train(c, str(tmp_path / "split"),
-                              hooks=[faults.Fault("sigterm_at_step", 6)])
+    stopped = train_lib.train(
+        c, str(tmp_path / "split"), hooks=[faults.Fault("sigterm_at_step", 6)]
+    )
     assert stopped["status"] == "preempted" and stopped["step"] == 6
     assert train_lib.train(c, str(tmp_path / "split"))["step"] == 8
     assert trainlib.state_hash(str(tmp_path / "split")) == want
@@ -316,16 +371,22 @@ def test_the_same_data_at_another_path_is_the_same_run(data, tmp_path, capsys):
     train_lib.train(trainlib.config("bert", moved, **overrides), str(tmp_path / "b"))
     assert trainlib.state_hash(str(tmp_path / "b")) == want
     # Preempted on the original, resumed on the copy.
-    stopped = train_lib.train(trainlib.config("bert", original, **overrides),
-                              str(tmp_path / "c"), hooks=[faults.Fault("sigterm_at_step", 4)])
+    stopped = train_lib.train(
+        trainlib.config("bert", original, **overrides),
+        str(tmp_path / "c"),
+        hooks=[faults.Fault("sigterm_at_step", 4)],
+    )
     assert stopped["step"] == 4
     capsys.readouterr()
     train_lib.train(trainlib.config("bert", moved, **overrides), str(tmp_path / "c"))
     assert trainlib.state_hash(str(tmp_path / "c")) == want
     assert f"data: {moved} (the checkpoint was trained on {original}" in capsys.readouterr().out
     # Other data (here: a manifest that says something else) under a checkpoint.
-    stopped = train_lib.train(trainlib.config("bert", original, **overrides),
-                              str(tmp_path / "d"), hooks=[faults.Fault("sigterm_at_step", 4)])
+    stopped = train_lib.train(
+        trainlib.config("bert", original, **overrides),
+        str(tmp_path / "d"),
+        hooks=[faults.Fault("sigterm_at_step", 4)],
+    )
     manifest = json.load(open(os.path.join(moved, "manifest.json")))
     manifest["input_stats"]["bytes"] += 1
     with open(os.path.join(moved, "manifest.json"), "w") as f:
@@ -349,8 +410,11 @@ def test_preparing_finished_data_again_keeps_the_run_resumable(data, corpus, tmp
     overrides = {"train.steps": 8, "train.checkpoint_every": 0, "data.shuffle_buffer": 1}
     train_lib.train(trainlib.config("bert", d, **overrides), str(tmp_path / "a"))
     want = trainlib.state_hash(str(tmp_path / "a"))
-    stopped = train_lib.train(trainlib.config("bert", d, **overrides), str(tmp_path / "b"),
-                              hooks=[faults.Fault("sigterm_at_step", 4)])
+    stopped = train_lib.train(
+        trainlib.config("bert", d, **overrides),
+        str(tmp_path / "b"),
+        hooks=[faults.Fault("sigterm_at_step", 4)],
+    )
     assert stopped["step"] == 4
     with open(os.path.join(d, "manifest.json")) as f:
         before = json.load(f)
@@ -359,14 +423,16 @@ def test_preparing_finished_data_again_keeps_the_run_resumable(data, corpus, tmp
         after = json.load(f)
     assert after["input_stats"]["shards_reused"] > before["input_stats"]["shards_reused"]
     assert after["splits"] == before["splits"]  # the same shards, as the digests say
-    assert train_lib.train(trainlib.config("bert", d, **overrides),
-                           str(tmp_path / "b"))["step"] == 8
+    assert (
+        train_lib.train(trainlib.config("bert", d, **overrides), str(tmp_path / "b"))["step"] == 8
+    )
     assert trainlib.state_hash(str(tmp_path / "b")) == want
 
 
 @pytest.mark.parametrize("form", ["BertForMaskedLM", "BertModel"])
-def test_init_from_a_transformers_checkpoint_fits_the_heads_and_trains(form, data, tmp_path,
-                                                                        capsys):
+def test_init_from_a_transformers_checkpoint_fits_the_heads_and_trains(
+    form, data, tmp_path, capsys
+):
     """A BertForMaskedLM (no pooler, no NSP head) or a bare encoder starts an MLM + NSP
     run: what it has is loaded bit for bit, what it lacks is created, and the table says
     which."""
@@ -379,25 +445,35 @@ def test_init_from_a_transformers_checkpoint_fits_the_heads_and_trains(form, dat
     from bertjax.convert.hfdir import read_hf_dir
 
     hf_config = transformers.BertConfig(
-        vocab_size=trainlib.VOCAB["bert"], hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+        vocab_size=trainlib.VOCAB["bert"],
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     src = str(tmp_path / "hf")
     getattr(transformers, form)(hf_config).save_pretrained(src)
-    c = trainlib.config("bert", data("bert"), **{"train.steps": 6, "train.checkpoint_every": 0,
-                                                 "init_from": src})
+    c = trainlib.config(
+        "bert", data("bert"), **{"train.steps": 6, "train.checkpoint_every": 0, "init_from": src}
+    )
     trainer = train_lib.Trainer(c, str(tmp_path / "run"))
     out = capsys.readouterr().out
     rows = dict(re.findall(r"^\s+(\w+)\s+(loaded|created|dropped)\s", out, re.M))
     fresh_heads = {"BertForMaskedLM": ("pooler", "nsp"), "BertModel": ("mlm", "nsp")}[form]
-    assert rows == {"embeddings": "loaded", "encoder": "loaded",
-                    **{h: "created" if h in fresh_heads else "loaded"
-                       for h in ("pooler", "mlm", "nsp")}}, out
+    assert rows == {
+        "embeddings": "loaded",
+        "encoder": "loaded",
+        **{h: "created" if h in fresh_heads else "loaded" for h in ("pooler", "mlm", "nsp")},
+    }, out
     _, want, _ = read_hf_dir(src)
     for module, status in rows.items():
         if status == "loaded":
-            jax.tree.map(np.testing.assert_array_equal,
-                         jax.tree.map(np.asarray, trainer.state["params"][module]),
-                         want[module])
+            jax.tree.map(
+                np.testing.assert_array_equal,
+                jax.tree.map(np.asarray, trainer.state["params"][module]),
+                want[module],
+            )
     result = trainer.run()
     assert result["status"] == "done" and result["step"] == 6 and result["skipped"] == 0
     assert np.isfinite(result["metrics"]["loss"]) and "nsp_accuracy" in result["metrics"]

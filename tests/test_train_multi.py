@@ -50,8 +50,9 @@ def _restored_params(workdir: str) -> dict[str, np.ndarray]:
     import jax
 
     _, state = trainlib.restore_host(workdir)
-    return {jax.tree_util.keystr(p): v
-            for p, v in jax.tree_util.tree_leaves_with_path(state["params"])}
+    return {
+        jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(state["params"])
+    }
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -70,9 +71,14 @@ def data(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def eight(data, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("eight")
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "eight", data, str(out)],
-                       cwd=trainlib.ROOT, env=trainlib.env(8), capture_output=True, text=True,
-                       timeout=900)
+    r = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "eight", data, str(out)],
+        cwd=trainlib.ROOT,
+        env=trainlib.env(8),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     with open(out / "result.json") as f:
         return {**json.load(f), "dir": str(out)}
@@ -107,16 +113,27 @@ def test_resume_on_another_mesh_and_device_count(eight, data, tmp_path):
     result = train.train(c, work)
     assert result["step"] == 8
     assert not os.path.exists(os.path.join(work, "damaged_checkpoints"))
-    assert _max_diff(_restored_params(work),
-                     _restored_params(os.path.join(eight["dir"], "full8"))) < TOL
+    assert (
+        _max_diff(_restored_params(work), _restored_params(os.path.join(eight["dir"], "full8")))
+        < TOL
+    )
 
 
 # --- two processes ---------------------------------------------------------------------
 
+
 def _two_process_cmds(c, workdir: str, port: int) -> list[list[str]]:
-    return [trainlib.train_cmd(c, workdir, f"--coordinator_address=127.0.0.1:{port}",
-                               "--num_processes=2", f"--process_id={i}",
-                               "--cpu_collectives=gloo") for i in range(2)]
+    return [
+        trainlib.train_cmd(
+            c,
+            workdir,
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+            "--cpu_collectives=gloo",
+        )
+        for i in range(2)
+    ]
 
 
 def _free_port() -> int:
@@ -131,8 +148,16 @@ def _start(c, workdir: str, logs: str) -> list[subprocess.Popen]:
     for i, cmd in enumerate(_two_process_cmds(c, workdir, _free_port())):
         # Files, not pipes: Gloo's logging interleaves, and a full pipe would block a child.
         out = open(os.path.join(logs, f"{i}.log"), "w")
-        procs.append(subprocess.Popen(cmd, cwd=trainlib.ROOT, env=trainlib.env(4),
-                                      stdout=out, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=trainlib.ROOT,
+                env=trainlib.env(4),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     return procs
 
 
@@ -150,33 +175,38 @@ def _wait(procs: list[subprocess.Popen], logs: str, timeout: float = 300) -> lis
     return texts
 
 
-def _wait_for_line(procs: list[subprocess.Popen], logs: str, text: str,
-                   timeout: float = 240) -> None:
+def _wait_for_line(
+    procs: list[subprocess.Popen], logs: str, text: str, timeout: float = 240
+) -> None:
     """Until process 0's log holds `text`; fails if a process ends or time runs out."""
     deadline = time.time() + timeout
     while text not in open(os.path.join(logs, "0.log")).read():
-        assert time.time() < deadline and all(p.poll() is None for p in procs), \
-            open(os.path.join(logs, "0.log")).read()[-3000:]
+        assert time.time() < deadline and all(p.poll() is None for p in procs), open(
+            os.path.join(logs, "0.log")
+        ).read()[-3000:]
         time.sleep(0.05)
 
 
-def _wait_for_commit(procs: list[subprocess.Popen], logs: str, directory: str,
-                     timeout: float = 240) -> None:
+def _wait_for_commit(
+    procs: list[subprocess.Popen], logs: str, directory: str, timeout: float = 240
+) -> None:
     """Until a checkpoint before the last step is committed in `directory`, the
     processes still running."""
     from bertjax.checkpoint import TrainCheckpoints
 
     deadline = time.time() + timeout
     while not TrainCheckpoints(directory, read_only=True).all_steps():
-        assert time.time() < deadline and all(p.poll() is None for p in procs), \
-            open(os.path.join(logs, "0.log")).read()[-3000:]
+        assert time.time() < deadline and all(p.poll() is None for p in procs), open(
+            os.path.join(logs, "0.log")
+        ).read()[-3000:]
         time.sleep(0.2)
     assert all(p.poll() is None for p in procs), "the run ended before it was killed"
 
 
 def test_two_processes_sigterm_save_same_step_and_resume(data, tmp_path):
-    c = trainlib.config("bert", data, **{"train.steps": 16, "train.checkpoint_every": 0,
-                                         "mesh.fsdp": 2})
+    c = trainlib.config(
+        "bert", data, **{"train.steps": 16, "train.checkpoint_every": 0, "mesh.fsdp": 2}
+    )
     full = str(tmp_path / "full")
     _wait(_start(c, full, str(tmp_path / "logs_full")), str(tmp_path / "logs_full"))
     want = trainlib.state_hash(full)
@@ -209,8 +239,9 @@ def test_two_processes_with_data_and_workdir_in_a_bucket_killed_then_resumed(buc
     uninterrupted run."""
     corpus = trainlib.write_corpus(str(tmp_path / "corpus.txt"))
     data = trainlib.prepare("bert", f"{bucket}/data", corpus)
-    c = trainlib.config("bert", data, **{"train.steps": 12, "train.checkpoint_every": 4,
-                                         "mesh.fsdp": 2})
+    c = trainlib.config(
+        "bert", data, **{"train.steps": 12, "train.checkpoint_every": 4, "mesh.fsdp": 2}
+    )
     full, logs = f"{bucket}/full", str(tmp_path / "logs_full")
     _wait(_start(c, full, logs), logs)
     want = trainlib.state_hash(full)
@@ -252,10 +283,16 @@ def _eight(data: str, out: str) -> dict:
     c = trainlib.config("bert", data, **{"model.dropout_rate": 0.1})
     s = experiment.build_setup(c)
     optim, tx, init = s.optim, s.tx, s.init
-    step_fn = functools.partial(steps.train_step, loss_fn=s.task.loss_fn(s.model),
-                                tx=tx, optim=optim, seed=0)
-    batch = next(iter(Pipeline(Manifest.read(data),
-                               PipelineConfig("train", 16, 0, masking=None, shuffle_buffer=8))))
+    step_fn = functools.partial(
+        steps.train_step, loss_fn=s.task.loss_fn(s.model), tx=tx, optim=optim, seed=0
+    )
+    batch = next(
+        iter(
+            Pipeline(
+                Manifest.read(data), PipelineConfig("train", 16, 0, masking=None, shuffle_buffer=8)
+            )
+        )
+    )
 
     # Reference: one device, no mesh; two steps so the optimizer state is non-trivial.
     with jax.default_device(jax.devices()[0]):
@@ -266,8 +303,9 @@ def _eight(data: str, out: str) -> dict:
 
     def leaves_diff(a, b) -> float:
         """The largest `relative_diff` over the leaves of two trees, b the reference."""
-        return max(relative_diff(x, y)
-                   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+        return max(
+            relative_diff(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        )
 
     for mesh_str in MESHES:
         shape = dict(zip(sharding.MESH_AXES, map(int, mesh_str.split(",")), strict=True))
@@ -275,9 +313,12 @@ def _eight(data: str, out: str) -> dict:
         state, shardings = sharding.create_sharded(init, None, mesh)
         batch_sh = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in batch.items()}
         with sharding.activation_rules_context(mesh):
-            jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sh),
-                             out_shardings=(shardings, sharding.replicated(mesh)),
-                             donate_argnums=(0,))
+            jitted = jax.jit(
+                step_fn,
+                in_shardings=(shardings, batch_sh),
+                out_shardings=(shardings, sharding.replicated(mesh)),
+                donate_argnums=(0,),
+            )
             state, _ = jitted(state, jax.device_put(batch, batch_sh))
             state, metrics = jitted(state, jax.device_put(batch, batch_sh))
         host = jax.device_get(state)
@@ -297,23 +338,24 @@ def _eight(data: str, out: str) -> dict:
     full8 = os.path.join(out, "full8")
     train.train(trainlib.config("bert", data, **{**_REMESH, **meshed}), full8)
     first4 = os.path.join(out, "first4")
-    train.train(trainlib.config("bert", data, **{**_REMESH, **meshed,
-                                                 "train.steps": 4}), first4)
+    train.train(trainlib.config("bert", data, **{**_REMESH, **meshed, "train.steps": 4}), first4)
     resumed = os.path.join(out, "resumed")
     shutil.copytree(first4, resumed)
     train.train(trainlib.config("bert", data, **{**_REMESH, "mesh.data": -1}), resumed)
-    result["remesh"] = {"param_diff": _max_diff(_restored_params(resumed),
-                                                _restored_params(full8)),
-                        # The state digest of a 2x2x2 save verifies on 8x1x1: not moved.
-                        "moved_aside": os.path.exists(os.path.join(resumed,
-                                                                   "damaged_checkpoints"))}
+    result["remesh"] = {
+        "param_diff": _max_diff(_restored_params(resumed), _restored_params(full8)),
+        # The state digest of a 2x2x2 save verifies on 8x1x1: not moved.
+        "moved_aside": os.path.exists(os.path.join(resumed, "damaged_checkpoints")),
+    }
     return result
 
 
 def _other_objectives(batch: dict, leaves_diff) -> dict:
     """ELECTRA and distillation: two steps on one device against two on a 2x2x2 mesh."""
-    return {objective: _objective_on_mesh(objective, batch, leaves_diff)
-            for objective in ("electra", "distillation")}
+    return {
+        objective: _objective_on_mesh(objective, batch, leaves_diff)
+        for objective in ("electra", "distillation")
+    }
 
 
 def _objective_on_mesh(objective: str, batch: dict, leaves_diff) -> dict:
@@ -337,8 +379,9 @@ def _objective_on_mesh(objective: str, batch: dict, leaves_diff) -> dict:
     def teacher_init():
         return init_params(teacher, 1)
 
-    step_fn = functools.partial(steps.train_step, loss_fn=s.task.loss_fn(s.model), tx=tx,
-                                optim=optim, seed=0)
+    step_fn = functools.partial(
+        steps.train_step, loss_fn=s.task.loss_fn(s.model), tx=tx, optim=optim, seed=0
+    )
     with jax.default_device(jax.devices()[0]):
         ref0 = jax.jit(lambda: nn.unbox(init()))()
         teacher_params = jax.jit(lambda: nn.unbox(teacher_init()))() if teacher else None
@@ -349,16 +392,19 @@ def _objective_on_mesh(objective: str, batch: dict, leaves_diff) -> dict:
     teacher_params = sharding.create_sharded(teacher_init, None, mesh)[0] if teacher else None
     batch_sh = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in batch.items()}
     with sharding.activation_rules_context(mesh):
-        jitted = jax.jit(step_fn, donate_argnums=(0,),
-                         out_shardings=(shardings, sharding.replicated(mesh)))
+        jitted = jax.jit(
+            step_fn, donate_argnums=(0,), out_shardings=(shardings, sharding.replicated(mesh))
+        )
         placed = jax.device_put(batch, batch_sh)
         state, _ = jitted(state, placed, teacher_params)
         state, metrics = jitted(state, placed, teacher_params)
     host = jax.device_get(state)
-    return {"loss_diff": relative_diff(metrics["loss"].value, ref_metrics["loss"].value),
-            "param_diff": leaves_diff(host["params"], ref2["params"]),
-            "opt_diff": leaves_diff(host["opt_state"], ref2["opt_state"]),
-            "params_changed": leaves_diff(host["params"], jax.device_get(ref0["params"])) > 0}
+    return {
+        "loss_diff": relative_diff(metrics["loss"].value, ref_metrics["loss"].value),
+        "param_diff": leaves_diff(host["params"], ref2["params"]),
+        "opt_diff": leaves_diff(host["opt_state"], ref2["opt_state"]),
+        "params_changed": leaves_diff(host["params"], jax.device_get(ref0["params"])) > 0,
+    }
 
 
 if __name__ == "__main__":

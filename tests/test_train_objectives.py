@@ -42,10 +42,20 @@ def electra_data(tmp_path_factory, corpus) -> str:
 def teacher(tmp_path_factory, mlm_data) -> str:
     """A 4-layer BERT trained 300 steps on mlm_data: its WORKDIR/model directory."""
     work = str(tmp_path_factory.mktemp("teacher"))
-    c = trainlib.config("bert", mlm_data, **{
-        "task": "mlm", "model.num_layers": 4, "model.vocab_size": 400,
-        "train.steps": 300, "train.log_every": 100, "train.checkpoint_every": 0,
-        "train.export_model": True, "optim.learning_rate": 3e-3})
+    c = trainlib.config(
+        "bert",
+        mlm_data,
+        **{
+            "task": "mlm",
+            "model.num_layers": 4,
+            "model.vocab_size": 400,
+            "train.steps": 300,
+            "train.log_every": 100,
+            "train.checkpoint_every": 0,
+            "train.export_model": True,
+            "optim.learning_rate": 3e-3,
+        },
+    )
     result = train_lib.train(c, work)
     assert result["metrics"]["mlm_loss"] < 3.0, result["metrics"]
     return os.path.join(work, "model")
@@ -57,20 +67,28 @@ def _eval(workdir: str) -> dict[str, float]:
 
     acc = EventAccumulator(os.path.join(workdir, "logs"))
     acc.Reload()
-    return {tag[len("eval/"):]: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"]
-            if tag.startswith("eval/")}
+    return {
+        tag[len("eval/") :]: acc.Scalars(tag)[-1].value
+        for tag in acc.Tags()["scalars"]
+        if tag.startswith("eval/")
+    }
 
 
 def test_student_starts_from_teacher_layers_and_the_teacher_is_never_saved(
-        mlm_data, teacher, tmp_path, capsys):
-    c = trainlib.distill_config(mlm_data, teacher, **{"train.steps": 4,
-                                                      "train.checkpoint_every": 4})
+    mlm_data, teacher, tmp_path, capsys
+):
+    c = trainlib.distill_config(
+        mlm_data, teacher, **{"train.steps": 4, "train.checkpoint_every": 4}
+    )
     trainer = train_lib.Trainer(c, str(tmp_path))
     _, teacher_params = modeldir.load(teacher)
     student = jax.tree.map(np.asarray, jax.device_get(trainer.state["params"]))
     for j, i in enumerate([0, 3]):  # evenly spaced: the first and last of 4
-        jax.tree.map(np.testing.assert_array_equal, student["encoder"][f"layer_{j}"],
-                     teacher_params["encoder"][f"layer_{i}"])
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            student["encoder"][f"layer_{j}"],
+            teacher_params["encoder"][f"layer_{i}"],
+        )
     jax.tree.map(np.testing.assert_array_equal, student["mlm"], teacher_params["mlm"])
     out = capsys.readouterr().out
     assert "from teacher layers [0, 3]" in out and "same vocabulary as the data" in out
@@ -81,8 +99,9 @@ def test_student_starts_from_teacher_layers_and_the_teacher_is_never_saved(
     assert jax.tree.structure(state["params"]) == jax.tree.structure(student)
     saved = sum(x.size for x in jax.tree.leaves(state["params"]))
     assert saved == sum(x.size for x in jax.tree.leaves(student))
-    assert not any("teacher" in jax.tree_util.keystr(p)
-                   for p, _ in jax.tree_util.tree_leaves_with_path(state))
+    assert not any(
+        "teacher" in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(state)
+    )
     meta = checkpoint.TrainCheckpoints(str(tmp_path / "checkpoints"), async_save=False)
     try:
         assert meta.read_meta(4)["teacher"]["path"] == os.path.abspath(teacher)
@@ -92,29 +111,54 @@ def test_student_starts_from_teacher_layers_and_the_teacher_is_never_saved(
 
 def test_distilled_student_beats_the_same_student_alone(mlm_data, teacher, tmp_path):
     # From scratch on both sides: the teacher helps only through the loss.
-    common = {"train.steps": 100, "train.log_every": 50, "train.checkpoint_every": 0,
-              "train.eval_every": 100, "train.eval_steps": 0, "distill.init": "scratch",
-              "optim.learning_rate": 3e-3}
-    distilled = train_lib.train(trainlib.distill_config(mlm_data, teacher, **common),
-                                str(tmp_path / "distilled"))
-    alone = train_lib.train(trainlib.config("distilbert", mlm_data, **{
-        k: v for k, v in common.items() if not k.startswith("distill.")}),
-        str(tmp_path / "alone"))
+    common = {
+        "train.steps": 100,
+        "train.log_every": 50,
+        "train.checkpoint_every": 0,
+        "train.eval_every": 100,
+        "train.eval_steps": 0,
+        "distill.init": "scratch",
+        "optim.learning_rate": 3e-3,
+    }
+    distilled = train_lib.train(
+        trainlib.distill_config(mlm_data, teacher, **common), str(tmp_path / "distilled")
+    )
+    alone = train_lib.train(
+        trainlib.config(
+            "distilbert",
+            mlm_data,
+            **{k: v for k, v in common.items() if not k.startswith("distill.")},
+        ),
+        str(tmp_path / "alone"),
+    )
     assert distilled["step"] == alone["step"] == 100
     d, a = _eval(str(tmp_path / "distilled")), _eval(str(tmp_path / "alone"))
-    print(f"eval MLM loss after 100 steps: distilled {d['mlm_loss']:.4f}, alone "
-          f"{a['mlm_loss']:.4f}; teacher accuracy {d['mlm_teacher_accuracy']:.3f}")
+    print(
+        f"eval MLM loss after 100 steps: distilled {d['mlm_loss']:.4f}, alone "
+        f"{a['mlm_loss']:.4f}; teacher accuracy {d['mlm_teacher_accuracy']:.3f}"
+    )
     assert d["mlm_loss"] < a["mlm_loss"] - 0.05, (d, a)
 
 
 def test_electra_discriminator_beats_the_all_original_baseline(electra_data, tmp_path):
-    c = trainlib.config("electra", electra_data, **{
-        "train.steps": 80, "train.log_every": 40, "train.checkpoint_every": 0,
-        "train.eval_every": 80, "train.eval_steps": 0, "optim.learning_rate": 3e-3})
+    c = trainlib.config(
+        "electra",
+        electra_data,
+        **{
+            "train.steps": 80,
+            "train.log_every": 40,
+            "train.checkpoint_every": 0,
+            "train.eval_every": 80,
+            "train.eval_steps": 0,
+            "optim.learning_rate": 3e-3,
+        },
+    )
     result = train_lib.train(c, str(tmp_path / "run"))
     m = _eval(str(tmp_path / "run"))
-    print(f"ELECTRA eval after 80 steps: rtd_accuracy {m['rtd_accuracy']:.4f}, baseline "
-          f"{m['rtd_baseline_accuracy']:.4f}, generator mlm_loss {m['mlm_loss']:.3f}")
+    print(
+        f"ELECTRA eval after 80 steps: rtd_accuracy {m['rtd_accuracy']:.4f}, baseline "
+        f"{m['rtd_baseline_accuracy']:.4f}, generator mlm_loss {m['mlm_loss']:.3f}"
+    )
     assert m["rtd_accuracy"] > m["rtd_baseline_accuracy"] + 0.01, m
     assert 0 < m["rtd_replaced"] < 0.2 and result["skipped"] == 0
 
@@ -122,13 +166,14 @@ def test_electra_discriminator_beats_the_all_original_baseline(electra_data, tmp
 def _torch_inputs(batch):
     import torch
 
-    return {k: torch.from_numpy(np.asarray(batch[k]).astype(np.int64))
-            for k in ("input_ids", "attention_mask")}
+    return {
+        k: torch.from_numpy(np.asarray(batch[k]).astype(np.int64))
+        for k in ("input_ids", "attention_mask")
+    }
 
 
 @pytest.mark.parametrize("objective", ["distillation", "electra"])
-def test_exported_models_match_transformers(objective, electra_data, mlm_data, teacher,
-                                            tmp_path):
+def test_exported_models_match_transformers(objective, electra_data, mlm_data, teacher, tmp_path):
     import torch
     import transformers
 
@@ -136,34 +181,44 @@ def test_exported_models_match_transformers(objective, electra_data, mlm_data, t
     from bertjax.models import build
 
     if objective == "electra":
-        c = trainlib.config("electra", electra_data, **{"train.steps": 6,
-                                                        "train.export_model": True})
+        c = trainlib.config(
+            "electra", electra_data, **{"train.steps": 6, "train.export_model": True}
+        )
     else:
-        c = trainlib.distill_config(mlm_data, teacher, **{"train.steps": 6,
-                                                          "train.export_model": True})
+        c = trainlib.distill_config(
+            mlm_data, teacher, **{"train.steps": 6, "train.export_model": True}
+        )
     work = str(tmp_path / "run")
     train_lib.train(c, work)
     export_hf(os.path.join(work, "model"), str(tmp_path / "hf"))
     cfg, params = modeldir.load(os.path.join(work, "model"))
     rng = np.random.default_rng(0)
-    batch = {"input_ids": rng.integers(5, cfg.vocab_size, (2, 12)).astype(np.int32),
-             "attention_mask": np.ones((2, 12), np.int32)}
+    batch = {
+        "input_ids": rng.integers(5, cfg.vocab_size, (2, 12)).astype(np.int32),
+        "attention_mask": np.ones((2, 12), np.int32),
+    }
     batch["attention_mask"][1, 9:] = 0
     model = build(cfg)
     with torch.no_grad():
         if objective == "electra":
-            logits, _ = model.apply({"params": params}, batch["input_ids"], None,
-                                    batch["attention_mask"])
+            logits, _ = model.apply(
+                {"params": params}, batch["input_ids"], None, batch["attention_mask"]
+            )
             disc, gen = logits["discriminator"], logits["generator"]
             hf_disc = transformers.ElectraForPreTraining.from_pretrained(
-                str(tmp_path / "hf" / "discriminator")).eval()
+                str(tmp_path / "hf" / "discriminator")
+            ).eval()
             hf_gen = transformers.ElectraForMaskedLM.from_pretrained(
-                str(tmp_path / "hf" / "generator")).eval()
-            pairs = [(disc, hf_disc(**_torch_inputs(batch)).logits),
-                     (gen, hf_gen(**_torch_inputs(batch)).logits)]
+                str(tmp_path / "hf" / "generator")
+            ).eval()
+            pairs = [
+                (disc, hf_disc(**_torch_inputs(batch)).logits),
+                (gen, hf_gen(**_torch_inputs(batch)).logits),
+            ]
         else:
-            logits, _ = model.apply({"params": params}, batch["input_ids"], None,
-                                    batch["attention_mask"])
+            logits, _ = model.apply(
+                {"params": params}, batch["input_ids"], None, batch["attention_mask"]
+            )
             hf = transformers.DistilBertForMaskedLM.from_pretrained(str(tmp_path / "hf")).eval()
             pairs = [(logits["mlm"], hf(**_torch_inputs(batch)).logits)]
     real = batch["attention_mask"].astype(bool)
@@ -176,11 +231,13 @@ def test_exported_models_match_transformers(objective, electra_data, mlm_data, t
 @pytest.mark.parametrize("objective", ["distillation", "electra"])
 def test_kill_then_resume_is_bit_exact(objective, electra_data, mlm_data, teacher, tmp_path):
     if objective == "electra":
-        c = trainlib.config("electra", electra_data, **{"train.steps": 8,
-                                                "train.checkpoint_every": 4})
+        c = trainlib.config(
+            "electra", electra_data, **{"train.steps": 8, "train.checkpoint_every": 4}
+        )
     else:
-        c = trainlib.distill_config(mlm_data, teacher, **{"train.steps": 8,
-                                                          "train.checkpoint_every": 4})
+        c = trainlib.distill_config(
+            mlm_data, teacher, **{"train.steps": 8, "train.checkpoint_every": 4}
+        )
     full = str(tmp_path / "full")
     r = trainlib.run(trainlib.train_cmd(c, full))
     assert r.returncode == 0, r.stderr[-3000:]

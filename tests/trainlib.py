@@ -19,16 +19,22 @@ from bertjax import paths
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
 
-PRESETS = {"bert": "bert_tiny", "roberta": "roberta_base", "albert": "albert_base",
-           "distilbert": "distilbert_base", "electra": "electra_small"}
+PRESETS = {
+    "bert": "bert_tiny",
+    "roberta": "roberta_base",
+    "albert": "albert_base",
+    "distilbert": "distilbert_base",
+    "electra": "electra_small",
+}
 SUBJECTS = "the cat|a dog|my friend|the teacher|our neighbour|the old man|a child".split("|")
 VERBS = "sees|likes|finds|takes|paints|buys|follows".split("|")
 OBJECTS = "the river|a stone|the light|some paper|the garden|a window|the music".split("|")
 PLACES = "in the morning|at night|near the bridge|in the village|after winter".split("|")
 
 # A 2-layer, 32-wide model: a train step compiles in seconds on a CPU.
-TINY_MODEL = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                  max_position_embeddings=64)
+TINY_MODEL = dict(
+    hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=64
+)
 VOCAB = {"bert": 400, "roberta": 400, "albert": 300, "distilbert": 400, "electra": 400}
 
 
@@ -53,12 +59,12 @@ def config(family: str, data_dir: str = "", **overrides: Any) -> Any:
     """configs/pretrain.py for `family`, shrunk to TINY_MODEL and a small, fast run."""
     import pretrain
 
-    return _shrink(pretrain.get_config(f"{PRESETS[family]},runlocal"), family, data_dir,
-                   overrides)
+    return _shrink(pretrain.get_config(f"{PRESETS[family]},runlocal"), family, data_dir, overrides)
 
 
-def distill_config(data_dir: str = "", teacher_path: str = "", teacher_layers: int = 4,
-                   **overrides: Any) -> Any:
+def distill_config(
+    data_dir: str = "", teacher_path: str = "", teacher_layers: int = 4, **overrides: Any
+) -> Any:
     """configs/distill.py: a TINY_MODEL DistilBERT student of a `teacher_layers`-layer
     TINY_MODEL BERT teacher (same width: the student starts from teacher layers)."""
     import distill
@@ -74,16 +80,35 @@ def _shrink(c: Any, family: str, data_dir: str, overrides: dict[str, Any]) -> An
     if family == "albert":
         c.model.embedding_size = 16
     if family == "electra":
-        c.model.update(embedding_size=32, generator_hidden_size=16, generator_num_heads=1,
-                       generator_intermediate_size=32)
+        c.model.update(
+            embedding_size=32,
+            generator_hidden_size=16,
+            generator_num_heads=1,
+            generator_intermediate_size=32,
+        )
     c.model.vocab_size = VOCAB[family]
     c.tokenizer.vocab_size = VOCAB[family]
     c.max_seq_length = 32
     c.max_predictions_per_seq = 5
-    c.data.update(dir=data_dir, docs_per_shard=20, validation_every=4, num_workers=0,
-                  dupe_factor=2, shuffle_buffer=64)
-    c.train.update(batch_size=8, steps=12, log_every=1, eval_every=0, eval_steps=2,
-                   checkpoint_every=4, max_to_keep=10, peak_flops=1e12, export_model=False)
+    c.data.update(
+        dir=data_dir,
+        docs_per_shard=20,
+        validation_every=4,
+        num_workers=0,
+        dupe_factor=2,
+        shuffle_buffer=64,
+    )
+    c.train.update(
+        batch_size=8,
+        steps=12,
+        log_every=1,
+        eval_every=0,
+        eval_steps=2,
+        checkpoint_every=4,
+        max_to_keep=10,
+        peak_flops=1e12,
+        export_model=False,
+    )
     c.optim.update(learning_rate=2e-3, warmup_steps=2)
     for key, value in overrides.items():
         node = c
@@ -126,23 +151,41 @@ def train_cmd(c: Any, workdir: str, *extra: str, fault: str = "") -> list[str]:
         file, preset = "distill", f"{PRESETS['bert']}_to_{PRESETS['distilbert']}"
     else:
         file, preset = "pretrain", PRESETS[c.model.family]
-    start = ([os.path.join(ROOT, "tests", "faults.py"), fault] if fault
-             else ["-m", "bertjax"])
-    return [sys.executable, *start, "train", f"--config=configs/{file}.py:{preset},runlocal",
-            f"--workdir={workdir}", *flags(c), *extra]
+    start = [os.path.join(ROOT, "tests", "faults.py"), fault] if fault else ["-m", "bertjax"]
+    return [
+        sys.executable,
+        *start,
+        "train",
+        f"--config=configs/{file}.py:{preset},runlocal",
+        f"--workdir={workdir}",
+        *flags(c),
+        *extra,
+    ]
 
 
 def env(devices: int = 1, **extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
-                         "--xla_backend_optimization_level=0", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": ROOT,
+        "JAX_PLATFORMS": "cpu",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
+        "--xla_backend_optimization_level=0",
+        **extra,
+    }
 
 
-def run(cmd: list[str], devices: int = 1, timeout: float = 300,
-        **extra_env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, env=env(devices, **extra_env), capture_output=True,
-                          text=True, timeout=timeout)
+def run(
+    cmd: list[str], devices: int = 1, timeout: float = 300, **extra_env: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env=env(devices, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def restore_host(workdir: str, step: int | None = None) -> tuple[int, Any]:
@@ -157,13 +200,18 @@ def restore_host(workdir: str, step: int | None = None) -> tuple[int, Any]:
     try:
         step = ckpts.latest_step() if step is None else step
         # The array metadata alone: the saved shardings name devices this process lacks.
-        meta = ocp.StandardCheckpointer().metadata(
-            paths.join(ckpts.directory, str(step), "state")).item_metadata
+        meta = (
+            ocp.StandardCheckpointer()
+            .metadata(paths.join(ckpts.directory, str(step), "state"))
+            .item_metadata
+        )
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                              meta)
-        state = ckpts._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))["state"]
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta
+        )
+        state = ckpts._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        )["state"]
     finally:
         ckpts.close()
     return step, jax.tree.map(np.asarray, state)
@@ -178,5 +226,6 @@ def state_hash(workdir: str, step: int | None = None) -> dict[str, str]:
     out = {"step": str(step)}
     for path, arr in jax.tree_util.tree_leaves_with_path(state):
         out[jax.tree_util.keystr(path)] = hashlib.sha256(
-            arr.tobytes() + str(arr.dtype).encode() + str(arr.shape).encode()).hexdigest()
+            arr.tobytes() + str(arr.dtype).encode() + str(arr.shape).encode()
+        ).hexdigest()
     return out

@@ -20,20 +20,44 @@ from absl import flags
 
 from bertjax.commands import flags as common
 
-CHECKPOINTS = flags.DEFINE_list("checkpoints", None, "WORKDIR@STEP,...: the checkpoints to "
-                                "average, oldest first (or --workdir with --last).")
-LAST = flags.DEFINE_integer("last", None, "With --workdir: average its newest K saved "
-                            "checkpoints.")
-WEIGHTS = flags.DEFINE_enum("weights", "uniform", ["uniform", "ema"], "uniform: 1/K each; "
-                            "ema: the exponential moving average of the sequence.")
-EMA_DECAY = flags.DEFINE_float("ema_decay", 0.9, "--weights=ema: the decay d (the newest "
-                               "checkpoint weighs 1 - d).")
-TOKENIZER = flags.DEFINE_string("tokenizer_from", "", "Model, transformers or tokenizer "
-                                "directory whose tokenizer the model directory gets "
-                                "(default: the training data's).")
+CHECKPOINTS = flags.DEFINE_list(
+    "checkpoints",
+    None,
+    "WORKDIR@STEP,...: the checkpoints to average, oldest first (or --workdir with --last).",
+)
+LAST = flags.DEFINE_integer("last", None, "With --workdir: average its newest K saved checkpoints.")
+WEIGHTS = flags.DEFINE_enum(
+    "weights",
+    "uniform",
+    ["uniform", "ema"],
+    "uniform: 1/K each; ema: the exponential moving average of the sequence.",
+)
+EMA_DECAY = flags.DEFINE_float(
+    "ema_decay", 0.9, "--weights=ema: the decay d (the newest checkpoint weighs 1 - d)."
+)
+TOKENIZER = flags.DEFINE_string(
+    "tokenizer_from",
+    "",
+    "Model, transformers or tokenizer "
+    "directory whose tokenizer the model directory gets "
+    "(default: the training data's).",
+)
 
-HELP = {"average": common.Usage((CHECKPOINTS, common.WORKDIR, LAST, WEIGHTS, EMA_DECAY,
-                                 TOKENIZER, common.OUT, common.OVERWRITE), "recipes.md")}
+HELP = {
+    "average": common.Usage(
+        (
+            CHECKPOINTS,
+            common.WORKDIR,
+            LAST,
+            WEIGHTS,
+            EMA_DECAY,
+            TOKENIZER,
+            common.OUT,
+            common.OVERWRITE,
+        ),
+        "recipes.md",
+    )
+}
 
 
 def main(argv: list[str]) -> None:
@@ -48,9 +72,11 @@ def main(argv: list[str]) -> None:
     elif common.WORKDIR.value and LAST.value is not None:
         points = average.last_checkpoints(common.WORKDIR.value, LAST.value)
     else:
-        raise ValueError("--checkpoints=WORKDIR@STEP,... or --workdir=WORKDIR --last=K is "
-                         "required")
+        raise ValueError("--checkpoints=WORKDIR@STEP,... or --workdir=WORKDIR --last=K is required")
     average.weights(len(points), WEIGHTS.value, EMA_DECAY.value)  # bad --ema_decay first
     common.check_out(out)
-    print(average.write(out, points, WEIGHTS.value, EMA_DECAY.value, TOKENIZER.value,
-                        common.OVERWRITE.value))
+    print(
+        average.write(
+            out, points, WEIGHTS.value, EMA_DECAY.value, TOKENIZER.value, common.OVERWRITE.value
+        )
+    )

@@ -30,15 +30,21 @@ from absl import flags
 from bertjax.commands import flags as common
 
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "How long to time each side.")
-_VS_TORCH = flags.DEFINE_bool("vs_torch", False, "bench train: also time transformers' "
-                              "PyTorch model of the same family, size and heads, from our "
-                              "weights.")
+_VS_TORCH = flags.DEFINE_bool(
+    "vs_torch",
+    False,
+    "bench train: also time transformers' "
+    "PyTorch model of the same family, size and heads, from our "
+    "weights.",
+)
 
 _WORKERS = flags.DEFINE_list("workers", ["1", "2"], "bench prepare: the worker counts to time.")
 
-HELP = {"bench data": common.Usage((common.CONFIG, _SECONDS), "data.md"),
-        "bench prepare": common.Usage((common.CONFIG, _WORKERS), "benchmarks.md"),
-        "bench train": common.Usage((common.CONFIG, _SECONDS, _VS_TORCH), "benchmarks.md")}
+HELP = {
+    "bench data": common.Usage((common.CONFIG, _SECONDS), "data.md"),
+    "bench prepare": common.Usage((common.CONFIG, _WORKERS), "benchmarks.md"),
+    "bench train": common.Usage((common.CONFIG, _SECONDS, _VS_TORCH), "benchmarks.md"),
+}
 
 
 def main(argv: list[str]) -> None:
@@ -47,9 +53,13 @@ def main(argv: list[str]) -> None:
         from bertjax.data import bench
 
         config = common.required(common.CONFIG)
-        bench.bench_data(data_dir=config.data.dir or None, seq_len=config.max_seq_length,
-                         strategy=config.data.mask_strategy, seconds=_SECONDS.value,
-                         max_predictions_per_seq=config.max_predictions_per_seq)
+        bench.bench_data(
+            data_dir=config.data.dir or None,
+            seq_len=config.max_seq_length,
+            strategy=config.data.mask_strategy,
+            seconds=_SECONDS.value,
+            max_predictions_per_seq=config.max_predictions_per_seq,
+        )
     elif what == ["prepare"]:
         from bertjax.data.bench_prepare import bench_prepare
 

@@ -22,20 +22,33 @@ from absl import flags
 
 from bertjax.commands import flags as common
 
-_TOPOLOGY = flags.DEFINE_string("topology", None, "compile: a Cloud TPU topology, CHIP:SHAPE "
-                                "(v5e:4x4, v4:2x2x4, v5p:2x2x2, v6e:4x4) or an accelerator "
-                                "type (v5litepod-16, v4-32).")
+_TOPOLOGY = flags.DEFINE_string(
+    "topology",
+    None,
+    "compile: a Cloud TPU topology, CHIP:SHAPE "
+    "(v5e:4x4, v4:2x2x4, v5p:2x2x2, v6e:4x4) or an accelerator "
+    "type (v5litepod-16, v4-32).",
+)
 _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "compile: slices joined over DCN.")
 _MFU = flags.DEFINE_float("mfu", 0.5, "compile: the MFU to state the step time at.")
-_PROGRESS = flags.DEFINE_float("progress_every", 30.0, "compile: seconds between the lines "
-                                "that say XLA's TPU compiler is still at work.")
-_LIBTPU = flags.DEFINE_string("libtpu", None, "compile: libtpu.so (or the directory pip "
-                              "installed it into); default $TPU_LIBRARY_PATH or "
-                              "~/.cache/bertjax/libtpu.")
+_PROGRESS = flags.DEFINE_float(
+    "progress_every",
+    30.0,
+    "compile: seconds between the lines that say XLA's TPU compiler is still at work.",
+)
+_LIBTPU = flags.DEFINE_string(
+    "libtpu",
+    None,
+    "compile: libtpu.so (or the directory pip "
+    "installed it into); default $TPU_LIBRARY_PATH or "
+    "~/.cache/bertjax/libtpu.",
+)
 
-HELP = {"compile": common.Usage((common.CONFIG, _TOPOLOGY, _NUM_SLICES, _MFU, _PROGRESS,
-                                 _LIBTPU),
-                                "accelerators.md")}
+HELP = {
+    "compile": common.Usage(
+        (common.CONFIG, _TOPOLOGY, _NUM_SLICES, _MFU, _PROGRESS, _LIBTPU), "accelerators.md"
+    )
+}
 
 
 def main(argv: list[str]) -> None:
@@ -50,6 +63,10 @@ def main(argv: list[str]) -> None:
         # The compile-only TPU devices come from libtpu; everything else stays on the CPU.
         jax.config.update("jax_platforms", "cpu")
         topology = tpu_compile.parse_topology(common.required(_TOPOLOGY), _NUM_SLICES.value)
-        tpu_compile.compile_for(common.required(common.CONFIG), topology,
-                                libtpu=_LIBTPU.value, mfu=_MFU.value,
-                                progress_every=_PROGRESS.value)
+        tpu_compile.compile_for(
+            common.required(common.CONFIG),
+            topology,
+            libtpu=_LIBTPU.value,
+            mfu=_MFU.value,
+            progress_every=_PROGRESS.value,
+        )

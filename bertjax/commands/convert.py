@@ -27,10 +27,12 @@ from bertjax.commands import flags as common
 
 _SCAN = flags.DEFINE_bool("scan_layers", False, "import: store params in the scan layout.")
 
-HELP = {"import": common.Usage((common.FROM, common.OUT, common.OVERWRITE, common.LOWERCASE,
-                                _SCAN), "conversion.md"),
-        "export": common.Usage((common.CHECKPOINT, common.OUT, common.OVERWRITE),
-                               "conversion.md")}
+HELP = {
+    "import": common.Usage(
+        (common.FROM, common.OUT, common.OVERWRITE, common.LOWERCASE, _SCAN), "conversion.md"
+    ),
+    "export": common.Usage((common.CHECKPOINT, common.OUT, common.OVERWRITE), "conversion.md"),
+}
 
 
 def main_import(argv: list[str]) -> None:
@@ -69,12 +71,13 @@ def _import(src: str, local: str, out: str) -> None:
     else:
         cfg, params, tok_dir = hfdir.read_hf_dir(local, _SCAN.value)
         tok = hfdir.checked_tokenizer(tok_dir, cfg, common.LOWERCASE.value)
-    modeldir.save(out, cfg, params, tok, overwrite=common.OVERWRITE.value,
-                  extra={"source": src})
+    modeldir.save(out, cfg, params, tok, overwrite=common.OVERWRITE.value, extra={"source": src})
     n = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
     forms = " + ".join(hf.architecture(p) for p in hf.parts(cfg))
-    print(f"imported {cfg.family} ({n:,} parameters; heads {', '.join(cfg.heads) or 'none'}: "
-          f"{forms}) from {src} to {paths.absolute(out)}")
+    print(
+        f"imported {cfg.family} ({n:,} parameters; heads {', '.join(cfg.heads) or 'none'}: "
+        f"{forms}) from {src} to {paths.absolute(out)}"
+    )
 
 
 def _os_error(e: Exception, out: str) -> OSError | None:

@@ -22,6 +22,7 @@ def main(argv: list[str]) -> None:
     config = common.required(common.CONFIG)
     task = tasks.get(config)
     cfg = experiment.model_config(config, task)
-    print(describe(cfg, config.max_seq_length, config.get("max_predictions_per_seq", 0),
-                   task.teacher))
+    print(
+        describe(cfg, config.max_seq_length, config.get("max_predictions_per_seq", 0), task.teacher)
+    )
     print(training(config, task))  # what trains, as the config resolves it

@@ -33,19 +33,38 @@ from bertjax.commands import flags as common
 if TYPE_CHECKING:
     from bertjax.tasks.base import Context
 
-LENGTHS = flags.DEFINE_list("lengths", None, "evaluate: MLM accuracy and loss on "
-                            "--documents at these row lengths (0: the longest the model "
-                            "takes) instead of the config's task.")
-DOCUMENTS = flags.DEFINE_string("documents", None, "With --lengths: held-out documents, a "
-                                "text file with an empty line between documents.")
-MASK_RATE = flags.DEFINE_float("mask_rate", 0.15, "With --lengths: the share of each "
-                               "document's tokens masked and scored.")
+LENGTHS = flags.DEFINE_list(
+    "lengths",
+    None,
+    "evaluate: MLM accuracy and loss on "
+    "--documents at these row lengths (0: the longest the model "
+    "takes) instead of the config's task.",
+)
+DOCUMENTS = flags.DEFINE_string(
+    "documents",
+    None,
+    "With --lengths: held-out documents, a text file with an empty line between documents.",
+)
+MASK_RATE = flags.DEFINE_float(
+    "mask_rate", 0.15, "With --lengths: the share of each document's tokens masked and scored."
+)
 
 HELP = {
-    "evaluate": common.Usage((common.CONFIG, common.CHECKPOINT, LENGTHS, DOCUMENTS,
-                              MASK_RATE, common.OUT, common.OVERWRITE), "finetuning.md"),
-    "predict": common.Usage((common.CONFIG, common.CHECKPOINT, common.OUT, common.OVERWRITE),
-                            "finetuning.md"),
+    "evaluate": common.Usage(
+        (
+            common.CONFIG,
+            common.CHECKPOINT,
+            LENGTHS,
+            DOCUMENTS,
+            MASK_RATE,
+            common.OUT,
+            common.OVERWRITE,
+        ),
+        "finetuning.md",
+    ),
+    "predict": common.Usage(
+        (common.CONFIG, common.CHECKPOINT, common.OUT, common.OVERWRITE), "finetuning.md"
+    ),
 }
 
 
@@ -64,12 +83,13 @@ def _loaded(config: Any, checkpoint: str) -> tuple[Any, Context, Any]:
     s = experiment.build_setup(config)
     ctx = Context(config, s.cfg, s.model, s.mesh, s.rules)
     s.task.cfg = s.cfg
-    params, rows, _ = pretrained.load_into(checkpoint, s.cfg, s.target["params"],
-                                           "--checkpoint")
+    params, rows, _ = pretrained.load_into(checkpoint, s.cfg, s.target["params"], "--checkpoint")
     created = [name for name, status, _ in rows if status == "created"]
     if created:
-        raise ValueError(f"--checkpoint={checkpoint}: it has no {', '.join(created)} head; "
-                         f"the {s.task.name} task needs {', '.join(s.cfg.heads)}")
+        raise ValueError(
+            f"--checkpoint={checkpoint}: it has no {', '.join(created)} head; "
+            f"the {s.task.name} task needs {', '.join(s.cfg.heads)}"
+        )
     params = jax.device_put(params, s.state_shardings["params"])
     predict = jax.jit(s.task.predict_fn(s.model))
     ctx.predict = lambda p, batch: to_host(predict(p, global_batch(batch, s.mesh, s.rules)))
@@ -94,9 +114,12 @@ def predict(config: Any, checkpoint: str, out: str, overwrite: bool = False) -> 
     files = s.task.test_files()
     written = []
     # On gs://, the first file is uploaded last: its presence says the set is complete.
-    with sharding.activation_rules_context(s.mesh, s.rules), \
-            paths.atomic_directory(out, overwrite=overwrite, marker=next(iter(files.values()),
-                                                                         "")) as tmp:
+    with (
+        sharding.activation_rules_context(s.mesh, s.rules),
+        paths.atomic_directory(
+            out, overwrite=overwrite, marker=next(iter(files.values()), "")
+        ) as tmp,
+    ):
         for split, filename in files.items():
             s.task.write_predictions(ctx, params, split, os.path.join(tmp, filename))
             written.append(paths.join(paths.absolute(out), filename))
@@ -114,8 +137,9 @@ def main_evaluate(argv: list[str]) -> None:
             raise ValueError(f"--lengths: {bad[0]!r} is not a whole number of tokens")
         if common.OUT.value:
             common.check_out(common.OUT.value)
-        scores = mlm_lengths.evaluate(ckpt, str(docs), [int(n) for n in LENGTHS.value],
-                                      MASK_RATE.value)
+        scores = mlm_lengths.evaluate(
+            ckpt, str(docs), [int(n) for n in LENGTHS.value], MASK_RATE.value
+        )
     else:
         config, ckpt = common.required(common.CONFIG), common.model_dir(common.CHECKPOINT)
         if common.OUT.value:

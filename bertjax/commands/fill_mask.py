@@ -38,16 +38,20 @@ def fill_mask(ckpt: str, text: str, top_k: int = 5) -> list[list[dict[str, Any]]
     cfg, params = modeldir.load(ckpt)
     head = next((h for h in ("mlm", "generator") if h in cfg.heads), None)
     if head is None:
-        raise ValueError(f"{ckpt}: the model has no head that predicts tokens (its heads: "
-                         f"{', '.join(cfg.heads) or 'none'}); fill_mask needs an MLM head: "
-                         "import a *ForMaskedLM or *ForPreTraining checkpoint")
+        raise ValueError(
+            f"{ckpt}: the model has no head that predicts tokens (its heads: "
+            f"{', '.join(cfg.heads) or 'none'}); fill_mask needs an MLM head: "
+            "import a *ForMaskedLM or *ForPreTraining checkpoint"
+        )
     tok = modeldir.load_tokenizer(ckpt)
     if tok is None:
         raise FileNotFoundError(f"{ckpt}: no tokenizer/ directory; fill_mask needs one")
     ids = tok.encode(text)
     if len(ids) > cfg.max_position_embeddings - cfg.position_offset:
-        raise ValueError(f"text is {len(ids)} tokens, longer than the model's "
-                         f"{cfg.max_position_embeddings} positions")
+        raise ValueError(
+            f"text is {len(ids)} tokens, longer than the model's "
+            f"{cfg.max_position_embeddings} positions"
+        )
     where = [i for i, t in enumerate(ids) if t == tok.mask_id]
     if not where:
         raise ValueError(f"the text has no mask token {tok.mask_token!r}")
@@ -57,8 +61,12 @@ def fill_mask(ckpt: str, text: str, top_k: int = 5) -> list[list[dict[str, Any]]
     results = []
     for row in probs[:, : tok.vocab_size]:
         best = np.argsort(-row, kind="stable")[:top_k]
-        results.append([{"token": tok.decode([int(i)]), "token_id": int(i),
-                         "score": float(row[i])} for i in best])
+        results.append(
+            [
+                {"token": tok.decode([int(i)]), "token_id": int(i), "score": float(row[i])}
+                for i in best
+            ]
+        )
     return results
 
 

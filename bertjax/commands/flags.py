@@ -21,22 +21,42 @@ from absl import flags
 from ml_collections import config_flags
 
 CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file and preset, e.g. configs/pretrain.py:bert_base; "
-    "override any key with --config.KEY=VALUE.", lock_config=True)
+    "config",
+    None,
+    "Config file and preset, e.g. configs/pretrain.py:bert_base; "
+    "override any key with --config.KEY=VALUE.",
+    lock_config=True,
+)
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "bertjax model directory to read.")
 OUT = flags.DEFINE_string("out", None, "Output directory (must not exist unless --overwrite).")
-WORKDIR = flags.DEFINE_string("workdir", None, "train: checkpoints, logs and the final model; "
-                              "sweep: one directory per run. Re-running with the same one "
-                              "resumes.")
+WORKDIR = flags.DEFINE_string(
+    "workdir",
+    None,
+    "train: checkpoints, logs and the final model; "
+    "sweep: one directory per run. Re-running with the same one "
+    "resumes.",
+)
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
-FROM = flags.DEFINE_string("from", None, "import: HF PyTorch model dir or Google TF checkpoint "
-                           "dir; prepare import-google: the train TFRecords (comma-separated "
-                           "globs).")
-LOWERCASE = flags.DEFINE_bool("lowercase", None, "Google vocab.txt files: lowercase input "
-                              "(default: guessed from the directory name, 'uncased').")
-PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config (the "
-                                 "preset with every --config.KEY=VALUE override applied) "
-                                 "and exit without doing anything.")
+FROM = flags.DEFINE_string(
+    "from",
+    None,
+    "import: HF PyTorch model dir or Google TF checkpoint "
+    "dir; prepare import-google: the train TFRecords (comma-separated "
+    "globs).",
+)
+LOWERCASE = flags.DEFINE_bool(
+    "lowercase",
+    None,
+    "Google vocab.txt files: lowercase input "
+    "(default: guessed from the directory name, 'uncased').",
+)
+PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config",
+    False,
+    "Print the resolved config (the "
+    "preset with every --config.KEY=VALUE override applied) "
+    "and exit without doing anything.",
+)
 
 
 def required(flag: flags.FlagHolder) -> object:
@@ -70,13 +90,16 @@ def check_model_dir(path: str, key: str) -> str:
     if not paths.isdir(path):
         raise FileNotFoundError(2, "no such directory", f"{key}={path}")
     if paths.isdir(paths.join(path, "checkpoints")):
-        inside = [paths.join(path, d) for d in ("model", "best")
-                  if paths.isdir(paths.join(path, d))]
-        hint = (f"did you mean {key}={' or '.join(inside)}?" if inside else
-                f"its model directory, {paths.join(path, 'model')}, is written when "
-                "training finishes")
-        raise ValueError(f"{key}={path} is a training workdir, not a model directory: "
-                         f"{hint}")
+        inside = [
+            paths.join(path, d) for d in ("model", "best") if paths.isdir(paths.join(path, d))
+        ]
+        hint = (
+            f"did you mean {key}={' or '.join(inside)}?"
+            if inside
+            else f"its model directory, {paths.join(path, 'model')}, is written when "
+            "training finishes"
+        )
+        raise ValueError(f"{key}={path} is a training workdir, not a model directory: {hint}")
     return path
 
 
@@ -90,8 +113,13 @@ class Usage:
 
 
 # The value a flag's usage line shows, by absl's flag_type().
-_METAVARS = {"int": "INT", "float": "FLOAT", "string": "STR", "config object": "FILE[:ARG]",
-             "comma separated list of strings": "A,B,..."}
+_METAVARS = {
+    "int": "INT",
+    "float": "FLOAT",
+    "string": "STR",
+    "config object": "FILE[:ARG]",
+    "comma separated list of strings": "A,B,...",
+}
 
 
 def _flag_lines(flag: Any) -> list[str]:
@@ -145,8 +173,7 @@ def reads_config(command: str, table: Mapping[str, Usage]) -> bool:
     return any(f.name == CONFIG.name for f in usage_of(command, table).flags)
 
 
-def help_text(command: str, module: ModuleType, sub: str | None = None,
-              full: bool = False) -> str:
+def help_text(command: str, module: ModuleType, sub: str | None = None, full: bool = False) -> str:
     """`python -m bertjax COMMAND [SUB] --help`: the usage line, the command module's
     docstring, each flag it reads with its help and default, and its docs page. With
     `full` (--helpfull), absl's list of every flag defined in this process follows."""
@@ -157,8 +184,13 @@ def help_text(command: str, module: ModuleType, sub: str | None = None,
     if subs and not sub:
         name = f"{command} {'|'.join(subs)}"
     args = f" {usage.args}" if usage.args else ""
-    lines = [f"usage: python -m bertjax {name} [--flags]{args}", "",
-             (module.__doc__ or "").strip(), "", "flags:"]
+    lines = [
+        f"usage: python -m bertjax {name} [--flags]{args}",
+        "",
+        (module.__doc__ or "").strip(),
+        "",
+        "flags:",
+    ]
     listed = list(usage.flags)
     if any(f.name == CONFIG.name for f in listed):
         listed.append(PRINT_CONFIG)
@@ -166,16 +198,20 @@ def help_text(command: str, module: ModuleType, sub: str | None = None,
         lines += _flag_lines(flag)
     lines.append("")
     if subs and not sub:
-        lines.append(f"subcommands: {', '.join(subs)} (python -m bertjax {command} SUB --help "
-                     "lists one's flags)")
+        lines.append(
+            f"subcommands: {', '.join(subs)} (python -m bertjax {command} SUB --help "
+            "lists one's flags)"
+        )
     pages: dict[str, list[str]] = {}  # page -> the subcommands it documents
-    for s in (subs if subs and not sub else [sub]):
+    for s in subs if subs and not sub else [sub]:
         pages.setdefault(usage_of(command, table, s).docs, []).append(f"{command} {s}")
     if len(pages) == 1:
         lines.append(f"docs: docs/{next(iter(pages))}")
     else:
-        lines.append("docs: " + ", ".join(f"docs/{page} ({', '.join(names)})"
-                                          for page, names in pages.items()))
+        lines.append(
+            "docs: "
+            + ", ".join(f"docs/{page} ({', '.join(names)})" for page, names in pages.items())
+        )
     if full:
         lines += ["", "every flag defined in this process (absl):", flags.FLAGS.get_help()]
     return "\n".join(lines)

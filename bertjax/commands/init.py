@@ -47,7 +47,8 @@ def main(argv: list[str]) -> None:
     config, out = common.required(common.CONFIG), common.required(common.OUT)
     common.check_out(out)  # before a minute of training a vocabulary
     cfg = experiment.model_config(config).replace(
-        dtype=experiment.stored_model_config(config).dtype)
+        dtype=experiment.stored_model_config(config).dtype
+    )
     if config.tokenizer.path:
         tok = tokenizers.load_tokenizer(config.tokenizer.path)
     elif family(cfg.family).tokenizer_kind == "wordpiece":
@@ -58,8 +59,9 @@ def main(argv: list[str]) -> None:
     else:
         raise ValueError(f"{cfg.family} needs its own tokenizer: set --config.tokenizer.path")
     if tok.vocab_size > cfg.vocab_size:
-        raise ValueError(f"tokenizer has {tok.vocab_size} tokens, more than "
-                         f"model.vocab_size={cfg.vocab_size}")
+        raise ValueError(
+            f"tokenizer has {tok.vocab_size} tokens, more than model.vocab_size={cfg.vocab_size}"
+        )
     tok.tokenizer_class = family(cfg.family).tokenizer_class
     print(describe(cfg, config.max_seq_length, config.max_predictions_per_seq))
     params = init_params(cfg, config.seed)

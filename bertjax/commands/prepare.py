@@ -28,18 +28,30 @@ from absl import flags
 from bertjax.commands import flags as common
 
 _TOKENIZER = flags.DEFINE_string(
-    "tokenizer", None, "prepare import-google: the vocabulary the records' ids come from: "
-    "Google's vocab.txt (or its directory) or a bertjax tokenizer directory.")
+    "tokenizer",
+    None,
+    "prepare import-google: the vocabulary the records' ids come from: "
+    "Google's vocab.txt (or its directory) or a bertjax tokenizer directory.",
+)
 _VALIDATION = flags.DEFINE_string(
-    "validation", None, "prepare import-google: validation TFRecords (comma-separated globs).")
-_KIND = flags.DEFINE_string("kind", None, "prepare tokenizer: wordpiece | sentencepiece-unigram"
-                            " | sentencepiece-bpe | bpe | bpe-modernbert (default: the family's"
-                            " kind).")
+    "validation", None, "prepare import-google: validation TFRecords (comma-separated globs)."
+)
+_KIND = flags.DEFINE_string(
+    "kind",
+    None,
+    "prepare tokenizer: wordpiece | sentencepiece-unigram"
+    " | sentencepiece-bpe | bpe | bpe-modernbert (default: the family's"
+    " kind).",
+)
 
-HELP = {"prepare tokenizer": common.Usage((common.CONFIG, common.OUT, _KIND), "data.md"),
-        "prepare data": common.Usage((common.CONFIG, _KIND), "data.md"),
-        "prepare import-google": common.Usage((common.FROM, _VALIDATION, _TOKENIZER, common.OUT,
-                                               common.LOWERCASE, common.OVERWRITE), "data.md")}
+HELP = {
+    "prepare tokenizer": common.Usage((common.CONFIG, common.OUT, _KIND), "data.md"),
+    "prepare data": common.Usage((common.CONFIG, _KIND), "data.md"),
+    "prepare import-google": common.Usage(
+        (common.FROM, _VALIDATION, _TOKENIZER, common.OUT, common.LOWERCASE, common.OVERWRITE),
+        "data.md",
+    ),
+}
 
 
 def main(argv: list[str]) -> None:
@@ -48,9 +60,11 @@ def main(argv: list[str]) -> None:
         import_google()
         return
     if what not in (["tokenizer"], ["data"]):
-        raise ValueError("usage: python -m bertjax prepare tokenizer|data --config=... or "
-                         "prepare import-google --from=GLOB --tokenizer=DIR --out=DIR "
-                         "(see docs/data.md)")
+        raise ValueError(
+            "usage: python -m bertjax prepare tokenizer|data --config=... or "
+            "prepare import-google --from=GLOB --tokenizer=DIR --out=DIR "
+            "(see docs/data.md)"
+        )
     from bertjax import paths
     from bertjax.data.from_config import prepare_data, prepare_tokenizer
 
@@ -62,8 +76,9 @@ def main(argv: list[str]) -> None:
     else:
         manifest = prepare_data(config, _KIND.value)
         splits = manifest.get("splits", {})
-        summary = ", ".join(f"{name}: {s.get('examples', 0):,} examples"
-                            for name, s in splits.items())
+        summary = ", ".join(
+            f"{name}: {s.get('examples', 0):,} examples" for name, s in splits.items()
+        )
         print(f"wrote {paths.absolute(config.data.dir)} ({summary})")
 
 
@@ -88,13 +103,17 @@ def import_google() -> None:
             raise FileNotFoundError(f"--tokenizer={path}: no such file or directory")
         lowercase = common.LOWERCASE.value
         own = ("tokenizer.json", "tokenizer_config.json")
-        if lowercase is None and not any(os.path.isfile(os.path.join(directory, f))
-                                         for f in own):
+        if lowercase is None and not any(os.path.isfile(os.path.join(directory, f)) for f in own):
             lowercase = "uncased" in os.path.basename(os.path.normpath(path)).lower()
         tokenizer = load_tokenizer(directory, lowercase=lowercase)
-    manifest = google_records.import_google(splits, tokenizer, out,
-                                            overwrite=common.OVERWRITE.value)
-    summary = ", ".join(f"{name}: {s['examples']:,} records in {len(s['shards'])} files"
-                        for name, s in manifest["splits"].items())
-    print(f"wrote {paths.absolute(out)} ({summary}; length {manifest['max_seq_length']}, "
-          f"{manifest['settings']['max_predictions_per_seq']} predictions)")
+    manifest = google_records.import_google(
+        splits, tokenizer, out, overwrite=common.OVERWRITE.value
+    )
+    summary = ", ".join(
+        f"{name}: {s['examples']:,} records in {len(s['shards'])} files"
+        for name, s in manifest["splits"].items()
+    )
+    print(
+        f"wrote {paths.absolute(out)} ({summary}; length {manifest['max_seq_length']}, "
+        f"{manifest['settings']['max_predictions_per_seq']} predictions)"
+    )

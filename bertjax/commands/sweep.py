@@ -25,14 +25,28 @@ from bertjax.tools import sweep
 if TYPE_CHECKING:
     from bertjax import train
 
-_PRINT = flags.DEFINE_enum("print_commands", None, sorted(sweep.LAUNCHERS),
-                           "Print one command per run for this launch/ script instead of "
-                           "running the runs.")
+_PRINT = flags.DEFINE_enum(
+    "print_commands",
+    None,
+    sorted(sweep.LAUNCHERS),
+    "Print one command per run for this launch/ script instead of running the runs.",
+)
 
-HELP = {"sweep": common.Usage((common.CONFIG, common.WORKDIR, _PRINT, distributed.COORDINATOR,
-                               distributed.NUM_PROCESSES, distributed.PROCESS_ID,
-                               distributed.LOCAL_DEVICE_IDS, distributed.CPU_COLLECTIVES),
-                              "ablations.md")}
+HELP = {
+    "sweep": common.Usage(
+        (
+            common.CONFIG,
+            common.WORKDIR,
+            _PRINT,
+            distributed.COORDINATOR,
+            distributed.NUM_PROCESSES,
+            distributed.PROCESS_ID,
+            distributed.LOCAL_DEVICE_IDS,
+            distributed.CPU_COLLECTIVES,
+        ),
+        "ablations.md",
+    )
+}
 
 # Hooks every run of this command gets (tests/faults.py adds fault injection here).
 HOOKS: list[train.Hook] = []
@@ -40,8 +54,10 @@ HOOKS: list[train.Hook] = []
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}; usage: python -m bertjax sweep "
-                         "--config=FILE:ARG --workdir=DIR [--print_commands=local]")
+        raise ValueError(
+            f"unexpected arguments {argv[1:]}; usage: python -m bertjax sweep "
+            "--config=FILE:ARG --workdir=DIR [--print_commands=local]"
+        )
     base = common.required(common.CONFIG)
     workdir = common.required(common.WORKDIR)
     spec = config_flags.get_config_filename(flags.FLAGS["config"])

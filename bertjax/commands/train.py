@@ -23,10 +23,20 @@ from bertjax.commands import flags as common
 if TYPE_CHECKING:
     from bertjax import train
 
-HELP = {"train": common.Usage((common.CONFIG, common.WORKDIR, distributed.COORDINATOR,
-                               distributed.NUM_PROCESSES, distributed.PROCESS_ID,
-                               distributed.LOCAL_DEVICE_IDS, distributed.CPU_COLLECTIVES),
-                              "training.md")}
+HELP = {
+    "train": common.Usage(
+        (
+            common.CONFIG,
+            common.WORKDIR,
+            distributed.COORDINATOR,
+            distributed.NUM_PROCESSES,
+            distributed.PROCESS_ID,
+            distributed.LOCAL_DEVICE_IDS,
+            distributed.CPU_COLLECTIVES,
+        ),
+        "training.md",
+    )
+}
 
 # Hooks every run of this command gets (tests/faults.py adds fault injection here).
 HOOKS: list[train.Hook] = []
@@ -34,8 +44,10 @@ HOOKS: list[train.Hook] = []
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}; usage: python -m bertjax train "
-                         "--config=configs/pretrain.py:PRESET --workdir=DIR")
+        raise ValueError(
+            f"unexpected arguments {argv[1:]}; usage: python -m bertjax train "
+            "--config=configs/pretrain.py:PRESET --workdir=DIR"
+        )
     from bertjax import train
     from bertjax.tools import downstream
 

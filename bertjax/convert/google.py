@@ -42,19 +42,49 @@ from bertjax.models.registry import family as family_record
 
 # Variables that only training needs: optimizer slots and counters. Matched on the
 # whole name, or on the last path component (`bert/.../kernel/adam_m`).
-_TRAINING_ONLY_NAMES = frozenset({
-    "global_step", "beta1_power", "beta2_power", "good_steps", "loss_scale",
-    "current_loss_scale", "_CHECKPOINTABLE_OBJECT_GRAPH"})
-_TRAINING_ONLY_LEAVES = frozenset({
-    "adam_m", "adam_v", "lamb_m", "lamb_v", "Adam", "Adam_1", "Momentum", "Adagrad",
-    "AdamWeightDecayOptimizer", "AdamWeightDecayOptimizer_1", "ExponentialMovingAverage"})
+_TRAINING_ONLY_NAMES = frozenset(
+    {
+        "global_step",
+        "beta1_power",
+        "beta2_power",
+        "good_steps",
+        "loss_scale",
+        "current_loss_scale",
+        "_CHECKPOINTABLE_OBJECT_GRAPH",
+    }
+)
+_TRAINING_ONLY_LEAVES = frozenset(
+    {
+        "adam_m",
+        "adam_v",
+        "lamb_m",
+        "lamb_v",
+        "Adam",
+        "Adam_1",
+        "Momentum",
+        "Adagrad",
+        "AdamWeightDecayOptimizer",
+        "AdamWeightDecayOptimizer_1",
+        "ExponentialMovingAverage",
+    }
+)
 
 # Keys of bert_config.json / albert_config.json that HF kept under the same name.
-_SHARED_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                       "intermediate_size", "hidden_act", "hidden_dropout_prob",
-                       "attention_probs_dropout_prob", "max_position_embeddings",
-                       "type_vocab_size", "initializer_range")
+_SHARED_CONFIG_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+)
 # --- HF name -> Google name ----------------------------------------------------------
+
 
 def google_names(part: hf.Part) -> dict[str, tuple[str, bool]]:
     """HF key -> (Google variable name, whether the TF tensor is the transposed one),
@@ -88,6 +118,7 @@ def google_names(part: hf.Part) -> dict[str, tuple[str, bool]]:
 
 # --- files -----------------------------------------------------------------------------
 
+
 def _checkpoint_in(directory: str) -> str | None:
     """The checkpoint prefix in `directory`: the one the `checkpoint` state file names
     (its directory part ignored: it is often a gs:// path from training), else the only
@@ -103,8 +134,11 @@ def _checkpoint_in(directory: str) -> str | None:
             prefix = os.path.join(directory, re.split(r"[/\\]", m.group(1))[-1])
             if os.path.isfile(prefix + ".index"):
                 return prefix
-    prefixes = sorted(os.path.join(directory, f[: -len(".index")])
-                      for f in os.listdir(directory) if f.endswith(".index"))
+    prefixes = sorted(
+        os.path.join(directory, f[: -len(".index")])
+        for f in os.listdir(directory)
+        if f.endswith(".index")
+    )
     if len(prefixes) <= 1:
         return prefixes[0] if prefixes else None
     best = [p for p in prefixes if p.endswith("-best")]
@@ -114,8 +148,10 @@ def _checkpoint_in(directory: str) -> str | None:
     if len(steps) == len(prefixes):
         return max(steps, key=steps.__getitem__)
     names = ", ".join(os.path.basename(p) for p in prefixes)
-    raise ConversionError(f"{directory}: several TF checkpoints ({names}); pass the "
-                          "directory of one, or a checkpoint prefix")
+    raise ConversionError(
+        f"{directory}: several TF checkpoints ({names}); pass the "
+        "directory of one, or a checkpoint prefix"
+    )
 
 
 def _find_checkpoint(path: str) -> str:
@@ -137,8 +173,10 @@ def is_google_checkpoint(directory: str) -> bool:
     file, or is a checkpoint prefix; reads no tensors. `load` says which one it takes."""
     if os.path.isfile(directory + ".index"):
         return True
-    return any(os.path.isdir(d) and any(f.endswith(".index") for f in os.listdir(d))
-               for d in (directory, os.path.join(directory, "variables")))
+    return any(
+        os.path.isdir(d) and any(f.endswith(".index") for f in os.listdir(d))
+        for d in (directory, os.path.join(directory, "variables"))
+    )
 
 
 def _search_dirs(path: str, prefix: str) -> list[str]:
@@ -178,21 +216,22 @@ class _Reader:
             self._reader = tf.train.load_checkpoint(prefix)
             raw = self._reader.get_variable_to_shape_map()
         except Exception as e:  # noqa: BLE001 - any TF failure means "unreadable file"
-            raise ConversionError(f"{prefix}: cannot read TF checkpoint ({_one_line(e)})") \
-                from None
+            raise ConversionError(f"{prefix}: cannot read TF checkpoint ({_one_line(e)})") from None
         # TF-Hub modules exported from a checkpoint may carry a module/ scope.
-        self.original = {n[len("module/"):] if n.startswith("module/") else n: n for n in raw}
+        self.original = {n[len("module/") :] if n.startswith("module/") else n: n for n in raw}
         self.shapes = {n: tuple(int(d) for d in raw[o]) for n, o in self.original.items()}
 
     def get(self, name: str) -> np.ndarray:
         try:
             arr = np.asarray(self._reader.get_tensor(self.original[name]))
         except Exception as e:  # noqa: BLE001 - truncated or corrupt data files
-            raise ConversionError(f"{self.prefix}: cannot read variable {name} "
-                                  f"({_one_line(e)})") from None
+            raise ConversionError(
+                f"{self.prefix}: cannot read variable {name} ({_one_line(e)})"
+            ) from None
         if not np.issubdtype(arr.dtype, np.floating) and arr.dtype.name != "bfloat16":
-            raise ConversionError(f"{self.prefix}: variable {name} has dtype {arr.dtype}, "
-                                  "expected floating point")
+            raise ConversionError(
+                f"{self.prefix}: variable {name} has dtype {arr.dtype}, expected floating point"
+            )
         return arr.astype(np.float32)
 
 
@@ -208,17 +247,21 @@ def _training_only(name: str) -> bool:
 def _family(reader: _Reader) -> Family:
     """The family whose `google.marker` the variables carry (the longest matching one:
     ALBERT's bert/encoder/transformer/ before BERT's bert/)."""
-    records = sorted((f for f in FAMILIES.values() if f.google),
-                     key=lambda f: -len(f.google.marker))
+    records = sorted(
+        (f for f in FAMILIES.values() if f.google), key=lambda f: -len(f.google.marker)
+    )
     for fam in records:
         if any(n.startswith(fam.google.marker) for n in reader.shapes):
             return fam
     markers = ", ".join(f.google.marker for f in records)
-    raise ConversionError(f"{reader.prefix}: no variables under {markers}; not a Google "
-                          "BERT, ALBERT or ELECTRA pretraining checkpoint")
+    raise ConversionError(
+        f"{reader.prefix}: no variables under {markers}; not a Google "
+        "BERT, ALBERT or ELECTRA pretraining checkpoint"
+    )
 
 
 # --- configs ---------------------------------------------------------------------------
+
 
 def _to_model_config(configs: Mapping[str, Mapping[str, Any]], source: str) -> ModelConfig:
     """A pretraining checkpoint: the family's pretraining heads."""
@@ -237,8 +280,9 @@ def _config_file(fam: Family, path: str) -> ModelConfig:
     d["model_type"] = fam.hf.model_type
     for key, inert in fam.google.inert_keys.items():
         if google.get(key, inert) != inert:
-            raise ConversionError(f"{path}: {key}={google[key]!r} is not supported "
-                                  f"(only {inert!r})")
+            raise ConversionError(
+                f"{path}: {key}={google[key]!r} is not supported (only {inert!r})"
+            )
     if d.get("hidden_act", "gelu") == "gelu":  # what "gelu" meant to this family's code
         d["hidden_act"] = fam.google.gelu
     return _to_model_config({"": d}, path)
@@ -252,8 +296,9 @@ def _electra_config(reader: _Reader, hints_path: str | None) -> ModelConfig:
         if name not in reader.shapes:
             raise ConversionError(f"{src}: variable {name} is missing")
         if len(reader.shapes[name]) != rank:
-            raise ConversionError(f"{src}: variable {name} has shape {reader.shapes[name]}, "
-                                  f"expected rank {rank}")
+            raise ConversionError(
+                f"{src}: variable {name} has shape {reader.shapes[name]}, expected rank {rank}"
+            )
         return reader.shapes[name]
 
     hints: dict[str, Any] = {}
@@ -261,47 +306,73 @@ def _electra_config(reader: _Reader, hints_path: str | None) -> ModelConfig:
         raw = _read_json(hints_path)
         hints = {**raw, **(raw.get("model_hparam_overrides") or {})}
     vocab, embed = shape("electra/embeddings/word_embeddings", 2)
-    common = {"model_type": "electra", "vocab_size": vocab, "embedding_size": embed,
-              "max_position_embeddings": shape("electra/embeddings/position_embeddings", 2)[0],
-              "type_vocab_size": shape("electra/embeddings/token_type_embeddings", 2)[0],
-              "hidden_act": hints.get("hidden_act", "gelu")}
+    common = {
+        "model_type": "electra",
+        "vocab_size": vocab,
+        "embedding_size": embed,
+        "max_position_embeddings": shape("electra/embeddings/position_embeddings", 2)[0],
+        "type_vocab_size": shape("electra/embeddings/token_type_embeddings", 2)[0],
+        "hidden_act": hints.get("hidden_act", "gelu"),
+    }
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range"):
         if key in hints:
             common[key] = hints[key]
     configs = {}
     for part, scope in (("discriminator", "electra"), ("generator", "generator")):
-        layers = {int(m.group(1)) for n in reader.shapes
-                  if (m := re.match(rf"{scope}/encoder/layer_(\d+)/", n))}
+        layers = {
+            int(m.group(1))
+            for n in reader.shapes
+            if (m := re.match(rf"{scope}/encoder/layer_(\d+)/", n))
+        }
         if not layers:
-            raise ConversionError(f"{src}: no {scope}/encoder/layer_* variables; only ELECTRA "
-                                  "pretraining checkpoints with both towers are supported")
+            raise ConversionError(
+                f"{src}: no {scope}/encoder/layer_* variables; only ELECTRA "
+                "pretraining checkpoints with both towers are supported"
+            )
         hidden = shape(f"{scope}/encoder/layer_0/attention/self/query/kernel", 2)[1]
-        configs[part] = {**common, "hidden_size": hidden, "num_hidden_layers": max(layers) + 1,
-                         "intermediate_size":
-                             shape(f"{scope}/encoder/layer_0/intermediate/dense/kernel", 2)[1],
-                         # ELECTRA's rule (training_utils / get_generator_config).
-                         "num_attention_heads": max(1, hidden // 64)}
+        configs[part] = {
+            **common,
+            "hidden_size": hidden,
+            "num_hidden_layers": max(layers) + 1,
+            "intermediate_size": shape(f"{scope}/encoder/layer_0/intermediate/dense/kernel", 2)[1],
+            # ELECTRA's rule (training_utils / get_generator_config).
+            "num_attention_heads": max(1, hidden // 64),
+        }
     if hints.get("debug"):  # ELECTRA's debug models override the discriminator's heads
         configs["discriminator"]["num_attention_heads"] = 4
     if "num_attention_heads" in hints:  # overrides reach the discriminator only
         configs["discriminator"]["num_attention_heads"] = hints["num_attention_heads"]
     disc = configs["discriminator"]
-    for key in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
-                "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+    for key in (
+        "vocab_size",
+        "embedding_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "intermediate_size",
+        "max_position_embeddings",
+        "type_vocab_size",
+    ):
         if hints.get(key) is not None and hints[key] != disc[key]:
-            raise ConversionError(f"{hints_path}: {key}={hints[key]!r}, but the checkpoint's "
-                                  f"tensors say {disc[key]}")
+            raise ConversionError(
+                f"{hints_path}: {key}={hints[key]!r}, but the checkpoint's tensors say {disc[key]}"
+            )
     return _to_model_config(configs, hints_path or src)
 
 
 # --- loading -----------------------------------------------------------------------------
 
+
 def _tokenizer_files(fam: Family, dirs: list[str], cfg: ModelConfig) -> dict[str, str]:
     if fam.google.vocab_files != ("vocab.txt",):  # a SentencePiece model
         spm = _first_file(dirs, fam.google.vocab_files)
         if spm is None:
-            models = sorted(os.path.join(d, f) for d in dirs if os.path.isdir(d)
-                            for f in os.listdir(d) if f.endswith(".model"))
+            models = sorted(
+                os.path.join(d, f)
+                for d in dirs
+                if os.path.isdir(d)
+                for f in os.listdir(d)
+                if f.endswith(".model")
+            )
             spm = models[0] if len(models) == 1 else None
         return {"spiece.model": spm} if spm else {}
     vocab = _first_file(dirs, ("vocab.txt",))
@@ -310,8 +381,9 @@ def _tokenizer_files(fam: Family, dirs: list[str], cfg: ModelConfig) -> dict[str
     with open(vocab, encoding="utf-8", errors="replace") as f:
         n = len(f.read().rstrip("\n").split("\n"))
     if n > cfg.vocab_size:  # ids past the table would be clamped silently, not rejected
-        raise ConversionError(f"{vocab}: {n} tokens, but the checkpoint's embeddings have "
-                              f"{cfg.vocab_size} rows")
+        raise ConversionError(
+            f"{vocab}: {n} tokens, but the checkpoint's embeddings have {cfg.vocab_size} rows"
+        )
     return {"vocab.txt": vocab}
 
 
@@ -322,8 +394,10 @@ def _synthesized(fam: Family, cfg: ModelConfig) -> dict[str, Callable[[], np.nda
     if not name or cfg.embed_dim != cfg.hidden_size:
         return {}
     h = cfg.hidden_size
-    return {f"{name}/kernel": lambda: np.eye(h, dtype=np.float32),
-            f"{name}/bias": lambda: np.zeros((h,), np.float32)}
+    return {
+        f"{name}/kernel": lambda: np.eye(h, dtype=np.float32),
+        f"{name}/bias": lambda: np.zeros((h,), np.float32),
+    }
 
 
 def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
@@ -349,8 +423,10 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
         cfg_source = config_path or "the shapes of the checkpoint"
     else:
         if config_path is None:
-            raise ConversionError(f"{os.path.join(dirs[0], config_files[0])}: "
-                                  f"missing (needed for {fam.name.upper()} checkpoints)")
+            raise ConversionError(
+                f"{os.path.join(dirs[0], config_files[0])}: "
+                f"missing (needed for {fam.name.upper()} checkpoints)"
+            )
         cfg = _config_file(fam, config_path)
         cfg_source = config_path
 
@@ -367,8 +443,9 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
 
     unknown = sorted(n for n in reader.shapes if n not in wanted and not _training_only(n))
     if unknown:
-        raise ConversionError(f"{prefix}: unknown variable {unknown[0]} "
-                              f"({len(unknown)} unknown in all)")
+        raise ConversionError(
+            f"{prefix}: unknown variable {unknown[0]} ({len(unknown)} unknown in all)"
+        )
     synthesized = _synthesized(fam, cfg)
     for name, expected in hf_shapes.items():
         if name not in reader.shapes:
@@ -376,8 +453,10 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
                 continue
             raise ConversionError(f"{prefix}: variable {name} is missing")
         if reader.shapes[name] != expected:
-            raise ConversionError(f"{prefix}: variable {name} has shape {reader.shapes[name]}, "
-                                  f"but {cfg_source} needs {expected}")
+            raise ConversionError(
+                f"{prefix}: variable {name} has shape {reader.shapes[name]}, "
+                f"but {cfg_source} needs {expected}"
+            )
 
     state_dicts: dict[str, dict[str, np.ndarray]] = {part.name: {} for part in hf.parts(cfg)}
     for name, users in wanted.items():

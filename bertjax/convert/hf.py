@@ -34,12 +34,23 @@ from bertjax.models.registry import FAMILIES, family
 
 Params = dict[str, Any]
 
-__all__ = ["ConversionError", "Entry", "Part", "abstract_shapes", "architecture",
-           "config_from_hf", "from_state_dicts", "hf_configs", "name_map", "parts",
-           "to_state_dicts"]
+__all__ = [
+    "ConversionError",
+    "Entry",
+    "Part",
+    "abstract_shapes",
+    "architecture",
+    "config_from_hf",
+    "from_state_dicts",
+    "hf_configs",
+    "name_map",
+    "parts",
+    "to_state_dicts",
+]
 
 
 # --- parts and name maps ---------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Part:
@@ -62,9 +73,12 @@ def parts(cfg: ModelConfig, bare: Mapping[str, bool] | None = None) -> list[Part
     bare = bare or {}
     if "generator" in cfg.heads:
         own = tuple(h for h in cfg.heads if h != "generator")
-        return [Part("discriminator", cfg, own, (), bare.get("discriminator")),
-                Part("generator", cfg.generator_config(), ("mlm",), ("generator",),
-                     bare.get("generator"))]
+        return [
+            Part("discriminator", cfg, own, (), bare.get("discriminator")),
+            Part(
+                "generator", cfg.generator_config(), ("mlm",), ("generator",), bare.get("generator")
+            ),
+        ]
     return [Part("", cfg, cfg.heads, (), bare.get(""))]
 
 
@@ -79,8 +93,10 @@ def name_map(part: Part) -> list[Entry]:
     for head in part.heads:
         entries += fam.hf.heads[head](part.cfg, p)
     # The embeddings are shared by both ELECTRA parts and sit at the root.
-    return [e if e.path[0] == "embeddings" else dataclasses.replace(e, path=(*part.root, *e.path))
-            for e in entries]
+    return [
+        e if e.path[0] == "embeddings" else dataclasses.replace(e, path=(*part.root, *e.path))
+        for e in entries
+    ]
 
 
 def _tied(part: Part) -> dict[str, str]:
@@ -88,8 +104,12 @@ def _tied(part: Part) -> dict[str, str]:
     one the name map holds (an untied decoder) is a tensor of its own."""
     fam, p = family(part.cfg.family), _prefix(part)
     own = {e.hf_key for e in name_map(part)}
-    return {k.format(p=p): v.format(p=p) for head in part.heads
-            for k, v in fam.hf.tied.get(head, {}).items() if k.format(p=p) not in own}
+    return {
+        k.format(p=p): v.format(p=p)
+        for head in part.heads
+        for k, v in fam.hf.tied.get(head, {}).items()
+        if k.format(p=p) not in own
+    }
 
 
 def _is_buffer(key: str) -> bool:
@@ -105,13 +125,15 @@ def architecture(part: Part) -> str:
         for name, held in fam.hf.architectures.items():
             if set(held) == want:
                 return name
-    forms = "; ".join(f"{k}: {', '.join(v) or 'no heads'}" for k, v in
-                      fam.hf.architectures.items())
-    raise ConversionError(f"no transformers {fam.name} class holds the heads "
-                          f"{', '.join(part.heads) or 'none'} ({forms})")
+    forms = "; ".join(f"{k}: {', '.join(v) or 'no heads'}" for k, v in fam.hf.architectures.items())
+    raise ConversionError(
+        f"no transformers {fam.name} class holds the heads "
+        f"{', '.join(part.heads) or 'none'} ({forms})"
+    )
 
 
 # --- tensors ------------------------------------------------------------------------
+
 
 def hf_shape(entry: Entry, ours: tuple[int, ...]) -> tuple[int, ...]:
     """The shape the HF tensor of `entry` must have (all its row blocks), given our
@@ -129,10 +151,12 @@ def _to_ours(entry: Entry, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarra
     # The shape must match exactly: a same-sized tensor of another shape (a transposed
     # table, say) would otherwise be reshaped into garbage without a word.
     if tuple(arr.shape) != hf_shape(entry, shape):
-        raise ConversionError(f"tensor {entry.hf_key} has shape {tuple(arr.shape)}, but the "
-                              f"config needs {hf_shape(entry, shape)} ({'/'.join(entry.path)})")
+        raise ConversionError(
+            f"tensor {entry.hf_key} has shape {tuple(arr.shape)}, but the "
+            f"config needs {hf_shape(entry, shape)} ({'/'.join(entry.path)})"
+        )
     i, n = entry.split
-    arr = arr[i * (arr.shape[0] // n): (i + 1) * (arr.shape[0] // n)]
+    arr = arr[i * (arr.shape[0] // n) : (i + 1) * (arr.shape[0] // n)]
     out = arr if entry.kind == "copy" else arr.T
     return np.ascontiguousarray(out.reshape(shape))
 
@@ -182,16 +206,21 @@ def abstract_shapes(cfg: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     # Layers that differ (windows, layer 0's norm) cannot scan: trace the loop then.
     scan_cfg = dataclasses.replace(cfg, scan_layers=not cfg.layers_differ, remat="none")
     ids = jnp.zeros((1, 8), jnp.int32)
-    shapes = jax.eval_shape(lambda: nn.unbox(build(scan_cfg).init(jax.random.key(0), ids))
-                            ["params"])
+    shapes = jax.eval_shape(
+        lambda: nn.unbox(build(scan_cfg).init(jax.random.key(0), ids))["params"]
+    )
     views = jax.tree_util.tree_map(
-        lambda s: np.broadcast_to(np.zeros((), np.int8), s.shape), shapes)
+        lambda s: np.broadcast_to(np.zeros((), np.int8), s.shape), shapes
+    )
     return {path: tuple(v.shape) for path, v in _iter_paths(unstack_layers(views))}
 
 
-
-def from_state_dicts(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, np.ndarray]],
-                     source: str = "", bare: Mapping[str, bool] | None = None) -> Params:
+def from_state_dicts(
+    cfg: ModelConfig,
+    state_dicts: Mapping[str, Mapping[str, np.ndarray]],
+    source: str = "",
+    bare: Mapping[str, bool] | None = None,
+) -> Params:
     """HF state dict(s) -> bertjax params (numpy), keyed by part name.
 
     Every tensor of the name map must be present with a fitting shape; tied copies
@@ -206,8 +235,10 @@ def from_state_dicts(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, np
     for part in parts(cfg, bare):
         if part.name not in state_dicts:
             names = ", ".join(repr(p.name) for p in parts(cfg))
-            raise ConversionError(f"no state dict for {part.name or 'the model'}{where}; "
-                                  f"{cfg.family} with heads {', '.join(cfg.heads)} needs {names}")
+            raise ConversionError(
+                f"no state dict for {part.name or 'the model'}{where}; "
+                f"{cfg.family} with heads {', '.join(cfg.heads)} needs {names}"
+            )
         sd = {_legacy_name(k): v for k, v in state_dicts[part.name].items()}
         entries = name_map(part)
         known = {e.hf_key for e in entries}
@@ -220,19 +251,23 @@ def from_state_dicts(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, np
                 if not np.array_equal(shared, value):
                     raise ConversionError(
                         f"tensor {e.hf_key}{where}: the generator's embeddings differ from the "
-                        "discriminator's, but ELECTRA shares them")
+                        "discriminator's, but ELECTRA shares them"
+                    )
                 continue
             _set(params, e.path, value)
         for key, source_key in _tied(part).items():
             if key in sd:
                 known.add(key)
                 if not np.array_equal(np.asarray(sd[key]), np.asarray(sd[source_key])):
-                    raise ConversionError(f"tensor {key}{where} should be tied to {source_key} "
-                                          "but holds different values")
+                    raise ConversionError(
+                        f"tensor {key}{where} should be tied to {source_key} "
+                        "but holds different values"
+                    )
         extra = sorted(k for k in sd if k not in known and not _is_buffer(k))
         if extra:
-            raise ConversionError(f"unexpected tensor {extra[0]}{where} "
-                                  f"({len(extra)} unexpected in all)")
+            raise ConversionError(
+                f"unexpected tensor {extra[0]}{where} ({len(extra)} unexpected in all)"
+            )
     missing = sorted("/".join(p) for p in shapes if _safe_get(params, p) is None)
     if missing:  # a name-map bug rather than a file problem, but say it plainly
         raise ConversionError(f"parameter {missing[0]} was not filled by the name map")
@@ -262,14 +297,18 @@ def to_state_dicts(cfg: ModelConfig, params: Params) -> dict[str, dict[str, np.n
     for part in parts(cfg):
         blocks: dict[str, dict[int, np.ndarray]] = {}  # row blocks of fused tensors
         for e in name_map(part):
-            blocks.setdefault(e.hf_key, {})[e.split[0]] = _to_hf(e, np.asarray(_get(params,
-                                                                                    e.path)))
-        out[part.name] = {k: v[0] if len(v) == 1 else np.concatenate([v[i] for i in sorted(v)])
-                          for k, v in blocks.items()}
+            blocks.setdefault(e.hf_key, {})[e.split[0]] = _to_hf(
+                e, np.asarray(_get(params, e.path))
+            )
+        out[part.name] = {
+            k: v[0] if len(v) == 1 else np.concatenate([v[i] for i in sorted(v)])
+            for k, v in blocks.items()
+        }
     return out
 
 
 # --- configs ------------------------------------------------------------------------
+
 
 def hf_configs(cfg: ModelConfig, special_ids: Mapping[str, int] | None = None) -> dict[str, dict]:
     """config.json content(s) for transformers, keyed by part name."""
@@ -297,7 +336,8 @@ def check_switches(cfg: ModelConfig, arch: str) -> None:
             raise ConversionError(
                 f"model.{key}={getattr(cfg, key)!r}: transformers' {arch} has no such "
                 f"layer (it takes {key} {' or '.join(map(repr, values))}); export a "
-                f"family whose classes do, or train with the default")
+                f"family whose classes do, or train with the default"
+            )
 
 
 def _family_of(content: Mapping[str, Any], source: str) -> Family:
@@ -305,20 +345,29 @@ def _family_of(content: Mapping[str, Any], source: str) -> Family:
     for fam in FAMILIES.values():
         if fam.hf.model_type == mt:
             return fam
-    raise ConversionError(f"{source}: model_type {mt!r} is not one of "
-                          f"{', '.join(f.hf.model_type for f in FAMILIES.values())}")
+    raise ConversionError(
+        f"{source}: model_type {mt!r} is not one of "
+        f"{', '.join(f.hf.model_type for f in FAMILIES.values())}"
+    )
 
 
-def _heads(fam: Family, content: Mapping[str, Any], sd: Mapping[str, Any] | None,
-           source: str, probe: ModelConfig) -> tuple[str, ...]:
+def _heads(
+    fam: Family,
+    content: Mapping[str, Any],
+    sd: Mapping[str, Any] | None,
+    source: str,
+    probe: ModelConfig,
+) -> tuple[str, ...]:
     """The heads of a transformers checkpoint: its architecture's, plus any other head
     whose tensors are all there (a BertForMaskedLM checkpoint that still holds the NSP
     head and pooler, as released ones do)."""
     archs = content.get("architectures") or []
     arch = archs[0] if archs else None
     if arch is not None and arch not in fam.hf.architectures:
-        raise ConversionError(f"{source}: architecture {arch!r} is not supported; {fam.name} "
-                              f"reads {', '.join(fam.hf.architectures)}")
+        raise ConversionError(
+            f"{source}: architecture {arch!r} is not supported; {fam.name} "
+            f"reads {', '.join(fam.hf.architectures)}"
+        )
     heads = list(fam.hf.architectures[arch]) if arch else []
     if sd is None:
         return tuple(heads)
@@ -326,8 +375,11 @@ def _heads(fam: Family, content: Mapping[str, Any], sd: Mapping[str, Any] | None
     claimed: set[str] = set()
     for head in heads:
         claimed |= {e.hf_key for e in fam.hf.heads[head](probe, fam.hf.prefix + ".")}
-    pooled = any(e.hf_key in keys for p in ("", fam.hf.prefix + ".")
-                 for e in fam.hf.heads.get("pooler", lambda c, q: [])(probe, p))
+    pooled = any(
+        e.hf_key in keys
+        for p in ("", fam.hf.prefix + ".")
+        for e in fam.hf.heads.get("pooler", lambda c, q: [])(probe, p)
+    )
     for head, head_map in fam.hf.heads.items():
         if head in heads:
             continue
@@ -346,16 +398,18 @@ def _labels(content: Mapping[str, Any], heads: Sequence[str]) -> dict[str, Any]:
     if not any(h in LABELLED_HEADS for h in heads):
         return {}
     id2label = content.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
-    names = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}")))
-             for i in range(len(id2label))]
+    names = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
     generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
     return {"num_labels": len(names), "label_names": () if generic else tuple(names)}
 
 
-def config_from_hf(configs: Mapping[str, Mapping[str, Any]],
-                   state_dicts: Mapping[str, Mapping[str, Any]] | None = None,
-                   source: str = "config.json", heads: Sequence[str] | None = None,
-                   **overrides: Any) -> ModelConfig:
+def config_from_hf(
+    configs: Mapping[str, Mapping[str, Any]],
+    state_dicts: Mapping[str, Mapping[str, Any]] | None = None,
+    source: str = "config.json",
+    heads: Sequence[str] | None = None,
+    **overrides: Any,
+) -> ModelConfig:
     """transformers config.json content(s) (keyed by part name) -> ModelConfig.
 
     The heads come from `heads`, else from the architecture and the state dicts' tensors
@@ -378,8 +432,9 @@ def config_from_hf(configs: Mapping[str, Mapping[str, Any]],
     found = tuple(heads) if heads is not None else _heads(fam, main, sd, source, probe)
     if pair:
         if "generator" not in fam.heads:
-            raise ConversionError(f"{source}: discriminator/ and generator/ hold {fam.name}, "
-                                  "which has no generator")
+            raise ConversionError(
+                f"{source}: discriminator/ and generator/ hold {fam.name}, which has no generator"
+            )
         fields.update(_generator_fields(configs["generator"], fields, fam, source))
         if heads is None:
             found = (*found, "generator")
@@ -391,30 +446,43 @@ def config_from_hf(configs: Mapping[str, Mapping[str, Any]],
         raise ConversionError(f"{source}: {e}") from None
 
 
-def _generator_fields(content: Mapping[str, Any], disc: Mapping[str, Any], fam: Family,
-                      source: str) -> dict[str, Any]:
+def _generator_fields(
+    content: Mapping[str, Any], disc: Mapping[str, Any], fam: Family, source: str
+) -> dict[str, Any]:
     """The ELECTRA generator's sizes from its config.json; the embedding settings it
     shares with the discriminator must agree."""
     if content.get("model_type") != fam.hf.model_type:
-        raise ConversionError(f"{source}: generator model_type "
-                              f"{content.get('model_type')!r} is not 'electra'")
+        raise ConversionError(
+            f"{source}: generator model_type {content.get('model_type')!r} is not 'electra'"
+        )
     gen = fam.hf.from_config(content, source)
-    for key in ("embedding_size", "vocab_size", "max_position_embeddings", "type_vocab_size",
-                "layer_norm_eps", "pad_token_id"):
+    for key in (
+        "embedding_size",
+        "vocab_size",
+        "max_position_embeddings",
+        "type_vocab_size",
+        "layer_norm_eps",
+        "pad_token_id",
+    ):
         if gen.get(key) != disc.get(key):
             raise ConversionError(
                 f"{source}: generator {key}={gen.get(key)!r} differs from the discriminator's "
-                f"{disc.get(key)!r}; ELECTRA shares embeddings")
+                f"{disc.get(key)!r}; ELECTRA shares embeddings"
+            )
     if gen["hidden_act"] != disc["hidden_act"]:
-        raise ConversionError(f"{source}: generator hidden_act={content.get('hidden_act')!r} "
-                              "differs from the discriminator's; bertjax shares it")
-    return dict(generator_hidden_size=gen["hidden_size"], generator_num_heads=gen["num_heads"],
-                generator_intermediate_size=gen["intermediate_size"],
-                generator_num_layers=gen["num_layers"])
+        raise ConversionError(
+            f"{source}: generator hidden_act={content.get('hidden_act')!r} "
+            "differs from the discriminator's; bertjax shares it"
+        )
+    return dict(
+        generator_hidden_size=gen["hidden_size"],
+        generator_num_heads=gen["num_heads"],
+        generator_intermediate_size=gen["intermediate_size"],
+        generator_num_layers=gen["num_layers"],
+    )
 
 
-def detect_bare(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, Any]]
-                ) -> dict[str, bool]:
+def detect_bare(cfg: ModelConfig, state_dicts: Mapping[str, Mapping[str, Any]]) -> dict[str, bool]:
     """Per part, whether its tensors lack the base-model prefix (a BertModel saves
     `embeddings.word_embeddings.weight`, a BertForMaskedLM `bert.embeddings...`)."""
     out = {}

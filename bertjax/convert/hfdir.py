@@ -78,25 +78,34 @@ def checked_tokenizer(directory: str, cfg: ModelConfig, lowercase: bool | None =
         _warn(f"{e}; the checkpoint will have no tokenizer (fill_mask needs one)")
         return None
     if tok.vocab_size > cfg.vocab_size:
-        raise ValueError(f"{directory}: tokenizer has {tok.vocab_size} tokens but the model's "
-                         f"vocab_size is {cfg.vocab_size}")
+        raise ValueError(
+            f"{directory}: tokenizer has {tok.vocab_size} tokens but the model's "
+            f"vocab_size is {cfg.vocab_size}"
+        )
     if tok.pad_id != cfg.pad_token_id:
         if cfg.positions_from_padding:  # RoBERTa's positions are counted from the pad id
-            raise ValueError(f"{directory}: tokenizer pad id {tok.pad_id} != model "
-                             f"pad_token_id {cfg.pad_token_id}")
+            raise ValueError(
+                f"{directory}: tokenizer pad id {tok.pad_id} != model "
+                f"pad_token_id {cfg.pad_token_id}"
+            )
         _warn(f"tokenizer pad id {tok.pad_id} != model pad_token_id {cfg.pad_token_id}")
     tok.tokenizer_class = family(cfg.family).tokenizer_class
     return tok
 
 
-def write_hf_dir(out: str, cfg: ModelConfig, params: Any, tok: Any = None,
-                 overwrite: bool = False) -> list[str]:
+def write_hf_dir(
+    out: str, cfg: ModelConfig, params: Any, tok: Any = None, overwrite: bool = False
+) -> list[str]:
     """Writes `params` as the transformers model(s) of `cfg`'s heads, atomically; returns
     the written directories (two for ELECTRA's pair)."""
     special: dict[str, int] = {}
     if tok is not None:
-        special = {"bos_token_id": tok.cls_id, "eos_token_id": tok.sep_id,
-                   "cls_token_id": tok.cls_id, "sep_token_id": tok.sep_id}
+        special = {
+            "bos_token_id": tok.cls_id,
+            "eos_token_id": tok.sep_id,
+            "cls_token_id": tok.cls_id,
+            "sep_token_id": tok.sep_id,
+        }
     configs = hf.hf_configs(cfg, special)
     state_dicts = hf.to_state_dicts(cfg, params)
     written = []
@@ -111,8 +120,9 @@ def write_hf_dir(out: str, cfg: ModelConfig, params: Any, tok: Any = None,
             statedict.write_state_dict(d, state_dicts[part.name])
             if tok is not None:
                 tok.save(d)
-            written.append(paths.join(paths.absolute(out), part.name) if part.name
-                           else paths.absolute(out))
+            written.append(
+                paths.join(paths.absolute(out), part.name) if part.name else paths.absolute(out)
+            )
     return written
 
 

@@ -42,15 +42,19 @@ class Entry:
 
 def linear(hf: str, ours: Path, kind: str = "linear1", bias: bool = True) -> list[Entry]:
     """A torch Linear (weight, bias) <-> a Dense (kernel, bias); `bias` False: no bias."""
-    return [Entry(f"{hf}.weight", (*ours, "kernel"), kind),
-            *([Entry(f"{hf}.bias", (*ours, "bias"))] if bias else [])]
+    return [
+        Entry(f"{hf}.weight", (*ours, "kernel"), kind),
+        *([Entry(f"{hf}.bias", (*ours, "bias"))] if bias else []),
+    ]
 
 
 def norm(hf: str, ours: Path, bias: bool = True) -> list[Entry]:
     """A torch LayerNorm (weight, bias) <-> a Flax LayerNorm (scale, bias); `bias` False:
     the weight (scale) alone (a bias-free LayerNorm, an RMSNorm)."""
-    return [Entry(f"{hf}.weight", (*ours, "scale")),
-            *([Entry(f"{hf}.bias", (*ours, "bias"))] if bias else [])]
+    return [
+        Entry(f"{hf}.weight", (*ours, "scale")),
+        *([Entry(f"{hf}.bias", (*ours, "bias"))] if bias else []),
+    ]
 
 
 # Names of the eight modules of one encoder layer, in the order
@@ -75,21 +79,30 @@ def layer(hf: str, ours: Path, names: LayerNames) -> list[Entry]:
 
 def layers(hf_format: str, cfg: ModelConfig, names: LayerNames) -> list[Entry]:
     """Every layer of an unshared encoder: `hf_format` holds `{i}`."""
-    return [e for i in range(cfg.num_layers)
-            for e in layer(hf_format.format(i=i), ("encoder", f"layer_{i}"), names)]
+    return [
+        e
+        for i in range(cfg.num_layers)
+        for e in layer(hf_format.format(i=i), ("encoder", f"layer_{i}"), names)
+    ]
 
 
 def embeddings(hf: str, cfg: ModelConfig) -> list[Entry]:
     """Word, position (and token type) tables and their LayerNorm."""
-    entries = [Entry(f"{hf}.word_embeddings.weight", ("embeddings", "word", "embedding")),
-               Entry(f"{hf}.position_embeddings.weight", ("embeddings", "position", "embedding"))]
+    entries = [
+        Entry(f"{hf}.word_embeddings.weight", ("embeddings", "word", "embedding")),
+        Entry(f"{hf}.position_embeddings.weight", ("embeddings", "position", "embedding")),
+    ]
     if cfg.type_vocab_size:
-        entries.append(Entry(f"{hf}.token_type_embeddings.weight",
-                             ("embeddings", "token_type", "embedding")))
+        entries.append(
+            Entry(f"{hf}.token_type_embeddings.weight", ("embeddings", "token_type", "embedding"))
+        )
     return entries + norm(f"{hf}.LayerNorm", ("embeddings", "layer_norm"))
 
 
 def mlm(hf_dense: str, hf_norm: str, hf_bias: str) -> list[Entry]:
     """The MLM head's transform, LayerNorm and output bias (the decoder is tied)."""
-    return [*linear(hf_dense, ("mlm", "transform")), *norm(hf_norm, ("mlm", "layer_norm")),
-            Entry(hf_bias, ("mlm", "bias"))]
+    return [
+        *linear(hf_dense, ("mlm", "transform")),
+        *norm(hf_norm, ("mlm", "layer_norm")),
+        Entry(hf_bias, ("mlm", "bias")),
+    ]

@@ -20,6 +20,7 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
     st = os.path.join(directory, "model.safetensors")
     if os.path.exists(st):
         from safetensors.numpy import load_file
+
         try:
             return load_file(st)
         except Exception as e:  # noqa: BLE001 - any parse failure is "unreadable file"
@@ -31,23 +32,25 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
         try:
             import torch
         except ImportError:
-            raise ConversionError(f"{binf}: reading .bin files needs torch; "
-                                  "convert it to model.safetensors or install torch") from None
+            raise ConversionError(
+                f"{binf}: reading .bin files needs torch; "
+                "convert it to model.safetensors or install torch"
+            ) from None
         try:
             # weights_only: the unpickler accepts tensors and plain containers only, so a
             # file holding any other object is refused instead of running its code.
             sd = torch.load(binf, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # torch's is long
-            raise ConversionError(f"{binf}: refused by torch.load(weights_only=True): {why}"
-                                  ) from None
+            raise ConversionError(
+                f"{binf}: refused by torch.load(weights_only=True): {why}"
+            ) from None
         if not isinstance(sd, Mapping):
             raise ConversionError(f"{binf}: holds a {type(sd).__name__}, not a state dict")
         out = {}
         for k, v in sd.items():
             if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-                raise ConversionError(f"{binf}: entry {k!r} is a {type(v).__name__}, "
-                                      "not a tensor")
+                raise ConversionError(f"{binf}: entry {k!r} is a {type(v).__name__}, not a tensor")
             v = v.detach().cpu().contiguous()
             out[k] = v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy()
         return out
@@ -56,6 +59,7 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
 
 def _read_sharded(directory: str) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
+
     index = os.path.join(directory, "model.safetensors.index.json")
     try:
         with open(index) as f:
@@ -77,11 +81,15 @@ def _read_sharded(directory: str) -> dict[str, np.ndarray]:
 def write_state_dict(directory: str, state_dict: Mapping[str, np.ndarray]) -> None:
     """Writes `directory`/model.safetensors atomically (temporary name, then rename)."""
     from safetensors.numpy import save_file
+
     path = os.path.join(directory, "model.safetensors")
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, tmp,
-                  metadata={"format": "pt"})
+        save_file(
+            {k: np.ascontiguousarray(v) for k, v in state_dict.items()},
+            tmp,
+            metadata={"format": "pt"},
+        )
         paths.apply_umask(tmp)  # safetensors creates the file 0600
         os.replace(tmp, path)
     finally:

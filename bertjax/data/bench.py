@@ -93,9 +93,16 @@ def bench_data(
         # The configured strategy first (its figures make the last line), then the
         # others of `also`, each against the collator's matching variant.
         for name in dict.fromkeys([strategy, *([] if static else also)]):
-            figures = _bench_one(manifest, name, None if static else MaskingConfig(
-                max_predictions_per_seq=p, strategy=name), batch_size, seq_len, seconds,
-                reference, print_fn)
+            figures = _bench_one(
+                manifest,
+                name,
+                None if static else MaskingConfig(max_predictions_per_seq=p, strategy=name),
+                batch_size,
+                seq_len,
+                seconds,
+                reference,
+                print_fn,
+            )
             result.setdefault("strategies", {})[name] = figures
             if name == strategy:
                 result.update(seq_len=seq_len, **figures)
@@ -111,10 +118,16 @@ def bench_data(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _bench_one(manifest: Manifest, strategy: str, masking: MaskingConfig | None,
-               batch_size: int,
-               seq_len: int, seconds: float, reference: bool,
-               print_fn: Callable[[str], None]) -> dict[str, Any]:
+def _bench_one(
+    manifest: Manifest,
+    strategy: str,
+    masking: MaskingConfig | None,
+    batch_size: int,
+    seq_len: int,
+    seconds: float,
+    reference: bool,
+    print_fn: Callable[[str], None],
+) -> dict[str, Any]:
     """Times ours and (optionally) the collator for one masking strategy; prints both."""
     pipe = Pipeline(manifest, PipelineConfig("train", batch_size, seed=0, masking=masking))
     ours = _time_pipeline(pipe, seconds)
@@ -172,9 +185,13 @@ def _make_data(
     tokenizer = train_wordpiece((" ".join(d) for d in docs), vocab_size=8000)
     t_tok = time.perf_counter() - t0
     t0 = time.perf_counter()
-    settings = PrepareSettings(instances="full_sentences", max_seq_length=seq_len,
-                               masking="dynamic", docs_per_shard=max(1, len(docs) // 4),
-                               num_workers=workers)
+    settings = PrepareSettings(
+        instances="full_sentences",
+        max_seq_length=seq_len,
+        masking="dynamic",
+        docs_per_shard=max(1, len(docs) // 4),
+        num_workers=workers,
+    )
     manifest = prepare.prepare(docs, tokenizer, data_dir, settings, progress=False)
     elapsed = time.perf_counter() - t0
     mb = manifest["input_stats"]["bytes"] / 1e6
@@ -229,10 +246,14 @@ def _write_synthetic(data_dir: str, seq_len: int, n: int = 16_384, shards: int =
                 length = seq_len if rng.random() < 0.9 else int(rng.integers(8, seq_len))
                 ids = [tok.cls_id, *rng.integers(5, len(tokens), length - 2).tolist(), tok.sep_id]
                 feats = {"input_ids": ids, "token_type_ids": [0] * length, "pair_label": [-1]}
-                ex = tf.train.Example(features=tf.train.Features(feature={
-                    k: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
-                    for k, v in feats.items()
-                }))
+                ex = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            k: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+                            for k, v in feats.items()
+                        }
+                    )
+                )
                 writer.write(ex.SerializeToString())
                 count += 1
                 total += length
@@ -241,14 +262,28 @@ def _write_synthetic(data_dir: str, seq_len: int, n: int = 16_384, shards: int =
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "settings": {"source": "synthetic", "max_seq_length": seq_len, "instances": "mlm",
-                     "masking": "dynamic", "seed": 0},
-        "tokenizer": {"kind": "wordpiece", "class": "BertTokenizer",
-                      "vocab_size": tok.vocab_size, "sha256": tok_sha},
+        "settings": {
+            "source": "synthetic",
+            "max_seq_length": seq_len,
+            "instances": "mlm",
+            "masking": "dynamic",
+            "seed": 0,
+        },
+        "tokenizer": {
+            "kind": "wordpiece",
+            "class": "BertTokenizer",
+            "vocab_size": tok.vocab_size,
+            "sha256": tok_sha,
+        },
         "masking": "dynamic",
         "max_seq_length": seq_len,
-        "splits": {"train": {"examples": sum(e["examples"] for e in entries),
-                             "tokens": sum(e["tokens"] for e in entries), "shards": entries}},
+        "splits": {
+            "train": {
+                "examples": sum(e["examples"] for e in entries),
+                "tokens": sum(e["tokens"] for e in entries),
+                "shards": entries,
+            }
+        },
         "source_stats": {},
         "vocab_check": "ok",
     }
@@ -282,16 +317,25 @@ def _time_pipeline(pipe: Pipeline, seconds: float, warmup: int = 5) -> dict[str,
     }
 
 
-def _packing_efficiency(manifest: Manifest, batch_size: int, print_fn: Callable[[str], None],
-                        batches: int = 20) -> dict[str, float]:
+def _packing_efficiency(
+    manifest: Manifest, batch_size: int, print_fn: Callable[[str], None], batches: int = 20
+) -> dict[str, float]:
     """The share of real tokens among the rows' positions over the first `batches`
     batches, padded (one sequence per row) and packed (data.packing=best_fit over each
     batch: packer.py); printed on one line."""
     from bertjax.data import packer
 
-    pipe = Pipeline(manifest, PipelineConfig("train", batch_size, seed=0, masking=None
-                                             if manifest.masking == "static" else
-                                             MaskingConfig(max_predictions_per_seq=1)))
+    pipe = Pipeline(
+        manifest,
+        PipelineConfig(
+            "train",
+            batch_size,
+            seed=0,
+            masking=None
+            if manifest.masking == "static"
+            else MaskingConfig(max_predictions_per_seq=1),
+        ),
+    )
     real = rows = packed_rows = 0
     it = iter(pipe)
     for _, batch in zip(range(batches), it, strict=False):
@@ -301,9 +345,11 @@ def _packing_efficiency(manifest: Manifest, batch_size: int, print_fn: Callable[
     it.close()
     positions = manifest.max_seq_length
     out = {"padded": real / (rows * positions), "packed": real / (packed_rows * positions)}
-    print_fn(f"packing: real tokens are {out['padded']:.1%} of the positions padded, "
-             f"{out['packed']:.1%} packed (best_fit over each batch of {batch_size}; "
-             f"{rows / max(1, packed_rows):.2f}x fewer rows)")
+    print_fn(
+        f"packing: real tokens are {out['padded']:.1%} of the positions padded, "
+        f"{out['packed']:.1%} packed (best_fit over each batch of {batch_size}; "
+        f"{rows / max(1, packed_rows):.2f}x fewer rows)"
+    )
     return out
 
 

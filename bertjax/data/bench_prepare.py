@@ -1,6 +1,6 @@
 """`bench prepare`: the throughput of `prepare data`, per masking and worker count.
 
-    python -m bertjax bench prepare --config=configs/pretrain.py:bert_base [--workers=1,2]
+python -m bertjax bench prepare --config=configs/pretrain.py:bert_base [--workers=1,2]
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
-def bench_prepare(config: Any, workers: Iterable[int] = (1, 2),
-                  maskings: Iterable[str] = ("static", "dynamic"),
-                  print_fn: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def bench_prepare(
+    config: Any,
+    workers: Iterable[int] = (1, 2),
+    maskings: Iterable[str] = ("static", "dynamic"),
+    print_fn: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Times `prepare data` with `config`'s settings on `config.data.source`, once per
     (masking, worker count), each into a fresh temporary directory; prints and returns
     MB of text/s and instances written/s, in all and per worker. The tokenizer
@@ -39,8 +42,9 @@ def bench_prepare(config: Any, workers: Iterable[int] = (1, 2),
                 c = config.copy_and_resolve_references()
                 with c.unlocked():
                     c.tokenizer.path = tok_path
-                    c.data.update(masking=masking, num_workers=n,
-                                  dir=os.path.join(tmp, f"{masking}-{n}"))
+                    c.data.update(
+                        masking=masking, num_workers=n, dir=os.path.join(tmp, f"{masking}-{n}")
+                    )
                     if masking == "dynamic":
                         c.data.dupe_factor = 1
                 t0 = time.perf_counter()
@@ -49,16 +53,25 @@ def bench_prepare(config: Any, workers: Iterable[int] = (1, 2),
                 shutil.rmtree(c.data.dir)
                 mb = manifest["input_stats"]["bytes"] / 1e6
                 written = sum(s["examples"] for s in manifest["splits"].values())
-                row = {"masking": masking, "workers": n, "dupe_factor": c.data.dupe_factor,
-                       "mb": mb, "instances": written, "seconds": elapsed,
-                       "mb_per_s": mb / elapsed, "instances_per_s": written / elapsed}
+                row = {
+                    "masking": masking,
+                    "workers": n,
+                    "dupe_factor": c.data.dupe_factor,
+                    "mb": mb,
+                    "instances": written,
+                    "seconds": elapsed,
+                    "mb_per_s": mb / elapsed,
+                    "instances_per_s": written / elapsed,
+                }
                 rows.append(row)
                 per = max(n, 1)
                 who = f"{n} worker{'s' if n != 1 else ''}" if n else "in the main process"
-                print_fn(f"prepare {masking} (dupe_factor {row['dupe_factor']}), {who}: "
-                         f"{mb:.2f} MB, {written:,} instances in "
-                         f"{elapsed:.1f} s: {row['mb_per_s']:.2f} MB/s "
-                         f"({row['mb_per_s'] / per:.2f} per worker), "
-                         f"{row['instances_per_s']:,.0f} instances/s "
-                         f"({row['instances_per_s'] / per:,.0f} per worker)")
+                print_fn(
+                    f"prepare {masking} (dupe_factor {row['dupe_factor']}), {who}: "
+                    f"{mb:.2f} MB, {written:,} instances in "
+                    f"{elapsed:.1f} s: {row['mb_per_s']:.2f} MB/s "
+                    f"({row['mb_per_s'] / per:.2f} per worker), "
+                    f"{row['instances_per_s']:,.0f} instances/s "
+                    f"({row['instances_per_s'] / per:,.0f} per worker)"
+                )
     return rows

@@ -66,8 +66,7 @@ def time_reference(
         name = "DataCollatorForLanguageModeling(mlm_probability=0.15)"
         form = "lists of ids"
     batches = [
-        inputs[i: i + batch_size]
-        for i in range(0, len(inputs) - batch_size + 1, batch_size)
+        inputs[i : i + batch_size] for i in range(0, len(inputs) - batch_size + 1, batch_size)
     ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -82,14 +82,14 @@ class ShardCache:
         self._checked: set[str] = set()  # keys whose copy this process checked
         self._warned = False
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            _PREFETCH_THREADS, thread_name_prefix="bertjax-shard-prefetch")
+            _PREFETCH_THREADS, thread_name_prefix="bertjax-shard-prefetch"
+        )
         self.downloads = 0  # shards downloaded by this process (for tests and logs)
         found = []
         for name in os.listdir(directory):
             path = os.path.join(directory, name)
             if _NAME.match(name):
-                found.append((os.path.getmtime(path), name[: -len(_SUFFIX)],
-                              os.path.getsize(path)))
+                found.append((os.path.getmtime(path), name[: -len(_SUFFIX)], os.path.getsize(path)))
             elif ".tmp-" in name:  # a download an earlier process did not finish
                 with contextlib.suppress(OSError):
                     os.remove(path)
@@ -108,8 +108,9 @@ class ShardCache:
     def path(self, key: str) -> str:
         return os.path.join(self.directory, key + _SUFFIX)
 
-    def acquire(self, url: str, sha256: str, size: int | None, owner: Hashable,
-                epoch: int = 0) -> str:
+    def acquire(
+        self, url: str, sha256: str, size: int | None, owner: Hashable, epoch: int = 0
+    ) -> str:
         """The local copy of shard `url` (downloaded and checked if needed; sha256 "" or
         size None: not known, not checked), held for `owner` until released."""
         key = _key(url, sha256, size)
@@ -194,9 +195,13 @@ class ShardCache:
             return True
         if demand and not self._warned:
             self._warned = True
-            print(f"warning: {self.directory}: the shards in use need more than the "
-                  f"cache bound of {self.bound / 1e9:.3f} GB (data.cache_gb); exceeding "
-                  "it", file=sys.stderr, flush=True)
+            print(
+                f"warning: {self.directory}: the shards in use need more than the "
+                f"cache bound of {self.bound / 1e9:.3f} GB (data.cache_gb); exceeding "
+                "it",
+                file=sys.stderr,
+                flush=True,
+            )
         return False
 
     def _fetch(self, url: str, sha256: str, size: int | None, key: str) -> None:
@@ -219,7 +224,8 @@ class ShardCache:
                 paths.download(url, tmp)
                 downloaded = True
                 if (size is not None and os.path.getsize(tmp) != size) or (
-                        sha256 and paths.sha256(tmp) != sha256):
+                    sha256 and paths.sha256(tmp) != sha256
+                ):
                     raise ChecksumMismatch(url)
                 os.replace(tmp, target)
             finally:
@@ -270,9 +276,11 @@ def _lock(directory: str):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
-        raise DataFormatError(f"{directory}: data.cache_dir is in use by another process; "
-                              "give each process its own (or leave data.cache_dir empty "
-                              "for a temporary one)") from None
+        raise DataFormatError(
+            f"{directory}: data.cache_dir is in use by another process; "
+            "give each process its own (or leave data.cache_dir empty "
+            "for a temporary one)"
+        ) from None
     return f
 
 
@@ -304,8 +312,7 @@ def shared(directory: str, bound_gb: float, need_bytes: int) -> ShardCache:
     return cache
 
 
-def _bound(directory: str, bound_gb: float, need_bytes: int, current: int | None = None
-           ) -> int:
+def _bound(directory: str, bound_gb: float, need_bytes: int, current: int | None = None) -> int:
     if bound_gb < 0:
         raise ValueError(f"data.cache_gb={bound_gb} must be >= 0 (0: half the free disk)")
     if bound_gb:
@@ -319,5 +326,6 @@ def _bound(directory: str, bound_gb: float, need_bytes: int, current: int | None
     if bound < need_bytes:
         raise DataFormatError(
             f"{directory}: {what} cannot hold the shards the pipeline reads at once "
-            f"({need_bytes / 1e9:.3f} GB); raise data.cache_gb or free disk space")
+            f"({need_bytes / 1e9:.3f} GB); raise data.cache_gb or free disk space"
+        )
     return bound

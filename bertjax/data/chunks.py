@@ -106,8 +106,9 @@ class InputStats:
     shards_reused: int = 0  # resumed: already written by an earlier run
 
 
-def read_chunks(documents: Iterator[Any], docs_per_shard: int, stats: InputStats,
-                tick: Any) -> Iterator[tuple[PackedChunk, str]]:
+def read_chunks(
+    documents: Iterator[Any], docs_per_shard: int, stats: InputStats, tick: Any
+) -> Iterator[tuple[PackedChunk, str]]:
     """(chunk, sha256 of its text) for every `docs_per_shard` non-empty documents, or
     fewer once their text reaches MAX_CHUNK_BYTES (the last chunk may be smaller);
     `tick()` after each document."""
@@ -123,8 +124,7 @@ def read_chunks(documents: Iterator[Any], docs_per_shard: int, stats: InputStats
         yield chunk, h.hexdigest()
 
 
-def _clean_document(doc: Any, stats: InputStats, h: Any,
-                    chunk: PackedChunk) -> bool:
+def _clean_document(doc: Any, stats: InputStats, h: Any, chunk: PackedChunk) -> bool:
     """Adds the document's string sentences to `chunk` (hashing them into `h`); False
     when it is skipped."""
     stats.documents += 1

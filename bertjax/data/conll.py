@@ -24,8 +24,11 @@ import os
 from bertjax.data.glue import DatasetError
 from bertjax.scoring.entities import to_iob2
 
-SPLIT_FILES = {"train": ("train.txt",), "validation": ("valid.txt", "dev.txt"),
-               "test": ("test.txt",)}
+SPLIT_FILES = {
+    "train": ("train.txt",),
+    "validation": ("valid.txt", "dev.txt"),
+    "test": ("test.txt",),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +54,9 @@ def read_conll(path: str, split: str) -> list[Sentence]:
 
     def flush() -> None:
         if words:
-            out.append(Sentence(f"{split}-{start}", tuple(words), tuple(to_iob2(tags)),
-                                tuple(lines)))
+            out.append(
+                Sentence(f"{split}-{start}", tuple(words), tuple(to_iob2(tags)), tuple(lines))
+            )
         words.clear()
         tags.clear()
         lines.clear()

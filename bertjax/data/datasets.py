@@ -37,25 +37,27 @@ class Dataset:
         return self.data.startswith("demo:")
 
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    *(Dataset(name, "glue") for name in glue.TASKS),
-    # Users' own classification data: jsonl:DIR | csv:DIR (finetune.labels, text_fields).
-    Dataset("custom", "glue"),
-    Dataset("conll2003", "ner"),
-    Dataset("ner", "ner", data=""),  # users' own CoNLL files: conll:DIR
-    Dataset("squad_v1", "squad", version="v1.1"),
-    Dataset("squad_v2", "squad", version="v2.0"),
-    Dataset("demo_next", "glue", data="demo:demo_next", labels=demo_tasks.NEXT_LABELS),
-    Dataset("demo_boundary", "ner", data="demo:demo_boundary"),
-    Dataset("demo_intruder", "squad", data="demo:demo_intruder", version="v1.1"),
-)}
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        *(Dataset(name, "glue") for name in glue.TASKS),
+        # Users' own classification data: jsonl:DIR | csv:DIR (finetune.labels, text_fields).
+        Dataset("custom", "glue"),
+        Dataset("conll2003", "ner"),
+        Dataset("ner", "ner", data=""),  # users' own CoNLL files: conll:DIR
+        Dataset("squad_v1", "squad", version="v1.1"),
+        Dataset("squad_v2", "squad", version="v2.0"),
+        Dataset("demo_next", "glue", data="demo:demo_next", labels=demo_tasks.NEXT_LABELS),
+        Dataset("demo_boundary", "ner", data="demo:demo_boundary"),
+        Dataset("demo_intruder", "squad", data="demo:demo_intruder", version="v1.1"),
+    )
+}
 
 
 def get(name: str) -> Dataset:
     """The dataset `name`; a ValueError listing them otherwise."""
     if name not in DATASETS:
-        raise ValueError(f"fine-tuning dataset {name!r}: expected one of "
-                         f"{', '.join(DATASETS)}")
+        raise ValueError(f"fine-tuning dataset {name!r}: expected one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -74,17 +76,22 @@ class Reader:
 
 
 def _next(split: str, **options: Any) -> list[glue.Example]:
-    return [glue.Example(f"{split}-{i}", a, b, label)
-            for i, (a, b, label) in enumerate(demo_tasks.next_examples(split))]
+    return [
+        glue.Example(f"{split}-{i}", a, b, label)
+        for i, (a, b, label) in enumerate(demo_tasks.next_examples(split))
+    ]
 
 
 def _boundary(split: str, **options: Any) -> list[conll.Sentence]:
-    return [conll.Sentence(f"{split}-{i}", words, tags)
-            for i, (words, tags) in enumerate(demo_tasks.boundary_examples(split))]
+    return [
+        conll.Sentence(f"{split}-{i}", words, tags)
+        for i, (words, tags) in enumerate(demo_tasks.boundary_examples(split))
+    ]
 
 
-def _intruder(split: str, version: str = "v1.1", **options: Any
-              ) -> tuple[list[squad.Question], list[Any]]:
+def _intruder(
+    split: str, version: str = "v1.1", **options: Any
+) -> tuple[list[squad.Question], list[Any]]:
     if version != "v1.1":
         raise DatasetError(f"finetune.data='demo:demo_intruder' is SQuAD v1.1, not {version}")
     data = demo_tasks.intruder_articles(split)
@@ -92,13 +99,28 @@ def _intruder(split: str, version: str = "v1.1", **options: Any
 
 
 READERS: dict[str, Reader] = {
-    "glue": Reader(glue.SOURCES, ("glue", "jsonl", "csv"), "demo_next", _next,
-                   "{where}: the {split} split of {spec.name} is empty"),
-    "ner": Reader(conll.SOURCES, ("conll",), "demo_boundary", _boundary,
-                  "{where}: the {split} split has no sentences"),
-    "squad": Reader(squad.SOURCES, ("json",), "demo_intruder", _intruder,
-                    "{where}: the {split} split has no questions",
-                    size=lambda examples: len(examples[0])),
+    "glue": Reader(
+        glue.SOURCES,
+        ("glue", "jsonl", "csv"),
+        "demo_next",
+        _next,
+        "{where}: the {split} split of {spec.name} is empty",
+    ),
+    "ner": Reader(
+        conll.SOURCES,
+        ("conll",),
+        "demo_boundary",
+        _boundary,
+        "{where}: the {split} split has no sentences",
+    ),
+    "squad": Reader(
+        squad.SOURCES,
+        ("json",),
+        "demo_intruder",
+        _intruder,
+        "{where}: the {split} split has no questions",
+        size=lambda examples: len(examples[0]),
+    ),
 }
 
 
@@ -115,8 +137,9 @@ def read_split(task: str, source: str, split: str, **options: Any) -> Any:
         examples, where = reader.sources[kind](path, split, **options)
     else:
         forms = [f"{k}:DIR" if k in reader.dirs else k for k in reader.sources]
-        raise DatasetError(f"finetune.data={source!r}: expected {', '.join(forms)} or "
-                           f"demo:{reader.demo}")
+        raise DatasetError(
+            f"finetune.data={source!r}: expected {', '.join(forms)} or demo:{reader.demo}"
+        )
     if not reader.size(examples):
         raise DatasetError(reader.empty.format(where=where, split=split, **options))
     return examples

@@ -89,13 +89,13 @@ def _rng(task: str, split: str, index: int) -> np.random.Generator:
 def _count(split: str) -> int:
     docs = documents()[split]
     if len(docs) < 2:
-        raise ValueError(f"the demo corpus has {len(docs)} documents for the {split} split "
-                         "of the demo tasks")
+        raise ValueError(
+            f"the demo corpus has {len(docs)} documents for the {split} split of the demo tasks"
+        )
     return SIZES[split]
 
 
-def _other_sentence(split: str, doc: int, length: int, rng: np.random.Generator
-                    ) -> tuple[str, ...]:
+def _other_sentence(split: str, doc: int, length: int, rng: np.random.Generator) -> tuple[str, ...]:
     """A sentence of another document of `split`, of about `length` words (the closest
     of 16 drawn)."""
     docs = documents()[split]
@@ -138,7 +138,7 @@ def boundary_examples(split: str) -> list[tuple[tuple[str, ...], tuple[str, ...]
         i = int(rng.integers(len(docs[d]) - 2))
         words: list[str] = []
         tags: list[str] = []
-        for j, sentence in enumerate(docs[d][i:i + 3]):
+        for j, sentence in enumerate(docs[d][i : i + 3]):
             bare = _bare(sentence)
             words += bare
             tags += [f"B-{BOUNDARY_TAG}" if j else "O"] + ["O"] * (len(bare) - 1)
@@ -151,9 +151,14 @@ def content_words() -> dict[str, int]:
     """The words demo_intruder replaces and replaces with: lower-case alphabetic words of
     four or more letters (CONTENT_WORD) in the sentences of `documents()`, all splits,
     less the COMMON_WORDS most frequent of them; with their counts there."""
-    counts = collections.Counter(w for docs in documents().values() for doc in docs
-                                 for sentence in doc for w in sentence
-                                 if CONTENT_WORD.fullmatch(w))
+    counts = collections.Counter(
+        w
+        for docs in documents().values()
+        for doc in docs
+        for sentence in doc
+        for w in sentence
+        if CONTENT_WORD.fullmatch(w)
+    )
     common = {w for w, _ in counts.most_common(COMMON_WORDS)}
     return {w: c for w, c in counts.items() if w not in common}
 
@@ -167,7 +172,7 @@ def intruder_articles(split: str) -> list[dict[str, Any]]:
         d = n % len(docs)
         i = int(rng.integers(len(docs[d]) - 1))
         while True:  # two sentences with a content word: nearly always the pair drawn
-            words = [w for sentence in docs[d][i:i + 2] for w in sentence]
+            words = [w for sentence in docs[d][i : i + 2] for w in sentence]
             where = [k for k, w in enumerate(words) if w in counts]
             if where:
                 break
@@ -178,18 +183,26 @@ def intruder_articles(split: str) -> list[dict[str, Any]]:
         while len(candidates) < 16:
             e = int(rng.integers(len(docs) - 1))
             e += e >= d  # not `d`
-            pool = [w for sentence in docs[e] for w in sentence
-                    if w in counts and w not in words]
+            pool = [w for sentence in docs[e] for w in sentence if w in counts and w not in words]
             if pool:
                 candidates.append(pool[int(rng.integers(len(pool)))])
         target = np.log(counts[words[k]])
         words[k] = intruder = min(candidates, key=lambda w: abs(np.log(counts[w]) - target))
         start = len(" ".join(words[:k])) + (1 if k else 0)
         context = " ".join(words)
-        assert context[start:start + len(intruder)] == intruder
-        paragraphs.append({"context": context, "qas": [{
-            "id": f"demo_intruder-{split}-{n}", "question": QUESTION,
-            "answers": [{"text": intruder, "answer_start": start}]}]})
+        assert context[start : start + len(intruder)] == intruder
+        paragraphs.append(
+            {
+                "context": context,
+                "qas": [
+                    {
+                        "id": f"demo_intruder-{split}-{n}",
+                        "question": QUESTION,
+                        "answers": [{"text": intruder, "answer_start": start}],
+                    }
+                ],
+            }
+        )
     return [{"title": "demo_intruder", "paragraphs": paragraphs}]
 
 
@@ -197,8 +210,10 @@ def first_content_words(articles: list[dict[str, Any]]) -> dict[str, str]:
     """demo_intruder's trivial predictions: question id -> its context's first content
     word (`content_words`)."""
     counts = content_words()
-    return {p["qas"][0]["id"]: next(w for w in p["context"].split() if w in counts)
-            for p in articles[0]["paragraphs"]}
+    return {
+        p["qas"][0]["id"]: next(w for w in p["context"].split() if w in counts)
+        for p in articles[0]["paragraphs"]
+    }
 
 
 def majority_baseline(task: str) -> dict[str, float]:

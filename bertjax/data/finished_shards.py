@@ -52,8 +52,9 @@ class Resume:
         metas = []
         if base + ".json" in self.parts:
             try:
-                metas.append(json.loads(paths.read_bytes(paths.join(self.parts_dir,
-                                                                    base + ".json"))))
+                metas.append(
+                    json.loads(paths.read_bytes(paths.join(self.parts_dir, base + ".json")))
+                )
             except (OSError, ValueError):
                 pass
         if (split, k) in self.previous:
@@ -61,16 +62,22 @@ class Resume:
         final = re.compile(rf"^{base}-of-[0-9]{{5}}\.tfrecord$")
         name = base + ".tfrecord"
         files = [(paths.join(self.parts_dir, name), self.parts.get(name))]
-        files += [(paths.join(self.out_dir, name), size)
-                  for name, size in sorted(self.final.items()) if final.match(name)]
+        files += [
+            (paths.join(self.out_dir, name), size)
+            for name, size in sorted(self.final.items())
+            if final.match(name)
+        ]
         for meta in metas:
             if meta.get("input_sha256") != input_sha256:
                 continue
             if meta.get("settings_key", self.key) != self.key:
                 continue
             own = paths.basename(str(meta.get("file", "")))  # an object store's upload
-            uploaded = [(paths.join(self.parts_dir, own), self.parts[own])] if (
-                self.remote and own.startswith(base + "-") and own in self.parts) else []
+            uploaded = (
+                [(paths.join(self.parts_dir, own), self.parts[own])]
+                if (self.remote and own.startswith(base + "-") and own in self.parts)
+                else []
+            )
             for path, size in uploaded + files:
                 if size is not None and size == meta.get("bytes"):
                     if self.remote or paths.sha256(path) == meta.get("sha256"):
@@ -78,8 +85,9 @@ class Resume:
         return None
 
 
-def publish(out_dir: str, metas: list[dict], splits: Sequence[str]
-            ) -> tuple[dict[str, dict], instances_lib.InstanceStats, int]:
+def publish(
+    out_dir: str, metas: list[dict], splits: Sequence[str]
+) -> tuple[dict[str, dict], instances_lib.InstanceStats, int]:
     """Renames the finished shards to SPLIT-NNNNN-of-MMMMM.tfrecord and removes those of
     an earlier, different run. Returns the manifest's "splits" (the train split always;
     another one when it has shards), the summed instance stats and the examples the
@@ -106,13 +114,19 @@ def publish(out_dir: str, metas: list[dict], splits: Sequence[str]
                 os.replace(m["file"], target)
             total_stats.add(instances_lib.InstanceStats(**m["instance_stats"]))
             dropped += m["vocab_check_dropped"]
-            shards.append({
-                "file": name, "examples": m["examples"], "tokens": m["tokens"],
-                "bytes": m["bytes"], "sha256": m["sha256"], "input_sha256": m["input_sha256"],
-                "documents": m["instance_stats"]["documents"],
-                "instance_stats": m["instance_stats"],
-                "vocab_check_dropped": m["vocab_check_dropped"],
-            })
+            shards.append(
+                {
+                    "file": name,
+                    "examples": m["examples"],
+                    "tokens": m["tokens"],
+                    "bytes": m["bytes"],
+                    "sha256": m["sha256"],
+                    "input_sha256": m["input_sha256"],
+                    "documents": m["instance_stats"]["documents"],
+                    "instance_stats": m["instance_stats"],
+                    "vocab_check_dropped": m["vocab_check_dropped"],
+                }
+            )
         if own or split == "train":
             out[split] = {
                 "examples": sum(s["examples"] for s in shards),

@@ -22,10 +22,19 @@ def _tokenizer(config: Any, source: Any, out_dir: str, kind: str | None = None) 
 
     cfg = ModelConfig.from_dict(config.model.to_dict())
     kind = kind or family(cfg.family).tokenizer_kind
-    print(f"training a {kind} tokenizer ({config.tokenizer.vocab_size} tokens) on "
-          f"{config.data.source}", file=sys.stderr)
-    tok = train_tokenizer.train(source, kind, config.tokenizer.vocab_size, out_dir,
-                                lowercase=config.tokenizer.lowercase, family=cfg.family)
+    print(
+        f"training a {kind} tokenizer ({config.tokenizer.vocab_size} tokens) on "
+        f"{config.data.source}",
+        file=sys.stderr,
+    )
+    tok = train_tokenizer.train(
+        source,
+        kind,
+        config.tokenizer.vocab_size,
+        out_dir,
+        lowercase=config.tokenizer.lowercase,
+        family=cfg.family,
+    )
     tok.tokenizer_class = family(cfg.family).tokenizer_class
     return tok
 
@@ -66,13 +75,17 @@ def masking_config(config: Any, max_predictions_per_seq: int | None = None) -> A
     return masking.MaskingConfig(
         masked_lm_prob=data.masked_lm_prob,
         max_predictions_per_seq=max_predictions_per_seq or config.max_predictions_per_seq,
-        strategy=data.mask_strategy, max_ngram=data.max_ngram,
-        span_geometric_p=data.span_geometric_p, span_max_length=data.span_max_length,
-        budget=data.get("mask_budget", "candidates"))
+        strategy=data.mask_strategy,
+        max_ngram=data.max_ngram,
+        span_geometric_p=data.span_geometric_p,
+        span_max_length=data.span_max_length,
+        budget=data.get("mask_budget", "candidates"),
+    )
 
 
-def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
-                 progress: bool = True) -> Any:
+def prepare_data(
+    config: Any, kind: str | None = None, *, documents: Any = None, progress: bool = True
+) -> Any:
     """Tokenizes config.data.source (or `documents`, lists of sentences already read
     from it) into config.data.dir (shards + manifest); trains the tokenizer first unless
     config.tokenizer.path gives one. Returns the Manifest. Every path may be gs://."""
@@ -85,14 +98,18 @@ def prepare_data(config: Any, kind: str | None = None, *, documents: Any = None,
         raise ValueError("--config.data.dir is required: where to write the prepared data")
     offset = cfg.position_offset
     if int(config.max_seq_length) + offset > cfg.max_position_embeddings:
-        raise ValueError(f"max_seq_length={config.max_seq_length} is longer than the model "
-                         f"takes (model.max_position_embeddings={cfg.max_position_embeddings}"
-                         + (f", {offset} of them before the first token" if offset else "")
-                         + ")")
+        raise ValueError(
+            f"max_seq_length={config.max_seq_length} is longer than the model "
+            f"takes (model.max_position_embeddings={cfg.max_position_embeddings}"
+            + (f", {offset} of them before the first token" if offset else "")
+            + ")"
+        )
     if cfg.local_window and cfg.local_window // 2 >= int(config.max_seq_length) - 1:
-        raise ValueError(f"model.local_window={cfg.local_window} spans the whole "
-                         f"max_seq_length={config.max_seq_length}: its local layers would be "
-                         "global; lower model.local_window or raise max_seq_length")
+        raise ValueError(
+            f"model.local_window={cfg.local_window} spans the whole "
+            f"max_seq_length={config.max_seq_length}: its local layers would be "
+            "global; lower model.local_window or raise max_seq_length"
+        )
     # A bad spec, or a bucket that does not exist, fails before any work.
     source = documents if documents is not None else _open_source(config)
     if paths.is_remote(data.dir):
@@ -117,15 +134,24 @@ def _prepare_data(config: Any, cfg: Any, source: Any, kind: str | None, progress
         else:
             tok = _tokenizer(config, source, os.path.join(tmp, "tokenizer"), kind)
         if tok.vocab_size > cfg.vocab_size:
-            raise ValueError(f"tokenizer has {tok.vocab_size} tokens, more than "
-                             f"model.vocab_size={cfg.vocab_size}")
+            raise ValueError(
+                f"tokenizer has {tok.vocab_size} tokens, more than "
+                f"model.vocab_size={cfg.vocab_size}"
+            )
         settings = PrepareSettings(
-            instances=data.instances, max_seq_length=config.max_seq_length,
-            short_seq_prob=data.short_seq_prob, masking=data.masking,
-            masking_config=masking_config(config), dupe_factor=data.dupe_factor,
+            instances=data.instances,
+            max_seq_length=config.max_seq_length,
+            short_seq_prob=data.short_seq_prob,
+            masking=data.masking,
+            masking_config=masking_config(config),
+            dupe_factor=data.dupe_factor,
             dupe_mode=data.get("dupe_mode", "rebuild"),
             nsp_single_sentence=data.get("nsp_single_sentence", "split"),
-            record_format=data.get("format", "bertjax"), docs_per_shard=data.docs_per_shard,
-            validation_every=data.validation_every, num_workers=data.num_workers,
-            seed=config.seed, max_inflight_mb=data.max_inflight_mb)
+            record_format=data.get("format", "bertjax"),
+            docs_per_shard=data.docs_per_shard,
+            validation_every=data.validation_every,
+            num_workers=data.num_workers,
+            seed=config.seed,
+            max_inflight_mb=data.max_inflight_mb,
+        )
         return prepare.prepare(source, tok, data.dir, settings, progress=progress)

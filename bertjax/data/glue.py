@@ -76,8 +76,9 @@ class GlueTask:
         tests = [s for s in self.tsv_files if s.startswith("test")] or ["test"]
         if len(tests) == 1:
             return {tests[0]: f"{self.submission or self.name}.tsv"}
-        return {t: f"{self.submission}-{'m' if t.endswith('_matched') else 'mm'}.tsv"
-                for t in tests}
+        return {
+            t: f"{self.submission}-{'m' if t.endswith('_matched') else 'mm'}.tsv" for t in tests
+        }
 
     @property
     def num_labels(self) -> int:
@@ -89,38 +90,121 @@ def _files(dev: str = "dev.tsv") -> dict[str, str]:
 
 
 _BINARY = ("0", "1")
-TASKS: dict[str, GlueTask] = {t.name: t for t in (
-    GlueTask("cola", ("unacceptable", "acceptable"), ("sentence",), (3,), 1, _files(),
-             tsv_header=False, tsv_label_names=_BINARY, tsv_test_text=("sentence",),
-             metrics=("matthews", "accuracy"), submission="CoLA"),
-    GlueTask("sst2", ("negative", "positive"), ("sentence",), ("sentence",), "label",
-             _files(), tsv_label_names=_BINARY, submission="SST-2"),
-    GlueTask("mrpc", ("not_equivalent", "equivalent"), ("sentence1", "sentence2"),
-             ("#1 String", "#2 String"), "Quality", _files(), tsv_label_names=_BINARY,
-             metrics=("f1", "accuracy"), submission="MRPC"),
-    GlueTask("qqp", ("not_duplicate", "duplicate"), ("question1", "question2"),
-             ("question1", "question2"), "is_duplicate", _files(), tsv_label_names=_BINARY,
-             metrics=("f1", "accuracy"), submission="QQP"),
-    GlueTask("stsb", None, ("sentence1", "sentence2"), ("sentence1", "sentence2"), "score",
-             _files(), metrics=("pearson", "spearman"), submission="STS-B"),
-    GlueTask("mnli", ("entailment", "neutral", "contradiction"), ("premise", "hypothesis"),
-             ("sentence1", "sentence2"), "gold_label",
-             {"train": "train.tsv", "validation_matched": "dev_matched.tsv",
-              "validation_mismatched": "dev_mismatched.tsv",
-              "test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"},
-             dev_splits=("validation_matched", "validation_mismatched"), submission="MNLI"),
-    GlueTask("qnli", ("entailment", "not_entailment"), ("question", "sentence"),
-             ("question", "sentence"), "label", _files(), submission="QNLI"),
-    GlueTask("rte", ("entailment", "not_entailment"), ("sentence1", "sentence2"),
-             ("sentence1", "sentence2"), "label", _files(), submission="RTE"),
-    GlueTask("wnli", ("not_entailment", "entailment"), ("sentence1", "sentence2"),
-             ("sentence1", "sentence2"), "label", _files(), tsv_label_names=_BINARY,
-             submission="WNLI"),
-    # The diagnostic set: MNLI's labels, a test split only (predict with an MNLI model).
-    GlueTask("ax", ("entailment", "neutral", "contradiction"), ("premise", "hypothesis"),
-             ("sentence1", "sentence2"), None, {"test": "AX.tsv"}, dev_splits=(),
-             submission="AX"),
-)}
+TASKS: dict[str, GlueTask] = {
+    t.name: t
+    for t in (
+        GlueTask(
+            "cola",
+            ("unacceptable", "acceptable"),
+            ("sentence",),
+            (3,),
+            1,
+            _files(),
+            tsv_header=False,
+            tsv_label_names=_BINARY,
+            tsv_test_text=("sentence",),
+            metrics=("matthews", "accuracy"),
+            submission="CoLA",
+        ),
+        GlueTask(
+            "sst2",
+            ("negative", "positive"),
+            ("sentence",),
+            ("sentence",),
+            "label",
+            _files(),
+            tsv_label_names=_BINARY,
+            submission="SST-2",
+        ),
+        GlueTask(
+            "mrpc",
+            ("not_equivalent", "equivalent"),
+            ("sentence1", "sentence2"),
+            ("#1 String", "#2 String"),
+            "Quality",
+            _files(),
+            tsv_label_names=_BINARY,
+            metrics=("f1", "accuracy"),
+            submission="MRPC",
+        ),
+        GlueTask(
+            "qqp",
+            ("not_duplicate", "duplicate"),
+            ("question1", "question2"),
+            ("question1", "question2"),
+            "is_duplicate",
+            _files(),
+            tsv_label_names=_BINARY,
+            metrics=("f1", "accuracy"),
+            submission="QQP",
+        ),
+        GlueTask(
+            "stsb",
+            None,
+            ("sentence1", "sentence2"),
+            ("sentence1", "sentence2"),
+            "score",
+            _files(),
+            metrics=("pearson", "spearman"),
+            submission="STS-B",
+        ),
+        GlueTask(
+            "mnli",
+            ("entailment", "neutral", "contradiction"),
+            ("premise", "hypothesis"),
+            ("sentence1", "sentence2"),
+            "gold_label",
+            {
+                "train": "train.tsv",
+                "validation_matched": "dev_matched.tsv",
+                "validation_mismatched": "dev_mismatched.tsv",
+                "test_matched": "test_matched.tsv",
+                "test_mismatched": "test_mismatched.tsv",
+            },
+            dev_splits=("validation_matched", "validation_mismatched"),
+            submission="MNLI",
+        ),
+        GlueTask(
+            "qnli",
+            ("entailment", "not_entailment"),
+            ("question", "sentence"),
+            ("question", "sentence"),
+            "label",
+            _files(),
+            submission="QNLI",
+        ),
+        GlueTask(
+            "rte",
+            ("entailment", "not_entailment"),
+            ("sentence1", "sentence2"),
+            ("sentence1", "sentence2"),
+            "label",
+            _files(),
+            submission="RTE",
+        ),
+        GlueTask(
+            "wnli",
+            ("not_entailment", "entailment"),
+            ("sentence1", "sentence2"),
+            ("sentence1", "sentence2"),
+            "label",
+            _files(),
+            tsv_label_names=_BINARY,
+            submission="WNLI",
+        ),
+        # The diagnostic set: MNLI's labels, a test split only (predict with an MNLI model).
+        GlueTask(
+            "ax",
+            ("entailment", "neutral", "contradiction"),
+            ("premise", "hypothesis"),
+            ("sentence1", "sentence2"),
+            None,
+            {"test": "AX.tsv"},
+            dev_splits=(),
+            submission="AX",
+        ),
+    )
+}
 
 
 def parse_label(task: GlueTask, value: Any, where: str) -> float | int:
@@ -150,8 +234,9 @@ def read_tsv(task: GlueTask, path: str, split: str) -> list[Example]:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     test = split.startswith("test")
     header = task.tsv_header or test  # test files always have one
-    text_cols: Sequence[str | int] = (task.tsv_test_text or task.tsv_text) if test \
-        else task.tsv_text
+    text_cols: Sequence[str | int] = (
+        (task.tsv_test_text or task.tsv_text) if test else task.tsv_text
+    )
     label_col = None if test else task.tsv_label
     names = rows[0] if header and rows else []
 
@@ -159,15 +244,16 @@ def read_tsv(task: GlueTask, path: str, split: str) -> list[Example]:
         if isinstance(c, int):
             return c
         if c not in names:
-            raise DatasetError(f"{path}:1: no column {c!r} in the header "
-                               f"({', '.join(names) or 'empty'})")
+            raise DatasetError(
+                f"{path}:1: no column {c!r} in the header ({', '.join(names) or 'empty'})"
+            )
         return names.index(c)
 
     text_idx = [col(c) for c in text_cols]
     label_idx = col(label_col) if label_col is not None else None
     width = len(names) if header else (len(rows[0]) if rows else 0)
     out = []
-    for n, row in enumerate(rows[1 if header else 0:], start=2 if header else 1):
+    for n, row in enumerate(rows[1 if header else 0 :], start=2 if header else 1):
         where = f"{path}:{n}"
         if not row:
             continue
@@ -175,13 +261,13 @@ def read_tsv(task: GlueTask, path: str, split: str) -> list[Example]:
             raise DatasetError(f"{where}: {len(row)} columns, expected {width}")
         texts = [row[i] for i in text_idx]
         label = parse_label(task, row[label_idx], where) if label_idx is not None else None
-        out.append(Example(f"{split}-{n}", texts[0], texts[1] if len(texts) > 1 else None,
-                           label))
+        out.append(Example(f"{split}-{n}", texts[0], texts[1] if len(texts) > 1 else None, label))
     return out
 
 
-def _read_records(path: str, kind: str, task: GlueTask, split: str,
-                  text_fields: Sequence[str], label_field: str) -> list[Example]:
+def _read_records(
+    path: str, kind: str, task: GlueTask, split: str, text_fields: Sequence[str], label_field: str
+) -> list[Example]:
     if not os.path.exists(path):
         raise DatasetError(f"{path}: missing (the {split} split)")
     out = []
@@ -207,8 +293,14 @@ def _read_records(path: str, kind: str, task: GlueTask, split: str,
             if label is None and not split.startswith("test"):
                 raise DatasetError(f"{where}: no label field {label_field!r}")
             texts = [str(record[k]) for k in text_fields]
-            out.append(Example(f"{split}-{n}", texts[0], texts[1] if len(texts) > 1 else None,
-                               parse_label(task, label, where) if label is not None else None))
+            out.append(
+                Example(
+                    f"{split}-{n}",
+                    texts[0],
+                    texts[1] if len(texts) > 1 else None,
+                    parse_label(task, label, where) if label is not None else None,
+                )
+            )
     return out
 
 
@@ -225,25 +317,41 @@ def _read_tfds(task: GlueTask, split: str) -> list[Example]:
     for i, record in enumerate(tfds.as_numpy(ds)):
         texts = [record[k].decode("utf-8") for k in task.tfds_text]
         label = record["label"].item()
-        out.append(Example(f"{split}-{int(record['idx']) if 'idx' in record else i}",
-                           texts[0], texts[1] if len(texts) > 1 else None,
-                           None if label == -1 else parse_label(task, label, name)))
+        out.append(
+            Example(
+                f"{split}-{int(record['idx']) if 'idx' in record else i}",
+                texts[0],
+                texts[1] if len(texts) > 1 else None,
+                None if label == -1 else parse_label(task, label, name),
+            )
+        )
     return out
 
 
-def _read_glue_dir(path: str, split: str, spec: GlueTask, **options: Any
-                   ) -> tuple[list[Example], str]:
+def _read_glue_dir(
+    path: str, split: str, spec: GlueTask, **options: Any
+) -> tuple[list[Example], str]:
     if split not in spec.tsv_files:
-        raise DatasetError(f"{spec.name} has no {split!r} split; it has "
-                           f"{', '.join(spec.tsv_files)}")
+        raise DatasetError(
+            f"{spec.name} has no {split!r} split; it has {', '.join(spec.tsv_files)}"
+        )
     return read_tsv(spec, os.path.join(path, spec.tsv_files[split]), split), f"glue:{path}"
 
 
 def _records_reader(kind: str) -> Any:
-    def read(path: str, split: str, spec: GlueTask, text_fields: Sequence[str] = ("text",),
-             label_field: str = "label") -> tuple[list[Example], str]:
-        return (_read_records(os.path.join(path, f"{split}.{kind}"), kind, spec, split,
-                              text_fields, label_field), f"{kind}:{path}")
+    def read(
+        path: str,
+        split: str,
+        spec: GlueTask,
+        text_fields: Sequence[str] = ("text",),
+        label_field: str = "label",
+    ) -> tuple[list[Example], str]:
+        return (
+            _read_records(
+                os.path.join(path, f"{split}.{kind}"), kind, spec, split, text_fields, label_field
+            ),
+            f"{kind}:{path}",
+        )
 
     return read
 

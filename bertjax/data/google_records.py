@@ -48,8 +48,15 @@ from bertjax.data.records import DataFormatError
 from bertjax.data.shard_files import shard_name
 from bertjax.errors import one_line
 
-FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions",
-            "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
+FEATURES = (
+    "input_ids",
+    "input_mask",
+    "segment_ids",
+    "masked_lm_positions",
+    "masked_lm_ids",
+    "masked_lm_weights",
+    "next_sentence_labels",
+)
 _SEQ = ("input_ids", "input_mask", "segment_ids")  # length L
 _PRED = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")  # length P
 _BATCH = 1024  # records parsed at a time while scanning
@@ -64,8 +71,9 @@ def feature_spec(tf: Any, length: int, predictions: int) -> dict[str, Any]:
     return spec
 
 
-def unpad(tf: Any, ex: dict[str, Any], length: int, predictions: int, pad_id: int
-          ) -> dict[str, Any]:
+def unpad(
+    tf: Any, ex: dict[str, Any], length: int, predictions: int, pad_id: int
+) -> dict[str, Any]:
     """Parsed Google features -> the pipeline's batch fields: lengths from input_mask,
     ids past the length set to `pad_id`, prediction counts from masked_lm_weights, and
     `layout_ok` [b] (input_mask and the weights are each ones then zeros, as Google's
@@ -77,7 +85,8 @@ def unpad(tf: Any, ex: dict[str, Any], length: int, predictions: int, pad_id: in
     counts = tf.reduce_sum(real_w, axis=1)
     real = tf.sequence_mask(counts, predictions, dtype=tf.int32)
     ok = tf.reduce_all(tf.equal(attention, mask), axis=1) & tf.reduce_all(
-        tf.equal(real, real_w), axis=1)
+        tf.equal(real, real_w), axis=1
+    )
     ids = tf.cast(ex["input_ids"], tf.int32)
     return {
         "input_ids": tf.where(attention > 0, ids, pad_id),
@@ -94,8 +103,10 @@ def unpad(tf: Any, ex: dict[str, Any], length: int, predictions: int, pad_id: in
     }
 
 
-LAYOUT_ERROR = ("input_mask or masked_lm_weights is not a run of ones followed by zeros "
-                "(the layout of Google's create_pretraining_data.py)")
+LAYOUT_ERROR = (
+    "input_mask or masked_lm_weights is not a run of ones followed by zeros "
+    "(the layout of Google's create_pretraining_data.py)"
+)
 
 
 def _shape(tf: Any, path: str, name: str | None = None) -> tuple[int, int] | None:
@@ -106,8 +117,7 @@ def _shape(tf: Any, path: str, name: str | None = None) -> tuple[int, int] | Non
     try:
         first = list(tf.data.TFRecordDataset(path).take(1))
     except tf.errors.OpError as e:
-        raise DataFormatError(f"{name}: not a TFRecord file ({one_line(e.message)})"
-                              ) from None
+        raise DataFormatError(f"{name}: not a TFRecord file ({one_line(e.message)})") from None
     if not first:
         return None
     feats = tf.train.Example.FromString(first[0].numpy()).features.feature
@@ -115,7 +125,8 @@ def _shape(tf: Any, path: str, name: str | None = None) -> tuple[int, int] | Non
     if missing:
         raise DataFormatError(
             f"{name}: record 1 lacks {', '.join(missing)}; not a TFRecord of Google's "
-            "create_pretraining_data.py")
+            "create_pretraining_data.py"
+        )
 
     def size(k: str) -> int:
         f = feats[k]
@@ -125,13 +136,13 @@ def _shape(tf: Any, path: str, name: str | None = None) -> tuple[int, int] | Non
     for k in (*_SEQ, *_PRED):
         ref = "input_ids" if k in _SEQ else "masked_lm_positions"
         if size(k) != size(ref):
-            raise DataFormatError(f"{name}: record 1: {k} has {size(k)} values, {ref} "
-                                  f"{size(ref)}")
+            raise DataFormatError(f"{name}: record 1: {k} has {size(k)} values, {ref} {size(ref)}")
     return length, predictions
 
 
-def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int,
-          name: str | None = None) -> dict[str, Any]:
+def _scan(
+    tf: Any, path: str, length: int, predictions: int, vocab_size: int, name: str | None = None
+) -> dict[str, Any]:
     """Reads every record of local file `path`: {examples, tokens, bytes, sha256};
     DataFormatError naming the file (`name`, default `path`) and the record on a record
     that does not parse, breaks the layout, or holds an id outside the vocabulary."""
@@ -147,19 +158,21 @@ def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int,
         except StopIteration:
             break
         except tf.errors.OpError as e:
-            raise DataFormatError(f"{name}: unreadable after record {examples} "
-                                  f"({one_line(e.message)})") from None
+            raise DataFormatError(
+                f"{name}: unreadable after record {examples} ({one_line(e.message)})"
+            ) from None
         try:
             ex = tf.io.parse_example(raw, spec)
         except tf.errors.InvalidArgumentError:
             for j in range(int(raw.shape[0])):
                 try:
-                    tf.io.parse_example(raw[j:j + 1], spec)
+                    tf.io.parse_example(raw[j : j + 1], spec)
                 except tf.errors.InvalidArgumentError as e:
                     raise DataFormatError(
                         f"{name}: record {examples + j + 1} does not have the features of "
                         f"record 1 (L={length}, P={predictions}): "
-                        f"{one_line(e.message)}") from None
+                        f"{one_line(e.message)}"
+                    ) from None
             raise
         b = {k: v.numpy() for k, v in unpad(tf, ex, length, predictions, 0).items()}
         problem = _problem(b, vocab_size)
@@ -168,8 +181,12 @@ def _scan(tf: Any, path: str, length: int, predictions: int, vocab_size: int,
             raise DataFormatError(f"{name}: record {examples + row + 1}: {what}")
         examples += len(b["lengths"])
         tokens += int(b["lengths"].sum())
-    return {"examples": examples, "tokens": tokens, "bytes": os.path.getsize(path),
-            "sha256": sha256}
+    return {
+        "examples": examples,
+        "tokens": tokens,
+        "bytes": os.path.getsize(path),
+        "sha256": sha256,
+    }
 
 
 def _problem(b: dict[str, np.ndarray], vocab_size: int) -> tuple[int, str] | None:
@@ -177,20 +194,29 @@ def _problem(b: dict[str, np.ndarray], vocab_size: int) -> tuple[int, str] | Non
     real_pred = np.arange(b["masked_lm_positions"].shape[1]) < b["mlm_counts"][:, None]
     checks = (
         (~b["layout_ok"], LAYOUT_ERROR),
-        (((b["input_ids"] < 0) | (b["input_ids"] >= vocab_size)).any(axis=1),
-         f"an input id lies outside the tokenizer's vocabulary [0, {vocab_size})"),
-        ((real_pred & ((b["masked_lm_ids"] < 0) | (b["masked_lm_ids"] >= vocab_size))
-          ).any(axis=1), f"a masked_lm id lies outside the vocabulary [0, {vocab_size})"),
-        ((real_pred & (b["masked_lm_positions"] >= b["lengths"][:, None])).any(axis=1),
-         "a masked_lm position lies past the end of input_mask"),
-        ((b["pair_labels"] != 0) & (b["pair_labels"] != 1),
-         "next_sentence_labels is neither 0 nor 1"),
+        (
+            ((b["input_ids"] < 0) | (b["input_ids"] >= vocab_size)).any(axis=1),
+            f"an input id lies outside the tokenizer's vocabulary [0, {vocab_size})",
+        ),
+        (
+            (real_pred & ((b["masked_lm_ids"] < 0) | (b["masked_lm_ids"] >= vocab_size))).any(
+                axis=1
+            ),
+            f"a masked_lm id lies outside the vocabulary [0, {vocab_size})",
+        ),
+        (
+            (real_pred & (b["masked_lm_positions"] >= b["lengths"][:, None])).any(axis=1),
+            "a masked_lm position lies past the end of input_mask",
+        ),
+        (
+            (b["pair_labels"] != 0) & (b["pair_labels"] != 1),
+            "next_sentence_labels is neither 0 nor 1",
+        ),
     )
     for bad, what in checks:
         if bad.any():
             return int(np.argmax(bad)), what
     return None
-
 
 
 def expand(pattern: str, what: str) -> list[str]:
@@ -227,12 +253,19 @@ def _common_shape(tf: Any, splits: dict[str, Sequence[str]]) -> tuple[int, int]:
         if shape not in (None, (length, predictions)):
             raise DataFormatError(
                 f"{path}: records of L={shape[0]}, P={shape[1]}, but {first} has "
-                f"L={length}, P={predictions}; import each length on its own")
+                f"L={length}, P={predictions}; import each length on its own"
+            )
     return length, predictions
 
 
-def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str, *,
-                  overwrite: bool = False, progress: bool = True) -> Manifest:
+def import_google(
+    splits: dict[str, Sequence[str]],
+    tokenizer: Any,
+    out_dir: str,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Manifest:
     """Makes `out_dir` a data directory of existing Google-format TFRecords.
 
     Args:
@@ -267,8 +300,9 @@ def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str
     total = len({path for files in splits.values() for path in files})
     out_splits: dict[str, Any] = {}
     for split, infos in scanned.items():
-        shards = [{"file": shard_name(split, k, len(infos)), **info}
-                  for k, info in enumerate(infos)]
+        shards = [
+            {"file": shard_name(split, k, len(infos)), **info} for k, info in enumerate(infos)
+        ]
         out_splits[split] = {
             "examples": sum(s["examples"] for s in shards),
             "tokens": sum(s["tokens"] for s in shards),
@@ -309,8 +343,9 @@ def import_google(splits: dict[str, Sequence[str]], tokenizer: Any, out_dir: str
     return Manifest(os.path.abspath(out_dir), raw)
 
 
-def _scan_splits(tf: Any, splits: dict[str, Sequence[str]], vocab: int, progress: bool
-                 ) -> tuple[tuple[int, int], dict[str, list[dict[str, Any]]]]:
+def _scan_splits(
+    tf: Any, splits: dict[str, Sequence[str]], vocab: int, progress: bool
+) -> tuple[tuple[int, int], dict[str, list[dict[str, Any]]]]:
     """((L, P), {split: [{source, examples, tokens, bytes, sha256}]}) of the files. Local
     files: every file's shape first, then each scanned. With files in a bucket, one pass:
     each downloaded once to a temporary local copy, its shape checked, scanned, removed."""
@@ -329,15 +364,19 @@ def _scan_splits(tf: Any, splits: dict[str, Sequence[str]], vocab: int, progress
                     elif own is not None and own != shape:
                         raise DataFormatError(
                             f"{path}: records of L={own[0]}, P={own[1]}, but {first} has "
-                            f"L={shape[0]}, P={shape[1]}; import each length on its own")
+                            f"L={shape[0]}, P={shape[1]}; import each length on its own"
+                        )
                 info = _scan(tf, local, *(shape or (1, 1)), vocab, path)
             scanned[split].append({"source": path, **info})
             if progress:
-                print(f"[{len(scanned[split])}/{len(files)} {split}] {path}: "
-                      f"{info['examples']:,} records", file=sys.stderr, flush=True)
+                print(
+                    f"[{len(scanned[split])}/{len(files)} {split}] {path}: "
+                    f"{info['examples']:,} records",
+                    file=sys.stderr,
+                    flush=True,
+                )
     if shape is None:
-        raise DataFormatError(f"{', '.join(p for fs in splits.values() for p in fs)}: "
-                              "no records")
+        raise DataFormatError(f"{', '.join(p for fs in splits.values() for p in fs)}: no records")
     return shape, scanned
 
 
@@ -352,8 +391,7 @@ def _publish_remote(tokenizer: Any, raw: dict[str, Any], out_dir: str) -> None:
             paths.rmtree(out_dir)
         local_tok = os.path.join(tmp, TOKENIZER_DIR)
         for name in sorted(os.listdir(local_tok)):
-            paths.upload(os.path.join(local_tok, name),
-                         paths.join(out_dir, TOKENIZER_DIR, name))
+            paths.upload(os.path.join(local_tok, name), paths.join(out_dir, TOKENIZER_DIR, name))
         for info in raw["splits"].values():
             for shard in info["shards"]:
                 paths.copy(shard["source"], paths.join(out_dir, shard["file"]))

@@ -66,8 +66,7 @@ def plan_hosts(shard_examples: Sequence[int], process_index: int, process_count:
     n = len(shard_examples)
     if n >= process_count and n % process_count == 0:
         per_host = [
-            sum(shard_examples[j] for j in range(h, n, process_count))
-            for h in range(process_count)
+            sum(shard_examples[j] for j in range(h, n, process_count)) for h in range(process_count)
         ]
         epoch = min(per_host)
         dropped = total - epoch * process_count
@@ -136,7 +135,8 @@ class HostReader:
             order = tf.argsort(keys, stable=True)
             if release is None:
                 ds = tf.data.Dataset.from_tensor_slices(
-                    (tf.gather(files, order), tf.gather(digests, order)))
+                    (tf.gather(files, order), tf.gather(digests, order))
+                )
                 ds = ds.map(lambda f, d: tf.py_function(check, [f, d], tf.string))
                 ds = ds.interleave(
                     lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
@@ -148,11 +148,16 @@ class HostReader:
             else:
                 ordered = tf.gather(files, order)
                 ds = tf.data.Dataset.from_tensor_slices(
-                    (ordered, tf.gather(digests, order), tf.range(tf.size(order))))
-                ds = ds.map(lambda f, d, i: tf.ensure_shape(
-                    tf.py_function(check, [f, d, e, i, ordered], tf.string), []))
-                ds = ds.interleave(lambda f: _read_then_release(tf, f, release),
-                                   cycle_length=cycle, block_length=1)
+                    (ordered, tf.gather(digests, order), tf.range(tf.size(order)))
+                )
+                ds = ds.map(
+                    lambda f, d, i: tf.ensure_shape(
+                        tf.py_function(check, [f, d, e, i, ordered], tf.string), []
+                    )
+                )
+                ds = ds.interleave(
+                    lambda f: _read_then_release(tf, f, release), cycle_length=cycle, block_length=1
+                )
             # An epoch that ends early (shards shorter than the manifest says) would
             # break the position arithmetic of resume: fail instead.
             ds = ds.take(take).apply(tf.data.experimental.assert_cardinality(take))
@@ -171,13 +176,16 @@ class HostReader:
 def _read_then_release(tf: Any, path: Any, release: Callable[[Any], Any]) -> Any:
     """The records of `path`, then `release(path)` with no element of its own."""
     tail = tf.data.Dataset.from_tensors(path).map(
-        lambda p: tf.ensure_shape(tf.py_function(release, [p], tf.string), []))
+        lambda p: tf.ensure_shape(tf.py_function(release, [p], tf.string), [])
+    )
     return tf.data.TFRecordDataset(path, buffer_size=1 << 20).concatenate(
-        tail.filter(lambda _: tf.constant(False)))
+        tail.filter(lambda _: tf.constant(False))
+    )
 
 
-def parse_fn(tf: Any, length: int, p: int, pad: int, *, google: bool, static: bool
-             ) -> Callable[[Any], dict[str, Any]]:
+def parse_fn(
+    tf: Any, length: int, p: int, pad: int, *, google: bool, static: bool
+) -> Callable[[Any], dict[str, Any]]:
     """[b] serialized records -> the pipeline's batch tensors: input_ids,
     token_type_ids, attention_mask [b, length] int32 (ids padded with `pad`), lengths,
     type_lengths, pair_labels [b] int32; with `static` masks also masked_lm_positions,
@@ -187,8 +195,7 @@ def parse_fn(tf: Any, length: int, p: int, pad: int, *, google: bool, static: bo
         from bertjax.data import google_records
 
         spec = google_records.feature_spec(tf, length, p)
-        return lambda raw: google_records.unpad(
-            tf, tf.io.parse_example(raw, spec), length, p, pad)
+        return lambda raw: google_records.unpad(tf, tf.io.parse_example(raw, spec), length, p, pad)
     features = {
         "input_ids": tf.io.RaggedFeature(tf.int64),
         "token_type_ids": tf.io.RaggedFeature(tf.int64),

@@ -326,8 +326,9 @@ def create_instances(
     stats = stats if stats is not None else InstanceStats()
     budget = segment_budget(kind, max_seq_length)
     if single_sentence not in SINGLE_SENTENCE:
-        raise ValueError(f"nsp_single_sentence={single_sentence!r} must be one of "
-                         f"{', '.join(SINGLE_SENTENCE)}")
+        raise ValueError(
+            f"nsp_single_sentence={single_sentence!r} must be one of {', '.join(SINGLE_SENTENCE)}"
+        )
     if not 0.0 <= short_seq_prob <= 1.0:
         raise ValueError(f"short_seq_prob={short_seq_prob!r} must be in [0, 1]")
     for doc in docs:  # a contract check, cheap: pieces must fit one segment
@@ -340,12 +341,22 @@ def create_instances(
     if kind in PAIR_KINDS:
         for d in range(len(docs)):
             _pairs_from_document(
-                docs, d, kind, budget, short_seq_prob, cls_id, sep_id, rng, stats, out,
+                docs,
+                d,
+                kind,
+                budget,
+                short_seq_prob,
+                cls_id,
+                sep_id,
+                rng,
+                stats,
+                out,
                 single_sentence,
             )
     else:
-        for ids, spans in packing.packed_instances(docs, budget, kind == "full_sentences",
-                                                   cls_id, sep_id):
+        for ids, spans in packing.packed_instances(
+            docs, budget, kind == "full_sentences", cls_id, sep_id
+        ):
             out.append(Instance(ids, _token_types(len(ids), 0), NO_PAIR_LABEL, spans))
     if shuffle and out:
         out = [out[k] for k in rng.permutation(len(out))]

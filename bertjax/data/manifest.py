@@ -45,8 +45,10 @@ SPLITS = ("train", "validation")
 RECORD_FORMATS = ("bertjax", "google")
 # What a manifest says about the preparation run rather than the data: `prepare data`
 # run again over finished data (or with other workers) rewrites these and nothing else.
-_RUN_ONLY = {"input_stats": ("shards_reused", "shards_written"),
-             "settings": ("num_workers", "max_inflight_mb")}
+_RUN_ONLY = {
+    "input_stats": ("shards_reused", "shards_written"),
+    "settings": ("num_workers", "max_inflight_mb"),
+}
 _REQUIRED = ("settings", "tokenizer", "masking", "splits", "source_stats", "vocab_check")
 
 
@@ -72,7 +74,8 @@ class Manifest(Mapping[str, Any]):
         path = paths.join(data_dir, MANIFEST)
         if not paths.isfile(path):
             raise DataFormatError(
-                f"{path}: not found (prepare the data first: python -m bertjax prepare data)")
+                f"{path}: not found (prepare the data first: python -m bertjax prepare data)"
+            )
         try:
             raw = json.loads(paths.read_bytes(path).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -105,8 +108,7 @@ class Manifest(Mapping[str, Any]):
         if m.get("format") != FORMAT:
             raise self._fail(f"format is {m.get('format')!r}, expected {FORMAT!r}")
         if m.get("version") != VERSION:
-            raise self._fail(f"version {m.get('version')!r} is not supported "
-                             f"(expected {VERSION})")
+            raise self._fail(f"version {m.get('version')!r} is not supported (expected {VERSION})")
         for key in _REQUIRED:
             if key not in m:
                 raise self._fail(f"missing key {key!r}")
@@ -126,8 +128,9 @@ class Manifest(Mapping[str, Any]):
         for split, info in splits.items():
             self._check_split(split, info, verify_checksums, listed)
 
-    def _check_split(self, split: str, info: Any, verify_checksums: bool,
-                     listed: dict[str, int] | None) -> None:
+    def _check_split(
+        self, split: str, info: Any, verify_checksums: bool, listed: dict[str, int] | None
+    ) -> None:
         if split not in SPLITS:
             raise self._fail(f"unknown split {split!r}")
         shards = info.get("shards") if isinstance(info, dict) else None
@@ -136,8 +139,9 @@ class Manifest(Mapping[str, Any]):
         for key in ("examples", "tokens"):
             total = sum(s.get(key, 0) for s in shards if isinstance(s, dict))
             if info.get(key) != total:
-                raise self._fail(f"splits.{split}.{key}={info.get(key)!r} but its shards add "
-                                 f"up to {total}")
+                raise self._fail(
+                    f"splits.{split}.{key}={info.get(key)!r} but its shards add up to {total}"
+                )
         for s in shards:
             if not isinstance(s, dict) or not isinstance(s.get("file"), str):
                 raise self._fail(f"splits.{split}: a shard entry lacks 'file'")
@@ -149,8 +153,7 @@ class Manifest(Mapping[str, Any]):
                 if size is None:
                     raise self._fail(f"shard {s['file']} is missing")
                 if "bytes" in s and size != s["bytes"]:
-                    raise self._fail(f"shard {s['file']} has {size} bytes, expected "
-                                     f"{s['bytes']}")
+                    raise self._fail(f"shard {s['file']} has {size} bytes, expected {s['bytes']}")
                 if verify_checksums and paths.sha256(shard_path) != s.get("sha256"):
                     raise self._fail(f"shard {s['file']} does not match its sha256")
                 continue
@@ -169,20 +172,24 @@ class Manifest(Mapping[str, Any]):
         if not _is_int(self.settings["max_seq_length"], 2):
             raise self._fail("settings.max_seq_length must be an integer >= 2")
         if self.record_format not in RECORD_FORMATS:
-            raise self._fail(f"settings.record_format is {self.record_format!r}, expected one "
-                             f"of {', '.join(RECORD_FORMATS)}")
+            raise self._fail(
+                f"settings.record_format is {self.record_format!r}, expected one "
+                f"of {', '.join(RECORD_FORMATS)}"
+            )
         predictions = self.setting("max_predictions_per_seq")
         if self.record_format == "google" and (
-                self.masking != "static" or not _is_int(predictions, 1)):
-            raise self._fail("Google-format shards must be statically masked, with "
-                             "settings.max_predictions_per_seq")
+            self.masking != "static" or not _is_int(predictions, 1)
+        ):
+            raise self._fail(
+                "Google-format shards must be statically masked, with "
+                "settings.max_predictions_per_seq"
+            )
         for name, split in self.splits.items():
             for i, shard in enumerate(split["shards"]):
                 if not shard["file"]:
                     raise self._fail(f"splits.{name}.shards[{i}].file is empty")
                 if not _is_int(shard.get("examples"), 0):
-                    raise self._fail(f"splits.{name}.shards[{i}].examples must be an "
-                                     "integer >= 0")
+                    raise self._fail(f"splits.{name}.shards[{i}].examples must be an integer >= 0")
 
     # ------------------------------------------------------------------ accessors
 
@@ -204,7 +211,7 @@ class Manifest(Mapping[str, Any]):
 
     @property
     def masking(self) -> str:
-        """"static" (masks stored in the shards) or "dynamic" (the pipeline masks)."""
+        """ "static" (masks stored in the shards) or "dynamic" (the pipeline masks)."""
         return self.raw["masking"]
 
     @property
@@ -249,12 +256,16 @@ class Manifest(Mapping[str, Any]):
         with paths.local_copy(tok_dir) as local:
             local_json = os.path.join(local, "tokenizer.json")
             if expected and os.path.isfile(local_json) and paths.sha256(local_json) != expected:
-                raise DataFormatError(f"{tok_json}: sha256 differs from {self.path}; the "
-                                      "tokenizer changed after the data was prepared")
+                raise DataFormatError(
+                    f"{tok_json}: sha256 differs from {self.path}; the "
+                    "tokenizer changed after the data was prepared"
+                )
             tokenizer = load_tokenizer(local)
         if tokenizer.vocab_size != self.vocab_size:
-            raise DataFormatError(f"{tok_dir}: vocab_size {tokenizer.vocab_size} differs from "
-                                  f"{self.path}'s {self.vocab_size}")
+            raise DataFormatError(
+                f"{tok_dir}: vocab_size {tokenizer.vocab_size} differs from "
+                f"{self.path}'s {self.vocab_size}"
+            )
         return tokenizer
 
     def digest(self) -> str:
@@ -313,15 +324,21 @@ def save_tokenizer(tokenizer: Any, out_dir: str) -> dict[str, Any]:
     else:
         paths.replace_directory(tmp, final)
     sha256 = paths.sha256(os.path.join(final, "tokenizer.json"))
-    return {"kind": tokenizer.kind, "class": tokenizer.tokenizer_class,
-            "vocab_size": tokenizer.vocab_size, "sha256": sha256, "dir": TOKENIZER_DIR,
-            "cls_id": tokenizer.cls_id, "sep_id": tokenizer.sep_id,
-            "pad_id": tokenizer.pad_id, "mask_id": tokenizer.mask_id}
+    return {
+        "kind": tokenizer.kind,
+        "class": tokenizer.tokenizer_class,
+        "vocab_size": tokenizer.vocab_size,
+        "sha256": sha256,
+        "dir": TOKENIZER_DIR,
+        "cls_id": tokenizer.cls_id,
+        "sep_id": tokenizer.sep_id,
+        "pad_id": tokenizer.pad_id,
+        "mask_id": tokenizer.mask_id,
+    }
 
 
 def _is_int(value: Any, minimum: int) -> bool:
-    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            and value >= minimum)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
 def _json_default(o: Any) -> Any:

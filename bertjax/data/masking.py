@@ -97,8 +97,10 @@ class MaskingConfig:
         _check_prob("mask_token_prob", self.mask_token_prob)
         _check_prob("random_token_prob", self.random_token_prob)
         if self.budget not in BUDGETS:
-            raise ValueError(f"MaskingConfig.budget={self.budget!r} is unknown; expected one "
-                             f"of {', '.join(BUDGETS)}")
+            raise ValueError(
+                f"MaskingConfig.budget={self.budget!r} is unknown; expected one "
+                f"of {', '.join(BUDGETS)}"
+            )
         if self.mask_token_prob + self.random_token_prob > 1 + 1e-9:
             raise ValueError(
                 f"MaskingConfig.mask_token_prob + random_token_prob = "
@@ -327,8 +329,9 @@ class Masker:
                 unit_start = word_start
                 selected = mask_selection.choose_units(cand, unit_start, budget, rng)
             else:
-                unit_start = mask_selection.span_starts(word_start, run_start,
-                                                        self._length_cdf, rng)
+                unit_start = mask_selection.span_starts(
+                    word_start, run_start, self._length_cdf, rng
+                )
                 selected = mask_selection.choose_units(cand, unit_start, budget, rng, word_start)
         if not units:
             return ids, None, selected

@@ -44,8 +44,10 @@ def mixture_weights(key: str, mixture: Mapping[str, Any], rows: Sequence[int]) -
     weights, temperature = mixture.get("weights"), mixture.get("temperature")
     unknown = sorted(set(mixture) - {"sources", "weights", "temperature", "names"})
     if unknown:
-        raise ValueError(f"{key}.{unknown[0]}: unknown mixture key (expected sources, "
-                         "weights or temperature, names)")
+        raise ValueError(
+            f"{key}.{unknown[0]}: unknown mixture key (expected sources, "
+            "weights or temperature, names)"
+        )
     if len(sources) < 1:
         raise ValueError(f"{key}.sources: empty; name the prepared data directories to mix")
     names = mixture.get("names")
@@ -59,8 +61,10 @@ def mixture_weights(key: str, mixture: Mapping[str, Any], rows: Sequence[int]) -
             raise ValueError(f"{key}.weights: {len(w)} weights for {len(sources)} sources")
         bad = [i for i, x in enumerate(w) if not x >= 0]
         if bad:
-            raise ValueError(f"{key}.weights[{bad[0]}]={weights[bad[0]]}: must be >= 0 "
-                             f"(source {sources[bad[0]]})")
+            raise ValueError(
+                f"{key}.weights[{bad[0]}]={weights[bad[0]]}: must be >= 0 "
+                f"(source {sources[bad[0]]})"
+            )
     else:
         if not float(temperature) > 0:
             raise ValueError(f"{key}.temperature={temperature}: must be positive")
@@ -80,19 +84,26 @@ def check_sources(key: str, sources: Sequence[str], manifests: Sequence[Any]) ->
             raise ValueError(f"{key}.sources: {path} holds the same data as {seen[digest]}")
         seen[digest] = path
         if m.raw["tokenizer"].get("sha256") != first.raw["tokenizer"].get("sha256"):
-            raise ValueError(f"{key}.sources: {path} has another tokenizer than "
-                             f"{sources[0]}; a mixture's sources must share one")
-        for what, mine, theirs in (("max_seq_length", m.max_seq_length, first.max_seq_length),
-                                   ("masking", m.masking, first.masking)):
+            raise ValueError(
+                f"{key}.sources: {path} has another tokenizer than "
+                f"{sources[0]}; a mixture's sources must share one"
+            )
+        for what, mine, theirs in (
+            ("max_seq_length", m.max_seq_length, first.max_seq_length),
+            ("masking", m.masking, first.masking),
+        ):
             if mine != theirs:
-                raise ValueError(f"{key}.sources: {path} was prepared with {what}={mine}, "
-                                 f"{sources[0]} with {theirs}")
+                raise ValueError(
+                    f"{key}.sources: {path} was prepared with {what}={mine}, "
+                    f"{sources[0]} with {theirs}"
+                )
 
 
 def _entropy(seed: int, digests: Sequence[str], weights: np.ndarray) -> list[int]:
-    h = hashlib.sha256(repr((int(seed), list(digests), [float(x) for x in weights]))
-                       .encode()).digest()
-    return [int.from_bytes(h[i:i + 4], "little") for i in range(0, 32, 4)]
+    h = hashlib.sha256(
+        repr((int(seed), list(digests), [float(x) for x in weights])).encode()
+    ).digest()
+    return [int.from_bytes(h[i : i + 4], "little") for i in range(0, 32, 4)]
 
 
 class Mixture:
@@ -102,18 +113,26 @@ class Mixture:
     numpy arrays, b = host_batch) from its batch start_batch on.
     """
 
-    def __init__(self, names: Sequence[str], digests: Sequence[str], weights: np.ndarray,
-                 host_batch: int, seed: int, process_index: int,
-                 open_source: Callable[[int, int], Iterator[dict[str, np.ndarray]]],
-                 start_step: int = 0) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        digests: Sequence[str],
+        weights: np.ndarray,
+        host_batch: int,
+        seed: int,
+        process_index: int,
+        open_source: Callable[[int, int], Iterator[dict[str, np.ndarray]]],
+        start_step: int = 0,
+    ) -> None:
         order = sorted(range(len(digests)), key=lambda i: digests[i])  # by content
         self.names = [names[i] for i in order]
         self.weights = np.asarray(weights, np.float64)[order]
         self.b, self.step = int(host_batch), int(start_step)
         base = _entropy(seed, [digests[i] for i in order], self.weights)
         self._shuffle_key = [*base, int(process_index)]
-        self._counts = np.random.Generator(np.random.Philox(
-            np.random.SeedSequence([*base, int(process_index), 0])))
+        self._counts = np.random.Generator(
+            np.random.Philox(np.random.SeedSequence([*base, int(process_index), 0]))
+        )
         self.rows = np.zeros(len(order), np.int64)  # taken from each source so far
         done = 0
         while done < self.step:  # replay the draws of the steps already trained
@@ -136,7 +155,7 @@ class Mixture:
                 buffer[:] = [next(self._iters[k]), 0]
             batch, at = buffer
             m = min(n, self.b - at)
-            parts.append({key: v[at:at + m] for key, v in batch.items()})
+            parts.append({key: v[at : at + m] for key, v in batch.items()})
             buffer[1], n = at + m, n - m
         return parts
 

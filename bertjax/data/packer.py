@@ -34,9 +34,14 @@ import numpy as np
 METHODS = ("best_fit", "first_fit")
 
 
-def pack(lengths: Sequence[int], row_length: int, method: str = "best_fit",
-         max_per_row: int = 0, costs: Sequence[int] | None = None, budget: int = 0
-         ) -> list[list[int]]:
+def pack(
+    lengths: Sequence[int],
+    row_length: int,
+    method: str = "best_fit",
+    max_per_row: int = 0,
+    costs: Sequence[int] | None = None,
+    budget: int = 0,
+) -> list[list[int]]:
     """Rows of sequence indices: every sequence in exactly one row, each row's lengths
     summing to at most `row_length` (and at most `max_per_row` sequences, > 0; and
     `costs` summing to at most `budget`, > 0: static masks' predictions).
@@ -56,15 +61,15 @@ def pack(lengths: Sequence[int], row_length: int, method: str = "best_fit",
         if n > row_length:
             raise ValueError(f"sequence {i} has {n} tokens, more than the row's {row_length}")
         if budget and costs[i] > budget:
-            raise ValueError(f"sequence {i} has {costs[i]} predictions, more than a row's "
-                             f"{budget}")
+            raise ValueError(f"sequence {i} has {costs[i]} predictions, more than a row's {budget}")
     rows: list[list[int]] = []
     room: list[int] = []  # tokens left per row
     spent: list[int] = []  # costs per row
 
     def fits(r: int, i: int) -> bool:
-        return ((not max_per_row or len(rows[r]) < max_per_row)
-                and (not budget or spent[r] + costs[i] <= budget))
+        return (not max_per_row or len(rows[r]) < max_per_row) and (
+            not budget or spent[r] + costs[i] <= budget
+        )
 
     def place(r: int | None, i: int) -> int:
         if r is None:  # a new row
@@ -94,9 +99,15 @@ def pack(lengths: Sequence[int], row_length: int, method: str = "best_fit",
     return sorted(sorted(r) for r in rows)
 
 
-def pack_rows(batch: Mapping[str, np.ndarray], rows: Sequence[Sequence[int]],
-              num_rows: int, slots: int, predictions: int, pad_id: int,
-              token_keys: Sequence[str] = ("token_type_ids",)) -> dict[str, np.ndarray]:
+def pack_rows(
+    batch: Mapping[str, np.ndarray],
+    rows: Sequence[Sequence[int]],
+    num_rows: int,
+    slots: int,
+    predictions: int,
+    pad_id: int,
+    token_keys: Sequence[str] = ("token_type_ids",),
+) -> dict[str, np.ndarray]:
     """The packed batch of `rows` (lists of indices into `batch`'s rows).
 
     batch: one sequence per row, padded at the end: input_ids, token_type_ids,
@@ -112,9 +123,11 @@ def pack_rows(batch: Mapping[str, np.ndarray], rows: Sequence[Sequence[int]],
     length = ids.shape[1]
     real = np.asarray(batch["attention_mask"]) > 0
     n = real.sum(axis=1)
-    out = {"input_ids": np.full((num_rows, length), pad_id, ids.dtype),
-           "num_sequences": np.zeros(num_rows, np.int32),
-           "attention_mask": np.zeros((num_rows, length), np.int32)}
+    out = {
+        "input_ids": np.full((num_rows, length), pad_id, ids.dtype),
+        "num_sequences": np.zeros(num_rows, np.int32),
+        "attention_mask": np.zeros((num_rows, length), np.int32),
+    }
     token_keys = [k for k in token_keys if k in batch]
     for k in token_keys:
         out[k] = np.zeros((num_rows, length), batch[k].dtype)
@@ -129,26 +142,28 @@ def pack_rows(batch: Mapping[str, np.ndarray], rows: Sequence[Sequence[int]],
         out[k] = np.full((num_rows, slots, *batch[k].shape[1:]), fill, batch[k].dtype)
     for r, members in enumerate(rows):
         if len(members) > slots:
-            raise ValueError(f"packed row {r} has {len(members)} sequences, more than its "
-                             f"{slots} slots")
+            raise ValueError(
+                f"packed row {r} has {len(members)} sequences, more than its {slots} slots"
+            )
         at, p = 0, 0
         out["num_sequences"][r] = len(members)
         for slot, i in enumerate(members):
             m = int(n[i])
             if at + m > length:
                 raise ValueError(f"packed row {r} holds {at + m} tokens, more than {length}")
-            out["input_ids"][r, at:at + m] = ids[i, :m]
-            out["attention_mask"][r, at:at + m] = slot + 1
+            out["input_ids"][r, at : at + m] = ids[i, :m]
+            out["attention_mask"][r, at : at + m] = slot + 1
             for k in token_keys:
-                out[k][r, at:at + m] = batch[k][i, :m]
+                out[k][r, at : at + m] = batch[k][i, :m]
             if mlm:
                 q = int(mlm_real[i].sum())
                 if p + q > predictions:
-                    raise ValueError(f"packed row {r} holds {p + q} masked positions, more "
-                                     f"than {predictions}")
-                out["masked_lm_positions"][r, p:p + q] = batch["masked_lm_positions"][i, :q] + at
-                out["masked_lm_ids"][r, p:p + q] = batch["masked_lm_ids"][i, :q]
-                out["masked_lm_weights"][r, p:p + q] = batch["masked_lm_weights"][i, :q]
+                    raise ValueError(
+                        f"packed row {r} holds {p + q} masked positions, more than {predictions}"
+                    )
+                out["masked_lm_positions"][r, p : p + q] = batch["masked_lm_positions"][i, :q] + at
+                out["masked_lm_ids"][r, p : p + q] = batch["masked_lm_ids"][i, :q]
+                out["masked_lm_weights"][r, p : p + q] = batch["masked_lm_weights"][i, :q]
                 p += q
             for k in seq_keys:
                 value = batch[k][i]
@@ -169,8 +184,10 @@ def check(batch: Mapping[str, np.ndarray]) -> None:
     mask = np.asarray(batch["attention_mask"])
     count = np.asarray(batch["num_sequences"])
     if mask.ndim != 2 or count.shape != mask.shape[:1]:
-        raise ValueError(f"packed batch: attention_mask {mask.shape} and num_sequences "
-                         f"{count.shape} do not match ([rows, length] and [rows])")
+        raise ValueError(
+            f"packed batch: attention_mask {mask.shape} and num_sequences "
+            f"{count.shape} do not match ([rows, length] and [rows])"
+        )
     real = mask > 0
     step = mask[:, 1:] - mask[:, :-1]
     ok = (mask >= 0).all(axis=1) & (real[:, :-1] >= real[:, 1:]).all(axis=1)  # padding last
@@ -179,14 +196,22 @@ def check(batch: Mapping[str, np.ndarray]) -> None:
     ok &= mask.max(axis=1, initial=0) == count
     if not ok.all():
         r = int(np.argmin(ok))
-        raise ValueError(f"packed batch row {r}: segment numbers {mask[r].tolist()} are not "
-                         f"1..{int(count[r])} in order, each contiguous, padding last "
-                         f"(num_sequences {int(count[r])})")
+        raise ValueError(
+            f"packed batch row {r}: segment numbers {mask[r].tolist()} are not "
+            f"1..{int(count[r])} in order, each contiguous, padding last "
+            f"(num_sequences {int(count[r])})"
+        )
 
 
-def pack_batch(batch: Mapping[str, np.ndarray], pad_id: int, method: str = "best_fit",
-               slots: int = 16, predictions: int = 0, row_multiple: int = 8,
-               token_keys: Sequence[str] = ("token_type_ids",)) -> dict[str, np.ndarray]:
+def pack_batch(
+    batch: Mapping[str, np.ndarray],
+    pad_id: int,
+    method: str = "best_fit",
+    slots: int = 16,
+    predictions: int = 0,
+    row_multiple: int = 8,
+    token_keys: Sequence[str] = ("token_type_ids",),
+) -> dict[str, np.ndarray]:
     """A host batch of one sequence per row (rows without tokens are dropped) -> its
     packed batch: the sequences packed by `pack` over the batch (the window), in
     ceil(rows / row_multiple) * row_multiple rows (at most as many as the batch had:
@@ -205,7 +230,6 @@ def pack_batch(batch: Mapping[str, np.ndarray], pad_id: int, method: str = "best
     rows = [[int(real[i]) for i in r] for r in rows]
     multiple = max(1, int(row_multiple))
     num_rows = min(len(mask), max(multiple, -(-len(rows) // multiple) * multiple))
-    out = pack_rows(batch, rows, max(num_rows, len(rows)), slots, predictions, pad_id,
-                    token_keys)
+    out = pack_rows(batch, rows, max(num_rows, len(rows)), slots, predictions, pad_id, token_keys)
     check(out)
     return out

@@ -80,9 +80,7 @@ _tf = tensorflow  # TensorFlow, imported on first use with accelerators hidden
 
 
 def _is_int(value: Any, minimum: int) -> bool:
-    return (
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
-    )
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,34 +124,48 @@ class PipelineConfig:
         if not _is_int(batch, 1):
             raise ValueError(f"global_batch_size={batch!r} must be an integer >= 1")
         if not _is_int(count, 1) or not _is_int(index, 0):
-            raise ValueError(f"process_index={index!r}, process_count={count!r} must be "
-                             "integers with 0 <= process_index < process_count")
+            raise ValueError(
+                f"process_index={index!r}, process_count={count!r} must be "
+                "integers with 0 <= process_index < process_count"
+            )
         if index >= count:
             raise ValueError(f"process_index={index} must be < process_count={count}")
         if batch % count:
-            raise ValueError(f"global_batch_size={batch} is not divisible by "
-                             f"process_count={count}")
+            raise ValueError(f"global_batch_size={batch} is not divisible by process_count={count}")
         if not _is_int(self.seed, 0):
             raise ValueError(f"seed={self.seed!r} must be a non-negative integer")
         if self.packing not in ("off", "best_fit", "first_fit"):
             raise ValueError(f"packing={self.packing!r}: off, best_fit or first_fit")
         if self.packing != "off" and count > 1:
-            raise ValueError("packing with several hosts is not supported yet: packed "
-                             "batches vary in rows per host")
+            raise ValueError(
+                "packing with several hosts is not supported yet: packed "
+                "batches vary in rows per host"
+            )
         if not _is_int(self.start_step, 0):
             raise ValueError(f"start_step={self.start_step!r} must be a non-negative integer")
         if self.max_position_embeddings is not None and (
-                int(self.max_position_embeddings) - int(self.position_offset) < 1):
-            raise ValueError(f"max_position_embeddings={self.max_position_embeddings} leaves "
-                             f"no position after position_offset={self.position_offset}")
-        for name, kind in (("global_batch_size", int), ("seed", int), ("process_index", int),
-                           ("process_count", int), ("shuffle_buffer", int),
-                           ("start_step", int), ("repeat", bool), ("position_offset", int)):
+            int(self.max_position_embeddings) - int(self.position_offset) < 1
+        ):
+            raise ValueError(
+                f"max_position_embeddings={self.max_position_embeddings} leaves "
+                f"no position after position_offset={self.position_offset}"
+            )
+        for name, kind in (
+            ("global_batch_size", int),
+            ("seed", int),
+            ("process_index", int),
+            ("process_count", int),
+            ("shuffle_buffer", int),
+            ("start_step", int),
+            ("repeat", bool),
+            ("position_offset", int),
+        ):
             object.__setattr__(self, name, kind(getattr(self, name)))
         object.__setattr__(self, "queue_size", max(1, int(self.queue_size)))
         if not isinstance(self.cache_gb, numbers.Real) or self.cache_gb < 0:
-            raise ValueError(f"cache_gb={self.cache_gb!r} must be a number >= 0 (0: half the "
-                             "free disk)")
+            raise ValueError(
+                f"cache_gb={self.cache_gb!r} must be a number >= 0 (0: half the free disk)"
+            )
 
     @property
     def host_batch_size(self) -> int:
@@ -195,11 +207,14 @@ class Pipeline:
         self.max_seq_length = manifest.max_seq_length
         self.vocab_size = int(manifest.vocab_size)
         self.examples = sum(s["examples"] for s in shards)
-        self.plan = plan_hosts([s["examples"] for s in shards], config.process_index,
-                               config.process_count)
+        self.plan = plan_hosts(
+            [s["examples"] for s in shards], config.process_index, config.process_count
+        )
         if self.plan.epoch_examples == 0:
-            raise DataError(f"{manifest.path}: split {config.split!r} has {self.examples} "
-                            f"examples, too few for {config.process_count} host(s)")
+            raise DataError(
+                f"{manifest.path}: split {config.split!r} has {self.examples} "
+                f"examples, too few for {config.process_count} host(s)"
+            )
         self.epoch_examples = self.plan.epoch_examples
         self.dropped_per_epoch = self.plan.dropped_per_epoch
         self._verified: set[str] = set()  # shards whose sha256 matched (`_check_shard`)
@@ -215,20 +230,26 @@ class Pipeline:
             [self.files[i] for i in self.plan.files],
             [str(shards[i].get("sha256", "")) for i in self.plan.files],
             [paths.relative(self.files[i], manifest.data_dir) for i in self.plan.files],
-            self.plan, config.seed, config.process_index, config.process_count,
-            config.shuffle_buffer, check, release)
+            self.plan,
+            config.seed,
+            config.process_index,
+            config.process_count,
+            config.shuffle_buffer,
+            check,
+            release,
+        )
         tokenizer = manifest.load_tokenizer()
         self.pad_id = int(tokenizer.pad_id)
         self._google = manifest.record_format == "google"
         self._static = config.masking is None
-        self.max_predictions_per_seq, self._masker = _masking(manifest, config.masking,
-                                                              tokenizer)
+        self.max_predictions_per_seq, self._masker = _masking(manifest, config.masking, tokenizer)
         self._max_length = config.max_length(self.max_seq_length)
         self._step = config.start_step
 
     @classmethod
-    def restore(cls, state: Mapping[str, Any], manifest: Manifest,
-                config: PipelineConfig) -> Pipeline:
+    def restore(
+        cls, state: Mapping[str, Any], manifest: Manifest, config: PipelineConfig
+    ) -> Pipeline:
         """A pipeline (the saved run's manifest and config) whose next batch is batch k+1."""
         step = state.get("step") if isinstance(state, Mapping) else None
         if not _is_int(step, 0):
@@ -273,9 +294,11 @@ class Pipeline:
         path, digest = path.numpy().decode(), digest.numpy().decode()
         if digest and path not in self._verified:
             if paths.sha256(path) != digest:
-                raise DataError(f"{_SHARD_MARK}{path}: its sha256 differs from "
-                                f"{self.manifest.path}; the shard is damaged or was replaced. "
-                                "Prepare the data again")
+                raise DataError(
+                    f"{_SHARD_MARK}{path}: its sha256 differs from "
+                    f"{self.manifest.path}; the shard is damaged or was replaced. "
+                    "Prepare the data again"
+                )
             self._verified.add(path)
         return path
 
@@ -288,12 +311,13 @@ class Pipeline:
 
         self._owner = next(_OWNERS)
         # (sha256, bytes) per URL; "" / None where an older manifest lacks them.
-        self._shards = {self.files[i]: (str(s.get("sha256", "")), s.get("bytes"))
-                        for i, s in enumerate(shards)}
-        sizes = sorted((self._shards[self.files[i]][1] or 0 for i in self.plan.files),
-                       reverse=True)
-        return cache_lib.shared(self.config.cache_dir, float(self.config.cache_gb),
-                                sum(sizes[:CYCLE_LENGTH]))
+        self._shards = {
+            self.files[i]: (str(s.get("sha256", "")), s.get("bytes")) for i, s in enumerate(shards)
+        }
+        sizes = sorted((self._shards[self.files[i]][1] or 0 for i in self.plan.files), reverse=True)
+        return cache_lib.shared(
+            self.config.cache_dir, float(self.config.cache_gb), sum(sizes[:CYCLE_LENGTH])
+        )
 
     def _fetch(self, url: Any, digest: Any, epoch: Any, index: Any, ordered: Any) -> str:
         """tf.data's check for a shard in a bucket: its local copy (downloaded and checked
@@ -306,10 +330,12 @@ class Pipeline:
         try:
             local = self._cache.acquire(url, sha256, size, self._owner, epoch)
         except ChecksumMismatch:
-            raise DataError(f"{_SHARD_MARK}{url}: its sha256 differs from "
-                            f"{self.manifest.path}; the shard is damaged or was replaced. "
-                            "Prepare the data again") from None
-        upcoming = [u.decode() for u in ordered.numpy()[index + 1:index + 1 + CYCLE_LENGTH]]
+            raise DataError(
+                f"{_SHARD_MARK}{url}: its sha256 differs from "
+                f"{self.manifest.path}; the shard is damaged or was replaced. "
+                "Prepare the data again"
+            ) from None
+        upcoming = [u.decode() for u in ordered.numpy()[index + 1 : index + 1 + CYCLE_LENGTH]]
         self._cache.prefetch([(u, *self._shards[u]) for u in upcoming])
         return local
 
@@ -331,8 +357,14 @@ class Pipeline:
         return [self._local_path(i) for i in range(len(self.files))]
 
     def _parse_fn(self, tf):
-        return parse_fn(tf, self.max_seq_length, self.max_predictions_per_seq, self.pad_id,
-                        google=self._google, static=self._static)
+        return parse_fn(
+            tf,
+            self.max_seq_length,
+            self.max_predictions_per_seq,
+            self.pad_id,
+            google=self._google,
+            static=self._static,
+        )
 
     # ------------------------------------------------------------------ numpy stage
 
@@ -423,10 +455,14 @@ class Pipeline:
         if self.config.packing != "off":  # several sequences per row (packer.py)
             from bertjax.data import packer
 
-            out = packer.pack_batch({**out, "input_ids": ids}, self.pad_id, self.config.packing,
-                                    self.config.packing_max_sequences,
-                                    self.max_predictions_per_seq,
-                                    self.config.packing_row_multiple)
+            out = packer.pack_batch(
+                {**out, "input_ids": ids},
+                self.pad_id,
+                self.config.packing,
+                self.config.packing_max_sequences,
+                self.max_predictions_per_seq,
+                self.config.packing_row_multiple,
+            )
             ids = out["input_ids"] if self._static else out.pop("input_ids")
         if not self._static:
             rng = np.random.default_rng([self.config.seed, k, self.config.process_index])
@@ -515,8 +551,9 @@ class Pipeline:
                     break
                 except tf.errors.OpError as e:
                     if _SHARD_MARK in e.message:
-                        raise DataError(e.message.split(_SHARD_MARK, 1)[1].splitlines()[0]
-                                        ) from None
+                        raise DataError(
+                            e.message.split(_SHARD_MARK, 1)[1].splitlines()[0]
+                        ) from None
                     if "expected to contain" in e.message:
                         raise DataError(
                             f"{self.manifest.path}: the {self.config.split!r} shards hold fewer "
@@ -535,24 +572,31 @@ class Pipeline:
             put(_Failure(e))
 
 
-def _masking(manifest: Manifest, masking: MaskingConfig | None, tokenizer: Any
-             ) -> tuple[int, Masker | None]:
+def _masking(
+    manifest: Manifest, masking: MaskingConfig | None, tokenizer: Any
+) -> tuple[int, Masker | None]:
     """(max_predictions_per_seq, the dynamic Masker or None): the static masks stored
     in the shards when `masking` is None, else masks drawn with `masking`; DataError
     when the manifest says the shards hold the other kind."""
     if masking is None:
         if manifest.masking != "static":
-            raise DataError(f"{manifest.path}: the shards are not masked (masking "
-                            "'dynamic'); pass masking=MaskingConfig(...) to mask them while "
-                            "reading")
+            raise DataError(
+                f"{manifest.path}: the shards are not masked (masking "
+                "'dynamic'); pass masking=MaskingConfig(...) to mask them while "
+                "reading"
+            )
         p = manifest.setting("max_predictions_per_seq")
         if not _is_int(p, 1):
-            raise DataError(f"{manifest.path}: settings.max_predictions_per_seq must be an "
-                            "integer >= 1 for statically masked shards")
+            raise DataError(
+                f"{manifest.path}: settings.max_predictions_per_seq must be an "
+                "integer >= 1 for statically masked shards"
+            )
         return int(p), None
     if manifest.masking != "dynamic":
-        raise DataError(f"{manifest.path}: the shards are already masked (masking "
-                        "'static'); pass masking=None to use their masks")
+        raise DataError(
+            f"{manifest.path}: the shards are already masked (masking "
+            "'static'); pass masking=None to use their masks"
+        )
     from bertjax.data.masking import masker_from_tokenizer
 
     return int(masking.max_predictions_per_seq), masker_from_tokenizer(tokenizer, masking)

@@ -73,8 +73,9 @@ from bertjax.data.shard_files import PARTS, remove_partial_files
 from bertjax.data.source_base import NotTextError
 
 
-def prepare(source: Any, tokenizer: Any, out_dir: str, settings: PrepareSettings, *,
-            progress: bool = True) -> Manifest:
+def prepare(
+    source: Any, tokenizer: Any, out_dir: str, settings: PrepareSettings, *, progress: bool = True
+) -> Manifest:
     """Tokenizes `source` into instances and writes shards + manifest.json to `out_dir`.
 
     Args:
@@ -97,14 +98,21 @@ def prepare(source: Any, tokenizer: Any, out_dir: str, settings: PrepareSettings
     """
     if paths.is_remote(out_dir):
         with tempfile.TemporaryDirectory(prefix="bertjax-prepare-") as work_dir:
-            return _prepare(source, tokenizer, paths.absolute(out_dir), work_dir, settings,
-                            progress)
+            return _prepare(
+                source, tokenizer, paths.absolute(out_dir), work_dir, settings, progress
+            )
     out_dir = os.path.abspath(out_dir)
     return _prepare(source, tokenizer, out_dir, out_dir, settings, progress)
 
 
-def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
-             settings: PrepareSettings, progress: bool) -> Manifest:
+def _prepare(
+    source: Any,
+    tokenizer: Any,
+    out_dir: str,
+    work_dir: str,
+    settings: PrepareSettings,
+    progress: bool,
+) -> Manifest:
     """`prepare`, the shards built under local `work_dir`: `out_dir` itself, or a local
     temporary directory when `out_dir` is a URL (then uploaded; module docstring)."""
     remote = work_dir != out_dir
@@ -136,17 +144,27 @@ def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
         metas.append(meta)
         in_stats.shards_written += 1
 
-    bar = workers_lib.Progress(progress, lambda: (in_stats.documents, in_stats.bytes,
-                                                  len(metas), in_stats.chunks))
+    bar = workers_lib.Progress(
+        progress, lambda: (in_stats.documents, in_stats.bytes, len(metas), in_stats.chunks)
+    )
     tok_dir = os.path.join(work_dir, tok_entry["dir"])
     output_settings = settings.output_settings()
     try:
-        with bar, workers_lib.Workers(
-                shards_lib.process_chunk, settings.num_workers, shards_lib.init_worker,
-                (tok_dir, output_settings), settings.max_inflight_mb * (1 << 20),
-                written, f"preparing a shard in {out_dir}") as pool:
-            for chunk, input_sha in read_chunks(documents, settings.docs_per_shard, in_stats,
-                                                bar.tick):
+        with (
+            bar,
+            workers_lib.Workers(
+                shards_lib.process_chunk,
+                settings.num_workers,
+                shards_lib.init_worker,
+                (tok_dir, output_settings),
+                settings.max_inflight_mb * (1 << 20),
+                written,
+                f"preparing a shard in {out_dir}",
+            ) as pool,
+        ):
+            for chunk, input_sha in read_chunks(
+                documents, settings.docs_per_shard, in_stats, bar.tick
+            ):
                 c, split = in_stats.chunks, settings.split_of(in_stats.chunks)
                 in_stats.chunks += 1
                 k, shard_count[split] = shard_count[split], shard_count[split] + 1
@@ -155,9 +173,18 @@ def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
                     metas.append({**found, "chunk": c, "split": split, "shard": k})
                     in_stats.shards_reused += 1
                     continue
-                pool.submit({"split": split, "shard": k, "chunk": c, "documents": chunk,
-                             "input_sha256": input_sha, "settings_key": key, **where},
-                            chunk_memory(chunk, output_settings))
+                pool.submit(
+                    {
+                        "split": split,
+                        "shard": k,
+                        "chunk": c,
+                        "documents": chunk,
+                        "input_sha256": input_sha,
+                        "settings_key": key,
+                        **where,
+                    },
+                    chunk_memory(chunk, output_settings),
+                )
                 del chunk
             pool.drain(bar.show)
     except NotTextError:
@@ -165,8 +192,14 @@ def _prepare(source: Any, tokenizer: Any, out_dir: str, work_dir: str,
         raise
 
     _check_not_empty(metas, spec, in_stats, source_obj, out_dir, parts_dir, fresh)
-    raw = _manifest({"source": spec, **dataclasses.asdict(settings)}, key, tok_entry,
-                    *publish(out_dir, metas, SPLITS), in_stats, source_obj)
+    raw = _manifest(
+        {"source": spec, **dataclasses.asdict(settings)},
+        key,
+        tok_entry,
+        *publish(out_dir, metas, SPLITS),
+        in_stats,
+        source_obj,
+    )
     manifest = Manifest(out_dir, raw)
     manifest.write()
     paths.rmtree(parts_dir)
@@ -209,20 +242,28 @@ def _open_source(source: Any) -> tuple[str, Iterator[Any], Any]:
     )
 
 
-
-
-def _check_not_empty(metas: list[dict], spec: str, in_stats: InputStats, source_obj: Any,
-                     out_dir: str, parts_dir: str, fresh: bool) -> None:
+def _check_not_empty(
+    metas: list[dict],
+    spec: str,
+    in_stats: InputStats,
+    source_obj: Any,
+    out_dir: str,
+    parts_dir: str,
+    fresh: bool,
+) -> None:
     """ValueError naming the source and what it yielded when the train split would have
     no example; nothing is left behind (the directory, when this run created it)."""
     if sum(m["examples"] for m in metas if m["split"] == "train"):
         return
     st = getattr(source_obj, "stats", None)
-    counts = {"files": getattr(st, "files", None), "documents": in_stats.documents,
-              "sentences": in_stats.sentences,
-              "bad records": getattr(st, "bad_records", None),
-              "empty documents": in_stats.empty_documents + getattr(st, "empty_documents", 0),
-              "invalid documents": in_stats.invalid_documents or None}
+    counts = {
+        "files": getattr(st, "files", None),
+        "documents": in_stats.documents,
+        "sentences": in_stats.sentences,
+        "bad records": getattr(st, "bad_records", None),
+        "empty documents": in_stats.empty_documents + getattr(st, "empty_documents", 0),
+        "invalid documents": in_stats.invalid_documents or None,
+    }
     read = ", ".join(f"{k}: {v:,}" for k, v in counts.items() if v is not None)
     _discard(out_dir, parts_dir, fresh)
     raise ValueError(f"{spec}: no training examples ({read}); nothing written")
@@ -243,16 +284,26 @@ def _discard(out_dir: str, parts_dir: str, fresh: bool) -> None:
         paths.rmtree(parts_dir)
 
 
-def _manifest(settings: dict[str, Any], settings_key: str, tok_entry: dict[str, Any],
-              splits: dict[str, dict], total_stats: instances_lib.InstanceStats, dropped: int,
-              in_stats: InputStats, source_obj: Any) -> dict[str, Any]:
+def _manifest(
+    settings: dict[str, Any],
+    settings_key: str,
+    tok_entry: dict[str, Any],
+    splits: dict[str, dict],
+    total_stats: instances_lib.InstanceStats,
+    dropped: int,
+    in_stats: InputStats,
+    source_obj: Any,
+) -> dict[str, Any]:
     """The manifest's JSON (manifest.py describes its entries)."""
     if source_obj is not None and hasattr(source_obj, "stats"):
         st = source_obj.stats
         source_stats = dataclasses.asdict(st) if dataclasses.is_dataclass(st) else dict(st)
     else:
-        source_stats = {"documents": in_stats.documents, "sentences": in_stats.sentences,
-                        "bytes": in_stats.bytes}
+        source_stats = {
+            "documents": in_stats.documents,
+            "sentences": in_stats.sentences,
+            "bytes": in_stats.bytes,
+        }
     return {
         "format": FORMAT,
         "version": VERSION,

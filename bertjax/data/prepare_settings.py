@@ -77,8 +77,12 @@ class PrepareSettings:
         instances_lib.check_kind(self.instances, self.max_seq_length)
         if self.masking not in ("static", "dynamic"):
             raise ValueError(f"masking={self.masking!r} must be 'static' or 'dynamic'")
-        for name, least in (("docs_per_shard", 1), ("validation_every", 0),
-                            ("num_workers", 0), ("dupe_factor", 1)):
+        for name, least in (
+            ("docs_per_shard", 1),
+            ("validation_every", 0),
+            ("num_workers", 0),
+            ("dupe_factor", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name}={value!r} must be an integer >= {least}")
@@ -103,19 +107,24 @@ class PrepareSettings:
 
     def _check_choices(self) -> None:
         if self.record_format not in RECORD_FORMATS:
-            raise ValueError(f"format={self.record_format!r} must be one of "
-                             f"{', '.join(RECORD_FORMATS)}")
+            raise ValueError(
+                f"format={self.record_format!r} must be one of {', '.join(RECORD_FORMATS)}"
+            )
         if self.record_format == "google" and (
-                self.masking != "static" or self.instances not in instances_lib.PAIR_KINDS):
-            raise ValueError("format='google' needs static masking and nsp or sop instances "
-                             f"(got masking={self.masking!r}, instances={self.instances!r}): "
-                             "Google's records hold masks and a pair label")
+            self.masking != "static" or self.instances not in instances_lib.PAIR_KINDS
+        ):
+            raise ValueError(
+                "format='google' needs static masking and nsp or sop instances "
+                f"(got masking={self.masking!r}, instances={self.instances!r}): "
+                "Google's records hold masks and a pair label"
+            )
         if self.dupe_mode not in DUPE_MODES:
-            raise ValueError(f"dupe_mode={self.dupe_mode!r} must be one of "
-                             f"{', '.join(DUPE_MODES)}")
+            raise ValueError(f"dupe_mode={self.dupe_mode!r} must be one of {', '.join(DUPE_MODES)}")
         if self.nsp_single_sentence not in instances_lib.SINGLE_SENTENCE:
-            raise ValueError(f"nsp_single_sentence={self.nsp_single_sentence!r} must be one "
-                             f"of {', '.join(instances_lib.SINGLE_SENTENCE)}")
+            raise ValueError(
+                f"nsp_single_sentence={self.nsp_single_sentence!r} must be one "
+                f"of {', '.join(instances_lib.SINGLE_SENTENCE)}"
+            )
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that decide the shards' bytes (what the workers get)."""
@@ -125,8 +134,9 @@ class PrepareSettings:
         """The manifest's settings_key: sha256 of the output settings, the tokenizer and
         the algorithm's revision; a shard is reused only under the same key."""
         key_obj = self.output_settings()
-        key_obj.update(tokenizer_sha256=tokenizer_sha256, revision=ALGORITHM_REVISION,
-                       version=VERSION)
+        key_obj.update(
+            tokenizer_sha256=tokenizer_sha256, revision=ALGORITHM_REVISION, version=VERSION
+        )
         return hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()
 
     def split_of(self, chunk: int) -> str:

@@ -251,8 +251,7 @@ def _feature_blocks(
         if len(counts) != n or int(counts.sum()) != len(values):
             raise ValueError(f"feature {name!r}: counts do not match the values")
         values = np.asarray(values)
-        values = values.astype(np.float32 if np.issubdtype(values.dtype, np.floating)
-                               else np.int64)
+        values = values.astype(np.float32 if np.issubdtype(values.dtype, np.floating) else np.int64)
         cols.append((name.encode(), values, counts, np.cumsum(counts)))
     for lo in range(0, n, _BLOCK):
         hi = min(lo + _BLOCK, n)
@@ -395,13 +394,14 @@ def parse_example(record: bytes) -> dict[str, np.ndarray]:
                                 while p < len(x):
                                     y, p = _read_varint(x, p)
                                     values.append(_signed(y))
-            out[name] = (np.concatenate(values).astype(np.float32) if values else
-                         np.zeros(0, np.float32)) if dtype == np.float32 else \
-                np.asarray(values, np.int64)
+            out[name] = (
+                (np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32))
+                if dtype == np.float32
+                else np.asarray(values, np.int64)
+            )
     return out
 
 
 def read_examples(path: str) -> list[dict[str, np.ndarray]]:
     """All examples of a shard, parsed (TF-free; verifies CRCs)."""
     return [parse_example(r) for r in read_records(path)]
-

@@ -48,8 +48,11 @@ class Columns:
                 out[sel] = v[at[sel] - starts[k]]
             return out, c
 
-        features = {"input_ids": column("ids"), "token_type_ids": column("types"),
-                    "pair_label": (self.labels[rows], np.ones(len(rows), np.int64))}
+        features = {
+            "input_ids": column("ids"),
+            "token_type_ids": column("types"),
+            "pair_label": (self.labels[rows], np.ones(len(rows), np.int64)),
+        }
         if "positions" in self.lists:
             features["masked_lm_positions"] = column("positions")
             features["masked_lm_ids"] = column("masked")
@@ -90,8 +93,9 @@ def _cat(arrays: list[np.ndarray], dtype: Any = np.int32) -> np.ndarray:
     return out if dtype is None else out.astype(dtype, copy=False)
 
 
-def mask_static(masker, insts: list[instances_lib.Instance], pad_id: int, max_len: int, rng,
-                 block: int = 1024) -> dict[str, np.ndarray]:
+def mask_static(
+    masker, insts: list[instances_lib.Instance], pad_id: int, max_len: int, rng, block: int = 1024
+) -> dict[str, np.ndarray]:
     """The pass masked, packed: its ids (masked), and the positions and original ids of
     the masked tokens with their counts per instance; `block` rows masked at a time."""
     ids_out, pos_out, lab_out, n_pred = [], [], [], []
@@ -108,9 +112,13 @@ def mask_static(masker, insts: list[instances_lib.Instance], pad_id: int, max_le
         pos_out.append(m["masked_lm_positions"][chosen])
         lab_out.append(m["masked_lm_ids"][chosen])
         n_pred.append(chosen.sum(axis=1))
-    return {"ids": _cat(ids_out, None), "positions": _cat(pos_out, np.int32),
-            "positions_counts": _cat(n_pred, np.int64), "masked": _cat(lab_out, np.int32),
-            "masked_counts": _cat(n_pred, np.int64)}
+    return {
+        "ids": _cat(ids_out, None),
+        "positions": _cat(pos_out, np.int32),
+        "positions_counts": _cat(n_pred, np.int64),
+        "masked": _cat(lab_out, np.int32),
+        "masked_counts": _cat(n_pred, np.int64),
+    }
 
 
 def drop_invalid(features: Features, vocab: int, max_len: int) -> tuple[Features, int]:
@@ -152,11 +160,16 @@ def google_features(features: Features, length: int, predictions: int) -> Featur
     n = len(features["input_ids"][1])
     real = np.arange(length)[None, :] < features["input_ids"][1][:, None]
     pos = padded("masked_lm_positions", predictions)
-    weights = (np.arange(predictions)[None, :] <
-               features["masked_lm_positions"][1][:, None]).astype(np.float32)
+    weights = (
+        np.arange(predictions)[None, :] < features["masked_lm_positions"][1][:, None]
+    ).astype(np.float32)
     columns = {
-        "input_ids": padded("input_ids", length), "input_mask": real.astype(np.int64),
-        "segment_ids": padded("token_type_ids", length), "masked_lm_positions": pos,
-        "masked_lm_ids": padded("masked_lm_ids", predictions), "masked_lm_weights": weights,
-        "next_sentence_labels": features["pair_label"][0].reshape(n, 1)}
+        "input_ids": padded("input_ids", length),
+        "input_mask": real.astype(np.int64),
+        "segment_ids": padded("token_type_ids", length),
+        "masked_lm_positions": pos,
+        "masked_lm_ids": padded("masked_lm_ids", predictions),
+        "masked_lm_weights": weights,
+        "next_sentence_labels": features["pair_label"][0].reshape(n, 1),
+    }
     return {k: (v.reshape(-1), np.full(n, v.shape[1], np.int64)) for k, v in columns.items()}

@@ -46,8 +46,12 @@ def write_atomic_stream(path: str, parts: Iterable[bytes]) -> tuple[int, str]:
     except OSError as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        raise OSError(e.errno, f"{e.strerror or e}; the shards written before it are kept "
-                      "and the same command resumes after them", path) from None
+        raise OSError(
+            e.errno,
+            f"{e.strerror or e}; the shards written before it are kept "
+            "and the same command resumes after them",
+            path,
+        ) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)

@@ -133,8 +133,8 @@ def _process_chunk(task: dict[str, Any]) -> dict[str, Any]:
         for lo in range(0, columns.size, rows_per_slice):
             rows = np.arange(lo, min(lo + rows_per_slice, columns.size))
             features, bad = drop_invalid(
-                columns.features(rows if order is None else order[rows]),
-                tok.vocab_size, max_len)
+                columns.features(rows if order is None else order[rows]), tok.vocab_size, max_len
+            )
             counts["bad"] += bad
             counts["examples"] += len(features["input_ids"][1])
             counts["tokens"] += int(features["input_ids"][1].sum())
@@ -197,8 +197,12 @@ def _rng(seed: int, chunk: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, _RNG_TAG, chunk, stream])
 
 
-def _passes(docs: list[instances_lib.TokenizedDocument], chunk: int, rng: np.random.Generator,
-            stats: instances_lib.InstanceStats) -> tuple[Columns, np.ndarray | None, int]:
+def _passes(
+    docs: list[instances_lib.TokenizedDocument],
+    chunk: int,
+    rng: np.random.Generator,
+    stats: instances_lib.InstanceStats,
+) -> tuple[Columns, np.ndarray | None, int]:
     """The chunk's examples (ids, types, labels; with static masking also positions and
     masked ids): one unmasked pass, or dupe_factor masked passes mixed through the shard
     (as Google); the order to write them in (None: as they are); and how many instances
@@ -208,15 +212,25 @@ def _passes(docs: list[instances_lib.TokenizedDocument], chunk: int, rng: np.ran
 
     def build(pass_rng: np.random.Generator) -> list[instances_lib.Instance]:
         return instances_lib.create_instances(
-            docs, s["instances"], max_seq_length=max_len, cls_id=tok.cls_id,
-            sep_id=tok.sep_id, rng=pass_rng, short_seq_prob=s["short_seq_prob"], stats=stats,
-            single_sentence=s.get("nsp_single_sentence", "split"))
+            docs,
+            s["instances"],
+            max_seq_length=max_len,
+            cls_id=tok.cls_id,
+            sep_id=tok.sep_id,
+            rng=pass_rng,
+            short_seq_prob=s["short_seq_prob"],
+            stats=stats,
+            single_sentence=s.get("nsp_single_sentence", "split"),
+        )
 
     def fits(x: instances_lib.Instance) -> bool:
         # The vocab / length check, before masking (the Masker rejects bad ids) and
         # again in drop_invalid on exactly the bytes written.
-        return len(x.input_ids) <= max_len and 0 <= x.input_ids.min() and \
-            x.input_ids.max() < tok.vocab_size
+        return (
+            len(x.input_ids) <= max_len
+            and 0 <= x.input_ids.min()
+            and x.input_ids.max() < tok.vocab_size
+        )
 
     copies = s["dupe_factor"] if masker is not None else 1
     rebuild = masker is not None and s.get("dupe_mode", "rebuild") == "rebuild"
@@ -234,16 +248,21 @@ def _passes(docs: list[instances_lib.TokenizedDocument], chunk: int, rng: np.ran
             del built
         dropped += pass_dropped
         lengths = np.fromiter((len(x.input_ids) for x in insts), np.int64, len(insts))
-        packed = {"types": fill([x.token_type_ids for x in insts], lengths, np.int8),
-                  "types_counts": lengths,
-                  "labels": np.fromiter((x.pair_label for x in insts), np.int64, len(insts))}
+        packed = {
+            "types": fill([x.token_type_ids for x in insts], lengths, np.int8),
+            "types_counts": lengths,
+            "labels": np.fromiter((x.pair_label for x in insts), np.int64, len(insts)),
+        }
         if masker is None:  # fits() saw every id inside the vocabulary
             narrow = np.uint16 if tok.vocab_size <= 1 << 16 else np.int32
-            packed.update(ids=fill([x.input_ids for x in insts], lengths, narrow),
-                          ids_counts=lengths)
+            packed.update(
+                ids=fill([x.input_ids for x in insts], lengths, narrow), ids_counts=lengths
+            )
         else:
-            packed.update(mask_static(masker, insts, tok.pad_id, max_len,
-                                       _rng(seed, chunk, 2 + d)), ids_counts=lengths)
+            packed.update(
+                mask_static(masker, insts, tok.pad_id, max_len, _rng(seed, chunk, 2 + d)),
+                ids_counts=lengths,
+            )
         passes.append(packed)
     del insts
     columns = Columns(passes)

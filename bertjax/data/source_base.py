@@ -46,8 +46,9 @@ class _BadText:
     has doubled since the last check, so a large binary file is refused after its first
     64K characters rather than at its end; `end()` checks and warns."""
 
-    def __init__(self, name: str, stats: SourceStats, limit: float | None,
-                 warned: set[str]) -> None:
+    def __init__(
+        self, name: str, stats: SourceStats, limit: float | None, warned: set[str]
+    ) -> None:
         self.name, self.stats, self.limit, self.warned = name, stats, limit, warned
         self.start = self._now()
         self.next_check = _FIRST_CHECK_CHARS
@@ -63,26 +64,36 @@ class _BadText:
 
     def end(self, warn: bool = True) -> None:
         chars, bad, what = self._check(partial=False)
-        if warn and bad > WARN_BAD_FRACTION * chars and chars >= _MIN_JUDGED_CHARS and \
-                self.name not in self.warned:
+        if (
+            warn
+            and bad > WARN_BAD_FRACTION * chars
+            and chars >= _MIN_JUDGED_CHARS
+            and self.name not in self.warned
+        ):
             self.warned.add(self.name)
-            print(f"warning: {self.name}: {bad:,} of {chars:,} characters ({bad / chars:.1%}) "
-                  f"are {what}: replaced or removed; is it UTF-8 text?", file=sys.stderr)
+            print(
+                f"warning: {self.name}: {bad:,} of {chars:,} characters ({bad / chars:.1%}) "
+                f"are {what}: replaced or removed; is it UTF-8 text?",
+                file=sys.stderr,
+            )
 
     def _check(self, partial: bool) -> tuple[int, int, str]:
-        chars, invalid, control, replaced = (a - b for a, b in zip(self._now(), self.start,
-                                                                    strict=True))
+        chars, invalid, control, replaced = (
+            a - b for a, b in zip(self._now(), self.start, strict=True)
+        )
         bad = invalid + control + replaced
-        what = (f"invalid UTF-8 ({invalid:,}), control characters ({control:,}) or U+FFFD "
-                f"({replaced:,})")
+        what = (
+            f"invalid UTF-8 ({invalid:,}), control characters ({control:,}) or U+FFFD "
+            f"({replaced:,})"
+        )
         if self.limit is not None and chars >= _MIN_JUDGED_CHARS and bad > self.limit * chars:
             where = "the first " if partial else ""
             raise NotTextError(
                 f"{self.name}: not text: {bad:,} of {where}{chars:,} characters "
                 f"({bad / chars:.1%}) are {what}, more than data.max_bad_fraction="
-                f"{self.limit:g} allows (convert it to UTF-8 or leave it out)")
+                f"{self.limit:g} allows (convert it to UTF-8 or leave it out)"
+            )
         return chars, bad, what
-
 
 
 @dataclasses.dataclass

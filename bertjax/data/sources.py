@@ -85,8 +85,9 @@ def _resolve_glob(spec: str, pattern: str) -> list[str]:
 
 
 class _FileSource(Source):
-    def __init__(self, spec: str, pattern: str,
-                 max_bad_fraction: float | None = MAX_BAD_FRACTION) -> None:
+    def __init__(
+        self, spec: str, pattern: str, max_bad_fraction: float | None = MAX_BAD_FRACTION
+    ) -> None:
         super().__init__(spec, max_bad_fraction)
         self.files = _resolve_glob(spec, pattern)
 
@@ -136,8 +137,9 @@ class JsonlSource(_FileSource):
     """One JSON object per line; `field` holds a document's text (str). Blank lines are
     ignored; other lines that are not such objects are skipped and counted."""
 
-    def __init__(self, spec: str, pattern: str, field: str,
-                 max_bad_fraction: float | None = MAX_BAD_FRACTION) -> None:
+    def __init__(
+        self, spec: str, pattern: str, field: str, max_bad_fraction: float | None = MAX_BAD_FRACTION
+    ) -> None:
         super().__init__(spec, pattern, max_bad_fraction)
         self.field = field
 
@@ -197,8 +199,13 @@ class TfdsSource(Source):
     `data_dir` when given.
     """
 
-    def __init__(self, spec: str, rest: str, data_dir: str | None = None,
-                 max_bad_fraction: float | None = MAX_BAD_FRACTION) -> None:
+    def __init__(
+        self,
+        spec: str,
+        rest: str,
+        data_dir: str | None = None,
+        max_bad_fraction: float | None = MAX_BAD_FRACTION,
+    ) -> None:
         super().__init__(spec, max_bad_fraction)
         self.name, self.split, self.feature = _parse_tfds(spec, rest)
         self.data_dir = data_dir
@@ -290,8 +297,12 @@ class DemoSource(Source):
                     return
 
 
-def open_source(spec: str, *, tfds_data_dir: str | None = None,
-                max_bad_fraction: float | None = MAX_BAD_FRACTION) -> Source:
+def open_source(
+    spec: str,
+    *,
+    tfds_data_dir: str | None = None,
+    max_bad_fraction: float | None = MAX_BAD_FRACTION,
+) -> Source:
     """The `Source` for `spec` (see the module docstring for the forms); its documents()
     refuse a file, dataset or source with more than `max_bad_fraction` bad characters
     (None: never; see MAX_BAD_FRACTION).
@@ -309,8 +320,9 @@ def open_source(spec: str, *, tfds_data_dir: str | None = None,
             "tfds:NAME[:SPLIT][#FEATURE]"
         )
     if max_bad_fraction is not None and not 0 <= max_bad_fraction:
-        raise ValueError(f"data.max_bad_fraction={max_bad_fraction!r} must be >= 0 "
-                         "(1 accepts any input)")
+        raise ValueError(
+            f"data.max_bad_fraction={max_bad_fraction!r} must be >= 0 (1 accepts any input)"
+        )
     if kind == "bert":
         return BertSource(spec, rest, max_bad_fraction)
     if kind == "text":

@@ -24,8 +24,10 @@ from typing import Any
 
 from bertjax.data.glue import DatasetError
 
-FILES = {"v1.1": {"train": "train-v1.1.json", "validation": "dev-v1.1.json"},
-         "v2.0": {"train": "train-v2.0.json", "validation": "dev-v2.0.json"}}
+FILES = {
+    "v1.1": {"train": "train-v1.1.json", "validation": "dev-v1.1.json"},
+    "v2.0": {"train": "train-v2.0.json", "validation": "dev-v2.0.json"},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +43,7 @@ def questions(articles: Any, where: str) -> list[Question]:
     """The checked questions of an official "data" list read from `where`."""
     out = []
     if not isinstance(articles, list):
-        raise DatasetError(f"{where}: no \"data\" list")
+        raise DatasetError(f'{where}: no "data" list')
     for a, article in enumerate(articles):
         for p, paragraph in enumerate(article.get("paragraphs", [])):
             context = paragraph.get("context")
@@ -54,15 +56,19 @@ def questions(articles: Any, where: str) -> list[Question]:
                 answers = []
                 for k, ans in enumerate(qa.get("answers", [])):
                     text, start = ans.get("text"), ans.get("answer_start")
-                    if (not isinstance(text, str) or not text or not isinstance(start, int)
-                            or context[start:start + len(text)] != text):
+                    if (
+                        not isinstance(text, str)
+                        or not text
+                        or not isinstance(start, int)
+                        or context[start : start + len(text)] != text
+                    ):
                         raise DatasetError(
                             f"{record}.answers[{k}] (id {qa['id']}): text {text!r} is not "
-                            f"the context at answer_start={start!r}")
+                            f"the context at answer_start={start!r}"
+                        )
                     answers.append((text, start))
                 impossible = bool(qa.get("is_impossible", False)) or not answers
-                out.append(Question(qa["id"], qa["question"], context, tuple(answers),
-                                    impossible))
+                out.append(Question(qa["id"], qa["question"], context, tuple(answers), impossible))
     return out
 
 
@@ -87,10 +93,14 @@ def _read_tfds(version: str, split: str) -> tuple[list[Question], list[Any]]:
     paragraphs: dict[str, dict[str, Any]] = {}
     for r in tfds.as_numpy(ds):
         context = r["context"].decode("utf-8")
-        qa = {"id": r["id"].decode("utf-8"), "question": r["question"].decode("utf-8"),
-              "answers": [{"text": t.decode("utf-8"), "answer_start": int(s)}
-                          for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"],
-                                          strict=True)]}
+        qa = {
+            "id": r["id"].decode("utf-8"),
+            "question": r["question"].decode("utf-8"),
+            "answers": [
+                {"text": t.decode("utf-8"), "answer_start": int(s)}
+                for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"], strict=True)
+            ],
+        }
         if "is_impossible" in r:
             qa["is_impossible"] = bool(r["is_impossible"])
         paragraphs.setdefault(context, {"context": context, "qas": []})["qas"].append(qa)

@@ -57,8 +57,16 @@ def _network_error(e: BaseException) -> bool:
     import requests
 
     while e is not None:
-        if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                          socket.timeout, ConnectionError, socket.gaierror)):
+        if isinstance(
+            e,
+            (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                socket.timeout,
+                ConnectionError,
+                socket.gaierror,
+            ),
+        ):
             return True
         e = e.__cause__ or e.__context__
     return False
@@ -85,8 +93,10 @@ def prepare(builder: Any, name: str) -> Any:
 
     # tfds' progress bars go to stderr, where a failure's one line must stand alone.
     tfds.disable_progress_bar()
-    print(f"downloading and preparing TFDS dataset {name!r} into {builder.data_dir} "
-          "(once)", flush=True)
+    print(
+        f"downloading and preparing TFDS dataset {name!r} into {builder.data_dir} (once)",
+        flush=True,
+    )
     try:
         with _bounded_downloads():
             builder.download_and_prepare()
@@ -98,5 +108,6 @@ def prepare(builder: Any, name: str) -> Any:
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and cannot be "
             f"downloaded here ({reason}): prepare it on a machine with the internet "
             f"(tfds.builder({name!r}).download_and_prepare()) and copy its directory there, "
-            "or set TFDS_DATA_DIR to where a copy is") from None
+            "or set TFDS_DATA_DIR to where a copy is"
+        ) from None
     return builder

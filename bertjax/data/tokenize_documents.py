@@ -129,8 +129,9 @@ def tokenize_documents(
     return out
 
 
-def _sentence_texts(documents: Iterable[Sequence[str]], prefix: str, stats: InstanceStats,
-                    counter: list[int]) -> Iterator[tuple[int, str]]:
+def _sentence_texts(
+    documents: Iterable[Sequence[str]], prefix: str, stats: InstanceStats, counter: list[int]
+) -> Iterator[tuple[int, str]]:
     """(document index, text) of the texts to tokenize: stripped non-empty sentences,
     cut when over MAX_SENTENCE_CHARS, with `prefix`; counter[0] counts the documents."""
     for d, doc in enumerate(documents):
@@ -158,9 +159,13 @@ def _sentence_texts(documents: Iterable[Sequence[str]], prefix: str, stats: Inst
                 yield d, prefix + s
 
 
-def _tokenized_document(d: int, parts: list[np.ndarray], lengths: list[int],
-                        max_sentence_tokens: int, stats: InstanceStats
-                        ) -> TokenizedDocument | None:
+def _tokenized_document(
+    d: int,
+    parts: list[np.ndarray],
+    lengths: list[int],
+    max_sentence_tokens: int,
+    stats: InstanceStats,
+) -> TokenizedDocument | None:
     """Document d from its sentences' ids (`parts`, `lengths` tokens each; None: no
     token), sentences over `max_sentence_tokens` cut into pieces."""
     cut = []

@@ -57,6 +57,8 @@ _FAMILY_DEFAULTS: dict[str, tuple[str, dict[str, str]]] = {
         ),
     ),
 }
+
+
 class Tokenizer:
     """Wraps a `tokenizers.Tokenizer` plus the special-token facts bertjax needs.
 

@@ -65,8 +65,13 @@ _DEFAULT_CLASS = {
     "bpe": "RobertaTokenizer",
     MODERNBERT_KIND: "PreTrainedTokenizerFast",  # what the released checkpoints name
 }
-_MIN_VOCAB = {"wordpiece": 100, "sentencepiece-unigram": 50, "sentencepiece-bpe": 50, "bpe": 300,
-              MODERNBERT_KIND: 300}
+_MIN_VOCAB = {
+    "wordpiece": 100,
+    "sentencepiece-unigram": 50,
+    "sentencepiece-bpe": 50,
+    "bpe": 300,
+    MODERNBERT_KIND: 300,
+}
 _BATCH = 1000  # sentences per batch handed to the Rust trainers
 # SentencePiece keeps its training sentences in memory: past this many it samples them
 # (reservoir sampling, seeded), as ALBERT's recipe did (--input_sentence_size=10000000).
@@ -111,8 +116,7 @@ def train(
         corpus without text.
     """
     if kind not in _DEFAULT_CLASS:
-        raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of "
-                         f"{list(_DEFAULT_CLASS)}")
+        raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {list(_DEFAULT_CLASS)}")
     tokenizer_class = _DEFAULT_CLASS[kind]
     if family is not None:
         from bertjax.models.registry import family as family_record
@@ -120,8 +124,7 @@ def train(
         record = family_record(family)  # ValueError naming the families
         tokenizer_class = record.tokenizer_class
         if kind != record.tokenizer_kind:
-            raise ValueError(f"family {family} uses {record.tokenizer_kind} tokenizers, "
-                             f"not {kind}")
+            raise ValueError(f"family {family} uses {record.tokenizer_kind} tokenizers, not {kind}")
     if vocab_size < _MIN_VOCAB[kind]:
         raise ValueError(
             f"vocab_size={vocab_size} is too small for {kind} (at least {_MIN_VOCAB[kind]})"
@@ -262,9 +265,13 @@ def _decode_piece(token: str) -> str:
 
 
 def _byte_trainer(vocab_size: int, specials: list) -> trainers.BpeTrainer:
-    return trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=specials,
-                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                               show_progress=False)
+    return trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
 
 
 def _train_byte_bpe(sentences: Iterator[str], vocab_size: int, out: str) -> tok_lib.Tokenizer:
@@ -295,18 +302,24 @@ def _train_modernbert_bpe(sentences: Iterator[str], vocab_size: int) -> tok_lib.
     backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    specials = [tokenizers.AddedToken(t, special=True, normalized=False, lstrip=t == mask)
-                for t in MODERNBERT_SPECIALS]
+    specials = [
+        tokenizers.AddedToken(t, special=True, normalized=False, lstrip=t == mask)
+        for t in MODERNBERT_SPECIALS
+    ]
     counted = _Counted(sentences)
     backend.train_from_iterator(counted.batches(), _byte_trainer(vocab_size, specials))
     counted.check()
     ids = {t: backend.token_to_id(t) for t in (cls, sep)}
-    backend.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=True),
-        processors.TemplateProcessing(single=f"{cls}:0 $A:0 {sep}:0",
-                                      pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-                                      special_tokens=list(ids.items())),
-    ])
+    backend.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=True),
+            processors.TemplateProcessing(
+                single=f"{cls}:0 $A:0 {sep}:0",
+                pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+                special_tokens=list(ids.items()),
+            ),
+        ]
+    )
     return tok_lib.Tokenizer(
         backend,
         kind="bpe",

@@ -29,10 +29,17 @@ class Workers:
     cancelling the tasks not started.
     """
 
-    def __init__(self, fn: Callable[[Any], Any], num_workers: int,
-                 initializer: Callable[..., None], initargs: tuple, budget_bytes: float,
-                 on_result: Callable[[Any], None], what: str,
-                 budget_name: str = "data.max_inflight_mb") -> None:
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        num_workers: int,
+        initializer: Callable[..., None],
+        initargs: tuple,
+        budget_bytes: float,
+        on_result: Callable[[Any], None],
+        what: str,
+        budget_name: str = "data.max_inflight_mb",
+    ) -> None:
         self.fn, self.on_result, self.what = fn, on_result, what
         self.budget, self.budget_name = budget_bytes, budget_name
         self.num_workers = num_workers
@@ -56,18 +63,23 @@ class Workers:
         if self.executor is None:
             self.on_result(self.fn(task))
             return
-        while self.pending and (len(self.pending) >= self.max_in_flight
-                                or sum(self.pending.values()) + nbytes > self.budget):
+        while self.pending and (
+            len(self.pending) >= self.max_in_flight
+            or sum(self.pending.values()) + nbytes > self.budget
+        ):
             if len(self.pending) < self.num_workers and not self.told:
                 from tqdm import tqdm  # its write() keeps a progress bar on its own line
 
                 self.told = True
                 mb = 1 << 20
-                tqdm.write(f"note: {self.budget_name}={self.budget / mb:g} keeps "
-                           f"{self.num_workers - len(self.pending)} of {self.num_workers} "
-                           f"workers waiting (in flight: {sum(self.pending.values()) / mb:.0f}"
-                           f" MB, next: {nbytes / mb:.0f} MB, estimated); a larger value is "
-                           "faster (docs/data.md#memory)", file=sys.stderr)
+                tqdm.write(
+                    f"note: {self.budget_name}={self.budget / mb:g} keeps "
+                    f"{self.num_workers - len(self.pending)} of {self.num_workers} "
+                    f"workers waiting (in flight: {sum(self.pending.values()) / mb:.0f}"
+                    f" MB, next: {nbytes / mb:.0f} MB, estimated); a larger value is "
+                    "faster (docs/data.md#memory)",
+                    file=sys.stderr,
+                )
             self._collect(self._wait())
         self.pending[self.executor.submit(self.fn, task)] = nbytes
 
@@ -79,7 +91,8 @@ class Workers:
 
     def _wait(self) -> set[concurrent.futures.Future]:
         done, _ = concurrent.futures.wait(
-            self.pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            self.pending, return_when=concurrent.futures.FIRST_COMPLETED
+        )
         return done
 
     def _collect(self, done: Iterable[concurrent.futures.Future]) -> None:
@@ -114,8 +127,9 @@ class Progress:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(unit=" docs", unit_scale=True, file=sys.stderr, mininterval=0.5,
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                unit=" docs", unit_scale=True, file=sys.stderr, mininterval=0.5, dynamic_ncols=True
+            )
         self.t0 = time.monotonic()
         self.last = 0.0
 
@@ -131,8 +145,9 @@ class Progress:
         documents, nbytes, done, chunks = self.counts()
         self.bar.update(documents - self.bar.n)
         elapsed = max(time.monotonic() - self.t0, 1e-9)
-        self.bar.set_postfix_str(f"{nbytes / elapsed / 1e6:.2f} MB/s, shards {done}/{chunks}",
-                                 refresh=force)
+        self.bar.set_postfix_str(
+            f"{nbytes / elapsed / 1e6:.2f} MB/s, shards {done}/{chunks}", refresh=force
+        )
 
     def __enter__(self) -> Progress:
         return self

@@ -25,8 +25,9 @@ def segment_starts(segments: Array) -> Array:
     """[batch, length] index of the first token of each token's sequence (its run of equal
     segment numbers); padding counts as a run of its own."""
     idx = jnp.arange(segments.shape[1], dtype=jnp.int32)
-    first = jnp.concatenate([jnp.ones_like(segments[:, :1], bool),
-                             segments[:, 1:] != segments[:, :-1]], axis=1)
+    first = jnp.concatenate(
+        [jnp.ones_like(segments[:, :1], bool), segments[:, 1:] != segments[:, :-1]], axis=1
+    )
     return jax.lax.cummax(jnp.where(first, idx, 0), axis=1)
 
 
@@ -68,8 +69,7 @@ class AttentionMask:
     def bias(self, window: int = 0) -> Array:
         """The additive float32 form of `allowed`: 0 where allowed, the float32 minimum
         elsewhere; [batch, 1, 1, k] for unpacked global attention, else [b, 1, q, k]."""
-        return jnp.where(self.allowed(window), 0.0,
-                         jnp.finfo(jnp.float32).min).astype(jnp.float32)
+        return jnp.where(self.allowed(window), 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
 
     def lengths(self) -> Array:
         """[batch] real tokens per row (unpacked rows: the length of the one sequence)."""
@@ -79,14 +79,21 @@ class AttentionMask:
 # The platform a step is lowered for when it is not JAX's own (`compile` lowers for a
 # TPU topology on a CPU machine): what `auto` chooses for.
 TARGET_PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "bertjax_target_platform", default=None)
+    "bertjax_target_platform", default=None
+)
 
 
 TPU_BLOCK = 128  # the Pallas kernel's block: lengths it takes are multiples of it
 
 
-def attention_kernel(cfg: ModelConfig, deterministic: bool, platform: str | None = None,
-                     length: int | None = None, packed: bool = False, window: int = 0) -> str:
+def attention_kernel(
+    cfg: ModelConfig,
+    deterministic: bool,
+    platform: str | None = None,
+    length: int | None = None,
+    packed: bool = False,
+    window: int = 0,
+) -> str:
     """The kernel `model.attention` runs for this call: "einsum", "xla", "cudnn" or "tpu".
 
     einsum  the reference: scores [b, h, q, k] in float32, softmax, attention dropout.
@@ -136,8 +143,12 @@ def _tpu_flash(q: Array, k: Array, v: Array, mask: AttentionMask, scale: float) 
 
     def kernel(q: Array, k: Array, v: Array, seg: Array) -> Array:
         out = fa.flash_attention(
-            q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
-            segment_ids=fa.SegmentIds(q=seg, kv=seg), sm_scale=scale)
+            q.transpose(0, 2, 1, 3),
+            k.transpose(0, 2, 1, 3),
+            v.transpose(0, 2, 1, 3),
+            segment_ids=fa.SegmentIds(q=seg, kv=seg),
+            sm_scale=scale,
+        )
         return out.transpose(0, 2, 1, 3)
 
     seg = mask.segments  # the kernel attends within equal ids: sequences, padding
@@ -146,16 +157,26 @@ def _tpu_flash(q: Array, k: Array, v: Array, mask: AttentionMask, scale: float) 
         return kernel(q, k, v, seg)
     spec = nn.logical_to_mesh_axes((ax.BATCH, ax.LENGTH, ax.HEADS, ax.KV))
     if spec[1] is not None or spec[3] is not None:
-        raise ValueError(f"model.attention=tpu: the rules split the length or head features "
-                         f"({spec}); the flash kernel needs whole rows")
+        raise ValueError(
+            f"model.attention=tpu: the rules split the length or head features "
+            f"({spec}); the flash kernel needs whole rows"
+        )
     spec = jax.sharding.PartitionSpec(*spec)
     seg_spec = jax.sharding.PartitionSpec(spec[0], None)
-    return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec, seg_spec),
-                         out_specs=spec, check_vma=False)(q, k, v, seg)
+    return jax.shard_map(
+        kernel, mesh=mesh, in_specs=(spec, spec, spec, seg_spec), out_specs=spec, check_vma=False
+    )(q, k, v, seg)
 
 
-def attend(q: Array, k: Array, v: Array, mask: AttentionMask, kernel: str,
-           dropout: Callable[[Array], Array], window: int = 0) -> Array:
+def attend(
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: AttentionMask,
+    kernel: str,
+    dropout: Callable[[Array], Array],
+    window: int = 0,
+) -> Array:
     """q, k, v [b, t, h, d] -> [b, t, h, d]: softmax(q k^T / sqrt(d) + mask) v in float32
     scores, by `kernel` (attention_kernel); `dropout` applies to the einsum path's
     probabilities; `window` > 0 keeps keys within window // 2 of the query."""
@@ -167,11 +188,18 @@ def attend(q: Array, k: Array, v: Array, mask: AttentionMask, kernel: str,
         probs = dropout(jax.nn.softmax(scores, axis=-1).astype(q.dtype))  # [b, h, q, k]
         return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     if kernel == "xla":
-        return jax.nn.dot_product_attention(q, k, v, bias=mask.bias(window), scale=scale,
-                                            implementation="xla")
+        return jax.nn.dot_product_attention(
+            q, k, v, bias=mask.bias(window), scale=scale, implementation="xla"
+        )
     if kernel == "cudnn":
         lengths = mask.lengths()
-        return jax.nn.dot_product_attention(q, k, v, scale=scale, query_seq_lengths=lengths,
-                                            key_value_seq_lengths=lengths,
-                                            implementation="cudnn")
+        return jax.nn.dot_product_attention(
+            q,
+            k,
+            v,
+            scale=scale,
+            query_seq_lengths=lengths,
+            key_value_seq_lengths=lengths,
+            implementation="cudnn",
+        )
     return _tpu_flash(q, k, v, mask, scale)

@@ -31,10 +31,24 @@ POOLINGS = ("cls", "mean")
 # The architecture switches (docs/architectures.md): their defaults are the classic
 # families' architecture; a family's transformers classes represent only some values
 # (Family.hf_switches), which export checks.
-SWITCHES = ("norm_position", "final_norm", "embedding_norm", "norm", "norm_bias",
-            "attention_bias", "mlp_bias", "head_bias", "decoder_bias", "tie_decoder", "mlp",
-            "rope_theta", "local_rope_theta", "local_window", "global_every",
-            "classifier_pooling")
+SWITCHES = (
+    "norm_position",
+    "final_norm",
+    "embedding_norm",
+    "norm",
+    "norm_bias",
+    "attention_bias",
+    "mlp_bias",
+    "head_bias",
+    "decoder_bias",
+    "tie_decoder",
+    "mlp",
+    "rope_theta",
+    "local_rope_theta",
+    "local_window",
+    "global_every",
+    "classifier_pooling",
+)
 
 
 class ConfigError(ValueError):
@@ -175,8 +189,7 @@ class ModelConfig(ConfigRecord):
     @property
     def projects_embeddings(self) -> bool:
         """Whether the encoder maps E -> H first (ALBERT keeps the projection at E = H)."""
-        return (self.embed_dim != self.hidden_size
-                or _family(self.family).always_projects_embeddings)
+        return self.embed_dim != self.hidden_size or _family(self.family).always_projects_embeddings
 
     @property
     def position_offset(self) -> int:
@@ -260,86 +273,164 @@ class ModelConfig(ConfigRecord):
         need(self.hidden_act in ACTIVATIONS, "hidden_act", f"expected one of {ACTIVATIONS}")
         need(self.remat in REMAT_POLICIES, "remat", f"expected one of {REMAT_POLICIES}")
         need(self.attention in ATTENTION, "attention", f"expected one of {ATTENTION}")
-        need(self.attention in ("auto", "einsum") or self.attention_dropout_rate == 0,
-             "attention", f"has no attention dropout: set model.attention_dropout_rate=0 "
-             f"(now {self.attention_dropout_rate}), or model.attention=auto (the einsum "
-             "path while training with attention dropout)")
+        need(
+            self.attention in ("auto", "einsum") or self.attention_dropout_rate == 0,
+            "attention",
+            f"has no attention dropout: set model.attention_dropout_rate=0 "
+            f"(now {self.attention_dropout_rate}), or model.attention=auto (the einsum "
+            "path while training with attention dropout)",
+        )
         need(self.dtype in DTYPES, "dtype", f"expected one of {DTYPES}")
         need(self.param_dtype in DTYPES, "param_dtype", f"expected one of {DTYPES}")
-        for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                    "max_position_embeddings", "inner_group_num"):
+        for key in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "inner_group_num",
+        ):
             need(getattr(self, key) > 0, key, "must be positive")
-        need(self.hidden_size % self.num_heads == 0, "num_heads",
-             f"must divide hidden_size={self.hidden_size}")
+        need(
+            self.hidden_size % self.num_heads == 0,
+            "num_heads",
+            f"must divide hidden_size={self.hidden_size}",
+        )
         need(self.type_vocab_size >= 0, "type_vocab_size", "must be >= 0")
         need(self.embedding_size >= 0, "embedding_size", "must be >= 0 (0 means hidden_size)")
-        need(0 <= self.pad_token_id < self.vocab_size, "pad_token_id",
-             f"must be an id below vocab_size={self.vocab_size}")
+        need(
+            0 <= self.pad_token_id < self.vocab_size,
+            "pad_token_id",
+            f"must be an id below vocab_size={self.vocab_size}",
+        )
         for key in ("dropout_rate", "attention_dropout_rate", "classifier_dropout_rate"):
             need(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
-        need(self.num_hidden_groups >= 0 and self.num_layers % self.num_groups == 0,
-             "num_hidden_groups", f"must divide num_layers={self.num_layers}")
+        need(
+            self.num_hidden_groups >= 0 and self.num_layers % self.num_groups == 0,
+            "num_hidden_groups",
+            f"must divide num_layers={self.num_layers}",
+        )
         if self.positions_from_padding:
-            need(self.max_position_embeddings > self.pad_token_id + 1, "max_position_embeddings",
-                 "must exceed pad_token_id + 1 when positions_from_padding is set")
+            need(
+                self.max_position_embeddings > self.pad_token_id + 1,
+                "max_position_embeddings",
+                "must exceed pad_token_id + 1 when positions_from_padding is set",
+            )
         self._validate_heads(family, need)
         self._validate_switches()
         if self.has_generator:
-            need(self.generator_num_heads > 0
-                 and self.generator_hidden_size % self.generator_num_heads == 0,
-                 "generator_num_heads", "must be positive and divide generator_hidden_size")
-            need(self.generator_intermediate_size > 0, "generator_intermediate_size",
-                 "must be positive")
+            need(
+                self.generator_num_heads > 0
+                and self.generator_hidden_size % self.generator_num_heads == 0,
+                "generator_num_heads",
+                "must be positive and divide generator_hidden_size",
+            )
+            need(
+                self.generator_intermediate_size > 0,
+                "generator_intermediate_size",
+                "must be positive",
+            )
         family.validate(self, need)
 
     def _validate_heads(self, family: Family, need: Callable[[bool, str, str], None]) -> None:
         heads = self.heads
         need(len(set(heads)) == len(heads), "heads", "lists a head twice")
         bad = [h for h in heads if h not in family.heads]
-        need(not bad, "heads", f"{self.family} has no {', '.join(map(repr, bad))} head; its "
-             f"heads: {', '.join(family.heads)}")
-        pooled = [h for h in heads if h in POOLED_HEADS
-                  or (h == "classifier" and family.classifier == "pooled")]
-        need(not pooled or "pooler" in heads, "heads",
-             f"{', '.join(pooled)} read the pooled vector: add 'pooler'")
+        need(
+            not bad,
+            "heads",
+            f"{self.family} has no {', '.join(map(repr, bad))} head; its "
+            f"heads: {', '.join(family.heads)}",
+        )
+        pooled = [
+            h
+            for h in heads
+            if h in POOLED_HEADS or (h == "classifier" and family.classifier == "pooled")
+        ]
+        need(
+            not pooled or "pooler" in heads,
+            "heads",
+            f"{', '.join(pooled)} read the pooled vector: add 'pooler'",
+        )
         if "generator" in heads:
-            need(self.has_generator, "generator_hidden_size",
-                 "the generator head needs a generator (ELECTRA pretraining)")
-            need("discriminator" in heads, "heads",
-                 "the generator head trains beside the discriminator head")
+            need(
+                self.has_generator,
+                "generator_hidden_size",
+                "the generator head needs a generator (ELECTRA pretraining)",
+            )
+            need(
+                "discriminator" in heads,
+                "heads",
+                "the generator head trains beside the discriminator head",
+            )
         labelled = [h for h in heads if h in LABELLED_HEADS]
-        need(not labelled or self.num_labels >= 1, "num_labels",
-             f"{', '.join(labelled)} need num_labels >= 1")
+        need(
+            not labelled or self.num_labels >= 1,
+            "num_labels",
+            f"{', '.join(labelled)} need num_labels >= 1",
+        )
         need(self.num_labels >= 0, "num_labels", "must be >= 0")
-        need(not self.label_names or len(self.label_names) == self.num_labels, "label_names",
-             f"must name all num_labels={self.num_labels} labels, or none")
+        need(
+            not self.label_names or len(self.label_names) == self.num_labels,
+            "label_names",
+            f"must name all num_labels={self.num_labels} labels, or none",
+        )
 
     def _validate_switches(self) -> None:
         need = self.need
-        for key, values in (("norm_position", NORM_POSITIONS), ("norm", NORMS), ("mlp", MLPS),
-                            ("classifier_pooling", POOLINGS)):
+        for key, values in (
+            ("norm_position", NORM_POSITIONS),
+            ("norm", NORMS),
+            ("mlp", MLPS),
+            ("classifier_pooling", POOLINGS),
+        ):
             need(getattr(self, key) in values, key, f"expected one of {values}")
-        need(not self.final_norm or self.norm_position == "pre", "final_norm",
-             "needs model.norm_position=pre (a post-norm layer ends in a norm already)")
-        need(self.norm == "layernorm" or not self.norm_bias, "norm_bias",
-             "model.norm=rmsnorm has no bias: set model.norm_bias=False")
+        need(
+            not self.final_norm or self.norm_position == "pre",
+            "final_norm",
+            "needs model.norm_position=pre (a post-norm layer ends in a norm already)",
+        )
+        need(
+            self.norm == "layernorm" or not self.norm_bias,
+            "norm_bias",
+            "model.norm=rmsnorm has no bias: set model.norm_bias=False",
+        )
         need(self.rope_theta >= 0, "rope_theta", "must be >= 0 (0: no rotary positions)")
-        need(self.local_rope_theta >= 0 and (self.rotary or not self.local_rope_theta),
-             "local_rope_theta", "needs model.rope_theta > 0 (rotary positions)")
+        need(
+            self.local_rope_theta >= 0 and (self.rotary or not self.local_rope_theta),
+            "local_rope_theta",
+            "needs model.rope_theta > 0 (rotary positions)",
+        )
         if self.rotary:
-            need(not self.sinusoidal_positions, "rope_theta",
-                 "model.rope_theta and model.sinusoidal_positions both set: pick one scheme")
-            need(not self.positions_from_padding, "rope_theta",
-                 "rotary positions count from 0: unset model.positions_from_padding")
+            need(
+                not self.sinusoidal_positions,
+                "rope_theta",
+                "model.rope_theta and model.sinusoidal_positions both set: pick one scheme",
+            )
+            need(
+                not self.positions_from_padding,
+                "rope_theta",
+                "rotary positions count from 0: unset model.positions_from_padding",
+            )
             need(self.head_dim % 2 == 0, "num_heads", "rotary positions need an even head size")
-        need(0 <= self.local_window < self.max_position_embeddings, "local_window",
-             f"must be in [0, max_position_embeddings={self.max_position_embeddings})")
+        need(
+            0 <= self.local_window < self.max_position_embeddings,
+            "local_window",
+            f"must be in [0, max_position_embeddings={self.max_position_embeddings})",
+        )
         need(self.global_every >= 0, "global_every", "must be >= 0 (0: no global layers)")
-        need(not self.shares_layers or not self.layers_differ, "num_hidden_groups",
-             "shared layers are alike, but these differ (model.local_window with "
-             "model.global_every, model.local_rope_theta, or a pre-norm layer 0 that "
-             "reuses the embedding norm)")
-        need(not self.scan_layers or not self.layers_differ, "scan_layers",
-             "scans one traced layer, but these layers differ (model.local_window with "
-             "model.global_every, model.local_rope_theta, or a pre-norm layer 0 that "
-             "reuses the embedding norm): set model.scan_layers=False")
+        need(
+            not self.shares_layers or not self.layers_differ,
+            "num_hidden_groups",
+            "shared layers are alike, but these differ (model.local_window with "
+            "model.global_every, model.local_rope_theta, or a pre-norm layer 0 that "
+            "reuses the embedding norm)",
+        )
+        need(
+            not self.scan_layers or not self.layers_differ,
+            "scan_layers",
+            "scans one traced layer, but these layers differ (model.local_window with "
+            "model.global_every, model.local_rope_theta, or a pre-norm layer 0 that "
+            "reuses the embedding norm): set model.scan_layers=False",
+        )

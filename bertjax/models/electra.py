@@ -28,19 +28,28 @@ def validate(cfg: ModelConfig, need: Need) -> None:
 
 
 def from_hf_config(content: Mapping[str, Any], source: str) -> dict[str, Any]:
-    return {**bert.from_hf_config(content, source),
-            "embedding_size": bert.HFConfig(content, source).get("embedding_size", 128)}
+    return {
+        **bert.from_hf_config(content, source),
+        "embedding_size": bert.HFConfig(content, source).get("embedding_size", 128),
+    }
 
 
 def encoder_map(cfg: ModelConfig, p: str) -> list[names.Entry]:
-    project = (names.linear(f"{p}embeddings_project", ("encoder", "embeddings_project"))
-               if cfg.projects_embeddings else [])
-    return [*names.embeddings(f"{p}embeddings", cfg), *project,
-            *names.layers(f"{p}encoder.layer.{{i}}", cfg, bert.LAYER_NAMES)]
+    project = (
+        names.linear(f"{p}embeddings_project", ("encoder", "embeddings_project"))
+        if cfg.projects_embeddings
+        else []
+    )
+    return [
+        *names.embeddings(f"{p}embeddings", cfg),
+        *project,
+        *names.layers(f"{p}encoder.layer.{{i}}", cfg, bert.LAYER_NAMES),
+    ]
 
 
 HF = HFNames(
-    model_type="electra", prefix="electra",
+    model_type="electra",
+    prefix="electra",
     architectures={
         "ElectraModel": (),
         "ElectraForPreTraining": ("discriminator",),
@@ -53,11 +62,15 @@ HF = HFNames(
     heads={
         "discriminator": lambda cfg, p: [
             *names.linear("discriminator_predictions.dense", ("discriminator", "dense")),
-            *names.linear("discriminator_predictions.dense_prediction",
-                          ("discriminator", "prediction"))],
-        "mlm": lambda cfg, p: names.mlm("generator_predictions.dense",
-                                        "generator_predictions.LayerNorm",
-                                        "generator_lm_head.bias"),
+            *names.linear(
+                "discriminator_predictions.dense_prediction", ("discriminator", "prediction")
+            ),
+        ],
+        "mlm": lambda cfg, p: names.mlm(
+            "generator_predictions.dense",
+            "generator_predictions.LayerNorm",
+            "generator_lm_head.bias",
+        ),
         **bert.task_heads(classifier=["classifier.dense", "classifier.out_proj"]),
     },
     tied={"mlm": {"generator_lm_head.weight": "{p}embeddings.word_embeddings.weight"}},
@@ -73,8 +86,7 @@ GOOGLE = GoogleNames(
     rules={
         "discriminator": (
             (r"\.layer\.(\d+)\.", r".layer_\1."),
-            (r"^discriminator_predictions\.dense_prediction$",
-             "discriminator_predictions.dense_1"),
+            (r"^discriminator_predictions\.dense_prediction$", "discriminator_predictions.dense_1"),
         ),
         "generator": (
             (r"\.layer\.(\d+)\.", r".layer_\1."),
@@ -86,11 +98,16 @@ GOOGLE = GoogleNames(
 )
 
 
-def _sizes(layers: int, hidden: int, heads: int, embedding: int, gen_hidden: int,
-           gen_heads: int) -> dict[str, Any]:
-    return {**bert.size(layers, hidden, heads), "embedding_size": embedding,
-            "generator_hidden_size": gen_hidden, "generator_num_heads": gen_heads,
-            "generator_intermediate_size": 4 * gen_hidden}
+def _sizes(
+    layers: int, hidden: int, heads: int, embedding: int, gen_hidden: int, gen_heads: int
+) -> dict[str, Any]:
+    return {
+        **bert.size(layers, hidden, heads),
+        "embedding_size": embedding,
+        "generator_hidden_size": gen_hidden,
+        "generator_num_heads": gen_heads,
+        "generator_intermediate_size": 4 * gen_hidden,
+    }
 
 
 FAMILY = Family(
@@ -98,10 +115,12 @@ FAMILY = Family(
     defaults=dict(family="electra", vocab_size=30522),
     # The generator is 1/4 of the discriminator's width (small: 1/4 too, as released).
     # electra_tiny is bert_tiny's size, for CPU runs; not a released model.
-    presets={"electra_tiny": _sizes(2, 128, 2, 128, 32, 1),
-             "electra_small": _sizes(12, 256, 4, 128, 64, 1),
-             "electra_base": _sizes(12, 768, 12, 768, 256, 4),
-             "electra_large": _sizes(24, 1024, 16, 1024, 256, 4)},
+    presets={
+        "electra_tiny": _sizes(2, 128, 2, 128, 32, 1),
+        "electra_small": _sizes(12, 256, 4, 128, 64, 1),
+        "electra_base": _sizes(12, 768, 12, 768, 256, 4),
+        "electra_large": _sizes(24, 1024, 16, 1024, 256, 4),
+    },
     heads=("mlm", "discriminator", "generator", "classifier", "token_classifier", "span"),
     pretrain_heads=("discriminator", "generator"),
     task="electra",

@@ -36,8 +36,17 @@ if TYPE_CHECKING:
     from bertjax.convert.names import Entry
     from bertjax.models.config import ModelConfig
 
-HEADS = ("pooler", "mlm", "nsp", "sop", "discriminator", "generator", "classifier",
-         "token_classifier", "span")
+HEADS = (
+    "pooler",
+    "mlm",
+    "nsp",
+    "sop",
+    "discriminator",
+    "generator",
+    "classifier",
+    "token_classifier",
+    "span",
+)
 # Heads that read the pooled vector (the pooler must be present).
 POOLED_HEADS = ("nsp", "sop")
 # Heads whose width is config.num_labels.
@@ -50,7 +59,7 @@ CLASSIFIERS = {
     "pre_relu": "[CLS] -> dense -> ReLU -> dropout -> dense (DistilBERT)",
     # ModernBERT's token and span heads take the same transform, per token.
     "prediction": "[CLS] or mean (classifier_pooling) -> dense -> GELU -> norm -> dropout "
-                  "-> dense (ModernBERT)",
+    "-> dense (ModernBERT)",
 }
 
 Need = Callable[[bool, str, str], None]  # need(ok, key, why): raises ConfigError naming key

@@ -63,15 +63,23 @@ class MLMHead(nn.Module):
         h = ACTIVATIONS[self.activation or cfg.hidden_act](h)
         h = layer_norm(cfg, "layer_norm")(h)
         if not cfg.tie_decoder:
-            table = self.param("decoder", nn.with_logical_partitioning(
-                nn.initializers.truncated_normal(cfg.initializer_range), (ax.VOCAB, ax.EMBED)),
-                (cfg.vocab_size, cfg.embed_dim), cfg.param_dtype)
+            table = self.param(
+                "decoder",
+                nn.with_logical_partitioning(
+                    nn.initializers.truncated_normal(cfg.initializer_range), (ax.VOCAB, ax.EMBED)
+                ),
+                (cfg.vocab_size, cfg.embed_dim),
+                cfg.param_dtype,
+            )
         logits = jnp.einsum("ble,ve->blv", h, table.astype(h.dtype)).astype(jnp.float32)
         if not cfg.decoder_bias:
             return logits
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               (ax.VOCAB,)),
-                          (cfg.vocab_size,), cfg.param_dtype)
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), (ax.VOCAB,)),
+            (cfg.vocab_size,),
+            cfg.param_dtype,
+        )
         return logits + bias.astype(jnp.float32)
 
 
@@ -95,8 +103,9 @@ class DiscriminatorHead(nn.Module):
     def __call__(self, x: Array) -> Array:
         """[batch, length, hidden] -> float32 logits [batch, length]."""
         cfg = self.cfg
-        h = ACTIVATIONS[cfg.hidden_act](dense(cfg, cfg.hidden_size, (ax.EMBED, ax.EMBED),
-                                              "dense")(x))
+        h = ACTIVATIONS[cfg.hidden_act](
+            dense(cfg, cfg.hidden_size, (ax.EMBED, ax.EMBED), "dense")(x)
+        )
         return dense(cfg, 1, (ax.EMBED, None), "prediction")(h)[..., 0].astype(jnp.float32)
 
 
@@ -110,8 +119,14 @@ class GeneratorHead(nn.Module):
         self.encoder = Encoder(self.cfg)
         self.mlm = MLMHead(self.cfg, activation="gelu")
 
-    def __call__(self, x: Array, mask: AttentionMask, table: Array,
-                 positions: Array | None, deterministic: bool) -> tuple[Array, dict]:
+    def __call__(
+        self,
+        x: Array,
+        mask: AttentionMask,
+        table: Array,
+        positions: Array | None,
+        deterministic: bool,
+    ) -> tuple[Array, dict]:
         """x: [b, l, embed] embeddings -> (logits [b, l or P, vocab], {"sequence",
         "hidden_states"})."""
         h, states = self.encoder(x, mask, deterministic)
@@ -139,8 +154,9 @@ class ClassifierHead(nn.Module):
             if self.style != "pre_relu":
                 h = drop(h, deterministic=deterministic)
             h = dense(cfg, cfg.hidden_size, (ax.EMBED, ax.EMBED), "dense")(h)
-            act = {"cls_tanh": jnp.tanh, "cls_gelu": ACTIVATIONS["gelu"],
-                   "pre_relu": jax.nn.relu}[self.style]
+            act = {"cls_tanh": jnp.tanh, "cls_gelu": ACTIVATIONS["gelu"], "pre_relu": jax.nn.relu}[
+                self.style
+            ]
             h = drop(act(h), deterministic=deterministic)
         return dense(cfg, cfg.num_labels, (ax.EMBED, None), "out")(h).astype(jnp.float32)
 
@@ -171,8 +187,9 @@ class PredictionHead(nn.Module):
     pooling: str = ""  # "": per token; cls | mean: one vector per row
 
     @nn.compact
-    def __call__(self, x: Array, mask: AttentionMask, deterministic: bool,
-                 first: Array | None = None) -> Array:
+    def __call__(
+        self, x: Array, mask: AttentionMask, deterministic: bool, first: Array | None = None
+    ) -> Array:
         """x: [batch, length, hidden] -> float32 [batch, (length,) features]; packed rows
         (`first`: [batch, S] first_positions): the classifier pools each sequence ->
         [batch, S, features]."""
@@ -181,13 +198,16 @@ class PredictionHead(nn.Module):
             x = x[:, 0] if first is None else gather_positions(x, first)
         elif self.pooling == "mean" and first is None:
             real = (mask.segments > 0).astype(jnp.float32)[:, :, None]  # [b, l, 1]
-            x = (jnp.sum(x.astype(jnp.float32) * real, axis=1)
-                 / jnp.sum(real, axis=1)).astype(x.dtype)
+            x = (jnp.sum(x.astype(jnp.float32) * real, axis=1) / jnp.sum(real, axis=1)).astype(
+                x.dtype
+            )
         elif self.pooling == "mean":  # each packed sequence's tokens: [b, S, l]
             number = jnp.arange(1, first.shape[1] + 1, dtype=jnp.int32)
             own = (mask.segments[:, None, :] == number[None, :, None]).astype(jnp.float32)
-            x = (jnp.einsum("bsl,bld->bsd", own, x.astype(jnp.float32))
-                 / jnp.maximum(jnp.sum(own, axis=-1), 1.0)[..., None]).astype(x.dtype)
+            x = (
+                jnp.einsum("bsl,bld->bsd", own, x.astype(jnp.float32))
+                / jnp.maximum(jnp.sum(own, axis=-1), 1.0)[..., None]
+            ).astype(x.dtype)
         h = dense(cfg, cfg.hidden_size, (ax.EMBED, ax.EMBED), "transform", cfg.head_bias)(x)
         h = layer_norm(cfg, "layer_norm")(ACTIVATIONS[cfg.hidden_act](h))
         h = nn.Dropout(cfg.classifier_dropout_rate)(h, deterministic=deterministic)

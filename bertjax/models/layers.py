@@ -39,18 +39,27 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 
 def _init(cfg: ModelConfig, axes: tuple[str | None, ...]) -> Callable:
     return nn.with_logical_partitioning(
-        nn.initializers.truncated_normal(cfg.initializer_range), axes)
+        nn.initializers.truncated_normal(cfg.initializer_range), axes
+    )
 
 
 def _zeros(axes: tuple[str | None, ...]) -> Callable:
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
-def dense(cfg: ModelConfig, features: int, axes: tuple[str, str], name: str,
-          bias: bool = True) -> nn.Dense:
+def dense(
+    cfg: ModelConfig, features: int, axes: tuple[str, str], name: str, bias: bool = True
+) -> nn.Dense:
     """A Dense layer whose kernel is annotated `axes` = (in, out) and bias (out,)."""
-    return nn.Dense(features, use_bias=bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                    kernel_init=_init(cfg, axes), bias_init=_zeros(axes[1:]), name=name)
+    return nn.Dense(
+        features,
+        use_bias=bias,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        kernel_init=_init(cfg, axes),
+        bias_init=_zeros(axes[1:]),
+        name=name,
+    )
 
 
 def layer_norm(cfg: ModelConfig, name: str) -> nn.Module:
@@ -58,12 +67,24 @@ def layer_norm(cfg: ModelConfig, name: str) -> nn.Module:
     off, or RMSNorm (scale only). Parameters: scale [embed] (and bias [embed])."""
     scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), (ax.EMBED,))
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype,
-                          param_dtype=cfg.param_dtype, scale_init=scale_init, name=name)
+        return nn.RMSNorm(
+            epsilon=cfg.layer_norm_eps,
+            dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype,
+            scale_init=scale_init,
+            name=name,
+        )
     # Two-pass variance (use_fast_variance=False) matches PyTorch's LayerNorm closely.
-    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                        use_fast_variance=False, use_bias=cfg.norm_bias, scale_init=scale_init,
-                        bias_init=_zeros((ax.EMBED,)), name=name)
+    return nn.LayerNorm(
+        epsilon=cfg.layer_norm_eps,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        use_fast_variance=False,
+        use_bias=cfg.norm_bias,
+        scale_init=scale_init,
+        bias_init=_zeros((ax.EMBED,)),
+        name=name,
+    )
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> np.ndarray:
@@ -107,25 +128,48 @@ class Embeddings(nn.Module):
 
     def setup(self) -> None:
         cfg, e = self.cfg, self.cfg.embed_dim
-        self.word = nn.Embed(cfg.vocab_size, e, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                             embedding_init=_init(cfg, (ax.VOCAB, ax.EMBED)))
+        self.word = nn.Embed(
+            cfg.vocab_size,
+            e,
+            dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype,
+            embedding_init=_init(cfg, (ax.VOCAB, ax.EMBED)),
+        )
         if not cfg.rotary:  # rotary positions rotate q and k instead (SelfAttention)
-            pos_init = (nn.with_logical_partitioning(
-                lambda *_: jnp.asarray(sinusoidal_table(cfg.max_position_embeddings, e)),
-                (ax.POSITIONS, ax.EMBED)) if cfg.sinusoidal_positions
-                else _init(cfg, (ax.POSITIONS, ax.EMBED)))
-            self.position = nn.Embed(cfg.max_position_embeddings, e, dtype=cfg.dtype,
-                                     param_dtype=cfg.param_dtype, embedding_init=pos_init)
+            pos_init = (
+                nn.with_logical_partitioning(
+                    lambda *_: jnp.asarray(sinusoidal_table(cfg.max_position_embeddings, e)),
+                    (ax.POSITIONS, ax.EMBED),
+                )
+                if cfg.sinusoidal_positions
+                else _init(cfg, (ax.POSITIONS, ax.EMBED))
+            )
+            self.position = nn.Embed(
+                cfg.max_position_embeddings,
+                e,
+                dtype=cfg.dtype,
+                param_dtype=cfg.param_dtype,
+                embedding_init=pos_init,
+            )
         if cfg.type_vocab_size:
-            self.token_type = nn.Embed(cfg.type_vocab_size, e, dtype=cfg.dtype,
-                                       param_dtype=cfg.param_dtype,
-                                       embedding_init=_init(cfg, (ax.POSITIONS, ax.EMBED)))
+            self.token_type = nn.Embed(
+                cfg.type_vocab_size,
+                e,
+                dtype=cfg.dtype,
+                param_dtype=cfg.param_dtype,
+                embedding_init=_init(cfg, (ax.POSITIONS, ax.EMBED)),
+            )
         if cfg.embedding_norm:
             self.layer_norm = layer_norm(cfg, "layer_norm")
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
-    def __call__(self, input_ids: Array, token_type_ids: Array | None,
-                 deterministic: bool, mask: AttentionMask | None = None) -> Array:
+    def __call__(
+        self,
+        input_ids: Array,
+        token_type_ids: Array | None,
+        deterministic: bool,
+        mask: AttentionMask | None = None,
+    ) -> Array:
         """input_ids, token_type_ids: [batch, length] -> [batch, length, embed]. `mask`:
         positions restart at every sequence of a packed row."""
         x = self.word(input_ids)
@@ -151,13 +195,12 @@ def rotary(x: Array, positions: Array, theta: float) -> Array:
     (`position_ids`: they restart at every packed sequence). Computed in float32."""
     d = x.shape[-1]
     # As transformers computes it (float32 powers), so converted models agree to 1e-6.
-    inv_freq = 1.0 / (np.float32(theta) ** (np.arange(0, d, 2, dtype=np.float32)
-                                            / np.float32(d)))
+    inv_freq = 1.0 / (np.float32(theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))
     angle = positions.astype(jnp.float32)[:, :, None] * jnp.asarray(inv_freq)  # [b, t, d/2]
     cos = jnp.cos(jnp.concatenate([angle, angle], -1))[:, :, None]  # [b, t, 1, d]
     sin = jnp.sin(jnp.concatenate([angle, angle], -1))[:, :, None]
     xf = x.astype(jnp.float32)
-    half = jnp.concatenate([-xf[..., d // 2:], xf[..., : d // 2]], -1)
+    half = jnp.concatenate([-xf[..., d // 2 :], xf[..., : d // 2]], -1)
     return (xf * cos + half * sin).astype(x.dtype)
 
 
@@ -174,25 +217,43 @@ class SelfAttention(nn.Module):
     def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
         cfg = self.cfg
         proj = functools.partial(
-            nn.DenseGeneral, features=(cfg.num_heads, cfg.head_dim), dtype=cfg.dtype,
-            use_bias=cfg.attention_bias, param_dtype=cfg.param_dtype,
+            nn.DenseGeneral,
+            features=(cfg.num_heads, cfg.head_dim),
+            dtype=cfg.dtype,
+            use_bias=cfg.attention_bias,
+            param_dtype=cfg.param_dtype,
             kernel_init=_init(cfg, (ax.EMBED, ax.HEADS, ax.KV)),
-            bias_init=_zeros((ax.HEADS, ax.KV)))
+            bias_init=_zeros((ax.HEADS, ax.KV)),
+        )
         q = proj(name="query")(x)  # [b, q, h, d]
         k = proj(name="key")(x)  # [b, k, h, d]
         v = proj(name="value")(x)  # [b, k, h, d]
         if self.theta:
             pos = position_ids(cfg, mask.segments, mask)  # [b, t]; reads only the mask
             q, k = rotary(q, pos, self.theta), rotary(k, pos, self.theta)
-        kernel = attention_kernel(cfg, deterministic, length=x.shape[1], packed=mask.packed,
-                                  window=self.window)
+        kernel = attention_kernel(
+            cfg, deterministic, length=x.shape[1], packed=mask.packed, window=self.window
+        )
         dropout = nn.Dropout(cfg.attention_dropout_rate)
-        ctx = attend(q, k, v, mask, kernel,  # [b, q, h, d]
-                     lambda p: dropout(p, deterministic=deterministic), window=self.window)
+        ctx = attend(
+            q,
+            k,
+            v,
+            mask,
+            kernel,  # [b, q, h, d]
+            lambda p: dropout(p, deterministic=deterministic),
+            window=self.window,
+        )
         return nn.DenseGeneral(
-            cfg.hidden_size, axis=(-2, -1), use_bias=cfg.attention_bias, dtype=cfg.dtype,
-            param_dtype=cfg.param_dtype, kernel_init=_init(cfg, (ax.HEADS, ax.KV, ax.EMBED)),
-            bias_init=_zeros((ax.EMBED,)), name="out")(ctx)  # [b, q, e]
+            cfg.hidden_size,
+            axis=(-2, -1),
+            use_bias=cfg.attention_bias,
+            dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype,
+            kernel_init=_init(cfg, (ax.HEADS, ax.KV, ax.EMBED)),
+            bias_init=_zeros((ax.EMBED,)),
+            name="out",
+        )(ctx)  # [b, q, e]
 
 
 def mlp(cfg: ModelConfig, x: Array) -> Array:
@@ -202,13 +263,19 @@ def mlp(cfg: ModelConfig, x: Array) -> Array:
     act = ACTIVATIONS[cfg.hidden_act]
     if cfg.mlp == "glu":
         h = nn.DenseGeneral(
-            (2, cfg.intermediate_size), use_bias=cfg.mlp_bias, dtype=cfg.dtype,
-            param_dtype=cfg.param_dtype, kernel_init=_init(cfg, (ax.EMBED, None, ax.MLP)),
-            bias_init=_zeros((None, ax.MLP)), name="intermediate")(x)  # [b, l, 2, mlp]
+            (2, cfg.intermediate_size),
+            use_bias=cfg.mlp_bias,
+            dtype=cfg.dtype,
+            param_dtype=cfg.param_dtype,
+            kernel_init=_init(cfg, (ax.EMBED, None, ax.MLP)),
+            bias_init=_zeros((None, ax.MLP)),
+            name="intermediate",
+        )(x)  # [b, l, 2, mlp]
         h = act(h[..., 0, :]) * h[..., 1, :]
     else:
-        h = act(dense(cfg, cfg.intermediate_size, (ax.EMBED, ax.MLP), "intermediate",
-                      cfg.mlp_bias)(x))
+        h = act(
+            dense(cfg, cfg.intermediate_size, (ax.EMBED, ax.MLP), "intermediate", cfg.mlp_bias)(x)
+        )
     return dense(cfg, cfg.hidden_size, (ax.MLP, ax.EMBED), "output", cfg.mlp_bias)(h)
 
 
@@ -245,8 +312,11 @@ class EncoderLayer(nn.Module):
 def layer_args(cfg: ModelConfig, i: int) -> dict[str, Any]:
     """EncoderLayer's per-layer attributes for layer i (ModelConfig: layer_window,
     layer_theta, first_attention_norm)."""
-    return dict(window=cfg.layer_window(i), theta=cfg.layer_theta(i),
-                attention_norm=i > 0 or cfg.first_attention_norm)
+    return dict(
+        window=cfg.layer_window(i),
+        theta=cfg.layer_theta(i),
+        attention_norm=i > 0 or cfg.first_attention_norm,
+    )
 
 
 class LayerGroup(nn.Module):
@@ -258,7 +328,8 @@ class LayerGroup(nn.Module):
     def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
         for j in range(self.cfg.inner_group_num):
             x = _layer_class(self.cfg)(self.cfg, **layer_args(self.cfg, 0), name=f"inner_{j}")(
-                x, mask, deterministic)
+                x, mask, deterministic
+            )
         return x
 
 
@@ -266,11 +337,15 @@ def _layer_class(cfg: ModelConfig) -> type[nn.Module]:
     """EncoderLayer, wrapped in remat when the config asks for it."""
     if cfg.remat == "none":
         return EncoderLayer
-    policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if cfg.remat == "dots"
-              else jax.checkpoint_policies.nothing_saveable)
+    policy = (
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+        if cfg.remat == "dots"
+        else jax.checkpoint_policies.nothing_saveable
+    )
     # argnums count self as 0: deterministic (3) must stay a Python bool.
-    return nn.remat(EncoderLayer, policy=policy, prevent_cse=not cfg.scan_layers,
-                    static_argnums=(3,))
+    return nn.remat(
+        EncoderLayer, policy=policy, prevent_cse=not cfg.scan_layers, static_argnums=(3,)
+    )
 
 
 def _unit_class(cfg: ModelConfig) -> type[nn.Module]:
@@ -289,10 +364,10 @@ class _Scanned(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: AttentionMask,
-                 deterministic: bool) -> tuple[Array, Array]:
+    def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> tuple[Array, Array]:
         x = _unit_class(self.cfg)(self.cfg, **_unit_args(self.cfg, 0), name="unit")(
-            x, mask, deterministic)
+            x, mask, deterministic
+        )
         return x, x
 
 
@@ -311,8 +386,9 @@ class Encoder(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: AttentionMask,
-                 deterministic: bool) -> tuple[Array, list[Array]]:
+    def __call__(
+        self, x: Array, mask: AttentionMask, deterministic: bool
+    ) -> tuple[Array, list[Array]]:
         """x: [batch, length, embed] -> ([b, l, hidden], states).
 
         `states` has L + 1 entries: the (projected) input and every layer's output, as
@@ -333,15 +409,16 @@ class Encoder(nn.Module):
                     split_rngs={"params": not shared, "dropout": True},
                     in_axes=(nn.broadcast, nn.broadcast),
                     length=reps if shared else cfg.num_layers,
-                    metadata_params={nn.PARTITION_NAME: ax.LAYERS})
-                x, ys = scan(cfg, name=f"group_{g}" if shared else "layers")(
-                    x, mask, deterministic)
+                    metadata_params={nn.PARTITION_NAME: ax.LAYERS},
+                )
+                x, ys = scan(cfg, name=f"group_{g}" if shared else "layers")(x, mask, deterministic)
                 states.extend(ys[i] for i in range(ys.shape[0]))
         else:
             unit = _unit_class(cfg)
             prefix = "group" if cfg.shares_layers else "layer"
-            units = [unit(cfg, **_unit_args(cfg, g), name=f"{prefix}_{g}")
-                     for g in range(cfg.num_groups)]
+            units = [
+                unit(cfg, **_unit_args(cfg, g), name=f"{prefix}_{g}") for g in range(cfg.num_groups)
+            ]
             for i in range(cfg.num_layers):
                 x = units[i // reps](x, mask, deterministic)
                 states.append(x)
@@ -359,11 +436,13 @@ class Pooler(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """[batch, length, hidden] -> [batch, hidden]."""
-        return jnp.tanh(dense(self.cfg, self.cfg.hidden_size, (ax.EMBED, ax.EMBED), "dense")(
-            x[:, 0]))
+        return jnp.tanh(
+            dense(self.cfg, self.cfg.hidden_size, (ax.EMBED, ax.EMBED), "dense")(x[:, 0])
+        )
 
 
 # --- scan <-> loop parameter layouts ------------------------------------------------
+
 
 def unstack_layers(params: Any) -> Any:
     """Turns scan-layout params (`layers/unit` with a leading [L] axis) into `layer_{i}`.
@@ -390,14 +469,19 @@ def stack_layers(params: Any) -> Any:
     """Inverse of `unstack_layers`: `layer_{i}` -> `layers/unit` [L, ...]; groups get `unit`."""
     if not isinstance(params, dict):
         return params
-    layer_keys = sorted((k for k in params if re.fullmatch(r"layer_\d+", k)),
-                        key=lambda k: int(k.split("_")[1]))
+    layer_keys = sorted(
+        (k for k in params if re.fullmatch(r"layer_\d+", k)), key=lambda k: int(k.split("_")[1])
+    )
     group_keys = [k for k in params if re.fullmatch(r"group_\d+", k)]
-    out = {k: stack_layers(v) for k, v in params.items()
-           if k not in layer_keys and k not in group_keys}
+    out = {
+        k: stack_layers(v) for k, v in params.items() if k not in layer_keys and k not in group_keys
+    }
     if layer_keys:
-        out["layers"] = {"unit": jax.tree_util.tree_map(
-            lambda *xs: jnp.stack(xs), *[params[k] for k in layer_keys])}
+        out["layers"] = {
+            "unit": jax.tree_util.tree_map(
+                lambda *xs: jnp.stack(xs), *[params[k] for k in layer_keys]
+            )
+        }
     for k in group_keys:
         out[k] = {"unit": params[k]}
     return out

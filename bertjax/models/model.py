@@ -55,8 +55,9 @@ class Model(nn.Module):
         fam = family(cfg.family)
         self.embeddings = Embeddings(cfg)
         self.encoder = Encoder(cfg)
-        token_dropout = (cfg.classifier_dropout_rate if fam.token_dropout == "classifier"
-                         else cfg.dropout_rate)
+        token_dropout = (
+            cfg.classifier_dropout_rate if fam.token_dropout == "classifier" else cfg.dropout_rate
+        )
         make = {
             "pooler": lambda: Pooler(cfg),
             "mlm": lambda: MLMHead(cfg, activation=fam.mlm_activation),
@@ -69,18 +70,25 @@ class Model(nn.Module):
             "span": lambda: TokenHead(cfg, 2, cfg.dropout_rate if fam.span_dropout else 0.0),
         }
         if fam.classifier == "prediction":  # ModernBERT: every task head transforms first
-            make.update(classifier=lambda: PredictionHead(cfg, cfg.num_labels,
-                                                          cfg.classifier_pooling),
-                        token_classifier=lambda: PredictionHead(cfg, cfg.num_labels),
-                        span=lambda: PredictionHead(cfg, 2))
+            make.update(
+                classifier=lambda: PredictionHead(cfg, cfg.num_labels, cfg.classifier_pooling),
+                token_classifier=lambda: PredictionHead(cfg, cfg.num_labels),
+                span=lambda: PredictionHead(cfg, 2),
+            )
         for name in cfg.heads:
             setattr(self, name, make[name]())
 
-    def __call__(self, input_ids: Array, token_type_ids: Array | None = None,
-                 attention_mask: Array | None = None, masked_positions: Array | None = None,
-                 deterministic: bool = True, heads: Sequence[str] | None = None,
-                 packed: bool = False, first_positions: Array | None = None
-                 ) -> tuple[dict[str, Array], dict[str, Any]]:
+    def __call__(
+        self,
+        input_ids: Array,
+        token_type_ids: Array | None = None,
+        attention_mask: Array | None = None,
+        masked_positions: Array | None = None,
+        deterministic: bool = True,
+        heads: Sequence[str] | None = None,
+        packed: bool = False,
+        first_positions: Array | None = None,
+    ) -> tuple[dict[str, Array], dict[str, Any]]:
         """input_ids, token_type_ids, attention_mask: [batch, length]; a missing mask
         attends everywhere. attention_mask holds segment numbers (attention.AttentionMask:
         0 padding, k the row's k-th sequence); `packed` says rows may hold several.
@@ -93,8 +101,9 @@ class Model(nn.Module):
         heads = cfg.heads if heads is None else tuple(heads)
         unknown = [h for h in heads if h not in cfg.heads]
         if unknown:
-            raise ValueError(f"the model has no head {unknown[0]!r}; its heads: "
-                             f"{', '.join(cfg.heads) or 'none'}")
+            raise ValueError(
+                f"the model has no head {unknown[0]!r}; its heads: {', '.join(cfg.heads) or 'none'}"
+            )
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         mask = AttentionMask.of(attention_mask, packed)
@@ -103,7 +112,8 @@ class Model(nn.Module):
         out: dict[str, Any] = {}
         if "generator" in heads:
             logits["generator"], out["generator"] = self.generator(
-                e, mask, self.embeddings.table(), masked_positions, deterministic)
+                e, mask, self.embeddings.table(), masked_positions, deterministic
+            )
         if heads == ("generator",):
             return logits, out
         x, states = self.encoder(e, mask, deterministic)

@@ -10,9 +10,17 @@ from typing import Any
 from bertjax.models import albert, bert, distilbert, electra, modernbert, roberta
 from bertjax.models.family import Family
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (
-    bert.FAMILY, roberta.FAMILY, albert.FAMILY, distilbert.FAMILY, electra.FAMILY,
-    modernbert.FAMILY)}
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        bert.FAMILY,
+        roberta.FAMILY,
+        albert.FAMILY,
+        distilbert.FAMILY,
+        electra.FAMILY,
+        modernbert.FAMILY,
+    )
+}
 
 
 def family(name: str) -> Family:
@@ -23,12 +31,13 @@ def family(name: str) -> Family:
 
 
 # Every preset name -> its ModelConfig fields (family defaults + sizes).
-PRESETS: dict[str, dict[str, Any]] = {name: {**f.defaults, **sizes} for f in FAMILIES.values()
-                                      for name, sizes in f.presets.items()}
+PRESETS: dict[str, dict[str, Any]] = {
+    name: {**f.defaults, **sizes} for f in FAMILIES.values() for name, sizes in f.presets.items()
+}
 
 
 def suggest(name: str) -> str:
-    """"did you mean 'bert_tiny'?" for a misspelt preset (difflib's closest names over
+    """ "did you mean 'bert_tiny'?" for a misspelt preset (difflib's closest names over
     every preset), else a few presets of the same family as examples."""
     close = difflib.get_close_matches(name, PRESETS, n=3, cutoff=0.6)
     if close:

@@ -24,13 +24,16 @@ def validate(cfg: ModelConfig, need: Need) -> None:
 
 def from_hf_config(content: Mapping[str, Any], source: str) -> dict[str, Any]:
     fields = bert.from_hf_config(content, source)
-    fields.update(positions_from_padding=True,
-                  pad_token_id=bert.HFConfig(content, source).get("pad_token_id", 1))
+    fields.update(
+        positions_from_padding=True,
+        pad_token_id=bert.HFConfig(content, source).get("pad_token_id", 1),
+    )
     return fields
 
 
 HF = HFNames(
-    model_type="roberta", prefix="roberta",
+    model_type="roberta",
+    prefix="roberta",
     architectures={
         "RobertaModel": (),
         "RobertaForMaskedLM": ("mlm",),
@@ -44,8 +47,12 @@ HF = HFNames(
         "mlm": lambda cfg, p: names.mlm("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
         **bert.task_heads(classifier=["classifier.dense", "classifier.out_proj"]),
     },
-    tied={"mlm": {"lm_head.decoder.weight": "{p}embeddings.word_embeddings.weight",
-                  "lm_head.decoder.bias": "lm_head.bias"}},
+    tied={
+        "mlm": {
+            "lm_head.decoder.weight": "{p}embeddings.word_embeddings.weight",
+            "lm_head.decoder.bias": "lm_head.bias",
+        }
+    },
     to_config=lambda cfg: bert.hf_config(cfg, "roberta"),
     from_config=from_hf_config,
     token_ids=("bos_token_id", "eos_token_id"),
@@ -53,9 +60,15 @@ HF = HFNames(
 
 FAMILY = Family(
     name="roberta",
-    defaults=dict(family="roberta", vocab_size=50265, max_position_embeddings=514,
-                  type_vocab_size=1, pad_token_id=1, positions_from_padding=True,
-                  layer_norm_eps=1e-5),
+    defaults=dict(
+        family="roberta",
+        vocab_size=50265,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        positions_from_padding=True,
+        layer_norm_eps=1e-5,
+    ),
     presets={"roberta_base": bert.size(12, 768), "roberta_large": bert.size(24, 1024, 16)},
     heads=("pooler", "mlm", "classifier", "token_classifier", "span"),
     pretrain_heads=("mlm",),

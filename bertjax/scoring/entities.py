@@ -18,7 +18,7 @@ Chunk = tuple[str, int, int]  # (type, first token, last token + 1)
 
 
 def split_tag(tag: str) -> tuple[str, str]:
-    """"B-PER" -> ("B", "PER"), "O" -> ("O", ""); ValueError for anything else."""
+    """ "B-PER" -> ("B", "PER"), "O" -> ("O", ""); ValueError for anything else."""
     if tag == "O":
         return "O", ""
     prefix, sep, kind = tag.partition("-")
@@ -28,15 +28,19 @@ def split_tag(tag: str) -> tuple[str, str]:
 
 
 def _ends(prev: str, tag: str, prev_type: str, kind: str) -> bool:
-    return (prev in ("E", "S")
-            or (prev in ("B", "I") and tag in ("B", "S", "O"))
-            or (prev != "O" and prev_type != kind))
+    return (
+        prev in ("E", "S")
+        or (prev in ("B", "I") and tag in ("B", "S", "O"))
+        or (prev != "O" and prev_type != kind)
+    )
 
 
 def _starts(prev: str, tag: str, prev_type: str, kind: str) -> bool:
-    return (tag in ("B", "S")
-            or (prev in ("E", "S", "O") and tag in ("E", "I"))
-            or (tag != "O" and prev_type != kind))
+    return (
+        tag in ("B", "S")
+        or (prev in ("E", "S", "O") and tag in ("E", "I"))
+        or (tag != "O" and prev_type != kind)
+    )
 
 
 def chunks(tags: Sequence[str]) -> list[Chunk]:
@@ -77,12 +81,16 @@ def score(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> 
         right.update(c[0] for c in g_chunks & p_chunks)
         found.update(c[0] for c in p_chunks)
         want.update(c[0] for c in g_chunks)
-    out: dict[str, Any] = {**_prf(sum(right.values()), sum(found.values()), sum(want.values())),
-                           "gold_chunks": sum(want.values()),
-                           "predicted_chunks": sum(found.values()),
-                           "correct_chunks": sum(right.values())}
-    out["per_type"] = {t: {**_prf(right[t], found[t], want[t]), "support": want[t]}
-                       for t in sorted(set(want) | set(found))}
+    out: dict[str, Any] = {
+        **_prf(sum(right.values()), sum(found.values()), sum(want.values())),
+        "gold_chunks": sum(want.values()),
+        "predicted_chunks": sum(found.values()),
+        "correct_chunks": sum(right.values()),
+    }
+    out["per_type"] = {
+        t: {**_prf(right[t], found[t], want[t]), "support": want[t]}
+        for t in sorted(set(want) | set(found))
+    }
     return out
 
 

@@ -67,8 +67,9 @@ def questions(dataset: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     return out
 
 
-def score_v1(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str]
-             ) -> dict[str, float]:
+def score_v1(
+    dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str]
+) -> dict[str, float]:
     """{"exact_match", "f1"} in percent, over every question of the dataset."""
     em = f1_sum = 0.0
     golds = questions(dataset)
@@ -80,9 +81,12 @@ def score_v1(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str
     return {"exact_match": 100.0 * em / len(golds), "f1": 100.0 * f1_sum / len(golds)}
 
 
-def _best_threshold(preds: Mapping[str, str], scores: Mapping[str, float],
-                    na_probs: Mapping[str, float], has_ans: Mapping[str, bool]
-                    ) -> tuple[float, float]:
+def _best_threshold(
+    preds: Mapping[str, str],
+    scores: Mapping[str, float],
+    na_probs: Mapping[str, float],
+    has_ans: Mapping[str, bool],
+) -> tuple[float, float]:
     best = current = float(sum(1 for k in has_ans if not has_ans[k]))
     threshold = 0.0
     for qid in sorted(na_probs, key=lambda k: na_probs[k]):
@@ -98,9 +102,12 @@ def _best_threshold(preds: Mapping[str, str], scores: Mapping[str, float],
     return 100.0 * best / len(scores), threshold
 
 
-def score_v2(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str],
-             na_probs: Mapping[str, float] | None = None, na_prob_thresh: float = 1.0
-             ) -> dict[str, float]:
+def score_v2(
+    dataset: Sequence[Mapping[str, Any]],
+    predictions: Mapping[str, str],
+    na_probs: Mapping[str, float] | None = None,
+    na_prob_thresh: float = 1.0,
+) -> dict[str, float]:
     """The evaluate-v2.0.py output dictionary (percent; thresholds as probabilities)."""
     golds = questions(dataset)
     has_ans = {}
@@ -118,12 +125,15 @@ def score_v2(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str
     na_probs = dict(na_probs) if given else {k: 0.0 for k in predictions}
     missing = [q for q in exact_raw if q not in na_probs]
     if missing:
-        raise ValueError(f"no no-answer probability for question {missing[0]!r} "
-                         f"({len(missing)} missing)")
+        raise ValueError(
+            f"no no-answer probability for question {missing[0]!r} ({len(missing)} missing)"
+        )
 
     def thresholded(raw: dict[str, float]) -> dict[str, float]:
-        return {qid: float(not has_ans[qid]) if na_probs[qid] > na_prob_thresh else s
-                for qid, s in raw.items()}
+        return {
+            qid: float(not has_ans[qid]) if na_probs[qid] > na_prob_thresh else s
+            for qid, s in raw.items()
+        }
 
     exact_t, f1_t = thresholded(exact_raw), thresholded(f1_raw)
     out: dict[str, float] = {}
@@ -143,7 +153,9 @@ def score_v2(dataset: Sequence[Mapping[str, Any]], predictions: Mapping[str, str
         add("NoAns_", no)
     if given and exact_raw:
         out["best_exact"], out["best_exact_thresh"] = _best_threshold(
-            predictions, exact_raw, na_probs, has_ans)
+            predictions, exact_raw, na_probs, has_ans
+        )
         out["best_f1"], out["best_f1_thresh"] = _best_threshold(
-            predictions, f1_raw, na_probs, has_ans)
+            predictions, f1_raw, na_probs, has_ans
+        )
     return out

@@ -18,9 +18,19 @@ from typing import Any
 from bertjax.tasks import distill, electra, glue, mlm, ner, squad
 from bertjax.tasks.base import Task
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (
-    mlm.MaskedLM, mlm.MaskedLMNSP, mlm.MaskedLMSOP, electra.Electra, distill.Distillation,
-    glue.Glue, ner.NER, squad.Squad)}
+TASKS: dict[str, type[Task]] = {
+    t.name: t
+    for t in (
+        mlm.MaskedLM,
+        mlm.MaskedLMNSP,
+        mlm.MaskedLMSOP,
+        electra.Electra,
+        distill.Distillation,
+        glue.Glue,
+        ner.NER,
+        squad.Squad,
+    )
+}
 
 
 def get(config: Any) -> Task:

@@ -167,8 +167,9 @@ class Task:
         del ctx, params, shardings
         return None
 
-    def synthetic_batches(self, cfg: ModelConfig, batch_size: int, seq_len: int, seed: int,
-                          count: int) -> list[dict[str, np.ndarray]]:
+    def synthetic_batches(
+        self, cfg: ModelConfig, batch_size: int, seq_len: int, seed: int, count: int
+    ) -> list[dict[str, np.ndarray]]:
         """`count` batches of the task's shapes for `bench train` (`random_batches`)."""
         raise NotImplementedError
 
@@ -206,8 +207,7 @@ def packing(batch: Batch, per_sequence: str | None = None) -> dict[str, Any]:
     from bertjax.models.heads import first_positions
 
     slots = batch[per_sequence].shape[1]
-    return {"packed": True,
-            "first_positions": first_positions(batch["attention_mask"], slots)[0]}
+    return {"packed": True, "first_positions": first_positions(batch["attention_mask"], slots)[0]}
 
 
 def packing_metrics(batch: Batch) -> dict[str, Any]:
@@ -220,23 +220,31 @@ def packing_metrics(batch: Batch) -> dict[str, Any]:
     from bertjax.metrics import Mean
 
     mask = batch["attention_mask"]
-    return {"packing_efficiency": Mean(jnp.mean((mask > 0).astype(jnp.float32)),
-                                       float(mask.size))}
+    return {"packing_efficiency": Mean(jnp.mean((mask > 0).astype(jnp.float32)), float(mask.size))}
 
 
-def random_batches(cfg: ModelConfig, batch_size: int, seq_len: int, seed: int, count: int,
-                   fill: Callable[[np.random.Generator, np.ndarray], dict[str, np.ndarray]]
-                   ) -> list[dict[str, np.ndarray]]:
+def random_batches(
+    cfg: ModelConfig,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    count: int,
+    fill: Callable[[np.random.Generator, np.ndarray], dict[str, np.ndarray]],
+) -> list[dict[str, np.ndarray]]:
     """`count` synthetic batches (`bench train`, the memory check): no data and no
     tokenizer are read. Each draws input_ids [B, L] int32 in [FIRST_ID, model.vocab_size)
     from one numpy generator seeded by `seed`, then `fill(rng, ids)` makes the task's
     batch of them (it may draw more from `rng`). Errors name the key that does not fit.
     """
     if seq_len + cfg.position_offset > cfg.max_position_embeddings:
-        raise ValueError(f"max_seq_length={seq_len} does not fit model.max_position_embeddings="
-                         f"{cfg.max_position_embeddings}")
+        raise ValueError(
+            f"max_seq_length={seq_len} does not fit model.max_position_embeddings="
+            f"{cfg.max_position_embeddings}"
+        )
     if cfg.vocab_size <= FIRST_ID:
         raise ValueError(f"model.vocab_size={cfg.vocab_size}: must exceed {FIRST_ID}")
     rng = np.random.default_rng(seed)
-    return [fill(rng, rng.integers(FIRST_ID, cfg.vocab_size, (batch_size, seq_len),
-                                   dtype=np.int32)) for _ in range(count)]
+    return [
+        fill(rng, rng.integers(FIRST_ID, cfg.vocab_size, (batch_size, seq_len), dtype=np.int32))
+        for _ in range(count)
+    ]

@@ -52,12 +52,15 @@ def teacher_config(config: Any, student: ModelConfig) -> ModelConfig:
     (`check`); its compute dtype is distill.teacher_dtype ("auto": the student's, which
     train.dtype resolved)."""
     if "teacher" not in config or "distill" not in config:
-        raise ValueError("task 'distillation' needs config.teacher and config.distill: "
-                         "use configs/distill.py:TEACHER_to_STUDENT")
+        raise ValueError(
+            "task 'distillation' needs config.teacher and config.distill: "
+            "use configs/distill.py:TEACHER_to_STUDENT"
+        )
     dtype = config.distill.teacher_dtype
     if dtype != "auto" and dtype not in DTYPES:
-        raise ValueError(f"distill.teacher_dtype={dtype!r}: expected auto or one of "
-                         f"{', '.join(DTYPES)}")
+        raise ValueError(
+            f"distill.teacher_dtype={dtype!r}: expected auto or one of {', '.join(DTYPES)}"
+        )
     teacher = ModelConfig.from_dict(config.teacher.to_dict())
     if teacher.family in mlm_families():  # else `check` names the family
         teacher = teacher.replace(heads=("mlm",))  # all the loss reads
@@ -79,12 +82,16 @@ def teacher_layers(spec: Sequence[int], num_teacher: int, num_student: int) -> l
         return [int(i) for i in np.round(np.linspace(0, num_teacher - 1, num_student))]
     layers = [int(i) for i in spec]
     if len(layers) != num_student:
-        raise ValueError(f"distill.teacher_layers={tuple(layers)}: needs one teacher layer "
-                         f"per student layer ({num_student})")
+        raise ValueError(
+            f"distill.teacher_layers={tuple(layers)}: needs one teacher layer "
+            f"per student layer ({num_student})"
+        )
     bad = [i for i in layers if not 0 <= i < num_teacher]
     if bad:
-        raise ValueError(f"distill.teacher_layers={tuple(layers)}: {bad} outside the "
-                         f"teacher's layers 0..{num_teacher - 1}")
+        raise ValueError(
+            f"distill.teacher_layers={tuple(layers)}: {bad} outside the "
+            f"teacher's layers 0..{num_teacher - 1}"
+        )
     return layers
 
 
@@ -93,12 +100,16 @@ def check(config: Any, student: ModelConfig, teacher: ModelConfig) -> None:
     d = config.distill
     for name, cfg in (("teacher", teacher), ("model", student)):
         if cfg.family not in mlm_families():
-            raise ValueError(f"{name}.family={cfg.family!r}: distillation needs an MLM model "
-                             f"({', '.join(mlm_families())})")
+            raise ValueError(
+                f"{name}.family={cfg.family!r}: distillation needs an MLM model "
+                f"({', '.join(mlm_families())})"
+            )
     if teacher.vocab_size != student.vocab_size:
-        raise ValueError(f"teacher.vocab_size={teacher.vocab_size} differs from "
-                         f"model.vocab_size={student.vocab_size}: teacher and student must "
-                         "share one tokenizer")
+        raise ValueError(
+            f"teacher.vocab_size={teacher.vocab_size} differs from "
+            f"model.vocab_size={student.vocab_size}: teacher and student must "
+            "share one tokenizer"
+        )
     if not float(d.temperature) > 0:
         raise ValueError(f"distill.temperature={d.temperature}: must be > 0")
     alphas = {k: float(d[k]) for k in ("alpha_ce", "alpha_mlm", "alpha_cos")}
@@ -108,22 +119,27 @@ def check(config: Any, student: ModelConfig, teacher: ModelConfig) -> None:
     if not any(alphas.values()):
         raise ValueError("distill.alpha_ce, alpha_mlm and alpha_cos are all 0: nothing to train")
     if alphas["alpha_cos"] and teacher.hidden_size != student.hidden_size:
-        raise ValueError(f"distill.alpha_cos={alphas['alpha_cos']}: the cosine loss compares "
-                         f"hidden states of equal width, but teacher.hidden_size="
-                         f"{teacher.hidden_size} and model.hidden_size={student.hidden_size}; "
-                         "set it to 0")
+        raise ValueError(
+            f"distill.alpha_cos={alphas['alpha_cos']}: the cosine loss compares "
+            f"hidden states of equal width, but teacher.hidden_size="
+            f"{teacher.hidden_size} and model.hidden_size={student.hidden_size}; "
+            "set it to 0"
+        )
     if d.init not in INITS:
         raise ValueError(f"distill.init={d.init!r}: expected one of {', '.join(INITS)}")
     seq = int(config.max_seq_length) + teacher.position_offset
     if seq > teacher.max_position_embeddings:
-        raise ValueError(f"max_seq_length={config.max_seq_length} does not fit "
-                         f"teacher.max_position_embeddings={teacher.max_position_embeddings}")
+        raise ValueError(
+            f"max_seq_length={config.max_seq_length} does not fit "
+            f"teacher.max_position_embeddings={teacher.max_position_embeddings}"
+        )
     if d.init == "teacher":
         teacher_layers(tuple(d.teacher_layers), teacher.num_layers, student.num_layers)
 
 
-def student_from_teacher(student: Mapping[str, Any], teacher: Mapping[str, Any],
-                         layers: Sequence[int]) -> tuple[dict[str, Any], list[str]]:
+def student_from_teacher(
+    student: Mapping[str, Any], teacher: Mapping[str, Any], layers: Sequence[int]
+) -> tuple[dict[str, Any], list[str]]:
     """The student's parameters with every module the teacher also has copied from it.
 
     Both trees in the loop layout (`layer_{i}`; see models/layers.py), of numpy or jax
@@ -149,8 +165,10 @@ def student_from_teacher(student: Mapping[str, Any], teacher: Mapping[str, Any],
                 source = f"layer_{layers[int(m[1])]}"
             if t is None or source not in t:
                 if path[:1] == ("encoder",) or here == ("encoder",):
-                    raise ValueError(f"distill.init=teacher: the teacher has no encoder "
-                                     f"parameter {'/'.join((*path, source))}")
+                    raise ValueError(
+                        f"distill.init=teacher: the teacher has no encoder "
+                        f"parameter {'/'.join((*path, source))}"
+                    )
                 fresh.append("/".join(here))
                 out[key] = value
             elif isinstance(value, Mapping):
@@ -158,9 +176,11 @@ def student_from_teacher(student: Mapping[str, Any], teacher: Mapping[str, Any],
             else:
                 src = t[source]
                 if tuple(src.shape) != tuple(value.shape):
-                    raise ValueError(f"distill.init=teacher: {'/'.join(here)} has shape "
-                                     f"{tuple(value.shape)} in the student but "
-                                     f"{tuple(src.shape)} in the teacher")
+                    raise ValueError(
+                        f"distill.init=teacher: {'/'.join(here)} has shape "
+                        f"{tuple(value.shape)} in the student but "
+                        f"{tuple(src.shape)} in the teacher"
+                    )
                 out[key] = src.astype(value.dtype)
         return out
 
@@ -170,30 +190,61 @@ def student_from_teacher(student: Mapping[str, Any], teacher: Mapping[str, Any],
 def same_vocabulary(a: Any, b: Any) -> bool:
     """Whether two bertjax Tokenizers map the same tokens to the same ids."""
     return a.backend.get_vocab(with_added_tokens=True) == b.backend.get_vocab(
-        with_added_tokens=True)
+        with_added_tokens=True
+    )
 
 
-def distillation_loss_fn(student: Any, teacher: Any, train: bool = True, *,
-                         temperature: float = 2.0, alpha_ce: float = 5.0,
-                         alpha_mlm: float = 2.0, alpha_cos: float = 1.0) -> LossFn:
+def distillation_loss_fn(
+    student: Any,
+    teacher: Any,
+    train: bool = True,
+    *,
+    temperature: float = 2.0,
+    alpha_ce: float = 5.0,
+    alpha_mlm: float = 2.0,
+    alpha_cos: float = 1.0,
+) -> LossFn:
     """The student's loss against the teacher whose parameters arrive as `aux_params`;
     both models need an MLM head. Loss: `objectives.distillation_objective`."""
 
-    def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
-                aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
+    def loss_fn(
+        params: Any, batch: Mapping[str, Any], rng: Array, aux_params: Any = None
+    ) -> tuple[Array, dict[str, Mean]]:
         if aux_params is None:
             raise ValueError("distillation needs the teacher's parameters (aux_params)")
         positions = batch["masked_lm_positions"]
-        logits, out = steps.apply(student, params, batch, train, rng,
-                                  masked_positions=positions, heads=("mlm",), **packing(batch))
-        t_logits, t_out = steps.apply(teacher, aux_params, batch, False, None,
-                                      masked_positions=positions, heads=("mlm",),
-                                      **packing(batch))
+        logits, out = steps.apply(
+            student,
+            params,
+            batch,
+            train,
+            rng,
+            masked_positions=positions,
+            heads=("mlm",),
+            **packing(batch),
+        )
+        t_logits, t_out = steps.apply(
+            teacher,
+            aux_params,
+            batch,
+            False,
+            None,
+            masked_positions=positions,
+            heads=("mlm",),
+            **packing(batch),
+        )
         t_logits, t_hidden = jax.lax.stop_gradient((t_logits["mlm"], t_out["sequence"]))
         return objectives.distillation_objective(
-            logits, batch, teacher_logits=t_logits, student_hidden=out["sequence"],
-            teacher_hidden=t_hidden, temperature=temperature, alpha_ce=alpha_ce,
-            alpha_mlm=alpha_mlm, alpha_cos=alpha_cos)
+            logits,
+            batch,
+            teacher_logits=t_logits,
+            student_hidden=out["sequence"],
+            teacher_hidden=t_hidden,
+            temperature=temperature,
+            alpha_ce=alpha_ce,
+            alpha_mlm=alpha_mlm,
+            alpha_cos=alpha_cos,
+        )
 
     return loss_fn
 
@@ -205,9 +256,11 @@ def _check_teacher_tokenizer(path: str, data_dir: str, manifest: Any) -> str:
     except (FileNotFoundError, ValueError):
         return "teacher tokenizer: none found, not checked against the data"
     if not same_vocabulary(theirs, manifest.load_tokenizer()):
-        raise ValueError(f"distill.teacher_path={path}: the teacher's tokenizer differs from "
-                         f"the one {data_dir} was prepared with; prepare the data with the "
-                         "teacher's tokenizer (--config.tokenizer.path)")
+        raise ValueError(
+            f"distill.teacher_path={path}: the teacher's tokenizer differs from "
+            f"the one {data_dir} was prepared with; prepare the data with the "
+            "teacher's tokenizer (--config.tokenizer.path)"
+        )
     return "teacher tokenizer: same vocabulary as the data"
 
 
@@ -230,9 +283,14 @@ class Distillation(CorpusTask):
 
         d = self.config.distill
         return distillation_loss_fn(
-            model, build(self.teacher), train, temperature=float(d.temperature),
-            alpha_ce=float(d.alpha_ce), alpha_mlm=float(d.alpha_mlm),
-            alpha_cos=float(d.alpha_cos))
+            model,
+            build(self.teacher),
+            train,
+            temperature=float(d.temperature),
+            alpha_ce=float(d.alpha_ce),
+            alpha_mlm=float(d.alpha_mlm),
+            alpha_cos=float(d.alpha_cos),
+        )
 
     def setup(self, ctx: Context) -> Any:
         """Checks the data and the teacher's tokenizer, then loads the teacher's
@@ -243,29 +301,32 @@ class Distillation(CorpusTask):
         super().setup(ctx)
         path = self.config.distill.teacher_path
         if not path:
-            raise ValueError("distill.teacher_path is required: the teacher's model "
-                             "directory (train's WORKDIR/model, import, init) or HF dir")
-        notes = {_check_teacher_tokenizer(path, p.source, self.manifest(p))
-                 for p in self.phases()}
+            raise ValueError(
+                "distill.teacher_path is required: the teacher's model "
+                "directory (train's WORKDIR/model, import, init) or HF dir"
+            )
+        notes = {_check_teacher_tokenizer(path, p.source, self.manifest(p)) for p in self.phases()}
         self.note = "; ".join(sorted(notes))
         t_cfg = self.teacher
         params = pretrained.load_exact(path, t_cfg, "distill.teacher_path")
         teacher = build(t_cfg)
         # Boxed abstract params give each leaf its logical axes, hence its sharding.
-        shardings = sharding.param_shardings(jax.eval_shape(lambda: init_params(teacher)),
-                                             ctx.mesh, ctx.rules)
+        shardings = sharding.param_shardings(
+            jax.eval_shape(lambda: init_params(teacher)), ctx.mesh, ctx.rules
+        )
         # A bfloat16 teacher is stored in bfloat16 too: half the memory, same compute.
-        params = jax.tree.map(lambda x: np.asarray(x).astype(jax.numpy.dtype(t_cfg.dtype)),
-                              params)
+        params = jax.tree.map(lambda x: np.asarray(x).astype(jax.numpy.dtype(t_cfg.dtype)), params)
         return jax.device_put(params, shardings)
 
     def describe_aux(self, aux_params: Any) -> str:
         """One line on the teacher, for the run's log."""
         t = self.teacher
         n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(aux_params))
-        return (f"teacher: {t.family} L{t.num_layers} H{t.hidden_size} ({n:,} parameters, "
-                f"frozen, compute {t.dtype}) from "
-                f"{paths.absolute(self.config.distill.teacher_path)}; {self.note}")
+        return (
+            f"teacher: {t.family} L{t.num_layers} H{t.hidden_size} ({n:,} parameters, "
+            f"frozen, compute {t.dtype}) from "
+            f"{paths.absolute(self.config.distill.teacher_path)}; {self.note}"
+        )
 
     def init_params(self, ctx: Context, params: Any, shardings: Any) -> tuple[Any, str] | None:
         """distill.init=teacher: the student's layers from the teacher's, on the devices."""
@@ -274,14 +335,17 @@ class Distillation(CorpusTask):
         if self.config.distill.init != "teacher":
             return None
         cfg, t_cfg = ctx.cfg, self.teacher
-        layers = teacher_layers(tuple(self.config.distill.teacher_layers),
-                                t_cfg.num_layers, cfg.num_layers)
+        layers = teacher_layers(
+            tuple(self.config.distill.teacher_layers), t_cfg.num_layers, cfg.num_layers
+        )
         fresh: list[str] = []
 
         def merge(student: Any, teacher: Any) -> Any:
             out, left = student_from_teacher(
                 unstack_layers(student) if cfg.scan_layers else student,
-                unstack_layers(teacher) if t_cfg.scan_layers else teacher, layers)
+                unstack_layers(teacher) if t_cfg.scan_layers else teacher,
+                layers,
+            )
             fresh.extend(left)
             return stack_layers(out) if cfg.scan_layers else out
 
@@ -292,6 +356,10 @@ class Distillation(CorpusTask):
 
     def meta(self) -> dict[str, Any]:
         # Provenance only: the teacher is never saved.
-        return {**super().meta(),
-                "teacher": {"path": paths.absolute(self.config.distill.teacher_path),
-                            "model": self.teacher.to_dict()}}
+        return {
+            **super().meta(),
+            "teacher": {
+                "path": paths.absolute(self.config.distill.teacher_path),
+                "model": self.teacher.to_dict(),
+            },
+        }

@@ -39,32 +39,59 @@ def with_generator_fraction(cfg: ModelConfig, fraction: float) -> ModelConfig:
         raise ConfigError(f"electra.generator_fraction={fraction}: must be in (0, 1]")
     hidden = max(1, int(round(cfg.hidden_size * fraction)))
     heads = next(h for h in range(max(1, hidden // 64), 0, -1) if hidden % h == 0)
-    return cfg.replace(generator_hidden_size=hidden, generator_num_heads=heads,
-                       generator_intermediate_size=4 * hidden)
+    return cfg.replace(
+        generator_hidden_size=hidden,
+        generator_num_heads=heads,
+        generator_intermediate_size=4 * hidden,
+    )
 
 
-def electra_loss_fn(model: Any, train: bool = True, *, gen_weight: float,
-                    disc_weight: float, temperature: float) -> LossFn:
+def electra_loss_fn(
+    model: Any, train: bool = True, *, gen_weight: float, disc_weight: float, temperature: float
+) -> LossFn:
     """The ELECTRA loss of `model` (heads discriminator and generator); see the module
     docstring."""
 
-    def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
-                aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
+    def loss_fn(
+        params: Any, batch: Mapping[str, Any], rng: Array, aux_params: Any = None
+    ) -> tuple[Array, dict[str, Mean]]:
         del aux_params
         gen_rng, disc_rng, sample_rng = jax.random.split(rng, 3)
         positions = batch["masked_lm_positions"]
-        gen, _ = steps.apply(model, params, batch, train, gen_rng,
-                             masked_positions=positions, heads=("generator",),
-                             **packing(batch))  # [B, P, V]
+        gen, _ = steps.apply(
+            model,
+            params,
+            batch,
+            train,
+            gen_rng,
+            masked_positions=positions,
+            heads=("generator",),
+            **packing(batch),
+        )  # [B, P, V]
         sampled = objectives.sample_tokens(gen["generator"], sample_rng, temperature)  # [B, P]
         corrupted, labels = objectives.replace_tokens(
-            batch["input_ids"], positions, batch["masked_lm_weights"],
-            batch["masked_lm_ids"], sampled)  # [B, L] each
-        disc, _ = steps.apply(model, params, {**batch, "input_ids": corrupted}, train,
-                              disc_rng, heads=("discriminator",), **packing(batch))  # [B, L]
+            batch["input_ids"],
+            positions,
+            batch["masked_lm_weights"],
+            batch["masked_lm_ids"],
+            sampled,
+        )  # [B, L] each
+        disc, _ = steps.apply(
+            model,
+            params,
+            {**batch, "input_ids": corrupted},
+            train,
+            disc_rng,
+            heads=("discriminator",),
+            **packing(batch),
+        )  # [B, L]
         loss, metrics = objectives.electra_objective(
-            {**gen, **disc}, batch, rtd_labels=labels, gen_weight=gen_weight,
-            disc_weight=disc_weight)
+            {**gen, **disc},
+            batch,
+            rtd_labels=labels,
+            gen_weight=gen_weight,
+            disc_weight=disc_weight,
+        )
         return loss, {**metrics, **packing_metrics(batch)}
 
     return loss_fn
@@ -89,6 +116,8 @@ class Electra(CorpusTask):
         options = self._options()
         missing = [k for k in LOSS_KEYS if k not in options]
         if missing:
-            raise ValueError(f"task electra needs config.electra.{missing[0]} "
-                             "(configs/pretrain.py sets the paper's values)")
+            raise ValueError(
+                f"task electra needs config.electra.{missing[0]} "
+                "(configs/pretrain.py sets the paper's values)"
+            )
         return electra_loss_fn(model, train, **{k: float(options[k]) for k in LOSS_KEYS})

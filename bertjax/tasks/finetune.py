@@ -88,12 +88,14 @@ class FinetuneTask(Task):
 
     # -- the model -----------------------------------------------------------------
 
-    def head_logits(self, model: Any, params: Any, batch: Mapping[str, Any], train: bool,
-                    rng: Any) -> Any:
+    def head_logits(
+        self, model: Any, params: Any, batch: Mapping[str, Any], train: bool, rng: Any
+    ) -> Any:
         """This task's head's logits on `batch` (dropout from `rng` when `train`)."""
         per_sequence = "labels" if self.head == "classifier" else None
-        logits, _ = steps.apply(model, params, batch, train, rng, heads=(self.head,),
-                                **packing(batch, per_sequence))
+        logits, _ = steps.apply(
+            model, params, batch, train, rng, heads=(self.head,), **packing(batch, per_sequence)
+        )
         return logits[self.head]
 
     def predict_fn(self, model: Any) -> Any:
@@ -105,8 +107,9 @@ class FinetuneTask(Task):
         and this task's heads and labels."""
         if self.config.init_from:
             source = read_source_config(self.config.init_from)
-            cfg = source.replace(**{k: getattr(cfg, k) for k in RUN_FIELDS},
-                                 heads=(), num_labels=0, label_names=())
+            cfg = source.replace(
+                **{k: getattr(cfg, k) for k in RUN_FIELDS}, heads=(), num_labels=0, label_names=()
+            )
         return cfg.replace(heads=self.heads(cfg), **self.label_fields())
 
     def label_fields(self) -> dict[str, Any]:
@@ -124,8 +127,10 @@ class FinetuneTask(Task):
 
             path = self.config.init_from or self.config.tokenizer.path
             if not path:
-                raise ValueError("fine-tuning needs a tokenizer: set --config.init_from "
-                                 "(a pretrained model) or --config.tokenizer.path")
+                raise ValueError(
+                    "fine-tuning needs a tokenizer: set --config.init_from "
+                    "(a pretrained model) or --config.tokenizer.path"
+                )
             self._tokenizer = modeldir.any_tokenizer(path)
         return self._tokenizer
 
@@ -149,8 +154,9 @@ class FinetuneTask(Task):
     def steps_per_epoch(self) -> int:
         n, batch = len(self.features("train")), int(self.config.train.batch_size)
         if n < batch:
-            raise ValueError(f"train.batch_size={batch} is larger than the train split "
-                             f"({n} examples)")
+            raise ValueError(
+                f"train.batch_size={batch} is larger than the train split ({n} examples)"
+            )
         return n // batch
 
     def train_steps(self) -> int:
@@ -165,25 +171,42 @@ class FinetuneTask(Task):
 
     def eval_due(self, step: int) -> bool:
         every = int(self.config.train.eval_every)
-        return (step % self.steps_per_epoch() == 0 or step == self.train_steps()
-                or (every > 0 and step % every == 0))
+        return (
+            step % self.steps_per_epoch() == 0
+            or step == self.train_steps()
+            or (every > 0 and step % every == 0)
+        )
 
     def phases(self) -> list[Phase]:
-        return [Phase(0, 0, self.train_steps(), int(self.config.train.batch_size),
-                      f"{self.name} train split ({len(self.features('train')):,} examples)")]
+        return [
+            Phase(
+                0,
+                0,
+                self.train_steps(),
+                int(self.config.train.batch_size),
+                f"{self.name} train split ({len(self.features('train')):,} examples)",
+            )
+        ]
 
     def setup(self, ctx: Context) -> Any:
         self.cfg = ctx.cfg
         tok = self.tokenizer()
         if tok.vocab_size > ctx.cfg.vocab_size:
-            raise ValueError(f"the tokenizer has {tok.vocab_size} tokens, more than "
-                             f"model.vocab_size={ctx.cfg.vocab_size}")
+            raise ValueError(
+                f"the tokenizer has {tok.vocab_size} tokens, more than "
+                f"model.vocab_size={ctx.cfg.vocab_size}"
+            )
         for split in ("train", *self.dev_splits()):
             self.features(split)  # bad data fails before the workdir is touched
         return None
 
-    def pad(self, feats: Features, rows: np.ndarray, num_rows: int | None = None,
-            length: int | None = None) -> dict[str, np.ndarray]:
+    def pad(
+        self,
+        feats: Features,
+        rows: np.ndarray,
+        num_rows: int | None = None,
+        length: int | None = None,
+    ) -> dict[str, np.ndarray]:
         """A batch of `rows` padded to the pad multiple, or to `length` (and `num_rows`
         rows: the extra ones empty, weight 0)."""
         n = num_rows or len(rows)
@@ -191,8 +214,10 @@ class FinetuneTask(Task):
         multiple = int(self.config.finetune.pad_multiple)
         if length is not None and longest > length:
             r = next(r for r in rows if len(feats.ids[r]) == longest)
-            raise ValueError(f"{self.name} example {int(r)} has {longest} tokens, more than "
-                             f"a packed row's {length} (max_seq_length)")
+            raise ValueError(
+                f"{self.name} example {int(r)} has {longest} tokens, more than "
+                f"a packed row's {length} (max_seq_length)"
+            )
         length = length or min(self._seq_len(), -(-longest // multiple) * multiple)
         pad_id = self.tokenizer().pad_id
         ids = np.full((n, length), pad_id, np.int32)
@@ -201,8 +226,12 @@ class FinetuneTask(Task):
         for j, r in enumerate(rows):
             k = len(feats.ids[r])
             ids[j, :k], types[j, :k], mask[j, :k] = feats.ids[r], feats.types[r], 1
-        batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
-                 "weights": (np.arange(n) < len(rows)).astype(np.float32)}
+        batch = {
+            "input_ids": ids,
+            "token_type_ids": types,
+            "attention_mask": mask,
+            "weights": (np.arange(n) < len(rows)).astype(np.float32),
+        }
         for key, values in feats.extra.items():
             if isinstance(values, list):  # one value per token, padded with 0
                 col = np.zeros((n, length), values[0].dtype)
@@ -218,14 +247,14 @@ class FinetuneTask(Task):
         """This host's rows of a global batch."""
         count, index = jax.process_count(), jax.process_index()
         b = len(batch["input_ids"]) // count
-        return {k: v[index * b:(index + 1) * b] for k, v in batch.items()}
+        return {k: v[index * b : (index + 1) * b] for k, v in batch.items()}
 
     def train_rows(self, step: int) -> np.ndarray:
         """The train examples of global batch `step` (0-based); see the module docstring."""
         feats, size = self.features("train"), int(self.config.train.batch_size)
         epoch, i = divmod(step, self.steps_per_epoch())
         order = np.random.default_rng([int(self.config.seed), epoch]).permutation(len(feats))
-        return order[i * size:(i + 1) * size]
+        return order[i * size : (i + 1) * size]
 
     def global_train_batch(self, step: int) -> dict[str, np.ndarray]:
         """Global batch `step` (0-based) of the run; see the module docstring."""
@@ -241,13 +270,15 @@ class FinetuneTask(Task):
         the devices, of an eighth of the batch and of 2, so a few shapes compile."""
         from bertjax.data import packer
 
-        token_keys = ("token_type_ids", *(k for k, v in feats.extra.items()
-                                          if isinstance(v, list)))
-        return packer.pack_batch(self.pad(feats, rows, length=self._seq_len()),
-                                 self.tokenizer().pad_id, method,
-                                 int(self.config.finetune.get("packing_max_sequences", 16)),
-                                 row_multiple=max(2, jax.device_count(), len(rows) // 8),
-                                 token_keys=token_keys)
+        token_keys = ("token_type_ids", *(k for k, v in feats.extra.items() if isinstance(v, list)))
+        return packer.pack_batch(
+            self.pad(feats, rows, length=self._seq_len()),
+            self.tokenizer().pad_id,
+            method,
+            int(self.config.finetune.get("packing_max_sequences", 16)),
+            row_multiple=max(2, jax.device_count(), len(rows) // 8),
+            token_keys=token_keys,
+        )
 
     def train_batches(self, phase: Phase, start_step: int) -> Batches:
         def batches():
@@ -264,11 +295,14 @@ class FinetuneTask(Task):
         feats = self.features(split)
         size = int(self.config.train.batch_size)
         order = np.argsort([len(x) for x in feats.ids], kind="stable")
-        return ([self.pad(feats, order[i:i + size], size) for i in range(0, len(order), size)],
-                order)
+        return (
+            [self.pad(feats, order[i : i + size], size) for i in range(0, len(order), size)],
+            order,
+        )
 
-    def synthetic_batches(self, cfg: ModelConfig, batch_size: int, seq_len: int, seed: int,
-                          count: int) -> list[dict[str, np.ndarray]]:
+    def synthetic_batches(
+        self, cfg: ModelConfig, batch_size: int, seq_len: int, seed: int, count: int
+    ) -> list[dict[str, np.ndarray]]:
         """`count` batches of random rows for `bench train`, from a seeded numpy generator;
         no data and no tokenizer are read (ids come from model.vocab_size, as for
         pretraining configs).
@@ -279,17 +313,30 @@ class FinetuneTask(Task):
         token_type_ids (0) and attention_mask (1) [B, L] int32, weights [B] float32 (1),
         and the task's `synthetic_labels`.
         """
-        return random_batches(cfg, batch_size, seq_len, seed, count, lambda rng, ids: {
-            "input_ids": ids, "token_type_ids": np.zeros_like(ids),
-            "attention_mask": np.ones_like(ids), "weights": np.ones(batch_size, np.float32),
-            **self.synthetic_labels(rng, batch_size, seq_len)})
+        return random_batches(
+            cfg,
+            batch_size,
+            seq_len,
+            seed,
+            count,
+            lambda rng, ids: {
+                "input_ids": ids,
+                "token_type_ids": np.zeros_like(ids),
+                "attention_mask": np.ones_like(ids),
+                "weights": np.ones(batch_size, np.float32),
+                **self.synthetic_labels(rng, batch_size, seq_len),
+            },
+        )
 
-    def synthetic_labels(self, rng: np.random.Generator, batch_size: int,
-                         seq_len: int) -> dict[str, np.ndarray]:
+    def synthetic_labels(
+        self, rng: np.random.Generator, batch_size: int, seq_len: int
+    ) -> dict[str, np.ndarray]:
         """Random labels, under the task's batch keys, for `synthetic_batches`."""
         del rng, batch_size, seq_len
-        raise ValueError(f"bench train: the {self.name} task makes no synthetic labels "
-                         "(FinetuneTask.synthetic_labels)")
+        raise ValueError(
+            f"bench train: the {self.name} task makes no synthetic labels "
+            "(FinetuneTask.synthetic_labels)"
+        )
 
     def flops(self, cfg: ModelConfig, seq_len: int) -> flops_lib.Flops:
         return flops_lib.train_flops_per_token(cfg, seq_len, 0.0)
@@ -325,8 +372,10 @@ class FinetuneTask(Task):
     def meta(self) -> dict[str, Any]:
         from bertjax import paths
 
-        return {**super().meta(), "init_from": paths.absolute(self.config.init_from)
-                if self.config.init_from else ""}
+        return {
+            **super().meta(),
+            "init_from": paths.absolute(self.config.init_from) if self.config.init_from else "",
+        }
 
 
 class SplitScores:

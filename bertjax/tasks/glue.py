@@ -45,11 +45,20 @@ class Glue(FinetuneTask):
         f = self.config.finetune
         if f.dataset == "custom":
             labels = tuple(f.labels) or None
-            return glue.GlueTask("custom", labels, (), (), None, {}, dev_splits=("validation",),
-                                 metrics=("accuracy",) if labels else ("pearson", "spearman"))
+            return glue.GlueTask(
+                "custom",
+                labels,
+                (),
+                (),
+                None,
+                {},
+                dev_splits=("validation",),
+                metrics=("accuracy",) if labels else ("pearson", "spearman"),
+            )
         if f.dataset not in glue.TASKS:
-            raise ValueError(f"finetune.dataset={f.dataset!r}: expected custom or one of "
-                             f"{', '.join(glue.TASKS)}")
+            raise ValueError(
+                f"finetune.dataset={f.dataset!r}: expected custom or one of {', '.join(glue.TASKS)}"
+            )
         return glue.TASKS[f.dataset]
 
     @property
@@ -71,21 +80,31 @@ class Glue(FinetuneTask):
         from bertjax.data import datasets
 
         f = self.config.finetune
-        examples = datasets.read_split("glue", f.data, split, spec=self.spec(),
-                                       text_fields=tuple(f.text_fields),
-                                       label_field=f.label_field)
+        examples = datasets.read_split(
+            "glue",
+            f.data,
+            split,
+            spec=self.spec(),
+            text_fields=tuple(f.text_fields),
+            label_field=f.label_field,
+        )
         tok = self.tokenizer().backend
         tok.enable_truncation(self._seq_len(), strategy="longest_first")
         encoded = [tok.encode(e.text_a, e.text_b) for e in examples]
         tok.no_truncation()
-        labels = np.asarray([e.label if e.label is not None else -1 for e in examples],
-                            np.float32 if self.regression else np.int32)
-        return Features([np.asarray(x.ids, np.int32) for x in encoded],
-                        [np.asarray(x.type_ids, np.int32) for x in encoded],
-                        {"labels": labels})
+        labels = np.asarray(
+            [e.label if e.label is not None else -1 for e in examples],
+            np.float32 if self.regression else np.int32,
+        )
+        return Features(
+            [np.asarray(x.ids, np.int32) for x in encoded],
+            [np.asarray(x.type_ids, np.int32) for x in encoded],
+            {"labels": labels},
+        )
 
-    def synthetic_labels(self, rng: np.random.Generator, batch_size: int,
-                         seq_len: int) -> dict[str, np.ndarray]:
+    def synthetic_labels(
+        self, rng: np.random.Generator, batch_size: int, seq_len: int
+    ) -> dict[str, np.ndarray]:
         """labels [B]: int32 classes, or float32 targets in STS-B's range [0, 5)."""
         del seq_len
         if self.regression:
@@ -95,12 +114,14 @@ class Glue(FinetuneTask):
     def loss_fn(self, model: Any, train: bool = True) -> LossFn:
         regression = self.regression
 
-        def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
-                    aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
+        def loss_fn(
+            params: Any, batch: Mapping[str, Any], rng: Array, aux_params: Any = None
+        ) -> tuple[Array, dict[str, Mean]]:
             del aux_params
             logits = self.head_logits(model, params, batch, train, rng)
-            loss, metrics = objectives.classification_loss(logits, batch["labels"],
-                                                           batch["weights"], regression)
+            loss, metrics = objectives.classification_loss(
+                logits, batch["labels"], batch["weights"], regression
+            )
             return loss, {**metrics, **packing_metrics(batch)}
 
         return loss_fn

@@ -38,13 +38,20 @@ class MaskedLM(CorpusTask):
     def loss_fn(self, model: Any, train: bool = True) -> LossFn:
         pair = self.pair
 
-        def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
-                    aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
+        def loss_fn(
+            params: Any, batch: Mapping[str, Any], rng: Array, aux_params: Any = None
+        ) -> tuple[Array, dict[str, Mean]]:
             del aux_params
-            logits, _ = steps.apply(model, params, batch, train, rng,
-                                    masked_positions=batch["masked_lm_positions"],
-                                    heads=("mlm", pair) if pair else ("mlm",),
-                                    **packing(batch, "pair_labels" if pair else None))
+            logits, _ = steps.apply(
+                model,
+                params,
+                batch,
+                train,
+                rng,
+                masked_positions=batch["masked_lm_positions"],
+                heads=("mlm", pair) if pair else ("mlm",),
+                **packing(batch, "pair_labels" if pair else None),
+            )
             loss, metrics = objectives.mlm_objective(logits, batch, pair)
             return loss, {**metrics, **packing_metrics(batch)}
 

@@ -56,8 +56,7 @@ class NER(FinetuneTask):
         from bertjax.data import datasets
 
         if split not in self._sentences:
-            self._sentences[split] = datasets.read_split("ner", self.config.finetune.data,
-                                                         split)
+            self._sentences[split] = datasets.read_split("ner", self.config.finetune.data, split)
         return self._sentences[split]
 
     def tags(self) -> tuple[str, ...]:
@@ -77,12 +76,15 @@ class NER(FinetuneTask):
         tags = self.tags()
         return {"num_labels": len(tags), "label_names": tags}
 
-    def synthetic_labels(self, rng: np.random.Generator, batch_size: int,
-                         seq_len: int) -> dict[str, np.ndarray]:
+    def synthetic_labels(
+        self, rng: np.random.Generator, batch_size: int, seq_len: int
+    ) -> dict[str, np.ndarray]:
         """labels [B, L] int32 tags, label_weights [B, L] float32 (every position)."""
         tags = len(self.tags())
-        return {"labels": rng.integers(0, tags, (batch_size, seq_len), dtype=np.int32),
-                "label_weights": np.ones((batch_size, seq_len), np.float32)}
+        return {
+            "labels": rng.integers(0, tags, (batch_size, seq_len), dtype=np.int32),
+            "label_weights": np.ones((batch_size, seq_len), np.float32),
+        }
 
     def make_features(self, split: str) -> Features:
         from bertjax.data.glue import DatasetError
@@ -111,8 +113,10 @@ class NER(FinetuneTask):
                     if not is_first and tag.startswith("B-"):
                         tag = "I-" + tag[2:]
                     if tag not in tags:
-                        raise DatasetError(f"{split} sentence {s.guid}: tag {tag!r} is not "
-                                           f"in the tag set ({', '.join(tags)})")
+                        raise DatasetError(
+                            f"{split} sentence {s.guid}: tag {tag!r} is not "
+                            f"in the tag set ({', '.join(tags)})"
+                        )
                     lab[t], wt[t] = tags[tag], 1.0
                 ids.append(np.asarray(enc.ids, np.int32))
                 types.append(np.zeros(len(enc.ids), np.int32))
@@ -125,12 +129,12 @@ class NER(FinetuneTask):
         return Features(ids, types, {"labels": labels, "label_weights": weights})
 
     def loss_fn(self, model: Any, train: bool = True) -> LossFn:
-        def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
-                    aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
+        def loss_fn(
+            params: Any, batch: Mapping[str, Any], rng: Array, aux_params: Any = None
+        ) -> tuple[Array, dict[str, Mean]]:
             del aux_params
             logits = self.head_logits(model, params, batch, train, rng)  # [B, L, tags]
-            w = batch["label_weights"] * token_weights(batch["weights"],
-                                                       batch["attention_mask"])
+            w = batch["label_weights"] * token_weights(batch["weights"], batch["attention_mask"])
             loss, metrics = objectives.token_classification_loss(logits, batch["labels"], w)
             return loss, {**metrics, **packing_metrics(batch)}
 
@@ -148,8 +152,10 @@ class NER(FinetuneTask):
         truncation: O)."""
         names = self.tags()
         self.features(split)
-        return [[names[row[t]] if t >= 0 else "O" for t in first]
-                for row, first in zip(token_tags, self._first[split], strict=True)]
+        return [
+            [names[row[t]] if t >= 0 else "O" for t in first]
+            for row, first in zip(token_tags, self._first[split], strict=True)
+        ]
 
     def scores(self, split: str, token_tags: np.ndarray) -> dict[str, float]:
         gold = [list(s.tags) for s in self.sentences(split)]

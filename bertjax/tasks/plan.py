@@ -47,10 +47,21 @@ from typing import Any
 
 from bertjax.tasks.base import Phase
 
-KEYS = {"name": "", "share": 0.0, "max_seq_length": 0, "max_predictions_per_seq": 0,
-        "batch_size": 0, "tokens_per_step": 0, "data_dir": "", "mixture": None,
-        "masked_lm_prob": 0.0, "mask_strategy": "", "learning_rate": 0.0, "decay_shape": "",
-        "rope_theta": 0.0}
+KEYS = {
+    "name": "",
+    "share": 0.0,
+    "max_seq_length": 0,
+    "max_predictions_per_seq": 0,
+    "batch_size": 0,
+    "tokens_per_step": 0,
+    "data_dir": "",
+    "mixture": None,
+    "masked_lm_prob": 0.0,
+    "mask_strategy": "",
+    "learning_rate": 0.0,
+    "decay_shape": "",
+    "rope_theta": 0.0,
+}
 SHAPES = ("linear", "cosine", "1-sqrt")
 STRATEGIES = ("token", "whole_word", "ngram", "span")
 _SHARE_TOLERANCE = 1e-6
@@ -62,15 +73,16 @@ def phases_of(config: Any) -> list[dict[str, Any]]:
     phases, `phases.pN.key`) otherwise. Each dict's "_key" is that prefix."""
     given = _ordered(config.get("phases") or ())
     if given and float(config.get("phase2", {}).get("fraction", 0) or 0) > 0:
-        raise ValueError(f"phase2.fraction={config.phase2.fraction} and phases: give one "
-                         "(a plan's phases include the second length)")
+        raise ValueError(
+            f"phase2.fraction={config.phase2.fraction} and phases: give one "
+            "(a plan's phases include the second length)"
+        )
     out = []
     for key, phase in given:
         d = dict(phase.to_dict() if hasattr(phase, "to_dict") else phase)
         unknown = sorted(set(d) - set(KEYS))
         if unknown:
-            raise ValueError(f"{key}.{unknown[0]}: unknown phase key (expected "
-                             f"{', '.join(KEYS)})")
+            raise ValueError(f"{key}.{unknown[0]}: unknown phase key (expected {', '.join(KEYS)})")
         out.append({**KEYS, **d, "_key": key})
     for p in out:
         _check(config, p)
@@ -90,8 +102,10 @@ def _ordered(phases: Any) -> list[tuple[str, Any]]:
     names = list(phases.keys())
     want = [f"p{i}" for i in range(1, len(names) + 1)]
     if sorted(names) != sorted(want):
-        raise ValueError(f"phases: named {', '.join(sorted(names))}; name them "
-                         f"{', '.join(want)} (the order they run in)")
+        raise ValueError(
+            f"phases: named {', '.join(sorted(names))}; name them "
+            f"{', '.join(want)} (the order they run in)"
+        )
     return [(f"phases.{n}", phases[n]) for n in want]
 
 
@@ -101,8 +115,7 @@ def _check(config: Any, p: Mapping[str, Any]) -> None:
 
     if not float(p["share"]) > 0:
         raise bad("share", "must be positive")
-    for key in ("max_seq_length", "max_predictions_per_seq", "batch_size",
-                "tokens_per_step"):
+    for key in ("max_seq_length", "max_predictions_per_seq", "batch_size", "tokens_per_step"):
         if int(p[key]) < 0:
             raise bad(key, "must be >= 0")
     if p["batch_size"] and p["tokens_per_step"]:
@@ -138,26 +151,39 @@ def plan_phases(config: Any) -> list[Phase]:
         cumulative += float(p["share"])
         end = total if i == len(specs) - 1 else int(round(total * cumulative)) // accum * accum
         if not start < end:
-            raise ValueError(f"{p['_key']}.share={p['share']} leaves an empty phase of "
-                             f"train.steps={total}")
+            raise ValueError(
+                f"{p['_key']}.share={p['share']} leaves an empty phase of train.steps={total}"
+            )
         length = int(p["max_seq_length"] or config.max_seq_length)
-        batch = int(p["tokens_per_step"]) // length if p["tokens_per_step"] else int(
-            p["batch_size"] or config.train.batch_size)
+        batch = (
+            int(p["tokens_per_step"]) // length
+            if p["tokens_per_step"]
+            else int(p["batch_size"] or config.train.batch_size)
+        )
         phase_rate = float(p["masked_lm_prob"] or rate)
         predictions = int(p["max_predictions_per_seq"]) or (
             int(config.max_predictions_per_seq)
             if length == int(config.max_seq_length) and phase_rate == rate
-            else math.ceil(phase_rate * length))
+            else math.ceil(phase_rate * length)
+        )
         options = {
-            "max_seq_length": length, "max_predictions_per_seq": predictions,
+            "max_seq_length": length,
+            "max_predictions_per_seq": predictions,
             "mask_rate": phase_rate,  # what trains, for `describe`
-            "key": p["_key"], "keys": (f"{p['_key']}.max_seq_length", p["_key"] + (
-                ".mixture.sources" if p["mixture"] else ".data_dir")),
-            "batch_key": f"{p['_key']}.batch_size", "name": p["name"] or f"phase {i + 1}",
-            "masked_lm_prob": float(p["masked_lm_prob"]), "mask_strategy": p["mask_strategy"],
-            "learning_rate": float(p["learning_rate"]), "decay_shape": p["decay_shape"],
+            "key": p["_key"],
+            "keys": (
+                f"{p['_key']}.max_seq_length",
+                p["_key"] + (".mixture.sources" if p["mixture"] else ".data_dir"),
+            ),
+            "batch_key": f"{p['_key']}.batch_size",
+            "name": p["name"] or f"phase {i + 1}",
+            "masked_lm_prob": float(p["masked_lm_prob"]),
+            "mask_strategy": p["mask_strategy"],
+            "learning_rate": float(p["learning_rate"]),
+            "decay_shape": p["decay_shape"],
             "rope_theta": float(p["rope_theta"]),
-            "mixture": _mixture(p["mixture"])}
+            "mixture": _mixture(p["mixture"]),
+        }
         source = p["data_dir"] or (config.data.dir if data is not None else "")
         prev = out[-1] if out else None
         same = prev is not None and prev.options["max_seq_length"] == length
@@ -176,10 +202,16 @@ def plan_phases(config: Any) -> list[Phase]:
 def segments(phases: list[Phase], accum: int) -> tuple[tuple[int, int, float, str], ...]:
     """Per phase with a learning-rate segment: (first update, end update, learning_rate,
     decay_shape) for bertjax/schedules.py."""
-    return tuple((p.start // accum, p.end // accum, float(p.options["learning_rate"]),
-                  str(p.options["decay_shape"]))
-                 for p in phases if p.options.get("learning_rate")
-                 or p.options.get("decay_shape"))
+    return tuple(
+        (
+            p.start // accum,
+            p.end // accum,
+            float(p.options["learning_rate"]),
+            str(p.options["decay_shape"]),
+        )
+        for p in phases
+        if p.options.get("learning_rate") or p.options.get("decay_shape")
+    )
 
 
 def masking(config: Any, phase: Phase, predictions: int) -> Any:
@@ -208,9 +240,11 @@ def check_data(task: Any, phase: Phase, manifest: Any) -> None:
     if manifest["masking"] != "dynamic":
         for key in ("masked_lm_prob", "mask_strategy"):
             if phase.options.get(key):
-                raise ValueError(f"{phase.options['key']}.{key}={phase.options[key]!r}: "
-                                 f"{manifest.path} holds static masks (prepare it with "
-                                 "--config.data.masking=dynamic)")
+                raise ValueError(
+                    f"{phase.options['key']}.{key}={phase.options[key]!r}: "
+                    f"{manifest.path} holds static masks (prepare it with "
+                    "--config.data.masking=dynamic)"
+                )
     if phase.options.get("mixture"):
         _mixture_sources(task, phase)
 
@@ -226,13 +260,15 @@ def _mixture_sources(task: Any, phase: Phase) -> tuple[list[str], list[Any], Any
     manifests = []
     for i, source in enumerate(sources):
         if not paths.exists(paths.join(source, "manifest.json")):
-            raise FileNotFoundError(2, "no prepared data (manifest.json) there",
-                                    f"{key}.sources[{i}]: {source}")
+            raise FileNotFoundError(
+                2, "no prepared data (manifest.json) there", f"{key}.sources[{i}]: {source}"
+            )
         manifests.append(task.manifest(dataclasses.replace(phase, source=source)))
     check_sources(key, sources, manifests)
     if weights is None:
-        weights = mixture_weights(key, mix, [sum(s["examples"] for s in m.shards("train"))
-                                             for m in manifests])
+        weights = mixture_weights(
+            key, mix, [sum(s["examples"] for s in m.shards("train")) for m in manifests]
+        )
     return sources, manifests, weights
 
 
@@ -258,21 +294,31 @@ def mixture_batches(task: Any, phase: Phase, start_step: int) -> Any:
     pipes: list[Any] = []
 
     def open_source(i: int, start: int) -> Any:
-        pipe = task._pipeline(dataclasses.replace(phase, source=sources[i]), "train", start,
-                              True)  # the task's own reader, one per source
+        pipe = task._pipeline(
+            dataclasses.replace(phase, source=sources[i]), "train", start, True
+        )  # the task's own reader, one per source
         pipes.append(pipe)
         return iter(pipe)
 
-    names = list(phase.options["mixture"].get("names") or
-                 [s.rstrip("/").rsplit("/", 1)[-1] for s in sources])
+    names = list(
+        phase.options["mixture"].get("names") or [s.rstrip("/").rsplit("/", 1)[-1] for s in sources]
+    )
     if len(set(names)) < len(names):  # one metric per source: number the names
         names = [f"{i}_{n}" for i, n in enumerate(names)]
-    mix = Mixture(names, [m.digest() for m in manifests], weights,
-                  phase.batch_size // jax.process_count(), int(task.config.seed),
-                  jax.process_index(), open_source, start_step)
+    mix = Mixture(
+        names,
+        [m.digest() for m in manifests],
+        weights,
+        phase.batch_size // jax.process_count(),
+        int(task.config.seed),
+        jax.process_index(),
+        open_source,
+        start_step,
+    )
     seq_len = pipes[0].max_seq_length
-    return Batches(mix, seq_len, task.flops(task.cfg, seq_len,
-                                            pipes[0].max_predictions_per_seq), mix.close)
+    return Batches(
+        mix, seq_len, task.flops(task.cfg, seq_len, pipes[0].max_predictions_per_seq), mix.close
+    )
 
 
 def describe(phases: list[Phase], flops_per_token: Any, accum: int = 1) -> list[str]:
@@ -286,14 +332,16 @@ def describe(phases: list[Phase], flops_per_token: Any, accum: int = 1) -> list[
         mask = f"mask {o['mask_rate']:.0%}"
         if o.get("mask_strategy"):
             mask += f" {o['mask_strategy']}"
-        lr = (f"lr {o['learning_rate']:g}" if o.get("learning_rate") else "lr: schedule")
+        lr = f"lr {o['learning_rate']:g}" if o.get("learning_rate") else "lr: schedule"
         if o.get("decay_shape"):
             lr += f", {o['decay_shape']} decay"
         if o.get("rope_theta"):
             lr += f"; rope theta {o['rope_theta']:g}"
         data = "mixture" if o.get("mixture") else p.source or "(unset)"
-        lines.append(f"  {o.get('name') or f'phase {p.index + 1}'}: steps {p.start:,}.."
-                     f"{p.end:,} ({steps // accum:,} updates), batch {p.batch_size:,} x "
-                     f"{o['max_seq_length']}, {tokens:,} tokens, {flops:.3e} FLOPs; {mask} "
-                     f"(<= {o['max_predictions_per_seq']}/row); {lr}; data {data}")
+        lines.append(
+            f"  {o.get('name') or f'phase {p.index + 1}'}: steps {p.start:,}.."
+            f"{p.end:,} ({steps // accum:,} updates), batch {p.batch_size:,} x "
+            f"{o['max_seq_length']}, {tokens:,} tokens, {flops:.3e} FLOPs; {mask} "
+            f"(<= {o['max_predictions_per_seq']}/row); {lr}; data {data}"
+        )
     return lines

@@ -47,8 +47,14 @@ from bertjax.tasks.finetune import Features, FinetuneTask
 Array = jax.Array
 
 
-def windows(tok: Any, question: str, context: str, max_seq_length: int, doc_stride: int,
-            max_query_length: int) -> list[Any]:
+def windows(
+    tok: Any,
+    question: str,
+    context: str,
+    max_seq_length: int,
+    doc_stride: int,
+    max_query_length: int,
+) -> list[Any]:
     """The tokenizers Encodings of a question's windows over its context."""
     b = tok.backend
     q = b.encode(question, add_special_tokens=False)
@@ -57,10 +63,11 @@ def windows(tok: Any, question: str, context: str, max_seq_length: int, doc_stri
         q = b.encode(question, add_special_tokens=False)
     window = max_seq_length - len(q.ids) - b.num_special_tokens_to_add(True)
     if window < 1:
-        raise ValueError(f"max_seq_length={max_seq_length} leaves no room for the context "
-                         f"after a {len(q.ids)}-token question")
-    b.enable_truncation(max_seq_length, stride=max(0, window - doc_stride),
-                        strategy="only_second")
+        raise ValueError(
+            f"max_seq_length={max_seq_length} leaves no room for the context "
+            f"after a {len(q.ids)}-token question"
+        )
+    b.enable_truncation(max_seq_length, stride=max(0, window - doc_stride), strategy="only_second")
     try:
         enc = b.encode(question, context)
     finally:
@@ -91,7 +98,7 @@ def span_text(context: str, enc: Any, first: int, last: int) -> str:
     """The context's characters from token `first` to token `last`, without the leading
     whitespace some tokenizers put in a word's offsets (byte-level BPE without offset
     trimming, as the released ModernBERT tokenizer.json)."""
-    return context[enc.offsets[first][0]:enc.offsets[last][1]].lstrip()
+    return context[enc.offsets[first][0] : enc.offsets[last][1]].lstrip()
 
 
 def max_context(encs: list[Any]) -> list[np.ndarray]:
@@ -146,14 +153,22 @@ class Squad(FinetuneTask):
         train = split == "train"
         misaligned = []
         for q_index, q in enumerate(questions):
-            encs = windows(self.tokenizer(), q.question, q.context, self._seq_len(),
-                           int(f.doc_stride), int(f.max_query_length))
+            encs = windows(
+                self.tokenizer(),
+                q.question,
+                q.context,
+                self._seq_len(),
+                int(f.doc_stride),
+                int(f.max_query_length),
+            )
             spans: list[tuple[int, int] | None] = [None] * len(encs)
             if train and not q.impossible:
                 text, start = q.answers[0]
                 spans = [answer_tokens(enc, start, start + len(text)) for enc in encs]
-                if any(span and span_text(q.context, enc, *span) != text.strip()
-                       for enc, span in zip(encs, spans, strict=True)):
+                if any(
+                    span and span_text(q.context, enc, *span) != text.strip()
+                    for enc, span in zip(encs, spans, strict=True)
+                ):
                     misaligned.append(q.qid)
                     continue
             for enc, flag, span in zip(encs, max_context(encs), spans, strict=True):
@@ -164,33 +179,38 @@ class Squad(FinetuneTask):
                 metas.append((q_index, enc, flag))
         self._windows[split] = metas
         if misaligned:
-            print(f"{f.data} {split}: {len(misaligned)} of {len(questions):,} answers do not "
-                  f"begin and end on token boundaries (e.g. id {misaligned[0]}); those "
-                  "questions are left out of training")
+            print(
+                f"{f.data} {split}: {len(misaligned)} of {len(questions):,} answers do not "
+                f"begin and end on token boundaries (e.g. id {misaligned[0]}); those "
+                "questions are left out of training"
+            )
         self.left_out[split] = misaligned
-        return Features(ids, types, {"start": np.asarray(starts, np.int32),
-                                     "end": np.asarray(ends, np.int32)})
+        return Features(
+            ids, types, {"start": np.asarray(starts, np.int32), "end": np.asarray(ends, np.int32)}
+        )
 
-    def synthetic_labels(self, rng: np.random.Generator, batch_size: int,
-                         seq_len: int) -> dict[str, np.ndarray]:
+    def synthetic_labels(
+        self, rng: np.random.Generator, batch_size: int, seq_len: int
+    ) -> dict[str, np.ndarray]:
         """start, end [B] int32: spans of up to 30 tokens inside the window."""
         start = rng.integers(0, seq_len, batch_size, dtype=np.int32)
         end = np.minimum(start + rng.integers(0, 30, batch_size), seq_len - 1)
         return {"start": start, "end": end.astype(np.int32)}
 
     def loss_fn(self, model: Any, train: bool = True) -> LossFn:
-        def loss_fn(params: Any, batch: Mapping[str, Any], rng: Array,
-                    aux_params: Any = None) -> tuple[Array, dict[str, Mean]]:
+        def loss_fn(
+            params: Any, batch: Mapping[str, Any], rng: Array, aux_params: Any = None
+        ) -> tuple[Array, dict[str, Mean]]:
             del aux_params
             logits = self.head_logits(model, params, batch, train, rng)  # [B, L, 2]
-            loss, metrics = objectives.span_loss(logits, batch["start"], batch["end"],
-                                                 batch["attention_mask"], batch["weights"])
+            loss, metrics = objectives.span_loss(
+                logits, batch["start"], batch["end"], batch["attention_mask"], batch["weights"]
+            )
             return loss, {**metrics, **packing_metrics(batch)}
 
         return loss_fn
 
-    def answers(self, split: str, logits: np.ndarray) -> tuple[dict[str, str],
-                                                                 dict[str, float]]:
+    def answers(self, split: str, logits: np.ndarray) -> tuple[dict[str, str], dict[str, float]]:
         """({qid: answer text}, v2.0 {qid: null score - best span score}) from the
         windows' [windows, L, 2] logits, as run_squad.py's write_predictions."""
         f = self.config.finetune

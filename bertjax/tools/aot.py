@@ -26,8 +26,9 @@ def abstract_teacher(task: Any) -> Any:
         return None
     from bertjax.models import build, init_params
 
-    return jax.eval_shape(lambda: jax.tree.map(lambda x: x.astype(teacher.dtype),
-                                               init_params(build(teacher), 0)))
+    return jax.eval_shape(
+        lambda: jax.tree.map(lambda x: x.astype(teacher.dtype), init_params(build(teacher), 0))
+    )
 
 
 def batch_quantum(mesh: Any, rules: Any) -> int:
@@ -37,8 +38,9 @@ def batch_quantum(mesh: Any, rules: Any) -> int:
     return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
 
 
-def fit_batch(setup: Any, batch_size: int, seq_len: int, aux: Any = None,
-              log: Any = print) -> tuple[int, StepMemory | None]:
+def fit_batch(
+    setup: Any, batch_size: int, seq_len: int, aux: Any = None, log: Any = print
+) -> tuple[int, StepMemory | None]:
     """The largest of batch_size, batch_size / 2, ... (multiples of the batch shards)
     whose train step fits in one device's memory, and its memory; MemoryCheckError if
     not even the smallest fits. `bench train`'s choice when the configured batch is
@@ -48,17 +50,21 @@ def fit_batch(setup: Any, batch_size: int, seq_len: int, aux: Any = None,
     quantum = batch_quantum(setup.mesh, setup.rules)
     b = batch_size
     while True:
-        batch = memory.abstract_batch(setup.task, setup.cfg, b, seq_len, setup.mesh,
-                                      setup.rules, setup.seed)
+        batch = memory.abstract_batch(
+            setup.task, setup.cfg, b, seq_len, setup.mesh, setup.rules, setup.seed
+        )
         need = StepMemory.of(memory.compile_step(setup, step, batch, aux))
         if limit is None or need.total <= HEADROOM * limit:
             return b, (need if limit is not None else None)
         what = f"the train step (batch {b} x {seq_len})"
         if b <= quantum:
-            raise memory.MemoryCheckError(memory.refusal(need, int(HEADROOM * limit), source,
-                                                         what, setup.config))
+            raise memory.MemoryCheckError(
+                memory.refusal(need, int(HEADROOM * limit), source, what, setup.config)
+            )
         smaller = max(quantum, b // 2 // quantum * quantum)
-        log(f"memory: {what} needs {memory.size(need.total)} per device, more than "
+        log(
+            f"memory: {what} needs {memory.size(need.total)} per device, more than "
             f"{memory.size(HEADROOM * limit)} ({HEADROOM:.0%} of {source}); trying batch "
-            f"{smaller}")
+            f"{smaller}"
+        )
         b = smaller

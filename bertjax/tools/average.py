@@ -30,11 +30,13 @@ WEIGHTS = ("uniform", "ema")
 
 
 def parse_checkpoint(spec: str, key: str = "--checkpoints") -> tuple[str, int]:
-    """"WORKDIR@STEP" -> (WORKDIR, STEP); ValueError naming `key` otherwise."""
+    """ "WORKDIR@STEP" -> (WORKDIR, STEP); ValueError naming `key` otherwise."""
     workdir, sep, step = spec.rpartition("@")
     if not sep or not workdir or not step.isdigit():
-        raise ValueError(f"{key}: {spec!r} is not WORKDIR@STEP (a saved step of a training "
-                         "workdir, e.g. /runs/stable@20000)")
+        raise ValueError(
+            f"{key}: {spec!r} is not WORKDIR@STEP (a saved step of a training "
+            "workdir, e.g. /runs/stable@20000)"
+        )
     return workdir, int(step)
 
 
@@ -44,16 +46,19 @@ def last_checkpoints(workdir: str, k: int) -> list[tuple[str, int]]:
         raise ValueError(f"--last={k}: must be >= 1")
     steps = _steps(workdir, "--workdir")
     if len(steps) < k:
-        raise ValueError(f"--last={k}: {workdir} has only {len(steps)} saved checkpoints "
-                         f"({', '.join(map(str, steps)) or 'none'})")
+        raise ValueError(
+            f"--last={k}: {workdir} has only {len(steps)} saved checkpoints "
+            f"({', '.join(map(str, steps)) or 'none'})"
+        )
     return [(workdir, s) for s in steps[-k:]]
 
 
 def _steps(workdir: str, key: str) -> list[int]:
     directory = paths.join(paths.absolute(workdir), "checkpoints")
     if not paths.isdir(directory):
-        raise FileNotFoundError(2, "no such directory (a training workdir's checkpoints)",
-                                f"{key}: {directory}")
+        raise FileNotFoundError(
+            2, "no such directory (a training workdir's checkpoints)", f"{key}: {directory}"
+        )
     return sorted(int(n) for n in paths.listdir(directory) if n.isdigit())
 
 
@@ -74,24 +79,29 @@ def check(points: Sequence[tuple[str, int]]) -> None:
     """Every point is a saved step of its workdir: one line naming the first that is not
     (before anything is read)."""
     if not points:
-        raise ValueError("no checkpoints: give --checkpoints=WORKDIR@STEP,... or "
-                         "--workdir=WORKDIR --last=K")
+        raise ValueError(
+            "no checkpoints: give --checkpoints=WORKDIR@STEP,... or --workdir=WORKDIR --last=K"
+        )
     for workdir, step in points:
         steps = _steps(workdir, f"--checkpoints {workdir}@{step}")
         if step not in steps:
-            raise ValueError(f"--checkpoints: step {step} is not a saved checkpoint of "
-                             f"{workdir} (saved: {', '.join(map(str, steps)) or 'none'})")
+            raise ValueError(
+                f"--checkpoints: step {step} is not a saved checkpoint of "
+                f"{workdir} (saved: {', '.join(map(str, steps)) or 'none'})"
+            )
 
 
-def average(points: Sequence[tuple[str, int]], w: np.ndarray
-            ) -> tuple[ModelConfig, Any, dict[str, Any]]:
+def average(
+    points: Sequence[tuple[str, int]], w: np.ndarray
+) -> tuple[ModelConfig, Any, dict[str, Any]]:
     """(the model config, the weighted sum of the checkpoints' params as numpy arrays of
     their own dtypes, the last checkpoint's meta); each checkpoint verified against its
     recorded digest and of the same architecture as the first."""
     total, cfg, first = None, None, ""
     for (workdir, step), weight in zip(points, w, strict=True):
         ckpts = checkpoint.TrainCheckpoints(
-            paths.join(paths.absolute(workdir), "checkpoints"), read_only=True)
+            paths.join(paths.absolute(workdir), "checkpoints"), read_only=True
+        )
         try:
             state, meta = ckpts.restore_on_host(step)
         finally:
@@ -101,10 +111,8 @@ def average(points: Sequence[tuple[str, int]], w: np.ndarray
         if cfg is None:
             cfg, first, dtypes = saved, where, jax.tree.map(lambda a: a.dtype, state["params"])
         elif diff := modeldir.architecture_diff(cfg, saved):
-            raise ValueError(f"--checkpoints: {where} differs from {first} in "
-                             f"{', '.join(diff)}")
-        part = jax.tree.map(lambda a, wt=weight: np.asarray(a, np.float64) * wt,
-                            state["params"])
+            raise ValueError(f"--checkpoints: {where} differs from {first} in {', '.join(diff)}")
+        part = jax.tree.map(lambda a, wt=weight: np.asarray(a, np.float64) * wt, state["params"])
         total = part if total is None else jax.tree.map(np.add, total, part)
     return cfg, jax.tree.map(lambda a, d: a.astype(d), total, dtypes), meta
 
@@ -117,16 +125,21 @@ def tokenizer_of(meta: dict[str, Any], given: str = "") -> Any:
     if given:
         return modeldir.any_tokenizer(given)
     data = meta.get("data")
-    tok_dir = paths.join(data[-1]["path"], "tokenizer") if isinstance(data, list) and data \
-        else ""
+    tok_dir = paths.join(data[-1]["path"], "tokenizer") if isinstance(data, list) and data else ""
     if not tok_dir or not paths.isdir(tok_dir):
         return None
     with paths.local_copy(tok_dir) as local:
         return load_tokenizer(local)
 
 
-def write(out: str, points: Sequence[tuple[str, int]], kind: str = "uniform",
-          ema_decay: float = 0.9, tokenizer: str = "", overwrite: bool = False) -> str:
+def write(
+    out: str,
+    points: Sequence[tuple[str, int]],
+    kind: str = "uniform",
+    ema_decay: float = 0.9,
+    tokenizer: str = "",
+    overwrite: bool = False,
+) -> str:
     """Averages `points` (oldest first) into the model directory `out`; a line saying
     what was written."""
     from bertjax.models.registry import family
@@ -141,12 +154,21 @@ def write(out: str, points: Sequence[tuple[str, int]], kind: str = "uniform",
         tok.tokenizer_class = family(cfg.family).tokenizer_class
     modeldir.check_params(params, cfg, out)
     sources = [f"{paths.absolute(wd)}@{s}" for wd, s in points]
-    modeldir.save(out, cfg.replace(dtype=stored_dtype(points[-1][0], cfg)), params, tok,
-                  overwrite=overwrite, extra={"source": f"average of {len(points)} checkpoints",
-                                              "average": {"checkpoints": sources,
-                                                          "weights": [float(x) for x in w]}})
-    return (f"wrote {out}: the {kind} average of {len(points)} checkpoints "
-            f"({', '.join(f'{s}: {x:.4g}' for s, x in zip(sources, w, strict=True))})")
+    modeldir.save(
+        out,
+        cfg.replace(dtype=stored_dtype(points[-1][0], cfg)),
+        params,
+        tok,
+        overwrite=overwrite,
+        extra={
+            "source": f"average of {len(points)} checkpoints",
+            "average": {"checkpoints": sources, "weights": [float(x) for x in w]},
+        },
+    )
+    return (
+        f"wrote {out}: the {kind} average of {len(points)} checkpoints "
+        f"({', '.join(f'{s}: {x:.4g}' for s, x in zip(sources, w, strict=True))})"
+    )
 
 
 def stored_dtype(workdir: str, cfg: ModelConfig) -> str:

@@ -51,8 +51,9 @@ def available(config: Any) -> bool:
     examples (a tokenizer named), or prepared pretraining data with data.packing on."""
     if "data" in config:
         return bool(config.data.get("dir")) and config.data.get("packing", "off") != "off"
-    return (config.get("task") == "glue"
-            and bool(config.get("init_from") or config.tokenizer.get("path")))
+    return config.get("task") == "glue" and bool(
+        config.get("init_from") or config.tokenizer.get("path")
+    )
 
 
 def _fill(batch: dict[str, np.ndarray], rows: int, pad_id: int) -> dict[str, np.ndarray]:
@@ -88,29 +89,38 @@ def real_batches(task: Any, count: int) -> dict[str, Any]:
     return out
 
 
-def _rates(r: dict[str, Any], batch_size: int, real: float, flops: float, peak: float
-           ) -> dict[str, float]:
+def _rates(
+    r: dict[str, Any], batch_size: int, real: float, flops: float, peak: float
+) -> dict[str, float]:
     steps_per_s = r["steps"] / r["seconds"]
     tokens = steps_per_s * real
-    return {"step_ms": 1e3 / steps_per_s, "seq_per_s": steps_per_s * batch_size,
-            "tokens_per_s": tokens, "mfu": mfu(flops, tokens, peak, jax.device_count())}
+    return {
+        "step_ms": 1e3 / steps_per_s,
+        "seq_per_s": steps_per_s * batch_size,
+        "tokens_per_s": tokens,
+        "mfu": mfu(flops, tokens, peak, jax.device_count()),
+    }
 
 
 def _histogram(lengths: np.ndarray, seq_len: int) -> str:
     edges = list(range(0, seq_len, 16)) + [seq_len]
     counts = np.histogram(lengths, bins=np.asarray(edges) + 0.5)[0]
-    return ", ".join(f"{a + 1}-{b}: {c}" for a, b, c in zip(edges, edges[1:], counts,
-                                                          strict=False) if c)
+    return ", ".join(
+        f"{a + 1}-{b}: {c}" for a, b, c in zip(edges, edges[1:], counts, strict=False) if c
+    )
 
 
 def _ratio_line(label: str, ours: dict[str, Any], ref: dict[str, Any]) -> str:
-    return (f"{label}ratio={ours['tokens_per_s'] / ref['tokens_per_s']:.2f} "
-            f"ours={ours['tokens_per_s']:.0f} reference={ref['tokens_per_s']:.0f} "
-            "unit=tokens/s")
+    return (
+        f"{label}ratio={ours['tokens_per_s'] / ref['tokens_per_s']:.2f} "
+        f"ours={ours['tokens_per_s']:.0f} reference={ref['tokens_per_s']:.0f} "
+        "unit=tokens/s"
+    )
 
 
-def _pipeline_batches(config: Any, packing: str, count: int
-                      ) -> tuple[list[dict[str, np.ndarray]], int]:
+def _pipeline_batches(
+    config: Any, packing: str, count: int
+) -> tuple[list[dict[str, np.ndarray]], int]:
     """The first `count` train batches of the config's prepared data, `packing` as
     given, and the data's pad id."""
     from bertjax import tasks
@@ -126,8 +136,9 @@ def _pipeline_batches(config: Any, packing: str, count: int
     return batches, pipe.pad_id
 
 
-def bench_pretraining(config: Any, seconds: float,
-                      print_fn: Callable[[str], None] = print) -> dict[str, Any]:
+def bench_pretraining(
+    config: Any, seconds: float, print_fn: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Our train step on the data's first NUM_BATCHES batches, packed (data.packing)
     against the same batches unpacked, in one run; real tokens/s. The last line is
     `ratio=R ours=X reference=Y unit=tokens/s` with the unpacked step as the reference."""
@@ -139,11 +150,13 @@ def bench_pretraining(config: Any, seconds: float,
     packed = [_fill(b, most, pad_id) for b in packed]
     real = float(np.mean([(b["attention_mask"] > 0).sum() for b in plain]))
     seq_len = plain[0]["input_ids"].shape[1]
-    print_fn(f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task "
-             f"{setup.task.name}, data {config.data.dir}: {batch_size} sequences a step, "
-             f"{real:.0f} real tokens; unpacked {batch_size} x {seq_len} "
-             f"({real / (batch_size * seq_len):.1%} real), packed ({config.data.packing}) "
-             f"{most} x {seq_len} ({real / (most * seq_len):.1%} real)")
+    print_fn(
+        f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task "
+        f"{setup.task.name}, data {config.data.dir}: {batch_size} sequences a step, "
+        f"{real:.0f} real tokens; unpacked {batch_size} x {seq_len} "
+        f"({real / (batch_size * seq_len):.1%} real), packed ({config.data.packing}) "
+        f"{most} x {seq_len} ({real / (most * seq_len):.1%} real)"
+    )
     flops = setup.task.flops(cfg, seq_len).total
     peak, _ = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     result = {}
@@ -156,8 +169,9 @@ def bench_pretraining(config: Any, seconds: float,
     return result
 
 
-def bench_real(config: Any, seconds: float, vs_torch: bool,
-               print_fn: Callable[[str], None] = print) -> dict[str, Any]:
+def bench_real(
+    config: Any, seconds: float, vs_torch: bool, print_fn: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Runs the benchmark the module docstring describes and prints its lines."""
     if "data" in config:  # pretraining: packed against unpacked, ours only
         return bench_pretraining(config, seconds, print_fn)
@@ -174,17 +188,21 @@ def bench_real(config: Any, seconds: float, vs_torch: bool,
     lengths = data["lengths"]
     ours_shape = data["ours"][0]["input_ids"].shape
     dynamic = np.mean([b["input_ids"].shape[1] for b in data["dynamic"]])
-    print_fn(f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task "
-             f"{task.name}, {batch_size} sequences a step from its train split "
-             f"({len(lengths):,} examples: {lengths.mean():.1f} tokens on average, at most "
-             f"{lengths.max()}; {_histogram(lengths, seq_len)}); {jax.device_count()} "
-             f"{jax.default_backend()} device(s), compute {cfg.dtype}")
-    print_fn(f"rows a step: ours {ours_shape[0]} x {ours_shape[1]} packed ({data['method']}), "
-             f"(a) {batch_size} x {seq_len} padded to max_seq_length, (b) {batch_size} x "
-             f"{dynamic:.0f} on average (dynamic padding, multiple of 8); {real:.0f} real "
-             f"tokens a step on every side: {real / (batch_size * seq_len):.1%} of (a)'s "
-             f"positions, {real / (batch_size * dynamic):.1%} of (b)'s, "
-             f"{real / (ours_shape[0] * ours_shape[1]):.1%} of ours")
+    print_fn(
+        f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task "
+        f"{task.name}, {batch_size} sequences a step from its train split "
+        f"({len(lengths):,} examples: {lengths.mean():.1f} tokens on average, at most "
+        f"{lengths.max()}; {_histogram(lengths, seq_len)}); {jax.device_count()} "
+        f"{jax.default_backend()} device(s), compute {cfg.dtype}"
+    )
+    print_fn(
+        f"rows a step: ours {ours_shape[0]} x {ours_shape[1]} packed ({data['method']}), "
+        f"(a) {batch_size} x {seq_len} padded to max_seq_length, (b) {batch_size} x "
+        f"{dynamic:.0f} on average (dynamic padding, multiple of 8); {real:.0f} real "
+        f"tokens a step on every side: {real / (batch_size * seq_len):.1%} of (a)'s "
+        f"positions, {real / (batch_size * dynamic):.1%} of (b)'s, "
+        f"{real / (ours_shape[0] * ours_shape[1]):.1%} of ours"
+    )
     flops = task.flops(cfg, seq_len).total
     peak, _ = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     ours = bt.bench_ours(setup, data["ours"], seconds, keep_initial=vs_torch)
@@ -195,15 +213,16 @@ def bench_real(config: Any, seconds: float, vs_torch: bool,
     if not vs_torch or kind != "classification":
         print_fn(f"ours={ours['tokens_per_s']:.0f} unit=tokens/s mfu={ours['mfu']:.4f}")
         return result
-    for name, label in (("dynamic", "(b) dynamic padding"), ("padded", "(a) padded to "
-                                                                         f"{seq_len}")):
+    for name, label in (("dynamic", "(b) dynamic padding"), ("padded", f"(a) padded to {seq_len}")):
         ref, versions = bt._vs_torch(setup, kind, initial, data[name], seconds, print_fn)
         ref.update(_rates(ref, batch_size, real, flops, peak))
         result[name] = ref
         print_fn(bt._side_line(f"{label}: {versions}", ref))
     diff = abs(ours["eval_loss"] - result["padded"]["eval_loss"])
-    print_fn(f"check: first-step loss without dropout: ours={ours['eval_loss']:.6f} "
-             f"reference={result['padded']['eval_loss']:.6f} diff={diff:.2e}")
+    print_fn(
+        f"check: first-step loss without dropout: ours={ours['eval_loss']:.6f} "
+        f"reference={result['padded']['eval_loss']:.6f} diff={diff:.2e}"
+    )
     print_fn(_ratio_line("against (b) dynamic padding: ", ours, result["dynamic"]))
     print_fn(_ratio_line("", ours, result["padded"]))
     return result

@@ -78,7 +78,7 @@ CLASSIFICATION_HEADS = frozenset({"pooler", "classifier"})
 
 
 def reference_kind(cfg: ModelConfig, task: Any) -> str | None:
-    """"pretraining" or "classification": the transformers model `--vs_torch` trains for
+    """ "pretraining" or "classification": the transformers model `--vs_torch` trains for
     this model and task; None when transformers has no training reference."""
     heads = set(cfg.heads)
     if task.teacher is not None:
@@ -92,8 +92,10 @@ def reference_kind(cfg: ModelConfig, task: Any) -> str | None:
 
 # --- timing --------------------------------------------------------------------------
 
-def _timed(run_step: Callable[[int], Any], wait: Callable[[Any], None], seconds: float,
-           warmup: int) -> dict[str, Any]:
+
+def _timed(
+    run_step: Callable[[int], Any], wait: Callable[[Any], None], seconds: float, warmup: int
+) -> dict[str, Any]:
     """Runs `warmup` untimed steps, then about `seconds` of steps with one wait at the end.
 
     run_step(i) dispatches step i and returns its loss (a device value); wait(x) blocks
@@ -114,8 +116,7 @@ def _timed(run_step: Callable[[int], Any], wait: Callable[[Any], None], seconds:
     for i in range(warmup, warmup + count):
         last = run_step(i)
     wait(last)
-    return {"steps": count, "seconds": time.perf_counter() - start, "first": first,
-            "last": last}
+    return {"steps": count, "seconds": time.perf_counter() - start, "first": first, "last": last}
 
 
 def _max_rss() -> int:
@@ -123,18 +124,30 @@ def _max_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _rates(timing: Mapping[str, Any], batch_size: int, seq_len: int, flops: float, peak: float,
-           num_devices: int) -> dict[str, float]:
+def _rates(
+    timing: Mapping[str, Any],
+    batch_size: int,
+    seq_len: int,
+    flops: float,
+    peak: float,
+    num_devices: int,
+) -> dict[str, float]:
     steps_per_s = timing["steps"] / timing["seconds"]
     tokens = steps_per_s * batch_size * seq_len
-    return {"step_ms": 1e3 / steps_per_s, "seq_per_s": steps_per_s * batch_size,
-            "tokens_per_s": tokens, "mfu": mfu(flops, tokens, peak, num_devices)}
+    return {
+        "step_ms": 1e3 / steps_per_s,
+        "seq_per_s": steps_per_s * batch_size,
+        "tokens_per_s": tokens,
+        "mfu": mfu(flops, tokens, peak, num_devices),
+    }
 
 
 # --- ours ----------------------------------------------------------------------------
 
-def bench_ours(setup: experiment.Setup, batches: list[Batch], seconds: float,
-               keep_initial: bool) -> dict[str, Any]:
+
+def bench_ours(
+    setup: experiment.Setup, batches: list[Batch], seconds: float, keep_initial: bool
+) -> dict[str, Any]:
     """Times our jitted, donated train step; see the module docstring.
 
     Returns compile_s, steps, seconds, first_loss / last_loss (training steps, dropout
@@ -149,16 +162,21 @@ def bench_ours(setup: experiment.Setup, batches: list[Batch], seconds: float,
         state, _ = sharding.create_sharded(s.init, s.abstract, mesh, rules)
         if task.teacher is not None:  # random weights: only its cost matters here
             teacher = build(task.teacher)
-            aux, _ = sharding.create_sharded(lambda: init_params(teacher, s.seed + 1), None,
-                                             mesh, rules)
+            aux, _ = sharding.create_sharded(
+                lambda: init_params(teacher, s.seed + 1), None, mesh, rules
+            )
             aux = jax.tree.map(lambda x: x.astype(task.teacher.dtype), aux)
-        placed = [{k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim, rules))
-                   for k, v in b.items()} for b in batches]
+        placed = [
+            {
+                k: jax.device_put(v, sharding.batch_sharding(mesh, v.ndim, rules))
+                for k, v in b.items()
+            }
+            for b in batches
+        ]
         if keep_initial:
             out["initial"] = jax.tree.map(np.asarray, jax.device_get(state["params"]))
         eval_loss = jax.jit(task.loss_fn(s.model, train=False))
-        out["eval_loss"] = float(eval_loss(state["params"], placed[0], jax.random.key(0),
-                                           aux)[0])
+        out["eval_loss"] = float(eval_loss(state["params"], placed[0], jax.random.key(0), aux)[0])
         step = train_step_fn(s)
         start = time.perf_counter()
         compiled = step.lower(state, placed[0], aux).compile()
@@ -173,8 +191,12 @@ def bench_ours(setup: experiment.Setup, batches: list[Batch], seconds: float,
         # The outputs of one execution become ready together: waiting for a step's loss
         # waits for its update too.
         timing = _timed(run_step, jax.block_until_ready, seconds, warmup=3)
-    out.update(steps=timing["steps"], seconds=timing["seconds"],
-               first_loss=float(timing["first"]), last_loss=float(timing["last"]))
+    out.update(
+        steps=timing["steps"],
+        seconds=timing["seconds"],
+        first_loss=float(timing["first"]),
+        last_loss=float(timing["last"]),
+    )
     stats = jax.devices()[0].memory_stats() or {}
     if jax.default_backend() != "cpu" and "peak_bytes_in_use" in stats:
         out["peak_memory"], out["memory_source"] = stats["peak_bytes_in_use"], "device peak"
@@ -184,6 +206,7 @@ def bench_ours(setup: experiment.Setup, batches: list[Batch], seconds: float,
 
 
 # --- the reference -------------------------------------------------------------------
+
 
 def _torch_model(cfg: ModelConfig, params: Any, device: str) -> Any:
     """transformers' PyTorch model of `cfg`'s heads (BertForPreTraining,
@@ -197,16 +220,30 @@ def _torch_model(cfg: ModelConfig, params: Any, device: str) -> Any:
     hf_config = transformers.AutoConfig.for_model(d.pop("model_type"), **d)
     cls = getattr(transformers, hf.architecture(hf.parts(cfg)[0]))
     model = cls._from_config(hf_config, attn_implementation="sdpa")
-    state = {k: torch.from_numpy(np.array(v)) for k, v in  # writable copies for torch
-             hf.to_state_dicts(cfg, params)[""].items()}
+    state = {
+        k: torch.from_numpy(np.array(v))
+        for k, v in hf.to_state_dicts(cfg, params)[""].items()  # writable copies for torch
+    }
     info = model.load_state_dict(state, strict=False)
     # Only tied output weights (they share the loaded tensors) and buffers may be absent.
-    untied = [k for k in info.missing_keys
-              if not k.endswith((".decoder.weight", ".decoder.bias", "vocab_projector.weight",
-                                 ".position_ids", ".token_type_ids"))]
+    untied = [
+        k
+        for k in info.missing_keys
+        if not k.endswith(
+            (
+                ".decoder.weight",
+                ".decoder.bias",
+                "vocab_projector.weight",
+                ".position_ids",
+                ".token_type_ids",
+            )
+        )
+    ]
     if untied or info.unexpected_keys:
-        raise ValueError(f"loading our parameters into {type(model).__name__}: missing "
-                         f"{untied}, unexpected {info.unexpected_keys}")
+        raise ValueError(
+            f"loading our parameters into {type(model).__name__}: missing "
+            f"{untied}, unexpected {info.unexpected_keys}"
+        )
     model.tie_weights()
     out = model.get_output_embeddings()
     if out is not None and out.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
@@ -214,8 +251,9 @@ def _torch_model(cfg: ModelConfig, params: Any, device: str) -> Any:
     return model.to(device)
 
 
-def _torch_batches(cfg: ModelConfig, kind: str, batches: list[Batch],
-                   device: str) -> list[dict[str, Any]]:
+def _torch_batches(
+    cfg: ModelConfig, kind: str, batches: list[Batch], device: str
+) -> list[dict[str, Any]]:
     """The same batches as transformers' inputs. Pretraining: MLM labels [B, L] are -100
     except at the masked positions; NSP / SOP labels under the family's argument name.
     Classification: the labels [B] as they are (int64 classes, float32 targets)."""
@@ -235,9 +273,14 @@ def _torch_batches(cfg: ModelConfig, kind: str, batches: list[Batch],
             for head, arg in family(cfg.family).hf.label_args.items():
                 if head in cfg.heads:
                     inputs[arg] = b["pair_labels"]
-        out.append({k: torch.from_numpy(v.astype(np.float32 if v.dtype.kind == "f"
-                                                 else np.int64)).to(device)
-                    for k, v in inputs.items()})
+        out.append(
+            {
+                k: torch.from_numpy(v.astype(np.float32 if v.dtype.kind == "f" else np.int64)).to(
+                    device
+                )
+                for k, v in inputs.items()
+            }
+        )
     return out
 
 
@@ -250,20 +293,28 @@ def _adamw(model: Any, optim: OptimConfig) -> Any:
     """
     import torch
 
-    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)
-             for p in m.parameters()}
+    norms = {
+        id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()
+    }
     decay, no_decay = [], []
     for name, p in model.named_parameters():  # tied parameters come once
         if p.requires_grad:  # DistilBERT's sinusoidal table is frozen, as ours
             (no_decay if name.endswith("bias") or id(p) in norms else decay).append(p)
-    groups = [{"params": decay, "weight_decay": optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=0.0, betas=(optim.b1, optim.b2), eps=optim.eps,
-                             fused=True)
+    groups = [
+        {"params": decay, "weight_decay": optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=0.0, betas=(optim.b1, optim.b2), eps=optim.eps, fused=True)
 
 
-def bench_torch(cfg: ModelConfig, kind: str, optim: OptimConfig, params: Any,
-                batches: list[Batch], seconds: float) -> dict[str, Any]:
+def bench_torch(
+    cfg: ModelConfig,
+    kind: str,
+    optim: OptimConfig,
+    params: Any,
+    batches: list[Batch],
+    seconds: float,
+) -> dict[str, Any]:
     """Times transformers' model of `cfg` (`kind`: reference_kind's), starting from
     `params`; keys as `bench_ours` plus device, dtype and model (the class name)."""
     import torch
@@ -273,12 +324,14 @@ def bench_torch(cfg: ModelConfig, kind: str, optim: OptimConfig, params: Any,
     model = _torch_model(cfg, params, device)
     if kind == "classification":  # transformers would guess it from num_labels and dtypes
         regression = batches[0]["labels"].dtype.kind == "f"
-        model.config.problem_type = ("regression" if regression
-                                     else "single_label_classification")
+        model.config.problem_type = "regression" if regression else "single_label_classification"
     inputs = _torch_batches(cfg, kind, batches, device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=cuda)
-    out: dict[str, Any] = {"device": device, "dtype": "bfloat16 autocast" if cuda else "float32",
-                           "model": type(model).__name__}
+    out: dict[str, Any] = {
+        "device": device,
+        "dtype": "bfloat16 autocast" if cuda else "float32",
+        "model": type(model).__name__,
+    }
     model.eval()
     with torch.no_grad(), autocast:
         out["eval_loss"] = float(model(**inputs[0]).loss)
@@ -311,8 +364,12 @@ def bench_torch(cfg: ModelConfig, kind: str, optim: OptimConfig, params: Any,
 
     # torch.compile traces and compiles during the first steps: warm up longer on GPU.
     timing = _timed(run_step, wait, seconds, warmup=6 if cuda else 3)
-    out.update(steps=timing["steps"], seconds=timing["seconds"],
-               first_loss=float(timing["first"]), last_loss=float(timing["last"]))
+    out.update(
+        steps=timing["steps"],
+        seconds=timing["seconds"],
+        first_loss=float(timing["first"]),
+        last_loss=float(timing["last"]),
+    )
     if cuda:
         out["peak_memory"], out["memory_source"] = torch.cuda.max_memory_allocated(), "cuda peak"
     else:
@@ -322,18 +379,28 @@ def bench_torch(cfg: ModelConfig, kind: str, optim: OptimConfig, params: Any,
 
 # --- the command ---------------------------------------------------------------------
 
+
 def _side_line(name: str, r: Mapping[str, Any]) -> str:
     compile_s = f"compile {r['compile_s']:.1f} s; " if "compile_s" in r else ""
-    return (f"{name}: {compile_s}{r['steps']} steps in {r['seconds']:.1f} s: "
-            f"step {r['step_ms']:.1f} ms, {r['seq_per_s']:,.1f} seq/s, "
-            f"{r['tokens_per_s']:,.0f} tokens/s, MFU {100 * r['mfu']:.2f}%, "
-            f"peak memory {r['peak_memory'] / 2**30:.2f} GiB ({r['memory_source']}), "
-            f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}")
+    return (
+        f"{name}: {compile_s}{r['steps']} steps in {r['seconds']:.1f} s: "
+        f"step {r['step_ms']:.1f} ms, {r['seq_per_s']:,.1f} seq/s, "
+        f"{r['tokens_per_s']:,.0f} tokens/s, MFU {100 * r['mfu']:.2f}%, "
+        f"peak memory {r['peak_memory'] / 2**30:.2f} GiB ({r['memory_source']}), "
+        f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}"
+    )
 
 
-def _setup_lines(config: Any, setup: experiment.Setup, batch_size: int, seq_len: int,
-                 flops: Mapping[str, float], peak: float, source: str,
-                 standin: bool) -> list[str]:
+def _setup_lines(
+    config: Any,
+    setup: experiment.Setup,
+    batch_size: int,
+    seq_len: int,
+    flops: Mapping[str, float],
+    peak: float,
+    source: str,
+    standin: bool,
+) -> list[str]:
     """The lines that say what is timed: model, task, batch, devices, FLOPs, schedule."""
     cfg, optim, task, teacher_cfg = setup.cfg, setup.optim, setup.task, setup.task.teacher
     masked = "max_predictions_per_seq" in config
@@ -344,32 +411,50 @@ def _setup_lines(config: Any, setup: experiment.Setup, batch_size: int, seq_len:
         rows = f"{num_predictions} masked positions per row"
     else:
         labels = "a regression" if cfg.num_labels == 1 else f"{cfg.num_labels} labels"
-        rows = (f"{labels}, every row {seq_len} tokens (the padded worst case: training "
-                f"pads a batch to its longest row)")
-    lines = [f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size} vocab "
-             f"{cfg.vocab_size}, task {task.name}, batch {batch_size} x {seq_len}, {rows}; "
-             f"{n} {jax.default_backend()} device(s), compute {cfg.dtype}"
-             + (f"; XLA_FLAGS={xla_flags}" if xla_flags else "")]
+        rows = (
+            f"{labels}, every row {seq_len} tokens (the padded worst case: training "
+            f"pads a batch to its longest row)"
+        )
+    lines = [
+        f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size} vocab "
+        f"{cfg.vocab_size}, task {task.name}, batch {batch_size} x {seq_len}, {rows}; "
+        f"{n} {jax.default_backend()} device(s), compute {cfg.dtype}"
+        + (f"; XLA_FLAGS={xla_flags}" if xla_flags else "")
+    ]
     if masked:
-        lines.append(f"train FLOPs/token: ours {flops['ours']:.4g} (sparse MLM head, f = "
-                     f"{num_predictions}/{seq_len}), reference {flops['reference']:.4g} "
-                     f"(dense MLM head, f = 1); peak {peak:.4g} FLOP/s/device ({source})")
+        lines.append(
+            f"train FLOPs/token: ours {flops['ours']:.4g} (sparse MLM head, f = "
+            f"{num_predictions}/{seq_len}), reference {flops['reference']:.4g} "
+            f"(dense MLM head, f = 1); peak {peak:.4g} FLOP/s/device ({source})"
+        )
     else:
-        lines.append(f"train FLOPs/token: {flops['ours']:.4g} on both sides (no MLM head); "
-                     f"peak {peak:.4g} FLOP/s/device ({source})")
+        lines.append(
+            f"train FLOPs/token: {flops['ours']:.4g} on both sides (no MLM head); "
+            f"peak {peak:.4g} FLOP/s/device ({source})"
+        )
     if standin:
-        lines.append(f"schedule: train.steps=0 (a length from the train split, not read "
-                     f"here) stands in as {STANDIN_STEPS} steps, warmup "
-                     f"{optim.warmup_steps}, then {optim.decay} decay")
+        lines.append(
+            f"schedule: train.steps=0 (a length from the train split, not read "
+            f"here) stands in as {STANDIN_STEPS} steps, warmup "
+            f"{optim.warmup_steps}, then {optim.decay} decay"
+        )
     if teacher_cfg is not None:
-        lines.append(f"teacher (random weights, forward only): {teacher_cfg.family} "
-                     f"L{teacher_cfg.num_layers} H{teacher_cfg.hidden_size}, compute "
-                     f"{teacher_cfg.dtype}; its forward pass is in ours' FLOPs/token")
+        lines.append(
+            f"teacher (random weights, forward only): {teacher_cfg.family} "
+            f"L{teacher_cfg.num_layers} H{teacher_cfg.hidden_size}, compute "
+            f"{teacher_cfg.dtype}; its forward pass is in ours' FLOPs/token"
+        )
     return lines
 
 
-def _vs_torch(setup: experiment.Setup, kind: str, initial: Any, batches: list[Batch],
-              seconds: float, print_fn: Callable[[str], None]) -> tuple[dict[str, Any], str]:
+def _vs_torch(
+    setup: experiment.Setup,
+    kind: str,
+    initial: Any,
+    batches: list[Batch],
+    seconds: float,
+    print_fn: Callable[[str], None],
+) -> tuple[dict[str, Any], str]:
     """The reference side, transformers' model from the same initial parameters: its
     figures and what ran it."""
     import torch
@@ -379,13 +464,16 @@ def _vs_torch(setup: experiment.Setup, kind: str, initial: Any, batches: list[Ba
     if optim.name != "adamw":
         print_fn(f"note: ours runs {optim.name}; torch has none, the reference runs AdamW")
     ref = bench_torch(setup.cfg, kind, optim, initial, batches, seconds)
-    return ref, (f"reference (torch {torch.__version__}, transformers "
-                 f"{transformers.__version__}, {ref['model']}, fused AdamW, "
-                 f"{ref['device']} {ref['dtype']}, {torch.get_num_threads()} threads)")
+    return ref, (
+        f"reference (torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, {ref['model']}, fused AdamW, "
+        f"{ref['device']} {ref['dtype']}, {torch.get_num_threads()} threads)"
+    )
 
 
-def bench_train(config: Any, seconds: float, vs_torch: bool,
-                print_fn: Callable[[str], None] = print) -> dict[str, Any]:
+def bench_train(
+    config: Any, seconds: float, vs_torch: bool, print_fn: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Runs the benchmark the module docstring describes and prints its lines.
 
     Returns {"ours": figures, "reference": figures or None, "flops": {"ours", "reference"},
@@ -402,28 +490,35 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
     cfg, optim, task = setup.cfg, setup.optim, setup.task
     kind = reference_kind(cfg, task)
     if vs_torch and kind is None:
-        raise ValueError(f"--vs_torch: transformers has no training reference for the "
-                         f"{task.name} task ({cfg.family} with heads {', '.join(cfg.heads)})")
+        raise ValueError(
+            f"--vs_torch: transformers has no training reference for the "
+            f"{task.name} task ({cfg.family} with heads {', '.join(cfg.heads)})"
+        )
     if vs_torch and optim.grad_accum_steps != 1:
-        raise ValueError(f"--vs_torch times single steps; optim.grad_accum_steps="
-                         f"{optim.grad_accum_steps} must be 1")
+        raise ValueError(
+            f"--vs_torch times single steps; optim.grad_accum_steps="
+            f"{optim.grad_accum_steps} must be 1"
+        )
     batch_size, seq_len = int(config.train.batch_size), int(config.max_seq_length)
     masked = "max_predictions_per_seq" in config  # pretraining objectives (MLM heads)
     # A batch that does not fit is halved until it does (a preset's batch is for a pod).
-    fitted, memory = aot.fit_batch(setup, batch_size, seq_len, aot.abstract_teacher(task),
-                                   print_fn)
+    fitted, memory = aot.fit_batch(setup, batch_size, seq_len, aot.abstract_teacher(task), print_fn)
     if fitted != batch_size:
-        print_fn(f"memory: timing batch {fitted} instead of train.batch_size={batch_size}, "
-                 f"the largest halving that fits ({size(memory.total)} per device)")
+        print_fn(
+            f"memory: timing batch {fitted} instead of train.batch_size={batch_size}, "
+            f"the largest halving that fits ({size(memory.total)} per device)"
+        )
         batch_size = fitted
     batches = task.synthetic_batches(cfg, batch_size, seq_len, setup.seed, NUM_BATCHES)
-    flops = {"ours": task.flops(cfg, seq_len).total,
-             "reference": (train_flops_per_token(cfg, seq_len, 1.0) if masked
-                           else task.flops(cfg, seq_len)).total}
+    flops = {
+        "ours": task.flops(cfg, seq_len).total,
+        "reference": (
+            train_flops_per_token(cfg, seq_len, 1.0) if masked else task.flops(cfg, seq_len)
+        ).total,
+    }
     peak, source = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     n = jax.device_count()
-    for line in _setup_lines(config, setup, batch_size, seq_len, flops, peak, source,
-                             standin):
+    for line in _setup_lines(config, setup, batch_size, seq_len, flops, peak, source, standin):
         print_fn(line)
     ours = bench_ours(setup, batches, seconds, keep_initial=vs_torch)
     ours.update(_rates(ours, batch_size, seq_len, flops["ours"], peak, n))
@@ -439,9 +534,13 @@ def bench_train(config: Any, seconds: float, vs_torch: bool,
     result["reference"] = ref
     print_fn(_side_line(versions, ref))
     diff = abs(ours["eval_loss"] - ref["eval_loss"])
-    print_fn(f"check: first-step loss without dropout: ours={ours['eval_loss']:.6f} "
-             f"reference={ref['eval_loss']:.6f} diff={diff:.2e}")
+    print_fn(
+        f"check: first-step loss without dropout: ours={ours['eval_loss']:.6f} "
+        f"reference={ref['eval_loss']:.6f} diff={diff:.2e}"
+    )
     ratio = ours["tokens_per_s"] / ref["tokens_per_s"]
-    print_fn(f"ratio={ratio:.2f} ours={ours['tokens_per_s']:.0f} "
-             f"reference={ref['tokens_per_s']:.0f} unit=tokens/s")
+    print_fn(
+        f"ratio={ratio:.2f} ours={ours['tokens_per_s']:.0f} "
+        f"reference={ref['tokens_per_s']:.0f} unit=tokens/s"
+    )
     return result

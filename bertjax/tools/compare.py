@@ -72,8 +72,7 @@ class Run:
 
 
 def _is_run(path: str) -> bool:
-    return (paths.isfile(paths.join(path, "config.json"))
-            or paths.isdir(paths.join(path, "logs")))
+    return paths.isfile(paths.join(path, "config.json")) or paths.isdir(paths.join(path, "logs"))
 
 
 def find_runs(dirs: Sequence[str]) -> list[str]:
@@ -94,8 +93,10 @@ def find_runs(dirs: Sequence[str]) -> list[str]:
             subdirs = (paths.join(d, n) for n in _sweep_order(d) if not n.startswith("."))
             runs = [s for s in subdirs if paths.isdir(paths.join(s, "logs"))]
             if not runs:
-                raise ValueError(f"{d}: no run directories (a run directory holds config.json "
-                                 "and logs/; a sweep directory holds run directories)")
+                raise ValueError(
+                    f"{d}: no run directories (a run directory holds config.json "
+                    "and logs/; a sweep directory holds run directories)"
+                )
         for run in runs:
             real = run if paths.is_remote(run) else os.path.realpath(run)
             found.setdefault(real, paths.absolute(run))
@@ -116,8 +117,12 @@ def _sweep_order(d: str) -> list[str]:
 def run_names(run_dirs: Sequence[str]) -> list[str]:
     """Basenames, lengthened by parent directories where two would be the same
     (/a/x/run, /b/x/run -> a/x/run, b/x/run)."""
-    parts = [p.split("://", 1)[1].strip("/").split("/") if "://" in p
-             else os.path.abspath(p).strip(os.sep).split(os.sep) for p in run_dirs]
+    parts = [
+        p.split("://", 1)[1].strip("/").split("/")
+        if "://" in p
+        else os.path.abspath(p).strip(os.sep).split(os.sep)
+        for p in run_dirs
+    ]
     depth = [1] * len(parts)
     while True:
         names = ["/".join(p[-k:]) for p, k in zip(parts, depth, strict=True)]
@@ -157,8 +162,9 @@ def _tensorboard_reader() -> tuple[Any, Any]:
     the marker module makes tensorboard use its bundled file I/O rather than TF's (why,
     at length: bertjax.metrics._tensorboard, which writes these files)."""
     if "tensorflow" not in sys.modules:
-        sys.modules.setdefault("tensorboard.compat.notf",
-                               types.ModuleType("tensorboard.compat.notf"))
+        sys.modules.setdefault(
+            "tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf")
+        )
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.util import tensor_util
 
@@ -205,8 +211,10 @@ def read_logs(run: str) -> list[EventLog]:
     except OSError:
         names = []
     if not names:
-        raise ValueError(f"{logdir}: no TensorBoard event files (not a run directory, or the "
-                         "run has not started logging)")
+        raise ValueError(
+            f"{logdir}: no TensorBoard event files (not a run directory, or the "
+            "run has not started logging)"
+        )
     logs = []
     for n in names:
         with paths.local_copy(paths.join(logdir, n)) as local:  # gs://: downloaded
@@ -239,8 +247,7 @@ def wall_time(logs: Sequence[EventLog]) -> float:
 
 
 def _number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_results(path: str) -> dict[tuple[str, str], Downstream]:
@@ -250,14 +257,15 @@ def read_results(path: str) -> dict[tuple[str, str], Downstream]:
         return {}
     results = paths.read_json(path)
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
-        raise ValueError(f"{path}: not a {RESULTS_FORMAT} file (\"format\" is missing or "
-                         "different)")
+        raise ValueError(f'{path}: not a {RESULTS_FORMAT} file ("format" is missing or different)')
     if results.get("version") != RESULTS_VERSION:
-        raise ValueError(f"{path}: version {results.get('version')!r}; this bertjax reads "
-                         f"version {RESULTS_VERSION}")
+        raise ValueError(
+            f"{path}: version {results.get('version')!r}; this bertjax reads "
+            f"version {RESULTS_VERSION}"
+        )
     downstream = results.get("downstream")
     if not isinstance(downstream, dict):
-        raise ValueError(f"{path}: \"downstream\": expected an object of task -> results")
+        raise ValueError(f'{path}: "downstream": expected an object of task -> results')
     out: dict[tuple[str, str], Downstream] = {}
     for task, entry in downstream.items():
         where = f"{path}: downstream.{task}"
@@ -285,11 +293,17 @@ def load_run(path: str, name: str) -> Run:
     train_loss = series(logs, "train/loss")
     if not train_loss:
         raise ValueError(f"{paths.join(path, 'logs')}: no train/loss point")
-    return Run(path=path, name=name, config=config, train_loss=train_loss,
-               eval_loss=series(logs, "eval/loss"),
-               tokens_per_s=throughput(logs, "train/tokens_per_s"),
-               mfu=throughput(logs, "train/mfu"), wall_time_s=wall_time(logs),
-               downstream=read_results(paths.join(path, "results.json")))
+    return Run(
+        path=path,
+        name=name,
+        config=config,
+        train_loss=train_loss,
+        eval_loss=series(logs, "eval/loss"),
+        tokens_per_s=throughput(logs, "train/tokens_per_s"),
+        mfu=throughput(logs, "train/mfu"),
+        wall_time_s=wall_time(logs),
+        downstream=read_results(paths.join(path, "results.json")),
+    )
 
 
 def load_runs(dirs: Sequence[str]) -> list[Run]:

@@ -41,8 +41,10 @@ def task_config(config: Any, task: str, model_dir: str) -> Any:
     d = config.downstream
     spec = str(d.config)
     if "{task}" not in spec:
-        raise ValueError(f"downstream.config={spec!r}: it must contain {{task}}, which "
-                         "each of downstream.tasks replaces")
+        raise ValueError(
+            f"downstream.config={spec!r}: it must contain {{task}}, which "
+            "each of downstream.tasks replaces"
+        )
     c = configfile.load_config(spec.replace("{task}", task), f"downstream.config ({task})")
     c.init_from = model_dir
     for key, value in configfile.parse_overrides(str(d.overrides), "downstream.overrides"):
@@ -59,9 +61,11 @@ def check(config: Any) -> None:
     if names and int(config.downstream.seeds) < 1:
         raise ValueError(f"downstream.seeds={config.downstream.seeds}: must be at least 1")
     if names and jax.process_count() > 1:
-        raise ValueError(f"downstream.tasks on {jax.process_count()} hosts: a multi-host run "
-                         "writes no model directory to fine-tune; pretrain there, then run "
-                         "the tasks on one host from the exported model")
+        raise ValueError(
+            f"downstream.tasks on {jax.process_count()} hosts: a multi-host run "
+            "writes no model directory to fine-tune; pretrain there, then run "
+            "the tasks on one host from the exported model"
+        )
     for task in names:
         task_config(config, task, "")
 
@@ -83,9 +87,11 @@ def run(config: Any, workdir: str, hooks: Sequence[train.Hook] = ()) -> dict[str
     count = int(config.downstream.seeds)
     model_dir = paths.join(paths.absolute(workdir), "model")
     if not paths.exists(paths.join(model_dir, "config.json")):
-        raise ValueError(f"{model_dir}: no model directory to fine-tune (pretraining on "
-                         "several hosts writes none; run the downstream tasks on one host "
-                         "from an exported model)")
+        raise ValueError(
+            f"{model_dir}: no model directory to fine-tune (pretraining on "
+            "several hosts writes none; run the downstream tasks on one host "
+            "from an exported model)"
+        )
     # Every task's config is built (and so checked) before the first one trains.
     configs = {task: task_config(config, task, model_dir) for task in names}
     scores: dict[str, Any] = {}
@@ -93,16 +99,26 @@ def run(config: Any, workdir: str, hooks: Sequence[train.Hook] = ()) -> dict[str
         work = paths.join(paths.absolute(workdir), "downstream", task)
         results = _finished(work, count, int(c.seed))
         if results is None:
-            print(f"downstream {task}: fine-tuning {model_dir} ({count} seed(s)) in {work}",
-                  flush=True)
+            print(
+                f"downstream {task}: fine-tuning {model_dir} ({count} seed(s)) in {work}",
+                flush=True,
+            )
             results = seeds.run_seeds(c, work, count, hooks)
         main = results["runs"][0]["main"]
         values = [float(r["scores"][main["split"]][main["metric"]]) for r in results["runs"]]
-        scores[task] = {"split": main["split"], "metric": main["metric"],
-                        "seeds": results["seeds"], "scores": values,
-                        "median": float(np.median(values)), "workdir": work}
-        print(f"downstream {task}: {main['split']} {main['metric']} median "
-              f"{scores[task]['median']:.4g} over {count} seed(s) {values}", flush=True)
+        scores[task] = {
+            "split": main["split"],
+            "metric": main["metric"],
+            "seeds": results["seeds"],
+            "scores": values,
+            "median": float(np.median(values)),
+            "workdir": work,
+        }
+        print(
+            f"downstream {task}: {main['split']} {main['metric']} median "
+            f"{scores[task]['median']:.4g} over {count} seed(s) {values}",
+            flush=True,
+        )
     return write_results(workdir, scores)
 
 

@@ -31,8 +31,7 @@ PATH_KEYS = frozenset({"data.dir", "tokenizer.path", "init_from"})
 def is_path_key(key: str) -> bool:
     """Whether a flattened config key names a file or directory of the run's own."""
     last = key.rsplit(".", 1)[-1]
-    return (key in PATH_KEYS or last in ("dir", "path")
-            or last.endswith(("_dir", "_path")))
+    return key in PATH_KEYS or last in ("dir", "path") or last.endswith(("_dir", "_path"))
 
 
 _MISSING = object()
@@ -78,12 +77,18 @@ def csv_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[Any]]]:
     header += ["tokens_per_s", "mfu", "wall_time_s"]
     rows = []
     for run in runs:
-        row: list[Any] = [run.name, overrides_text(run.overrides), run.steps,
-                          run.train_loss[-1][1], run.eval_loss[-1][1] if run.eval_loss else ""]
+        row: list[Any] = [
+            run.name,
+            overrides_text(run.overrides),
+            run.steps,
+            run.train_loss[-1][1],
+            run.eval_loss[-1][1] if run.eval_loss else "",
+        ]
         for key in keys:
             d = run.downstream.get(key)
-            row += ([d.median, min(d.scores), max(d.scores), len(d.scores)] if d
-                    else ["", "", "", ""])
+            row += (
+                [d.median, min(d.scores), max(d.scores), len(d.scores)] if d else ["", "", "", ""]
+            )
         row += [_blank(run.tokens_per_s), _blank(run.mfu), run.wall_time_s]
         rows.append(row)
     return header, rows
@@ -106,22 +111,42 @@ def _cell(text: str) -> str:
 def markdown_table(runs: Sequence[Run]) -> str:
     """The report's table: one row per run, figures formatted for reading."""
     keys = downstream_keys(runs)
-    header = ["run", "overrides", "steps", "train loss", "eval loss",
-              *[f"{task}/{metric}" for task, metric in keys], "tokens/s", "MFU", "wall time"]
+    header = [
+        "run",
+        "overrides",
+        "steps",
+        "train loss",
+        "eval loss",
+        *[f"{task}/{metric}" for task, metric in keys],
+        "tokens/s",
+        "MFU",
+        "wall time",
+    ]
     right = {"steps", "train loss", "eval loss", "tokens/s", "MFU", "wall time"}
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if h in right else "---" for h in header) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if h in right else "---" for h in header) + "|",
+    ]
     for run in runs:
-        cells = [run.name, overrides_text(run.overrides), f"{run.steps:,d}",
-                 f"{run.train_loss[-1][1]:.4f}",
-                 f"{run.eval_loss[-1][1]:.4f}" if run.eval_loss else ""]
+        cells = [
+            run.name,
+            overrides_text(run.overrides),
+            f"{run.steps:,d}",
+            f"{run.train_loss[-1][1]:.4f}",
+            f"{run.eval_loss[-1][1]:.4f}" if run.eval_loss else "",
+        ]
         for key in keys:
             d = run.downstream.get(key)
-            cells.append(f"{d.median:.4g} ({min(d.scores):.4g}-{max(d.scores):.4g}, "
-                         f"n={len(d.scores)})" if d else "")
-        cells += ["" if run.tokens_per_s is None else f"{run.tokens_per_s:,.0f}",
-                  "" if run.mfu is None else f"{100 * run.mfu:.3g}%",
-                  _duration(run.wall_time_s)]
+            cells.append(
+                f"{d.median:.4g} ({min(d.scores):.4g}-{max(d.scores):.4g}, n={len(d.scores)})"
+                if d
+                else ""
+            )
+        cells += [
+            "" if run.tokens_per_s is None else f"{run.tokens_per_s:,.0f}",
+            "" if run.mfu is None else f"{100 * run.mfu:.3g}%",
+            _duration(run.wall_time_s),
+        ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -152,12 +177,19 @@ def plot_loss(runs: Sequence[Run], path: str) -> None:
     for i, run in enumerate(runs):
         steps, losses = zip(*run.train_loss, strict=True)
         # A run with a single point would draw no line: a dot then.
-        ax.plot(steps, losses, color=_colour(i), label=run.name,
-                marker="o" if len(steps) == 1 else None)
+        ax.plot(
+            steps, losses, color=_colour(i), label=run.name, marker="o" if len(steps) == 1 else None
+        )
         if run.eval_loss:
             steps, losses = zip(*run.eval_loss, strict=True)
-            ax.plot(steps, losses, color=_colour(i), linestyle="--", marker="o",
-                    label=f"{run.name} (eval)")
+            ax.plot(
+                steps,
+                losses,
+                color=_colour(i),
+                linestyle="--",
+                marker="o",
+                label=f"{run.name} (eval)",
+            )
     ax.set(xlabel="step", ylabel="loss", title="train loss (solid), eval loss (dashed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -177,10 +209,8 @@ def plot_downstream(runs: Sequence[Run], path: str) -> None:
             d = run.downstream.get(key)
             if d is None:
                 continue
-            ax.scatter([i] * len(d.scores), d.scores, color=_colour(i), s=24, alpha=0.7,
-                       zorder=3)
-            ax.scatter([i], [d.median], color="black", marker="_", s=500, linewidths=2,
-                       zorder=4)
+            ax.scatter([i] * len(d.scores), d.scores, color=_colour(i), s=24, alpha=0.7, zorder=3)
+            ax.scatter([i], [d.median], color="black", marker="_", s=500, linewidths=2, zorder=4)
         ax.set_xticks(range(len(runs)), [r.name for r in runs], rotation=30, ha="right")
         ax.set_xlim(-0.5, len(runs) - 0.5)
         ax.set(title=f"{key[0]} ({key[1]})", ylabel=key[1])
@@ -193,45 +223,64 @@ def plot_downstream(runs: Sequence[Run], path: str) -> None:
 # How each column is computed, in the table's order (column names, text); the downstream
 # note is left out when the table has no downstream columns.
 _NOTES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("steps",),
-     "the last step with a `train/loss` point."),
-    (("train loss", "eval loss"),
-     "the `train/loss` and `eval/loss` values at the last step that has one (blank: the run "
-     "logged no evaluation); a step logged again after a resume counts with the later "
-     "process's value."),
-    (("TASK/METRIC",),
-     "the run's downstream fine-tuning scores (results.json): the median over seeds "
-     "(min-max of the seeds' scores, n = the number of seeds)."),
-    (("tokens/s", "MFU"),
-     "the mean of `train/tokens_per_s` and `train/mfu` over the logged points, leaving out "
-     "the first point of each process start (its window includes compilation); the only "
-     "point when there is just one."),
-    (("wall time",),
-     "per event file (one per process start), the last event's wall time minus the "
-     "first's, summed over the files: the gaps between a run and its resumes do not count."),
-    (("overrides",),
-     "the config keys (config.json, flattened) whose values differ among these runs, "
-     "leaving out keys that name a run's own files ({paths}, and any key whose last part "
-     "is `dir` or `path` or ends in `_dir` or `_path`)."),
+    (("steps",), "the last step with a `train/loss` point."),
+    (
+        ("train loss", "eval loss"),
+        "the `train/loss` and `eval/loss` values at the last step that has one (blank: the run "
+        "logged no evaluation); a step logged again after a resume counts with the later "
+        "process's value.",
+    ),
+    (
+        ("TASK/METRIC",),
+        "the run's downstream fine-tuning scores (results.json): the median over seeds "
+        "(min-max of the seeds' scores, n = the number of seeds).",
+    ),
+    (
+        ("tokens/s", "MFU"),
+        "the mean of `train/tokens_per_s` and `train/mfu` over the logged points, leaving out "
+        "the first point of each process start (its window includes compilation); the only "
+        "point when there is just one.",
+    ),
+    (
+        ("wall time",),
+        "per event file (one per process start), the last event's wall time minus the "
+        "first's, summed over the files: the gaps between a run and its resumes do not count.",
+    ),
+    (
+        ("overrides",),
+        "the config keys (config.json, flattened) whose values differ among these runs, "
+        "leaving out keys that name a run's own files ({paths}, and any key whose last part "
+        "is `dir` or `path` or ends in `_dir` or `_path`).",
+    ),
 )
 
-_LOSS_CAPTION = ("loss.png: each run's `train/loss` against step (solid line) and its "
-                 "`eval/loss` in the same colour (dashed line, markers), over all process "
-                 "starts (a step logged twice keeps the later value).")
-_DOWNSTREAM_CAPTION = ("downstream.png: one panel per downstream task and metric; a dot for "
-                       "each seed's fine-tuning score of each run (results.json), a black bar "
-                       "at their median.")
+_LOSS_CAPTION = (
+    "loss.png: each run's `train/loss` against step (solid line) and its "
+    "`eval/loss` in the same colour (dashed line, markers), over all process "
+    "starts (a step logged twice keeps the later value)."
+)
+_DOWNSTREAM_CAPTION = (
+    "downstream.png: one panel per downstream task and metric; a dot for "
+    "each seed's fine-tuning score of each run (results.json), a black bar "
+    "at their median."
+)
 
 
 def markdown_report(runs: Sequence[Run]) -> str:
     """report.md: the table, the notes, the plots with their captions, the runs' paths."""
     paths = ", ".join(f"`{k}`" for k in sorted(PATH_KEYS))
-    notes = [f"- {', '.join(f'**{c}**' for c in columns)}: {text.format(paths=paths)}"
-             for columns, text in _NOTES
-             if columns != ("TASK/METRIC",) or downstream_keys(runs)]
-    parts = ["# Compared runs", markdown_table(runs),
-             "How each figure is computed:\n\n" + "\n".join(notes),
-             "![loss curves](loss.png)", _LOSS_CAPTION]
+    notes = [
+        f"- {', '.join(f'**{c}**' for c in columns)}: {text.format(paths=paths)}"
+        for columns, text in _NOTES
+        if columns != ("TASK/METRIC",) or downstream_keys(runs)
+    ]
+    parts = [
+        "# Compared runs",
+        markdown_table(runs),
+        "How each figure is computed:\n\n" + "\n".join(notes),
+        "![loss curves](loss.png)",
+        _LOSS_CAPTION,
+    ]
     if downstream_keys(runs):
         parts += ["![downstream scores](downstream.png)", _DOWNSTREAM_CAPTION]
     parts.append("Runs:\n\n" + "\n".join(f"- {r.name}: `{r.path}`" for r in runs))
@@ -247,8 +296,10 @@ def check_out(out: str) -> None:
         raise ValueError(f"{out}: exists and is not a report directory; choose another --out")
     others = sorted(set(paths.listdir(out)) - set(REPORT_FILES))
     if others:
-        raise ValueError(f"{out}: exists and is not a compare report (it holds {others[0]}); "
-                         "choose another --out")
+        raise ValueError(
+            f"{out}: exists and is not a compare report (it holds {others[0]}); "
+            "choose another --out"
+        )
 
 
 def write_report(runs: Sequence[Run], out: str) -> None:

@@ -24,8 +24,9 @@ import numpy as np
 from bertjax import paths, train
 
 
-def run_seeds(config: Any, workdir: str, count: int,
-              hooks: Sequence[train.Hook] = ()) -> dict[str, Any]:
+def run_seeds(
+    config: Any, workdir: str, count: int, hooks: Sequence[train.Hook] = ()
+) -> dict[str, Any]:
     if count < 1:
         raise ValueError(f"seeds={count}: must be at least 1")
     first = int(config.seed)
@@ -39,14 +40,20 @@ def run_seeds(config: Any, workdir: str, count: int,
         if not paths.exists(best):
             raise ValueError(f"{work}: the run kept no best checkpoint (did it evaluate?)")
         meta = paths.read_json(best)
-        runs.append({"seed": seed, "workdir": work, "best_step": meta["best"]["step"],
-                     "main": {"split": meta["best"]["evaluator"],
-                              "metric": meta["best"]["metric"]},
-                     "scores": meta["scores"]})
-    median = {split: {m: float(np.median([r["scores"][split][m] for r in runs]))
-                      for m in scores} for split, scores in runs[0]["scores"].items()}
+        runs.append(
+            {
+                "seed": seed,
+                "workdir": work,
+                "best_step": meta["best"]["step"],
+                "main": {"split": meta["best"]["evaluator"], "metric": meta["best"]["metric"]},
+                "scores": meta["scores"],
+            }
+        )
+    median = {
+        split: {m: float(np.median([r["scores"][split][m] for r in runs])) for m in scores}
+        for split, scores in runs[0]["scores"].items()
+    }
     results = {"seeds": list(range(first, first + count)), "runs": runs, "median": median}
     paths.write_json(paths.join(workdir, "results.json"), results)
     print(f"median over {count} seeds: " + json.dumps(median))
     return results
-

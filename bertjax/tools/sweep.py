@@ -42,10 +42,12 @@ if TYPE_CHECKING:
 
 # Data keys only the input pipeline or preparation's resources read: they do not change
 # what `prepare data` writes.
-PIPELINE_ONLY = ("dir", "num_workers", "max_inflight_mb", "shuffle_buffer", "cache_dir",
-                 "cache_gb")
-LAUNCHERS = {"local": "launch/local.sh", "tpu_vm": "launch/tpu_vm.sh",
-             "slurm": "sbatch launch/slurm.sbatch"}
+PIPELINE_ONLY = ("dir", "num_workers", "max_inflight_mb", "shuffle_buffer", "cache_dir", "cache_gb")
+LAUNCHERS = {
+    "local": "launch/local.sh",
+    "tpu_vm": "launch/tpu_vm.sh",
+    "slurm": "sbatch launch/slurm.sbatch",
+}
 
 
 class Run(NamedTuple):
@@ -62,12 +64,15 @@ def load_sweep(spec: str) -> list[Run]:
         raise ValueError(f"{path} defines no get_sweep(arg): nothing to sweep")
     runs = get_sweep(arg or None) if inspect.signature(get_sweep).parameters else get_sweep()
     if not isinstance(runs, Sequence) or not runs:
-        raise ValueError(f"{path}: get_sweep returned {type(runs).__name__}, "
-                         "expected a non-empty list of override dicts")
+        raise ValueError(
+            f"{path}: get_sweep returned {type(runs).__name__}, "
+            "expected a non-empty list of override dicts"
+        )
     for i, r in enumerate(runs):
         if not isinstance(r, Mapping) or not all(isinstance(k, str) and k for k in r):
-            raise ValueError(f"{path}: get_sweep()[{i}] is {r!r}, expected a dict of "
-                             "'dotted.key': value")
+            raise ValueError(
+                f"{path}: get_sweep()[{i}] is {r!r}, expected a dict of 'dotted.key': value"
+            )
     return name_runs([dict(r) for r in runs], path)
 
 
@@ -81,14 +86,17 @@ def name_runs(overrides: list[dict[str, Any]], where: str) -> list[Run]:
     where two keys of the sweep share their last part; `base` for no overrides."""
     keys = {k for o in overrides for k in o}
     leaves = [k.rsplit(".", 1)[-1] for k in keys]
-    short = {k: k.rsplit(".", 1)[-1] if leaves.count(k.rsplit(".", 1)[-1]) == 1 else k
-             for k in keys}
+    short = {
+        k: k.rsplit(".", 1)[-1] if leaves.count(k.rsplit(".", 1)[-1]) == 1 else k for k in keys
+    }
     runs, seen = [], {}
     for i, o in enumerate(overrides):
         name = ",".join(f"{short[k]}={_value_name(v)}" for k, v in o.items()) or "base"
         if name in seen:
-            raise ValueError(f"{where}: runs {seen[name]} and {i} of the sweep are both "
-                             f"named {name!r} (the same overrides)")
+            raise ValueError(
+                f"{where}: runs {seen[name]} and {i} of the sweep are both "
+                f"named {name!r} (the same overrides)"
+            )
         seen[name] = i
         runs.append(Run(name, o))
     return runs
@@ -102,8 +110,10 @@ def run_config(base: Any, run: Run, sweep_dir: str) -> Any:
     if "data" in config and not config.data.dir:
         config.data.dir = _join(sweep_dir, "data", data_digest(config))
     if "phase2" in config and float(config.phase2.fraction) > 0 and not config.phase2.data_dir:
-        raise ValueError(f"sweep run {run.name}: phase2.data_dir is empty; the sweep "
-                         "prepares data.dir only: prepare phase 2's data and set it")
+        raise ValueError(
+            f"sweep run {run.name}: phase2.data_dir is empty; the sweep "
+            "prepares data.dir only: prepare phase 2's data and set it"
+        )
     return config
 
 
@@ -116,10 +126,15 @@ def data_digest(config: Any) -> str:
     """12 hex digits over the settings `prepare data` reads, so runs that differ in
     anything else share one prepared directory."""
     data = {k: v for k, v in config.data.to_dict().items() if k not in PIPELINE_ONLY}
-    settings = {"data": data, "tokenizer": config.tokenizer.to_dict(),
-                "max_seq_length": config.max_seq_length, "seed": config.seed,
-                "max_predictions_per_seq": config.get("max_predictions_per_seq"),
-                "family": config.model.family, "vocab_size": config.model.vocab_size}
+    settings = {
+        "data": data,
+        "tokenizer": config.tokenizer.to_dict(),
+        "max_seq_length": config.max_seq_length,
+        "seed": config.seed,
+        "max_predictions_per_seq": config.get("max_predictions_per_seq"),
+        "family": config.model.family,
+        "vocab_size": config.model.vocab_size,
+    }
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -145,16 +160,19 @@ def _claim(workdir: str, run: Run, config: Any) -> None:
     if paths.exists(path):
         started = paths.read_json(path)
         if started.get("config_sha256") != digest:
-            raise ValueError(f"{workdir}: this run was started with another config (the "
-                             "sweep file or its overrides changed since); use another "
-                             "--workdir, or delete the run to start it again")
+            raise ValueError(
+                f"{workdir}: this run was started with another config (the "
+                "sweep file or its overrides changed since); use another "
+                "--workdir, or delete the run to start it again"
+            )
         return
     paths.makedirs(workdir)
     paths.write_json(path, {"name": run.name, "overrides": run.overrides, "config_sha256": digest})
 
 
-def run_sweep(base: Any, runs: Sequence[Run], sweep_dir: str,
-              hooks: Sequence[train.Hook] = ()) -> list[str]:
+def run_sweep(
+    base: Any, runs: Sequence[Run], sweep_dir: str, hooks: Sequence[train.Hook] = ()
+) -> list[str]:
     """Runs every run not yet done, in order; returns the names of the runs it ran."""
     from bertjax import train
     from bertjax.tools import downstream
@@ -163,8 +181,10 @@ def run_sweep(base: Any, runs: Sequence[Run], sweep_dir: str,
     for c in configs:
         downstream.check(c)
     paths.makedirs(sweep_dir)
-    paths.write_json(paths.join(sweep_dir, "sweep.json"),
-               {"runs": [{"name": r.name, "overrides": r.overrides} for r in runs]})
+    paths.write_json(
+        paths.join(sweep_dir, "sweep.json"),
+        {"runs": [{"name": r.name, "overrides": r.overrides} for r in runs]},
+    )
     ran = []
     for i, (run, config) in enumerate(zip(runs, configs, strict=True)):
         workdir = paths.join(paths.absolute(sweep_dir), run.name)
@@ -178,8 +198,7 @@ def run_sweep(base: Any, runs: Sequence[Run], sweep_dir: str,
         _prepare(config)
         result = train.train(config, workdir, hooks)
         if result["status"] != "done":  # stopped by a signal: the rest wait for a re-run
-            print(f"sweep: stopped during {run.name}; run the same command to resume",
-                  flush=True)
+            print(f"sweep: stopped during {run.name}; run the same command to resume", flush=True)
             return ran
         if not downstream.run(config, workdir, hooks):
             downstream.write_results(workdir, {})
@@ -193,15 +212,20 @@ def _flag(key: str, value: Any) -> str:
     return shlex.quote(f"--config.{key}={text}")
 
 
-def commands(spec: str, base: Any, runs: Sequence[Run], sweep_dir: str, launcher: str,
-             base_overrides: Mapping[str, Any]) -> list[str]:
+def commands(
+    spec: str,
+    base: Any,
+    runs: Sequence[Run],
+    sweep_dir: str,
+    launcher: str,
+    base_overrides: Mapping[str, Any],
+) -> list[str]:
     """Shell commands doing what `run_sweep` does, for launch/: each prepared data
     directory once, then one launch command per run (its overrides as --config flags)."""
     from bertjax.tools import downstream
 
     if launcher not in LAUNCHERS:
-        raise ValueError(f"--print_commands={launcher!r}: expected one of "
-                         f"{', '.join(LAUNCHERS)}")
+        raise ValueError(f"--print_commands={launcher!r}: expected one of {', '.join(LAUNCHERS)}")
     lines, prepared = [], set()
     common = [_flag(k, v) for k, v in base_overrides.items()]
     for run in runs:
@@ -212,9 +236,13 @@ def commands(spec: str, base: Any, runs: Sequence[Run], sweep_dir: str, launcher
             flags.append(_flag("data.dir", config.data.dir))
             if config.data.dir not in prepared:
                 prepared.add(config.data.dir)
-                lines.append(" ".join(["python -m bertjax prepare data",
-                                       shlex.quote(f"--config={spec}"), *flags]))
+                lines.append(
+                    " ".join(
+                        ["python -m bertjax prepare data", shlex.quote(f"--config={spec}"), *flags]
+                    )
+                )
         workdir = _join(sweep_dir, run.name)
-        lines.append(" ".join([LAUNCHERS[launcher], shlex.quote(spec),
-                               shlex.quote(workdir), *flags]))
+        lines.append(
+            " ".join([LAUNCHERS[launcher], shlex.quote(spec), shlex.quote(workdir), *flags])
+        )
     return lines

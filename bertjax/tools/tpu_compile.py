@@ -39,8 +39,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-DEFAULT_LIBTPU = os.path.join(os.path.expanduser("~"), ".cache", "bertjax", "libtpu",
-                              "libtpu", "libtpu.so")
+DEFAULT_LIBTPU = os.path.join(
+    os.path.expanduser("~"), ".cache", "bertjax", "libtpu", "libtpu", "libtpu.so"
+)
 INSTALL = 'pip install --target ~/.cache/bertjax/libtpu "libtpu==0.0.42.*"'
 PROGRESS_EVERY = 30.0  # seconds between the "still compiling" lines
 
@@ -68,10 +69,17 @@ CHIPS = {
     "v6e": Chip("v6e", 32.0, 918e12, 2, 1, "v6e"),
 }
 # Accelerator types (v5litepod-16, v4-32, ...) -> the topology Cloud TPU gives them.
-_TWO_D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16",
-          256: "16x16"}
-_THREE_D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8",
-            256: "4x8x8", 512: "8x8x8"}
+_TWO_D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
+_THREE_D = {
+    4: "2x2x1",
+    8: "2x2x2",
+    16: "2x2x4",
+    32: "2x4x4",
+    64: "4x4x4",
+    128: "4x4x8",
+    256: "4x8x8",
+    512: "8x8x8",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +110,7 @@ class Topology:
 
 
 def parse_topology(text: str, num_slices: int = 1) -> Topology:
-    """"v5e:4x4" (chip:shape) or an accelerator type ("v5litepod-16", "v4-32")."""
+    """ "v5e:4x4" (chip:shape) or an accelerator type ("v5litepod-16", "v4-32")."""
     if num_slices < 1:
         raise ValueError(f"--num_slices={num_slices}: must be >= 1")
     m = re.fullmatch(r"(v4|v5e|v5p|v6e):(\d+(?:x\d+){1,2})", text)
@@ -110,8 +118,10 @@ def parse_topology(text: str, num_slices: int = 1) -> Topology:
         chip = CHIPS[m.group(1)]
         shape = tuple(int(x) for x in m.group(2).split("x"))
         if len(shape) != chip.dims or min(shape) < 1:
-            raise ValueError(f"--topology={text}: a {chip.name} topology has {chip.dims} "
-                             f"dimensions, e.g. {chip.name}:{_example(chip)}")
+            raise ValueError(
+                f"--topology={text}: a {chip.name} topology has {chip.dims} "
+                f"dimensions, e.g. {chip.name}:{_example(chip)}"
+            )
         return Topology(chip, shape, num_slices)
     m = re.fullmatch(r"(v4|v5litepod|v5p|v6e)-(\d+)", text)
     if m:
@@ -122,9 +132,11 @@ def parse_topology(text: str, num_slices: int = 1) -> Topology:
             known = ", ".join(f"{m.group(1)}-{n * chip.cores_in_type}" for n in table)
             raise ValueError(f"--topology={text}: not a {m.group(1)} size this knows ({known})")
         return Topology(chip, tuple(int(x) for x in table[chips].split("x")), num_slices)
-    raise ValueError(f"--topology={text!r}: expected CHIP:SHAPE with CHIP one of "
-                     f"{', '.join(CHIPS)} (v5e:4x4, v4:2x2x4) or an accelerator type "
-                     "(v5litepod-16, v4-32, v5p-16, v6e-16)")
+    raise ValueError(
+        f"--topology={text!r}: expected CHIP:SHAPE with CHIP one of "
+        f"{', '.join(CHIPS)} (v5e:4x4, v4:2x2x4) or an accelerator type "
+        "(v5litepod-16, v4-32, v5p-16, v6e-16)"
+    )
 
 
 def _example(chip: Chip) -> str:
@@ -136,9 +148,11 @@ def find_libtpu(path: str | None = None) -> str:
     for candidate in (path, os.environ.get("TPU_LIBRARY_PATH"), DEFAULT_LIBTPU):
         if candidate:
             if os.path.isdir(candidate):
-                candidate = os.path.join(candidate, "libtpu", "libtpu.so") if not \
-                    os.path.isfile(os.path.join(candidate, "libtpu.so")) else \
-                    os.path.join(candidate, "libtpu.so")
+                candidate = (
+                    os.path.join(candidate, "libtpu", "libtpu.so")
+                    if not os.path.isfile(os.path.join(candidate, "libtpu.so"))
+                    else os.path.join(candidate, "libtpu.so")
+                )
             if os.path.isfile(candidate):
                 return os.path.abspath(candidate)
             if candidate == path:
@@ -149,8 +163,10 @@ def find_libtpu(path: str | None = None) -> str:
         return libtpu.get_library_path()
     except ImportError:
         pass
-    raise FileNotFoundError(f"compile needs libtpu, which is not installed: {INSTALL} "
-                            "(or pass --libtpu=PATH to a libtpu.so)")
+    raise FileNotFoundError(
+        f"compile needs libtpu, which is not installed: {INSTALL} "
+        "(or pass --libtpu=PATH to a libtpu.so)"
+    )
 
 
 @contextlib.contextmanager
@@ -185,11 +201,14 @@ def devices(topology: Topology, libtpu: str | None = None) -> list[Any]:
     with _quiet_stderr() as log:
         try:
             desc = topologies.get_topology_desc(
-                platform="tpu", topology_name=topology.name,
+                platform="tpu",
+                topology_name=topology.name,
                 # v4: one device per chip (its two cores as one), as JAX runs it on a VM.
                 chip_config_name="megacore" if topology.chip.name == "v4" else "default",
-                chips_per_host_bounds=topology.host_bounds, num_slices=topology.num_slices,
-                wrap=(False, False, False))
+                chips_per_host_bounds=topology.host_bounds,
+                num_slices=topology.num_slices,
+                wrap=(False, False, False),
+            )
         except Exception as e:  # noqa: BLE001 -- libtpu's, in its words
             failure = e
         else:
@@ -197,13 +216,14 @@ def devices(topology: Topology, libtpu: str | None = None) -> list[Any]:
     if failure is not None:
         detail = " ".join(str(failure).split())[:300]
         hint = " ".join(log[0].split())[-300:] if log and log[0].strip() else ""
-        raise TopologyError(f"libtpu could not describe {topology.name}: {detail}"
-                           + (f" ({hint})" if hint else ""))
+        raise TopologyError(
+            f"libtpu could not describe {topology.name}: {detail}" + (f" ({hint})" if hint else "")
+        )
     return list(desc.devices)
 
 
 def elapsed(seconds: float) -> str:
-    """"45 s", "1 min 30 s", "1 h 2 min"."""
+    """ "45 s", "1 min 30 s", "1 h 2 min"."""
     s = int(seconds)
     if s < 60:
         return f"{s} s"
@@ -213,8 +233,7 @@ def elapsed(seconds: float) -> str:
 
 
 @contextlib.contextmanager
-def progress(what: str, log: Callable[[str], Any], every: float = PROGRESS_EVERY
-             ) -> Iterator[None]:
+def progress(what: str, log: Callable[[str], Any], every: float = PROGRESS_EVERY) -> Iterator[None]:
     """Logs "WHAT: 1 min 30 s ..." every `every` seconds while the block runs (XLA's
     compiler releases the GIL, so a thread can speak while it works)."""
     done = threading.Event()
@@ -257,8 +276,11 @@ def interruptible(doing: Callable[[], str]) -> Iterator[None]:
         if not got:  # the pipe was closed: the block ended
             return
         number = got[0]
-        what = "interrupted" if number == signal.SIGINT else \
-            f"stopped by {signal.Signals(number).name}"
+        what = (
+            "interrupted"
+            if number == signal.SIGINT
+            else f"stopped by {signal.Signals(number).name}"
+        )
         line = f"error: {what} after {elapsed(time.monotonic() - start)} ({doing()})\n"
         with contextlib.suppress(Exception):
             sys.stdout.flush()
@@ -267,8 +289,10 @@ def interruptible(doing: Callable[[], str]) -> Iterator[None]:
 
     watcher = threading.Thread(target=watch, name="compile-signals", daemon=True)
     watcher.start()
-    previous = {sig: signal.signal(sig, lambda *_: None)  # the watcher acts
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda *_: None)  # the watcher acts
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     try:
         yield
@@ -299,9 +323,15 @@ def _exhausted(e: BaseException) -> str | None:
     return (m.group(1) if m else text)[:300].rstrip(". ")
 
 
-def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
-                mfu: float = 0.5, log: Any = print,
-                progress_every: float = PROGRESS_EVERY) -> list[dict[str, Any]]:
+def compile_for(
+    config: Any,
+    topology: Topology,
+    *,
+    libtpu: str | None = None,
+    mfu: float = 0.5,
+    log: Any = print,
+    progress_every: float = PROGRESS_EVERY,
+) -> list[dict[str, Any]]:
     """Compiles every phase's train step of `config` for `topology` and logs the report
     (module docstring), a progress line every `progress_every` seconds while XLA
     compiles; returns a dict of figures per phase. MemoryCheckError (one line, the
@@ -333,19 +363,25 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
         aux = aot.abstract_teacher(task)
         step = train_step_fn(setup)
         hbm = topology.chip.hbm_gib * memory.GiB
-        log(f"compile: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task {task.name}, "
+        log(
+            f"compile: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task {task.name}, "
             f"compute {cfg.dtype}, on {topology.name} x {topology.num_slices} slice(s): "
-            f"{len(devs)} chips, {hosts} host(s), mesh {dict(setup.mesh.shape)}")
+            f"{len(devs)} chips, {hosts} host(s), mesh {dict(setup.mesh.shape)}"
+        )
         out = []
         for phase in phases:
             seq = experiment.phase_seq_len(config, phase)
             what = f"the train step (batch {phase.batch_size} x {seq}" + (
-                f", phase {phase.index + 1})" if len(phases) > 1 else ")")
-            batch = memory.abstract_batch(task, cfg, phase.batch_size, seq, setup.mesh,
-                                       setup.rules, setup.seed)
+                f", phase {phase.index + 1})" if len(phases) > 1 else ")"
+            )
+            batch = memory.abstract_batch(
+                task, cfg, phase.batch_size, seq, setup.mesh, setup.rules, setup.seed
+            )
             doing[0] = f"compiling {what} for {topology.name}"
-            log(f"{doing[0]} with XLA's TPU compiler: minutes on a CPU, a line every "
-                f"{progress_every:g} s; Ctrl-C stops it")
+            log(
+                f"{doing[0]} with XLA's TPU compiler: minutes on a CPU, a line every "
+                f"{progress_every:g} s; Ctrl-C stops it"
+            )
             sys.stdout.flush()
             try:
                 with progress(doing[0], log, progress_every):
@@ -360,13 +396,28 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
                     f"train.batch_size ({int(config.train.batch_size)}), raise "
                     f"optim.grad_accum_steps, set model.remat=full, or use more chips"
                 ) from None
-            row = _report(compiled, topology, len(devs), task.flops(cfg, seq).total,
-                          phase, seq, mfu, log, what)
+            row = _report(
+                compiled,
+                topology,
+                len(devs),
+                task.flops(cfg, seq).total,
+                phase,
+                seq,
+                mfu,
+                log,
+                what,
+            )
             out.append(row)
             if not row["fits"]:
-                raise memory.MemoryCheckError(memory.refusal(
-                    row["memory"], int(memory.HEADROOM * hbm), f"{topology.chip.name}'s HBM",
-                    what, config))
+                raise memory.MemoryCheckError(
+                    memory.refusal(
+                        row["memory"],
+                        int(memory.HEADROOM * hbm),
+                        f"{topology.chip.name}'s HBM",
+                        what,
+                        config,
+                    )
+                )
             del row["memory"]
         return out
     finally:
@@ -374,8 +425,17 @@ def compile_for(config: Any, topology: Topology, *, libtpu: str | None = None,
         guard.close()
 
 
-def _report(compiled: Any, topology: Topology, chips: int, flops_per_token: float,
-            phase: Any, seq: int, mfu: float, log: Any, what: str) -> dict[str, Any]:
+def _report(
+    compiled: Any,
+    topology: Topology,
+    chips: int,
+    flops_per_token: float,
+    phase: Any,
+    seq: int,
+    mfu: float,
+    log: Any,
+    what: str,
+) -> dict[str, Any]:
     """Logs one compiled phase's memory, FLOPs and step time at peak and at `mfu`; returns
     its figures (with "memory", the memory.StepMemory)."""
     from bertjax.memory import HEADROOM, GiB, StepMemory
@@ -387,19 +447,34 @@ def _report(compiled: Any, topology: Topology, chips: int, flops_per_token: floa
     formula = flops_per_token * tokens
     xla = _cost_flops(compiled)
     at_peak = formula / (topology.chip.peak_bf16 * chips)
-    row = {"phase": phase.index + 1, "batch_size": phase.batch_size, "seq_len": seq,
-           "hbm_per_chip": memory.total, "hbm_limit": hbm, "fits": fits,
-           "flops_formula": formula, "flops_xla": xla * chips if xla else None,
-           "step_s_at_peak": at_peak, "step_s_at_mfu": at_peak / mfu,
-           "tokens_per_s_at_mfu": tokens / (at_peak / mfu), "memory": memory}
-    log(f"{what}: HBM {memory.words()} of {topology.chip.hbm_gib:g} GiB per chip: "
-        + ("fits" if fits else "does NOT fit"))
-    xla_words = (f"XLA's cost analysis {row['flops_xla']:.3e} (it can undercount "
-                 "loops)" if xla else "no cost analysis from XLA")
-    log(f"  FLOPs per step: {formula:.3e} by bertjax's formula (bertjax/flops.py), "
-        f"{xla_words}")
-    log(f"  at the chips' peak ({topology.chip.peak_bf16 / 1e12:g} TFLOP/s bf16 each): "
+    row = {
+        "phase": phase.index + 1,
+        "batch_size": phase.batch_size,
+        "seq_len": seq,
+        "hbm_per_chip": memory.total,
+        "hbm_limit": hbm,
+        "fits": fits,
+        "flops_formula": formula,
+        "flops_xla": xla * chips if xla else None,
+        "step_s_at_peak": at_peak,
+        "step_s_at_mfu": at_peak / mfu,
+        "tokens_per_s_at_mfu": tokens / (at_peak / mfu),
+        "memory": memory,
+    }
+    log(
+        f"{what}: HBM {memory.words()} of {topology.chip.hbm_gib:g} GiB per chip: "
+        + ("fits" if fits else "does NOT fit")
+    )
+    xla_words = (
+        f"XLA's cost analysis {row['flops_xla']:.3e} (it can undercount loops)"
+        if xla
+        else "no cost analysis from XLA"
+    )
+    log(f"  FLOPs per step: {formula:.3e} by bertjax's formula (bertjax/flops.py), {xla_words}")
+    log(
+        f"  at the chips' peak ({topology.chip.peak_bf16 / 1e12:g} TFLOP/s bf16 each): "
         f"step {at_peak * 1e3:.3g} ms, {tokens / at_peak:,.0f} tokens/s; at {mfu:.0%} "
         f"MFU: step {row['step_s_at_mfu'] * 1e3:.3g} ms, "
-        f"{row['tokens_per_s_at_mfu']:,.0f} tokens/s")
+        f"{row['tokens_per_s_at_mfu']:,.0f} tokens/s"
+    )
     return row

@@ -36,8 +36,15 @@ STEPS = (
     ("prenorm", {"model.norm_position": "pre", "model.final_norm": True}),
     ("glu", {"model.mlp": "glu", "model.intermediate_size": 344}),
     ("rope", {"model.rope_theta": 10_000.0}),
-    ("nobias", {"model.attention_bias": False, "model.mlp_bias": False,
-                "model.norm_bias": False, "model.head_bias": False}),
+    (
+        "nobias",
+        {
+            "model.attention_bias": False,
+            "model.mlp_bias": False,
+            "model.norm_bias": False,
+            "model.head_bias": False,
+        },
+    ),
     ("local", {"model.local_window": 16, "model.global_every": 3}),
 )
 SEEDS = (0, 1, 2)
@@ -62,12 +69,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.downstream.update(
         tasks="demo_next,demo_boundary",
         config=f"configs/finetune.py:{{task}},{PRESET},runlocal",
-        seeds=3)
+        seeds=3,
+    )
     if scale == "tiny":
-        config.train.update(steps=20, eval_every=20, eval_steps=2, log_every=10,
-                            checkpoint_every=20)
-        config.downstream.update(tasks="demo_next", seeds=1,
-                                 overrides="train.steps=10 max_seq_length=32")
+        config.train.update(
+            steps=20, eval_every=20, eval_steps=2, log_every=10, checkpoint_every=20
+        )
+        config.downstream.update(
+            tasks="demo_next", seeds=1, overrides="train.steps=10 max_seq_length=32"
+        )
     return config
 
 

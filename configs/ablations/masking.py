@@ -46,13 +46,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.downstream.update(
         tasks="demo_next,demo_boundary",
         config="configs/finetune.py:{task},bert_tiny,runlocal",
-        seeds=3)  # runlocal fine-tunes the demo tasks at lr 3e-4
+        seeds=3,
+    )  # runlocal fine-tunes the demo tasks at lr 3e-4
     if scale == "tiny":
-        config.train.update(steps=20, eval_every=20, eval_steps=2, log_every=10,
-                            checkpoint_every=20)
+        config.train.update(
+            steps=20, eval_every=20, eval_steps=2, log_every=10, checkpoint_every=20
+        )
         config.downstream.update(
-            tasks="demo_next", seeds=1,
-            overrides="train.steps=10 max_seq_length=32")
+            tasks="demo_next", seeds=1, overrides="train.steps=10 max_seq_length=32"
+        )
     return config
 
 
