@@ -12,7 +12,9 @@ packages that are not among the demo corpus's (transformers, torch, pandas, skle
 matplotlib, pip: requirements-dev.txt brings some of them), read the way the demo corpus
 is read. The examples of demo_tasks' train split of those documents (the most of them)
 are written as OUT/dev-v1.1.json, those of its validation split as OUT/train-v1.1.json
-(the squad reader wants both files; evaluate reads the dev one). Prints how many
+(the squad reader wants both files; evaluate reads the dev one); `--documents=FILE`
+writes the documents themselves, for `evaluate --documents` (benchmarks/recipes_demo.sh
+scores MLM on them). Prints how many
 sentences the demo corpus also has, and the first-content-word baseline on the dev file.
 """
 
@@ -31,6 +33,12 @@ PACKAGES = ("transformers", "torch", "pandas", "sklearn", "matplotlib", "pip")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory for the two JSON files")
+    parser.add_argument(
+        "--documents",
+        default="",
+        help="also write the held-out documents here, for `evaluate --documents` (one "
+        "sentence a line, an empty line between documents)",
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, ROOT)
@@ -61,6 +69,12 @@ def main() -> None:
         f"{len(held & demo)} of them also in the demo corpus"
     )
     os.makedirs(args.out, exist_ok=True)
+    if args.documents:
+        with open(args.documents, "w") as f:
+            for split in sorted(docs):
+                for doc in docs[split]:
+                    f.write("".join(" ".join(s) + "\n" for s in doc) + "\n")
+        print(f"wrote {args.documents}")
     dev = demo_tasks.intruder_articles("train")
     for articles, name in (
         (dev, "dev-v1.1.json"),
