@@ -44,7 +44,12 @@ import numpy as np
 
 from bertjax import paths
 from bertjax.errors import one_line
-from bertjax.orbax_output import HeldBackgroundOutput, quiet_read, read_error
+from bertjax.orbax_output import (
+    HeldBackgroundOutput,
+    quiet_orbax_warnings,
+    quiet_read,
+    read_error,
+)
 
 # --- training checkpoints --------------------------------------------------------------
 
@@ -156,6 +161,7 @@ class TrainCheckpoints:
         self._ocp = ocp
         self.directory = paths.absolute(directory)
         paths.forget_listings(self.directory)  # steps other processes saved since
+        quiet_orbax_warnings()
         self._keep = _KeepLatestAndResumed(max_to_keep, keep)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=self._keep,

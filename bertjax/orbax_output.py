@@ -114,6 +114,32 @@ def quiet_read(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return out
 
 
+# What Orbax warns about on every read of another run's checkpoints (a branch, `average`,
+# `evaluate`), none of it a problem for bertjax, which verifies what it reads itself.
+_CHATTER = re.compile(
+    r"CheckpointManagerOptions\.read_only=True, setting save_interval_steps=0"
+    r"|Given directory is read only="
+    r"|Metadata file does not exist: \S*_CHECKPOINT_METADATA$"
+)
+
+
+class _OrbaxChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.WARNING
+            and "orbax" in record.pathname
+            and _CHATTER.match(record.getMessage())
+        )
+
+
+def quiet_orbax_warnings() -> None:
+    """Drops Orbax's warnings that read-only use always prints (`_CHATTER`); its other
+    warnings pass. Idempotent."""
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _OrbaxChatter) for f in logger.filters):
+        logger.addFilter(_OrbaxChatter())
+
+
 class HeldBackgroundOutput(logging.Filter):
     """While a save runs in the background, what Orbax logs at ERROR and what threads
     other than the main one print to sys.stderr are held: written out when the save

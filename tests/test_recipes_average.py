@@ -135,3 +135,14 @@ def test_checkpoints_and_output_in_a_bucket(run, bucket):
     for name, value in _flat(got).items():
         want = (x4[name].astype(np.float64) + x6[name].astype(np.float64)) / 2
         np.testing.assert_allclose(value, want, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_the_command_prints_one_line_and_nothing_on_stderr(run, tmp_path):
+    """Orbax warns on every read-only open of another run's checkpoints ("Given directory
+    is read only", "Metadata file does not exist"): none of it reaches the user."""
+    import clilib
+
+    out = tmp_path / "avg"
+    r = clilib.bertjax("average", f"--workdir={run}", "--last=2", f"--out={out}", ok=True)
+    assert r.stderr == "", r.stderr
+    assert r.stdout.startswith(f"wrote {out}: the uniform average of 2 checkpoints"), r.stdout
