@@ -13,7 +13,8 @@ import jax
 
 from bertjax import sharding, steps, tasks
 from bertjax.models import ModelConfig, build
-from bertjax.optim import OptimConfig, frozen_paths, make_optimizer
+from bertjax.optim import OptimConfig, make_optimizer
+from bertjax.optim_params import frozen_paths
 from bertjax.schedules import resolve_lengths
 from bertjax.tasks.base import Task
 

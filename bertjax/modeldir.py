@@ -137,7 +137,7 @@ def load(path: str, cfg: ModelConfig | None = None) -> tuple[ModelConfig, Any]:
     """
     import orbax.checkpoint as ocp
 
-    from bertjax.models.layers import stack_layers, unstack_layers
+    from bertjax.models.scan_layout import stack_layers, unstack_layers
 
     saved_cfg, meta = read_config(path)
     with paths.local_copy(paths.join(path, "params")) as local:

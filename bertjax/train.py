@@ -42,6 +42,7 @@ run with an error. `Hook`s see every step and save (the tests inject faults thro
 Before the first step the train step is compiled for every phase and checked to fit in
 memory (bertjax/memory.py). Nothing here imports TensorFlow except the input pipeline
 (bertjax.data).
+WORKDIR/model, model_ema and best are written by bertjax/run_outputs.py.
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import checkpoint, experiment, memory, modeldir, paths, resume, sharding, steps
-from bertjax.ema import ema_params
+from bertjax import checkpoint, experiment, memory, paths, resume, sharding, steps
 from bertjax.errors import TrainingError
 from bertjax.hosts import StopRequest, any_host, log, to_host
-from bertjax.metrics import MetricWriter, Throughput, combine, resolve_peak_flops
-from bertjax.models.registry import family
+from bertjax.metrics import MetricWriter, Throughput, combine
+from bertjax.peak_flops import resolve_peak_flops
+from bertjax.run_outputs import RunOutputs
 from bertjax.tasks.base import Context, Phase
 
 
@@ -106,7 +107,7 @@ def global_batch(batch: Mapping[str, np.ndarray], mesh: Any, rules: Any) -> dict
 # --- the run ---------------------------------------------------------------------------
 
 
-class Trainer:
+class Trainer(RunOutputs):
     """One run: setup and resume in __init__, the loop in run(); see the module docstring."""
 
     def __init__(self, config: Any, workdir: str, hooks: Sequence[Hook] = ()) -> None:
@@ -401,79 +402,6 @@ class Trainer:
         main = self.task.main_metric
         if main and main[1] in scores.get(main[0], {}):
             self._keep_if_best(main, scores)
-
-    # -- the best checkpoint ----------------------------------------------------------
-
-    def _best_dir(self) -> str:
-        return paths.join(self.workdir, "best")
-
-    def _read_best(self) -> float | None:
-        """The score of WORKDIR/best, kept by an earlier start of this run."""
-        if not paths.exists(paths.join(self._best_dir(), "config.json")):
-            return None
-        _, meta = modeldir.read_config(self._best_dir())
-        return float(meta["best"]["value"])
-
-    def _keep_if_best(self, main: tuple[str, str], scores: dict[str, dict[str, float]]) -> None:
-        """WORKDIR/best: the parameters of the best `main` score so far (higher is
-        better), as a model directory with every score of that evaluation (single host)."""
-        value = float(scores[main[0]][main[1]])
-        if self.best is not None and value <= self.best:
-            return
-        self.best = value
-        if jax.process_count() == 1:
-            self._write_model(
-                self._best_dir(),
-                {
-                    "best": {
-                        "evaluator": main[0],
-                        "metric": main[1],
-                        "value": value,
-                        "step": self.step,
-                    },
-                    "scores": {k: {m: float(v) for m, v in d.items()} for k, d in scores.items()},
-                },
-            )
-            log(
-                f"best {main[0]} {main[1]} so far: {value:.4f} at step {self.step} -> "
-                f"{self._best_dir()}"
-            )
-
-    def _export_model(self) -> None:
-        """WORKDIR/model: the final parameters as a model directory (single host)."""
-        if jax.process_count() > 1:
-            log(
-                f"model directory not written on {jax.process_count()} hosts; the final "
-                f"state is checkpoint {self.step} in {self.ckpts.directory}"
-            )
-            return
-        out = paths.join(self.workdir, "model")
-        self._write_model(out)
-        log(f"wrote {out} (python -m bertjax export --checkpoint={out} --out=HF_DIR)")
-        averaged = ema_params(self.state["opt_state"])  # optim.ema_decay > 0 (bertjax/ema.py)
-        if averaged is not None:
-            out = paths.join(self.workdir, "model_ema")
-            self._write_model(out, {"ema_decay": self.setup.optim.ema_decay}, averaged)
-            log(f"wrote {out} (the parameters' moving average)")
-
-    def _write_model(
-        self, out: str, extra: dict[str, Any] | None = None, params: Any = None
-    ) -> None:
-        tok = self.task.tokenizer()
-        if tok is not None:
-            tok.tokenizer_class = family(self.cfg.family).tokenizer_class
-        # The stored dtype, not the compute one.
-        cfg = self.cfg.replace(dtype=experiment.stored_model_config(self.config).dtype)
-        params = self.state["params"] if params is None else params
-        params = jax.tree.map(np.asarray, jax.device_get(params))
-        modeldir.save(
-            out,
-            cfg,
-            params,
-            tok,
-            overwrite=True,
-            extra={"source": f"{self.workdir} step {self.step}", **(extra or {})},
-        )
 
 
 def window_metrics(window: list[dict[str, Any]]) -> dict[str, float]:

@@ -103,7 +103,7 @@ MMBERT = dict(
             name="pretrain_1024",
             tokens=2_300_000_000_000,
             max_seq_length=1024,
-            masked_lm_prob=0.3,
+            masking=dict(masked_lm_prob=0.3),
             mixture=dict(sources=(), temperature=0.7),
             rope_theta=10_000.0,
         ),  # 160,000 from mid-training on
@@ -112,7 +112,7 @@ MMBERT = dict(
             tokens=600_000_000_000,
             max_seq_length=8192,
             tokens_per_step=TOKENS_PER_STEP,
-            masked_lm_prob=0.15,
+            masking=dict(masked_lm_prob=0.15),
             mixture=dict(sources=(), temperature=0.5),
         ),
         p3=dict(
@@ -120,7 +120,7 @@ MMBERT = dict(
             tokens=100_000_000_000,
             max_seq_length=8192,
             tokens_per_step=TOKENS_PER_STEP,
-            masked_lm_prob=0.05,
+            masking=dict(masked_lm_prob=0.05),
             decay_shape="1-sqrt",
             mixture=dict(sources=(), temperature=0.3),
         ),
@@ -129,7 +129,7 @@ MMBERT = dict(
         p1=dict(
             name="pretrain_64",
             share=0.6,
-            masked_lm_prob=0.3,
+            masking=dict(masked_lm_prob=0.3),
             rope_theta=10_000.0,
             mixture=dict(sources=(), temperature=0.7),
         ),
@@ -138,7 +138,7 @@ MMBERT = dict(
             share=0.3,
             max_seq_length=128,
             tokens_per_step=2048,
-            masked_lm_prob=0.15,
+            masking=dict(masked_lm_prob=0.15),
             mixture=dict(sources=(), temperature=0.5),
         ),
         p3=dict(
@@ -146,7 +146,7 @@ MMBERT = dict(
             share=0.1,
             max_seq_length=128,
             tokens_per_step=2048,
-            masked_lm_prob=0.05,
+            masking=dict(masked_lm_prob=0.05),
             decay_shape="1-sqrt",
             mixture=dict(sources=(), temperature=0.3),
         ),

@@ -14,11 +14,13 @@ roberta_{base,large}, albert_{base,large,xlarge,xxlarge}, distilbert_base,
 electra_{tiny,small,base,large}, modernbert_{tiny,mini,base,large}.
 """
 
+import dataclasses
 import os
 
 import ml_collections
 
 from bertjax import configfile
+from bertjax.data.masking import MaskingConfig
 from bertjax.models import registry
 from bertjax.models.config import ModelConfig
 
@@ -71,19 +73,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             short_seq_prob=0.1,  # share of shorter segments (BERT/ALBERT pairs)
             masking="dynamic",  # static (BERT, ALBERT: the family's recipe) | dynamic
             dupe_factor=1,  # static: masked copies (BERT, ALBERT: 10)
-            masked_lm_prob=0.15,
-            # predictions = round(p x non-special tokens); google: round(p x all tokens,
-            # [CLS]/[SEP] included), as create_pretraining_data.py (BERT, ALBERT)
-            mask_budget="candidates",
             dupe_mode="rebuild",  # static: each copy from new instances (Google) | remask: one set
             format="bertjax",  # shards: bertjax (what train reads) | google: fixed-length records
             # as create_pretraining_data.py writes, for Google's and NVIDIA's run_pretraining.py
             nsp_single_sentence="split",  # a one-sentence chunk: split it, B = its rest ("actual
             # next"), 50/50 labels | random_next: always a random B, as Google (~75% random)
-            mask_strategy="token",  # token | whole_word | ngram (ALBERT) | span
-            max_ngram=3,  # ngram masking: lengths 1..3, p(n) proportional to 1/n (ALBERT)
-            span_geometric_p=0.2,  # span masking: Geometric(p) lengths (SpanBERT)
-            span_max_length=10,
             docs_per_shard=2000,  # documents per prepared shard (fewer past 8 MB of text)
             validation_every=10,  # every Nth shard goes to the validation split (0: none)
             num_workers=2,  # preparation processes; output is identical for any number
@@ -106,6 +100,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     config.data.update(recipe.get("data", {}))
+    # What to mask and how (static and dynamic masking alike): exactly the fields of
+    # bertjax/data/masking.py's MaskingConfig, their defaults taken from it, so a new field
+    # is a key here with nothing to edit; then the family's recipe (configs/recipes.py).
+    #   masked_lm_prob   share of a row's tokens to predict
+    #   budget           candidates: round(p x non-special tokens); google: round(p x all
+    #                    tokens, [CLS]/[SEP] included), as create_pretraining_data.py (BERT,
+    #                    ALBERT)
+    #   strategy         token | whole_word | ngram (ALBERT) | span (SpanBERT)
+    #   max_ngram        ngram: lengths 1..max_ngram words, p(n) proportional to 1/n (ALBERT)
+    #   span_geometric_p, span_max_length   span: Geometric(p) lengths in words, at most this
+    #   mask_token_prob, random_token_prob  of the chosen tokens: [MASK], a random token
+    # max_predictions_per_seq is not here but config.max_predictions_per_seq below: a shape
+    # the model's heads, the static data and the input pipeline share.
+    config.masking = ml_collections.ConfigDict(
+        {
+            f.name: f.default
+            for f in dataclasses.fields(MaskingConfig)
+            if f.name != "max_predictions_per_seq"
+        }
+    )
+    config.masking.update(recipe.get("masking", {}))
     config.max_seq_length = recipe.get("max_seq_length", 128)  # for FLOPs figures and training
     # masked positions per sequence (sparse MLM head)
     config.max_predictions_per_seq = recipe.get("max_predictions_per_seq", 20)

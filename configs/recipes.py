@@ -8,7 +8,9 @@ The architectures (sizes, presets) are the family records' (bertjax/models/<fami
 
 # --- pretraining --------------------------------------------------------------------
 # Per family: optim (config.optim keys), batch_size (global), steps, and optionally data
-# (config.data keys: the masking the paper's data had), max_seq_length (128 otherwise),
+# (config.data keys: static or dynamic masks, copies), masking (config.masking keys, the
+# fields of bertjax/data/masking.py's MaskingConfig: the rate, strategy and budget the
+# paper's data had), max_seq_length (128 otherwise),
 # max_predictions_per_seq (20 otherwise), runlocal_learning_rate (the `runlocal` knob's
 # rate; 1e-3 otherwise), runlocal_max_predictions (10 otherwise) and runlocal_optim /
 # runlocal_model (config.optim / config.model keys the knob also changes).
@@ -20,7 +22,8 @@ PRETRAIN = {
         steps=1_000_000,
         # create_pretraining_data.py: static masks, 10 copies each built anew,
         # round(0.15 x len(tokens)) predictions.
-        data=dict(masking="static", dupe_factor=10, mask_budget="google"),
+        data=dict(masking="static", dupe_factor=10),
+        masking=dict(budget="google"),
     ),
     # Liu et al., Table 9: AdamW 6e-4 (large 4e-4), b2 0.98, batch 8k, 500k steps,
     # 24k warmup (large 30k).
@@ -36,7 +39,8 @@ PRETRAIN = {
         steps=125_000,
         # Static masks as BERT's, n-gram masking (lengths 1..3, p ~ 1/n).
         # ALBERT's create_pretraining_data.py takes BERT's round(0.15 x len).
-        data=dict(masking="static", dupe_factor=10, mask_strategy="ngram", mask_budget="google"),
+        data=dict(masking="static", dupe_factor=10),
+        masking=dict(strategy="ngram", budget="google"),
         runlocal_learning_rate=2e-3,
     ),
     # Sanh et al.: AdamW 5e-4, batch 4k (accumulated), 5% warmup.
@@ -81,7 +85,7 @@ PRETRAIN = {
         max_seq_length=1024,
         max_predictions_per_seq=320,
         runlocal_max_predictions=20,  # 30% of 1024, 64
-        data=dict(masked_lm_prob=0.3),
+        masking=dict(masked_lm_prob=0.3),
         # `runlocal`: a run of minutes; the tokenizer trained on the demo
         # (bertjax/data/train_tokenizer.py, kind bpe-modernbert) has [PAD]
         # at id 3, and its 64-token rows need a window narrower than them.

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 
 import pytest
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from clilib import bertjax
 
 
 @pytest.fixture(scope="module")
@@ -25,26 +23,17 @@ def tokenizer_dir(tmp_path_factory):
 
 
 def test_packed_against_padded_and_dynamic_padding_counts_real_tokens(tokenizer_dir):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bertjax",
-            "bench",
-            "train",
-            "--config=configs/finetune.py:demo_next,bert_tiny",
-            "--config.model.vocab_size=500",
-            f"--config.tokenizer.path={tokenizer_dir}",
-            "--config.train.batch_size=8",
-            "--vs_torch",
-            "--seconds=0.5",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=_ROOT,
-        timeout=600,
+    proc = bertjax(
+        "bench",
+        "train",
+        "--config=configs/finetune.py:demo_next,bert_tiny",
+        "--config.model.vocab_size=500",
+        f"--config.tokenizer.path={tokenizer_dir}",
+        "--config.train.batch_size=8",
+        "--vs_torch",
+        "--seconds=0.5",
+        ok=True,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     last = re.fullmatch(r"ratio=(\d+\.\d\d) ours=(\d+) reference=(\d+) unit=tokens/s", lines[-1])
     before = re.fullmatch(
@@ -54,7 +43,12 @@ def test_packed_against_padded_and_dynamic_padding_counts_real_tokens(tokenizer_
     )
     assert last and before, lines[-2:]
     assert last[2] == before[2] and int(last[3]) > 0 and int(before[3]) > 0
-    assert float(last[1]) == pytest.approx(int(last[2]) / int(last[3]), abs=0.006)
+    # ours and reference are printed rounded to whole tokens/s, the ratio to 0.01 from the
+    # unrounded figures: it lies between the extremes that rounding allows (with a slow
+    # reference on a loaded machine, ~100 tokens/s, those are ~0.1 apart).
+    ours, ref = int(last[2]), int(last[3])
+    low, high = (ours - 0.5) / (ref + 0.5), (ours + 0.5) / (ref - 0.5)
+    assert low - 0.005 <= float(last[1]) <= high + 0.005, lines[-1]
     rows = next(ln for ln in lines if ln.startswith("rows a step:"))
     assert "(a) 8 x 128 padded to max_seq_length" in rows, rows
     # the same sequences on every side: the same mean cross-entropy before any update
@@ -70,27 +64,18 @@ def test_pretraining_packed_against_unpacked_on_the_same_batches(tmp_path):
     import test_pipeline
 
     test_pipeline.write_data(str(tmp_path), 400, 2, max_seq_length=32)  # 5..32 tokens
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bertjax",
-            "bench",
-            "train",
-            "--config=configs/pretrain.py:bert_tiny",
-            f"--config.data.dir={tmp_path}",
-            "--config.data.packing=best_fit",
-            "--config.max_seq_length=32",
-            "--config.max_predictions_per_seq=3",
-            "--config.train.batch_size=32",
-            "--seconds=0.5",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=_ROOT,
-        timeout=600,
+    proc = bertjax(
+        "bench",
+        "train",
+        "--config=configs/pretrain.py:bert_tiny",
+        f"--config.data.dir={tmp_path}",
+        "--config.data.packing=best_fit",
+        "--config.max_seq_length=32",
+        "--config.max_predictions_per_seq=3",
+        "--config.train.batch_size=32",
+        "--seconds=0.5",
+        ok=True,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     m = re.fullmatch(r"ratio=(\d+\.\d\d) ours=(\d+) reference=(\d+) unit=tokens/s", lines[-1])
     assert m and int(m[2]) > 0 and int(m[3]) > 0, lines[-1]

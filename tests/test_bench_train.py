@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from clilib import python
 
 # Runs the command, then reports on its last line whether TensorFlow and torch got imported.
 _RUNNER = (
@@ -44,13 +44,7 @@ sys.path.insert(0, os.path.join(_ROOT, "configs"))
 def _run(*args: str, torch: bool = False) -> tuple[int, list[str], str]:
     """(exit code, stdout lines without the runner's line, stderr). Asserts that TensorFlow
     was not imported, and torch only when `torch`."""
-    proc = subprocess.run(
-        [sys.executable, "-c", _RUNNER, "bench", "train", *args],
-        capture_output=True,
-        text=True,
-        cwd=_ROOT,
-        timeout=300,
-    )
+    proc = python("-c", _RUNNER, "bench", "train", *args, timeout=300)
     lines = proc.stdout.strip().splitlines()
     assert lines and lines[-1] == f"imported: tensorflow=False torch={torch}", (
         proc.stdout,

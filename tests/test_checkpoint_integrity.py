@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 
+import clilib
 import faults
 import jax
 import jax.numpy as jnp
@@ -300,16 +301,7 @@ _LEAKS = "\n".join(
 def test_coroutines_left_by_a_failed_read_are_freed_silently_whenever_that_happens():
     """Orbax's and TensorStore's coroutines that fail while being freed, after a failed
     read, print nothing, however late they are freed; any other code's still prints."""
-    import subprocess
-    import sys
-
-    r = subprocess.run(
-        [sys.executable, "-c", _LEAKS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": trainlib.ROOT},
-    )
+    r = clilib.python("-c", _LEAKS, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("Exception ignored in") == 1, r.stderr
     assert "mine.py" in r.stderr and "orbax" not in r.stderr, r.stderr

@@ -12,18 +12,16 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import types
 
 import pytest
+from clilib import bertjax
 from PIL import Image
 
 from bertjax import metrics
 from bertjax.tools import compare
 from bertjax.tools import report as report_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG = {
     "model": {"family": "bert", "hidden_size": 128},
@@ -387,15 +385,7 @@ def test_command_usage_errors(monkeypatch, capsys, sweep):
 
 def test_command_line(sweep, tmp_path):
     out = str(tmp_path / "report")
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run(
-        [sys.executable, "-m", "bertjax", "compare", sweep, f"--out={out}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = bertjax("compare", sweep, f"--out={out}", timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("| run | overrides | steps |")
     assert "| whole_word | data.mask_strategy=whole_word | 30 | 2.5000 |" in r.stdout

@@ -6,15 +6,15 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
 
 import pytest
 import trainlib
+from clilib import BERTJAX, bertjax, start
 
-from bertjax.tools import tpu_compile
+from bertjax.tools import tpu_compile, tpu_topology
 
 try:
     LIBTPU = tpu_compile.find_libtpu()
@@ -30,11 +30,11 @@ TINY = [
 
 
 def topology_name(text: str) -> str:
-    return tpu_compile.parse_topology(text).name
+    return tpu_topology.parse_topology(text).name
 
 
 def _compile(*args: str, timeout: float = 600):
-    return trainlib.run(["python", "-m", "bertjax", "compile", *args], timeout=timeout)
+    return bertjax("compile", *args, devices=1, timeout=timeout)
 
 
 @needs_libtpu
@@ -85,7 +85,7 @@ def test_the_tpu_kernel_is_what_auto_lowers_there():
     from bertjax.train import train_step_fn
 
     jax.config.update("jax_platforms", "cpu")
-    top = tpu_compile.parse_topology("v5e:2x2")
+    top = tpu_topology.parse_topology("v5e:2x2")
     c = trainlib.config(
         "bert",
         "",
@@ -147,7 +147,7 @@ def test_an_oversized_config_is_refused_with_the_figures():
     ],
 )
 def test_topology_names_as_cloud_tpu_spells_them(text, name, chips):
-    t = tpu_compile.parse_topology(text)
+    t = tpu_topology.parse_topology(text)
     assert (t.name, t.chips) == (name, chips)
 
 
@@ -161,7 +161,7 @@ def test_topology_names_as_cloud_tpu_spells_them(text, name, chips):
 )
 def test_bad_topologies_are_named(text, message):
     with pytest.raises(ValueError, match=message):
-        tpu_compile.parse_topology(text)
+        tpu_topology.parse_topology(text)
 
 
 def test_missing_libtpu_says_how_to_install_it(tmp_path, monkeypatch):
@@ -187,22 +187,7 @@ def test_missing_libtpu_says_how_to_install_it(tmp_path, monkeypatch):
 def test_a_compile_in_progress_stops_at_once_on_ctrl_c_or_sigterm(sig, status, words):
     """XLA's TPU compiler runs for minutes in one native call that ignored Ctrl-C; a
     progress line says it is at work, and a signal ends it within seconds, one line."""
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bertjax",
-            "compile",
-            *TINY,
-            "--topology=v5e:2x2",
-            "--progress_every=1",
-        ],
-        cwd=trainlib.ROOT,
-        env=trainlib.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    p = start([*BERTJAX, "compile", *TINY, "--topology=v5e:2x2", "--progress_every=1"], devices=1)
     killer = threading.Timer(600, p.kill)  # a hung test fails instead of hanging
     killer.start()
     try:
@@ -252,14 +237,7 @@ print("the block ended", flush=True)
 )
 def test_interruptible_ends_the_process_while_the_main_thread_is_held(sig, status, words):
     """Without libtpu: the main thread held in a call that does not return to Python."""
-    p = subprocess.Popen(
-        [sys.executable, "-c", _BLOCKED],
-        cwd=trainlib.ROOT,
-        env=trainlib.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    p = start([sys.executable, "-c", _BLOCKED], devices=1)
     try:
         assert p.stdout.readline() == "ready\n"
         p.send_signal(sig)

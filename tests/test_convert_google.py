@@ -18,7 +18,7 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from bertjax.convert import google  # noqa: E402
+from bertjax.convert import google, google_checkpoint  # noqa: E402
 from bertjax.convert.hf import ConversionError  # noqa: E402
 from bertjax.models import build  # noqa: E402
 
@@ -206,7 +206,7 @@ def write_bert(directory, tensors: dict[str, np.ndarray], config: dict | None = 
 def test_bert_parity(bert, tmp_path):
     model, tensors = bert
     directory = write_bert(tmp_path, tensors)
-    assert google.is_google_checkpoint(directory)
+    assert google_checkpoint.is_google_checkpoint(directory)
     assert tf.train.load_checkpoint(
         os.path.join(directory, "bert_model.ckpt")
     ).get_variable_to_shape_map()["bert/encoder/layer_0/attention/self/query/kernel"] == [32, 32]
@@ -476,8 +476,8 @@ def test_missing_config_is_named(bert, tmp_path):
 
 def test_missing_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    assert not google.is_google_checkpoint(str(tmp_path))
-    assert not google.is_google_checkpoint(str(tmp_path / "nowhere"))
+    assert not google_checkpoint.is_google_checkpoint(str(tmp_path))
+    assert not google_checkpoint.is_google_checkpoint(str(tmp_path / "nowhere"))
     with pytest.raises(ConversionError, match="no TensorFlow checkpoint"):
         google.load(str(tmp_path))
 
@@ -492,26 +492,12 @@ def test_vocab_larger_than_embeddings(bert, tmp_path):
 
 def test_cli_import_then_export_loads_in_transformers(bert, tmp_path):
     """The whole path a user takes: Google dir -> `import` -> `export` -> transformers."""
-    import subprocess
-    import sys
+    from clilib import bertjax
 
     model, tensors = bert
     src = write_bert(tmp_path / "uncased_L-2_H-32_A-4", tensors)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root}
-    for args in (
-        ["import", f"--from={src}", f"--out={tmp_path}/ckpt"],
-        ["export", f"--checkpoint={tmp_path}/ckpt", f"--out={tmp_path}/hf"],
-    ):
-        r = subprocess.run(
-            [sys.executable, "-m", "bertjax", *args],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert r.returncode == 0, r.stderr
+    bertjax("import", f"--from={src}", f"--out={tmp_path}/ckpt", ok=True)
+    bertjax("export", f"--checkpoint={tmp_path}/ckpt", f"--out={tmp_path}/hf", ok=True)
     exported, info = transformers.AutoModelForPreTraining.from_pretrained(
         f"{tmp_path}/hf", output_loading_info=True
     )

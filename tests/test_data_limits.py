@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import pytest
-from clilib import bertjax
+from clilib import BERTJAX, bertjax, start
 
 from bertjax.data import chunks as chunks_lib
 from bertjax.data import prepare as prep
@@ -121,15 +121,7 @@ def _tree_rss(root: int) -> int:
 def _peak_rss(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
     """Runs `python -m bertjax ARGS`, sampling its process tree's summed RSS every
     10 ms; (the finished process, the peak in bytes)."""
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    p = subprocess.Popen(
-        [sys.executable, "-m", "bertjax", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    p = start([*BERTJAX, *args])
     peak, done = [0], threading.Event()
 
     def sample() -> None:

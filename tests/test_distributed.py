@@ -14,13 +14,13 @@ import socket
 import subprocess
 import sys
 
+import clilib
 import jax
 import numpy as np
 import pytest
 
 from bertjax import distributed as dist
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_PREFIXES = ("SLURM_", "TPU_", "MEGASCALE_", "JAX_COORDINATOR", "JAX_LOCAL_DEVICE")
 SLURM_ONE_STEP = {
     "SLURM_JOB_ID": "4242",
@@ -304,24 +304,17 @@ def test_flags_are_defined_once_with_unset_defaults():
 def _worker(result: str, process_id: int, port: str) -> subprocess.Popen:
     """Runs this file as `python test_distributed.py worker RESULT_JSON --flags...`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(CLUSTER_PREFIXES)}
-    env.update(
-        PYTHONPATH=ROOT,
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0",
-    )
     flags = [
         f"--coordinator_address=127.0.0.1:{port}",
         "--num_processes=2",
         f"--process_id={process_id}",
         "--cpu_collectives=gloo",
     ]
-    return subprocess.Popen(
+    return clilib.start(
         [sys.executable, os.path.abspath(__file__), "worker", result, *flags],
-        cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        devices=2,
         stderr=subprocess.STDOUT,
-        text=True,
     )
 
 

@@ -12,7 +12,7 @@ import sys
 import uuid
 
 import pytest
-from clilib import bertjax
+from clilib import bertjax, python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A 2-layer, 32-wide BERT: `init` writes it in seconds.
@@ -233,14 +233,7 @@ def test_export_onto_a_full_disk_is_one_line_without_root(
 
 
 def _demo_tasks(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "demo_tasks.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    return python(os.path.join(ROOT, "benchmarks", "demo_tasks.py"), *args)
 
 
 def test_demo_tasks_stops_with_the_runs_one_line_error(tmp_path):
@@ -286,14 +279,7 @@ def test_tensorflow_start_up_chatter_is_off_and_errors_stay_visible():
         "tf.constant([1, 2]) + 1\n"
         "tf.get_logger().error('a genuine error %s', " + repr(uuid.uuid4().hex) + ")\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**_no_tf_env(), "PYTHONPATH": ROOT},
-        timeout=300,
-    )
+    r = python("-c", code, env=_no_tf_env(), timeout=300)
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and "a genuine error" in lines[0], r.stderr

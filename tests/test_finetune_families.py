@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+import modellib  # noqa: E402
 import test_finetune as tf  # noqa: E402
 import test_squad as ts  # noqa: E402
 
@@ -36,19 +37,14 @@ TINY = dict(
     intermediate_size=64,
     max_position_embeddings=40,
 )
+# family -> its fields here beyond modellib's: RoBERTa's real position offset (2 + 40)
+# and eps; DistilBERT's learned positions.
 FAMILY = {
-    "bert": dict(family="bert"),
-    "roberta": dict(
-        family="roberta",
-        max_position_embeddings=42,
-        type_vocab_size=1,
-        pad_token_id=1,
-        positions_from_padding=True,
-        layer_norm_eps=1e-5,
-    ),
-    "albert": dict(family="albert", embedding_size=16, num_hidden_groups=1, hidden_act="gelu_new"),
-    "distilbert": dict(family="distilbert", type_vocab_size=0),
-    "electra": dict(family="electra", embedding_size=16),
+    "bert": {},
+    "roberta": dict(max_position_embeddings=42, layer_norm_eps=1e-5),
+    "albert": {},
+    "distilbert": dict(sinusoidal_positions=False),
+    "electra": modellib.NO_GENERATOR,
 }
 CLASSES = {
     "glue": "ForSequenceClassification",
@@ -87,7 +83,7 @@ def _pretrained(family: str, root) -> str:
 
     from bertjax import modeldir
     from bertjax.data.train_tokenizer import train as train_tokenizer
-    from bertjax.models import ModelConfig, build, init_params
+    from bertjax.models import build, init_params
     from bertjax.models.registry import family as record
 
     texts = [
@@ -105,7 +101,7 @@ def _pretrained(family: str, root) -> str:
     tok = train_tokenizer(
         texts, record(family).tokenizer_kind, 320, str(root / "tok"), family=family
     )
-    cfg = ModelConfig.from_dict({**TINY, **FAMILY[family], "heads": ()})
+    cfg = modellib.tiny(family, TINY, **FAMILY[family], heads=())
     params = jax.tree.map(
         np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(init_params(build(cfg))))()
     )

@@ -8,18 +8,16 @@ Each command runs in a subprocess, as a user runs it.
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import subprocess
-import sys
 import time
 
+import clilib
 import pytest
 import yaml
 
 from bertjax.__main__ import COMMANDS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Nothing of these may be imported before the help is printed.
 HEAVY = (
     "jax",
@@ -64,10 +62,10 @@ SUBCOMMANDS = {
 
 def bertjax(*args: str, importtime: bool = False) -> tuple[subprocess.CompletedProcess, float]:
     """(the finished `python -m bertjax ARGS`, its wall-clock seconds)."""
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "bertjax", *args]
     start = time.perf_counter()
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    r = clilib.python(
+        *(["-X", "importtime"] if importtime else []), "-m", "bertjax", *args, timeout=120
+    )
     return r, time.perf_counter() - start
 
 

@@ -8,6 +8,7 @@ SentencePiece vocabularies trained here on the built-in demo corpus.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -591,3 +592,70 @@ def test_the_budget_counts_candidates_or_every_token_as_google(budget):
 def test_an_unknown_budget_is_named():
     with pytest.raises(ValueError, match="budget='all' is unknown"):
         MaskingConfig(budget="all")
+
+
+def _pretrain_module():
+    from bertjax import configfile
+
+    return configfile.load_module(
+        str(Path(__file__).parents[1] / "configs" / "pretrain.py"), "test_masking"
+    )
+
+
+def test_config_masking_has_exactly_the_masking_config_fields():
+    """config.masking of every preset carries MaskingConfig's field names, nothing else
+    (max_predictions_per_seq is config.max_predictions_per_seq), and the family recipes'
+    masking comes through: BERT's google budget, ALBERT's n-grams, ModernBERT's 30%."""
+    from bertjax.data.from_config import masking_config
+    from bertjax.models.registry import PRESETS
+
+    want = {f.name for f in dataclasses.fields(MaskingConfig)} - {"max_predictions_per_seq"}
+    pretrain = _pretrain_module()
+    for preset in sorted(PRESETS):
+        for knobs in ("", ",runlocal"):
+            c = pretrain.get_config(preset + knobs)
+            assert set(c.masking) == want, preset + knobs
+            assert masking_config(c).max_predictions_per_seq == c.max_predictions_per_seq
+    got = {p: masking_config(pretrain.get_config(p)) for p in ("bert_base", "albert_base")}
+    assert (got["bert_base"].strategy, got["bert_base"].budget) == ("token", "google")
+    assert (got["albert_base"].strategy, got["albert_base"].budget) == ("ngram", "google")
+    assert masking_config(pretrain.get_config("modernbert_base")).masked_lm_prob == 0.3
+    assert masking_config(pretrain.get_config("roberta_base")) == MaskingConfig(
+        max_predictions_per_seq=20
+    )  # RoBERTa: BERT's masking, the candidates budget
+
+
+def test_a_new_masking_field_needs_nothing_but_masking_config(monkeypatch):
+    """A field added to MaskingConfig is a config.masking key with its default, which
+    --config.masking.FIELD and a phase's `masking` dict override, and which reaches the
+    MaskingConfig the pipeline gets, with no edit anywhere else."""
+    from bertjax import configfile
+    from bertjax.data import masking
+    from bertjax.data.from_config import masking_config
+    from bertjax.tasks import plan
+
+    @dataclasses.dataclass(frozen=True)
+    class WithNewField(MaskingConfig):
+        span_min_length: int = 1  # a new strategy's parameter
+
+    monkeypatch.setattr(masking, "MaskingConfig", WithNewField)
+    c = _pretrain_module().get_config("bert_tiny,runlocal")
+    assert c.masking.span_min_length == 1
+    configfile.set_key(c, "masking.span_min_length", "2", "test")
+    assert masking_config(c) == WithNewField(
+        budget="google", max_predictions_per_seq=10, span_min_length=2
+    )  # the BERT recipe's budget, runlocal's 10 predictions
+    c.train.steps = 10
+    c.phases = (
+        dict(share=0.5),
+        dict(share=0.5, masking=dict(span_min_length=3, strategy="span", span_max_length=4)),
+    )
+    first, second = plan.plan_phases(c)
+    assert plan.masking(c, first, 10).span_min_length == 2
+    assert plan.masking(c, second, 10) == WithNewField(
+        budget="google",
+        max_predictions_per_seq=10,
+        span_min_length=3,
+        strategy="span",
+        span_max_length=4,
+    )

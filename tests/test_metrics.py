@@ -3,20 +3,18 @@
 import io
 import math
 import os
-import subprocess
 import sys
 import textwrap
 import types
 
+import clilib
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bertjax import metrics
+from bertjax import metrics, peak_flops
 from bertjax.metrics import MetricWriter, Throughput
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _read_scalars(logdir):
@@ -127,9 +125,7 @@ def test_writing_events_does_not_import_tensorflow(tmp_path):
         assert any(f.startswith("events.out.tfevents") for f in os.listdir({str(tmp_path)!r}))
         print("tensorboard" in sys.modules, "tensorflow" in sys.modules)
     """)
-    run = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    run = clilib.python("-c", script, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "True False"
     assert _read_scalars(tmp_path) == {"train/loss": [(1, 1.5)]}
@@ -167,21 +163,21 @@ def test_writing_events_does_not_import_tensorflow(tmp_path):
     ],
 )
 def test_peak_table(kind, dtype, expected):
-    got = metrics.peak_flops_per_device(kind, dtype)
+    got = peak_flops.peak_flops_per_device(kind, dtype)
     assert got == (None if expected is None else pytest.approx(expected, rel=1e-12))
 
 
 def test_resolve_peak_flops_sources(monkeypatch):
-    assert metrics.resolve_peak_flops(override=1.5e14) == (1.5e14, "config")
+    assert peak_flops.resolve_peak_flops(override=1.5e14) == (1.5e14, "config")
     with pytest.raises(ValueError, match="override"):
-        metrics.resolve_peak_flops(override=-1.0)
+        peak_flops.resolve_peak_flops(override=-1.0)
     tpu = types.SimpleNamespace(device_kind="TPU v4")
-    monkeypatch.setattr(metrics.jax, "devices", lambda: [tpu])
-    assert metrics.resolve_peak_flops() == (275e12, "table: TPU v4")
+    monkeypatch.setattr(peak_flops.jax, "devices", lambda: [tpu])
+    assert peak_flops.resolve_peak_flops() == (275e12, "table: TPU v4")
     cpu = types.SimpleNamespace(device_kind="cpu")
-    monkeypatch.setattr(metrics.jax, "devices", lambda: [cpu])
-    monkeypatch.setattr(metrics, "measure_peak_flops", lambda dtype: 123.0)
-    assert metrics.resolve_peak_flops(dtype="float32") == (123.0, "measured matmul (float32)")
+    monkeypatch.setattr(peak_flops.jax, "devices", lambda: [cpu])
+    monkeypatch.setattr(peak_flops, "measure_peak_flops", lambda dtype: 123.0)
+    assert peak_flops.resolve_peak_flops(dtype="float32") == (123.0, "measured matmul (float32)")
 
 
 def test_mfu_hand_computed():
@@ -231,7 +227,7 @@ def test_throughput_unknown_peak_gives_zero_mfu(monkeypatch):
 
 
 def test_measure_peak_flops_is_positive_and_finite():
-    flops = metrics.measure_peak_flops("float32", n=64, seconds=0.05)
+    flops = peak_flops.measure_peak_flops("float32", n=64, seconds=0.05)
     # A unit slip (no factor 2 n^3, seconds vs ms) would land far outside CPU range.
     assert math.isfinite(flops) and 1e6 < flops < 1e15
 
@@ -285,6 +281,6 @@ def test_measured_peak_is_the_fastest_batch_not_the_mean(monkeypatch):
         return call
 
     monkeypatch.setattr(metrics.jax, "jit", counting_jit)
-    flops = metrics.measure_peak_flops("float32", n=n, seconds=1.0)
+    flops = peak_flops.measure_peak_flops("float32", n=n, seconds=1.0)
     assert len(calls) == 1 + 1 + 2 + 3  # the warm-up, then the three timed batches
     assert flops == pytest.approx(2 * n**3 / 0.01)  # the mean would be 2 n^3 * 6 / 1.01

@@ -5,13 +5,15 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import modellib
 import numpy as np
 import pytest
 
 from bertjax import flops
 from bertjax.models import ConfigError, ModelConfig, build
-from bertjax.models.layers import sinusoidal_table, stack_layers, unstack_layers
+from bertjax.models.layers import sinusoidal_table
 from bertjax.models.registry import PRESETS
+from bertjax.models.scan_layout import stack_layers, unstack_layers
 
 TINY = dict(
     vocab_size=97,
@@ -23,32 +25,21 @@ TINY = dict(
     dropout_rate=0.1,
     attention_dropout_rate=0.1,
 )
+# name -> (family, its fields here beyond modellib's): ALBERT as two groups of two layers,
+# and as one group shared by all four layers (BERT's erf GELU).
 FAMILIES = {
-    "bert": dict(family="bert"),
-    "roberta": dict(
-        family="roberta", pad_token_id=1, positions_from_padding=True, type_vocab_size=1
-    ),
-    "albert": dict(
-        family="albert",
-        embedding_size=16,
-        num_hidden_groups=2,
-        inner_group_num=2,
-        hidden_act="gelu_new",
-    ),
-    "albert_shared": dict(family="albert", embedding_size=16, num_hidden_groups=1),
-    "distilbert": dict(family="distilbert", type_vocab_size=0, sinusoidal_positions=True),
-    "electra": dict(
-        family="electra",
-        embedding_size=16,
-        generator_hidden_size=8,
-        generator_num_heads=2,
-        generator_intermediate_size=16,
-    ),
+    "bert": ("bert", {}),
+    "roberta": ("roberta", {}),
+    "albert": ("albert", dict(num_hidden_groups=2, inner_group_num=2)),
+    "albert_shared": ("albert", dict(hidden_act="gelu")),
+    "distilbert": ("distilbert", {}),
+    "electra": ("electra", {}),
 }
 
 
 def tiny(name: str, **kw) -> ModelConfig:
-    return ModelConfig.from_dict({**TINY, **FAMILIES[name], **kw})
+    family, fields = FAMILIES[name]
+    return modellib.tiny(family, TINY, **fields, **kw)
 
 
 def inputs(cfg: ModelConfig):
@@ -225,7 +216,7 @@ def test_sinusoidal_table_matches_transformers():
 )
 def test_bad_model_config_names_the_key(bad, key):
     with pytest.raises(ConfigError, match=key):
-        ModelConfig.from_dict({**TINY, **FAMILIES["bert"], **bad})
+        ModelConfig.from_dict(modellib.fields("bert", TINY, **bad))
 
 
 def test_every_preset_validates_and_the_grid_has_24_cells():

@@ -13,6 +13,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import modellib
 import numpy as np
 import pytest
 
@@ -122,7 +123,7 @@ SWITCH_EFFECTS = {
 
 @pytest.mark.parametrize("switch", sorted(SWITCH_EFFECTS))
 def test_each_switch_changes_exactly_its_parameters(switch):
-    base = ModelConfig.from_dict({**TINY, "heads": ("mlm",)})
+    base = modellib.tiny("bert", TINY, heads=("mlm",))
     changes, removed, added, reshaped = SWITCH_EFFECTS[switch]
     before, after = _shapes(base), _shapes(base.replace(**changes))
     assert set(before) - set(after) == removed
@@ -131,7 +132,7 @@ def test_each_switch_changes_exactly_its_parameters(switch):
 
 
 def test_rmsnorm_has_scales_only():
-    base = ModelConfig.from_dict({**TINY, "heads": ("mlm",)})
+    base = modellib.tiny("bert", TINY, heads=("mlm",))
     after = _shapes(base.replace(norm="rmsnorm", norm_bias=False))
     assert not [k for k in after if "norm" in k and k.endswith("bias")]
     assert set(after) == {k for k in _shapes(base) if not ("norm" in k and k.endswith("bias"))}
@@ -208,7 +209,7 @@ def _reference_encoder(cfg: ModelConfig, p: dict, ids: np.ndarray, mask: np.ndar
     ids=["post", "pre", "pre_final", "pre_glu_nobias", "rms_noembnorm"],
 )
 def test_switched_encoder_equals_a_numpy_reference(changes):
-    cfg = ModelConfig.from_dict({**TINY, "heads": (), **changes})
+    cfg = modellib.tiny("bert", TINY, heads=(), **changes)
     params = _params(cfg)
     rng = np.random.default_rng(0)  # scales and biases away from 1 and 0
     params = jax.tree_util.tree_map_with_path(
@@ -404,12 +405,12 @@ def test_flops_count_glu_and_windows():
 )
 def test_inconsistent_switches_fail_in_one_line_naming_the_key(changes, keys):
     with pytest.raises(ConfigError, match=keys) as e:
-        ModelConfig.from_dict({**TINY, **changes})
+        modellib.tiny("bert", TINY, **changes)
     assert "\n" not in str(e.value)
 
 
 def test_export_refuses_switches_the_class_lacks():
-    cfg = ModelConfig.from_dict({**TINY, "heads": ("mlm",), "rope_theta": 1e4})
+    cfg = modellib.tiny("bert", TINY, heads=("mlm",), rope_theta=1e4)
     with pytest.raises(
         ConversionError, match="model.rope_theta=10000.0: transformers' BertForMaskedLM"
     ):
@@ -431,7 +432,7 @@ def _config(spec: str, file: str = "pretrain"):
 
 def test_the_pretraining_recipe_is_modernberts():
     c = _config("modernbert_base")
-    assert (c.task, c.data.masked_lm_prob, c.max_seq_length) == ("", 0.3, 1024)
+    assert (c.task, c.masking.masked_lm_prob, c.max_seq_length) == ("", 0.3, 1024)
     assert (c.optim.learning_rate, c.optim.b2, c.optim.eps, c.optim.weight_decay) == (
         8e-4,
         0.98,

@@ -6,13 +6,14 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import modellib
 import numpy as np
 import optax
 import pytest
 import torch
 
-from bertjax import optim
-from bertjax.models import ModelConfig, build
+from bertjax import optim, optim_params
+from bertjax.models import build
 from bertjax.models.config import ConfigError
 
 TINY = dict(
@@ -275,7 +276,7 @@ def test_lamb_matches_numpy_reference(adaptation):
     ],
 )
 def test_decay_mask_excludes_exactly_biases_and_layer_norm(model):
-    cfg = ModelConfig(**{**TINY, **model})
+    cfg = modellib.tiny(model["family"], TINY, **model)
     ids = jnp.zeros((1, 8), jnp.int32)
     shapes = jax.eval_shape(lambda k: build(cfg).init(k, ids), jax.random.key(0))["params"]
     for params in (shapes, nn.unbox(shapes)):  # boxed (logical axes) and plain trees
@@ -338,13 +339,11 @@ def test_grad_accumulation_equals_one_step_on_the_mean():
 
 
 def test_frozen_paths_never_change_and_stay_out_of_clipping():
-    cfg_model = ModelConfig(
-        **{**TINY, "family": "distilbert", "type_vocab_size": 0, "sinusoidal_positions": True}
-    )
-    frozen = optim.frozen_paths(cfg_model)
+    cfg_model = modellib.tiny("distilbert", TINY)
+    frozen = optim_params.frozen_paths(cfg_model)
     table = "embeddings/position/embedding"
     assert frozen == (table,)
-    assert optim.frozen_paths(ModelConfig(**TINY)) == ()
+    assert optim_params.frozen_paths(modellib.tiny("bert", TINY)) == ()
     cfg = optim.OptimConfig(
         name="lamb", learning_rate=0.1, warmup_steps=0, total_steps=10, clip_norm=1.0
     )
@@ -441,7 +440,7 @@ def test_config_validation_names_the_key():
 
 def _model_params(scan, **model):
     """A 3-layer model's parameter tree, every leaf ones."""
-    cfg = ModelConfig(**{**TINY, "num_layers": 3, "scan_layers": scan, **model})
+    cfg = modellib.tiny(model.get("family", "bert"), TINY, num_layers=3, scan_layers=scan, **model)
     ids = jnp.zeros((1, 8), jnp.int32)
     shapes = nn.unbox(jax.eval_shape(lambda k: build(cfg).init(k, ids), jax.random.key(0)))
     return jax.tree_util.tree_map(lambda s: np.ones(s.shape, np.float32), shapes["params"])
@@ -462,7 +461,13 @@ _EXPECTED = {
     "model",
     [
         dict(family="bert", heads=("pooler", "classifier"), num_labels=2),
-        dict(family="electra", embedding_size=8, heads=("classifier",), num_labels=2),
+        dict(
+            family="electra",
+            embedding_size=8,
+            heads=("classifier",),
+            num_labels=2,
+            **modellib.NO_GENERATOR,
+        ),
     ],
 )
 def test_layer_decay_scales_each_layers_step_by_hand(depth, scan, model):

@@ -8,12 +8,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
+import modellib
 import numpy as np
 import pytest
 
 from bertjax import objectives
 from bertjax.models import ModelConfig, build, init_params
-from bertjax.models.registry import family
 from bertjax.tasks import glue, mlm, ner, squad
 from bertjax.tasks.electra import electra_loss_fn
 
@@ -29,28 +29,11 @@ TINY = dict(
     classifier_dropout_rate=0.0,
     num_labels=3,
 )
+# family -> its fields here beyond modellib's
 FAMILIES = {
-    "bert": dict(family="bert"),
-    "roberta": dict(
-        family="roberta", pad_token_id=1, positions_from_padding=True, type_vocab_size=1
-    ),
-    "albert": dict(family="albert", embedding_size=16, num_hidden_groups=1, hidden_act="gelu_new"),
-    "distilbert": dict(family="distilbert", type_vocab_size=0, sinusoidal_positions=True),
-    "electra": dict(
-        family="electra",
-        embedding_size=16,
-        generator_hidden_size=8,
-        generator_num_heads=2,
-        generator_intermediate_size=16,
-    ),
+    **{name: {} for name in modellib.FAMILIES},
     # RoPE, and local windows (8 tokens) narrower than the rows; mean pooling
-    "modernbert": {
-        **family("modernbert").defaults,
-        "pad_token_id": 1,
-        "local_window": 8,
-        "global_every": 2,
-        "classifier_pooling": "mean",
-    },
+    "modernbert": dict(local_window=8, global_every=2, classifier_pooling="mean"),
 }
 PAIR = {"bert": "nsp", "albert": "sop"}
 ROW = 16
@@ -59,7 +42,7 @@ ROWS = ((0, 1, 2), (3, 4), (5,))  # which sequences each packed row holds, in or
 
 
 def tiny(name: str, attention: str = "einsum", heads: tuple[str, ...] = ()) -> ModelConfig:
-    return ModelConfig.from_dict({**TINY, **FAMILIES[name], "attention": attention, "heads": heads})
+    return modellib.tiny(name, TINY, **FAMILIES[name], attention=attention, heads=heads)
 
 
 def all_heads(name: str) -> tuple[str, ...]:

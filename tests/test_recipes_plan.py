@@ -10,6 +10,7 @@ import trainlib
 
 from bertjax import experiment, optim, tasks
 from bertjax import train as train_lib
+from bertjax.data.masking import MaskingConfig
 from bertjax.tasks import plan
 
 STEPS = 12
@@ -18,13 +19,19 @@ STEPS = 12
 # decay from the schedule's value.
 PHASES = (
     dict(name="short", share=0.5),
-    dict(name="masked30", share=0.25, masked_lm_prob=0.3, batch_size=4, learning_rate=1e-3),
+    dict(
+        name="masked30",
+        share=0.25,
+        masking=dict(masked_lm_prob=0.3),
+        batch_size=4,
+        learning_rate=1e-3,
+    ),
     dict(
         name="long",
         share=0.25,
         max_seq_length=64,
         tokens_per_step=256,
-        masked_lm_prob=0.05,
+        masking=dict(masked_lm_prob=0.05),
         decay_shape="1-sqrt",
         data_dir="{long}",
     ),
@@ -43,7 +50,7 @@ def test_boundaries_batches_and_predictions_hand_computed():
     c.phases = (
         dict(share=0.5),
         dict(share=0.3, max_seq_length=64, tokens_per_step=512),
-        dict(share=0.2, batch_size=2, masked_lm_prob=0.3, data_dir="/other"),
+        dict(share=0.2, batch_size=2, masking=dict(masked_lm_prob=0.3), data_dir="/other"),
     )
     phases = plan.plan_phases(c)
     # 20 x 0.5 = 10; 20 x 0.8 = 16 (already a multiple of 2); the last ends at 20.
@@ -117,6 +124,27 @@ def test_the_run_config_carries_the_segments():
         ((dict(share=-0.5), dict(share=1.5)), {}, "phases[0].share=-0.5: must be positive"),
         ((dict(share=0.99), dict(share=0.01)), {}, "phases[1].share=0.01 leaves an empty phase"),
         ((dict(share=1.0),), {"phase2.fraction": 0.1}, "phase2.fraction=0.1 and phases: give one"),
+        (
+            (dict(share=1.0, masking=dict(stratgey="span")),),
+            {},
+            "phases[0].masking.stratgey: unknown masking key (expected masked_lm_prob, strategy",
+        ),
+        (
+            (dict(share=1.0, masking=dict(strategy="spans")),),
+            {},
+            "phases[0].masking.strategy='spans' is unknown; expected one of token, whole_word",
+        ),
+        (
+            (dict(share=0.5), dict(share=0.5, masking=dict(span_max_length=0))),
+            {},
+            "phases[1].masking.span_max_length=0 must be an integer >= 1",
+        ),
+        (
+            (dict(share=1.0, masking=dict(max_predictions_per_seq=8)),),
+            {},
+            "phases[0].masking.max_predictions_per_seq: give it as "
+            "phases[0].max_predictions_per_seq",
+        ),
     ],
 )
 def test_a_bad_plan_is_one_line_naming_the_key(phases, extra, message):
@@ -125,6 +153,14 @@ def test_a_bad_plan_is_one_line_naming_the_key(phases, extra, message):
     with pytest.raises(ValueError) as e:
         tasks.get(c).phases()
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_bad_config_masking_is_not_put_on_a_phase():
+    c = trainlib.config("bert", "/data", **{"masking.strategy": "spans"})
+    c.phases = (dict(share=1.0, masking=dict(span_max_length=3)),)
+    with pytest.raises(ValueError) as e:
+        tasks.get(c).phases()
+    assert str(e.value).startswith("masking.strategy='spans' is unknown; expected one of")
 
 
 @pytest.fixture(scope="module")
@@ -167,14 +203,39 @@ def test_describe_prints_the_plan(data):
 
 
 @pytest.mark.integration  # a training run, a command or prepared data
+def test_a_phase_masking_field_reaches_the_pipeline(data):
+    """A phase's `masking` dict changes any MaskingConfig field of the masks the pipeline
+    draws in that phase; the other phases keep config.masking."""
+    c = _config(data)
+    c.masking.strategy = "whole_word"
+    c.phases = (
+        dict(share=0.5),
+        dict(share=0.5, masking=dict(strategy="span", span_max_length=3, masked_lm_prob=0.2)),
+    )
+    task = tasks.get(c)
+    task.cfg = experiment.model_config(c, task)  # what `setup` gives it
+    first, second = (task._pipeline(p, "train", 0, True).config.masking for p in task.phases())
+    # BERT's recipe's google budget; trainlib's 5 predictions a row at 32 tokens, at 20%
+    # ceil(0.2 x 32) = 7.
+    assert first == MaskingConfig(strategy="whole_word", budget="google", max_predictions_per_seq=5)
+    assert second == MaskingConfig(
+        strategy="span",
+        span_max_length=3,
+        masked_lm_prob=0.2,
+        budget="google",
+        max_predictions_per_seq=7,
+    )
+
+
+@pytest.mark.integration  # a training run, a command or prepared data
 def test_static_data_refuses_a_phase_masking_rate(data, tmp_path):
     corpus = trainlib.write_corpus(str(tmp_path / "corpus.txt"))
     static = trainlib.prepare("bert", str(tmp_path / "static"), corpus)
     c = trainlib.config("bert", static, **{"train.steps": STEPS})
-    c.phases = (dict(share=0.5), dict(share=0.5, masked_lm_prob=0.3))
+    c.phases = (dict(share=0.5), dict(share=0.5, masking=dict(masked_lm_prob=0.3)))
     with pytest.raises(
         ValueError,
-        match=r"phases\[1\].masked_lm_prob=0.3: .* holds static "
+        match=r"phases\[1\].masking.masked_lm_prob=0.3: .* holds static "
         "masks",
     ):
         train_lib.train(c, str(tmp_path / "run"))

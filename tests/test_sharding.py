@@ -14,9 +14,11 @@ import socket
 import subprocess
 import sys
 
+import clilib
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import modellib
 import numpy as np
 import optax
 import pytest
@@ -25,7 +27,6 @@ from jax.sharding import AbstractMesh, AxisType, PartitionSpec
 from bertjax import sharding as sh
 from bertjax.models import ModelConfig, build
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(
     vocab_size=64,
     hidden_size=16,
@@ -40,7 +41,7 @@ TOL = 1e-5
 
 
 def tiny(**kw) -> ModelConfig:
-    return ModelConfig.from_dict({**TINY, **kw})
+    return modellib.tiny("bert", TINY, **kw)
 
 
 def init_fn(model: nn.Module):
@@ -296,20 +297,10 @@ def test_create_sharded_and_activation_context_on_one_device():
 
 def _run_script(mode: str, result: str, *args: str, devices: int) -> subprocess.Popen:
     """Runs this file as `python test_sharding.py MODE RESULT_JSON [ARGS]`."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": ROOT,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
-        "--xla_backend_optimization_level=0",
-    }
-    return subprocess.Popen(
+    return clilib.start(
         [sys.executable, os.path.abspath(__file__), mode, result, *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
+        devices=devices,
         stderr=subprocess.STDOUT,
-        text=True,
     )
 
 

@@ -6,6 +6,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import modellib
 import numpy as np
 import pytest
 
@@ -50,7 +51,7 @@ def _batch(seed: int = 0) -> dict[str, jax.Array]:
 
 
 def _setup(**optim):
-    cfg = ModelConfig.from_dict(TINY)
+    cfg = modellib.tiny("bert", TINY)
     model = build(cfg)
     oc = OptimConfig(learning_rate=1e-2, warmup_steps=4, total_steps=20, **optim)
     tx = make_optimizer(oc)
@@ -104,7 +105,7 @@ def test_non_finite_batch_is_skipped_and_counted():
 
 
 def test_dropout_is_a_function_of_the_step():
-    cfg = ModelConfig.from_dict({**TINY, "dropout_rate": 0.5})
+    cfg = modellib.tiny("bert", TINY, dropout_rate=0.5)
     model = build(cfg)
     loss_fn = bert_loss_fn(model)
     params = jax.jit(
@@ -121,7 +122,7 @@ def test_dropout_is_a_function_of_the_step():
 
 
 def test_eval_step_has_no_dropout_and_counts():
-    cfg = ModelConfig.from_dict({**TINY, "dropout_rate": 0.5})
+    cfg = modellib.tiny("bert", TINY, dropout_rate=0.5)
     model = build(cfg)
     params = jax.jit(
         lambda: __import__("flax").linen.unbox(
@@ -168,14 +169,8 @@ def test_all_finite():
 
 # --- ELECTRA's loss function: generator, samples, discriminator -------------------------
 
-ELECTRA = {
-    **TINY,
-    "family": "electra",
-    "embedding_size": 16,
-    "generator_hidden_size": 8,
-    "generator_num_heads": 1,
-    "generator_intermediate_size": 16,
-}
+# A one-head generator.
+ELECTRA = modellib.fields("electra", TINY, generator_num_heads=1)
 
 
 def _electra(**overrides):

@@ -62,18 +62,18 @@ def _sweep_file(tmp_path) -> str:
 def test_the_masking_sweep_is_what_its_config_says(tmp_path):
     runs = sweep.load_sweep(f"{MASKING}:cpu")
     assert [r.name for r in runs] == [
-        "mask_strategy=token",
-        "mask_strategy=whole_word",
-        "mask_strategy=span",
+        "strategy=token",
+        "strategy=whole_word",
+        "strategy=span",
     ]
     base = configfile.load_config(f"{MASKING}:cpu")
     configs = [sweep.run_config(base, r, str(tmp_path)) for r in runs]
-    assert [c.data.mask_strategy for c in configs] == ["token", "whole_word", "span"]
+    assert [c.masking.strategy for c in configs] == ["token", "whole_word", "span"]
     # Everything else is the base config: only the key swept (and the data directory
     # derived from it) differs.
     flat = [compare.flatten(c.to_dict()) for c in configs]
     differ = {k for k in flat[0] if len({str(f[k]) for f in flat}) > 1}
-    assert differ == {"data.mask_strategy", "data.dir"}
+    assert differ == {"masking.strategy", "data.dir"}
     assert len({c.data.dir for c in configs}) == 3  # masking is a preparation setting
     assert all(c.data.dir.startswith(str(tmp_path / "data")) for c in configs)
     assert configs[0].downstream.tasks == "demo_next,demo_boundary"
@@ -90,7 +90,7 @@ def test_runs_that_agree_on_the_data_share_its_directory(tmp_path):
         [
             {"optim.learning_rate": 1e-3},
             {"optim.learning_rate": 3e-4},
-            {"data.masked_lm_prob": 0.2},
+            {"masking.masked_lm_prob": 0.2},
         ],
         "test",
     )
@@ -141,8 +141,8 @@ def test_bad_sweep_files_fail_in_one_line(tmp_path, body, needle):
 @pytest.mark.parametrize(
     "override, needle",
     [
-        ({"data.mask_stratgy": "span"}, "sweep run r: unknown config key 'data.mask_stratgy'"),
-        ({"dat.mask_strategy": "span"}, "'dat.mask_strategy' .dat is not a config section"),
+        ({"masking.stratgy": "span"}, "sweep run r: unknown config key 'masking.stratgy'"),
+        ({"maskin.strategy": "span"}, "'maskin.strategy' .maskin is not a config section"),
         ({"train.steps": "many"}, "train.steps=many: invalid literal"),
     ],
 )
@@ -177,7 +177,7 @@ def test_override_values_are_read_as_the_keys_type():
         ("train.steps", "7", 7),
         ("optim.learning_rate", "3e-4", 3e-4),
         ("train.memory_check", "false", False),
-        ("data.mask_strategy", "span", "span"),
+        ("masking.strategy", "span", "span"),
     ]:
         configfile.set_key(c, key, text, "t")
         node = c
@@ -266,7 +266,7 @@ def test_printed_commands_are_what_the_launch_scripts_run(tmp_path):
             assert workdir == os.path.join(work, run.name)
             # The flags the script forwarded rebuild the run's config exactly.
             assert sweep.config_digest(got) == sweep.config_digest(want), launcher
-            assert got.data.mask_strategy == run.overrides["data.mask_strategy"]
+            assert got.masking.strategy == run.overrides["masking.strategy"]
             assert got.train.steps == 30
         # The prepare lines carry the same config (as `prepare data` would read it).
         _, prep = _config_of(shlex.split(prepares[1])[3:] + ["--workdir=x"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 
 import faults
 import numpy as np
@@ -255,9 +254,9 @@ def test_a_model_vocabulary_larger_than_the_tokenizer_is_named(data, tmp_path, c
             "with static masking: its stored masks are used",
         ),
         (
-            {"data.mask_strategy": "whole_word"},
+            {"masking.strategy": "whole_word"},
             "warning: {path} holds static masks made with "
-            "strategy=token, but data.mask_strategy=whole_word: the stored masks are used",
+            "strategy=token, but masking.strategy=whole_word: the stored masks are used",
         ),
     ],
 )
@@ -308,14 +307,7 @@ def test_a_failed_init_from_leaves_no_workdir(data, tmp_path):
 
 
 def test_command_without_workdir_fails_cleanly():
-    r = subprocess.run(
-        trainlib.train_cmd(trainlib.config("bert"), "x")[:5],
-        cwd=trainlib.ROOT,
-        env=trainlib.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = trainlib.run(trainlib.train_cmd(trainlib.config("bert"), "x")[:5], timeout=120)
     assert r.returncode == 1 and "--workdir is required" in r.stderr
 
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+import clilib
 import numpy as np
 import pytest
 import trainlib
@@ -71,14 +72,7 @@ def data(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def eight(data, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("eight")
-    r = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "eight", data, str(out)],
-        cwd=trainlib.ROOT,
-        env=trainlib.env(8),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    r = clilib.python(os.path.abspath(__file__), "eight", data, str(out), devices=8, timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     with open(out / "result.json") as f:
         return {**json.load(f), "dir": str(out)}
@@ -148,16 +142,7 @@ def _start(c, workdir: str, logs: str) -> list[subprocess.Popen]:
     for i, cmd in enumerate(_two_process_cmds(c, workdir, _free_port())):
         # Files, not pipes: Gloo's logging interleaves, and a full pipe would block a child.
         out = open(os.path.join(logs, f"{i}.log"), "w")
-        procs.append(
-            subprocess.Popen(
-                cmd,
-                cwd=trainlib.ROOT,
-                env=trainlib.env(4),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+        procs.append(clilib.start(cmd, devices=4, stdout=out, stderr=subprocess.STDOUT))
     return procs
 
 

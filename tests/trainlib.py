@@ -12,11 +12,12 @@ import subprocess
 import sys
 from typing import Any
 
+import clilib
 import numpy as np
 
 from bertjax import paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = clilib.ROOT
 sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 PRESETS = {
@@ -164,28 +165,15 @@ def train_cmd(c: Any, workdir: str, *extra: str, fault: str = "") -> list[str]:
 
 
 def env(devices: int = 1, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": ROOT,
-        "JAX_PLATFORMS": "cpu",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
-        "--xla_backend_optimization_level=0",
-        **extra,
-    }
+    """clilib.environ() on `devices` simulated CPU devices (one by default)."""
+    return clilib.environ(devices, **extra)
 
 
 def run(
     cmd: list[str], devices: int = 1, timeout: float = 300, **extra_env: str
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        cmd,
-        cwd=ROOT,
-        env=env(devices, **extra_env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """clilib.run() on `devices` simulated CPU devices, `extra_env` added."""
+    return clilib.run(cmd, env=env(devices, **extra_env), timeout=timeout)
 
 
 def restore_host(workdir: str, step: int | None = None) -> tuple[int, Any]:

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
         bench.bench_data(
             data_dir=config.data.dir or None,
             seq_len=config.max_seq_length,
-            strategy=config.data.mask_strategy,
+            strategy=config.masking.strategy,
             seconds=_SECONDS.value,
             max_predictions_per_seq=config.max_predictions_per_seq,
         )

@@ -53,7 +53,7 @@ HELP = {
 
 def main(argv: list[str]) -> None:
     del argv
-    from bertjax.tools import tpu_compile
+    from bertjax.tools import tpu_compile, tpu_topology
 
     # Ctrl-C while JAX and libtpu load would land in whatever Python code runs then
     # (a garbage-collection callback swallows it); compile_for guards the compile.
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> None:
 
         # The compile-only TPU devices come from libtpu; everything else stays on the CPU.
         jax.config.update("jax_platforms", "cpu")
-        topology = tpu_compile.parse_topology(common.required(_TOPOLOGY), _NUM_SLICES.value)
+        topology = tpu_topology.parse_topology(common.required(_TOPOLOGY), _NUM_SLICES.value)
         tpu_compile.compile_for(
             common.required(common.CONFIG),
             topology,

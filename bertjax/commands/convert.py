@@ -53,12 +53,12 @@ def _import(src: str, local: str, out: str) -> None:
     import jax
 
     from bertjax import modeldir, paths
-    from bertjax.convert import google, hf, hfdir
+    from bertjax.convert import google, google_checkpoint, hf, hfdir
 
-    if google.is_google_checkpoint(local):
+    if google_checkpoint.is_google_checkpoint(local):
         cfg, params, files = google.load(local)
         if _SCAN.value:
-            from bertjax.models.layers import stack_layers
+            from bertjax.models.scan_layout import stack_layers
 
             cfg, params = cfg.replace(scan_layers=True), stack_layers(params)
         lowercase = common.LOWERCASE.value

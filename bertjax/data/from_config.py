@@ -68,18 +68,14 @@ def prepare_tokenizer(config: Any, out_dir: str, kind: str | None = None) -> Any
 
 
 def masking_config(config: Any, max_predictions_per_seq: int | None = None) -> Any:
-    """The MaskingConfig that `config.data` describes (static and dynamic masking alike)."""
+    """The MaskingConfig that `config.masking` describes (static and dynamic masking alike):
+    its keys are MaskingConfig's fields but max_predictions_per_seq, which is
+    `config.max_predictions_per_seq` (or the argument: a phase's)."""
     from bertjax.data import masking
 
-    data = config.data
     return masking.MaskingConfig(
-        masked_lm_prob=data.masked_lm_prob,
+        **config.masking.to_dict(),
         max_predictions_per_seq=max_predictions_per_seq or config.max_predictions_per_seq,
-        strategy=data.mask_strategy,
-        max_ngram=data.max_ngram,
-        span_geometric_p=data.span_geometric_p,
-        span_max_length=data.span_max_length,
-        budget=data.get("mask_budget", "candidates"),
     )
 
 

@@ -297,6 +297,31 @@ def import_google(
     (length, predictions), scanned = _scan_splits(tf, splits, tokenizer.vocab_size, progress)
     if not sum(s["examples"] for s in scanned["train"]):
         raise DataFormatError(f"{', '.join(splits['train'])}: no training records")
+    raw = _manifest(splits, scanned, length, predictions)
+    if paths.is_remote(out_dir):
+        out_dir = paths.absolute(out_dir)
+        _publish_remote(tokenizer, raw, out_dir)
+        return Manifest(out_dir, raw)
+    with paths.atomic_directory(out_dir, overwrite=overwrite, marker=MANIFEST) as tmp:
+        raw["tokenizer"] = save_tokenizer(tokenizer, tmp)
+        for info in raw["splits"].values():
+            for shard in info["shards"]:
+                if paths.is_remote(shard["source"]):
+                    paths.copy(shard["source"], os.path.join(tmp, shard["file"]))
+                else:
+                    os.symlink(shard["source"], os.path.join(tmp, shard["file"]))
+        Manifest(tmp, raw).write()
+    return Manifest(os.path.abspath(out_dir), raw)
+
+
+def _manifest(
+    splits: dict[str, Sequence[str]],
+    scanned: dict[str, list[dict[str, Any]]],
+    length: int,
+    predictions: int,
+) -> dict[str, Any]:
+    """The manifest of the imported files (`_scan_splits`' figures): one shard per file,
+    named as `prepare data` names them; its tokenizer entry is filled in when written."""
     total = len({path for files in splits.values() for path in files})
     out_splits: dict[str, Any] = {}
     for split, infos in scanned.items():
@@ -327,20 +352,7 @@ def import_google(
         "source_stats": {"files": total},
         "vocab_check": "ok",
     }
-    if paths.is_remote(out_dir):
-        out_dir = paths.absolute(out_dir)
-        _publish_remote(tokenizer, raw, out_dir)
-        return Manifest(out_dir, raw)
-    with paths.atomic_directory(out_dir, overwrite=overwrite, marker=MANIFEST) as tmp:
-        raw["tokenizer"] = save_tokenizer(tokenizer, tmp)
-        for info in out_splits.values():
-            for shard in info["shards"]:
-                if paths.is_remote(shard["source"]):
-                    paths.copy(shard["source"], os.path.join(tmp, shard["file"]))
-                else:
-                    os.symlink(shard["source"], os.path.join(tmp, shard["file"]))
-        Manifest(tmp, raw).write()
-    return Manifest(os.path.abspath(out_dir), raw)
+    return raw
 
 
 def _scan_splits(

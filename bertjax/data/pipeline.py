@@ -38,147 +38,35 @@ is room), checked against the manifest's sha256 as it arrives, and evicted least
 recently used when the bound needs room. The order depends on the shards' names only,
 so a bucket copy of local data yields exactly the same batches. Local data is read in
 place.
+
+PipelineConfig and the choice of masks are in pipeline_config.py, the numpy stage's
+checks and masking in numpy_stage.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import numbers
 import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from bertjax import paths
 from bertjax.data.hosts import CYCLE_LENGTH, HostReader, parse_fn, plan_hosts
 from bertjax.data.manifest import Manifest
-from bertjax.data.records import DataFormatError
+from bertjax.data.numpy_stage import NumpyStage
+from bertjax.data.pipeline_config import DataError, PipelineConfig, _is_int, _masking
 from bertjax.data.tfsetup import tensorflow
 from bertjax.errors import one_line
 
-if TYPE_CHECKING:
-    from bertjax.data.masking import Masker, MaskingConfig
-
-_BATCH_KEYS = (
-    "input_ids",
-    "attention_mask",
-    "token_type_ids",
-    "masked_lm_positions",
-    "masked_lm_ids",
-    "masked_lm_weights",
-    "pair_labels",
-)
-
-# One error type for unusable prepared data across bertjax.data; the one-line message
-# names the file.
-DataError = DataFormatError
 _tf = tensorflow  # TensorFlow, imported on first use with accelerators hidden
 
 
-def _is_int(value: Any, minimum: int) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-    """What a Pipeline reads and how; checked when made (ValueError naming the argument)."""
-
-    split: str  # 'train', 'validation', ... (a key of the manifest's splits)
-    global_batch_size: int  # examples per step over all hosts
-    seed: int  # non-negative; decides file order, shuffling and dynamic masks
-    # Dynamic masking settings; None to use the static masks stored in the shards (the
-    # manifest must say which the shards hold).
-    masking: MaskingConfig | None = None
-    process_index: int = 0  # this host (jax.process_index())
-    process_count: int = 1  # the number of hosts (jax.process_count())
-    # Raw records in the shuffle buffer (<= 1: no buffer, only the file order changes
-    # per epoch).
-    shuffle_buffer: int = 10_000
-    # Batches already consumed; the first batch yielded is batch start_step + 1 of an
-    # uninterrupted run.
-    start_step: int = 0
-    repeat: bool = True  # loop over epochs forever (training) or read the split once (eval)
-    # When given, every example must fit it: length + position_offset <= it.
-    max_position_embeddings: int | None = None
-    position_offset: int = 0  # first position id of a real token (RoBERTa: 2)
-    queue_size: int = 4  # finished batches the background thread may hold ahead
-    # Shards in a bucket are read from local copies in this directory ("": a temporary
-    # one per process, removed at exit; a given one is kept for later runs).
-    cache_dir: str = ""
-    # Most GB of local copies (0: half the free disk there); it must hold the
-    # interleave cycle (the 16 largest of this host's shards).
-    cache_gb: float = 0.0
-    # off | best_fit | first_fit: each host batch's sequences packed into fewer rows
-    # (packer.pack_batch: the batch is the window, so a step holds the same sequences
-    # as unpacked and resumes the same way); slots and row-count multiple of a row.
-    packing: str = "off"
-    packing_max_sequences: int = 16
-    packing_row_multiple: int = 8
-
-    def __post_init__(self) -> None:
-        batch, index, count = self.global_batch_size, self.process_index, self.process_count
-        if not _is_int(batch, 1):
-            raise ValueError(f"global_batch_size={batch!r} must be an integer >= 1")
-        if not _is_int(count, 1) or not _is_int(index, 0):
-            raise ValueError(
-                f"process_index={index!r}, process_count={count!r} must be "
-                "integers with 0 <= process_index < process_count"
-            )
-        if index >= count:
-            raise ValueError(f"process_index={index} must be < process_count={count}")
-        if batch % count:
-            raise ValueError(f"global_batch_size={batch} is not divisible by process_count={count}")
-        if not _is_int(self.seed, 0):
-            raise ValueError(f"seed={self.seed!r} must be a non-negative integer")
-        if self.packing not in ("off", "best_fit", "first_fit"):
-            raise ValueError(f"packing={self.packing!r}: off, best_fit or first_fit")
-        if self.packing != "off" and count > 1:
-            raise ValueError(
-                "packing with several hosts is not supported yet: packed "
-                "batches vary in rows per host"
-            )
-        if not _is_int(self.start_step, 0):
-            raise ValueError(f"start_step={self.start_step!r} must be a non-negative integer")
-        if self.max_position_embeddings is not None and (
-            int(self.max_position_embeddings) - int(self.position_offset) < 1
-        ):
-            raise ValueError(
-                f"max_position_embeddings={self.max_position_embeddings} leaves "
-                f"no position after position_offset={self.position_offset}"
-            )
-        for name, kind in (
-            ("global_batch_size", int),
-            ("seed", int),
-            ("process_index", int),
-            ("process_count", int),
-            ("shuffle_buffer", int),
-            ("start_step", int),
-            ("repeat", bool),
-            ("position_offset", int),
-        ):
-            object.__setattr__(self, name, kind(getattr(self, name)))
-        object.__setattr__(self, "queue_size", max(1, int(self.queue_size)))
-        if not isinstance(self.cache_gb, numbers.Real) or self.cache_gb < 0:
-            raise ValueError(
-                f"cache_gb={self.cache_gb!r} must be a number >= 0 (0: half the free disk)"
-            )
-
-    @property
-    def host_batch_size(self) -> int:
-        return self.global_batch_size // self.process_count
-
-    def max_length(self, max_seq_length: int) -> int:
-        """The longest example allowed: max_seq_length, and what the positions allow."""
-        if self.max_position_embeddings is None:
-            return max_seq_length
-        return min(int(self.max_position_embeddings) - self.position_offset, max_seq_length)
-
-
-class Pipeline:
+class Pipeline(NumpyStage):
     """Deterministic, resumable per-host batches from a prepared data directory.
 
     Iterating yields dicts of numpy arrays, this host's rows of one global batch
@@ -366,110 +254,6 @@ class Pipeline:
             static=self._static,
         )
 
-    # ------------------------------------------------------------------ numpy stage
-
-    def _problem(self, raw: Mapping[str, np.ndarray]) -> tuple[np.ndarray, str] | None:
-        """None if a parsed batch is valid, else ([rows] bool: the bad rows, what is
-        wrong with the first). Scalar checks first: the valid case stays cheap."""
-        lengths, ids = raw["lengths"], raw["input_ids"]
-        if not lengths.size:
-            return None
-        longest = int(lengths.max())
-        if longest > self._max_length:
-            bad = lengths > self._max_length
-            n = int(lengths[bad][0])
-            if n > self.max_seq_length:
-                limit = f"max_seq_length {self.max_seq_length} of {self.manifest.path}"
-            else:
-                limit = f"max_position_embeddings {self.config.max_position_embeddings}"
-                if self.config.position_offset:
-                    limit += f" - position_offset {self.config.position_offset}"
-            return bad, f"an example has {n} tokens, more than {limit}"
-        if "layout_ok" in raw and not raw["layout_ok"].all():
-            from bertjax.data.google_records import LAYOUT_ERROR
-
-            return ~raw["layout_ok"], LAYOUT_ERROR
-        if not np.array_equal(raw["type_lengths"], lengths):
-            bad = raw["type_lengths"] != lengths
-            return bad, "token_type_ids and input_ids differ in length"
-        if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
-            outside = (ids < 0) | (ids >= self.vocab_size)
-            bad = outside.any(axis=1)
-            return bad, (
-                f"token id {int(ids[outside][0])} is outside the vocabulary "
-                f"[0, {self.vocab_size}) of {self.manifest.tokenizer_dir}"
-            )
-        if self._static:
-            counts, p = raw["mlm_counts"], self.max_predictions_per_seq
-            if not np.array_equal(counts, raw["mlm_id_counts"]):
-                bad = counts != raw["mlm_id_counts"]
-                return bad, "masked_lm_positions and masked_lm_ids differ in length"
-            if int(counts.max()) > p:
-                bad = counts > p
-                return bad, (
-                    f"an example has {int(counts[bad][0])} masked positions, more than "
-                    f"max_predictions_per_seq {p} of {self.manifest.path}"
-                )
-            positions, labels = raw["masked_lm_positions"], raw["masked_lm_ids"]
-            real = np.arange(p) < counts[:, None]
-            outside = real & ((positions < 0) | (positions >= lengths[:, None]))
-            outside |= real & ((labels < 0) | (labels >= self.vocab_size))
-            if outside.any():
-                return outside.any(axis=1), (
-                    "a masked_lm position lies outside its example or a masked_lm id "
-                    "outside the vocabulary"
-                )
-        return None
-
-    def _finish(self, raw: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
-        """Checks one parsed host batch (global batch index k, 0-based), masks it and
-        fills it up to the host batch size."""
-        problem = self._problem(raw)
-        if problem is not None:
-            raise DataError(
-                f"{self._locate()}: {problem[1]} (split {self.config.split!r}, batch {k + 1}, "
-                f"host {self.config.process_index})"
-            )
-        ids = raw["input_ids"]
-        rows = ids.shape[0]
-        out = {
-            "attention_mask": raw["attention_mask"],
-            "token_type_ids": raw["token_type_ids"],
-            "pair_labels": raw["pair_labels"],
-        }
-        if self._static:
-            p = self.max_predictions_per_seq
-            out.update(
-                input_ids=ids,
-                masked_lm_positions=raw["masked_lm_positions"],
-                masked_lm_ids=raw["masked_lm_ids"],
-                masked_lm_weights=(np.arange(p) < raw["mlm_counts"][:, None]).astype(np.float32),
-            )
-        b = self.config.host_batch_size
-        if rows < b:  # last batch of a single pass: fill with empty rows
-            out = {key: _fill_rows(v, b) for key, v in out.items()}
-            out["pair_labels"][rows:] = -1
-            ids = _fill_rows(ids, b, self.pad_id)
-            if self._static:
-                out["input_ids"] = ids
-        if self.config.packing != "off":  # several sequences per row (packer.py)
-            from bertjax.data import packer
-
-            out = packer.pack_batch(
-                {**out, "input_ids": ids},
-                self.pad_id,
-                self.config.packing,
-                self.config.packing_max_sequences,
-                self.max_predictions_per_seq,
-                self.config.packing_row_multiple,
-            )
-            ids = out["input_ids"] if self._static else out.pop("input_ids")
-        if not self._static:
-            rng = np.random.default_rng([self.config.seed, k, self.config.process_index])
-            out.update(self._masker(ids, out["attention_mask"], rng))
-        keys = _BATCH_KEYS + (("num_sequences",) if self.config.packing != "off" else ())
-        return {key: out[key] for key in keys}
-
     def _locate(self, budget_s: float = 20.0) -> str:
         """'FILE, record R' of the first invalid example of this host's shards, found
         by scanning them (error path only; gives up after budget_s seconds)."""
@@ -572,36 +356,6 @@ class Pipeline:
             put(_Failure(e))
 
 
-def _masking(
-    manifest: Manifest, masking: MaskingConfig | None, tokenizer: Any
-) -> tuple[int, Masker | None]:
-    """(max_predictions_per_seq, the dynamic Masker or None): the static masks stored
-    in the shards when `masking` is None, else masks drawn with `masking`; DataError
-    when the manifest says the shards hold the other kind."""
-    if masking is None:
-        if manifest.masking != "static":
-            raise DataError(
-                f"{manifest.path}: the shards are not masked (masking "
-                "'dynamic'); pass masking=MaskingConfig(...) to mask them while "
-                "reading"
-            )
-        p = manifest.setting("max_predictions_per_seq")
-        if not _is_int(p, 1):
-            raise DataError(
-                f"{manifest.path}: settings.max_predictions_per_seq must be an "
-                "integer >= 1 for statically masked shards"
-            )
-        return int(p), None
-    if manifest.masking != "dynamic":
-        raise DataError(
-            f"{manifest.path}: the shards are already masked (masking "
-            "'static'); pass masking=None to use their masks"
-        )
-    from bertjax.data.masking import masker_from_tokenizer
-
-    return int(masking.max_predictions_per_seq), masker_from_tokenizer(tokenizer, masking)
-
-
 _SHARD_MARK = "bertjax-shard-check: "  # finds _check_shard's message in tf.data's error
 _OWNERS = itertools.count()  # one per pipeline reading a bucket: what it holds in the cache
 
@@ -612,9 +366,3 @@ class _Failure:
 
 
 _END = object()
-
-
-def _fill_rows(x: np.ndarray, rows: int, value: int | float = 0) -> np.ndarray:
-    out = np.full((rows,) + x.shape[1:], value, dtype=x.dtype)
-    out[: x.shape[0]] = x
-    return out

@@ -138,55 +138,12 @@ def _prepare(
             os.replace(manifest_path, os.path.join(parts_dir, "previous-manifest.json"))
     where = {"parts_dir": build_dir, **({"publish_dir": parts_dir} if remote else {})}
 
-    in_stats, metas, shard_count = InputStats(), [], dict.fromkeys(SPLITS, 0)
-
-    def written(meta: dict) -> None:
-        metas.append(meta)
-        in_stats.shards_written += 1
-
-    bar = workers_lib.Progress(
-        progress, lambda: (in_stats.documents, in_stats.bytes, len(metas), in_stats.chunks)
-    )
+    in_stats, metas = InputStats(), []
     tok_dir = os.path.join(work_dir, tok_entry["dir"])
-    output_settings = settings.output_settings()
     try:
-        with (
-            bar,
-            workers_lib.Workers(
-                shards_lib.process_chunk,
-                settings.num_workers,
-                shards_lib.init_worker,
-                (tok_dir, output_settings),
-                settings.max_inflight_mb * (1 << 20),
-                written,
-                f"preparing a shard in {out_dir}",
-            ) as pool,
-        ):
-            for chunk, input_sha in read_chunks(
-                documents, settings.docs_per_shard, in_stats, bar.tick
-            ):
-                c, split = in_stats.chunks, settings.split_of(in_stats.chunks)
-                in_stats.chunks += 1
-                k, shard_count[split] = shard_count[split], shard_count[split] + 1
-                found = resume.find(split, k, input_sha)
-                if found is not None:
-                    metas.append({**found, "chunk": c, "split": split, "shard": k})
-                    in_stats.shards_reused += 1
-                    continue
-                pool.submit(
-                    {
-                        "split": split,
-                        "shard": k,
-                        "chunk": c,
-                        "documents": chunk,
-                        "input_sha256": input_sha,
-                        "settings_key": key,
-                        **where,
-                    },
-                    chunk_memory(chunk, output_settings),
-                )
-                del chunk
-            pool.drain(bar.show)
+        _build_shards(
+            documents, settings, key, resume, where, tok_dir, out_dir, progress, in_stats, metas
+        )
     except NotTextError:
         _discard(out_dir, parts_dir, fresh)
         raise
@@ -204,6 +161,68 @@ def _prepare(
     manifest.write()
     paths.rmtree(parts_dir)
     return manifest
+
+
+def _build_shards(
+    documents: Any,
+    settings: PrepareSettings,
+    key: str,
+    resume: Resume,
+    where: dict[str, str],
+    tok_dir: str,
+    out_dir: str,
+    progress: bool,
+    in_stats: InputStats,
+    metas: list[dict],
+) -> None:
+    """Cuts `documents` into chunks and has the workers write a shard of each (one that an
+    earlier run finished from the same input, found by `resume`, is reused); `metas`
+    collects the shards' metadata, `in_stats` counts the input and the shards."""
+    shard_count = dict.fromkeys(SPLITS, 0)
+
+    def written(meta: dict) -> None:
+        metas.append(meta)
+        in_stats.shards_written += 1
+
+    bar = workers_lib.Progress(
+        progress, lambda: (in_stats.documents, in_stats.bytes, len(metas), in_stats.chunks)
+    )
+    output_settings = settings.output_settings()
+    with (
+        bar,
+        workers_lib.Workers(
+            shards_lib.process_chunk,
+            settings.num_workers,
+            shards_lib.init_worker,
+            (tok_dir, output_settings),
+            settings.max_inflight_mb * (1 << 20),
+            written,
+            f"preparing a shard in {out_dir}",
+        ) as pool,
+    ):
+        for chunk, input_sha in read_chunks(documents, settings.docs_per_shard, in_stats, bar.tick):
+            c, split = in_stats.chunks, settings.split_of(in_stats.chunks)
+            in_stats.chunks += 1
+            k, shard_count[split] = shard_count[split], shard_count[split] + 1
+            found = resume.find(split, k, input_sha)
+            if found is not None:
+                metas.append({**found, "chunk": c, "split": split, "shard": k})
+                in_stats.shards_reused += 1
+                continue
+            pool.submit(
+                {
+                    "split": split,
+                    "shard": k,
+                    "chunk": c,
+                    "documents": chunk,
+                    "input_sha256": input_sha,
+                    "settings_key": key,
+                    **where,
+                },
+                chunk_memory(chunk, output_settings),
+            )
+            del chunk
+        pool.drain(bar.show)
 
 
 def _unpublish(out_dir: str, parts_dir: str) -> None:

@@ -14,7 +14,6 @@ e embed (hidden) features, v vocabulary.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -380,7 +379,7 @@ class Encoder(nn.Module):
       no sharing, scan:  layers/unit  with a leading [L] axis
       ALBERT, loop:      group_{g}                 (g < num_hidden_groups)
       ALBERT, scan:      group_{g}/unit, same params broadcast over L/G applications
-    `unstack_layers` / `stack_layers` convert between the loop and scan layouts.
+    `unstack_layers` / `stack_layers` (scan_layout.py) convert between the loop and scan layouts.
     """
 
     cfg: ModelConfig
@@ -439,49 +438,3 @@ class Pooler(nn.Module):
         return jnp.tanh(
             dense(self.cfg, self.cfg.hidden_size, (ax.EMBED, ax.EMBED), "dense")(x[:, 0])
         )
-
-
-# --- scan <-> loop parameter layouts ------------------------------------------------
-
-
-def unstack_layers(params: Any) -> Any:
-    """Turns scan-layout params (`layers/unit` with a leading [L] axis) into `layer_{i}`.
-
-    Params of ALBERT's shared groups are identical in both layouts apart from the
-    `unit` level, which is dropped. Works on plain nested dicts.
-    """
-    if not isinstance(params, dict):
-        return params
-    out = {}
-    for key, val in params.items():
-        if key == "layers" and isinstance(val, dict) and set(val) == {"unit"}:
-            n = jax.tree_util.tree_leaves(val["unit"])[0].shape[0]
-            for i in range(n):
-                out[f"layer_{i}"] = jax.tree_util.tree_map(lambda a, i=i: a[i], val["unit"])
-        elif re.fullmatch(r"group_\d+", key) and isinstance(val, dict) and set(val) == {"unit"}:
-            out[key] = val["unit"]
-        else:
-            out[key] = unstack_layers(val)
-    return out
-
-
-def stack_layers(params: Any) -> Any:
-    """Inverse of `unstack_layers`: `layer_{i}` -> `layers/unit` [L, ...]; groups get `unit`."""
-    if not isinstance(params, dict):
-        return params
-    layer_keys = sorted(
-        (k for k in params if re.fullmatch(r"layer_\d+", k)), key=lambda k: int(k.split("_")[1])
-    )
-    group_keys = [k for k in params if re.fullmatch(r"group_\d+", k)]
-    out = {
-        k: stack_layers(v) for k, v in params.items() if k not in layer_keys and k not in group_keys
-    }
-    if layer_keys:
-        out["layers"] = {
-            "unit": jax.tree_util.tree_map(
-                lambda *xs: jnp.stack(xs), *[params[k] for k in layer_keys]
-            )
-        }
-    for k in group_keys:
-        out[k] = {"unit": params[k]}
-    return out

@@ -187,7 +187,7 @@ class CorpusTask(Task):
             used = (
                 "its stored masks are used"
                 if manifest["masking"] == "static"
-                else "masks are drawn while training, by data.mask_strategy and the rest"
+                else "masks are drawn while training, by masking.strategy and the rest"
             )
             print(
                 f"warning: data.masking={data.masking}, but {path} was prepared with "
@@ -202,12 +202,11 @@ class CorpusTask(Task):
         wanted.pop("max_predictions_per_seq", None)  # checked with the batches
         differ = [k for k in sorted(wanted) if k in stored and stored[k] != wanted[k]]
         if differ:
-            key = {"strategy": "mask_strategy", "budget": "mask_budget"}
             print(
                 f"warning: {path} holds static masks made with "
                 + ", ".join(f"{k}={stored[k]}" for k in differ)
                 + ", but "
-                + ", ".join(f"data.{key.get(k, k)}={wanted[k]}" for k in differ)
+                + ", ".join(f"masking.{k}={wanted[k]}" for k in differ)
                 + ": the stored masks are used (prepare the data again to change them)",
                 flush=True,
             )

@@ -330,7 +330,7 @@ class Distillation(CorpusTask):
 
     def init_params(self, ctx: Context, params: Any, shardings: Any) -> tuple[Any, str] | None:
         """distill.init=teacher: the student's layers from the teacher's, on the devices."""
-        from bertjax.models.layers import stack_layers, unstack_layers
+        from bertjax.models.scan_layout import stack_layers, unstack_layers
 
         if self.config.distill.init != "teacher":
             return None

@@ -20,8 +20,9 @@ configs/plans.py. Each phase is a dict of these keys (0 / "": the run's value):
                             same length, else data.dir)
   mixture=None              instead of data_dir: weighted sources (bertjax/data/mixture.py);
                             empty sources: the previous phase's, at the same length
-  masked_lm_prob=0.0        dynamic masking: this phase's rate (0: data.masked_lm_prob)
-  mask_strategy=""          dynamic masking: token | whole_word | ngram | span
+  masking={}                dynamic masking: this phase's changes to config.masking, any
+                            MaskingConfig field but max_predictions_per_seq (the key
+                            above), e.g. {"masked_lm_prob": 0.05, "strategy": "span"}
   learning_rate=0.0         > 0: the rate in this phase (constant, or where its decay
                             starts); 0: the run's schedule (optim.*) goes on
   decay_shape=""            linear | cosine | 1-sqrt: the phase decays to
@@ -56,14 +57,12 @@ KEYS = {
     "tokens_per_step": 0,
     "data_dir": "",
     "mixture": None,
-    "masked_lm_prob": 0.0,
-    "mask_strategy": "",
+    "masking": None,
     "learning_rate": 0.0,
     "decay_shape": "",
     "rope_theta": 0.0,
 }
 SHAPES = ("linear", "cosine", "1-sqrt")
-STRATEGIES = ("token", "whole_word", "ngram", "span")
 _SHARE_TOLERANCE = 1e-6
 
 
@@ -123,10 +122,7 @@ def _check(config: Any, p: Mapping[str, Any]) -> None:
     length = int(p["max_seq_length"] or config.max_seq_length)
     if p["tokens_per_step"] and int(p["tokens_per_step"]) % length:
         raise bad("tokens_per_step", f"not a whole number of rows of {length} tokens")
-    if not 0 <= float(p["masked_lm_prob"]) < 1:
-        raise bad("masked_lm_prob", "must be in [0, 1)")
-    if p["mask_strategy"] and p["mask_strategy"] not in STRATEGIES:
-        raise bad("mask_strategy", f"expected one of {', '.join(STRATEGIES)}")
+    _check_masking(config, p)
     if float(p["rope_theta"]) < 0:
         raise bad("rope_theta", "must be >= 0")
     if float(p["learning_rate"]) < 0:
@@ -140,11 +136,41 @@ def _check(config: Any, p: Mapping[str, Any]) -> None:
         raise bad("mixture", "expected a dict of sources and weights or temperature")
 
 
+def _masking_of(p: Mapping[str, Any]) -> dict[str, Any]:
+    """A phase's masking changes as a plain dict ({} when it has none)."""
+    m = p["masking"] or {}
+    return dict(m.to_dict() if hasattr(m, "to_dict") else m)
+
+
+def _check_masking(config: Any, p: Mapping[str, Any]) -> None:
+    """The phase's masking changes make a MaskingConfig with config.masking; otherwise a
+    ValueError naming `phases[i].masking.FIELD`."""
+    from bertjax.data.masking import MaskingConfig
+
+    key, m = f"{p['_key']}.masking", p["masking"]
+    if m is not None and not (isinstance(m, Mapping) or hasattr(m, "to_dict")):
+        raise ValueError(f"{key}={m!r}: expected a dict of MaskingConfig fields")
+    fields = [f.name for f in dataclasses.fields(MaskingConfig)]
+    for name in _masking_of(p):
+        if name == "max_predictions_per_seq":
+            raise ValueError(f"{key}.{name}: give it as {p['_key']}.max_predictions_per_seq")
+        if name not in fields:
+            known = ", ".join(f for f in fields if f != "max_predictions_per_seq")
+            raise ValueError(f"{key}.{name}: unknown masking key (expected {known})")
+    base = config.masking.to_dict() if config.get("masking") is not None else {}
+    for where, values in (("masking", base), (key, {**base, **_masking_of(p)})):
+        try:  # config.masking first, so that its own mistake is not put on the phase
+            MaskingConfig(**values)
+        except ValueError as e:
+            raise ValueError(str(e).replace("MaskingConfig.", f"{where}.", 1)) from None
+
+
 def plan_phases(config: Any) -> list[Phase]:
     """The Phases config.phases describes (module docstring)."""
     total, accum = int(config.train.steps), int(config.optim.grad_accum_steps)
     data = config.get("data")
-    rate = float(data.masked_lm_prob) if data is not None else 0.15
+    masking = config.get("masking")
+    rate = float(masking.masked_lm_prob) if masking is not None else 0.15
     out, start, cumulative = [], 0, 0.0
     specs = phases_of(config)
     for i, p in enumerate(specs):
@@ -160,7 +186,7 @@ def plan_phases(config: Any) -> list[Phase]:
             if p["tokens_per_step"]
             else int(p["batch_size"] or config.train.batch_size)
         )
-        phase_rate = float(p["masked_lm_prob"] or rate)
+        phase_rate = float(_masking_of(p).get("masked_lm_prob", rate))
         predictions = int(p["max_predictions_per_seq"]) or (
             int(config.max_predictions_per_seq)
             if length == int(config.max_seq_length) and phase_rate == rate
@@ -177,8 +203,7 @@ def plan_phases(config: Any) -> list[Phase]:
             ),
             "batch_key": f"{p['_key']}.batch_size",
             "name": p["name"] or f"phase {i + 1}",
-            "masked_lm_prob": float(p["masked_lm_prob"]),
-            "mask_strategy": p["mask_strategy"],
+            "masking": _masking_of(p),  # changes to config.masking
             "learning_rate": float(p["learning_rate"]),
             "decay_shape": p["decay_shape"],
             "rope_theta": float(p["rope_theta"]),
@@ -215,16 +240,13 @@ def segments(phases: list[Phase], accum: int) -> tuple[tuple[int, int, float, st
 
 
 def masking(config: Any, phase: Phase, predictions: int) -> Any:
-    """The MaskingConfig of `phase` (dynamic masking): config.data's, with the phase's
-    rate and strategy where it sets them."""
+    """The MaskingConfig of `phase` (dynamic masking): config.masking's, with the fields
+    the phase's `masking` sets."""
     from bertjax.data.from_config import masking_config
 
-    m = masking_config(config, predictions)
-    if phase.options.get("masked_lm_prob"):
-        m = dataclasses.replace(m, masked_lm_prob=float(phase.options["masked_lm_prob"]))
-    if phase.options.get("mask_strategy"):
-        m = dataclasses.replace(m, strategy=phase.options["mask_strategy"])
-    return m
+    return dataclasses.replace(
+        masking_config(config, predictions), **(phase.options.get("masking") or {})
+    )
 
 
 def _mixture(mixture: Any) -> dict[str, Any] | None:
@@ -237,14 +259,14 @@ def _mixture(mixture: Any) -> dict[str, Any] | None:
 def check_data(task: Any, phase: Phase, manifest: Any) -> None:
     """Before any work: a phase that sets its masking has dynamically masked data; a
     mixture's weights and sources are sound (bertjax/data/mixture.py)."""
-    if manifest["masking"] != "dynamic":
-        for key in ("masked_lm_prob", "mask_strategy"):
-            if phase.options.get(key):
-                raise ValueError(
-                    f"{phase.options['key']}.{key}={phase.options[key]!r}: "
-                    f"{manifest.path} holds static masks (prepare it with "
-                    "--config.data.masking=dynamic)"
-                )
+    changes = phase.options.get("masking") or {}
+    if manifest["masking"] != "dynamic" and changes:
+        key, value = next(iter(changes.items()))
+        raise ValueError(
+            f"{phase.options['key']}.masking.{key}={value!r}: "
+            f"{manifest.path} holds static masks (prepare it with "
+            "--config.data.masking=dynamic)"
+        )
     if phase.options.get("mixture"):
         _mixture_sources(task, phase)
 
@@ -330,8 +352,8 @@ def describe(phases: list[Phase], flops_per_token: Any, accum: int = 1) -> list[
         tokens = steps * p.batch_size * int(o["max_seq_length"])
         flops = tokens * float(flops_per_token(p))
         mask = f"mask {o['mask_rate']:.0%}"
-        if o.get("mask_strategy"):
-            mask += f" {o['mask_strategy']}"
+        if (o.get("masking") or {}).get("strategy"):
+            mask += f" {o['masking']['strategy']}"
         lr = f"lr {o['learning_rate']:g}" if o.get("learning_rate") else "lr: schedule"
         if o.get("decay_shape"):
             lr += f", {o['decay_shape']} decay"

@@ -40,7 +40,8 @@ import jax
 import numpy as np
 
 from bertjax import experiment
-from bertjax.metrics import mfu, resolve_peak_flops
+from bertjax.metrics import mfu
+from bertjax.peak_flops import resolve_peak_flops
 from bertjax.tools import bench_train as bt
 
 NUM_BATCHES = 8  # distinct batches cycled over: a sample of the length distribution

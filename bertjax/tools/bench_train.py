@@ -43,13 +43,12 @@ fine-tuning heads (token classification, spans) too.
 
 No TensorFlow is imported here (DESIGN.md); torch and transformers only with
 `--vs_torch`. Single host only.
+The reference is bench_vs_torch.py's, the timing of both sides bench_timing.py's.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import resource
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -60,14 +59,13 @@ import numpy as np
 from bertjax import experiment, sharding
 from bertjax.flops import train_flops_per_token
 from bertjax.memory import size
-from bertjax.metrics import mfu, resolve_peak_flops
 from bertjax.models import ModelConfig, build, init_params
-from bertjax.models.registry import family
-from bertjax.optim import OptimConfig, make_schedule
+from bertjax.peak_flops import resolve_peak_flops
 from bertjax.tools import aot
+from bertjax.tools.bench_timing import Batch, _max_rss, _rates, _timed
+from bertjax.tools.bench_vs_torch import bench_torch
 from bertjax.train import train_step_fn
 
-Batch = dict[str, np.ndarray]
 NUM_BATCHES = 4  # distinct batches cycled over: more would only cost memory
 # The schedule's length for a config whose length is epochs over data bench does not read.
 STANDIN_STEPS = 1000
@@ -88,58 +86,6 @@ def reference_kind(cfg: ModelConfig, task: Any) -> str | None:
     if "classifier" in heads and heads <= CLASSIFICATION_HEADS:
         return "classification"
     return None
-
-
-# --- timing --------------------------------------------------------------------------
-
-
-def _timed(
-    run_step: Callable[[int], Any], wait: Callable[[Any], None], seconds: float, warmup: int
-) -> dict[str, Any]:
-    """Runs `warmup` untimed steps, then about `seconds` of steps with one wait at the end.
-
-    run_step(i) dispatches step i and returns its loss (a device value); wait(x) blocks
-    until x is computed. The timed step count comes from the last two warm-up steps, so
-    the loop itself never syncs with the host. Returns steps, seconds, first and last
-    losses (the device values).
-    """
-    first = run_step(0)
-    wait(first)
-    for i in range(1, warmup - 2):
-        wait(run_step(i))
-    start = time.perf_counter()
-    wait(run_step(warmup - 2))
-    wait(run_step(warmup - 1))
-    per_step = (time.perf_counter() - start) / 2
-    count = max(3, math.ceil(seconds / max(per_step, 1e-9)))
-    start = time.perf_counter()
-    for i in range(warmup, warmup + count):
-        last = run_step(i)
-    wait(last)
-    return {"steps": count, "seconds": time.perf_counter() - start, "first": first, "last": last}
-
-
-def _max_rss() -> int:
-    """Peak resident memory of this process in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _rates(
-    timing: Mapping[str, Any],
-    batch_size: int,
-    seq_len: int,
-    flops: float,
-    peak: float,
-    num_devices: int,
-) -> dict[str, float]:
-    steps_per_s = timing["steps"] / timing["seconds"]
-    tokens = steps_per_s * batch_size * seq_len
-    return {
-        "step_ms": 1e3 / steps_per_s,
-        "seq_per_s": steps_per_s * batch_size,
-        "tokens_per_s": tokens,
-        "mfu": mfu(flops, tokens, peak, num_devices),
-    }
 
 
 # --- ours ----------------------------------------------------------------------------
@@ -202,178 +148,6 @@ def bench_ours(
         out["peak_memory"], out["memory_source"] = stats["peak_bytes_in_use"], "device peak"
     else:
         out["peak_memory"], out["memory_source"] = _max_rss(), "process max RSS"
-    return out
-
-
-# --- the reference -------------------------------------------------------------------
-
-
-def _torch_model(cfg: ModelConfig, params: Any, device: str) -> Any:
-    """transformers' PyTorch model of `cfg`'s heads (BertForPreTraining,
-    BertForSequenceClassification, ...) holding `params` (numpy tree)."""
-    import torch
-    import transformers
-
-    from bertjax.convert import hf
-
-    d = dict(hf.hf_configs(cfg)[""])
-    hf_config = transformers.AutoConfig.for_model(d.pop("model_type"), **d)
-    cls = getattr(transformers, hf.architecture(hf.parts(cfg)[0]))
-    model = cls._from_config(hf_config, attn_implementation="sdpa")
-    state = {
-        k: torch.from_numpy(np.array(v))
-        for k, v in hf.to_state_dicts(cfg, params)[""].items()  # writable copies for torch
-    }
-    info = model.load_state_dict(state, strict=False)
-    # Only tied output weights (they share the loaded tensors) and buffers may be absent.
-    untied = [
-        k
-        for k in info.missing_keys
-        if not k.endswith(
-            (
-                ".decoder.weight",
-                ".decoder.bias",
-                "vocab_projector.weight",
-                ".position_ids",
-                ".token_type_ids",
-            )
-        )
-    ]
-    if untied or info.unexpected_keys:
-        raise ValueError(
-            f"loading our parameters into {type(model).__name__}: missing "
-            f"{untied}, unexpected {info.unexpected_keys}"
-        )
-    model.tie_weights()
-    out = model.get_output_embeddings()
-    if out is not None and out.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
-        raise ValueError(f"{type(model).__name__}: the decoder is not tied to the embeddings")
-    return model.to(device)
-
-
-def _torch_batches(
-    cfg: ModelConfig, kind: str, batches: list[Batch], device: str
-) -> list[dict[str, Any]]:
-    """The same batches as transformers' inputs. Pretraining: MLM labels [B, L] are -100
-    except at the masked positions; NSP / SOP labels under the family's argument name.
-    Classification: the labels [B] as they are (int64 classes, float32 targets)."""
-    import torch
-
-    out = []
-    for b in batches:
-        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
-        if cfg.type_vocab_size:
-            inputs["token_type_ids"] = b["token_type_ids"]
-        if kind == "classification":
-            inputs["labels"] = b["labels"]
-        else:
-            labels = np.full(b["input_ids"].shape, -100, np.int64)
-            np.put_along_axis(labels, b["masked_lm_positions"], b["masked_lm_ids"], axis=1)
-            inputs["labels"] = labels
-            for head, arg in family(cfg.family).hf.label_args.items():
-                if head in cfg.heads:
-                    inputs[arg] = b["pair_labels"]
-        out.append(
-            {
-                k: torch.from_numpy(v.astype(np.float32 if v.dtype.kind == "f" else np.int64)).to(
-                    device
-                )
-                for k, v in inputs.items()
-            }
-        )
-    return out
-
-
-def _adamw(model: Any, optim: OptimConfig) -> Any:
-    """torch AdamW with our decay mask: no decay on biases and LayerNorm parameters.
-
-    Fused, as transformers' Trainer defaults to with torch >= 2.8 (`adamw_torch_fused`):
-    on a CPU the unfused per-tensor loop costs ~25x more (1.2 s against 47 ms a step for
-    BERT-Small's 29M parameters on 2 cores), a handicap no user of the reference pays.
-    """
-    import torch
-
-    norms = {
-        id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()
-    }
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():  # tied parameters come once
-        if p.requires_grad:  # DistilBERT's sinusoidal table is frozen, as ours
-            (no_decay if name.endswith("bias") or id(p) in norms else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": optim.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=0.0, betas=(optim.b1, optim.b2), eps=optim.eps, fused=True)
-
-
-def bench_torch(
-    cfg: ModelConfig,
-    kind: str,
-    optim: OptimConfig,
-    params: Any,
-    batches: list[Batch],
-    seconds: float,
-) -> dict[str, Any]:
-    """Times transformers' model of `cfg` (`kind`: reference_kind's), starting from
-    `params`; keys as `bench_ours` plus device, dtype and model (the class name)."""
-    import torch
-
-    cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
-    model = _torch_model(cfg, params, device)
-    if kind == "classification":  # transformers would guess it from num_labels and dtypes
-        regression = batches[0]["labels"].dtype.kind == "f"
-        model.config.problem_type = "regression" if regression else "single_label_classification"
-    inputs = _torch_batches(cfg, kind, batches, device)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=cuda)
-    out: dict[str, Any] = {
-        "device": device,
-        "dtype": "bfloat16 autocast" if cuda else "float32",
-        "model": type(model).__name__,
-    }
-    model.eval()
-    with torch.no_grad(), autocast:
-        out["eval_loss"] = float(model(**inputs[0]).loss)
-    model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = _adamw(model, optim)
-    schedule = make_schedule(optim)
-    lrs: list[float] = []
-    forward = torch.compile(model) if cuda else model
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-
-    def run_step(i: int) -> Any:
-        if i >= len(lrs):  # our schedule, precomputed in blocks outside the step
-            lrs.extend(np.asarray(schedule(np.arange(len(lrs), 2 * i + 64))).tolist())
-        for group in opt.param_groups:
-            group["lr"] = lrs[i]
-        with autocast:
-            loss = forward(**inputs[i % len(inputs)]).loss
-        loss.backward()
-        if optim.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, optim.clip_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    def wait(loss: Any) -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
-    # torch.compile traces and compiles during the first steps: warm up longer on GPU.
-    timing = _timed(run_step, wait, seconds, warmup=6 if cuda else 3)
-    out.update(
-        steps=timing["steps"],
-        seconds=timing["seconds"],
-        first_loss=float(timing["first"]),
-        last_loss=float(timing["last"]),
-    )
-    if cuda:
-        out["peak_memory"], out["memory_source"] = torch.cuda.max_memory_allocated(), "cuda peak"
-    else:
-        out["peak_memory"], out["memory_source"] = _max_rss(), "process max RSS, both sides"
     return out
 
 

@@ -161,15 +161,15 @@ def training(config: Any, task: Any) -> str:
         ),
     ]
     data = config.get("data")
-    if data is not None and "max_predictions_per_seq" in config:
+    if data is not None and "masking" in config and "max_predictions_per_seq" in config:
         copies = (
             f", {int(data.dupe_factor)} copies ({data.dupe_mode})"
             if data.masking == "static"
             else ""
         )
         lines.append(
-            f"masking: {data.masking}{copies}, {data.mask_strategy}, "
-            f"{float(data.masked_lm_prob):.0%} ({data.mask_budget} budget), at most "
+            f"masking: {data.masking}{copies}, {config.masking.strategy}, "
+            f"{float(config.masking.masked_lm_prob):.0%} ({config.masking.budget} budget), at most "
             f"{int(config.max_predictions_per_seq)} per sequence; instances "
             f"{data.instances}"
         )

@@ -64,7 +64,7 @@ def _value_text(value: Any) -> str:
 
 
 def overrides_text(diff: Mapping[str, Any]) -> str:
-    """{"data.mask_strategy": "whole_word"} -> "data.mask_strategy=whole_word"."""
+    """{"masking.strategy": "whole_word"} -> "masking.strategy=whole_word"."""
     return " ".join(f"{k}={_value_text(v)}" for k, v in diff.items())
 
 

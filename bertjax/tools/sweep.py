@@ -6,14 +6,14 @@ A config file declares a sweep next to its `get_config`, as a list of override d
     def get_config(arg=None):  # the base run: pretraining, then `downstream` tasks
         ...
     def get_sweep(arg=None):
-        return [{"data.mask_strategy": "token"}, {"data.mask_strategy": "whole_word"}]
+        return [{"masking.strategy": "token"}, {"masking.strategy": "whole_word"}]
 
 `python -m bertjax sweep --config=FILE:ARG --workdir=DIR [--config.KEY=VALUE ...]`
 runs each run into DIR/<name>/, one after another, where a run is: its data prepared
 (when `data.dir` is empty: DIR/data/<digest of the settings preparation reads>, shared
 by runs that agree on them), pretraining, the `downstream` fine-tuning evaluations, then
 DIR/<name>/results.json (bertjax/tools/downstream.py). Names come from the overrides
-(`mask_strategy=whole_word`; the full key where two keys share a last part).
+(`strategy=whole_word`; the full key where two keys share a last part).
 
 Re-running resumes: a run with results.json is done and skipped; a half-finished one
 continues from its checkpoints. A run whose config changed since it started (the sweep
@@ -128,6 +128,7 @@ def data_digest(config: Any) -> str:
     data = {k: v for k, v in config.data.to_dict().items() if k not in PIPELINE_ONLY}
     settings = {
         "data": data,
+        "masking": config.masking.to_dict() if "masking" in config else None,
         "tokenizer": config.tokenizer.to_dict(),
         "max_seq_length": config.max_seq_length,
         "seed": config.seed,

@@ -28,7 +28,6 @@ the process at once with one line (`interruptible`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import signal
@@ -39,6 +38,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from bertjax.tools.tpu_topology import Topology
+
 DEFAULT_LIBTPU = os.path.join(
     os.path.expanduser("~"), ".cache", "bertjax", "libtpu", "libtpu", "libtpu.so"
 )
@@ -48,99 +49,6 @@ PROGRESS_EVERY = 30.0  # seconds between the "still compiling" lines
 
 class TopologyError(ValueError):
     """libtpu could not describe the topology (one line, libtpu's words)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-    """What the report needs of a TPU generation (Cloud TPU's published figures)."""
-
-    name: str  # as libtpu spells the chip in a topology name
-    hbm_gib: float  # per chip
-    peak_bf16: float  # FLOP/s per chip
-    dims: int  # topology dimensions: 2 (v5e, v6e) or 3 (v4, v5p)
-    cores_in_type: int  # cores per chip counted in accelerator-type names (v4-32: 16 chips)
-    type_prefix: str  # accelerator-type name prefix
-
-
-CHIPS = {
-    "v4": Chip("v4", 32.0, 275e12, 3, 2, "v4"),
-    "v5e": Chip("v5e", 16.0, 197e12, 2, 1, "v5litepod"),
-    "v5p": Chip("v5p", 95.0, 459e12, 3, 2, "v5p"),
-    "v6e": Chip("v6e", 32.0, 918e12, 2, 1, "v6e"),
-}
-# Accelerator types (v5litepod-16, v4-32, ...) -> the topology Cloud TPU gives them.
-_TWO_D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
-_THREE_D = {
-    4: "2x2x1",
-    8: "2x2x2",
-    16: "2x2x4",
-    32: "2x4x4",
-    64: "4x4x4",
-    128: "4x4x8",
-    256: "4x8x8",
-    512: "8x8x8",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Topology:
-    chip: Chip
-    shape: tuple[int, ...]  # chips along each dimension
-    num_slices: int
-
-    @property
-    def chips(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-    @property
-    def name(self) -> str:
-        return f"{self.chip.name}:{'x'.join(map(str, self.shape))}"
-
-    @property
-    def host_bounds(self) -> tuple[int, int, int]:
-        """Chips per host along each dimension: a whole single-host slice of up to 8
-        v5e/v6e chips, else 2x2 (4 chips a host), as Cloud TPU VMs have them."""
-        shape = (*self.shape, 1, 1)[:3]
-        if self.chip.dims == 2 and self.chips <= 8:
-            return shape[0], shape[1], 1
-        return min(shape[0], 2), min(shape[1], 2), 1
-
-
-def parse_topology(text: str, num_slices: int = 1) -> Topology:
-    """ "v5e:4x4" (chip:shape) or an accelerator type ("v5litepod-16", "v4-32")."""
-    if num_slices < 1:
-        raise ValueError(f"--num_slices={num_slices}: must be >= 1")
-    m = re.fullmatch(r"(v4|v5e|v5p|v6e):(\d+(?:x\d+){1,2})", text)
-    if m:
-        chip = CHIPS[m.group(1)]
-        shape = tuple(int(x) for x in m.group(2).split("x"))
-        if len(shape) != chip.dims or min(shape) < 1:
-            raise ValueError(
-                f"--topology={text}: a {chip.name} topology has {chip.dims} "
-                f"dimensions, e.g. {chip.name}:{_example(chip)}"
-            )
-        return Topology(chip, shape, num_slices)
-    m = re.fullmatch(r"(v4|v5litepod|v5p|v6e)-(\d+)", text)
-    if m:
-        chip = next(c for c in CHIPS.values() if c.type_prefix == m.group(1))
-        chips, rest = divmod(int(m.group(2)), chip.cores_in_type)
-        table = _TWO_D if chip.dims == 2 else _THREE_D
-        if rest or chips not in table:
-            known = ", ".join(f"{m.group(1)}-{n * chip.cores_in_type}" for n in table)
-            raise ValueError(f"--topology={text}: not a {m.group(1)} size this knows ({known})")
-        return Topology(chip, tuple(int(x) for x in table[chips].split("x")), num_slices)
-    raise ValueError(
-        f"--topology={text!r}: expected CHIP:SHAPE with CHIP one of "
-        f"{', '.join(CHIPS)} (v5e:4x4, v4:2x2x4) or an accelerator type "
-        "(v5litepod-16, v4-32, v5p-16, v6e-16)"
-    )
-
-
-def _example(chip: Chip) -> str:
-    return "4x4" if chip.dims == 2 else "2x2x4"
 
 
 def find_libtpu(path: str | None = None) -> str:
@@ -337,7 +245,7 @@ def compile_for(
     compiles; returns a dict of figures per phase. MemoryCheckError (one line, the
     figures) when a phase does not fit in the chip's HBM."""
 
-    from bertjax import experiment, memory
+    from bertjax import experiment
     from bertjax.models import attention
     from bertjax.tools import aot
     from bertjax.train import train_step_fn
@@ -346,6 +254,7 @@ def compile_for(
         raise ValueError(f"--mfu={mfu}: must be in (0, 1]")
     if progress_every <= 0:
         raise ValueError(f"--progress_every={progress_every:g}: must be > 0")
+    every = progress_every
     devs = devices(topology, libtpu)
     hosts = len({d.process_index for d in devs})
     config = config.copy_and_resolve_references()
@@ -362,67 +271,81 @@ def compile_for(
         experiment.check_batch_sizes(phases, setup.mesh, setup.rules)
         aux = aot.abstract_teacher(task)
         step = train_step_fn(setup)
-        hbm = topology.chip.hbm_gib * memory.GiB
         log(
             f"compile: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size}, task {task.name}, "
             f"compute {cfg.dtype}, on {topology.name} x {topology.num_slices} slice(s): "
             f"{len(devs)} chips, {hosts} host(s), mesh {dict(setup.mesh.shape)}"
         )
-        out = []
-        for phase in phases:
-            seq = experiment.phase_seq_len(config, phase)
-            what = f"the train step (batch {phase.batch_size} x {seq}" + (
-                f", phase {phase.index + 1})" if len(phases) > 1 else ")"
-            )
-            batch = memory.abstract_batch(
-                task, cfg, phase.batch_size, seq, setup.mesh, setup.rules, setup.seed
-            )
-            doing[0] = f"compiling {what} for {topology.name}"
-            log(
-                f"{doing[0]} with XLA's TPU compiler: minutes on a CPU, a line every "
-                f"{progress_every:g} s; Ctrl-C stops it"
-            )
-            sys.stdout.flush()
-            try:
-                with progress(doing[0], log, progress_every):
-                    compiled = memory.compile_step(setup, step, batch, aux)
-            except Exception as e:  # noqa: BLE001 -- XLA's TPU compiler
-                verdict = _exhausted(e)
-                if verdict is None:
-                    raise
-                raise memory.MemoryCheckError(
-                    f"{what} does not fit in {topology.chip.name}'s "
-                    f"{topology.chip.hbm_gib:g} GiB HBM per chip (XLA: {verdict}); lower "
-                    f"train.batch_size ({int(config.train.batch_size)}), raise "
-                    f"optim.grad_accum_steps, set model.remat=full, or use more chips"
-                ) from None
-            row = _report(
-                compiled,
-                topology,
-                len(devs),
-                task.flops(cfg, seq).total,
-                phase,
-                seq,
-                mfu,
-                log,
-                what,
-            )
-            out.append(row)
-            if not row["fits"]:
-                raise memory.MemoryCheckError(
-                    memory.refusal(
-                        row["memory"],
-                        int(memory.HEADROOM * hbm),
-                        f"{topology.chip.name}'s HBM",
-                        what,
-                        config,
-                    )
-                )
-            del row["memory"]
-        return out
+        n, chips = len(phases), len(devs)
+        return [
+            _compile_phase(config, setup, step, aux, p, n, topology, chips, mfu, log, every, doing)
+            for p in phases
+        ]
     finally:
         attention.TARGET_PLATFORM.reset(token)
         guard.close()
+
+
+def _compile_phase(
+    config: Any,
+    setup: Any,
+    step: Any,
+    aux: Any,
+    phase: Any,
+    num_phases: int,
+    topology: Topology,
+    chips: int,
+    mfu: float,
+    log: Any,
+    progress_every: float,
+    doing: list[str],
+) -> dict[str, Any]:
+    """Compiles one phase's train step and logs its report (`_report`); returns its
+    figures. MemoryCheckError when it does not fit in the chip's HBM; `doing[0]` says
+    what runs (for `interruptible`)."""
+    from bertjax import experiment, memory
+
+    cfg, task = setup.cfg, setup.task
+    seq = experiment.phase_seq_len(config, phase)
+    what = f"the train step (batch {phase.batch_size} x {seq}" + (
+        f", phase {phase.index + 1})" if num_phases > 1 else ")"
+    )
+    batch = memory.abstract_batch(
+        task, cfg, phase.batch_size, seq, setup.mesh, setup.rules, setup.seed
+    )
+    doing[0] = f"compiling {what} for {topology.name}"
+    log(
+        f"{doing[0]} with XLA's TPU compiler: minutes on a CPU, a line every "
+        f"{progress_every:g} s; Ctrl-C stops it"
+    )
+    sys.stdout.flush()
+    try:
+        with progress(doing[0], log, progress_every):
+            compiled = memory.compile_step(setup, step, batch, aux)
+    except Exception as e:  # noqa: BLE001 -- XLA's TPU compiler
+        verdict = _exhausted(e)
+        if verdict is None:
+            raise
+        raise memory.MemoryCheckError(
+            f"{what} does not fit in {topology.chip.name}'s "
+            f"{topology.chip.hbm_gib:g} GiB HBM per chip (XLA: {verdict}); lower "
+            f"train.batch_size ({int(config.train.batch_size)}), raise "
+            f"optim.grad_accum_steps, set model.remat=full, or use more chips"
+        ) from None
+    row = _report(compiled, topology, chips, task.flops(cfg, seq).total, phase, seq, mfu, log, what)
+    if not row["fits"]:
+        hbm = topology.chip.hbm_gib * memory.GiB
+        raise memory.MemoryCheckError(
+            memory.refusal(
+                row["memory"],
+                int(memory.HEADROOM * hbm),
+                f"{topology.chip.name}'s HBM",
+                what,
+                config,
+            )
+        )
+    del row["memory"]
+    return row
 
 
 def _report(

@@ -60,4 +60,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def get_sweep(arg: str | None = None) -> list[dict]:
     strategies = ("token", "span") if arg == "tiny" else STRATEGIES
-    return [{"data.mask_strategy": s} for s in strategies]
+    return [{"masking.strategy": s} for s in strategies]
