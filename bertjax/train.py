@@ -305,7 +305,14 @@ class Trainer(RunOutputs):
                     )
                     # A data mixture's rows per source (bertjax/data/mixture.py).
                     sources = getattr(batches.iterator, "metrics", dict)()
-                    self.last_metrics = {**window_metrics(window), **rates, **sources}
+                    means = window_metrics(window)
+                    if "packing_efficiency" in means and "tokens_per_s" in rates:
+                        # tokens_per_s counts rows x length; a packed run's real tokens
+                        # are the window's share of them (its positions' mean)
+                        rates["real_tokens_per_s"] = (
+                            rates["tokens_per_s"] * means["packing_efficiency"]
+                        )
+                    self.last_metrics = {**means, **rates, **sources}
                     self.writer.write_scalars(self.step, self.last_metrics, "train")
                     window, timed = [], 0
                 for hook in self.hooks:
