@@ -25,6 +25,16 @@ SIZES: dict[str, Any] = dict(
     intermediate_size=48,
     max_position_embeddings=40,
 )
+# Sixteen wide and one layer deep: for the tests that build several models each (a
+# distillation teacher and its student) or check a loss at initialisation.
+NARROW: dict[str, Any] = dict(
+    vocab_size=60,
+    hidden_size=16,
+    num_layers=1,
+    num_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=16,
+)
 
 # What makes each family's tiny model that family, on top of BERT's defaults.
 FAMILY: dict[str, dict[str, Any]] = {

@@ -27,6 +27,7 @@ import shutil
 
 import hflib
 import jax
+import modellib
 import numpy as np
 import pytest
 
@@ -291,19 +292,15 @@ def test_electra_pair_from_a_lone_discriminator_and_generator(tmp_path):
 
 
 def test_export_of_heads_no_class_holds_is_refused():
-    cfg, _, _ = None, None, None
-    from bertjax.models import ModelConfig
-
-    cfg = ModelConfig.from_dict(
-        dict(
-            family="bert",
-            vocab_size=VOCAB,
-            hidden_size=24,
-            num_layers=1,
-            num_heads=4,
-            intermediate_size=40,
-            heads=("mlm", "span"),
-        )
+    cfg = modellib.tiny(
+        "bert",
+        modellib.SIZES,
+        vocab_size=VOCAB,
+        hidden_size=24,
+        num_layers=1,
+        intermediate_size=40,
+        max_position_embeddings=512,  # ModelConfig's default: the size this test always had
+        heads=("mlm", "span"),
     )
     with pytest.raises(
         hf.ConversionError, match="no transformers bert class holds the heads mlm, span"

@@ -9,6 +9,7 @@ import sys
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import modellib
 import numpy as np
 import pytest
 
@@ -22,10 +23,8 @@ sys.path.insert(
 )
 import distill as distill_config  # noqa: E402  configs/distill.py
 
-SMALL = dict(
-    vocab_size=60, hidden_size=16, num_heads=2, intermediate_size=32, max_position_embeddings=16
-)
 B, L, P = 3, 10, 3
+V = modellib.NARROW["vocab_size"]  # the models' vocabulary: the ids drawn below
 
 
 def _batch(seed=0):
@@ -33,11 +32,11 @@ def _batch(seed=0):
     mask = np.ones((B, L), np.int32)
     mask[2, 7:] = 0
     return {
-        "input_ids": jnp.asarray(rng.integers(5, 60, (B, L)), jnp.int32),
+        "input_ids": jnp.asarray(rng.integers(5, V, (B, L)), jnp.int32),
         "token_type_ids": jnp.zeros((B, L), jnp.int32),
         "attention_mask": jnp.asarray(mask),
         "masked_lm_positions": jnp.asarray(rng.integers(1, 7, (B, P)), jnp.int32),
-        "masked_lm_ids": jnp.asarray(rng.integers(5, 60, (B, P)), jnp.int32),
+        "masked_lm_ids": jnp.asarray(rng.integers(5, V, (B, P)), jnp.int32),
         "masked_lm_weights": jnp.ones((B, P), jnp.float32),
         "pair_labels": jnp.full((B,), -1, jnp.int32),
     }
@@ -49,7 +48,7 @@ def _params(cfg, seed):
 
 
 def test_loss_is_zero_when_the_student_is_a_copy_of_the_teacher():
-    cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2})
+    cfg = modellib.tiny("bert", modellib.NARROW, num_layers=2)
     params = _params(cfg, 0)
     model = build(cfg)
     loss_fn = distill.distillation_loss_fn(model, model, train=False)
@@ -64,10 +63,10 @@ def test_loss_is_zero_when_the_student_is_a_copy_of_the_teacher():
 
 
 def test_no_gradient_reaches_the_teacher():
-    student_cfg = ModelConfig.from_dict(
-        {**SMALL, "num_layers": 1, "family": "distilbert", "type_vocab_size": 0}
+    student_cfg = modellib.tiny(
+        "distilbert", modellib.NARROW, num_layers=1, sinusoidal_positions=False
     )
-    teacher_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2})
+    teacher_cfg = modellib.tiny("bert", modellib.NARROW, num_layers=2)
     loss_fn = distill.distillation_loss_fn(build(student_cfg), build(teacher_cfg))
     student, teacher = _params(student_cfg, 0), _params(teacher_cfg, 1)
     g_student, g_teacher = jax.jit(
@@ -80,8 +79,8 @@ def test_no_gradient_reaches_the_teacher():
 def test_train_step_leaves_the_teacher_untouched_and_apart_from_the_state():
     from bertjax.optim import OptimConfig, make_optimizer
 
-    cfg = ModelConfig.from_dict({**SMALL, "num_layers": 1})
-    teacher_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2})
+    cfg = modellib.tiny("bert", modellib.NARROW, num_layers=1)
+    teacher_cfg = modellib.tiny("bert", modellib.NARROW, num_layers=2)
     model = build(cfg)
     oc = OptimConfig(learning_rate=1e-2, warmup_steps=0, total_steps=10)
     tx = make_optimizer(oc)
@@ -119,9 +118,9 @@ def test_default_teacher_layers_are_distilberts_and_explicit_ones_are_checked():
 
 
 def test_student_from_teacher_layers_has_exactly_those_weights():
-    teacher_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 4})
-    student_cfg = ModelConfig.from_dict(
-        {**SMALL, "num_layers": 2, "family": "distilbert", "type_vocab_size": 0}
+    teacher_cfg = modellib.tiny("bert", modellib.NARROW, num_layers=4)
+    student_cfg = modellib.tiny(
+        "distilbert", modellib.NARROW, num_layers=2, sinusoidal_positions=False
     )
     teacher = jax.tree.map(np.asarray, _params(teacher_cfg, 0))
     fresh = jax.tree.map(np.asarray, _params(student_cfg, 1))
@@ -144,7 +143,7 @@ def test_student_from_teacher_layers_has_exactly_those_weights():
     assert "token_type" not in student["embeddings"]  # dropped, as DistilBERT does
     # The other way round, a BERT student keeps what a DistilBERT teacher has none of.
     back, left = distill.student_from_teacher(
-        jax.tree.map(np.asarray, _params(ModelConfig.from_dict({**SMALL, "num_layers": 1}), 2)),
+        jax.tree.map(np.asarray, _params(modellib.tiny("bert", modellib.NARROW, num_layers=1), 2)),
         student,
         [1],
     )
@@ -157,7 +156,7 @@ def test_student_from_teacher_layers_has_exactly_those_weights():
             jax.tree.map(
                 np.asarray,
                 _params(
-                    ModelConfig.from_dict({**SMALL, "num_layers": 1, "intermediate_size": 48}), 0
+                    modellib.tiny("bert", modellib.NARROW, num_layers=1, intermediate_size=48), 0
                 ),
             ),
             teacher,
@@ -254,8 +253,8 @@ def test_flops_count_the_teachers_forward_pass():
 
 
 def test_a_bfloat16_teacher_gives_nearly_the_float32_targets():
-    cfg = ModelConfig.from_dict({**SMALL, "num_layers": 1})
-    teacher_cfg = ModelConfig.from_dict({**SMALL, "num_layers": 2})
+    cfg = modellib.tiny("bert", modellib.NARROW, num_layers=1)
+    teacher_cfg = modellib.tiny("bert", modellib.NARROW, num_layers=2)
     student, teacher = _params(cfg, 0), _params(teacher_cfg, 1)
     half = jax.tree.map(lambda x: x.astype(jnp.bfloat16), teacher)
     f32 = distill.distillation_loss_fn(build(cfg), build(teacher_cfg), train=False)

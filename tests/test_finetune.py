@@ -16,6 +16,7 @@ import os
 import re
 import sys
 
+import modellib
 import numpy as np
 import pytest
 
@@ -137,7 +138,7 @@ def finetuned(tmp_path_factory):
 
     from bertjax import modeldir, train
     from bertjax.data.tokenizers import train_wordpiece
-    from bertjax.models import ModelConfig, build, init_params
+    from bertjax.models import build, init_params
 
     root = tmp_path_factory.mktemp("finetune")
     rng = np.random.default_rng(0)
@@ -150,16 +151,9 @@ def finetuned(tmp_path_factory):
             ],
         )
     tok = train_wordpiece([" ".join(WORDS)] * 20, vocab_size=120)
-    cfg = ModelConfig.from_dict(
-        dict(
-            family="bert",
-            vocab_size=120,
-            hidden_size=32,
-            num_layers=2,
-            num_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=64,
-        )
+    # vocab_size: the tokenizer's above.
+    cfg = modellib.tiny(
+        "bert", vocab_size=120, num_heads=2, intermediate_size=64, max_position_embeddings=64
     )
     params = jax.tree.map(
         np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(init_params(build(cfg))))()

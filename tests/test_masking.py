@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
+import clilib
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -568,7 +567,7 @@ def test_module_imports_only_numpy():
         "bad = {'tensorflow', 'jax', 'transformers', 'torch', 'tokenizers'} & set(sys.modules); "
         "assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    clilib.python("-c", code, ok=True)
 
 
 @pytest.mark.parametrize("budget", ["candidates", "google"])

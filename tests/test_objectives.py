@@ -2,13 +2,14 @@
 
 import jax
 import jax.numpy as jnp
+import modellib
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from bertjax import objectives, tasks
-from bertjax.models import ModelConfig, build
+from bertjax.models import build
 from bertjax.models.registry import FAMILIES
 
 B, P, V = 3, 5, 11
@@ -160,14 +161,7 @@ def test_unknown_objectives_fail_clearly():
 
 
 def test_pretraining_loss_on_a_tiny_bert_starts_near_log_vocab():
-    cfg = ModelConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-    )
+    cfg = modellib.tiny("bert", modellib.NARROW, vocab_size=64)
     model = build(cfg)
     rng = np.random.default_rng(6)
     ids = rng.integers(5, 64, size=(4, 12)).astype(np.int32)

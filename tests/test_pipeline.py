@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
+import clilib
 import numpy as np
 import pytest
 
@@ -603,18 +602,7 @@ def test_batches_become_global_arrays_on_8_simulated_devices(data96, tmp_path):
         print("OK")
         """
     )
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = clilib.python("-c", script, devices=8, timeout=300)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
     assert "tensorflow" not in result.stderr.lower()
 

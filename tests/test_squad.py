@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+import modellib
 import numpy as np
 import pytest
 
@@ -283,25 +284,21 @@ def reader(tmp_path_factory, tokenizers_by_kind):
     import jax
 
     from bertjax import modeldir, train
-    from bertjax.models import ModelConfig, build, init_params
+    from bertjax.models import build, init_params
 
     root = tmp_path_factory.mktemp("squad")
     rng = np.random.default_rng(4)
     _write_json(str(root / "v1" / "train-v1.1.json"), reading_task(rng, 480, facts=(2, 6)))
     _write_json(str(root / "v1" / "dev-v1.1.json"), reading_task(rng, 60, facts=(2, 6)))
     _write_json(str(root / "v2" / "dev-v2.0.json"), reading_task(rng, 60, impossible=0.5))
-    cfg = ModelConfig.from_dict(
-        dict(
-            family="bert",
-            vocab_size=320,
-            hidden_size=64,
-            num_layers=2,
-            num_heads=4,
-            intermediate_size=128,
-            max_position_embeddings=64,
-            dropout_rate=0.0,
-            attention_dropout_rate=0.0,
-        )
+    cfg = modellib.tiny(
+        "bert",
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
     )
     params = jax.tree.map(
         np.asarray, jax.jit(lambda: __import__("flax").linen.unbox(init_params(build(cfg))))()

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import pickle
 import random
-import subprocess
-import sys
 from pathlib import Path
 
+import clilib
 import pytest
 import sentencepiece as spm
 import tokenizers
@@ -418,4 +417,4 @@ def test_runtime_needs_neither_transformers_nor_torch():
         "bad = {'transformers', 'torch', 'tensorflow'} & set(sys.modules); "
         "assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    clilib.python("-c", code, ok=True)
