@@ -246,24 +246,29 @@ class Trainer(RunOutputs):
         self.ctx.eval_step = self._eval_step_fn(model)
         return train_step_fn(dataclasses.replace(self.setup, model=model)), None, None
 
-    def _run_phase(self, phase: Phase, stop: StopRequest) -> str:
+    def _check_position(self, phase: Phase) -> None:
+        """A resumed data position must be of this phase's batch size and step."""
         position = self.data_position
         self.data_position = None
-        if position is not None and position.get("phase") == phase.index:
-            if position.get("batch_size") != phase.batch_size:
-                # The position counts batches: another size would skip or repeat examples.
-                raise TrainingError(
-                    f"{self.ckpts.step_dir(self.step)}: phase {phase.index + 1} was trained at "
-                    f"batch size {position.get('batch_size')}, the config says "
-                    f"{phase.batch_size}; resuming would skip or re-read examples. Resume "
-                    "with the checkpoint's batch size, or start another --workdir"
-                )
-            if position["pipeline"]["step"] != self.step - phase.start:
-                raise TrainingError(
-                    f"{self.ckpts.directory}/{self.step}: data position "
-                    f"{position['pipeline']['step']} disagrees with step {self.step} of phase "
-                    f"{phase.index + 1}; did train.steps or phase2 change?"
-                )
+        if position is None or position.get("phase") != phase.index:
+            return
+        if position.get("batch_size") != phase.batch_size:
+            # The position counts batches: another size would skip or repeat examples.
+            raise TrainingError(
+                f"{self.ckpts.step_dir(self.step)}: phase {phase.index + 1} was trained at "
+                f"batch size {position.get('batch_size')}, the config says "
+                f"{phase.batch_size}; resuming would skip or re-read examples. Resume "
+                "with the checkpoint's batch size, or start another --workdir"
+            )
+        if position["pipeline"]["step"] != self.step - phase.start:
+            raise TrainingError(
+                f"{self.ckpts.directory}/{self.step}: data position "
+                f"{position['pipeline']['step']} disagrees with step {self.step} of phase "
+                f"{phase.index + 1}; did train.steps or phase2 change?"
+            )
+
+    def _run_phase(self, phase: Phase, stop: StopRequest) -> str:
+        self._check_position(phase)
         batches = self.task.train_batches(phase, self.step - phase.start)
         seq_len, flops = batches.seq_len, batches.flops.total
         meter = Throughput(flops, self.peak, jax.device_count(), peak_source=self.peak_source)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import clilib
 import numpy as np
 import pytest
 import trainlib
@@ -111,17 +112,14 @@ def _key(ids, types, positions, labels, pair_label):
 def test_train_sees_exactly_the_records_written(google_data, tmp_path, monkeypatch):
     root, vocab, insts, files = google_data
     data = tmp_path / "data"
-    r = trainlib.run(
-        [
-            "python",
-            "-m",
-            "bertjax",
-            "prepare",
-            "import-google",
-            f"--from={root}/part-*.tfrecord",
-            f"--tokenizer={vocab}",
-            f"--out={data}",
-        ]
+    r = clilib.bertjax(
+        "prepare",
+        "import-google",
+        f"--from={root}/part-*.tfrecord",
+        f"--tokenizer={vocab}",
+        f"--out={data}",
+        devices=1,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == (
@@ -227,17 +225,14 @@ def test_bad_records_are_named_and_nothing_is_written(google_data, tmp_path):
 
 def test_cli_errors_are_one_line(google_data, tmp_path):
     root, vocab, _, _ = google_data
-    r = trainlib.run(
-        [
-            "python",
-            "-m",
-            "bertjax",
-            "prepare",
-            "import-google",
-            f"--from={root}/nothing-*.tfrecord",
-            f"--tokenizer={vocab}",
-            f"--out={tmp_path}/data",
-        ]
+    r = clilib.bertjax(
+        "prepare",
+        "import-google",
+        f"--from={root}/nothing-*.tfrecord",
+        f"--tokenizer={vocab}",
+        f"--out={tmp_path}/data",
+        devices=1,
+        timeout=300,
     )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
