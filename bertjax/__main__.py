@@ -180,6 +180,13 @@ def main() -> int:
     options = args[1 : args.index("--")] if "--" in args else args[1:]
     if any(a in HELP_ARGS + HELP_FULL_ARGS for a in options):
         return _help(command, options, full=any(a in HELP_FULL_ARGS for a in options))
+    if _EXIT_ON_ERROR:  # a command, not main() called by a test: the allocator first
+        from bertjax import allocator
+
+        try:
+            allocator.reexec()
+        except ValueError as e:
+            return _error(str(e))
     module = importlib.import_module(COMMANDS[command][0])
     from absl import flags
 

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from clilib import bertjax
+from test_allocator import expected_line as expected_allocator
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,8 @@ def test_packed_against_padded_and_dynamic_padding_counts_real_tokens(tokenizer_
     check = next(ln for ln in lines if ln.startswith("check: first-step loss"))
     got = re.search(r"ours=(\S+) reference=(\S+)", check)
     assert abs(float(got[1]) - float(got[2])) < 1e-5, check
+    # tcmalloc where the machine has it (python -m bertjax preloads it: allocator.py)
+    assert any(ln.startswith(expected_allocator()) for ln in lines), lines[:4]
     sides = [ln for ln in lines if ln.startswith(("ours (", "(a) ", "(b) "))]
     assert len(sides) == 3 and "BertForSequenceClassification" in sides[2], sides
 

@@ -118,6 +118,7 @@ def test_the_graph_sees_the_package():
 CORE = {
     "__init__",
     "__main__",
+    "allocator",
     "checkpoint",
     "configfile",
     "distributed",

@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import experiment
+from bertjax import allocator, experiment
 from bertjax.metrics import mfu
 from bertjax.peak_flops import resolve_peak_flops
 from bertjax.tools import bench_train as bt
@@ -158,6 +158,7 @@ def bench_pretraining(
         f"({real / (batch_size * seq_len):.1%} real), packed ({config.data.packing}) "
         f"{most} x {seq_len} ({real / (most * seq_len):.1%} real)"
     )
+    print_fn(f"host allocator: {allocator.describe()}")
     flops = setup.task.flops(cfg, seq_len).total
     peak, _ = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     result = {}
@@ -204,6 +205,7 @@ def bench_real(
         f"positions, {real / (batch_size * dynamic):.1%} of (b)'s, "
         f"{real / (ours_shape[0] * ours_shape[1]):.1%} of ours"
     )
+    print_fn(f"host allocator: {allocator.describe()}")
     flops = task.flops(cfg, seq_len).total
     peak, _ = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     ours = bt.bench_ours(setup, data["ours"], seconds, keep_initial=vs_torch)

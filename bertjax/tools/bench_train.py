@@ -56,7 +56,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bertjax import experiment, sharding
+from bertjax import allocator, experiment, sharding
 from bertjax.flops import train_flops_per_token
 from bertjax.memory import size
 from bertjax.models import ModelConfig, build, init_params
@@ -193,7 +193,8 @@ def _setup_lines(
         f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size} vocab "
         f"{cfg.vocab_size}, task {task.name}, batch {batch_size} x {seq_len}, {rows}; "
         f"{n} {jax.default_backend()} device(s), compute {cfg.dtype}"
-        + (f"; XLA_FLAGS={xla_flags}" if xla_flags else "")
+        + (f"; XLA_FLAGS={xla_flags}" if xla_flags else ""),
+        f"host allocator: {allocator.describe()}",
     ]
     if masked:
         lines.append(
