@@ -99,3 +99,19 @@ def test_describe_shows_the_resolved_training_values():
     text = training(c, tasks.get(c))  # no data is read for fine-tuning's epochs
     assert "finetune.epochs=10 over the train split; warmup 10% of the steps" in text
     assert "layer-wise lr decay 0.8 (google)" in text and "fine-tuning: rte from tfds" in text
+
+
+def test_describe_says_how_packing_turns_flops_per_token_into_flops_per_real_token():
+    from bertjax import tasks
+    from bertjax.tools.describe import training
+
+    for c, section in (
+        (finetune._pretrain().get_config("bert_tiny,runlocal"), "data"),
+        (finetune.get_config("demo_next,bert_tiny"), "finetune"),
+    ):
+        assert "packing:" not in training(c, tasks.get(c))  # off by default
+        c[section].packing = "best_fit"
+        line = next(ln for ln in training(c, tasks.get(c)).splitlines() if "packing" in ln)
+        assert line.startswith(f"packing: {section}.packing=best_fit, at most 16 sequences")
+        # 1 / 0.9 = 1.11: FLOPs per real token at 90% of the positions real
+        assert "/ the packing efficiency" in line and "at 90% real, 1.11 x" in line
