@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
         from bertjax.tools import bench_real, bench_train
 
         config = common.required(common.CONFIG)
-        if bench_real.available(config):  # a classification task's own examples, packed
+        if bench_real.available(config):  # a classification or tagging task's own examples
             bench_real.bench_real(config, _SECONDS.value, _VS_TORCH.value)
         else:
             bench_train.bench_train(config, _SECONDS.value, _VS_TORCH.value)

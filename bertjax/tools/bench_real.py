@@ -1,12 +1,16 @@
-r"""`bench train` on a classification task's own train split: packed rows against
-transformers' `*ForSequenceClassification` fed the two ways its users feed it.
+r"""`bench train` on a classification or tagging task's own train split: packed rows
+against transformers' `*ForSequenceClassification` / `*ForTokenClassification` fed the
+two ways its users feed it.
 
   python -m bertjax bench train --config=configs/finetune.py:demo_next,bert_mini \
       --config.tokenizer.path=/tmp/demo_data/tokenizer --vs_torch --seconds=20
+  python -m bertjax bench train --config=configs/finetune.py:demo_boundary,bert_mini \
+      --config.tokenizer.path=/tmp/demo_data/tokenizer --vs_torch --seconds=20
 
 `bench train` runs this instead of its synthetic batches when the config fine-tunes a
-sequence classifier (the glue task: GLUE, custom data, demo_next) and names a tokenizer
-(config.init_from or config.tokenizer.path), so the task's examples can be read. Every
+sequence classifier (the glue task: GLUE, custom data, demo_next) or a tagger (the ner
+task: CoNLL, demo_boundary) and names a tokenizer (config.init_from or
+config.tokenizer.path), so the task's examples can be read. Every
 side trains on the same first NUM_BATCHES train batches of the run, in the same order
 (train.batch_size sequences each, as training draws them), fed as:
 
@@ -22,7 +26,8 @@ same real tokens on every side, so the ratios are ratios of steps per second. MF
 the FLOPs per token at max_seq_length over real tokens. The last line is
 `ratio=R ours=X reference=Y unit=tokens/s` against (a), the line before it against (b)
 (`ours=X unit=tokens/s mfu=M` alone without --vs_torch). The first-step loss without
-dropout is the same function on every side (the mean over the same sequences), checked.
+dropout is the same function on every side (the mean over the same sequences, or over
+the same labelled tokens), checked.
 
 A pretraining config with prepared data and data.packing on times our step on the
 data's first batches packed against the same batches unpacked, in one run:
@@ -52,7 +57,7 @@ def available(config: Any) -> bool:
     examples (a tokenizer named), or prepared pretraining data with data.packing on."""
     if "data" in config:
         return bool(config.data.get("dir")) and config.data.get("packing", "off") != "off"
-    return config.get("task") == "glue" and bool(
+    return config.get("task") in ("glue", "ner") and bool(
         config.get("init_from") or config.tokenizer.get("path")
     )
 
@@ -213,7 +218,7 @@ def bench_real(
     initial = ours.pop("initial", None)
     print_fn(bt._side_line(f"ours (jax {jax.__version__}, packed, real tokens)", ours))
     result = {"ours": ours, "padded": None, "dynamic": None}
-    if not vs_torch or kind != "classification":
+    if not vs_torch or kind not in ("classification", "token_classification"):
         print_fn(f"ours={ours['tokens_per_s']:.0f} unit=tokens/s mfu={ours['mfu']:.4f}")
         return result
     for name, label in (("dynamic", "(b) dynamic padding"), ("padded", f"(a) padded to {seq_len}")):

@@ -19,6 +19,8 @@ same synthetic batches, made in numpy from `config.seed` by the task: ids in [5,
   reference is `<Family>ForSequenceClassification` with its own loss (cross-entropy,
   mean over rows; MSE for a regression); both sides run the same FLOPs. With
   config.init_from the architecture is the checkpoint's; the weights are random anyway.
+- tagging (an NER config): a random tag at every position;
+  `<Family>ForTokenClassification` (cross-entropy, mean over the labelled tokens).
 Ours is `steps.train_step` jitted with donation on the config's mesh; the reference is
 loaded with OUR initial parameters (the export name map, bertjax/convert/hf.py) and
 trained with torch.optim.AdamW (fused, as transformers' Trainer; same lr schedule,
@@ -38,8 +40,8 @@ The step is the config's task (bertjax/tasks): ELECTRA configs time the whole
 objective (generator, sampling, discriminator); distillation configs
 (configs/distill.py) time the student's step with a randomly initialised teacher of
 config.teacher's architecture running forward in it, and count its FLOPs. Neither has
-a transformers training reference, so `--vs_torch` refuses them, and for now the other
-fine-tuning heads (token classification, spans) too.
+a transformers training reference, so `--vs_torch` refuses them, and for now span
+heads (SQuAD) too.
 
 No TensorFlow is imported here (DESIGN.md); torch and transformers only with
 `--vs_torch`. Single host only.
@@ -76,8 +78,9 @@ CLASSIFICATION_HEADS = frozenset({"pooler", "classifier"})
 
 
 def reference_kind(cfg: ModelConfig, task: Any) -> str | None:
-    """ "pretraining" or "classification": the transformers model `--vs_torch` trains for
-    this model and task; None when transformers has no training reference."""
+    """ "pretraining", "classification" or "token_classification": the transformers
+    model `--vs_torch` trains for this model and task; None when transformers has no
+    training reference."""
     heads = set(cfg.heads)
     if task.teacher is not None:
         return None
@@ -85,6 +88,8 @@ def reference_kind(cfg: ModelConfig, task: Any) -> str | None:
         return "pretraining"
     if "classifier" in heads and heads <= CLASSIFICATION_HEADS:
         return "classification"
+    if heads == {"token_classifier"}:
+        return "token_classification"
     return None
 
 

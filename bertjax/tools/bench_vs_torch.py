@@ -70,7 +70,9 @@ def _torch_batches(
 ) -> list[dict[str, Any]]:
     """The same batches as transformers' inputs. Pretraining: MLM labels [B, L] are -100
     except at the masked positions; NSP / SOP labels under the family's argument name.
-    Classification: the labels [B] as they are (int64 classes, float32 targets)."""
+    Classification: the labels [B] as they are (int64 classes, float32 targets). Token
+    classification: the tags [B, L], -100 where label_weights is 0 (transformers' loss
+    is the mean over the others, as ours over the weighted tokens)."""
     import torch
 
     out = []
@@ -80,6 +82,8 @@ def _torch_batches(
             inputs["token_type_ids"] = b["token_type_ids"]
         if kind == "classification":
             inputs["labels"] = b["labels"]
+        elif kind == "token_classification":  # unlabelled pieces and padding: -100
+            inputs["labels"] = np.where(b["label_weights"] > 0, b["labels"], -100)
         else:
             labels = np.full(b["input_ids"].shape, -100, np.int64)
             np.put_along_axis(labels, b["masked_lm_positions"], b["masked_lm_ids"], axis=1)
