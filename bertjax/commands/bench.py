@@ -16,7 +16,7 @@ times our jitted train step on synthetic batches (no dataset is read, fine-tunin
 configs included) and, with --vs_torch, transformers' PyTorch model of the same family,
 size and heads (BertForPreTraining, BertForSequenceClassification, ...) from the same
 initial weights; its last line is `ratio=R ours=X reference=Y unit=tokens/s`
-(`ours=X unit=tokens/s mfu=M` alone). A classification fine-tuning config that names a
+(`ours=X unit=tokens/s mfu=M` alone). A classification or tagging config that names a
 tokenizer (config.init_from or config.tokenizer.path) is timed on its own train
 examples instead, packed, against transformers fed padded to max_seq_length and with
 dynamic padding, counting real tokens (bertjax/tools/bench_real.py).
