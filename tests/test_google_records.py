@@ -239,3 +239,46 @@ def test_cli_errors_are_one_line(google_data, tmp_path):
         f"error: --from='{root}/nothing-*.tfrecord' matches no file"
     ], r.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_google_records_pack_at_read_time_holding_exactly_the_records_written(
+    google_data, tmp_path
+):
+    """data.packing on Google-format static data (docs/packing.md): each packed row
+    holds whole records, with their own token types, masked positions (moved into the
+    row) and NSP labels; an epoch of packed batches holds every record once."""
+    import test_packer
+
+    from bertjax.data import packer
+
+    root, vocab, insts, files = google_data
+    _import(files, vocab, tmp_path / "data")
+    config = pipeline.PipelineConfig(
+        split="train",
+        global_batch_size=8,
+        seed=0,
+        shuffle_buffer=24,
+        packing="best_fit",
+        packing_row_multiple=2,
+    )
+    batches = test_packer.tpl._take(
+        pipeline.Pipeline(Manifest.read(str(tmp_path / "data")), config), 3
+    )
+    rows = 0
+    for b in batches:
+        packer.check(b)
+        assert b["input_ids"].shape[1] == LENGTH and b["masked_lm_positions"].shape[1] == 5
+        rows += len(b["input_ids"])
+    assert rows < 24  # records of 5-27 tokens: several to a 32-token row
+    want = [
+        (
+            tuple(int(v) for v in x["input_ids"]),
+            tuple(int(v) for v in x["token_type_ids"]),
+            tuple(int(v) for v in x["positions"]),
+            tuple(int(v) for v in x["labels"]),
+            x["pair_label"],
+        )
+        for x in insts
+    ]
+    got = [s for b in batches for s in test_packer._sequences(b)]
+    assert sorted(got) == sorted(want)
