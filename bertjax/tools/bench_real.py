@@ -161,9 +161,9 @@ def bench_pretraining(
         f"{setup.task.name}, data {config.data.dir}: {batch_size} sequences a step, "
         f"{real:.0f} real tokens; unpacked {batch_size} x {seq_len} "
         f"({real / (batch_size * seq_len):.1%} real), packed ({config.data.packing}) "
-        f"{most} x {seq_len} ({real / (most * seq_len):.1%} real)"
+        f"{most} x {seq_len} ({real / (most * seq_len):.1%} real); host allocator: "
+        f"{allocator.describe()}"
     )
-    print_fn(f"host allocator: {allocator.describe()}")
     flops = setup.task.flops(cfg, seq_len).total
     peak, _ = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     result = {}
@@ -200,7 +200,8 @@ def bench_real(
         f"{task.name}, {batch_size} sequences a step from its train split "
         f"({len(lengths):,} examples: {lengths.mean():.1f} tokens on average, at most "
         f"{lengths.max()}; {_histogram(lengths, seq_len)}); {jax.device_count()} "
-        f"{jax.default_backend()} device(s), compute {cfg.dtype}"
+        f"{jax.default_backend()} device(s), compute {cfg.dtype}; host allocator: "
+        f"{allocator.describe()}"
     )
     print_fn(
         f"rows a step: ours {ours_shape[0]} x {ours_shape[1]} packed ({data['method']}), "
@@ -210,7 +211,6 @@ def bench_real(
         f"positions, {real / (batch_size * dynamic):.1%} of (b)'s, "
         f"{real / (ours_shape[0] * ours_shape[1]):.1%} of ours"
     )
-    print_fn(f"host allocator: {allocator.describe()}")
     flops = task.flops(cfg, seq_len).total
     peak, _ = resolve_peak_flops(float(config.train.peak_flops), cfg.dtype)
     ours = bt.bench_ours(setup, data["ours"], seconds, keep_initial=vs_torch)

@@ -198,8 +198,8 @@ def _setup_lines(
         f"bench train: {cfg.family} L{cfg.num_layers} H{cfg.hidden_size} vocab "
         f"{cfg.vocab_size}, task {task.name}, batch {batch_size} x {seq_len}, {rows}; "
         f"{n} {jax.default_backend()} device(s), compute {cfg.dtype}"
-        + (f"; XLA_FLAGS={xla_flags}" if xla_flags else ""),
-        f"host allocator: {allocator.describe()}",
+        + (f"; XLA_FLAGS={xla_flags}" if xla_flags else "")
+        + f"; host allocator: {allocator.describe()}"
     ]
     if masked:
         lines.append(
