@@ -285,13 +285,46 @@ def test_local_attention_equals_a_dense_band_reference(kernel, packed, window):
     np.testing.assert_allclose(np.asarray(got)[real], ref[real], atol=2e-6, rtol=0)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_the_tpu_kernels_band_equals_the_reference_and_xla_in_values_and_gradients(packed):
+    """Pallas' splash attention with a LocalMask (the tpu kernel of a local layer), run in
+    Pallas' interpret mode on the CPU: the kernel's own code, on whole 128-token blocks."""
+    rng = np.random.default_rng(3)
+    q, k, v, g = (rng.standard_normal((2, 128, 2, 64)).astype(np.float32) for _ in range(4))
+    seg = np.ones((2, 128), np.int32)
+    seg[1, 90:] = 0  # padding
+    if packed:
+        seg[0, 50:] = 2
+        seg[1, 30:90] = 2
+    mask = AttentionMask(jnp.asarray(seg), packed)
+    real = seg > 0
+    window = 16
+
+    def run(kernel, q, k, v):
+        out = attend(q, k, v, mask, kernel, lambda p: p, window=window)
+        return out, jnp.sum(jnp.where(jnp.asarray(real)[..., None, None], out * g, 0.0))
+
+    got = run("tpu", *map(jnp.asarray, (q, k, v)))[0]
+    ref = _band_reference(q, k, v, seg, window)
+    np.testing.assert_allclose(np.asarray(got)[real], ref[real], atol=2e-6, rtol=0)
+    grads = {
+        kernel: jax.grad(lambda *a, kernel=kernel: run(kernel, *a)[1], argnums=(0, 1, 2))(
+            *map(jnp.asarray, (q, k, v))
+        )
+        for kernel in ("tpu", "xla")
+    }
+    for name, a, b in zip("qkv", grads["tpu"], grads["xla"], strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=0, err_msg=name)
+
+
 def test_windowed_layers_pick_kernels_that_have_a_band():
     cfg = ModelConfig.from_preset("modernbert_tiny", attention="cudnn")
     assert attention_kernel(cfg, True, "gpu", 256, window=0) == "cudnn"
     assert attention_kernel(cfg, True, "gpu", 256, window=16) == "xla"  # no right window
     tpu = cfg.replace(attention="tpu")
     assert attention_kernel(tpu, True, "tpu", 256, window=0) == "tpu"
-    assert attention_kernel(tpu, True, "tpu", 256, window=16) == "xla"  # no band in Pallas
+    assert attention_kernel(tpu, True, "tpu", 256, window=16) == "tpu"  # splash's band
+    assert attention_kernel(tpu, True, "tpu", 200, window=16) == "xla"  # not whole blocks
 
 
 def test_modernbert_einsum_and_xla_paths_agree_with_padding():

@@ -113,9 +113,9 @@ def attention_kernel(
     the mask's bias. cudnn runs xla: jax.nn.dot_product_attention's cuDNN path takes
     local_window_size only as a left (causal) window and refuses a right one (jax
     0.10, nn/functions.py: "cuDNN doesn't support right window"), and an encoder's band
-    is two-sided. tpu runs xla: the Pallas flash kernel takes segment ids but no band
-    (splash attention's LocalMask would; not wired in yet). Global layers of the same
-    model keep their fused kernel.
+    is two-sided. tpu runs Pallas' splash attention with a two-sided LocalMask band and
+    the segment ids (interpreted off a TPU, so the CPU tests run the kernel itself).
+    Global layers of the same model keep their fused kernel.
     """
     kernel = cfg.attention
     if kernel == "auto":
@@ -126,19 +126,15 @@ def attention_kernel(
             kernel = "cudnn"
         else:
             kernel = "tpu" if platform == "tpu" else "xla"
-    if kernel == "tpu" and ((length is not None and length % TPU_BLOCK) or window):
+    if kernel == "tpu" and length is not None and length % TPU_BLOCK:
         return "xla"
     if kernel == "cudnn" and (packed or window):
         return "xla"
     return kernel
 
 
-def _tpu_flash(q: Array, k: Array, v: Array, mask: AttentionMask, scale: float) -> Array:
-    """Pallas flash attention on TPU; q, k, v [b, t, h, d] -> [b, t, h, d].
-
-    A Pallas kernel is opaque to XLA's partitioner, so under a mesh (`jax.set_mesh`, as
-    `sharding.activation_rules_context` opens) it runs per shard in a shard_map: batch
-    and heads split as the logical rules say; the length must not be split."""
+def _flash(scale: float) -> Callable[[Array, Array, Array, Array], Array]:
+    """The Pallas flash-attention kernel: q, k, v [b, t, h, d], segment ids [b, t]."""
     from jax.experimental.pallas.ops.tpu import flash_attention as fa
 
     def kernel(q: Array, k: Array, v: Array, seg: Array) -> Array:
@@ -151,6 +147,49 @@ def _tpu_flash(q: Array, k: Array, v: Array, mask: AttentionMask, scale: float) 
         )
         return out.transpose(0, 2, 1, 3)
 
+    return kernel
+
+
+def _splash_local(scale: float, window: int) -> Callable[[Array, Array, Array, Array], Array]:
+    """The Pallas splash-attention kernel with a band (`splash_attention_mask.LocalMask`,
+    keys within window // 2 of the query on either side) and segment ids, row by row.
+    Off a TPU (tests on the CPU) it runs in Pallas' interpret mode."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+
+    interpret = (TARGET_PLATFORM.get() or jax.default_backend()) != "tpu"
+
+    def kernel(q: Array, k: Array, v: Array, seg: Array) -> Array:
+        length, heads = q.shape[1], q.shape[2]  # this shard's heads
+        band = sm.LocalMask((length, length), window_size=(window // 2, window // 2), offset=0)
+        splash = sk.make_splash_mha(
+            sm.MultiHeadMask([band] * heads), head_shards=1, q_seq_shards=1, interpret=interpret
+        )
+
+        def row(q: Array, k: Array, v: Array, s: Array) -> Array:  # [t, h, d], [t]
+            out = splash(
+                (q * jnp.asarray(scale, q.dtype)).transpose(1, 0, 2),  # splash does not scale
+                k.transpose(1, 0, 2),
+                v.transpose(1, 0, 2),
+                segment_ids=sk.SegmentIds(q=s, kv=s),
+            )
+            return out.transpose(1, 0, 2)
+
+        return jax.vmap(row)(q, k, v, seg)
+
+    return kernel
+
+
+def _tpu_pallas(
+    q: Array, k: Array, v: Array, mask: AttentionMask, scale: float, window: int = 0
+) -> Array:
+    """Pallas attention on TPU; q, k, v [b, t, h, d] -> [b, t, h, d]: flash attention, or
+    splash attention with a band for a local layer (`window` > 0).
+
+    A Pallas kernel is opaque to XLA's partitioner, so under a mesh (`jax.set_mesh`, as
+    `sharding.activation_rules_context` opens) it runs per shard in a shard_map: batch
+    and heads split as the logical rules say; the length must not be split."""
+    kernel = _splash_local(scale, window) if window else _flash(scale)
     seg = mask.segments  # the kernel attends within equal ids: sequences, padding
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
@@ -202,4 +241,4 @@ def attend(
             key_value_seq_lengths=lengths,
             implementation="cudnn",
         )
-    return _tpu_flash(q, k, v, mask, scale)
+    return _tpu_pallas(q, k, v, mask, scale, window)
