@@ -317,6 +317,27 @@ def test_the_tpu_kernels_band_equals_the_reference_and_xla_in_values_and_gradien
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=0, err_msg=name)
 
 
+def test_the_tpu_kernels_band_lowers_for_a_tpu_as_mosaic_kernels():
+    """For a TPU target (what `compile` sets) the splash kernel is not interpreted: its
+    forward and backward lower to Mosaic custom calls, without a TPU here."""
+    from bertjax.models.attention import TARGET_PLATFORM
+
+    q = jnp.zeros((2, 256, 2, 64), jnp.bfloat16)
+    seg = jnp.ones((2, 256), jnp.int32)
+
+    def loss(q, k, v):
+        out = attend(q, k, v, AttentionMask(seg, True), "tpu", lambda p: p, window=32)
+        return jnp.sum(out.astype(jnp.float32))
+
+    token = TARGET_PLATFORM.set("tpu")
+    try:
+        lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, q, q)
+        text = lowered.lower(lowering_platforms=("tpu",)).as_text()
+    finally:
+        TARGET_PLATFORM.reset(token)
+    assert text.count("tpu_custom_call") >= 2, text.count("tpu_custom_call")  # fwd, bwd
+
+
 def test_windowed_layers_pick_kernels_that_have_a_band():
     cfg = ModelConfig.from_preset("modernbert_tiny", attention="cudnn")
     assert attention_kernel(cfg, True, "gpu", 256, window=0) == "cudnn"
