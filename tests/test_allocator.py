@@ -92,6 +92,13 @@ def test_a_command_with_a_missing_library_fails_in_one_line_before_any_work():
 
 
 def expected_line() -> str:
-    """What `bench train` prints as its allocator here (tests/test_bench_real.py)."""
-    lib = allocator.find_tcmalloc(allocator.library_dirs())
-    return "host allocator: tcmalloc" if lib else "host allocator: the C library's malloc"
+    """What `bench train` prints as its allocator here (tests/test_bench_real.py): what
+    `python -m bertjax` chooses in this environment (BERTJAX_ALLOCATOR=system: none)."""
+    preloaded = os.environ.get("LD_PRELOAD", "")
+    for name in ("tcmalloc", "jemalloc"):
+        if name in preloaded:
+            return f"host allocator: {name}"
+    lib = allocator.choose(os.environ, allocator.library_dirs())
+    if lib and "tcmalloc" in os.path.basename(lib):
+        return "host allocator: tcmalloc"
+    return "host allocator: the C library's malloc"
