@@ -35,13 +35,13 @@ import numpy as np
 
 from bertjax.convert import hf
 from bertjax.convert.google_checkpoint import (
-    _family,
-    _find_checkpoint,
-    _first_file,
-    _read_json,
-    _Reader,
-    _search_dirs,
-    _training_only,
+    Reader,
+    checkpoint_family,
+    find_checkpoint,
+    first_file,
+    read_json,
+    search_dirs,
+    training_only,
 )
 from bertjax.convert.hf import ConversionError
 from bertjax.models.config import ConfigError, ModelConfig
@@ -109,7 +109,7 @@ def _to_model_config(configs: Mapping[str, Mapping[str, Any]], source: str) -> M
 
 def _config_file(fam: Family, path: str) -> ModelConfig:
     """bert_config.json / albert_config.json -> ModelConfig (through HF's key names)."""
-    google = _read_json(path)
+    google = read_json(path)
     keys = _SHARED_CONFIG_KEYS + fam.google.config_keys
     d: dict[str, Any] = {k: google[k] for k in keys if k in google}
     d["model_type"] = fam.hf.model_type
@@ -123,7 +123,7 @@ def _config_file(fam: Family, path: str) -> ModelConfig:
     return _to_model_config({"": d}, path)
 
 
-def _electra_config(reader: _Reader, hints_path: str | None) -> ModelConfig:
+def _electra_config(reader: Reader, hints_path: str | None) -> ModelConfig:
     """ELECTRA sizes from tensor shapes; heads and activation from hints or ELECTRA's rules."""
     src = reader.prefix
 
@@ -138,7 +138,7 @@ def _electra_config(reader: _Reader, hints_path: str | None) -> ModelConfig:
 
     hints: dict[str, Any] = {}
     if hints_path:
-        raw = _read_json(hints_path)
+        raw = read_json(hints_path)
         hints = {**raw, **(raw.get("model_hparam_overrides") or {})}
     vocab, embed = shape("electra/embeddings/word_embeddings", 2)
     common = {
@@ -199,7 +199,7 @@ def _electra_config(reader: _Reader, hints_path: str | None) -> ModelConfig:
 
 def _tokenizer_files(fam: Family, dirs: list[str], cfg: ModelConfig) -> dict[str, str]:
     if fam.google.vocab_files != ("vocab.txt",):  # a SentencePiece model
-        spm = _first_file(dirs, fam.google.vocab_files)
+        spm = first_file(dirs, fam.google.vocab_files)
         if spm is None:
             models = sorted(
                 os.path.join(d, f)
@@ -210,7 +210,7 @@ def _tokenizer_files(fam: Family, dirs: list[str], cfg: ModelConfig) -> dict[str
             )
             spm = models[0] if len(models) == 1 else None
         return {"spiece.model": spm} if spm else {}
-    vocab = _first_file(dirs, ("vocab.txt",))
+    vocab = first_file(dirs, ("vocab.txt",))
     if vocab is None:
         return {}
     with open(vocab, encoding="utf-8", errors="replace") as f:
@@ -247,12 +247,12 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
     does not know, a missing variable or a shape that does not fit the config raises
     `ConversionError` naming it.
     """
-    prefix = _find_checkpoint(directory)
-    dirs = _search_dirs(directory, prefix)
-    reader = _Reader(prefix)
-    fam = _family(reader)
+    prefix = find_checkpoint(directory)
+    dirs = search_dirs(directory, prefix)
+    reader = Reader(prefix)
+    fam = checkpoint_family(reader)
     config_files = fam.google.config_files
-    config_path = _first_file(dirs, config_files)
+    config_path = first_file(dirs, config_files)
     if fam.google.sizes_from_tensors:
         cfg = _electra_config(reader, config_path)
         cfg_source = config_path or "the shapes of the checkpoint"
@@ -276,7 +276,7 @@ def load(directory: str) -> tuple[ModelConfig, dict, dict[str, str]]:
             shape = hf.hf_shape(entries[hf_key], ours[entries[hf_key].path])
             hf_shapes[name] = shape[::-1] if transposed else shape
 
-    unknown = sorted(n for n in reader.shapes if n not in wanted and not _training_only(n))
+    unknown = sorted(n for n in reader.shapes if n not in wanted and not training_only(n))
     if unknown:
         raise ConversionError(
             f"{prefix}: unknown variable {unknown[0]} ({len(unknown)} unknown in all)"

@@ -1,11 +1,12 @@
 """Finding and reading an original Google TF checkpoint (google.py converts it).
 
 A directory (or its `variables/`, as TF-Hub modules store it) or a checkpoint prefix
-becomes one checkpoint prefix (`_find_checkpoint`); `_Reader` gives its variables'
+becomes one checkpoint prefix (`find_checkpoint`); `Reader` gives its variables'
 names and shapes and reads tensors on demand as float32; the variables that only
-training needs (optimizer slots, counters) are told apart (`_training_only`), and the
-family is the one whose `google.marker` the variables carry (`_family`). Config and
-vocabulary files next to the checkpoint are found with `_search_dirs`/`_first_file`.
+training needs (optimizer slots, counters) are told apart (`training_only`), and the
+family is the one whose `google.marker` the variables carry (`checkpoint_family`).
+Config and vocabulary files next to the checkpoint are found with
+`search_dirs`/`first_file`.
 
 TensorFlow is imported only when a checkpoint is read.
 """
@@ -91,7 +92,7 @@ def _checkpoint_in(directory: str) -> str | None:
     )
 
 
-def _find_checkpoint(path: str) -> str:
+def find_checkpoint(path: str) -> str:
     """A checkpoint prefix from a directory (or `variables/` inside it, as TF-Hub
     modules store it) or from a prefix itself."""
     if os.path.isfile(path + ".index"):
@@ -116,13 +117,13 @@ def is_google_checkpoint(directory: str) -> bool:
     )
 
 
-def _search_dirs(path: str, prefix: str) -> list[str]:
+def search_dirs(path: str, prefix: str) -> list[str]:
     base = path if os.path.isdir(path) else os.path.dirname(prefix)
     dirs = [base, os.path.join(base, "assets"), os.path.dirname(prefix)]
     return list(dict.fromkeys(os.path.normpath(d) for d in dirs))
 
 
-def _first_file(dirs: list[str], names: tuple[str, ...]) -> str | None:
+def first_file(dirs: list[str], names: tuple[str, ...]) -> str | None:
     for name in names:
         for d in dirs:
             if os.path.isfile(os.path.join(d, name)):
@@ -130,7 +131,7 @@ def _first_file(dirs: list[str], names: tuple[str, ...]) -> str | None:
     return None
 
 
-def _read_json(path: str) -> dict[str, Any]:
+def read_json(path: str) -> dict[str, Any]:
     try:
         with open(path) as f:
             obj = json.load(f)
@@ -141,7 +142,7 @@ def _read_json(path: str) -> dict[str, Any]:
     return obj
 
 
-class _Reader:
+class Reader:
     """Names and shapes of a TF checkpoint, tensors read on demand as float32."""
 
     def __init__(self, prefix: str) -> None:
@@ -177,11 +178,11 @@ def _one_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _training_only(name: str) -> bool:
+def training_only(name: str) -> bool:
     return name in _TRAINING_ONLY_NAMES or name.rsplit("/", 1)[-1] in _TRAINING_ONLY_LEAVES
 
 
-def _family(reader: _Reader) -> Family:
+def checkpoint_family(reader: Reader) -> Family:
     """The family whose `google.marker` the variables carry (the longest matching one:
     ALBERT's bert/encoder/transformer/ before BERT's bert/)."""
     records = sorted(
