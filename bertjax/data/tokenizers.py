@@ -30,7 +30,7 @@ import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
 
 from bertjax.data import tokenizer_files as files
-from bertjax.data.tokenizer_files import TokenizerFileError  # noqa: F401 - load_tokenizer's
+from bertjax.data.tokenizer_files import TokenizerFileError
 
 _REQUIRED_ROLES = ("cls", "sep", "pad", "mask", "unk")
 
