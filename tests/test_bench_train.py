@@ -179,3 +179,25 @@ def test_finetuning_synthetic_batches(monkeypatch, dataset, dtype, high):
     labels = np.concatenate([x["labels"] for x in a])
     assert labels.dtype == dtype and labels.shape == (8,) and 0 <= labels.min()
     assert labels.max() < high
+
+
+@pytest.mark.parametrize(
+    "dataset, reference",
+    [("demo_boundary", "BertForTokenClassification"), ("squad_v1", "BertForQuestionAnswering")],
+)
+def test_tagging_and_span_configs_against_their_transformers_classes(dataset, reference):
+    """Synthetic rows (no dataset read): a random tag at every position, or a random span
+    per row; the same weights give the same first loss on both sides."""
+    rc, lines, err = _run(
+        f"--config=configs/finetune.py:{dataset},bert_tiny,runlocal",
+        *_TINY_SST2[1:],
+        "--vs_torch",
+        torch=True,
+    )
+    assert rc == 0, err
+    assert re.fullmatch(r"ratio=\d+\.\d\d ours=\d+ reference=\d+ unit=tokens/s", lines[-1])
+    side = next(ln for ln in lines if ln.startswith("reference ("))
+    assert reference in side, side
+    check = next(ln for ln in lines if ln.startswith("check: first-step loss"))
+    got = re.search(r"ours=(\S+) reference=(\S+)", check)
+    assert abs(float(got[1]) - float(got[2])) < 1e-4, check

@@ -21,6 +21,9 @@ same synthetic batches, made in numpy from `config.seed` by the task: ids in [5,
   config.init_from the architecture is the checkpoint's; the weights are random anyway.
 - tagging (an NER config): a random tag at every position;
   `<Family>ForTokenClassification` (cross-entropy, mean over the labelled tokens).
+- extractive QA (a SQuAD config): a random span of up to 30 tokens per row;
+  `<Family>ForQuestionAnswering` (the mean of the start and end cross-entropies, as
+  ours on these full-length rows).
 Ours is `steps.train_step` jitted with donation on the config's mesh; the reference is
 loaded with OUR initial parameters (the export name map, bertjax/convert/hf.py) and
 trained with torch.optim.AdamW (fused, as transformers' Trainer; same lr schedule,
@@ -40,8 +43,7 @@ The step is the config's task (bertjax/tasks): ELECTRA configs time the whole
 objective (generator, sampling, discriminator); distillation configs
 (configs/distill.py) time the student's step with a randomly initialised teacher of
 config.teacher's architecture running forward in it, and count its FLOPs. Neither has
-a transformers training reference, so `--vs_torch` refuses them, and for now span
-heads (SQuAD) too.
+a transformers training reference, so `--vs_torch` refuses them.
 
 No TensorFlow is imported here (DESIGN.md); torch and transformers only with
 `--vs_torch`. Single host only.
@@ -78,9 +80,9 @@ CLASSIFICATION_HEADS = frozenset({"pooler", "classifier"})
 
 
 def reference_kind(cfg: ModelConfig, task: Any) -> str | None:
-    """ "pretraining", "classification" or "token_classification": the transformers
-    model `--vs_torch` trains for this model and task; None when transformers has no
-    training reference."""
+    """ "pretraining", "classification", "token_classification" or
+    "question_answering": the transformers model `--vs_torch` trains for this model and
+    task; None when transformers has no training reference."""
     heads = set(cfg.heads)
     if task.teacher is not None:
         return None
@@ -90,6 +92,8 @@ def reference_kind(cfg: ModelConfig, task: Any) -> str | None:
         return "classification"
     if heads == {"token_classifier"}:
         return "token_classification"
+    if heads == {"span"}:
+        return "question_answering"
     return None
 
 

@@ -72,7 +72,8 @@ def _torch_batches(
     except at the masked positions; NSP / SOP labels under the family's argument name.
     Classification: the labels [B] as they are (int64 classes, float32 targets). Token
     classification: the tags [B, L], -100 where label_weights is 0 (transformers' loss
-    is the mean over the others, as ours over the weighted tokens)."""
+    is the mean over the others, as ours over the weighted tokens). Question answering:
+    the spans' start and end token indices [B]."""
     import torch
 
     out = []
@@ -84,6 +85,8 @@ def _torch_batches(
             inputs["labels"] = b["labels"]
         elif kind == "token_classification":  # unlabelled pieces and padding: -100
             inputs["labels"] = np.where(b["label_weights"] > 0, b["labels"], -100)
+        elif kind == "question_answering":
+            inputs["start_positions"], inputs["end_positions"] = b["start"], b["end"]
         else:
             labels = np.full(b["input_ids"].shape, -100, np.int64)
             np.put_along_axis(labels, b["masked_lm_positions"], b["masked_lm_ids"], axis=1)
