@@ -407,3 +407,43 @@ def test_a_sweep_in_a_bucket_and_its_report_there(sweep, tmp_path, bucket):
     assert paths.listdir(out) == ["downstream.png", "loss.png", "report.csv", "report.md"]
     with open(os.path.join(local_out, "report.csv"), "rb") as f:
         assert paths.read_bytes(f"{out}/report.csv") == f.read()
+
+
+def _run_of(name, overrides, train, eval_, next_scores=None):
+    down = {}
+    if next_scores is not None:  # a fine-tuning per seed: its median is the run's figure
+        scores = tuple(next_scores)
+        down[("demo_next", "accuracy")] = compare.Downstream(scores, sorted(scores)[1])
+    return compare.Run(
+        path=f"/runs/{name}",
+        name=name,
+        config={},
+        train_loss=[(10, train + 1.0), (20, train)],
+        eval_loss=[(20, eval_)] if eval_ is not None else [],
+        tokens_per_s=None,
+        mfu=None,
+        wall_time_s=1.0,
+        downstream=down,
+        overrides=overrides,
+    )
+
+
+def test_runs_that_differ_only_by_seed_are_summarised_per_setting():
+    runs = [
+        _run_of("a0", {"model.mlp": "dense", "seed": 0}, 5.0, 4.0, [0.1, 0.6, 0.9]),
+        _run_of("a1", {"model.mlp": "dense", "seed": 1}, 5.5, 4.4, [0.2, 0.5, 0.7]),
+        _run_of("a2", {"model.mlp": "dense", "seed": 2}, 4.0, 4.2, [0.3, 0.4, 0.8]),
+        _run_of("b0", {"model.mlp": "glu", "seed": 0}, 3.0, None),
+        _run_of("b1", {"model.mlp": "glu", "seed": 1}, 2.0, None),
+    ]
+    rows = report_lib.seeds_table(runs).splitlines()
+    assert rows[0] == "| setting | seeds | train loss | eval loss | demo_next/accuracy |"
+    # by hand: train 5.0, 5.5, 4.0 -> median 5; eval 4.0, 4.4, 4.2 -> 4.2; the downstream
+    # medians 0.6, 0.5, 0.4 -> 0.5; two seeds: the mean of the middle two
+    assert rows[2] == (
+        "| model.mlp=dense | 0, 1, 2 | 5 [4-5.5] (n=3) | 4.2 [4-4.4] (n=3) | 0.5 [0.4-0.6] (n=3) |"
+    )
+    assert rows[3] == "| model.mlp=glu | 0, 1 | 2.5 [2-3] (n=2) |  |  |"
+    assert report_lib.seeds_table(runs[:1] + runs[3:4]) is None  # one seed a setting
+    assert "Over seeds" in report_lib.markdown_report(runs)
+    assert "Over seeds" not in report_lib.markdown_report(runs[:1])

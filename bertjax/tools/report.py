@@ -151,6 +151,43 @@ def markdown_table(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
+def _spread(values: Sequence[float]) -> str:
+    """ "median [min-max] (n=N)" of `values`."""
+    v = sorted(values)
+    mid = len(v) // 2
+    median = v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+    return f"{median:.4g} [{v[0]:.4g}-{v[-1]:.4g}] (n={len(v)})"
+
+
+def seeds_table(runs: Sequence[Run]) -> str | None:
+    """Runs that differ only by `seed`, one row per setting: the median [min-max] over
+    its seeds of the final train and eval loss and of each downstream median; None when
+    no setting has several seeds."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        rest = {k: v for k, v in run.overrides.items() if k != "seed"}
+        groups.setdefault(overrides_text(rest) or "(no other override)", []).append(run)
+    if all(len(g) < 2 for g in groups.values()):
+        return None
+    keys = downstream_keys(runs)
+    header = ["setting", "seeds", "train loss", "eval loss"]
+    header += [f"{task}/{metric}" for task, metric in keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for setting, group in groups.items():
+        evals = [r.eval_loss[-1][1] for r in group if r.eval_loss]
+        cells = [
+            setting,
+            ", ".join(str(r.overrides.get("seed", "")) for r in group),
+            _spread([r.train_loss[-1][1] for r in group]),
+            _spread(evals) if evals else "",
+        ]
+        for key in keys:
+            scores = [r.downstream[key].median for r in group if key in r.downstream]
+            cells.append(_spread(scores) if scores else "")
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- plots
 
 
@@ -274,9 +311,16 @@ def markdown_report(runs: Sequence[Run]) -> str:
         for columns, text in _NOTES
         if columns != ("TASK/METRIC",) or downstream_keys(runs)
     ]
-    parts = [
-        "# Compared runs",
-        markdown_table(runs),
+    parts = ["# Compared runs", markdown_table(runs)]
+    seeds = seeds_table(runs)
+    if seeds is not None:
+        parts += [
+            "Over seeds (runs whose overrides differ only by `seed`): the median [min-max] "
+            "of each run's final figure; a downstream cell takes each run's median over "
+            "its fine-tuning seeds.",
+            seeds,
+        ]
+    parts += [
         "How each figure is computed:\n\n" + "\n".join(notes),
         "![loss curves](loss.png)",
         _LOSS_CAPTION,
