@@ -271,14 +271,8 @@ def test_google_records_pack_at_read_time_holding_exactly_the_records_written(
         rows += len(b["input_ids"])
     assert rows < 24  # records of 5-27 tokens: several to a 32-token row
     want = [
-        (
-            tuple(int(v) for v in x["input_ids"]),
-            tuple(int(v) for v in x["token_type_ids"]),
-            tuple(int(v) for v in x["positions"]),
-            tuple(int(v) for v in x["labels"]),
-            x["pair_label"],
-        )
+        _key(x["input_ids"], x["token_type_ids"], x["positions"], x["labels"], x["pair_label"])
         for x in insts
     ]
-    got = [s for b in batches for s in test_packer._sequences(b)]
+    got = [_key(*s) for b in batches for s in test_packer._sequences(b)]
     assert sorted(got) == sorted(want)

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -153,10 +154,9 @@ def markdown_table(runs: Sequence[Run]) -> str:
 
 def _spread(values: Sequence[float]) -> str:
     """ "median [min-max] (n=N)" of `values`."""
-    v = sorted(values)
-    mid = len(v) // 2
-    median = v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
-    return f"{median:.4g} [{v[0]:.4g}-{v[-1]:.4g}] (n={len(v)})"
+    return (
+        f"{statistics.median(values):.4g} [{min(values):.4g}-{max(values):.4g}] (n={len(values)})"
+    )
 
 
 def seeds_table(runs: Sequence[Run]) -> str | None:
