@@ -22,7 +22,8 @@ parameter's learning rate is multiplied by d ** (top - depth). Depths count from
 input: the embeddings (and the E -> H projection encoder/embeddings_project) are 0,
 encoder layer i (0-based) is i + 1, and every head is `top`, the pooler included (it
 only feeds the heads; so a family with a pooler gets the same per-layer rates as one
-without). With L layers:
+without); a final norm (model.final_norm, encoder/final_norm) has the top layer's
+depth L, the output it normalises. With L layers:
 
   layer_decay_depth  top     heads  top layer  layer i         embeddings
   "google"           L + 2   1      d^2        d^(L + 1 - i)   d^(L + 2)

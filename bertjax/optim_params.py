@@ -96,6 +96,7 @@ def _check_params(params: Any, frozen: Frozen) -> None:
 # --- layer-wise learning-rate decay ----------------------------------------------------
 
 _LAYER = re.compile(r"layer_(\d+)")
+_FINAL = "final_norm"  # model.final_norm: it normalises the top layer's output
 
 
 def _layer_depth_fn(params: Any, cfg: OptimConfig) -> Callable[[tuple[Any, ...], Any], Any]:
@@ -114,7 +115,7 @@ def _layer_depth_fn(params: Any, cfg: OptimConfig) -> Callable[[tuple[Any, ...],
         parts = path_str(path).split("/")
         if parts[0] == "generator":
             raise refuse(f"{path_str(path)} is ELECTRA's generator tower (pretraining only)")
-        if parts[0] != "encoder" or len(parts) < 2 or parts[1] == "embeddings_project":
+        if parts[0] != "encoder" or len(parts) < 2 or parts[1] in ("embeddings_project", _FINAL):
             continue
         if parts[1].startswith("group_"):
             raise refuse(f"ALBERT's shared layers (encoder/{parts[1]}) serve every depth")
@@ -126,7 +127,9 @@ def _layer_depth_fn(params: Any, cfg: OptimConfig) -> Callable[[tuple[Any, ...],
             raise refuse(f"{path_str(path)} has no depth")
     if not layers and not stacked:
         raise refuse("the parameters have no encoder/layer_{i} or encoder/layers")
-    n = max(layers) + 1 if layers else stacked.pop()
+    # A scan layout may keep layer 0 apart (scan_layout.py): the stack holds layers 1..
+    first = len(layers) if stacked else 0
+    n = first + stacked.pop() if stacked else max(layers) + 1
     top = n + 2 if cfg.layer_decay_depth == "google" else n + 1
 
     def multiplier(path: tuple[Any, ...], leaf: Any) -> Any:
@@ -135,11 +138,12 @@ def _layer_depth_fn(params: Any, cfg: OptimConfig) -> Callable[[tuple[Any, ...],
             return d**top
         if parts[0] != "encoder":
             return 1.0  # a head (the pooler included)
+        if parts[1] == _FINAL:
+            return d ** (top - n)  # the top layer's depth
         if parts[1] == "layers":
-            depths = np.arange(1, n + 1, dtype=np.float64)  # layer i is depth i + 1
-            return (
-                (d ** (top - depths)).astype(np.float32).reshape((n,) + (1,) * (np.ndim(leaf) - 1))
-            )
+            depths = np.arange(first + 1, n + 1, dtype=np.float64)  # layer i: depth i + 1
+            shape = (n - first,) + (1,) * (np.ndim(leaf) - 1)
+            return (d ** (top - depths)).astype(np.float32).reshape(shape)
         return d ** (top - (int(_LAYER.fullmatch(parts[1]).group(1)) + 1))
 
     return multiplier

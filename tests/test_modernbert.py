@@ -338,6 +338,33 @@ def test_the_tpu_kernels_band_lowers_for_a_tpu_as_mosaic_kernels():
     assert text.count("tpu_custom_call") >= 2, text.count("tpu_custom_call")  # fwd, bwd
 
 
+def test_scanned_layers_lower_both_tpu_kernels_for_a_tpu():
+    """Scanned ModernBERT layers on a TPU target: each layer's branch runs its own
+    kernel, so the lowered step holds the flash kernel (global) and the splash kernel
+    (local), forward and backward, under a conditional inside the loop."""
+    import re
+
+    from bertjax.models.attention import TARGET_PLATFORM
+
+    cfg = ModelConfig.from_preset(
+        "modernbert_tiny", vocab_size=101, pad_token_id=0, heads=("mlm",), attention="tpu"
+    ).replace(scan_layers=True, dtype="bfloat16")
+    ids = jnp.ones((2, 256), jnp.int32)
+    token = TARGET_PLATFORM.set("tpu")
+    try:
+        init = lambda: nn.unbox(build(cfg).init(jax.random.key(0), ids))["params"]
+        params = jax.eval_shape(init)
+        loss = lambda p: build(cfg).apply({"params": p}, ids)[0]["mlm"].astype(jnp.float32).sum()
+        text = jax.jit(jax.grad(loss)).trace(params).lower(lowering_platforms=("tpu",)).as_text()
+    finally:
+        TARGET_PLATFORM.reset(token)
+    kernels = set(re.findall(r'kernel_name = "([^"]+)"', text))
+    assert {"_flash_attention_kernel", "_flash_attention_dq_kernel"} <= kernels, kernels
+    assert any(k.startswith("splash_mha_fwd") for k in kernels), kernels
+    assert any(k.startswith("splash_mha_dq") for k in kernels), kernels
+    assert "stablehlo.case" in text and "stablehlo.while" in text
+
+
 def test_windowed_layers_pick_kernels_that_have_a_band():
     cfg = ModelConfig.from_preset("modernbert_tiny", attention="cudnn")
     assert attention_kernel(cfg, True, "gpu", 256, window=0) == "cudnn"
@@ -383,6 +410,97 @@ def test_packed_rotary_rows_equal_their_sequences_alone():
             atol=3e-5,
             rtol=0,
         )
+
+
+def _scan_case(kernel: str, **changes):
+    """modernbert_tiny (layers: global, local, local, global; two rotary bases; layer 0
+    without attention_norm), its loop parameters and a padded batch longer than the
+    window."""
+    cfg = ModelConfig.from_preset(
+        "modernbert_tiny", vocab_size=101, pad_token_id=0, heads=("mlm",), attention=kernel
+    ).replace(**changes)
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1, 101, (2, 40)).astype(np.int32)
+    mask = np.ones((2, 40), np.int32)
+    mask[1, 27:] = 0
+    return cfg, _params(cfg), ids, mask
+
+
+@pytest.mark.parametrize("kernel", ["einsum", "xla"])
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_scanned_local_and_global_layers_equal_the_loop(kernel, remat):
+    from bertjax.models.scan_layout import stack_layers, unstack_layers
+
+    cfg, params, ids, mask = _scan_case(kernel)
+    scan = cfg.replace(scan_layers=True, remat=remat)
+    stacked = stack_layers(params)
+    init = jax.eval_shape(lambda: nn.unbox(build(scan).init(jax.random.key(0), ids))["params"])
+    assert jax.tree.structure(stacked) == jax.tree.structure(init)
+    assert set(stacked["encoder"]) >= {"layer_0", "layers"} and "layer_1" not in stacked["encoder"]
+    jax.tree.map(np.testing.assert_array_equal, unstack_layers(stacked), params)
+
+    def run(c, p):
+        return jax.jit(lambda p: build(c).apply({"params": p}, ids, attention_mask=mask))(p)
+
+    (ref, ref_out), (got, out) = run(cfg, params), run(scan, stacked)
+    real = mask > 0
+    np.testing.assert_allclose(
+        np.asarray(got["mlm"])[real], np.asarray(ref["mlm"])[real], atol=1e-5, rtol=0
+    )
+    assert len(out["hidden_states"]) == len(ref_out["hidden_states"]) == cfg.num_layers + 1
+    for a, b in zip(out["hidden_states"], ref_out["hidden_states"], strict=True):
+        np.testing.assert_allclose(np.asarray(a)[real], np.asarray(b)[real], atol=1e-5, rtol=0)
+
+    def loss(c, p):
+        logits = build(c).apply({"params": p}, ids, attention_mask=mask)[0]["mlm"]
+        return (logits * real[..., None]).std()
+
+    want = jax.jit(jax.grad(lambda p: loss(cfg, p)))(params)
+    grads = unstack_layers(jax.jit(jax.grad(lambda p: loss(scan, p)))(stacked))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4), grads, want)
+
+
+def test_scanned_layers_with_attention_dropout_draw_per_layer_and_repeat():
+    """The einsum path's attention dropout inside the scanned layers' branches: training
+    outputs depend on the dropout rng (same rng, same output), and a rate of 0 in training
+    mode equals the deterministic forward."""
+    from bertjax.models.scan_layout import stack_layers
+
+    cfg, params, ids, mask = _scan_case("einsum", attention_dropout_rate=0.5)
+    cfg, p = cfg.replace(scan_layers=True), stack_layers(params)
+
+    def train(c, key):
+        fn = lambda p: build(c).apply(
+            {"params": p}, ids, attention_mask=mask, deterministic=False, rngs={"dropout": key}
+        )[0]["mlm"]
+        return np.asarray(jax.jit(fn)(p))
+
+    a, b = train(cfg, jax.random.key(1)), train(cfg, jax.random.key(1))
+    c = train(cfg, jax.random.key(2))
+    np.testing.assert_array_equal(a, b)
+    assert np.isfinite(a).all() and np.abs(a - c).max() > 1e-3
+    off = cfg.replace(attention_dropout_rate=0.0)
+    ref = build(off).apply({"params": p}, ids, attention_mask=mask)[0]["mlm"]
+    np.testing.assert_allclose(train(off, jax.random.key(1)), ref, atol=1e-6, rtol=0)
+
+
+def test_layer_decay_of_the_scan_layout_equals_the_loops_layer_by_layer():
+    from bertjax import optim
+    from bertjax.models.scan_layout import stack_layers, unstack_layers
+    from bertjax.optim_params import layer_lr_multipliers
+
+    cfg, params, _, _ = _scan_case("xla")
+    ocfg = optim.OptimConfig(layer_decay=0.5)
+    loop = layer_lr_multipliers(params, ocfg)
+    stacked = layer_lr_multipliers(stack_layers(params), ocfg)
+    # Broadcast the stacked [L - 1, 1, ...] multipliers to their leaves, then unstack.
+    full = jax.tree.map(lambda m, p: np.broadcast_to(m, np.shape(p)), stacked, stack_layers(params))
+    got = unstack_layers(full)
+    want = jax.tree.map(lambda m, p: np.broadcast_to(np.float32(m), np.shape(p)), loop, params)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    # google depths, 4 layers: top 6, layer 3 at depth 4; the final norm at the top layer's.
+    assert float(np.ravel(loop["encoder"]["layer_3"]["output"]["kernel"])[0]) == 0.5 ** (6 - 4)
+    assert float(np.ravel(loop["encoder"]["final_norm"]["scale"])[0]) == 0.5 ** (6 - 4)
 
 
 # --- 3. the family: presets, counts, FLOPs, bad switch combinations ------------------
@@ -452,8 +570,6 @@ def test_flops_count_glu_and_windows():
         ),
         ({"local_window": 40}, "model.local_window"),
         ({"local_rope_theta": 1e4}, "model.local_rope_theta"),
-        ({"local_window": 8, "global_every": 2, "scan_layers": True}, "model.scan_layers"),
-        ({"norm_position": "pre", "scan_layers": True}, "model.scan_layers"),
         ({"mlp": "swiglu"}, "model.mlp"),
     ],
 )

@@ -197,6 +197,21 @@ def test_round_trip_is_bit_exact(case):
         assert back[key].dtype == ref.dtype and np.array_equal(back[key], ref), key
 
 
+def test_the_scan_layout_matches_transformers_and_round_trips(case):
+    """scan_layers: layer 0 (no attention_norm) apart, layers 1-3 (local, local, global:
+    two windows and two rotary bases) one traced layer picking its kind per layer."""
+    cfg = case.cfg.replace(scan_layers=True)
+    params = hf.from_state_dicts(cfg, {"": case.saved})
+    assert "attention_norm" not in params["encoder"]["layer_0"]
+    stacked = params["encoder"]["layers"]["unit"]["attention"]["query"]["kernel"]
+    assert stacked.shape[0] == cfg.num_layers - 1
+    _check(case, cfg, params, case.hf_out, "scan")
+    back = hf.to_state_dicts(cfg, params)[""]
+    assert sorted(back) == sorted(case.saved)
+    for key, ref in case.saved.items():
+        assert np.array_equal(back[key], ref), key
+
+
 def test_bertjax_init_exports_to_transformers(case, tmp_path):
     cfg = case.cfg
     params = hflib.perturbed_init(cfg, case.inputs["input_ids"])

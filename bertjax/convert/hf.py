@@ -122,8 +122,7 @@ def abstract_shapes(cfg: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
 
     from bertjax.models import build
 
-    # Layers that differ (windows, layer 0's norm) cannot scan: trace the loop then.
-    scan_cfg = dataclasses.replace(cfg, scan_layers=not cfg.layers_differ, remat="none")
+    scan_cfg = dataclasses.replace(cfg, scan_layers=True, remat="none")
     ids = jnp.zeros((1, 8), jnp.int32)
     shapes = jax.eval_shape(
         lambda: nn.unbox(build(scan_cfg).init(jax.random.key(0), ids))["params"]

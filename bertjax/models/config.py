@@ -222,9 +222,15 @@ class ModelConfig(ConfigRecord):
     @property
     def layers_differ(self) -> bool:
         """Whether layers differ beyond their weights (windows, thetas, layer 0's norm),
-        which the scan layout (one traced layer) cannot express."""
+        which shared layers (ALBERT) cannot express."""
         kinds = {(self.layer_window(i), self.layer_theta(i)) for i in range(self.num_layers)}
         return len(kinds) > 1 or not self.first_attention_norm
+
+    @property
+    def first_layer_apart(self) -> int:
+        """1 when layer 0's parameters differ in kind from the others' (a pre-norm layer 0
+        without attention_norm): the scan layout keeps it out of the stack; else 0."""
+        return int(self.num_layers > 1 and not self.first_attention_norm)
 
     @property
     def use_pooler(self) -> bool:
@@ -426,11 +432,4 @@ class ModelConfig(ConfigRecord):
             "shared layers are alike, but these differ (model.local_window with "
             "model.global_every, model.local_rope_theta, or a pre-norm layer 0 that "
             "reuses the embedding norm)",
-        )
-        need(
-            not self.scan_layers or not self.layers_differ,
-            "scan_layers",
-            "scans one traced layer, but these layers differ (model.local_window with "
-            "model.global_every, model.local_rope_theta, or a pre-norm layer 0 that "
-            "reuses the embedding norm): set model.scan_layers=False",
         )

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from bertjax import sharding as ax
 from bertjax.models.attention import AttentionMask
 from bertjax.models.config import ModelConfig
-from bertjax.models.layers import ACTIVATIONS, Encoder, dense, layer_norm
+from bertjax.models.encoder import Encoder
+from bertjax.models.layers import ACTIVATIONS, dense, layer_norm
 
 Array = jax.Array
 

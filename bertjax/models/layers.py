@@ -1,4 +1,5 @@
-"""Layers shared by every family: embeddings, attention, FFN, encoder layer, encoder.
+"""Layers shared by every family: embeddings, attention, FFN, the encoder layer, the
+pooler (the encoder that repeats the layer: encoder.py).
 
 The five classic families are post-LayerNorm Transformer encoders; they differ only in
 embeddings (factorized, token types, position scheme), in layer sharing (ALBERT) and in
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -213,7 +213,13 @@ class SelfAttention(nn.Module):
     theta: float = 0.0
 
     @nn.compact
-    def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
+    def __call__(
+        self, x: Array, mask: AttentionMask, deterministic: bool, local: Array | None = None
+    ) -> Array:
+        """`local`: a traced bool of scanned layers that differ (`Encoder`): True runs
+        this layer as a local one (window model.local_window, theta model.local_rope_theta),
+        False as a global one; both branches are compiled and one runs (`jax.lax.cond`).
+        None: the layer's own `window` and `theta`."""
         cfg = self.cfg
         proj = functools.partial(
             nn.DenseGeneral,
@@ -227,22 +233,27 @@ class SelfAttention(nn.Module):
         q = proj(name="query")(x)  # [b, q, h, d]
         k = proj(name="key")(x)  # [b, k, h, d]
         v = proj(name="value")(x)  # [b, k, h, d]
-        if self.theta:
-            pos = position_ids(cfg, mask.segments, mask)  # [b, t]; reads only the mask
-            q, k = rotary(q, pos, self.theta), rotary(k, pos, self.theta)
-        kernel = attention_kernel(
-            cfg, deterministic, length=x.shape[1], packed=mask.packed, window=self.window
-        )
-        dropout = nn.Dropout(cfg.attention_dropout_rate)
-        ctx = attend(
-            q,
-            k,
-            v,
-            mask,
-            kernel,  # [b, q, h, d]
-            lambda p: dropout(p, deterministic=deterministic),
-            window=self.window,
-        )
+        # positions [b, t] read only the mask
+        pos = position_ids(cfg, mask.segments, mask) if cfg.rotary else None
+
+        def context(window: int, theta: float, dropout: Callable[[Array], Array]) -> Array:
+            qr, kr = (rotary(q, pos, theta), rotary(k, pos, theta)) if theta else (q, k)
+            kernel = attention_kernel(
+                cfg, deterministic, length=x.shape[1], packed=mask.packed, window=window
+            )
+            return attend(qr, kr, v, mask, kernel, dropout, window=window)  # [b, q, h, d]
+
+        if local is None:
+            drop = nn.Dropout(cfg.attention_dropout_rate)
+            ctx = context(self.window, self.theta, lambda p: drop(p, deterministic=deterministic))
+        else:
+            dropout = _pure_dropout(self, cfg.attention_dropout_rate, deterministic)
+            local_theta = cfg.local_rope_theta or cfg.rope_theta
+            ctx = jax.lax.cond(
+                local,
+                lambda: context(cfg.local_window, local_theta, dropout),
+                lambda: context(0, cfg.rope_theta, dropout),
+            )
         return nn.DenseGeneral(
             cfg.hidden_size,
             axis=(-2, -1),
@@ -253,6 +264,20 @@ class SelfAttention(nn.Module):
             bias_init=_zeros((ax.EMBED,)),
             name="out",
         )(ctx)  # [b, q, e]
+
+
+def _pure_dropout(module: nn.Module, rate: float, deterministic: bool) -> Callable[[Array], Array]:
+    """Dropout as nn.Dropout computes it, as a plain function of the module's dropout rng
+    drawn here: Flax modules cannot be called inside `jax.lax.cond`'s branches."""
+    if deterministic or rate == 0.0:
+        return lambda p: p
+    key, keep = module.make_rng("dropout"), 1.0 - rate
+
+    def drop(p: Array) -> Array:
+        kept = jax.random.bernoulli(key, p=keep, shape=p.shape)
+        return jax.lax.select(kept, p / keep, jnp.zeros_like(p))
+
+    return drop
 
 
 def mlp(cfg: ModelConfig, x: Array) -> Array:
@@ -290,11 +315,17 @@ class EncoderLayer(nn.Module):
     attention_norm: bool = True  # pre-norm only: whether attention's input is normalised
 
     @nn.compact
-    def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
-        """x: [batch, length, hidden]."""
+    def __call__(
+        self, x: Array, mask: AttentionMask, deterministic: bool, local: Array | None = None
+    ) -> Array:
+        """x: [batch, length, hidden]; `local`: SelfAttention's."""
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout_rate)
-        attention = SelfAttention(cfg, self.window, self.theta, name="attention")
+        sub = SelfAttention(cfg, self.window, self.theta, name="attention")
+
+        def attention(h: Array, mask: AttentionMask, deterministic: bool) -> Array:
+            return sub(h, mask, deterministic, local)
+
         if cfg.norm_position == "pre":
             h = layer_norm(cfg, "attention_norm")(x) if self.attention_norm else x
             x = x + drop(attention(h, mask, deterministic), deterministic=deterministic)
@@ -306,125 +337,6 @@ class EncoderLayer(nn.Module):
             h = mlp(cfg, x)
             x = layer_norm(cfg, "output_norm")(x + drop(h, deterministic=deterministic))
         return nn.with_logical_constraint(x, (ax.BATCH, ax.LENGTH, ax.EMBED))
-
-
-def layer_args(cfg: ModelConfig, i: int) -> dict[str, Any]:
-    """EncoderLayer's per-layer attributes for layer i (ModelConfig: layer_window,
-    layer_theta, first_attention_norm)."""
-    return dict(
-        window=cfg.layer_window(i),
-        theta=cfg.layer_theta(i),
-        attention_norm=i > 0 or cfg.first_attention_norm,
-    )
-
-
-class LayerGroup(nn.Module):
-    """ALBERT's unit of sharing: `inner_group_num` layers applied in sequence."""
-
-    cfg: ModelConfig
-
-    @nn.compact
-    def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> Array:
-        for j in range(self.cfg.inner_group_num):
-            x = _layer_class(self.cfg)(self.cfg, **layer_args(self.cfg, 0), name=f"inner_{j}")(
-                x, mask, deterministic
-            )
-        return x
-
-
-def _layer_class(cfg: ModelConfig) -> type[nn.Module]:
-    """EncoderLayer, wrapped in remat when the config asks for it."""
-    if cfg.remat == "none":
-        return EncoderLayer
-    policy = (
-        jax.checkpoint_policies.dots_with_no_batch_dims_saveable
-        if cfg.remat == "dots"
-        else jax.checkpoint_policies.nothing_saveable
-    )
-    # argnums count self as 0: deterministic (3) must stay a Python bool.
-    return nn.remat(
-        EncoderLayer, policy=policy, prevent_cse=not cfg.scan_layers, static_argnums=(3,)
-    )
-
-
-def _unit_class(cfg: ModelConfig) -> type[nn.Module]:
-    """What one application of the encoder runs: a group (ALBERT) or a single layer."""
-    return LayerGroup if cfg.inner_group_num > 1 else _layer_class(cfg)
-
-
-def _unit_args(cfg: ModelConfig, i: int) -> dict[str, Any]:
-    """The per-layer attributes of unit i (a group takes none: shared layers are alike)."""
-    return {} if cfg.inner_group_num > 1 else layer_args(cfg, i)
-
-
-class _Scanned(nn.Module):
-    """Adapts a unit to nn.scan's (carry, x) -> (carry, y) signature; y is the output."""
-
-    cfg: ModelConfig
-
-    @nn.compact
-    def __call__(self, x: Array, mask: AttentionMask, deterministic: bool) -> tuple[Array, Array]:
-        x = _unit_class(self.cfg)(self.cfg, **_unit_args(self.cfg, 0), name="unit")(
-            x, mask, deterministic
-        )
-        return x, x
-
-
-class Encoder(nn.Module):
-    """Optional E -> H projection, then L layer applications, then (model.final_norm) a
-    norm named `final_norm`.
-
-    Parameter layout:
-      no sharing, loop:  layer_{i}                 (i < L)
-      no sharing, scan:  layers/unit  with a leading [L] axis
-      ALBERT, loop:      group_{g}                 (g < num_hidden_groups)
-      ALBERT, scan:      group_{g}/unit, same params broadcast over L/G applications
-    `unstack_layers` / `stack_layers` (scan_layout.py) convert between the loop and scan layouts.
-    """
-
-    cfg: ModelConfig
-
-    @nn.compact
-    def __call__(
-        self, x: Array, mask: AttentionMask, deterministic: bool
-    ) -> tuple[Array, list[Array]]:
-        """x: [batch, length, embed] -> ([b, l, hidden], states).
-
-        `states` has L + 1 entries: the (projected) input and every layer's output, as
-        transformers' `output_hidden_states` gives them.
-        """
-        cfg = self.cfg
-        if cfg.projects_embeddings:
-            x = dense(cfg, cfg.hidden_size, (ax.EMBED, ax.EMBED), "embeddings_project")(x)
-        states = [x]
-        reps = cfg.num_layers // cfg.num_groups
-        if cfg.scan_layers:
-            for g in range(1 if not cfg.shares_layers else cfg.num_groups):
-                shared = cfg.shares_layers
-                scan = nn.scan(
-                    _Scanned,
-                    variable_axes={} if shared else {"params": 0},
-                    variable_broadcast="params" if shared else False,
-                    split_rngs={"params": not shared, "dropout": True},
-                    in_axes=(nn.broadcast, nn.broadcast),
-                    length=reps if shared else cfg.num_layers,
-                    metadata_params={nn.PARTITION_NAME: ax.LAYERS},
-                )
-                x, ys = scan(cfg, name=f"group_{g}" if shared else "layers")(x, mask, deterministic)
-                states.extend(ys[i] for i in range(ys.shape[0]))
-        else:
-            unit = _unit_class(cfg)
-            prefix = "group" if cfg.shares_layers else "layer"
-            units = [
-                unit(cfg, **_unit_args(cfg, g), name=f"{prefix}_{g}") for g in range(cfg.num_groups)
-            ]
-            for i in range(cfg.num_layers):
-                x = units[i // reps](x, mask, deterministic)
-                states.append(x)
-        if cfg.final_norm:  # the last state is the normalised one, as transformers gives it
-            x = layer_norm(cfg, "final_norm")(x)
-            states[-1] = x
-        return x, states
 
 
 class Pooler(nn.Module):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from bertjax.models.attention import AttentionMask
 from bertjax.models.config import ModelConfig
+from bertjax.models.encoder import Encoder
 from bertjax.models.heads import (
     ClassifierHead,
     DiscriminatorHead,
@@ -28,7 +29,7 @@ from bertjax.models.heads import (
     TokenHead,
     gather_positions,
 )
-from bertjax.models.layers import Embeddings, Encoder, Pooler
+from bertjax.models.layers import Embeddings, Pooler
 from bertjax.models.registry import family
 
 Array = jax.Array
