@@ -235,9 +235,8 @@ def test_every_checkpoint_damaged_stops_the_command_in_one_line(setup, tmp_path)
 @pytest.mark.parametrize("where", ["local", "gs"])
 def test_a_deleted_data_file_falls_back_quietly_from_the_command(where, setup, tmp_path, request):
     """Orbax's failed read leaves coroutines that print thousands of lines ("Exception
-    ignored in: <coroutine ...>" with TensorStore specs) when freed, and on gs:// its
-    threads hand callbacks to a closed event loop ("Exception ignored in: None"): the
-    command shows the one warning line and nothing on stderr."""
+    ignored in: <coroutine ...>" with TensorStore specs) when freed: the command shows
+    the one warning line and nothing on stderr, with the workdir local or in a bucket."""
     c, want, template = setup
     local = tmp_path / "run"
     shutil.copytree(template, local)
