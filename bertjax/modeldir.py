@@ -13,6 +13,8 @@ files of params/ (`files_digest`), `model_sha256` over config.json's "model" obj
 architecture fields change the function the parameters compute), `tokenizer_sha256`
 over tokenizer/ (null when the directory has no tokenizer, which then must not exist).
 A directory without them, or whose files differ from them, is refused in one line.
+`params_files` and `tokenizer_files` ({name: [bytes, sha256]}; directories written
+before 2026-12-07 lack them) let that line name the files that differ.
 
 CKPT may be a local path or a gs:// URL (bertjax/paths.py). A directory is built locally
 and published with config.json last, so a directory without config.json is unfinished,
@@ -56,31 +58,62 @@ def save(
         if tokenizer is not None:
             tokenizer.save(tok_dir)
         model = cfg.to_dict()
+        params_digest, params_files = files_record(paths.join(tmp, "params"))
+        tok_digest, tok_files = files_record(tok_dir) if tokenizer is not None else (None, None)
         paths.write_json(
             paths.join(tmp, "config.json"),
             {
                 "format": FORMAT,
                 "version": VERSION,
                 "model": model,
-                "params_sha256": files_digest(paths.join(tmp, "params")),
+                "params_sha256": params_digest,
                 "model_sha256": model_digest(model),
-                "tokenizer_sha256": files_digest(tok_dir) if tokenizer is not None else None,
+                "tokenizer_sha256": tok_digest,
+                "params_files": params_files,
+                "tokenizer_files": tok_files,
                 **(extra or {}),
             },
         )
 
 
-def files_digest(directory: str) -> str:
-    """sha256 over every file under `directory` (relative names and bytes, in sorted
-    order)."""
-    h = hashlib.sha256()
+def files_record(directory: str) -> tuple[str, dict[str, list[Any]]]:
+    """(`files_digest` of `directory`, {name: [bytes, sha256]} of each file), one read."""
+    h, files = hashlib.sha256(), {}
     for name in paths.walk_files(directory):
         h.update(name.encode() + b"\0")
+        one, size = hashlib.sha256(), 0
         with paths.open(paths.join(directory, name), "rb") as f:
             for block in iter(lambda: f.read(1 << 24), b""):
                 h.update(block)
+                one.update(block)
+                size += len(block)
         h.update(b"\0")
-    return h.hexdigest()
+        files[name] = [size, one.hexdigest()]
+    return h.hexdigest(), files
+
+
+def files_digest(directory: str) -> str:
+    """sha256 over every file under `directory` (relative names and bytes, in sorted
+    order)."""
+    return files_record(directory)[0]
+
+
+def _differences(directory: str, recorded: Any) -> str:
+    """'; what differs' (up to three files) between `directory` and a `*_files` record,
+    or '' when there is no record to compare with."""
+    if not isinstance(recorded, dict):
+        return ""
+    _, have = files_record(directory)
+    found = [f"{n} missing" for n in sorted(set(recorded) - set(have))]
+    found += [f"{n} not recorded" for n in sorted(set(have) - set(recorded))]
+    for n in sorted(set(have) & set(recorded)):
+        (size, digest), want = have[n], list(recorded[n])
+        if size != want[0]:
+            found.append(f"{n} {size:,} bytes, {want[0]:,} recorded")
+        elif digest != want[1]:
+            found.append(f"{n} other bytes of the same size")
+    more = f"; {len(found) - 3} more" if len(found) > 3 else ""
+    return "".join(f"; {f}" for f in found[:3]) + more
 
 
 def model_digest(model: dict[str, Any]) -> str:
@@ -147,8 +180,8 @@ def load(path: str, cfg: ModelConfig | None = None) -> tuple[ModelConfig, Any]:
         if files_digest(local) != meta["params_sha256"]:
             raise ValueError(
                 f"{where}: its files differ from what "
-                f"{paths.join(path, 'config.json')} recorded (params_sha256); "
-                "the directory is damaged"
+                f"{paths.join(path, 'config.json')} recorded (params_sha256"
+                f"{_differences(local, meta.get('params_files'))}); the directory is damaged"
             )
         try:
             params = quiet_read(ocp.StandardCheckpointer().restore, paths.absolute(local))
@@ -178,9 +211,10 @@ def load_tokenizer(path: str) -> Any:
         return None
     with paths.local_copy(tok_dir) as local:
         if not paths.isdir(local) or files_digest(local) != meta["tokenizer_sha256"]:
+            found = _differences(local, meta.get("tokenizer_files")) if paths.isdir(local) else ""
             raise ValueError(
                 f"{tok_dir}: its files differ from what "
-                f"{paths.join(path, 'config.json')} recorded (tokenizer_sha256)"
+                f"{paths.join(path, 'config.json')} recorded (tokenizer_sha256{found})"
             )
         return load(local)
 

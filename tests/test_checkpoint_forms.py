@@ -330,3 +330,41 @@ def test_model_directories_without_digests_are_refused(tmp_path):
     loaded_cfg, loaded = modeldir.load(good)
     assert loaded_cfg == cfg
     jax.tree.map(np.testing.assert_array_equal, loaded, params)
+
+
+def test_a_damaged_model_directory_names_the_files_that_differ(tmp_path):
+    """params_files records each file's size and sha256: a truncated, a deleted and an
+    added file are named in the one line (by hand: the damage done here); a directory
+    written before that record existed gets the line without names."""
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(_config("bert")).save_pretrained(tmp_path / "hf")
+    cfg, params, _ = hfdir.read_hf_dir(str(tmp_path / "hf"))
+    good = tmp_path / "good"
+    modeldir.save(str(good), cfg, params)
+    meta = json.loads((good / "config.json").read_text())
+    files = sorted((p for p in (good / "params").rglob("*") if p.is_file()), key=lambda p: str(p))
+    assert sorted(meta["params_files"]) == [str(p.relative_to(good / "params")) for p in files]
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    name = str(biggest.relative_to(good / "params"))
+    assert meta["params_files"][name][0] == biggest.stat().st_size
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(good, damaged)
+    size = biggest.stat().st_size
+    with open(damaged / "params" / name, "r+b") as f:
+        f.truncate(size - 1)
+    os.remove(damaged / "params" / "manifest.ocdbt")
+    (damaged / "params" / "stray.txt").write_text("x")
+    with pytest.raises(ValueError) as e:
+        modeldir.load(str(damaged))
+    message = str(e.value)
+    assert "\n" not in message and message.endswith("; the directory is damaged"), message
+    assert "(params_sha256; manifest.ocdbt missing; stray.txt not recorded; " in message
+    assert f"{name} {size - 1:,} bytes, {size:,} recorded)" in message, message
+
+    old = tmp_path / "old"  # no params_files: the digest alone
+    shutil.copytree(damaged, old)
+    meta.pop("params_files")
+    (old / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"\(params_sha256\); the directory is damaged$"):
+        modeldir.load(str(old))

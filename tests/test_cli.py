@@ -403,12 +403,18 @@ def test_damaged_model_dirs_are_named_in_one_line_and_nothing_is_written(tmp_pat
     nan = str(tmp_path / "nan")  # a consistent directory of non-finite parameters
     modeldir.save(nan, cfg, params)
     cases = [
-        (flipped, "differ from what", "params_sha256"),
+        (flipped, "differ from what", "(params_sha256; ", "other bytes of the same size)"),
         (missing, "config.json: no params_sha256", "cannot be verified"),
         (wider, "embeddings/layer_norm/bias has shape (128,)", "call for (256,)"),
         (nan, "embeddings/word/embedding holds 1 NaN or Inf values"),
         (edited, "config.json", "differ from model_sha256"),
-        (retokenized, "tokenizer", "differ from what", "tokenizer_sha256"),
+        (
+            retokenized,
+            "differ from what",
+            "(tokenizer_sha256; tokenizer_config.json",
+            "bytes, ",
+            "recorded)",
+        ),
     ]
     for ckpt, *needles in cases:
         out = str(tmp_path / "hf")
