@@ -460,6 +460,23 @@ def test_scanned_local_and_global_layers_equal_the_loop(kernel, remat):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4), grads, want)
 
 
+def test_scanned_layers_take_packed_rows_as_the_loop_does():
+    from bertjax.models.scan_layout import stack_layers
+
+    cfg, params, _, _ = _scan_case("xla")
+    rng = np.random.default_rng(4)
+    row = rng.integers(1, 101, (1, 40)).astype(np.int32)
+    seg = np.concatenate([np.ones(23), np.full(15, 2), [0, 0]]).astype(np.int32)[None]
+    row[seg == 0] = 0
+
+    def run(c, p):
+        apply = lambda p: build(c).apply({"params": p}, row, attention_mask=seg, packed=True)
+        return np.asarray(jax.jit(apply)(p)[0]["mlm"])[seg > 0]
+
+    scan = cfg.replace(scan_layers=True)
+    np.testing.assert_allclose(run(scan, stack_layers(params)), run(cfg, params), atol=1e-5, rtol=0)
+
+
 def test_scanned_layers_with_attention_dropout_draw_per_layer_and_repeat():
     """The einsum path's attention dropout inside the scanned layers' branches: training
     outputs depend on the dropout rng (same rng, same output), and a rate of 0 in training
