@@ -117,20 +117,24 @@ def test_the_tpu_kernel_is_what_auto_lowers_there():
 
 
 @needs_libtpu
-def test_an_oversized_config_is_refused_with_the_figures():
+@pytest.mark.parametrize("scan", [False, True], ids=["loop", "scan"])
+def test_an_oversized_config_is_refused_with_the_figures(scan):
     r = _compile(
         "--config=configs/pretrain.py:bert_tiny",
         "--config.train.batch_size=16384",
         "--config.max_seq_length=512",
         "--config.max_predictions_per_seq=80",
+        f"--config.model.scan_layers={scan}",
         "--topology=v5e:2x2",
     )
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
+    loop = r", set model.scan_layers=False \(the loop takes less HBM\)" if scan else ""
     assert re.fullmatch(
         r"error: the train step \(batch 16384 x 512\) does not fit in v5e's 16 GiB HBM per "
         r"chip \(XLA: .*exceeds available HBM \([\d.]+G\)\); lower train.batch_size "
-        r"\(16384\), raise optim.grad_accum_steps, set model.remat=full, or use more chips",
+        rf"\(16384\), raise optim.grad_accum_steps, set model.remat=full{loop}, or use more "
+        r"chips",
         last,
     ), last
 
