@@ -89,16 +89,3 @@ def test_a_command_with_a_missing_library_fails_in_one_line_before_any_work():
         "error: BERTJAX_ALLOCATOR=/no/such.so: no such file (expected auto, system or the "
         "path of a shared library such as libtcmalloc_minimal.so.4)"
     ]
-
-
-def expected_line() -> str:
-    """What `bench train` prints as its allocator here (tests/test_bench_real.py): what
-    `python -m bertjax` chooses in this environment (BERTJAX_ALLOCATOR=system: none)."""
-    preloaded = os.environ.get("LD_PRELOAD", "")
-    for name in ("tcmalloc", "jemalloc"):
-        if name in preloaded:
-            return f"host allocator: {name}"
-    lib = allocator.choose(os.environ, allocator.library_dirs())
-    if lib and "tcmalloc" in os.path.basename(lib):
-        return "host allocator: tcmalloc"
-    return "host allocator: the C library's malloc"

@@ -10,7 +10,21 @@ import sys
 
 import pytest
 from clilib import bertjax
-from test_allocator import expected_line as expected_allocator
+
+from bertjax import allocator
+
+
+def expected_allocator() -> str:
+    """What `bench train` prints as its allocator here: what `python -m bertjax` chooses
+    in this environment (BERTJAX_ALLOCATOR=system: none)."""
+    preloaded = os.environ.get("LD_PRELOAD", "")
+    for name in ("tcmalloc", "jemalloc"):
+        if name in preloaded:
+            return f"host allocator: {name}"
+    lib = allocator.choose(os.environ, allocator.library_dirs())
+    if lib and "tcmalloc" in os.path.basename(lib):
+        return "host allocator: tcmalloc"
+    return "host allocator: the C library's malloc"
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +88,9 @@ def test_packed_against_padded_and_dynamic_padding_counts_real_tokens(
 
 def test_pretraining_packed_against_unpacked_on_the_same_batches(tmp_path):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import test_pipeline
+    from datalib import write_data
 
-    test_pipeline.write_data(str(tmp_path), 400, 2, max_seq_length=32)  # 5..32 tokens
+    write_data(str(tmp_path), 400, 2, max_seq_length=32)  # 5..32 tokens
     proc = bertjax(
         "bench",
         "train",

@@ -19,28 +19,30 @@ import sys
 import modellib
 import numpy as np
 import pytest
+from tasklib import (
+    WORDS,
+    conll_sentences,
+    eval_scalars,
+    pair_task,
+    write_conll,
+    write_lines,
+)
 
 from bertjax.data import datasets, glue
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
 
-WORDS = "river stone light paper garden window music bridge village winter".split()
-
-
-def _write(path, lines):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in lines))
-
 
 def test_glue_tsv_files_in_each_tasks_layout(tmp_path):
     # CoLA: no header in train/dev; (source, label, original label, sentence).
-    _write(str(tmp_path / "CoLA/train.tsv"), ["gj04\t1\t\tThe cat sat.", "gj04\t0\t*\tCat the."])
+    write_lines(
+        str(tmp_path / "CoLA/train.tsv"), ["gj04\t1\t\tThe cat sat.", "gj04\t0\t*\tCat the."]
+    )
     ex = datasets.read_split("glue", f"glue:{tmp_path}/CoLA", "train", spec=glue.TASKS["cola"])
     assert [(e.text_a, e.label) for e in ex] == [("The cat sat.", 1), ("Cat the.", 0)]
     # CoLA's test file has a header and the sentence under its name.
-    _write(str(tmp_path / "CoLA/test.tsv"), ["index\tsentence", "0\tA test."])
+    write_lines(str(tmp_path / "CoLA/test.tsv"), ["index\tsentence", "0\tA test."])
     assert (
         datasets.read_split("glue", f"glue:{tmp_path}/CoLA", "test", spec=glue.TASKS["cola"])[
             0
@@ -56,14 +58,14 @@ def test_glue_tsv_files_in_each_tasks_layout(tmp_path):
         f"{i}\t0\t0\tg\tp\tp\tp\tp\tPremise {i}.\tHypothesis {i}.\t{lab}\t{lab}"
         for i, lab in enumerate(["contradiction", "entailment", "neutral"])
     ]
-    _write(str(tmp_path / "MNLI/dev_matched.tsv"), [header, *rows])
+    write_lines(str(tmp_path / "MNLI/dev_matched.tsv"), [header, *rows])
     ex = datasets.read_split(
         "glue", f"glue:{tmp_path}/MNLI", "validation_matched", spec=glue.TASKS["mnli"]
     )
     assert [e.label for e in ex] == [2, 0, 1]  # entailment, neutral, contradiction
     assert (ex[0].text_a, ex[0].text_b) == ("Premise 0.", "Hypothesis 0.")
     # STS-B: a float score.
-    _write(
+    write_lines(
         str(tmp_path / "STS-B/dev.tsv"),
         [
             "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
@@ -88,14 +90,14 @@ def test_glue_tsv_files_in_each_tasks_layout(tmp_path):
     ],
 )
 def test_bad_glue_files_are_named_to_the_line(tmp_path, lines, says):
-    _write(str(tmp_path / "dev.tsv"), lines)
+    write_lines(str(tmp_path / "dev.tsv"), lines)
     with pytest.raises(glue.DatasetError, match=says):
         datasets.read_split("glue", f"glue:{tmp_path}", "validation", spec=glue.TASKS["sst2"])
 
 
 def test_custom_jsonl_and_csv(tmp_path):
     task = glue.GlueTask("custom", ("neg", "pos"), (), (), None, {})
-    _write(
+    write_lines(
         str(tmp_path / "train.jsonl"),
         [
             json.dumps({"a": "x", "b": "y", "y": "pos"}),
@@ -106,12 +108,12 @@ def test_custom_jsonl_and_csv(tmp_path):
         "glue", f"jsonl:{tmp_path}", "train", spec=task, text_fields=("a", "b"), label_field="y"
     )
     assert [(e.text_a, e.text_b, e.label) for e in ex] == [("x", "y", 1), ("z", "w", 0)]
-    _write(str(tmp_path / "validation.csv"), ["a,y", '"hello, world",neg'])
+    write_lines(str(tmp_path / "validation.csv"), ["a,y", '"hello, world",neg'])
     ex = datasets.read_split(
         "glue", f"csv:{tmp_path}", "validation", spec=task, text_fields=("a",), label_field="y"
     )
     assert (ex[0].text_a, ex[0].label) == ("hello, world", 0)
-    _write(str(tmp_path / "test.jsonl"), ['{"a": 1}', "not json"])
+    write_lines(str(tmp_path / "test.jsonl"), ['{"a": 1}', "not json"])
     with pytest.raises(glue.DatasetError, match=r"test.jsonl:2: not JSON"):
         datasets.read_split(
             "glue", f"jsonl:{tmp_path}", "test", spec=task, text_fields=("a",), label_field="y"
@@ -119,17 +121,6 @@ def test_custom_jsonl_and_csv(tmp_path):
 
 
 # --- fine-tuning end to end ----------------------------------------------------------
-
-
-def _pair_task(rng, n):
-    """Pairs of word lists, label 1 when exactly one of "river in the first" and "stone
-    in the second" holds: neither sentence alone says anything about the label."""
-    rows = []
-    for _ in range(n):
-        a = " ".join(rng.choice(WORDS, 3, replace=False))
-        b = " ".join(rng.choice(WORDS, 2, replace=False))
-        rows.append((a, b, int(("river" in a) != ("stone" in b))))
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +134,11 @@ def finetuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
     rng = np.random.default_rng(0)
     for split, n in (("train", 320), ("validation", 90), ("test", 30)):
-        _write(
+        write_lines(
             str(root / "data" / f"{split}.jsonl"),
             [
                 json.dumps({"p": a, "h": b, **({"label": str(y)} if split != "test" else {})})
-                for a, b, y in _pair_task(rng, n)
+                for a, b, y in pair_task(rng, n)
             ],
         )
     tok = train_wordpiece([" ".join(WORDS)] * 20, vocab_size=120)
@@ -180,18 +171,10 @@ def finetuned(tmp_path_factory):
     return {"config": c, "work": work, "result": result, "root": root}
 
 
-def _eval_scalars(work):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(os.path.join(work, "logs"))
-    acc.Reload()
-    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
 def test_fine_tuning_beats_the_majority_class_and_keeps_the_best(finetuned):
     result, work = finetuned["result"], finetuned["work"]
     assert result["status"] == "done" and result["step"] == 10 * (320 // 16)
-    accuracy = _eval_scalars(work)["validation/accuracy"]
+    accuracy = eval_scalars(work)["validation/accuracy"]
     assert len(accuracy) == 10  # one evaluation per epoch, over the whole split
     with open(os.path.join(finetuned["root"], "data", "validation.jsonl")) as f:
         labels = [json.loads(line)["label"] for line in f]
@@ -376,41 +359,11 @@ def test_evaluate_and_predict_commands_on_the_best_checkpoint(finetuned, tmp_pat
 
 # --- NER -----------------------------------------------------------------------------
 
-PEOPLE = "anna boris clara dmitri".split()
-PLACES = "paris lyon berlin rome".split()
-
-
-def _conll_sentences(rng, n, iob1=False):
-    """Sentences of filler words, people and two-word places; tags in IOB2 (or IOB1)."""
-    out = []
-    for _ in range(n):
-        words, tags = [], []
-        for _ in range(int(rng.integers(3, 7))):
-            r = rng.random()
-            if r < 0.2:
-                words.append(str(rng.choice(PEOPLE)))
-                tags.append("I-PER" if iob1 else "B-PER")
-            elif r < 0.35:
-                words += [str(rng.choice(PLACES)), "city"]
-                tags += ["I-LOC" if iob1 else "B-LOC", "I-LOC"]
-            else:
-                words.append(str(rng.choice(WORDS)))
-                tags.append("O")
-        out.append(list(zip(words, tags, strict=True)))
-    return out
-
-
-def _write_conll(path, sentences):
-    lines = ["-DOCSTART- -X- -X- O", ""]
-    for s in sentences:
-        lines += [f"{w} NN I-NP {t}" for w, t in s] + [""]
-    _write(path, lines)
-
 
 def test_conll_files_normalise_iob1_and_name_bad_lines(tmp_path):
     from bertjax.data import conll
 
-    _write(
+    write_lines(
         str(tmp_path / "train.txt"),
         [
             "-DOCSTART- -X- -X- O",
@@ -427,10 +380,10 @@ def test_conll_files_normalise_iob1_and_name_bad_lines(tmp_path):
     assert [s.words for s in train] == [("Anna", "visits", "Lyon", "City"), ("Rome",)]
     assert train[0].tags == ("B-PER", "O", "B-LOC", "I-LOC") and train[1].tags == ("B-LOC",)
     assert conll.tag_set(train) == ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
-    _write(str(tmp_path / "valid.txt"), ["Anna NNP I-NP I-PER", "lonely"])
+    write_lines(str(tmp_path / "valid.txt"), ["Anna NNP I-NP I-PER", "lonely"])
     with pytest.raises(glue.DatasetError, match=r"valid.txt:2: expected a word and its tag"):
         datasets.read_split("ner", f"conll:{tmp_path}", "validation")
-    _write(str(tmp_path / "valid.txt"), ["Anna NNP I-NP X-PER"])
+    write_lines(str(tmp_path / "valid.txt"), ["Anna NNP I-NP X-PER"])
     with pytest.raises(glue.DatasetError, match=r"valid.txt:1: tag 'X-PER'"):
         datasets.read_split("ner", f"conll:{tmp_path}", "validation")
 
@@ -444,9 +397,9 @@ def ner_run(tmp_path_factory, finetuned):
 
     root = tmp_path_factory.mktemp("ner")
     rng = np.random.default_rng(1)
-    _write_conll(str(root / "data" / "train.txt"), _conll_sentences(rng, 240, iob1=True))
-    _write_conll(str(root / "data" / "valid.txt"), _conll_sentences(rng, 60))
-    _write_conll(str(root / "data" / "test.txt"), _conll_sentences(rng, 20))
+    write_conll(str(root / "data" / "train.txt"), conll_sentences(rng, 240, iob1=True))
+    write_conll(str(root / "data" / "valid.txt"), conll_sentences(rng, 60))
+    write_conll(str(root / "data" / "test.txt"), conll_sentences(rng, 20))
     # A tokenizer that splits the names into pieces, so first-piece labelling matters.
     from bertjax import modeldir
     from bertjax.models import build, init_params
@@ -474,7 +427,7 @@ def test_ner_learns_entities_and_maps_predictions_back_to_words(ner_run):
     from bertjax import tasks
 
     assert ner_run["result"]["status"] == "done"
-    f1 = _eval_scalars(ner_run["work"])["validation/f1"]
+    f1 = eval_scalars(ner_run["work"])["validation/f1"]
     assert max(f1) > 0.8, f1
     with open(os.path.join(ner_run["work"], "best", "config.json")) as f:
         best = json.load(f)
@@ -507,5 +460,5 @@ def test_ner_predict_writes_conll_with_a_predicted_column(ner_run, tmp_path):
     assert right / total > 0.9
     scores = evaluate.evaluate(ner_run["config"], best)
     assert scores["validation"]["f1"] == pytest.approx(
-        max(_eval_scalars(ner_run["work"])["validation/f1"]), abs=1e-6
+        max(eval_scalars(ner_run["work"])["validation/f1"]), abs=1e-6
     )

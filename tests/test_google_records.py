@@ -247,7 +247,8 @@ def test_google_records_pack_at_read_time_holding_exactly_the_records_written(
     """data.packing on Google-format static data (docs/packing.md): each packed row
     holds whole records, with their own token types, masked positions (moved into the
     row) and NSP labels; an epoch of packed batches holds every record once."""
-    import test_packer
+    from datalib import take
+    from packlib import packed_sequences
 
     from bertjax.data import packer
 
@@ -261,9 +262,7 @@ def test_google_records_pack_at_read_time_holding_exactly_the_records_written(
         packing="best_fit",
         packing_row_multiple=2,
     )
-    batches = test_packer.tpl._take(
-        pipeline.Pipeline(Manifest.read(str(tmp_path / "data")), config), 3
-    )
+    batches = take(pipeline.Pipeline(Manifest.read(str(tmp_path / "data")), config), 3)
     rows = 0
     for b in batches:
         packer.check(b)
@@ -274,5 +273,5 @@ def test_google_records_pack_at_read_time_holding_exactly_the_records_written(
         _key(x["input_ids"], x["token_type_ids"], x["positions"], x["labels"], x["pair_label"])
         for x in insts
     ]
-    got = [_key(*s) for b in batches for s in test_packer._sequences(b)]
+    got = [_key(*s) for b in batches for s in packed_sequences(b)]
     assert sorted(got) == sorted(want)

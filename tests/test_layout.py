@@ -428,3 +428,23 @@ def test_model_configs_read_the_family_records_one_way():
             seen.add(m)
             todo.extend(GRAPH[m])
     assert "bertjax.models.config" not in seen and "bertjax.models" not in seen, sorted(seen)
+
+
+def test_no_test_module_imports_another():
+    """What several test modules share lives in tests/*lib.py (docs/extending.md), so a
+    test module never runs another's module-level code, fixtures or tests."""
+    tests = os.path.join(ROOT, "tests")
+    found = []
+    for name in sorted(os.listdir(tests)):
+        if not (name.startswith("test_") and name.endswith(".py")):
+            continue
+        tree = ast.parse(open(os.path.join(tests, name), encoding="utf-8").read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported = [node.module]
+            else:
+                continue
+            found += [f"{name}: {m}" for m in imported if m.split(".")[0].startswith("test_")]
+    assert not found, found

@@ -1,23 +1,17 @@
 """The packer (bertjax/data/packer.py) and packed pretraining batches from the pipeline,
 against references written here: a plain best-fit, the packed layout written by hand
-(test_packing.layout), and the same pipeline unpacked."""
+(packlib.layout), and the same pipeline unpacked."""
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
+import packlib
 import pytest
+from datalib import DYN, take, write_data
 
 from bertjax.data import packer
 from bertjax.data.manifest import Manifest
 from bertjax.data.pipeline import Pipeline, PipelineConfig
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import test_packing as tp  # noqa: E402
-import test_pipeline as tpl  # noqa: E402
 
 
 def reference_best_fit(lengths, row_length, max_per_row=0):
@@ -68,15 +62,15 @@ def test_a_sequence_longer_than_the_row_is_an_error_naming_it():
 
 
 def test_pack_rows_writes_the_layout_by_hand():
-    cfg = tp.tiny("bert")
-    seqs = tp.sequences(cfg)
+    cfg = packlib.tiny("bert")
+    seqs = packlib.sequences(cfg)
     single = tuple((i,) for i in range(len(seqs)))
-    unpacked, _ = tp.layout(seqs, single, cfg.pad_token_id, False)
-    want, _ = tp.layout(seqs, tp.ROWS, cfg.pad_token_id, True)
+    unpacked, _ = packlib.layout(seqs, single, cfg.pad_token_id, False)
+    want, _ = packlib.layout(seqs, packlib.ROWS, cfg.pad_token_id, True)
     got = packer.pack_rows(
         unpacked,
-        tp.ROWS,
-        len(tp.ROWS),
+        packlib.ROWS,
+        len(packlib.ROWS),
         3,
         6,
         cfg.pad_token_id,
@@ -128,55 +122,31 @@ def _pipe(d, packing="best_fit", **kw):
     return Pipeline(Manifest.read(d), PipelineConfig(**config))
 
 
-def _sequences(batch):
-    """Each sequence of a batch: (tokens, token types, masked positions within it,
-    masked ids, pair label), sorted."""
-    out = []
-    for r in range(len(batch["input_ids"])):
-        seg = batch["attention_mask"][r]
-        labels = batch["pair_labels"][r]
-        for k in range(1, int(seg.max(initial=0)) + 1):
-            at = np.flatnonzero(seg == k)
-            real = batch["masked_lm_weights"][r] > 0
-            pos = batch["masked_lm_positions"][r][real]
-            mine = (pos >= at[0]) & (pos <= at[-1])
-            out.append(
-                (
-                    tuple(batch["input_ids"][r, at]),
-                    tuple(batch["token_type_ids"][r, at]),
-                    tuple(pos[mine] - at[0]),
-                    tuple(batch["masked_lm_ids"][r][real][mine]),
-                    int(labels[k - 1] if labels.ndim else labels),
-                )
-            )
-    return sorted(out)
-
-
 @pytest.fixture(scope="module")
 def static_data(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("static"))
-    tpl.write_data(d, 80, 3, max_seq_length=16, static=True, max_predictions=3)
+    write_data(d, 80, 3, max_seq_length=16, static=True, max_predictions=3)
     return d
 
 
 def test_a_packed_step_holds_the_unpacked_steps_sequences(static_data):
-    packed, plain = tpl._take(_pipe(static_data), 8), tpl._take(_pipe(static_data, "off"), 8)
+    packed, plain = take(_pipe(static_data), 8), take(_pipe(static_data, "off"), 8)
     rows = 0
     for p, u in zip(packed, plain, strict=True):
         packer.check(p)
         assert p["pair_labels"].shape == (len(p["input_ids"]), 16)
         assert p["masked_lm_positions"].shape == (len(p["input_ids"]), 3)
-        assert _sequences(p) == _sequences(u)
+        assert packlib.packed_sequences(p) == packlib.packed_sequences(u)
         rows += len(p["input_ids"])
     assert rows < 8 * 16  # fewer rows than sequences: the point of packing
 
 
 def test_packed_pipeline_resumes_exactly(tmp_path):
-    tpl.write_data(str(tmp_path), 96, 4)
-    kw = dict(masking=tpl.DYN)
-    full = tpl._take(_pipe(str(tmp_path), **kw), 7)
-    resumed = tpl._take(_pipe(str(tmp_path), start_step=4, **kw), 3)
-    again = tpl._take(_pipe(str(tmp_path), **kw), 7)
+    write_data(str(tmp_path), 96, 4)
+    kw = dict(masking=DYN)
+    full = take(_pipe(str(tmp_path), **kw), 7)
+    resumed = take(_pipe(str(tmp_path), start_step=4, **kw), 3)
+    again = take(_pipe(str(tmp_path), **kw), 7)
     for expected, got in zip(full[4:], resumed, strict=True):
         assert sorted(expected) == sorted(got)
         for key in expected:

@@ -1,13 +1,12 @@
 """Tests of bertjax/data/pipeline.py on shards written here, exactly per the data contract.
 
-Every example carries a unique id in its tokens 1 and 2 (see `_uid_tokens`), so tests
+Every example carries a unique id in its tokens 1 and 2 (see `uid_tokens`), so tests
 can tell which examples each host read; dynamic masks are undone with
 masked_lm_positions / masked_lm_ids before reading it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import textwrap
@@ -15,6 +14,7 @@ import textwrap
 import clilib
 import numpy as np
 import pytest
+from datalib import BASE, DYN, PAD, SEP, VOCAB, take, write_data
 
 from bertjax.data import pipeline
 from bertjax.data.hosts import plan_hosts
@@ -22,146 +22,10 @@ from bertjax.data.manifest import Manifest
 from bertjax.data.masking import MaskingConfig
 from bertjax.data.pipeline import DataError, Pipeline, PipelineConfig
 
-_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-PAD, CLS, SEP, MASK = 0, 2, 3, 4
-_WORDS = 400
-VOCAB = len(_SPECIALS) + 2 * _WORDS  # w0..w399 then ##w0..##w399
-_BASE = 2 * _WORDS  # id digits 5 .. VOCAB-1
-
-
-def _save_tokenizer(directory: str) -> None:
-    from tokenizers import Tokenizer as Backend
-    from tokenizers import decoders, models, normalizers, pre_tokenizers
-
-    from bertjax.data.tokenizers import Tokenizer
-
-    tokens = _SPECIALS + [f"w{i}" for i in range(_WORDS)] + [f"##w{i}" for i in range(_WORDS)]
-    backend = Backend(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece()
-    tok = Tokenizer(backend, kind="wordpiece", options={"do_lower_case": True})
-    assert tok.vocab_size == VOCAB and (tok.pad_id, tok.cls_id, tok.mask_id) == (PAD, CLS, MASK)
-    tok.save(directory)
-
-
-def _uid_tokens(uid: int) -> list[int]:
-    return [5 + uid // _BASE, 5 + uid % _BASE]
-
-
-def _example_ids(uid: int, length: int, rng: np.random.Generator) -> list[int]:
-    body = rng.integers(5, VOCAB, size=length - 4).tolist()
-    return [CLS, *_uid_tokens(uid), *body, SEP]
-
-
-def write_data(
-    directory: str,
-    n_examples: int,
-    n_shards: int,
-    max_seq_length: int = 16,
-    static: bool = False,
-    max_predictions: int = 3,
-    split: str = "train",
-    mutate=None,
-    seed: int = 0,
-) -> dict[int, dict[str, list[int]]]:
-    """Writes a prepared directory per the contract; returns uid -> features written.
-
-    Shard i gets examples i, i + n_shards, ... (so shard sizes differ by at most one).
-    `mutate(uid, features)` may alter an example's features before it is written.
-    """
-    import tensorflow as tf
-
-    os.makedirs(directory, exist_ok=True)
-    _save_tokenizer(os.path.join(directory, "tokenizer"))
-    rng = np.random.default_rng(seed)
-    examples: dict[int, dict[str, list[int]]] = {}
-    shards = []
-    for s in range(n_shards):
-        name = f"{split}-{s:05d}-of-{n_shards:05d}.tfrecord"
-        count = tokens = 0
-        with tf.io.TFRecordWriter(os.path.join(directory, name)) as writer:
-            for uid in range(s, n_examples, n_shards):
-                length = int(rng.integers(5, max_seq_length + 1))
-                ids = _example_ids(uid, length, rng)
-                feats = {
-                    "input_ids": ids,
-                    "token_type_ids": [0] * (length // 2) + [1] * (length - length // 2),
-                    "pair_label": [uid % 2],
-                }
-                if static:
-                    k = int(rng.integers(1, min(max_predictions, length - 4) + 1))
-                    pos = sorted(rng.choice(np.arange(3, length - 1), size=k, replace=False))
-                    feats["masked_lm_positions"] = [int(p) for p in pos]
-                    feats["masked_lm_ids"] = [ids[p] for p in pos]
-                    for p in pos:
-                        ids[p] = MASK
-                if mutate is not None:
-                    mutate(uid, feats)
-                examples[uid] = feats
-                proto = tf.train.Example(
-                    features=tf.train.Features(
-                        feature={
-                            key: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
-                            for key, v in feats.items()
-                        }
-                    )
-                )
-                writer.write(proto.SerializeToString())
-                count += 1
-                tokens += len(ids)
-        with open(os.path.join(directory, name), "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        shards.append({"file": name, "examples": count, "tokens": tokens, "sha256": digest})
-    with open(os.path.join(directory, "tokenizer", "tokenizer.json"), "rb") as f:
-        tok_sha = hashlib.sha256(f.read()).hexdigest()
-    manifest = {
-        "format": "bertjax-data",
-        "version": 1,
-        "settings": {
-            "seed": seed,
-            "source": "synthetic",
-            "max_seq_length": max_seq_length,
-            "instances": "nsp",
-            "masking": {"max_predictions_per_seq": max_predictions, "strategy": "token"},
-        },
-        "tokenizer": {
-            "kind": "wordpiece",
-            "class": "BertTokenizer",
-            "vocab_size": VOCAB,
-            "sha256": tok_sha,
-        },
-        "masking": "static" if static else "dynamic",
-        "splits": {
-            split: {
-                "examples": n_examples,
-                "tokens": sum(s["tokens"] for s in shards),
-                "shards": shards,
-            }
-        },
-        "source_stats": {},
-        "vocab_check": "ok",
-    }
-    with open(os.path.join(directory, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
-    return examples
-
-
-DYN = MaskingConfig(max_predictions_per_seq=3)
-
 
 def _pipe(data_dir: str, *args, **kwargs) -> Pipeline:
     """Pipeline over the directory's Manifest, PipelineConfig(*args, **kwargs)."""
     return Pipeline(Manifest.read(data_dir), PipelineConfig(*args, **kwargs))
-
-
-def _take(pipe, n: int) -> list[dict[str, np.ndarray]]:
-    out = []
-    for batch in pipe:
-        out.append(batch)
-        if len(out) == n:
-            break
-    return out
 
 
 def _unmasked(batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -174,7 +38,7 @@ def _unmasked(batch: dict[str, np.ndarray]) -> np.ndarray:
 
 def _uids(batch: dict[str, np.ndarray]) -> np.ndarray:
     ids = _unmasked(batch)
-    return (ids[:, 1] - 5) * _BASE + (ids[:, 2] - 5)
+    return (ids[:, 1] - 5) * BASE + (ids[:, 2] - 5)
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +67,7 @@ def test_plan_hosts():
 def test_two_hosts_read_every_example_once_per_epoch(tmp_path, n_shards):
     write_data(str(tmp_path), 96, n_shards)
     hosts = [
-        _take(
+        take(
             _pipe(
                 str(tmp_path),
                 "train",
@@ -244,7 +108,7 @@ def test_uneven_hosts_leave_out_the_remainder(tmp_path):
         for i in range(2)
     ]
     assert pipes[0].epoch_examples == 12 and pipes[0].dropped_per_epoch == 1
-    got = [np.concatenate([_uids(b) for b in _take(p, 6)]) for p in pipes]  # one epoch
+    got = [np.concatenate([_uids(b) for b in take(p, 6)]) for p in pipes]  # one epoch
     seen = np.concatenate(got)
     assert len(set(seen.tolist())) == 24 and set(seen.tolist()) <= set(range(25))
 
@@ -254,9 +118,9 @@ def test_uneven_hosts_leave_out_the_remainder(tmp_path):
 
 def test_same_seed_same_stream_other_seed_other_order(data96):
     d, _ = data96
-    a = _take(_pipe(d, "train", 16, seed=1, masking=DYN), 8)
-    b = _take(_pipe(d, "train", 16, seed=1, masking=DYN), 8)
-    c = _take(_pipe(d, "train", 16, seed=2, masking=DYN), 8)
+    a = take(_pipe(d, "train", 16, seed=1, masking=DYN), 8)
+    b = take(_pipe(d, "train", 16, seed=1, masking=DYN), 8)
+    c = take(_pipe(d, "train", 16, seed=2, masking=DYN), 8)
     for x, y in zip(a, b, strict=True):
         for key in x:
             np.testing.assert_array_equal(x[key], y[key])
@@ -270,14 +134,14 @@ def test_same_seed_same_stream_other_seed_other_order(data96):
 def test_restore_equals_uninterrupted_stream(data96, k):
     d, _ = data96
     kwargs = dict(split="train", global_batch_size=16, seed=5, masking=DYN, shuffle_buffer=30)
-    full = _take(_pipe(d, **kwargs), k + 5)
+    full = take(_pipe(d, **kwargs), k + 5)
     pipe = _pipe(d, **kwargs)
-    _take(pipe, k) if k else None
+    take(pipe, k) if k else None
     state = pipe.state()
     assert state == {"step": k}
     state = json.loads(json.dumps(state))
-    resumed = _take(Pipeline.restore(state, Manifest.read(d), PipelineConfig(**kwargs)), 5)
-    also = _take(_pipe(d, **kwargs, start_step=k), 5)
+    resumed = take(Pipeline.restore(state, Manifest.read(d), PipelineConfig(**kwargs)), 5)
+    also = take(_pipe(d, **kwargs, start_step=k), 5)
     for expected, got, got2 in zip(full[k:], resumed, also, strict=True):
         for key in expected:
             assert expected[key].dtype == got[key].dtype
@@ -296,8 +160,8 @@ def test_restore_two_hosts(tmp_path):
             process_index=i,
             process_count=2,
         )
-        full = _take(_pipe(str(tmp_path), **kwargs), 9)
-        resumed = _take(
+        full = take(_pipe(str(tmp_path), **kwargs), 9)
+        resumed = take(
             Pipeline.restore({"step": 6}, Manifest.read(str(tmp_path)), PipelineConfig(**kwargs)), 3
         )
         for expected, got in zip(full[6:], resumed, strict=True):
@@ -313,8 +177,8 @@ def test_state_counts_consumed_batches(data96):
     next(it)
     assert pipe.state() == {"step": 2}
     it.close()
-    again = _take(pipe, 1)  # a new iterator continues from the state
-    expected = _take(_pipe(d, "train", 16, seed=0, masking=DYN, start_step=2), 1)
+    again = take(pipe, 1)  # a new iterator continues from the state
+    expected = take(_pipe(d, "train", 16, seed=0, masking=DYN, start_step=2), 1)
     np.testing.assert_array_equal(again[0]["input_ids"], expected[0]["input_ids"])
     assert pipe.state() == {"step": 3}
 
@@ -324,7 +188,7 @@ def test_state_counts_consumed_batches(data96):
 
 def test_batch_shapes_dtypes_padding_and_masks(data96):
     d, examples = data96
-    (batch,) = _take(_pipe(d, "train", 16, seed=0, masking=DYN), 1)
+    (batch,) = take(_pipe(d, "train", 16, seed=0, masking=DYN), 1)
     assert set(batch) == {
         "input_ids",
         "attention_mask",
@@ -365,7 +229,7 @@ def test_dynamic_masks_use_the_documented_rng(data96):
     from bertjax.data.tokenizers import load_tokenizer
 
     d, _ = data96
-    batches = _take(_pipe(d, "train", 16, seed=4, masking=DYN, process_index=1, process_count=2), 3)
+    batches = take(_pipe(d, "train", 16, seed=4, masking=DYN, process_index=1, process_count=2), 3)
     masker = masker_from_tokenizer(load_tokenizer(os.path.join(d, "tokenizer")), DYN)
     for k, batch in enumerate(batches):
         again = masker(_unmasked(batch), batch["attention_mask"], np.random.default_rng([4, k, 1]))
@@ -376,11 +240,11 @@ def test_dynamic_masks_use_the_documented_rng(data96):
 def test_static_masks_are_read_back_exactly(tmp_path):
     examples = write_data(str(tmp_path), 40, 3, static=True, max_predictions=4)
     seen = set()
-    for batch in _take(_pipe(str(tmp_path), "train", 8, seed=0), 5):
+    for batch in take(_pipe(str(tmp_path), "train", 8, seed=0), 5):
         assert batch["masked_lm_positions"].shape == (8, 4)
         for row in range(8):
             ids = batch["input_ids"][row]
-            uid = int((ids[1] - 5) * _BASE + ids[2] - 5)
+            uid = int((ids[1] - 5) * BASE + ids[2] - 5)
             ex = examples[uid]
             seen.add(uid)
             n, k = len(ex["input_ids"]), len(ex["masked_lm_positions"])
@@ -396,7 +260,7 @@ def test_static_masks_are_read_back_exactly(tmp_path):
 
 def test_corpus_smaller_than_one_batch_still_yields_batches(tmp_path):
     write_data(str(tmp_path), 5, 2)
-    batches = _take(_pipe(str(tmp_path), "train", 16, seed=0, masking=DYN), 3)
+    batches = take(_pipe(str(tmp_path), "train", 16, seed=0, masking=DYN), 3)
     uids = np.concatenate([_uids(b) for b in batches])
     assert len(uids) == 48
     for e in range(9):  # every epoch (5 records) holds every example once
@@ -434,7 +298,7 @@ def test_id_outside_vocabulary_raises_clear_error(tmp_path):
         match=rf"^{shard}, record 6: token id {VOCAB + 7} is outside "
         r"the vocabulary \[0, 805\) of .*tokenizer \(split",
     ):
-        _take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 4)
+        take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 4)
 
 
 def _bad_position(uid, feats):
@@ -446,7 +310,7 @@ def test_static_mask_outside_its_example_raises(tmp_path):
     write_data(str(tmp_path), 8, 1, static=True, mutate=_bad_position)
     shard = os.path.join(str(tmp_path), "train-00000-of-00001.tfrecord")
     with pytest.raises(DataError, match=f"^{shard}, record 2: a masked_lm position lies outside"):
-        _take(_pipe(str(tmp_path), "train", 8, seed=0), 1)
+        take(_pipe(str(tmp_path), "train", 8, seed=0), 1)
     with pytest.raises(DataError, match="the shards are already masked"):
         _pipe(str(tmp_path), "train", 8, seed=0, masking=DYN)
 
@@ -461,16 +325,16 @@ def _too_long(uid, feats):
 def test_length_checks(tmp_path, data96):
     write_data(str(tmp_path), 16, 1, mutate=_too_long)
     with pytest.raises(DataError, match="30 tokens, more than max_seq_length 16"):
-        _take(_pipe(str(tmp_path), "train", 16, seed=0, masking=DYN), 1)
+        take(_pipe(str(tmp_path), "train", 16, seed=0, masking=DYN), 1)
     d, _ = data96  # lengths up to 16
     with pytest.raises(DataError, match="more than max_position_embeddings 14 - position_offset 2"):
-        _take(
+        take(
             _pipe(
                 d, "train", 96, seed=0, masking=DYN, max_position_embeddings=14, position_offset=2
             ),
             1,
         )
-    assert _take(_pipe(d, "train", 96, seed=0, masking=DYN, max_position_embeddings=16), 1)
+    assert take(_pipe(d, "train", 96, seed=0, masking=DYN, max_position_embeddings=16), 1)
 
 
 def test_bad_manifests_and_arguments_fail_in_one_line(tmp_path, data96):
@@ -536,7 +400,7 @@ def test_a_damaged_shard_is_named_when_first_opened(tmp_path):
         f.seek(30)
         f.write(b"\xff" * 8)
     with pytest.raises(DataError) as e:
-        _take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
+        take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
     assert str(e.value) == (
         f"{shard}: its sha256 differs from {tmp_path}/manifest.json; "
         "the shard is damaged or was replaced. Prepare the data again"
@@ -549,7 +413,7 @@ def test_a_damaged_shard_is_named_when_first_opened(tmp_path):
     with open(path, "w") as f:
         json.dump(manifest, f)
     with pytest.raises(DataError, match="train-\\*.tfrecord: cannot read the records"):
-        _take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
+        take(_pipe(str(tmp_path), "train", 8, seed=0, masking=DYN), 3)
 
 
 def test_shards_shorter_than_the_manifest_says(tmp_path):
@@ -562,7 +426,7 @@ def test_shards_shorter_than_the_manifest_says(tmp_path):
     with open(path, "w") as f:
         json.dump(manifest, f)
     with pytest.raises(DataError, match="shards hold fewer examples than it lists"):
-        _take(_pipe(str(tmp_path), "train", 4, seed=0, masking=DYN), 8)
+        take(_pipe(str(tmp_path), "train", 4, seed=0, masking=DYN), 8)
 
 
 # ------------------------------------------------------------------ global arrays
@@ -572,7 +436,7 @@ def test_batches_become_global_arrays_on_8_simulated_devices(data96, tmp_path):
     """A pipeline batch as training shards it (`train.global_batch`: batch axis over the
     mesh's data and fsdp axes, the rest replicated)."""
     d, _ = data96
-    (batch,) = _take(_pipe(d, "train", 16, seed=0, masking=DYN), 1)
+    (batch,) = take(_pipe(d, "train", 16, seed=0, masking=DYN), 1)
     np.savez(tmp_path / "batch.npz", **batch)
     # A fresh process: JAX in this one may already be initialised with 1 device.
     script = textwrap.dedent(

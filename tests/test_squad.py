@@ -19,84 +19,34 @@ import sys
 import modellib
 import numpy as np
 import pytest
+from tasklib import (
+    COUNTRY,
+    READER_PEOPLE,
+    READER_PLACES,
+    WORDS,
+    eval_scalars,
+    reading_task,
+    write_squad,
+)
 
 from bertjax.data import datasets, squad
 from bertjax.data.glue import DatasetError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-import test_finetune as tf  # noqa: E402
-
-PEOPLE = "anna boris clara dmitri elena felix greta hugo ines jonas karla lukas".split()
-COUNTRY = dict(
-    paris="france",
-    berlin="germany",
-    rome="italy",
-    oslo="norway",
-    madrid="spain",
-    lisbon="portugal",
-    vienna="austria",
-    dublin="ireland",
-)
-PLACES = list(COUNTRY)
-
-
-def reading_task(rng, n, facts=(3, 6), impossible=0.0, filler=0):
-    """SQuAD-format articles: a paragraph says where some people live, each in another
-    city (in a random order, with `filler` random words between facts); each question
-    asks which city is in a country, one of theirs (or, with probability `impossible`,
-    another: a v2.0 question without an answer). The answer depends on the question."""
-    paragraphs = []
-    for i in range(n):
-        people = rng.choice(PEOPLE, int(rng.integers(*facts)), replace=False)
-        places = rng.choice(PLACES, len(people), replace=False)
-        parts, where = [], {}
-        for p, place in zip(people, places, strict=True):
-            filler_words = " ".join(rng.choice(tf.WORDS, filler)) + " " if filler else ""
-            parts.append(filler_words)
-            where[str(place)] = sum(len(x) for x in parts) + len(f"{p} lives in ")
-            parts.append(f"{p} lives in {place} . ")
-        context = "".join(parts).strip()
-        if rng.random() < impossible:
-            asked = str(rng.choice([p for p in PLACES if p not in where]))
-            qa = {
-                "id": f"q{i}",
-                "question": f"which city is in {COUNTRY[asked]} ?",
-                "answers": [],
-                "is_impossible": True,
-            }
-        else:
-            asked = str(rng.choice(places))
-            start = where[asked]
-            assert context[start : start + len(asked)] == asked
-            qa = {
-                "id": f"q{i}",
-                "question": f"which city is in {COUNTRY[asked]} ?",
-                "answers": [{"text": asked, "answer_start": start}],
-            }
-        paragraphs.append({"context": context, "qas": [qa]})
-    return [{"title": "t", "paragraphs": paragraphs}]
-
-
-def _write_json(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"version": "1.1", "data": data}, f)
 
 
 def test_files_read_and_bad_records_named(tmp_path):
     rng = np.random.default_rng(0)
     data = reading_task(rng, 5)
-    _write_json(str(tmp_path / "train-v1.1.json"), data)
+    write_squad(str(tmp_path / "train-v1.1.json"), data)
     questions, read = datasets.read_split("squad", f"json:{tmp_path}", "train", version="v1.1")
     assert [q.qid for q in questions] == [f"q{i}" for i in range(5)] and read == data
     text, start = questions[0].answers[0]
     assert questions[0].context[start : start + len(text)] == text
     # An answer whose answer_start does not point at its text: named to the record.
     data[0]["paragraphs"][2]["qas"][0]["answers"][0]["answer_start"] += 1
-    _write_json(str(tmp_path / "train-v1.1.json"), data)
+    write_squad(str(tmp_path / "train-v1.1.json"), data)
     with pytest.raises(
         DatasetError,
         match=r"train-v1.1.json: data\[0\].paragraphs\[2\]"
@@ -107,7 +57,7 @@ def test_files_read_and_bad_records_named(tmp_path):
         f.write("{not json")
     with pytest.raises(DatasetError, match=r"dev-v1.1.json: not valid JSON"):
         datasets.read_split("squad", f"json:{tmp_path}", "validation", version="v1.1")
-    _write_json(str(tmp_path / "dev-v1.1.json"), [])
+    write_squad(str(tmp_path / "dev-v1.1.json"), [])
     with pytest.raises(DatasetError, match=r"dev-v1.1.json: the validation split has no"):
         datasets.read_split("squad", f"json:{tmp_path}", "validation", version="v1.1")
     with pytest.raises(DatasetError, match=r"finetune.data='squad:x'"):
@@ -177,9 +127,9 @@ def tokenizers_by_kind(tmp_path_factory):
     root = tmp_path_factory.mktemp("squad_tok")
     texts = [
         " ".join(
-            tf.WORDS
-            + PEOPLE
-            + PLACES
+            WORDS
+            + READER_PEOPLE
+            + READER_PLACES
             + list(COUNTRY.values())
             + ["lives", "in", "which", "city", "is", "?", "."]
         )
@@ -252,7 +202,7 @@ def test_answers_off_token_boundaries_are_counted_and_left_out(
     # "aris" of "paris": in the context, but not a whole token.
     answer = data[0]["paragraphs"][4]["qas"][0]["answers"][0]
     answer.update(text=answer["text"][1:], answer_start=answer["answer_start"] + 1)
-    _write_json(str(tmp_path / "data" / "train-v1.1.json"), data)
+    write_squad(str(tmp_path / "data" / "train-v1.1.json"), data)
     tok_dir = str(tmp_path / "tok")
     tokenizers_by_kind["wordpiece"].save(tok_dir)
     c = finetune.get_config("squad_v1,bert_base,runlocal")
@@ -288,9 +238,9 @@ def reader(tmp_path_factory, tokenizers_by_kind):
 
     root = tmp_path_factory.mktemp("squad")
     rng = np.random.default_rng(4)
-    _write_json(str(root / "v1" / "train-v1.1.json"), reading_task(rng, 480, facts=(2, 6)))
-    _write_json(str(root / "v1" / "dev-v1.1.json"), reading_task(rng, 60, facts=(2, 6)))
-    _write_json(str(root / "v2" / "dev-v2.0.json"), reading_task(rng, 60, impossible=0.5))
+    write_squad(str(root / "v1" / "train-v1.1.json"), reading_task(rng, 480, facts=(2, 6)))
+    write_squad(str(root / "v1" / "dev-v1.1.json"), reading_task(rng, 60, facts=(2, 6)))
+    write_squad(str(root / "v2" / "dev-v2.0.json"), reading_task(rng, 60, impossible=0.5))
     cfg = modellib.tiny(
         "bert",
         vocab_size=320,
@@ -319,7 +269,7 @@ def reader(tmp_path_factory, tokenizers_by_kind):
 
 def test_a_reader_learns_to_answer_from_the_question(reader):
     assert reader["result"]["status"] == "done"
-    scores = tf._eval_scalars(reader["work"])
+    scores = eval_scalars(reader["work"])
     # Guessing one of the 2-5 cities of the paragraph scores ~35 exact match.
     assert max(scores["validation/exact_match"]) > 80, scores
     with open(os.path.join(reader["work"], "best", "config.json")) as f:
@@ -378,9 +328,9 @@ def test_answers_keep_their_text_with_offsets_that_include_the_space(tokenizers_
 
     texts = [
         " ".join(
-            tf.WORDS
-            + PEOPLE
-            + PLACES
+            WORDS
+            + READER_PEOPLE
+            + READER_PLACES
             + list(COUNTRY.values())
             + ["lives", "in", "which", "city", "is", "?", "."]
         )
