@@ -34,10 +34,13 @@ transformers.__version__)"; } | tee "$out/device.txt"
 if [ -n "${GPU_SH_DRY_RUN:-}" ]; then  # the same commands at sizes a CPU runs in seconds
   base=(--config=configs/pretrain.py:bert_tiny --config.train.batch_size=8)
   large=(--config=configs/pretrain.py:bert_mini --config.train.batch_size=4)
+  modern=(--config=configs/pretrain.py:modernbert_tiny --config.train.batch_size=4
+          --config.max_seq_length=64 --config.max_predictions_per_seq=20)
   seconds=2
 else
   base=(--config=configs/pretrain.py:bert_base --config.train.batch_size=256)
   large=(--config=configs/pretrain.py:bert_large --config.train.batch_size=32)
+  modern=(--config=configs/pretrain.py:modernbert_base --config.train.batch_size=32)
   seconds=30
 fi
 status=0
@@ -51,6 +54,10 @@ run() {  # NAME ARGS...: one bench, its output kept whatever happens
 }
 run bert_base_s128 "${base[@]}" --config.max_seq_length=128 --config.max_predictions_per_seq=20
 run bert_large_s512 "${large[@]}" --config.max_seq_length=512 --config.max_predictions_per_seq=80
+# ModernBERT-Base at its 1024 tokens and 30% masking against ModernBertForMaskedLM: global
+# layers on cuDNN, local (128-token window) layers on xla (docs/architectures.md).
+run modernbert_base_s1024 "${modern[@]}" --config.optim.warmup_tokens=0 \
+    --config.optim.decay_tokens=0
 # Packed rows (docs/packing.md): demo_next's own sentences (about 48 tokens) packed into
 # rows of 128 against transformers fed padded to 128 (run_glue.py's default) and with
 # dynamic padding, real tokens/s (bertjax/tools/bench_real.py). The tokenizer is trained
@@ -67,5 +74,5 @@ else
   packed=(--config=configs/finetune.py:demo_next,bert_base --config.train.batch_size=32)
 fi
 run bert_base_packed_demo_next "${packed[@]}" --config.tokenizer.path="$tok"
-grep -h "^ratio=\|^against\|^rows a step\|^== \|MFU" "$out"/bert_*.txt
+grep -h "^ratio=\|^against\|^rows a step\|^== \|MFU" "$out"/*bert_*.txt
 exit $status

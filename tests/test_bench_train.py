@@ -81,6 +81,29 @@ def test_vs_torch_same_start_and_ratio_line():
     assert "BertForPreTraining" in sides[1]
 
 
+def test_modernbert_against_its_masked_lm_class():
+    """ModernBertForMaskedLM ties its top-level `decoder.weight` to the embeddings: the
+    reference loads our parameters with it absent and ties it, as for the other families."""
+    rc, lines, err = _run(
+        "--config=configs/pretrain.py:modernbert_tiny",
+        "--config.max_seq_length=32",
+        "--config.max_predictions_per_seq=5",
+        "--config.train.batch_size=8",
+        "--config.optim.warmup_tokens=0",
+        "--config.optim.decay_tokens=0",
+        "--config.model.attention_dropout_rate=0",
+        "--seconds=1",
+        "--vs_torch",
+        torch=True,
+    )
+    assert rc == 0, err
+    assert "ModernBertForMaskedLM" in next(ln for ln in lines if ln.startswith("reference ("))
+    check = next(ln for ln in lines if ln.startswith("check: first-step loss"))
+    got = re.search(r"ours=(\S+) reference=(\S+)", check)
+    assert abs(float(got[1]) - float(got[2])) < 1e-4, check
+    assert 10.0 < float(got[1]) < 11.6, check  # its 50,368-way MLM, random init: ln 50368
+
+
 def test_without_torch_prints_tokens_and_mfu():
     rc, lines, err = _run(*_TINY, "--config.train.peak_flops=1e12")
     assert rc == 0, err

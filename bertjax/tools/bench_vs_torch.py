@@ -43,7 +43,7 @@ def _torch_model(cfg: ModelConfig, params: Any, device: str) -> Any:
     untied = [
         k
         for k in info.missing_keys
-        if not k.endswith(
+        if not f".{k}".endswith(
             (
                 ".decoder.weight",
                 ".decoder.bias",
