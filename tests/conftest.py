@@ -28,7 +28,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 # Test tiers. The unit tier (`python -m pytest -m unit`, README "Tests") is the modules in
 # UNIT, each test seconds at most: layers, heads, losses, optimizers, schedules, masking,
-# tokenizers, parity with transformers, scoring, the layout; it runs in under 3 minutes
+# tokenizers, parity with transformers, scoring, the layout; it runs in about 3 minutes
 # on 2 cores. Every other module (training runs, commands, emulated buckets, several
 # processes) is the integration tier, and so is a test marked `@pytest.mark.integration`
 # inside a unit module (a slow parity test). A new module starts in the integration
