@@ -98,12 +98,11 @@ def files_digest(directory: str) -> str:
     return files_record(directory)[0]
 
 
-def _differences(directory: str, recorded: Any) -> str:
-    """'; what differs' (up to three files) between `directory` and a `*_files` record,
-    or '' when there is no record to compare with."""
+def _differences(have: dict[str, list[Any]], recorded: Any) -> str:
+    """'; what differs' (up to three files) between `have` (`files_record`'s files) and a
+    `*_files` record, or '' when there is no record to compare with."""
     if not isinstance(recorded, dict):
         return ""
-    _, have = files_record(directory)
     found = [f"{n} missing" for n in sorted(set(recorded) - set(have))]
     found += [f"{n} not recorded" for n in sorted(set(have) - set(recorded))]
     for n in sorted(set(have) & set(recorded)):
@@ -177,11 +176,12 @@ def load(path: str, cfg: ModelConfig | None = None) -> tuple[ModelConfig, Any]:
         where = paths.join(path, "params")
         if not paths.isdir(local):
             raise FileNotFoundError(2, "missing", where)
-        if files_digest(local) != meta["params_sha256"]:
+        digest, have = files_record(local)
+        if digest != meta["params_sha256"]:
             raise ValueError(
                 f"{where}: its files differ from what "
                 f"{paths.join(path, 'config.json')} recorded (params_sha256"
-                f"{_differences(local, meta.get('params_files'))}); the directory is damaged"
+                f"{_differences(have, meta.get('params_files'))}); the directory is damaged"
             )
         try:
             params = quiet_read(ocp.StandardCheckpointer().restore, paths.absolute(local))
@@ -210,8 +210,9 @@ def load_tokenizer(path: str) -> Any:
             )
         return None
     with paths.local_copy(tok_dir) as local:
-        if not paths.isdir(local) or files_digest(local) != meta["tokenizer_sha256"]:
-            found = _differences(local, meta.get("tokenizer_files")) if paths.isdir(local) else ""
+        digest, have = files_record(local) if paths.isdir(local) else (None, {})
+        if digest != meta["tokenizer_sha256"]:
+            found = _differences(have, meta.get("tokenizer_files")) if digest else ""
             raise ValueError(
                 f"{tok_dir}: its files differ from what "
                 f"{paths.join(path, 'config.json')} recorded (tokenizer_sha256{found})"

@@ -12,12 +12,7 @@ import numpy as np
 from bertjax.models import ModelConfig
 
 TINY = dict(
-    vocab_size=97,
-    hidden_size=32,
-    num_layers=2,
-    num_heads=4,
-    intermediate_size=48,
-    max_position_embeddings=40,
+    modellib.SIZES,  # two 32-wide layers, vocabulary 97, 40 positions
     dropout_rate=0.0,
     attention_dropout_rate=0.0,
     classifier_dropout_rate=0.0,
