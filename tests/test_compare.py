@@ -447,3 +447,56 @@ def test_runs_that_differ_only_by_seed_are_summarised_per_setting():
     assert report_lib.seeds_table(runs[:1] + runs[3:4]) is None  # one seed a setting
     assert "Over seeds" in report_lib.markdown_report(runs)
     assert "Over seeds" not in report_lib.markdown_report(runs[:1])
+
+
+LONG = {f"model.switch_{k}": "x" * 12 for k in range(8)}  # a 170-character setting
+
+
+def _outside(fig, ax) -> bool:
+    """Whether the figure's legend lies wholly below the axes (its labels and ticks too)."""
+    fig.canvas.draw()  # lays the figure out (constrained layout)
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    return legend.y1 <= ax.get_tightbbox(renderer).y0
+
+
+def test_plots_colour_a_setting_alike_and_keep_long_names_out_of_the_axes():
+    runs = [
+        _run_of("a0", {**LONG, "model.mlp": "dense", "seed": 0}, 5.0, 4.0, [0.1, 0.6, 0.9]),
+        _run_of("b0", {**LONG, "model.mlp": "glu", "seed": 0}, 3.0, 2.0, [0.2, 0.3, 0.4]),
+        _run_of("a1", {**LONG, "model.mlp": "dense", "seed": 1}, 5.5, 4.4, [0.2, 0.5, 0.7]),
+        _run_of("b1", {**LONG, "model.mlp": "glu", "seed": 1}, 2.0, 1.0, [0.3, 0.5, 0.6]),
+    ]
+    fig = report_lib.loss_figure(runs)
+    (ax,) = fig.axes
+    # a train and an eval line per run, drawn setting by setting (a0, a1, b0, b1): the
+    # a runs in one colour, the b runs in another
+    colours = [line.get_color() for line in ax.get_lines()]
+    assert len(set(colours[:4])) == len(set(colours[4:])) == 1 and colours[0] != colours[4]
+    texts = [t.get_text().replace("\n    ", " ") for t in fig.legends[0].get_texts()]
+    setting = " ".join(f"{k}={v}" for k, v in LONG.items())
+    assert texts == [f"1: {setting} model.mlp=dense", f"2: {setting} model.mlp=glu"]
+    assert _outside(fig, ax)
+    assert ax.get_position().width > 0.8  # the axes keep the figure's width
+    fig = report_lib.downstream_figure(runs)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+    assert _outside(fig, ax)
+    dots, bars = ax.collections[0::2], ax.collections[1::2]
+    # every fine-tuning score of a setting in its column; the bar at the median of the
+    # runs' medians (by hand: a: 0.6 and 0.5 -> 0.55; b: 0.3 and 0.5 -> 0.4)
+    assert sorted(dots[0].get_offsets()[:, 1].tolist()) == [0.1, 0.2, 0.5, 0.6, 0.7, 0.9]
+    assert set(dots[1].get_offsets()[:, 0].tolist()) == {1.0}
+    assert [b.get_offsets()[0].tolist() for b in bars] == [
+        pytest.approx([0.0, 0.55]),
+        pytest.approx([1.0, 0.4]),
+    ]
+
+
+def test_plots_of_runs_without_seeds_name_each_run():
+    runs = [_run_of("base", {}, 3.0, 2.5, [0.5, 0.6, 0.7]), _run_of("short", {}, 4.0, None)]
+    fig = report_lib.loss_figure(runs)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["base", "short"]
+    assert len({line.get_color() for line in fig.axes[0].get_lines()}) == 2
+    (ax,) = report_lib.downstream_figure(runs).axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["base", "short"]

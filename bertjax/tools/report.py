@@ -12,6 +12,7 @@ import json
 import math
 import os
 import statistics
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -159,14 +160,23 @@ def _spread(values: Sequence[float]) -> str:
     )
 
 
+def setting_groups(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Runs by setting: their overrides less `seed` as text, in order of first appearance.
+    A run whose seed is not among its overrides stands alone (under its name): runs of
+    the same config and seed are repeats, not seeds."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        rest = {k: v for k, v in run.overrides.items() if k != "seed"}
+        setting = overrides_text(rest) or "(no other override)"
+        groups.setdefault(setting if "seed" in run.overrides else run.name, []).append(run)
+    return groups
+
+
 def seeds_table(runs: Sequence[Run]) -> str | None:
     """Runs that differ only by `seed`, one row per setting: the median [min-max] over
     its seeds of the final train and eval loss and of each downstream median; None when
     no setting has several seeds."""
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        rest = {k: v for k, v in run.overrides.items() if k != "seed"}
-        groups.setdefault(overrides_text(rest) or "(no other override)", []).append(run)
+    groups = setting_groups(runs)
     if all(len(g) < 2 for g in groups.values()):
         return None
     keys = downstream_keys(runs)
@@ -190,6 +200,9 @@ def seeds_table(runs: Sequence[Run]) -> str | None:
 
 # --------------------------------------------------------------------------- plots
 
+# A legend label longer than this is wrapped onto several lines.
+_WRAP = 100
+
 
 def _figure(width: float, height: float) -> Any:
     """A matplotlib Figure on the Agg canvas: no display and no pyplot, so the caller's
@@ -206,53 +219,101 @@ def _colour(i: int) -> str:
     return f"C{i % 10}"  # matplotlib's default colour cycle
 
 
-def plot_loss(runs: Sequence[Run], path: str) -> None:
+def plot_groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
+    """What the plots colour alike: when some runs differ only by `seed`, one group per
+    setting (its overrides less `seed`, numbered in order of first appearance); else one
+    group per run, labelled with its name."""
+    groups = setting_groups(runs)
+    if all(len(g) < 2 for g in groups.values()):
+        return [(run.name, [run]) for run in runs]
+    return [(f"{n}: {setting}", group) for n, (setting, group) in enumerate(groups.items(), 1)]
+
+
+def _legend_below(fig: Any, handles: Sequence[Any], labels: Sequence[str]) -> None:
+    """The legend under the axes (outside them: long run names never squeeze the plot)."""
+    wrapped = [textwrap.fill(label, _WRAP, subsequent_indent="    ") for label in labels]
+    fig.legend(handles, wrapped, loc="outside lower left", fontsize="small", frameon=False)
+
+
+def _legend_height(labels: Sequence[str]) -> float:
+    """Inches the legend below the axes takes, about."""
+    lines = sum(len(textwrap.wrap(label, _WRAP)) or 1 for label in labels)
+    return 0.3 + 0.19 * lines
+
+
+def loss_figure(runs: Sequence[Run]) -> Any:
     """train/loss against step per run (solid), eval/loss in the same colour (dashed,
-    markers)."""
-    fig = _figure(8, 5)
+    markers); the runs of a setting (plot_groups) share its colour and legend entry."""
+    groups = plot_groups(runs)
+    labels = [label for label, _ in groups]
+    fig = _figure(8, 5 + _legend_height(labels))
     ax = fig.add_subplot()
-    for i, run in enumerate(runs):
-        steps, losses = zip(*run.train_loss, strict=True)
-        # A run with a single point would draw no line: a dot then.
-        ax.plot(
-            steps, losses, color=_colour(i), label=run.name, marker="o" if len(steps) == 1 else None
-        )
-        if run.eval_loss:
-            steps, losses = zip(*run.eval_loss, strict=True)
-            ax.plot(
-                steps,
-                losses,
-                color=_colour(i),
-                linestyle="--",
-                marker="o",
-                label=f"{run.name} (eval)",
+    handles = []
+    for i, (_, group) in enumerate(groups):
+        for run in group:
+            steps, losses = zip(*run.train_loss, strict=True)
+            # A run with a single point would draw no line: a dot then.
+            (line,) = ax.plot(
+                steps, losses, color=_colour(i), marker="o" if len(steps) == 1 else None
             )
+            if run.eval_loss:
+                steps, losses = zip(*run.eval_loss, strict=True)
+                ax.plot(steps, losses, color=_colour(i), linestyle="--", marker="o")
+        handles.append(line)
     ax.set(xlabel="step", ylabel="loss", title="train loss (solid), eval loss (dashed)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.savefig(path, dpi=100)
+    _legend_below(fig, handles, labels)
+    return fig
+
+
+def downstream_figure(runs: Sequence[Run]) -> Any:
+    """One panel per downstream (task, metric), a column per group (plot_groups): every
+    fine-tuning score of its runs as a dot, the median of its runs' medians as a black
+    bar. Columns are numbered when a label is long, the legend below names them."""
+    keys = downstream_keys(runs)
+    groups = plot_groups(runs)
+    labels = [label for label, _ in groups]
+    numbered = any(len(label) > 24 for label in labels)
+    cols = min(len(keys), 3)
+    rows = math.ceil(len(keys) / cols)
+    width = max(4.0, (0.4 if numbered else 0.8) * len(groups) + 2) * cols
+    fig = _figure(width, 4 * rows + (_legend_height(labels) if numbered else 0))
+    handles: list[Any] = [None] * len(groups)
+    for n, key in enumerate(keys):
+        ax = fig.add_subplot(rows, cols, n + 1)
+        for i, (_, group) in enumerate(groups):
+            found = [run.downstream[key] for run in group if key in run.downstream]
+            if not found:
+                continue
+            scores = [s for d in found for s in d.scores]
+            dots = ax.scatter(
+                [i] * len(scores), scores, color=_colour(i), s=24, alpha=0.7, zorder=3
+            )
+            handles[i] = handles[i] or dots
+            median = statistics.median(d.median for d in found)
+            ax.scatter([i], [median], color="black", marker="_", s=500, linewidths=2, zorder=4)
+        ticks = [str(i + 1) for i in range(len(groups))] if numbered else labels
+        ax.set_xticks(
+            range(len(groups)),
+            ticks,
+            rotation=0 if numbered else 30,
+            ha="center" if numbered else "right",
+        )
+        ax.set_xlim(-0.5, len(groups) - 0.5)
+        ax.set(title=f"{key[0]} ({key[1]})", ylabel=key[1])
+        ax.grid(axis="y", alpha=0.3)
+    if numbered:
+        shown = [(h, label) for h, label in zip(handles, labels, strict=True) if h is not None]
+        _legend_below(fig, [h for h, _ in shown], [label for _, label in shown])
+    return fig
+
+
+def plot_loss(runs: Sequence[Run], path: str) -> None:
+    loss_figure(runs).savefig(path, dpi=100)
 
 
 def plot_downstream(runs: Sequence[Run], path: str) -> None:
-    """One panel per downstream (task, metric): each seed's score as a dot per run, the
-    median as a black bar."""
-    keys = downstream_keys(runs)
-    cols = min(len(keys), 3)
-    rows = math.ceil(len(keys) / cols)
-    fig = _figure(max(4.0, 0.8 * len(runs) + 2) * cols, 4 * rows)
-    for n, key in enumerate(keys):
-        ax = fig.add_subplot(rows, cols, n + 1)
-        for i, run in enumerate(runs):
-            d = run.downstream.get(key)
-            if d is None:
-                continue
-            ax.scatter([i] * len(d.scores), d.scores, color=_colour(i), s=24, alpha=0.7, zorder=3)
-            ax.scatter([i], [d.median], color="black", marker="_", s=500, linewidths=2, zorder=4)
-        ax.set_xticks(range(len(runs)), [r.name for r in runs], rotation=30, ha="right")
-        ax.set_xlim(-0.5, len(runs) - 0.5)
-        ax.set(title=f"{key[0]} ({key[1]})", ylabel=key[1])
-        ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=100)
+    downstream_figure(runs).savefig(path, dpi=100)
 
 
 # --------------------------------------------------------------------------- report
@@ -294,12 +355,14 @@ _NOTES: tuple[tuple[tuple[str, ...], str], ...] = (
 _LOSS_CAPTION = (
     "loss.png: each run's `train/loss` against step (solid line) and its "
     "`eval/loss` in the same colour (dashed line, markers), over all process "
-    "starts (a step logged twice keeps the later value)."
+    "starts (a step logged twice keeps the later value). Runs that differ only by "
+    "`seed` share a colour and one numbered legend entry (their setting)."
 )
 _DOWNSTREAM_CAPTION = (
-    "downstream.png: one panel per downstream task and metric; a dot for "
-    "each seed's fine-tuning score of each run (results.json), a black bar "
-    "at their median."
+    "downstream.png: one panel per downstream task and metric, a column per run (per "
+    "setting when runs differ only by `seed`, numbered as in the legend); a dot for "
+    "each fine-tuning score (results.json), a black bar at the median of the runs' "
+    "medians."
 )
 
 
