@@ -689,3 +689,12 @@ def test_the_architecture_ablation_steps_toward_modernbert():
         )
         < 0.01
     )
+    # `long`: classic and rope at seed 0, twice the pretraining steps, nothing else changed
+    long_runs, long_base = (
+        sweep.load_sweep(spec.replace(":cpu", ":long")),
+        _config("long", "ablations/architecture"),
+    )
+    assert [r.overrides for r in long_runs] == [runs[0].overrides, runs[3].overrides]
+    assert long_base.train.steps == 2 * base.train.steps
+    long_base.train.steps = base.train.steps
+    assert long_base.to_dict() == base.to_dict()
