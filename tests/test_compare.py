@@ -500,3 +500,8 @@ def test_plots_of_runs_without_seeds_name_each_run():
     assert len({line.get_color() for line in fig.axes[0].get_lines()}) == 2
     (ax,) = report_lib.downstream_figure(runs).axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ["base", "short"]
+    # long names: numbered columns, the legend numbered alike (only runs with scores)
+    runs[0].name = "x" * 30
+    fig = report_lib.downstream_figure(runs)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [f"1: {'x' * 30}"]

@@ -303,6 +303,8 @@ def downstream_figure(runs: Sequence[Run]) -> Any:
         ax.set(title=f"{key[0]} ({key[1]})", ylabel=key[1])
         ax.grid(axis="y", alpha=0.3)
     if numbered:
+        if all(len(g) == 1 for _, g in groups):  # run names: number them as the ticks
+            labels = [f"{i}: {label}" for i, label in enumerate(labels, 1)]
         shown = [(h, label) for h, label in zip(handles, labels, strict=True) if h is not None]
         _legend_below(fig, [h for h, _ in shown], [label for _, label in shown])
     return fig
